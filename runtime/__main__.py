@@ -1,0 +1,3 @@
+from runtime._entry import main
+
+main()

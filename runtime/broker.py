@@ -1,0 +1,149 @@
+"""The Redis broker: queues, claims, completions, wake-ups and the reaper.
+
+Every state change is one Lua script (``runtime/lua/*.lua``), so each is atomic and many
+jobs share one round trip: :meth:`RedisBroker.enqueue` takes a batch, :meth:`claim` takes
+up to K jobs, :meth:`finish` records many outcomes. Delivery is at-least-once: a claim
+moves a job to ``{p}:inflight`` with a deadline that the worker's heartbeat extends; the
+reaper takes back the jobs of a dead worker (its registry entry expired) at once and any
+claim whose deadline passed. Time is the Redis server's clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import redis
+
+from .connection import load_script
+from .keys import Keys
+from .settings import Settings
+from .status import FINAL, Status
+
+
+@dataclass(slots=True)
+class NewJob:
+    """What enqueue writes: id, path, params already encoded as JSON, queue, priority,
+    and the delay before it may start, seconds (0 = now)."""
+
+    id: str
+    path: str
+    params_json: str
+    queue: str
+    priority: int
+    delay_s: float
+
+
+@dataclass(slots=True)
+class Claimed:
+    """A claimed job as the worker needs it. Times are UNIX seconds of the Redis clock."""
+
+    id: str
+    path: str
+    params_json: str
+    queue: str
+    priority: int
+    attempt: int
+    retries: int
+    lost: int
+    queued_at: float
+    due_at: float
+    started_at: float
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The end of one attempt: new status, its number (ttl_s when final, delay_s for a
+    retry, unused otherwise), a history note, and fields to store (strings)."""
+
+    id: str
+    attempt: int
+    status: Status
+    number: float = 0.0
+    note: str = ""
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+CLAIM_FIELDS = 11
+
+
+class RedisBroker:
+    """Queue operations on one Redis. ``client`` must decode responses to str."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+        self._enqueue = load_script(client, "enqueue")
+        self._claim = load_script(client, "claim")
+        self._finish = load_script(client, "finish")
+        self._reap = load_script(client, "reap")
+        self._control = load_script(client, "control")
+        self._wait = load_script(client, "wait")
+
+    def enqueue(self, jobs: Sequence[NewJob]) -> float:
+        """Create and queue ``jobs`` in one round trip; returns the server time (UNIX s)."""
+        args: list[Any] = [self.settings.key_prefix, len(jobs)]
+        for j in jobs:
+            args += [j.id, j.path, j.params_json, j.queue, j.priority, repr(float(j.delay_s))]
+        return float(self._enqueue(args=args))
+
+    def claim(self, worker_id: str, k: int, queues: Sequence[str]) -> tuple[float, float | None, list[Claimed]]:
+        """Claim up to ``k`` due jobs from ``queues`` (first ones first).
+
+        Returns (server time, next due time of a delayed job or None, claimed jobs).
+        """
+        reply = self._claim(args=[self.settings.key_prefix, worker_id, k,
+                                  self.settings.visibility_timeout_s, len(queues), *queues])
+        jobs = []
+        for i in range(2, len(reply), CLAIM_FIELDS):
+            f = reply[i:i + CLAIM_FIELDS]
+            jobs.append(Claimed(f[0], f[1], f[2], f[3], int(f[4]), int(f[5]), int(f[6]), int(f[7]),
+                                float(f[8]), float(f[9]), float(f[10])))
+        return float(reply[0]), (float(reply[1]) if reply[1] else None), jobs
+
+    def finish(self, outcomes: Iterable[Outcome], client: redis.Redis | None = None) -> list[str]:
+        """Record outcomes in one round trip; returns the ids of stale attempts (ignored)."""
+        args: list[Any] = [self.settings.key_prefix, 0]
+        n = 0
+        for o in outcomes:
+            number = self.settings.ttl_s[o.status] if o.status in FINAL else o.number
+            args += [o.id, o.attempt, o.status.value, repr(float(number)), o.note, len(o.fields)]
+            for k, v in o.fields.items():
+                args += [k, v]
+            n += 1
+        if not n:
+            return []
+        args[1] = n
+        return list(self._finish(args=args, client=client))
+
+    def reap(self, dead_workers: Sequence[str]) -> tuple[int, int]:
+        """Take back the jobs of ``dead_workers`` and of expired claims; trim the status
+        indexes of expired documents. Returns (requeued, failed worker-lost)."""
+        ttl = self.settings.ttl_s
+        args: list[Any] = [self.settings.key_prefix, self.settings.max_lost, ttl[Status.FAILED],
+                           len(dead_workers), *dead_workers, len(ttl)]
+        for status, seconds in ttl.items():
+            args += [status, seconds]
+        requeued, failed = self._reap(args=args)
+        return int(requeued), int(failed)
+
+    def control(self, action: str, ids: Sequence[str]) -> list[str]:
+        """cancel / abort / requeue ``ids``; one reply per id: 'ok', 'missing' or the status
+        that does not allow it."""
+        if not ids:
+            return []
+        return list(self._control(args=[self.settings.key_prefix, action,
+                                        self.settings.ttl_s[Status.CANCEL], *ids]))
+
+    def register_waiter(self, key: str, ids: Sequence[str], ttl_s: float) -> list[str]:
+        """Ask to be told on list ``key`` when ``ids`` end; returns those already final."""
+        return list(self._wait(args=[self.settings.key_prefix, key, max(1, int(ttl_s) + 1), *ids]))
+
+    def wait_for_wakeup(self, conn: redis.Redis, queues: Sequence[str], timeout_s: float) -> bool:
+        """Block until a job is queued on ``queues`` or ``timeout_s`` passes (True if woken).
+
+        ``conn`` should be a connection of its own: this blocks it.
+        """
+        reply = conn.blpop([self.keys.wake(q) for q in queues], timeout=max(timeout_s, 0.001))
+        return reply is not None

@@ -1,0 +1,354 @@
+"""The ``runtime`` command: maps arguments to settings and calls the library.
+
+Exit codes (named, see ``runtime --help``):
+  0 OK; 1 ERROR (any other runtime error); 2 USAGE (bad arguments, from click);
+  3 NOT_FOUND (job id unknown); 4 UNAVAILABLE (Redis unreachable); 5 JOB_FAILED (``run``:
+  the task did not succeed); 6 TIMEOUT (``enqueue --wait`` deadline passed);
+  7 NOT_ALLOWED (a status transition that is not allowed, e.g. cancel of a running job).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+import time
+from typing import Any, Callable
+
+import click
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4
+EXIT_JOB_FAILED, EXIT_TIMEOUT, EXIT_NOT_ALLOWED = 5, 6, 7
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn runtime's errors into one line on stderr and a named exit code."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .errors import (BrokerUnavailable, ConfigError, InvalidParams, InvalidTransition,
+                             JobNotFound, TaskQueueError, WaitTimeout)
+        try:
+            return fn(*args, **kwargs)
+        except JobNotFound as exc:
+            _fail(str(exc), EXIT_NOT_FOUND)
+        except BrokerUnavailable as exc:
+            _fail(str(exc), EXIT_UNAVAILABLE)
+        except WaitTimeout as exc:
+            _fail(str(exc), EXIT_TIMEOUT)
+        except InvalidTransition as exc:
+            _fail(str(exc), EXIT_NOT_ALLOWED)
+        except (InvalidParams, ConfigError) as exc:
+            _fail(str(exc), EXIT_USAGE)
+        except TaskQueueError as exc:
+            _fail(f"{type(exc).__name__}: {exc}", EXIT_ERROR)
+    return wrapper
+
+
+class Ctx:
+    def __init__(self, overrides: dict[str, Any], config: str | None) -> None:
+        self.overrides = overrides
+        self.config = config
+
+    def settings(self, **more: Any) -> Any:
+        from .settings import load_settings
+        return load_settings({**self.overrides, **more}, config_file=self.config)
+
+    def client(self) -> Any:
+        from .client import Client
+        return Client(self.settings())
+
+
+def _params(text: str | None) -> dict[str, Any]:
+    from .errors import InvalidParams
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidParams(f"params are not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidParams(f"params must be a JSON object like '{{\"a\": 1}}', got {type(value).__name__}")
+    return value
+
+
+def _out(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def _ago(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    d = time.time() - ts
+    return f"{d:.1f}s ago" if d < 120 else f"{d / 60:.0f}m ago" if d < 7200 else f"{d / 3600:.1f}h ago"
+
+
+def _ms(s: float | None) -> str:
+    return "-" if s is None else f"{s * 1000:.1f} ms" if s < 1 else f"{s:.2f} s"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=__doc__.split("\n\n", 1)[1])
+@click.option("--redis", "redis_url", metavar="URL", help="redis://, rediss:// or unix:// URL [env RUNTIME_REDIS_URL; default: the embedded server under .runtime/]")
+@click.option("--prefix", "key_prefix", metavar="PREFIX", help="prefix of every Redis key [env RUNTIME_KEY_PREFIX; default rt]")
+@click.option("--config", type=click.Path(dir_okay=False), help="settings file [default ./runtime.toml if present]")
+@click.pass_context
+def cli(ctx: click.Context, redis_url: str | None, key_prefix: str | None, config: str | None) -> None:
+    """runtime: an observable task queue and worker runtime."""
+    ctx.obj = Ctx({"redis_url": redis_url, "key_prefix": key_prefix}, config)
+
+
+@cli.command()
+@click.option("-q", "--queues", help="queues to take jobs from, first ones first [default: default]")
+@click.option("-g", "--greenlets", type=int, help="jobs run at once in this process [default 25]")
+@click.option("--tasks", "task_modules", help="module prefixes tasks may be imported from [default tasks_example]")
+@click.option("--grace", "grace_s", type=float, help="seconds running jobs may finish after SIGTERM [default 30]")
+@click.option("--burst", is_flag=True, help="exit once no job is ready, running or delayed")
+@click.option("--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
+@click.pass_obj
+@handle_errors
+def worker(obj: Ctx, queues: str | None, greenlets: int | None, task_modules: str | None,
+           grace_s: float | None, burst: bool, log_level: str) -> None:
+    """Run jobs (gevent is monkey-patched first thing)."""
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .worker import Worker
+    settings = obj.settings(queues=queues, greenlets=greenlets, task_modules=task_modules, grace_s=grace_s)
+    sys.exit(Worker(settings).run(burst=burst))
+
+
+@cli.command()
+@click.argument("path")
+@click.argument("params", required=False)
+@click.option("-q", "--queue", default="default", show_default=True)
+@click.option("-p", "--priority", default=0, show_default=True, type=int, help="-100..100, higher runs first")
+@click.option("--delay", type=float, help="seconds before the job may start")
+@click.option("--wait", "wait_s", type=float, help="wait up to this many seconds for the job to end and print it")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.pass_obj
+@handle_errors
+def enqueue(obj: Ctx, path: str, params: str | None, queue: str, priority: int, delay: float | None,
+            wait_s: float | None, as_json: bool) -> None:
+    """Queue a job of task PATH with PARAMS (a JSON object); prints its id."""
+    client = obj.client()
+    job_id = client.queue_job(path, _params(params), queue=queue, priority=priority, delay=delay)
+    if wait_s is None:
+        _out({"id": job_id}) if as_json else click.echo(job_id)
+        return
+    job = client.wait(job_id, timeout_s=wait_s)
+    _out(job.to_dict()) if as_json else _print_job(job)
+    if job.status != "success":
+        sys.exit(EXIT_JOB_FAILED)
+
+
+@cli.command()
+@click.argument("path")
+@click.argument("params", required=False)
+@click.option("--json", "as_json", is_flag=True, help="print the whole outcome as JSON")
+@click.pass_obj
+@handle_errors
+def run(obj: Ctx, path: str, params: str | None, as_json: bool) -> None:
+    """Run task PATH with PARAMS in this process now and print its result (no Redis)."""
+    from .local import run_task
+    outcome = run_task(path, _params(params), obj.settings())
+    if as_json:
+        _out(outcome.to_dict())
+    elif outcome.ok:
+        click.echo(json.dumps(outcome.result, indent=2, ensure_ascii=False))
+    else:
+        click.echo(outcome.traceback or "", err=True, nl=False)
+        click.echo(f"error: {path} ended {outcome.status.value}", err=True)
+    if not outcome.ok:
+        sys.exit(EXIT_JOB_FAILED)
+
+
+@cli.command()
+@click.option("-s", "--status")
+@click.option("-q", "--queue")
+@click.option("--path")
+@click.option("-n", "--limit", default=20, show_default=True, type=int)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handle_errors
+def jobs(obj: Ctx, status: str | None, queue: str | None, path: str | None, limit: int, as_json: bool) -> None:
+    """List jobs, newest change first."""
+    from .status import Status
+    if status and status not in {s.value for s in Status}:
+        raise click.BadParameter(f"{status!r}; one of {', '.join(s.value for s in Status)}", param_hint="--status")
+    found = obj.client().store.list_jobs(status=status, queue=queue, path=path, limit=limit)
+    if as_json:
+        _out([j.to_dict() for j in found])
+        return
+    click.echo(f"{'ID':24}  {'STATUS':10} {'QUEUE':10} {'PATH':40} {'ATT':>3} {'PROGRESS':>8} {'RUN':>9}  CHANGED")
+    for j in found:
+        changed = j.ended_at or j.started_at or j.queued_at
+        prog = "-" if j.progress is None else f"{j.progress:.0%}"
+        click.echo(f"{j.id:24}  {j.status.value:10} {j.queue[:10]:10} {j.path[-40:]:40} {j.attempt:>3} "
+                   f"{prog:>8} {_ms(j.run_s):>9}  {_ago(changed)}")
+
+
+def _print_job(job: Any) -> None:
+    from .job import iso
+    click.echo(f"job {job.id}")
+    click.echo(f"  path      {job.path}")
+    click.echo(f"  params    {json.dumps(job.params, ensure_ascii=False)[:2000]}")
+    click.echo(f"  queue     {job.queue} (priority {job.priority})")
+    click.echo(f"  status    {job.status.value}" + (f" ({job.reason})" if job.reason else ""))
+    click.echo(f"  attempts  {job.attempt} (retries {job.retries}, worker lost {job.lost})")
+    click.echo(f"  worker    {job.worker or '-'}")
+    click.echo(f"  queued    {iso(job.queued_at)}   due {iso(job.due_at)}")
+    click.echo(f"  started   {iso(job.started_at) or '-'}   ended {iso(job.ended_at) or '-'}")
+    click.echo(f"  wait      {_ms(job.wait_s)}   run {_ms(job.run_s)}")
+    if job.progress is not None:
+        click.echo(f"  progress  {job.progress:.0%} {job.progress_message or ''}")
+    if job.status.value == "success":
+        click.echo(f"  result    {json.dumps(job.result, ensure_ascii=False)[:4000]}")
+    if job.exc_type:
+        click.echo(f"  error     {job.exc_type}: {job.exc_message}")
+    if job.overrun:
+        click.echo(f"  watchdog  {job.overrun}")
+    click.echo("  history")
+    for h in job.history:
+        extra = " ".join(f"{k}={v}" for k, v in h.items() if k not in ("at", "status"))
+        click.echo(f"    {iso(h.get('at'))}  {h.get('status'):10} {extra}")
+    if job.traceback:
+        click.echo("  traceback")
+        for line in job.traceback.rstrip().splitlines():
+            click.echo(f"    {line}")
+    if job.logs:
+        click.echo("  logs")
+        for line in job.logs:
+            click.echo(f"    {line}")
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handle_errors
+def job(obj: Ctx, job_id: str, as_json: bool) -> None:
+    """Everything about one job: params, status history, timings, result or traceback."""
+    j = obj.client().get_job(job_id)
+    _out(j.to_dict()) if as_json else _print_job(j)
+
+
+@cli.command()
+@click.argument("ids", nargs=-1)
+@click.option("-s", "--status", default="failed", show_default=True, help="with no ID: requeue jobs with this final status")
+@click.option("-q", "--queue", help="with no ID: only this queue")
+@click.option("--path", help="with no ID: only this task path")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handle_errors
+def requeue(obj: Ctx, ids: tuple[str, ...], status: str, queue: str | None, path: str | None, as_json: bool) -> None:
+    """Queue final jobs again: the IDs given, or all of a status (failed) by queue/path."""
+    client = obj.client()
+    if ids:
+        done = client.requeue(*ids)
+    else:
+        if not queue and not path:
+            raise click.UsageError("give job IDs, or --queue and/or --path to requeue all failed jobs of them")
+        done = client.requeue_where(status, queue=queue, path=path)
+    _out({"requeued": done}) if as_json else click.echo(f"requeued {len(done)} job(s)")
+
+
+@cli.command()
+@click.argument("ids", nargs=-1, required=True)
+@click.pass_obj
+@handle_errors
+def cancel(obj: Ctx, ids: tuple[str, ...]) -> None:
+    """Cancel waiting jobs (they never run)."""
+    click.echo(f"cancelled {len(obj.client().cancel(*ids))} job(s)")
+
+
+@cli.command()
+@click.argument("ids", nargs=-1, required=True)
+@click.pass_obj
+@handle_errors
+def abort(obj: Ctx, ids: tuple[str, ...]) -> None:
+    """Abort running jobs (their worker kills them within about a second)."""
+    click.echo(f"abort requested for {len(obj.client().abort(*ids))} job(s)")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handle_errors
+def queues(obj: Ctx, as_json: bool) -> None:
+    """Queue depths and job counts by status."""
+    client = obj.client()
+    depths, counts = client.store.queue_depths(), client.store.counts()
+    if as_json:
+        _out({"queues": depths, "counts": counts})
+        return
+    click.echo(f"{'QUEUE':20} {'READY':>8} {'DELAYED':>8}")
+    for q, d in depths.items():
+        click.echo(f"{q:20} {d['ready']:>8} {d['delayed']:>8}")
+    click.echo("jobs by status: " + ", ".join(f"{s} {n}" for s, n in counts.items() if n) or "none")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handle_errors
+def workers(obj: Ctx, as_json: bool) -> None:
+    """Live workers: host, pid, queues, running jobs with their stacks, jobs done, RSS."""
+    client = obj.client()
+    keys = client.broker.keys
+    ids = sorted(client.redis.smembers(keys.workers))
+    pipe = client.redis.pipeline(transaction=False)
+    for wid in ids:
+        pipe.hgetall(keys.worker(wid))
+    entries = [dict(e, running=json.loads(e.get("running", "[]"))) for e in pipe.execute() if e]
+    if as_json:
+        _out(entries)
+        return
+    if not entries:
+        click.echo("no live workers")
+    for e in entries:
+        rss = int(e.get("rss_bytes", 0)) / 2**20
+        click.echo(f"{e['id']}  {e.get('state', '?')}  host {e['host']} pid {e['pid']}  queues {e['queues']}  "
+                   f"running {len(e['running'])}/{e.get('greenlets', '?')}  done {e['jobs_done']}  "
+                   f"rss {rss:.1f} MiB  up {_ago(float(e['started_at']))[:-4]}")
+        for r in e["running"]:
+            click.echo(f"    {r['id']} {r['path']}  " + " <- ".join(r["stack"][:3]))
+
+
+@cli.command()
+@click.option("-n", "--limit", type=int, help="only the first N files")
+@click.option("-g", "--greenlets", default=10, show_default=True, type=int)
+@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+@click.pass_obj
+@handle_errors
+def demo(obj: Ctx, limit: int | None, greenlets: int, as_json: bool) -> None:
+    """Analyse every .py file of the installed standard library with a real worker."""
+    from .demo import run_demo
+    summary = run_demo(obj.settings(), limit=limit, greenlets=greenlets, quiet=as_json)
+    if as_json:
+        _out(summary)
+
+
+@cli.group()
+def embedded() -> None:
+    """The embedded redis-server under .runtime/ (used when no Redis URL is set)."""
+
+
+@embedded.command("status")
+@click.pass_obj
+def embedded_status(obj: Ctx) -> None:
+    """Say whether the embedded server runs, and its URL."""
+    from .embedded import EmbeddedRedis
+    e = EmbeddedRedis(obj.settings().embedded_dir)
+    url = e.url()
+    click.echo(f"running at {url} (pid {e.pid()})" if url else "not running")
+
+
+@embedded.command("stop")
+@click.pass_obj
+def embedded_stop(obj: Ctx) -> None:
+    """Stop the embedded server (its data is kept in .runtime/)."""
+    from .embedded import EmbeddedRedis
+    click.echo("stopped" if EmbeddedRedis(obj.settings().embedded_dir).stop() else "was not running")

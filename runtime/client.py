@@ -1,0 +1,191 @@
+"""The producer side: queue jobs, read them, wait for them, cancel, abort, requeue.
+
+:class:`Client` holds one connection and the settings; the module-level functions in
+``runtime`` (``queue_job``, ``get_job``, ``wait``...) use a default client built from the
+environment on first use (``RUNTIME_REDIS_URL``, or the embedded server).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping, Sequence
+
+import redis
+
+from .broker import NewJob, RedisBroker
+from .connection import connect
+from .errors import BrokerUnavailable, InvalidParams, InvalidTransition, JobNotFound, WaitTimeout
+from .job import Job, encode_params, new_job_id
+from .settings import Settings, load_settings
+from .store import RedisJobStore
+
+PRIORITY_RANGE = (-100, 100)
+
+
+def _delay_s(delay: float | None, eta: datetime | float | None) -> float:
+    if delay is not None and eta is not None:
+        raise InvalidParams("give delay or eta, not both")
+    if eta is not None:
+        if isinstance(eta, datetime):
+            if eta.tzinfo is None:
+                raise InvalidParams("eta must be timezone-aware (e.g. datetime.now(timezone.utc))")
+            eta = eta.timestamp()
+        return max(0.0, float(eta) - time.time())
+    d = float(delay or 0.0)
+    if d < 0:
+        raise InvalidParams(f"delay must be >= 0 seconds, got {d}")
+    return d
+
+
+class Client:
+    """Queue and inspect jobs on the Redis given by ``settings``.
+
+    Raises BrokerUnavailable (at construction) when Redis cannot be reached.
+    """
+
+    def __init__(self, settings: Settings | None = None, client: redis.Redis | None = None) -> None:
+        self.settings = settings or load_settings()
+        self.redis = client or connect(self.settings)
+        self.broker = RedisBroker(self.redis, self.settings)
+        self.store = RedisJobStore(self.redis, self.settings.key_prefix)
+
+    def _new(self, path: str, params: Mapping[str, Any] | None, queue: str, priority: int,
+             delay: float | None, eta: datetime | float | None) -> NewJob:
+        if not isinstance(path, str) or not path.strip():
+            raise InvalidParams(f"task path must be a non-empty dotted string, got {path!r}")
+        if not queue or ":" in queue or "," in queue:
+            raise InvalidParams(f"queue name must be non-empty without ':' or ',', got {queue!r}")
+        if not isinstance(priority, int) or not PRIORITY_RANGE[0] <= priority <= PRIORITY_RANGE[1]:
+            raise InvalidParams(f"priority must be an int in [{PRIORITY_RANGE[0]}, {PRIORITY_RANGE[1]}], got {priority!r}")
+        return NewJob(new_job_id(), path, encode_params(params, self.settings.max_job_bytes),
+                      queue, priority, _delay_s(delay, eta))
+
+    def queue_job(self, path: str, params: Mapping[str, Any] | None = None, *, queue: str = "default",
+                  priority: int = 0, delay: float | None = None, eta: datetime | float | None = None) -> str:
+        """Queue one job; returns its id.
+
+        ``priority``: int in [-100, 100], higher runs first within a queue. ``delay``
+        (seconds) or ``eta`` (aware datetime or UNIX seconds): the job never starts before.
+        Raises InvalidParams (naming the offending key) or JobTooLarge; BrokerUnavailable.
+        """
+        job = self._new(path, params, queue, priority, delay, eta)
+        self._call(self.broker.enqueue, [job])
+        return job.id
+
+    def queue_jobs(self, path: str, params_list: Iterable[Mapping[str, Any] | None], *, queue: str = "default",
+                   priority: int = 0, delay: float | None = None, batch_size: int = 1000) -> list[str]:
+        """Queue one job per params dict, ``batch_size`` per round trip; returns the ids.
+
+        Every params dict is checked before anything is queued, so a bad one queues none.
+        """
+        jobs = [self._new(path, p, queue, priority, delay, None) for p in params_list]
+        for i in range(0, len(jobs), batch_size):
+            self._call(self.broker.enqueue, jobs[i:i + batch_size])
+        return [j.id for j in jobs]
+
+    def get_job(self, job_id: str) -> Job:
+        """The job's document with its history. Raises JobNotFound."""
+        return self._call(self.store.get, job_id)
+
+    def wait(self, ids: str | Sequence[str], timeout_s: float | None = None) -> Any:
+        """Block until the jobs are final; returns their Jobs (one Job for one id).
+
+        Raises WaitTimeout (with ``.pending``) after ``timeout_s`` seconds, JobNotFound for an
+        id that does not exist. Costs one round trip when the jobs are already final.
+        """
+        single = isinstance(ids, str)
+        wanted = [ids] if single else list(ids)
+        key = self.broker.keys.waiter(os.urandom(8).hex())
+        ttl = timeout_s if timeout_s is not None else 86_400
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        pending = set(wanted) - set(self._call(self.broker.register_waiter, key, wanted, ttl))
+        while pending:
+            remaining = 0 if deadline is None else deadline - time.monotonic()
+            if deadline is not None and remaining <= 0:
+                self.redis.delete(key)
+                raise WaitTimeout(f"{len(pending)} of {len(wanted)} jobs not final after {timeout_s} s",
+                                  sorted(pending))
+            reply = self._call(self.redis.blpop, [key], timeout=min(remaining, 5) if deadline else 5)
+            if reply is not None:
+                pending.discard(reply[1])
+        jobs = self._call(self.store.get_many, wanted)
+        missing = [i for i, j in zip(wanted, jobs) if j is None]
+        if missing:
+            raise JobNotFound(f"no job {missing[0]!r} (never queued, or its document expired)")
+        return jobs[0] if single else jobs
+
+    def _control(self, action: str, ids: Sequence[str], allowed: str) -> list[str]:
+        replies = self._call(self.broker.control, action, list(ids))
+        for job_id, reply in zip(ids, replies):
+            if reply == "missing":
+                raise JobNotFound(f"no job {job_id!r}")
+            if reply != "ok":
+                raise InvalidTransition(f"cannot {action} job {job_id}: it is {reply} ({allowed})")
+        return list(ids)
+
+    def cancel(self, *ids: str) -> list[str]:
+        """Cancel waiting jobs (queued, delayed, retry, interrupt): status cancel.
+
+        Raises InvalidTransition for a job that is running or final, JobNotFound."""
+        return self._control("cancel", ids, "only waiting jobs can be cancelled; abort a running one")
+
+    def abort(self, *ids: str) -> list[str]:
+        """Ask the workers running these jobs to kill them (status abort, within one
+        heartbeat, about 1 s). Raises InvalidTransition for a job that is not running."""
+        return self._control("abort", ids, "only running jobs can be aborted; cancel a waiting one")
+
+    def requeue(self, *ids: str) -> list[str]:
+        """Queue final or interrupted jobs again, with a fresh retry budget; history kept."""
+        return self._control("requeue", ids, "only final jobs can be requeued")
+
+    def requeue_where(self, status: str = "failed", queue: str | None = None, path: str | None = None) -> list[str]:
+        """Requeue every job with final ``status`` of ``queue`` and/or ``path``; returns ids."""
+        ids = self.store.final_ids(status, queue=queue, path=path)
+        replies = self._call(self.broker.control, "requeue", ids)
+        return [i for i, r in zip(ids, replies) if r == "ok"]
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise BrokerUnavailable(f"Redis unavailable: {exc}") from None
+
+
+_default: Client | None = None
+_default_pid: int | None = None
+
+
+def default_client() -> Client:
+    """The process's Client from the environment, made on first use (again after a fork)."""
+    global _default, _default_pid
+    if _default is None or _default_pid != os.getpid():
+        _default, _default_pid = Client(), os.getpid()
+    return _default
+
+
+def set_default_client(client: Client | None) -> None:
+    """Use ``client`` for the module-level functions (the worker sets its own)."""
+    global _default, _default_pid
+    _default, _default_pid = client, os.getpid()
+
+
+def queue_job(path: str, params: Mapping[str, Any] | None = None, **kwargs: Any) -> str:
+    """:meth:`Client.queue_job` on the default client."""
+    return default_client().queue_job(path, params, **kwargs)
+
+
+def queue_jobs(path: str, params_list: Iterable[Mapping[str, Any] | None], **kwargs: Any) -> list[str]:
+    """:meth:`Client.queue_jobs` on the default client."""
+    return default_client().queue_jobs(path, params_list, **kwargs)
+
+
+def get_job(job_id: str) -> Job:
+    """:meth:`Client.get_job` on the default client."""
+    return default_client().get_job(job_id)
+
+
+def wait(ids: str | Sequence[str], timeout_s: float | None = None) -> Any:
+    """:meth:`Client.wait` on the default client."""
+    return default_client().wait(ids, timeout_s)

@@ -1,0 +1,55 @@
+"""Redis connections from settings: the configured URL, or the embedded server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from .embedded import EmbeddedRedis
+from .errors import BrokerUnavailable, ConfigError
+from .settings import Settings
+from .status import FINAL, WAITING, Status
+
+_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def redis_url(settings: Settings) -> str:
+    """The URL to use: ``settings.redis_url``, else the embedded server's (started if need be)."""
+    if settings.redis_url:
+        if not settings.redis_url.startswith(_SCHEMES):
+            raise ConfigError(f"redis URL must start with redis://, rediss:// or unix://, got {settings.redis_url!r}")
+        return settings.redis_url
+    return EmbeddedRedis(settings.embedded_dir).ensure()
+
+
+def connect(settings: Settings, **kwargs: Any) -> redis.Redis:
+    """A redis-py client (str responses) for ``settings``. Raises BrokerUnavailable."""
+    url = redis_url(settings)
+    client = redis.Redis.from_url(url, decode_responses=True, **kwargs)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        raise BrokerUnavailable(f"cannot reach Redis at {url}: {exc}") from None
+    return client
+
+
+def _lua_set(statuses: frozenset[Status] | set[Status]) -> str:
+    return ", ".join(f"['{s.value}'] = true" for s in sorted(statuses))
+
+
+_PLACEHOLDERS = {
+    "--@WAITING@--": _lua_set(WAITING),
+    "--@FINAL@--": _lua_set(FINAL),
+    "--@CANCELABLE@--": _lua_set(WAITING),
+    "--@REQUEUABLE@--": _lua_set(set(FINAL) | {Status.INTERRUPT}),
+}
+
+
+def load_script(client: redis.Redis, name: str) -> Any:
+    """Register ``runtime/lua/{name}.lua`` with its status tables filled in from status.py."""
+    text = (Path(__file__).parent / "lua" / f"{name}.lua").read_text()
+    for marker, value in _PLACEHOLDERS.items():
+        text = text.replace(marker, value)
+    return client.register_script(text)

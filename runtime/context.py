@@ -1,0 +1,65 @@
+"""The job a greenlet is running, in a ContextVar, and what a task can ask of it.
+
+Each greenlet has its own context (gevent copies nothing by default), so ``current_job``
+is per job even with many jobs interleaving in one process.
+"""
+
+from __future__ import annotations
+
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .errors import TaskQueueError
+
+
+@dataclass
+class JobContext:
+    """What the running job knows about itself. ``write`` stores progress (None in run_task)."""
+
+    job_id: str
+    path: str
+    queue: str
+    attempt: int
+    params: dict[str, Any]
+    interval_s: float = 0.5
+    write: Callable[[str, dict[str, str]], None] | None = None
+    progress: float | None = None
+    progress_message: str | None = None
+    _written_at: float = field(default=0.0, repr=False)
+    _dirty: bool = field(default=False, repr=False)
+
+    def progress_fields(self) -> dict[str, str]:
+        out = {}
+        if self.progress is not None:
+            out["progress"] = repr(self.progress)
+        if self.progress_message is not None:
+            out["progress_message"] = self.progress_message
+        return out
+
+
+current_job: ContextVar[JobContext | None] = ContextVar("runtime_current_job", default=None)
+
+
+def set_progress(fraction: float, message: str | None = None) -> None:
+    """Record the running job's progress: ``fraction`` in [0, 1] and an optional message.
+
+    Writes to the job store at most once per ``progress_interval_s`` (0.5 s by default), and
+    always at the job's end, so a tight loop does not flood Redis. Outside a job it does
+    nothing. Raises TaskQueueError for a fraction outside [0, 1].
+    """
+    if not 0.0 <= float(fraction) <= 1.0:
+        raise TaskQueueError(f"progress fraction must be within [0, 1], got {fraction!r}")
+    ctx = current_job.get()
+    if ctx is None:
+        return
+    ctx.progress = float(fraction)
+    if message is not None:
+        ctx.progress_message = str(message)[:1000]
+    ctx._dirty = True
+    now = time.monotonic()
+    if ctx.write is not None and now - ctx._written_at >= ctx.interval_s:
+        ctx._written_at = now
+        ctx._dirty = False
+        ctx.write(ctx.job_id, ctx.progress_fields())

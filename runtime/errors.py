@@ -1,0 +1,96 @@
+"""The one exception root of runtime, and the interrupts that pierce a task's handlers.
+
+Every error runtime raises on purpose derives from :class:`TaskQueueError` (named so as not
+to shadow the builtin ``RuntimeError``). The interrupts delivered into a running job
+(:class:`JobTimeout`, :class:`JobAborted`, :class:`JobInterrupt`) derive from
+``BaseException`` so that a task's ``except Exception:`` cannot swallow them (the same
+choice as Dramatiq's ``Interrupt``).
+"""
+
+from __future__ import annotations
+
+
+class TaskQueueError(Exception):
+    """Root of every error runtime raises on purpose."""
+
+
+class ConfigError(TaskQueueError):
+    """A setting is missing or invalid (bad URL, unknown option, bad unit)."""
+
+
+class BrokerUnavailable(TaskQueueError):
+    """Redis cannot be reached; the message names the URL and the cause."""
+
+
+class InvalidParams(TaskQueueError):
+    """Params are not a JSON object, are too large, or do not bind to the task signature.
+
+    ``key`` is the path of the offending value (``params['when']``), when there is one.
+    """
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class JobTooLarge(InvalidParams):
+    """The encoded job document is over ``Settings.max_job_bytes``."""
+
+
+class TaskNotFound(TaskQueueError):
+    """The task path does not name an importable function or class."""
+
+
+class TaskNotAllowed(TaskQueueError):
+    """The task path is outside the configured ``task_modules``; nothing was imported."""
+
+
+class TaskOptionError(TaskQueueError, TypeError):
+    """A task declares an option nobody understands (raised at import, with a hint)."""
+
+
+class ResultNotJSON(TaskQueueError):
+    """A task returned a value that cannot be stored as JSON."""
+
+
+class JobNotFound(TaskQueueError, KeyError):
+    """No job with this id exists (never queued, or its TTL expired)."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else "job not found"
+
+
+class InvalidTransition(TaskQueueError):
+    """The requested status change is not allowed from the job's current status."""
+
+
+class WaitTimeout(TaskQueueError, TimeoutError):
+    """``wait()`` reached its deadline; ``pending`` lists the ids not yet final."""
+
+    def __init__(self, message: str, pending: list[str]) -> None:
+        super().__init__(message)
+        self.pending = pending
+
+
+class Retry(TaskQueueError):
+    """Raise from a task to ask for a retry, optionally after ``delay_s`` seconds.
+
+    Counts against the task's ``max_retries``; past it the job ends ``maxretries``.
+    """
+
+    def __init__(self, message: str = "retry requested", delay_s: float | None = None) -> None:
+        super().__init__(message)
+        self.delay_s = delay_s
+
+
+class JobInterrupt(BaseException):
+    """Delivered into a running job at shutdown or recycle: the job is requeued at once
+    with status ``interrupt`` and its retry count untouched."""
+
+
+class JobTimeout(BaseException):
+    """Delivered into a running job that exceeded its ``timeout_s``: status ``timeout``."""
+
+
+class JobAborted(BaseException):
+    """Delivered into a running job that was aborted (``runtime abort``): status ``abort``."""

@@ -1,0 +1,141 @@
+"""Run one attempt of a job and map how it ended to a status (the one place that does).
+
+Used by the worker (in a greenlet) and by ``run_task`` (in the caller's thread). Every way
+an attempt can end, a return, an exception, or a BaseException delivered into it, maps to
+exactly one :class:`~runtime.status.Status`:
+
+| how it ended                                   | status                  | reason       |
+|------------------------------------------------|-------------------------|--------------|
+| returned a JSON value                          | success                 |              |
+| returned something not JSON                    | failed                  | bad-result   |
+| unknown / disallowed path, params not matching | failed (never retried)  | bad-task / bad-params |
+| raised Retry, or an exception it retries on    | retry, or maxretries past max_retries | |
+| raised any other exception                     | failed                  | exception    |
+| JobTimeout (its timeout_s passed)              | timeout                 |              |
+| JobAborted (runtime abort)                     | abort                   |              |
+| JobInterrupt / GreenletExit (shutdown, recycle) | interrupt (requeued)   |              |
+| SystemExit, KeyboardInterrupt inside the task  | failed                  | exception    |
+"""
+
+from __future__ import annotations
+
+import traceback as tb
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import (InvalidParams, JobAborted, JobInterrupt, JobTimeout, ResultNotJSON, Retry,
+                     TaskNotAllowed, TaskNotFound)
+from .job import encode_result, loads
+from .settings import Settings
+from .status import Status
+from .tasks import TaskSpec, resolve
+
+MAX_TRACEBACK_CHARS = 32_000
+
+
+def safe_str(exc: BaseException) -> str:
+    """``str(exc)``, or a placeholder when the exception's ``__str__`` itself raises."""
+    try:
+        return str(exc)
+    except BaseException:  # noqa: BLE001 - a broken __str__ must not lose the job
+        return f"<{type(exc).__name__} whose str() raised>"
+
+
+def format_traceback(exc: BaseException) -> str:
+    try:
+        text = "".join(tb.format_exception(exc))
+    except BaseException:  # noqa: BLE001
+        text = f"{type(exc).__name__}: {safe_str(exc)}\n(traceback could not be formatted)"
+    if len(text) > MAX_TRACEBACK_CHARS:
+        text = text[:2000] + f"\n... [{len(text) - MAX_TRACEBACK_CHARS} chars cut] ...\n" + text[-(MAX_TRACEBACK_CHARS - 2000):]
+    return text
+
+
+@dataclass
+class AttemptResult:
+    """How one attempt ended: status, result (JSON text) or error, retry delay (s)."""
+
+    status: Status
+    result_json: str | None = None
+    result: Any = None
+    exc: BaseException | None = None
+    reason: str | None = None
+    delay_s: float = 0.0
+    note: str = ""
+    spec: TaskSpec | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+
+    def store_fields(self, retries: int) -> dict[str, str]:
+        """The job fields to write for this outcome (strings)."""
+        out = dict(self.fields)
+        if self.status == Status.SUCCESS:  # clear what an earlier attempt left
+            out.update(exc_type="", exc_message="", traceback="", reason="")
+        if self.result_json is not None:
+            out["result"] = self.result_json
+        if self.exc is not None:
+            out["exc_type"] = f"{type(self.exc).__module__}.{type(self.exc).__qualname__}".removeprefix("builtins.")
+            out["exc_message"] = safe_str(self.exc)[:4000]
+            out["traceback"] = format_traceback(self.exc)
+        if self.reason:
+            out["reason"] = self.reason
+        if self.status == Status.RETRY:
+            out["retries"] = str(retries + 1)
+        return out
+
+
+def _retry_or_max(spec: TaskSpec | None, exc: BaseException, retries: int, delay_s: float | None) -> AttemptResult:
+    max_retries = spec.max_retries if spec else 0
+    if retries < max_retries:
+        delay = delay_s if delay_s is not None else (spec.retry_delay_s(retries) if spec else 1.0)
+        return AttemptResult(Status.RETRY, exc=exc, delay_s=delay, spec=spec,
+                             note=f"retry {retries + 1}/{max_retries} in {delay:.3f} s")
+    return AttemptResult(Status.MAXRETRIES, exc=exc, reason="max-retries", spec=spec,
+                         note=f"no retries left ({max_retries} allowed)")
+
+
+def run_attempt(settings: Settings, path: str, params: dict[str, Any] | str, retries: int,
+                timeout_s: float | None = None, enforce_timeout: bool = True) -> AttemptResult:
+    """Run ``path`` with ``params`` once and classify the end (never raises, see table).
+
+    ``timeout_s`` overrides the task's and the default; the timeout is enforced with
+    ``gevent.Timeout``, which fires only when the task yields to the gevent hub.
+    """
+    spec: TaskSpec | None = None
+    try:
+        spec = resolve(path, settings.task_modules)
+        if isinstance(params, str):
+            params = loads(params)
+        call = spec.bind(params)
+        limit = timeout_s or spec.timeout_s or settings.default_timeout_s
+        if enforce_timeout:
+            import gevent
+            with gevent.Timeout(limit, JobTimeout(f"timed out after {limit} s")):
+                result = call()
+        else:
+            result = call()
+        return AttemptResult(Status.SUCCESS, result_json=encode_result(result, settings.max_job_bytes),
+                             result=result, spec=spec)
+    except Retry as exc:
+        return _retry_or_max(spec, exc, retries, exc.delay_s)
+    except (TaskNotFound, TaskNotAllowed) as exc:
+        return AttemptResult(Status.FAILED, exc=exc, reason="bad-task", spec=spec)
+    except InvalidParams as exc:
+        return AttemptResult(Status.FAILED, exc=exc, reason="bad-params", spec=spec)
+    except ResultNotJSON as exc:
+        return AttemptResult(Status.FAILED, exc=exc, reason="bad-result", spec=spec)
+    except JobTimeout as exc:
+        return AttemptResult(Status.TIMEOUT, exc=exc, reason="timeout", spec=spec)
+    except JobAborted as exc:
+        return AttemptResult(Status.ABORT, exc=exc, reason="aborted", spec=spec)
+    except JobInterrupt as exc:
+        return AttemptResult(Status.INTERRUPT, exc=exc, reason="interrupted", spec=spec,
+                             note="interrupted, requeued")
+    except Exception as exc:  # noqa: BLE001 - every task error ends in a status
+        if spec is not None and spec.should_retry(exc):
+            return _retry_or_max(spec, exc, retries, None)
+        return AttemptResult(Status.FAILED, exc=exc, reason="exception", spec=spec)
+    except BaseException as exc:  # noqa: BLE001 - GreenletExit, SystemExit, KeyboardInterrupt
+        if type(exc).__name__ == "GreenletExit":
+            return AttemptResult(Status.INTERRUPT, exc=exc, reason="interrupted", spec=spec,
+                                 note="killed, requeued")
+        return AttemptResult(Status.FAILED, exc=exc, reason="exception", spec=spec)

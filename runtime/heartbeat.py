@@ -1,0 +1,142 @@
+"""The worker's heartbeat: a native thread that a CPU-bound job cannot starve.
+
+Every ``heartbeat_interval_s`` it refreshes the worker's registry entry (TTL
+``worker_ttl_s``: id, host, pid, queues, running jobs with their current stack, jobs done,
+RSS), extends the claims of the running jobs, collects abort requests for the worker, and
+reports jobs that overran their timeout without yielding (a greenlet timeout cannot fire
+while the job holds the hub). It runs in a real OS thread (gevent's original
+``start_new_thread``) with its own Redis connection; under monkey patching that
+connection runs on the thread's own gevent hub, so it never waits for the main one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+import time
+import traceback
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+log = logging.getLogger("runtime.worker")
+
+
+def _original(module: str, name: str) -> Any:
+    try:
+        from gevent import monkey
+        return monkey.get_original(module, name)
+    except ImportError:  # pragma: no cover - gevent is a dependency
+        return getattr(__import__(module), name)
+
+
+def short_stack(frame: Any, limit: int = 4) -> list[str]:
+    """The innermost ``limit`` frames of ``frame`` as 'file:line in func' strings."""
+    if frame is None:
+        return []
+    out = []
+    for fs in traceback.extract_stack(frame, limit=limit)[::-1]:
+        out.append(f"{os.path.basename(fs.filename)}:{fs.lineno} in {fs.name}")
+    return out
+
+
+class Heartbeat:
+    """The native heartbeat thread of one worker; ``start()`` then ``stop()``."""
+
+    def __init__(self, worker: "Worker") -> None:
+        self.worker = worker
+        self._stop = False
+        self._sleep = _original("time", "sleep")
+        self.proc = psutil.Process()
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.pid_started = self.proc.create_time()
+        self._reported: set[str] = set()
+        self._main_thread = _original("threading", "get_ident")()
+        self.ticks = 0
+
+    def start(self) -> None:
+        _original("_thread", "start_new_thread")(self._loop, ())
+
+    def stop(self) -> None:
+        self._stop = True
+
+    def _loop(self) -> None:
+        import redis
+        pool = self.worker.redis.connection_pool
+        conn = redis.Redis(connection_pool=redis.ConnectionPool(
+            connection_class=pool.connection_class, **pool.connection_kwargs))
+        interval = self.worker.settings.heartbeat_interval_s
+        while not self._stop:
+            started = time.monotonic()
+            try:
+                self.beat(conn)
+            except Exception as exc:  # noqa: BLE001 - a heartbeat must keep beating
+                log.warning("heartbeat failed: %s", exc)
+            self._sleep(max(0.0, interval - (time.monotonic() - started)))
+
+    def registry_entry(self) -> dict[str, str]:
+        w = self.worker
+        running = []
+        frames = sys._current_frames()
+        for job_id, rj in list(w.running.items()):
+            g = rj.greenlet
+            frame = getattr(g, "gr_frame", None) if g is not None else None
+            if frame is None and g is not None and not g.dead:
+                frame = frames.get(self._main_thread)  # the job holds the hub right now
+            running.append({"id": job_id, "path": rj.path, "started_at": rj.started_at,
+                            "stack": short_stack(frame)})
+        return {
+            "id": w.id, "host": self.host, "pid": str(self.pid), "pid_started": repr(self.pid_started),
+            "queues": ",".join(w.settings.queues), "greenlets": str(w.settings.greenlets),
+            "started_at": repr(w.started_at), "heartbeat_at": repr(time.time()),
+            "jobs_done": str(w.jobs_done), "rss_bytes": str(self.proc.memory_info().rss),
+            "state": w.state, "running": json.dumps(running),
+        }
+
+    def beat(self, conn: Any) -> None:
+        w = self.worker
+        keys = w.broker.keys
+        s = w.settings
+        ids = list(w.running)
+        pipe = conn.pipeline(transaction=False)
+        pipe.hset(keys.worker(w.id), mapping=self.registry_entry())
+        pipe.pexpire(keys.worker(w.id), int(s.worker_ttl_s * 1000))
+        pipe.sadd(keys.workers, w.id)
+        if ids:
+            deadline_ms = (time.time() + s.visibility_timeout_s) * 1000
+            pipe.zadd(keys.inflight, {i: deadline_ms for i in ids}, xx=True)
+        pipe.smembers(keys.aborts(w.id))
+        pipe.delete(keys.aborts(w.id))
+        replies = pipe.execute()
+        aborts = replies[-2]
+        if aborts:
+            w.request_abort(sorted(aborts))
+        self._watchdog(conn)
+        self.ticks += 1
+
+    def _watchdog(self, conn: Any) -> None:
+        """Report jobs past their timeout by more than a heartbeat: they are not yielding."""
+        now = time.time()
+        margin = max(1.0, 2 * self.worker.settings.heartbeat_interval_s)
+        for job_id, rj in list(self.worker.running.items()):
+            if job_id in self._reported or rj.timeout_s is None:
+                continue
+            if now - rj.started_at > rj.timeout_s + margin:
+                frame = sys._current_frames().get(self._main_thread)
+                stack = short_stack(frame, limit=6)
+                msg = (f"job {job_id} ({rj.path}) has run {now - rj.started_at:.1f} s, past its timeout "
+                       f"of {rj.timeout_s} s, without yielding to the gevent hub (CPU-bound or blocking "
+                       f"call); it ends with status timeout when it next yields. Hub stack: {' <- '.join(stack)}")
+                log.error(msg)
+                try:
+                    conn.hset(self.worker.broker.keys.job(job_id), "overrun", msg)
+                except Exception:  # noqa: BLE001
+                    pass
+                self._reported.add(job_id)

@@ -1,0 +1,198 @@
+"""The job document as plain data, and the JSON rules for what crosses the wire.
+
+A job is one request to run a task with params. Its document is stored as a Redis hash of
+strings (field names = :class:`Job` attribute names); times are UNIX seconds (UTC) in the
+store and ISO-8601 UTC strings in :meth:`Job.to_dict`.
+
+What params may hold (checked at enqueue, :func:`encode_params`): a JSON object whose
+values are ``dict`` (string keys), ``list``/``tuple``, ``str``, ``int``, finite ``float``,
+``bool`` and ``None``. Anything else (datetime, Decimal, bytes, set, file handles,
+lambdas, NaN...) is refused with :class:`~runtime.errors.InvalidParams` naming its key.
+Only JSON crosses the wire: no pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+from .errors import InvalidParams, JobTooLarge, ResultNotJSON
+from .status import Status
+
+_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+dumps = _encoder.encode
+loads = json.loads
+
+
+def new_job_id() -> str:
+    """A 24-hex-digit id that sorts by creation time: 48 bits of ms, then 48 random bits."""
+    return f"{int(time.time() * 1000):012x}{os.urandom(6).hex()}"
+
+
+def _find_bad(value: Any, where: str) -> tuple[str, str] | None:
+    """Path and type name of the first value that is not plain JSON, or None."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (where, f"float {value!r}")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                return (f"{where}[{k!r}]", f"key of type {type(k).__name__}")
+            bad = _find_bad(v, f"{where}[{k!r}]")
+            if bad:
+                return bad
+        return None
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            bad = _find_bad(v, f"{where}[{i}]")
+            if bad:
+                return bad
+        return None
+    return (where, type(value).__name__)
+
+
+def encode_params(params: Any, max_bytes: int) -> str:
+    """``params`` as a compact JSON string.
+
+    Raises InvalidParams (with ``.key``) when params is not a dict or holds a value that is
+    not plain JSON, and JobTooLarge when the encoding is over ``max_bytes`` bytes.
+    """
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise InvalidParams(f"params must be a JSON object (dict), got {type(params).__name__}")
+    try:
+        text = dumps(params)
+    except (TypeError, ValueError):
+        bad = _find_bad(params, "params")
+        where, what = bad if bad else ("params", "value")
+        raise InvalidParams(
+            f"{where} is a {what}, which is not JSON; pass str, int, float, bool, None, "
+            f"list or dict (e.g. a datetime as .isoformat(), a Decimal as str)",
+            key=where,
+        ) from None
+    if len(text) > max_bytes and len(text.encode()) > max_bytes:
+        raise JobTooLarge(
+            f"params are {len(text.encode())} bytes encoded, over the limit of {max_bytes} "
+            f"bytes (max_job_bytes); store large data elsewhere and pass a reference"
+        )
+    return text
+
+
+def encode_result(result: Any, max_bytes: int) -> str:
+    """A task's return value as JSON. Raises ResultNotJSON naming the bad part or the size."""
+    try:
+        text = dumps(result)
+    except (TypeError, ValueError):
+        bad = _find_bad(result, "result")
+        where, what = bad if bad else ("result", type(result).__name__)
+        raise ResultNotJSON(f"{where} is a {what}, which cannot be stored as JSON") from None
+    if len(text) > max_bytes and len(text.encode()) > max_bytes:
+        raise ResultNotJSON(f"result is {len(text.encode())} bytes encoded, over max_job_bytes={max_bytes}")
+    return text
+
+
+def iso(ts: float | None) -> str | None:
+    """UNIX seconds -> ISO-8601 UTC with microseconds and a Z, or None."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+_FLOATS = {"queued_at", "due_at", "started_at", "ended_at", "progress", "timeout_s"}
+_INTS = {"priority", "attempt", "retries", "lost"}
+_JSON = {"params", "result", "logs"}
+
+
+@dataclass
+class Job:
+    """One job document. Times are UNIX seconds (UTC); ``due_at`` is when it may start."""
+
+    id: str
+    path: str
+    params: dict[str, Any] = field(default_factory=dict)
+    queue: str = "default"
+    priority: int = 0
+    status: Status = Status.QUEUED
+    queued_at: float | None = None
+    due_at: float | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    worker: str | None = None
+    attempt: int = 0           # how many times a worker started it
+    retries: int = 0           # how many retries were scheduled
+    lost: int = 0              # how many times its worker died while running it
+    timeout_s: float | None = None
+    result: Any = None
+    exc_type: str | None = None
+    exc_message: str | None = None
+    traceback: str | None = None
+    reason: str | None = None  # short machine-readable cause: worker-lost, bad-params...
+    overrun: str | None = None  # set by the watchdog when the job ran past its timeout without yielding
+    progress: float | None = None
+    progress_message: str | None = None
+    logs: list[Any] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_hash(cls, data: Mapping[str, str], history: list[str] | None = None) -> "Job":
+        """Build from a Redis hash (str -> str) and its history list of JSON strings."""
+        names = {f.name for f in fields(cls)}
+        kw: dict[str, Any] = {}
+        for key, raw in data.items():
+            if key not in names or raw == "":
+                continue
+            if key in _FLOATS:
+                kw[key] = float(raw)
+            elif key in _INTS:
+                kw[key] = int(raw)
+            elif key in _JSON:
+                kw[key] = loads(raw)
+            elif key == "status":
+                kw[key] = Status(raw)
+            else:
+                kw[key] = raw
+        job = cls(**kw)
+        job.history = [loads(h) for h in history or ()]
+        return job
+
+    @property
+    def is_final(self) -> bool:
+        from .status import FINAL
+        return self.status in FINAL
+
+    @property
+    def wait_s(self) -> float | None:
+        """Seconds from due to started (queue wait), if it started."""
+        if self.started_at is None:
+            return None
+        return max(0.0, self.started_at - (self.due_at or self.queued_at or self.started_at))
+
+    @property
+    def run_s(self) -> float | None:
+        """Seconds from started to ended, if it ended."""
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return max(0.0, self.ended_at - self.started_at)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: times as ISO-8601 UTC strings, history times likewise."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name.endswith("_at"):
+                value = iso(value)
+            elif f.name == "status":
+                value = value.value
+            elif f.name == "history":
+                value = [{**h, "at": iso(h.get("at"))} for h in value]
+            out[f.name] = value
+        out["wait_s"] = self.wait_s
+        out["run_s"] = self.run_s
+        return out

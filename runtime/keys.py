@@ -1,0 +1,81 @@
+"""Every Redis key name runtime uses, in one place.
+
+The Lua scripts build per-job keys from the same prefix (``{prefix}:j:{id}`` ...); the
+shapes below are the contract they follow, so keep both in step.
+
+| key                          | type | holds                                             |
+|------------------------------|------|---------------------------------------------------|
+| {p}:j:{id}                   | hash | the job document (fields of runtime.job.Job)     |
+| {p}:h:{id}                   | list | status history, one JSON object per change        |
+| {p}:n:{id}                   | set  | notify lists of clients waiting for the job       |
+| {p}:q:{queue}                | zset | ready jobs; score = -priority*1e13 + due ms       |
+| {p}:s:{queue}                | zset | delayed / retrying jobs; score = due ms           |
+| {p}:wake:{queue}             | list | at most one wake-up token for blocked workers     |
+| {p}:inflight                 | zset | claimed jobs; score = claim deadline ms           |
+| {p}:queues                   | set  | names of queues ever used                         |
+| {p}:st:{status}              | zset | jobs by status; score = time of the change (s)    |
+| {p}:workers                  | set  | ids of registered workers                         |
+| {p}:w:{wid}                  | hash | worker registry entry (expires: worker_ttl_s)     |
+| {p}:w:{wid}:running          | set  | ids of the jobs that worker is running            |
+| {p}:w:{wid}:abort            | set  | ids to abort, read by that worker's heartbeat     |
+| {p}:stats                    | hash | counters of final statuses                        |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "rt"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}:j:{job_id}"
+
+    def history(self, job_id: str) -> str:
+        return f"{self.prefix}:h:{job_id}"
+
+    def notify(self, job_id: str) -> str:
+        return f"{self.prefix}:n:{job_id}"
+
+    def ready(self, queue: str) -> str:
+        return f"{self.prefix}:q:{queue}"
+
+    def scheduled(self, queue: str) -> str:
+        return f"{self.prefix}:s:{queue}"
+
+    def wake(self, queue: str) -> str:
+        return f"{self.prefix}:wake:{queue}"
+
+    @property
+    def inflight(self) -> str:
+        return f"{self.prefix}:inflight"
+
+    @property
+    def queues(self) -> str:
+        return f"{self.prefix}:queues"
+
+    def status(self, status: str) -> str:
+        return f"{self.prefix}:st:{status}"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}:workers"
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self.prefix}:w:{worker_id}"
+
+    def running(self, worker_id: str) -> str:
+        return f"{self.prefix}:w:{worker_id}:running"
+
+    def aborts(self, worker_id: str) -> str:
+        return f"{self.prefix}:w:{worker_id}:abort"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.prefix}:stats"
+
+    def waiter(self, token: str) -> str:
+        """A client's private notify list (``wait()``), expiring shortly after use."""
+        return f"{self.prefix}:wait:{token}"

@@ -1,0 +1,64 @@
+"""``run_task``: run one task in this process, now, for a REPL or a script."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .context import JobContext, current_job
+from .execution import AttemptResult, format_traceback, run_attempt, safe_str
+from .job import encode_params, loads, new_job_id
+from .settings import Settings, load_settings
+from .status import Status
+
+
+@dataclass
+class TaskRun:
+    """What ``run_task`` returns: the status, the result (success) or the exception, and
+    timings: ``wall_s`` (seconds of wall time), ``cpu_s`` (process CPU seconds)."""
+
+    path: str
+    status: Status
+    result: Any
+    exception: BaseException | None
+    traceback: str | None
+    wall_s: float
+    cpu_s: float
+    progress: float | None = None
+    progress_message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == Status.SUCCESS
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "status": self.status.value, "result": self.result,
+                "exception": None if self.exception is None else f"{type(self.exception).__name__}: {safe_str(self.exception)}",
+                "traceback": self.traceback, "wall_s": self.wall_s, "cpu_s": self.cpu_s,
+                "progress": self.progress, "progress_message": self.progress_message}
+
+
+def run_task(path: str, params: Mapping[str, Any] | None = None, settings: Settings | None = None) -> TaskRun:
+    """Run the task at ``path`` with ``params`` in this process and return a TaskRun.
+
+    No Redis is needed and nothing is stored. Params go through the same JSON check as at
+    enqueue (raises InvalidParams naming the bad key). Any path may be run here (the
+    ``task_modules`` rule guards workers, not the caller's own process). Timeouts are not
+    enforced outside a gevent worker. Retries are not attempted: a task that asks for one
+    reports status retry.
+    """
+    settings = settings or load_settings()
+    params_json = encode_params(dict(params or {}), settings.max_job_bytes)
+    local = settings.replace(task_modules=(path,))
+    ctx = JobContext(new_job_id(), path, "local", 1, loads(params_json))
+    token = current_job.set(ctx)
+    wall, cpu = time.perf_counter(), time.process_time()
+    try:
+        res: AttemptResult = run_attempt(local, path, params_json, retries=0, enforce_timeout=False)
+    finally:
+        current_job.reset(token)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return TaskRun(path, res.status, res.result, res.exc,
+                   format_traceback(res.exc) if res.exc is not None else None, wall, cpu,
+                   ctx.progress, ctx.progress_message)

@@ -1,0 +1,70 @@
+-- claim.lua: claim up to K due jobs for one worker, atomically (at-least-once).
+-- KEYS: none (keys are built from the prefix, see runtime/keys.py)
+-- ARGV[1]  key prefix
+-- ARGV[2]  worker id
+-- ARGV[3]  K, the most jobs to claim
+-- ARGV[4]  visibility timeout, seconds: a claim not extended by then is taken back
+-- ARGV[5]  number of queues Q
+-- ARGV[6..5+Q]  queue names, first ones first
+-- Each claimed job moves ready -> {p}:inflight (score = deadline ms) and the worker's
+-- running set, gets status started, attempt+1, and a history entry.
+-- Returns: {server time, next due time of a delayed job or '', then 11 fields per job:
+--   id, path, params, queue, priority, attempt, retries, lost, queued_at, due_at, started_at}
+local p, wid = ARGV[1], ARGV[2]
+local k, vt, nq = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local now_ms = now * 1000
+local snow = string.format('%.6f', now)
+local WAITING = {--@WAITING@--}
+local out = {snow, ''}
+local claimed = 0
+local next_due = nil
+local inflight, running = p .. ':inflight', p .. ':w:' .. wid .. ':running'
+local deadline = (now + vt) * 1000
+for i = 1, nq do
+  local q = ARGV[5 + i]
+  local sched, ready = p .. ':s:' .. q, p .. ':q:' .. q
+  local due = redis.call('ZRANGEBYSCORE', sched, '-inf', now_ms, 'WITHSCORES', 'LIMIT', 0, 1000)
+  for j = 1, #due, 2 do
+    local prio = tonumber(redis.call('HGET', p .. ':j:' .. due[j], 'priority') or '0') or 0
+    redis.call('ZADD', ready, -prio * 1e13 + tonumber(due[j + 1]), due[j])
+    redis.call('ZREM', sched, due[j])
+  end
+  while claimed < k do
+    local popped = redis.call('ZPOPMIN', ready, k - claimed)
+    if #popped == 0 then break end
+    for j = 1, #popped, 2 do
+      local id = popped[j]
+      local jk = p .. ':j:' .. id
+      local st = redis.call('HGET', jk, 'status')
+      if st and WAITING[st] then
+        local attempt = redis.call('HINCRBY', jk, 'attempt', 1)
+        redis.call('HSET', jk, 'status', 'started', 'worker', wid, 'started_at', snow)
+        redis.call('ZADD', inflight, deadline, id)
+        redis.call('SADD', running, id)
+        redis.call('ZREM', p .. ':st:' .. st, id)
+        redis.call('ZADD', p .. ':st:started', now, id)
+        redis.call('RPUSH', p .. ':h:' .. id, string.format(
+          '{"at":%s,"status":"started","worker":"%s","attempt":%d}', snow, wid, attempt))
+        local f = redis.call('HMGET', jk, 'id', 'path', 'params', 'queue', 'priority', 'attempt',
+          'retries', 'lost', 'queued_at', 'due_at', 'started_at')
+        for _, v in ipairs(f) do out[#out + 1] = v end
+        claimed = claimed + 1
+      end
+      -- a member whose document is gone or not waiting (cancelled) is dropped from the queue
+    end
+  end
+  local first = redis.call('ZRANGE', sched, 0, 0, 'WITHSCORES')
+  if first[2] then
+    local nd = tonumber(first[2]) / 1000
+    if next_due == nil or nd < next_due then next_due = nd end
+  end
+  if claimed >= k and redis.call('ZCARD', ready) > 0 then
+    -- pass the baton: another idle worker may take what this one had no room for
+    redis.call('LPUSH', p .. ':wake:' .. q, '1')
+    redis.call('LTRIM', p .. ':wake:' .. q, 0, 0)
+  end
+end
+if next_due then out[2] = string.format('%.6f', next_due) end
+return out

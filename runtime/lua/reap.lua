@@ -1,0 +1,79 @@
+-- reap.lua: take back the jobs of dead workers and of claims whose deadline passed.
+-- KEYS: none (keys are built from the prefix, see runtime/keys.py)
+-- ARGV[1]  key prefix
+-- ARGV[2]  max_lost: a job whose worker died this many times ends failed (worker-lost)
+-- ARGV[3]  ttl_s of a failed job
+-- ARGV[4]  number of dead worker ids D, then the D ids
+-- then     number of final statuses S, then S pairs (status, ttl_s) to trim the status
+--          indexes of jobs whose documents expired
+-- A taken-back job is requeued at its old place (status queued, lost+1) or, at max_lost,
+-- ends failed with reason worker-lost. Returns {requeued, failed}.
+local p = ARGV[1]
+local max_lost, ttl_failed = tonumber(ARGV[2]), tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local snow = string.format('%.6f', now)
+local requeued, failed = 0, 0
+local woke = {}
+
+local function lose(id, wid)
+  local jk = p .. ':j:' .. id
+  redis.call('ZREM', p .. ':inflight', id)
+  local cur = redis.call('HMGET', jk, 'status', 'worker', 'priority', 'due_at', 'queue', 'attempt')
+  if cur[1] ~= 'started' or (wid and cur[2] ~= wid) then return end
+  local lost = redis.call('HINCRBY', jk, 'lost', 1)
+  local hk = p .. ':h:' .. id
+  redis.call('ZREM', p .. ':st:started', id)
+  redis.call('SREM', p .. ':w:' .. cur[2] .. ':running', id)
+  if lost >= max_lost then
+    local msg = string.format('its worker died while running it %d times (max_lost=%d); last worker %s',
+      lost, max_lost, cur[2])
+    redis.call('HSET', jk, 'status', 'failed', 'ended_at', snow, 'reason', 'worker-lost',
+      'exc_type', 'WorkerLost', 'exc_message', msg)
+    redis.call('ZADD', p .. ':st:failed', now, id)
+    redis.call('RPUSH', hk, string.format(
+      '{"at":%s,"status":"failed","worker":"%s","attempt":%s,"note":"worker-lost"}', snow, cur[2], cur[6]))
+    redis.call('EXPIRE', jk, math.ceil(ttl_failed))
+    redis.call('EXPIRE', hk, math.ceil(ttl_failed))
+    redis.call('HINCRBY', p .. ':stats', 'failed', 1)
+    local nk = p .. ':n:' .. id
+    for _, w in ipairs(redis.call('SMEMBERS', nk)) do
+      redis.call('LPUSH', w, id)
+      redis.call('EXPIRE', w, 300)
+    end
+    redis.call('DEL', nk)
+    failed = failed + 1
+  else
+    redis.call('HSET', jk, 'status', 'queued')
+    redis.call('ZADD', p .. ':st:queued', now, id)
+    local prio = tonumber(cur[3]) or 0
+    redis.call('ZADD', p .. ':q:' .. cur[5], -prio * 1e13 + tonumber(cur[4]) * 1000, id)
+    redis.call('RPUSH', hk, string.format(
+      '{"at":%s,"status":"queued","worker":"%s","attempt":%s,"note":"worker lost, requeued"}', snow, cur[2], cur[6]))
+    woke[cur[5]] = true
+    requeued = requeued + 1
+  end
+end
+
+local nd = tonumber(ARGV[4])
+for i = 1, nd do
+  local wid = ARGV[4 + i]
+  local running = p .. ':w:' .. wid .. ':running'
+  for _, id in ipairs(redis.call('SMEMBERS', running)) do lose(id, wid) end
+  redis.call('DEL', running, p .. ':w:' .. wid .. ':abort', p .. ':w:' .. wid)
+  redis.call('SREM', p .. ':workers', wid)
+end
+local expired = redis.call('ZRANGEBYSCORE', p .. ':inflight', '-inf', now * 1000, 'LIMIT', 0, 1000)
+for _, id in ipairs(expired) do lose(id, nil) end
+
+local b = 5 + nd
+local ns = tonumber(ARGV[b])
+for i = 0, ns - 1 do
+  local st, ttl = ARGV[b + 1 + 2 * i], tonumber(ARGV[b + 2 + 2 * i])
+  redis.call('ZREMRANGEBYSCORE', p .. ':st:' .. st, '-inf', now - ttl)
+end
+for q, _ in pairs(woke) do
+  redis.call('LPUSH', p .. ':wake:' .. q, '1')
+  redis.call('LTRIM', p .. ':wake:' .. q, 0, 0)
+end
+return {requeued, failed}

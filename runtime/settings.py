@@ -1,0 +1,162 @@
+"""Typed, frozen settings, loaded once: defaults < ``runtime.toml`` < ``RUNTIME_*`` env < CLI.
+
+Every field has its unit in its name. :func:`load_settings` validates and raises
+:class:`~runtime.errors.ConfigError` with the offending source and field; it opens no
+connection and starts nothing (no side effects).
+
+Env names are ``RUNTIME_`` + the field name in upper case (``RUNTIME_REDIS_URL``,
+``RUNTIME_GREENLETS``); lists are comma-separated (``RUNTIME_QUEUES=high,default``); the
+per-status TTLs are ``RUNTIME_TTL_S=success:3600,failed:604800``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+from .status import FINAL, Status
+
+DAY_S = 86_400.0
+
+#: Default seconds a job document is kept after it reaches each final status. Successes
+#: go after a day (RQ keeps results 500 s, MRQ forever); what needs a look stays a week.
+DEFAULT_TTL_S: dict[str, float] = {
+    Status.SUCCESS: DAY_S,
+    Status.CANCEL: DAY_S,
+    Status.FAILED: 7 * DAY_S,
+    Status.ABORT: 7 * DAY_S,
+    Status.TIMEOUT: 7 * DAY_S,
+    Status.MAXRETRIES: 7 * DAY_S,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a client, worker or CLI command needs to know. Units are in the names."""
+
+    #: redis://, rediss:// or unix:// URL; None = the embedded server under ``embedded_dir``.
+    redis_url: str | None = None
+    #: Folder of the embedded redis-server (socket, pid file, data), relative to the cwd.
+    embedded_dir: str = ".runtime"
+    #: Prefix of every Redis key, so several apps (or tests) share one Redis.
+    key_prefix: str = "rt"
+    #: Queues a worker takes jobs from, first ones first.
+    queues: tuple[str, ...] = ("default",)
+    #: Jobs one worker process runs at once (gevent greenlets).
+    greenlets: int = 25
+    #: Module prefixes the worker may import tasks from; any other path fails the job.
+    task_modules: tuple[str, ...] = ("tasks_example",)
+    #: Timeout of a job whose task declares none, seconds.
+    default_timeout_s: float = 300.0
+    #: After the first SIGTERM/SIGINT, how long running jobs may go on before they are
+    #: interrupted and requeued, seconds.
+    grace_s: float = 30.0
+    #: A claim not extended for this long is taken back (at-least-once), seconds.
+    visibility_timeout_s: float = 60.0
+    #: Period of the native heartbeat thread (registry, claim extension, aborts), seconds.
+    heartbeat_interval_s: float = 1.0
+    #: A worker whose registry entry is this old is dead; its jobs are requeued, seconds.
+    worker_ttl_s: float = 5.0
+    #: Period of the reaper that requeues the jobs of dead workers, seconds.
+    reap_interval_s: float = 1.0
+    #: A job whose worker died this many times while running it ends failed (worker-lost).
+    max_lost: int = 3
+    #: Most jobs claimed (and finished) in one Redis round trip.
+    claim_batch: int = 100
+    #: Largest encoded params accepted at enqueue, and largest stored result, bytes.
+    max_job_bytes: int = 1_048_576
+    #: Seconds a job document is kept after each final status (see DEFAULT_TTL_S).
+    ttl_s: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_TTL_S))
+    #: Period of progress writes to the store while a task calls set_progress, seconds.
+    progress_interval_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.greenlets < 1:
+            raise ConfigError(f"greenlets must be >= 1, got {self.greenlets}")
+        if not self.queues or any(not q or ":" in q or "," in q for q in self.queues):
+            raise ConfigError(f"queues must be non-empty names without ':' or ',', got {self.queues!r}")
+        if self.claim_batch < 1:
+            raise ConfigError(f"claim_batch must be >= 1, got {self.claim_batch}")
+        if self.max_lost < 1:
+            raise ConfigError(f"max_lost must be >= 1, got {self.max_lost}")
+        for name in ("grace_s", "visibility_timeout_s", "heartbeat_interval_s", "worker_ttl_s",
+                     "reap_interval_s", "default_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.worker_ttl_s <= self.heartbeat_interval_s:
+            raise ConfigError("worker_ttl_s must be longer than heartbeat_interval_s")
+        unknown = set(self.ttl_s) - {s.value for s in FINAL}
+        if unknown:
+            raise ConfigError(f"ttl_s names statuses that are not final: {sorted(unknown)}")
+        ttl = dict(DEFAULT_TTL_S)
+        ttl.update({k: float(v) for k, v in self.ttl_s.items()})
+        object.__setattr__(self, "ttl_s", ttl)
+
+    def replace(self, **changes: Any) -> "Settings":
+        """A copy with ``changes`` applied and validated again."""
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(name: str, raw: Any, source: str) -> Any:
+    f = {f.name: f for f in dataclasses.fields(Settings)}[name]
+    kind = str(f.type)
+    try:
+        if kind.startswith("tuple"):
+            items = raw.split(",") if isinstance(raw, str) else list(raw)
+            return tuple(s.strip() for s in items if s.strip())
+        if kind.startswith("Mapping"):
+            if isinstance(raw, str):
+                pairs = (p.split(":", 1) for p in raw.split(",") if p.strip())
+                return {k.strip(): float(v) for k, v in pairs}
+            return {str(k): float(v) for k, v in dict(raw).items()}
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if raw in ("", None):
+            return None
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: bad value for {name}: {raw!r} ({exc})") from None
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+) -> Settings:
+    """Settings from defaults < ``config_file`` (default ``./runtime.toml`` if present) <
+    ``RUNTIME_*`` environment < ``overrides`` (CLI flags; None values are ignored).
+
+    Raises ConfigError naming the source of an unknown field or bad value.
+    """
+    names = {f.name for f in dataclasses.fields(Settings)}
+    values: dict[str, Any] = {}
+    path = Path(config_file) if config_file else Path("runtime.toml")
+    if config_file or path.exists():
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        data = data.get("runtime", data)
+        for key, raw in data.items():
+            if key not in names:
+                raise ConfigError(f"{path}: unknown setting {key!r}")
+            values[key] = _coerce(key, raw, str(path))
+    env = os.environ if env is None else env
+    for key in names:
+        raw = env.get("RUNTIME_" + key.upper())
+        if raw is not None:
+            values[key] = _coerce(key, raw, "RUNTIME_" + key.upper())
+    for key, raw in (overrides or {}).items():
+        if raw is None:
+            continue
+        if key not in names:
+            raise ConfigError(f"unknown setting {key!r}")
+        values[key] = _coerce(key, raw, "command line")
+    return Settings(**values)

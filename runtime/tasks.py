@@ -1,0 +1,169 @@
+"""Tasks: the code a job runs, addressed by its canonical dotted path.
+
+A task is either a function taking params as keyword arguments::
+
+    @task(timeout_s=30, max_retries=3)
+    def word_count(path: str) -> dict: ...
+
+or a class whose ``run(self, params)`` takes the params dict (a new instance per job)::
+
+    @task(max_retries=2)
+    class WordCount:
+        def run(self, params): ...
+
+``@task`` is optional; it declares options, and an option nobody understands fails at
+import with a hint (``profile=True`` becomes known once a middleware registers it).
+:func:`resolve` imports a path only when it lies under one of the configured
+``task_modules`` (a security rule: params never choose arbitrary code).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import random
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from .errors import InvalidParams, TaskNotAllowed, TaskNotFound, TaskOptionError
+
+#: Options understood by the core. Middleware add theirs with register_task_options().
+_KNOWN_OPTIONS: dict[str, str] = {
+    "timeout_s": "seconds the job may run before it ends with status timeout",
+    "max_retries": "how many times a failing job is retried before status maxretries",
+    "retry_on": "exception classes that cause a retry (default: Exception when max_retries > 0)",
+    "retry_delay_s": "first retry delay, seconds (doubles each retry, with jitter)",
+    "retry_backoff": "factor between successive retry delays (default 2)",
+    "retry_max_delay_s": "cap on one retry delay, seconds",
+}
+
+
+def register_task_options(options: dict[str, str]) -> None:
+    """Let a middleware declare the task options it understands (name -> meaning)."""
+    _KNOWN_OPTIONS.update(options)
+
+
+def _check_options(options: dict[str, Any], where: str) -> None:
+    for name in options:
+        if name not in _KNOWN_OPTIONS:
+            close = difflib.get_close_matches(name, list(_KNOWN_OPTIONS), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(_KNOWN_OPTIONS))}"
+            raise TaskOptionError(f"{where}: unknown task option {name!r}{hint}")
+
+
+def task(fn: Any = None, **options: Any) -> Any:
+    """Declare a task's options: ``@task`` or ``@task(timeout_s=10, max_retries=3)``.
+
+    Raises TaskOptionError at import for an unknown option.
+    """
+    def wrap(target: Any) -> Any:
+        _check_options(options, getattr(target, "__qualname__", repr(target)))
+        target.__runtime_options__ = dict(options)
+        return target
+
+    return wrap(fn) if fn is not None else wrap
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A resolved task: its path, how to call it, and its options."""
+
+    path: str
+    target: Any
+    is_class: bool
+    options: dict[str, Any]
+    signature: inspect.Signature | None
+
+    @property
+    def timeout_s(self) -> float | None:
+        return self.options.get("timeout_s")
+
+    @property
+    def max_retries(self) -> int:
+        return int(self.options.get("max_retries", 0))
+
+    def should_retry(self, exc: BaseException) -> bool:
+        """True when ``exc`` is one the task asked to retry on (never bad params)."""
+        if self.max_retries <= 0 or isinstance(exc, InvalidParams):
+            return False
+        retry_on = self.options.get("retry_on", (Exception,))
+        return isinstance(exc, tuple(retry_on))
+
+    def retry_delay_s(self, retries: int) -> float:
+        """Exponential backoff with jitter: base * backoff**retries, capped, times U(0.5, 1).
+
+        ``retries`` = retries already made (0 for the first). "Equal jitter" keeps at least
+        half the delay, so retries never bunch at zero.
+        """
+        base = float(self.options.get("retry_delay_s", 1.0))
+        factor = float(self.options.get("retry_backoff", 2.0))
+        cap = float(self.options.get("retry_max_delay_s", 600.0))
+        return min(cap, base * factor ** retries) * random.uniform(0.5, 1.0)
+
+    def bind(self, params: dict[str, Any]) -> Callable[[], Any]:
+        """A no-argument callable running the task with ``params``.
+
+        Raises InvalidParams when params do not match the signature (never retried).
+        """
+        if self.is_class:
+            instance = self.target()
+            return lambda: instance.run(params)
+        if self.signature is not None:
+            try:
+                self.signature.bind(**params)
+            except TypeError as exc:
+                raise InvalidParams(f"params do not match {self.path}{self.signature}: {exc}") from None
+        fn = self.target
+        return lambda: fn(**params)
+
+
+def _allowed(path: str, modules: Iterable[str]) -> bool:
+    return any(path == m or path.startswith(m + ".") for m in modules)
+
+
+_cache: dict[str, TaskSpec] = {}
+
+
+def resolve(path: str, task_modules: Iterable[str]) -> TaskSpec:
+    """The task at ``path`` (``package.module.name``), imported only if allowed.
+
+    Raises TaskNotAllowed when ``path`` is outside ``task_modules`` (nothing is imported),
+    TaskNotFound when the module or attribute does not exist or is not callable.
+    Resolved tasks are cached per process.
+    """
+    spec = _cache.get(path)
+    if spec is not None and _allowed(path, task_modules):
+        return spec
+    if not isinstance(path, str) or not path or not all(p.isidentifier() for p in path.split(".")):
+        raise TaskNotFound(f"{path!r} is not a dotted task path like 'package.module.function'")
+    if not _allowed(path, task_modules):
+        raise TaskNotAllowed(
+            f"task path {path!r} is outside the allowed task modules ({', '.join(task_modules) or 'none'}); "
+            f"add its module to task_modules (--tasks / RUNTIME_TASK_MODULES)"
+        )
+    module_name, _, attr = path.rpartition(".")
+    if not module_name:
+        raise TaskNotFound(f"{path!r} names no module; use 'module.function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise TaskNotFound(f"unknown task path {path!r}: no module named {exc.name!r}") from None
+    target = getattr(module, attr, None)
+    if target is None:
+        raise TaskNotFound(f"unknown task path {path!r}: module {module_name!r} has no {attr!r}")
+    options = dict(getattr(target, "__runtime_options__", {}))
+    if inspect.isclass(target):
+        if not callable(getattr(target, "run", None)):
+            raise TaskNotFound(f"task class {path!r} has no run(self, params) method")
+        spec = TaskSpec(path, target, True, options, None)
+    elif callable(target):
+        try:
+            sig: inspect.Signature | None = inspect.signature(target)
+        except (TypeError, ValueError):
+            sig = None
+        spec = TaskSpec(path, target, False, options, sig)
+    else:
+        raise TaskNotFound(f"task path {path!r} names a {type(target).__name__}, not a function or class")
+    _cache[path] = spec
+    return spec

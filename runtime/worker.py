@@ -1,0 +1,370 @@
+"""The worker: claims jobs from Redis and runs them in a gevent pool, losing none.
+
+One loop claims up to ``min(free slots, claim_batch)`` jobs per round trip and spawns a
+greenlet per job; a flusher greenlet writes finished attempts in batches (one round trip
+for all that ended meanwhile); a reaper greenlet takes back the jobs of dead workers; a
+native heartbeat thread (runtime.heartbeat) keeps the registry entry and the claims
+alive whatever the jobs do. An idle worker blocks on a wake-up list (BLPOP), so a job
+queued to an idle worker starts after about one round trip.
+
+Shutdown (signal handlers only set flags): the first SIGTERM/SIGINT stops claiming and
+lets running jobs finish for ``grace_s``; then they are interrupted (status interrupt,
+requeued at once, retry count untouched). A second signal interrupts them at once.
+
+gevent must be monkey-patched before anything else is imported: ``runtime worker`` does
+it first thing (runtime._entry); a Worker used in an unpatched process says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import gevent
+import gevent.event
+import gevent.lock
+import gevent.pool
+import psutil
+import redis
+
+from .broker import Claimed, Outcome, RedisBroker
+from .client import Client, set_default_client
+from .connection import connect
+from .context import JobContext, current_job
+from .errors import JobAborted, JobInterrupt
+from .execution import AttemptResult, run_attempt
+from .heartbeat import Heartbeat
+from .job import loads
+from .settings import Settings
+from .status import Status
+from .tasks import resolve
+
+log = logging.getLogger("runtime.worker")
+
+#: Longest an idle worker blocks on its wake-up list before it looks again, seconds.
+IDLE_BLOCK_S = 1.0
+#: Outcomes written per round trip at most.
+FLUSH_BATCH = 500
+
+
+@dataclass
+class RunningJob:
+    """A job this worker claimed and has not yet recorded. ``started_at``: local UNIX s."""
+
+    claimed: Claimed
+    clock: float  # perf_counter() when the claim reply arrived (claimed.started_at on Redis's clock)
+    path: str
+    started_at: float
+    timeout_s: float | None
+    ctx: JobContext
+    greenlet: Any = None
+    done: bool = False
+
+
+class Worker:
+    """Runs jobs from ``settings.queues``; ``run()`` returns an exit code (0 = clean stop).
+
+    Raises BrokerUnavailable at construction when Redis cannot be reached.
+    """
+
+    def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
+        self.settings = settings
+        self.redis = client or connect(settings)
+        self.broker = RedisBroker(self.redis, settings)
+        self.id = f"{socket.gethostname()}.{os.getpid()}.{os.urandom(2).hex()}"
+        self.pool = gevent.pool.Pool(settings.greenlets)
+        self.running: dict[str, RunningJob] = {}
+        self.jobs_done = 0
+        self.started_at = time.time()
+        self.state = "starting"
+        self._outcomes: list[Outcome] = []
+        self._outcome_event = gevent.event.Event()
+        self._slot = gevent.event.Event()
+        self._flush_lock = gevent.lock.Semaphore()
+        self._stopping = False
+        self._hard = False
+        self._waiter: gevent.Greenlet | None = None
+        pool = self.redis.connection_pool
+        self._wait_conn = redis.Redis(connection_pool=redis.ConnectionPool(
+            connection_class=pool.connection_class, **pool.connection_kwargs))
+        self._hub = gevent.get_hub()
+        self._host = socket.gethostname()
+
+    # ---- life cycle -------------------------------------------------------------------
+
+    def run(self, burst: bool = False) -> int:
+        """Work until stopped (or, with ``burst``, until no job is ready, running or delayed)."""
+        from gevent import monkey
+        if not monkey.is_module_patched("socket"):
+            log.warning("gevent has not monkey-patched this process: jobs will not run concurrently "
+                        "(start workers with `runtime worker`)")
+        set_default_client(Client(self.settings, self.redis))
+        self.heartbeat = Heartbeat(self)
+        self.heartbeat.beat(self.redis)  # registered before the first claim
+        self.heartbeat.start()
+        flusher = gevent.spawn(self._flush_loop)
+        reaper = gevent.spawn(self._reap_loop)
+        handlers = self._install_signals()
+        log.info("worker %s started: queues=%s greenlets=%d", self.id, ",".join(self.settings.queues),
+                 self.settings.greenlets)
+        self.state = "running"
+        try:
+            self._claim_loop(burst)
+        finally:
+            self._drain()
+            reaper.kill()
+            self._flush_now()
+            flusher.kill()
+            self.heartbeat.stop()
+            self._deregister()
+            for h in handlers:
+                h.cancel()
+            log.info("worker %s stopped after %d jobs", self.id, self.jobs_done)
+        return 0
+
+    def stop(self, hard: bool = False) -> None:
+        """Stop claiming; ``hard`` (or a second call) interrupts running jobs at once."""
+        if self._stopping:
+            hard = True
+        self._stopping = True
+        self._hard = self._hard or hard
+        self.state = "stopping"
+        self._slot.set()
+        if self._waiter is not None:
+            self._waiter.kill(block=False)
+
+    def _install_signals(self) -> list[Any]:
+        import signal
+        handlers = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                handlers.append(gevent.signal_handler(sig, self._on_signal, sig))
+            except ValueError:  # not the main thread
+                pass
+        return handlers
+
+    def _on_signal(self, sig: int) -> None:
+        log.warning("worker %s got signal %d: %s", self.id, sig,
+                    "interrupting running jobs" if self._stopping else
+                    f"stopping; running jobs have {self.settings.grace_s} s to finish")
+        self.stop()
+
+    # ---- claiming -------------------------------------------------------------------------
+
+    def _claim_loop(self, burst: bool) -> None:
+        queues = self.settings.queues
+        batch = self.settings.claim_batch
+        backoff = 0.1
+        while not self._stopping:
+            room = self.pool.free_count()
+            if room <= 0:
+                self._slot.clear()
+                if self.pool.free_count() <= 0 and not self._stopping:
+                    self._slot.wait()
+                continue
+            try:
+                now, next_due, jobs = self.broker.claim(self.id, min(room, batch), queues)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                self.state = "degraded"
+                log.error("cannot claim jobs (%s); retrying in %.1f s", exc, backoff)
+                gevent.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.1
+            self.state = "running"
+            clock = time.perf_counter()
+            for c in jobs:
+                self._start(c, clock)
+            if jobs:
+                continue
+            busy = len(self.pool) > 0
+            if burst and not busy and next_due is None:
+                return
+            timeout = IDLE_BLOCK_S
+            if next_due is not None:
+                timeout = min(timeout, max(0.001, next_due - now))
+            if burst and busy:
+                timeout = min(timeout, 0.05)
+            self._idle_wait(queues, timeout)
+
+    def _idle_wait(self, queues: Sequence[str], timeout_s: float) -> None:
+        self._waiter = gevent.spawn(self.broker.wait_for_wakeup, self._wait_conn, queues, timeout_s)
+        try:
+            self._waiter.join()
+            if not self._waiter.successful() and not isinstance(self._waiter.exception, gevent.GreenletExit):
+                exc = self._waiter.exception
+                log.error("wake-up wait failed (%s)", exc)
+                self._wait_conn.connection_pool.disconnect()
+                gevent.sleep(0.1)
+        finally:
+            if self._waiter is not None and self._waiter.dead and self._waiter.exception is not None:
+                self._wait_conn.connection_pool.disconnect()
+            self._waiter = None
+
+    # ---- running --------------------------------------------------------------------------
+
+    def _start(self, c: Claimed, clock: float) -> None:
+        try:
+            spec_timeout = resolve(c.path, self.settings.task_modules).timeout_s
+        except Exception:  # noqa: BLE001 - reported by run_attempt as the job's failure
+            spec_timeout = None
+        ctx = JobContext(c.id, c.path, c.queue, c.attempt, {}, self.settings.progress_interval_s,
+                         self._write_progress)
+        rj = RunningJob(c, clock, c.path, time.time(), spec_timeout or self.settings.default_timeout_s, ctx)
+        self.running[c.id] = rj
+        rj.greenlet = self.pool.spawn(self._run_job, rj)
+        rj.greenlet.rawlink(self._on_exit)  # after the pool's own discard: a slot is free
+
+    def _on_exit(self, _: Any) -> None:
+        self._slot.set()
+
+    def _run_job(self, rj: RunningJob) -> None:
+        c = rj.claimed
+        token = current_job.set(rj.ctx)
+        began = time.perf_counter()
+        try:
+            result = run_attempt(self.settings, c.path, c.params_json, c.retries)
+        finally:
+            current_job.reset(token)
+        # times on Redis's clock (the claim's), measured here: the run, not the batch's wait
+        result.fields["started_at"] = f"{c.started_at + began - rj.clock:.6f}"
+        result.fields["ended_at"] = f"{c.started_at + time.perf_counter() - rj.clock:.6f}"
+        self._record(rj, result)
+
+    def _record(self, rj: RunningJob, res: AttemptResult) -> None:
+        if rj.done:
+            return
+        rj.done = True
+        fields = res.store_fields(rj.claimed.retries)
+        fields.update(rj.ctx.progress_fields())
+        number = res.delay_s if res.status == Status.RETRY else 0.0
+        self._outcomes.append(Outcome(rj.claimed.id, rj.claimed.attempt, res.status, number, res.note, fields))
+        self.jobs_done += 1
+        self._outcome_event.set()
+
+    def _write_progress(self, job_id: str, fields: dict[str, str]) -> None:
+        try:
+            self.redis.hset(self.broker.keys.job(job_id), mapping=fields)
+        except redis.RedisError as exc:
+            log.warning("progress of job %s not written: %s", job_id, exc)
+
+    def _kill(self, rj: RunningJob, exc: BaseException, status: Status) -> None:
+        """Deliver ``exc`` into a job; if it never started, record ``status`` for it."""
+        g = rj.greenlet
+        if g is None:
+            return
+        g.kill(exc, block=False)
+
+        def ensure(_: Any) -> None:
+            if not rj.done:
+                self._record(rj, AttemptResult(status, exc=exc, reason=status.value,
+                                               note="killed before it started"))
+        g.link(ensure)
+
+    def request_abort(self, ids: Sequence[str]) -> None:
+        """Abort these running jobs (thread-safe: called from the heartbeat thread)."""
+        self._hub.loop.run_callback_threadsafe(self._abort_local, list(ids))
+
+    def _abort_local(self, ids: list[str]) -> None:
+        for job_id in ids:
+            rj = self.running.get(job_id)
+            if rj is not None and not rj.done:
+                log.warning("aborting job %s (%s) on request", job_id, rj.path)
+                self._kill(rj, JobAborted("aborted on request"), Status.ABORT)
+
+    # ---- recording ------------------------------------------------------------------------
+
+    def _flush_loop(self) -> None:
+        while True:
+            self._outcome_event.wait()
+            self._outcome_event.clear()
+            self._flush_now()
+
+    def _flush_now(self) -> None:
+        with self._flush_lock:  # one writer at a time: a batch is in flight until recorded
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        backoff = 0.1
+        while self._outcomes:
+            batch = self._outcomes[:FLUSH_BATCH]
+            try:
+                stale = self.broker.finish(batch)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.error("cannot record %d finished jobs (%s); retrying in %.1f s", len(batch), exc, backoff)
+                gevent.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                if self._hard and backoff >= 5.0:
+                    return  # the reaper requeues them once this worker's registry expires
+                continue
+            del self._outcomes[:len(batch)]
+            for o in batch:
+                self.running.pop(o.id, None)
+            for job_id in stale:
+                log.warning("job %s: this attempt was superseded; its outcome was not recorded", job_id)
+
+    # ---- reaping --------------------------------------------------------------------------
+
+    def _reap_loop(self) -> None:
+        while True:
+            try:
+                self.reap_once()
+            except redis.RedisError as exc:
+                log.warning("reaper: %s", exc)
+            gevent.sleep(self.settings.reap_interval_s)
+
+    def reap_once(self) -> tuple[int, int]:
+        """Requeue the jobs of dead workers; returns (requeued, failed worker-lost)."""
+        keys = self.broker.keys
+        ids = [w for w in self.redis.smembers(keys.workers) if w != self.id]
+        pipe = self.redis.pipeline(transaction=False)
+        for wid in ids:
+            pipe.hmget(keys.worker(wid), "host", "pid", "pid_started")
+        dead = []
+        for wid, (host, pid, pid_started) in zip(ids, pipe.execute() if ids else []):
+            if host is None or (host == self._host and not _alive(int(pid), float(pid_started))):
+                dead.append(wid)
+        requeued, failed = self.broker.reap(dead)
+        if dead or requeued or failed:
+            log.warning("reaper: %d dead workers, %d jobs requeued, %d failed (worker-lost)",
+                        len(dead), requeued, failed)
+        return requeued, failed
+
+    # ---- stopping -------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        self.state = "draining"
+        deadline = time.monotonic() + self.settings.grace_s
+        while len(self.pool) and not self._hard:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._slot.clear()
+            if len(self.pool):
+                self._slot.wait(timeout=remaining)
+        leftover = [rj for rj in self.running.values() if not rj.done]
+        if leftover:
+            log.warning("interrupting %d running jobs; they are requeued", len(leftover))
+        for rj in leftover:
+            self._kill(rj, JobInterrupt("worker shutting down"), Status.INTERRUPT)
+        self.pool.join(timeout=5)
+
+    def _deregister(self) -> None:
+        try:
+            self.broker.reap([self.id])  # requeues anything still claimed by us, drops our entry
+        except redis.RedisError as exc:
+            log.warning("could not deregister (%s); the registry entry expires in %.0f s",
+                        exc, self.settings.worker_ttl_s)
+
+
+def _alive(pid: int, started: float) -> bool:
+    try:
+        return abs(psutil.Process(pid).create_time() - started) < 0.01
+    except psutil.AccessDenied:
+        return True
+    except (psutil.NoSuchProcess, ValueError):
+        return False

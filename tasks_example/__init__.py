@@ -1,0 +1,1 @@
+"""Example tasks doing real work; run them with `runtime run` or queue them for a worker."""
