@@ -8,6 +8,7 @@ What params may hold (checked at enqueue, :func:`encode_params`): a JSON object 
 values are ``dict`` (string keys), ``list``/``tuple``, ``str``, ``int``, finite ``float``,
 ``bool`` and ``None``. Anything else (datetime, Decimal, bytes, set, file handles,
 lambdas, NaN...) is refused with :class:`~runtime.errors.InvalidParams` naming its key.
+As with the json module, int/float/bool/None dict keys are turned into strings.
 Only JSON crosses the wire: no pickle anywhere.
 """
 

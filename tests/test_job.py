@@ -1,0 +1,79 @@
+"""Pure rules: params encoding, the status table, settings, task options."""
+
+from __future__ import annotations
+
+import decimal
+import io
+import math
+from datetime import datetime, timezone
+
+import pytest
+
+from runtime.errors import ConfigError, InvalidParams, JobTooLarge, TaskNotAllowed, TaskNotFound, TaskOptionError
+from runtime.job import encode_params
+from runtime.settings import load_settings
+from runtime.status import FINAL, TRANSITIONS, Status, allowed_from, can_move
+from runtime.tasks import resolve, task
+
+
+@pytest.mark.parametrize("value, key", [
+    ({"when": datetime.now(timezone.utc)}, "params['when']"),
+    ({"amount": decimal.Decimal("1.5")}, "params['amount']"),
+    ({"blob": b"\x00"}, "params['blob']"),
+    ({"tags": {"a", "b"}}, "params['tags']"),
+    ({"fh": io.StringIO()}, "params['fh']"),
+    ({"fn": lambda: 1}, "params['fn']"),
+    ({"x": math.nan}, "params['x']"),
+    ({"deep": {"list": [1, 2, {"bad": object()}]}}, "params['deep']['list'][2]['bad']"),
+])
+def test_params_that_are_not_json_are_refused_naming_the_key(value, key):
+    with pytest.raises(InvalidParams) as err:
+        encode_params(value, 1_000_000)
+    assert err.value.key == key
+    assert key in str(err.value)
+
+
+def test_params_must_be_an_object_and_fit_the_size_limit():
+    with pytest.raises(InvalidParams, match="JSON object"):
+        encode_params([1, 2], 1000)
+    with pytest.raises(JobTooLarge, match="over the limit"):
+        encode_params({"s": "x" * 2000}, 1000)
+    assert encode_params({"ok": [1, 2.5, "é", None, True, {"a": []}]}, 1000) == '{"ok":[1,2.5,"é",null,true,{"a":[]}]}'
+
+
+def test_final_statuses_only_move_by_requeue_and_started_cannot_be_skipped():
+    for s in FINAL:
+        assert TRANSITIONS[s] == {Status.QUEUED}
+    assert not can_move(Status.QUEUED, Status.SUCCESS)
+    assert can_move(Status.STARTED, Status.INTERRUPT)
+    assert allowed_from(Status.STARTED) == ["interrupt", "queued", "retry"]
+
+
+def test_settings_layering_and_validation(tmp_path):
+    cfg = tmp_path / "runtime.toml"
+    cfg.write_text('queues = ["high", "default"]\ngreenlets = 7\n')
+    s = load_settings({"greenlets": 9}, env={"RUNTIME_GRACE_S": "3", "RUNTIME_TTL_S": "success:60"}, config_file=cfg)
+    assert s.queues == ("high", "default") and s.greenlets == 9 and s.grace_s == 3.0
+    assert s.ttl_s["success"] == 60 and s.ttl_s["failed"] == 7 * 86400
+    with pytest.raises(ConfigError, match="unknown setting 'greenletz'"):
+        load_settings({"greenletz": 1}, env={})
+    with pytest.raises(ConfigError, match="RUNTIME_GREENLETS"):
+        load_settings(env={"RUNTIME_GREENLETS": "many"})
+    with pytest.raises(ConfigError, match="not final"):
+        load_settings(env={"RUNTIME_TTL_S": "started:1"})
+
+
+def test_unknown_task_option_fails_at_import_with_a_hint():
+    with pytest.raises(TaskOptionError, match="did you mean 'max_retries'"):
+        @task(max_retry=3)
+        def f() -> None: ...
+
+
+def test_resolve_imports_only_allowed_modules():
+    with pytest.raises(TaskNotAllowed, match="outside the allowed task modules"):
+        resolve("os.system", ["tasks_example"])
+    with pytest.raises(TaskNotFound, match="has no 'nope'"):
+        resolve("tasks_example.work.nope", ["tasks_example"])
+    with pytest.raises(TaskNotFound, match="no module named"):
+        resolve("tasks_example.nomodule.f", ["tasks_example"])
+    assert resolve("tasks_example.work.noop", ["tasks_example"]).path == "tasks_example.work.noop"

@@ -1,0 +1,129 @@
+"""Every way a job can end, through a real worker process."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from conftest import wait_until
+from runtime.errors import InvalidParams, InvalidTransition, WaitTimeout
+
+
+def test_success_stores_result_times_and_history(client, workers):
+    job_id = client.queue_job("testtasks.add", {"a": 2, "b": 3})
+    workers.start()
+    job = client.wait(job_id, timeout_s=10)
+    assert job.status == "success" and job.result == 5
+    assert job.queued_at <= job.started_at <= job.ended_at
+    assert job.worker and job.attempt == 1
+    assert [h["status"] for h in job.history] == ["queued", "started", "success"]
+
+
+def test_class_task_gets_params(client, workers):
+    job_id = client.queue_job("testtasks.Adder", {"a": 1, "b": 41})
+    workers.start()
+    assert client.wait(job_id, timeout_s=10).result == 42
+
+
+@pytest.mark.parametrize("path, params, reason, message", [
+    ("testtasks.add", {"a": 1}, "bad-params", "missing a required argument: 'b'"),
+    ("testtasks.add", {"a": 1, "b": 2, "c": 3}, "bad-params", "unexpected keyword argument 'c'"),
+    ("testtasks.nope", {}, "bad-task", "has no 'nope'"),
+    ("nosuchmodule.f", {}, "bad-task", "outside the allowed task modules"),
+    ("os.system", {"command": "true"}, "bad-task", "outside the allowed task modules"),
+    ("tasks_example.work.fail", {"message": "boom"}, "exception", "boom"),
+    ("testtasks.raise_bad_str", {}, "exception", "whose str() raised"),
+    ("testtasks.raise_unicode", {}, "exception", "échec: ファイルが見つかりません ✗"),
+    ("testtasks.not_json", {}, "bad-result", "result['when'] is a object"),
+])
+def test_bad_inputs_fail_clearly_and_the_worker_keeps_running(client, workers, path, params, reason, message):
+    proc = workers.start()
+    bad = client.queue_job(path, params)
+    job = client.wait(bad, timeout_s=10)
+    assert job.status == "failed" and job.reason == reason
+    assert message in job.exc_message
+    assert job.traceback and job.attempt == 1 and job.retries == 0
+    assert client.wait(client.queue_job("testtasks.add", {"a": 1, "b": 1}), timeout_s=10).result == 2
+    assert proc.poll() is None
+
+
+def test_flaky_task_succeeds_after_retries_with_backoff(client, workers):
+    job_id = client.queue_job("tasks_example.work.flaky", {"fail_times": 2})
+    workers.start()
+    job = client.wait(job_id, timeout_s=20)
+    assert job.status == "success" and job.result == {"attempt": 3}
+    assert job.retries == 2
+    statuses = [h["status"] for h in job.history]
+    assert statuses == ["queued", "started", "retry", "started", "retry", "started", "success"]
+    starts = [h["at"] for h in job.history if h["status"] == "started"]
+    # retry_delay_s=0.2, backoff 2, equal jitter: waits >= 0.1 s then >= 0.2 s
+    assert starts[1] - starts[0] >= 0.1 and starts[2] - starts[1] >= 0.2
+
+
+def test_retries_end_in_maxretries(client, workers):
+    workers.start()
+    a = client.queue_job("testtasks.always_retry")
+    b = client.queue_job("testtasks.always_fail_retried")
+    ja, jb = client.wait([a, b], timeout_s=20)
+    for j in (ja, jb):
+        assert j.status == "maxretries" and j.attempt == 3 and j.retries == 2
+    assert jb.exc_type == "ConnectionError"
+
+
+def test_timeout(client, workers):
+    workers.start()
+    job = client.wait(client.queue_job("testtasks.too_slow", {"seconds": 5}), timeout_s=10)
+    assert job.status == "timeout" and 0.3 <= job.run_s < 2
+
+
+def test_cpu_bound_overrun_is_reported_by_the_watchdog(client, workers):
+    workers.start()
+    job = client.wait(client.queue_job("testtasks.hog", {"seconds": 2.5}), timeout_s=15)
+    # gevent.Timeout cannot interrupt code that never yields: the job overruns, and says so
+    assert job.overrun and "without yielding" in job.overrun and "hog" in job.overrun
+
+
+def test_cancel_a_queued_job(client, workers):
+    job_id = client.queue_job("testtasks.add", {"a": 1, "b": 2}, delay=30)
+    client.cancel(job_id)
+    assert client.get_job(job_id).status == "cancel"
+    workers.start("--burst").wait(20)
+    assert client.get_job(job_id).status == "cancel"
+    with pytest.raises(InvalidTransition, match="it is cancel"):
+        client.cancel(job_id)
+
+
+def test_abort_a_running_job(client, workers):
+    workers.start()
+    job_id = client.queue_job("testtasks.sleep", {"seconds": 30})
+    wait_until(lambda: client.get_job(job_id).status == "started", 10, "start")
+    with pytest.raises(InvalidTransition):
+        client.cancel(job_id)
+    client.abort(job_id)
+    job = client.wait(job_id, timeout_s=10)
+    assert job.status == "abort" and job.run_s < 10
+
+
+def test_requeue_a_failed_job_runs_it_again(client, workers):
+    workers.start()
+    job_id = client.queue_job("tasks_example.work.fail")
+    assert client.wait(job_id, timeout_s=10).status == "failed"
+    client.requeue(job_id)
+    job = client.wait(job_id, timeout_s=10)
+    assert job.status == "failed" and job.attempt == 2
+    assert [h["status"] for h in job.history] == ["queued", "started", "failed", "queued", "started", "failed"]
+
+
+def test_wait_times_out_with_the_pending_ids(client):
+    job_id = client.queue_job("testtasks.add", {"a": 1, "b": 2})
+    t = time.monotonic()
+    with pytest.raises(WaitTimeout) as err:
+        client.wait([job_id], timeout_s=0.3)
+    assert err.value.pending == [job_id] and 0.3 <= time.monotonic() - t < 2
+
+
+def test_enqueue_refuses_bad_queue_priority_and_delay(client):
+    for kwargs in ({"queue": "a:b"}, {"priority": 1000}, {"delay": -1}):
+        with pytest.raises(InvalidParams):
+            client.queue_job("testtasks.add", {"a": 1, "b": 2}, **kwargs)

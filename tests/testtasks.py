@@ -1,0 +1,63 @@
+"""Tasks used only by the tests (allowed through RUNTIME_TASK_MODULES=...,testtasks)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from runtime import Retry, task
+
+
+class BadStr(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ is broken")
+
+
+def raise_bad_str() -> None:
+    raise BadStr()
+
+
+def raise_unicode() -> None:
+    raise ValueError("échec: ファイルが見つかりません ✗")
+
+
+def not_json() -> Any:
+    return {"when": object()}
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@task(timeout_s=0.3)
+def too_slow(seconds: float = 5.0) -> None:
+    time.sleep(seconds)
+
+
+@task(max_retries=2, retry_delay_s=0.2)
+def always_retry() -> None:
+    raise Retry("not yet")
+
+
+@task(max_retries=2, retry_delay_s=0.3, retry_backoff=2.0)
+def always_fail_retried() -> None:
+    raise ConnectionError("down")
+
+
+@task(timeout_s=0.5)
+def hog(seconds: float = 3.0) -> int:
+    end = time.perf_counter() + seconds
+    n = 0
+    while time.perf_counter() < end:
+        n += 1
+    return n
+
+
+class Adder:
+    def run(self, params: dict[str, Any]) -> int:
+        return params["a"] + params["b"]
