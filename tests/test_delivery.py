@@ -1,0 +1,85 @@
+"""Priorities, delays, batching, wake-ups and the worker registry."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import redis
+
+from conftest import wait_until
+
+
+def test_higher_priority_runs_first_then_fifo(client, workers):
+    low = [client.queue_job("testtasks.add", {"a": i, "b": 0}, priority=-5) for i in range(3)]
+    normal = [client.queue_job("testtasks.add", {"a": i, "b": 0}) for i in range(3)]
+    high = [client.queue_job("testtasks.add", {"a": i, "b": 0}, priority=10) for i in range(3)]
+    workers.start("--greenlets", "1", "--burst").wait(20)
+    jobs = client.store.get_many(low + normal + high)
+    order = [j.id for j in sorted(jobs, key=lambda j: j.started_at)]
+    assert order == high + normal + low
+
+
+def test_queues_listed_first_are_served_first(client, workers):
+    default = [client.queue_job("testtasks.add", {"a": 1, "b": 0}) for _ in range(3)]
+    urgent = [client.queue_job("testtasks.add", {"a": 1, "b": 0}, queue="high") for _ in range(3)]
+    workers.start("--greenlets", "1", "--burst", "--queues", "high,default").wait(20)
+    jobs = client.store.get_many(default + urgent)
+    assert [j.id for j in sorted(jobs, key=lambda j: j.started_at)] == urgent + default
+
+
+def test_delayed_jobs_never_run_early(client, workers):
+    workers.start()
+    t0 = time.time()
+    ids = [client.queue_job("testtasks.add", {"a": 1, "b": 1}, delay=d) for d in (0.5, 0.2, 1.0)]
+    now = client.queue_job("testtasks.add", {"a": 0, "b": 0})
+    jobs = client.wait(ids + [now], timeout_s=10)
+    for job, delay in zip(jobs, (0.5, 0.2, 1.0)):
+        assert job.started_at >= job.queued_at + delay
+        assert job.started_at - (job.queued_at + delay) < 0.5  # and not much late either
+    assert jobs[3].started_at < jobs[1].started_at
+    assert time.time() - t0 >= 1.0
+
+
+def test_idle_worker_starts_a_job_quickly_without_polling(client, workers, settings):
+    workers.start()
+    wait_until(lambda: client.redis.scard(client.broker.keys.workers), 10, "worker registered")
+    client.wait(client.queue_job("testtasks.add", {"a": 1, "b": 1}), timeout_s=10)  # warm
+    r = redis.Redis.from_url(settings.redis_url)
+    before = r.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+    time.sleep(1.0)  # idle: the worker blocks on BLPOP, with at most one wake-up per second
+    idle_calls = r.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0) - before
+    assert idle_calls < 15  # claims after BLPOP timeouts + reaper + heartbeat, no busy polling
+    lat = []
+    for _ in range(20):
+        job = client.wait(client.queue_job("testtasks.add", {"a": 1, "b": 1}), timeout_s=5)
+        lat.append(job.started_at - job.queued_at)
+    assert sorted(lat)[10] < 0.05
+
+
+def test_many_jobs_with_many_greenlets_all_end_once(client, workers):
+    ids = client.queue_jobs("testtasks.sleep", [{"seconds": 0.01}] * 500)
+    workers.start("--greenlets", "50")
+    workers.start("--greenlets", "50")
+    jobs = client.wait(ids, timeout_s=60)
+    assert all(j.status == "success" and j.attempt == 1 for j in jobs)
+    assert client.store.counts()["success"] == 500
+
+
+def test_worker_registry_shows_running_jobs_with_stacks(client, workers, settings):
+    proc = workers.start("--greenlets", "3")
+    job_id = client.queue_job("testtasks.sleep", {"seconds": 30})
+    keys = client.broker.keys
+
+    def entry():
+        for wid in client.redis.smembers(keys.workers):
+            e = client.redis.hgetall(keys.worker(wid))
+            if e and json.loads(e["running"]):
+                return e
+    e = wait_until(entry, 10, "registry entry with a running job")
+    assert int(e["pid"]) == proc.pid and e["queues"] == "default" and int(e["rss_bytes"]) > 10_000_000
+    running = json.loads(e["running"])
+    assert running[0]["id"] == job_id and any("sleep" in frame for frame in running[0]["stack"])
+    proc.kill()
+    proc.wait()
+    wait_until(lambda: not client.redis.exists(keys.worker(e["id"])), 5, "entry to expire")

@@ -1,0 +1,90 @@
+"""Process tests: graceful shutdown, a second signal, SIGKILL recovery, poison jobs."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from conftest import wait_until
+
+
+def _running(client, ids):
+    return [j for j in client.store.get_many(ids, history=False) if j.status == "started"]
+
+
+@pytest.mark.parametrize("greenlets", [1, 25])
+def test_sigterm_lets_running_jobs_finish_and_claims_nothing_more(client, workers, greenlets):
+    running = client.queue_jobs("testtasks.sleep", [{"seconds": 1.0}] * greenlets)
+    proc = workers.start("--greenlets", str(greenlets))
+    wait_until(lambda: len(_running(client, running)) == greenlets, 10, "jobs to start")
+    behind = client.queue_jobs("testtasks.add", [{"a": 1, "b": 2}] * 3)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
+    assert all(j.status == "success" and j.attempt == 1 for j in client.store.get_many(running))
+    assert all(j.status == "queued" for j in client.store.get_many(behind))
+    assert not client.redis.sismember(client.broker.keys.workers, "x")  # deregistered
+    assert client.redis.scard(client.broker.keys.workers) == 0
+
+
+@pytest.mark.parametrize("greenlets", [1, 25])
+def test_second_signal_interrupts_and_requeues_at_once(client, workers, greenlets):
+    ids = client.queue_jobs("testtasks.sleep", [{"seconds": 60}] * greenlets)
+    proc = workers.start("--greenlets", str(greenlets))
+    wait_until(lambda: len(_running(client, ids)) == greenlets, 10, "jobs to start")
+    proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: "stopping" in workers.log(proc), 5, "first signal handled")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
+    for job in client.store.get_many(ids):
+        assert job.status == "interrupt" and job.retries == 0
+        assert [h["status"] for h in job.history] == ["queued", "started", "interrupt"]
+    assert client.store.queue_depths()["default"]["ready"] == greenlets  # requeued at once
+
+
+def test_grace_period_expiry_interrupts_and_another_worker_finishes(client, workers):
+    ids = client.queue_jobs("testtasks.sleep", [{"seconds": 3}] * 2)
+    proc = workers.start("--greenlets", "2", grace_s=0.5)
+    wait_until(lambda: len(_running(client, ids)) == 2, 10, "jobs to start")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
+    assert all(j.status == "interrupt" for j in client.store.get_many(ids))
+    workers.start("--greenlets", "2")
+    jobs = client.wait(ids, timeout_s=15)
+    assert all(j.status == "success" and j.attempt == 2 and j.retries == 0 for j in jobs)
+
+
+def test_sigkill_mid_jobs_loses_nothing_and_history_shows_the_rerun(client, workers):
+    # 3 long jobs fill 3 of 5 slots; 2 slots free; more jobs queued behind with a delay
+    long = client.queue_jobs("testtasks.sleep", [{"seconds": 1.5}] * 3)
+    proc = workers.start("--greenlets", "5")
+    wait_until(lambda: len(_running(client, long)) == 3, 10, "long jobs to start")
+    behind = client.queue_jobs("testtasks.add", [{"a": 1, "b": 1}] * 4, delay=0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    workers.start("--greenlets", "5")
+    jobs = client.wait(long + behind, timeout_s=20)
+    assert all(j.status == "success" for j in jobs)
+    for j in jobs[:3]:
+        assert j.attempt == 2 and j.lost == 1
+        assert [h["status"] for h in j.history] == ["queued", "started", "queued", "started", "success"]
+        assert "worker lost" in j.history[2]["note"]
+    assert all(j.attempt == 1 for j in jobs[3:])
+
+
+def test_job_that_kills_its_worker_ends_failed_worker_lost_after_3(client, workers):
+    poison = client.queue_job("tasks_example.work.crash", priority=10)
+    healthy = client.queue_jobs("testtasks.add", [{"a": 2, "b": 2}] * 5)
+    deaths = 0
+    while client.get_job(poison).status != "failed":
+        proc = workers.start("--greenlets", "1")
+        code = wait_until(lambda: proc.poll() is not None or client.get_job(poison).status == "failed",
+                          20, "the worker to die or the job to fail")
+        if proc.poll() is not None:
+            assert proc.returncode == 13
+            deaths += 1
+        assert deaths <= 3
+    job = client.get_job(poison)
+    assert deaths == 3 and job.lost == 3 and job.reason == "worker-lost" and job.exc_type == "WorkerLost"
+    workers.start("--greenlets", "1")
+    assert all(j.status == "success" and j.result == 4 for j in client.wait(healthy, timeout_s=20))
