@@ -10,6 +10,7 @@ claim whose deadline passed. Time is the Redis server's clock.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -83,7 +84,7 @@ class RedisBroker:
 
     def enqueue(self, jobs: Sequence[NewJob]) -> float:
         """Create and queue ``jobs`` in one round trip; returns the server time (UNIX s)."""
-        args: list[Any] = [self.settings.key_prefix, len(jobs)]
+        args: list[Any] = [self.settings.key_prefix, self.settings.visibility_timeout_s, len(jobs)]
         for j in jobs:
             args += [j.id, j.path, j.params_json, j.queue, j.priority, repr(float(j.delay_s))]
         return float(self._enqueue(args=args))
@@ -95,11 +96,7 @@ class RedisBroker:
         """
         reply = self._claim(args=[self.settings.key_prefix, worker_id, k,
                                   self.settings.visibility_timeout_s, len(queues), *queues])
-        jobs = []
-        for i in range(2, len(reply), CLAIM_FIELDS):
-            f = reply[i:i + CLAIM_FIELDS]
-            jobs.append(Claimed(f[0], f[1], f[2], f[3], int(f[4]), int(f[5]), int(f[6]), int(f[7]),
-                                float(f[8]), float(f[9]), float(f[10])))
+        jobs = [claimed_from(reply[i:i + CLAIM_FIELDS]) for i in range(2, len(reply), CLAIM_FIELDS)]
         return float(reply[0]), (float(reply[1]) if reply[1] else None), jobs
 
     def finish(self, outcomes: Iterable[Outcome], client: redis.Redis | None = None) -> list[str]:
@@ -117,12 +114,13 @@ class RedisBroker:
         args[1] = n
         return list(self._finish(args=args, client=client))
 
-    def reap(self, dead_workers: Sequence[str]) -> tuple[int, int]:
-        """Take back the jobs of ``dead_workers`` and of expired claims; trim the status
+    def reap(self, dead_workers: Sequence[str], stopping: str = "") -> tuple[int, int]:
+        """Take back the jobs of ``dead_workers`` and of expired claims, and deregister the
+        worker ``stopping`` cleanly (its unrun jobs requeued as interrupt); trim the status
         indexes of expired documents. Returns (requeued, failed worker-lost)."""
         ttl = self.settings.ttl_s
         args: list[Any] = [self.settings.key_prefix, self.settings.max_lost, ttl[Status.FAILED],
-                           len(dead_workers), *dead_workers, len(ttl)]
+                           stopping, len(dead_workers), *dead_workers, len(ttl)]
         for status, seconds in ttl.items():
             args += [status, seconds]
         requeued, failed = self._reap(args=args)
@@ -140,10 +138,21 @@ class RedisBroker:
         """Ask to be told on list ``key`` when ``ids`` end; returns those already final."""
         return list(self._wait(args=[self.settings.key_prefix, key, max(1, int(ttl_s) + 1), *ids]))
 
-    def wait_for_wakeup(self, conn: redis.Redis, queues: Sequence[str], timeout_s: float) -> bool:
-        """Block until a job is queued on ``queues`` or ``timeout_s`` passes (True if woken).
+    def wait_for_wakeup(self, conn: redis.Redis, worker_id: str, queues: Sequence[str],
+                        timeout_s: float) -> Claimed | None:
+        """Block until a job is handed to this worker (returned, already claimed for it), a
+        job is queued on ``queues`` (None: claim now) or ``timeout_s`` passes (None).
 
         ``conn`` should be a connection of its own: this blocks it.
         """
-        reply = conn.blpop([self.keys.wake(q) for q in queues], timeout=max(timeout_s, 0.001))
-        return reply is not None
+        handoff = self.keys.handoff(worker_id)
+        reply = conn.blpop([handoff, *(self.keys.wake(q) for q in queues)], timeout=max(timeout_s, 0.001))
+        if reply is None or reply[0] != handoff:
+            return None
+        return claimed_from(json.loads(reply[1]))
+
+
+def claimed_from(f: Sequence[str]) -> Claimed:
+    """A Claimed from the 11 claim fields of claim.lua / enqueue.lua."""
+    return Claimed(f[0], f[1], f[2], f[3], int(f[4]), int(f[5]), int(f[6]), int(f[7]),
+                   float(f[8]), float(f[9]), float(f[10]))

@@ -18,6 +18,8 @@ shapes below are the contract they follow, so keep both in step.
 | {p}:w:{wid}                  | hash | worker registry entry (expires: worker_ttl_s)     |
 | {p}:w:{wid}:running          | set  | ids of the jobs that worker is running            |
 | {p}:w:{wid}:abort            | set  | ids to abort, read by that worker's heartbeat     |
+| {p}:w:{wid}:jobs             | list | jobs claimed for an idle worker by enqueue.lua    |
+| {p}:idle:{queue}             | zset | idle workers blocked on their jobs list           |
 | {p}:stats                    | hash | counters of final statuses                        |
 """
 
@@ -71,6 +73,12 @@ class Keys:
 
     def aborts(self, worker_id: str) -> str:
         return f"{self.prefix}:w:{worker_id}:abort"
+
+    def handoff(self, worker_id: str) -> str:
+        return f"{self.prefix}:w:{worker_id}:jobs"
+
+    def idle(self, queue: str) -> str:
+        return f"{self.prefix}:idle:{queue}"
 
     @property
     def stats(self) -> str:

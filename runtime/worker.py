@@ -189,17 +189,23 @@ class Worker:
                 timeout = min(timeout, max(0.001, next_due - now))
             if burst and busy:
                 timeout = min(timeout, 0.05)
-            self._idle_wait(queues, timeout)
+            handed = self._idle_wait(queues, timeout)
+            if handed is not None:
+                self._start(handed, time.perf_counter())
 
-    def _idle_wait(self, queues: Sequence[str], timeout_s: float) -> None:
-        self._waiter = gevent.spawn(self.broker.wait_for_wakeup, self._wait_conn, queues, timeout_s)
+    def _idle_wait(self, queues: Sequence[str], timeout_s: float) -> Claimed | None:
+        """Block for a job handed to this worker (returned) or a wake-up (None)."""
+        self._waiter = gevent.spawn(self.broker.wait_for_wakeup, self._wait_conn, self.id, queues, timeout_s)
         try:
             self._waiter.join()
-            if not self._waiter.successful() and not isinstance(self._waiter.exception, gevent.GreenletExit):
+            if self._waiter.successful():
+                return self._waiter.value
+            if not isinstance(self._waiter.exception, gevent.GreenletExit):
                 exc = self._waiter.exception
                 log.error("wake-up wait failed (%s)", exc)
                 self._wait_conn.connection_pool.disconnect()
                 gevent.sleep(0.1)
+            return None
         finally:
             if self._waiter is not None and self._waiter.dead and self._waiter.exception is not None:
                 self._wait_conn.connection_pool.disconnect()
@@ -338,6 +344,13 @@ class Worker:
 
     def _drain(self) -> None:
         self.state = "draining"
+        try:  # no more jobs handed to us; any handed meanwhile are requeued at deregistration
+            pipe = self.redis.pipeline(transaction=False)
+            for q in self.settings.queues:
+                pipe.zrem(self.broker.keys.idle(q), self.id)
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("could not leave the idle lists: %s", exc)
         deadline = time.monotonic() + self.settings.grace_s
         while len(self.pool) and not self._hard:
             remaining = deadline - time.monotonic()
@@ -355,7 +368,7 @@ class Worker:
 
     def _deregister(self) -> None:
         try:
-            self.broker.reap([self.id])  # requeues anything still claimed by us, drops our entry
+            self.broker.reap([], stopping=self.id)  # requeues what was handed to us unrun; drops our entry
         except redis.RedisError as exc:
             log.warning("could not deregister (%s); the registry entry expires in %.0f s",
                         exc, self.settings.worker_ttl_s)

@@ -6,10 +6,14 @@
 -- ARGV[4]  visibility timeout, seconds: a claim not extended by then is taken back
 -- ARGV[5]  number of queues Q
 -- ARGV[6..5+Q]  queue names, first ones first
--- Each claimed job moves ready -> {p}:inflight (score = deadline ms) and the worker's
--- running set, gets status started, attempt+1, and a history entry.
+-- First takes the jobs that enqueue.lua already handed to this worker ({p}:w:{wid}:jobs),
+-- then due jobs from the queues. Each claimed job moves ready -> {p}:inflight (score =
+-- deadline ms) and the worker's running set, gets status started, attempt+1, and a
+-- history entry (claim_one). When nothing was claimed, the worker is registered idle on
+-- its queues ({p}:idle:{queue}), so the next enqueue hands it a job directly.
 -- Returns: {server time, next due time of a delayed job or '', then 11 fields per job:
 --   id, path, params, queue, priority, attempt, retries, lost, queued_at, due_at, started_at}
+--@CLAIM_ONE@--
 local p, wid = ARGV[1], ARGV[2]
 local k, vt, nq = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local t = redis.call('TIME')
@@ -20,8 +24,14 @@ local WAITING = {--@WAITING@--}
 local out = {snow, ''}
 local claimed = 0
 local next_due = nil
-local inflight, running = p .. ':inflight', p .. ':w:' .. wid .. ':running'
 local deadline = (now + vt) * 1000
+for i = 1, nq do redis.call('ZREM', p .. ':idle:' .. ARGV[5 + i], wid) end
+local handoff = p .. ':w:' .. wid .. ':jobs'
+for _, item in ipairs(redis.call('LRANGE', handoff, 0, -1)) do
+  for _, v in ipairs(cjson.decode(item)) do out[#out + 1] = v end
+  claimed = claimed + 1
+end
+redis.call('DEL', handoff)
 for i = 1, nq do
   local q = ARGV[5 + i]
   local sched, ready = p .. ':s:' .. q, p .. ':q:' .. q
@@ -36,20 +46,9 @@ for i = 1, nq do
     if #popped == 0 then break end
     for j = 1, #popped, 2 do
       local id = popped[j]
-      local jk = p .. ':j:' .. id
-      local st = redis.call('HGET', jk, 'status')
+      local st = redis.call('HGET', p .. ':j:' .. id, 'status')
       if st and WAITING[st] then
-        local attempt = redis.call('HINCRBY', jk, 'attempt', 1)
-        redis.call('HSET', jk, 'status', 'started', 'worker', wid, 'started_at', snow)
-        redis.call('ZADD', inflight, deadline, id)
-        redis.call('SADD', running, id)
-        redis.call('ZREM', p .. ':st:' .. st, id)
-        redis.call('ZADD', p .. ':st:started', now, id)
-        redis.call('RPUSH', p .. ':h:' .. id, string.format(
-          '{"at":%s,"status":"started","worker":"%s","attempt":%d}', snow, wid, attempt))
-        local f = redis.call('HMGET', jk, 'id', 'path', 'params', 'queue', 'priority', 'attempt',
-          'retries', 'lost', 'queued_at', 'due_at', 'started_at')
-        for _, v in ipairs(f) do out[#out + 1] = v end
+        for _, v in ipairs(claim_one(p, id, wid, st, now, snow, deadline)) do out[#out + 1] = v end
         claimed = claimed + 1
       end
       -- a member whose document is gone or not waiting (cancelled) is dropped from the queue
@@ -65,6 +64,9 @@ for i = 1, nq do
     redis.call('LPUSH', p .. ':wake:' .. q, '1')
     redis.call('LTRIM', p .. ':wake:' .. q, 0, 0)
   end
+end
+if claimed == 0 then
+  for i = 1, nq do redis.call('ZADD', p .. ':idle:' .. ARGV[5 + i], now, wid) end
 end
 if next_due then out[2] = string.format('%.6f', next_due) end
 return out

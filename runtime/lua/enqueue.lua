@@ -1,36 +1,66 @@
 -- enqueue.lua: create job documents and queue them, in one round trip.
 -- KEYS: none (keys are built from the prefix, see runtime/keys.py)
 -- ARGV[1]  key prefix
--- ARGV[2]  number of jobs N
--- ARGV[3+6*(i-1) ..]  per job: id, path, params (JSON), queue, priority, delay_s
+-- ARGV[2]  visibility timeout, seconds (for a job handed straight to an idle worker)
+-- ARGV[3]  number of jobs N
+-- ARGV[4+6*(i-1) ..]  per job: id, path, params (JSON), queue, priority, delay_s
+-- A job due now goes to an idle worker of its queue when there is one ({p}:idle:{queue},
+-- registered by claim.lua): it is claimed for that worker here (claim_one) and its claim
+-- fields pushed on {p}:w:{wid}:jobs, which the worker is blocked on, so it starts without
+-- a claim round trip. Otherwise it goes to the ready queue and a wake-up token is left.
 -- Time is the Redis server's (TIME), the one clock of every due, start and end.
 -- Returns: the server time used (string).
+--@CLAIM_ONE@--
 local p = ARGV[1]
-local n = tonumber(ARGV[2])
+local vt = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local snow = string.format('%.6f', now)
+local deadline = (now + vt) * 1000
 local woke = {}
-local hist = string.format('{"at":%.6f,"status":"queued"}', now)
+local hist = string.format('{"at":%s,"status":"queued"}', snow)
+
+local function idle_worker(q)
+  while true do
+    local cand = redis.call('ZPOPMIN', p .. ':idle:' .. q)
+    if #cand == 0 then return nil end
+    local wid = cand[1]
+    local queues = redis.call('HGET', p .. ':w:' .. wid, 'queues')
+    if queues then  -- alive: take it off the other queues it waits on
+      for other in string.gmatch(queues, '[^,]+') do redis.call('ZREM', p .. ':idle:' .. other, wid) end
+      return wid
+    end  -- its registry entry expired: a dead worker, dropped
+  end
+end
+
 for i = 0, n - 1 do
-  local b = 3 + 6 * i
+  local b = 4 + 6 * i
   local id, path, params, q = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local prio, delay = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5])
   local due = now + delay
-  redis.call('HSET', p .. ':j:' .. id, 'id', id, 'path', path, 'params', params, 'queue', q,
-    'priority', prio, 'status', 'queued', 'queued_at', string.format('%.6f', now),
+  local jk = p .. ':j:' .. id
+  redis.call('HSET', jk, 'id', id, 'path', path, 'params', params, 'queue', q,
+    'priority', prio, 'status', 'queued', 'queued_at', snow,
     'due_at', string.format('%.6f', due), 'attempt', 0, 'retries', 0, 'lost', 0)
-  if delay > 0 then
-    redis.call('ZADD', p .. ':s:' .. q, due * 1000, id)
-  else
-    redis.call('ZADD', p .. ':q:' .. q, -prio * 1e13 + due * 1000, id)
-    woke[q] = true
-  end
   redis.call('ZADD', p .. ':st:queued', now, id)
   redis.call('RPUSH', p .. ':h:' .. id, hist)
   redis.call('SADD', p .. ':queues', q)
+  if delay > 0 then
+    redis.call('ZADD', p .. ':s:' .. q, due * 1000, id)
+  else
+    local wid = (not woke[q]) and idle_worker(q) or nil
+    if wid then
+      local fields = claim_one(p, id, wid, 'queued', now, snow, deadline)
+      redis.call('RPUSH', p .. ':w:' .. wid .. ':jobs', cjson.encode(fields))
+    else
+      redis.call('ZADD', p .. ':q:' .. q, -prio * 1e13 + due * 1000, id)
+      woke[q] = true
+    end
+  end
 end
 for q, _ in pairs(woke) do
   redis.call('LPUSH', p .. ':wake:' .. q, '1')
   redis.call('LTRIM', p .. ':wake:' .. q, 0, 0)
 end
-return string.format('%.6f', now)
+return snow

@@ -3,11 +3,14 @@
 -- ARGV[1]  key prefix
 -- ARGV[2]  max_lost: a job whose worker died this many times ends failed (worker-lost)
 -- ARGV[3]  ttl_s of a failed job
--- ARGV[4]  number of dead worker ids D, then the D ids
+-- ARGV[4]  id of a worker deregistering itself on a clean stop, or ''
+-- ARGV[5]  number of dead worker ids D, then the D ids
 -- then     number of final statuses S, then S pairs (status, ttl_s) to trim the status
 --          indexes of jobs whose documents expired
--- A taken-back job is requeued at its old place (status queued, lost+1) or, at max_lost,
--- ends failed with reason worker-lost. Returns {requeued, failed}.
+-- A job taken back from a dead worker is requeued at its old place (status queued,
+-- lost+1) or, at max_lost, ends failed with reason worker-lost. A job still claimed by a
+-- worker that stops cleanly (handed to it but never run) is requeued as interrupt, lost
+-- unchanged. Returns {requeued, failed}.
 local p = ARGV[1]
 local max_lost, ttl_failed = tonumber(ARGV[2]), tonumber(ARGV[3])
 local t = redis.call('TIME')
@@ -16,16 +19,26 @@ local snow = string.format('%.6f', now)
 local requeued, failed = 0, 0
 local woke = {}
 
-local function lose(id, wid)
+local function lose(id, wid, clean)
   local jk = p .. ':j:' .. id
   redis.call('ZREM', p .. ':inflight', id)
   local cur = redis.call('HMGET', jk, 'status', 'worker', 'priority', 'due_at', 'queue', 'attempt')
   if cur[1] ~= 'started' or (wid and cur[2] ~= wid) then return end
-  local lost = redis.call('HINCRBY', jk, 'lost', 1)
+  local lost = clean and 0 or redis.call('HINCRBY', jk, 'lost', 1)
   local hk = p .. ':h:' .. id
   redis.call('ZREM', p .. ':st:started', id)
   redis.call('SREM', p .. ':w:' .. cur[2] .. ':running', id)
-  if lost >= max_lost then
+  if clean then
+    local prio = tonumber(cur[3]) or 0
+    redis.call('HSET', jk, 'status', 'interrupt')
+    redis.call('ZADD', p .. ':st:interrupt', now, id)
+    redis.call('ZADD', p .. ':q:' .. cur[5], -prio * 1e13 + tonumber(cur[4]) * 1000, id)
+    redis.call('RPUSH', hk, string.format(
+      '{"at":%s,"status":"interrupt","worker":"%s","attempt":%s,"note":"worker stopped before running it"}',
+      snow, cur[2], cur[6]))
+    woke[cur[5]] = true
+    requeued = requeued + 1
+  elseif lost >= max_lost then
     local msg = string.format('its worker died while running it %d times (max_lost=%d); last worker %s',
       lost, max_lost, cur[2])
     redis.call('HSET', jk, 'status', 'failed', 'ended_at', snow, 'reason', 'worker-lost',
@@ -55,18 +68,24 @@ local function lose(id, wid)
   end
 end
 
-local nd = tonumber(ARGV[4])
-for i = 1, nd do
-  local wid = ARGV[4 + i]
+local function drop_worker(wid, clean)
   local running = p .. ':w:' .. wid .. ':running'
-  for _, id in ipairs(redis.call('SMEMBERS', running)) do lose(id, wid) end
-  redis.call('DEL', running, p .. ':w:' .. wid .. ':abort', p .. ':w:' .. wid)
+  for _, id in ipairs(redis.call('SMEMBERS', running)) do lose(id, wid, clean) end
+  local queues = redis.call('HGET', p .. ':w:' .. wid, 'queues')
+  if queues then
+    for q in string.gmatch(queues, '[^,]+') do redis.call('ZREM', p .. ':idle:' .. q, wid) end
+  end
+  redis.call('DEL', running, p .. ':w:' .. wid .. ':abort', p .. ':w:' .. wid, p .. ':w:' .. wid .. ':jobs')
   redis.call('SREM', p .. ':workers', wid)
 end
-local expired = redis.call('ZRANGEBYSCORE', p .. ':inflight', '-inf', now * 1000, 'LIMIT', 0, 1000)
-for _, id in ipairs(expired) do lose(id, nil) end
 
-local b = 5 + nd
+if ARGV[4] ~= '' then drop_worker(ARGV[4], true) end
+local nd = tonumber(ARGV[5])
+for i = 1, nd do drop_worker(ARGV[5 + i], false) end
+local expired = redis.call('ZRANGEBYSCORE', p .. ':inflight', '-inf', now * 1000, 'LIMIT', 0, 1000)
+for _, id in ipairs(expired) do lose(id, nil, false) end
+
+local b = 6 + nd
 local ns = tonumber(ARGV[b])
 for i = 0, ns - 1 do
   local st, ttl = ARGV[b + 1 + 2 * i], tonumber(ARGV[b + 2 + 2 * i])
