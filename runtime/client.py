@@ -7,6 +7,7 @@ environment on first use (``RUNTIME_REDIS_URL``, or the embedded server).
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from datetime import datetime, timezone
@@ -101,6 +102,7 @@ class Client:
         ttl = timeout_s if timeout_s is not None else 86_400
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         pending = set(wanted) - set(self._call(self.broker.register_waiter, key, wanted, ttl))
+        docs: dict[str, Job] = {}
         while pending:
             remaining = 0 if deadline is None else deadline - time.monotonic()
             if deadline is not None and remaining <= 0:
@@ -109,8 +111,15 @@ class Client:
                                   sorted(pending))
             reply = self._call(self.redis.blpop, [key], timeout=min(remaining, 5) if deadline else 5)
             if reply is not None:
-                pending.discard(reply[1])
-        jobs = self._call(self.store.get_many, wanted)
+                if reply[1].startswith("["):  # [id, hash fields, history] from finish.lua
+                    job_id, flat, history = json.loads(reply[1])
+                    docs[job_id] = Job.from_hash(dict(zip(flat[::2], flat[1::2])), history)
+                else:
+                    job_id = reply[1]
+                pending.discard(job_id)
+        rest = [i for i in wanted if i not in docs]
+        found = dict(zip(rest, self._call(self.store.get_many, rest))) if rest else {}
+        jobs = [docs.get(i) or found.get(i) for i in wanted]
         missing = [i for i, j in zip(wanted, jobs) if j is None]
         if missing:
             raise JobNotFound(f"no job {missing[0]!r} (never queued, or its document expired)")

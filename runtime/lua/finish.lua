@@ -6,6 +6,7 @@
 --   note ('' for none), number of extra fields F, then F name/value pairs
 -- An outcome whose attempt is not the job's current started attempt is stale and ignored:
 -- a late attempt never overwrites the status written by a newer one.
+-- Clients waiting on a job that ends ({p}:n:{id}) get [id, hash fields, history] as JSON.
 -- Returns: the list of stale ids.
 local p = ARGV[1]
 local n = tonumber(ARGV[2])
@@ -41,11 +42,15 @@ for _ = 1, n do
       redis.call('EXPIRE', hk, math.ceil(num))
       redis.call('HINCRBY', p .. ':stats', st, 1)
       local nk = p .. ':n:' .. id
-      for _, w in ipairs(redis.call('SMEMBERS', nk)) do
-        redis.call('LPUSH', w, id)
-        redis.call('EXPIRE', w, 300)
+      local waiters = redis.call('SMEMBERS', nk)
+      if #waiters > 0 then  -- hand waiters the document itself: no read round trip after
+        local doc = cjson.encode({id, redis.call('HGETALL', jk), redis.call('LRANGE', hk, 0, -1)})
+        for _, w in ipairs(waiters) do
+          redis.call('LPUSH', w, doc)
+          redis.call('EXPIRE', w, 300)
+        end
+        redis.call('DEL', nk)
       end
-      redis.call('DEL', nk)
     elseif st == 'retry' then
       local due = now + num
       redis.call('HSET', jk, 'due_at', string.format('%.6f', due))
