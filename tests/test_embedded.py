@@ -1,0 +1,58 @@
+"""The embedded default: one shared redis-server under .runtime/, started on first use."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, HERE, wait_until
+from runtime.embedded import EmbeddedRedis
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNTIME_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(ROOT)])
+    return env
+
+
+def _runtime(cwd: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "runtime", *args], cwd=cwd, env=_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def home(tmp_path):
+    yield tmp_path
+    EmbeddedRedis(tmp_path / ".runtime").stop()  # no orphan server left behind
+
+
+def _servers(home: Path) -> list[str]:
+    out = subprocess.run(["pgrep", "-af", "redis-server"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if str(home) in line]
+
+
+def test_concurrent_first_use_starts_one_server_and_data_survives_restart(home):
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda i: _runtime(home, "enqueue", "tasks_example.work.noop"), range(6)))
+    assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
+    ids = [r.stdout.strip() for r in results]
+    assert len(_servers(home)) == 1
+    listed = _runtime(home, "jobs", "--json")
+    assert sorted(j["id"] for j in __import__("json").loads(listed.stdout)) == sorted(ids)
+    assert EmbeddedRedis(home / ".runtime").stop()
+    assert not _servers(home)
+    again = _runtime(home, "job", ids[0])  # starts the server again, from its data
+    assert again.returncode == 0 and "queued" in again.stdout
+
+
+def test_worker_and_enqueuer_share_the_embedded_server(home):
+    job_id = _runtime(home, "enqueue", "tasks_example.work.io_wait", '{"seconds": 0.01}').stdout.strip()
+    worker = _runtime(home, "worker", "--burst", timeout=60)
+    assert worker.returncode == 0, worker.stderr
+    shown = _runtime(home, "job", job_id)
+    assert "status    success" in shown.stdout

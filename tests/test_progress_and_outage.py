@@ -1,0 +1,82 @@
+"""Progress reporting, run_task, and a Redis outage that must not lose a job."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import redis
+
+from conftest import wait_until
+from runtime import run_task
+from runtime.client import Client
+from runtime.embedded import redis_server_binary
+from runtime.errors import BrokerUnavailable
+from runtime.settings import load_settings
+
+
+def test_progress_is_stored_while_running_and_at_the_end(client, workers):
+    workers.start()
+    job_id = client.queue_job("tasks_example.work.steps", {"n": 20, "step_s": 0.1})
+    mid = wait_until(lambda: (j := client.get_job(job_id)).progress and j.progress < 1 and j, 10, "progress")
+    assert "steps" in mid.progress_message
+    job = client.wait(job_id, timeout_s=10)
+    assert job.progress == 1.0 and job.progress_message == "20/20 steps"
+
+
+def test_run_task_runs_in_process_with_status_and_timings():
+    ok = run_task("tasks_example.work.count_primes", {"limit": 1000})
+    assert ok.ok and ok.result == 168 and ok.wall_s > 0
+    bad = run_task("tasks_example.work.fail", {"message": "x"})
+    assert bad.status == "failed" and isinstance(bad.exception, ValueError) and "ValueError: x" in bad.traceback
+    steps = run_task("tasks_example.work.steps", {"n": 2, "step_s": 0})
+    assert steps.progress == 1.0
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A redis-server of this test's own (with an AOF, so a restart keeps the data)."""
+    sock = str(tmp_path / "r.sock")
+    argv = [redis_server_binary(), "--port", "0", "--unixsocket", sock, "--dir", str(tmp_path),
+            "--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+    procs = []
+
+    def start():
+        procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL))
+        wait_until(lambda: os.path.exists(sock) and _ping(sock), 10, "redis")
+        return procs[-1]
+    start()
+    yield sock, start, procs
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+            p.wait(10)
+
+
+def _ping(sock):
+    try:
+        return redis.Redis(unix_socket_path=sock).ping()
+    except redis.RedisError:
+        return False
+
+
+def test_worker_survives_a_redis_outage_and_loses_nothing(own_redis, workers, tmp_path):
+    sock, start, procs = own_redis
+    settings = load_settings({"redis_url": f"unix://{sock}", "key_prefix": "o"}, env={})
+    workers.settings = settings
+    client = Client(settings)
+    ids = client.queue_jobs("testtasks.sleep", [{"seconds": 0.5}] * 4)
+    proc = workers.start("--greenlets", "2")
+    wait_until(lambda: sum(j.status == "success" for j in client.store.get_many(ids)) >= 1, 10, "first jobs")
+    procs[-1].terminate()
+    procs[-1].wait(10)
+    with pytest.raises(BrokerUnavailable):
+        Client(settings).queue_job("testtasks.add", {"a": 1, "b": 1})
+    wait_until(lambda: "connecting to" in workers.log(proc), 10, "the worker to notice the outage")
+    start()
+    client = Client(settings)
+    jobs = client.wait(ids, timeout_s=30)
+    assert all(j.status == "success" for j in jobs)
+    assert proc.poll() is None
