@@ -89,13 +89,15 @@ class RedisBroker:
             args += [j.id, j.path, j.params_json, j.queue, j.priority, repr(float(j.delay_s))]
         return float(self._enqueue(args=args))
 
-    def claim(self, worker_id: str, k: int, queues: Sequence[str]) -> tuple[float, float | None, list[Claimed]]:
-        """Claim up to ``k`` due jobs from ``queues`` (first ones first).
+    def claim(self, worker_id: str, k: int, queues: Sequence[str],
+              idle: bool = False) -> tuple[float, float | None, list[Claimed]]:
+        """Claim up to ``k`` due jobs from ``queues`` (first ones first). ``idle``: the worker
+        runs nothing, so when nothing is due it is registered to be handed the next job.
 
         Returns (server time, next due time of a delayed job or None, claimed jobs).
         """
-        reply = self._claim(args=[self.settings.key_prefix, worker_id, k,
-                                  self.settings.visibility_timeout_s, len(queues), *queues])
+        reply = self._claim(args=[self.settings.key_prefix, worker_id, k, self.settings.visibility_timeout_s,
+                                  int(idle), len(queues), *queues])
         jobs = [claimed_from(reply[i:i + CLAIM_FIELDS]) for i in range(2, len(reply), CLAIM_FIELDS)]
         return float(reply[0]), (float(reply[1]) if reply[1] else None), jobs
 

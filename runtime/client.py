@@ -11,7 +11,7 @@ import json
 import os
 import time
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import redis
 
@@ -98,32 +98,44 @@ class Client:
         """
         single = isinstance(ids, str)
         wanted = [ids] if single else list(ids)
+        done = {job.id: job for job in self.iter_done(wanted, timeout_s)}
+        jobs = [done[i] for i in wanted]
+        return jobs[0] if single else jobs
+
+    def iter_done(self, ids: Sequence[str], timeout_s: float | None = None) -> Iterator[Job]:
+        """Yield each job of ``ids`` as it becomes final (those already final first).
+
+        Notified by the finisher (no polling). Raises WaitTimeout (with ``.pending``) after
+        ``timeout_s`` seconds, JobNotFound for an id that does not exist.
+        """
+        wanted = list(dict.fromkeys(ids))
         key = self.broker.keys.waiter(os.urandom(8).hex())
-        ttl = timeout_s if timeout_s is not None else 86_400
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        pending = set(wanted) - set(self._call(self.broker.register_waiter, key, wanted, ttl))
-        docs: dict[str, Job] = {}
+        ttl = timeout_s if timeout_s is not None else 86_400
+        already = self._call(self.broker.register_waiter, key, wanted, ttl)
+        pending = set(wanted) - set(already)
+        for job_id, job in zip(already, self._call(self.store.get_many, already)):
+            if job is None:
+                raise JobNotFound(f"no job {job_id!r} (never queued, or its document expired)")
+            yield job
         while pending:
-            remaining = 0 if deadline is None else deadline - time.monotonic()
-            if deadline is not None and remaining <= 0:
+            remaining = 5.0 if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
                 self.redis.delete(key)
                 raise WaitTimeout(f"{len(pending)} of {len(wanted)} jobs not final after {timeout_s} s",
                                   sorted(pending))
-            reply = self._call(self.redis.blpop, [key], timeout=min(remaining, 5) if deadline else 5)
-            if reply is not None:
-                if reply[1].startswith("["):  # [id, hash fields, history] from finish.lua
-                    job_id, flat, history = json.loads(reply[1])
-                    docs[job_id] = Job.from_hash(dict(zip(flat[::2], flat[1::2])), history)
-                else:
-                    job_id = reply[1]
+            reply = self._call(self.redis.blpop, [key], timeout=min(remaining, 5.0))
+            if reply is None:
+                continue
+            if reply[1].startswith("["):  # [id, hash fields, history] from finish.lua
+                job_id, flat, history = json.loads(reply[1])
+                job = Job.from_hash(dict(zip(flat[::2], flat[1::2])), history)
+            else:
+                job_id = reply[1]
+                job = self._call(self.store.get, job_id)
+            if job_id in pending:
                 pending.discard(job_id)
-        rest = [i for i in wanted if i not in docs]
-        found = dict(zip(rest, self._call(self.store.get_many, rest))) if rest else {}
-        jobs = [docs.get(i) or found.get(i) for i in wanted]
-        missing = [i for i, j in zip(wanted, jobs) if j is None]
-        if missing:
-            raise JobNotFound(f"no job {missing[0]!r} (never queued, or its document expired)")
-        return jobs[0] if single else jobs
+                yield job
 
     def _control(self, action: str, ids: Sequence[str], allowed: str) -> list[str]:
         replies = self._call(self.broker.control, action, list(ids))

@@ -50,29 +50,22 @@ def run_demo(settings: Settings, limit: int | None = None, greenlets: int = 10, 
     say(f"queueing {len(files)} jobs: {TASK} on each .py file of {sysconfig.get_paths()['stdlib']}")
     t0 = time.time()
     ids = client.queue_jobs(TASK, [{"path": f} for f in files], queue=QUEUE)
-    key = client.broker.keys.waiter(os.urandom(8).hex())
-    pending = set(ids) - set(client.broker.register_waiter(key, ids, 3600))
     argv = [sys.executable, "-m", "runtime", "--redis", settings.redis_url, "--prefix", settings.key_prefix,
             "worker", "--queues", QUEUE, "--greenlets", str(greenlets), "--burst", "--log-level", "WARNING"]
     say(f"starting a worker: runtime worker --queues {QUEUE} --greenlets {greenlets} --burst")
     proc = subprocess.Popen(argv)
+    jobs: list[Any] = []
     try:
         with click.progressbar(length=len(ids), label="analysing", show_pos=True, show_eta=True,
-                               file=None if not quiet else open(os.devnull, "w")) as bar:
-            bar.update(len(ids) - len(pending))
-            while pending:
-                reply = client.redis.blpop([key], timeout=1)
-                if reply is not None and reply[1] in pending:
-                    pending.discard(reply[1])
-                    bar.update(1)
-                elif reply is None and proc.poll() is not None and pending:
-                    break  # the worker exited with jobs left: report what we have
+                               file=open(os.devnull, "w") if quiet else None) as bar:
+            for job in client.iter_done(ids, timeout_s=3600):
+                jobs.append(job)
+                bar.update(1)
         proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.terminate()
             proc.wait(timeout=60)
-    jobs = [j for j in client.store.get_many(ids, history=False) if j is not None]
     summary = summarize(jobs, time.time() - t0)
     if not quiet:
         print_summary(summary)

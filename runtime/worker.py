@@ -167,7 +167,8 @@ class Worker:
                     self._slot.wait()
                 continue
             try:
-                now, next_due, jobs = self.broker.claim(self.id, min(room, batch), queues)
+                now, next_due, jobs = self.broker.claim(self.id, min(room, batch), queues,
+                                                        idle=not self._stopping and len(self.pool) == 0)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 self.state = "degraded"
                 log.error("cannot claim jobs (%s); retrying in %.1f s", exc, backoff)

@@ -127,3 +127,12 @@ def test_enqueue_refuses_bad_queue_priority_and_delay(client):
     for kwargs in ({"queue": "a:b"}, {"priority": 1000}, {"delay": -1}):
         with pytest.raises(InvalidParams):
             client.queue_job("testtasks.add", {"a": 1, "b": 2}, **kwargs)
+
+
+def test_final_jobs_expire_after_their_status_ttl(client, workers):
+    workers.start(ttl_s="success:2,failed:100")
+    ok, bad = client.queue_job("testtasks.add", {"a": 1, "b": 1}), client.queue_job("tasks_example.work.fail")
+    client.wait([ok, bad], timeout_s=10)
+    assert 0 < client.redis.ttl(client.broker.keys.job(ok)) <= 2
+    assert 2 < client.redis.ttl(client.broker.keys.job(bad)) <= 100
+    assert 0 < client.redis.ttl(client.broker.keys.history(ok)) <= 2

@@ -4,18 +4,20 @@
 -- ARGV[2]  worker id
 -- ARGV[3]  K, the most jobs to claim
 -- ARGV[4]  visibility timeout, seconds: a claim not extended by then is taken back
--- ARGV[5]  number of queues Q
--- ARGV[6..5+Q]  queue names, first ones first
+-- ARGV[5]  1 if the worker runs no job now (it may then be registered idle), else 0
+-- ARGV[6]  number of queues Q
+-- ARGV[7..6+Q]  queue names, first ones first
 -- First takes the jobs that enqueue.lua already handed to this worker ({p}:w:{wid}:jobs),
 -- then due jobs from the queues. Each claimed job moves ready -> {p}:inflight (score =
 -- deadline ms) and the worker's running set, gets status started, attempt+1, and a
--- history entry (claim_one). When nothing was claimed, the worker is registered idle on
--- its queues ({p}:idle:{queue}), so the next enqueue hands it a job directly.
+-- history entry (claim_one). When nothing was claimed by a worker running nothing, it is
+-- registered idle on its queues ({p}:idle:{queue}), so the next enqueue hands it a job
+-- directly. (A busy worker is not: a CPU-bound job could hold a handed job back.)
 -- Returns: {server time, next due time of a delayed job or '', then 11 fields per job:
 --   id, path, params, queue, priority, attempt, retries, lost, queued_at, due_at, started_at}
 --@CLAIM_ONE@--
 local p, wid = ARGV[1], ARGV[2]
-local k, vt, nq = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local k, vt, may_idle, nq = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1', tonumber(ARGV[6])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local now_ms = now * 1000
@@ -25,7 +27,7 @@ local out = {snow, ''}
 local claimed = 0
 local next_due = nil
 local deadline = (now + vt) * 1000
-for i = 1, nq do redis.call('ZREM', p .. ':idle:' .. ARGV[5 + i], wid) end
+for i = 1, nq do redis.call('ZREM', p .. ':idle:' .. ARGV[6 + i], wid) end
 local handoff = p .. ':w:' .. wid .. ':jobs'
 for _, item in ipairs(redis.call('LRANGE', handoff, 0, -1)) do
   for _, v in ipairs(cjson.decode(item)) do out[#out + 1] = v end
@@ -33,7 +35,7 @@ for _, item in ipairs(redis.call('LRANGE', handoff, 0, -1)) do
 end
 redis.call('DEL', handoff)
 for i = 1, nq do
-  local q = ARGV[5 + i]
+  local q = ARGV[6 + i]
   local sched, ready = p .. ':s:' .. q, p .. ':q:' .. q
   local due = redis.call('ZRANGEBYSCORE', sched, '-inf', now_ms, 'WITHSCORES', 'LIMIT', 0, 1000)
   for j = 1, #due, 2 do
@@ -65,8 +67,8 @@ for i = 1, nq do
     redis.call('LTRIM', p .. ':wake:' .. q, 0, 0)
   end
 end
-if claimed == 0 then
-  for i = 1, nq do redis.call('ZADD', p .. ':idle:' .. ARGV[5 + i], now, wid) end
+if claimed == 0 and may_idle then
+  for i = 1, nq do redis.call('ZADD', p .. ':idle:' .. ARGV[6 + i], now, wid) end
 end
 if next_due then out[2] = string.format('%.6f', next_due) end
 return out
