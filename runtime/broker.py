@@ -11,6 +11,7 @@ claim whose deadline passed. Time is the Redis server's clock.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -81,6 +82,8 @@ class RedisBroker:
         self._reap = load_script(client, "reap")
         self._control = load_script(client, "control")
         self._wait = load_script(client, "wait")
+        for script in (self._claim, self._finish):  # used by EVALSHA in pipelines
+            client.script_load(script.script)
 
     def enqueue(self, jobs: Sequence[NewJob]) -> float:
         """Create and queue ``jobs`` in one round trip; returns the server time (UNIX s)."""
@@ -89,6 +92,15 @@ class RedisBroker:
             args += [j.id, j.path, j.params_json, j.queue, j.priority, repr(float(j.delay_s))]
         return float(self._enqueue(args=args))
 
+    def _claim_args(self, worker_id: str, k: int, queues: Sequence[str], idle: bool) -> list[Any]:
+        return [self.settings.key_prefix, worker_id, k, self.settings.visibility_timeout_s,
+                int(idle), len(queues), *queues]
+
+    @staticmethod
+    def _claim_reply(reply: Sequence[str]) -> tuple[float, float | None, list[Claimed]]:
+        jobs = [claimed_from(reply[i:i + CLAIM_FIELDS]) for i in range(2, len(reply), CLAIM_FIELDS)]
+        return float(reply[0]), (float(reply[1]) if reply[1] else None), jobs
+
     def claim(self, worker_id: str, k: int, queues: Sequence[str],
               idle: bool = False) -> tuple[float, float | None, list[Claimed]]:
         """Claim up to ``k`` due jobs from ``queues`` (first ones first). ``idle``: the worker
@@ -96,13 +108,9 @@ class RedisBroker:
 
         Returns (server time, next due time of a delayed job or None, claimed jobs).
         """
-        reply = self._claim(args=[self.settings.key_prefix, worker_id, k, self.settings.visibility_timeout_s,
-                                  int(idle), len(queues), *queues])
-        jobs = [claimed_from(reply[i:i + CLAIM_FIELDS]) for i in range(2, len(reply), CLAIM_FIELDS)]
-        return float(reply[0]), (float(reply[1]) if reply[1] else None), jobs
+        return self._claim_reply(self._claim(args=self._claim_args(worker_id, k, queues, idle)))
 
-    def finish(self, outcomes: Iterable[Outcome], client: redis.Redis | None = None) -> list[str]:
-        """Record outcomes in one round trip; returns the ids of stale attempts (ignored)."""
+    def _finish_args(self, outcomes: Iterable[Outcome]) -> list[Any]:
         args: list[Any] = [self.settings.key_prefix, 0]
         n = 0
         for o in outcomes:
@@ -111,10 +119,56 @@ class RedisBroker:
             for k, v in o.fields.items():
                 args += [k, v]
             n += 1
-        if not n:
-            return []
         args[1] = n
-        return list(self._finish(args=args, client=client))
+        return args
+
+    def finish(self, outcomes: Sequence[Outcome], idle_on: Sequence[str] = (), worker_id: str = "") -> list[str]:
+        """Record outcomes in one round trip; returns the ids of stale attempts (ignored).
+
+        With ``idle_on`` queues, also registers ``worker_id`` idle on them (same round trip).
+        """
+        if not outcomes and not idle_on:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        if outcomes:
+            self._eval(pipe, self._finish, self._finish_args(outcomes))
+        now = time.time()
+        for q in idle_on:
+            pipe.zadd(self.keys.idle(q), {worker_id: now})
+        replies = self._execute(pipe)
+        return list(replies[0]) if outcomes else []
+
+    def cycle(self, outcomes: Sequence[Outcome], worker_id: str, k: int, queues: Sequence[str],
+              idle: bool) -> tuple[list[str], float, float | None, list[Claimed]]:
+        """:meth:`finish` then :meth:`claim`, in one round trip (the worker's steady state).
+
+        Returns (stale ids, server time, next due time or None, claimed jobs).
+        """
+        pipe = self.client.pipeline(transaction=False)
+        if outcomes:
+            self._eval(pipe, self._finish, self._finish_args(outcomes))
+        self._eval(pipe, self._claim, self._claim_args(worker_id, k, queues, idle))
+        replies = self._execute(pipe)
+        stale = list(replies[0]) if outcomes else []
+        return (stale, *self._claim_reply(replies[-1]))
+
+    @staticmethod
+    def _eval(pipe: Any, script: Any, args: list[Any]) -> None:
+        # EVALSHA directly: redis-py's pipeline would first send SCRIPT EXISTS (a round trip)
+        pipe.execute_command("EVALSHA", script.sha, 0, *args)
+
+    def _execute(self, pipe: Any) -> list[Any]:
+        """Run the pipeline; if the server lost its script cache (a restart), load the
+        scripts and run it once more. A finish that did run is fenced, so a second run of
+        it changes nothing."""
+        stack = list(pipe.command_stack)
+        try:
+            return pipe.execute()
+        except redis.exceptions.NoScriptError:
+            for script in (self._enqueue, self._claim, self._finish, self._reap, self._control, self._wait):
+                self.client.script_load(script.script)
+            pipe.command_stack = stack
+            return pipe.execute()
 
     def reap(self, dead_workers: Sequence[str], stopping: str = "") -> tuple[int, int]:
         """Take back the jobs of ``dead_workers`` and of expired claims, and deregister the

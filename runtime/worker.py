@@ -167,8 +167,11 @@ class Worker:
                     self._slot.wait()
                 continue
             try:
-                now, next_due, jobs = self.broker.claim(self.id, min(room, batch), queues,
-                                                        idle=not self._stopping and len(self.pool) == 0)
+                with self._flush_lock:  # what ended meanwhile is recorded in the same round trip
+                    done = self._outcomes[:FLUSH_BATCH]
+                    stale, now, next_due, jobs = self.broker.cycle(
+                        done, self.id, min(room, batch), queues, idle=not self._stopping and len(self.pool) == 0)
+                    self._recorded(done, stale)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 self.state = "degraded"
                 log.error("cannot claim jobs (%s); retrying in %.1f s", exc, backoff)
@@ -286,21 +289,35 @@ class Worker:
     # ---- recording ------------------------------------------------------------------------
 
     def _flush_loop(self) -> None:
+        """Record outcomes that the claim loop does not take with its next claim (it is
+        blocked waiting for work, or stopping)."""
         while True:
             self._outcome_event.wait()
             self._outcome_event.clear()
-            self._flush_now()
+            gevent.sleep(0)  # let a claim loop woken by the same job end take them first
+            if self._outcomes:
+                self._flush_now()
 
     def _flush_now(self) -> None:
         with self._flush_lock:  # one writer at a time: a batch is in flight until recorded
             self._flush_locked()
 
+    def _recorded(self, batch: list[Outcome], stale: list[str]) -> None:
+        del self._outcomes[:len(batch)]
+        for o in batch:
+            self.running.pop(o.id, None)
+        for job_id in stale:
+            log.warning("job %s: this attempt was superseded; its outcome was not recorded", job_id)
+
     def _flush_locked(self) -> None:
         backoff = 0.1
         while self._outcomes:
             batch = self._outcomes[:FLUSH_BATCH]
+            # a worker left with nothing to run is idle: say so in the same round trip, so
+            # the next job is handed to it (its claim loop is blocked on its handoff list)
+            idle = not self._stopping and len(self.pool) == 0 and len(batch) == len(self._outcomes)
             try:
-                stale = self.broker.finish(batch)
+                stale = self.broker.finish(batch, self.settings.queues if idle else (), self.id)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 log.error("cannot record %d finished jobs (%s); retrying in %.1f s", len(batch), exc, backoff)
                 gevent.sleep(backoff)
@@ -308,11 +325,7 @@ class Worker:
                 if self._hard and backoff >= 5.0:
                     return  # the reaper requeues them once this worker's registry expires
                 continue
-            del self._outcomes[:len(batch)]
-            for o in batch:
-                self.running.pop(o.id, None)
-            for job_id in stale:
-                log.warning("job %s: this attempt was superseded; its outcome was not recorded", job_id)
+            self._recorded(batch, stale)
 
     # ---- reaping --------------------------------------------------------------------------
 
