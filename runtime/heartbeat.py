@@ -17,7 +17,6 @@ import os
 import socket
 import sys
 import time
-import traceback
 from typing import TYPE_CHECKING, Any
 
 import psutil
@@ -41,8 +40,10 @@ def short_stack(frame: Any, limit: int = 4) -> list[str]:
     if frame is None:
         return []
     out = []
-    for fs in traceback.extract_stack(frame, limit=limit)[::-1]:
-        out.append(f"{os.path.basename(fs.filename)}:{fs.lineno} in {fs.name}")
+    while frame is not None and len(out) < limit:  # no source lines read: cheap under the GIL
+        code = frame.f_code
+        out.append(f"{os.path.basename(code.co_filename)}:{frame.f_lineno} in {code.co_name}")
+        frame = frame.f_back
     return out
 
 
