@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import redis

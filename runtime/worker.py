@@ -38,7 +38,6 @@ from .context import JobContext, current_job
 from .errors import JobAborted, JobInterrupt
 from .execution import AttemptResult, run_attempt
 from .heartbeat import Heartbeat
-from .job import loads
 from .settings import Settings
 from .status import Status
 from .tasks import resolve

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, HERE, wait_until
+from conftest import ROOT, HERE
 from runtime.embedded import EmbeddedRedis
 
 

@@ -78,7 +78,7 @@ def test_job_that_kills_its_worker_ends_failed_worker_lost_after_3(client, worke
     deaths = 0
     while client.get_job(poison).status != "failed":
         proc = workers.start("--greenlets", "1")
-        code = wait_until(lambda: proc.poll() is not None or client.get_job(poison).status == "failed",
+        wait_until(lambda p=proc: p.poll() is not None or client.get_job(poison).status == "failed",
                           20, "the worker to die or the job to fail")
         if proc.poll() is not None:
             assert proc.returncode == 13
