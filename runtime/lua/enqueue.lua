@@ -19,6 +19,7 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local snow = string.format('%.6f', now)
 local deadline = (now + vt) * 1000
 local woke = {}
+local seen = {}
 local hist = string.format('{"at":%s,"status":"queued"}', snow)
 
 local function idle_worker(q)
@@ -42,10 +43,13 @@ for i = 0, n - 1 do
   local jk = p .. ':j:' .. id
   redis.call('HSET', jk, 'id', id, 'path', path, 'params', params, 'queue', q,
     'priority', prio, 'status', 'queued', 'queued_at', snow,
-    'due_at', string.format('%.6f', due), 'attempt', 0, 'retries', 0, 'lost', 0)
+    'due_at', delay > 0 and string.format('%.6f', due) or snow, 'attempt', 0, 'retries', 0, 'lost', 0)
   redis.call('ZADD', p .. ':st:queued', now, id)
   redis.call('RPUSH', p .. ':h:' .. id, hist)
-  redis.call('SADD', p .. ':queues', q)
+  if not seen[q] then
+    redis.call('SADD', p .. ':queues', q)
+    seen[q] = true
+  end
   if delay > 0 then
     redis.call('ZADD', p .. ':s:' .. q, due * 1000, id)
   else
