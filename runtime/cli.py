@@ -107,16 +107,18 @@ def cli(ctx: click.Context, redis_url: str | None, key_prefix: str | None, confi
 @click.option("-g", "--greenlets", type=int, help="jobs run at once in this process [default 25]")
 @click.option("--tasks", "task_modules", help="module prefixes tasks may be imported from [default tasks_example]")
 @click.option("--grace", "grace_s", type=float, help="seconds running jobs may finish after SIGTERM [default 30]")
+@click.option("--prefetch", type=int, help="jobs claimed ahead of free greenlets [default greenlets/4]")
 @click.option("--burst", is_flag=True, help="exit once no job is ready, running or delayed")
 @click.option("--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
 @click.pass_obj
 @handle_errors
 def worker(obj: Ctx, queues: str | None, greenlets: int | None, task_modules: str | None,
-           grace_s: float | None, burst: bool, log_level: str) -> None:
+           grace_s: float | None, prefetch: int | None, burst: bool, log_level: str) -> None:
     """Run jobs (gevent is monkey-patched first thing)."""
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .worker import Worker
-    settings = obj.settings(queues=queues, greenlets=greenlets, task_modules=task_modules, grace_s=grace_s)
+    settings = obj.settings(queues=queues, greenlets=greenlets, task_modules=task_modules, grace_s=grace_s,
+                            prefetch=prefetch)
     sys.exit(Worker(settings).run(burst=burst))
 
 

@@ -68,6 +68,10 @@ class Settings:
     max_lost: int = 3
     #: Most jobs claimed (and finished) in one Redis round trip.
     claim_batch: int = 100
+    #: Jobs claimed ahead of free greenlets, started the moment one frees, so a short job
+    #: does not wait a round trip for the next; -1 = a quarter of ``greenlets`` (0 with 1-3).
+    #: They are claimed (status started) while they wait; a stop returns them to the queue.
+    prefetch: int = -1
     #: Largest encoded params accepted at enqueue, and largest stored result, bytes.
     max_job_bytes: int = 1_048_576
     #: Seconds a job document is kept after each final status (see DEFAULT_TTL_S).

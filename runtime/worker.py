@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 import socket
 import time
 from dataclasses import dataclass
@@ -81,6 +82,9 @@ class Worker:
         self.started_at = time.time()
         self.state = "starting"
         self._outcomes: list[Outcome] = []
+        #: claimed jobs waiting for a free greenlet (prefetch), started as soon as one frees
+        self._buffer: deque[RunningJob] = deque()
+        self._prefetch = settings.prefetch if settings.prefetch >= 0 else settings.greenlets // 4
         self._outcome_event = gevent.event.Event()
         self._slot = gevent.event.Event()
         self._flush_lock = gevent.lock.Semaphore()
@@ -159,17 +163,18 @@ class Worker:
         batch = self.settings.claim_batch
         backoff = 0.1
         while not self._stopping:
-            room = self.pool.free_count()
-            if room <= 0:
-                self._slot.clear()
-                if self.pool.free_count() <= 0 and not self._stopping:
+            free = self.pool.free_count()
+            want = free + self._prefetch - len(self._buffer)
+            if want <= 0 or (free <= 0 and 2 * len(self._buffer) > self._prefetch):
+                self._slot.clear()  # full, and enough prefetched: wait for a greenlet to end
+                if not self._stopping and self.pool.free_count() <= 0:
                     self._slot.wait()
                 continue
             try:
                 with self._flush_lock:  # what ended meanwhile is recorded in the same round trip
                     done = self._outcomes[:FLUSH_BATCH]
-                    stale, now, next_due, jobs = self.broker.cycle(
-                        done, self.id, min(room, batch), queues, idle=not self._stopping and len(self.pool) == 0)
+                    idle = not self._stopping and len(self.pool) == 0 and not self._buffer
+                    stale, now, next_due, jobs = self.broker.cycle(done, self.id, min(want, batch), queues, idle)
                     self._recorded(done, stale)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 self.state = "degraded"
@@ -181,10 +186,14 @@ class Worker:
             self.state = "running"
             clock = time.perf_counter()
             for c in jobs:
-                self._start(c, clock)
+                rj = self._prepare(c, clock)
+                if self.pool.free_count() > 0:
+                    self._launch(rj)
+                else:
+                    self._buffer.append(rj)
             if jobs:
                 continue
-            busy = len(self.pool) > 0
+            busy = len(self.pool) > 0 or bool(self._buffer)
             if burst and not busy and next_due is None:
                 return
             timeout = IDLE_BLOCK_S
@@ -194,15 +203,16 @@ class Worker:
                 timeout = min(timeout, 0.05)
             handed = self._idle_wait(queues, timeout)
             if handed is not None:
-                self._start(handed, time.perf_counter())
+                self._launch(self._prepare(handed, time.perf_counter()))
 
     def _idle_wait(self, queues: Sequence[str], timeout_s: float) -> Claimed | None:
         """Block for a job handed to this worker (returned) or a wake-up (None)."""
         self._waiter = gevent.spawn(self.broker.wait_for_wakeup, self._wait_conn, self.id, queues, timeout_s)
         try:
             self._waiter.join()
-            if self._waiter.successful():
-                return self._waiter.value
+            if self._waiter.successful():  # a kill (GreenletExit) counts as successful too
+                value = self._waiter.value
+                return value if isinstance(value, Claimed) else None
             if not isinstance(self._waiter.exception, gevent.GreenletExit):
                 exc = self._waiter.exception
                 log.error("wake-up wait failed (%s)", exc)
@@ -216,7 +226,7 @@ class Worker:
 
     # ---- running --------------------------------------------------------------------------
 
-    def _start(self, c: Claimed, clock: float) -> None:
+    def _prepare(self, c: Claimed, clock: float) -> RunningJob:
         try:
             spec_timeout = resolve(c.path, self.settings.task_modules).timeout_s
         except Exception:  # noqa: BLE001 - reported by run_attempt as the job's failure
@@ -225,10 +235,15 @@ class Worker:
                          self._write_progress)
         rj = RunningJob(c, clock, c.path, time.time(), spec_timeout or self.settings.default_timeout_s, ctx)
         self.running[c.id] = rj
+        return rj
+
+    def _launch(self, rj: RunningJob) -> None:
         rj.greenlet = self.pool.spawn(self._run_job, rj)
         rj.greenlet.rawlink(self._on_exit)  # after the pool's own discard: a slot is free
 
     def _on_exit(self, _: Any) -> None:
+        if self._buffer and not self._stopping:  # the next prefetched job starts at once
+            self._launch(self._buffer.popleft())
         self._slot.set()
 
     def _run_job(self, rj: RunningJob) -> None:
@@ -264,7 +279,10 @@ class Worker:
     def _kill(self, rj: RunningJob, exc: BaseException, status: Status) -> None:
         """Deliver ``exc`` into a job; if it never started, record ``status`` for it."""
         g = rj.greenlet
-        if g is None:
+        if g is None:  # prefetched, not started: it ends here
+            if rj in self._buffer:
+                self._buffer.remove(rj)
+                self._record(rj, AttemptResult(status, exc=exc, reason=status.value, note="ended before it started"))
             return
         g.kill(exc, block=False)
 
@@ -372,7 +390,10 @@ class Worker:
             self._slot.clear()
             if len(self.pool):
                 self._slot.wait(timeout=remaining)
-        leftover = [rj for rj in self.running.values() if not rj.done]
+        if self._buffer:
+            log.info("returning %d prefetched jobs to their queues", len(self._buffer))
+            self._buffer.clear()  # still claimed by us: requeued (interrupt) at deregistration
+        leftover = [rj for rj in self.running.values() if not rj.done and rj.greenlet is not None]
         if leftover:
             log.warning("interrupting %d running jobs; they are requeued", len(leftover))
         for rj in leftover:

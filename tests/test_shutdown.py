@@ -16,7 +16,7 @@ def _running(client, ids):
 @pytest.mark.parametrize("greenlets", [1, 25])
 def test_sigterm_lets_running_jobs_finish_and_claims_nothing_more(client, workers, greenlets):
     running = client.queue_jobs("testtasks.sleep", [{"seconds": 1.0}] * greenlets)
-    proc = workers.start("--greenlets", str(greenlets))
+    proc = workers.start("--greenlets", str(greenlets), "--prefetch", "0")
     wait_until(lambda: len(_running(client, running)) == greenlets, 10, "jobs to start")
     behind = client.queue_jobs("testtasks.add", [{"a": 1, "b": 2}] * 3)
     proc.send_signal(signal.SIGTERM)
@@ -88,3 +88,19 @@ def test_job_that_kills_its_worker_ends_failed_worker_lost_after_3(client, worke
     assert deaths == 3 and job.lost == 3 and job.reason == "worker-lost" and job.exc_type == "WorkerLost"
     workers.start("--greenlets", "1")
     assert all(j.status == "success" and j.result == 4 for j in client.wait(healthy, timeout_s=20))
+
+
+def test_prefetched_jobs_are_returned_unrun_at_stop_and_run_by_the_next_worker(client, workers):
+    running = client.queue_jobs("testtasks.sleep", [{"seconds": 1.0}] * 4)
+    proc = workers.start("--greenlets", "4", "--prefetch", "2")
+    wait_until(lambda: len(_running(client, running)) == 4, 10, "jobs to start")
+    behind = client.queue_jobs("testtasks.add", [{"a": 1, "b": 2}] * 2)
+    wait_until(lambda: len(_running(client, behind)) == 2, 10, "the worker to prefetch the jobs behind")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
+    assert all(j.status == "success" for j in client.store.get_many(running))
+    for job in client.store.get_many(behind):  # claimed ahead, never run: back in the queue
+        assert job.status == "interrupt" and job.result is None
+        assert job.history[-1]["note"] == "worker stopped before running it"
+    workers.start("--greenlets", "4")
+    assert all(j.status == "success" and j.result == 3 for j in client.wait(behind, timeout_s=10))
