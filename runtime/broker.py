@@ -202,7 +202,8 @@ class RedisBroker:
         ``conn`` should be a connection of its own: this blocks it.
         """
         handoff = self.keys.handoff(worker_id)
-        reply = conn.blpop([handoff, *(self.keys.wake(q) for q in queues)], timeout=max(timeout_s, 0.001))
+        # Redis reads a timeout under 1 ms as 0, "block forever": never send one
+        reply = conn.blpop([handoff, *(self.keys.wake(q) for q in queues)], timeout=max(timeout_s, 0.01))
         if reply is None or reply[0] != handoff:
             return None
         return claimed_from(json.loads(reply[1]))

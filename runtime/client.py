@@ -23,6 +23,8 @@ from .settings import Settings, load_settings
 from .store import RedisJobStore
 
 PRIORITY_RANGE = (-100, 100)
+#: Shortest BLPOP timeout sent, seconds (Redis rounds below 1 ms to 0 = block forever).
+MIN_BLOCK_S = 0.01
 
 
 def _delay_s(delay: float | None, eta: datetime | float | None) -> float:
@@ -94,7 +96,7 @@ class Client:
         """Block until the jobs are final; returns their Jobs (one Job for one id).
 
         Raises WaitTimeout (with ``.pending``) after ``timeout_s`` seconds, JobNotFound for an
-        id that does not exist. Costs one round trip when the jobs are already final.
+        id that does not exist. Costs two round trips when the jobs are already final.
         """
         single = isinstance(ids, str)
         wanted = [ids] if single else list(ids)
@@ -121,10 +123,11 @@ class Client:
         while pending:
             remaining = 5.0 if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
-                self.redis.delete(key)
+                self._call(self.redis.delete, key)
                 raise WaitTimeout(f"{len(pending)} of {len(wanted)} jobs not final after {timeout_s} s",
                                   sorted(pending))
-            reply = self._call(self.redis.blpop, [key], timeout=min(remaining, 5.0))
+            # Redis reads a timeout under 1 ms as 0, "block forever": never send one
+            reply = self._call(self.redis.blpop, [key], timeout=min(max(remaining, MIN_BLOCK_S), 5.0))
             if reply is None:
                 continue
             if reply[1].startswith("["):  # [id, hash fields, history] from finish.lua

@@ -68,8 +68,6 @@ class AttemptResult:
     def store_fields(self, retries: int) -> dict[str, str]:
         """The job fields to write for this outcome (strings)."""
         out = dict(self.fields)
-        if self.status == Status.SUCCESS:  # clear what an earlier attempt left
-            out.update(exc_type="", exc_message="", traceback="", reason="")
         if self.result_json is not None:
             out["result"] = self.result_json
         if self.exc is not None:

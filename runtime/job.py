@@ -113,7 +113,12 @@ _JSON = {"params", "result", "logs"}
 
 @dataclass
 class Job:
-    """One job document. Times are UNIX seconds (UTC); ``due_at`` is when it may start."""
+    """One job document. Times are UNIX seconds (UTC); ``due_at`` is when it may start.
+
+    ``queued_at`` and ``due_at`` are on the Redis server's clock (which decides when a
+    delayed job is due); ``started_at`` and ``ended_at`` on the worker host's clock, taken
+    around the run itself. Across hosts they agree as well as the clocks do (NTP).
+    """
 
     id: str
     path: str

@@ -20,7 +20,6 @@ shapes below are the contract they follow, so keep both in step.
 | {p}:w:{wid}:abort            | set  | ids to abort, read by that worker's heartbeat     |
 | {p}:w:{wid}:jobs             | list | jobs claimed for an idle worker by enqueue.lua    |
 | {p}:idle:{queue}             | zset | idle workers blocked on their jobs list           |
-| {p}:stats                    | hash | counters of final statuses                        |
 """
 
 from __future__ import annotations
@@ -79,10 +78,6 @@ class Keys:
 
     def idle(self, queue: str) -> str:
         return f"{self.prefix}:idle:{queue}"
-
-    @property
-    def stats(self) -> str:
-        return f"{self.prefix}:stats"
 
     def waiter(self, token: str) -> str:
         """A client's private notify list (``wait()``), expiring shortly after use."""

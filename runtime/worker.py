@@ -56,7 +56,6 @@ class RunningJob:
     """A job this worker claimed and has not yet recorded. ``started_at``: local UNIX s."""
 
     claimed: Claimed
-    clock: float  # perf_counter() when the claim reply arrived (claimed.started_at on Redis's clock)
     path: str
     started_at: float
     timeout_s: float | None
@@ -184,9 +183,8 @@ class Worker:
                 continue
             backoff = 0.1
             self.state = "running"
-            clock = time.perf_counter()
             for c in jobs:
-                rj = self._prepare(c, clock)
+                rj = self._prepare(c)
                 if self.pool.free_count() > 0:
                     self._launch(rj)
                 else:
@@ -203,7 +201,7 @@ class Worker:
                 timeout = min(timeout, 0.05)
             handed = self._idle_wait(queues, timeout)
             if handed is not None:
-                self._launch(self._prepare(handed, time.perf_counter()))
+                self._launch(self._prepare(handed))
 
     def _idle_wait(self, queues: Sequence[str], timeout_s: float) -> Claimed | None:
         """Block for a job handed to this worker (returned) or a wake-up (None)."""
@@ -226,14 +224,14 @@ class Worker:
 
     # ---- running --------------------------------------------------------------------------
 
-    def _prepare(self, c: Claimed, clock: float) -> RunningJob:
+    def _prepare(self, c: Claimed) -> RunningJob:
         try:
             spec_timeout = resolve(c.path, self.settings.task_modules).timeout_s
         except Exception:  # noqa: BLE001 - reported by run_attempt as the job's failure
             spec_timeout = None
         ctx = JobContext(c.id, c.path, c.queue, c.attempt, {}, self.settings.progress_interval_s,
                          self._write_progress)
-        rj = RunningJob(c, clock, c.path, time.time(), spec_timeout or self.settings.default_timeout_s, ctx)
+        rj = RunningJob(c, c.path, time.time(), spec_timeout or self.settings.default_timeout_s, ctx)
         self.running[c.id] = rj
         return rj
 
@@ -249,14 +247,15 @@ class Worker:
     def _run_job(self, rj: RunningJob) -> None:
         c = rj.claimed
         token = current_job.set(rj.ctx)
-        began = time.perf_counter()
+        began = time.time()
         try:
             result = run_attempt(self.settings, c.path, c.params_json, c.retries)
         finally:
             current_job.reset(token)
-        # times on Redis's clock (the claim's), measured here: the run, not the batch's wait
-        result.fields["started_at"] = f"{c.started_at + began - rj.clock:.6f}"
-        result.fields["ended_at"] = f"{c.started_at + time.perf_counter() - rj.clock:.6f}"
+        # the run itself, by this host's clock (the claim's time is when it was claimed, which
+        # for a prefetched job is earlier); queue wait = started_at - due_at (Redis clock)
+        result.fields["started_at"] = f"{began:.6f}"
+        result.fields["ended_at"] = f"{time.time():.6f}"
         self._record(rj, result)
 
     def _record(self, rj: RunningJob, res: AttemptResult) -> None:

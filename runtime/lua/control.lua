@@ -31,7 +31,6 @@ for i = 4, #ARGV do
     redis.call('RPUSH', hk, string.format('{"at":%s,"status":"cancel"}', snow))
     redis.call('EXPIRE', jk, math.ceil(ttl))
     redis.call('EXPIRE', hk, math.ceil(ttl))
-    redis.call('HINCRBY', p .. ':stats', 'cancel', 1)
     local nk = p .. ':n:' .. id
     for _, w in ipairs(redis.call('SMEMBERS', nk)) do
       redis.call('LPUSH', w, id)

@@ -28,8 +28,10 @@ for _ = 1, n do
     stale[#stale + 1] = id
   else
     local hk = p .. ':h:' .. id
-    redis.call('HSET', jk, 'status', st, 'ended_at', snow)
-    for j = fb, fb + 2 * nf - 1, 2 do redis.call('HSET', jk, ARGV[j], ARGV[j + 1]) end
+    redis.call('HSET', jk, 'status', st, 'ended_at', snow, unpack(ARGV, fb, fb + 2 * nf - 1))
+    if st == 'success' then  -- what an earlier attempt left
+      redis.call('HDEL', jk, 'exc_type', 'exc_message', 'traceback', 'reason')
+    end
     redis.call('ZREM', p .. ':inflight', id)
     redis.call('SREM', p .. ':w:' .. cur[3] .. ':running', id)
     redis.call('ZREM', p .. ':st:started', id)
@@ -40,7 +42,6 @@ for _ = 1, n do
     if FINAL[st] then
       redis.call('EXPIRE', jk, math.ceil(num))
       redis.call('EXPIRE', hk, math.ceil(num))
-      redis.call('HINCRBY', p .. ':stats', st, 1)
       local nk = p .. ':n:' .. id
       local waiters = redis.call('SMEMBERS', nk)
       if #waiters > 0 then  -- hand waiters the document itself: no read round trip after

@@ -48,7 +48,6 @@ local function lose(id, wid, clean)
       '{"at":%s,"status":"failed","worker":"%s","attempt":%s,"note":"worker-lost"}', snow, cur[2], cur[6]))
     redis.call('EXPIRE', jk, math.ceil(ttl_failed))
     redis.call('EXPIRE', hk, math.ceil(ttl_failed))
-    redis.call('HINCRBY', p .. ':stats', 'failed', 1)
     local nk = p .. ':n:' .. id
     for _, w in ipairs(redis.call('SMEMBERS', nk)) do
       redis.call('LPUSH', w, id)
