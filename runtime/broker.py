@@ -34,6 +34,7 @@ class NewJob:
     queue: str
     priority: int
     delay_s: float
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -51,6 +52,7 @@ class Claimed:
     queued_at: float
     due_at: float
     started_at: float
+    meta: dict[str, Any]
 
 
 @dataclass(slots=True)
@@ -66,7 +68,7 @@ class Outcome:
     fields: dict[str, str] = field(default_factory=dict)
 
 
-CLAIM_FIELDS = 11
+CLAIM_FIELDS = 12
 
 
 class RedisBroker:
@@ -89,7 +91,8 @@ class RedisBroker:
         """Create and queue ``jobs`` in one round trip; returns the server time (UNIX s)."""
         args: list[Any] = [self.settings.key_prefix, self.settings.visibility_timeout_s, len(jobs)]
         for j in jobs:
-            args += [j.id, j.path, j.params_json, j.queue, j.priority, repr(float(j.delay_s))]
+            args += [j.id, j.path, j.params_json, j.queue, j.priority, repr(float(j.delay_s)),
+                     json.dumps(j.meta, separators=(",", ":")) if j.meta else ""]
         return float(self._enqueue(args=args))
 
     def _claim_args(self, worker_id: str, k: int, queues: Sequence[str], idle: bool) -> list[Any]:
@@ -210,6 +213,6 @@ class RedisBroker:
 
 
 def claimed_from(f: Sequence[str]) -> Claimed:
-    """A Claimed from the 11 claim fields of claim.lua / enqueue.lua."""
+    """A Claimed from the 12 claim fields of claim.lua / enqueue.lua."""
     return Claimed(f[0], f[1], f[2], f[3], int(f[4]), int(f[5]), int(f[6]), int(f[7]),
-                   float(f[8]), float(f[9]), float(f[10]))
+                   float(f[8]), float(f[9]), float(f[10]), json.loads(f[11]) if f[11] else {})

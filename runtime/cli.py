@@ -212,6 +212,13 @@ def _print_job(job: Any) -> None:
         click.echo(f"  error     {job.exc_type}: {job.exc_message}")
     if job.overrun:
         click.echo(f"  watchdog  {job.overrun}")
+    timing = job.report.get("timing") if job.report else None
+    if timing:
+        click.echo(f"  timing    wait {_ms(timing.get('wait_s'))}  wall {_ms(timing.get('wall_s'))}  "
+                   f"cpu {_ms(timing.get('cpu_s'))}  switches {timing.get('switches', '-')}")
+    for key, value in (job.report or {}).items():
+        if key != "timing":
+            click.echo(f"  {key:9} {json.dumps(value, ensure_ascii=False)[:2000]}")
     click.echo("  history")
     for h in job.history:
         extra = " ".join(f"{k}={v}" for k, v in h.items() if k not in ("at", "status"))

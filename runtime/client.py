@@ -53,6 +53,8 @@ class Client:
         self.redis = client or connect(self.settings)
         self.broker = RedisBroker(self.redis, self.settings)
         self.store = RedisJobStore(self.redis, self.settings.key_prefix)
+        from .middleware import Chain
+        self.middleware = Chain.from_settings(self.settings)
 
     def _new(self, path: str, params: Mapping[str, Any] | None, queue: str, priority: int,
              delay: float | None, eta: datetime | float | None) -> NewJob:
@@ -62,8 +64,11 @@ class Client:
             raise InvalidParams(f"queue name must be non-empty without ':' or ',', got {queue!r}")
         if not isinstance(priority, int) or not PRIORITY_RANGE[0] <= priority <= PRIORITY_RANGE[1]:
             raise InvalidParams(f"priority must be an int in [{PRIORITY_RANGE[0]}, {PRIORITY_RANGE[1]}], got {priority!r}")
-        return NewJob(new_job_id(), path, encode_params(params, self.settings.max_job_bytes),
-                      queue, priority, _delay_s(delay, eta))
+        job = NewJob(new_job_id(), path, encode_params(params, self.settings.max_job_bytes),
+                     queue, priority, _delay_s(delay, eta))
+        if self.middleware._enqueue:
+            self.middleware.before_enqueue(job)
+        return job
 
     def queue_job(self, path: str, params: Mapping[str, Any] | None = None, *, queue: str = "default",
                   priority: int = 0, delay: float | None = None, eta: datetime | float | None = None) -> str:

@@ -16,7 +16,12 @@ from .errors import TaskQueueError
 
 @dataclass
 class JobContext:
-    """What the running job knows about itself. ``write`` stores progress (None in run_task)."""
+    """What the running job knows about itself, and what middleware measured of it.
+
+    ``report`` is stored with the job (JSON, size-capped); ``logs`` are the lines captured
+    while it ran; ``meta`` is what producer middleware attached at enqueue (trace context).
+    Times are UNIX seconds. ``write`` stores progress (None in run_task).
+    """
 
     job_id: str
     path: str
@@ -25,6 +30,12 @@ class JobContext:
     params: dict[str, Any]
     interval_s: float = 0.5
     write: Callable[[str, dict[str, str]], None] | None = None
+    retries: int = 0
+    due_at: float | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+    logs: list[str] = field(default_factory=list)
+    entered: int = 0
     progress: float | None = None
     progress_message: str | None = None
     _written_at: float = field(default=0.0, repr=False)

@@ -81,6 +81,37 @@ class AttemptResult:
         return out
 
 
+def interrupted(exc: BaseException) -> AttemptResult:
+    """How an attempt ended when ``exc`` was delivered outside the task (in a hook)."""
+    if isinstance(exc, JobTimeout):
+        return AttemptResult(Status.TIMEOUT, exc=exc, reason="timeout")
+    if isinstance(exc, JobAborted):
+        return AttemptResult(Status.ABORT, exc=exc, reason="aborted")
+    if isinstance(exc, JobInterrupt) or type(exc).__name__ == "GreenletExit":
+        return AttemptResult(Status.INTERRUPT, exc=exc, reason="interrupted", note="interrupted, requeued")
+    return AttemptResult(Status.FAILED, exc=exc, reason="exception")
+
+
+def attempt_with(chain: Any, job: Any, settings: Settings, path: str, params: dict[str, Any] | str,
+                 retries: int, enforce_timeout: bool = True) -> AttemptResult:
+    """:func:`run_attempt` wrapped in the middleware ``chain``'s before/after hooks.
+
+    A before-hook that raises fails the attempt (reason ``middleware``); a kill delivered
+    while a hook runs still ends the attempt in its status (never raises)."""
+    from .middleware import MiddlewareError
+    try:
+        try:
+            chain.before_job(job)
+        except MiddlewareError as exc:
+            result = AttemptResult(Status.FAILED, exc=exc, reason="middleware")
+        else:
+            result = run_attempt(settings, path, params, retries, enforce_timeout=enforce_timeout)
+        chain.after_job(job, result)
+    except BaseException as exc:  # noqa: BLE001 - a kill that landed in a hook
+        return interrupted(exc)
+    return result
+
+
 def _retry_or_max(spec: TaskSpec | None, exc: BaseException, retries: int, delay_s: float | None) -> AttemptResult:
     max_retries = spec.max_retries if spec else 0
     if retries < max_retries:

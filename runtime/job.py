@@ -108,7 +108,7 @@ def iso(ts: float | None) -> str | None:
 
 _FLOATS = {"queued_at", "due_at", "started_at", "ended_at", "progress", "timeout_s"}
 _INTS = {"priority", "attempt", "retries", "lost"}
-_JSON = {"params", "result", "logs"}
+_JSON = {"params", "result", "logs", "report", "meta"}
 
 
 @dataclass
@@ -144,6 +144,8 @@ class Job:
     progress: float | None = None
     progress_message: str | None = None
     logs: list[Any] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)  # what middleware measured (timing...)
+    meta: dict[str, Any] = field(default_factory=dict)    # what producer middleware attached
     history: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .context import JobContext, current_job
-from .execution import AttemptResult, format_traceback, run_attempt, safe_str
+from .execution import AttemptResult, attempt_with, format_traceback, safe_str
+from .middleware import Chain
 from .job import encode_params, loads, new_job_id
 from .settings import Settings, load_settings
 from .status import Status
@@ -27,6 +28,8 @@ class TaskRun:
     cpu_s: float
     progress: float | None = None
     progress_message: str | None = None
+    report: dict[str, Any] | None = None
+    logs: list[str] | None = None
 
     @property
     def ok(self) -> bool:
@@ -36,13 +39,16 @@ class TaskRun:
         return {"path": self.path, "status": self.status.value, "result": self.result,
                 "exception": None if self.exception is None else f"{type(self.exception).__name__}: {safe_str(self.exception)}",
                 "traceback": self.traceback, "wall_s": self.wall_s, "cpu_s": self.cpu_s,
-                "progress": self.progress, "progress_message": self.progress_message}
+                "progress": self.progress, "progress_message": self.progress_message,
+                "report": self.report, "logs": self.logs}
 
 
 def run_task(path: str, params: Mapping[str, Any] | None = None, settings: Settings | None = None) -> TaskRun:
     """Run the task at ``path`` with ``params`` in this process and return a TaskRun.
 
-    No Redis is needed and nothing is stored. Params go through the same JSON check as at
+    It runs through the same middleware as a worker (``settings.middleware``), so the
+    TaskRun carries the same report (timing...) and captured logs. No Redis is needed and
+    nothing is stored. Params go through the same JSON check as at
     enqueue (raises InvalidParams naming the bad key). Any path may be run here (the
     ``task_modules`` rule guards workers, not the caller's own process). Timeouts are not
     enforced outside a gevent worker. Retries are not attempted: a task that asks for one
@@ -55,10 +61,22 @@ def run_task(path: str, params: Mapping[str, Any] | None = None, settings: Setti
     token = current_job.set(ctx)
     wall, cpu = time.perf_counter(), time.process_time()
     try:
-        res: AttemptResult = run_attempt(local, path, params_json, retries=0, enforce_timeout=False)
+        res: AttemptResult = attempt_with(_chain(settings), ctx, local, path, params_json, retries=0,
+                                          enforce_timeout=False)
     finally:
         current_job.reset(token)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return TaskRun(path, res.status, res.result, res.exc,
                    format_traceback(res.exc) if res.exc is not None else None, wall, cpu,
-                   ctx.progress, ctx.progress_message)
+                   ctx.progress, ctx.progress_message, ctx.report, ctx.logs)
+
+
+_chains: dict[tuple[str, ...], Chain] = {}
+
+
+def _chain(settings: Settings) -> Chain:
+    """One middleware chain per configuration, kept for the process (REPL loops)."""
+    chain = _chains.get(settings.middleware)
+    if chain is None:
+        chain = _chains[settings.middleware] = Chain.from_settings(settings)
+    return chain

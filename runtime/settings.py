@@ -78,6 +78,13 @@ class Settings:
     ttl_s: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_TTL_S))
     #: Period of progress writes to the store while a task calls set_progress, seconds.
     progress_interval_s: float = 0.5
+    #: Middleware by dotted path, in order (before-hooks in this order, after-hooks reversed).
+    middleware: tuple[str, ...] = ("diagnostics.timing.Timing", "diagnostics.logs.Logs")
+    #: Largest report stored with a job, bytes (cut with a marker beyond).
+    max_report_bytes: int = 262_144
+    #: Log lines kept per job, and their total size, bytes (a marker says what was dropped).
+    max_log_lines: int = 1000
+    max_log_bytes: int = 65_536
 
     def __post_init__(self) -> None:
         if self.greenlets < 1:

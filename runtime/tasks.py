@@ -44,7 +44,32 @@ def register_task_options(options: dict[str, str]) -> None:
     _KNOWN_OPTIONS.update(options)
 
 
+_middleware_loaded = False
+
+
+def _load_configured_middleware() -> None:
+    """Import the configured middleware classes, so the options they declare are known
+    (a task module may be imported before any worker or client built its chain)."""
+    global _middleware_loaded
+    if _middleware_loaded:
+        return
+    _middleware_loaded = True
+    from .middleware import load_middleware
+    from .settings import load_settings
+    try:
+        paths = load_settings().middleware
+    except Exception:  # noqa: BLE001 - a bad setting is reported where settings are used
+        return
+    for path in paths:
+        try:
+            load_middleware(path)
+        except Exception:  # noqa: BLE001
+            pass
+
+
 def _check_options(options: dict[str, Any], where: str) -> None:
+    if any(name not in _KNOWN_OPTIONS for name in options):
+        _load_configured_middleware()
     for name in options:
         if name not in _KNOWN_OPTIONS:
             close = difflib.get_close_matches(name, list(_KNOWN_OPTIONS), n=1)

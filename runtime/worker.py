@@ -37,7 +37,9 @@ from .client import Client, set_default_client
 from .connection import connect
 from .context import JobContext, current_job
 from .errors import JobAborted, JobInterrupt
-from .execution import AttemptResult, run_attempt
+from .execution import AttemptResult, attempt_with, interrupted, run_attempt
+from .job import dumps
+from .middleware import Chain
 from .heartbeat import Heartbeat
 from .settings import Settings
 from .status import Status
@@ -94,6 +96,7 @@ class Worker:
         self._wait_conn = redis.Redis(connection_pool=redis.ConnectionPool(
             connection_class=pool.connection_class, **pool.connection_kwargs))
         self._hub = gevent.get_hub()
+        self.middleware = Chain.from_settings(settings)
         self._host = socket.gethostname()
 
     # ---- life cycle -------------------------------------------------------------------
@@ -108,6 +111,7 @@ class Worker:
         self.heartbeat = Heartbeat(self)
         self.heartbeat.beat(self.redis)  # registered before the first claim
         self.heartbeat.start()
+        self.middleware.call("on_worker_start", self)
         flusher = gevent.spawn(self._flush_loop)
         reaper = gevent.spawn(self._reap_loop)
         handlers = self._install_signals()
@@ -121,6 +125,7 @@ class Worker:
             reaper.kill()
             self._flush_now()
             flusher.kill()
+            self.middleware.call("on_worker_stop", self)
             self.heartbeat.stop()
             self._deregister()
             for h in handlers:
@@ -230,7 +235,7 @@ class Worker:
         except Exception:  # noqa: BLE001 - reported by run_attempt as the job's failure
             spec_timeout = None
         ctx = JobContext(c.id, c.path, c.queue, c.attempt, {}, self.settings.progress_interval_s,
-                         self._write_progress)
+                         self._write_progress, retries=c.retries, due_at=c.due_at, meta=c.meta)
         rj = RunningJob(c, c.path, time.time(), spec_timeout or self.settings.default_timeout_s, ctx)
         self.running[c.id] = rj
         return rj
@@ -249,7 +254,12 @@ class Worker:
         token = current_job.set(rj.ctx)
         began = time.time()
         try:
-            result = run_attempt(self.settings, c.path, c.params_json, c.retries)
+            if self.middleware:
+                result = attempt_with(self.middleware, rj.ctx, self.settings, c.path, c.params_json, c.retries)
+            else:
+                result = run_attempt(self.settings, c.path, c.params_json, c.retries)
+        except BaseException as exc:  # noqa: BLE001 - a kill between the steps above
+            result = interrupted(exc)
         finally:
             current_job.reset(token)
         # the run itself, by this host's clock (the claim's time is when it was claimed, which
@@ -263,7 +273,12 @@ class Worker:
             return
         rj.done = True
         fields = res.store_fields(rj.claimed.retries)
-        fields.update(rj.ctx.progress_fields())
+        ctx = rj.ctx
+        fields.update(ctx.progress_fields())
+        if ctx.logs:
+            fields["logs"] = dumps(ctx.logs)
+        if ctx.report:
+            fields["report"] = capped_json(ctx.report, self.settings.max_report_bytes)
         number = res.delay_s if res.status == Status.RETRY else 0.0
         self._outcomes.append(Outcome(rj.claimed.id, rj.claimed.attempt, res.status, number, res.note, fields))
         self.jobs_done += 1
@@ -405,6 +420,21 @@ class Worker:
         except redis.RedisError as exc:
             log.warning("could not deregister (%s); the registry entry expires in %.0f s",
                         exc, self.settings.worker_ttl_s)
+
+
+def capped_json(report: dict[str, Any], max_bytes: int) -> str:
+    """``report`` as JSON; over ``max_bytes``, its largest entries are replaced by a marker
+    saying how big they were, until it fits."""
+    text = dumps(report)
+    if len(text) <= max_bytes:
+        return text
+    report = dict(report)
+    for key in sorted(report, key=lambda k: -len(dumps(report[k]))):
+        report[key] = {"truncated": f"{len(dumps(report[key]))} bytes, over max_report_bytes={max_bytes}"}
+        text = dumps(report)
+        if len(text) <= max_bytes:
+            break
+    return text
 
 
 def _alive(pid: int, started: float) -> bool:

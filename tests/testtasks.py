@@ -61,3 +61,22 @@ def hog(seconds: float = 3.0) -> int:
 class Adder:
     def run(self, params: dict[str, Any]) -> int:
         return params["a"] + params["b"]
+
+
+def chatty(n: int, lines: int = 5, step_s: float = 0.01) -> int:
+    """Logs and prints lines tagged with n, yielding between them."""
+    import logging
+    log = logging.getLogger("testtasks.chatty")
+    for i in range(lines):
+        log.warning("job %d line %d", n, i)
+        print(f"print {n} line {i}")
+        time.sleep(step_s)
+    return n
+
+
+def burn_and_sleep(burn_s: float = 0.0, sleep_s: float = 0.0) -> None:
+    end = time.perf_counter() + burn_s
+    while time.perf_counter() < end:
+        pass
+    time.sleep(sleep_s)
+

@@ -13,8 +13,9 @@
 -- history entry (claim_one). When nothing was claimed by a worker running nothing, it is
 -- registered idle on its queues ({p}:idle:{queue}), so the next enqueue hands it a job
 -- directly. (A busy worker is not: a CPU-bound job could hold a handed job back.)
--- Returns: {server time, next due time of a delayed job or '', then 11 fields per job:
---   id, path, params, queue, priority, attempt, retries, lost, queued_at, due_at, started_at}
+-- Returns: {server time, next due time of a delayed job or '', then 12 fields per job:
+--   id, path, params, queue, priority, attempt, retries, lost, queued_at, due_at, started_at,
+--   meta (JSON or '')}
 --@CLAIM_ONE@--
 local p, wid = ARGV[1], ARGV[2]
 local k, vt, may_idle, nq = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1', tonumber(ARGV[6])

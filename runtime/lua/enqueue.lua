@@ -3,7 +3,8 @@
 -- ARGV[1]  key prefix
 -- ARGV[2]  visibility timeout, seconds (for a job handed straight to an idle worker)
 -- ARGV[3]  number of jobs N
--- ARGV[4+6*(i-1) ..]  per job: id, path, params (JSON), queue, priority, delay_s
+-- ARGV[4+7*(i-1) ..]  per job: id, path, params (JSON), queue, priority, delay_s,
+--                     meta (JSON from producer middleware, e.g. trace context, or '')
 -- A job due now goes to an idle worker of its queue when there is one ({p}:idle:{queue},
 -- registered by claim.lua): it is claimed for that worker here (claim_one) and its claim
 -- fields pushed on {p}:w:{wid}:jobs, which the worker is blocked on, so it starts without
@@ -36,14 +37,15 @@ local function idle_worker(q)
 end
 
 for i = 0, n - 1 do
-  local b = 4 + 6 * i
+  local b = 4 + 7 * i
   local id, path, params, q = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
-  local prio, delay = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5])
+  local prio, delay, meta = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]), ARGV[b + 6]
   local due = now + delay
   local jk = p .. ':j:' .. id
   redis.call('HSET', jk, 'id', id, 'path', path, 'params', params, 'queue', q,
     'priority', prio, 'status', 'queued', 'queued_at', snow,
     'due_at', delay > 0 and string.format('%.6f', due) or snow, 'attempt', 0, 'retries', 0, 'lost', 0)
+  if meta ~= '' then redis.call('HSET', jk, 'meta', meta) end
   redis.call('ZADD', p .. ':st:queued', now, id)
   redis.call('RPUSH', p .. ':h:' .. id, hist)
   if not seen[q] then

@@ -1,0 +1,119 @@
+"""Logs of every job: records of the logging module and ``print`` output emitted while a
+job runs are captured for that job only (by the ``current_job`` ContextVar, so 50
+interleaving greenlets keep their own lines), capped in count and bytes with a marker
+saying how much was dropped, and stored with the job (``job.logs``).
+
+Records still reach the worker's own handlers too (its console); print output is passed
+through to the real stream as well.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, TextIO
+
+from runtime.context import JobContext, current_job
+from runtime.middleware import Middleware
+
+DEFAULT_MAX_LINES = 1000
+DEFAULT_MAX_BYTES = 65_536
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class _Limits:
+    def __init__(self, lines: int, size: int) -> None:
+        self.lines, self.size = lines, size
+
+
+def add_line(job: JobContext, line: str, limits: _Limits) -> None:
+    """Append ``line`` to the job's logs unless over the limits (then count it as dropped)."""
+    state = job.__dict__.setdefault("_logcap", [0, 0, 0])  # bytes kept, lines dropped, bytes dropped
+    n = len(line.encode("utf-8", "replace"))
+    if len(job.logs) >= limits.lines or state[0] + n > limits.size:
+        state[1] += 1
+        state[2] += n
+        return
+    state[0] += n
+    job.logs.append(line)
+
+
+class JobLogHandler(logging.Handler):
+    """Sends each record emitted inside a job to that job's logs."""
+
+    def __init__(self, limits: _Limits) -> None:
+        super().__init__(logging.NOTSET)
+        self.limits = limits
+        self.setFormatter(logging.Formatter(FORMAT))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        job = current_job.get()
+        if job is None:
+            return
+        try:
+            add_line(job, self.format(record), self.limits)
+        except Exception:  # noqa: BLE001
+            self.handleError(record)
+
+
+class JobStream:
+    """A stand-in for sys.stdout/sys.stderr: inside a job, lines go to its logs too."""
+
+    def __init__(self, real: TextIO, label: str, limits: _Limits) -> None:
+        self._real, self._label, self._limits = real, label, limits
+
+    def write(self, text: str) -> int:
+        job = current_job.get()
+        if job is not None and text:
+            key = "_partial_" + self._label
+            buf = job.__dict__.get(key, "") + text
+            *lines, rest = buf.split("\n")
+            for line in lines:
+                add_line(job, f"[{self._label}] {line}", self._limits)
+            job.__dict__[key] = rest
+        return self._real.write(text)
+
+    def flush_job(self, job: JobContext) -> None:
+        rest = job.__dict__.pop("_partial_" + self._label, "")
+        if rest:
+            add_line(job, f"[{self._label}] {rest}", self._limits)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+class Logs(Middleware):
+    """Captures each job's log records and print output into ``job.logs``."""
+
+    _installed: dict[str, Any] = {}
+
+    def __init__(self, settings: Any = None) -> None:
+        super().__init__(settings)
+        self.limits = _Limits(getattr(settings, "max_log_lines", DEFAULT_MAX_LINES),
+                              getattr(settings, "max_log_bytes", DEFAULT_MAX_BYTES))
+
+    def _install(self) -> None:
+        if Logs._installed:
+            return
+        handler = JobLogHandler(self.limits)
+        logging.getLogger().addHandler(handler)
+        streams = []
+        for name in ("stdout", "stderr"):
+            real = getattr(sys, name)
+            if not isinstance(real, JobStream):
+                stream = JobStream(real, name, self.limits)
+                setattr(sys, name, stream)
+                streams.append(stream)
+        Logs._installed.update(handler=handler, streams=streams)
+
+    def before_job(self, job: JobContext) -> None:
+        if not Logs._installed:
+            self._install()
+
+    def after_job(self, job: JobContext, outcome: Any) -> None:
+        for stream in Logs._installed.get("streams", ()):
+            stream.flush_job(job)
+        state = job.__dict__.get("_logcap")
+        if state and state[1]:
+            job.logs.append(f"[runtime: {state[1]} more lines ({state[2]} bytes) dropped: over "
+                            f"max_log_lines={self.limits.lines} / max_log_bytes={self.limits.size}]")

@@ -1,0 +1,152 @@
+"""The middleware protocol: one set of hooks that every cross-cutting feature plugs into.
+
+Tracing, timing, logs, profiles, memory, Sentry and metrics are each a
+:class:`Middleware` (most in the ``diagnostics`` package); the worker loop and
+``run_task`` call the :class:`Chain` and import none of them. Users add their own by
+dotted path in ``Settings.middleware`` (``RUNTIME_MIDDLEWARE``).
+
+Order: before-hooks run in the configured order, after-hooks in reverse. A before-hook
+that raises fails the job (status failed, reason ``middleware``, the traceback points at
+the hook) and the after-hooks of the middleware already entered still run; the job never
+stays started. Any other hook that raises is logged with the middleware's name and the
+job ends with the status it had (the hook cannot lose it).
+
+Middleware declare the task options they understand in ``task_options``; ``@task``
+rejects any other option at import with a hint (runtime.tasks).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Sequence
+
+from .errors import ConfigError, TaskQueueError
+from .tasks import register_task_options
+
+if TYPE_CHECKING:
+    from .broker import NewJob
+    from .context import JobContext
+    from .execution import AttemptResult
+
+log = logging.getLogger("runtime.middleware")
+
+
+class MiddlewareError(TaskQueueError):
+    """A middleware's before-hook raised; the job fails with this (cause chained)."""
+
+
+class Middleware:
+    """Hooks around jobs and workers; every hook here does nothing. Subclass and override.
+
+    ``job`` is the running job's :class:`~runtime.context.JobContext` (``job.report`` is
+    the dict stored with the job; put your measurements there under your own key).
+    """
+
+    #: task options this middleware understands: name -> meaning (shown in error hints)
+    task_options: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, settings: Any = None) -> None:
+        self.settings = settings
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.task_options:
+            register_task_options(cls.task_options)
+
+    @property
+    def name(self) -> str:
+        return type(self).__qualname__
+
+    def on_worker_start(self, worker: Any) -> None:
+        """In the worker process, after fork, before the first claim."""
+
+    def on_worker_stop(self, worker: Any) -> None:
+        """In the worker process, after the last job was recorded (flush exporters here)."""
+
+    def before_enqueue(self, message: "NewJob") -> None:
+        """In the producer, before a job is queued; may add to ``message.meta`` (JSON)."""
+
+    def before_job(self, job: "JobContext") -> None:
+        """In the job's greenlet, before the task runs."""
+
+    def after_job(self, job: "JobContext", outcome: "AttemptResult") -> None:
+        """In the job's greenlet, after the task ended (``outcome.status``, ``.result``,
+        ``.exc``), however it ended."""
+
+
+def _overrides(m: Middleware, hook: str) -> bool:
+    return getattr(type(m), hook) is not getattr(Middleware, hook)
+
+
+class Chain:
+    """Calls the hooks of a list of middleware; only the hooks they override are called."""
+
+    def __init__(self, items: Iterable[Middleware] = ()) -> None:
+        self.items = list(items)
+        self._before = [m for m in self.items if _overrides(m, "before_job")]
+        self._after = [m for m in self.items if _overrides(m, "after_job")]
+        self._enqueue = [m for m in self.items if _overrides(m, "before_enqueue")]
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "Chain":
+        """Instantiate ``package.module.Class(settings)`` for each path in
+        ``settings.middleware``. Raises ConfigError."""
+        return cls(load_middleware(p)(settings) for p in settings.middleware)
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def before_job(self, job: "JobContext") -> int:
+        """Run the before-hooks in order; returns how many ran. Raises MiddlewareError."""
+        for i, m in enumerate(self._before):
+            try:
+                m.before_job(job)
+            except Exception as exc:  # noqa: BLE001
+                job.entered = i
+                raise MiddlewareError(f"middleware {m.name}.before_job raised "
+                                      f"{type(exc).__name__}: {exc}") from exc
+        job.entered = len(self._before)
+        return job.entered
+
+    def after_job(self, job: "JobContext", outcome: "AttemptResult") -> None:
+        """Run the after-hooks in reverse order (of the middleware whose before-hook ran,
+        and of those without one); log any that raises."""
+        entered = set(map(id, self._before[: getattr(job, "entered", len(self._before))]))
+        for m in reversed(self._after):
+            if _overrides(m, "before_job") and id(m) not in entered:
+                continue
+            try:
+                m.after_job(job, outcome)
+            except Exception:  # noqa: BLE001 - a hook cannot lose the job
+                log.exception("middleware %s.after_job raised (job %s keeps status %s)",
+                              m.name, job.job_id, outcome.status.value)
+
+    def before_enqueue(self, message: "NewJob") -> None:
+        for m in self._enqueue:
+            m.before_enqueue(message)  # a producer-side error refuses the enqueue: raise
+
+    def call(self, hook: str, *args: Any) -> None:
+        """Run a worker-level hook (``on_worker_start``/``on_worker_stop``); log errors.
+
+        on_worker_start runs in order, on_worker_stop in reverse."""
+        items = self.items if hook != "on_worker_stop" else list(reversed(self.items))
+        for m in items:
+            if not _overrides(m, hook):
+                continue
+            try:
+                getattr(m, hook)(*args)
+            except Exception:  # noqa: BLE001
+                log.exception("middleware %s.%s raised", m.name, hook)
+
+
+def load_middleware(path: str) -> type[Middleware]:
+    """The Middleware subclass at dotted ``path``. Raises ConfigError with the reason."""
+    module_name, _, attr = path.rpartition(".")
+    try:
+        target = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"cannot load middleware {path!r}: {exc}") from None
+    if not (isinstance(target, type) and issubclass(target, Middleware)):
+        raise ConfigError(f"middleware {path!r} is not a subclass of runtime.middleware.Middleware")
+    return target

@@ -1,0 +1,25 @@
+"""Middleware used by the tests (loaded by dotted path through RUNTIME_MIDDLEWARE)."""
+
+from __future__ import annotations
+
+from runtime.middleware import Middleware
+
+
+class BrokenBefore(Middleware):
+    def before_job(self, job):
+        if job.path.endswith("add"):
+            raise ValueError("before hook exploded")
+
+
+class BrokenAfter(Middleware):
+    def after_job(self, job, outcome):
+        raise KeyError("after hook exploded")
+
+
+class Flavour(Middleware):
+    """Declares a task option and reports it."""
+
+    task_options = {"flavour": "a test option"}
+
+    def after_job(self, job, outcome):
+        job.report["flavour"] = {"seen": job.path}
