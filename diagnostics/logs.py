@@ -106,14 +106,15 @@ class Logs(Middleware):
                 streams.append(stream)
         Logs._installed.update(handler=handler, streams=streams)
 
-    def before_job(self, job: JobContext) -> None:
-        if not Logs._installed:
-            self._install()
+    def on_worker_start(self, worker: Any) -> None:
+        self._install()
 
     def after_job(self, job: JobContext, outcome: Any) -> None:
-        for stream in Logs._installed.get("streams", ()):
-            stream.flush_job(job)
-        state = job.__dict__.get("_logcap")
+        d = job.__dict__
+        if "_partial_stdout" in d or "_partial_stderr" in d:
+            for stream in Logs._installed.get("streams", ()):
+                stream.flush_job(job)
+        state = d.get("_logcap")
         if state and state[1]:
             job.logs.append(f"[runtime: {state[1]} more lines ({state[2]} bytes) dropped: over "
                             f"max_log_lines={self.limits.lines} / max_log_bytes={self.limits.size}]")

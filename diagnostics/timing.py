@@ -19,6 +19,8 @@ from runtime.context import JobContext
 from runtime.middleware import Middleware
 
 _thread_time = time.thread_time
+_perf_counter = time.perf_counter
+_getcurrent = greenlet.getcurrent
 
 
 class Timing(Middleware):
@@ -54,20 +56,22 @@ class Timing(Middleware):
         if self._previous is not None:
             self._previous(event, args)
 
+    def on_worker_start(self, worker: Any) -> None:
+        if not self._installed:
+            self._install()
+
     def before_job(self, job: JobContext) -> None:
         if not self._installed:
             self._install()
-        self._active[greenlet.getcurrent()] = [0.0, 0, _thread_time()]
-        job.report["timing"] = {"_t0": time.perf_counter(), "_started": time.time()}
+        self._active[_getcurrent()] = [0.0, 0, _thread_time(), _perf_counter()]
 
     def after_job(self, job: JobContext, outcome: Any) -> None:
-        acc = self._active.pop(greenlet.getcurrent(), None)
-        t = job.report.get("timing", {})
-        t0, started = t.pop("_t0", None), t.pop("_started", None)
-        if t0 is None or acc is None:
+        acc = self._active.pop(_getcurrent(), None)
+        if acc is None:
             return
-        t["wall_s"] = round(time.perf_counter() - t0, 6)
-        t["cpu_s"] = round(acc[0] + _thread_time() - acc[2], 6)
-        t["switches"] = int(acc[1])
+        wall = _perf_counter() - acc[3]
+        t = {"wall_s": round(wall, 6), "cpu_s": round(acc[0] + _thread_time() - acc[2], 6),
+             "switches": int(acc[1])}
         if job.due_at is not None:
-            t["wait_s"] = round(max(0.0, started - job.due_at), 6)
+            t["wait_s"] = round(max(0.0, time.time() - wall - job.due_at), 6)
+        job.report["timing"] = t

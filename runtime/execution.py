@@ -26,6 +26,7 @@ from typing import Any
 from .errors import (InvalidParams, JobAborted, JobInterrupt, JobTimeout, ResultNotJSON, Retry,
                      TaskNotAllowed, TaskNotFound)
 from .job import encode_result, loads
+from .middleware import MiddlewareError
 from .settings import Settings
 from .status import Status
 from .tasks import TaskSpec, resolve
@@ -98,7 +99,6 @@ def attempt_with(chain: Any, job: Any, settings: Settings, path: str, params: di
 
     A before-hook that raises fails the attempt (reason ``middleware``); a kill delivered
     while a hook runs still ends the attempt in its status (never raises)."""
-    from .middleware import MiddlewareError
     try:
         try:
             chain.before_job(job)

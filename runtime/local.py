@@ -79,4 +79,5 @@ def _chain(settings: Settings) -> Chain:
     chain = _chains.get(settings.middleware)
     if chain is None:
         chain = _chains[settings.middleware] = Chain.from_settings(settings)
+        chain.call("on_worker_start", None)
     return chain

@@ -59,7 +59,8 @@ class Middleware:
         return type(self).__qualname__
 
     def on_worker_start(self, worker: Any) -> None:
-        """In the worker process, after fork, before the first claim."""
+        """In the worker process, after fork, before the first claim (and once per process
+        before the first ``run_task``, with ``worker`` None)."""
 
     def on_worker_stop(self, worker: Any) -> None:
         """In the worker process, after the last job was recorded (flush exporters here)."""
@@ -112,9 +113,10 @@ class Chain:
     def after_job(self, job: "JobContext", outcome: "AttemptResult") -> None:
         """Run the after-hooks in reverse order (of the middleware whose before-hook ran,
         and of those without one); log any that raises."""
-        entered = set(map(id, self._before[: getattr(job, "entered", len(self._before))]))
+        n = job.entered
+        skip = () if n >= len(self._before) else set(map(id, self._before[n:]))
         for m in reversed(self._after):
-            if _overrides(m, "before_job") and id(m) not in entered:
+            if skip and id(m) in skip:
                 continue
             try:
                 m.after_job(job, outcome)
