@@ -51,7 +51,9 @@ class JobLogHandler(logging.Handler):
         if job is None:
             return
         try:
-            add_line(job, self.format(record), self.limits)
+            line = self.format(record)
+            extra = job.__dict__.get("log_context")  # trace and span ids, set by Tracing
+            add_line(job, f"{line} [{extra}]" if extra else line, self.limits)
         except Exception:  # noqa: BLE001
             self.handleError(record)
 

@@ -108,17 +108,19 @@ def cli(ctx: click.Context, redis_url: str | None, key_prefix: str | None, confi
 @click.option("--tasks", "task_modules", help="module prefixes tasks may be imported from [default tasks_example]")
 @click.option("--grace", "grace_s", type=float, help="seconds running jobs may finish after SIGTERM [default 30]")
 @click.option("--prefetch", type=int, help="jobs claimed ahead of free greenlets [default greenlets/4]")
+@click.option("--otlp-endpoint", help="send traces over OTLP/HTTP here, e.g. http://localhost:4318 [env OTEL_EXPORTER_OTLP_ENDPOINT]")
 @click.option("--burst", is_flag=True, help="exit once no job is ready, running or delayed")
 @click.option("--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
 @click.pass_obj
 @handle_errors
 def worker(obj: Ctx, queues: str | None, greenlets: int | None, task_modules: str | None,
-           grace_s: float | None, prefetch: int | None, burst: bool, log_level: str) -> None:
+           grace_s: float | None, prefetch: int | None, otlp_endpoint: str | None, burst: bool,
+           log_level: str) -> None:
     """Run jobs (gevent is monkey-patched first thing)."""
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .worker import Worker
     settings = obj.settings(queues=queues, greenlets=greenlets, task_modules=task_modules, grace_s=grace_s,
-                            prefetch=prefetch)
+                            prefetch=prefetch, otlp_endpoint=otlp_endpoint)
     sys.exit(Worker(settings).run(burst=burst))
 
 
@@ -192,6 +194,15 @@ def jobs(obj: Ctx, status: str | None, queue: str | None, path: str | None, limi
                    f"{prog:>8} {_ms(j.run_s):>9}  {_ago(changed)}")
 
 
+def obj_settings() -> Any:
+    """The settings of the running command, or None."""
+    ctx = click.get_current_context(silent=True)
+    try:
+        return ctx.obj.settings() if ctx is not None and ctx.obj is not None else None
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def _print_job(job: Any) -> None:
     from .job import iso
     click.echo(f"job {job.id}")
@@ -212,12 +223,17 @@ def _print_job(job: Any) -> None:
         click.echo(f"  error     {job.exc_type}: {job.exc_message}")
     if job.overrun:
         click.echo(f"  watchdog  {job.overrun}")
+    trace_ids = job.report.get("trace") if job.report else None
+    if trace_ids:
+        settings = obj_settings()
+        link = settings.trace_link if settings else None
+        click.echo(f"  trace     {trace_ids['trace_id']}" + (f"  {link.format(trace_id=trace_ids['trace_id'])}" if link else ""))
     timing = job.report.get("timing") if job.report else None
     if timing:
         click.echo(f"  timing    wait {_ms(timing.get('wait_s'))}  wall {_ms(timing.get('wall_s'))}  "
                    f"cpu {_ms(timing.get('cpu_s'))}  switches {timing.get('switches', '-')}")
     for key, value in (job.report or {}).items():
-        if key != "timing":
+        if key not in ("timing", "trace"):
             click.echo(f"  {key:9} {json.dumps(value, ensure_ascii=False)[:2000]}")
     click.echo("  history")
     for h in job.history:

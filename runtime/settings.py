@@ -79,7 +79,14 @@ class Settings:
     #: Period of progress writes to the store while a task calls set_progress, seconds.
     progress_interval_s: float = 0.5
     #: Middleware by dotted path, in order (before-hooks in this order, after-hooks reversed).
-    middleware: tuple[str, ...] = ("diagnostics.timing.Timing", "diagnostics.logs.Logs")
+    middleware: tuple[str, ...] = ("diagnostics.tracing.Tracing", "diagnostics.timing.Timing",
+                                   "diagnostics.logs.Logs")
+    #: OTLP endpoint for traces (http://collector:4318, or its /v1/traces URL); None = the
+    #: standard OTEL_EXPORTER_OTLP_* variables, and with none of them no tracing at all.
+    otlp_endpoint: str | None = None
+    #: Link to a trace shown by `runtime job`: Jaeger http://localhost:16686/trace/{trace_id};
+    #: Grafana Tempo http://localhost:3000/explore?left={{"queries":[{{"query":"{trace_id}"}}]}}
+    trace_link: str | None = "http://localhost:16686/trace/{trace_id}"
     #: Largest report stored with a job, bytes (cut with a marker beyond).
     max_report_bytes: int = 262_144
     #: Log lines kept per job, and their total size, bytes (a marker says what was dropped).

@@ -279,6 +279,8 @@ class Worker:
             fields["logs"] = dumps(ctx.logs)
         if ctx.report:
             fields["report"] = capped_json(ctx.report, self.settings.max_report_bytes)
+        if ctx.__dict__.get("meta_changed"):
+            fields["meta"] = dumps(ctx.meta)
         number = res.delay_s if res.status == Status.RETRY else 0.0
         self._outcomes.append(Outcome(rj.claimed.id, rj.claimed.attempt, res.status, number, res.note, fields))
         self.jobs_done += 1

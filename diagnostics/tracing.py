@@ -1,0 +1,208 @@
+"""Tracing with OpenTelemetry: a producer span at enqueue, a consumer span around each job.
+
+At enqueue (any process using runtime.Client) a PRODUCER span ``send {queue}`` is made in
+the caller's current context (say, the web request that queued the job) and its W3C
+``traceparent`` (and ``baggage``) is injected into the job's ``meta["trace"]``. The
+worker's CONSUMER span ``process {queue}`` continues that trace, so one trace runs from
+the request to the job's own child spans, and on through jobs queued by jobs. A later
+attempt (retry, requeue, interrupt) of the same job starts a new root trace with a Link
+to the previous attempt's span and to the producer's (OTel messaging conventions).
+
+Names and attributes follow the OpenTelemetry messaging semantic conventions
+(``messaging.system``, ``messaging.destination.name`` = queue, ``messaging.message.id``
+= job id, ``messaging.operation.type``/``.name``) plus ``runtime.task.path``,
+``runtime.job.attempt`` and ``runtime.job.status``. The span status is set from the
+job's status also when it ended by a BaseException (timeout, abort, interrupt), which the
+SDK alone leaves UNSET; the exception is recorded on the span.
+
+Export: OTLP over http/protobuf (or gRPC with ``OTEL_EXPORTER_OTLP_PROTOCOL=grpc`` and
+``pip install opentelemetry-exporter-otlp-proto-grpc``) to ``Settings.otlp_endpoint``
+(``--otlp-endpoint``) or the standard ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` /
+``OTEL_EXPORTER_OTLP_ENDPOINT``. With no endpoint nothing is traced or exported (unless
+the application installed an SDK TracerProvider itself, which is then used). The
+provider is made in the process that uses it (after fork in workers, never inherited),
+flushed when a worker stops or recycles. Under gevent the batch exporter runs on the hub,
+so batches are kept small (64 spans, 1 s) to keep the stall of running greenlets short
+(NOTES-observability #7). Attribute values are cut at ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``
+(default here 1024 characters). opentelemetry is imported only when tracing is on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from runtime.context import JobContext
+from runtime.middleware import Middleware
+from runtime.status import Status
+
+log = logging.getLogger("runtime.tracing")
+
+#: BatchSpanProcessor tuning under gevent (see module docstring).
+EXPORT_BATCH = 64
+EXPORT_DELAY_MS = 1000
+EXPORT_QUEUE = 8192
+ATTRIBUTE_LENGTH = 1024
+
+_provider: Any = None   # the provider made by this process (pid-checked), or None
+_provider_pid: int | None = None
+
+
+def otlp_traces_url(settings: Any) -> str | None:
+    """The OTLP/HTTP traces URL from settings or the standard env vars, or None."""
+    explicit = getattr(settings, "otlp_endpoint", None)
+    if explicit:
+        return explicit if explicit.rstrip("/").endswith("/v1/traces") else explicit.rstrip("/") + "/v1/traces"
+    url = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    if url:
+        return url
+    base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    return base.rstrip("/") + "/v1/traces" if base else None
+
+
+def provider(settings: Any) -> Any:
+    """This process's TracerProvider: made on first use when an endpoint is configured
+    (again after a fork), else the application's own SDK provider, else None."""
+    global _provider, _provider_pid
+    if _provider is not None and _provider_pid == os.getpid():
+        return _provider
+    url = otlp_traces_url(settings)
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    if not url:
+        current = trace.get_tracer_provider()
+        return current if isinstance(current, TracerProvider) else None
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import SpanLimits
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    protocol = (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+                or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf")
+    if protocol == "grpc":
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
+        except ImportError:
+            from runtime.errors import ConfigError
+            raise ConfigError("OTLP over gRPC needs: pip install opentelemetry-exporter-otlp-proto-grpc") from None
+        exporter: Any = Grpc(endpoint=getattr(settings, "otlp_endpoint", None) or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        exporter = OTLPSpanExporter(endpoint=url)
+    limit = int(os.environ.get("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", ATTRIBUTE_LENGTH))
+    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "runtime"),
+                                "process.pid": os.getpid()})
+    prov = TracerProvider(resource=resource, span_limits=SpanLimits(max_attribute_length=limit))
+    prov.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=EXPORT_QUEUE,
+                                               schedule_delay_millis=EXPORT_DELAY_MS,
+                                               max_export_batch_size=EXPORT_BATCH))
+    _provider, _provider_pid = prov, os.getpid()
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        trace.set_tracer_provider(prov)  # so tasks' trace.get_tracer() spans join the job's trace
+    log.info("tracing: exporting spans over OTLP (%s) to %s", protocol, url)
+    return prov
+
+
+def flush(timeout_s: float = 5.0) -> None:
+    """Export what this process's provider holds (worker stop, recycle)."""
+    if _provider is not None and _provider_pid == os.getpid():
+        _provider.force_flush(int(timeout_s * 1000))
+
+
+def trace_link(template: str | None, trace_id: str) -> str | None:
+    """The trace's URL in Jaeger or Tempo from ``Settings.trace_link`` ({trace_id})."""
+    return template.format(trace_id=trace_id) if template else None
+
+
+_FAILED = {Status.FAILED, Status.TIMEOUT, Status.ABORT, Status.MAXRETRIES, Status.RETRY, Status.INTERRUPT}
+
+
+class Tracing(Middleware):
+    """Producer and consumer spans with W3C context propagation through the job."""
+
+    def __init__(self, settings: Any = None) -> None:
+        super().__init__(settings)
+        self._tracer: Any = None
+        self._pid: int | None = None
+
+    def tracer(self) -> Any:
+        """The tracer of this process, or None when tracing is off (checked once per pid)."""
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            if otlp_traces_url(self.settings) is None and "opentelemetry" not in __import__("sys").modules:
+                self._tracer = None  # not configured, and the app uses no OTel: stay off, import nothing
+            else:
+                prov = provider(self.settings)
+                self._tracer = prov.get_tracer("runtime") if prov is not None else None
+        return self._tracer
+
+    def on_worker_start(self, worker: Any) -> None:
+        self._pid = None  # after fork: make this process's own provider
+        self.tracer()
+
+    def on_worker_stop(self, worker: Any) -> None:
+        flush()
+
+    def before_enqueue(self, message: Any) -> None:
+        tracer = self.tracer()
+        if tracer is None:
+            return
+        from opentelemetry import propagate
+        from opentelemetry.trace import SpanKind
+        with tracer.start_as_current_span(
+            f"send {message.queue}", kind=SpanKind.PRODUCER,
+            attributes={"messaging.system": "runtime", "messaging.destination.name": message.queue,
+                        "messaging.operation.type": "send", "messaging.operation.name": "send",
+                        "messaging.message.id": message.id, "runtime.task.path": message.path}):
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            message.meta["trace"] = carrier
+
+    def before_job(self, job: JobContext) -> None:
+        tracer = self.tracer()
+        if tracer is None:
+            return
+        from opentelemetry import context, propagate, trace
+        from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
+        parent = propagate.extract(job.meta.get("trace") or {})
+        links = []
+        if job.attempt > 1:  # a new root, linked to the producer and to the previous attempt
+            producer = trace.get_current_span(parent).get_span_context()
+            if producer.is_valid:
+                links.append(Link(producer))
+            prev = job.meta.get("trace_prev")
+            if prev:
+                links.append(Link(SpanContext(int(prev["trace_id"], 16), int(prev["span_id"], 16), True,
+                                              TraceFlags(TraceFlags.SAMPLED))))
+            parent = context.Context()
+        span = tracer.start_span(
+            f"process {job.queue}", context=parent, kind=SpanKind.CONSUMER, links=links,
+            attributes={"messaging.system": "runtime", "messaging.destination.name": job.queue,
+                        "messaging.operation.type": "process", "messaging.operation.name": "process",
+                        "messaging.message.id": job.job_id, "runtime.task.path": job.path,
+                        "runtime.job.attempt": job.attempt})
+        token = context.attach(trace.set_span_in_context(span, parent))
+        sc = span.get_span_context()
+        ids = {"trace_id": format(sc.trace_id, "032x"), "span_id": format(sc.span_id, "016x")}
+        job.report["trace"] = ids
+        job.__dict__["_otel"] = (span, token)
+        job.__dict__["log_context"] = f"trace_id={ids['trace_id']} span_id={ids['span_id']}"
+
+    def after_job(self, job: JobContext, outcome: Any) -> None:
+        span, token = job.__dict__.pop("_otel", (None, None))
+        if span is None:
+            return
+        from opentelemetry import context
+        from opentelemetry.trace import StatusCode
+        status = outcome.status
+        span.set_attribute("runtime.job.status", status.value)
+        if outcome.exc is not None and status != Status.SUCCESS:
+            span.record_exception(outcome.exc)
+        if status in _FAILED:
+            span.set_status(StatusCode.ERROR, f"{status.value}: {type(outcome.exc).__name__ if outcome.exc else ''}")
+        else:
+            span.set_status(StatusCode.OK)
+        span.end()
+        context.detach(token)
+        if status in (Status.RETRY, Status.INTERRUPT):  # the next attempt links to this one
+            job.meta["trace_prev"] = job.report["trace"]
+            job.__dict__["meta_changed"] = True
