@@ -80,3 +80,17 @@ def burn_and_sleep(burn_s: float = 0.0, sleep_s: float = 0.0) -> None:
         pass
     time.sleep(sleep_s)
 
+
+
+def traced_child(n: int, sleep_s: float = 0.01) -> str:
+    """Makes a child span of the job's span (through the global tracer provider)."""
+    from opentelemetry import trace
+    with trace.get_tracer("testtasks").start_as_current_span(f"child {n}") as span:
+        time.sleep(sleep_s)
+        return format(span.get_span_context().trace_id, "032x")
+
+
+def queue_child(path: str, params: dict) -> str:
+    """Queues another job from inside this one (its trace continues)."""
+    from runtime import queue_job
+    return queue_job(path, params)

@@ -1,0 +1,75 @@
+"""A real OTLP/HTTP receiver for the tests: decodes ExportTraceServiceRequest bodies."""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+
+def _value(v: Any) -> Any:
+    kind = v.WhichOneof("value")
+    return getattr(v, kind) if kind else None
+
+
+class Receiver:
+    """Collects spans as dicts: name, kind, trace_id, span_id, parent_span_id (hex),
+    attributes, status (code, message), events, links, resource attributes."""
+
+    def __init__(self) -> None:
+        self.spans: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                req = trace_service_pb2.ExportTraceServiceRequest()
+                req.ParseFromString(body)
+                receiver._add(req)
+                out = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def _add(self, req: Any) -> None:
+        with self.lock:
+            for rs in req.resource_spans:
+                resource = {a.key: _value(a.value) for a in rs.resource.attributes}
+                for ss in rs.scope_spans:
+                    for s in ss.spans:
+                        self.spans.append({
+                            "name": s.name, "kind": s.kind, "trace_id": s.trace_id.hex(),
+                            "span_id": s.span_id.hex(), "parent_span_id": s.parent_span_id.hex(),
+                            "attributes": {a.key: _value(a.value) for a in s.attributes},
+                            "status": (s.status.code, s.status.message),
+                            "events": [e.name for e in s.events],
+                            "links": [(link.trace_id.hex(), link.span_id.hex()) for link in s.links],
+                            "resource": resource,
+                        })
+
+    def find(self, **match: Any) -> list[dict[str, Any]]:
+        with self.lock:
+            return [s for s in self.spans if all(s.get(k) == v for k, v in match.items())]
+
+    def __enter__(self) -> "Receiver":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()

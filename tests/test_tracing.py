@@ -1,0 +1,124 @@
+"""Tracing through a real worker process to a real OTLP/HTTP receiver."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from conftest import wait_until
+from otlp_receiver import Receiver
+from runtime.client import Client
+
+PRODUCER, CONSUMER = 4, 5  # SpanKind values in OTLP
+
+
+def processed(receiver, job_id):
+    """The consumer spans of one job."""
+    return [s for s in receiver.find(name="process default") if s["attributes"]["messaging.message.id"] == job_id]
+
+
+@pytest.fixture
+def receiver():
+    with Receiver() as r:
+        yield r
+
+
+@pytest.fixture
+def traced(settings, receiver):
+    """A client whose process traces (its provider exports to the receiver)."""
+    import diagnostics.tracing as tracing
+    tracing._provider = None
+    s = settings.replace(otlp_endpoint=receiver.url)
+    client = Client(s)
+    yield client, tracing.provider(s)
+    tracing.flush()
+    tracing._provider = None
+
+
+def test_one_trace_from_the_request_to_the_job_and_its_children(traced, receiver, workers):
+    client, provider = traced
+    with provider.get_tracer("web").start_as_current_span("GET /upload") as web:
+        job_id = client.queue_job("testtasks.traced_child", {"n": 1})
+    trace_id = format(web.get_span_context().trace_id, "032x")
+    workers.start(otlp_endpoint=receiver.url)
+    job = client.wait(job_id, timeout_s=10)
+    provider.force_flush()
+    assert job.result == trace_id and job.report["trace"]["trace_id"] == trace_id
+    consumer = wait_until(lambda: receiver.find(name="process default"), 10, "consumer span")[0]
+    producer = receiver.find(name="send default")[0]
+    child = wait_until(lambda: receiver.find(name="child 1"), 10, "child span")[0]
+    assert {producer["trace_id"], consumer["trace_id"], child["trace_id"]} == {trace_id}
+    assert producer["parent_span_id"] == format(web.get_span_context().span_id, "016x")
+    assert consumer["parent_span_id"] == producer["span_id"] and child["parent_span_id"] == consumer["span_id"]
+    assert (producer["kind"], consumer["kind"]) == (PRODUCER, CONSUMER)
+    a = consumer["attributes"]
+    assert a["messaging.destination.name"] == "default" and a["messaging.message.id"] == job_id
+    assert a["messaging.operation.type"] == "process" and a["runtime.task.path"] == "testtasks.traced_child"
+    assert a["runtime.job.status"] == "success" and consumer["status"][0] == 1  # OK
+    assert consumer["resource"]["process.pid"] == workers.procs[0].pid  # made after start, not inherited
+
+
+def test_a_job_queued_by_a_job_stays_in_the_trace(traced, receiver, workers):
+    client, provider = traced
+    workers.start(otlp_endpoint=receiver.url)
+    parent_id = client.queue_job("testtasks.queue_child", {"path": "testtasks.add", "params": {"a": 1, "b": 2}})
+    child_id = client.wait(parent_id, timeout_s=10).result
+    client.wait(child_id, timeout_s=10)
+    parent = wait_until(lambda: processed(receiver, parent_id), 10, "parent span")[0]
+    child = wait_until(lambda: processed(receiver, child_id), 10, "child span")[0]
+    send = [s for s in receiver.find(name="send default") if s["attributes"]["messaging.message.id"] == child_id][0]
+    assert child["trace_id"] == parent["trace_id"] == send["trace_id"]
+    assert send["parent_span_id"] == parent["span_id"] and child["parent_span_id"] == send["span_id"]
+
+
+def test_50_greenlets_keep_their_spans_apart(traced, receiver, workers):
+    client, _ = traced
+    ids = client.queue_jobs("testtasks.traced_child", [{"n": n, "sleep_s": 0.05} for n in range(50)])
+    workers.start("--greenlets", "50", otlp_endpoint=receiver.url)
+    jobs = client.wait(ids, timeout_s=20)
+    wait_until(lambda: len(receiver.find(name="process default")) == 50 and
+               sum(s["name"].startswith("child") for s in receiver.spans) == 50, 10, "100 spans")
+    by_job = {s["attributes"]["messaging.message.id"]: s for s in receiver.find(name="process default")}
+    for n, job in enumerate(jobs):
+        consumer = by_job[job.id]
+        child = receiver.find(name=f"child {n}")[0]
+        assert child["parent_span_id"] == consumer["span_id"] and child["trace_id"] == consumer["trace_id"]
+        assert job.result == consumer["trace_id"]
+        assert len({s["trace_id"] for s in by_job.values()}) == 50
+
+
+def test_status_is_set_for_base_exception_endings_and_retries_link(traced, receiver, workers):
+    client, _ = traced
+    workers.start(otlp_endpoint=receiver.url)
+    slow = client.queue_job("testtasks.too_slow", {"seconds": 5})
+    flaky = client.queue_job("tasks_example.work.flaky", {"fail_times": 1})
+    assert client.wait(slow, timeout_s=10).status == "timeout"
+    assert client.wait(flaky, timeout_s=10).status == "success"
+
+    def spans(job_id):
+        return processed(receiver, job_id)
+    timeout = wait_until(lambda: spans(slow), 10, "timeout span")[0]
+    assert timeout["status"][0] == 2 and "timeout" in timeout["status"][1] and "exception" in timeout["events"]
+    first, second = sorted(wait_until(lambda: len(spans(flaky)) == 2 and spans(flaky), 10, "2 attempts"),
+                           key=lambda s: s["attributes"]["runtime.job.attempt"])
+    assert first["attributes"]["runtime.job.status"] == "retry" and first["status"][0] == 2
+    assert second["trace_id"] != first["trace_id"] and (first["trace_id"], first["span_id"]) in second["links"]
+
+
+def test_a_stopping_worker_flushes_its_spans(traced, receiver, workers):
+    client, _ = traced
+    proc = workers.start(otlp_endpoint=receiver.url)
+    ids = client.queue_jobs("testtasks.add", [{"a": 1, "b": 1}] * 5)
+    client.wait(ids, timeout_s=10)
+    proc.send_signal(signal.SIGTERM)  # before the 1 s export schedule
+    assert proc.wait(10) == 0
+    assert len(receiver.find(name="process default")) == 5
+
+
+def test_job_logs_carry_trace_and_span_ids(traced, receiver, workers):
+    client, _ = traced
+    workers.start(otlp_endpoint=receiver.url)
+    job = client.wait(client.queue_job("testtasks.chatty", {"n": 3, "lines": 1}), timeout_s=10)
+    ids = job.report["trace"]
+    assert f"trace_id={ids['trace_id']} span_id={ids['span_id']}" in job.logs[0]
