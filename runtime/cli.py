@@ -232,8 +232,12 @@ def _print_job(job: Any) -> None:
     if timing:
         click.echo(f"  timing    wait {_ms(timing.get('wait_s'))}  wall {_ms(timing.get('wall_s'))}  "
                    f"cpu {_ms(timing.get('cpu_s'))}  switches {timing.get('switches', '-')}")
+    mem = job.report.get("memory") if job.report else None
+    if mem:
+        click.echo(f"  memory    rss {mem['rss_before'] / 2**20:.1f} -> {mem['rss_after'] / 2**20:.1f} MiB "
+                   f"({mem['rss_delta'] / 2**20:+.2f} MiB, {mem['concurrent']} other jobs running)")
     for key, value in (job.report or {}).items():
-        if key not in ("timing", "trace"):
+        if key not in ("timing", "trace", "memory"):
             click.echo(f"  {key:9} {json.dumps(value, ensure_ascii=False)[:2000]}")
     click.echo("  history")
     for h in job.history:

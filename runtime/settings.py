@@ -80,7 +80,7 @@ class Settings:
     progress_interval_s: float = 0.5
     #: Middleware by dotted path, in order (before-hooks in this order, after-hooks reversed).
     middleware: tuple[str, ...] = ("diagnostics.tracing.Tracing", "diagnostics.timing.Timing",
-                                   "diagnostics.logs.Logs")
+                                   "diagnostics.memory.Memory", "diagnostics.logs.Logs")
     #: OTLP endpoint for traces (http://collector:4318, or its /v1/traces URL); None = the
     #: standard OTEL_EXPORTER_OTLP_* variables, and with none of them no tracing at all.
     otlp_endpoint: str | None = None

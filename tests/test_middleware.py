@@ -63,3 +63,10 @@ def test_run_task_goes_through_the_same_middleware():
     out = run_task("testtasks.chatty", {"n": 7, "lines": 2, "step_s": 0})
     assert out.ok and out.report["timing"]["wall_s"] >= 0
     assert "[stdout] print 7 line 1" in out.logs
+
+
+def test_memory_reports_rss_before_and_after_each_job(client, workers):
+    workers.start("--greenlets", "1")
+    job = client.wait(client.queue_job("tasks_example.work.leaky", {"kilobytes": 4096}), timeout_s=10)
+    mem = job.report["memory"]
+    assert mem["rss_before"] > 10 * 2**20 and mem["rss_delta"] > 2 * 2**20 and mem["concurrent"] == 0
