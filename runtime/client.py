@@ -16,7 +16,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import redis
 
 from .broker import NewJob, RedisBroker
-from .connection import connect
+from .connection import MAX_BLOCK_S, connect
 from .errors import BrokerUnavailable, InvalidParams, InvalidTransition, JobNotFound, WaitTimeout
 from .job import Job, encode_params, new_job_id
 from .settings import Settings, load_settings
@@ -126,13 +126,13 @@ class Client:
                 raise JobNotFound(f"no job {job_id!r} (never queued, or its document expired)")
             yield job
         while pending:
-            remaining = 5.0 if deadline is None else deadline - time.monotonic()
+            remaining = MAX_BLOCK_S if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 self._call(self.redis.delete, key)
                 raise WaitTimeout(f"{len(pending)} of {len(wanted)} jobs not final after {timeout_s} s",
                                   sorted(pending))
             # Redis reads a timeout under 1 ms as 0, "block forever": never send one
-            reply = self._call(self.redis.blpop, [key], timeout=min(max(remaining, MIN_BLOCK_S), 5.0))
+            reply = self._call(self.redis.blpop, [key], timeout=min(max(remaining, MIN_BLOCK_S), MAX_BLOCK_S))
             if reply is None:
                 continue
             if reply[1].startswith("["):  # [id, hash fields, history] from finish.lua

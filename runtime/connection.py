@@ -24,9 +24,19 @@ def redis_url(settings: Settings) -> str:
     return EmbeddedRedis(settings.embedded_dir).ensure()
 
 
+#: Socket read timeout of every connection, seconds. redis-py 8 defaults to 5 s, which
+#: a blocking command of 5 s races against; runtime's blocking calls last at most
+#: MAX_BLOCK_S, far below this, which only catches a dead or partitioned server.
+SOCKET_TIMEOUT_S = 15.0
+#: Longest single blocking call (BLPOP) runtime makes, seconds; longer waits loop.
+MAX_BLOCK_S = 2.0
+
+
 def connect(settings: Settings, **kwargs: Any) -> redis.Redis:
     """A redis-py client (str responses) for ``settings``. Raises BrokerUnavailable."""
     url = redis_url(settings)
+    kwargs.setdefault("socket_timeout", SOCKET_TIMEOUT_S)
+    kwargs.setdefault("socket_connect_timeout", 5.0)
     client = redis.Redis.from_url(url, decode_responses=True, **kwargs)
     try:
         client.ping()
