@@ -14,14 +14,14 @@ from importlib import import_module
 from typing import Any
 
 __all__ = [
-    "queue_job", "queue_jobs", "get_job", "wait", "set_progress", "run_task", "task",
+    "queue_job", "queue_jobs", "get_job", "wait", "set_progress", "spawn", "run_task", "task",
     "Client", "Job", "Status", "Settings", "load_settings", "Retry", "TaskRun",
     "TaskQueueError", "JobNotFound", "InvalidParams", "WaitTimeout", "BrokerUnavailable",
 ]
 
 _WHERE = {
     "queue_job": "client", "queue_jobs": "client", "get_job": "client", "wait": "client",
-    "Client": "client", "set_progress": "context", "run_task": "local", "TaskRun": "local",
+    "Client": "client", "set_progress": "context", "spawn": "context", "run_task": "local", "TaskRun": "local",
     "task": "tasks", "Job": "job", "Status": "status", "Settings": "settings",
     "load_settings": "settings", "Retry": "errors", "TaskQueueError": "errors",
     "JobNotFound": "errors", "InvalidParams": "errors", "WaitTimeout": "errors",

@@ -74,3 +74,13 @@ def set_progress(fraction: float, message: str | None = None) -> None:
         ctx._written_at = now
         ctx._dirty = False
         ctx.write(ctx.job_id, ctx.progress_fields())
+
+
+def spawn(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``gevent.spawn`` that runs ``fn`` in a copy of the caller's context, so a greenlet a
+    task starts keeps the job (``current_job``, its trace span, its log capture). A plain
+    ``gevent.spawn`` starts with an empty context (NOTES-observability #2)."""
+    import contextvars
+
+    import gevent
+    return gevent.spawn(contextvars.copy_context().run, fn, *args, **kwargs)

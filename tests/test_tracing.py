@@ -122,3 +122,14 @@ def test_job_logs_carry_trace_and_span_ids(traced, receiver, workers):
     job = client.wait(client.queue_job("testtasks.chatty", {"n": 3, "lines": 1}), timeout_s=10)
     ids = job.report["trace"]
     assert f"trace_id={ids['trace_id']} span_id={ids['span_id']}" in job.logs[0]
+
+
+def test_runtime_spawn_keeps_the_job_context_in_child_greenlets(traced, receiver, workers):
+    client, _ = traced
+    workers.start(otlp_endpoint=receiver.url)
+    job = client.wait(client.queue_job("testtasks.spawn_children", {"n": 3}), timeout_s=10)
+    assert sum("spawned child" in line for line in job.logs) == 3
+    consumer = wait_until(lambda: processed(receiver, job.id), 10, "consumer span")[0]
+    children = wait_until(lambda: len([s for s in receiver.spans if s["name"].startswith("spawned")]) == 3 and
+                          [s for s in receiver.spans if s["name"].startswith("spawned")], 10, "spawned spans")
+    assert all(c["parent_span_id"] == consumer["span_id"] for c in children)

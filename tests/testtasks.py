@@ -94,3 +94,19 @@ def queue_child(path: str, params: dict) -> str:
     """Queues another job from inside this one (its trace continues)."""
     from runtime import queue_job
     return queue_job(path, params)
+
+
+def spawn_children(n: int = 3) -> list:
+    """Starts greenlets with runtime.spawn; each logs and makes a span."""
+    import logging
+
+    import gevent
+    from opentelemetry import trace
+
+    from runtime import spawn
+
+    def child(i):
+        with trace.get_tracer("testtasks").start_as_current_span(f"spawned {i}"):
+            logging.getLogger("testtasks").warning("spawned child %d", i)
+    gevent.joinall([spawn(child, i) for i in range(n)])
+    return n
