@@ -108,19 +108,21 @@ def cli(ctx: click.Context, redis_url: str | None, key_prefix: str | None, confi
 @click.option("--tasks", "task_modules", help="module prefixes tasks may be imported from [default tasks_example]")
 @click.option("--grace", "grace_s", type=float, help="seconds running jobs may finish after SIGTERM [default 30]")
 @click.option("--prefetch", type=int, help="jobs claimed ahead of free greenlets [default greenlets/4]")
+@click.option("--sentry-dsn", help="report job errors to this Sentry DSN [env SENTRY_DSN]")
 @click.option("--otlp-endpoint", help="send traces over OTLP/HTTP here, e.g. http://localhost:4318 [env OTEL_EXPORTER_OTLP_ENDPOINT]")
 @click.option("--burst", is_flag=True, help="exit once no job is ready, running or delayed")
 @click.option("--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
 @click.pass_obj
 @handle_errors
 def worker(obj: Ctx, queues: str | None, greenlets: int | None, task_modules: str | None,
-           grace_s: float | None, prefetch: int | None, otlp_endpoint: str | None, burst: bool,
+           grace_s: float | None, prefetch: int | None, sentry_dsn: str | None, otlp_endpoint: str | None,
+           burst: bool,
            log_level: str) -> None:
     """Run jobs (gevent is monkey-patched first thing)."""
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .worker import Worker
     settings = obj.settings(queues=queues, greenlets=greenlets, task_modules=task_modules, grace_s=grace_s,
-                            prefetch=prefetch, otlp_endpoint=otlp_endpoint)
+                            prefetch=prefetch, otlp_endpoint=otlp_endpoint, sentry_dsn=sentry_dsn)
     sys.exit(Worker(settings).run(burst=burst))
 
 

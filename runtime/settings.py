@@ -80,7 +80,14 @@ class Settings:
     progress_interval_s: float = 0.5
     #: Middleware by dotted path, in order (before-hooks in this order, after-hooks reversed).
     middleware: tuple[str, ...] = ("diagnostics.tracing.Tracing", "diagnostics.timing.Timing",
-                                   "diagnostics.memory.Memory", "diagnostics.logs.Logs")
+                                   "diagnostics.memory.Memory", "diagnostics.logs.Logs",
+                                   "diagnostics.sentry.Sentry")
+    #: Sentry DSN for job errors (else SENTRY_DSN; none = no Sentry).
+    sentry_dsn: str | None = None
+    #: Also report attempts that will be retried (default: only final failures).
+    sentry_report_retries: int = 0
+    #: Send local variables of the failing frames to Sentry (they may hold personal data).
+    sentry_include_locals: int = 0
     #: OTLP endpoint for traces (http://collector:4318, or its /v1/traces URL); None = the
     #: standard OTEL_EXPORTER_OTLP_* variables, and with none of them no tracing at all.
     otlp_endpoint: str | None = None
