@@ -47,6 +47,8 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             _fail(str(exc), EXIT_USAGE)
         except TaskQueueError as exc:
             _fail(f"{type(exc).__name__}: {exc}", EXIT_ERROR)
+        except JobNotFoundProfile as exc:
+            _fail(str(exc), EXIT_NOT_FOUND)
     return wrapper
 
 
@@ -62,6 +64,10 @@ class Ctx:
     def client(self) -> Any:
         from .client import Client
         return Client(self.settings())
+
+
+class JobNotFoundProfile(Exception):
+    pass
 
 
 def _params(text: str | None) -> dict[str, Any]:
@@ -109,20 +115,24 @@ def cli(ctx: click.Context, redis_url: str | None, key_prefix: str | None, confi
 @click.option("--grace", "grace_s", type=float, help="seconds running jobs may finish after SIGTERM [default 30]")
 @click.option("--prefetch", type=int, help="jobs claimed ahead of free greenlets [default greenlets/4]")
 @click.option("--sentry-dsn", help="report job errors to this Sentry DSN [env SENTRY_DSN]")
+@click.option("--profile", is_flag=False, flag_value="*", default=None, metavar="[PATTERNS]",
+              help="store a pyinstrument profile of every job (or of task paths matching PATTERNS)")
 @click.option("--otlp-endpoint", help="send traces over OTLP/HTTP here, e.g. http://localhost:4318 [env OTEL_EXPORTER_OTLP_ENDPOINT]")
 @click.option("--burst", is_flag=True, help="exit once no job is ready, running or delayed")
 @click.option("--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
 @click.pass_obj
 @handle_errors
 def worker(obj: Ctx, queues: str | None, greenlets: int | None, task_modules: str | None,
-           grace_s: float | None, prefetch: int | None, sentry_dsn: str | None, otlp_endpoint: str | None,
+           grace_s: float | None, prefetch: int | None, profile: str | None, sentry_dsn: str | None,
+           otlp_endpoint: str | None,
            burst: bool,
            log_level: str) -> None:
     """Run jobs (gevent is monkey-patched first thing)."""
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .worker import Worker
     settings = obj.settings(queues=queues, greenlets=greenlets, task_modules=task_modules, grace_s=grace_s,
-                            prefetch=prefetch, otlp_endpoint=otlp_endpoint, sentry_dsn=sentry_dsn)
+                            prefetch=prefetch, otlp_endpoint=otlp_endpoint, sentry_dsn=sentry_dsn,
+                            profile=profile)
     sys.exit(Worker(settings).run(burst=burst))
 
 
@@ -238,8 +248,14 @@ def _print_job(job: Any) -> None:
     if mem:
         click.echo(f"  memory    rss {mem['rss_before'] / 2**20:.1f} -> {mem['rss_after'] / 2**20:.1f} MiB "
                    f"({mem['rss_delta'] / 2**20:+.2f} MiB, {mem['concurrent']} other jobs running)")
+    prof = job.report.get("profile") if job.report else None
+    if prof:
+        click.echo(f"  profile   {prof['samples']} samples over {_ms(prof['duration_s'])} "
+                   f"(runtime job {job.id} --profile); most self time:")
+        for f in prof["top"][:5]:
+            click.echo(f"    {_ms(f['self_s']):>9}  {f['function']}  {f['where']}")
     for key, value in (job.report or {}).items():
-        if key not in ("timing", "trace", "memory"):
+        if key not in ("timing", "trace", "memory", "profile"):
             click.echo(f"  {key:9} {json.dumps(value, ensure_ascii=False)[:2000]}")
     click.echo("  history")
     for h in job.history:
@@ -258,11 +274,26 @@ def _print_job(job: Any) -> None:
 @cli.command()
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--profile", "show_profile", is_flag=True, help="print the job's pyinstrument profile")
+@click.option("--profile-html", type=click.Path(dir_okay=False, writable=True), help="write the profile as HTML here")
 @click.pass_obj
 @handle_errors
-def job(obj: Ctx, job_id: str, as_json: bool) -> None:
+def job(obj: Ctx, job_id: str, as_json: bool, show_profile: bool, profile_html: str | None) -> None:
     """Everything about one job: params, status history, timings, result or traceback."""
     j = obj.client().get_job(job_id)
+    if show_profile or profile_html:
+        if not j.profile:
+            raise JobNotFoundProfile(f"job {job_id} has no profile (run the worker with --profile, "
+                                     f"or @task(profile=True))")
+        from diagnostics.profiling import decode_session, render_html, render_text
+        session = decode_session(j.profile)
+        if profile_html:
+            with open(profile_html, "w") as fh:
+                fh.write(render_html(session))
+            click.echo(f"wrote {profile_html}")
+        if show_profile:
+            click.echo(render_text(session))
+        return
     _out(j.to_dict()) if as_json else _print_job(j)
 
 

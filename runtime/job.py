@@ -146,6 +146,7 @@ class Job:
     logs: list[Any] = field(default_factory=list)
     report: dict[str, Any] = field(default_factory=dict)  # what middleware measured (timing...)
     meta: dict[str, Any] = field(default_factory=dict)    # what producer middleware attached
+    profile: str | None = None  # gzipped pyinstrument session, base64 (diagnostics.profiling)
     history: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
@@ -200,6 +201,8 @@ class Job:
                 value = value.value
             elif f.name == "history":
                 value = [{**h, "at": iso(h.get("at"))} for h in value]
+            elif f.name == "profile":
+                value = None if value is None else f"<{len(value)} bytes: runtime job {self.id} --profile>"
             out[f.name] = value
         out["wait_s"] = self.wait_s
         out["run_s"] = self.run_s

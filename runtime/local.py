@@ -30,6 +30,12 @@ class TaskRun:
     progress_message: str | None = None
     report: dict[str, Any] | None = None
     logs: list[str] | None = None
+    profile: Any = None  # the pyinstrument Session, when the task was profiled
+
+    def profile_text(self) -> str | None:
+        """The profile rendered as pyinstrument's console text, or None."""
+        from diagnostics.profiling import render_text
+        return render_text(self.profile) if self.profile is not None else None
 
     @property
     def ok(self) -> bool:
@@ -68,7 +74,15 @@ def run_task(path: str, params: Mapping[str, Any] | None = None, settings: Setti
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return TaskRun(path, res.status, res.result, res.exc,
                    format_traceback(res.exc) if res.exc is not None else None, wall, cpu,
-                   ctx.progress, ctx.progress_message, ctx.report, ctx.logs)
+                   ctx.progress, ctx.progress_message, ctx.report, ctx.logs, _profile(ctx))
+
+
+def _profile(ctx: JobContext) -> Any:
+    blob = ctx.__dict__.get("extra_fields", {}).get("profile")
+    if blob is None:
+        return None
+    from diagnostics.profiling import decode_session
+    return decode_session(blob)
 
 
 _chains: dict[tuple[str, ...], Chain] = {}

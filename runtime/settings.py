@@ -80,8 +80,10 @@ class Settings:
     progress_interval_s: float = 0.5
     #: Middleware by dotted path, in order (before-hooks in this order, after-hooks reversed).
     middleware: tuple[str, ...] = ("diagnostics.tracing.Tracing", "diagnostics.timing.Timing",
-                                   "diagnostics.memory.Memory", "diagnostics.logs.Logs",
-                                   "diagnostics.sentry.Sentry")
+                                   "diagnostics.memory.Memory", "diagnostics.profiling.Profiling",
+                                   "diagnostics.logs.Logs", "diagnostics.sentry.Sentry")
+    #: Task paths to profile with pyinstrument: fnmatch patterns, comma-separated ("*" = all).
+    profile: str = ""
     #: Sentry DSN for job errors (else SENTRY_DSN; none = no Sentry).
     sentry_dsn: str | None = None
     #: Also report attempts that will be retried (default: only final failures).

@@ -279,6 +279,9 @@ class Worker:
             fields["logs"] = dumps(ctx.logs)
         if ctx.report:
             fields["report"] = capped_json(ctx.report, self.settings.max_report_bytes)
+        extra = ctx.__dict__.get("extra_fields")
+        if extra:
+            fields.update(extra)
         if ctx.__dict__.get("meta_changed"):
             fields["meta"] = dumps(ctx.meta)
         number = res.delay_s if res.status == Status.RETRY else 0.0

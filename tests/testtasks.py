@@ -110,3 +110,30 @@ def spawn_children(n: int = 3) -> list:
             logging.getLogger("testtasks").warning("spawned child %d", i)
     gevent.joinall([spawn(child, i) for i in range(n)])
     return n
+
+
+def burn_alpha(seconds: float = 0.3) -> int:
+    """CPU in small slices, yielding between them (so other greenlets run meanwhile)."""
+    import gevent
+    end, n = time.perf_counter() + seconds, 0
+    while time.perf_counter() < end:
+        for _ in range(2000):
+            n += 1
+        gevent.sleep(0)
+    return n
+
+
+def burn_beta(seconds: float = 0.3) -> int:
+    import gevent
+    end, n = time.perf_counter() + seconds, 0
+    while time.perf_counter() < end:
+        for _ in range(2000):
+            n += 1
+        gevent.sleep(0)
+    return n
+
+
+@task(profile=True)
+def profiled_sleep(seconds: float = 0.2) -> float:
+    time.sleep(seconds)
+    return seconds

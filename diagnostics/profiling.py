@@ -1,0 +1,233 @@
+"""Per-job profiles with pyinstrument that describe only their own job.
+
+pyinstrument's own modes, under gevent, either mix other greenlets' frames into a
+profile or slow every greenlet, and two profiles clobber each other's per-thread state
+(NOTES-observability #10). So this samples with pyinstrument's C sampler
+(``setstatprofile``, one per process) and files each sample under the greenlet running at
+that moment: only greenlets of profiled jobs keep samples. The time a profiled job's
+greenlet spends switched out (waiting on I/O, a sleep, a lock) is added, when it resumes,
+to the frame where it waited, under a ``[waiting: greenlet switched out]`` leaf, the way
+pyinstrument's async mode shows an ``await``. Several jobs can be profiled at once.
+
+Which jobs: ``runtime worker --profile`` (all), ``RUNTIME_PROFILE='tasks_example.files.*'``
+(fnmatch patterns, comma-separated), or ``@task(profile=True)``.
+
+Stored with the job: ``report["profile"]`` (duration, samples, the 10 functions with the
+most self time) and the job's ``profile`` field, the gzipped pyinstrument Session JSON
+(base64), from which ``runtime job ID --profile`` renders text and ``--profile-html``
+renders HTML on demand (the HTML itself is ~90 KB, so it is never stored).
+"""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import gzip
+import json
+import sys
+import time
+from typing import Any
+
+import greenlet
+
+from runtime.context import JobContext
+from runtime.middleware import Middleware
+
+INTERVAL_S = 0.001
+WAITING = "[waiting: greenlet switched out]\x00<gevent>\x000"
+ROOT = "job greenlet\x00<greenlet>\x000"
+
+
+def build_stack(frame: Any, event: str = "return", arg: Any = None, trim_gevent: bool = False) -> list[str]:
+    """Frame identifiers root first, as pyinstrument records them, under one ROOT (not
+    pyinstrument's per-thread root: under gevent each greenlet looks like a thread).
+    ``trim_gevent`` drops gevent's own frames from the leaf end (the switch machinery)."""
+    from pyinstrument.low_level.stat_profile import get_frame_info
+    stack: list[str] = []
+    if event == "call":
+        frame = frame.f_back if frame else None
+    elif event in ("c_return", "c_exception"):
+        stack.append("%s\x00%s\x00%i" % (getattr(arg, "__qualname__", getattr(arg, "__name__", "?")), "<built-in>", 0))
+    if trim_gevent:
+        while frame is not None and "/gevent/" in frame.f_code.co_filename:
+            frame = frame.f_back
+    while frame is not None:
+        stack.append(get_frame_info(frame))
+        frame = frame.f_back
+    stack.append(ROOT)
+    stack.reverse()
+    return stack
+_getcurrent = greenlet.getcurrent
+
+
+class _JobSamples:
+    __slots__ = ("records", "last", "paused_at", "started", "t0", "cpu", "start_stack")
+
+    def __init__(self) -> None:
+        self.records: list[tuple[list[str], float]] = []
+        self.last = time.perf_counter()
+        self.paused_at: float | None = None
+        self.started = time.time()
+        self.t0 = self.last
+        self.cpu = 0.0
+        self.start_stack: list[str] = []
+
+
+class GreenletSampler:
+    """The process's one sampler; each profiled greenlet has its own records."""
+
+    def __init__(self, interval_s: float = INTERVAL_S) -> None:
+        self.interval_s = interval_s
+        self.active: dict[Any, _JobSamples] = {}
+        self._previous_trace: Any = None
+
+    def add(self, g: Any) -> _JobSamples:
+        if not self.active:
+            self._start()
+        s = self.active[g] = _JobSamples()
+        return s
+
+    def remove(self, g: Any) -> _JobSamples | None:
+        s = self.active.pop(g, None)
+        if not self.active:
+            self._stop()
+        return s
+
+    def _start(self) -> None:
+        from pyinstrument.low_level.stat_profile import setstatprofile
+        setstatprofile(self._sample, self.interval_s)
+        self._previous_trace = greenlet.settrace(self._trace)
+
+    def _stop(self) -> None:
+        from pyinstrument.low_level.stat_profile import setstatprofile
+        setstatprofile(None)
+        greenlet.settrace(self._previous_trace)
+        self._previous_trace = None
+
+    def _sample(self, frame: Any, event: str, arg: Any) -> None:
+        s = self.active.get(_getcurrent())
+        if s is None:
+            return  # another greenlet's code: not this job's profile
+        now = time.perf_counter()
+        s.records.append((build_stack(frame, event, arg), now - s.last))
+        s.last = now
+
+    def _trace(self, event: str, args: Any) -> None:
+        # greenlet calls this in the target's context, after the switch: the origin is
+        # suspended (gr_frame = where it stopped), the target resumes at our caller's frame
+        if event in ("switch", "throw"):
+            origin, target = args
+            s = self.active.get(origin)
+            t = self.active.get(target)
+            if s is not None or t is not None:
+                now = time.perf_counter()
+                if s is not None:  # it ran since its last sample: charge that to the code that
+                    frame = origin.gr_frame  # called into gevent to wait
+                    if frame is not None:
+                        s.records.append((build_stack(frame, trim_gevent=True), now - s.last))
+                    s.last = now
+                    s.paused_at = now
+                if t is not None and t.paused_at is not None:  # it waited: charge that to the wait
+                    stack = build_stack(sys._getframe(1))
+                    stack.append(WAITING)
+                    t.records.append((stack, now - t.last))
+                    t.last = now
+                    t.paused_at = None
+        if self._previous_trace is not None:
+            self._previous_trace(event, args)
+
+
+_sampler: GreenletSampler | None = None
+
+
+def session_of(s: _JobSamples, description: str, interval_s: float) -> Any:
+    from pyinstrument.session import Session
+    duration = time.perf_counter() - s.t0
+    s.cpu = sum(t for stack, t in s.records if stack and stack[-1] != WAITING)  # its own running time
+    return Session(frame_records=s.records, start_time=s.started, duration=duration,
+                   min_interval=interval_s, max_interval=interval_s, sample_count=len(s.records),
+                   start_call_stack=s.start_stack, target_description=description, cpu_time=s.cpu,
+                   sys_path=list(sys.path), sys_prefixes=Session.current_sys_prefixes())
+
+
+def encode_session(session: Any) -> str:
+    """A Session as base64 of gzipped JSON (what is stored with the job)."""
+    return base64.b64encode(gzip.compress(json.dumps(session.to_json()).encode(), 6)).decode()
+
+
+def decode_session(blob: str) -> Any:
+    """The pyinstrument Session stored with a job."""
+    from pyinstrument.session import Session
+    return Session.from_json(json.loads(gzip.decompress(base64.b64decode(blob))))
+
+
+def render_text(session: Any) -> str:
+    from pyinstrument.renderers import ConsoleRenderer
+    return ConsoleRenderer(unicode=True, color=False, short_mode=False).render(session)
+
+
+def render_html(session: Any) -> str:
+    from pyinstrument.renderers import HTMLRenderer
+    return HTMLRenderer().render(session)
+
+
+def top_functions(session: Any, n: int = 10) -> list[dict[str, Any]]:
+    """The ``n`` functions with the most self time: function, file:line, seconds."""
+    totals: dict[str, float] = {}
+    for stack, t in session.frame_records:
+        if stack:
+            totals[stack[-1]] = totals.get(stack[-1], 0.0) + t
+    out = []
+    for ident, t in sorted(totals.items(), key=lambda kv: -kv[1])[:n]:
+        parts = ident.split("\x00")
+        func, file, line = (parts + ["", "", ""])[:3]
+        line = line.split("\x01", 1)[0]
+        out.append({"function": func, "where": f"{file.rsplit('/', 1)[-1]}:{line}", "self_s": round(t, 6)})
+    return out
+
+
+class Profiling(Middleware):
+    """pyinstrument profiles of the jobs chosen by settings or ``@task(profile=True)``."""
+
+    task_options = {"profile": "True to store a pyinstrument profile of every job of this task"}
+
+    def __init__(self, settings: Any = None) -> None:
+        super().__init__(settings)
+        raw = getattr(settings, "profile", "") or ""
+        self.patterns = [p.strip() for p in raw.split(",") if p.strip()]
+
+    def wanted(self, job: JobContext) -> bool:
+        """Profile this job? (a settings pattern matches its path, or its task says so)"""
+        if any(fnmatch.fnmatchcase(job.path, p) for p in self.patterns):
+            return True
+        from runtime.tasks import _cache, resolve
+        spec = _cache.get(job.path)
+        if spec is None:  # run_task resolves after the before-hooks: look now
+            try:
+                spec = resolve(job.path, [job.path])
+            except Exception:  # noqa: BLE001 - the attempt reports a bad path itself
+                return False
+        return bool(spec.options.get("profile"))
+
+    def before_job(self, job: JobContext) -> None:
+        if not self.wanted(job):
+            return
+        global _sampler
+        if _sampler is None:
+            _sampler = GreenletSampler()
+        s = _sampler.add(_getcurrent())
+        # where the job's own code starts: the caller of the chain (the stem above is trimmed)
+        s.start_stack = build_stack(sys._getframe(2), "initial")
+        job.__dict__["_profiled"] = True
+
+    def after_job(self, job: JobContext, outcome: Any) -> None:
+        if not job.__dict__.pop("_profiled", False) or _sampler is None:
+            return
+        s = _sampler.remove(_getcurrent())
+        if s is None:
+            return
+        session = session_of(s, f"job {job.job_id} ({job.path})", _sampler.interval_s)
+        job.report["profile"] = {"duration_s": round(session.duration, 6), "samples": session.sample_count,
+                                 "interval_s": _sampler.interval_s, "top": top_functions(session),
+                                 "note": "this job's greenlet only; waits shown as [waiting] frames"}
+        job.__dict__["extra_fields"] = {**job.__dict__.get("extra_fields", {}), "profile": encode_session(session)}
