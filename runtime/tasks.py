@@ -55,11 +55,12 @@ def _load_configured_middleware() -> None:
         return
     _middleware_loaded = True
     from .middleware import load_middleware
-    from .settings import load_settings
-    try:
-        paths = load_settings().middleware
+    from .settings import Settings, load_settings
+    paths = list(Settings.__dataclass_fields__["middleware"].default)  # built-ins: always known,
+    try:                                                               # even when switched off
+        paths += [p for p in load_settings().middleware if p not in paths]
     except Exception:  # noqa: BLE001 - a bad setting is reported where settings are used
-        return
+        pass
     for path in paths:
         try:
             load_middleware(path)

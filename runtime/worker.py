@@ -98,6 +98,7 @@ class Worker:
         self._hub = gevent.get_hub()
         self.middleware = Chain.from_settings(settings)
         self._host = socket.gethostname()
+        self._missing: dict[str, float] = {}  # worker id -> when its entry was first seen missing
 
     # ---- life cycle -------------------------------------------------------------------
 
@@ -110,6 +111,10 @@ class Worker:
         set_default_client(Client(self.settings, self.redis))
         self.heartbeat = Heartbeat(self)
         self.heartbeat.beat(self.redis)  # registered before the first claim
+        try:
+            self.reap_once()  # a dead worker's jobs come back before we claim (--burst too)
+        except redis.RedisError as exc:
+            log.warning("reaper: %s", exc)
         self.heartbeat.start()
         self.middleware.call("on_worker_start", self)
         flusher = gevent.spawn(self._flush_loop)
@@ -374,16 +379,33 @@ class Worker:
             gevent.sleep(self.settings.reap_interval_s)
 
     def reap_once(self) -> tuple[int, int]:
-        """Requeue the jobs of dead workers; returns (requeued, failed worker-lost)."""
+        """Requeue the jobs of dead workers; returns (requeued, failed worker-lost).
+
+        Dead: on this host, its pid is gone (or is another process now); elsewhere, its
+        registry entry has been missing for a whole ``worker_ttl_s`` as seen by this
+        reaper. (An entry also vanishes when Redis restarts or a heartbeat stalls; a live
+        worker re-registers within a heartbeat, so it is not taken for dead.)
+        """
         keys = self.broker.keys
         ids = [w for w in self.redis.smembers(keys.workers) if w != self.id]
         pipe = self.redis.pipeline(transaction=False)
         for wid in ids:
             pipe.hmget(keys.worker(wid), "host", "pid", "pid_started")
         dead = []
+        now = time.monotonic()
         for wid, (host, pid, pid_started) in zip(ids, pipe.execute() if ids else []):
-            if host is None or (host == self._host and not _alive(int(pid), float(pid_started))):
-                dead.append(wid)
+            if host is None:
+                host, pid = _host_pid(wid)
+            else:
+                self._missing.pop(wid, None)
+            if host == self._host and pid is not None:
+                if not _alive(int(pid), float(pid_started) if pid_started else None):
+                    dead.append(wid)
+            elif host is None or pid is None:
+                first = self._missing.setdefault(wid, now)
+                if now - first >= self.settings.worker_ttl_s:
+                    dead.append(wid)
+                    self._missing.pop(wid, None)
         requeued, failed = self.broker.reap(dead)
         if dead or requeued or failed:
             log.warning("reaper: %d dead workers, %d jobs requeued, %d failed (worker-lost)",
@@ -442,9 +464,19 @@ def capped_json(report: dict[str, Any], max_bytes: int) -> str:
     return text
 
 
-def _alive(pid: int, started: float) -> bool:
+def _host_pid(worker_id: str) -> tuple[str | None, int | None]:
+    """Host and pid from a worker id ``{host}.{pid}.{random}``."""
+    parts = worker_id.rsplit(".", 2)
+    if len(parts) == 3 and parts[1].isdigit():
+        return parts[0], int(parts[1])
+    return None, None
+
+
+def _alive(pid: int, started: float | None) -> bool:
+    """Is ``pid`` alive and (when ``started`` is known) the same process as registered?"""
     try:
-        return abs(psutil.Process(pid).create_time() - started) < 0.01
+        created = psutil.Process(pid).create_time()
+        return started is None or abs(created - started) < 0.01
     except psutil.AccessDenied:
         return True
     except (psutil.NoSuchProcess, ValueError):

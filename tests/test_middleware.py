@@ -44,7 +44,7 @@ def test_a_raising_before_hook_fails_the_job_and_points_at_the_hook(client, work
     assert "testmiddleware.py" in bad.traceback
     # an after-hook that raises is logged; the job keeps its status
     ok = client.wait(client.queue_job("testtasks.sleep", {"seconds": 0}), timeout_s=10)
-    assert ok.status == "success"
+    assert ok.status == "success", (ok.exc_message, ok.traceback)
 
 
 def test_middleware_declares_task_options(client, workers):

@@ -82,7 +82,15 @@ if ARGV[4] ~= '' then drop_worker(ARGV[4], true) end
 local nd = tonumber(ARGV[5])
 for i = 1, nd do drop_worker(ARGV[5 + i], false) end
 local expired = redis.call('ZRANGEBYSCORE', p .. ':inflight', '-inf', now * 1000, 'LIMIT', 0, 1000)
-for _, id in ipairs(expired) do lose(id, nil, false) end
+for _, id in ipairs(expired) do
+  local owner = redis.call('HGET', p .. ':j:' .. id, 'worker')
+  if owner and redis.call('EXISTS', p .. ':w:' .. owner) == 1 then
+    -- its worker is alive (a heartbeat stalled, or Redis came back after an outage): keep it
+    redis.call('ZADD', p .. ':inflight', now * 1000 + 60000, id)
+  else
+    lose(id, nil, false)
+  end
+end
 
 local b = 6 + nd
 local ns = tonumber(ARGV[b])
