@@ -23,6 +23,8 @@ from .settings import Settings, load_settings
 from .store import RedisJobStore
 
 PRIORITY_RANGE = (-100, 100)
+#: Longest delay accepted, seconds (10 years): beyond, timestamps leave the platform's range.
+MAX_DELAY_S = 10 * 365 * 86_400.0
 #: Shortest BLPOP timeout sent, seconds (Redis rounds below 1 ms to 0 = block forever).
 MIN_BLOCK_S = 0.01
 
@@ -35,10 +37,10 @@ def _delay_s(delay: float | None, eta: datetime | float | None) -> float:
             if eta.tzinfo is None:
                 raise InvalidParams("eta must be timezone-aware (e.g. datetime.now(timezone.utc))")
             eta = eta.timestamp()
-        return max(0.0, float(eta) - time.time())
+        return _delay_s(max(0.0, float(eta) - time.time()), None)
     d = float(delay or 0.0)
-    if d < 0:
-        raise InvalidParams(f"delay must be >= 0 seconds, got {d}")
+    if not 0 <= d <= MAX_DELAY_S:  # also refuses NaN and infinities
+        raise InvalidParams(f"delay must be within [0, {MAX_DELAY_S:.0f}] seconds, got {d}")
     return d
 
 

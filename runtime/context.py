@@ -67,7 +67,8 @@ def set_progress(fraction: float, message: str | None = None) -> None:
         return
     ctx.progress = float(fraction)
     if message is not None:
-        ctx.progress_message = str(message)[:1000]
+        from .job import utf8_safe
+        ctx.progress_message = utf8_safe(str(message)[:1000])
     ctx._dirty = True
     now = time.monotonic()
     if ctx.write is not None and now - ctx._written_at >= ctx.interval_s:

@@ -88,7 +88,7 @@ def interrupted(exc: BaseException) -> AttemptResult:
         return AttemptResult(Status.TIMEOUT, exc=exc, reason="timeout")
     if isinstance(exc, JobAborted):
         return AttemptResult(Status.ABORT, exc=exc, reason="aborted")
-    if isinstance(exc, JobInterrupt) or type(exc).__name__ == "GreenletExit":
+    if isinstance(exc, JobInterrupt):
         return AttemptResult(Status.INTERRUPT, exc=exc, reason="interrupted", note="interrupted, requeued")
     return AttemptResult(Status.FAILED, exc=exc, reason="exception")
 
@@ -164,7 +164,6 @@ def run_attempt(settings: Settings, path: str, params: dict[str, Any] | str, ret
             return _retry_or_max(spec, exc, retries, None)
         return AttemptResult(Status.FAILED, exc=exc, reason="exception", spec=spec)
     except BaseException as exc:  # noqa: BLE001 - GreenletExit, SystemExit, KeyboardInterrupt
-        if type(exc).__name__ == "GreenletExit":
-            return AttemptResult(Status.INTERRUPT, exc=exc, reason="interrupted", spec=spec,
-                                 note="killed, requeued")
+        # runtime delivers its own interrupts (above); a GreenletExit here was raised by the
+        # task itself (or a kill runtime did not send), so it is the task's failure
         return AttemptResult(Status.FAILED, exc=exc, reason="exception", spec=spec)

@@ -35,27 +35,61 @@ def new_job_id() -> str:
     return f"{int(time.time() * 1000):012x}{os.urandom(6).hex()}"
 
 
-def _find_bad(value: Any, where: str) -> tuple[str, str] | None:
+def utf8_safe(text: str) -> str:
+    """``text`` unchanged if it encodes as UTF-8; else lone surrogates (from undecodable
+    file names, say) as backslash escapes, so storing it cannot fail."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _find_bad(value: Any, where: str, seen: set[int] | None = None) -> tuple[str, str] | None:
     """Path and type name of the first value that is not plain JSON, or None."""
-    if value is None or isinstance(value, (str, bool, int)):
+    if value is None or isinstance(value, (bool, int)):
         return None
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return None
+        except UnicodeEncodeError:
+            return (where, "str with a lone surrogate (not UTF-8)")
+    seen = set() if seen is None else seen
     if isinstance(value, float):
         return None if math.isfinite(value) else (where, f"float {value!r}")
+    if isinstance(value, (dict, list, tuple)):
+        if id(value) in seen:
+            return (where, "circular reference")
+        if len(seen) > 10_000:
+            return (where, "structure nested too deep")
+        seen.add(id(value))
     if isinstance(value, dict):
         for k, v in value.items():
             if not isinstance(k, str):
                 return (f"{where}[{k!r}]", f"key of type {type(k).__name__}")
-            bad = _find_bad(v, f"{where}[{k!r}]")
+            bad = _find_bad(v, f"{where}[{k!r}]", seen)
             if bad:
                 return bad
+        seen.discard(id(value))
         return None
     if isinstance(value, (list, tuple)):
         for i, v in enumerate(value):
-            bad = _find_bad(v, f"{where}[{i}]")
+            bad = _find_bad(v, f"{where}[{i}]", seen)
             if bad:
                 return bad
+        seen.discard(id(value))
         return None
     return (where, type(value).__name__)
+
+
+def _safe_find_bad(value: Any, where: str) -> tuple[str, str] | None:
+    try:
+        return _find_bad(value, where)
+    except RecursionError:
+        return (where, "structure nested too deep")
 
 
 def encode_params(params: Any, max_bytes: int) -> str:
@@ -70,8 +104,10 @@ def encode_params(params: Any, max_bytes: int) -> str:
         raise InvalidParams(f"params must be a JSON object (dict), got {type(params).__name__}")
     try:
         text = dumps(params)
-    except (TypeError, ValueError):
-        bad = _find_bad(params, "params")
+        if not text.isascii():
+            text.encode("utf-8")
+    except (TypeError, ValueError, RecursionError):
+        bad = _safe_find_bad(params, "params")
         where, what = bad if bad else ("params", "value")
         raise InvalidParams(
             f"{where} is a {what}, which is not JSON; pass str, int, float, bool, None, "
@@ -90,8 +126,10 @@ def encode_result(result: Any, max_bytes: int) -> str:
     """A task's return value as JSON. Raises ResultNotJSON naming the bad part or the size."""
     try:
         text = dumps(result)
-    except (TypeError, ValueError):
-        bad = _find_bad(result, "result")
+        if not text.isascii():
+            text.encode("utf-8")
+    except (TypeError, ValueError, RecursionError):
+        bad = _safe_find_bad(result, "result")
         where, what = bad if bad else ("result", type(result).__name__)
         raise ResultNotJSON(f"{where} is a {what}, which cannot be stored as JSON") from None
     if len(text) > max_bytes and len(text.encode()) > max_bytes:

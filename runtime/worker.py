@@ -38,7 +38,7 @@ from .connection import connect
 from .context import JobContext, current_job
 from .errors import JobAborted, JobInterrupt
 from .execution import AttemptResult, attempt_with, interrupted, run_attempt
-from .job import dumps
+from .job import dumps, utf8_safe
 from .middleware import Chain
 from .heartbeat import Heartbeat
 from .settings import Settings
@@ -51,6 +51,8 @@ log = logging.getLogger("runtime.worker")
 IDLE_BLOCK_S = 1.0
 #: Outcomes written per round trip at most.
 FLUSH_BATCH = 500
+#: exc_type of an outcome whose own data could not be stored (kept: status and this note).
+NOT_STORED = "runtime.OutcomeNotStored"
 
 
 @dataclass
@@ -191,6 +193,12 @@ class Worker:
                 gevent.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
+            except Exception:  # noqa: BLE001 - e.g. an outcome Redis refused: record apart
+                log.exception("claim round trip failed; recording finished jobs on their own")
+                self._flush_now()
+                gevent.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
             backoff = 0.1
             self.state = "running"
             for c in jobs:
@@ -290,6 +298,7 @@ class Worker:
         if ctx.__dict__.get("meta_changed"):
             fields["meta"] = dumps(ctx.meta)
         number = res.delay_s if res.status == Status.RETRY else 0.0
+        fields = {k: utf8_safe(v) for k, v in fields.items()}  # a lone surrogate must not stop the flush
         self._outcomes.append(Outcome(rj.claimed.id, rj.claimed.attempt, res.status, number, res.note, fields))
         self.jobs_done += 1
         self._outcome_event.set()
@@ -360,13 +369,28 @@ class Worker:
             try:
                 stale = self.broker.finish(batch, self.settings.queues if idle else (), self.id)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.error("cannot record %d finished jobs (%s); retrying in %.1f s", len(batch), exc, backoff)
-                gevent.sleep(backoff)
+                self._retry_later(len(batch), exc, backoff)
                 backoff = min(backoff * 2, 5.0)
                 if self._hard and backoff >= 5.0:
                     return  # the reaper requeues them once this worker's registry expires
                 continue
+            except Exception as exc:  # noqa: BLE001 - one bad outcome must not stop recording
+                if all(o.fields.get("exc_type") == NOT_STORED for o in batch):
+                    log.exception("dropping %d outcomes that cannot be stored; their jobs are requeued "
+                                  "when this worker stops", len(batch))
+                    del self._outcomes[:len(batch)]
+                    continue
+                log.exception("could not record %d finished jobs; recording them without their data", len(batch))
+                for o in batch:
+                    o.fields = {"exc_type": NOT_STORED, "reason": "not-stored",
+                                "exc_message": f"the outcome could not be stored: {type(exc).__name__}: {exc}"[:2000]}
+                continue
             self._recorded(batch, stale)
+
+    def _retry_later(self, n: int, exc: BaseException, backoff: float) -> None:
+        self.state = "degraded"
+        log.error("cannot record %d finished jobs (%s); retrying in %.1f s", n, exc, backoff)
+        gevent.sleep(backoff)
 
     # ---- reaping --------------------------------------------------------------------------
 

@@ -136,3 +136,41 @@ def test_final_jobs_expire_after_their_status_ttl(client, workers):
     assert 0 < client.redis.ttl(client.broker.keys.job(ok)) <= 2
     assert 2 < client.redis.ttl(client.broker.keys.job(bad)) <= 100
     assert 0 < client.redis.ttl(client.broker.keys.history(ok)) <= 2
+
+
+@pytest.mark.parametrize("where", ["exception", "result", "progress", "log"])
+def test_lone_surrogates_in_job_output_are_stored_escaped_and_the_worker_lives(client, workers, where):
+    proc = workers.start()
+    job = client.wait(client.queue_job("testtasks.surrogate", {"where": where}), timeout_s=10)
+    if where == "exception":
+        assert job.status == "failed" and "caf\\udce9.txt" in job.exc_message
+    elif where == "result":
+        assert job.status == "failed" and job.reason == "bad-result" and "surrogate" in job.exc_message
+    else:
+        assert job.status == "success"
+    assert client.wait(client.queue_job("testtasks.add", {"a": 1, "b": 1}), timeout_s=10).result == 2
+    assert proc.poll() is None
+
+
+def test_params_with_surrogates_cycles_or_bad_delays_are_refused_before_anything_is_stored(client):
+    cyc: dict = {}
+    cyc["me"] = cyc
+    for params, msg in (({"p": "bad \udcff"}, "surrogate"), (cyc, "circular reference")):
+        with pytest.raises(InvalidParams, match=msg):
+            client.queue_job("testtasks.add", params)
+    for delay in (float("nan"), float("inf"), 1e15):
+        with pytest.raises(InvalidParams, match="delay"):
+            client.queue_job("testtasks.add", {"a": 1, "b": 1}, delay=delay)
+    assert client.store.counts()["queued"] == 0
+
+
+def test_a_task_raising_greenlet_exit_fails_instead_of_looping(client, workers):
+    workers.start()
+    job = client.wait(client.queue_job("testtasks.raise_greenlet_exit"), timeout_s=10)
+    assert job.status == "failed" and job.attempt == 1
+
+
+def test_circular_result_is_a_bad_result(client, workers):
+    workers.start()
+    job = client.wait(client.queue_job("testtasks.circular"), timeout_s=10)
+    assert job.status == "failed" and job.reason == "bad-result" and "circular" in job.exc_message

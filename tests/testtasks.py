@@ -137,3 +137,28 @@ def burn_beta(seconds: float = 0.3) -> int:
 def profiled_sleep(seconds: float = 0.2) -> float:
     time.sleep(seconds)
     return seconds
+
+
+def surrogate(where: str = "exception") -> str:
+    """Text with a lone surrogate, as os.listdir gives for undecodable file names."""
+    text = "caf\udce9.txt"
+    if where == "exception":
+        raise ValueError(f"cannot open {text}")
+    if where == "progress":
+        from runtime import set_progress
+        set_progress(0.5, text)
+    if where == "log":
+        import logging
+        logging.getLogger("testtasks").warning("saw %s", text)
+    return text if where == "result" else "ok"
+
+
+def raise_greenlet_exit() -> None:
+    import gevent
+    raise gevent.GreenletExit()
+
+
+def circular() -> dict:
+    d: dict = {}
+    d["self"] = d
+    return d
