@@ -106,7 +106,7 @@ class EmbeddedRedis:
             listen = ["--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700"]
             url = f"unix://{sock}"
         else:
-            port = _free_port()
+            port = self._previous_port() or _free_port()  # same port again: running workers reconnect
             listen = ["--port", str(port), "--bind", "127.0.0.1"]
             url = f"redis://127.0.0.1:{port}/0"
         argv = [redis_server_binary(), *listen, "--dir", str(self.dir), "--daemonize", "yes",
@@ -123,10 +123,36 @@ class EmbeddedRedis:
         raise BrokerUnavailable(f"embedded redis-server did not answer at {url} within {timeout_s} s; "
                                 f"see {self.log_file}")
 
+    def _previous_port(self) -> int | None:
+        try:
+            url = self.url_file.read_text().strip()
+        except OSError:
+            return None
+        if not url.startswith("redis://127.0.0.1:"):
+            return None
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return None
+        return port
+
+    def _ours(self, pid: int) -> bool:
+        """Is ``pid`` the redis-server of this folder (not a process that reused the pid)?"""
+        import psutil
+        try:
+            proc = psutil.Process(pid)
+            return "redis-server" in proc.name() and proc.cwd() == str(self.dir)
+        except (psutil.Error, OSError):
+            return False
+
     def stop(self, timeout_s: float = 10.0) -> bool:
-        """Stop the server (SIGTERM, it saves its data); True if one was running."""
+        """Stop the server (SIGTERM, it saves its data); True if one was running. A pid file
+        left by a crashed server is ignored (its pid may belong to another process now)."""
         pid = self.pid()
-        if pid is None:
+        if pid is None or not self._ours(pid):
+            self.url_file.unlink(missing_ok=True)
             return False
         try:
             os.kill(pid, signal.SIGTERM)

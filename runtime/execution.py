@@ -19,6 +19,7 @@ exactly one :class:`~runtime.status.Status`:
 
 from __future__ import annotations
 
+import time
 import traceback as tb
 from dataclasses import dataclass, field
 from typing import Any
@@ -138,8 +139,13 @@ def run_attempt(settings: Settings, path: str, params: dict[str, Any] | str, ret
         limit = timeout_s or spec.timeout_s or settings.default_timeout_s
         if enforce_timeout:
             import gevent
+            began = time.monotonic()
             with gevent.Timeout(limit, JobTimeout(f"timed out after {limit} s")):
                 result = call()
+            ran = time.monotonic() - began
+            if ran > limit:  # it never yielded, so the timeout could not fire: still over it
+                raise JobTimeout(f"ran {ran:.1f} s, past its timeout of {limit} s, without yielding "
+                                 f"to the gevent hub; its result is discarded")
         else:
             result = call()
         return AttemptResult(Status.SUCCESS, result_json=encode_result(result, settings.max_job_bytes),

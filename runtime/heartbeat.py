@@ -134,7 +134,8 @@ class Heartbeat:
                 stack = short_stack(frame, limit=6)
                 msg = (f"job {job_id} ({rj.path}) has run {now - rj.started_at:.1f} s, past its timeout "
                        f"of {rj.timeout_s} s, without yielding to the gevent hub (CPU-bound or blocking "
-                       f"call); it ends with status timeout when it next yields. Hub stack: {' <- '.join(stack)}")
+                       f"call); it cannot be interrupted, and ends with status timeout when it returns. "
+                       f"Hub stack: {' <- '.join(stack)}")
                 log.error(msg)
                 try:
                     conn.hset(self.worker.broker.keys.job(job_id), "overrun", msg)

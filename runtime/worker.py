@@ -315,14 +315,13 @@ class Worker:
         if g is None:  # prefetched, not started: it ends here
             if rj in self._buffer:
                 self._buffer.remove(rj)
-                self._record(rj, AttemptResult(status, exc=exc, reason=status.value, note="ended before it started"))
+                self._record(rj, interrupted_before_start(exc, status))
             return
         g.kill(exc, block=False)
 
         def ensure(_: Any) -> None:
             if not rj.done:
-                self._record(rj, AttemptResult(status, exc=exc, reason=status.value,
-                                               note="killed before it started"))
+                self._record(rj, interrupted_before_start(exc, status))
         g.link(ensure)
 
     def request_abort(self, ids: Sequence[str]) -> None:
@@ -457,7 +456,9 @@ class Worker:
                 self._slot.wait(timeout=remaining)
         if self._buffer:
             log.info("returning %d prefetched jobs to their queues", len(self._buffer))
-            self._buffer.clear()  # still claimed by us: requeued (interrupt) at deregistration
+            while self._buffer:
+                self._record(self._buffer.popleft(), AttemptResult(
+                    Status.INTERRUPT, reason="interrupted", note="prefetched; the worker stopped before running it"))
         leftover = [rj for rj in self.running.values() if not rj.done and rj.greenlet is not None]
         if leftover:
             log.warning("interrupting %d running jobs; they are requeued", len(leftover))
@@ -471,6 +472,13 @@ class Worker:
         except redis.RedisError as exc:
             log.warning("could not deregister (%s); the registry entry expires in %.0f s",
                         exc, self.settings.worker_ttl_s)
+
+
+def interrupted_before_start(exc: BaseException, status: Status) -> AttemptResult:
+    """The outcome of a job killed (abort, interrupt) before its greenlet ran."""
+    res = interrupted(exc)
+    res.note = f"{res.note + '; ' if res.note else ''}it had not started"
+    return res
 
 
 def capped_json(report: dict[str, Any], max_bytes: int) -> str:

@@ -56,3 +56,15 @@ def test_worker_and_enqueuer_share_the_embedded_server(home):
     assert worker.returncode == 0, worker.stderr
     shown = _runtime(home, "job", job_id)
     assert "status    success" in shown.stdout
+
+
+def test_stop_ignores_a_stale_pid_file_instead_of_killing_another_process(home):
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        (home / ".runtime").mkdir()
+        (home / ".runtime" / "redis.pid").write_text(str(other.pid))
+        assert EmbeddedRedis(home / ".runtime").stop() is False
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()

@@ -101,6 +101,6 @@ def test_prefetched_jobs_are_returned_unrun_at_stop_and_run_by_the_next_worker(c
     assert all(j.status == "success" for j in client.store.get_many(running))
     for job in client.store.get_many(behind):  # claimed ahead, never run: back in the queue
         assert job.status == "interrupt" and job.result is None
-        assert job.history[-1]["note"] == "worker stopped before running it"
+        assert job.history[-1]["note"] == "prefetched; the worker stopped before running it"
     workers.start("--greenlets", "4")
     assert all(j.status == "success" and j.result == 3 for j in client.wait(behind, timeout_s=10))

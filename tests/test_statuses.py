@@ -80,8 +80,10 @@ def test_timeout(client, workers):
 def test_cpu_bound_overrun_is_reported_by_the_watchdog(client, workers):
     workers.start()
     job = client.wait(client.queue_job("testtasks.hog", {"seconds": 2.5}), timeout_s=15)
-    # gevent.Timeout cannot interrupt code that never yields: the job overruns, and says so
+    # gevent.Timeout cannot interrupt code that never yields: the job overruns, says so, and
+    # still ends timeout (its result discarded) rather than success
     assert job.overrun and "without yielding" in job.overrun and "hog" in job.overrun
+    assert job.status == "timeout" and "past its timeout of 0.5 s" in job.exc_message
 
 
 def test_cancel_a_queued_job(client, workers):
@@ -106,10 +108,14 @@ def test_abort_a_running_job(client, workers):
 
 
 def test_requeue_a_failed_job_runs_it_again(client, workers):
-    workers.start()
     job_id = client.queue_job("tasks_example.work.fail")
-    assert client.wait(job_id, timeout_s=10).status == "failed"
+    workers.start("--burst").wait(20)
+    assert client.get_job(job_id).status == "failed"
     client.requeue(job_id)
+    queued = client.get_job(job_id)  # what the first attempt left is gone
+    assert queued.status == "queued" and queued.worker is None and queued.started_at is None
+    assert queued.report == {} and queued.exc_message is None
+    workers.start()
     job = client.wait(job_id, timeout_s=10)
     assert job.status == "failed" and job.attempt == 2
     assert [h["status"] for h in job.history] == ["queued", "started", "failed", "queued", "started", "failed"]

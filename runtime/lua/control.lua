@@ -46,7 +46,8 @@ for i = 4, #ARGV do
     local prio = tonumber(cur[3]) or 0
     redis.call('PERSIST', jk)
     redis.call('PERSIST', hk)
-    redis.call('HDEL', jk, 'result', 'exc_type', 'exc_message', 'traceback', 'reason', 'ended_at')
+    redis.call('HDEL', jk, 'result', 'exc_type', 'exc_message', 'traceback', 'reason', 'ended_at',
+      'started_at', 'worker', 'report', 'logs', 'progress', 'progress_message', 'overrun', 'profile')
     redis.call('HSET', jk, 'status', 'queued', 'due_at', snow, 'retries', 0, 'lost', 0)
     redis.call('ZREM', p .. ':q:' .. cur[2], id)
     redis.call('ZREM', p .. ':s:' .. cur[2], id)

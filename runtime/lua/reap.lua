@@ -34,7 +34,7 @@ local function lose(id, wid, clean)
     redis.call('ZADD', p .. ':st:interrupt', now, id)
     redis.call('ZADD', p .. ':q:' .. cur[5], -prio * 1e13 + tonumber(cur[4]) * 1000, id)
     redis.call('RPUSH', hk, string.format(
-      '{"at":%s,"status":"interrupt","worker":"%s","attempt":%s,"note":"worker stopped before running it"}',
+      '{"at":%s,"status":"interrupt","worker":"%s","attempt":%s,"note":"worker stopped with the job still claimed (prefetched, or not ended in the grace period)"}',
       snow, cur[2], cur[6]))
     woke[cur[5]] = true
     requeued = requeued + 1
