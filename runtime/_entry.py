@@ -23,6 +23,9 @@ def subcommand(argv: list[str]) -> str | None:
 
 
 def main() -> None:
+    # like `python -m` (and RQ's worker): tasks in the current folder can be imported
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")
     if subcommand(sys.argv[1:]) == "worker":
         from gevent import monkey
         monkey.patch_all()

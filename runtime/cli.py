@@ -1,10 +1,10 @@
 """The ``runtime`` command: maps arguments to settings and calls the library.
 
-Exit codes (named, see ``runtime --help``):
-  0 OK; 1 ERROR (any other runtime error); 2 USAGE (bad arguments, from click);
-  3 NOT_FOUND (job id unknown); 4 UNAVAILABLE (Redis unreachable); 5 JOB_FAILED (``run``:
-  the task did not succeed); 6 TIMEOUT (``enqueue --wait`` deadline passed);
-  7 NOT_ALLOWED (a status transition that is not allowed, e.g. cancel of a running job).
+Exit codes:
+  0 OK; 1 ERROR (any other runtime error); 2 USAGE (bad arguments or params); 3 NOT_FOUND
+  (job id unknown); 4 UNAVAILABLE (Redis unreachable); 5 JOB_FAILED (run, enqueue --wait:
+  the job did not succeed); 6 TIMEOUT (enqueue --wait deadline passed); 7 NOT_ALLOWED (a
+  status change that is not allowed, e.g. cancel of a running job).
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def _ms(s: float | None) -> str:
     return "-" if s is None else f"{s * 1000:.1f} ms" if s < 1 else f"{s:.2f} s"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=__doc__.split("\n\n", 1)[1])
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog="\b\n" + __doc__.split("\n\n", 1)[1])
 @click.option("--redis", "redis_url", metavar="URL", help="redis://, rediss:// or unix:// URL [env RUNTIME_REDIS_URL; default: the embedded server under .runtime/]")
 @click.option("--prefix", "key_prefix", metavar="PREFIX", help="prefix of every Redis key [env RUNTIME_KEY_PREFIX; default rt]")
 @click.option("--config", type=click.Path(dir_okay=False), help="settings file [default ./runtime.toml if present]")
@@ -172,6 +172,8 @@ def run(obj: Ctx, path: str, params: str | None, as_json: bool) -> None:
     outcome = run_task(path, _params(params), obj.settings())
     if as_json:
         _out(outcome.to_dict())
+    elif outcome.reason in ("bad-task", "bad-params"):
+        _fail(str(outcome.exception), EXIT_USAGE)
     elif outcome.ok:
         click.echo(json.dumps(outcome.result, indent=2, ensure_ascii=False))
     else:
@@ -299,7 +301,9 @@ def job(obj: Ctx, job_id: str, as_json: bool, show_profile: bool, profile_html: 
 
 @cli.command()
 @click.argument("ids", nargs=-1)
-@click.option("-s", "--status", default="failed", show_default=True, help="with no ID: requeue jobs with this final status")
+@click.option("-s", "--status", default="failed", show_default=True,
+              type=click.Choice(["failed", "timeout", "maxretries", "abort", "cancel", "success", "interrupt"]),
+              help="with no ID: requeue jobs with this status")
 @click.option("-q", "--queue", help="with no ID: only this queue")
 @click.option("--path", help="with no ID: only this task path")
 @click.option("--json", "as_json", is_flag=True)
@@ -349,7 +353,7 @@ def queues(obj: Ctx, as_json: bool) -> None:
     click.echo(f"{'QUEUE':20} {'READY':>8} {'DELAYED':>8}")
     for q, d in depths.items():
         click.echo(f"{q:20} {d['ready']:>8} {d['delayed']:>8}")
-    click.echo("jobs by status: " + ", ".join(f"{s} {n}" for s, n in counts.items() if n) or "none")
+    click.echo("jobs by status: " + (", ".join(f"{s} {n}" for s, n in counts.items() if n) or "none"))
 
 
 @cli.command()
@@ -364,7 +368,7 @@ def workers(obj: Ctx, as_json: bool) -> None:
     pipe = client.redis.pipeline(transaction=False)
     for wid in ids:
         pipe.hgetall(keys.worker(wid))
-    entries = [dict(e, running=json.loads(e.get("running", "[]"))) for e in pipe.execute() if e]
+    entries = [_worker_entry(e) for e in pipe.execute() if e]
     if as_json:
         _out(entries)
         return
@@ -374,9 +378,25 @@ def workers(obj: Ctx, as_json: bool) -> None:
         rss = int(e.get("rss_bytes", 0)) / 2**20
         click.echo(f"{e['id']}  {e.get('state', '?')}  host {e['host']} pid {e['pid']}  queues {e['queues']}  "
                    f"running {len(e['running'])}/{e.get('greenlets', '?')}  done {e['jobs_done']}  "
-                   f"rss {rss:.1f} MiB  up {_ago(float(e['started_at']))[:-4]}")
+                   f"rss {rss:.1f} MiB  since {e['started_at']}")
         for r in e["running"]:
             click.echo(f"    {r['id']} {r['path']}  " + " <- ".join(r["stack"][:3]))
+
+
+def _worker_entry(e: dict[str, str]) -> dict[str, Any]:
+    """A registry entry with numbers as numbers and times as ISO-8601 UTC."""
+    from .job import iso
+    out: dict[str, Any] = dict(e, running=json.loads(e.get("running", "[]")))
+    for k in ("pid", "greenlets", "jobs_done", "rss_bytes"):
+        if k in out:
+            out[k] = int(out[k])
+    for k in ("started_at", "heartbeat_at"):
+        if k in out:
+            out[k] = iso(float(out[k]))
+    out.pop("pid_started", None)
+    for r in out["running"]:
+        r["started_at"] = iso(r.get("started_at"))
+    return out
 
 
 @cli.command()

@@ -149,11 +149,13 @@ class Client:
 
     def _control(self, action: str, ids: Sequence[str], allowed: str) -> list[str]:
         replies = self._call(self.broker.control, action, list(ids))
+        done = sum(r == "ok" for r in replies)
+        also = f" (done for the other {done} of {len(ids)})" if done else ""
         for job_id, reply in zip(ids, replies):
             if reply == "missing":
-                raise JobNotFound(f"no job {job_id!r}")
+                raise JobNotFound(f"no job {job_id!r}{also}")
             if reply != "ok":
-                raise InvalidTransition(f"cannot {action} job {job_id}: it is {reply} ({allowed})")
+                raise InvalidTransition(f"cannot {action} job {job_id}: it is {reply} ({allowed}){also}")
         return list(ids)
 
     def cancel(self, *ids: str) -> list[str]:

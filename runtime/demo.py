@@ -43,6 +43,7 @@ def percentile(values: list[float], q: float) -> float | None:
 
 def run_demo(settings: Settings, limit: int | None = None, greenlets: int = 10, quiet: bool = False) -> dict[str, Any]:
     """Run the demo and return its summary (also printed unless ``quiet``)."""
+    embedded_before = bool(settings.redis_url)
     settings = settings.replace(redis_url=redis_url(settings))
     client = Client(settings)
     files = stdlib_files(limit)
@@ -51,7 +52,8 @@ def run_demo(settings: Settings, limit: int | None = None, greenlets: int = 10, 
     t0 = time.time()
     ids = client.queue_jobs(TASK, [{"path": f} for f in files], queue=QUEUE)
     argv = [sys.executable, "-m", "runtime", "--redis", settings.redis_url, "--prefix", settings.key_prefix,
-            "worker", "--queues", QUEUE, "--greenlets", str(greenlets), "--burst", "--log-level", "WARNING"]
+            "worker", "--queues", QUEUE, "--greenlets", str(greenlets), "--burst", "--log-level", "WARNING",
+            "--tasks", TASK.rsplit(".", 2)[0]]
     say(f"starting a worker: runtime worker --queues {QUEUE} --greenlets {greenlets} --burst")
     proc = subprocess.Popen(argv)
     jobs: list[Any] = []
@@ -69,6 +71,9 @@ def run_demo(settings: Settings, limit: int | None = None, greenlets: int = 10, 
     summary = summarize(jobs, time.time() - t0)
     if not quiet:
         print_summary(summary)
+        if not embedded_before:
+            click.echo("the embedded redis-server under .runtime/ keeps running for the next commands "
+                       "(runtime embedded stop stops it)")
     return summary
 
 
@@ -82,20 +87,22 @@ def summarize(jobs: list[Any], elapsed_s: float) -> dict[str, Any]:
     waits = [j.wait_s for j in jobs if j.wait_s is not None]
     runs = [j.run_s for j in jobs if j.run_s is not None]
     slow = sorted((j for j in jobs if j.run_s is not None), key=lambda j: -(j.run_s or 0))[:5]
-    failed = [j for j in jobs if j.status.value != "success"][:5]
+    not_ok = [j for j in jobs if j.status.value != "success"]
+    failed = not_ok[:5]
     return {
         "jobs": len(jobs), "by_status": by_status, "elapsed_s": elapsed_s,
         "throughput_jobs_per_s": (len(ended) / span) if span else None,
-        "wait_ms": {f"p{q}": _ms(percentile(waits, q)) for q in (50, 90, 99)},
+        "wait_ms": {f"p{q}": _ms(percentile(waits, q)) for q in (50, 90, 99)},  # includes the backlog
         "run_ms": {f"p{q}": _ms(percentile(runs, q)) for q in (50, 90, 99)},
         "slowest": [{"id": j.id, "file": j.params.get("path"), "run_ms": _ms(j.run_s)} for j in slow],
+        "not_success_count": len(not_ok),
         "not_success": [{"id": j.id, "file": j.params.get("path"), "status": j.status.value,
                          "error": f"{j.exc_type}: {j.exc_message}"} for j in failed],
     }
 
 
 def _ms(s: float | None) -> float | None:
-    return None if s is None else round(s * 1000, 2)
+    return None if s is None else round(s * 1000, 1)
 
 
 def print_summary(s: dict[str, Any]) -> None:
@@ -103,7 +110,8 @@ def print_summary(s: dict[str, Any]) -> None:
     click.echo(f"{s['jobs']} jobs in {s['elapsed_s']:.1f} s: " + ", ".join(f"{k} {v}" for k, v in sorted(s["by_status"].items())))
     if s["throughput_jobs_per_s"]:
         click.echo(f"throughput  {s['throughput_jobs_per_s']:.0f} jobs/s (first start to last end)")
-    click.echo("queue wait  " + "  ".join(f"{k} {v} ms" for k, v in s["wait_ms"].items()))
+    click.echo("queue wait  " + "  ".join(f"{k} {v} ms" for k, v in s["wait_ms"].items())
+               + "   (all jobs were queued at once: this is the backlog)")
     click.echo("run time    " + "  ".join(f"{k} {v} ms" for k, v in s["run_ms"].items()))
     click.echo("slowest jobs:")
     for j in s["slowest"]:
@@ -111,4 +119,9 @@ def print_summary(s: dict[str, Any]) -> None:
     if s["not_success"]:
         click.echo("jobs that did not succeed (see `runtime job ID`):")
         for j in s["not_success"]:
-            click.echo(f"  {j['status']:8} {j['id']}  {j['file']}: {j['error'][:120]}")
+            click.echo(f"  {j['status']:8} {j['id']}  {j['file']}")
+            click.echo(f"           {j['error'][:200]}")
+        more = s["not_success_count"] - len(s["not_success"])
+        if more > 0:
+            click.echo(f"  ... and {more} more: runtime jobs --queue {QUEUE} --status failed")
+

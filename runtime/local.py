@@ -31,6 +31,7 @@ class TaskRun:
     report: dict[str, Any] | None = None
     logs: list[str] | None = None
     profile: Any = None  # the pyinstrument Session, when the task was profiled
+    reason: str | None = None  # bad-task, bad-params, exception... (see runtime.execution)
 
     def profile_text(self) -> str | None:
         """The profile rendered as pyinstrument's console text, or None."""
@@ -74,7 +75,7 @@ def run_task(path: str, params: Mapping[str, Any] | None = None, settings: Setti
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return TaskRun(path, res.status, res.result, res.exc,
                    format_traceback(res.exc) if res.exc is not None else None, wall, cpu,
-                   ctx.progress, ctx.progress_message, ctx.report, ctx.logs, _profile(ctx))
+                   ctx.progress, ctx.progress_message, ctx.report, ctx.logs, _profile(ctx), res.reason)
 
 
 def _profile(ctx: JobContext) -> Any:
