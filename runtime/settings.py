@@ -79,9 +79,11 @@ class Settings:
     #: Period of progress writes to the store while a task calls set_progress, seconds.
     progress_interval_s: float = 0.5
     #: Middleware by dotted path, in order (before-hooks in this order, after-hooks reversed).
-    middleware: tuple[str, ...] = ("diagnostics.tracing.Tracing", "diagnostics.timing.Timing",
-                                   "diagnostics.memory.Memory", "diagnostics.profiling.Profiling",
-                                   "diagnostics.logs.Logs", "diagnostics.sentry.Sentry")
+    #: (Metrics comes before Timing so that its after-hook, run later, sees the timing.)
+    middleware: tuple[str, ...] = ("diagnostics.tracing.Tracing", "diagnostics.metrics.Metrics",
+                                   "diagnostics.timing.Timing", "diagnostics.memory.Memory",
+                                   "diagnostics.profiling.Profiling", "diagnostics.logs.Logs",
+                                   "diagnostics.sentry.Sentry")
     #: Task paths to profile with pyinstrument: fnmatch patterns, comma-separated ("*" = all).
     profile: str = ""
     #: Sentry DSN for job errors (else SENTRY_DSN; none = no Sentry).

@@ -7,6 +7,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 
@@ -21,6 +22,8 @@ class Receiver:
 
     def __init__(self) -> None:
         self.spans: list[dict[str, Any]] = []
+        self.points: list[dict[str, Any]] = []  # metric data points: name, attributes, value
+        self.latest: dict[Any, dict[str, Any]] = {}
         self.lock = threading.Lock()
         receiver = self
 
@@ -29,10 +32,16 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
-                req = trace_service_pb2.ExportTraceServiceRequest()
-                req.ParseFromString(body)
-                receiver._add(req)
-                out = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+                if self.path.endswith("/v1/metrics"):
+                    mreq = metrics_service_pb2.ExportMetricsServiceRequest()
+                    mreq.ParseFromString(body)
+                    receiver._add_metrics(mreq)
+                    out = metrics_service_pb2.ExportMetricsServiceResponse().SerializeToString()
+                else:
+                    req = trace_service_pb2.ExportTraceServiceRequest()
+                    req.ParseFromString(body)
+                    receiver._add(req)
+                    out = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", str(len(out)))
@@ -61,6 +70,22 @@ class Receiver:
                             "links": [(link.trace_id.hex(), link.span_id.hex()) for link in s.links],
                             "resource": resource,
                         })
+
+    def _add_metrics(self, req: Any) -> None:
+        with self.lock:
+            for rm in req.resource_metrics:
+                for sm in rm.scope_metrics:
+                    for m in sm.metrics:
+                        kind = m.WhichOneof("data")
+                        for dp in getattr(m, kind).data_points:
+                            attrs = {a.key: _value(a.value) for a in dp.attributes}
+                            if kind == "histogram":
+                                value: Any = {"count": dp.count, "sum": dp.sum}
+                            else:
+                                value = dp.as_int if dp.WhichOneof("value") == "as_int" else dp.as_double
+                            key = (m.name, tuple(sorted(attrs.items())))
+                            self.latest[key] = {"name": m.name, "kind": kind, "attributes": attrs, "value": value}
+            self.points = list(self.latest.values())  # cumulative: the last export holds the totals
 
     def find(self, **match: Any) -> list[dict[str, Any]]:
         with self.lock:

@@ -133,3 +133,21 @@ def test_runtime_spawn_keeps_the_job_context_in_child_greenlets(traced, receiver
     children = wait_until(lambda: len([s for s in receiver.spans if s["name"].startswith("spawned")]) == 3 and
                           [s for s in receiver.spans if s["name"].startswith("spawned")], 10, "spawned spans")
     assert all(c["parent_span_id"] == consumer["span_id"] for c in children)
+
+
+def test_metrics_are_exported_over_otlp(client, receiver, workers):
+    proc = workers.start(otlp_endpoint=receiver.url)
+    ids = client.queue_jobs("testtasks.add", [{"a": 1, "b": 1}] * 5) + [client.queue_job("tasks_example.work.fail")]
+    client.wait(ids, timeout_s=10)
+    proc.send_signal(signal.SIGTERM)  # the last export happens at stop
+    assert proc.wait(10) == 0
+    points = {}
+    for p in receiver.points:
+        points.setdefault(p["name"], []).append(p)
+    jobs = {(p["attributes"]["runtime.job.status"], p["attributes"]["runtime.task.path"]): p["value"]
+            for p in points["runtime.jobs"]}
+    assert jobs[("success", "testtasks.add")] == 5 and jobs[("failed", "tasks_example.work.fail")] == 1, receiver.points
+    durations = points["messaging.process.duration"]
+    assert sum(p["value"]["count"] for p in durations) == 6
+    assert any(p["attributes"]["runtime.queue.state"] == "ready" for p in points["runtime.queue.depth"])
+    assert points["runtime.worker.rss"][0]["value"] > 10 * 2**20

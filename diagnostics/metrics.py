@@ -1,0 +1,97 @@
+"""OpenTelemetry metrics of a worker, exported over OTLP like the traces.
+
+Instruments (names from the OTel messaging conventions where they exist):
+
+| name                          | kind      | unit | attributes                                  |
+|-------------------------------|-----------|------|---------------------------------------------|
+| messaging.process.duration    | histogram | s    | messaging.system, destination.name, operation.name, runtime.job.status |
+| runtime.jobs                  | counter   | 1    | runtime.job.status, messaging.destination.name, runtime.task.path |
+| runtime.job.wait              | histogram | s    | messaging.destination.name (due -> started) |
+| runtime.queue.depth           | gauge     | 1    | messaging.destination.name, runtime.queue.state (ready/delayed) |
+| runtime.worker.rss            | gauge     | By   | runtime.worker.id                           |
+
+Exported every ``OTEL_METRIC_EXPORT_INTERVAL`` ms (default 10,000) to the OTLP endpoint of
+the traces (``--otlp-endpoint`` or the ``OTEL_EXPORTER_OTLP_*`` variables), and once more
+when the worker stops. Without an endpoint, nothing is measured or imported.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from runtime.context import JobContext
+from runtime.middleware import Middleware
+
+from .tracing import otlp_traces_url
+
+
+def otlp_metrics_url(settings: Any) -> str | None:
+    url = os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+    if url:
+        return url
+    traces = otlp_traces_url(settings)
+    return traces[: -len("/v1/traces")] + "/v1/metrics" if traces and traces.endswith("/v1/traces") else None
+
+
+class Metrics(Middleware):
+    """Counts, durations and waits of jobs; queue depth and worker RSS, over OTLP."""
+
+    def __init__(self, settings: Any = None) -> None:
+        super().__init__(settings)
+        self.provider: Any = None
+        self.worker: Any = None
+
+    def on_worker_start(self, worker: Any) -> None:
+        url = otlp_metrics_url(self.settings)
+        if not url or worker is None:
+            return
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from opentelemetry.metrics import Observation
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+        from opentelemetry.sdk.resources import Resource
+        self.worker = worker
+        reader = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=url))
+        resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "runtime"),
+                                    "process.pid": os.getpid()})
+        self.provider = MeterProvider(metric_readers=[reader], resource=resource)
+        meter = self.provider.get_meter("runtime")
+        self.duration = meter.create_histogram("messaging.process.duration", unit="s",
+                                               description="Duration of processing a job")
+        self.jobs = meter.create_counter("runtime.jobs", unit="1", description="Job attempts ended, by status")
+        self.wait = meter.create_histogram("runtime.job.wait", unit="s", description="From due to started")
+
+        def depth(options: Any) -> list[Any]:
+            try:
+                depths = worker.store_depths()
+            except Exception:  # noqa: BLE001 - a metric must not break the export
+                return []
+            return [Observation(n, {"messaging.destination.name": q, "runtime.queue.state": state})
+                    for q, d in depths.items() for state, n in d.items()]
+
+        def rss(options: Any) -> list[Any]:
+            from .memory import RSS
+            return [Observation(RSS()(), {"runtime.worker.id": worker.id})]
+
+        meter.create_observable_gauge("runtime.queue.depth", [depth], unit="1", description="Jobs waiting")
+        meter.create_observable_gauge("runtime.worker.rss", [rss], unit="By", description="Worker RSS")
+
+    def on_worker_stop(self, worker: Any) -> None:
+        if self.provider is not None:
+            self.provider.force_flush(5000)
+            self.provider.shutdown()
+            self.provider = None
+
+    def after_job(self, job: JobContext, outcome: Any) -> None:
+        if self.provider is None:
+            return
+        status = outcome.status.value
+        self.jobs.add(1, {"runtime.job.status": status, "messaging.destination.name": job.queue,
+                          "runtime.task.path": job.path})
+        timing = job.report.get("timing")
+        if timing:
+            self.duration.record(timing["wall_s"], {"messaging.system": "runtime", "messaging.destination.name": job.queue,
+                                                    "messaging.operation.name": "process", "runtime.job.status": status})
+            if "wait_s" in timing:
+                self.wait.record(timing["wait_s"], {"messaging.destination.name": job.queue})
