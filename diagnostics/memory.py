@@ -64,3 +64,64 @@ class Memory(Middleware):
         after = self._reader()()
         job.report["memory"] = {"rss_before": before, "rss_after": after, "rss_delta": after - before,
                                 "concurrent": self.running}
+
+
+class HeapDiff(Middleware):
+    """What a job left behind on the Python heap: a tracemalloc diff of the job's run.
+
+    Chosen jobs (``--trace-memory [PATTERNS]``, ``RUNTIME_TRACE_MEMORY``, or
+    ``@task(trace_memory=True)``) run alone (the worker drains its pool first, then
+    refills), because any heap diff is process-wide. tracemalloc (1 frame) is on only
+    while such a job runs; it slows allocation-heavy code meanwhile (measured +380 % on an
+    allocation loop, NOTES-observability #12), which is why it is opt-in. guppy3 and
+    objgraph are kept for explicit debugging (diagnostics.leaks), not per-job use.
+
+    ``report["heap_diff"] = {"top": [{"where": "file:line", "count": +n, "bytes": +n}...],
+    "total_bytes": +n, "alone": true, "note": ...}``: the 10 sites whose live memory grew most.
+    """
+
+    task_options = {"trace_memory": "True to store a heap diff (tracemalloc) of every job of this task"}
+    TOP = 10
+
+    def __init__(self, settings: Any = None) -> None:
+        super().__init__(settings)
+        raw = getattr(settings, "trace_memory", "") or ""
+        self.patterns = [p.strip() for p in raw.split(",") if p.strip()]
+
+    def exclusive(self, job: JobContext) -> bool:
+        import fnmatch
+
+        from runtime.tasks import _cache
+        if any(fnmatch.fnmatchcase(job.path, p) for p in self.patterns):
+            return True
+        spec = _cache.get(job.path)
+        return bool(spec and spec.options.get("trace_memory"))
+
+    def before_job(self, job: JobContext) -> None:
+        if not self.exclusive(job):
+            return
+        import tracemalloc
+        started_here = not tracemalloc.is_tracing()
+        if started_here:
+            tracemalloc.start(1)
+        job.__dict__["_heap"] = (tracemalloc.take_snapshot(), started_here)
+
+    def after_job(self, job: JobContext, outcome: Any) -> None:
+        held = job.__dict__.pop("_heap", None)
+        if held is None:
+            return
+        import tracemalloc
+        before, started_here = held
+        after = tracemalloc.take_snapshot()
+        if started_here:
+            tracemalloc.stop()
+        skip = [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, "<frozen importlib._bootstrap*>")]
+        stats = after.filter_traces(skip).compare_to(before.filter_traces(skip), "lineno")
+        grown = [s for s in stats if s.size_diff > 0][: self.TOP]
+        job.report["heap_diff"] = {
+            "top": [{"where": f"{s.traceback[0].filename.rsplit('/', 1)[-1]}:{s.traceback[0].lineno}",
+                     "file": s.traceback[0].filename, "count": s.count_diff, "bytes": s.size_diff} for s in grown],
+            "total_bytes": sum(s.size_diff for s in stats),
+            "alone": True,
+            "note": "tracemalloc diff of the whole process over the job's run; the job ran alone",
+        }

@@ -114,6 +114,8 @@ def cli(ctx: click.Context, redis_url: str | None, key_prefix: str | None, confi
 @click.option("--tasks", "task_modules", help="module prefixes tasks may be imported from [default tasks_example]")
 @click.option("--grace", "grace_s", type=float, help="seconds running jobs may finish after SIGTERM [default 30]")
 @click.option("--prefetch", type=int, help="jobs claimed ahead of free greenlets [default greenlets/4]")
+@click.option("--trace-memory", is_flag=False, flag_value="*", default=None, metavar="[PATTERNS]",
+              help="store a heap diff of every job (or of task paths matching PATTERNS); they run alone")
 @click.option("--sentry-dsn", help="report job errors to this Sentry DSN [env SENTRY_DSN]")
 @click.option("--profile", is_flag=False, flag_value="*", default=None, metavar="[PATTERNS]",
               help="store a pyinstrument profile of every job (or of task paths matching PATTERNS)")
@@ -123,7 +125,8 @@ def cli(ctx: click.Context, redis_url: str | None, key_prefix: str | None, confi
 @click.pass_obj
 @handle_errors
 def worker(obj: Ctx, queues: str | None, greenlets: int | None, task_modules: str | None,
-           grace_s: float | None, prefetch: int | None, profile: str | None, sentry_dsn: str | None,
+           grace_s: float | None, prefetch: int | None, profile: str | None, trace_memory: str | None,
+           sentry_dsn: str | None,
            otlp_endpoint: str | None,
            burst: bool,
            log_level: str) -> None:
@@ -132,7 +135,7 @@ def worker(obj: Ctx, queues: str | None, greenlets: int | None, task_modules: st
     from .worker import Worker
     settings = obj.settings(queues=queues, greenlets=greenlets, task_modules=task_modules, grace_s=grace_s,
                             prefetch=prefetch, otlp_endpoint=otlp_endpoint, sentry_dsn=sentry_dsn,
-                            profile=profile)
+                            profile=profile, trace_memory=trace_memory)
     sys.exit(Worker(settings).run(burst=burst))
 
 
@@ -257,6 +260,11 @@ def _print_job(job: Any) -> None:
         for f in prof["top"][:5]:
             click.echo(f"    {_ms(f['self_s']):>9}  {f['function']}  {f['where']}")
     for key, value in (job.report or {}).items():
+        if key == "heap_diff":
+            click.echo(f"  heap diff {value['total_bytes'] / 1024:+.1f} KiB over the run (the job ran alone); grew most:")
+            for s in value["top"][:5]:
+                click.echo(f"    {s['bytes'] / 1024:+9.1f} KiB {s['count']:+7d} blocks  {s['where']}")
+            continue
         if key not in ("timing", "trace", "memory", "profile"):
             click.echo(f"  {key:9} {json.dumps(value, ensure_ascii=False)[:2000]}")
     click.echo("  history")

@@ -68,6 +68,11 @@ class Middleware:
     def before_enqueue(self, message: "NewJob") -> None:
         """In the producer, before a job is queued; may add to ``message.meta`` (JSON)."""
 
+    def exclusive(self, job: "JobContext") -> bool:
+        """True to run this job alone in its worker: the pool drains first, and refills
+        after it (for process-wide measurements such as heap diffs)."""
+        return False
+
     def before_job(self, job: "JobContext") -> None:
         """In the job's greenlet, before the task runs."""
 
@@ -88,6 +93,7 @@ class Chain:
         self._before = [m for m in self.items if _overrides(m, "before_job")]
         self._after = [m for m in self.items if _overrides(m, "after_job")]
         self._enqueue = [m for m in self.items if _overrides(m, "before_enqueue")]
+        self._exclusive = [m for m in self.items if _overrides(m, "exclusive")]
 
     @classmethod
     def from_settings(cls, settings: Any) -> "Chain":
@@ -123,6 +129,16 @@ class Chain:
             except Exception:  # noqa: BLE001 - a hook cannot lose the job
                 log.exception("middleware %s.after_job raised (job %s keeps status %s)",
                               m.name, job.job_id, outcome.status.value)
+
+    def exclusive(self, job: "JobContext") -> bool:
+        """Does any middleware want ``job`` to run alone? (a raising hook says no, logged)"""
+        for m in self._exclusive:
+            try:
+                if m.exclusive(job):
+                    return True
+            except Exception:  # noqa: BLE001
+                log.exception("middleware %s.exclusive raised", m.name)
+        return False
 
     def before_enqueue(self, message: "NewJob") -> None:
         for m in self._enqueue:

@@ -82,10 +82,13 @@ class Settings:
     #: (Metrics comes before Timing so that its after-hook, run later, sees the timing.)
     middleware: tuple[str, ...] = ("diagnostics.tracing.Tracing", "diagnostics.metrics.Metrics",
                                    "diagnostics.timing.Timing", "diagnostics.memory.Memory",
+                                   "diagnostics.memory.HeapDiff",
                                    "diagnostics.profiling.Profiling", "diagnostics.logs.Logs",
                                    "diagnostics.sentry.Sentry")
     #: Task paths to profile with pyinstrument: fnmatch patterns, comma-separated ("*" = all).
     profile: str = ""
+    #: Task paths whose jobs get a heap diff (tracemalloc) and run alone: patterns as above.
+    trace_memory: str = ""
     #: Sentry DSN for job errors (else SENTRY_DSN; none = no Sentry).
     sentry_dsn: str | None = None
     #: Also report attempts that will be retried (default: only final failures).

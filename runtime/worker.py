@@ -66,6 +66,7 @@ class RunningJob:
     ctx: JobContext
     greenlet: Any = None
     done: bool = False
+    exclusive: bool = False  # runs alone: the pool drains before it and refills after
 
 
 class Worker:
@@ -87,6 +88,7 @@ class Worker:
         self._outcomes: list[Outcome] = []
         #: claimed jobs waiting for a free greenlet (prefetch), started as soon as one frees
         self._buffer: deque[RunningJob] = deque()
+        self._alone = False  # an exclusive job is running
         self._prefetch = settings.prefetch if settings.prefetch >= 0 else settings.greenlets // 4
         self._outcome_event = gevent.event.Event()
         self._slot = gevent.event.Event()
@@ -176,9 +178,13 @@ class Worker:
         while not self._stopping:
             free = self.pool.free_count()
             want = free + self._prefetch - len(self._buffer)
+            if self._alone or any(r.exclusive for r in self._buffer):
+                want = 0  # draining for, or running, a job that runs alone
             if want <= 0 or (free <= 0 and 2 * len(self._buffer) > self._prefetch):
-                self._slot.clear()  # full, and enough prefetched: wait for a greenlet to end
-                if not self._stopping and self.pool.free_count() <= 0:
+                # full (and enough prefetched), or draining: wait for a greenlet to end (no
+                # greenlet can end between the checks above and this clear: nothing yields)
+                self._slot.clear()
+                if not self._stopping:
                     self._slot.wait()
                 continue
             try:
@@ -203,7 +209,7 @@ class Worker:
             self.state = "running"
             for c in jobs:
                 rj = self._prepare(c)
-                if self.pool.free_count() > 0:
+                if not self._buffer and self._can_launch(rj):
                     self._launch(rj)
                 else:
                     self._buffer.append(rj)
@@ -219,7 +225,11 @@ class Worker:
                 timeout = min(timeout, 0.05)
             handed = self._idle_wait(queues, timeout)
             if handed is not None:
-                self._launch(self._prepare(handed))
+                rj = self._prepare(handed)
+                if self._can_launch(rj):
+                    self._launch(rj)
+                else:
+                    self._buffer.append(rj)
 
     def _idle_wait(self, queues: Sequence[str], timeout_s: float) -> Claimed | None:
         """Block for a job handed to this worker (returned) or a wake-up (None)."""
@@ -250,16 +260,27 @@ class Worker:
         ctx = JobContext(c.id, c.path, c.queue, c.attempt, {}, self.settings.progress_interval_s,
                          self._write_progress, retries=c.retries, due_at=c.due_at, meta=c.meta)
         rj = RunningJob(c, c.path, time.time(), spec_timeout or self.settings.default_timeout_s, ctx)
+        if self.middleware._exclusive:
+            rj.exclusive = self.middleware.exclusive(ctx)
         self.running[c.id] = rj
         return rj
 
+    def _can_launch(self, rj: RunningJob) -> bool:
+        if self._alone:
+            return False
+        return len(self.pool) == 0 if rj.exclusive else self.pool.free_count() > 0
+
     def _launch(self, rj: RunningJob) -> None:
+        if rj.exclusive:
+            self._alone = True
         rj.greenlet = self.pool.spawn(self._run_job, rj)
         rj.greenlet.rawlink(self._on_exit)  # after the pool's own discard: a slot is free
 
-    def _on_exit(self, _: Any) -> None:
-        if self._buffer and not self._stopping:  # the next prefetched job starts at once
-            self._launch(self._buffer.popleft())
+    def _on_exit(self, g: Any) -> None:
+        if self._alone and len(self.pool) == 0:
+            self._alone = False  # the job that ran alone has ended
+        while self._buffer and not self._stopping and self._can_launch(self._buffer[0]):
+            self._launch(self._buffer.popleft())  # the next prefetched job starts at once
         self._slot.set()
 
     def _run_job(self, rj: RunningJob) -> None:

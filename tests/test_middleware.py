@@ -70,3 +70,18 @@ def test_memory_reports_rss_before_and_after_each_job(client, workers):
     job = client.wait(client.queue_job("tasks_example.work.leaky", {"kilobytes": 4096}), timeout_s=10)
     mem = job.report["memory"]
     assert mem["rss_before"] > 10 * 2**20 and mem["rss_delta"] > 2 * 2**20 and mem["concurrent"] == 0
+
+
+def test_heap_diff_names_the_leaking_line_and_the_job_runs_alone(client, workers):
+    workers.start("--greenlets", "4", trace_memory="tasks_example.work.leaky")
+    sleepers = client.queue_jobs("testtasks.sleep", [{"seconds": 0.3}] * 3)
+    leak = client.queue_job("tasks_example.work.leaky", {"kilobytes": 512})
+    more = client.queue_jobs("testtasks.sleep", [{"seconds": 0.3}] * 3)
+    jobs = {j.id: j for j in client.wait(sleepers + [leak] + more, timeout_s=20)}
+    diff = jobs[leak].report["heap_diff"]
+    assert diff["alone"] and diff["top"][0]["where"].startswith("work.py:") and diff["top"][0]["bytes"] > 300_000
+    lj = jobs[leak]
+    for other in sleepers + more:  # nothing else ran while the traced job ran
+        o = jobs[other]
+        assert o.ended_at <= lj.started_at or o.started_at >= lj.ended_at
+    assert all("heap_diff" not in jobs[i].report for i in sleepers + more)
