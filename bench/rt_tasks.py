@@ -6,3 +6,38 @@ import time
 def stamp() -> float:
     """The worker's clock when the task body starts (cross-checks the job's started_at)."""
     return time.time()
+
+
+def progress_noop() -> None:
+    """A no-op that reports progress once (the 'progress on' cost)."""
+    from runtime import set_progress
+    set_progress(1.0, "done")
+
+
+def lag_probe(seconds: float = 3.0, step_s: float = 0.001) -> dict:
+    """Sleeps step_s in a loop for `seconds` and returns how late each wake-up was (ms):
+    the stall that other work in the worker (exports, jobs) imposes on a running greenlet."""
+    late = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        time.sleep(step_s)
+        late.append((time.perf_counter() - t - step_s) * 1000)
+    late.sort()
+    return {"n": len(late), "p50_ms": late[len(late) // 2], "p99_ms": late[int(len(late) * 0.99)], "max_ms": late[-1]}
+
+
+_ballast: list = []
+
+
+def ballast(mb: int = 200) -> int:
+    """Holds about `mb` MB of Python objects in this worker (once)."""
+    if not _ballast:
+        _ballast.extend({"i": i, "s": "x" * 100} for i in range(mb * 1024 * 1024 // 330))
+    import psutil
+    return psutil.Process().memory_info().rss
+
+
+def allocate(n: int = 20000) -> int:
+    """Allocation-heavy work: builds and keeps nothing."""
+    return len([{"i": i, "v": [i, i]} for i in range(n)])
