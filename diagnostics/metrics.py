@@ -59,8 +59,15 @@ class Metrics(Middleware):
         meter = self.provider.get_meter("runtime")
         self.duration = meter.create_histogram("messaging.process.duration", unit="s",
                                                description="Duration of processing a job")
-        self.jobs = meter.create_counter("runtime.jobs", unit="1", description="Job attempts ended, by status")
         self.wait = meter.create_histogram("runtime.job.wait", unit="s", description="From due to started")
+        self.counts: dict[tuple[str, str, str], int] = {}
+        self.attrs: dict[tuple[str, str], dict[str, str]] = {}
+
+        def jobs(options: Any) -> list[Any]:  # counted locally (a dict increment per job)
+            return [Observation(n, {"runtime.job.status": s, "messaging.destination.name": q, "runtime.task.path": p})
+                    for (s, q, p), n in list(self.counts.items())]
+
+        meter.create_observable_counter("runtime.jobs", [jobs], unit="1", description="Job attempts ended, by status")
 
         def depth(options: Any) -> list[Any]:
             try:
@@ -87,11 +94,15 @@ class Metrics(Middleware):
         if self.provider is None:
             return
         status = outcome.status.value
-        self.jobs.add(1, {"runtime.job.status": status, "messaging.destination.name": job.queue,
-                          "runtime.task.path": job.path})
+        key = (status, job.queue, job.path)
+        self.counts[key] = self.counts.get(key, 0) + 1
         timing = job.report.get("timing")
         if timing:
-            self.duration.record(timing["wall_s"], {"messaging.system": "runtime", "messaging.destination.name": job.queue,
-                                                    "messaging.operation.name": "process", "runtime.job.status": status})
+            attrs = self.attrs.get((job.queue, status))
+            if attrs is None:
+                attrs = self.attrs[(job.queue, status)] = {
+                    "messaging.system": "runtime", "messaging.destination.name": job.queue,
+                    "messaging.operation.name": "process", "runtime.job.status": status}
+            self.duration.record(timing["wall_s"], attrs)
             if "wait_s" in timing:
-                self.wait.record(timing["wait_s"], {"messaging.destination.name": job.queue})
+                self.wait.record(timing["wait_s"], attrs)

@@ -113,6 +113,19 @@ def trace_link(template: str | None, trace_id: str) -> str | None:
     return template.format(trace_id=trace_id) if template else None
 
 
+class _Otel:
+    """The opentelemetry names the hooks use, imported once tracing is on."""
+
+    def load(self) -> None:
+        from opentelemetry import context, propagate, trace
+        from opentelemetry.trace import Link, SpanContext, SpanKind, StatusCode, TraceFlags
+        self.context, self.propagate, self.trace = context, propagate, trace
+        self.Link, self.SpanContext, self.SpanKind = Link, SpanContext, SpanKind
+        self.StatusCode, self.TraceFlags = StatusCode, TraceFlags
+
+
+_otel: Any = _Otel()
+
 _FAILED = {Status.FAILED, Status.TIMEOUT, Status.ABORT, Status.MAXRETRIES, Status.RETRY, Status.INTERRUPT}
 
 
@@ -133,6 +146,8 @@ class Tracing(Middleware):
             else:
                 prov = provider(self.settings)
                 self._tracer = prov.get_tracer("runtime") if prov is not None else None
+                if self._tracer is not None:
+                    _otel.load()
         return self._tracer
 
     def on_worker_start(self, worker: Any) -> None:
@@ -161,8 +176,8 @@ class Tracing(Middleware):
         tracer = self.tracer()
         if tracer is None:
             return
-        from opentelemetry import context, propagate, trace
-        from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
+        context, propagate, trace = _otel.context, _otel.propagate, _otel.trace
+        Link, SpanContext, SpanKind, TraceFlags = _otel.Link, _otel.SpanContext, _otel.SpanKind, _otel.TraceFlags
         parent = propagate.extract(job.meta.get("trace") or {})
         links = []
         if job.attempt > 1:  # a new root, linked to the producer and to the previous attempt
@@ -191,8 +206,7 @@ class Tracing(Middleware):
         span, token = job.__dict__.pop("_otel", (None, None))
         if span is None:
             return
-        from opentelemetry import context
-        from opentelemetry.trace import StatusCode
+        context, StatusCode = _otel.context, _otel.StatusCode
         status = outcome.status
         span.set_attribute("runtime.job.status", status.value)
         if outcome.exc is not None and status != Status.SUCCESS:

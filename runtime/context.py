@@ -38,7 +38,9 @@ class JobContext:
     entered: int = 0
     progress: float | None = None
     progress_message: str | None = None
-    _written_at: float = field(default=0.0, repr=False)
+    #: last progress write (monotonic); starts at creation, so a job shorter than
+    #: ``interval_s`` never writes progress on its own: it goes with the job's outcome
+    _written_at: float = field(default_factory=time.monotonic, repr=False)
     _dirty: bool = field(default=False, repr=False)
 
     def progress_fields(self) -> dict[str, str]:
