@@ -13,8 +13,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import fnmatch
+
 from runtime.context import JobContext
 from runtime.middleware import Middleware
+from runtime.tasks import _cache as _task_cache
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -89,13 +92,10 @@ class HeapDiff(Middleware):
         self.patterns = [p.strip() for p in raw.split(",") if p.strip()]
 
     def exclusive(self, job: JobContext) -> bool:
-        import fnmatch
-
-        from runtime.tasks import _cache
-        if any(fnmatch.fnmatchcase(job.path, p) for p in self.patterns):
+        if self.patterns and any(fnmatch.fnmatchcase(job.path, p) for p in self.patterns):
             return True
-        spec = _cache.get(job.path)
-        return bool(spec and spec.options.get("trace_memory"))
+        spec = _task_cache.get(job.path)
+        return spec is not None and bool(spec.options.get("trace_memory"))
 
     def before_job(self, job: JobContext) -> None:
         if not self.exclusive(job):

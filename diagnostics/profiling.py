@@ -32,6 +32,7 @@ import greenlet
 
 from runtime.context import JobContext
 from runtime.middleware import Middleware
+from runtime.tasks import _cache, resolve
 
 INTERVAL_S = 0.001
 WAITING = "[waiting: greenlet switched out]\x00<gevent>\x000"
@@ -198,9 +199,8 @@ class Profiling(Middleware):
 
     def wanted(self, job: JobContext) -> bool:
         """Profile this job? (a settings pattern matches its path, or its task says so)"""
-        if any(fnmatch.fnmatchcase(job.path, p) for p in self.patterns):
+        if self.patterns and any(fnmatch.fnmatchcase(job.path, p) for p in self.patterns):
             return True
-        from runtime.tasks import _cache, resolve
         spec = _cache.get(job.path)
         if spec is None:  # run_task resolves after the before-hooks: look now
             try:
