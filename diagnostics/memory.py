@@ -13,11 +13,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import fnmatch
-
 from runtime.context import JobContext
 from runtime.middleware import Middleware
-from runtime.tasks import _cache as _task_cache
+from runtime.tasks import chosen, split_patterns
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -88,14 +86,10 @@ class HeapDiff(Middleware):
 
     def __init__(self, settings: Any = None) -> None:
         super().__init__(settings)
-        raw = getattr(settings, "trace_memory", "") or ""
-        self.patterns = [p.strip() for p in raw.split(",") if p.strip()]
+        self.patterns = split_patterns(getattr(settings, "trace_memory", ""))
 
     def exclusive(self, job: JobContext) -> bool:
-        if self.patterns and any(fnmatch.fnmatchcase(job.path, p) for p in self.patterns):
-            return True
-        spec = _task_cache.get(job.path)
-        return spec is not None and bool(spec.options.get("trace_memory"))
+        return chosen(job.path, self.patterns, "trace_memory")
 
     def before_job(self, job: JobContext) -> None:
         if not self.exclusive(job):

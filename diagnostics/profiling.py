@@ -21,7 +21,6 @@ renders HTML on demand (the HTML itself is ~90 KB, so it is never stored).
 from __future__ import annotations
 
 import base64
-import fnmatch
 import gzip
 import json
 import sys
@@ -32,7 +31,7 @@ import greenlet
 
 from runtime.context import JobContext
 from runtime.middleware import Middleware
-from runtime.tasks import _cache, resolve
+from runtime.tasks import chosen, split_patterns
 
 INTERVAL_S = 0.001
 WAITING = "[waiting: greenlet switched out]\x00<gevent>\x000"
@@ -194,20 +193,11 @@ class Profiling(Middleware):
 
     def __init__(self, settings: Any = None) -> None:
         super().__init__(settings)
-        raw = getattr(settings, "profile", "") or ""
-        self.patterns = [p.strip() for p in raw.split(",") if p.strip()]
+        self.patterns = split_patterns(getattr(settings, "profile", ""))
 
     def wanted(self, job: JobContext) -> bool:
         """Profile this job? (a settings pattern matches its path, or its task says so)"""
-        if self.patterns and any(fnmatch.fnmatchcase(job.path, p) for p in self.patterns):
-            return True
-        spec = _cache.get(job.path)
-        if spec is None:  # run_task resolves after the before-hooks: look now
-            try:
-                spec = resolve(job.path, [job.path])
-            except Exception:  # noqa: BLE001 - the attempt reports a bad path itself
-                return False
-        return bool(spec.options.get("profile"))
+        return chosen(job.path, self.patterns, "profile")
 
     def before_job(self, job: JobContext) -> None:
         if not self.wanted(job):

@@ -61,7 +61,7 @@ def load_script(client: redis.Redis, name: str) -> Any:
     """Register ``runtime/lua/{name}.lua`` with its status tables filled in from status.py."""
     lua = Path(__file__).parent / "lua"
     text = (lua / f"{name}.lua").read_text()
-    text = text.replace("--@CLAIM_ONE@--", (lua / "_claim_one.lua").read_text())
+    text = text.replace("--@LIB@--", (lua / "_lib.lua").read_text())
     for marker, value in _PLACEHOLDERS.items():
         text = text.replace(marker, value)
     return client.register_script(text)

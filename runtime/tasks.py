@@ -144,6 +144,26 @@ class TaskSpec:
         return lambda: fn(**params)
 
 
+def split_patterns(raw: str | None) -> list[str]:
+    """Comma-separated fnmatch patterns of task paths (a setting) as a list."""
+    return [p.strip() for p in (raw or "").split(",") if p.strip()]
+
+
+def chosen(path: str, patterns: list[str], option: str) -> bool:
+    """Is the task at ``path`` chosen for a feature: a pattern matches it, or the task
+    declares ``option=True``? (--profile, --trace-memory and their task options)"""
+    import fnmatch
+    if patterns and any(fnmatch.fnmatchcase(path, p) for p in patterns):
+        return True
+    spec = _cache.get(path)
+    if spec is None:  # run_task resolves after the before-hooks: look now
+        try:
+            spec = resolve(path, [path])
+        except Exception:  # noqa: BLE001 - the attempt reports a bad path itself
+            return False
+    return bool(spec.options.get(option))
+
+
 def _allowed(path: str, modules: Iterable[str]) -> bool:
     return any(path == m or path.startswith(m + ".") for m in modules)
 

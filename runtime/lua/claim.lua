@@ -16,7 +16,7 @@
 -- Returns: {server time, next due time of a delayed job or '', then 12 fields per job:
 --   id, path, params, queue, priority, attempt, retries, lost, queued_at, due_at, started_at,
 --   meta (JSON or '')}
---@CLAIM_ONE@--
+--@LIB@--
 local p, wid = ARGV[1], ARGV[2]
 local k, vt, may_idle, nq = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1', tonumber(ARGV[6])
 local t = redis.call('TIME')
@@ -64,8 +64,7 @@ for i = 1, nq do
   end
   if claimed >= k and redis.call('ZCARD', ready) > 0 then
     -- pass the baton: another idle worker may take what this one had no room for
-    redis.call('LPUSH', p .. ':wake:' .. q, '1')
-    redis.call('LTRIM', p .. ':wake:' .. q, 0, 0)
+    wake(p, q)
   end
 end
 if claimed == 0 and may_idle then

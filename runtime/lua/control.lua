@@ -8,6 +8,7 @@
 -- abort: a started job is flagged for its worker (which kills it at its next heartbeat).
 -- requeue: a final or interrupted job is queued again with a fresh retry budget.
 -- Returns one reply per id: 'ok', 'missing', or the current status when not allowed.
+--@LIB@--
 local p, action, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local CANCELABLE = {--@CANCELABLE@--}
 local REQUEUABLE = {--@REQUEUABLE@--}
@@ -31,12 +32,7 @@ for i = 4, #ARGV do
     redis.call('RPUSH', hk, string.format('{"at":%s,"status":"cancel"}', snow))
     redis.call('EXPIRE', jk, math.ceil(ttl))
     redis.call('EXPIRE', hk, math.ceil(ttl))
-    local nk = p .. ':n:' .. id
-    for _, w in ipairs(redis.call('SMEMBERS', nk)) do
-      redis.call('LPUSH', w, id)
-      redis.call('EXPIRE', w, 300)
-    end
-    redis.call('DEL', nk)
+    notify(p, id, id)
     out[#out + 1] = 'ok'
   elseif action == 'abort' and st == 'started' then
     redis.call('SADD', p .. ':w:' .. cur[4] .. ':abort', id)
@@ -55,8 +51,7 @@ for i = 4, #ARGV do
     redis.call('ZREM', p .. ':st:' .. st, id)
     redis.call('ZADD', p .. ':st:queued', now, id)
     redis.call('RPUSH', hk, string.format('{"at":%s,"status":"queued","note":"requeued from %s"}', snow, st))
-    redis.call('LPUSH', p .. ':wake:' .. cur[2], '1')
-    redis.call('LTRIM', p .. ':wake:' .. cur[2], 0, 0)
+    wake(p, cur[2])
     out[#out + 1] = 'ok'
   else
     out[#out + 1] = st

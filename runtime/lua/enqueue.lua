@@ -11,7 +11,7 @@
 -- a claim round trip. Otherwise it goes to the ready queue and a wake-up token is left.
 -- Time is the Redis server's (TIME), the one clock of every due, start and end.
 -- Returns: the server time used (string).
---@CLAIM_ONE@--
+--@LIB@--
 local p = ARGV[1]
 local vt = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
@@ -66,7 +66,6 @@ for i = 0, n - 1 do
   end
 end
 for q, _ in pairs(woke) do
-  redis.call('LPUSH', p .. ':wake:' .. q, '1')
-  redis.call('LTRIM', p .. ':wake:' .. q, 0, 0)
+  wake(p, q)
 end
 return snow

@@ -8,6 +8,7 @@
 -- a late attempt never overwrites the status written by a newer one.
 -- Clients waiting on a job that ends ({p}:n:{id}) get [id, hash fields, history] as JSON.
 -- Returns: the list of stale ids.
+--@LIB@--
 local p = ARGV[1]
 local n = tonumber(ARGV[2])
 local t = redis.call('TIME')
@@ -42,16 +43,9 @@ for _ = 1, n do
     if FINAL[st] then
       redis.call('EXPIRE', jk, math.ceil(num))
       redis.call('EXPIRE', hk, math.ceil(num))
-      local nk = p .. ':n:' .. id
-      local waiters = redis.call('SMEMBERS', nk)
-      if #waiters > 0 then  -- hand waiters the document itself: no read round trip after
-        local doc = cjson.encode({id, redis.call('HGETALL', jk), redis.call('LRANGE', hk, 0, -1)})
-        for _, w in ipairs(waiters) do
-          redis.call('LPUSH', w, doc)
-          redis.call('EXPIRE', w, 300)
-        end
-        redis.call('DEL', nk)
-      end
+      notify(p, id, function()  -- hand waiters the document itself: no read round trip after
+        return cjson.encode({id, redis.call('HGETALL', jk), redis.call('LRANGE', hk, 0, -1)})
+      end)
     elseif st == 'retry' then
       local due = now + num
       redis.call('HSET', jk, 'due_at', string.format('%.6f', due))
@@ -64,7 +58,6 @@ for _ = 1, n do
   end
 end
 for q, _ in pairs(woke) do
-  redis.call('LPUSH', p .. ':wake:' .. q, '1')
-  redis.call('LTRIM', p .. ':wake:' .. q, 0, 0)
+  wake(p, q)
 end
 return stale

@@ -11,6 +11,7 @@
 -- lost+1) or, at max_lost, ends failed with reason worker-lost. A job still claimed by a
 -- worker that stops cleanly (handed to it but never run) is requeued as interrupt, lost
 -- unchanged. Returns {requeued, failed}.
+--@LIB@--
 local p = ARGV[1]
 local max_lost, ttl_failed = tonumber(ARGV[2]), tonumber(ARGV[3])
 local t = redis.call('TIME')
@@ -48,12 +49,7 @@ local function lose(id, wid, clean)
       '{"at":%s,"status":"failed","worker":"%s","attempt":%s,"note":"worker-lost"}', snow, cur[2], cur[6]))
     redis.call('EXPIRE', jk, math.ceil(ttl_failed))
     redis.call('EXPIRE', hk, math.ceil(ttl_failed))
-    local nk = p .. ':n:' .. id
-    for _, w in ipairs(redis.call('SMEMBERS', nk)) do
-      redis.call('LPUSH', w, id)
-      redis.call('EXPIRE', w, 300)
-    end
-    redis.call('DEL', nk)
+    notify(p, id, id)
     failed = failed + 1
   else
     redis.call('HSET', jk, 'status', 'queued')
@@ -99,7 +95,6 @@ for i = 0, ns - 1 do
   redis.call('ZREMRANGEBYSCORE', p .. ':st:' .. st, '-inf', now - ttl)
 end
 for q, _ in pairs(woke) do
-  redis.call('LPUSH', p .. ':wake:' .. q, '1')
-  redis.call('LTRIM', p .. ':wake:' .. q, 0, 0)
+  wake(p, q)
 end
 return {requeued, failed}

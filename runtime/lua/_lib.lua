@@ -1,4 +1,25 @@
--- _claim_one.lua: included by claim.lua and enqueue.lua (at --@CLAIM_ONE@--), not a script.
+-- _lib.lua: functions shared by the scripts, included where they say --@LIB@-- (not a script).
+
+-- wake(p, q): leave one wake-up token for the workers blocked on queue q (at most one).
+local function wake(p, q)
+  redis.call('LPUSH', p .. ':wake:' .. q, '1')
+  redis.call('LTRIM', p .. ':wake:' .. q, 0, 0)
+end
+
+-- notify(p, id, payload): push to every client waiting on job `id` ({p}:n:{id}), once.
+-- `payload` is a string or a function making one (called only if someone waits).
+local function notify(p, id, payload)
+  local nk = p .. ':n:' .. id
+  local waiters = redis.call('SMEMBERS', nk)
+  if #waiters == 0 then return end
+  if type(payload) == 'function' then payload = payload() end
+  for _, w in ipairs(waiters) do
+    redis.call('LPUSH', w, payload)
+    redis.call('EXPIRE', w, 300)
+  end
+  redis.call('DEL', nk)
+end
+
 -- claim_one(p, id, wid, st, now, snow, deadline): start waiting job `id` (status `st`) for
 -- worker `wid`: status started, attempt+1, claim deadline in {p}:inflight, the worker's
 -- running set, status index, history. Returns the 12 claim fields (see claim.lua).
