@@ -138,8 +138,9 @@ def main() -> int:
             res["spans_received"] = len(otlp.spans)
             res["lag_tracing_export"] = r.lag(n // 2, DEFAULT)
             res["lag_no_middleware"] = r.lag(n // 2, ())
-            prof = {"off": r.run_s("tasks_example.work.count_primes", {"limit": 2_000_000}, 5),
-                    "on": r.run_s("tasks_example.work.count_primes", {"limit": 2_000_000}, 5, profile="*")}
+            # a CPU-bound job of about 200 ms (pure-Python frames, so the sampler has work)
+            prof = {"off": r.run_s("bench.rt_tasks.cpu_200ms", {}, 5),
+                    "on": r.run_s("bench.rt_tasks.cpu_200ms", {}, 5, profile="*")}
             prof["overhead_pct"] = 100 * (prof["on"] / prof["off"] - 1)
             res["profile_cpu_job"] = prof
             res["heap_diff"] = r.heap_cost(5)

@@ -41,3 +41,12 @@ def ballast(mb: int = 200) -> int:
 def allocate(n: int = 20000) -> int:
     """Allocation-heavy work: builds and keeps nothing."""
     return len([{"i": i, "v": [i, i]} for i in range(n)])
+
+
+def _fib(n: int) -> int:
+    return n if n < 2 else _fib(n - 1) + _fib(n - 2)
+
+
+def cpu_200ms() -> int:
+    """About 200-250 ms of pure-Python CPU on this machine (recursive calls: many frames)."""
+    return _fib(32)
