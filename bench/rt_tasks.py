@@ -50,3 +50,17 @@ def _fib(n: int) -> int:
 def cpu_200ms() -> int:
     """About 200-250 ms of pure-Python CPU on this machine (recursive calls: many frames)."""
     return _fib(32)
+
+
+_r = None
+
+
+def incr_noop() -> None:
+    """A no-op that INCRs a Redis counter, as peerbench's tasks do (mark_done)."""
+    global _r
+    if _r is None:
+        import os
+
+        import redis
+        _r = redis.Redis.from_url(os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6390/0"))
+    _r.incr("bench:incr_noop")

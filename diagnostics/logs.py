@@ -95,21 +95,28 @@ class Logs(Middleware):
                               getattr(settings, "max_log_bytes", DEFAULT_MAX_BYTES))
 
     def _install(self) -> None:
-        if Logs._installed:
-            return
-        handler = JobLogHandler(self.limits)
-        logging.getLogger().addHandler(handler)
-        streams = []
+        if not Logs._installed:
+            handler = JobLogHandler(self.limits)
+            logging.getLogger().addHandler(handler)
+            Logs._installed.update(handler=handler, streams=[])
+        self._wrap_streams()
+
+    def _wrap_streams(self) -> None:
+        """Put JobStreams on sys.stdout/stderr (again, if something replaced them since)."""
+        streams = Logs._installed["streams"]
         for name in ("stdout", "stderr"):
             real = getattr(sys, name)
             if not isinstance(real, JobStream):
                 stream = JobStream(real, name, self.limits)
                 setattr(sys, name, stream)
-                streams.append(stream)
-        Logs._installed.update(handler=handler, streams=streams)
+                streams[:] = [s for s in streams if s._label != name] + [stream]
 
     def on_worker_start(self, worker: Any) -> None:
         self._install()
+
+    def before_job(self, job: JobContext) -> None:
+        if not isinstance(sys.stdout, JobStream) or not isinstance(sys.stderr, JobStream):
+            self._install()
 
     def after_job(self, job: JobContext, outcome: Any) -> None:
         d = job.__dict__

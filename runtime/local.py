@@ -9,6 +9,7 @@ from typing import Any, Mapping
 from .context import JobContext, current_job
 from .execution import AttemptResult, attempt_with, format_traceback, safe_str
 from .middleware import Chain
+from .tasks import resolve
 from .job import encode_params, loads, new_job_id
 from .settings import Settings, load_settings
 from .status import Status
@@ -64,6 +65,10 @@ def run_task(path: str, params: Mapping[str, Any] | None = None, settings: Setti
     settings = settings or load_settings()
     params_json = encode_params(dict(params or {}), settings.max_job_bytes)
     local = settings.replace(task_modules=(path,))
+    try:  # resolved before the middleware, which read the task's options (profile=True...)
+        resolve(path, local.task_modules)
+    except Exception:  # noqa: BLE001 - run_attempt reports a bad path as the outcome
+        pass
     ctx = JobContext(new_job_id(), path, "local", 1, loads(params_json))
     token = current_job.set(ctx)
     wall, cpu = time.perf_counter(), time.process_time()

@@ -151,17 +151,15 @@ def split_patterns(raw: str | None) -> list[str]:
 
 def chosen(path: str, patterns: list[str], option: str) -> bool:
     """Is the task at ``path`` chosen for a feature: a pattern matches it, or the task
-    declares ``option=True``? (--profile, --trace-memory and their task options)"""
+    declares ``option=True``? (--profile, --trace-memory and their task options)
+
+    Looks only at tasks already resolved (the worker and run_task resolve first, under the
+    task_modules rule): this never imports anything."""
     import fnmatch
     if patterns and any(fnmatch.fnmatchcase(path, p) for p in patterns):
         return True
     spec = _cache.get(path)
-    if spec is None:  # run_task resolves after the before-hooks: look now
-        try:
-            spec = resolve(path, [path])
-        except Exception:  # noqa: BLE001 - the attempt reports a bad path itself
-            return False
-    return bool(spec.options.get(option))
+    return spec is not None and bool(spec.options.get(option))
 
 
 def _allowed(path: str, modules: Iterable[str]) -> bool:
