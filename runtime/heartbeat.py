@@ -60,7 +60,6 @@ class Heartbeat:
         self.pid_started = self.proc.create_time()
         self._reported: set[str] = set()
         self._main_thread = _original("threading", "get_ident")()
-        self.ticks = 0
 
     def start(self) -> None:
         _original("_thread", "start_new_thread")(self._loop, ())
@@ -120,7 +119,6 @@ class Heartbeat:
         if aborts:
             w.request_abort(sorted(aborts))
         self._watchdog(conn)
-        self.ticks += 1
 
     def _watchdog(self, conn: Any) -> None:
         """Report jobs past their timeout by more than a heartbeat: they are not yielding."""

@@ -23,6 +23,7 @@ import difflib
 import importlib
 import inspect
 import random
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -162,11 +163,21 @@ def chosen(path: str, patterns: list[str], option: str) -> bool:
     return spec is not None and bool(spec.options.get(option))
 
 
+def _remember_missing(path: str, message: str) -> TaskNotFound:
+    """TaskNotFound(message) to raise, answered again for NOT_FOUND_TTL_S seconds."""
+    _not_found[path] = (time.monotonic() + NOT_FOUND_TTL_S, message)
+    return TaskNotFound(message)
+
+
 def _allowed(path: str, modules: Iterable[str]) -> bool:
     return any(path == m or path.startswith(m + ".") for m in modules)
 
 
 _cache: dict[str, TaskSpec] = {}
+#: path -> (monotonic time until which, message): a path that failed to import is not tried
+#: again for NOT_FOUND_TTL_S (a failing import costs ~300 µs; a bad job may come in bulk)
+_not_found: dict[str, tuple[float, str]] = {}
+NOT_FOUND_TTL_S = 5.0
 
 
 def resolve(path: str, task_modules: Iterable[str]) -> TaskSpec:
@@ -186,16 +197,19 @@ def resolve(path: str, task_modules: Iterable[str]) -> TaskSpec:
             f"task path {path!r} is outside the allowed task modules ({', '.join(task_modules) or 'none'}); "
             f"add its module to task_modules (--tasks / RUNTIME_TASK_MODULES)"
         )
+    known_bad = _not_found.get(path)
+    if known_bad is not None and known_bad[0] > time.monotonic():
+        raise TaskNotFound(known_bad[1])
     module_name, _, attr = path.rpartition(".")
     if not module_name:
         raise TaskNotFound(f"{path!r} names no module; use 'module.function'")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        raise TaskNotFound(f"unknown task path {path!r}: no module named {exc.name!r}") from None
+        raise _remember_missing(path, f"unknown task path {path!r}: no module named {exc.name!r}") from None
     target = getattr(module, attr, None)
     if target is None:
-        raise TaskNotFound(f"unknown task path {path!r}: module {module_name!r} has no {attr!r}")
+        raise _remember_missing(path, f"unknown task path {path!r}: module {module_name!r} has no {attr!r}")
     options = dict(getattr(target, "__runtime_options__", {}))
     if inspect.isclass(target):
         if not callable(getattr(target, "run", None)):

@@ -77,3 +77,14 @@ def test_resolve_imports_only_allowed_modules():
     with pytest.raises(TaskNotFound, match="no module named"):
         resolve("tasks_example.nomodule.f", ["tasks_example"])
     assert resolve("tasks_example.work.noop", ["tasks_example"]).path == "tasks_example.work.noop"
+
+
+def test_a_missing_task_is_not_imported_again_for_a_while():
+    import time as _t
+    from runtime import tasks
+    with pytest.raises(TaskNotFound):
+        resolve("tasks_example.nomodule2.f", ["tasks_example"])
+    t = _t.perf_counter()
+    with pytest.raises(TaskNotFound, match="no module named"):
+        resolve("tasks_example.nomodule2.f", ["tasks_example"])
+    assert _t.perf_counter() - t < 0.001 and "tasks_example.nomodule2.f" in tasks._not_found
