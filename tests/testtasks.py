@@ -112,7 +112,7 @@ def spawn_children(n: int = 3) -> list:
     return n
 
 
-def burn_alpha(seconds: float = 0.3) -> int:
+def _burn(seconds: float) -> int:
     """CPU in small slices, yielding between them (so other greenlets run meanwhile)."""
     import gevent
     end, n = time.perf_counter() + seconds, 0
@@ -123,14 +123,12 @@ def burn_alpha(seconds: float = 0.3) -> int:
     return n
 
 
+def burn_alpha(seconds: float = 0.3) -> int:
+    return _burn(seconds)
+
+
 def burn_beta(seconds: float = 0.3) -> int:
-    import gevent
-    end, n = time.perf_counter() + seconds, 0
-    while time.perf_counter() < end:
-        for _ in range(2000):
-            n += 1
-        gevent.sleep(0)
-    return n
+    return _burn(seconds)
 
 
 @task(profile=True)
