@@ -112,6 +112,8 @@ class Worker:
         if not monkey.is_module_patched("socket"):
             log.warning("gevent has not monkey-patched this process: jobs will not run concurrently "
                         "(start workers with `runtime worker`)")
+        from . import greenpoll
+        greenpoll.install()
         set_default_client(Client(self.settings, self.redis))
         self.heartbeat = Heartbeat(self)
         self.heartbeat.beat(self.redis)  # registered before the first claim
