@@ -69,17 +69,22 @@ class Metrics(Middleware):
 
         meter.create_observable_counter("runtime.jobs", [jobs], unit="1", description="Job attempts ended, by status")
 
+        from runtime.store import RedisJobStore
+
+        from .memory import RSS
+        store = RedisJobStore(worker.redis, worker.settings.key_prefix)
+        read_rss = RSS()  # one kept-open /proc/self/statm for every export
+
         def depth(options: Any) -> list[Any]:
             try:
-                depths = worker.store_depths()
+                depths = store.queue_depths(worker.settings.queues)
             except Exception:  # noqa: BLE001 - a metric must not break the export
                 return []
             return [Observation(n, {"messaging.destination.name": q, "runtime.queue.state": state})
                     for q, d in depths.items() for state, n in d.items()]
 
         def rss(options: Any) -> list[Any]:
-            from .memory import RSS
-            return [Observation(RSS()(), {"runtime.worker.id": worker.id})]
+            return [Observation(read_rss(), {"runtime.worker.id": worker.id})]
 
         meter.create_observable_gauge("runtime.queue.depth", [depth], unit="1", description="Jobs waiting")
         meter.create_observable_gauge("runtime.worker.rss", [rss], unit="By", description="Worker RSS")

@@ -115,9 +115,10 @@ class RedisJobStore:
             pipe.zcard(self.keys.status(s.value))
         return {s.value: int(n) for s, n in zip(Status, pipe.execute())}
 
-    def queue_depths(self) -> dict[str, dict[str, int]]:
-        """Per queue: ready (due now), delayed (scheduled or retrying)."""
-        names = sorted(self.client.smembers(self.keys.queues))
+    def queue_depths(self, queues: Iterable[str] | None = None) -> dict[str, dict[str, int]]:
+        """Per queue (``queues``, or every queue ever used): ready (due now), delayed
+        (scheduled or retrying)."""
+        names = list(queues) if queues is not None else sorted(self.client.smembers(self.keys.queues))
         pipe = self.client.pipeline(transaction=False)
         for q in names:
             pipe.zcard(self.keys.ready(q))

@@ -347,15 +347,6 @@ class Worker:
                 self._record(rj, interrupted_before_start(exc, status))
         g.link(ensure)
 
-    def store_depths(self) -> dict[str, dict[str, int]]:
-        """Ready and delayed jobs per queue this worker serves (metrics)."""
-        pipe = self.redis.pipeline(transaction=False)
-        for q in self.settings.queues:
-            pipe.zcard(self.broker.keys.ready(q))
-            pipe.zcard(self.broker.keys.scheduled(q))
-        r = pipe.execute()
-        return {q: {"ready": int(r[2 * i]), "delayed": int(r[2 * i + 1])} for i, q in enumerate(self.settings.queues)}
-
     def request_abort(self, ids: Sequence[str]) -> None:
         """Abort these running jobs (thread-safe: called from the heartbeat thread)."""
         self._hub.loop.run_callback_threadsafe(self._abort_local, list(ids))
