@@ -14,29 +14,9 @@ import os
 from typing import Any
 
 from runtime.context import JobContext
+from runtime.limits import RSS  # noqa: F401 - re-exported: diagnostics.memory.RSS
 from runtime.middleware import Middleware
 from runtime.tasks import chosen, split_patterns
-
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-class RSS:
-    """Reads this process's resident set size, in bytes."""
-
-    def __init__(self) -> None:
-        self.pid = os.getpid()
-        try:
-            self.fd: int | None = os.open("/proc/self/statm", os.O_RDONLY)
-            self.source = "statm"
-        except OSError:
-            import psutil
-            self.fd, self.proc, self.source = None, psutil.Process(), "psutil"
-
-    def __call__(self) -> int:
-        if self.fd is not None:
-            return int(os.pread(self.fd, 64, 0).split()[1]) * _PAGE
-        return int(self.proc.memory_info().rss)
-
 
 class Memory(Middleware):
     """Adds ``report["memory"] = {"rss_before", "rss_after", "rss_delta" (bytes),

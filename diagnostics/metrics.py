@@ -71,7 +71,7 @@ class Metrics(Middleware):
 
         from runtime.store import RedisJobStore
 
-        from .memory import RSS
+        from runtime.limits import RSS
         store = RedisJobStore(worker.redis, worker.settings.key_prefix)
         read_rss = RSS()  # one kept-open /proc/self/statm for every export
 

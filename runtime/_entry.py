@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 #: Global options of the ``runtime`` group that take a value (see runtime.cli.cli).
@@ -22,11 +23,42 @@ def subcommand(argv: list[str]) -> str | None:
     return None
 
 
+#: Options of ``runtime worker`` that make it a supervisor when non-zero.
+_SUPERVISING = {"--processes", "-p", "--mem-limit", "--max-jobs", "--max-time"}
+
+
+def is_supervised_child() -> bool:
+    """Is this process a worker started by a supervisor (its parent)?"""
+    return os.environ.get("RUNTIME_SUPERVISOR_PID") == str(os.getppid())
+
+
+def supervises(argv: list[str]) -> bool:
+    """Will ``runtime worker`` with ``argv`` run the supervisor (unpatched, no gevent)?
+    The same rule as Settings.supervised, decided before click parses anything."""
+    if is_supervised_child():
+        return False
+    config = None
+    for i, arg in enumerate(argv):
+        name, eq, value = arg.partition("=")
+        if not eq and i + 1 < len(argv):
+            value = argv[i + 1]
+        if name == "--config":
+            config = value
+        elif name in _SUPERVISING and value.strip() not in ("", "0", "0.0"):
+            return True
+    try:
+        from .settings import load_settings
+        return load_settings(config_file=config).supervised
+    except Exception:  # noqa: BLE001 - the worker command reports bad settings itself
+        return False
+
+
 def main() -> None:
     # like `python -m` (and RQ's worker): tasks in the current folder can be imported
     if "" not in sys.path and "." not in sys.path:
         sys.path.insert(0, "")
-    if subcommand(sys.argv[1:]) == "worker":
+    argv = sys.argv[1:]
+    if subcommand(argv) == "worker" and not supervises(argv):
         from gevent import monkey
         monkey.patch_all()
     from .cli import cli

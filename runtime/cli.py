@@ -120,6 +120,13 @@ def cli(ctx: click.Context, redis_url: str | None, key_prefix: str | None, confi
 @click.option("--profile", is_flag=False, flag_value="*", default=None, metavar="[PATTERNS]",
               help="store a pyinstrument profile of every job (or of task paths matching PATTERNS)")
 @click.option("--otlp-endpoint", help="send traces over OTLP/HTTP here, e.g. http://localhost:4318 [env OTEL_EXPORTER_OTLP_ENDPOINT]")
+@click.option("-p", "--processes", type=int, help="worker processes under one supervisor that restarts them [default 1, unsupervised]")
+@click.option("--mem-limit", "mem_limit_bytes", metavar="SIZE",
+              help="soft memory limit per process, e.g. 512M (K, M, G): over it a worker recycles without losing a job")
+@click.option("--mem-hard-limit", "mem_hard_limit_bytes", metavar="SIZE",
+              help="the supervisor kills a worker above this and requeues its jobs [default soft + 25%, at least +64M]")
+@click.option("--max-jobs", type=int, help="recycle a worker process after N jobs")
+@click.option("--max-time", "max_time_s", type=float, metavar="SECONDS", help="recycle a worker process after SECONDS")
 @click.option("--burst", is_flag=True, help="exit once no job is ready, running or delayed")
 @click.option("--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
 @click.pass_obj
@@ -128,14 +135,26 @@ def worker(obj: Ctx, queues: str | None, greenlets: int | None, task_modules: st
            grace_s: float | None, prefetch: int | None, profile: str | None, trace_memory: str | None,
            sentry_dsn: str | None,
            otlp_endpoint: str | None,
+           processes: int | None, mem_limit_bytes: str | None, mem_hard_limit_bytes: str | None,
+           max_jobs: int | None, max_time_s: float | None,
            burst: bool,
            log_level: str) -> None:
-    """Run jobs (gevent is monkey-patched first thing)."""
+    """Run jobs (gevent is monkey-patched first thing).
+
+    With --processes, --mem-limit, --max-jobs or --max-time, a supervisor runs the worker
+    processes and replaces each one that recycles or dies (runtime.supervisor).
+    """
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from .worker import Worker
     settings = obj.settings(queues=queues, greenlets=greenlets, task_modules=task_modules, grace_s=grace_s,
                             prefetch=prefetch, otlp_endpoint=otlp_endpoint, sentry_dsn=sentry_dsn,
-                            profile=profile, trace_memory=trace_memory)
+                            profile=profile, trace_memory=trace_memory, processes=processes,
+                            mem_limit_bytes=mem_limit_bytes, mem_hard_limit_bytes=mem_hard_limit_bytes,
+                            max_jobs=max_jobs, max_time_s=max_time_s)
+    from ._entry import is_supervised_child
+    if settings.supervised and not is_supervised_child():
+        from .supervisor import Supervisor
+        sys.exit(Supervisor(settings, burst=burst).run())
+    from .worker import Worker
     sys.exit(Worker(settings).run(burst=burst))
 
 
@@ -382,21 +401,63 @@ def workers(obj: Ctx, as_json: bool) -> None:
         return
     if not entries:
         click.echo("no live workers")
-    for e in entries:
+    sups = {e["id"] for e in entries if e.get("kind") == "supervisor"}
+    # supervisors first, each followed by its worker processes; then unsupervised workers
+    order = sorted(entries, key=lambda e: (e.get("supervisor") if e.get("supervisor") in sups else
+                                           e["id"] if e["id"] in sups else "~" + e["id"],
+                                           e.get("kind") != "supervisor", e["id"]))
+    for e in order:
         rss = int(e.get("rss_bytes", 0)) / 2**20
-        click.echo(f"{e['id']}  {e.get('state', '?')}  host {e['host']} pid {e['pid']}  queues {e['queues']}  "
+        if e.get("kind") == "supervisor":
+            limits = f"  mem-limit {e['mem_limit_bytes']} hard {e['mem_hard_limit_bytes']}" if e.get("mem_limit_bytes") else ""
+            click.echo(f"{e['id']}  supervisor {e.get('state', '?')}  host {e['host']} pid {e['pid']}  "
+                       f"processes {len(e.get('children', []))}/{e.get('processes')}  restarts {e.get('restarts', 0)}  "
+                       f"kills {e.get('kills', 0)}  rss {rss:.1f} MiB{limits}  since {e['started_at']}")
+            continue
+        indent = "  " if e.get("supervisor") in sups else ""
+        click.echo(f"{indent}{e['id']}  {e.get('state', '?')}  host {e['host']} pid {e['pid']}  queues {e['queues']}  "
                    f"running {len(e['running'])}/{e.get('greenlets', '?')}  done {e['jobs_done']}  "
-                   f"rss {rss:.1f} MiB  since {e['started_at']}")
+                   f"rss {rss:.1f} MiB  since {e['started_at']}" + (f"  recycling: {e['recycle']}" if e.get("recycle") else ""))
         for r in e["running"]:
-            click.echo(f"    {r['id']} {r['path']}  " + " <- ".join(r["stack"][:3]))
+            click.echo(f"{indent}    {r['id']} {r['path']}  " + " <- ".join(r["stack"][:3]))
+
+
+@cli.command()
+@click.option("-n", "--limit", default=20, show_default=True, type=int, help="newest N events")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handle_errors
+def events(obj: Ctx, limit: int, as_json: bool) -> None:
+    """Recycles and kills of worker processes, newest first (RSS, limit, top growing jobs)."""
+    from .job import iso
+    from .limits import fmt_bytes
+    client = obj.client()
+    found = [json.loads(e) for e in client.redis.lrange(client.broker.keys.events, 0, max(0, limit - 1))]
+    for e in found:
+        e["at"] = iso(e.get("at"))
+    if as_json:
+        _out(found)
+        return
+    if not found:
+        click.echo("no events")
+    for e in found:
+        click.echo(f"{e['at']}  {e['event']}  {e.get('reason')}  pid {e.get('pid')}  {e.get('detail')}  "
+                   f"rss {fmt_bytes(e.get('rss_bytes'))} limit {fmt_bytes(e.get('limit_bytes'))}")
+        for g in e.get("top_growers", []):
+            click.echo(f"    grew {fmt_bytes(g['rss_growth_bytes'])}: job {g['job']}")
+        if e.get("jobs") and isinstance(e["jobs"], list):
+            click.echo(f"    running jobs requeued: {', '.join(e['jobs'])}")
 
 
 def _worker_entry(e: dict[str, str]) -> dict[str, Any]:
     """A registry entry with numbers as numbers and times as ISO-8601 UTC."""
     from .job import iso
     out: dict[str, Any] = dict(e, running=json.loads(e.get("running", "[]")))
-    for k in ("pid", "greenlets", "jobs_done", "rss_bytes"):
-        if k in out:
+    if "children" in out:
+        out["children"] = json.loads(out["children"])
+    for k in ("pid", "greenlets", "jobs_done", "rss_bytes", "processes", "restarts", "kills",
+              "mem_limit_bytes", "mem_hard_limit_bytes"):
+        if out.get(k):
             out[k] = int(out[k])
     for k in ("started_at", "heartbeat_at"):
         if k in out:

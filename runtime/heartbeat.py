@@ -73,13 +73,33 @@ class Heartbeat:
         conn = redis.Redis(connection_pool=redis.ConnectionPool(
             connection_class=pool.connection_class, **pool.connection_kwargs))
         interval = self.worker.settings.heartbeat_interval_s
+        limits = self.worker.limits
+        # with a recycling limit, the thread also wakes every mem_check_interval_s for it
+        tick = min(interval, self.worker.settings.mem_check_interval_s) if limits.active else interval
+        next_beat = 0.0
         while not self._stop:
-            started = time.monotonic()
-            try:
-                self.beat(conn)
-            except Exception as exc:  # noqa: BLE001 - a heartbeat must keep beating
-                log.warning("heartbeat failed: %s", exc)
-            self._sleep(max(0.0, interval - (time.monotonic() - started)))
+            now = time.monotonic()
+            if now >= next_beat:
+                next_beat = now + interval
+                try:
+                    self.beat(conn)
+                except Exception as exc:  # noqa: BLE001 - a heartbeat must keep beating
+                    log.warning("heartbeat failed: %s", exc)
+            if limits.active:
+                self._check_limits()
+            self._sleep(max(0.0, min(tick, next_beat - time.monotonic())))
+
+    def _check_limits(self) -> None:
+        """The timer check of the recycling limits; a crossing is handed to the hub."""
+        try:
+            why = self.worker.limits.tick()
+        except Exception as exc:  # noqa: BLE001 - keep beating
+            log.warning("memory check failed: %s", exc)
+            return
+        if why is not None:
+            import gevent
+            w = self.worker
+            w._hub.loop.run_callback_threadsafe(gevent.spawn, w.recycle, why)
 
     def registry_entry(self) -> dict[str, str]:
         w = self.worker
@@ -97,7 +117,9 @@ class Heartbeat:
             "queues": ",".join(w.settings.queues), "greenlets": str(w.settings.greenlets),
             "started_at": repr(w.started_at), "heartbeat_at": repr(time.time()),
             "jobs_done": str(w.jobs_done), "rss_bytes": str(self.proc.memory_info().rss),
-            "state": w.state, "running": json.dumps(running),
+            "state": w.state, "running": json.dumps(running), "supervisor": w.supervisor_id,
+            "mem_limit_bytes": str(w.settings.mem_limit_bytes or ""),
+            "recycle": w.recycled.detail if w.recycled else "",
         }
 
     def beat(self, conn: Any) -> None:

@@ -64,6 +64,11 @@ class Keys:
     def workers(self) -> str:
         return f"{self.prefix}:workers"
 
+    @property
+    def events(self) -> str:
+        """List of recycle and kill events (JSON), newest first."""
+        return f"{self.prefix}:events"
+
     def worker(self, worker_id: str) -> str:
         return f"{self.prefix}:w:{worker_id}"
 
@@ -82,3 +87,11 @@ class Keys:
     def waiter(self, token: str) -> str:
         """A client's private notify list (``wait()``), expiring shortly after use."""
         return f"{self.prefix}:wait:{token}"
+
+
+def host_pid(worker_id: str) -> tuple[str | None, int | None]:
+    """Host and pid from a worker id ``{host}.{pid}.{random}``."""
+    parts = worker_id.rsplit(".", 2)
+    if len(parts) == 3 and parts[1].isdigit():
+        return parts[0], int(parts[1])
+    return None, None

@@ -106,6 +106,41 @@ class Settings:
     #: Log lines kept per job, and their total size, bytes (a marker says what was dropped).
     max_log_lines: int = 1000
     max_log_bytes: int = 65_536
+    #: Worker processes run under one supervisor that restarts them (0 = one process, not
+    #: supervised unless a limit below asks for recycling, which runs one supervised process).
+    processes: int = 0
+    #: Soft memory limit of each worker process (RSS), bytes; settings and flags take units
+    #: K, M, G (powers of 1024). Checked after every job and every ``mem_check_interval_s``;
+    #: over it, free heap is returned to the system (malloc_trim) and, still over, the worker
+    #: recycles: it stops claiming, lets running jobs finish within ``grace_s`` and exits,
+    #: and the supervisor starts a fresh one. None = no limit.
+    mem_limit_bytes: int | None = None
+    #: Hard memory ceiling, enforced from outside by the supervisor: a worker above it is
+    #: killed and its running jobs requeued at once (worker-lost). None = the soft limit
+    #: plus HARD_LIMIT_MARGIN (a quarter of it, at least 64 MiB).
+    mem_hard_limit_bytes: int | None = None
+    #: Period of the memory check by a native thread (besides the check after every job) and
+    #: of the supervisor's check of the hard limit, seconds.
+    mem_check_interval_s: float = 0.25
+    #: Recycle a worker process after this many jobs (0 = never).
+    max_jobs: int = 0
+    #: Recycle a worker process after this many seconds (0 = never).
+    max_time_s: float = 0.0
+
+    @property
+    def hard_limit_bytes(self) -> int | None:
+        """The hard memory ceiling in bytes: ``mem_hard_limit_bytes``, else the soft limit
+        plus a quarter of it (at least 64 MiB); None without a soft limit."""
+        if self.mem_hard_limit_bytes is not None:
+            return self.mem_hard_limit_bytes
+        if self.mem_limit_bytes is None:
+            return None
+        return self.mem_limit_bytes + max(self.mem_limit_bytes // 4, 64 * 2**20)
+
+    @property
+    def supervised(self) -> bool:
+        """Does ``runtime worker`` run a supervisor (processes, or a recycling limit)?"""
+        return bool(self.processes or self.mem_limit_bytes or self.max_jobs or self.max_time_s)
 
     def __post_init__(self) -> None:
         if self.greenlets < 1:
@@ -122,6 +157,18 @@ class Settings:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.worker_ttl_s <= self.heartbeat_interval_s:
             raise ConfigError("worker_ttl_s must be longer than heartbeat_interval_s")
+        if self.processes < 0 or self.max_jobs < 0 or self.max_time_s < 0:
+            raise ConfigError("processes, max_jobs and max_time_s must be >= 0")
+        if self.mem_check_interval_s <= 0:
+            raise ConfigError(f"mem_check_interval_s must be > 0, got {self.mem_check_interval_s}")
+        for name in ("mem_limit_bytes", "mem_hard_limit_bytes"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise ConfigError(f"{name} must be > 0, got {v}")
+        if (self.mem_hard_limit_bytes is not None and self.mem_limit_bytes is not None
+                and self.mem_hard_limit_bytes <= self.mem_limit_bytes):
+            raise ConfigError(f"mem_hard_limit_bytes ({self.mem_hard_limit_bytes}) must be above "
+                              f"mem_limit_bytes ({self.mem_limit_bytes})")
         unknown = set(self.ttl_s) - {s.value for s in FINAL}
         if unknown:
             raise ConfigError(f"ttl_s names statuses that are not final: {sorted(unknown)}")
@@ -132,6 +179,25 @@ class Settings:
     def replace(self, **changes: Any) -> "Settings":
         """A copy with ``changes`` applied and validated again."""
         return dataclasses.replace(self, **changes)
+
+
+_UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def parse_bytes(value: Any) -> int:
+    """``512M`` -> 536870912: a size with an optional unit K, M, G or T (powers of 1024,
+    also written KB, MiB...), or a plain number of bytes. Raises ValueError."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value)
+    text = str(value).strip().upper().replace("IB", "").rstrip("B") or "0"
+    num, unit = text, ""
+    if text[-1] in _UNITS:
+        num, unit = text[:-1], text[-1]
+    try:
+        number = float(num)
+    except ValueError:
+        raise ValueError(f"not a size: {value!r} (use bytes, or K, M, G: 512M)") from None
+    return int(number * _UNITS[unit])
 
 
 def _coerce(name: str, raw: Any, source: str) -> Any:
@@ -146,6 +212,8 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
                 pairs = (p.split(":", 1) for p in raw.split(",") if p.strip())
                 return {k.strip(): float(v) for k, v in pairs}
             return {str(k): float(v) for k, v in dict(raw).items()}
+        if name.endswith("_bytes"):
+            return None if raw in ("", None) and "None" in kind else parse_bytes(raw)
         if kind == "int":
             return int(raw)
         if kind == "float":

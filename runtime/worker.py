@@ -41,6 +41,9 @@ from .execution import AttemptResult, attempt_with, interrupted, run_attempt
 from .job import dumps, utf8_safe
 from .middleware import Chain
 from .heartbeat import Heartbeat
+from .keys import host_pid as _host_pid
+from .limits import (EXIT_RECYCLED, SUPERVISOR_ID_ENV, Limits, Recycle, notify_supervisor,
+                     record_event)
 from .settings import Settings
 from .status import Status
 from .tasks import resolve
@@ -103,6 +106,10 @@ class Worker:
         self.middleware = Chain.from_settings(settings)
         self._host = socket.gethostname()
         self._missing: dict[str, float] = {}  # worker id -> when its entry was first seen missing
+        self.limits = Limits(settings)
+        self.recycled: Recycle | None = None
+        self.claimed_total = 0
+        self.supervisor_id = os.environ.get(SUPERVISOR_ID_ENV, "")
 
     # ---- life cycle -------------------------------------------------------------------
 
@@ -141,8 +148,9 @@ class Worker:
             self._deregister()
             for h in handlers:
                 h.cancel()
-            log.info("worker %s stopped after %d jobs", self.id, self.jobs_done)
-        return 0
+            log.info("worker %s stopped after %d jobs%s", self.id, self.jobs_done,
+                     f" (recycled: {self.recycled.detail})" if self.recycled else "")
+        return EXIT_RECYCLED if self.recycled else 0
 
     def stop(self, hard: bool = False) -> None:
         """Stop claiming; ``hard`` (or a second call) interrupts running jobs at once."""
@@ -154,6 +162,19 @@ class Worker:
         self._slot.set()
         if self._waiter is not None:
             self._waiter.kill(block=False)
+
+    def recycle(self, why: Recycle) -> None:
+        """Stop to be replaced by a fresh process (a limit was crossed): tell the supervisor
+        at once (SIGUSR1, so it starts the replacement while this one drains), record the
+        event, then stop claiming like a first SIGTERM (running jobs get ``grace_s``)."""
+        if self._stopping or self.recycled:
+            return
+        self.recycled = why
+        log.warning("worker %s recycles: %s", self.id, why.detail)
+        notify_supervisor()
+        self.stop()
+        self.state = "recycling"
+        record_event(self.redis, self.broker.keys.events, self.limits.event(why, self.id))
 
     def _install_signals(self) -> list[Any]:
         import signal
@@ -180,6 +201,8 @@ class Worker:
         while not self._stopping:
             free = self.pool.free_count()
             want = free + self._prefetch - len(self._buffer)
+            if self.limits.max_jobs:
+                want = min(want, self.limits.max_jobs - self.claimed_total)
             if self._alone or any(r.exclusive for r in self._buffer):
                 want = 0  # draining for, or running, a job that runs alone
             if want <= 0 or (free <= 0 and 2 * len(self._buffer) > self._prefetch):
@@ -265,6 +288,7 @@ class Worker:
         if self.middleware._exclusive:
             rj.exclusive = self.middleware.exclusive(ctx)
         self.running[c.id] = rj
+        self.claimed_total += 1
         return rj
 
     def _can_launch(self, rj: RunningJob) -> bool:
@@ -303,6 +327,10 @@ class Worker:
         result.fields["started_at"] = f"{began:.6f}"
         result.fields["ended_at"] = f"{time.time():.6f}"
         self._record(rj, result)
+        if self.limits.active:
+            why = self.limits.after_job(c.id)
+            if why is not None:
+                gevent.spawn(self.recycle, why)
 
     def _record(self, rj: RunningJob, res: AttemptResult) -> None:
         if rj.done:
@@ -469,6 +497,12 @@ class Worker:
             pipe.execute()
         except redis.RedisError as exc:
             log.warning("could not leave the idle lists: %s", exc)
+        if self._buffer:  # first, so that other workers (or the replacement) take them now
+            log.info("returning %d prefetched jobs to their queues", len(self._buffer))
+            while self._buffer:
+                self._record(self._buffer.popleft(), AttemptResult(
+                    Status.INTERRUPT, reason="interrupted", note="prefetched; the worker stopped before running it"))
+            self._flush_now()
         deadline = time.monotonic() + self.settings.grace_s
         while len(self.pool) and not self._hard:
             remaining = deadline - time.monotonic()
@@ -477,11 +511,6 @@ class Worker:
             self._slot.clear()
             if len(self.pool):
                 self._slot.wait(timeout=remaining)
-        if self._buffer:
-            log.info("returning %d prefetched jobs to their queues", len(self._buffer))
-            while self._buffer:
-                self._record(self._buffer.popleft(), AttemptResult(
-                    Status.INTERRUPT, reason="interrupted", note="prefetched; the worker stopped before running it"))
         leftover = [rj for rj in self.running.values() if not rj.done and rj.greenlet is not None]
         if leftover:
             log.warning("interrupting %d running jobs; they are requeued", len(leftover))
@@ -517,14 +546,6 @@ def capped_json(report: dict[str, Any], max_bytes: int) -> str:
         if len(text) <= max_bytes:
             break
     return text
-
-
-def _host_pid(worker_id: str) -> tuple[str | None, int | None]:
-    """Host and pid from a worker id ``{host}.{pid}.{random}``."""
-    parts = worker_id.rsplit(".", 2)
-    if len(parts) == 3 and parts[1].isdigit():
-        return parts[0], int(parts[1])
-    return None, None
 
 
 def _alive(pid: int, started: float | None) -> bool:
