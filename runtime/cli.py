@@ -401,6 +401,7 @@ def workers(obj: Ctx, as_json: bool) -> None:
         return
     if not entries:
         click.echo("no live workers")
+    from .limits import fmt_bytes
     sups = {e["id"] for e in entries if e.get("kind") == "supervisor"}
     # supervisors first, each followed by its worker processes; then unsupervised workers
     order = sorted(entries, key=lambda e: (e.get("supervisor") if e.get("supervisor") in sups else
@@ -409,9 +410,13 @@ def workers(obj: Ctx, as_json: bool) -> None:
     for e in order:
         rss = int(e.get("rss_bytes", 0)) / 2**20
         if e.get("kind") == "supervisor":
-            limits = f"  mem-limit {e['mem_limit_bytes']} hard {e['mem_hard_limit_bytes']}" if e.get("mem_limit_bytes") else ""
+            limits = (f"  mem-limit {fmt_bytes(e['mem_limit_bytes'])} hard {fmt_bytes(e['mem_hard_limit_bytes'])}"
+                      if e.get("mem_limit_bytes") else "")
+            kids = e.get("children", [])
+            recycling = sum(1 for c in kids if c.get("recycling"))
             click.echo(f"{e['id']}  supervisor {e.get('state', '?')}  host {e['host']} pid {e['pid']}  "
-                       f"processes {len(e.get('children', []))}/{e.get('processes')}  restarts {e.get('restarts', 0)}  "
+                       f"processes {len(kids) - recycling}/{e.get('processes')}"
+                       f"{f' (+{recycling} recycling)' if recycling else ''}  restarts {e.get('restarts', 0)}  "
                        f"kills {e.get('kills', 0)}  rss {rss:.1f} MiB{limits}  since {e['started_at']}")
             continue
         indent = "  " if e.get("supervisor") in sups else ""

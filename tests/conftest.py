@@ -111,11 +111,13 @@ class Workers:
         self.tmp = tmp
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, *args: str, **settings: Any) -> subprocess.Popen[bytes]:
+    def start(self, *args: str, own_group: bool = False, **settings: Any) -> subprocess.Popen[bytes]:
+        """``runtime worker ARGS`` with these settings; ``own_group``: in a new process
+        group (so that a test can signal the group as a container runtime does)."""
         log = open(self.tmp / f"worker-{len(self.procs)}.log", "wb")
         proc = subprocess.Popen([sys.executable, "-m", "runtime", "worker", "--log-level", "DEBUG", *args],
                                 env=worker_env(self.settings, **settings), stdout=log, stderr=subprocess.STDOUT,
-                                cwd=self.tmp)
+                                cwd=self.tmp, process_group=0 if own_group else None)
         proc.log_path = log.name  # type: ignore[attr-defined]
         self.procs.append(proc)
         return proc
@@ -124,10 +126,30 @@ class Workers:
         return Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
 
     def stop_all(self) -> None:
+        """SIGKILL each worker; a supervisor gets two SIGTERMs first (its children stop at
+        once, interrupting their jobs) so that no child outlives the test."""
         for p in self.procs:
+            if p.poll() is None and self._supervises(p):
+                p.send_signal(signal.SIGTERM)
+                try:  # two signals sent at once may arrive as one
+                    wait_until(lambda: "supervisor got signal" in self.log(p) or p.poll() is not None, 5)
+                except AssertionError:
+                    pass
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    p.wait(10 if self._supervises(p) else 0)
+                except subprocess.TimeoutExpired:
+                    pass
             if p.poll() is None:
                 p.send_signal(signal.SIGKILL)
                 p.wait(10)
+
+    @staticmethod
+    def _supervises(p: subprocess.Popen[bytes]) -> bool:
+        from runtime._entry import supervises
+        return supervises([str(a) for a in p.args[3:]])  # type: ignore[index]
 
 
 @pytest.fixture

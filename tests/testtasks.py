@@ -160,3 +160,16 @@ def circular() -> dict:
     d: dict = {}
     d["self"] = d
     return d
+
+
+_held: list[bytes] = []
+
+
+def allocate(mb: int, hold_s: float = 0.0, keep: bool = False) -> int:
+    """Touch ``mb`` MiB of memory and hold it ``hold_s`` seconds (cooperatively); with
+    ``keep``, never free it (a leak)."""
+    block = b"\x01" * (mb << 20)
+    if keep:
+        _held.append(block)
+    time.sleep(hold_s)
+    return len(block)

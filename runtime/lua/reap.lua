@@ -23,8 +23,14 @@ local woke = {}
 local function lose(id, wid, clean)
   local jk = p .. ':j:' .. id
   redis.call('ZREM', p .. ':inflight', id)
-  local cur = redis.call('HMGET', jk, 'status', 'worker', 'priority', 'due_at', 'queue', 'attempt')
+  local cur = redis.call('HMGET', jk, 'status', 'worker', 'priority', 'due_at', 'queue', 'attempt', 'lost_reason')
   if cur[1] ~= 'started' or (wid and cur[2] ~= wid) then return end
+  -- why the worker was lost, when the supervisor knows (e.g. killed over the memory ceiling)
+  local why = ''
+  if cur[7] then
+    why = ': ' .. string.gsub(string.gsub(cur[7], '\\', '\\\\'), '"', '\\"')
+    redis.call('HDEL', jk, 'lost_reason')
+  end
   local lost = clean and 0 or redis.call('HINCRBY', jk, 'lost', 1)
   local hk = p .. ':h:' .. id
   redis.call('ZREM', p .. ':st:started', id)
@@ -40,13 +46,13 @@ local function lose(id, wid, clean)
     woke[cur[5]] = true
     requeued = requeued + 1
   elseif lost >= max_lost then
-    local msg = string.format('its worker died while running it %d times (max_lost=%d); last worker %s',
-      lost, max_lost, cur[2])
+    local msg = string.format('its worker died while running it %d times (max_lost=%d); last worker %s%s',
+      lost, max_lost, cur[2], why)
     redis.call('HSET', jk, 'status', 'failed', 'ended_at', snow, 'reason', 'worker-lost',
       'exc_type', 'WorkerLost', 'exc_message', msg)
     redis.call('ZADD', p .. ':st:failed', now, id)
     redis.call('RPUSH', hk, string.format(
-      '{"at":%s,"status":"failed","worker":"%s","attempt":%s,"note":"worker-lost"}', snow, cur[2], cur[6]))
+      '{"at":%s,"status":"failed","worker":"%s","attempt":%s,"note":"worker-lost%s"}', snow, cur[2], cur[6], why))
     redis.call('EXPIRE', jk, math.ceil(ttl_failed))
     redis.call('EXPIRE', hk, math.ceil(ttl_failed))
     notify(p, id, id)
@@ -57,7 +63,7 @@ local function lose(id, wid, clean)
     local prio = tonumber(cur[3]) or 0
     redis.call('ZADD', p .. ':q:' .. cur[5], -prio * 1e13 + tonumber(cur[4]) * 1000, id)
     redis.call('RPUSH', hk, string.format(
-      '{"at":%s,"status":"queued","worker":"%s","attempt":%s,"note":"worker lost, requeued"}', snow, cur[2], cur[6]))
+      '{"at":%s,"status":"queued","worker":"%s","attempt":%s,"note":"worker lost, requeued%s"}', snow, cur[2], cur[6], why))
     woke[cur[5]] = true
     requeued = requeued + 1
   end

@@ -1,0 +1,157 @@
+"""Process tests of the supervisor: memory limits, recycling, the hard ceiling, signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections import Counter
+
+from conftest import wait_until
+from runtime.keys import host_pid
+
+
+def _events(client, kind=None):
+    found = [json.loads(e) for e in client.redis.lrange(client.broker.keys.events, 0, -1)]
+    return [e for e in found if kind is None or e["event"] == kind]
+
+
+def _entries(client):
+    keys = client.broker.keys
+    out = [client.redis.hgetall(keys.worker(w)) for w in client.redis.smembers(keys.workers)]
+    return [e for e in out if e]
+
+
+def _children(client, sup_pid):
+    """Registry entries of the live, non-recycling workers started by supervisor ``sup_pid``."""
+    sups = {e["id"] for e in _entries(client) if e.get("kind") == "supervisor" and e["pid"] == str(sup_pid)}
+    return [e for e in _entries(client) if e.get("supervisor") in sups and e.get("state") == "running"]
+
+
+def _ran_once(job):
+    """Started once, not counting claims of prefetched jobs handed back unrun at a stop."""
+    unrun = sum(1 for h in job.history if h["status"] == "interrupt" and "prefetched" in (h.get("note") or ""))
+    ok = [h["status"] for h in job.history].count("started") - unrun == 1
+    if not ok:
+        print(job.id, job.history)
+    return ok
+
+
+def test_mem_limit_recycles_the_worker_and_loses_no_job(client, workers):
+    ids = client.queue_jobs("tasks_example.work.leaky", [{"kilobytes": 1024}] * 120)
+    sup = workers.start("--mem-limit", "75M", "--greenlets", "4")
+    jobs = client.wait(ids, timeout_s=60)
+    assert Counter(j.status for j in jobs) == {"success": 120}
+    pids = {host_pid(j.worker)[1] for j in jobs}
+    assert len(pids) >= 2 and sup.pid not in pids  # recycled: jobs ran in several processes
+    # none ran twice, except one interrupted when a grace period expired (none here: 5 s)
+    assert all(_ran_once(j) for j in jobs)
+    events = _events(client, "recycle")
+    assert events and all(e["reason"] == "mem-limit" for e in events)
+    e = events[-1]
+    assert e["rss_bytes"] > e["limit_bytes"] == 75 * 2**20
+    assert e["jobs"] > 0 and e["top_growers"] and e["top_growers"][0]["job"] in ids
+    assert e["pid"] in pids
+    # and a replacement is running
+    wait_until(lambda: len(_children(client, sup.pid)) == 1, 10, "one worker process under the supervisor")
+
+
+def test_two_processes_return_to_two_and_the_queue_drains(client, workers):
+    sup = workers.start("--processes", "2", "--mem-limit", "70M", "--greenlets", "4")
+    wait_until(lambda: len(_children(client, sup.pid)) == 2, 10, "two worker processes")
+    ids = client.queue_jobs("tasks_example.work.leaky", [{"kilobytes": 1024}] * 200)
+    jobs = client.wait(ids, timeout_s=90)
+    assert Counter(j.status for j in jobs) == {"success": 200}
+    assert len(_events(client, "recycle")) >= 2
+    wait_until(lambda: len(_children(client, sup.pid)) == 2, 10, "process count back to 2")
+    assert client.store.queue_depths()["default"]["ready"] == 0
+    assert "worker processes" in _supervisor_line(client)
+
+
+def _supervisor_line(client):
+    from click.testing import CliRunner
+    from runtime.cli import cli
+    s = client.settings
+    res = CliRunner().invoke(cli, ["--redis", s.redis_url, "--prefix", s.key_prefix, "workers"])
+    assert res.exit_code == 0, res.output
+    return res.output.replace("processes", "worker processes", 1)
+
+
+def test_max_jobs_recycles_after_n_jobs(client, workers):
+    ids = client.queue_jobs("testtasks.add", [{"a": i, "b": 1} for i in range(35)])
+    workers.start("--max-jobs", "10", "--greenlets", "3")
+    jobs = client.wait(ids, timeout_s=60)
+    assert all(j.status == "success" and _ran_once(j) for j in jobs)
+    per_worker = Counter(j.worker for j in jobs)
+    assert len(per_worker) >= 4 and max(per_worker.values()) <= 10
+    assert {e["reason"] for e in _events(client, "recycle")} == {"max-jobs"}
+
+
+def test_a_job_past_the_hard_limit_is_requeued_at_once_then_fails_worker_lost(client, workers):
+    hog = client.queue_job("testtasks.allocate", {"mb": 160, "hold_s": 30})
+    healthy = client.queue_jobs("testtasks.add", [{"a": i, "b": 1} for i in range(20)])
+    workers.start("--mem-limit", "70M", "--mem-hard-limit", "120M", "--greenlets", "4")
+    job = client.wait(hog, timeout_s=60)
+    assert job.status == "failed" and job.reason == "worker-lost"
+    killed = "its worker process was killed: RSS"
+    notes = [h.get("note") or "" for h in job.history]
+    assert sum(n.startswith("worker lost, requeued: " + killed) for n in notes) == 2  # requeued at once, twice
+    assert killed in job.exc_message and "over the hard limit 120.0 MiB" in job.exc_message
+    kills = _events(client, "kill")
+    assert len(kills) == 3 and all(k["jobs"] == [hog] and k["rss_bytes"] > 120 * 2**20 for k in kills)
+    assert all(j.status == "success" for j in client.wait(healthy, timeout_s=30))
+
+
+def _graceful(client, workers, signal_group: bool):
+    sup = workers.start("--processes", "2", "--greenlets", "3", own_group=signal_group)
+    wait_until(lambda: len(_children(client, sup.pid)) == 2, 10, "two worker processes")
+    ids = client.queue_jobs("testtasks.sleep", [{"seconds": 1.0}] * 4)
+    wait_until(lambda: sum(j.status == "started" for j in client.store.get_many(ids)) == 4, 10, "jobs to start")
+    if signal_group:
+        os.killpg(sup.pid, signal.SIGTERM)  # as a container runtime or a terminal does
+    else:
+        sup.send_signal(signal.SIGTERM)
+    return sup, ids
+
+
+def test_sigterm_to_the_supervisor_lets_running_jobs_finish(client, workers):
+    sup, ids = _graceful(client, workers, signal_group=False)
+    assert sup.wait(15) == 0
+    assert all(j.status == "success" and _ran_once(j) for j in client.store.get_many(ids))
+    assert _entries(client) == []  # supervisor and workers deregistered
+
+
+def test_sigterm_to_the_process_group_behaves_the_same(client, workers):
+    sup, ids = _graceful(client, workers, signal_group=True)
+    assert sup.wait(15) == 0
+    assert all(j.status == "success" and _ran_once(j) for j in client.store.get_many(ids))
+    assert _entries(client) == []
+    log = workers.log(sup)
+    assert log.count("got signal 15: stopping;") == 2  # each worker got it once, not twice
+
+
+def test_second_signal_to_the_supervisor_interrupts_and_requeues(client, workers):
+    sup = workers.start("--processes", "2", "--greenlets", "2")
+    wait_until(lambda: len(_children(client, sup.pid)) == 2, 10, "two worker processes")
+    ids = client.queue_jobs("testtasks.sleep", [{"seconds": 60}] * 4)
+    wait_until(lambda: sum(j.status == "started" for j in client.store.get_many(ids)) == 4, 10, "jobs to start")
+    sup.send_signal(signal.SIGTERM)
+    wait_until(lambda: workers.log(sup).count("stopping; running jobs") == 2, 5, "first signal forwarded")
+    sup.send_signal(signal.SIGTERM)
+    assert sup.wait(10) == 0
+    jobs = client.store.get_many(ids)
+    assert all(j.status == "interrupt" and j.retries == 0 for j in jobs)
+    assert client.store.queue_depths()["default"]["ready"] == 4
+
+
+def test_a_worker_that_dies_is_restarted_and_its_jobs_requeued_at_once(client, workers):
+    sup = workers.start("--processes", "1", "--greenlets", "2")
+    wait_until(lambda: len(_children(client, sup.pid)) == 1, 10, "a worker process")
+    sleeper = client.queue_job("testtasks.sleep", {"seconds": 0.5})
+    wait_until(lambda: client.get_job(sleeper).status == "started", 10, "the sleeper to start")
+    victim = int(_children(client, sup.pid)[0]["pid"])
+    os.kill(victim, signal.SIGKILL)
+    job = client.wait(sleeper, timeout_s=20)
+    assert job.status == "success" and job.attempt == 2
+    wait_until(lambda: [e["pid"] for e in _children(client, sup.pid)] not in ([], [str(victim)]), 10,
+               "a new worker process")
