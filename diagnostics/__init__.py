@@ -1,2 +1,11 @@
-"""Observability middleware and tools for runtime: timing, logs (and, to come, tracing,
-profiles, memory, Sentry, metrics). Each feature is one runtime.middleware.Middleware."""
+"""Observability middleware and tools for runtime: tracing, metrics, timing, memory, heap
+diffs, profiles, logs, Sentry (each one runtime.middleware.Middleware), and leak hunting
+in a REPL (:func:`hunt_leaks`, diagnostics.leaks)."""
+
+from typing import Any
+
+
+def hunt_leaks(*args: Any, **kwargs: Any) -> Any:
+    """See :func:`diagnostics.leaks.hunt_leaks` (imported on first use: objgraph, guppy3)."""
+    from .leaks import hunt_leaks as _hunt
+    return _hunt(*args, **kwargs)
