@@ -110,13 +110,18 @@ class LeakReport:
         out.append("Object types that grew (objgraph; gc-tracked objects only):")
         out += [f"  {t.type:<24} {t.count:+,d}  ({t.per_run:+.1f} per run)" for t in self.types[:8]] or ["  none"]
         out.append(f"Allocation sites that grew (tracemalloc, over {self.traced_runs} runs):")
-        for s in self.sites[:8]:
+        top = self.sites[0].bytes if self.sites else 0
+        shown = [s for s in self.sites[:8] if s.bytes * 100 >= top]
+        for s in shown:
             out.append(f"  {s.where:<40} {fmt_bytes(s.bytes):>10} in {s.blocks:+,d} blocks "
                        f"({fmt_bytes(s.per_run_bytes)} per run)")
             if s.source:
                 out.append(f"      {s.source}")
         if not self.sites:
             out.append("  none")
+        elif len(shown) < len(self.sites):
+            out.append(f"  (+{len(self.sites) - len(shown)} sites under 1% of the top one: a block or so per run, "
+                       "often CPython's free lists handing memory first allocated there to the leak)")
         out.append(f"Heap diff (guppy3): {self.heap_diff_count:,d} objects, {fmt_bytes(self.heap_diff_bytes)} "
                    "alive after the last run that were not after the first:")
         out += ["  " + line for line in self.heap_diff.splitlines()[:12]]
@@ -246,12 +251,15 @@ def _describe_chain(chain: list[Any]) -> list[str]:
 
 def _draw(objgraph: Any, chain: list[Any], dot_file: str) -> tuple[str, str | None]:
     """Write the chain as ``dot_file`` (.dot) and, with graphviz installed, a PNG beside it."""
+    import contextlib
+    import io
     dot_file = os.path.abspath(dot_file)
-    objgraph.show_chain(chain, filename=dot_file)
     png = None
-    if shutil.which("dot"):
-        png = os.path.splitext(dot_file)[0] + ".png"
-        objgraph.show_chain(chain, filename=png)
+    with contextlib.redirect_stdout(io.StringIO()):  # objgraph prints where it wrote
+        objgraph.show_chain(chain, filename=dot_file)
+        if shutil.which("dot"):
+            png = os.path.splitext(dot_file)[0] + ".png"
+            objgraph.show_chain(chain, filename=png)
     return dot_file, png
 
 

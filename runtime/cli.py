@@ -446,10 +446,10 @@ def events(obj: Ctx, limit: int, as_json: bool) -> None:
     if not found:
         click.echo("no events")
     for e in found:
-        click.echo(f"{e['at']}  {e['event']}  {e.get('reason')}  pid {e.get('pid')}  {e.get('detail')}  "
-                   f"rss {fmt_bytes(e.get('rss_bytes'))} limit {fmt_bytes(e.get('limit_bytes'))}")
+        ran = f"; it ran {e['jobs']} jobs" if isinstance(e.get("jobs"), int) else ""
+        click.echo(f"{e['at']}  {e['event']} ({e.get('reason')})  pid {e.get('pid')}: {e.get('detail')}{ran}")
         for g in e.get("top_growers", []):
-            click.echo(f"    grew {fmt_bytes(g['rss_growth_bytes'])}: job {g['job']}")
+            click.echo(f"    RSS grew {fmt_bytes(g['rss_growth_bytes'])} when job {g['job']} ended")
         if e.get("jobs") and isinstance(e["jobs"], list):
             click.echo(f"    running jobs requeued: {', '.join(e['jobs'])}")
 
