@@ -4,7 +4,8 @@ Exit codes:
   0 OK; 1 ERROR (any other runtime error); 2 USAGE (bad arguments or params); 3 NOT_FOUND
   (job id unknown); 4 UNAVAILABLE (Redis unreachable); 5 JOB_FAILED (run, enqueue --wait:
   the job did not succeed); 6 TIMEOUT (enqueue --wait deadline passed); 7 NOT_ALLOWED (a
-  status change that is not allowed, e.g. cancel of a running job).
+  status change that is not allowed, e.g. cancel of a running job); 8 RECYCLED (worker: a
+  worker process stopped to be recycled; its supervisor replaces it).
 """
 
 from __future__ import annotations
