@@ -21,9 +21,14 @@ Export: OTLP over http/protobuf (or gRPC with ``OTEL_EXPORTER_OTLP_PROTOCOL=grpc
 ``OTEL_EXPORTER_OTLP_ENDPOINT``. With no endpoint nothing is traced or exported (unless
 the application installed an SDK TracerProvider itself, which is then used). The
 provider is made in the process that uses it (after fork in workers, never inherited),
-flushed when a worker stops or recycles. Under gevent the batch exporter runs on the hub,
-so batches are kept small (64 spans, 1 s) to keep the stall of running greenlets short
-(NOTES-observability #7). Attribute values are cut at ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``
+flushed when a worker stops or recycles. Under gevent the SDK's BatchSpanProcessor would
+run on the hub (its thread is a greenlet there): encoding a batch stalls every running
+greenlet (64-span batches: p99 5 ms, max 16-24 ms, NOTES-observability #7), and a
+CPU-bound job starves it (90 % of spans dropped). So in a gevent-patched process spans are
+handed to :class:`NativeExportProcessor`, which batches and exports them from a real OS
+thread with its own hub; the interpreter's GIL switch interval is lowered to
+SWITCH_INTERVAL_S so that the thread's encoding cannot hold a running greenlet for more
+than about that long. Elsewhere the SDK's BatchSpanProcessor is used. Attribute values are cut at ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``
 (default here 1024 characters). opentelemetry is imported only when tracing is on.
 """
 
@@ -39,11 +44,87 @@ from runtime.status import Status
 
 log = logging.getLogger("runtime.tracing")
 
-#: BatchSpanProcessor tuning under gevent (see module docstring).
-EXPORT_BATCH = 64
-EXPORT_DELAY_MS = 1000
+#: Span export tuning (see module docstring): spans per OTLP request, seconds between
+#: exports, spans kept waiting at most (more are dropped and counted).
+EXPORT_BATCH = 512
+EXPORT_DELAY_S = 0.5
 EXPORT_QUEUE = 8192
 ATTRIBUTE_LENGTH = 1024
+#: GIL switch interval in a gevent worker that exports spans, seconds (CPython's default
+#: is 0.005): the longest the export thread holds the interpreter while a greenlet waits.
+SWITCH_INTERVAL_S = 0.001
+
+
+class NativeExportProcessor:
+    """An OpenTelemetry SpanProcessor that exports from a native OS thread.
+
+    ``on_end`` (any greenlet) only appends the span to a deque; a real thread (gevent's
+    original ``start_new_thread``) wakes every ``delay_s`` seconds and exports what
+    waits, ``batch`` spans per request, through ``exporter`` (its sockets run on that
+    thread's own gevent hub). Over ``max_queue`` waiting spans, new ones are dropped and
+    counted in ``dropped``. ``force_flush`` and ``shutdown`` export what is left from the
+    caller's thread.
+    """
+
+    def __init__(self, exporter: Any, batch: int = EXPORT_BATCH, delay_s: float = EXPORT_DELAY_S,
+                 max_queue: int = EXPORT_QUEUE) -> None:
+        import collections
+
+        from gevent import monkey
+        self.exporter, self.batch, self.delay_s, self.max_queue = exporter, batch, delay_s, max_queue
+        self.dropped = 0
+        self.exported = 0
+        self._queue: Any = collections.deque()
+        self._sleep = monkey.get_original("time", "sleep")
+        self._lock = monkey.get_original("_thread", "allocate_lock")()
+        self._stopped = False
+        monkey.get_original("_thread", "start_new_thread")(self._loop, ())
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        pass
+
+    def _on_ending(self, span: Any) -> None:
+        pass
+
+    def on_end(self, span: Any) -> None:
+        if not span.context.trace_flags.sampled:
+            return
+        if len(self._queue) >= self.max_queue:
+            self.dropped += 1
+            return
+        self._queue.append(span)
+
+    def _loop(self) -> None:
+        while not self._stopped:
+            self._sleep(self.delay_s)
+            self._export_waiting()
+
+    def _export_waiting(self, timeout_s: float = -1) -> bool:
+        if not self._lock.acquire(True, timeout_s):
+            return False
+        try:
+            q = self._queue
+            while q:
+                spans = [q.popleft() for _ in range(min(self.batch, len(q)))]
+                try:
+                    self.exporter.export(spans)
+                    self.exported += len(spans)
+                except Exception as exc:  # noqa: BLE001 - the exporter logs; keep going
+                    log.warning("span export failed: %s", exc)
+            if self.dropped:
+                log.warning("tracing: %d spans dropped (more than %d waiting for export)", self.dropped, self.max_queue)
+                self.dropped = 0
+        finally:
+            self._lock.release()
+        return True
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._export_waiting(timeout_millis / 1000)
+
+    def shutdown(self) -> None:
+        self._stopped = True
+        self._export_waiting(30.0)
+        self.exporter.shutdown()
 
 _provider: Any = None   # the provider made by this process (pid-checked), or None
 _provider_pid: int | None = None
@@ -92,9 +173,15 @@ def provider(settings: Any) -> Any:
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "runtime"),
                                 "process.pid": os.getpid()})
     prov = TracerProvider(resource=resource, span_limits=SpanLimits(max_attribute_length=limit))
-    prov.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=EXPORT_QUEUE,
-                                               schedule_delay_millis=EXPORT_DELAY_MS,
-                                               max_export_batch_size=EXPORT_BATCH))
+    from gevent import monkey
+    if monkey.is_module_patched("threading"):  # a worker: export from a native thread
+        import sys
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
+        prov.add_span_processor(NativeExportProcessor(exporter))
+    else:
+        prov.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=EXPORT_QUEUE,
+                                                   schedule_delay_millis=int(EXPORT_DELAY_S * 1000),
+                                                   max_export_batch_size=EXPORT_BATCH))
     _provider, _provider_pid = prov, os.getpid()
     if not isinstance(trace.get_tracer_provider(), TracerProvider):
         trace.set_tracer_provider(prov)  # so tasks' trace.get_tracer() spans join the job's trace

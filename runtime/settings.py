@@ -22,6 +22,9 @@ from .errors import ConfigError
 from .status import FINAL, Status
 
 DAY_S = 86_400.0
+#: Most worker processes one supervisor runs: each is a Python process of ~45 MB; more is
+#: a typo (a fork bomb), not a plan. Run several supervisors (machines) beyond it.
+MAX_PROCESSES = 256
 
 #: Default seconds a job document is kept after it reaches each final status. Successes
 #: go after a day (RQ keeps results 500 s, MRQ forever); what needs a look stays a week.
@@ -157,8 +160,10 @@ class Settings:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.worker_ttl_s <= self.heartbeat_interval_s:
             raise ConfigError("worker_ttl_s must be longer than heartbeat_interval_s")
-        if self.processes < 0 or self.max_jobs < 0 or self.max_time_s < 0:
-            raise ConfigError("processes, max_jobs and max_time_s must be >= 0")
+        if not 0 <= self.processes <= MAX_PROCESSES:
+            raise ConfigError(f"processes must be between 0 and {MAX_PROCESSES}, got {self.processes}")
+        if self.max_jobs < 0 or self.max_time_s < 0:
+            raise ConfigError(f"max_jobs and max_time_s must be >= 0, got {self.max_jobs} and {self.max_time_s}")
         if self.mem_check_interval_s <= 0:
             raise ConfigError(f"mem_check_interval_s must be > 0, got {self.mem_check_interval_s}")
         for name in ("mem_limit_bytes", "mem_hard_limit_bytes"):
