@@ -54,6 +54,8 @@ log = logging.getLogger("runtime.supervisor")
 MIN_UPTIME_S = 5.0
 #: Backoff before restarting a child that keeps failing at start: from, to (seconds).
 BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 30.0
+#: Children started per pass of the main loop at most.
+STARTS_PER_PASS = 4
 _SIGNALS = {signal.SIGCHLD, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT}
 _PR_SET_PDEATHSIG = 1
 
@@ -159,7 +161,7 @@ class Supervisor:
         t = self._next_beat - now
         if self.hard:
             t = min(t, self._next_check - now)
-        if len(self._active()) < self.n and not self._signals:
+        if len(self._active()) < self.n and not self._signals and not self._done_bursting:
             t = min(t, self._next_start - now)
         return max(0.001, min(t, 1.0))
 
@@ -169,9 +171,13 @@ class Supervisor:
     # ---- children ----------------------------------------------------------------------
 
     def _start_children(self) -> None:
+        """Start missing children, at most STARTS_PER_PASS at a time (signals are looked at
+        between passes, and a machine is not flooded with starting interpreters)."""
         if self._signals or self._done_bursting:
             return
-        while len(self._active()) < self.n and time.monotonic() >= self._next_start:
+        for _ in range(STARTS_PER_PASS):
+            if len(self._active()) >= self.n or time.monotonic() < self._next_start:
+                return
             self._spawn()
 
     def _spawn(self) -> Child:
