@@ -1,0 +1,189 @@
+"""The worker's side of the MongoDB job store: copy what changed, pause when MongoDB is down.
+
+A :class:`Mirror` belongs to one worker (``Worker.mirror``, None without a MongoDB URL).
+The worker hands it the ids of the jobs it claimed and of the outcomes Redis recorded
+(:meth:`Mirror.changed`); a greenlet copies them to MongoDB, batched (one MULTI snapshot
+read from Redis and one unordered bulk write per wake-up, so a busy worker writes many
+jobs per round trip, as its Redis side does). Write order and fencing: runtime.mongo_sync.
+
+MongoDB unreachable: the ids stay buffered (Redis already holds every status, so the
+buffer is ids only), :attr:`Mirror.healthy` turns False, the worker stops claiming and
+shows ``state = degraded`` in its registry entry (``runtime workers``) and its log, and
+the running jobs go on and are recorded in Redis. The greenlet retries with backoff; when
+a write succeeds the buffer drains and the worker claims again. Nothing is lost: were
+the worker to die meanwhile, its buffered ids are found again by the sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Iterable
+
+import gevent
+import gevent.event
+import redis
+
+from .mongo_store import unreachable_errors
+from .mongo_sync import SYNC_BATCH, MongoSync
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+log = logging.getLogger("runtime.mongo")
+
+#: Longest wait between two attempts to reach MongoDB again, seconds.
+MAX_BACKOFF_S = 2.0
+
+
+def instrument_clients(settings: Settings) -> None:
+    """With ``trace_clients``, add OpenTelemetry child spans to every pymongo and redis
+    call (opentelemetry-instrumentation-pymongo / -redis). Raises ConfigError if missing."""
+    if not settings.trace_clients:
+        return
+    from .errors import ConfigError
+    try:
+        from opentelemetry.instrumentation.pymongo import PymongoInstrumentor
+        from opentelemetry.instrumentation.redis import RedisInstrumentor
+    except ImportError as exc:
+        raise ConfigError(f"trace_clients needs the OpenTelemetry instrumentations ({exc}): "
+                          "pip install 'runtime[otel-clients]'") from None
+    if not PymongoInstrumentor().is_instrumented_by_opentelemetry:
+        PymongoInstrumentor().instrument()
+    if not RedisInstrumentor().is_instrumented_by_opentelemetry:
+        RedisInstrumentor().instrument()
+
+
+class Mirror:
+    """Copies one worker's job changes to MongoDB; see the module docstring."""
+
+    def __init__(self, settings: Settings, client: redis.Redis) -> None:
+        instrument_clients(settings)
+        self.settings = settings
+        self.sync = MongoSync(settings, client)
+        self.store = self.sync.store
+        self.pending: dict[str, None] = {}  # ids to copy, in order, each once
+        self.healthy = True
+        self._unreachable = unreachable_errors()
+        self._wake = gevent.event.Event()
+        self._up = gevent.event.Event()
+        self._up.set()
+        self._greenlet: Any = None
+        self._next_sweep = 0.0
+
+    # ---- life cycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Create the indexes (or note MongoDB is down) and start copying."""
+        try:
+            self.store.ensure_indexes()
+        except self._unreachable as exc:
+            self._down(exc)
+        self._greenlet = gevent.spawn(self._loop)
+
+    def stop(self, timeout_s: float) -> None:
+        """Copy what is buffered (for up to ``timeout_s``), then stop."""
+        deadline = time.monotonic() + timeout_s
+        self._wake.set()
+        while self.pending and self.healthy and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+        if self._greenlet is not None:
+            self._greenlet.kill()
+        try:
+            self.sync.sync(list(self.pending))
+            self.pending.clear()
+            self.sync.reconcile(lag_s=0.0)  # and what our deregistration requeued
+        except Exception as exc:  # noqa: BLE001 - MongoDB or Redis down at exit: the sweep copies them
+            log.warning("%d job documents not copied to MongoDB at exit (%s); the reconcile sweep will",
+                        len(self.pending), exc)
+
+    # ---- what the worker calls ----------------------------------------------------------
+
+    def changed(self, ids: Iterable[str]) -> None:
+        """Queue ``ids`` (whose Redis documents changed) for copying."""
+        for job_id in ids:
+            self.pending[job_id] = None
+        self._wake.set()
+
+    def wait_healthy(self, timeout_s: float) -> bool:
+        """Block (this greenlet) until MongoDB is reachable again or ``timeout_s`` passes."""
+        return bool(self._up.wait(timeout_s))
+
+    def progress(self, job_id: str, fields: dict[str, str]) -> None:
+        """Write a running job's progress (skipped while MongoDB is down: the final copy has it)."""
+        if not self.healthy:
+            return
+        try:
+            self.store.set_progress(job_id, fields)
+        except self._unreachable as exc:
+            self._down(exc)
+        except Exception as exc:  # noqa: BLE001 - progress is best effort
+            log.warning("progress of job %s not written to MongoDB: %s", job_id, exc)
+
+    def after_reap(self, owner: str, moved: int) -> None:
+        """After a reap: copy the jobs it moved (``moved`` > 0) now, and run the periodic
+        sweep when due (one worker at a time). Logs errors, raises none."""
+        try:
+            if moved:
+                self.sync.reconcile(lag_s=0.0)
+            now = time.monotonic()
+            if now >= self._next_sweep:
+                self._next_sweep = now + self.settings.mongodb_sweep_interval_s
+                self.sync.sweep_locked(owner)
+        except self._unreachable as exc:
+            self._down(exc)
+        except redis.RedisError as exc:
+            log.warning("reconcile sweep: %s", exc)
+
+    # ---- the copying greenlet -----------------------------------------------------------
+
+    def _down(self, exc: BaseException) -> None:
+        if self.healthy:
+            log.error("MongoDB unreachable (%s): not claiming jobs until it is back; %d job "
+                      "documents buffered (their state is safe in Redis)", exc, len(self.pending))
+        self.healthy = False
+        self._up.clear()
+
+    def _back(self) -> None:
+        if not self.healthy:
+            log.warning("MongoDB reachable again: claiming jobs again")
+        self.healthy = True
+        self._up.set()
+
+    def _loop(self) -> None:
+        backoff = 0.05
+        while True:
+            if self.healthy or self.pending:
+                self._wake.wait()
+            self._wake.clear()
+            try:
+                if not self.pending:
+                    self.store.client.admin.command("ping")  # down with nothing buffered: probe
+                while self.pending:
+                    batch = list(self.pending)[:SYNC_BATCH]
+                    self.sync.sync(batch)
+                    for job_id in batch:
+                        self.pending.pop(job_id, None)
+                self._back()
+                backoff = 0.05
+                continue
+            except self._unreachable as exc:
+                self._down(exc)
+            except redis.RedisError as exc:
+                log.warning("cannot read job documents from Redis to copy them to MongoDB: %s", exc)
+            except Exception:  # noqa: BLE001 - e.g. a document MongoDB refused: the sweep retries it
+                log.exception("could not copy %d job documents to MongoDB; dropped from the buffer "
+                              "(the reconcile sweep retries them)", len(self.pending))
+                self.pending.clear()
+                continue
+            gevent.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+            self._wake.set()
+
+
+def open_mirror(worker: "Worker") -> Mirror | None:
+    """The worker's Mirror when ``mongodb_url`` is set, else None."""
+    if not worker.settings.mongodb_url:
+        return None
+    return Mirror(worker.settings, worker.redis)
