@@ -28,12 +28,13 @@ ensure-indexes``).
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import fields
 from datetime import datetime, timezone
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
-from .errors import ConfigError, JobNotFound
+from .errors import ConfigError, JobNotFound, StoreUnavailable
 from .job import Job
 from .settings import Settings
 from .status import FINAL, Status
@@ -82,6 +83,20 @@ def unreachable_errors() -> tuple[type[BaseException], ...]:
         ServerSelectionTimeoutError, WTimeoutError
     return (AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError, NetworkTimeout,
             ExecutionTimeout, WTimeoutError)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _read(fn: F) -> F:
+    """A read of the store: MongoDB unreachable raises StoreUnavailable (CLI exit code 4)."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except unreachable_errors() as exc:
+            raise StoreUnavailable(f"MongoDB unavailable: {exc}") from None
+    return wrapper  # type: ignore[return-value]
 
 
 def _bson_size(value: Any) -> int:
@@ -149,8 +164,8 @@ class MongoJobStore:
 
     Implements the :class:`runtime.store.JobStore` contract; ``live`` (a RedisJobStore)
     answers what only Redis knows (queue depths). Raises ConfigError without pymongo or
-    URL; the read methods raise pymongo's errors when MongoDB cannot be reached (the
-    client turns them into StoreUnavailable).
+    URL; the read methods raise StoreUnavailable when MongoDB cannot be reached, the write
+    methods pymongo's own errors (:func:`unreachable_errors`: the worker buffers and retries).
     """
 
     def __init__(self, settings: Settings, live: Any = None, client: Any = None) -> None:
@@ -176,6 +191,7 @@ class MongoJobStore:
 
     # ---- reads (the JobStore contract) ------------------------------------------------
 
+    @_read
     def get(self, job_id: str) -> Job:
         """The document of ``job_id`` with its history. Raises JobNotFound."""
         doc = self.jobs.find_one({"_id": job_id})
@@ -183,6 +199,7 @@ class MongoJobStore:
             raise JobNotFound(f"no job {job_id!r} (never queued, or its document expired)")
         return job_from_document(doc)
 
+    @_read
     def get_many(self, ids: Sequence[str], history: bool = True) -> list[Job | None]:
         """Documents of ``ids`` in order; None for a missing one. One round trip."""
         if not ids:
@@ -191,6 +208,7 @@ class MongoJobStore:
                                                      None if history else {"history": 0})}
         return [job_from_document(found[i]) if i in found else None for i in ids]
 
+    @_read
     def list_jobs(self, status: str | None = None, queue: str | None = None,
                   path: str | None = None, limit: int = 50, history: bool = False) -> list[Job]:
         """Up to ``limit`` jobs matching every given filter, newest change first (one query)."""
@@ -207,6 +225,7 @@ class MongoJobStore:
             cursor = cursor.limit(max(0, limit))
         return [job_from_document(d) for d in cursor]
 
+    @_read
     def counts(self) -> dict[str, int]:
         """Number of jobs per status (every status present, zeros included)."""
         out = {s.value: 0 for s in Status}
@@ -221,6 +240,7 @@ class MongoJobStore:
             raise ConfigError("queue depths are live state: this MongoJobStore has no Redis store")
         return self.live.queue_depths(queues)  # type: ignore[no-any-return]
 
+    @_read
     def final_ids(self, status: str, queue: str | None = None, path: str | None = None) -> list[str]:
         """Every id with final ``status`` matching the filters (for bulk requeue)."""
         if Status(status) not in FINAL and Status(status) != Status.INTERRUPT:
