@@ -59,7 +59,8 @@ class Ctx:
 
     def settings(self, **more: Any) -> Any:
         from .settings import load_settings
-        return load_settings({**self.overrides, **more}, config_file=self.config)
+        given = {k: v for k, v in more.items() if v is not None}  # an unset subcommand flag keeps the group's
+        return load_settings({**self.overrides, **given}, config_file=self.config)
 
     def client(self) -> Any:
         from .client import Client

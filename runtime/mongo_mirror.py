@@ -63,7 +63,9 @@ class Mirror:
         self.settings = settings
         self.sync = MongoSync(settings, client)
         self.store = self.sync.store
-        self.pending: dict[str, None] = {}  # ids to copy, in order, each once
+        #: ids to copy, in order, each once -> the number of the change that queued it last
+        self.pending: dict[str, int] = {}
+        self._changes = 0
         self.healthy = True
         self._unreachable = unreachable_errors()
         self._wake = gevent.event.Event()
@@ -102,8 +104,9 @@ class Mirror:
 
     def changed(self, ids: Iterable[str]) -> None:
         """Queue ``ids`` (whose Redis documents changed) for copying."""
+        self._changes += 1
         for job_id in ids:
-            self.pending[job_id] = None
+            self.pending[job_id] = self._changes
         self._wake.set()
 
     def wait_healthy(self, timeout_s: float) -> bool:
@@ -161,10 +164,11 @@ class Mirror:
                 if not self.pending:
                     self.store.client.admin.command("ping")  # down with nothing buffered: probe
                 while self.pending:
-                    batch = list(self.pending)[:SYNC_BATCH]
-                    self.sync.sync(batch)
-                    for job_id in batch:
-                        self.pending.pop(job_id, None)
+                    batch = list(self.pending.items())[:SYNC_BATCH]
+                    self.sync.sync([job_id for job_id, _ in batch])
+                    for job_id, change in batch:  # unless it changed again while we copied
+                        if self.pending.get(job_id) == change:
+                            del self.pending[job_id]
                 self._back()
                 backoff = 0.05
                 continue

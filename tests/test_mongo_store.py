@@ -195,3 +195,14 @@ def test_mongodb_outage_pauses_claiming_and_loses_nothing(mongo_settings, mongo_
                "both jobs in MongoDB after it came back")
     assert proc.poll() is None
     proxy.down()
+
+
+def test_the_workers_own_copies_land_without_the_sweep(mclient, workers, mongo_settings):
+    """Every claim and end reaches MongoDB through the worker's mirror alone (the sweep is
+    pushed out of the way), even when a job changes again while its copy is in flight."""
+    workers.start(**{**mongo_env(mongo_settings), "mongodb_sweep_interval_s": 3600, "mongodb_sweep_lag_s": 3600})
+    ids = mclient.queue_jobs("testtasks.add", [{"a": i, "b": 1} for i in range(60)])
+    mclient.wait(ids, timeout_s=20)
+    wait_until(lambda: all(j and j.status == "success" for j in mclient.store.get_many(ids)), 15,
+               "every success copied by the worker")
+    assert [j.result for j in mclient.store.get_many(ids)] == [i + 1 for i in range(60)]
