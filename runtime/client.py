@@ -61,10 +61,11 @@ class Client:
         self.live = RedisJobStore(self.redis, self.settings.key_prefix)
         self.store: Any = self.live
         self.mongo: Any = None  # runtime.mongo_sync.MongoSync with a MongoDB URL
-        if self.settings.mongodb_url:
-            from .mongo_mirror import instrument_clients
-            from .mongo_sync import MongoSync
+        if self.settings.trace_clients:
+            from diagnostics.client_spans import instrument_clients
             instrument_clients(self.settings)
+        if self.settings.mongodb_url:
+            from .mongo_sync import MongoSync
             self.mongo = MongoSync(self.settings, self.redis)
             self.store = self.mongo.store
         from .middleware import Chain

@@ -37,29 +37,10 @@ log = logging.getLogger("runtime.mongo")
 MAX_BACKOFF_S = 2.0
 
 
-def instrument_clients(settings: Settings) -> None:
-    """With ``trace_clients``, add OpenTelemetry child spans to every pymongo and redis
-    call (opentelemetry-instrumentation-pymongo / -redis). Raises ConfigError if missing."""
-    if not settings.trace_clients:
-        return
-    from .errors import ConfigError
-    try:
-        from opentelemetry.instrumentation.pymongo import PymongoInstrumentor
-        from opentelemetry.instrumentation.redis import RedisInstrumentor
-    except ImportError as exc:
-        raise ConfigError(f"trace_clients needs the OpenTelemetry instrumentations ({exc}): "
-                          "pip install 'runtime[otel-clients]'") from None
-    if not PymongoInstrumentor().is_instrumented_by_opentelemetry:
-        PymongoInstrumentor().instrument()
-    if not RedisInstrumentor().is_instrumented_by_opentelemetry:
-        RedisInstrumentor().instrument()
-
-
 class Mirror:
     """Copies one worker's job changes to MongoDB; see the module docstring."""
 
     def __init__(self, settings: Settings, client: redis.Redis) -> None:
-        instrument_clients(settings)
         self.settings = settings
         self.sync = MongoSync(settings, client)
         self.store = self.sync.store
@@ -114,9 +95,12 @@ class Mirror:
         return bool(self._up.wait(timeout_s))
 
     def progress(self, job_id: str, fields: dict[str, str]) -> None:
-        """Write a running job's progress (skipped while MongoDB is down: the final copy has it)."""
-        if not self.healthy:
-            return
+        """Write a running job's progress, in a greenlet of its own so that the job does not
+        wait for MongoDB (skipped while MongoDB is down: the final copy has it)."""
+        if self.healthy:
+            gevent.spawn(self._progress, job_id, fields)
+
+    def _progress(self, job_id: str, fields: dict[str, str]) -> None:
         try:
             self.store.set_progress(job_id, fields)
         except self._unreachable as exc:
@@ -190,4 +174,6 @@ def open_mirror(worker: "Worker") -> Mirror | None:
     """The worker's Mirror when ``mongodb_url`` is set, else None."""
     if not worker.settings.mongodb_url:
         return None
+    from diagnostics.client_spans import instrument_clients
+    instrument_clients(worker.settings)  # before our MongoClient exists: pymongo's listeners are global
     return Mirror(worker.settings, worker.redis)

@@ -206,3 +206,33 @@ def test_the_workers_own_copies_land_without_the_sweep(mclient, workers, mongo_s
     wait_until(lambda: all(j and j.status == "success" for j in mclient.store.get_many(ids)), 15,
                "every success copied by the worker")
     assert [j.result for j in mclient.store.get_many(ids)] == [i + 1 for i in range(60)]
+
+
+SPANS_SCRIPT = """
+import sys
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+from runtime.client import Client
+from runtime.settings import load_settings
+settings = load_settings({"redis_url": sys.argv[1], "key_prefix": sys.argv[2], "trace_clients": 1,
+                          "middleware": ""}, env={})
+with trace.get_tracer("t").start_as_current_span("parent") as parent:
+    Client(settings).queue_job("testtasks.add", {"a": 1, "b": 2})
+spans = exporter.get_finished_spans()
+kids = [s for s in spans if s.parent is not None and s.parent.span_id == parent.get_span_context().span_id]
+print(sorted({s.attributes.get("db.system") or s.attributes.get("db.system.name") or "" for s in kids}))
+"""
+
+
+def test_trace_clients_makes_child_spans_of_redis_calls(settings):
+    pytest.importorskip("opentelemetry.instrumentation.redis", reason="extra otel-clients not installed")
+    out = subprocess.run([sys.executable, "-c", SPANS_SCRIPT, settings.redis_url, settings.key_prefix],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "redis" in out.stdout
