@@ -188,7 +188,7 @@ class Client:
 
     def _control(self, action: str, ids: Sequence[str], allowed: str) -> list[str]:
         replies = self._call(self.broker.control, action, list(ids))
-        self._copy_done(ids, replies)
+        replies = self._copy_done(action, ids, replies)
         done = sum(r == "ok" for r in replies)
         also = f" (done for the other {done} of {len(ids)})" if done else ""
         for job_id, reply in zip(ids, replies):
@@ -217,14 +217,23 @@ class Client:
         """Requeue every job with final ``status`` of ``queue`` and/or ``path``; returns ids."""
         ids = self._call(self.store.final_ids, status, queue=queue, path=path)
         replies = self._call(self.broker.control, "requeue", ids)
-        self._copy_done(ids, replies)
+        replies = self._copy_done("requeue", ids, replies)
         return [i for i, r in zip(ids, replies) if r == "ok"]
 
-    def _copy_done(self, ids: Sequence[str], replies: Sequence[str]) -> None:
-        """With MongoDB: copy the jobs a control action changed (Redis first, then MongoDB)."""
+    def _copy_done(self, action: str, ids: Sequence[str], replies: Sequence[str]) -> list[str]:
+        """With MongoDB: copy the jobs a control action changed (Redis first, then MongoDB),
+        and requeue from MongoDB those only it still has; returns the replies updated."""
+        replies = list(replies)
+        if self.mongo is None:
+            return replies
         done = [i for i, r in zip(ids, replies) if r == "ok"]
-        if self.mongo is not None and done:
+        if done:
             self._mongo_quietly(self.mongo.sync, done)
+        missing = [i for i, r in zip(ids, replies) if r == "missing"]
+        if action == "requeue" and missing:
+            restored = set(self._call(self.mongo.requeue_from_history, missing))
+            replies = ["ok" if i in restored else r for i, r in zip(ids, replies)]
+        return replies
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:

@@ -57,7 +57,7 @@ from .job import Job, dumps
 from .keys import Keys
 from .mongo_store import MongoJobStore, document, job_from_document
 from .settings import Settings
-from .status import WAITING, Status
+from .status import FINAL, WAITING, Status
 
 log = logging.getLogger("runtime.mongo")
 
@@ -66,6 +66,9 @@ SYNC_BATCH = 500
 #: Jobs compared per status index and per adoption query in one sweep.
 SWEEP_LIMIT = 2000
 _NOT_FINAL = sorted(s.value for s in (*WAITING, Status.STARTED))
+#: Fields a requeue clears (as control.lua's requeue does).
+_CLEARED_BY_REQUEUE = ("result", "exc_type", "exc_message", "traceback", "reason", "ended_at", "started_at",
+                       "worker", "progress", "progress_message", "overrun", "profile")
 
 
 @dataclass
@@ -185,11 +188,18 @@ class MongoSync:
 
     # ---- MongoDB -> Redis ---------------------------------------------------------------
 
-    def adopt(self, docs: Sequence[dict[str, Any]], note: str) -> list[str]:
-        """Queue again in Redis the jobs of these MongoDB documents that Redis lacks."""
+    def adopt(self, docs: Sequence[dict[str, Any]], note: str, fresh: bool = False) -> list[str]:
+        """Queue again in Redis the jobs of these MongoDB documents that Redis lacks;
+        returns their ids. ``fresh``: as a requeue does, with no result or error and a
+        new retry budget."""
         args: list[Any] = [self.settings.key_prefix, len(docs)]
         for doc in docs:
             job = job_from_document(doc)
+            if fresh:
+                for name in _CLEARED_BY_REQUEUE:
+                    setattr(job, name, None)
+                job.retries = job.lost = 0
+                job.logs, job.report = [], {}
             history = [dumps(h) for h in job.history]
             version = int(doc.get("version", len(history)))
             history += [dumps({"note": "history entry not kept"})] * max(0, version - len(history))
@@ -201,6 +211,20 @@ class MongoSync:
         if adopted:
             self.sync(adopted)
         return adopted
+
+    def requeue_from_history(self, ids: Sequence[str]) -> list[str]:
+        """Requeue jobs that only MongoDB still has (their Redis copy expired) and that are
+        final or interrupted there; returns the ids queued again."""
+        requeuable = sorted(s.value for s in (*FINAL, Status.INTERRUPT))
+        docs = list(self.store.jobs.find({"_id": {"$in": list(ids)}, "status": {"$in": requeuable}}))
+        by_status: dict[str, list[dict[str, Any]]] = {}
+        for d in docs:
+            by_status.setdefault(d["status"], []).append(d)
+        done: list[str] = []
+        for status, group in by_status.items():
+            done += self.adopt(group, f"requeued from {status} (restored from MongoDB: Redis no longer had it)",
+                               fresh=True)
+        return done
 
     # ---- the sweep ----------------------------------------------------------------------
 

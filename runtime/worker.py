@@ -247,15 +247,19 @@ class Worker:
         the job store to be reachable again; the state shows degraded meanwhile."""
         if self.state != "degraded":
             self.state = "degraded"
-            try:
-                pipe = self.redis.pipeline(transaction=False)
-                for q in self.settings.queues:
-                    pipe.zrem(self.broker.keys.idle(q), self.id)
-                pipe.execute()
-            except redis.RedisError as exc:
-                log.warning("could not leave the idle lists: %s", exc)
+            self._leave_idle_lists()
         assert self.mirror is not None
         self.mirror.wait_healthy(1.0)
+
+    def _leave_idle_lists(self) -> None:
+        """No job is handed to this worker any more (until its next idle claim)."""
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for q in self.settings.queues:
+                pipe.zrem(self.broker.keys.idle(q), self.id)
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("could not leave the idle lists: %s", exc)
 
     def _idle_wait(self, queues: Sequence[str], timeout_s: float) -> Claimed | None:
         """Block for a job handed to this worker (returned) or a wake-up (None)."""
@@ -495,13 +499,7 @@ class Worker:
 
     def _drain(self) -> None:
         self.state = "draining"
-        try:  # no more jobs handed to us; any handed meanwhile are requeued at deregistration
-            pipe = self.redis.pipeline(transaction=False)
-            for q in self.settings.queues:
-                pipe.zrem(self.broker.keys.idle(q), self.id)
-            pipe.execute()
-        except redis.RedisError as exc:
-            log.warning("could not leave the idle lists: %s", exc)
+        self._leave_idle_lists()  # no more jobs handed to us; any handed meanwhile are requeued at deregistration
         deadline = time.monotonic() + self.settings.grace_s
         while len(self.pool) and not self._hard:
             remaining = deadline - time.monotonic()

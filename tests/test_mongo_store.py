@@ -236,3 +236,18 @@ def test_trace_clients_makes_child_spans_of_redis_calls(settings):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "redis" in out.stdout
+
+
+def test_requeue_a_job_only_mongodb_still_has(mclient, workers, mongo_settings):
+    job_id = mclient.queue_job("tasks_example.work.fail", {"message": "old"})
+    workers.start(**mongo_env(mongo_settings))
+    wait_until(lambda: mclient.store.get(job_id).status == "failed", 15, "the failure in MongoDB")
+    keys = mclient.broker.keys
+    mclient.redis.delete(keys.job(job_id), keys.history(job_id))  # its Redis copy expired
+    assert mclient.requeue(job_id) == [job_id]
+    job = wait_until(lambda: (j := mclient.store.get(job_id)).attempt == 2 and j.status == "failed" and j, 15,
+                     "the requeued job to run again")
+    notes = [h.get("note") or "" for h in job.history]
+    assert any("restored from MongoDB" in n for n in notes) and job.retries == 0
+    mclient.redis.delete(keys.job(job_id), keys.history(job_id))
+    assert mclient.requeue_where("failed", path="tasks_example.work.fail") == [job_id]
