@@ -6,6 +6,9 @@ The worker hands it the ids of the jobs it claimed and of the outcomes Redis rec
 read from Redis and one unordered bulk write per wake-up, so a busy worker writes many
 jobs per round trip, as its Redis side does). Write order and fencing: runtime.mongo_sync.
 
+A MongoDB slower than the worker: past MAX_BACKLOG buffered ids the worker stops
+claiming until half are copied (back-pressure, so MongoDB's lag stays bounded).
+
 MongoDB unreachable: the ids stay buffered (Redis already holds every status, so the
 buffer is ids only), :attr:`Mirror.healthy` turns False, the worker stops claiming and
 shows ``state = degraded`` in its registry entry (``runtime workers``) and its log, and
@@ -35,6 +38,9 @@ log = logging.getLogger("runtime.mongo")
 
 #: Longest wait between two attempts to reach MongoDB again, seconds.
 MAX_BACKOFF_S = 2.0
+#: Ids buffered at most before the worker stops claiming until half are copied: a MongoDB
+#: slower than the worker slows the worker instead of falling ever further behind.
+MAX_BACKLOG = 5000
 
 
 class Mirror:
@@ -50,7 +56,7 @@ class Mirror:
         self.healthy = True
         self._unreachable = unreachable_errors()
         self._wake = gevent.event.Event()
-        self._up = gevent.event.Event()
+        self._up = gevent.event.Event()  # set while the worker may claim
         self._up.set()
         self._greenlet: Any = None
         self._next_sweep = 0.0
@@ -88,10 +94,17 @@ class Mirror:
         self._changes += 1
         for job_id in ids:
             self.pending[job_id] = self._changes
+        if len(self.pending) >= MAX_BACKLOG:
+            self._up.clear()
         self._wake.set()
 
+    @property
+    def claim_allowed(self) -> bool:
+        """False while MongoDB is unreachable or the backlog is full: claim nothing."""
+        return self._up.is_set()
+
     def wait_healthy(self, timeout_s: float) -> bool:
-        """Block (this greenlet) until MongoDB is reachable again or ``timeout_s`` passes."""
+        """Block (this greenlet) until claiming is allowed again or ``timeout_s`` passes."""
         return bool(self._up.wait(timeout_s))
 
     def progress(self, job_id: str, fields: dict[str, str]) -> None:
@@ -136,7 +149,8 @@ class Mirror:
         if not self.healthy:
             log.warning("MongoDB reachable again: claiming jobs again")
         self.healthy = True
-        self._up.set()
+        if len(self.pending) <= MAX_BACKLOG // 2:
+            self._up.set()
 
     def _loop(self) -> None:
         backoff = 0.05
@@ -153,6 +167,8 @@ class Mirror:
                     for job_id, change in batch:  # unless it changed again while we copied
                         if self.pending.get(job_id) == change:
                             del self.pending[job_id]
+                    if self.healthy and len(self.pending) <= MAX_BACKLOG // 2:
+                        self._up.set()
                 self._back()
                 backoff = 0.05
                 continue

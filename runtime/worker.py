@@ -184,8 +184,8 @@ class Worker:
         batch = self.settings.claim_batch
         backoff = 0.1
         while not self._stopping:
-            if self.mirror is not None and not self.mirror.healthy:
-                self._pause_for_store()  # MongoDB down: claim nothing until it is back
+            if self.mirror is not None and not self.mirror.claim_allowed:
+                self._pause_for_store()  # MongoDB down or behind: claim nothing until it catches up
                 continue
             free = self.pool.free_count()
             want = free + self._prefetch - len(self._buffer)
@@ -244,11 +244,13 @@ class Worker:
 
     def _pause_for_store(self) -> None:
         """Stay out of the idle lists (no job is handed to us) and wait up to a second for
-        the job store to be reachable again; the state shows degraded meanwhile."""
-        if self.state != "degraded":
-            self.state = "degraded"
-            self._leave_idle_lists()
+        the job store to take writes again; the state shows degraded (unreachable) or
+        throttled (behind) meanwhile."""
         assert self.mirror is not None
+        state = "throttled" if self.mirror.healthy else "degraded"
+        if self.state != state:
+            self.state = state
+            self._leave_idle_lists()
         self.mirror.wait_healthy(1.0)
 
     def _leave_idle_lists(self) -> None:
@@ -422,7 +424,7 @@ class Worker:
             # a worker left with nothing to run is idle: say so in the same round trip, so
             # the next job is handed to it (its claim loop is blocked on its handoff list)
             idle = not self._stopping and len(self.pool) == 0 and len(batch) == len(self._outcomes) \
-                and (self.mirror is None or self.mirror.healthy)
+                and (self.mirror is None or self.mirror.claim_allowed)
             try:
                 stale = self.broker.finish(batch, self.settings.queues if idle else (), self.id)
             except (redis.ConnectionError, redis.TimeoutError) as exc:

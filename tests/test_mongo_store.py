@@ -251,3 +251,15 @@ def test_requeue_a_job_only_mongodb_still_has(mclient, workers, mongo_settings):
     assert any("restored from MongoDB" in n for n in notes) and job.retries == 0
     mclient.redis.delete(keys.job(job_id), keys.history(job_id))
     assert mclient.requeue_where("failed", path="tasks_example.work.fail") == [job_id]
+
+
+def test_a_full_backlog_stops_claiming_until_half_is_copied(mongo_settings, client):
+    """Back-pressure (in-process, on the gevent hub): a MongoDB slower than the worker
+    slows its claims instead of falling ever further behind."""
+    from runtime.mongo_mirror import MAX_BACKLOG, Mirror
+    mirror = Mirror(mongo_settings, client.redis)
+    mirror.changed(f"gone{i}" for i in range(MAX_BACKLOG))
+    assert not mirror.claim_allowed and mirror.healthy
+    mirror.start()
+    assert mirror.wait_healthy(30) and mirror.claim_allowed and not mirror.pending
+    mirror.stop(timeout_s=1)
