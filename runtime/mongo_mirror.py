@@ -59,6 +59,7 @@ class Mirror:
         self._up = gevent.event.Event()  # set while the worker may claim
         self._up.set()
         self._greenlet: Any = None
+        self._sweeper: Any = None
         self._next_sweep = 0.0
 
     # ---- life cycle ---------------------------------------------------------------------
@@ -77,8 +78,9 @@ class Mirror:
         self._wake.set()
         while self.pending and self.healthy and time.monotonic() < deadline:
             gevent.sleep(0.01)
-        if self._greenlet is not None:
-            self._greenlet.kill()
+        for g in (self._greenlet, self._sweeper):
+            if g is not None:
+                g.kill()
         try:
             self.sync.sync(list(self.pending))
             self.pending.clear()
@@ -123,7 +125,12 @@ class Mirror:
 
     def after_reap(self, owner: str, moved: int) -> None:
         """After a reap: copy the jobs it moved (``moved`` > 0) now, and run the periodic
-        sweep when due (one worker at a time). Logs errors, raises none."""
+        sweep when due (one worker at a time), in a greenlet of its own so that a slow
+        sweep never delays the reaper. Logs errors, raises none."""
+        if self._sweeper is None or self._sweeper.dead:
+            self._sweeper = gevent.spawn(self._sweep, owner, moved)
+
+    def _sweep(self, owner: str, moved: int) -> None:
         try:
             if moved:
                 self.sync.reconcile(lag_s=0.0)
