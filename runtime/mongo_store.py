@@ -116,7 +116,8 @@ def cap_document(doc: dict[str, Any], max_bytes: int) -> dict[str, Any]:
     history = doc.get("history") or []
     if len(history) > 220:
         dropped = len(history) - 220
-        doc["history"] = history[:20] + [{"truncated": f"{dropped} history entries"}] + history[-200:]
+        doc["history"] = history[:20] + [{"at": history[20].get("at"), "status": "...",
+                                          "note": f"{dropped} history entries not kept"}] + history[-200:]
         cut.append("history")
     sizes = sorted(((_bson_size(doc.get(k)), k) for k in CUTTABLE if doc.get(k) is not None), reverse=True)
     for n, key in sizes:
@@ -156,6 +157,10 @@ def job_from_document(doc: dict[str, Any]) -> Job:
             kw[name] = {"truncated": kw[name]}
     if "logs" in kw and not isinstance(kw["logs"], list):
         kw["logs"] = [kw["logs"]]
+    if isinstance(kw.get("traceback"), dict):
+        kw["traceback"] = f"[traceback {kw['traceback'].get('truncated')}]"
+    if isinstance(kw.get("profile"), dict):
+        kw.pop("profile")  # cut to fit: the job shows as having none
     return Job(**kw)
 
 

@@ -202,7 +202,9 @@ class MongoSync:
                 job.logs, job.report = [], {}
             history = [dumps(h) for h in job.history]
             version = int(doc.get("version", len(history)))
-            history += [dumps({"note": "history entry not kept"})] * max(0, version - len(history))
+            filler = {"at": job.history[-1].get("at") if job.history else None, "status": "...",
+                      "note": "history entry not kept"}
+            history += [dumps(filler)] * max(0, version - len(history))
             flat = hash_fields(job)
             for k in ("status", "queue", "priority"):
                 flat.pop(k, None)

@@ -15,7 +15,7 @@ from conftest import wait_until, worker_env
 from mongo_fixtures import mongo_env
 from runtime.client import Client
 from runtime.errors import ConfigError, StoreUnavailable
-from runtime.mongo_store import INDEXES, MongoJobStore, cap_document, document
+from runtime.mongo_store import INDEXES, MongoJobStore, cap_document, document, job_from_document
 from runtime.mongo_sync import MongoSync
 from runtime.settings import load_settings
 
@@ -71,6 +71,10 @@ def test_a_document_over_the_size_cap_is_cut_with_a_marker(mongo_settings, worke
     # a long history keeps its ends
     big = cap_document({"_id": "x", "history": [{"at": i} for i in range(1000)], "logs": ["z" * 100] * 800}, 65_536)
     assert len(big["history"]) == 221 and "history" in big["truncated"] and big["logs"]["truncated"]
+    assert big["history"][20]["note"] == "780 history entries not kept"
+    cut = job_from_document({"_id": "x", "status": "failed", "path": "p", "traceback": {"truncated": "9 bytes"},
+                             "profile": {"truncated": "9 bytes"}, "logs": {"truncated": "9 bytes"}})
+    assert cut.traceback == "[traceback 9 bytes]" and cut.profile is None and cut.logs == [{"truncated": "9 bytes"}]
 
 
 def test_a_stale_write_never_overwrites_a_newer_or_final_status(mclient, workers, mongo_settings):
