@@ -6,7 +6,7 @@ import os
 import sys
 
 #: Global options of the ``runtime`` group that take a value (see runtime.cli.cli).
-_VALUED = {"--redis", "--prefix", "--config"}
+_VALUED = {"--redis", "--prefix", "--mongodb", "--config"}
 
 
 def subcommand(argv: list[str]) -> str | None:

@@ -2,7 +2,7 @@
 
 Exit codes:
   0 OK; 1 ERROR (any other runtime error); 2 USAGE (bad arguments or params); 3 NOT_FOUND
-  (job id unknown); 4 UNAVAILABLE (Redis unreachable); 5 JOB_FAILED (run, enqueue --wait:
+  (job id unknown); 4 UNAVAILABLE (Redis or MongoDB unreachable); 5 JOB_FAILED (run, enqueue --wait:
   the job did not succeed); 6 TIMEOUT (enqueue --wait deadline passed); 7 NOT_ALLOWED (a
   status change that is not allowed, e.g. cancel of a running job); 8 RECYCLED (worker: a
   worker process stopped to be recycled; its supervisor replaces it).
@@ -60,7 +60,8 @@ class Ctx:
 
     def settings(self, **more: Any) -> Any:
         from .settings import load_settings
-        return load_settings({**self.overrides, **more}, config_file=self.config)
+        given = {k: v for k, v in more.items() if v is not None}  # an unset subcommand flag keeps the group's
+        return load_settings({**self.overrides, **given}, config_file=self.config)
 
     def client(self) -> Any:
         from .client import Client
@@ -102,11 +103,13 @@ def _ms(s: float | None) -> str:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog="\b\n" + __doc__.split("\n\n", 1)[1])
 @click.option("--redis", "redis_url", metavar="URL", help="redis://, rediss:// or unix:// URL [env RUNTIME_REDIS_URL; default: the embedded server under .runtime/]")
 @click.option("--prefix", "key_prefix", metavar="PREFIX", help="prefix of every Redis key [env RUNTIME_KEY_PREFIX; default rt]")
+@click.option("--mongodb", "mongodb_url", metavar="URL", help="keep and read job documents in this MongoDB [env RUNTIME_MONGODB_URL; default: Redis only]")
 @click.option("--config", type=click.Path(dir_okay=False), help="settings file [default ./runtime.toml if present]")
 @click.pass_context
-def cli(ctx: click.Context, redis_url: str | None, key_prefix: str | None, config: str | None) -> None:
+def cli(ctx: click.Context, redis_url: str | None, key_prefix: str | None, mongodb_url: str | None,
+        config: str | None) -> None:
     """runtime: an observable task queue and worker runtime."""
-    ctx.obj = Ctx({"redis_url": redis_url, "key_prefix": key_prefix}, config)
+    ctx.obj = Ctx({"redis_url": redis_url, "key_prefix": key_prefix, "mongodb_url": mongodb_url}, config)
 
 
 @cli.command()
@@ -121,6 +124,7 @@ def cli(ctx: click.Context, redis_url: str | None, key_prefix: str | None, confi
 @click.option("--profile", is_flag=False, flag_value="*", default=None, metavar="[PATTERNS]",
               help="store a pyinstrument profile of every job (or of task paths matching PATTERNS)")
 @click.option("--otlp-endpoint", help="send traces over OTLP/HTTP here, e.g. http://localhost:4318 [env OTEL_EXPORTER_OTLP_ENDPOINT]")
+@click.option("--mongodb", "mongodb_url", metavar="URL", help="keep job documents in this MongoDB too [env RUNTIME_MONGODB_URL]")
 @click.option("-p", "--processes", type=int, help="worker processes under one supervisor that restarts them [default 1, unsupervised]")
 @click.option("--mem-limit", "mem_limit_bytes", metavar="SIZE",
               help="soft memory limit per process, e.g. 512M (K, M, G): over it a worker recycles without losing a job")
@@ -136,6 +140,7 @@ def worker(obj: Ctx, queues: str | None, greenlets: int | None, task_modules: st
            grace_s: float | None, prefetch: int | None, profile: str | None, trace_memory: str | None,
            sentry_dsn: str | None,
            otlp_endpoint: str | None,
+           mongodb_url: str | None,
            processes: int | None, mem_limit_bytes: str | None, mem_hard_limit_bytes: str | None,
            max_jobs: int | None, max_time_s: float | None,
            burst: bool,
@@ -150,7 +155,8 @@ def worker(obj: Ctx, queues: str | None, greenlets: int | None, task_modules: st
                             prefetch=prefetch, otlp_endpoint=otlp_endpoint, sentry_dsn=sentry_dsn,
                             profile=profile, trace_memory=trace_memory, processes=processes,
                             mem_limit_bytes=mem_limit_bytes, mem_hard_limit_bytes=mem_hard_limit_bytes,
-                            max_jobs=max_jobs, max_time_s=max_time_s)
+                            max_jobs=max_jobs, max_time_s=max_time_s,
+                            mongodb_url=mongodb_url)
     from ._entry import is_supervised_child
     if settings.supervised and not is_supervised_child():
         from .supervisor import Supervisor
@@ -509,3 +515,47 @@ def embedded_stop(obj: Ctx) -> None:
     """Stop the embedded server (its data is kept in .runtime/)."""
     from .embedded import EmbeddedRedis
     click.echo("stopped" if EmbeddedRedis(obj.settings().embedded_dir).stop() else "was not running")
+
+
+@cli.group()
+def mongo() -> None:
+    """The MongoDB job store (needs --mongodb or RUNTIME_MONGODB_URL)."""
+
+
+def _mongo_sync(obj: Ctx) -> Any:
+    from .errors import ConfigError
+    client = obj.client()
+    if client.mongo is None:
+        raise ConfigError("no MongoDB URL: give --mongodb URL or set RUNTIME_MONGODB_URL")
+    return client, client.mongo
+
+
+@mongo.command("ensure-indexes")
+@click.pass_obj
+@handle_errors
+def mongo_ensure_indexes(obj: Ctx) -> None:
+    """Create every index of the job collection (those that exist are kept)."""
+    client, sync = _mongo_sync(obj)
+    names = client._call(sync.store.ensure_indexes)
+    click.echo(f"indexes of {sync.store.jobs.full_name}: {', '.join(names)}")
+
+
+@mongo.command("reconcile")
+@click.option("--lag", "lag_s", type=float, default=0.0, show_default=True,
+              help="leave changes younger than this many seconds to their writers")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handle_errors
+def mongo_reconcile(obj: Ctx, lag_s: float, as_json: bool) -> None:
+    """Repair Redis/MongoDB differences: copy to MongoDB what it lacks, queue again from
+    MongoDB the jobs Redis lost (runs until nothing is left)."""
+    client, sync = _mongo_sync(obj)
+    total = {"checked": 0, "written": 0, "adopted": 0}
+    while True:
+        report = client._call(sync.reconcile, lag_s)
+        for k in total:
+            total[k] += getattr(report, k)
+        if not report.more:
+            break
+    _out(total) if as_json else click.echo(
+        f"checked {total['checked']}, copied {total['written']} to MongoDB, queued again {total['adopted']} from MongoDB")

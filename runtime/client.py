@@ -8,6 +8,7 @@ environment on first use (``RUNTIME_REDIS_URL``, or the embedded server).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from datetime import datetime
@@ -17,10 +18,12 @@ import redis
 
 from .broker import NewJob, RedisBroker
 from .connection import MAX_BLOCK_S, connect
-from .errors import BrokerUnavailable, InvalidParams, InvalidTransition, JobNotFound, WaitTimeout
+from .errors import BrokerUnavailable, InvalidParams, InvalidTransition, JobNotFound, StoreUnavailable, WaitTimeout
 from .job import Job, encode_params, new_job_id
 from .settings import Settings, load_settings
 from .store import RedisJobStore
+
+log = logging.getLogger("runtime.client")
 
 PRIORITY_RANGE = (-100, 100)
 #: Longest delay accepted, seconds (10 years): beyond, timestamps leave the platform's range.
@@ -54,7 +57,17 @@ class Client:
         self.settings = settings or load_settings()
         self.redis = client or connect(self.settings)
         self.broker = RedisBroker(self.redis, self.settings)
-        self.store = RedisJobStore(self.redis, self.settings.key_prefix)
+        #: live job documents (Redis); ``store`` answers reads: the same, or MongoDB
+        self.live = RedisJobStore(self.redis, self.settings.key_prefix)
+        self.store: Any = self.live
+        self.mongo: Any = None  # runtime.mongo_sync.MongoSync with a MongoDB URL
+        if self.settings.trace_clients:
+            from diagnostics.client_spans import instrument_clients
+            instrument_clients(self.settings)
+        if self.settings.mongodb_url:
+            from .mongo_sync import MongoSync
+            self.mongo = MongoSync(self.settings, self.redis)
+            self.store = self.mongo.store
         from .middleware import Chain
         self.middleware = Chain.from_settings(self.settings)
 
@@ -81,7 +94,7 @@ class Client:
         Raises InvalidParams (naming the offending key) or JobTooLarge; BrokerUnavailable.
         """
         job = self._new(path, params, queue, priority, delay, eta)
-        self._call(self.broker.enqueue, [job])
+        self._enqueue([job])
         return job.id
 
     def queue_jobs(self, path: str, params_list: Iterable[Mapping[str, Any] | None], *, queue: str = "default",
@@ -92,11 +105,35 @@ class Client:
         """
         jobs = [self._new(path, p, queue, priority, delay, None) for p in params_list]
         for i in range(0, len(jobs), batch_size):
-            self._call(self.broker.enqueue, jobs[i:i + batch_size])
+            self._enqueue(jobs[i:i + batch_size])
         return [j.id for j in jobs]
 
+    def _enqueue(self, jobs: Sequence[NewJob]) -> None:
+        """Queue in Redis, then (with MongoDB) write the documents; a MongoDB that cannot
+        take them is logged, not raised: the jobs are queued and the sweep copies them."""
+        now = self._call(self.broker.enqueue, jobs)
+        if self.mongo is not None:
+            self._mongo_quietly(self.mongo.enqueued, jobs, now)
+
+    def _mongo_quietly(self, fn: Any, *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:  # noqa: BLE001 - Redis has it; the reconcile sweep copies it
+            log.warning("job documents not written to MongoDB (%s: %s); the reconcile sweep will",
+                        type(exc).__name__, exc)
+
+    def _live_or_stored(self, ids: Sequence[str]) -> list[Job | None]:
+        """Documents of ``ids`` from Redis (live), else from MongoDB (history)."""
+        jobs = self._call(self.live.get_many, ids)
+        missing = [i for i, j in zip(ids, jobs) if j is None]
+        if missing and self.mongo is not None:
+            found = dict(zip(missing, self._call(self.store.get_many, missing)))
+            jobs = [j if j is not None else found[i] for i, j in zip(ids, jobs)]
+        return list(jobs)
+
     def get_job(self, job_id: str) -> Job:
-        """The job's document with its history. Raises JobNotFound."""
+        """The job's document with its history (from MongoDB when configured). Raises
+        JobNotFound; BrokerUnavailable or StoreUnavailable."""
         return self._call(self.store.get, job_id)
 
     def wait(self, ids: str | Sequence[str], timeout_s: float | None = None) -> Any:
@@ -123,7 +160,7 @@ class Client:
         ttl = timeout_s if timeout_s is not None else 86_400
         already = self._call(self.broker.register_waiter, key, wanted, ttl)
         pending = set(wanted) - set(already)
-        for job_id, job in zip(already, self._call(self.store.get_many, already)):
+        for job_id, job in zip(already, self._live_or_stored(already)):
             if job is None:
                 raise JobNotFound(f"no job {job_id!r} (never queued, or its document expired)")
             yield job
@@ -142,13 +179,16 @@ class Client:
                 job = Job.from_hash(dict(zip(flat[::2], flat[1::2])), history)
             else:
                 job_id = reply[1]
-                job = self._call(self.store.get, job_id)
+                job = self._live_or_stored([job_id])[0]
+                if job is None:
+                    raise JobNotFound(f"no job {job_id!r} (its document expired)")
             if job_id in pending:
                 pending.discard(job_id)
                 yield job
 
     def _control(self, action: str, ids: Sequence[str], allowed: str) -> list[str]:
         replies = self._call(self.broker.control, action, list(ids))
+        replies = self._copy_done(action, ids, replies)
         done = sum(r == "ok" for r in replies)
         also = f" (done for the other {done} of {len(ids)})" if done else ""
         for job_id, reply in zip(ids, replies):
@@ -175,15 +215,36 @@ class Client:
 
     def requeue_where(self, status: str = "failed", queue: str | None = None, path: str | None = None) -> list[str]:
         """Requeue every job with final ``status`` of ``queue`` and/or ``path``; returns ids."""
-        ids = self.store.final_ids(status, queue=queue, path=path)
+        ids = self._call(self.store.final_ids, status, queue=queue, path=path)
         replies = self._call(self.broker.control, "requeue", ids)
+        replies = self._copy_done("requeue", ids, replies)
         return [i for i, r in zip(ids, replies) if r == "ok"]
+
+    def _copy_done(self, action: str, ids: Sequence[str], replies: Sequence[str]) -> list[str]:
+        """With MongoDB: copy the jobs a control action changed (Redis first, then MongoDB),
+        and requeue from MongoDB those only it still has; returns the replies updated."""
+        replies = list(replies)
+        if self.mongo is None:
+            return replies
+        done = [i for i, r in zip(ids, replies) if r == "ok"]
+        if done:
+            self._mongo_quietly(self.mongo.sync, done)
+        missing = [i for i, r in zip(ids, replies) if r == "missing"]
+        if action == "requeue" and missing:
+            restored = set(self._call(self.mongo.requeue_from_history, missing))
+            replies = ["ok" if i in restored else r for i, r in zip(ids, replies)]
+        return replies
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise BrokerUnavailable(f"Redis unavailable: {exc}") from None
+        except Exception as exc:
+            from .mongo_store import unreachable_errors
+            if self.mongo is not None and isinstance(exc, unreachable_errors()):
+                raise StoreUnavailable(f"MongoDB unavailable: {exc}") from None
+            raise
 
 
 _default: Client | None = None

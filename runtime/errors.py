@@ -22,6 +22,11 @@ class BrokerUnavailable(TaskQueueError):
     """Redis cannot be reached; the message names the URL and the cause."""
 
 
+class StoreUnavailable(BrokerUnavailable):
+    """The MongoDB job store cannot be reached; the message names the cause. (A kind of
+    BrokerUnavailable, so callers and the CLI's exit code 4 treat both outages alike.)"""
+
+
 class InvalidParams(TaskQueueError):
     """Params are not a JSON object, are too large, or do not bind to the task signature.
 

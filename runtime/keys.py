@@ -20,6 +20,9 @@ shapes below are the contract they follow, so keep both in step.
 | {p}:w:{wid}:abort            | set  | ids to abort, read by that worker's heartbeat     |
 | {p}:w:{wid}:jobs             | list | jobs claimed for an idle worker by enqueue.lua    |
 | {p}:idle:{queue}             | zset | idle workers blocked on their jobs list           |
+| {p}:mongo:synced             | str  | reconcile sweep: Redis changes up to this time (s) are in MongoDB |
+| {p}:mongo:adopt_after        | str  | reconcile sweep: MongoDB docs checked up to this changed_at (s)   |
+| {p}:mongo:lock               | str  | held (with a TTL) by the one worker sweeping now  |
 """
 
 from __future__ import annotations
@@ -88,6 +91,9 @@ class Keys:
         """A client's private notify list (``wait()``), expiring shortly after use."""
         return f"{self.prefix}:wait:{token}"
 
+    def mongo(self, what: str) -> str:
+        """State of the MongoDB reconcile sweep: ``synced``, ``adopt_after`` or ``lock``."""
+        return f"{self.prefix}:mongo:{what}"
 
 def host_pid(worker_id: str) -> tuple[str | None, int | None]:
     """Host and pid from a worker id ``{host}.{pid}.{random}``."""

@@ -109,6 +109,29 @@ class Settings:
     #: Log lines kept per job, and their total size, bytes (a marker says what was dropped).
     max_log_lines: int = 1000
     max_log_bytes: int = 65_536
+    # ---- MongoDB job store (runtime.mongo_store); none of it is used without a URL ----
+    #: mongodb:// or mongodb+srv:// URL; with one, job documents are also written to MongoDB
+    #: (the durable, queryable history) and read from there. None = Redis only.
+    mongodb_url: str | None = None
+    #: Database of the job collection; None = the one named in the URL, else "runtime".
+    mongodb_database: str | None = None
+    #: Collection of job documents (one document per job, _id = job id).
+    mongodb_collection: str = "jobs"
+    #: Write concern of every job write: w ("1", "majority", a number) and journal (0/1).
+    mongodb_w: str = "1"
+    mongodb_journal: int = 0
+    #: Server selection, connect, socket and write-concern timeout of MongoDB calls, seconds.
+    mongodb_timeout_s: float = 5.0
+    #: Largest job document written, bytes (MongoDB refuses over 16 MiB): beyond, the
+    #: largest fields (profile, report, logs, result, traceback) are cut with a marker.
+    mongodb_max_doc_bytes: int = 4_194_304
+    #: Period of the reconcile sweep that workers' reapers run (one worker at a time), seconds.
+    mongodb_sweep_interval_s: float = 10.0
+    #: The sweep leaves changes younger than this to their own writers, seconds.
+    mongodb_sweep_lag_s: float = 5.0
+    #: OpenTelemetry child spans for every pymongo and redis call (needs the extra
+    #: ``otel-clients``: opentelemetry-instrumentation-pymongo/-redis), 0/1; off by default.
+    trace_clients: int = 0
     #: Worker processes run under one supervisor that restarts them (0 = one process, not
     #: supervised unless a limit below asks for recycling, which runs one supervised process).
     processes: int = 0
@@ -174,6 +197,12 @@ class Settings:
                 and self.mem_hard_limit_bytes <= self.mem_limit_bytes):
             raise ConfigError(f"mem_hard_limit_bytes ({self.mem_hard_limit_bytes}) must be above "
                               f"mem_limit_bytes ({self.mem_limit_bytes})")
+        if self.mongodb_url and not self.mongodb_url.startswith(("mongodb://", "mongodb+srv://")):
+            raise ConfigError(f"mongodb_url must start with mongodb:// or mongodb+srv://, got {self.mongodb_url!r}")
+        if self.mongodb_timeout_s <= 0 or self.mongodb_sweep_interval_s <= 0 or self.mongodb_sweep_lag_s < 0:
+            raise ConfigError("mongodb_timeout_s and mongodb_sweep_interval_s must be > 0, mongodb_sweep_lag_s >= 0")
+        if not 65_536 <= self.mongodb_max_doc_bytes <= 15 * 2**20:
+            raise ConfigError(f"mongodb_max_doc_bytes must be within [65536, 15 MiB], got {self.mongodb_max_doc_bytes}")
         unknown = set(self.ttl_s) - {s.value for s in FINAL}
         if unknown:
             raise ConfigError(f"ttl_s names statuses that are not final: {sorted(unknown)}")

@@ -3,8 +3,9 @@
 The contract (:class:`JobStore`) is narrow: get one or many documents, list ids by
 status/queue/path newest first, count by status. :class:`RedisJobStore` keeps documents as
 hashes next to the queues (the broker's Lua scripts write them in the same round trip as
-each claim and completion); a MongoDB store can implement the same contract and run the
-same contract tests (tests/test_store_contract.py).
+each claim and completion); :class:`runtime.mongo_store.MongoJobStore` keeps a durable
+copy in MongoDB and implements the same contract; the same contract tests
+(tests/test_store_contract.py) run against both.
 """
 
 from __future__ import annotations

@@ -110,6 +110,8 @@ class Worker:
         self.recycled: Recycle | None = None
         self.claimed_total = 0
         self.supervisor_id = os.environ.get(SUPERVISOR_ID_ENV, "")
+        from .mongo_mirror import open_mirror
+        self.mirror = open_mirror(self)  # copies job documents to MongoDB; None without a URL
 
     # ---- life cycle -------------------------------------------------------------------
 
@@ -129,6 +131,8 @@ class Worker:
         except redis.RedisError as exc:
             log.warning("reaper: %s", exc)
         self.heartbeat.start()
+        if self.mirror is not None:
+            self.mirror.start()
         self.middleware.call("on_worker_start", self)
         flusher = gevent.spawn(self._flush_loop)
         reaper = gevent.spawn(self._reap_loop)
@@ -146,6 +150,8 @@ class Worker:
             self.middleware.call("on_worker_stop", self)
             self.heartbeat.stop()
             self._deregister()
+            if self.mirror is not None:
+                self.mirror.stop(timeout_s=min(self.settings.grace_s, 10.0))
             for h in handlers:
                 h.cancel()
             log.info("worker %s stopped after %d jobs%s", self.id, self.jobs_done,
@@ -199,6 +205,9 @@ class Worker:
         batch = self.settings.claim_batch
         backoff = 0.1
         while not self._stopping:
+            if self.mirror is not None and not self.mirror.claim_allowed:
+                self._pause_for_store()  # MongoDB down or behind: claim nothing until it catches up
+                continue
             free = self.pool.free_count()
             want = free + self._prefetch - len(self._buffer)
             if self.limits.max_jobs:
@@ -256,6 +265,27 @@ class Worker:
                 else:
                     self._buffer.append(rj)
 
+    def _pause_for_store(self) -> None:
+        """Stay out of the idle lists (no job is handed to us) and wait up to a second for
+        the job store to take writes again; the state shows degraded (unreachable) or
+        throttled (behind) meanwhile."""
+        assert self.mirror is not None
+        state = "throttled" if self.mirror.healthy else "degraded"
+        if self.state != state:
+            self.state = state
+            self._leave_idle_lists()
+        self.mirror.wait_healthy(1.0)
+
+    def _leave_idle_lists(self) -> None:
+        """No job is handed to this worker any more (until its next idle claim)."""
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for q in self.settings.queues:
+                pipe.zrem(self.broker.keys.idle(q), self.id)
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("could not leave the idle lists: %s", exc)
+
     def _idle_wait(self, queues: Sequence[str], timeout_s: float) -> Claimed | None:
         """Block for a job handed to this worker (returned) or a wake-up (None)."""
         self._waiter = gevent.spawn(self.broker.wait_for_wakeup, self._wait_conn, self.id, queues, timeout_s)
@@ -289,6 +319,8 @@ class Worker:
             rj.exclusive = self.middleware.exclusive(ctx)
         self.running[c.id] = rj
         self.claimed_total += 1
+        if self.mirror is not None:
+            self.mirror.changed((c.id,))
         return rj
 
     def _can_launch(self, rj: RunningJob) -> bool:
@@ -359,6 +391,8 @@ class Worker:
             self.redis.hset(self.broker.keys.job(job_id), mapping=fields)
         except redis.RedisError as exc:
             log.warning("progress of job %s not written: %s", job_id, exc)
+        if self.mirror is not None:
+            self.mirror.progress(job_id, fields)
 
     def _kill(self, rj: RunningJob, exc: BaseException, status: Status) -> None:
         """Deliver ``exc`` into a job; if it never started, record ``status`` for it."""
@@ -406,6 +440,8 @@ class Worker:
         del self._outcomes[:len(batch)]
         for o in batch:
             self.running.pop(o.id, None)
+        if self.mirror is not None:
+            self.mirror.changed(o.id for o in batch if o.id not in stale)
         for job_id in stale:
             log.warning("job %s: this attempt was superseded; its outcome was not recorded", job_id)
 
@@ -415,7 +451,8 @@ class Worker:
             batch = self._outcomes[:FLUSH_BATCH]
             # a worker left with nothing to run is idle: say so in the same round trip, so
             # the next job is handed to it (its claim loop is blocked on its handoff list)
-            idle = not self._stopping and len(self.pool) == 0 and len(batch) == len(self._outcomes)
+            idle = not self._stopping and len(self.pool) == 0 and len(batch) == len(self._outcomes) \
+                and (self.mirror is None or self.mirror.claim_allowed)
             try:
                 stale = self.broker.finish(batch, self.settings.queues if idle else (), self.id)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -481,6 +518,8 @@ class Worker:
                     dead.append(wid)
                     self._missing.pop(wid, None)
         requeued, failed = self.broker.reap(dead)
+        if self.mirror is not None:
+            self.mirror.after_reap(self.id, requeued + failed)
         if dead or requeued or failed:
             log.warning("reaper: %d dead workers, %d jobs requeued, %d failed (worker-lost)",
                         len(dead), requeued, failed)
@@ -490,13 +529,7 @@ class Worker:
 
     def _drain(self) -> None:
         self.state = "draining"
-        try:  # no more jobs handed to us; any handed meanwhile are requeued at deregistration
-            pipe = self.redis.pipeline(transaction=False)
-            for q in self.settings.queues:
-                pipe.zrem(self.broker.keys.idle(q), self.id)
-            pipe.execute()
-        except redis.RedisError as exc:
-            log.warning("could not leave the idle lists: %s", exc)
+        self._leave_idle_lists()  # no more jobs handed to us; any handed meanwhile are requeued at deregistration
         if self._buffer:  # first, so that other workers (or the replacement) take them now
             log.info("returning %d prefetched jobs to their queues", len(self._buffer))
             while self._buffer:

@@ -25,6 +25,8 @@ from runtime.client import Client
 from runtime.embedded import redis_server_binary
 from runtime.settings import Settings, load_settings
 
+pytest_plugins = ("mongo_fixtures",)  # the MongoDB server and per-test databases
+
 HERE = Path(__file__).parent
 ROOT = HERE.parent
 

@@ -1,0 +1,294 @@
+"""The MongoDB job store: job documents, reports included, kept and queried in MongoDB.
+
+Redis stays the authority of live state (queues, claims, wake-ups, and every status
+change, made atomically and fenced by the Lua scripts); MongoDB holds the durable,
+queryable copy of each job document, and every read of a client with a MongoDB URL
+(``get``, ``get_many``, ``list_jobs``, ``counts``, so ``runtime jobs``, ``job``,
+``requeue``, ``queues``...) is answered here. How the copies are kept in step, and why a
+crash between the two writes never loses a job nor overwrites a final status, is in
+``runtime.mongo_sync``; this module is the collection itself.
+
+One document per job, ``_id`` = job id; the fields of :class:`runtime.job.Job` (times as
+UNIX seconds, floats, as in Redis) plus:
+
+- ``version``: the length of the job's Redis history. Every status change appends one
+  history entry in the same Lua script, so the version grows with each change and a
+  write carrying a lower or equal version is refused by its filter (:meth:`write`): a
+  late or replayed write never overwrites a newer status, a final one included.
+- ``changed_at``: time of the last status change (sort key: newest first).
+- ``expire_at``: for a final status, when the document goes (``ttl_s`` of that status),
+  as a BSON date for the TTL index; absent otherwise.
+- ``truncated``: names of the fields cut to fit ``mongodb_max_doc_bytes``, whose values
+  were replaced by ``{"truncated": "N bytes, over mongodb_max_doc_bytes=M"}``.
+
+Every index the CLI and API need is declared once in :data:`INDEXES` and created by
+:meth:`MongoJobStore.ensure_indexes` (at worker start-up and by ``runtime mongo
+ensure-indexes``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import fields
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Sequence, TypeVar
+
+from .errors import ConfigError, JobNotFound, StoreUnavailable
+from .job import Job
+from .settings import Settings
+from .status import FINAL, Status
+
+log = logging.getLogger("runtime.mongo")
+
+#: Every index of the job collection: name -> (keys, options). Queries they serve:
+#: jobs by status (+queue) newest first; by path (+status); by queue; by worker; by
+#: date; the reconcile sweep (status + changed_at); TTL expiry.
+INDEXES: dict[str, tuple[list[tuple[str, int]], dict[str, Any]]] = {
+    "status_queue_changed": ([("status", 1), ("queue", 1), ("changed_at", -1)], {}),
+    "path_status_changed": ([("path", 1), ("status", 1), ("changed_at", -1)], {}),
+    "queue_changed": ([("queue", 1), ("changed_at", -1)], {}),
+    "worker_changed": ([("worker", 1), ("changed_at", -1)], {}),
+    "changed": ([("changed_at", -1)], {}),
+    "queued_at": ([("queued_at", -1)], {}),
+    "expire_at_ttl": ([("expire_at", 1)], {"expireAfterSeconds": 0}),
+}
+
+#: Fields cut first when a document is over the size cap (largest first among these).
+CUTTABLE = ("profile", "report", "logs", "result", "traceback", "params", "meta")
+_JOB_FIELDS = [f.name for f in fields(Job)]
+#: Code MongoDB answers an upsert whose filter missed an existing _id with (a stale write).
+DUPLICATE_KEY = 11000
+
+
+def mongo_client(settings: Settings) -> Any:
+    """A pymongo MongoClient for ``settings`` with its timeouts (no I/O yet).
+
+    Raises ConfigError without a URL or without pymongo (``pip install 'runtime[mongo]'``).
+    """
+    if not settings.mongodb_url:
+        raise ConfigError("no MongoDB URL: set mongodb_url, RUNTIME_MONGODB_URL or --mongodb")
+    try:
+        import pymongo
+    except ImportError:
+        raise ConfigError("the MongoDB job store needs pymongo: pip install 'runtime[mongo]'") from None
+    ms = int(settings.mongodb_timeout_s * 1000)
+    return pymongo.MongoClient(settings.mongodb_url, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms,
+                               socketTimeoutMS=ms, appname="runtime", tz_aware=True)
+
+
+def unreachable_errors() -> tuple[type[BaseException], ...]:
+    """The pymongo errors that mean "MongoDB cannot be reached now" (retry later)."""
+    from pymongo.errors import AutoReconnect, ConnectionFailure, ExecutionTimeout, NetworkTimeout, \
+        ServerSelectionTimeoutError, WTimeoutError
+    return (AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError, NetworkTimeout,
+            ExecutionTimeout, WTimeoutError)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _read(fn: F) -> F:
+    """A read of the store: MongoDB unreachable raises StoreUnavailable (CLI exit code 4)."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except unreachable_errors() as exc:
+            raise StoreUnavailable(f"MongoDB unavailable: {exc}") from None
+    return wrapper  # type: ignore[return-value]
+
+
+def _bson_size(value: Any) -> int:
+    import bson
+    return len(bson.encode({"v": value}))
+
+
+def cap_document(doc: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+    """``doc`` (changed in place) with its largest cuttable fields replaced by a marker
+    until its BSON encoding is at most ``max_bytes``; the history keeps its first 20 and
+    last 200 entries. Names of the cut fields are listed in ``doc["truncated"]``."""
+    import bson
+    size = len(bson.encode(doc))
+    if size <= max_bytes:
+        return doc
+    cut: list[str] = []
+    history = doc.get("history") or []
+    if len(history) > 220:
+        dropped = len(history) - 220
+        doc["history"] = history[:20] + [{"at": history[20].get("at"), "status": "...",
+                                          "note": f"{dropped} history entries not kept"}] + history[-200:]
+        cut.append("history")
+    sizes = sorted(((_bson_size(doc.get(k)), k) for k in CUTTABLE if doc.get(k) is not None), reverse=True)
+    for n, key in sizes:
+        if len(bson.encode(doc)) <= max_bytes:
+            break
+        doc[key] = {"truncated": f"{n} bytes, over mongodb_max_doc_bytes={max_bytes}"}
+        cut.append(key)
+    if cut:
+        doc["truncated"] = cut
+    return doc
+
+
+def document(job: Job, version: int, settings: Settings) -> dict[str, Any]:
+    """The MongoDB document of ``job`` at ``version`` (its Redis history length)."""
+    doc: dict[str, Any] = {"_id": job.id}
+    for name in _JOB_FIELDS:
+        if name == "id":
+            continue
+        value = getattr(job, name)
+        doc[name] = value.value if isinstance(value, Status) else value
+    doc["version"] = version
+    last = job.history[-1].get("at") if job.history else None
+    doc["changed_at"] = float(last if last is not None else job.ended_at or job.started_at or job.queued_at or 0.0)
+    if job.status in FINAL:
+        end = job.ended_at or doc["changed_at"]
+        doc["expire_at"] = datetime.fromtimestamp(end + settings.ttl_s[job.status], timezone.utc)
+    return cap_document(doc, settings.mongodb_max_doc_bytes)
+
+
+def job_from_document(doc: dict[str, Any]) -> Job:
+    """A :class:`Job` from a stored document (extra fields ignored)."""
+    kw = {name: doc[name] for name in _JOB_FIELDS if name in doc and doc[name] is not None}
+    kw["id"] = doc["_id"]
+    kw["status"] = Status(doc["status"])
+    for name in ("params", "report", "meta"):  # a field cut to fit is shown as its marker
+        if name in kw and not isinstance(kw[name], dict):
+            kw[name] = {"truncated": kw[name]}
+    if "logs" in kw and not isinstance(kw["logs"], list):
+        kw["logs"] = [kw["logs"]]
+    if isinstance(kw.get("traceback"), dict):
+        kw["traceback"] = f"[traceback {kw['traceback'].get('truncated')}]"
+    if isinstance(kw.get("profile"), dict):
+        kw.pop("profile")  # cut to fit: the job shows as having none
+    return Job(**kw)
+
+
+class MongoJobStore:
+    """Job documents in one MongoDB collection (see the module docstring for its shape).
+
+    Implements the :class:`runtime.store.JobStore` contract; ``live`` (a RedisJobStore)
+    answers what only Redis knows (queue depths). Raises ConfigError without pymongo or
+    URL; the read methods raise StoreUnavailable when MongoDB cannot be reached, the write
+    methods pymongo's own errors (:func:`unreachable_errors`: the worker buffers and retries).
+    """
+
+    def __init__(self, settings: Settings, live: Any = None, client: Any = None) -> None:
+        from pymongo.write_concern import WriteConcern
+        self.settings = settings
+        self.live = live
+        self.client = client or mongo_client(settings)
+        default = self.client.get_default_database(default="runtime").name
+        w: int | str = int(settings.mongodb_w) if settings.mongodb_w.isdigit() else settings.mongodb_w
+        self.db = self.client.get_database(
+            settings.mongodb_database or default,
+            write_concern=WriteConcern(w=w, j=bool(settings.mongodb_journal),
+                                       wtimeout=int(settings.mongodb_timeout_s * 1000)))
+        self.jobs = self.db[settings.mongodb_collection]
+
+    # ---- indexes ----------------------------------------------------------------------
+
+    def ensure_indexes(self) -> list[str]:
+        """Create every index of :data:`INDEXES` (existing ones are kept); returns their names."""
+        from pymongo import IndexModel
+        return list(self.jobs.create_indexes(
+            [IndexModel(keys, name=name, **opts) for name, (keys, opts) in INDEXES.items()]))
+
+    # ---- reads (the JobStore contract) ------------------------------------------------
+
+    @_read
+    def get(self, job_id: str) -> Job:
+        """The document of ``job_id`` with its history. Raises JobNotFound."""
+        doc = self.jobs.find_one({"_id": job_id})
+        if doc is None:
+            raise JobNotFound(f"no job {job_id!r} (never queued, or its document expired)")
+        return job_from_document(doc)
+
+    @_read
+    def get_many(self, ids: Sequence[str], history: bool = True) -> list[Job | None]:
+        """Documents of ``ids`` in order; None for a missing one. One round trip."""
+        if not ids:
+            return []
+        found = {d["_id"]: d for d in self.jobs.find({"_id": {"$in": list(ids)}},
+                                                     None if history else {"history": 0})}
+        return [job_from_document(found[i]) if i in found else None for i in ids]
+
+    @_read
+    def list_jobs(self, status: str | None = None, queue: str | None = None,
+                  path: str | None = None, limit: int = 50, history: bool = False) -> list[Job]:
+        """Up to ``limit`` jobs matching every given filter, newest change first (one query)."""
+        query: dict[str, Any] = {}
+        if status:
+            query["status"] = Status(status).value
+        if queue:
+            query["queue"] = queue
+        if path:
+            query["path"] = path
+        projection = None if history else {"history": 0, "profile": 0}
+        cursor = self.jobs.find(query, projection).sort([("changed_at", -1), ("_id", -1)])
+        if limit < 10**9:
+            cursor = cursor.limit(max(0, limit))
+        return [job_from_document(d) for d in cursor]
+
+    @_read
+    def counts(self) -> dict[str, int]:
+        """Number of jobs per status (every status present, zeros included)."""
+        out = {s.value: 0 for s in Status}
+        for row in self.jobs.aggregate([{"$group": {"_id": "$status", "n": {"$sum": 1}}}]):
+            if row["_id"] in out:
+                out[row["_id"]] = int(row["n"])
+        return out
+
+    def queue_depths(self, queues: Iterable[str] | None = None) -> dict[str, dict[str, int]]:
+        """Per queue: ready and delayed jobs. Live state: answered by Redis."""
+        if self.live is None:
+            raise ConfigError("queue depths are live state: this MongoJobStore has no Redis store")
+        return self.live.queue_depths(queues)  # type: ignore[no-any-return]
+
+    @_read
+    def final_ids(self, status: str, queue: str | None = None, path: str | None = None) -> list[str]:
+        """Every id with final ``status`` matching the filters (for bulk requeue)."""
+        if Status(status) not in FINAL and Status(status) != Status.INTERRUPT:
+            raise ValueError(f"{status} is not a final status")
+        query: dict[str, Any] = {"status": status}
+        if queue:
+            query["queue"] = queue
+        if path:
+            query["path"] = path
+        return [d["_id"] for d in self.jobs.find(query, {"_id": 1})]
+
+    # ---- writes -----------------------------------------------------------------------
+
+    def write(self, docs: Sequence[dict[str, Any]]) -> tuple[int, int]:
+        """Store ``docs`` (from :func:`document`) in one unordered bulk write, each only
+        over an older version of itself (or none). Returns (written, stale).
+
+        Raises pymongo's errors for anything but a stale write (MongoDB unreachable: see
+        :func:`unreachable_errors`).
+        """
+        if not docs:
+            return 0, 0
+        from pymongo import ReplaceOne
+        from pymongo.errors import BulkWriteError
+        ops = [ReplaceOne({"_id": d["_id"], "version": {"$lt": d["version"]}}, d, upsert=True) for d in docs]
+        try:
+            res = self.jobs.bulk_write(ops, ordered=False)
+            return res.upserted_count + res.modified_count, len(docs) - res.upserted_count - res.matched_count
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            other = [e for e in errors if e.get("code") != DUPLICATE_KEY]
+            if other or exc.details.get("writeConcernErrors"):
+                raise
+            return len(docs) - len(errors), len(errors)
+
+    def set_progress(self, job_id: str, fields: dict[str, str]) -> None:
+        """Write a running job's progress fields (strings, as stored in Redis)."""
+        values: dict[str, Any] = {}
+        for k, v in fields.items():
+            values[k] = float(v) if k == "progress" else v
+        self.jobs.update_one({"_id": job_id, "status": Status.STARTED.value}, {"$set": values})
+
+    def versions(self, ids: Sequence[str]) -> dict[str, int]:
+        """Stored version of each of ``ids`` that has a document."""
+        return {d["_id"]: int(d.get("version", 0))
+                for d in self.jobs.find({"_id": {"$in": list(ids)}}, {"version": 1})}

@@ -1,0 +1,16 @@
+"""Tasks for the MongoDB store tests (big reports and results)."""
+
+from __future__ import annotations
+
+from runtime.context import current_job
+
+
+def big_report(kib: int = 300) -> int:
+    """Stores a report entry of ``kib`` KiB (over max_report_bytes: cut with a marker)."""
+    current_job.get().report["big"] = "x" * (kib * 1024)
+    return kib
+
+
+def big_result(kib: int = 200) -> str:
+    """Returns a string of ``kib`` KiB."""
+    return "y" * (kib * 1024)

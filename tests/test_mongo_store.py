@@ -1,0 +1,269 @@
+"""The MongoDB job store beyond the contract: indexes, TTL, size cap, fencing, the crash
+windows between the Redis and the MongoDB write (simulated by writing one side only, then
+running the recovery), and a MongoDB outage under a running worker."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from urllib.parse import urlparse
+
+import pytest
+import redis
+
+from conftest import wait_until, worker_env
+from mongo_fixtures import mongo_env
+from runtime.client import Client
+from runtime.errors import ConfigError, StoreUnavailable
+from runtime.mongo_store import INDEXES, MongoJobStore, cap_document, document, job_from_document
+from runtime.mongo_sync import MongoSync
+from runtime.settings import load_settings
+
+
+@pytest.fixture
+def mclient(mongo_settings):
+    return Client(mongo_settings)
+
+
+def _redis_only(mclient):
+    """A client on the same Redis and prefix, without MongoDB: a writer that 'crashed'
+    before its MongoDB write."""
+    return Client(mclient.settings.replace(mongodb_url=None))
+
+
+def test_indexes_are_declared_once_and_created(mclient, mongo_settings):
+    names = mclient.mongo.store.ensure_indexes()
+    assert set(names) == set(INDEXES)
+    info = mclient.mongo.store.jobs.index_information()
+    assert set(INDEXES) <= set(info)
+    assert info["expire_at_ttl"]["expireAfterSeconds"] == 0
+    env = worker_env(mongo_settings, **mongo_env(mongo_settings))
+    out = subprocess.run([sys.executable, "-m", "runtime", "mongo", "ensure-indexes"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "status_queue_changed" in out.stdout
+
+
+def test_final_documents_get_an_expiry_per_status(mclient, workers, mongo_settings):
+    ok = mclient.queue_job("testtasks.add", {"a": 1, "b": 1})
+    bad = mclient.queue_job("tasks_example.work.fail", {})
+    workers.start(**mongo_env(mongo_settings))
+    raw = mclient.mongo.store.jobs
+    wait_until(lambda: raw.count_documents({"_id": {"$in": [ok, bad]}, "expire_at": {"$exists": True}}) == 2,
+               15, "final documents")
+    for job_id, status in ((ok, "success"), (bad, "failed")):
+        doc = raw.find_one({"_id": job_id})
+        assert doc["status"] == status
+        assert doc["expire_at"].timestamp() == pytest.approx(doc["ended_at"] + mongo_settings.ttl_s[status], abs=0.01)
+    waiting = mclient.queue_job("testtasks.add", {"a": 1, "b": 1}, delay=60)
+    assert "expire_at" not in raw.find_one({"_id": waiting})
+
+
+def test_a_document_over_the_size_cap_is_cut_with_a_marker(mongo_settings, workers, mclient):
+    s = mongo_settings.replace(mongodb_max_doc_bytes=65_536)
+    client = Client(s)
+    workers.start(**mongo_env(s), mongodb_max_doc_bytes=65_536)
+    job_id = client.queue_job("mongotasks.big_result", {"kib": 200})
+    assert len(client.wait(job_id, timeout_s=15).result) == 200 * 1024  # Redis holds it whole
+    doc = wait_until(lambda: (d := client.store.jobs.find_one({"_id": job_id})) and d["status"] == "success" and d,
+                     15, "the success in MongoDB")
+    assert doc["truncated"] == ["result"] and "over mongodb_max_doc_bytes=65536" in doc["result"]["truncated"]
+    assert client.store.get(job_id).result == doc["result"]
+    # a long history keeps its ends
+    big = cap_document({"_id": "x", "history": [{"at": i} for i in range(1000)], "logs": ["z" * 100] * 800}, 65_536)
+    assert len(big["history"]) == 221 and "history" in big["truncated"] and big["logs"]["truncated"]
+    assert big["history"][20]["note"] == "780 history entries not kept"
+    cut = job_from_document({"_id": "x", "status": "failed", "path": "p", "traceback": {"truncated": "9 bytes"},
+                             "profile": {"truncated": "9 bytes"}, "logs": {"truncated": "9 bytes"}})
+    assert cut.traceback == "[traceback 9 bytes]" and cut.profile is None and cut.logs == [{"truncated": "9 bytes"}]
+
+
+def test_a_stale_write_never_overwrites_a_newer_or_final_status(mclient, workers, mongo_settings):
+    sync = mclient.mongo
+    job_id = mclient.queue_job("testtasks.sleep", {"seconds": 0.3})
+    workers.start(**mongo_env(mongo_settings))
+    started = wait_until(lambda: (snap := sync.snapshot([job_id])) and snap[0][0].status == "started" and snap[0],
+                         10, "the job to start")
+    wait_until(lambda: mclient.store.get(job_id).status == "success", 10, "success in MongoDB")
+    job, version = started
+    assert sync.store.write([document(job, version, mongo_settings)]) == (0, 1)  # late: refused
+    assert sync.store.write([document(job, version + 100, mongo_settings)])[0] == 1  # a newer one wins
+    assert mclient.store.get(job_id).status == "started"
+
+
+def test_crash_after_the_redis_enqueue_the_sweep_copies_the_job(mclient):
+    crashed = _redis_only(mclient)
+    ids = crashed.queue_jobs("testtasks.add", [{"a": 1, "b": 2}] * 3)
+    assert mclient.store.get_many(ids) == [None] * 3  # queued in Redis only
+    report = mclient.mongo.reconcile(lag_s=0)
+    assert report.written == 3
+    assert [j.status for j in mclient.store.get_many(ids)] == ["queued"] * 3
+    assert mclient.mongo.reconcile(lag_s=0).written == 0  # nothing left to repair
+
+
+def test_crash_before_the_mongodb_copy_of_an_end_the_sweep_repairs_it(mclient, workers, mongo_settings):
+    job_id = mclient.queue_job("testtasks.add", {"a": 20, "b": 22})  # in both stores
+    # a worker that wrote Redis only (its MongoDB copies never happened)
+    workers.start(task_modules="tasks_example,testtasks")
+    assert mclient.wait(job_id, timeout_s=15).result == 42
+    assert mclient.store.get(job_id).status == "queued"
+    assert mclient.mongo.reconcile(lag_s=0).written == 1
+    job = mclient.store.get(job_id)
+    assert job.status == "success" and job.result == 42 and len(job.history) == 3
+
+
+def test_a_worker_sweep_repairs_without_being_asked(mclient, workers, mongo_settings):
+    crashed = _redis_only(mclient)
+    job_id = crashed.queue_job("testtasks.add", {"a": 1, "b": 1}, delay=120)
+    workers.start(**mongo_env(mongo_settings))
+    wait_until(lambda: mclient.store.get_many([job_id])[0] is not None, 15, "the reaper's sweep to copy the job")
+
+
+@pytest.mark.parametrize("state", ["queued", "started"])
+def test_redis_lost_the_job_it_is_queued_again_from_mongodb(mclient, workers, mongo_settings, state):
+    job_id = mclient.queue_job("testtasks.add", {"a": 2, "b": 2})
+    if state == "started":  # as if a worker had claimed it, then Redis lost everything
+        mclient.store.jobs.update_one({"_id": job_id}, {"$set": {"status": "started", "attempt": 1, "version": 2},
+                                                        "$push": {"history": {"at": 1.0, "status": "started"}}})
+    keys = mclient.broker.keys
+    mclient.redis.delete(keys.job(job_id), keys.history(job_id))
+    mclient.redis.zrem(keys.ready("default"), job_id)
+    mclient.redis.zrem(keys.status("queued"), job_id)
+    report = mclient.mongo.reconcile(lag_s=0)
+    assert report.adopted == 1
+    workers.start(**mongo_env(mongo_settings))
+    job = wait_until(lambda: (j := mclient.store.get(job_id)).status == "success" and j, 15, "the job to run")
+    assert job.result == 4
+    assert any("Redis had lost the job" in (h.get("note") or "") for h in job.history)
+    assert mclient.mongo.reconcile(lag_s=0).adopted == 0
+
+
+def test_cli_reconcile_and_a_mongodb_down_is_exit_4(mclient, mongo_settings):
+    crashed = _redis_only(mclient)
+    crashed.queue_jobs("testtasks.add", [{"a": 1, "b": 2}] * 2)
+    env = worker_env(mongo_settings, **mongo_env(mongo_settings))
+    out = subprocess.run([sys.executable, "-m", "runtime", "mongo", "reconcile", "--json"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and '"written": 2' in out.stdout
+    down = {**env, "RUNTIME_MONGODB_URL": "mongodb://127.0.0.1:1/?directConnection=true",
+            "RUNTIME_MONGODB_TIMEOUT_S": "0.3"}
+    r = subprocess.run([sys.executable, "-m", "runtime", "jobs"], env=down, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 4 and r.stderr.startswith("error: MongoDB unavailable") and len(r.stderr.splitlines()) == 1
+    with pytest.raises(StoreUnavailable):
+        Client(load_settings({"redis_url": mongo_settings.redis_url, "key_prefix": mongo_settings.key_prefix,
+                              "mongodb_url": "mongodb://127.0.0.1:1/", "mongodb_timeout_s": 0.3}, env={})).get_job("x")
+
+
+def test_settings_and_clear_errors(mongo_settings):
+    assert load_settings(env={"RUNTIME_MONGODB_URL": "mongodb://h:27017/db"}).mongodb_url == "mongodb://h:27017/db"
+    with pytest.raises(ConfigError, match="mongodb://"):
+        load_settings({"mongodb_url": "http://nope"}, env={})
+    with pytest.raises(ConfigError, match="mongodb_max_doc_bytes"):
+        load_settings({"mongodb_max_doc_bytes": 20 * 2**20}, env={})
+    try:
+        import opentelemetry.instrumentation.pymongo  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="otel-clients"):
+            Client(mongo_settings.replace(trace_clients=1))
+
+
+def test_mongodb_outage_pauses_claiming_and_loses_nothing(mongo_settings, mongo_db, workers):
+    from tcp_proxy import TcpProxy
+    target = urlparse(mongo_settings.mongodb_url)
+    proxy = TcpProxy((target.hostname, target.port))
+    url = f"mongodb://127.0.0.1:{proxy.port}/?directConnection=true"
+    s = mongo_settings.replace(mongodb_url=url, mongodb_timeout_s=1.0)
+    client = Client(s)
+    direct = MongoJobStore(mongo_settings)  # reads past the proxy
+    proc = workers.start("--greenlets", "2", **mongo_env(s))
+    first = client.queue_job("testtasks.add", {"a": 1, "b": 1})
+    wait_until(lambda: direct.get_many([first])[0] and direct.get(first).status == "success", 15, "a first job")
+    running = client.queue_job("testtasks.sleep", {"seconds": 1.5})
+    wait_until(lambda: direct.get(running).status == "started", 10, "the long job to start")
+    proxy.down()
+    # the running job ends meanwhile (recorded in Redis); the worker notices and stops claiming
+    assert client.wait(running, timeout_s=15).status == "success"
+    registry = redis.Redis.from_url(s.redis_url, decode_responses=True)
+    keys = client.broker.keys
+    wait_until(lambda: any(registry.hget(keys.worker(w), "state") == "degraded" for w in registry.smembers(keys.workers)),
+               15, "the worker to report degraded")
+    assert "MongoDB unreachable" in workers.log(proc)
+    waiting = client.queue_job("testtasks.add", {"a": 2, "b": 2})  # Redis takes it; MongoDB copy fails quietly
+    wid = next(iter(registry.smembers(keys.workers)))
+    beat = float(registry.hget(keys.worker(wid), "heartbeat_at"))
+    wait_until(lambda: float(registry.hget(keys.worker(wid), "heartbeat_at") or 0) > beat + 1.5, 10,
+               "1.5 s of the degraded worker's life")
+    assert client.live.get(waiting).status == "queued"  # not claimed while MongoDB is down
+    proxy.up()
+    assert client.wait(waiting, timeout_s=20).result == 4
+    wait_until(lambda: [j and j.status for j in direct.get_many([running, waiting])] == ["success", "success"], 20,
+               "both jobs in MongoDB after it came back")
+    assert proc.poll() is None
+    proxy.down()
+
+
+def test_the_workers_own_copies_land_without_the_sweep(mclient, workers, mongo_settings):
+    """Every claim and end reaches MongoDB through the worker's mirror alone (the sweep is
+    pushed out of the way), even when a job changes again while its copy is in flight."""
+    workers.start(**{**mongo_env(mongo_settings), "mongodb_sweep_interval_s": 3600, "mongodb_sweep_lag_s": 3600})
+    ids = mclient.queue_jobs("testtasks.add", [{"a": i, "b": 1} for i in range(60)])
+    mclient.wait(ids, timeout_s=20)
+    wait_until(lambda: all(j and j.status == "success" for j in mclient.store.get_many(ids)), 15,
+               "every success copied by the worker")
+    assert [j.result for j in mclient.store.get_many(ids)] == [i + 1 for i in range(60)]
+
+
+SPANS_SCRIPT = """
+import sys
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+from runtime.client import Client
+from runtime.settings import load_settings
+settings = load_settings({"redis_url": sys.argv[1], "key_prefix": sys.argv[2], "trace_clients": 1,
+                          "middleware": ""}, env={})
+with trace.get_tracer("t").start_as_current_span("parent") as parent:
+    Client(settings).queue_job("testtasks.add", {"a": 1, "b": 2})
+spans = exporter.get_finished_spans()
+kids = [s for s in spans if s.parent is not None and s.parent.span_id == parent.get_span_context().span_id]
+print(sorted({s.attributes.get("db.system") or s.attributes.get("db.system.name") or "" for s in kids}))
+"""
+
+
+def test_trace_clients_makes_child_spans_of_redis_calls(settings):
+    pytest.importorskip("opentelemetry.instrumentation.redis", reason="extra otel-clients not installed")
+    out = subprocess.run([sys.executable, "-c", SPANS_SCRIPT, settings.redis_url, settings.key_prefix],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "redis" in out.stdout
+
+
+def test_requeue_a_job_only_mongodb_still_has(mclient, workers, mongo_settings):
+    job_id = mclient.queue_job("tasks_example.work.fail", {"message": "old"})
+    workers.start(**mongo_env(mongo_settings))
+    wait_until(lambda: mclient.store.get(job_id).status == "failed", 15, "the failure in MongoDB")
+    keys = mclient.broker.keys
+    mclient.redis.delete(keys.job(job_id), keys.history(job_id))  # its Redis copy expired
+    assert mclient.requeue(job_id) == [job_id]
+    job = wait_until(lambda: (j := mclient.store.get(job_id)).attempt == 2 and j.status == "failed" and j, 15,
+                     "the requeued job to run again")
+    notes = [h.get("note") or "" for h in job.history]
+    assert any("restored from MongoDB" in n for n in notes) and job.retries == 0
+    mclient.redis.delete(keys.job(job_id), keys.history(job_id))
+    assert mclient.requeue_where("failed", path="tasks_example.work.fail") == [job_id]
+
+
+def test_a_full_backlog_stops_claiming_until_half_is_copied(mongo_settings, client):
+    """Back-pressure (in-process, on the gevent hub): a MongoDB slower than the worker
+    slows its claims instead of falling ever further behind."""
+    from runtime.mongo_mirror import MAX_BACKLOG, Mirror
+    mirror = Mirror(mongo_settings, client.redis)
+    mirror.changed(f"gone{i}" for i in range(MAX_BACKLOG))
+    assert not mirror.claim_allowed and mirror.healthy
+    mirror.start()
+    assert mirror.wait_healthy(30) and mirror.claim_allowed and not mirror.pending
+    mirror.stop(timeout_s=1)
