@@ -24,7 +24,7 @@ def subcommand(argv: list[str]) -> str | None:
 
 
 #: Options of ``runtime worker`` that make it a supervisor when non-zero.
-_SUPERVISING = {"--processes", "-p", "--mem-limit", "--max-jobs", "--max-time"}
+_SUPERVISING = {"--processes", "-p", "--mem-limit", "--mem-hard-limit", "--max-jobs", "--max-time"}
 
 
 def is_supervised_child() -> bool:

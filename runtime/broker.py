@@ -173,15 +173,19 @@ class RedisBroker:
             pipe.command_stack = stack
             return pipe.execute()
 
-    def reap(self, dead_workers: Sequence[str], stopping: str = "") -> tuple[int, int]:
+    def reap(self, dead_workers: Sequence[str], stopping: str = "",
+             unstarted: Sequence[str] = ()) -> tuple[int, int]:
         """Take back the jobs of ``dead_workers`` and of expired claims, and deregister the
         worker ``stopping`` cleanly (its unrun jobs requeued as interrupt); trim the status
-        indexes of expired documents. Returns (requeued, failed worker-lost)."""
+        indexes of expired documents. Jobs in ``unstarted`` (a dead worker's prefetched
+        jobs, known not to have run) are requeued without counting a lost worker against
+        them. Returns (requeued, failed worker-lost)."""
         ttl = self.settings.ttl_s
         args: list[Any] = [self.settings.key_prefix, self.settings.max_lost, ttl[Status.FAILED],
                            stopping, len(dead_workers), *dead_workers, len(ttl)]
         for status, seconds in ttl.items():
             args += [status, seconds]
+        args += [len(unstarted), *unstarted]
         requeued, failed = self._reap(args=args)
         return int(requeued), int(failed)
 

@@ -54,10 +54,13 @@ class Heartbeat:
         self.worker = worker
         self._stop = False
         self._sleep = _original("time", "sleep")
-        self.proc = psutil.Process()
         self.host = socket.gethostname()
         self.pid = os.getpid()
-        self.pid_started = self.proc.create_time()
+        try:
+            self.proc: Any = psutil.Process()
+            self.pid_started = self.proc.create_time()
+        except (psutil.Error, OSError):  # no /proc: the reaper compares pids only
+            self.proc, self.pid_started = None, 0.0
         self._reported: set[str] = set()
         self._main_thread = _original("threading", "get_ident")()
 
@@ -111,16 +114,22 @@ class Heartbeat:
             if frame is None and g is not None and not g.dead:
                 frame = frames.get(self._main_thread)  # the job holds the hub right now
             running.append({"id": job_id, "path": rj.path, "started_at": rj.started_at,
-                            "stack": short_stack(frame)})
+                            "run": g is not None, "stack": short_stack(frame)})
         return {
             "id": w.id, "host": self.host, "pid": str(self.pid), "pid_started": repr(self.pid_started),
             "queues": ",".join(w.settings.queues), "greenlets": str(w.settings.greenlets),
             "started_at": repr(w.started_at), "heartbeat_at": repr(time.time()),
-            "jobs_done": str(w.jobs_done), "rss_bytes": str(self.proc.memory_info().rss),
+            "jobs_done": str(w.jobs_done), "rss_bytes": str(self._rss()),
             "state": w.state, "running": json.dumps(running), "supervisor": w.supervisor_id,
             "mem_limit_bytes": str(w.settings.mem_limit_bytes or ""),
             "recycle": w.recycled.detail if w.recycled else "",
         }
+
+    def _rss(self) -> int:
+        try:
+            return self.proc.memory_info().rss if self.proc is not None else 0
+        except (psutil.Error, OSError):
+            return 0
 
     def beat(self, conn: Any) -> None:
         w = self.worker

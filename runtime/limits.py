@@ -33,6 +33,8 @@ _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 TOP_GROWERS = 5
 #: Exit code of a worker process that stopped to be recycled (a limit was crossed).
 EXIT_RECYCLED = 8
+#: Exit code of bad arguments or settings (runtime.cli.EXIT_USAGE): not worth a restart.
+EXIT_USAGE = 2
 #: Recycle and kill events kept in Redis (newest first), for `runtime events`.
 MAX_EVENTS = 1000
 #: Env of a worker started by a supervisor: the supervisor's pid and registry id.
@@ -64,17 +66,27 @@ class RSS:
 _libc: Any = None
 
 
+def load_libc() -> bool:
+    """Load glibc's ``malloc_trim`` now (call it from the main thread: the fallback lookup
+    ``find_library`` runs ldconfig in a subprocess, which gevent cannot do from another
+    thread); False where there is none (musl, macOS)."""
+    global _libc
+    if _libc is None:
+        for name in ("libc.so.6", None):
+            try:
+                lib = ctypes.CDLL(name or ctypes.util.find_library("c") or "libc.so.6")
+                lib.malloc_trim.argtypes = [ctypes.c_size_t]
+                _libc = lib
+                break
+            except (OSError, AttributeError, TypeError):
+                _libc = False
+    return bool(_libc)
+
+
 def malloc_trim() -> bool:
     """Return free heap memory to the system (glibc ``malloc_trim(0)``); False where there
     is no glibc (musl, macOS), True when it ran."""
-    global _libc
-    if _libc is None:
-        try:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            _libc.malloc_trim.argtypes = [ctypes.c_size_t]
-        except (OSError, AttributeError):
-            _libc = False
-    if not _libc:
+    if not load_libc():
         return False
     _libc.malloc_trim(0)
     return True
@@ -122,20 +134,29 @@ class Limits:
         self._last_rss = 0
         self._growers: list[tuple[int, str]] = []  # min-heap of (growth bytes, job id)
         self.trims = 0
-        self.rss: RSS | None = None
-        if self.soft:
-            try:
-                self.rss = RSS()
-                self._last_rss = self.rss()
-            except (OSError, ValueError, IndexError, ImportError) as exc:
-                self.rss = None
+        self.rss: RSS | None = None  # None: RSS cannot be read here
+        try:
+            self.rss = RSS()
+            self._last_rss = self.rss()
+        except Exception as exc:  # noqa: BLE001 - OSError, psutil.Error...: said loudly below
+            self.rss = None
+            if self.soft:
                 log.error("MEMORY LIMIT NOT ENFORCED: this system does not let the worker read its "
                           "RSS (%s: %s); --mem-limit %s will never recycle it", type(exc).__name__, exc,
                           fmt_bytes(self.soft))
+        if self.soft:
+            load_libc()  # here, in the main thread (see load_libc)
+            if self._last_rss > self.soft:
+                log.error("--mem-limit %s is below this worker's RSS at start (%s): it will recycle after "
+                          "every job; raise the limit", fmt_bytes(self.soft), fmt_bytes(self._last_rss))
 
     @property
     def active(self) -> bool:
         return bool((self.soft and self.rss) or self.max_jobs or self.max_time_s)
+
+    @property
+    def _soft_on(self) -> bool:
+        return bool(self.soft and self.rss is not None)
 
     def after_job(self, job_id: str) -> Recycle | None:
         """Count a finished job and check every limit (call once per job)."""
@@ -144,7 +165,7 @@ class Limits:
             self.jobs_since_check += 1
             if self._crossed:
                 return None
-            if self.rss is not None:
+            if self._soft_on:
                 rss = self.rss()
                 grown = rss - self._last_rss
                 self._last_rss = rss
@@ -166,7 +187,7 @@ class Limits:
         with self._lock:
             if self._crossed:
                 return None
-            if self.rss is not None and self.rss() > self.soft and self._over_after_trim():
+            if self._soft_on and self.rss() > self.soft and self._over_after_trim():
                 return self._cross("mem-limit", f"RSS {fmt_bytes(self._last_rss)} over the soft limit "
                                    f"{fmt_bytes(self.soft)} after malloc_trim (timer check)")
             self.jobs_since_check = 0
@@ -187,7 +208,13 @@ class Limits:
         return self._last_rss > self.soft
 
     def _cross(self, reason: str, detail: str) -> Recycle:
-        self._crossed = Recycle(reason, detail, self._last_rss if self.rss is not None else None)
+        rss = None
+        if self.rss is not None:
+            try:
+                rss = self.rss()
+            except Exception:  # noqa: BLE001 - the event says null
+                pass
+        self._crossed = Recycle(reason, detail, rss)
         return self._crossed
 
     def event(self, recycle: Recycle, worker_id: str) -> dict[str, Any]:

@@ -166,7 +166,8 @@ class Settings:
     @property
     def supervised(self) -> bool:
         """Does ``runtime worker`` run a supervisor (processes, or a recycling limit)?"""
-        return bool(self.processes or self.mem_limit_bytes or self.max_jobs or self.max_time_s)
+        return bool(self.processes or self.mem_limit_bytes or self.mem_hard_limit_bytes
+                    or self.max_jobs or self.max_time_s)
 
     def __post_init__(self) -> None:
         if self.greenlets < 1:
@@ -185,8 +186,8 @@ class Settings:
             raise ConfigError("worker_ttl_s must be longer than heartbeat_interval_s")
         if not 0 <= self.processes <= MAX_PROCESSES:
             raise ConfigError(f"processes must be between 0 and {MAX_PROCESSES}, got {self.processes}")
-        if self.max_jobs < 0 or self.max_time_s < 0:
-            raise ConfigError(f"max_jobs and max_time_s must be >= 0, got {self.max_jobs} and {self.max_time_s}")
+        if self.max_jobs < 0 or not 0 <= self.max_time_s < float("inf"):
+            raise ConfigError(f"max_jobs and max_time_s must be >= 0 (and finite), got {self.max_jobs} and {self.max_time_s}")
         if self.mem_check_interval_s <= 0:
             raise ConfigError(f"mem_check_interval_s must be > 0, got {self.mem_check_interval_s}")
         for name in ("mem_limit_bytes", "mem_hard_limit_bytes"):
@@ -195,8 +196,8 @@ class Settings:
                 raise ConfigError(f"{name} must be > 0, got {v}")
         if (self.mem_hard_limit_bytes is not None and self.mem_limit_bytes is not None
                 and self.mem_hard_limit_bytes <= self.mem_limit_bytes):
-            raise ConfigError(f"mem_hard_limit_bytes ({self.mem_hard_limit_bytes}) must be above "
-                              f"mem_limit_bytes ({self.mem_limit_bytes})")
+            raise ConfigError(f"the hard memory limit ({self.mem_hard_limit_bytes / 2**20:.1f} MiB) must be above "
+                              f"the soft one, mem_limit_bytes ({self.mem_limit_bytes / 2**20:.1f} MiB)")
         if self.mongodb_url and not self.mongodb_url.startswith(("mongodb://", "mongodb+srv://")):
             raise ConfigError(f"mongodb_url must start with mongodb:// or mongodb+srv://, got {self.mongodb_url!r}")
         if self.mongodb_timeout_s <= 0 or self.mongodb_sweep_interval_s <= 0 or self.mongodb_sweep_lag_s < 0:

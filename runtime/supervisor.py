@@ -45,7 +45,7 @@ import psutil
 import redis
 
 from .keys import host_pid
-from .limits import EXIT_RECYCLED, SUPERVISOR_ID_ENV, SUPERVISOR_PID_ENV, fmt_bytes, record_event
+from .limits import EXIT_RECYCLED, EXIT_USAGE, SUPERVISOR_ID_ENV, SUPERVISOR_PID_ENV, fmt_bytes, record_event
 from .settings import Settings
 
 log = logging.getLogger("runtime.supervisor")
@@ -72,6 +72,17 @@ class Child:
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+
+def _kill_group(child: "Child", sig: int) -> None:
+    """Signal a child's process group (the worker and what its jobs started), else the child."""
+    try:
+        os.killpg(child.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        try:
+            child.proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
 
 
 def _child_setup() -> None:  # runs in the child between fork and exec
@@ -114,45 +125,60 @@ class Supervisor:
         self._next_start = 0.0
         self._next_beat = 0.0
         self._next_check = 0.0
-        self._proc = psutil.Process()
+        try:
+            self._proc: Any = psutil.Process()
+        except (psutil.Error, OSError):  # no /proc: said loudly in run()
+            self._proc = None
 
     # ---- main loop ---------------------------------------------------------------------
 
     def run(self) -> int:
         s = self.settings
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
-        if s.mem_limit_bytes and not self._can_read_rss():
+        if self.hard and not self._can_read_rss():
             log.error("MEMORY LIMITS NOT ENFORCED: this system does not let the supervisor read "
                       "RSS; --mem-limit %s and the hard ceiling will never act", fmt_bytes(s.mem_limit_bytes))
         log.info("supervisor %s: %d worker processes%s%s", self.id, self.n,
                  f", soft memory limit {fmt_bytes(s.mem_limit_bytes)} each, hard {fmt_bytes(self.hard)}"
-                 if s.mem_limit_bytes else "",
+                 if s.mem_limit_bytes else f", hard memory limit {fmt_bytes(self.hard)} each" if self.hard else "",
                  "".join(f", {k} {v}" for k, v in (("max_jobs", s.max_jobs), ("max_time_s", s.max_time_s)) if v))
         self._beat()
         try:
             while True:
+                if self._give_up is not None and not self.children:
+                    break
                 self._start_children()
                 if self._signals and not self.children:
                     break
                 if self.burst and not self.children and self._done_bursting:
                     break
-                info = signal.sigtimedwait(_SIGNALS, self._timeout())
-                while info is not None:
-                    self._on_signal(info.si_signo, info.si_pid)
-                    info = signal.sigtimedwait(_SIGNALS, 0)
-                self._reap_children()
-                now = time.monotonic()
-                if self.hard and now >= self._next_check:
-                    self._next_check = now + s.mem_check_interval_s
-                    self._enforce_hard_limit()
-                if now >= self._next_beat:
-                    self._beat()
+                try:
+                    self._step()
+                except Exception:  # noqa: BLE001 - e.g. Redis away: the children carry on
+                    log.exception("supervisor: a step failed; going on")
+                    time.sleep(0.5)
         finally:
-            for child in self.children.values():  # only on an error of our own
-                child.proc.kill()
+            for child in self.children.values():  # only on an error of our own (or KeyboardInterrupt)
+                _kill_group(child, signal.SIGKILL)
             self._deregister()
         log.info("supervisor %s stopped (%d restarts, %d kills)", self.id, self.restarts, self.kills)
-        return 0
+        return self._give_up or 0
+
+    def _step(self) -> None:
+        info = signal.sigtimedwait(_SIGNALS, self._timeout())
+        while info is not None:
+            self._on_signal(info.si_signo, info.si_pid)
+            info = signal.sigtimedwait(_SIGNALS, 0)
+        self._reap_children()
+        now = time.monotonic()
+        if self.hard and now >= self._next_check:
+            self._next_check = now + self.settings.mem_check_interval_s
+            self._enforce_hard_limit()
+        if now >= self._next_beat:
+            self._beat()
+
+    #: exit code to leave with once the children are gone (a child's configuration error)
+    _give_up: int | None = None
 
     _done_bursting = False
 
@@ -173,7 +199,7 @@ class Supervisor:
     def _start_children(self) -> None:
         """Start missing children, at most STARTS_PER_PASS at a time (signals are looked at
         between passes, and a machine is not flooded with starting interpreters)."""
-        if self._signals or self._done_bursting:
+        if self._signals or self._done_bursting or self._give_up is not None:
             return
         for _ in range(STARTS_PER_PASS):
             if len(self._active()) >= self.n or time.monotonic() < self._next_start:
@@ -203,9 +229,12 @@ class Supervisor:
                         "interrupting running jobs" if self._signals > 1 else
                         f"stopping {len(self.children)} worker processes; running jobs have "
                         f"{self.settings.grace_s} s to finish")
+            # a supervised worker only ever stops gracefully on SIGTERM/SIGINT (they may reach
+            # it directly too, e.g. from systemd); SIGUSR2 makes it interrupt its jobs
+            forward = signal.SIGTERM if self._signals == 1 else signal.SIGUSR2
             for child in self.children.values():
                 try:
-                    os.kill(child.pid, signo)
+                    os.kill(child.pid, forward)
                 except ProcessLookupError:
                     pass
 
@@ -216,6 +245,8 @@ class Supervisor:
                 continue
             del self.children[pid]
             lived = time.monotonic() - child.started
+            if code not in (0, EXIT_RECYCLED):  # it did not stop cleanly: its jobs come back now
+                self._take_back(pid, f"exited with code {code}" if code >= 0 else f"was killed by signal {-code}")
             if child.recycling or code == EXIT_RECYCLED:
                 log.info("worker process %d exited after recycling (code %d)", pid, code)
                 if not child.recycling:  # it exited before its signal arrived: replace it
@@ -228,25 +259,37 @@ class Supervisor:
             if self.burst and code == 0:
                 self._done_bursting = True
                 continue
-            requeued, failed = self._take_back(pid, "exited unexpectedly" if code >= 0 else f"killed by signal {-code}")
+            if code == EXIT_USAGE and lived < MIN_UPTIME_S:
+                # bad settings or arguments: every restart would fail the same way
+                log.error("worker process %d exited with code %d (bad settings; see its error above): "
+                          "not restarting; the supervisor stops", pid, code)
+                self._give_up = code
+                for other in self.children.values():
+                    os.kill(other.pid, signal.SIGTERM)
+                continue
             if lived < MIN_UPTIME_S:
                 self._failures += 1
                 delay = min(BACKOFF_START_S * 2 ** (self._failures - 1), BACKOFF_MAX_S)
-                self._next_start = time.monotonic() + delay
-                log.error("worker process %d exited with code %d after %.1f s; restarting in %.1f s",
-                          pid, code, lived, delay)
+                self._next_start = max(self._next_start, time.monotonic() + delay)
+                log.error("worker process %d exited with code %d after %.1f s; next start in %.1f s",
+                          pid, code, lived, self._next_start - time.monotonic())
             else:
                 self._failures = 0
                 log.error("worker process %d exited with code %d after %.0f s; restarting it", pid, code, lived)
             self.restarts += 1
 
-    def _take_back(self, pid: int, why: str) -> tuple[int, int]:
-        """Requeue (or fail, worker-lost) the jobs the dead child ``pid`` was running, now."""
-        ids = [w for w in self.redis.smembers(self.keys.workers) if host_pid(w) == (self.host, pid)]
-        if not ids:
-            return 0, 0
+    def _worker_ids(self, pid: int) -> list[str]:
+        """Registry ids of the worker process ``pid`` of this host (normally one)."""
+        return [w for w in self.redis.smembers(self.keys.workers) if host_pid(w) == (self.host, pid)]
+
+    def _take_back(self, pid: int, why: str, unstarted: list[str] | None = None) -> tuple[int, int]:
+        """Requeue (or fail, worker-lost) the jobs the dead child ``pid`` was running, now;
+        ``unstarted`` ones (prefetched) without counting a lost worker against them."""
         try:
-            requeued, failed = self.broker.reap(ids)
+            ids = self._worker_ids(pid)
+            if not ids:
+                return 0, 0
+            requeued, failed = self.broker.reap(ids, unstarted=unstarted or ())
         except redis.RedisError as exc:
             log.warning("could not requeue the jobs of worker process %d (%s); the reaper will", pid, exc)
             return 0, 0
@@ -257,10 +300,13 @@ class Supervisor:
     # ---- hard limit --------------------------------------------------------------------
 
     def _can_read_rss(self) -> bool:
+        return self._rss() > 0
+
+    def _rss(self) -> int:
         try:
-            return self._proc.memory_info().rss > 0
+            return self._proc.memory_info().rss if self._proc is not None else 0
         except (psutil.Error, OSError):
-            return False
+            return 0
 
     def _enforce_hard_limit(self) -> None:
         assert self.hard is not None
@@ -273,26 +319,52 @@ class Supervisor:
                 continue
             if rss <= self.hard:
                 continue
-            wids = [w for w in self.redis.smembers(self.keys.workers) if host_pid(w) == (self.host, pid)]
-            jobs = sorted(set().union(*(self.redis.smembers(self.keys.running(w)) for w in wids))) if wids else []
-            log.error("worker process %d uses %s, over the hard limit %s: killing it; its %d running "
-                      "jobs are requeued", pid, fmt_bytes(rss), fmt_bytes(self.hard), len(jobs))
-            child.proc.kill()
+            note = f"its worker process was killed: RSS {fmt_bytes(rss)} over the hard limit {fmt_bytes(self.hard)}"
+            log.error("worker process %d uses %s, over the hard limit %s: killing it", pid, fmt_bytes(rss),
+                      fmt_bytes(self.hard))
+            try:
+                jobs, unstarted = self._mark_suspects(pid, note)
+            except redis.RedisError as exc:
+                log.warning("could not mark the jobs of worker process %d (%s)", pid, exc)
+                jobs, unstarted = [], []
+            _kill_group(child, signal.SIGKILL)  # with whatever its jobs started
             child.proc.wait()
             del self.children[pid]
             self.kills += 1
             self.restarts += 1
-            note = f"its worker process was killed: RSS {fmt_bytes(rss)} over the hard limit {fmt_bytes(self.hard)}"
-            if jobs:
-                pipe = self.redis.pipeline(transaction=False)
-                for j in jobs:
-                    pipe.hset(self.keys.job(j), "lost_reason", note)
-                pipe.execute()
-            requeued, failed = self.broker.reap(wids) if wids else (0, 0)
+            requeued, failed = self._take_back(pid, "was killed over the hard limit", unstarted)
             record_event(self.redis, self.keys.events, {
-                "event": "kill", "worker": wids[0] if wids else None, "pid": pid, "at": time.time(),
-                "reason": "mem-hard-limit", "detail": note, "rss_bytes": rss, "limit_bytes": self.hard,
-                "jobs": jobs, "requeued": requeued, "failed": failed, "supervisor": self.id})
+                "event": "kill", "pid": pid, "at": time.time(), "reason": "mem-hard-limit", "detail": note,
+                "rss_bytes": rss, "limit_bytes": self.hard, "jobs": jobs, "unstarted": unstarted,
+                "requeued": requeued, "failed": failed, "supervisor": self.id})
+
+    def _mark_suspects(self, pid: int, note: str) -> tuple[list[str], list[str]]:
+        """Before a kill over the hard limit: the jobs of worker ``pid`` that were running
+        (or may have been) get ``lost_reason`` and ``meta.run_alone``, so that each runs
+        alone next time and only the one that blows the ceiling again is charged; those it
+        had prefetched but not started (per its last heartbeat) are returned apart.
+        Returns (running ids, unstarted ids)."""
+        wids = self._worker_ids(pid)
+        jobs: set[str] = set()
+        unstarted: set[str] = set()
+        for w in wids:
+            jobs |= self.redis.smembers(self.keys.running(w))
+            for r in json.loads(self.redis.hget(self.keys.worker(w), "running") or "[]"):
+                if r.get("run") is False:
+                    unstarted.add(r["id"])
+        suspects = sorted(jobs - unstarted)
+        unstarted &= jobs
+        if suspects:
+            pipe = self.redis.pipeline(transaction=False)
+            for j in suspects:
+                pipe.hget(self.keys.job(j), "meta")
+            metas = pipe.execute()
+            for j, meta in zip(suspects, metas):
+                m = json.loads(meta) if meta else {}
+                m["run_alone"] = note
+                pipe.hset(self.keys.job(j), mapping={"lost_reason": note, "meta": json.dumps(m)})
+            pipe.execute()
+        return suspects, sorted(unstarted)
 
     # ---- registry ----------------------------------------------------------------------
 
@@ -301,10 +373,10 @@ class Supervisor:
         self._next_beat = time.monotonic() + s.heartbeat_interval_s
         entry = {
             "id": self.id, "kind": "supervisor", "host": self.host, "pid": str(os.getpid()),
-            "pid_started": repr(self._proc.create_time()), "queues": ",".join(s.queues),
+            "pid_started": repr(self._started()), "queues": ",".join(s.queues),
             "greenlets": "0", "processes": str(self.n), "started_at": repr(self.started_at),
             "heartbeat_at": repr(time.time()), "jobs_done": "0", "running": "[]",
-            "rss_bytes": str(self._proc.memory_info().rss),
+            "rss_bytes": str(self._rss()),
             "state": "stopping" if self._signals else "running",
             "children": json.dumps([{"pid": c.pid, "recycling": c.recycling} for c in self.children.values()]),
             "restarts": str(self.restarts), "kills": str(self.kills),
@@ -318,6 +390,12 @@ class Supervisor:
             pipe.execute()
         except redis.RedisError as exc:
             log.warning("supervisor heartbeat failed: %s", exc)
+
+    def _started(self) -> float:
+        try:
+            return self._proc.create_time() if self._proc is not None else 0.0
+        except (psutil.Error, OSError):
+            return 0.0
 
     def _deregister(self) -> None:
         try:

@@ -183,16 +183,35 @@ class Worker:
         record_event(self.redis, self.broker.keys.events, self.limits.event(why, self.id))
 
     def _install_signals(self) -> list[Any]:
+        """SIGTERM/SIGINT: stop (a second one interrupts running jobs). Under a supervisor
+        they only ever stop gracefully, so that a signal sent to every process at once
+        (systemd's control group, pkill) and forwarded by the supervisor as well does not
+        count twice; the supervisor sends SIGUSR2 to interrupt running jobs."""
         import signal
+        from ._entry import is_supervised_child
+        self._supervised = is_supervised_child()
         handlers = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        wanted = [(signal.SIGTERM, self._on_signal), (signal.SIGINT, self._on_signal)]
+        if self._supervised:
+            wanted.append((signal.SIGUSR2, self._on_interrupt_signal))
+        for sig, fn in wanted:
             try:
-                handlers.append(gevent.signal_handler(sig, self._on_signal, sig))
+                handlers.append(gevent.signal_handler(sig, fn, sig))
             except ValueError:  # not the main thread
                 pass
         return handlers
 
+    _supervised = False
+
+    def _on_interrupt_signal(self, sig: int) -> None:
+        log.warning("worker %s got signal %d from its supervisor: interrupting running jobs", self.id, sig)
+        self.stop(hard=True)
+
     def _on_signal(self, sig: int) -> None:
+        if self._supervised and self._stopping:
+            log.info("worker %s got signal %d: already stopping (its supervisor interrupts running jobs "
+                     "on its own second signal)", self.id, sig)
+            return
         log.warning("worker %s got signal %d: %s", self.id, sig,
                     "interrupting running jobs" if self._stopping else
                     f"stopping; running jobs have {self.settings.grace_s} s to finish")
@@ -315,7 +334,9 @@ class Worker:
         ctx = JobContext(c.id, c.path, c.queue, c.attempt, {}, self.settings.progress_interval_s,
                          self._write_progress, retries=c.retries, due_at=c.due_at, meta=c.meta)
         rj = RunningJob(c, c.path, time.time(), spec_timeout or self.settings.default_timeout_s, ctx)
-        if self.middleware._exclusive:
+        if c.meta.get("run_alone"):  # its last worker was killed over the memory ceiling
+            rj.exclusive = True
+        elif self.middleware._exclusive:
             rj.exclusive = self.middleware.exclusive(ctx)
         self.running[c.id] = rj
         self.claimed_total += 1
@@ -510,7 +531,7 @@ class Worker:
             else:
                 self._missing.pop(wid, None)
             if host == self._host and pid is not None:
-                if not _alive(int(pid), float(pid_started) if pid_started else None):
+                if not _alive(int(pid), (float(pid_started) if pid_started else 0.0) or None):
                     dead.append(wid)
             elif host is None or pid is None:
                 first = self._missing.setdefault(wid, now)

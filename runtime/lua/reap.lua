@@ -7,6 +7,8 @@
 -- ARGV[5]  number of dead worker ids D, then the D ids
 -- then     number of final statuses S, then S pairs (status, ttl_s) to trim the status
 --          indexes of jobs whose documents expired
+-- then     (optional) number of ids U, then U ids of the dead workers' jobs that never
+--          started running (prefetched): requeued as interrupt, lost unchanged
 -- A job taken back from a dead worker is requeued at its old place (status queued,
 -- lost+1) or, at max_lost, ends failed with reason worker-lost. A job still claimed by a
 -- worker that stops cleanly (handed to it but never run) is requeued as interrupt, lost
@@ -20,6 +22,8 @@ local snow = string.format('%.6f', now)
 local requeued, failed = 0, 0
 local woke = {}
 
+local unstarted = {}
+
 local function lose(id, wid, clean)
   local jk = p .. ':j:' .. id
   redis.call('ZREM', p .. ':inflight', id)
@@ -31,6 +35,11 @@ local function lose(id, wid, clean)
     why = ': ' .. string.gsub(string.gsub(cur[7], '\\', '\\\\'), '"', '\\"')
     redis.call('HDEL', jk, 'lost_reason')
   end
+  local note = 'worker stopped with the job still claimed (prefetched, or not ended in the grace period)'
+  if unstarted[id] then
+    clean = true
+    note = 'worker lost before the job started (prefetched)' .. why
+  end
   local lost = clean and 0 or redis.call('HINCRBY', jk, 'lost', 1)
   local hk = p .. ':h:' .. id
   redis.call('ZREM', p .. ':st:started', id)
@@ -41,8 +50,7 @@ local function lose(id, wid, clean)
     redis.call('ZADD', p .. ':st:interrupt', now, id)
     redis.call('ZADD', p .. ':q:' .. cur[5], -prio * 1e13 + tonumber(cur[4]) * 1000, id)
     redis.call('RPUSH', hk, string.format(
-      '{"at":%s,"status":"interrupt","worker":"%s","attempt":%s,"note":"worker stopped with the job still claimed (prefetched, or not ended in the grace period)"}',
-      snow, cur[2], cur[6]))
+      '{"at":%s,"status":"interrupt","worker":"%s","attempt":%s,"note":"%s"}', snow, cur[2], cur[6], note))
     woke[cur[5]] = true
     requeued = requeued + 1
   elseif lost >= max_lost then
@@ -80,8 +88,10 @@ local function drop_worker(wid, clean)
   redis.call('SREM', p .. ':workers', wid)
 end
 
-if ARGV[4] ~= '' then drop_worker(ARGV[4], true) end
 local nd = tonumber(ARGV[5])
+local nu_at = 7 + nd + 2 * tonumber(ARGV[6 + nd])
+for i = 1, tonumber(ARGV[nu_at] or '0') do unstarted[ARGV[nu_at + i]] = true end
+if ARGV[4] ~= '' then drop_worker(ARGV[4], true) end
 for i = 1, nd do drop_worker(ARGV[5 + i], false) end
 local expired = redis.call('ZRANGEBYSCORE', p .. ':inflight', '-inf', now * 1000, 'LIMIT', 0, 1000)
 for _, id in ipairs(expired) do
