@@ -1,11 +1,8 @@
 """Observability middleware and tools for runtime: tracing, metrics, timing, memory, heap
 diffs, profiles, logs, Sentry (each one runtime.middleware.Middleware), and leak hunting
-in a REPL (:func:`hunt_leaks`, diagnostics.leaks)."""
+in a REPL (:func:`hunt_leaks`, diagnostics.leaks; objgraph and guppy3 are imported only
+when it runs)."""
 
-from typing import Any
+from .leaks import LeakHuntError, LeakReport, hunt_leaks
 
-
-def hunt_leaks(*args: Any, **kwargs: Any) -> Any:
-    """See :func:`diagnostics.leaks.hunt_leaks` (imported on first use: objgraph, guppy3)."""
-    from .leaks import hunt_leaks as _hunt
-    return _hunt(*args, **kwargs)
+__all__ = ["LeakHuntError", "LeakReport", "hunt_leaks"]

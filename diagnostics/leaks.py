@@ -39,6 +39,10 @@ _OWN_MODULES = ("guppy", "objgraph", "diagnostics.leaks")
 _IGNORED_TYPES = {"frame", "cell", "builtin_function_or_method", "traceback", "weakref"}
 
 
+class LeakHuntError(Exception):
+    """The task could not be hunted: its first run did not succeed."""
+
+
 @dataclass
 class TypeGrowth:
     """Objects of one type alive after the last run minus after the first (objgraph)."""
@@ -148,8 +152,9 @@ def hunt_leaks(path: str, params: Mapping[str, Any] | None = None, *, runs: int 
     ``runs``: measured runs for the RSS curve, objgraph and guppy3 (at least 2);
     ``traced_runs``: further runs under tracemalloc (0 = skip); ``chain_file``: where the
     reference chain is drawn (``.dot``; a ``.png`` beside it when graphviz is installed;
-    None = not drawn). Params are checked like at enqueue (raises InvalidParams). A run
-    that fails is counted in ``failures`` and the hunt goes on. Takes seconds: guppy3 walks
+    None = not drawn). Params are checked like at enqueue (raises InvalidParams). Raises
+    LeakHuntError when the first run does not succeed (an unknown path, bad params, a task
+    that raises); a later run that fails is counted in ``failures`` and the hunt goes on. Takes seconds: guppy3 walks
     the whole heap twice.
     """
     import objgraph
@@ -168,7 +173,12 @@ def hunt_leaks(path: str, params: Mapping[str, Any] | None = None, *, runs: int 
             report.failures += 1
         del res
 
-    for _ in range(max(0, warmup)):
+    first = run_task(path, params, settings)  # a task that cannot run has nothing to hunt
+    if not first.ok:
+        raise LeakHuntError(f"{path} did not succeed in its first run (status {first.status.value}"
+                            f"{', ' + first.reason if first.reason else ''}): {first.exception!r}") from first.exception
+    del first
+    for _ in range(max(0, warmup - 1)):
         run()
     # the tools' own bookkeeping is made first, so that it does not count as growth
     hp = hpy()
@@ -283,7 +293,7 @@ def _traced_sites(run: Any, n: int) -> list[SiteGrowth]:
     stats = after.filter_traces(skip).compare_to(before.filter_traces(skip), "lineno")
     out = []
     for s in stats:
-        if s.size_diff <= 0:
+        if s.size_diff <= 0 or s.count_diff < n / 2:  # a leak leaves something behind most runs
             continue
         frame = s.traceback[0]
         out.append(SiteGrowth(frame.filename, frame.lineno, s.size_diff, s.count_diff, s.size_diff / n,

@@ -26,3 +26,13 @@ def test_hunt_leaks_of_a_clean_task_finds_nothing_growing(tmp_path):
     assert report.types == [] and report.chain == []
     assert not any("tasks_example" in s.file for s in report.sites)
     assert sum(s.bytes for s in report.sites) < 16 * 1024
+
+
+def test_hunt_leaks_of_a_task_that_cannot_run_says_why():
+    import pytest
+
+    from diagnostics import LeakHuntError
+    with pytest.raises(LeakHuntError, match="nosuch.mod did not succeed in its first run.*bad-task"):
+        hunt_leaks("nosuch.mod")
+    with pytest.raises(LeakHuntError, match="ValueError"):
+        hunt_leaks("tasks_example.work.fail")
