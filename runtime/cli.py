@@ -453,7 +453,7 @@ def events(obj: Ctx, limit: int, as_json: bool) -> None:
     if not found:
         click.echo("no events")
     for e in found:
-        ran = f"; it ran {e['jobs']} jobs" if isinstance(e.get("jobs"), int) else ""
+        ran = f"; crossed after {e['jobs']} jobs" if isinstance(e.get("jobs"), int) else ""
         click.echo(f"{e['at']}  {e['event']} ({e.get('reason')})  pid {e.get('pid')}: {e.get('detail')}{ran}")
         for g in e.get("top_growers", []):
             click.echo(f"    RSS grew {fmt_bytes(g['rss_growth_bytes'])} when job {g['job']} ended")
