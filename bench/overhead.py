@@ -82,6 +82,24 @@ class Runner:
         self.cleanup(c, prefix)
         return out
 
+    def export_stall(self, export: bool) -> dict[str, Any]:
+        """lag_probe beside span_burst (spans as fast as a yielding greenlet makes them) in a
+        worker of 2 greenlets, with the spans exported over OTLP or not exported at all: the
+        difference is the stall that exporting imposes on a running greenlet."""
+        prefix = f"stall{self.n}"
+        c = self.client(prefix)
+        probe = c.queue_job("bench.rt_tasks.lag_probe", {"seconds": 3.0}, queue="bench")
+        burst = c.queue_job("bench.rt_tasks.span_burst", {"seconds": 3.2}, queue="bench")
+        env = {"middleware": "diagnostics.tracing.Tracing"}
+        if export:
+            env["otlp_endpoint"] = self.otlp
+        w = self.worker(prefix, 2, True, **env)
+        w.wait_exit(300)
+        w.stop()
+        out = dict(c.get_job(probe).result, spans=c.get_job(burst).result)
+        self.cleanup(c, prefix)
+        return out
+
     def run_s(self, task: str, params: dict[str, Any], n: int, **env: str) -> float:
         prefix = f"run{self.n}"
         c = self.client(prefix)
@@ -138,6 +156,8 @@ def main() -> int:
             res["spans_received"] = len(otlp.spans)
             res["lag_tracing_export"] = r.lag(n // 2, DEFAULT)
             res["lag_no_middleware"] = r.lag(n // 2, ())
+            res["stall_exporting"] = r.export_stall(True)
+            res["stall_not_exporting"] = r.export_stall(False)
             # a CPU-bound job of about 200 ms (pure-Python frames, so the sampler has work)
             prof = {"off": r.run_s("bench.rt_tasks.cpu_200ms", {}, 5),
                     "on": r.run_s("bench.rt_tasks.cpu_200ms", {}, 5, profile="*")}
@@ -163,10 +183,14 @@ def report(res: dict[str, Any]) -> str:
     lines.append(f"| all default + set_progress in the task | {res['drain_all_with_progress']:,.0f} | |")
     lt, ln = res["lag_tracing_export"], res["lag_no_middleware"]
     p, h = res["profile_cpu_job"], res["heap_diff"]
+    se, sn = res["stall_exporting"], res["stall_not_exporting"]
     lines += ["",
               f"greenlet stall (1 ms sleeps late by) during a traced, exporting drain: p50 {lt['p50_ms']:.2f} ms, "
               f"p99 {lt['p99_ms']:.2f} ms, max {lt['max_ms']:.1f} ms (no middleware: p99 {ln['p99_ms']:.2f} ms, "
               f"max {ln['max_ms']:.1f} ms); spans received {res['spans_received']:,}",
+              f"export stall (1 ms sleeps late by, beside a greenlet making spans as fast as it can): exporting "
+              f"p50 {se['p50_ms']:.2f} ms, p99 {se['p99_ms']:.2f} ms, max {se['max_ms']:.1f} ms ({se['spans']:,} spans); "
+              f"tracing off (the burst makes no-op spans): p99 {sn['p99_ms']:.2f} ms, max {sn['max_ms']:.1f} ms",
               f"--profile on a CPU-bound job: {p['off'] * 1000:.0f} ms -> {p['on'] * 1000:.0f} ms ({p['overhead_pct']:+.1f} %)",
               f"--trace-memory on a worker holding {h['rss_mb_on']:.0f} MB: allocate(20k dicts) {h['run_ms_off']:.1f} ms -> "
               f"{h['run_ms_on']:.1f} ms per job (tracemalloc on, snapshots, the job run alone)"]

@@ -24,7 +24,8 @@ def lag_probe(seconds: float = 3.0, step_s: float = 0.001) -> dict:
         time.sleep(step_s)
         late.append((time.perf_counter() - t - step_s) * 1000)
     late.sort()
-    return {"n": len(late), "p50_ms": late[len(late) // 2], "p99_ms": late[int(len(late) * 0.99)], "max_ms": late[-1]}
+    return {"n": len(late), "p50_ms": late[len(late) // 2], "p99_ms": late[int(len(late) * 0.99)], "max_ms": late[-1],
+            "top5_ms": [round(x, 1) for x in late[-5:]]}
 
 
 _ballast: list = []
@@ -64,3 +65,19 @@ def incr_noop() -> None:
         import redis
         _r = redis.Redis.from_url(os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6390/0"))
     _r.incr("bench:incr_noop")
+
+
+def span_burst(seconds: float = 3.0) -> int:
+    """Makes OpenTelemetry spans (5 attributes each, like a job's) for ``seconds``, yielding
+    to the hub after each: keeps the span exporter busy while costing other greenlets
+    almost nothing itself (measures export stalls with lag_probe beside it)."""
+    import gevent
+    from opentelemetry import trace
+    tracer = trace.get_tracer("bench")
+    n = 0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        with tracer.start_as_current_span("burst", attributes={"a": 1, "b": "x" * 20, "c": n, "d": 1.5, "e": True}):
+            n += 1
+        gevent.sleep(0)
+    return n
