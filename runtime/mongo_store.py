@@ -11,6 +11,9 @@ crash between the two writes never loses a job nor overwrites a final status, is
 One document per job, ``_id`` = job id; the fields of :class:`runtime.job.Job` (times as
 UNIX seconds, floats, as in Redis) plus:
 
+- ``prefix``: the Redis key prefix of the deployment that owns the job. Deployments
+  (prefixes) may share a collection: every read, count, write filter, sweep and adoption
+  is scoped to the store's own prefix, and every index leads with it.
 - ``version``: the length of the job's Redis history. Every status change appends one
   history entry in the same Lua script, so the version grows with each change and a
   write carrying a lower or equal version is refused by its filter (:meth:`write`): a
@@ -44,15 +47,20 @@ log = logging.getLogger("runtime.mongo")
 #: Every index of the job collection: name -> (keys, options). Queries they serve:
 #: jobs by status (+queue) newest first; by path (+status); by queue; by worker; by
 #: date; the reconcile sweep (status + changed_at); TTL expiry.
+#: Every index but the TTL one (which MongoDB allows on one field only) leads with
+#: ``prefix``: every query is scoped to one deployment's key prefix (runtime.mongo_sync).
 INDEXES: dict[str, tuple[list[tuple[str, int]], dict[str, Any]]] = {
-    "status_queue_changed": ([("status", 1), ("queue", 1), ("changed_at", -1)], {}),
-    "path_status_changed": ([("path", 1), ("status", 1), ("changed_at", -1)], {}),
-    "queue_changed": ([("queue", 1), ("changed_at", -1)], {}),
-    "worker_changed": ([("worker", 1), ("changed_at", -1)], {}),
-    "changed": ([("changed_at", -1)], {}),
-    "queued_at": ([("queued_at", -1)], {}),
+    "prefix_status_queue_changed": ([("prefix", 1), ("status", 1), ("queue", 1), ("changed_at", -1)], {}),
+    "prefix_path_status_changed": ([("prefix", 1), ("path", 1), ("status", 1), ("changed_at", -1)], {}),
+    "prefix_queue_changed": ([("prefix", 1), ("queue", 1), ("changed_at", -1)], {}),
+    "prefix_worker_changed": ([("prefix", 1), ("worker", 1), ("changed_at", -1)], {}),
+    "prefix_changed": ([("prefix", 1), ("changed_at", -1), ("_id", -1)], {}),
+    "prefix_queued_at": ([("prefix", 1), ("queued_at", -1)], {}),
     "expire_at_ttl": ([("expire_at", 1)], {"expireAfterSeconds": 0}),
 }
+#: Indexes of the layout before documents carried their prefix: dropped by ensure_indexes.
+LEGACY_INDEXES = ("status_queue_changed", "path_status_changed", "queue_changed", "worker_changed",
+                  "changed", "queued_at")
 
 #: Fields cut first when a document is over the size cap (largest first among these).
 CUTTABLE = ("profile", "report", "logs", "result", "traceback", "params", "meta")
@@ -132,7 +140,7 @@ def cap_document(doc: dict[str, Any], max_bytes: int) -> dict[str, Any]:
 
 def document(job: Job, version: int, settings: Settings) -> dict[str, Any]:
     """The MongoDB document of ``job`` at ``version`` (its Redis history length)."""
-    doc: dict[str, Any] = {"_id": job.id}
+    doc: dict[str, Any] = {"_id": job.id, "prefix": settings.key_prefix}
     for name in _JOB_FIELDS:
         if name == "id":
             continue
@@ -185,12 +193,23 @@ class MongoJobStore:
             write_concern=WriteConcern(w=w, j=bool(settings.mongodb_journal),
                                        wtimeout=int(settings.mongodb_timeout_s * 1000)))
         self.jobs = self.db[settings.mongodb_collection]
+        #: this deployment's Redis key prefix: leads every filter (documents of other
+        #: prefixes sharing the collection are never read, counted, written nor adopted)
+        self.prefix = settings.key_prefix
+
+    def scope(self, query: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``query`` restricted to this store's key prefix."""
+        return {"prefix": self.prefix, **(query or {})}
 
     # ---- indexes ----------------------------------------------------------------------
 
     def ensure_indexes(self) -> list[str]:
         """Create every index of :data:`INDEXES` (existing ones are kept); returns their names."""
         from pymongo import IndexModel
+        existing = set(self.jobs.index_information())
+        for name in LEGACY_INDEXES:
+            if name in existing:
+                self.jobs.drop_index(name)
         return list(self.jobs.create_indexes(
             [IndexModel(keys, name=name, **opts) for name, (keys, opts) in INDEXES.items()]))
 
@@ -199,7 +218,7 @@ class MongoJobStore:
     @_read
     def get(self, job_id: str) -> Job:
         """The document of ``job_id`` with its history. Raises JobNotFound."""
-        doc = self.jobs.find_one({"_id": job_id})
+        doc = self.jobs.find_one(self.scope({"_id": job_id}))
         if doc is None:
             raise JobNotFound(f"no job {job_id!r} (never queued, or its document expired)")
         return job_from_document(doc)
@@ -209,7 +228,7 @@ class MongoJobStore:
         """Documents of ``ids`` in order; None for a missing one. One round trip."""
         if not ids:
             return []
-        found = {d["_id"]: d for d in self.jobs.find({"_id": {"$in": list(ids)}},
+        found = {d["_id"]: d for d in self.jobs.find(self.scope({"_id": {"$in": list(ids)}}),
                                                      None if history else {"history": 0})}
         return [job_from_document(found[i]) if i in found else None for i in ids]
 
@@ -217,7 +236,7 @@ class MongoJobStore:
     def list_jobs(self, status: str | None = None, queue: str | None = None,
                   path: str | None = None, limit: int = 50, history: bool = False) -> list[Job]:
         """Up to ``limit`` jobs matching every given filter, newest change first (one query)."""
-        query: dict[str, Any] = {}
+        query: dict[str, Any] = self.scope()
         if status:
             query["status"] = Status(status).value
         if queue:
@@ -234,7 +253,7 @@ class MongoJobStore:
     def counts(self) -> dict[str, int]:
         """Number of jobs per status (every status present, zeros included)."""
         out = {s.value: 0 for s in Status}
-        for row in self.jobs.aggregate([{"$group": {"_id": "$status", "n": {"$sum": 1}}}]):
+        for row in self.jobs.aggregate([{"$match": self.scope()}, {"$group": {"_id": "$status", "n": {"$sum": 1}}}]):
             if row["_id"] in out:
                 out[row["_id"]] = int(row["n"])
         return out
@@ -250,7 +269,7 @@ class MongoJobStore:
         """Every id with final ``status`` matching the filters (for bulk requeue)."""
         if Status(status) not in FINAL and Status(status) != Status.INTERRUPT:
             raise ValueError(f"{status} is not a final status")
-        query: dict[str, Any] = {"status": status}
+        query: dict[str, Any] = self.scope({"status": status})
         if queue:
             query["queue"] = queue
         if path:
@@ -270,7 +289,8 @@ class MongoJobStore:
             return 0, 0
         from pymongo import ReplaceOne
         from pymongo.errors import BulkWriteError
-        ops = [ReplaceOne({"_id": d["_id"], "version": {"$lt": d["version"]}}, d, upsert=True) for d in docs]
+        ops = [ReplaceOne({"_id": d["_id"], "prefix": d["prefix"], "version": {"$lt": d["version"]}}, d,
+                          upsert=True) for d in docs]
         try:
             res = self.jobs.bulk_write(ops, ordered=False)
             return res.upserted_count + res.modified_count, len(docs) - res.upserted_count - res.matched_count
@@ -286,9 +306,9 @@ class MongoJobStore:
         values: dict[str, Any] = {}
         for k, v in fields.items():
             values[k] = float(v) if k == "progress" else v
-        self.jobs.update_one({"_id": job_id, "status": Status.STARTED.value}, {"$set": values})
+        self.jobs.update_one(self.scope({"_id": job_id, "status": Status.STARTED.value}), {"$set": values})
 
     def versions(self, ids: Sequence[str]) -> dict[str, int]:
         """Stored version of each of ``ids`` that has a document."""
         return {d["_id"]: int(d.get("version", 0))
-                for d in self.jobs.find({"_id": {"$in": list(ids)}}, {"version": 1})}
+                for d in self.jobs.find(self.scope({"_id": {"$in": list(ids)}}), {"version": 1})}

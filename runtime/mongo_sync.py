@@ -25,6 +25,22 @@ a document only over a lower version (``MongoJobStore.write``). So a late, repla
 reordered write never overwrites a newer status: a final status is replaced only by a
 newer change, which Redis allows only through an explicit requeue.
 
+Deployments sharing a MongoDB database. A deployment is one Redis key prefix
+(``key_prefix``); its documents carry it in a ``prefix`` field that leads every index
+(runtime.mongo_store.INDEXES) and every filter: reads, counts, version look-ups, the
+write fence and both sweep phases (phase 2 adopts only documents of its own prefix, so a
+deployment never queues, hence never runs, another's jobs). Chosen over a collection per
+prefix because it is safe whatever ``mongodb_collection`` says (two deployments given
+the same explicit collection stay apart), keeps one set of indexes and TTL monitor, and
+lets an operator query all deployments' history at once. The price is one more key in
+each index and each query, negligible against the history array each document carries.
+What a prefix cannot tell apart: two Redis servers using the *same* prefix must not
+share a collection (each would see the other's jobs as "lost from my Redis" and adopt
+them); give them different prefixes, databases or collections. Documents written before
+the ``prefix`` field existed are invisible to every prefix; if a single deployment used
+the collection, ``db.jobs.updateMany({prefix: {$exists: false}}, {$set: {prefix: "rt"}})``
+(its prefix) brings them back.
+
 Recovery: :func:`reconcile`, the sweep (run by one worker's reaper every
 ``mongodb_sweep_interval_s``, after every reap that moved jobs, and by ``runtime mongo
 reconcile``), repairs both windows:
@@ -218,7 +234,7 @@ class MongoSync:
         """Requeue jobs that only MongoDB still has (their Redis copy expired) and that are
         final or interrupted there; returns the ids queued again."""
         requeuable = sorted(s.value for s in (*FINAL, Status.INTERRUPT))
-        docs = list(self.store.jobs.find({"_id": {"$in": list(ids)}, "status": {"$in": requeuable}}))
+        docs = list(self.store.jobs.find(self.store.scope({"_id": {"$in": list(ids)}, "status": {"$in": requeuable}})))
         by_status: dict[str, list[dict[str, Any]]] = {}
         for d in docs:
             by_status.setdefault(d["status"], []).append(d)
@@ -258,7 +274,7 @@ class MongoSync:
         mark = self.keys.mongo("adopt_after")
         after = float(self.redis.get(mark) or 0.0)
         docs = list(self.store.jobs.find(
-            {"status": {"$in": _NOT_FINAL}, "changed_at": {"$gt": after, "$lt": cutoff}},
+            self.store.scope({"status": {"$in": _NOT_FINAL}, "changed_at": {"$gt": after, "$lt": cutoff}}),
             {"_id": 1, "changed_at": 1}).sort("changed_at", 1).limit(limit))
         report.checked += len(docs)
         if len(docs) >= limit:
@@ -272,7 +288,7 @@ class MongoSync:
         lost = [d["_id"] for d, there in zip(docs, pipe.execute()) if not there]
         if not lost:
             return 0
-        full = list(self.store.jobs.find({"_id": {"$in": lost}, "status": {"$in": _NOT_FINAL}}))
+        full = list(self.store.jobs.find(self.store.scope({"_id": {"$in": lost}, "status": {"$in": _NOT_FINAL}})))
         adopted = self.adopt(full, "queued again from MongoDB: Redis had lost the job")
         if adopted:
             log.warning("reconcile: %d jobs that Redis had lost were queued again from MongoDB", len(adopted))

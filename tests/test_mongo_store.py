@@ -267,3 +267,23 @@ def test_a_full_backlog_stops_claiming_until_half_is_copied(mongo_settings, clie
     mirror.start()
     assert mirror.wait_healthy(30) and mirror.claim_allowed and not mirror.pending
     mirror.stop(timeout_s=1)
+
+
+def test_deployments_sharing_a_database_never_see_nor_adopt_each_others_jobs(mclient, workers, mongo_settings):
+    """Two key prefixes, one MongoDB collection: reads, counts, the sweep and adoption
+    stay within their own prefix (before, the sweep re-queued the other's jobs)."""
+    other = Client(mongo_settings.replace(key_prefix=mongo_settings.key_prefix + ":m2"))  # cleaned with ours
+    theirs = other.queue_jobs("testtasks.add", [{"a": 1, "b": 1}] * 2)  # no worker on their prefix
+    ours = mclient.queue_job("testtasks.add", {"a": 2, "b": 2})
+    assert mclient.mongo.reconcile(lag_s=0).adopted == 0
+    assert not any(mclient.redis.exists(mclient.broker.keys.job(i)) for i in theirs)
+    workers.start(**mongo_env(mongo_settings))
+    assert mclient.wait(ours, timeout_s=15).result == 4
+    wait_until(lambda: mclient.store.get(ours).status == "success", 15, "our success in MongoDB")
+    assert [j.id for j in mclient.store.list_jobs(limit=10)] == [ours]
+    assert mclient.store.counts()["success"] == 1 and sum(mclient.store.counts().values()) == 1
+    assert mclient.store.get_many(theirs) == [None, None]
+    assert {j.id for j in other.store.list_jobs(limit=10)} == set(theirs)
+    assert other.store.counts()["queued"] == 2 and sum(other.store.counts().values()) == 2
+    assert [j.status for j in other.live.get_many(theirs)] == ["queued", "queued"]  # never run by our worker
+    assert mclient.mongo.reconcile(lag_s=0).adopted == 0 and other.mongo.reconcile(lag_s=0).adopted == 0
