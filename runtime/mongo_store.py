@@ -21,6 +21,9 @@ UNIX seconds, floats, as in Redis) plus:
 - ``changed_at``: time of the last status change (sort key: newest first).
 - ``expire_at``: for a final status, when the document goes (``ttl_s`` of that status),
   as a BSON date for the TTL index; absent otherwise.
+- ``as_json``: names of the fields BSON cannot store (an integer beyond 64 bits, a key
+  holding "\\u0000": valid JSON, refused by BSON), each stored as ``{"unstorable": why,
+  "json": its JSON text}`` and read back as the value (:func:`make_storable`).
 - ``truncated``: names of the fields cut to fit ``mongodb_max_doc_bytes``, whose values
   were replaced by ``{"truncated": "N bytes, over mongodb_max_doc_bytes=M"}``.
 
@@ -138,6 +141,45 @@ def cap_document(doc: dict[str, Any], max_bytes: int) -> dict[str, Any]:
     return doc
 
 
+#: Fields never replaced by their JSON text (made by runtime itself, always storable).
+_KEPT = ("_id", "prefix", "status", "version", "changed_at", "expire_at")
+
+
+def _refusal(value: Any) -> str | None:
+    """Why BSON cannot store ``value`` (e.g. an int over 64 bits, a key with a NUL), or None."""
+    import bson
+    try:
+        bson.encode({"v": value})
+        return None
+    except Exception as exc:  # noqa: BLE001 - InvalidDocument, OverflowError, UnicodeEncodeError...
+        return f"{type(exc).__name__}: {exc}"[:200]
+
+
+def make_storable(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` (changed in place) with every field BSON refuses replaced by
+    ``{"unstorable": why, "json": its JSON text}`` and named in ``doc["as_json"]``
+    (:func:`job_from_document` decodes them back). Valid JSON is not always valid BSON: an
+    integer beyond 64 bits, a key holding "\\u0000", a lone surrogate."""
+    import bson
+    try:
+        bson.encode(doc)
+        return doc
+    except Exception:  # noqa: BLE001 - find the fields at fault
+        pass
+    import json
+    as_json = []
+    for key in list(doc):
+        if key in _KEPT:
+            continue
+        why = _refusal(doc[key])
+        if why is not None:
+            doc[key] = {"unstorable": why, "json": json.dumps(doc[key], default=repr)}
+            as_json.append(key)
+    if as_json:
+        doc["as_json"] = as_json
+    return doc
+
+
 def document(job: Job, version: int, settings: Settings) -> dict[str, Any]:
     """The MongoDB document of ``job`` at ``version`` (its Redis history length)."""
     doc: dict[str, Any] = {"_id": job.id, "prefix": settings.key_prefix}
@@ -152,12 +194,17 @@ def document(job: Job, version: int, settings: Settings) -> dict[str, Any]:
     if job.status in FINAL:
         end = job.ended_at or doc["changed_at"]
         doc["expire_at"] = datetime.fromtimestamp(end + settings.ttl_s[job.status], timezone.utc)
-    return cap_document(doc, settings.mongodb_max_doc_bytes)
+    return cap_document(make_storable(doc), settings.mongodb_max_doc_bytes)
 
 
 def job_from_document(doc: dict[str, Any]) -> Job:
     """A :class:`Job` from a stored document (extra fields ignored)."""
     kw = {name: doc[name] for name in _JOB_FIELDS if name in doc and doc[name] is not None}
+    for name in doc.get("as_json") or ():  # stored as JSON text: BSON could not hold it
+        marker = kw.get(name)
+        if isinstance(marker, dict) and isinstance(marker.get("json"), str):
+            import json
+            kw[name] = json.loads(marker["json"])
     kw["id"] = doc["_id"]
     kw["status"] = Status(doc["status"])
     for name in ("params", "report", "meta"):  # a field cut to fit is shown as its marker
@@ -282,8 +329,9 @@ class MongoJobStore:
         """Store ``docs`` (from :func:`document`) in one unordered bulk write, each only
         over an older version of itself (or none). Returns (written, stale).
 
-        Raises pymongo's errors for anything but a stale write (MongoDB unreachable: see
-        :func:`unreachable_errors`).
+        A document MongoDB refuses (or that cannot be encoded) is logged and skipped, never
+        stopping the others. Raises pymongo's errors when MongoDB is unreachable (see
+        :func:`unreachable_errors`) or a write concern fails.
         """
         if not docs:
             return 0, 0
@@ -295,11 +343,27 @@ class MongoJobStore:
             res = self.jobs.bulk_write(ops, ordered=False)
             return res.upserted_count + res.modified_count, len(docs) - res.upserted_count - res.matched_count
         except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            other = [e for e in errors if e.get("code") != DUPLICATE_KEY]
-            if other or exc.details.get("writeConcernErrors"):
+            if exc.details.get("writeConcernErrors"):
                 raise
-            return len(docs) - len(errors), len(errors)
+            errors = exc.details.get("writeErrors", [])
+            stale = sum(e.get("code") == DUPLICATE_KEY for e in errors)
+            for e in errors:  # one refused document never stops the others
+                if e.get("code") != DUPLICATE_KEY:
+                    log.error("job %s: MongoDB refused its document (%s); not copied", docs[e["index"]]["_id"],
+                              str(e.get("errmsg"))[:300])
+            return int(exc.details.get("nUpserted", 0)) + int(exc.details.get("nModified", 0)), stale
+        except unreachable_errors():
+            raise
+        except Exception as exc:  # noqa: BLE001 - refused before sending (encoding): write one by one
+            if len(docs) == 1:
+                log.error("job %s: its document cannot be sent to MongoDB (%s: %s); not copied",
+                          docs[0]["_id"], type(exc).__name__, str(exc)[:300])
+                return 0, 0
+            written = stale = 0
+            for d in docs:
+                w, st = self.write([d])
+                written, stale = written + w, stale + st
+            return written, stale
 
     def set_progress(self, job_id: str, fields: dict[str, str]) -> None:
         """Write a running job's progress fields (strings, as stored in Redis)."""

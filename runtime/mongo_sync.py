@@ -210,7 +210,13 @@ class MongoSync:
         new retry budget."""
         args: list[Any] = [self.settings.key_prefix, len(docs)]
         for doc in docs:
-            job = job_from_document(doc)
+            try:
+                job = job_from_document(doc)
+            except Exception as exc:  # noqa: BLE001 - one unreadable document never stops the sweep
+                log.error("job %s: its MongoDB document cannot be read (%s: %s); not queued again",
+                          doc.get("_id"), type(exc).__name__, str(exc)[:300])
+                args[1] -= 1
+                continue
             if fresh:
                 for name in _CLEARED_BY_REQUEUE:
                     setattr(job, name, None)
@@ -225,7 +231,7 @@ class MongoSync:
             for k in ("status", "queue", "priority"):
                 flat.pop(k, None)
             args += [job.id, job.queue, job.priority, dumps(flat), dumps(history), note]
-        adopted = list(self._adopt(args=args)) if docs else []
+        adopted = list(self._adopt(args=args)) if args[1] else []
         if adopted:
             self.sync(adopted)
         return adopted

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from runtime.context import current_job
 
 
@@ -14,3 +16,8 @@ def big_report(kib: int = 300) -> int:
 def big_result(kib: int = 200) -> str:
     """Returns a string of ``kib`` KiB."""
     return "y" * (kib * 1024)
+
+
+def echo(value: Any = None) -> Any:
+    """Returns its parameter (a result of any JSON value)."""
+    return value

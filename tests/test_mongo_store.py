@@ -287,3 +287,45 @@ def test_deployments_sharing_a_database_never_see_nor_adopt_each_others_jobs(mcl
     assert other.store.counts()["queued"] == 2 and sum(other.store.counts().values()) == 2
     assert [j.status for j in other.live.get_many(theirs)] == ["queued", "queued"]  # never run by our worker
     assert mclient.mongo.reconcile(lag_s=0).adopted == 0 and other.mongo.reconcile(lag_s=0).adopted == 0
+
+
+UNSTORABLE = {"big": 2**64, "k\u0000ey": [1, -2**70]}  # valid JSON, refused by BSON
+
+
+def test_a_document_bson_refuses_is_stored_as_json_and_never_stops_the_sweep(mongo_settings, workers):
+    s = mongo_settings
+    client = Client(s)
+    keys = client.broker.keys
+    # written by Redis only (as after a crash), next to storable ones: the sweep copies all
+    crashed = _redis_only(client)
+    early = crashed.queue_job("mongotasks.echo", {"value": UNSTORABLE}, delay=300)
+    plain = crashed.queue_jobs("testtasks.add", [{"a": 1, "b": 2}] * 2, delay=300)
+    report = client.mongo.reconcile(lag_s=0)
+    assert report.written == 3 and client.mongo.reconcile(lag_s=0).written == 0
+    assert client.store.get(early).params == {"value": UNSTORABLE}
+    # run by a worker: every copy of the job (queued, started, success) is stored
+    job_id = client.queue_job("mongotasks.echo", {"value": UNSTORABLE})
+    workers.start(**mongo_env(s))
+    assert client.wait(job_id, timeout_s=15).result == UNSTORABLE
+    job = wait_until(lambda: (j := client.store.get(job_id)).status == "success" and j, 15, "the success in MongoDB")
+    assert job.result == UNSTORABLE and job.params == {"value": UNSTORABLE}
+    raw = client.store.jobs.find_one({"_id": job_id})
+    assert set(raw["as_json"]) == {"params", "result"} and "8-byte ints" in raw["result"]["unstorable"]
+    # Redis forgets the job (its ttl_s passed); the sweeps never queue it again (its end reached MongoDB)
+    client.redis.delete(keys.job(job_id), keys.history(job_id))
+    assert client.mongo.reconcile(lag_s=0).adopted == 0
+    assert client.store.get(job_id).attempt == 1 and client.store.get(job_id).status == "success"
+    env = worker_env(s, **mongo_env(s))
+    out = subprocess.run([sys.executable, "-m", "runtime", "mongo", "reconcile"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+
+
+def test_one_document_mongodb_refuses_never_stops_its_batch(mclient, mongo_settings):
+    from runtime.job import Job
+    from runtime.status import Status
+    docs = [document(Job(f"j{i}", "p", {}, "default", 0, Status.QUEUED, queued_at=1.0,
+                         history=[{"at": 1.0, "status": "queued"}]), 1, mongo_settings) for i in range(3)]
+    docs[1]["params"] = {"x": 2**64}  # not made storable: fails to encode, alone
+    assert mclient.mongo.store.write(docs) == (2, 0)
+    assert [j and j.id for j in mclient.store.get_many(["j0", "j1", "j2"])] == ["j0", None, "j2"]
