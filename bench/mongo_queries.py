@@ -10,7 +10,11 @@ run by one ``runtime worker --burst`` (a mix of successes, failures, retries, wi
 reports and logs), plus N/4 jobs left waiting in two queues. Then times, in this process,
 the library calls behind each command (``runtime jobs`` and its filters, ``job``,
 ``queues``, ``requeue --path``'s id query, ``workers``) ``--repeat`` times each, and prints
-median, p95 and max in ms against the 100 ms target. Without ``--mongodb`` it starts
+median, p95 and max in ms against the 100 ms target. Then times whole commands
+(``python3 -m runtime ... jobs``, ``--cli-repeat`` runs each) with and without
+``--mongodb``: the difference is the command's own MongoDB cost (importing pymongo,
+connecting, the queries, closing), which is what the 100 ms target is about; the rest is
+Python's and runtime's start-up, paid with Redis alone too. Without ``--mongodb`` it starts
 mongoeco's wire server (tests/mongo_server.py, built on first use); without ``--redis``
 a redis-server on a unix socket. Both are stopped by pid; the database is dropped.
 """
@@ -63,12 +67,44 @@ def timed(fn: Callable[[], Any], repeat: int) -> list[float]:
     return out
 
 
+def time_commands(repeat: int, redis_url: str, prefix: str, mongo_url: str, db: str, one: str) -> float:
+    """Whole ``python3 -m runtime`` commands, each with and without MongoDB; prints a table
+    and returns the worst median of the MongoDB cost (with - without)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNTIME_")}
+    env.update({"PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]), "RUNTIME_REDIS_URL": redis_url,
+                "RUNTIME_KEY_PREFIX": prefix, "RUNTIME_MONGODB_DATABASE": db})
+    commands = [["jobs"], ["jobs", "--status", "failed", "-q", "default"], ["jobs", "-n", "200"], ["job", one],
+                ["queues"], ["workers"]]
+    print(f"\n| whole command ({repeat} runs) | median ms, Redis only | median ms, with MongoDB | "
+          f"MongoDB's cost ms | p95 with MongoDB | cost under {TARGET_MS:.0f} ms |")
+    print("|---|---:|---:|---:|---:|---|")
+    worst = 0.0
+    for cmd in commands:
+        runs: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(repeat):
+            for mongo in (False, True):
+                argv = [sys.executable, "-m", "runtime", *(["--mongodb", mongo_url] if mongo else []), *cmd]
+                t = time.perf_counter()
+                out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+                runs[mongo].append((time.perf_counter() - t) * 1000)
+                if out.returncode != 0:
+                    raise SystemExit(f"{' '.join(cmd)} failed: {out.stderr[-500:]}")
+        without, with_ = statistics.median(runs[False]), statistics.median(runs[True])
+        cost = with_ - without
+        worst = max(worst, cost)
+        p95 = sorted(runs[True])[min(repeat - 1, int(round(0.95 * (repeat - 1))))]
+        print(f"| runtime {' '.join(cmd)[:40]} | {without:.0f} | {with_:.0f} | {cost:.0f} | {p95:.0f} | "
+              f"{'yes' if cost < TARGET_MS else 'NO'} |")
+    return worst
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=200, help="jobs run by the worker [200]")
     ap.add_argument("--repeat", type=int, default=30, help="timings per query [30]")
     ap.add_argument("--mongodb", help="an existing MongoDB URL [default: start mongoeco's server]")
     ap.add_argument("--redis", help="an existing Redis URL [default: start a redis-server]")
+    ap.add_argument("--cli-repeat", type=int, default=10, help="runs per whole CLI command [10]")
     args = ap.parse_args()
 
     from runtime.client import Client
@@ -147,8 +183,9 @@ def main() -> int:
             worst = max(worst, p95)
             print(f"| {name} | {statistics.median(ms):.2f} | {p95:.2f} | {ms[-1]:.2f} | "
                   f"{'yes' if p95 < TARGET_MS else 'NO'} |")
+        worst_cli = time_commands(args.cli_repeat, redis_url, prefix, mongo_url, db, one)
         client.store.client.drop_database(db)
-        return 0 if worst < TARGET_MS else 1
+        return 0 if worst < TARGET_MS and worst_cli < TARGET_MS else 1
     finally:
         for p in procs:
             p.terminate()

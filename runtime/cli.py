@@ -65,7 +65,12 @@ class Ctx:
 
     def client(self) -> Any:
         from .client import Client
-        return Client(self.settings())
+        client = Client(self.settings())
+        ctx = click.get_current_context(silent=True)
+        if client.mongo is not None and ctx is not None:  # closed at the command's end, exit not delayed
+            from .mongo_store import close_before_exit
+            ctx.find_root().call_on_close(lambda: close_before_exit(client.mongo.store.client))
+        return client
 
 
 class JobNotFoundProfile(Exception):

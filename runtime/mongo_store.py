@@ -88,6 +88,24 @@ def mongo_client(settings: Settings) -> Any:
                                socketTimeoutMS=ms, appname="runtime", tz_aware=True)
 
 
+def close_before_exit(client: Any) -> None:
+    """Close ``client`` in a process about to exit, without pymongo's wait at exit.
+
+    pymongo's atexit hooks join its monitor threads, which sleep in 0.5 s steps even after
+    ``close()``: about 500 ms added to every short command. Once every client is closed
+    (this is for the CLI, which has one) the threads have nothing left to do; they are
+    daemon threads, so the hooks are unregistered and the process exits at once."""
+    import atexit
+    import sys
+    client.close()
+    for name, attr in (("pymongo.synchronous.monitor", "_shutdown_resources"),
+                       ("pymongo.asynchronous.monitor", "_shutdown_resources"),
+                       ("pymongo.periodic_executor", "_shutdown_executors")):
+        hook = getattr(sys.modules.get(name), attr, None)
+        if hook is not None:
+            atexit.unregister(hook)
+
+
 def unreachable_errors() -> tuple[type[BaseException], ...]:
     """The pymongo errors that mean "MongoDB cannot be reached now" (retry later)."""
     from pymongo.errors import AutoReconnect, ConnectionFailure, ExecutionTimeout, NetworkTimeout, \

@@ -329,3 +329,23 @@ def test_one_document_mongodb_refuses_never_stops_its_batch(mclient, mongo_setti
     docs[1]["params"] = {"x": 2**64}  # not made storable: fails to encode, alone
     assert mclient.mongo.store.write(docs) == (2, 0)
     assert [j and j.id for j in mclient.store.get_many(["j0", "j1", "j2"])] == ["j0", None, "j2"]
+
+
+def test_a_cli_command_with_mongodb_costs_little_more_than_without(mclient, mongo_settings):
+    """pymongo joins its monitor threads at exit (0.5 s steps): the CLI closes its client
+    and skips that wait. Medians of whole commands, with and without --mongodb."""
+    import statistics
+    import time
+    env = worker_env(mongo_settings, mongodb_database=mongo_settings.mongodb_database)
+    mclient.queue_jobs("testtasks.add", [{"a": 1, "b": 1}] * 5)
+
+    def run(mongo: bool) -> float:
+        argv = [sys.executable, "-m", "runtime", *(["--mongodb", mongo_settings.mongodb_url] if mongo else []), "jobs"]
+        t = time.perf_counter()
+        out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return time.perf_counter() - t
+
+    without = statistics.median(run(False) for _ in range(3))
+    with_ = statistics.median(run(True) for _ in range(3))
+    assert with_ - without < 0.3, f"with MongoDB {with_:.3f} s, without {without:.3f} s"
