@@ -61,6 +61,7 @@ class Client:
         self.live = RedisJobStore(self.redis, self.settings.key_prefix)
         self.store: Any = self.live
         self.mongo: Any = None  # runtime.mongo_sync.MongoSync with a MongoDB URL
+        self._mongo_skip_until = 0.0  # producer copies skip MongoDB until then (circuit breaker)
         if self.settings.trace_clients:
             from diagnostics.client_spans import instrument_clients
             instrument_clients(self.settings)
@@ -116,11 +117,26 @@ class Client:
             self._mongo_quietly(self.mongo.enqueued, jobs, now)
 
     def _mongo_quietly(self, fn: Any, *args: Any) -> None:
+        """A producer's copy to MongoDB: best effort, fast. Redis already holds the change
+        and the reconcile sweep copies what is missing, so it waits at most
+        ``mongodb_producer_timeout_s``, and after a failure the copies skip MongoDB for
+        ``mongodb_breaker_s`` (a circuit breaker); one warning line per failure."""
+        if time.monotonic() < self._mongo_skip_until:
+            return
+        import pymongo
+        import pymongo.errors
+        from .mongo_store import short_error
         try:
-            fn(*args)
+            with pymongo.timeout(self.settings.mongodb_producer_timeout_s):
+                fn(*args)
         except Exception as exc:  # noqa: BLE001 - Redis has it; the reconcile sweep copies it
-            log.warning("job documents not written to MongoDB (%s: %s); the reconcile sweep will",
-                        type(exc).__name__, exc)
+            if isinstance(exc, pymongo.errors.PyMongoError):
+                self._mongo_skip_until = time.monotonic() + self.settings.mongodb_breaker_s
+                skip = f"; MongoDB skipped for {self.settings.mongodb_breaker_s:g} s"
+            else:
+                skip = ""
+            log.warning("job documents not copied to MongoDB (%s: %s); the reconcile sweep will%s",
+                        type(exc).__name__, short_error(exc), skip)
 
     def _live_or_stored(self, ids: Sequence[str]) -> list[Job | None]:
         """Documents of ``ids`` from Redis (live), else from MongoDB (history)."""
@@ -243,7 +259,8 @@ class Client:
         except Exception as exc:
             from .mongo_store import unreachable_errors
             if self.mongo is not None and isinstance(exc, unreachable_errors()):
-                raise StoreUnavailable(f"MongoDB unavailable: {exc}") from None
+                from .mongo_store import short_error
+                raise StoreUnavailable(f"MongoDB unavailable: {short_error(exc)}") from None
             raise
 
 

@@ -88,6 +88,15 @@ def mongo_client(settings: Settings) -> Any:
                                socketTimeoutMS=ms, appname="runtime", tz_aware=True)
 
 
+def short_error(exc: BaseException) -> str:
+    """One short line for a pymongo error (its server selection errors carry the whole
+    topology description): the first cause, without the configured timeouts."""
+    import re
+    text = str(exc).split(", Timeout:")[0].split(", Topology Description:")[0]
+    text = re.sub(r" \(configured timeouts: [^)]*\)", "", text).splitlines()[0] if text.strip() else type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 def close_before_exit(client: Any) -> None:
     """Close ``client`` in a process about to exit, without pymongo's wait at exit.
 
@@ -124,7 +133,7 @@ def _read(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except unreachable_errors() as exc:
-            raise StoreUnavailable(f"MongoDB unavailable: {exc}") from None
+            raise StoreUnavailable(f"MongoDB unavailable: {short_error(exc)}") from None
     return wrapper  # type: ignore[return-value]
 
 

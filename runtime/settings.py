@@ -122,6 +122,12 @@ class Settings:
     mongodb_journal: int = 0
     #: Server selection, connect, socket and write-concern timeout of MongoDB calls, seconds.
     mongodb_timeout_s: float = 5.0
+    #: Timeout of a producer's own copy (queue_job(s), cancel, abort, requeue), seconds:
+    #: best effort (Redis holds the job, the sweep copies what is missing), so short.
+    mongodb_producer_timeout_s: float = 0.5
+    #: After a producer's copy failed, its copies skip MongoDB for this long, seconds
+    #: (a circuit breaker: an outage costs one short timeout, not one per call).
+    mongodb_breaker_s: float = 10.0
     #: Largest job document written, bytes (MongoDB refuses over 16 MiB): beyond, the
     #: largest fields (profile, report, logs, result, traceback) are cut with a marker.
     mongodb_max_doc_bytes: int = 4_194_304
@@ -202,6 +208,8 @@ class Settings:
             raise ConfigError(f"mongodb_url must start with mongodb:// or mongodb+srv://, got {self.mongodb_url!r}")
         if self.mongodb_timeout_s <= 0 or self.mongodb_sweep_interval_s <= 0 or self.mongodb_sweep_lag_s < 0:
             raise ConfigError("mongodb_timeout_s and mongodb_sweep_interval_s must be > 0, mongodb_sweep_lag_s >= 0")
+        if self.mongodb_producer_timeout_s <= 0 or self.mongodb_breaker_s < 0:
+            raise ConfigError("mongodb_producer_timeout_s must be > 0, mongodb_breaker_s >= 0")
         if not 65_536 <= self.mongodb_max_doc_bytes <= 15 * 2**20:
             raise ConfigError(f"mongodb_max_doc_bytes must be within [65536, 15 MiB], got {self.mongodb_max_doc_bytes}")
         unknown = set(self.ttl_s) - {s.value for s in FINAL}

@@ -349,3 +349,22 @@ def test_a_cli_command_with_mongodb_costs_little_more_than_without(mclient, mong
     without = statistics.median(run(False) for _ in range(3))
     with_ = statistics.median(run(True) for _ in range(3))
     assert with_ - without < 0.3, f"with MongoDB {with_:.3f} s, without {without:.3f} s"
+
+
+def test_producers_fail_fast_during_a_mongodb_outage(mongo_settings, caplog):
+    """A producer's copy is best effort: a short timeout, then a circuit breaker skips
+    MongoDB for a while; one short warning line per failure; Redis has every job."""
+    import logging
+    import time
+    s = mongo_settings.replace(mongodb_url="mongodb://127.0.0.1:1/?directConnection=true", mongodb_timeout_s=5.0)
+    client = Client(s)
+    caplog.set_level(logging.WARNING, logger="runtime.client")
+    t = time.monotonic()
+    ids = [client.queue_job("testtasks.add", {"a": 1, "b": 1}) for _ in range(3)]
+    ids += client.queue_jobs("testtasks.add", [{"a": 1, "b": 1}] * 2, delay=60)
+    client.cancel(ids[-1])
+    assert time.monotonic() - t < 2.5  # was 5 s per call
+    assert [j.status for j in client.live.get_many(ids)] == ["queued"] * 4 + ["cancel"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "runtime.client"]
+    assert len(warnings) == 1 and "\n" not in warnings[0] and len(warnings[0]) < 300, warnings
+    assert "the reconcile sweep will" in warnings[0] and "skipped for 10 s" in warnings[0]
