@@ -50,6 +50,14 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             _fail(f"{type(exc).__name__}: {exc}", EXIT_ERROR)
         except JobNotFoundProfile as exc:
             _fail(str(exc), EXIT_NOT_FOUND)
+        except Exception as exc:
+            if not type(exc).__module__.startswith(("pymongo", "bson")):
+                raise
+            from .mongo_store import short_error, translate
+            mapped = translate(exc)  # MongoDB's errors: one line too, never a traceback
+            if mapped is None:
+                _fail(f"MongoDB: {type(exc).__name__}: {short_error(exc)}", EXIT_ERROR)
+            _fail(str(mapped), EXIT_USAGE if isinstance(mapped, ConfigError) else EXIT_UNAVAILABLE)
     return wrapper
 
 

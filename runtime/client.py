@@ -257,10 +257,11 @@ class Client:
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise BrokerUnavailable(f"Redis unavailable: {exc}") from None
         except Exception as exc:
-            from .mongo_store import unreachable_errors
-            if self.mongo is not None and isinstance(exc, unreachable_errors()):
-                from .mongo_store import short_error
-                raise StoreUnavailable(f"MongoDB unavailable: {short_error(exc)}") from None
+            if self.mongo is not None:
+                from .mongo_store import translate
+                mapped = translate(exc)  # unreachable: StoreUnavailable; refused credentials: ConfigError
+                if mapped is not None:
+                    raise mapped from None
             raise
 
 

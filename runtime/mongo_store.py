@@ -84,15 +84,42 @@ def mongo_client(settings: Settings) -> Any:
     except ImportError:
         raise ConfigError("the MongoDB job store needs pymongo: pip install 'runtime[mongo]'") from None
     ms = int(settings.mongodb_timeout_s * 1000)
-    return pymongo.MongoClient(settings.mongodb_url, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms,
-                               socketTimeoutMS=ms, appname="runtime", tz_aware=True)
+    try:
+        return pymongo.MongoClient(settings.mongodb_url, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms,
+                                   socketTimeoutMS=ms, appname="runtime", tz_aware=True)
+    except (pymongo.errors.PyMongoError, ValueError, TypeError) as exc:
+        raise (translate(exc) or ConfigError(f"bad mongodb_url: {short_error(exc)}")) from None
+
+
+def translate(exc: BaseException) -> Exception | None:
+    """The runtime error for a pymongo error, with one short line (None for any other):
+    unreachable (a down host, a failed DNS/SRV lookup) -> StoreUnavailable (CLI exit 4);
+    a bad URL, database name or option, refused credentials -> ConfigError (exit 2)."""
+    try:
+        from pymongo import errors
+    except ImportError:
+        return None
+    if isinstance(exc, unreachable_errors()):
+        return StoreUnavailable(f"MongoDB unavailable: {short_error(exc)}")
+    if isinstance(exc, errors.OperationFailure):
+        if exc.code in (13, 18) or "authenticat" in str(exc).lower():
+            return ConfigError(f"MongoDB refused the credentials of mongodb_url: {short_error(exc)}")
+        return None
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(exc, errors.ConfigurationError) and (
+            "DNS" in str(exc) or "resolution lifetime" in str(exc)
+            or (cause is not None and type(cause).__module__.startswith("dns"))):  # SRV/TXT lookup failed
+        return StoreUnavailable(f"MongoDB unavailable: {short_error(exc)}")
+    if isinstance(exc, (errors.InvalidURI, errors.InvalidName, errors.ConfigurationError)):
+        return ConfigError(f"bad mongodb_url: {short_error(exc)}")
+    return None
 
 
 def short_error(exc: BaseException) -> str:
     """One short line for a pymongo error (its server selection errors carry the whole
     topology description): the first cause, without the configured timeouts."""
     import re
-    text = str(exc).split(", Timeout:")[0].split(", Topology Description:")[0]
+    text = str(exc).split(", Timeout:")[0].split(", Topology Description:")[0].split(", full error:")[0]
     text = re.sub(r" \(configured timeouts: [^)]*\)", "", text).splitlines()[0] if text.strip() else type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."
 
@@ -127,13 +154,17 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _read(fn: F) -> F:
-    """A read of the store: MongoDB unreachable raises StoreUnavailable (CLI exit code 4)."""
+    """A read of the store: MongoDB unreachable raises StoreUnavailable (CLI exit code 4),
+    refused credentials ConfigError (:func:`translate`)."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except unreachable_errors() as exc:
-            raise StoreUnavailable(f"MongoDB unavailable: {short_error(exc)}") from None
+        except Exception as exc:
+            mapped = translate(exc)
+            if mapped is None:
+                raise
+            raise mapped from None
     return wrapper  # type: ignore[return-value]
 
 
@@ -260,13 +291,21 @@ class MongoJobStore:
         self.settings = settings
         self.live = live
         self.client = client or mongo_client(settings)
-        default = self.client.get_default_database(default="runtime").name
-        w: int | str = int(settings.mongodb_w) if settings.mongodb_w.isdigit() else settings.mongodb_w
-        self.db = self.client.get_database(
-            settings.mongodb_database or default,
-            write_concern=WriteConcern(w=w, j=bool(settings.mongodb_journal),
-                                       wtimeout=int(settings.mongodb_timeout_s * 1000)))
-        self.jobs = self.db[settings.mongodb_collection]
+        try:
+            default = self.client.get_default_database(default="runtime").name
+            w: int | str = int(settings.mongodb_w) if settings.mongodb_w.isdigit() else settings.mongodb_w
+            self.db = self.client.get_database(
+                settings.mongodb_database or default,
+                write_concern=WriteConcern(w=w, j=bool(settings.mongodb_journal),
+                                           wtimeout=int(settings.mongodb_timeout_s * 1000)))
+            self.jobs = self.db[settings.mongodb_collection]
+        except Exception as exc:
+            if client is None:
+                self.client.close()
+            mapped = translate(exc)
+            if mapped is None:
+                raise ConfigError(f"bad MongoDB database or collection: {short_error(exc)}") from None
+            raise mapped from None
         #: this deployment's Redis key prefix: leads every filter (documents of other
         #: prefixes sharing the collection are never read, counted, written nor adopted)
         self.prefix = settings.key_prefix

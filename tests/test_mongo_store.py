@@ -368,3 +368,23 @@ def test_producers_fail_fast_during_a_mongodb_outage(mongo_settings, caplog):
     warnings = [r.getMessage() for r in caplog.records if r.name == "runtime.client"]
     assert len(warnings) == 1 and "\n" not in warnings[0] and len(warnings[0]) < 300, warnings
     assert "the reconcile sweep will" in warnings[0] and "skipped for 10 s" in warnings[0]
+
+
+def test_bad_mongodb_urls_give_one_line_and_exit_2_or_4(mongo_settings):
+    """Config mistakes exit 2 (usage/bad config), a host that cannot be reached or
+    resolved exits 4 (unavailable); always one short line, never a traceback."""
+    host = urlparse(mongo_settings.mongodb_url).netloc
+    cases = [("mongodb://", 2, "bad mongodb_url"),
+             ("mongodb://host:notaport/", 2, "bad mongodb_url"),
+             ("mongodb://127.0.0.1:1/bad db", 2, "bad mongodb_url"),
+             ("mongodb+srv://nonexist.invalid/x", 4, "MongoDB unavailable"),
+             (f"mongodb://u:wrong@{host}/db?directConnection=true&authSource=admin", 2, "refused the credentials"),
+             ("mongodb://127.0.0.1:1/?directConnection=true", 4, "MongoDB unavailable")]
+    env = {**worker_env(mongo_settings), "RUNTIME_MONGODB_TIMEOUT_S": "0.5"}
+    for url, code, text in cases:
+        for cmd in (["jobs"], ["mongo", "reconcile"]):
+            r = subprocess.run([sys.executable, "-m", "runtime", "--mongodb", url, *cmd], env=env,
+                               capture_output=True, text=True, timeout=60)
+            line = r.stderr
+            assert (r.returncode, len(line.splitlines())) == (code, 1), (url, cmd, r.returncode, line)
+            assert line.startswith("error: ") and text in line and len(line) < 200 and "wrong" not in line, (url, line)
