@@ -13,7 +13,8 @@ MongoDB unreachable: the ids stay buffered (Redis already holds every status, so
 buffer is ids only), :attr:`Mirror.healthy` turns False, the worker stops claiming and
 shows ``state = degraded`` in its registry entry (``runtime workers``) and its log, and
 the running jobs go on and are recorded in Redis. The greenlet retries with backoff; when
-a write succeeds the buffer drains and the worker claims again. Nothing is lost: were
+a write succeeds the buffer drains and the worker claims again. A ``--burst`` worker
+exits instead once nothing is ready, delayed or running (:meth:`Mirror.burst_may_end`). Nothing is lost: were
 the worker to die meanwhile, its buffered ids are found again by the sweep.
 """
 
@@ -108,6 +109,26 @@ class Mirror:
     def wait_healthy(self, timeout_s: float) -> bool:
         """Block (this greenlet) until claiming is allowed again or ``timeout_s`` passes."""
         return bool(self._up.wait(timeout_s))
+
+    def burst_may_end(self, worker: "Worker") -> bool:
+        """For ``worker --burst`` while MongoDB is unreachable: True (and says so) once the
+        worker runs nothing and its queues hold no ready nor delayed job, so that it exits
+        instead of waiting for MongoDB; its buffered documents are left to the sweep."""
+        if self.healthy or len(worker.pool) or worker._buffer:
+            return False
+        try:
+            pipe = self.sync.redis.pipeline(transaction=False)
+            for q in worker.settings.queues:
+                pipe.zcard(self.sync.keys.ready(q))
+                pipe.zcard(self.sync.keys.scheduled(q))
+            depths = pipe.execute()
+        except redis.RedisError:
+            return False
+        if any(depths):
+            return False
+        log.warning("MongoDB unreachable and nothing ready, delayed or running: --burst ends; %d job "
+                    "documents not copied yet will be copied by the reconcile sweep", len(self.pending))
+        return True
 
     def progress(self, job_id: str, fields: dict[str, str]) -> None:
         """Write a running job's progress, in a greenlet of its own so that the job does not

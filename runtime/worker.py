@@ -230,6 +230,8 @@ class Worker:
         backoff = 0.1
         while not self._stopping:
             if self.mirror is not None and not self.mirror.claim_allowed:
+                if burst and self.mirror.burst_may_end(self):
+                    return  # MongoDB down and nothing left to run: the sweep copies the rest
                 self._pause_for_store()  # MongoDB down or behind: claim nothing until it catches up
                 continue
             free = self.pool.free_count()

@@ -388,3 +388,18 @@ def test_bad_mongodb_urls_give_one_line_and_exit_2_or_4(mongo_settings):
             line = r.stderr
             assert (r.returncode, len(line.splitlines())) == (code, 1), (url, cmd, r.returncode, line)
             assert line.startswith("error: ") and text in line and len(line) < 200 and "wrong" not in line, (url, line)
+
+
+def test_burst_worker_exits_while_mongodb_is_unreachable_once_nothing_is_left(mongo_settings, workers, client):
+    s = mongo_settings.replace(mongodb_url="mongodb://127.0.0.1:1/?directConnection=true", mongodb_timeout_s=0.5)
+    proc = workers.start("--burst", **mongo_env(s))
+    assert proc.wait(30) == 0
+    log = workers.log(proc)
+    assert "MongoDB unreachable" in log and "the reconcile sweep" in log
+    # a job waiting in its queue keeps it (it cannot be claimed without MongoDB)
+    job_id = client.queue_job("testtasks.add", {"a": 1, "b": 1})
+    proc = workers.start("--burst", **mongo_env(s))
+    wait_until(lambda: "MongoDB unreachable" in workers.log(proc), 15, "the worker to find MongoDB down")
+    assert proc.poll() is None and client.live.get(job_id).status == "queued"
+    client.cancel(job_id)
+    assert proc.wait(30) == 0
