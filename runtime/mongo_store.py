@@ -19,8 +19,9 @@ UNIX seconds, floats, as in Redis) plus:
   write carrying a lower or equal version is refused by its filter (:meth:`write`): a
   late or replayed write never overwrites a newer status, a final one included.
 - ``changed_at``: time of the last status change (sort key: newest first).
-- ``expire_at``: for a final status, when the document goes (``ttl_s`` of that status),
-  as a BSON date for the TTL index; absent otherwise.
+- ``expire_at``: for a final status, when the document goes (``mongodb_ttl_s`` of that
+  status: months by default, independent of Redis's ``ttl_s``), as a BSON date for the
+  TTL index; absent otherwise (and with a ``mongodb_ttl_s`` of 0: kept forever).
 - ``as_json``: names of the fields BSON cannot store (an integer beyond 64 bits, a key
   holding "\\u0000": valid JSON, refused by BSON), each stored as ``{"unstorable": why,
   "json": its JSON text}`` and read back as the value (:func:`make_storable`).
@@ -249,9 +250,9 @@ def document(job: Job, version: int, settings: Settings) -> dict[str, Any]:
     doc["version"] = version
     last = job.history[-1].get("at") if job.history else None
     doc["changed_at"] = float(last if last is not None else job.ended_at or job.started_at or job.queued_at or 0.0)
-    if job.status in FINAL:
+    if job.status in FINAL and settings.mongodb_ttl_s[job.status] > 0:
         end = job.ended_at or doc["changed_at"]
-        doc["expire_at"] = datetime.fromtimestamp(end + settings.ttl_s[job.status], timezone.utc)
+        doc["expire_at"] = datetime.fromtimestamp(end + settings.mongodb_ttl_s[job.status], timezone.utc)
     return cap_document(make_storable(doc), settings.mongodb_max_doc_bytes)
 
 

@@ -37,6 +37,17 @@ DEFAULT_TTL_S: dict[str, float] = {
     Status.MAXRETRIES: 7 * DAY_S,
 }
 
+#: Default seconds a MongoDB job document is kept after each final status: MongoDB is the
+#: long-term history, so months, independent of Redis's ``ttl_s``.
+DEFAULT_MONGODB_TTL_S: dict[str, float] = {
+    Status.SUCCESS: 90 * DAY_S,
+    Status.CANCEL: 90 * DAY_S,
+    Status.FAILED: 180 * DAY_S,
+    Status.ABORT: 180 * DAY_S,
+    Status.TIMEOUT: 180 * DAY_S,
+    Status.MAXRETRIES: 180 * DAY_S,
+}
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -122,6 +133,9 @@ class Settings:
     mongodb_journal: int = 0
     #: Server selection, connect, socket and write-concern timeout of MongoDB calls, seconds.
     mongodb_timeout_s: float = 5.0
+    #: Seconds a MongoDB document is kept after each final status (its TTL index; see
+    #: DEFAULT_MONGODB_TTL_S: months), independent of ``ttl_s`` (Redis); 0 = kept forever.
+    mongodb_ttl_s: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_MONGODB_TTL_S))
     #: Timeout of a producer's own copy (queue_job(s), cancel, abort, requeue), seconds:
     #: best effort (Redis holds the job, the sweep copies what is missing), so short.
     mongodb_producer_timeout_s: float = 0.5
@@ -218,6 +232,14 @@ class Settings:
         ttl = dict(DEFAULT_TTL_S)
         ttl.update({k: float(v) for k, v in self.ttl_s.items()})
         object.__setattr__(self, "ttl_s", ttl)
+        unknown = set(self.mongodb_ttl_s) - {s.value for s in FINAL}
+        if unknown:
+            raise ConfigError(f"mongodb_ttl_s names statuses that are not final: {sorted(unknown)}")
+        mttl = dict(DEFAULT_MONGODB_TTL_S)
+        mttl.update({k: float(v) for k, v in self.mongodb_ttl_s.items()})
+        if any(not 0 <= v < float("inf") for v in mttl.values()):
+            raise ConfigError(f"mongodb_ttl_s must be >= 0 seconds (0 = kept forever), got {mttl}")
+        object.__setattr__(self, "mongodb_ttl_s", mttl)
 
     def replace(self, **changes: Any) -> "Settings":
         """A copy with ``changes`` applied and validated again."""

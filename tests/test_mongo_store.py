@@ -53,7 +53,8 @@ def test_final_documents_get_an_expiry_per_status(mclient, workers, mongo_settin
     for job_id, status in ((ok, "success"), (bad, "failed")):
         doc = raw.find_one({"_id": job_id})
         assert doc["status"] == status
-        assert doc["expire_at"].timestamp() == pytest.approx(doc["ended_at"] + mongo_settings.ttl_s[status], abs=0.01)
+        assert doc["expire_at"].timestamp() == pytest.approx(doc["ended_at"] + mongo_settings.mongodb_ttl_s[status],
+                                                             abs=0.01)
     waiting = mclient.queue_job("testtasks.add", {"a": 1, "b": 1}, delay=60)
     assert "expire_at" not in raw.find_one({"_id": waiting})
 
@@ -403,3 +404,27 @@ def test_burst_worker_exits_while_mongodb_is_unreachable_once_nothing_is_left(mo
     assert proc.poll() is None and client.live.get(job_id).status == "queued"
     client.cancel(job_id)
     assert proc.wait(30) == 0
+
+
+def test_mongodb_keeps_history_longer_than_redis(mongo_settings, workers):
+    """mongodb_ttl_s (months by default) is MongoDB's, independent of Redis's ttl_s."""
+    from runtime.settings import DAY_S
+    defaults = load_settings(env={})
+    assert defaults.mongodb_ttl_s["success"] >= 30 * DAY_S and defaults.mongodb_ttl_s["failed"] >= 30 * DAY_S
+    assert load_settings({"mongodb_ttl_s": "success:0"}, env={}).mongodb_ttl_s["success"] == 0
+    with pytest.raises(ConfigError, match="mongodb_ttl_s"):
+        load_settings({"mongodb_ttl_s": "queued:5"}, env={})
+    s = mongo_settings.replace(ttl_s={"success": 1.0}, mongodb_ttl_s={"success": 7 * DAY_S, "failed": 0})
+    client = Client(s)
+    ok = client.queue_job("testtasks.add", {"a": 1, "b": 1})
+    bad = client.queue_job("tasks_example.work.fail", {})
+    workers.start(**mongo_env(s), ttl_s="success:1", mongodb_ttl_s="success:604800,failed:0")
+    assert client.wait(ok, timeout_s=15).status == "success"
+    wait_until(lambda: client.store.get(ok).status == "success", 15, "the success in MongoDB")
+    wait_until(lambda: not client.redis.exists(client.broker.keys.job(ok)), 15, "Redis to forget the success")
+    job = client.store.get(ok)  # MongoDB still has it
+    assert job.status == "success" and job.result == 2
+    raw = client.store.jobs.find_one({"_id": ok})
+    assert raw["expire_at"].timestamp() == pytest.approx(raw["ended_at"] + 7 * DAY_S, abs=0.01)
+    wait_until(lambda: client.store.get(bad).status == "failed", 15, "the failure in MongoDB")
+    assert "expire_at" not in client.store.jobs.find_one({"_id": bad})  # 0: kept forever
