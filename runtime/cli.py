@@ -556,14 +556,20 @@ def mongo_ensure_indexes(obj: Ctx) -> None:
 @mongo.command("reconcile")
 @click.option("--lag", "lag_s", type=float, default=0.0, show_default=True,
               help="leave changes younger than this many seconds to their writers")
+@click.option("--full", is_flag=True,
+              help="compare every job Redis holds, not only those changed since the last sweep "
+                   "(refills a MongoDB that lost its data)")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 @handle_errors
-def mongo_reconcile(obj: Ctx, lag_s: float, as_json: bool) -> None:
+def mongo_reconcile(obj: Ctx, lag_s: float, full: bool, as_json: bool) -> None:
     """Repair Redis/MongoDB differences: copy to MongoDB what it lacks, queue again from
     MongoDB the jobs Redis lost (runs until nothing is left)."""
     client, sync = _mongo_sync(obj)
     total = {"checked": 0, "written": 0, "adopted": 0}
+    if full:
+        report = client._call(sync.reconcile_full)
+        total["checked"], total["written"] = report.checked, report.written
     while True:
         report = client._call(sync.reconcile, lag_s)
         for k in total:

@@ -56,6 +56,10 @@ reconcile``), repairs both windows:
    worker. (A job whose Redis document expired after its end but whose final status
    never reached MongoDB in all of ``ttl_s`` would run again; phase 1 closes that window
    within seconds.)
+
+Phase 1 sees only what changed since its watermark: a MongoDB that lost its data (a
+restore, a dropped collection) is refilled by ``runtime mongo reconcile --full``
+(:meth:`MongoSync.reconcile_full`), which compares every job Redis still holds.
 """
 
 from __future__ import annotations
@@ -273,6 +277,32 @@ class MongoSync:
             self.redis.set(mark, repr(until))
             report.more = more
         report.adopted = self._adopt_lost(cutoff, limit, report)
+        return report
+
+    def reconcile_full(self, batch: int = SYNC_BATCH) -> SweepReport:
+        """Compare *every* job Redis holds (every status index, ``batch`` at a time) with
+        MongoDB and copy those it lacks or has older, whatever the sweep's watermark says:
+        refills a MongoDB that lost its data (``runtime mongo reconcile --full``). A job
+        that changes status meanwhile may be seen twice or missed; its change is newer than
+        the watermark, so the ordinary sweep copies it."""
+        report = SweepReport()
+        for status in Status:
+            key = self.keys.status(status.value)
+            start = 0
+            while True:
+                ids = self.redis.zrange(key, start, start + batch - 1)
+                if not ids:
+                    break
+                start += len(ids)
+                report.checked += len(ids)
+                behind = self._behind(list(ids))
+                if behind:
+                    report.written += self.sync(behind)
+                if len(ids) < batch:
+                    break
+        if report.written:
+            log.info("reconcile --full: %d job documents copied to MongoDB (of %d in Redis)",
+                     report.written, report.checked)
         return report
 
     def _adopt_lost(self, cutoff: float, limit: int, report: SweepReport) -> int:

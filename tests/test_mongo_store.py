@@ -428,3 +428,21 @@ def test_mongodb_keeps_history_longer_than_redis(mongo_settings, workers):
     assert raw["expire_at"].timestamp() == pytest.approx(raw["ended_at"] + 7 * DAY_S, abs=0.01)
     wait_until(lambda: client.store.get(bad).status == "failed", 15, "the failure in MongoDB")
     assert "expire_at" not in client.store.jobs.find_one({"_id": bad})  # 0: kept forever
+
+
+def test_reconcile_full_refills_a_mongodb_that_lost_its_data(mclient, workers, mongo_settings):
+    ids = mclient.queue_jobs("testtasks.add", [{"a": i, "b": 1} for i in range(5)])
+    waiting = mclient.queue_job("testtasks.add", {"a": 0, "b": 0}, delay=300)
+    workers.start(**mongo_env(mongo_settings))
+    mclient.wait(ids, timeout_s=15)
+    wait_until(lambda: all(j and j.status == "success" for j in mclient.store.get_many(ids)), 15, "the copies")
+    assert mclient.mongo.reconcile(lag_s=0).written == 0
+    mclient.store.jobs.delete_many({})  # MongoDB lost everything; the watermark has moved on
+    assert mclient.mongo.reconcile(lag_s=0).written == 0  # the ordinary sweep cannot see it
+    env = worker_env(mongo_settings, **mongo_env(mongo_settings))
+    out = subprocess.run([sys.executable, "-m", "runtime", "mongo", "reconcile", "--full", "--json"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and '"written": 6' in out.stdout, out.stdout + out.stderr
+    assert [j.result for j in mclient.store.get_many(ids)] == [i + 1 for i in range(5)]
+    assert mclient.store.get(waiting).status == "queued"
+    assert mclient.mongo.reconcile_full().written == 0
