@@ -66,7 +66,8 @@ class RedisJobStore:
         return out
 
     def _ids_newest_first(self, statuses: Iterable[str], batch: int) -> Iterator[str]:
-        """Ids from the given status indexes merged newest first (by time of last change)."""
+        """Ids from the given status indexes merged newest first (by time of last change),
+        ties by id, highest first (as MongoJobStore sorts: the same order in both stores)."""
         pipe = self.client.pipeline(transaction=False)
         statuses = list(statuses)
         offset = 0
@@ -74,7 +75,7 @@ class RedisJobStore:
             for s in statuses:
                 pipe.zrevrange(self.keys.status(s), offset, offset + batch - 1, withscores=True)
             chunks = pipe.execute()
-            merged = sorted((item for chunk in chunks for item in chunk), key=lambda x: -x[1])
+            merged = sorted((item for chunk in chunks for item in chunk), key=lambda x: (x[1], x[0]), reverse=True)
             if not merged:
                 return
             for job_id, _ in merged:

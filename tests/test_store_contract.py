@@ -187,3 +187,22 @@ def test_the_cli_reads_the_store(backend):
     wait_until(lambda: all(j.attempt == 2 and j.is_final for j in backend.store.get_many(fails)), 15, "requeued")
     assert _rt(env, "job", "nope").returncode == 3
     assert "running" in _rt(env, "workers").stdout
+
+
+def test_ties_in_change_time_are_ordered_by_id_in_every_store(backend):
+    """Jobs whose last change has the same time (one enqueue batch) list by id, highest
+    first, whatever their status: the same order in every store."""
+    client, store = backend.client, backend.store
+    ids = client.queue_jobs("testtasks.add", [{"a": i, "b": 0} for i in range(6)])
+    moved = sorted(ids)[::2]  # every other id gets another status, same change time
+    keys = client.broker.keys
+    for job_id in moved:
+        score = client.redis.zscore(keys.status("queued"), job_id)
+        client.redis.zrem(keys.status("queued"), job_id)
+        client.redis.zadd(keys.status("cancel"), {job_id: score})
+        client.redis.hset(keys.job(job_id), "status", "cancel")
+    if backend.name == "mongo":
+        store.jobs.update_many({"_id": {"$in": moved}}, {"$set": {"status": "cancel"}})
+    wait_until(lambda: len(store.list_jobs(limit=10)) == 6, 10, "six jobs listed")
+    assert [j.id for j in store.list_jobs(limit=10)] == sorted(ids, reverse=True)
+    assert [j.id for j in store.list_jobs(limit=3)] == sorted(ids, reverse=True)[:3]
