@@ -18,7 +18,8 @@ UNIX seconds, floats, as in Redis) plus:
   history entry in the same Lua script, so the version grows with each change and a
   write carrying a lower or equal version is refused by its filter (:meth:`write`): a
   late or replayed write never overwrites a newer status, a final one included.
-- ``changed_at``: time of the last status change (sort key: newest first).
+- ``changed_at``: time of the last status change (sort key: newest first, ties by ``_id``
+  highest first, as the Redis store).
 - ``expire_at``: for a final status, when the document goes (``mongodb_ttl_s`` of that
   status: months by default, independent of Redis's ``ttl_s``), as a BSON date for the
   TTL index; absent otherwise (and with a ``mongodb_ttl_s`` of 0: kept forever).
