@@ -160,7 +160,7 @@ def worker(obj: Ctx, queues: str | None, greenlets: int | None, task_modules: st
            log_level: str) -> None:
     """Run jobs (gevent is monkey-patched first thing).
 
-    With --processes, --mem-limit, --max-jobs or --max-time, a supervisor runs the worker
+    With --processes, --mem-limit, --mem-hard-limit, --max-jobs or --max-time, a supervisor runs the worker
     processes and replaces each one that recycles or dies (runtime.supervisor).
     """
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
