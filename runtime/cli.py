@@ -160,8 +160,9 @@ def worker(obj: Ctx, queues: str | None, greenlets: int | None, task_modules: st
            log_level: str) -> None:
     """Run jobs (gevent is monkey-patched first thing).
 
-    With --processes, --mem-limit, --mem-hard-limit, --max-jobs or --max-time, a supervisor runs the worker
-    processes and replaces each one that recycles or dies (runtime.supervisor).
+    With --processes, --mem-limit, --mem-hard-limit, --max-jobs or --max-time, a
+    supervisor runs the worker processes and replaces each one that recycles or dies
+    (runtime.supervisor).
     """
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = obj.settings(queues=queues, greenlets=greenlets, task_modules=task_modules, grace_s=grace_s,
