@@ -173,6 +173,37 @@ class RedisBroker:
             pipe.command_stack = stack
             return pipe.execute()
 
+    def mark_lost(self, worker_ids: Sequence[str], note: str) -> tuple[list[str], list[str]]:
+        """Before the jobs of lost workers are taken back (``reap``): the jobs they were
+        running (or may have been) get ``lost_reason`` = ``note``, ``meta.run_alone`` and
+        ``alone``, so that each is claimed alone (claim.lua) and runs alone next time, and
+        only a job that takes its worker down again is charged again (not the ones that
+        happened to run beside it or were claimed with it); the jobs they had
+        prefetched but not started, as their last heartbeat listed them, are returned apart
+        (pass them to ``reap(unstarted=...)``: requeued without a charge).
+
+        Returns (running ids, unstarted ids)."""
+        jobs: set[str] = set()
+        unstarted: set[str] = set()
+        for w in worker_ids:
+            jobs |= self.client.smembers(self.keys.running(w))
+            for r in json.loads(self.client.hget(self.keys.worker(w), "running") or "[]"):
+                if r.get("run") is False:
+                    unstarted.add(r["id"])
+        suspects = sorted(jobs - unstarted)
+        unstarted &= jobs
+        if suspects:
+            pipe = self.client.pipeline(transaction=False)
+            for j in suspects:
+                pipe.hget(self.keys.job(j), "meta")
+            metas = pipe.execute()
+            for j, meta in zip(suspects, metas):
+                m = json.loads(meta) if meta else {}
+                m["run_alone"] = note
+                pipe.hset(self.keys.job(j), mapping={"lost_reason": note, "meta": json.dumps(m), "alone": "1"})
+            pipe.execute()
+        return suspects, sorted(unstarted)
+
     def reap(self, dead_workers: Sequence[str], stopping: str = "",
              unstarted: Sequence[str] = ()) -> tuple[int, int]:
         """Take back the jobs of ``dead_workers`` and of expired claims, and deregister the

@@ -130,7 +130,7 @@ def cli(ctx: click.Context, redis_url: str | None, key_prefix: str | None, mongo
 @click.option("-g", "--greenlets", type=int, help="jobs run at once in this process [default 25]")
 @click.option("--tasks", "task_modules", help="module prefixes tasks may be imported from [default tasks_example]")
 @click.option("--grace", "grace_s", type=float, help="seconds running jobs may finish after SIGTERM [default 30]")
-@click.option("--prefetch", type=int, help="jobs claimed ahead of free greenlets [default greenlets/4]")
+@click.option("--prefetch", type=int, help="jobs claimed ahead of free greenlets [default: as many as --greenlets]")
 @click.option("--trace-memory", is_flag=False, flag_value="*", default=None, metavar="[PATTERNS]",
               help="store a heap diff of every job (or of task paths matching PATTERNS); they run alone")
 @click.option("--sentry-dsn", help="report job errors to this Sentry DSN [env SENTRY_DSN]")

@@ -83,8 +83,11 @@ class Settings:
     #: Most jobs claimed (and finished) in one Redis round trip.
     claim_batch: int = 100
     #: Jobs claimed ahead of free greenlets, started the moment one frees, so a short job
-    #: does not wait a round trip for the next; -1 = a quarter of ``greenlets`` (0 with 1-3).
-    #: They are claimed (status started) while they wait; a stop returns them to the queue.
+    #: does not wait a round trip for the next and the next batch is claimed while this one
+    #: runs; -1 = as many as ``greenlets`` (Celery's default is 4x its concurrency,
+    #: Dramatiq's 2x). Measured on a no-op drain with 100 greenlets: a quarter of them,
+    #: 12,000 jobs/s; all of them, 17,500 (bench/throughput.py). They are claimed (status
+    #: started) while they wait; a stop returns them to the queue.
     prefetch: int = -1
     #: Largest encoded params accepted at enqueue, and largest stored result, bytes.
     max_job_bytes: int = 1_048_576

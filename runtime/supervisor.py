@@ -289,7 +289,9 @@ class Supervisor:
             ids = self._worker_ids(pid)
             if not ids:
                 return 0, 0
-            requeued, failed = self.broker.reap(ids, unstarted=unstarted or ())
+            if unstarted is None:
+                unstarted = self.broker.mark_lost(ids, f"its worker process {why}")[1]
+            requeued, failed = self.broker.reap(ids, unstarted=unstarted)
         except redis.RedisError as exc:
             log.warning("could not requeue the jobs of worker process %d (%s); the reaper will", pid, exc)
             return 0, 0
@@ -339,32 +341,9 @@ class Supervisor:
                 "requeued": requeued, "failed": failed, "supervisor": self.id})
 
     def _mark_suspects(self, pid: int, note: str) -> tuple[list[str], list[str]]:
-        """Before a kill over the hard limit: the jobs of worker ``pid`` that were running
-        (or may have been) get ``lost_reason`` and ``meta.run_alone``, so that each runs
-        alone next time and only the one that blows the ceiling again is charged; those it
-        had prefetched but not started (per its last heartbeat) are returned apart.
-        Returns (running ids, unstarted ids)."""
-        wids = self._worker_ids(pid)
-        jobs: set[str] = set()
-        unstarted: set[str] = set()
-        for w in wids:
-            jobs |= self.redis.smembers(self.keys.running(w))
-            for r in json.loads(self.redis.hget(self.keys.worker(w), "running") or "[]"):
-                if r.get("run") is False:
-                    unstarted.add(r["id"])
-        suspects = sorted(jobs - unstarted)
-        unstarted &= jobs
-        if suspects:
-            pipe = self.redis.pipeline(transaction=False)
-            for j in suspects:
-                pipe.hget(self.keys.job(j), "meta")
-            metas = pipe.execute()
-            for j, meta in zip(suspects, metas):
-                m = json.loads(meta) if meta else {}
-                m["run_alone"] = note
-                pipe.hset(self.keys.job(j), mapping={"lost_reason": note, "meta": json.dumps(m)})
-            pipe.execute()
-        return suspects, sorted(unstarted)
+        """Before a kill over the hard limit: see RedisBroker.mark_lost (running jobs run
+        alone next time; prefetched ones are not charged). Returns (running, unstarted)."""
+        return self.broker.mark_lost(self._worker_ids(pid), note)
 
     # ---- registry ----------------------------------------------------------------------
 

@@ -93,7 +93,7 @@ class Worker:
         #: claimed jobs waiting for a free greenlet (prefetch), started as soon as one frees
         self._buffer: deque[RunningJob] = deque()
         self._alone = False  # an exclusive job is running
-        self._prefetch = settings.prefetch if settings.prefetch >= 0 else settings.greenlets // 4
+        self._prefetch = settings.prefetch if settings.prefetch >= 0 else settings.greenlets
         self._outcome_event = gevent.event.Event()
         self._slot = gevent.event.Event()
         self._flush_lock = gevent.lock.Semaphore()
@@ -545,7 +545,10 @@ class Worker:
                 if now - first >= self.settings.worker_ttl_s:
                     dead.append(wid)
                     self._missing.pop(wid, None)
-        requeued, failed = self.broker.reap(dead)
+        unstarted: list[str] = []
+        if dead:  # its running jobs run alone next time; what it had only prefetched is not charged
+            unstarted = self.broker.mark_lost(dead, "its worker process died")[1]
+        requeued, failed = self.broker.reap(dead, unstarted=unstarted)
         if self.mirror is not None:
             self.mirror.after_reap(self.id, requeued + failed)
         if dead or requeued or failed:

@@ -104,3 +104,23 @@ def test_prefetched_jobs_are_returned_unrun_at_stop_and_run_by_the_next_worker(c
         assert job.history[-1]["note"] == "prefetched; the worker stopped before running it"
     workers.start("--greenlets", "4")
     assert all(j.status == "success" and j.result == 3 for j in client.wait(behind, timeout_s=10))
+
+
+def test_jobs_claimed_beside_a_job_that_kills_workers_do_not_fail_with_it(client, workers):
+    # prefetch and greenlets put other jobs in the same worker as the poison job; after the
+    # first death they are each claimed and run alone, so only the poison is charged again
+    before = client.queue_jobs("testtasks.sleep", [{"seconds": 0.2}] * 3)
+    poison = client.queue_job("tasks_example.work.crash")
+    after = client.queue_jobs("testtasks.sleep", [{"seconds": 0.2}] * 3)
+    deaths = 0
+    while client.get_job(poison).status != "failed":
+        proc = workers.start("--greenlets", "4")
+        wait_until(lambda p=proc: p.poll() is not None or client.get_job(poison).status == "failed",
+                   30, "the worker to die or the poison to fail")
+        deaths += proc.poll() is not None
+        assert deaths <= 3
+    job = client.get_job(poison)
+    assert job.lost == 3 and job.reason == "worker-lost"
+    workers.start("--greenlets", "4")
+    for j in client.wait(before + after, timeout_s=30):
+        assert j.status == "success" and j.lost <= 1, (j.id, j.status, j.lost)

@@ -13,6 +13,9 @@
 -- history entry (claim_one). When nothing was claimed by a worker running nothing, it is
 -- registered idle on its queues ({p}:idle:{queue}), so the next enqueue hands it a job
 -- directly. (A busy worker is not: a CPU-bound job could hold a handed job back.)
+-- A job marked to run alone (field alone=1: it was running when its worker died, see
+-- RedisBroker.mark_lost) is claimed only as the first of a batch, and ends the batch: the
+-- worker runs it with nothing beside it, so a job that kills workers is charged alone.
 -- Returns: {server time, next due time of a delayed job or '', then 12 fields per job:
 --   id, path, params, queue, priority, attempt, retries, lost, queued_at, due_at, started_at,
 --   meta (JSON or '')}
@@ -26,6 +29,7 @@ local snow = string.format('%.6f', now)
 local WAITING = {--@WAITING@--}
 local out = {snow, ''}
 local claimed = 0
+local alone = false
 local next_due = nil
 local deadline = (now + vt) * 1000
 for i = 1, nq do redis.call('ZREM', p .. ':idle:' .. ARGV[6 + i], wid) end
@@ -44,17 +48,28 @@ for i = 1, nq do
     redis.call('ZADD', ready, -prio * 1e13 + tonumber(due[j + 1]), due[j])
     redis.call('ZREM', sched, due[j])
   end
-  while claimed < k do
+  while claimed < k and not alone do
     local popped = redis.call('ZPOPMIN', ready, k - claimed)
     if #popped == 0 then break end
     for j = 1, #popped, 2 do
       local id = popped[j]
-      local st = redis.call('HGET', p .. ':j:' .. id, 'status')
-      if st and WAITING[st] then
-        for _, v in ipairs(claim_one(p, id, wid, st, now, snow, deadline)) do out[#out + 1] = v end
-        claimed = claimed + 1
+      if alone then  -- the batch ended at a job that runs alone: the rest go back
+        redis.call('ZADD', ready, popped[j + 1], id)
+      else
+        local cur = redis.call('HMGET', p .. ':j:' .. id, 'status', 'alone')
+        local st = cur[1]
+        if st and WAITING[st] then
+          if cur[2] == '1' then
+            alone = true
+            if claimed > 0 then redis.call('ZADD', ready, popped[j + 1], id) end
+          end
+          if not (alone and claimed > 0) then
+            for _, v in ipairs(claim_one(p, id, wid, st, now, snow, deadline)) do out[#out + 1] = v end
+            claimed = claimed + 1
+          end
+        end
+        -- a member whose document is gone or not waiting (cancelled) is dropped from the queue
       end
-      -- a member whose document is gone or not waiting (cancelled) is dropped from the queue
     end
   end
   local first = redis.call('ZRANGE', sched, 0, 0, 'WITHSCORES')
@@ -62,7 +77,7 @@ for i = 1, nq do
     local nd = tonumber(first[2]) / 1000
     if next_due == nil or nd < next_due then next_due = nd end
   end
-  if claimed >= k and redis.call('ZCARD', ready) > 0 then
+  if (claimed >= k or alone) and redis.call('ZCARD', ready) > 0 then
     -- pass the baton: another idle worker may take what this one had no room for
     wake(p, q)
   end
