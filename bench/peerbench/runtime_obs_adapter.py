@@ -2,7 +2,8 @@
 
 The same worker as runtime_adapter (100 greenlets, one process), with the default
 middleware (tracing, metrics, timing, memory, logs, Sentry-off) and spans and metrics
-exported over OTLP/HTTP to PEERBENCH_OTLP_ENDPOINT (bench/otlp_sink.py), and the no-op
+exported over OTLP/HTTP to PEERBENCH_OTLP_ENDPOINT (bench/otlp_sink.py: accepts and
+discards, or with --decode decodes every span on the same CPUs), and the no-op
 task reporting progress once (set_progress). Drain only.
 """
 
