@@ -55,6 +55,45 @@ ATTRIBUTE_LENGTH = 1024
 SWITCH_INTERVAL_S = 0.001
 
 
+#: Modules of the OpenTelemetry SDK that make a ``threading.Lock()`` for every span (the
+#: span, its attributes, its events and links: four per span).
+_PER_SPAN_LOCKS = ("opentelemetry.sdk.trace", "opentelemetry.attributes", "opentelemetry.sdk.util")
+
+
+class _NativeLock:
+    """Stands for the ``threading`` module inside _PER_SPAN_LOCKS: ``Lock`` is the native
+    lock, everything else the (patched) module's own."""
+
+    def __init__(self, real: Any) -> None:
+        from gevent import monkey
+        self._real = real
+        self.Lock = monkey.get_original("threading", "Lock")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def use_native_span_locks() -> int:
+    """In a gevent-patched process, give the SDK's per-span locks the native lock type.
+
+    Patched, ``threading.Lock`` is gevent's lock, a Python object: creating the four locks
+    of each span cost 9 µs per job (cProfile of the Tracing hooks), the largest single cost
+    of a traced job after attribute checks. Those locks guard a few dict and list updates
+    of one span, with no I/O and so no greenlet switch while held, so a greenlet can never
+    wait on one held by another greenlet, and a native lock is safe (and ~0.1 µs). Returns
+    how many modules were switched (0 where the SDK's layout changed: nothing breaks).
+    """
+    import sys
+    import types
+    n = 0
+    for name in _PER_SPAN_LOCKS:
+        mod = sys.modules.get(name) or __import__(name, fromlist=["_"])
+        if isinstance(getattr(mod, "threading", None), types.ModuleType):
+            mod.threading = _NativeLock(mod.threading)  # type: ignore[attr-defined]
+            n += 1
+    return n
+
+
 class NativeExportProcessor:
     """An OpenTelemetry SpanProcessor that exports from a native OS thread.
 
@@ -177,6 +216,7 @@ def provider(settings: Any) -> Any:
     if monkey.is_module_patched("threading"):  # a worker: export from a native thread
         import sys
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
+        use_native_span_locks()
         prov.add_span_processor(NativeExportProcessor(exporter))
     else:
         prov.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=EXPORT_QUEUE,
