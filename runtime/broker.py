@@ -53,6 +53,7 @@ class Claimed:
     due_at: float
     started_at: float
     meta: dict[str, Any]
+    alone: bool = False  # runs with nothing beside it (RedisBroker.mark_lost)
 
 
 @dataclass(slots=True)
@@ -68,7 +69,7 @@ class Outcome:
     fields: dict[str, str] = field(default_factory=dict)
 
 
-CLAIM_FIELDS = 12
+CLAIM_FIELDS = 13
 
 
 class RedisBroker:
@@ -175,32 +176,29 @@ class RedisBroker:
 
     def mark_lost(self, worker_ids: Sequence[str], note: str) -> tuple[list[str], list[str]]:
         """Before the jobs of lost workers are taken back (``reap``): the jobs they were
-        running (or may have been) get ``lost_reason`` = ``note``, ``meta.run_alone`` and
-        ``alone``, so that each is claimed alone (claim.lua) and runs alone next time, and
+        running (or may have been) get ``lost_reason`` = ``note`` and ``alone``, so that
+        each is claimed alone (claim.lua) and run alone (the worker) next time, and
         only a job that takes its worker down again is charged again (not the ones that
         happened to run beside it or were claimed with it); the jobs they had
         prefetched but not started, as their last heartbeat listed them, are returned apart
         (pass them to ``reap(unstarted=...)``: requeued without a charge).
 
         Returns (running ids, unstarted ids)."""
+        pipe = self.client.pipeline(transaction=False)
+        for w in worker_ids:
+            pipe.smembers(self.keys.running(w))
+            pipe.hget(self.keys.worker(w), "running")
+        replies = pipe.execute() if worker_ids else []
         jobs: set[str] = set()
         unstarted: set[str] = set()
-        for w in worker_ids:
-            jobs |= self.client.smembers(self.keys.running(w))
-            for r in json.loads(self.client.hget(self.keys.worker(w), "running") or "[]"):
-                if r.get("run") is False:
-                    unstarted.add(r["id"])
+        for running_set, entry in zip(replies[::2], replies[1::2]):
+            jobs |= running_set
+            unstarted.update(r["id"] for r in json.loads(entry or "[]") if r.get("run") is False)
         suspects = sorted(jobs - unstarted)
         unstarted &= jobs
+        for j in suspects:
+            pipe.hset(self.keys.job(j), mapping={"lost_reason": note, "alone": "1"})
         if suspects:
-            pipe = self.client.pipeline(transaction=False)
-            for j in suspects:
-                pipe.hget(self.keys.job(j), "meta")
-            metas = pipe.execute()
-            for j, meta in zip(suspects, metas):
-                m = json.loads(meta) if meta else {}
-                m["run_alone"] = note
-                pipe.hset(self.keys.job(j), mapping={"lost_reason": note, "meta": json.dumps(m), "alone": "1"})
             pipe.execute()
         return suspects, sorted(unstarted)
 
@@ -248,6 +246,7 @@ class RedisBroker:
 
 
 def claimed_from(f: Sequence[str]) -> Claimed:
-    """A Claimed from the 12 claim fields of claim.lua / enqueue.lua."""
+    """A Claimed from the 13 claim fields of claim.lua / enqueue.lua."""
     return Claimed(f[0], f[1], f[2], f[3], int(f[4]), int(f[5]), int(f[6]), int(f[7]),
-                   float(f[8]), float(f[9]), float(f[10]), json.loads(f[11]) if f[11] else {})
+                   float(f[8]), float(f[9]), float(f[10]), json.loads(f[11]) if f[11] else {},
+                   f[12] == "1")

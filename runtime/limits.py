@@ -144,19 +144,14 @@ class Limits:
                 log.error("MEMORY LIMIT NOT ENFORCED: this system does not let the worker read its "
                           "RSS (%s: %s); --mem-limit %s will never recycle it", type(exc).__name__, exc,
                           fmt_bytes(self.soft))
+        #: the soft limit is checked (set and RSS readable); any limit is: fixed from here on
+        self._soft_on = bool(self.soft and self.rss is not None)
+        self.active = bool(self._soft_on or self.max_jobs or self.max_time_s)
         if self.soft:
             load_libc()  # here, in the main thread (see load_libc)
             if self._last_rss > self.soft:
                 log.error("--mem-limit %s is below this worker's RSS at start (%s): it will recycle after "
                           "every job; raise the limit", fmt_bytes(self.soft), fmt_bytes(self._last_rss))
-
-    @property
-    def active(self) -> bool:
-        return bool((self.soft and self.rss) or self.max_jobs or self.max_time_s)
-
-    @property
-    def _soft_on(self) -> bool:
-        return bool(self.soft and self.rss is not None)
 
     def after_job(self, job_id: str) -> Recycle | None:
         """Count a finished job and check every limit (call once per job)."""

@@ -282,11 +282,13 @@ class Supervisor:
         """Registry ids of the worker process ``pid`` of this host (normally one)."""
         return [w for w in self.redis.smembers(self.keys.workers) if host_pid(w) == (self.host, pid)]
 
-    def _take_back(self, pid: int, why: str, unstarted: list[str] | None = None) -> tuple[int, int]:
-        """Requeue (or fail, worker-lost) the jobs the dead child ``pid`` was running, now;
-        ``unstarted`` ones (prefetched) without counting a lost worker against them."""
+    def _take_back(self, pid: int, why: str, unstarted: list[str] | None = None,
+                   ids: list[str] | None = None) -> tuple[int, int]:
+        """Requeue (or fail, worker-lost) the jobs the dead child ``pid`` (registry ``ids``,
+        looked up when not given) was running, now; ``unstarted`` ones (prefetched) without
+        counting a lost worker against them (RedisBroker.mark_lost, when not given)."""
         try:
-            ids = self._worker_ids(pid)
+            ids = self._worker_ids(pid) if ids is None else ids
             if not ids:
                 return 0, 0
             if unstarted is None:
@@ -324,26 +326,22 @@ class Supervisor:
             note = f"its worker process was killed: RSS {fmt_bytes(rss)} over the hard limit {fmt_bytes(self.hard)}"
             log.error("worker process %d uses %s, over the hard limit %s: killing it", pid, fmt_bytes(rss),
                       fmt_bytes(self.hard))
-            try:
-                jobs, unstarted = self._mark_suspects(pid, note)
+            try:  # before the kill: any reaper that takes them back (others watch the pid) says why
+                wids = self._worker_ids(pid)
+                jobs, unstarted = self.broker.mark_lost(wids, note)
             except redis.RedisError as exc:
                 log.warning("could not mark the jobs of worker process %d (%s)", pid, exc)
-                jobs, unstarted = [], []
+                wids, jobs, unstarted = None, [], []
             _kill_group(child, signal.SIGKILL)  # with whatever its jobs started
             child.proc.wait()
             del self.children[pid]
             self.kills += 1
             self.restarts += 1
-            requeued, failed = self._take_back(pid, "was killed over the hard limit", unstarted)
+            requeued, failed = self._take_back(pid, "was killed over the hard limit", unstarted, wids)
             record_event(self.redis, self.keys.events, {
                 "event": "kill", "pid": pid, "at": time.time(), "reason": "mem-hard-limit", "detail": note,
                 "rss_bytes": rss, "limit_bytes": self.hard, "jobs": jobs, "unstarted": unstarted,
                 "requeued": requeued, "failed": failed, "supervisor": self.id})
-
-    def _mark_suspects(self, pid: int, note: str) -> tuple[list[str], list[str]]:
-        """Before a kill over the hard limit: see RedisBroker.mark_lost (running jobs run
-        alone next time; prefetched ones are not charged). Returns (running, unstarted)."""
-        return self.broker.mark_lost(self._worker_ids(pid), note)
 
     # ---- registry ----------------------------------------------------------------------
 

@@ -341,7 +341,7 @@ class Worker:
         ctx = JobContext(c.id, c.path, c.queue, c.attempt, {}, self.settings.progress_interval_s,
                          self._write_progress, retries=c.retries, due_at=c.due_at, meta=c.meta)
         rj = RunningJob(c, c.path, time.time(), spec_timeout or self.settings.default_timeout_s, ctx)
-        if c.meta.get("run_alone"):  # its last worker was killed over the memory ceiling
+        if c.alone:  # it was running when a worker died: nothing runs beside it (mark_lost)
             rj.exclusive = True
         elif self.middleware._exclusive:
             rj.exclusive = self.middleware.exclusive(ctx)

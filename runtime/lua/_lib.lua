@@ -22,7 +22,7 @@ end
 
 -- claim_one(p, id, wid, st, now, snow, deadline): start waiting job `id` (status `st`) for
 -- worker `wid`: status started, attempt+1, claim deadline in {p}:inflight, the worker's
--- running set, status index, history. Returns the 12 claim fields (see claim.lua).
+-- running set, status index, history. Returns the 13 claim fields (see claim.lua).
 local function claim_one(p, id, wid, st, now, snow, deadline)
   local jk = p .. ':j:' .. id
   local attempt = redis.call('HINCRBY', jk, 'attempt', 1)
@@ -34,7 +34,8 @@ local function claim_one(p, id, wid, st, now, snow, deadline)
   redis.call('RPUSH', p .. ':h:' .. id, string.format(
     '{"at":%s,"status":"started","worker":"%s","attempt":%d}', snow, wid, attempt))
   local f = redis.call('HMGET', jk, 'id', 'path', 'params', 'queue', 'priority', 'attempt',
-    'retries', 'lost', 'queued_at', 'due_at', 'started_at', 'meta')
+    'retries', 'lost', 'queued_at', 'due_at', 'started_at', 'meta', 'alone')
   if not f[12] then f[12] = '' end
+  if not f[13] then f[13] = '' end
   return f
 end

@@ -16,9 +16,9 @@
 -- A job marked to run alone (field alone=1: it was running when its worker died, see
 -- RedisBroker.mark_lost) is claimed only as the first of a batch, and ends the batch: the
 -- worker runs it with nothing beside it, so a job that kills workers is charged alone.
--- Returns: {server time, next due time of a delayed job or '', then 12 fields per job:
+-- Returns: {server time, next due time of a delayed job or '', then 13 fields per job:
 --   id, path, params, queue, priority, attempt, retries, lost, queued_at, due_at, started_at,
---   meta (JSON or '')}
+--   meta (JSON or ''), alone ('1' or '')}
 --@LIB@--
 local p, wid = ARGV[1], ARGV[2]
 local k, vt, may_idle, nq = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1', tonumber(ARGV[6])
