@@ -52,7 +52,8 @@ class Metrics(Middleware):
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
         from opentelemetry.sdk.resources import Resource
         self.worker = worker
-        reader = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=url))
+        from .tracing import export_timeout_s
+        reader = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=url, timeout=export_timeout_s("METRICS")))
         resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "runtime"),
                                     "process.pid": os.getpid()})
         self.provider = MeterProvider(metric_readers=[reader], resource=resource)

@@ -50,6 +50,21 @@ EXPORT_BATCH = 512
 EXPORT_DELAY_S = 0.5
 EXPORT_QUEUE = 8192
 ATTRIBUTE_LENGTH = 1024
+#: Longest one OTLP export (retries included) may take, seconds, unless the standard
+#: OTEL_EXPORTER_OTLP_TIMEOUT says otherwise: the SDK's default of 10 s, for traces and
+#: then metrics, held a stopping worker 13-22 s past its grace period with the collector down.
+EXPORT_TIMEOUT_S = 3.0
+
+
+def export_timeout_s(signal: str) -> float | None:
+    """The exporters' ``timeout``: None (the SDK reads the OTEL_* variable) when
+    OTEL_EXPORTER_OTLP_{signal}_TIMEOUT or OTEL_EXPORTER_OTLP_TIMEOUT is set, else
+    EXPORT_TIMEOUT_S. ``signal``: "TRACES" or "METRICS"."""
+    if os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_TIMEOUT") or os.environ.get("OTEL_EXPORTER_OTLP_TIMEOUT"):
+        return None
+    return EXPORT_TIMEOUT_S
+
+
 #: GIL switch interval in a gevent worker that exports spans, seconds (CPython's default
 #: is 0.005): the longest the export thread holds the interpreter while a greenlet waits.
 SWITCH_INTERVAL_S = 0.001
@@ -207,8 +222,11 @@ def provider(settings: Any) -> Any:
         exporter: Any = Grpc(endpoint=getattr(settings, "otlp_endpoint", None) or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
     else:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        exporter = OTLPSpanExporter(endpoint=url)
+        exporter = OTLPSpanExporter(endpoint=url, timeout=export_timeout_s("TRACES"))
     limit = int(os.environ.get("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", ATTRIBUTE_LENGTH))
+    # the cut is ours and expected (a traceback is longer): the SDK's warning for each one
+    # would otherwise land in the logs of the job whose span it is
+    logging.getLogger("opentelemetry.attributes").setLevel(logging.ERROR)
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "runtime"),
                                 "process.pid": os.getpid()})
     prov = TracerProvider(resource=resource, span_limits=SpanLimits(max_attribute_length=limit))
