@@ -37,24 +37,32 @@ class Timing(Middleware):
         self._installed = False
 
     def _install(self) -> None:
-        self._previous = greenlet.settrace(self._trace)
+        self._previous = greenlet.settrace(self._make_trace())
         self._installed = True
 
-    def _trace(self, event: str, args: Any) -> None:
-        if event == "switch" or event == "throw":
-            origin, target = args
-            active = self._active
-            if active:
-                now = _thread_time()
+    def _make_trace(self) -> Any:
+        """The switch hook, as a closure over locals: it runs at every greenlet switch of
+        the process (several per job), so it looks nothing up on ``self`` and reads the
+        thread's CPU clock only when a job's greenlet is one of the two."""
+        active = self._active
+        previous = greenlet.gettrace()
+        thread_time = _thread_time
+
+        def trace(event: str, args: Any) -> None:
+            if active and (event == "switch" or event == "throw"):
+                origin, target = args
                 a = active.get(origin)
-                if a is not None:
-                    a[0] += now - a[2]
                 b = active.get(target)
-                if b is not None:
-                    b[1] += 1
-                    b[2] = now
-        if self._previous is not None:
-            self._previous(event, args)
+                if a is not None or b is not None:
+                    now = thread_time()
+                    if a is not None:
+                        a[0] += now - a[2]
+                    if b is not None:
+                        b[1] += 1
+                        b[2] = now
+            if previous is not None:
+                previous(event, args)
+        return trace
 
     def on_worker_start(self, worker: Any) -> None:
         if not self._installed:
@@ -71,7 +79,7 @@ class Timing(Middleware):
             return
         wall = _perf_counter() - acc[3]
         t = {"wall_s": round(wall, 6), "cpu_s": round(acc[0] + _thread_time() - acc[2], 6),
-             "switches": int(acc[1])}
+             "switches": acc[1]}
         if job.due_at is not None:
             t["wait_s"] = round(max(0.0, time.time() - wall - job.due_at), 6)
         job.report["timing"] = t

@@ -110,8 +110,9 @@ class Heartbeat:
         frames = sys._current_frames()
         for job_id, rj in list(w.running.items()):
             g = rj.greenlet
-            frame = getattr(g, "gr_frame", None) if g is not None else None
-            if frame is None and g is not None and not g.dead:
+            # a runner greenlet moves on to other jobs: only a job still running has a stack
+            frame = getattr(g, "gr_frame", None) if g is not None and not rj.done else None
+            if frame is None and g is not None and not rj.done and not g.dead:
                 frame = frames.get(self._main_thread)  # the job holds the hub right now
             running.append({"id": job_id, "path": rj.path, "started_at": rj.started_at,
                             "run": g is not None, "stack": short_stack(frame)})

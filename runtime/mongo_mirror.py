@@ -114,7 +114,7 @@ class Mirror:
         """For ``worker --burst`` while MongoDB is unreachable: True (and says so) once the
         worker runs nothing and its queues hold no ready nor delayed job, so that it exits
         instead of waiting for MongoDB; its buffered documents are left to the sweep."""
-        if self.healthy or len(worker.pool) or worker._buffer:
+        if self.healthy or worker.busy or worker._buffer:
             return False
         try:
             pipe = self.sync.redis.pipeline(transaction=False)

@@ -101,6 +101,10 @@ class TaskSpec:
     is_class: bool
     options: dict[str, Any]
     signature: inspect.Signature | None
+    #: (names it accepts, names it requires) when every parameter may be passed by keyword
+    #: and none is ``*args``/``**kwargs``: then params bind when their keys are within the
+    #: first and cover the second, checked without ``Signature.bind`` (~8 µs a job)
+    keywords: tuple[frozenset[str], frozenset[str]] | None = None
 
     @property
     def timeout_s(self) -> float | None:
@@ -136,12 +140,15 @@ class TaskSpec:
         if self.is_class:
             instance = self.target()
             return lambda: instance.run(params)
+        fn = self.target
+        kw = self.keywords
+        if kw is not None and isinstance(params, dict) and kw[1] <= params.keys() <= kw[0]:
+            return lambda: fn(**params)
         if self.signature is not None:
             try:
                 self.signature.bind(**params)
             except TypeError as exc:
                 raise InvalidParams(f"params do not match {self.path}{self.signature}: {exc}") from None
-        fn = self.target
         return lambda: fn(**params)
 
 
@@ -173,6 +180,21 @@ def _allowed(path: str, modules: Iterable[str]) -> bool:
     return any(path == m or path.startswith(m + ".") for m in modules)
 
 
+def _keywords(sig: inspect.Signature | None) -> tuple[frozenset[str], frozenset[str]] | None:
+    """TaskSpec.keywords for a function's signature (None: bind with the signature)."""
+    if sig is None:
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    if any(p.kind not in kinds for p in sig.parameters.values()):
+        return None
+    return (frozenset(sig.parameters),
+            frozenset(n for n, p in sig.parameters.items() if p.default is inspect.Parameter.empty))
+
+
+#: (path, task_modules) -> spec, for paths resolved and allowed under those task_modules
+_resolved: dict[tuple[str, Any], TaskSpec] = {}
+
+
 _cache: dict[str, TaskSpec] = {}
 #: path -> (monotonic time until which, message): a path that failed to import is not tried
 #: again for NOT_FOUND_TTL_S (a failing import costs ~300 µs; a bad job may come in bulk)
@@ -187,8 +209,13 @@ def resolve(path: str, task_modules: Iterable[str]) -> TaskSpec:
     TaskNotFound when the module or attribute does not exist or is not callable.
     Resolved tasks are cached per process.
     """
+    try:
+        return _resolved[path, task_modules]
+    except (KeyError, TypeError):  # not yet; or task_modules is a list (not hashable)
+        pass
     spec = _cache.get(path)
     if spec is not None and _allowed(path, task_modules):
+        _remember(path, task_modules, spec)
         return spec
     if not isinstance(path, str) or not path or not all(p.isidentifier() for p in path.split(".")):
         raise TaskNotFound(f"{path!r} is not a dotted task path like 'package.module.function'")
@@ -220,8 +247,14 @@ def resolve(path: str, task_modules: Iterable[str]) -> TaskSpec:
             sig: inspect.Signature | None = inspect.signature(target)
         except (TypeError, ValueError):
             sig = None
-        spec = TaskSpec(path, target, False, options, sig)
+        spec = TaskSpec(path, target, False, options, sig, _keywords(sig))
     else:
         raise TaskNotFound(f"task path {path!r} names a {type(target).__name__}, not a function or class")
     _cache[path] = spec
+    _remember(path, task_modules, spec)
     return spec
+
+
+def _remember(path: str, task_modules: Any, spec: TaskSpec) -> None:
+    if isinstance(task_modules, (tuple, frozenset)) and len(_resolved) < 10_000:
+        _resolved[path, task_modules] = spec

@@ -1,7 +1,9 @@
 """The worker: claims jobs from Redis and runs them in a gevent pool, losing none.
 
-One loop claims up to ``min(free slots, claim_batch)`` jobs per round trip and spawns a
-greenlet per job; a flusher greenlet writes finished attempts in batches (one round trip
+One loop claims up to ``min(free slots, claim_batch)`` jobs per round trip and hands each
+to a runner greenlet (up to ``greenlets`` of them, started on demand and kept: a runner
+that ends a job takes the next claimed one itself, which costs ~4 µs against ~28 µs for a
+greenlet spawned per job; each job still runs in a fresh contextvars context); a flusher greenlet writes finished attempts in batches (one round trip
 for all that ended meanwhile); a reaper greenlet takes back the jobs of dead workers; a
 native heartbeat thread (runtime.heartbeat) keeps the registry entry and the claims
 alive whatever the jobs do. An idle worker blocks on a wake-up list (BLPOP), so a job
@@ -17,6 +19,7 @@ it first thing (runtime._entry); a Worker used in an unpatched process says so.
 
 from __future__ import annotations
 
+import contextvars
 import gc
 import logging
 import os
@@ -28,8 +31,8 @@ from typing import Any, Sequence
 
 import gevent
 import gevent.event
+import gevent.hub
 import gevent.lock
-import gevent.pool
 import psutil
 import redis
 
@@ -68,8 +71,9 @@ class RunningJob:
     started_at: float
     timeout_s: float | None
     ctx: JobContext
-    greenlet: Any = None
+    greenlet: Any = None  # the runner greenlet running it (None: prefetched, not started)
     done: bool = False
+    kill: tuple[BaseException, Status] | None = None  # delivered as soon as it starts
     exclusive: bool = False  # runs alone: the pool drains before it and refills after
 
 
@@ -84,7 +88,10 @@ class Worker:
         self.redis = client or connect(settings)
         self.broker = RedisBroker(self.redis, settings)
         self.id = f"{socket.gethostname()}.{os.getpid()}.{os.urandom(2).hex()}"
-        self.pool = gevent.pool.Pool(settings.greenlets)
+        #: jobs started and not yet ended (at most settings.greenlets)
+        self.busy = 0
+        self._runners: set[gevent.Greenlet] = set()
+        self._parked: list[tuple[Any, gevent.hub.Waiter]] = []  # runners waiting for a job
         self.running: dict[str, RunningJob] = {}
         self.jobs_done = 0
         self.started_at = time.time()
@@ -234,7 +241,7 @@ class Worker:
                     return  # MongoDB down and nothing left to run: the sweep copies the rest
                 self._pause_for_store()  # MongoDB down or behind: claim nothing until it catches up
                 continue
-            free = self.pool.free_count()
+            free = self.settings.greenlets - self.busy
             want = free + self._prefetch - len(self._buffer)
             if self.limits.max_jobs:
                 want = min(want, self.limits.max_jobs - self.claimed_total)
@@ -250,7 +257,7 @@ class Worker:
             try:
                 with self._flush_lock:  # what ended meanwhile is recorded in the same round trip
                     done = self._outcomes[:FLUSH_BATCH]
-                    idle = not self._stopping and len(self.pool) == 0 and not self._buffer
+                    idle = not self._stopping and self.busy == 0 and not self._buffer
                     stale, now, next_due, jobs = self.broker.cycle(done, self.id, min(want, batch), queues, idle)
                     self._recorded(done, stale)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -275,7 +282,7 @@ class Worker:
                     self._buffer.append(rj)
             if jobs:
                 continue
-            busy = len(self.pool) > 0 or bool(self._buffer)
+            busy = self.busy > 0 or bool(self._buffer)
             if burst and not busy and next_due is None:
                 return
             timeout = IDLE_BLOCK_S
@@ -354,25 +361,97 @@ class Worker:
     def _can_launch(self, rj: RunningJob) -> bool:
         if self._alone:
             return False
-        return len(self.pool) == 0 if rj.exclusive else self.pool.free_count() > 0
+        return self.busy == 0 if rj.exclusive else self.busy < self.settings.greenlets
 
-    def _launch(self, rj: RunningJob) -> None:
+    def _take(self, rj: RunningJob) -> None:
+        self.busy += 1
         if rj.exclusive:
             self._alone = True
-        rj.greenlet = self.pool.spawn(self._run_job, rj)
-        rj.greenlet.rawlink(self._on_exit)  # after the pool's own discard: a slot is free
 
-    def _on_exit(self, g: Any) -> None:
-        if self._alone and len(self.pool) == 0:
+    def _launch(self, rj: RunningJob) -> None:
+        """Start ``rj`` now (the caller checked _can_launch): on a parked runner, else on a
+        new one."""
+        self._take(rj)
+        if self._parked:
+            runner, waiter = self._parked.pop()
+            runner.parked = False  # handed a job: not one to kill as idle at the end
+            self._hub.loop.run_callback(waiter.switch, rj)
+        else:
+            g = gevent.spawn(self._runner, rj)
+            self._runners.add(g)
+
+    def _runner(self, rj: RunningJob | None) -> None:
+        """A runner greenlet: runs jobs one after another while claimed ones are waiting,
+        parks when there are none (until _launch hands it one, or the worker stops)."""
+        me = gevent.getcurrent()
+        me.job = None  # the job running in it right now (see _deliver)
+        try:
+            while rj is not None:
+                self._run_in(me, rj)
+                rj = self._next_job()
+                if rj is not None:
+                    try:
+                        gevent.sleep(0)  # a turn for the hub between jobs (claim loop, flusher, I/O)
+                    except BaseException as exc:  # killed between two jobs: the next one never ran
+                        self._record(rj, interrupted_before_start(exc, Status.INTERRUPT))
+                        self._ended()
+                        raise
+                    continue
+                waiter = gevent.hub.Waiter()
+                self._parked.append((me, waiter))
+                me.parked = True
+                rj = waiter.get()
+        finally:
+            self._runners.discard(me)
+
+    def _run_in(self, me: Any, rj: RunningJob) -> None:
+        """Run (or, if it was killed before it started, end) ``rj`` in runner ``me``; the
+        job always ends recorded and its slot freed."""
+        rj.greenlet = me
+        try:
+            if rj.kill is not None:  # killed between its hand-off and now: it never starts
+                exc, status = rj.kill
+                self._record(rj, interrupted_before_start(exc, status))
+            else:
+                contextvars.Context().run(self._run_job, rj)  # nothing of one job leaks into the next
+        except Exception as exc:  # noqa: BLE001 - e.g. a middleware report that is not JSON
+            log.exception("job %s: its outcome could not be prepared; recording it without its data", rj.claimed.id)
+            if not rj.done:
+                rj.done = True
+                self._outcomes.append(Outcome(rj.claimed.id, rj.claimed.attempt, Status.FAILED, 0.0, "", {
+                    "exc_type": NOT_STORED, "reason": "not-stored",
+                    "exc_message": f"the outcome could not be stored: {type(exc).__name__}: {exc}"[:2000]}))
+                self.jobs_done += 1
+                self._outcome_event.set()
+        finally:
+            self._ended()
+
+    def _ended(self) -> None:
+        self.busy -= 1
+        if self._alone and self.busy == 0:
             self._alone = False  # the job that ran alone has ended
+
+    def _next_job(self) -> RunningJob | None:
+        """After a job ended: the next prefetched job for this runner (None: none may start
+        now); further ones that may start now (after a job that ran alone) go to other
+        runners."""
+        mine = None
         while self._buffer and not self._stopping and self._can_launch(self._buffer[0]):
-            self._launch(self._buffer.popleft())  # the next prefetched job starts at once
+            rj = self._buffer.popleft()
+            if mine is None:
+                self._take(rj)
+                mine = rj
+            else:
+                self._launch(rj)
         self._slot.set()
+        return mine
 
     def _run_job(self, rj: RunningJob) -> None:
         c = rj.claimed
         token = current_job.set(rj.ctx)
         began = time.time()
+        me = rj.greenlet
+        me.job = rj  # a kill is delivered only while this job runs in it (see _deliver)
         try:
             if self.middleware:
                 result = attempt_with(self.middleware, rj.ctx, self.settings, c.path, c.params_json, c.retries)
@@ -381,6 +460,7 @@ class Worker:
         except BaseException as exc:  # noqa: BLE001 - a kill between the steps above
             result = interrupted(exc)
         finally:
+            me.job = None
             current_job.reset(token)
         # the run itself, by this host's clock (the claim's time is when it was claimed, which
         # for a prefetched job is earlier); queue wait = started_at - due_at (Redis clock)
@@ -424,18 +504,27 @@ class Worker:
 
     def _kill(self, rj: RunningJob, exc: BaseException, status: Status) -> None:
         """Deliver ``exc`` into a job; if it never started, record ``status`` for it."""
-        g = rj.greenlet
-        if g is None:  # prefetched, not started: it ends here
+        if rj.done:
+            return
+        if rj.greenlet is None:  # prefetched, not started: it ends here
             if rj in self._buffer:
                 self._buffer.remove(rj)
                 self._record(rj, interrupted_before_start(exc, status))
+            else:
+                rj.kill = (exc, status)  # handed to a runner that has not picked it up yet
             return
-        g.kill(exc, block=False)
+        self._hub.loop.run_callback(self._deliver, rj, exc, status)
 
-        def ensure(_: Any) -> None:
-            if not rj.done:
-                self._record(rj, interrupted_before_start(exc, status))
-        g.link(ensure)
+    def _deliver(self, rj: RunningJob, exc: BaseException, status: Status) -> None:
+        """In the hub: raise ``exc`` in the runner where ``rj`` is suspended, if it still
+        runs ``rj`` (the runner may have ended it and moved on since the kill was asked)."""
+        runner = rj.greenlet
+        if rj.done or runner is None:
+            return
+        if getattr(runner, "job", None) is not rj:
+            rj.kill = (exc, status)  # not started in it yet
+            return
+        runner.throw(exc)
 
     def request_abort(self, ids: Sequence[str]) -> None:
         """Abort these running jobs (thread-safe: called from the heartbeat thread)."""
@@ -479,7 +568,7 @@ class Worker:
             batch = self._outcomes[:FLUSH_BATCH]
             # a worker left with nothing to run is idle: say so in the same round trip, so
             # the next job is handed to it (its claim loop is blocked on its handoff list)
-            idle = not self._stopping and len(self.pool) == 0 and len(batch) == len(self._outcomes) \
+            idle = not self._stopping and self.busy == 0 and len(batch) == len(self._outcomes) \
                 and (self.mirror is None or self.mirror.claim_allowed)
             try:
                 stale = self.broker.finish(batch, self.settings.queues if idle else (), self.id)
@@ -568,19 +657,24 @@ class Worker:
                     Status.INTERRUPT, reason="interrupted", note="prefetched; the worker stopped before running it"))
             self._flush_now()
         deadline = time.monotonic() + self.settings.grace_s
-        while len(self.pool) and not self._hard:
+        while self.busy and not self._hard:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             self._slot.clear()
-            if len(self.pool):
+            if self.busy:
                 self._slot.wait(timeout=remaining)
         leftover = [rj for rj in self.running.values() if not rj.done and rj.greenlet is not None]
         if leftover:
             log.warning("interrupting %d running jobs; they are requeued", len(leftover))
         for rj in leftover:
             self._kill(rj, JobInterrupt("worker shutting down"), Status.INTERRUPT)
-        self.pool.join(timeout=5)
+        deadline = time.monotonic() + 5
+        while self.busy and time.monotonic() < deadline:
+            self._slot.clear()
+            if self.busy:
+                self._slot.wait(timeout=max(0.0, deadline - time.monotonic()))
+        gevent.killall([g for g in self._runners if getattr(g, "parked", False)], block=False)
 
     def _deregister(self) -> None:
         try:

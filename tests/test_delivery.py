@@ -29,7 +29,7 @@ def test_queues_listed_first_are_served_first(client, workers):
 
 
 def test_delayed_jobs_never_run_early(client, workers):
-    workers.start()
+    workers.ready(workers.start())  # "not much late" is timed from the enqueue
     t0 = time.time()
     ids = [client.queue_job("testtasks.add", {"a": 1, "b": 1}, delay=d) for d in (0.5, 0.2, 1.0)]
     now = client.queue_job("testtasks.add", {"a": 0, "b": 0})
