@@ -71,6 +71,9 @@ class HeapDiff(Middleware):
     def exclusive(self, job: JobContext) -> bool:
         return chosen(job.path, self.patterns, "trace_memory")
 
+    def applies(self, path: str) -> bool:
+        return chosen(path, self.patterns, "trace_memory")
+
     def before_job(self, job: JobContext) -> None:
         if not self.exclusive(job):
             return

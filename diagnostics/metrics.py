@@ -96,6 +96,9 @@ class Metrics(Middleware):
             self.provider.shutdown()
             self.provider = None
 
+    def applies(self, path: str) -> bool:
+        return self.provider is not None
+
     def after_job(self, job: JobContext, outcome: Any) -> None:
         if self.provider is None:
             return

@@ -225,6 +225,9 @@ class Profiling(Middleware):
         """Profile this job? (a settings pattern matches its path, or its task says so)"""
         return chosen(job.path, self.patterns, "profile")
 
+    def applies(self, path: str) -> bool:
+        return chosen(path, self.patterns, "profile")
+
     def before_job(self, job: JobContext) -> None:
         if not self.wanted(job):
             return

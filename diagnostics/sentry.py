@@ -58,6 +58,9 @@ class Sentry(Middleware):
             import sentry_sdk
             sentry_sdk.flush(2.0)
 
+    def applies(self, path: str) -> bool:
+        return self.on
+
     def before_job(self, job: JobContext) -> None:
         if not self.on:
             return

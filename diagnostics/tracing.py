@@ -299,6 +299,9 @@ class Tracing(Middleware):
         self._pid = None  # after fork: make this process's own provider
         self.tracer()
 
+    def applies(self, path: str) -> bool:
+        return self.tracer() is not None
+
     def on_worker_stop(self, worker: Any) -> None:
         flush()
 

@@ -22,7 +22,7 @@ import logging
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable
 
 from .errors import ConfigError, TaskQueueError
-from .tasks import register_task_options
+from .tasks import register_task_options, resolved
 
 if TYPE_CHECKING:
     from .broker import NewJob
@@ -73,6 +73,13 @@ class Middleware:
         after it (for process-wide measurements such as heap diffs)."""
         return False
 
+    def applies(self, path: str) -> bool:
+        """False when this middleware has nothing to do for any job of the task at ``path``
+        in this process (say, tracing with no exporter, profiling of other tasks): then
+        none of its job hooks is called for them. Asked once per task path after
+        ``on_worker_start`` (the answer is kept), so it must not depend on the job."""
+        return True
+
     def before_job(self, job: "JobContext") -> None:
         """In the job's greenlet, before the task runs."""
 
@@ -94,6 +101,25 @@ class Chain:
         self._after = [m for m in self.items if _overrides(m, "after_job")]
         self._enqueue = [m for m in self.items if _overrides(m, "before_enqueue")]
         self._exclusive = [m for m in self.items if _overrides(m, "exclusive")]
+        #: task path -> (before, after, exclusive) middleware that apply to its jobs
+        self._plans: dict[str, tuple[list[Middleware], list[Middleware], list[Middleware]]] = {}
+
+    def _plan(self, path: str) -> tuple[list[Middleware], list[Middleware], list[Middleware]]:
+        plan = self._plans.get(path)
+        if plan is None:
+            keep = set()
+            for m in self.items:
+                try:
+                    if m.applies(path):
+                        keep.add(id(m))
+                except Exception:  # noqa: BLE001 - when in doubt, its hooks run
+                    log.exception("middleware %s.applies raised", m.name)
+                    keep.add(id(m))
+            plan = ([m for m in self._before if id(m) in keep], [m for m in self._after if id(m) in keep],
+                    [m for m in self._exclusive if id(m) in keep])
+            if resolved(path) and len(self._plans) < 10_000:  # its task options are known
+                self._plans[path] = plan
+        return plan
 
     @classmethod
     def from_settings(cls, settings: Any) -> "Chain":
@@ -106,22 +132,24 @@ class Chain:
 
     def before_job(self, job: "JobContext") -> int:
         """Run the before-hooks in order; returns how many ran. Raises MiddlewareError."""
-        for i, m in enumerate(self._before):
+        before = self._plan(job.path)[0]
+        for i, m in enumerate(before):
             try:
                 m.before_job(job)
             except Exception as exc:  # noqa: BLE001
                 job.entered = i
                 raise MiddlewareError(f"middleware {m.name}.before_job raised "
                                       f"{type(exc).__name__}: {exc}") from exc
-        job.entered = len(self._before)
+        job.entered = len(before)
         return job.entered
 
     def after_job(self, job: "JobContext", outcome: "AttemptResult") -> None:
         """Run the after-hooks in reverse order (of the middleware whose before-hook ran,
         and of those without one); log any that raises."""
+        before, after, _ = self._plan(job.path)
         n = job.entered
-        skip = () if n >= len(self._before) else set(map(id, self._before[n:]))
-        for m in reversed(self._after):
+        skip = () if n >= len(before) else set(map(id, before[n:]))
+        for m in reversed(after):
             if skip and id(m) in skip:
                 continue
             try:
@@ -132,7 +160,7 @@ class Chain:
 
     def exclusive(self, job: "JobContext") -> bool:
         """Does any middleware want ``job`` to run alone? (a raising hook says no, logged)"""
-        for m in self._exclusive:
+        for m in self._plan(job.path)[2]:
             try:
                 if m.exclusive(job):
                     return True
@@ -148,6 +176,7 @@ class Chain:
         """Run a worker-level hook (``on_worker_start``/``on_worker_stop``); log errors.
 
         on_worker_start runs in order, on_worker_stop in reverse."""
+        self._plans.clear()  # what applies may change as middleware start or stop
         items = self.items if hook != "on_worker_stop" else list(reversed(self.items))
         for m in items:
             if not _overrides(m, hook):

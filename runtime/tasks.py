@@ -170,6 +170,11 @@ def chosen(path: str, patterns: list[str], option: str) -> bool:
     return spec is not None and bool(spec.options.get(option))
 
 
+def resolved(path: str) -> bool:
+    """Has the task at ``path`` been imported in this process (its options are known)?"""
+    return path in _cache
+
+
 def _remember_missing(path: str, message: str) -> TaskNotFound:
     """TaskNotFound(message) to raise, answered again for NOT_FOUND_TTL_S seconds."""
     _not_found[path] = (time.monotonic() + NOT_FOUND_TTL_S, message)

@@ -385,17 +385,20 @@ class Worker:
         parks when there are none (until _launch hands it one, or the worker stops)."""
         me = gevent.getcurrent()
         me.job = None  # the job running in it right now (see _deliver)
+        loop = self._hub.loop
         try:
             while rj is not None:
+                polls = loop.iteration
                 self._run_in(me, rj)
                 rj = self._next_job()
                 if rj is not None:
-                    try:
-                        gevent.sleep(0)  # a turn for the hub between jobs (claim loop, flusher, I/O)
-                    except BaseException as exc:  # killed between two jobs: the next one never ran
-                        self._record(rj, interrupted_before_start(exc, Status.INTERRUPT))
-                        self._ended()
-                        raise
+                    if loop.iteration == polls:  # it never waited on I/O: the others' turn first
+                        try:
+                            gevent.sleep(0)
+                        except BaseException as exc:  # killed between two jobs: the next one never ran
+                            self._record(rj, interrupted_before_start(exc, Status.INTERRUPT))
+                            self._ended()
+                            raise
                     continue
                 waiter = gevent.hub.Waiter()
                 self._parked.append((me, waiter))
@@ -489,7 +492,8 @@ class Worker:
         if ctx.__dict__.get("meta_changed"):
             fields["meta"] = dumps(ctx.meta)
         number = res.delay_s if res.status == Status.RETRY else 0.0
-        fields = {k: utf8_safe(v) for k, v in fields.items()}  # a lone surrogate must not stop the flush
+        # a lone surrogate must not stop the flush
+        fields = {k: v if v.isascii() else utf8_safe(v) for k, v in fields.items()}
         self._outcomes.append(Outcome(rj.claimed.id, rj.claimed.attempt, res.status, number, res.note, fields))
         self.jobs_done += 1
         self._outcome_event.set()
