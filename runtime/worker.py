@@ -297,6 +297,7 @@ class Worker:
                     self._launch(rj)
                 else:
                     self._buffer.append(rj)
+                gevent.sleep(0)  # it starts (and most often ends) before the next claim is built
 
     def _pause_for_store(self) -> None:
         """Stay out of the idle lists (no job is handed to us) and wait up to a second for

@@ -107,6 +107,21 @@ def test_abort_a_running_job(client, workers):
     assert job.status == "abort" and job.run_s < 10
 
 
+def test_a_worker_with_one_greenlet_aborts_one_job_and_runs_the_next(client, workers):
+    """Jobs run one after another in the same runner greenlet: the abort reaches only the
+    job it was meant for, and nothing one job set in its context is seen by the next."""
+    workers.start("--greenlets", "1")
+    first = client.queue_job("testtasks.context_leak", {"value": "first"})
+    slow = client.queue_job("testtasks.sleep", {"seconds": 30})
+    after = [client.queue_job("testtasks.context_leak", {"value": f"after{i}"}) for i in range(3)]
+    assert client.wait(first, timeout_s=10).result is None
+    wait_until(lambda: client.get_job(slow).status == "started", 10, "start")
+    client.abort(slow)
+    assert client.wait(slow, timeout_s=10).status == "abort"
+    jobs = client.wait(after, timeout_s=10)
+    assert [(j.status, j.result) for j in jobs] == [("success", None)] * 3
+
+
 def test_requeue_a_failed_job_runs_it_again(client, workers):
     job_id = client.queue_job("tasks_example.work.fail")
     workers.start("--burst").wait(20)

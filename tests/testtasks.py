@@ -173,3 +173,15 @@ def allocate(mb: int, hold_s: float = 0.0, keep: bool = False) -> int:
         _held.append(block)
     time.sleep(hold_s)
     return len(block)
+
+
+import contextvars
+
+_probe: contextvars.ContextVar[str | None] = contextvars.ContextVar("testtasks_probe", default=None)
+
+
+def context_leak(value: str) -> str | None:
+    """Set a context variable and return what it held before (None: a fresh context)."""
+    before = _probe.get()
+    _probe.set(value)
+    return before
