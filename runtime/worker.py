@@ -1,9 +1,10 @@
 """The worker: claims jobs from Redis and runs them in a gevent pool, losing none.
 
-One loop claims up to ``min(free slots, claim_batch)`` jobs per round trip and hands each
-to a runner greenlet (up to ``greenlets`` of them, started on demand and kept: a runner
-that ends a job takes the next claimed one itself, which costs ~4 µs against ~28 µs for a
-greenlet spawned per job; each job still runs in a fresh contextvars context); a flusher greenlet writes finished attempts in batches (one round trip
+One loop claims up to ``min(free slots, claim_batch)`` jobs per round trip and starts a
+greenlet per job (a plain gevent Greenlet, not a Pool: the slots are counted here). Each
+job gets a greenlet of its own, as in Celery's gevent pool: a kill or timer a job leaves
+aimed at its greenlet, or greenlet-local state it sets, dies with it (long-lived runner
+greenlets were tried and let both reach the next job); a flusher greenlet writes finished attempts in batches (one round trip
 for all that ended meanwhile); a reaper greenlet takes back the jobs of dead workers; a
 native heartbeat thread (runtime.heartbeat) keeps the registry entry and the claims
 alive whatever the jobs do. An idle worker blocks on a wake-up list (BLPOP), so a job
@@ -19,7 +20,6 @@ it first thing (runtime._entry); a Worker used in an unpatched process says so.
 
 from __future__ import annotations
 
-import contextvars
 import gc
 import logging
 import os
@@ -31,7 +31,6 @@ from typing import Any, Sequence
 
 import gevent
 import gevent.event
-import gevent.hub
 import gevent.lock
 import psutil
 import redis
@@ -71,9 +70,10 @@ class RunningJob:
     started_at: float
     timeout_s: float | None
     ctx: JobContext
-    greenlet: Any = None  # the runner greenlet running it (None: prefetched, not started)
+    greenlet: Any = None  # its greenlet (None: prefetched, not started)
     done: bool = False
-    kill: tuple[BaseException, Status] | None = None  # delivered as soon as it starts
+    began: bool = False  # its greenlet started running it
+    ended: bool = False  # its slot was freed
     exclusive: bool = False  # runs alone: the pool drains before it and refills after
 
 
@@ -90,8 +90,6 @@ class Worker:
         self.id = f"{socket.gethostname()}.{os.getpid()}.{os.urandom(2).hex()}"
         #: jobs started and not yet ended (at most settings.greenlets)
         self.busy = 0
-        self._runners: set[gevent.Greenlet] = set()
-        self._parked: list[tuple[Any, gevent.hub.Waiter]] = []  # runners waiting for a job
         self.running: dict[str, RunningJob] = {}
         self.jobs_done = 0
         self.started_at = time.time()
@@ -370,55 +368,29 @@ class Worker:
             self._alone = True
 
     def _launch(self, rj: RunningJob) -> None:
-        """Start ``rj`` now (the caller checked _can_launch): on a parked runner, else on a
-        new one."""
+        """Start ``rj`` now in a greenlet of its own (the caller checked _can_launch)."""
         self._take(rj)
-        if self._parked:
-            runner, waiter = self._parked.pop()
-            runner.parked = False  # handed a job: not one to kill as idle at the end
-            self._hub.loop.run_callback(waiter.switch, rj)
-        else:
-            g = gevent.spawn(self._runner, rj)
-            self._runners.add(g)
+        rj.greenlet = gevent.spawn(self._run_in, rj)
 
-    def _runner(self, rj: RunningJob | None) -> None:
-        """A runner greenlet: runs jobs one after another while claimed ones are waiting,
-        parks when there are none (until _launch hands it one, or the worker stops)."""
-        me = gevent.getcurrent()
-        me.job = None  # the job running in it right now (see _deliver)
-        loop = self._hub.loop
-        try:
-            while rj is not None:
-                polls = loop.iteration
-                self._run_in(me, rj)
-                rj = self._next_job()
-                if rj is not None:
-                    if loop.iteration == polls:  # it never waited on I/O: the others' turn first
-                        try:
-                            gevent.sleep(0)
-                        except BaseException as exc:  # killed between two jobs: the next one never ran
-                            self._record(rj, interrupted_before_start(exc, Status.INTERRUPT))
-                            self._ended()
-                            raise
-                    continue
-                waiter = gevent.hub.Waiter()
-                self._parked.append((me, waiter))
-                me.parked = True
-                rj = waiter.get()
-        finally:
-            self._runners.discard(me)
+    def _ended(self, rj: RunningJob) -> None:
+        """The end of a job's greenlet (in it, or for one killed before it ran): its slot
+        frees and the next prefetched jobs start."""
+        if rj.ended:
+            return
+        rj.ended = True
+        self.busy -= 1
+        if self._alone and self.busy == 0:
+            self._alone = False  # the job that ran alone has ended
+        while self._buffer and not self._stopping and self._can_launch(self._buffer[0]):
+            self._launch(self._buffer.popleft())  # the next prefetched job starts at once
+        self._slot.set()
 
-    def _run_in(self, me: Any, rj: RunningJob) -> None:
-        """Run (or, if it was killed before it started, end) ``rj`` in runner ``me``; the
-        job always ends recorded and its slot freed."""
-        rj.greenlet = me
+    def _run_in(self, rj: RunningJob) -> None:
+        """Run ``rj`` (its greenlet's body); the job always ends recorded, its slot freed."""
+        rj.began = True
         try:
-            if rj.kill is not None:  # killed between its hand-off and now: it never starts
-                exc, status = rj.kill
-                self._record(rj, interrupted_before_start(exc, status))
-            else:
-                contextvars.Context().run(self._run_job, rj)  # nothing of one job leaks into the next
-        except Exception as exc:  # noqa: BLE001 - e.g. a middleware report that is not JSON
+            self._run_job(rj)
+        except BaseException as exc:  # noqa: BLE001 - e.g. a middleware report that is not JSON
             log.exception("job %s: its outcome could not be prepared; recording it without its data", rj.claimed.id)
             if not rj.done:
                 rj.done = True
@@ -427,35 +399,15 @@ class Worker:
                     "exc_message": f"the outcome could not be stored: {type(exc).__name__}: {exc}"[:2000]}))
                 self.jobs_done += 1
                 self._outcome_event.set()
+            if not isinstance(exc, Exception):
+                raise
         finally:
-            self._ended()
-
-    def _ended(self) -> None:
-        self.busy -= 1
-        if self._alone and self.busy == 0:
-            self._alone = False  # the job that ran alone has ended
-
-    def _next_job(self) -> RunningJob | None:
-        """After a job ended: the next prefetched job for this runner (None: none may start
-        now); further ones that may start now (after a job that ran alone) go to other
-        runners."""
-        mine = None
-        while self._buffer and not self._stopping and self._can_launch(self._buffer[0]):
-            rj = self._buffer.popleft()
-            if mine is None:
-                self._take(rj)
-                mine = rj
-            else:
-                self._launch(rj)
-        self._slot.set()
-        return mine
+            self._ended(rj)
 
     def _run_job(self, rj: RunningJob) -> None:
         c = rj.claimed
         token = current_job.set(rj.ctx)
         began = time.time()
-        me = rj.greenlet
-        me.job = rj  # a kill is delivered only while this job runs in it (see _deliver)
         try:
             if self.middleware:
                 result = attempt_with(self.middleware, rj.ctx, self.settings, c.path, c.params_json, c.retries)
@@ -464,7 +416,6 @@ class Worker:
         except BaseException as exc:  # noqa: BLE001 - a kill between the steps above
             result = interrupted(exc)
         finally:
-            me.job = None
             current_job.reset(token)
         # the run itself, by this host's clock (the claim's time is when it was claimed, which
         # for a prefetched job is earlier); queue wait = started_at - due_at (Redis clock)
@@ -511,25 +462,18 @@ class Worker:
         """Deliver ``exc`` into a job; if it never started, record ``status`` for it."""
         if rj.done:
             return
-        if rj.greenlet is None:  # prefetched, not started: it ends here
+        g = rj.greenlet
+        if g is None:  # prefetched, not started: it ends here
             if rj in self._buffer:
                 self._buffer.remove(rj)
                 self._record(rj, interrupted_before_start(exc, status))
-            else:
-                rj.kill = (exc, status)  # handed to a runner that has not picked it up yet
             return
-        self._hub.loop.run_callback(self._deliver, rj, exc, status)
-
-    def _deliver(self, rj: RunningJob, exc: BaseException, status: Status) -> None:
-        """In the hub: raise ``exc`` in the runner where ``rj`` is suspended, if it still
-        runs ``rj`` (the runner may have ended it and moved on since the kill was asked)."""
-        runner = rj.greenlet
-        if rj.done or runner is None:
+        if rj.began:
+            g.kill(exc, block=False)  # raised where the job waits; a no-op once it has ended
             return
-        if getattr(runner, "job", None) is not rj:
-            rj.kill = (exc, status)  # not started in it yet
-            return
-        runner.throw(exc)
+        g.kill(block=False)  # scheduled, not started: it never will be
+        self._record(rj, interrupted_before_start(exc, status))
+        self._ended(rj)
 
     def request_abort(self, ids: Sequence[str]) -> None:
         """Abort these running jobs (thread-safe: called from the heartbeat thread)."""
@@ -679,7 +623,6 @@ class Worker:
             self._slot.clear()
             if self.busy:
                 self._slot.wait(timeout=max(0.0, deadline - time.monotonic()))
-        gevent.killall([g for g in self._runners if getattr(g, "parked", False)], block=False)
 
     def _deregister(self) -> None:
         try:

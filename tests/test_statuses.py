@@ -122,6 +122,21 @@ def test_a_worker_with_one_greenlet_aborts_one_job_and_runs_the_next(client, wor
     assert [(j.status, j.result) for j in jobs] == [("success", None)] * 3
 
 
+def test_what_a_job_leaves_on_its_greenlet_never_reaches_the_next_job(client, workers):
+    """A timer or kill a job leaves aimed at its greenlet, and greenlet-local state it
+    sets, end with it: the jobs after it (on the only greenlet) are untouched."""
+    workers.start("--greenlets", "1")
+    ids = [client.queue_job("testtasks.leave_timeout", {"seconds": 0.1}),
+           client.queue_job("testtasks.later_kill", {"delay_s": 0.1})]
+    ids += [client.queue_job("testtasks.sleep", {"seconds": 0.05}) for _ in range(8)]
+    ids += [client.queue_job("testtasks.local_leak", {"value": f"v{i}"}) for i in range(3)]
+    jobs = client.wait(ids, timeout_s=20)
+    assert [j.status for j in jobs] == ["success"] * len(ids), [(j.path, j.status, j.exc_message) for j in jobs]
+    assert [j.result for j in jobs[-3:]] == [None] * 3
+    late = client.queue_job("testtasks.add", {"a": 1, "b": 1})  # after the stray kills fired
+    assert client.wait(late, timeout_s=10).result == 2
+
+
 def test_requeue_a_failed_job_runs_it_again(client, workers):
     job_id = client.queue_job("tasks_example.work.fail")
     workers.start("--burst").wait(20)

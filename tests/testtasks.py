@@ -185,3 +185,27 @@ def context_leak(value: str) -> str | None:
     before = _probe.get()
     _probe.set(value)
     return before
+
+
+_local = __import__("threading").local()  # a greenlet-local once the worker is patched
+
+
+def local_leak(value: str) -> str | None:
+    """Set a thread-local (greenlet-local in a worker) and return what it held before."""
+    before = getattr(_local, "value", None)
+    _local.value = value
+    return before
+
+
+def leave_timeout(seconds: float = 0.2) -> str:
+    """Arm a gevent.Timeout on the job's greenlet and never cancel it (a bug in user code)."""
+    import gevent
+    gevent.Timeout(seconds).start()
+    return "armed"
+
+
+def later_kill(delay_s: float = 0.2) -> str:
+    """Have the job's greenlet killed after the job returned (a watchdog keyed on it)."""
+    import gevent
+    gevent.spawn_later(delay_s, gevent.getcurrent().kill, block=False)
+    return "scheduled"
