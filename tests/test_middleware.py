@@ -47,6 +47,14 @@ def test_a_raising_before_hook_fails_the_job_and_points_at_the_hook(client, work
     assert ok.status == "success", (ok.exc_message, ok.traceback)
 
 
+def test_a_middleware_runs_only_for_the_task_paths_it_applies_to(client, workers):
+    workers.start(middleware="testmiddleware.OnlyAdd")
+    add, sleep = client.wait([client.queue_job("testtasks.add", {"a": 1, "b": 2}),
+                              client.queue_job("testtasks.sleep", {"seconds": 0.01})], timeout_s=10)
+    assert add.report["only_add"] == {"before": "testtasks.add", "after": "testtasks.add"}
+    assert sleep.status == "success" and "only_add" not in sleep.report
+
+
 def test_middleware_declares_task_options(client, workers):
     workers.start(middleware="testmiddleware.Flavour", task_modules="testflavour")
     job = client.wait(client.queue_job("testflavour.flavoured"), timeout_s=10)

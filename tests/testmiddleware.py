@@ -23,3 +23,16 @@ class Flavour(Middleware):
 
     def after_job(self, job, outcome):
         job.report["flavour"] = {"seen": job.path}
+
+
+class OnlyAdd(Middleware):
+    """Applies only to testtasks.add: its hooks must never see another task's job."""
+
+    def applies(self, path):
+        return path == "testtasks.add"
+
+    def before_job(self, job):
+        job.report["only_add"] = {"before": job.path}
+
+    def after_job(self, job, outcome):
+        job.report.setdefault("only_add", {})["after"] = job.path
