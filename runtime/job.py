@@ -124,6 +124,8 @@ def encode_params(params: Any, max_bytes: int) -> str:
 
 def encode_result(result: Any, max_bytes: int) -> str:
     """A task's return value as JSON. Raises ResultNotJSON naming the bad part or the size."""
+    if result is None:  # most tasks return nothing: no encoder call
+        return "null"
     try:
         text = dumps(result)
         if not text.isascii():
