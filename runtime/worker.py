@@ -104,7 +104,7 @@ class Worker:
         self._flush_lock = gevent.lock.Semaphore()
         self._stopping = False
         self._hard = False
-        self._waiter: gevent.Greenlet | None = None
+        self._waiting: Any = None  # the claim loop's greenlet while it blocks in _idle_wait
         pool = self.redis.connection_pool
         self._wait_conn = redis.Redis(connection_pool=redis.ConnectionPool(
             connection_class=pool.connection_class, **pool.connection_kwargs))
@@ -176,8 +176,8 @@ class Worker:
         self._hard = self._hard or hard
         self.state = "stopping"
         self._slot.set()
-        if self._waiter is not None:
-            self._waiter.kill(block=False)
+        if self._waiting is not None:
+            self._hub.loop.run_callback(self._end_wait, self._waiting)
 
     def recycle(self, why: Recycle) -> None:
         """Stop to be replaced by a fresh process (a limit was crossed): tell the supervisor
@@ -319,23 +319,31 @@ class Worker:
             log.warning("could not leave the idle lists: %s", exc)
 
     def _idle_wait(self, queues: Sequence[str], timeout_s: float) -> Claimed | None:
-        """Block for a job handed to this worker (returned) or a wake-up (None)."""
-        self._waiter = gevent.spawn(self.broker.wait_for_wakeup, self._wait_conn, self.id, queues, timeout_s)
+        """Block for a job handed to this worker (returned) or a wake-up (None).
+
+        The claim loop blocks here itself (a greenlet of its own for the wait cost a spawn
+        and two more hub hops before a handed job could start); ``stop`` ends the wait by
+        raising _EndWait in it."""
+        if self._stopping:  # stop() came while the claim round trip was in flight
+            return None
+        self._waiting = gevent.getcurrent()
         try:
-            self._waiter.join()
-            if self._waiter.successful():  # a kill (GreenletExit) counts as successful too
-                value = self._waiter.value
-                return value if isinstance(value, Claimed) else None
-            if not isinstance(self._waiter.exception, gevent.GreenletExit):
-                exc = self._waiter.exception
-                log.error("wake-up wait failed (%s)", exc)
-                self._wait_conn.connection_pool.disconnect()
-                gevent.sleep(0.1)
+            return self.broker.wait_for_wakeup(self._wait_conn, self.id, queues, timeout_s)
+        except _EndWait:
+            self._wait_conn.connection_pool.disconnect()  # its BLPOP reply is still pending
+            return None
+        except Exception as exc:  # noqa: BLE001 - Redis down: the claim loop logs and backs off
+            log.error("wake-up wait failed (%s)", exc)
+            self._wait_conn.connection_pool.disconnect()
+            gevent.sleep(0.1)
             return None
         finally:
-            if self._waiter is not None and self._waiter.dead and self._waiter.exception is not None:
-                self._wait_conn.connection_pool.disconnect()
-            self._waiter = None
+            self._waiting = None
+
+    def _end_wait(self, g: Any) -> None:
+        """In the hub: end the claim loop's wait, if it is still the one ``stop`` saw."""
+        if self._waiting is g:
+            g.throw(_EndWait())
 
     # ---- running --------------------------------------------------------------------------
 
@@ -630,6 +638,11 @@ class Worker:
         except redis.RedisError as exc:
             log.warning("could not deregister (%s); the registry entry expires in %.0f s",
                         exc, self.settings.worker_ttl_s)
+
+
+class _EndWait(BaseException):
+    """Raised in the claim loop's idle wait by ``stop`` (a BaseException: nothing between
+    the wait and _idle_wait may take it for an error of its own)."""
 
 
 def interrupted_before_start(exc: BaseException, status: Status) -> AttemptResult:
