@@ -68,11 +68,11 @@ class HeapDiff(Middleware):
         super().__init__(settings)
         self.patterns = split_patterns(getattr(settings, "trace_memory", ""))
 
-    def exclusive(self, job: JobContext) -> bool:
-        return chosen(job.path, self.patterns, "trace_memory")
-
     def applies(self, path: str) -> bool:
         return chosen(path, self.patterns, "trace_memory")
+
+    def exclusive(self, job: JobContext) -> bool:
+        return self.applies(job.path)
 
     def before_job(self, job: JobContext) -> None:
         if not self.exclusive(job):

@@ -223,7 +223,7 @@ class Profiling(Middleware):
 
     def wanted(self, job: JobContext) -> bool:
         """Profile this job? (a settings pattern matches its path, or its task says so)"""
-        return chosen(job.path, self.patterns, "profile")
+        return self.applies(job.path)
 
     def applies(self, path: str) -> bool:
         return chosen(path, self.patterns, "profile")

@@ -113,18 +113,6 @@ def attempt_with(chain: Any, job: Any, settings: Settings, path: str, params: di
     return result
 
 
-def _Timeout() -> Any:
-    """gevent.Timeout, imported on first use (run_task in a plain process may never need it)."""
-    global _timeout_class
-    if _timeout_class is None:
-        from gevent import Timeout
-        _timeout_class = Timeout
-    return _timeout_class
-
-
-_timeout_class: Any = None
-
-
 def _retry_or_max(spec: TaskSpec | None, exc: BaseException, retries: int, delay_s: float | None) -> AttemptResult:
     max_retries = spec.max_retries if spec else 0
     if retries < max_retries:
@@ -150,8 +138,9 @@ def run_attempt(settings: Settings, path: str, params: dict[str, Any] | str, ret
         call = spec.bind(params)
         limit = timeout_s or spec.timeout_s or settings.default_timeout_s
         if enforce_timeout:
+            import gevent
             began = time.monotonic()
-            with _Timeout()(limit, JobTimeout(f"timed out after {limit} s")):
+            with gevent.Timeout(limit, JobTimeout(f"timed out after {limit} s")):
                 result = call()
             ran = time.monotonic() - began
             if ran > limit:  # it never yielded, so the timeout could not fire: still over it

@@ -110,7 +110,7 @@ class Heartbeat:
         frames = sys._current_frames()
         for job_id, rj in list(w.running.items()):
             g = rj.greenlet
-            # a runner greenlet moves on to other jobs: only a job still running has a stack
+            # a job that has ended shows no stack (its greenlet may still be recording it)
             frame = getattr(g, "gr_frame", None) if g is not None and not rj.done else None
             if frame is None and g is not None and not rj.done and not g.dead:
                 frame = frames.get(self._main_thread)  # the job holds the hub right now

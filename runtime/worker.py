@@ -7,8 +7,9 @@ aimed at its greenlet, or greenlet-local state it sets, dies with it (long-lived
 greenlets, ~35 µs a job cheaper here, let both reach the next job). A flusher greenlet
 writes finished attempts in batches (one round trip for all that ended meanwhile); a
 reaper greenlet takes back the jobs of dead workers; a native heartbeat thread
-(runtime.heartbeat) keeps the registry entry and the claims alive whatever the jobs do. An idle worker blocks on a wake-up list (BLPOP), so a job
-queued to an idle worker starts after about one round trip.
+(runtime.heartbeat) keeps the registry entry and the claims alive whatever the jobs do.
+An idle worker blocks on a wake-up list (BLPOP), so a job queued to an idle worker
+starts after about one round trip.
 
 Shutdown (signal handlers only set flags): the first SIGTERM/SIGINT stops claiming and
 lets running jobs finish for ``grace_s``; then they are interrupted (status interrupt,
@@ -370,14 +371,11 @@ class Worker:
             return False
         return self.busy == 0 if rj.exclusive else self.busy < self.settings.greenlets
 
-    def _take(self, rj: RunningJob) -> None:
+    def _launch(self, rj: RunningJob) -> None:
+        """Start ``rj`` now in a greenlet of its own (the caller checked _can_launch)."""
         self.busy += 1
         if rj.exclusive:
             self._alone = True
-
-    def _launch(self, rj: RunningJob) -> None:
-        """Start ``rj`` now in a greenlet of its own (the caller checked _can_launch)."""
-        self._take(rj)
         rj.greenlet = gevent.spawn(self._run_in, rj)
 
     def _ended(self, rj: RunningJob) -> None:
@@ -401,12 +399,8 @@ class Worker:
         except BaseException as exc:  # noqa: BLE001 - e.g. a middleware report that is not JSON
             log.exception("job %s: its outcome could not be prepared; recording it without its data", rj.claimed.id)
             if not rj.done:
-                rj.done = True
-                self._outcomes.append(Outcome(rj.claimed.id, rj.claimed.attempt, Status.FAILED, 0.0, "", {
-                    "exc_type": NOT_STORED, "reason": "not-stored",
-                    "exc_message": f"the outcome could not be stored: {type(exc).__name__}: {exc}"[:2000]}))
-                self.jobs_done += 1
-                self._outcome_event.set()
+                self._append(rj, Outcome(rj.claimed.id, rj.claimed.attempt, Status.FAILED, 0.0, "",
+                                         not_stored_fields(exc)))
             if not isinstance(exc, Exception):
                 raise
         finally:
@@ -438,7 +432,6 @@ class Worker:
     def _record(self, rj: RunningJob, res: AttemptResult) -> None:
         if rj.done:
             return
-        rj.done = True
         fields = res.store_fields(rj.claimed.retries)
         ctx = rj.ctx
         fields.update(ctx.progress_fields())
@@ -454,7 +447,12 @@ class Worker:
         number = res.delay_s if res.status == Status.RETRY else 0.0
         # a lone surrogate must not stop the flush
         fields = {k: v if v.isascii() else utf8_safe(v) for k, v in fields.items()}
-        self._outcomes.append(Outcome(rj.claimed.id, rj.claimed.attempt, res.status, number, res.note, fields))
+        self._append(rj, Outcome(rj.claimed.id, rj.claimed.attempt, res.status, number, res.note, fields))
+
+    def _append(self, rj: RunningJob, outcome: Outcome) -> None:
+        """``rj`` ended with ``outcome``: written with the next flush or claim round trip."""
+        rj.done = True
+        self._outcomes.append(outcome)
         self.jobs_done += 1
         self._outcome_event.set()
 
@@ -543,8 +541,7 @@ class Worker:
                     continue
                 log.exception("could not record %d finished jobs; recording them without their data", len(batch))
                 for o in batch:
-                    o.fields = {"exc_type": NOT_STORED, "reason": "not-stored",
-                                "exc_message": f"the outcome could not be stored: {type(exc).__name__}: {exc}"[:2000]}
+                    o.fields = not_stored_fields(exc)
                 continue
             self._recorded(batch, stale)
 
@@ -613,24 +610,25 @@ class Worker:
                 self._record(self._buffer.popleft(), AttemptResult(
                     Status.INTERRUPT, reason="interrupted", note="prefetched; the worker stopped before running it"))
             self._flush_now()
-        deadline = time.monotonic() + self.settings.grace_s
-        while self.busy and not self._hard:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            self._slot.clear()
-            if self.busy:
-                self._slot.wait(timeout=remaining)
+        self._wait_for_jobs(self.settings.grace_s)
         leftover = [rj for rj in self.running.values() if not rj.done and rj.greenlet is not None]
         if leftover:
             log.warning("interrupting %d running jobs; they are requeued", len(leftover))
         for rj in leftover:
             self._kill(rj, JobInterrupt("worker shutting down"), Status.INTERRUPT)
-        deadline = time.monotonic() + 5
-        while self.busy and time.monotonic() < deadline:
+        self._wait_for_jobs(5.0, even_hard=True)
+
+    def _wait_for_jobs(self, timeout_s: float, even_hard: bool = False) -> None:
+        """Wait until no job runs, at most ``timeout_s`` (and, unless ``even_hard``, only
+        until a hard stop is asked)."""
+        deadline = time.monotonic() + timeout_s
+        while self.busy and (even_hard or not self._hard):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
             self._slot.clear()
             if self.busy:
-                self._slot.wait(timeout=max(0.0, deadline - time.monotonic()))
+                self._slot.wait(timeout=remaining)
 
     def _deregister(self) -> None:
         try:
@@ -643,6 +641,12 @@ class Worker:
 class _EndWait(BaseException):
     """Raised in the claim loop's idle wait by ``stop`` (a BaseException: nothing between
     the wait and _idle_wait may take it for an error of its own)."""
+
+
+def not_stored_fields(exc: BaseException) -> dict[str, str]:
+    """The fields of an outcome whose own data could not be stored (status kept)."""
+    return {"exc_type": NOT_STORED, "reason": "not-stored",
+            "exc_message": f"the outcome could not be stored: {type(exc).__name__}: {exc}"[:2000]}
 
 
 def interrupted_before_start(exc: BaseException, status: Status) -> AttemptResult:
