@@ -137,6 +137,17 @@ def test_what_a_job_leaves_on_its_greenlet_never_reaches_the_next_job(client, wo
     assert client.wait(late, timeout_s=10).result == 2
 
 
+def test_gevent_records_spawn_trees_in_a_worker_only_when_asked(client, workers, monkeypatch):
+    """`runtime worker` turns gevent's track_greenlet_tree off (a cost on every job);
+    GEVENT_TRACK_GREENLET_TREE=1 turns it back on."""
+    workers.start()
+    assert client.wait(client.queue_job("testtasks.spawn_tree"), timeout_s=10).result is False
+    workers.stop_all()
+    monkeypatch.setenv("GEVENT_TRACK_GREENLET_TREE", "1")
+    workers.start()
+    assert client.wait(client.queue_job("testtasks.spawn_tree"), timeout_s=10).result is True
+
+
 def test_requeue_a_failed_job_runs_it_again(client, workers):
     job_id = client.queue_job("tasks_example.work.fail")
     workers.start("--burst").wait(20)

@@ -209,3 +209,9 @@ def later_kill(delay_s: float = 0.2) -> str:
     import gevent
     gevent.spawn_later(delay_s, gevent.getcurrent().kill, block=False)
     return "scheduled"
+
+
+def spawn_tree() -> bool:
+    """Does gevent record who spawned the job's greenlet (track_greenlet_tree)?"""
+    import gevent
+    return getattr(gevent.getcurrent(), "spawning_greenlet", None) is not None
