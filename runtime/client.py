@@ -156,7 +156,7 @@ class Client:
         """Block until the jobs are final; returns their Jobs (one Job for one id).
 
         Raises WaitTimeout (with ``.pending``) after ``timeout_s`` seconds, JobNotFound for an
-        id that does not exist. Costs two round trips when the jobs are already final.
+        id that does not exist. Costs one round trip when the jobs are already final.
         """
         single = isinstance(ids, str)
         wanted = [ids] if single else list(ids)
@@ -174,9 +174,9 @@ class Client:
         key = self.broker.keys.waiter(os.urandom(8).hex())
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         ttl = timeout_s if timeout_s is not None else 86_400
-        already = self._call(self.broker.register_waiter, key, wanted, ttl)
-        pending = set(wanted) - set(already)
-        for job_id, job in zip(already, self._live_or_stored(already)):
+        already = [self._noticed(entry) for entry in self._call(self.broker.register_waiter, key, wanted, ttl)]
+        pending = set(wanted) - {job_id for job_id, _ in already}
+        for job_id, job in already:
             if job is None:
                 raise JobNotFound(f"no job {job_id!r} (never queued, or its document expired)")
             yield job
@@ -190,17 +190,22 @@ class Client:
             reply = self._call(self.redis.blpop, [key], timeout=min(max(remaining, MIN_BLOCK_S), MAX_BLOCK_S))
             if reply is None:
                 continue
-            if reply[1].startswith("["):  # [id, hash fields, history] from finish.lua
-                job_id, flat, history = json.loads(reply[1])
-                job = Job.from_hash(dict(zip(flat[::2], flat[1::2])), history)
-            else:
-                job_id = reply[1]
-                job = self._live_or_stored([job_id])[0]
-                if job is None:
-                    raise JobNotFound(f"no job {job_id!r} (its document expired)")
+            job_id, job = self._noticed(reply[1])
+            if job is None:
+                raise JobNotFound(f"no job {job_id!r} (its document expired)")
             if job_id in pending:
                 pending.discard(job_id)
                 yield job
+
+    def _noticed(self, entry: str) -> tuple[str, Job | None]:
+        """(id, Job or None if it exists nowhere) from what wait.lua or a notification
+        gives: the document as JSON ``[id, hash fields, history]`` (finish.lua, wait.lua),
+        or the bare id (cancel, reap, a missing job: read from the stores)."""
+        if entry.startswith("["):
+            job_id, flat, history = json.loads(entry)
+            # Lua's cjson writes an empty table as {}: an empty history
+            return job_id, Job.from_hash(dict(zip(flat[::2], flat[1::2])), history or [])
+        return entry, self._live_or_stored([entry])[0]
 
     def _control(self, action: str, ids: Sequence[str], allowed: str) -> list[str]:
         replies = self._call(self.broker.control, action, list(ids))

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from conftest import wait_until
-from runtime.errors import InvalidParams, InvalidTransition, WaitTimeout
+from runtime.errors import InvalidParams, InvalidTransition, JobNotFound, WaitTimeout
 
 
 def test_success_stores_result_times_and_history(client, workers):
@@ -146,6 +146,18 @@ def test_gevent_records_spawn_trees_in_a_worker_only_when_asked(client, workers,
     monkeypatch.setenv("GEVENT_TRACK_GREENLET_TREE", "1")
     workers.start()
     assert client.wait(client.queue_job("testtasks.spawn_tree"), timeout_s=10).result is True
+
+
+def test_wait_on_jobs_already_final_returns_their_documents_and_refuses_an_unknown_id(client, workers):
+    workers.start()
+    job_id = client.queue_job("testtasks.add", {"a": 1, "b": 2})
+    first = client.wait(job_id, timeout_s=10)
+    again = client.wait(job_id, timeout_s=10)  # final already: the document comes with the registration
+    assert (again.status, again.result, again.path) == ("success", 3, "testtasks.add")
+    assert [h["status"] for h in again.history] == [h["status"] for h in first.history] == \
+        ["queued", "started", "success"]
+    with pytest.raises(JobNotFound):
+        client.wait([job_id, "no-such-job"], timeout_s=5)
 
 
 def test_requeue_a_failed_job_runs_it_again(client, workers):
