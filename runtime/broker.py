@@ -228,8 +228,8 @@ class RedisBroker:
 
     def register_waiter(self, key: str, ids: Sequence[str], ttl_s: float) -> list[str]:
         """Ask to be told on list ``key`` when ``ids`` end. Returns one entry per job
-        already final (its document as JSON ``[id, hash fields, history]``) or missing
-        (its bare id); see wait.lua."""
+        already final or missing: its document as JSON ``[id, hash fields, history]``, or
+        its bare id (missing, large, or past the first 20); see wait.lua."""
         return list(self._wait(args=[self.settings.key_prefix, key, max(1, int(ttl_s) + 1), *ids]))
 
     def wait_for_wakeup(self, conn: redis.Redis, worker_id: str, queues: Sequence[str],

@@ -160,6 +160,20 @@ def test_wait_on_jobs_already_final_returns_their_documents_and_refuses_an_unkno
         client.wait([job_id, "no-such-job"], timeout_s=5)
 
 
+def test_wait_returns_whole_documents_however_large_or_many(client, workers):
+    """Small documents come with wait's registration (the first 20), large ones and the
+    rest are read after it; either way wait returns what get_job does."""
+    workers.start()
+    ids = client.queue_jobs("testtasks.add", [{"a": i, "b": 1} for i in range(120)])
+    ids += [client.queue_job("testtasks.blob", {"kb": kb}) for kb in (1, 64, 600)]
+    first = client.wait(ids, timeout_s=30)  # most through notifications, as they end
+    again = client.wait(ids, timeout_s=30)  # all final already
+    assert [j.result for j in again[:120]] == [i + 1 for i in range(120)]
+    assert [len(j.result) for j in again[120:]] == [512, 64 * 512, 600 * 512]
+    for a, b in zip(first + again, [client.get_job(i) for i in ids] * 2):
+        assert a == b
+
+
 def test_requeue_a_failed_job_runs_it_again(client, workers):
     job_id = client.queue_job("tasks_example.work.fail")
     workers.start("--burst").wait(20)

@@ -215,3 +215,8 @@ def spawn_tree() -> bool:
     """Does gevent record who spawned the job's greenlet (track_greenlet_tree)?"""
     import gevent
     return getattr(gevent.getcurrent(), "spawning_greenlet", None) is not None
+
+
+def blob(kb: int) -> str:
+    """A result of ``kb`` KiB."""
+    return "é" * (kb * 512)

@@ -20,6 +20,22 @@ local function notify(p, id, payload)
   redis.call('DEL', nk)
 end
 
+-- document(p, id): job `id` as a waiting client gets it, JSON [id, hash fields, history],
+-- or its bare id (the client reads it) when its large fields (params, result, logs,
+-- report, traceback) hold over 16 KiB: encoding a large document in a script blocks every
+-- other client of Redis meanwhile (measured: 100 finished jobs of 500 KB in one wait took
+-- 481 ms instead of 223, with another client's PING held up to 242 ms).
+local INLINE_MAX = 16384
+local function document(p, id)
+  local jk = p .. ':j:' .. id
+  local size = 0
+  for _, f in ipairs({'params', 'result', 'logs', 'report', 'traceback'}) do
+    size = size + redis.call('HSTRLEN', jk, f)
+  end
+  if size > INLINE_MAX then return id end
+  return cjson.encode({id, redis.call('HGETALL', jk), redis.call('LRANGE', p .. ':h:' .. id, 0, -1)})
+end
+
 -- claim_one(p, id, wid, st, now, snow, deadline): start waiting job `id` (status `st`) for
 -- worker `wid`: status started, attempt+1, claim deadline in {p}:inflight, the worker's
 -- running set, status index, history. Returns the 13 claim fields (see claim.lua).

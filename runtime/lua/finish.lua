@@ -6,7 +6,7 @@
 --   note ('' for none), number of extra fields F, then F name/value pairs
 -- An outcome whose attempt is not the job's current started attempt is stale and ignored:
 -- a late attempt never overwrites the status written by a newer one.
--- Clients waiting on a job that ends ({p}:n:{id}) get [id, hash fields, history] as JSON.
+-- Clients waiting on a job that ends ({p}:n:{id}) get its document (see document in _lib).
 -- Returns: the list of stale ids.
 --@LIB@--
 local p = ARGV[1]
@@ -44,7 +44,7 @@ for _ = 1, n do
       redis.call('EXPIRE', jk, math.ceil(num))
       redis.call('EXPIRE', hk, math.ceil(num))
       notify(p, id, function()  -- hand waiters the document itself: no read round trip after
-        return cjson.encode({id, redis.call('HGETALL', jk), redis.call('LRANGE', hk, 0, -1)})
+        return document(p, id)
       end)
     elseif st == 'retry' then
       local due = now + num

@@ -8,9 +8,11 @@
 -- {p}:n:{id}, which finish/reap/cancel push to when the job becomes final. Both sides run
 -- atomically in Redis, so either this sees the final status or the finisher sees the key.
 -- Returns, for each job already final, its document as the finisher's notification carries
--- it (JSON [id, hash fields, history]: no read round trip after), and for each missing job
--- its id alone (the client looks in its history store).
+-- it (document in _lib: no read round trip after), for the first 20 of them; for the
+-- others, for large documents and for missing jobs, the bare id (the client reads those).
+--@LIB@--
 local p, key, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local inline = 20
 local FINAL = {--@FINAL@--}
 local done = {}
 for i = 4, #ARGV do
@@ -20,7 +22,12 @@ for i = 4, #ARGV do
   if not st then
     done[#done + 1] = id
   elseif FINAL[st] then
-    done[#done + 1] = cjson.encode({id, redis.call('HGETALL', jk), redis.call('LRANGE', p .. ':h:' .. id, 0, -1)})
+    if inline > 0 then
+      done[#done + 1] = document(p, id)
+      inline = inline - 1
+    else
+      done[#done + 1] = id
+    end
   else
     redis.call('SADD', p .. ':n:' .. id, key)
     redis.call('EXPIRE', p .. ':n:' .. id, ttl)
