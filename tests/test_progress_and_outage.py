@@ -61,6 +61,22 @@ def _ping(sock):
         return False
 
 
+def test_a_client_goes_on_queuing_across_a_lost_script_cache_and_a_redis_restart(own_redis):
+    """Enqueue runs its script below redis-py's command layer: a server that forgot the
+    script, and a pooled connection that died with the server, still queue the job."""
+    sock, start, procs = own_redis
+    client = Client(load_settings({"redis_url": f"unix://{sock}", "key_prefix": "r"}, env={}))
+    first = client.queue_job("testtasks.add", {"a": 1, "b": 1})
+    redis.Redis(unix_socket_path=sock).script_flush()
+    second = client.queue_job("testtasks.add", {"a": 2, "b": 2})
+    procs[-1].terminate()
+    procs[-1].wait(10)
+    start()  # a new server process: the client's pooled connection is dead, the cache empty
+    third = client.queue_job("testtasks.add", {"a": 3, "b": 3})
+    assert [client.get_job(i).status for i in (first, second, third)] == ["queued"] * 3
+    assert client.redis.zcard(client.broker.keys.ready("default")) == 3
+
+
 def test_worker_survives_a_redis_outage_and_loses_nothing(own_redis, workers, tmp_path):
     sock, start, procs = own_redis
     settings = load_settings({"redis_url": f"unix://{sock}", "key_prefix": "o"}, env={})
