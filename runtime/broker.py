@@ -103,7 +103,10 @@ class RedisBroker:
         Anything unusual (a server that lost its script cache, a broken connection) goes
         the usual way, through redis-py's ``Script`` with its retries."""
         pool = self.client.connection_pool
-        conn = pool.get_connection()
+        try:
+            conn = pool.get_connection()
+        except TypeError:  # redis-py before 5.3 wants a command name
+            conn = pool.get_connection("EVALSHA")
         try:
             conn.send_command("EVALSHA", script.sha, 0, *args)
             return conn.read_response()
