@@ -98,8 +98,9 @@ class RedisBroker:
 
     def _evalsha(self, script: Any, args: list[Any]) -> Any:
         """Run ``script`` with ``args`` on a pooled connection, below redis-py's command
-        layer (its retry wrapper, observability hooks and event dispatch): 55-65 µs of
-        client CPU less per call here, one enqueue call each 2,750 -> 3,100-3,350 jobs/s.
+        layer (its retry wrapper, observability hooks and event dispatch): ~65 µs of
+        client CPU less per call here, one enqueue call each 2,695-2,808 -> 3,476-3,612
+        jobs/s in-process (peerbench: 2,779 -> 3,022).
         Anything unusual (a server that lost its script cache, a broken connection) goes
         the usual way, through redis-py's ``Script`` with its retries."""
         pool = self.client.connection_pool

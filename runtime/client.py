@@ -175,10 +175,7 @@ class Client:
         key = self.broker.keys.waiter(os.urandom(8).hex())
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         ttl = timeout_s if timeout_s is not None else 86_400
-        entries = self._call(self.broker.register_waiter, key, wanted, ttl)
-        bare = [e for e in entries if not e.startswith("[")]  # read together, one round trip
-        read = dict(zip(bare, self._live_or_stored(bare))) if bare else {}
-        already = [self._noticed(e) if e.startswith("[") else (e, read[e]) for e in entries]
+        already = self._noticed(self._call(self.broker.register_waiter, key, wanted, ttl))
         pending = set(wanted) - {job_id for job_id, _ in already}
         for job_id, job in already:
             if job is None:
@@ -194,23 +191,29 @@ class Client:
             reply = self._call(self.redis.blpop, [key], timeout=min(max(remaining, MIN_BLOCK_S), MAX_BLOCK_S))
             if reply is None:
                 continue
-            job_id, job = self._noticed(reply[1])
+            [(job_id, job)] = self._noticed([reply[1]])
             if job is None:
                 raise JobNotFound(f"no job {job_id!r} (its document expired)")
             if job_id in pending:
                 pending.discard(job_id)
                 yield job
 
-    def _noticed(self, entry: str) -> tuple[str, Job | None]:
-        """(id, Job or None if it exists nowhere) from what wait.lua or a notification
+    def _noticed(self, entries: Sequence[str]) -> list[tuple[str, Job | None]]:
+        """(id, Job or None if it exists nowhere) for each entry wait.lua or a notification
         gives: the document as JSON ``[id, hash fields, history]`` (finish.lua, wait.lua),
-        or the bare id (cancel, reap, a large document, a missing job: read from the
-        stores)."""
-        if entry.startswith("["):
+        or the bare id (cancel, reap, a large document, a missing job), whose documents
+        are read from the stores together, in one round trip."""
+        bare = [e for e in entries if not e.startswith("[")]
+        read = dict(zip(bare, self._live_or_stored(bare))) if bare else {}
+        out = []
+        for entry in entries:
+            if entry in read:
+                out.append((entry, read[entry]))
+                continue
             job_id, flat, history = json.loads(entry)
             # Lua's cjson writes an empty table as {}: an empty history
-            return job_id, Job.from_hash(dict(zip(flat[::2], flat[1::2])), history or [])
-        return entry, self._live_or_stored([entry])[0]
+            out.append((job_id, Job.from_hash(dict(zip(flat[::2], flat[1::2])), history or [])))
+        return out
 
     def _control(self, action: str, ids: Sequence[str], allowed: str) -> list[str]:
         replies = self._call(self.broker.control, action, list(ids))
