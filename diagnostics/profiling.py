@@ -134,6 +134,10 @@ class GreenletSampler:
         s = self.active.get(_getcurrent())
         if s is None:
             return  # another greenlet's code: not this job's profile
+        if s.paused_at is not None:
+            # it is resuming: a signal landed in _trace before that charged the wait (which
+            # this sample would otherwise take, whole, as _trace's own time)
+            return
         now = time.perf_counter()
         s.records.append((build_stack(frame, event, arg), now - s.last))
         s.last = now

@@ -98,29 +98,40 @@ class RedisBroker:
 
     def _evalsha(self, script: Any, args: list[Any]) -> Any:
         """Run ``script`` with ``args`` on a pooled connection, below redis-py's command
-        layer (its retry wrapper, observability hooks and event dispatch): ~65 µs of
-        client CPU less per call here, one enqueue call each 2,695-2,808 -> 3,476-3,612
-        jobs/s in-process (peerbench: 2,779 -> 3,022).
+        layer (see :func:`direct`): ~65 µs of client CPU less per call on session 4's
+        machine, one enqueue call each 2,695-2,808 -> 3,476-3,612 jobs/s in-process
+        (peerbench: 2,779 -> 3,022).
         Anything unusual (a server that lost its script cache, a broken connection) goes
         the usual way, through redis-py's ``Script`` with its retries."""
-        pool = self.client.connection_pool
         try:
-            conn = pool.get_connection()
-        except TypeError:  # redis-py before 5.3 wants a command name
-            conn = pool.get_connection("EVALSHA")
-        try:
-            conn.send_command("EVALSHA", script.sha, 0, *args)
-            return conn.read_response()
-        except redis.exceptions.NoScriptError:
-            pass  # the reply was read: the connection is clean
+            [reply] = direct(self.client.connection_pool, [("EVALSHA", script.sha, 0, *args)])
         except (redis.ConnectionError, redis.TimeoutError, OSError):
-            conn.disconnect()
-        except BaseException:
-            conn.disconnect()  # e.g. interrupted between send and reply: never reuse it mid-reply
-            raise
-        finally:
-            pool.release(conn)
-        return script(args=args)
+            return script(args=args)
+        if isinstance(reply, redis.exceptions.NoScriptError):
+            return script(args=args)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    def _script_calls(self, calls: list[tuple[Any, ...]]) -> list[Any]:
+        """Run ``calls`` (EVALSHA and plain commands, as argument tuples) in one round trip
+        below redis-py's command layer (:func:`direct`; the worker's flush and claim: ~0.1 ms
+        less from a job's end to its outcome in Redis, see bench/README.md). A server that
+        lost its script cache, or a broken connection, goes through a redis-py pipeline
+        with its retries (:meth:`_execute`). Raises the first error reply."""
+        try:
+            replies = direct(self.client.connection_pool, calls)
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            replies = None
+        if replies is None or any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
+            pipe = self.client.pipeline(transaction=False)
+            for call in calls:
+                pipe.execute_command(*call)
+            return self._execute(pipe)
+        for r in replies:
+            if isinstance(r, Exception):
+                raise r
+        return replies
 
     def _claim_args(self, worker_id: str, k: int, queues: Sequence[str], idle: bool) -> list[Any]:
         return [self.settings.key_prefix, worker_id, k, self.settings.visibility_timeout_s,
@@ -159,13 +170,13 @@ class RedisBroker:
         """
         if not outcomes and not idle_on:
             return []
-        pipe = self.client.pipeline(transaction=False)
+        calls: list[tuple[Any, ...]] = []
         if outcomes:
-            self._eval(pipe, self._finish, self._finish_args(outcomes))
+            calls.append(("EVALSHA", self._finish.sha, 0, *self._finish_args(outcomes)))
         now = time.time()
         for q in idle_on:
-            pipe.zadd(self.keys.idle(q), {worker_id: now})
-        replies = self._execute(pipe)
+            calls.append(("ZADD", self.keys.idle(q), now, worker_id))
+        replies = self._script_calls(calls)
         return list(replies[0]) if outcomes else []
 
     def cycle(self, outcomes: Sequence[Outcome], worker_id: str, k: int, queues: Sequence[str],
@@ -174,18 +185,13 @@ class RedisBroker:
 
         Returns (stale ids, server time, next due time or None, claimed jobs).
         """
-        pipe = self.client.pipeline(transaction=False)
+        calls: list[tuple[Any, ...]] = []
         if outcomes:
-            self._eval(pipe, self._finish, self._finish_args(outcomes))
-        self._eval(pipe, self._claim, self._claim_args(worker_id, k, queues, idle))
-        replies = self._execute(pipe)
+            calls.append(("EVALSHA", self._finish.sha, 0, *self._finish_args(outcomes)))
+        calls.append(("EVALSHA", self._claim.sha, 0, *self._claim_args(worker_id, k, queues, idle)))
+        replies = self._script_calls(calls)
         stale = list(replies[0]) if outcomes else []
         return (stale, *self._claim_reply(replies[-1]))
-
-    @staticmethod
-    def _eval(pipe: Any, script: Any, args: list[Any]) -> None:
-        # EVALSHA directly: redis-py's pipeline would first send SCRIPT EXISTS (a round trip)
-        pipe.execute_command("EVALSHA", script.sha, 0, *args)
 
     def _execute(self, pipe: Any) -> list[Any]:
         """Run the pipeline; if the server lost its script cache (a restart), load the
@@ -256,7 +262,20 @@ class RedisBroker:
         """Ask to be told on list ``key`` when ``ids`` end. Returns one entry per job
         already final or missing: its document as JSON ``[id, hash fields, history]``, or
         its bare id (missing, large, or past the first 20); see wait.lua."""
-        return list(self._wait(args=[self.settings.key_prefix, key, max(1, int(ttl_s) + 1), *ids]))
+        return list(self._evalsha(self._wait, [self.settings.key_prefix, key, max(1, int(ttl_s) + 1), *ids]))
+
+    def next_notice(self, key: str, timeout_s: float) -> str | None:
+        """Block up to ``timeout_s`` (> 0) for the next entry on waiter list ``key`` (see
+        :meth:`register_waiter`); None if none came. BLPOP below redis-py's command layer
+        (:func:`direct`); a broken connection goes through redis-py with its retries."""
+        try:
+            [reply] = direct(self.client.connection_pool, [("BLPOP", key, timeout_s)])
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            pair = self.client.blpop([key], timeout=timeout_s)
+            return None if pair is None else pair[1]
+        if isinstance(reply, Exception):
+            raise reply
+        return None if reply is None else reply[1]
 
     def wait_for_wakeup(self, conn: redis.Redis, worker_id: str, queues: Sequence[str],
                         timeout_s: float) -> Claimed | None:
@@ -267,7 +286,10 @@ class RedisBroker:
         """
         handoff = self.keys.handoff(worker_id)
         # Redis reads a timeout under 1 ms as 0, "block forever": never send one
-        reply = conn.blpop([handoff, *(self.keys.wake(q) for q in queues)], timeout=max(timeout_s, 0.01))
+        [reply] = direct(conn.connection_pool, [("BLPOP", handoff, *(self.keys.wake(q) for q in queues),
+                                                 max(timeout_s, 0.01))])
+        if isinstance(reply, Exception):
+            raise reply
         if reply is None or reply[0] != handoff:
             return None
         return claimed_from(json.loads(reply[1]))
@@ -278,3 +300,36 @@ def claimed_from(f: Sequence[str]) -> Claimed:
     return Claimed(f[0], f[1], f[2], f[3], int(f[4]), int(f[5]), int(f[6]), int(f[7]),
                    float(f[8]), float(f[9]), float(f[10]), json.loads(f[11]) if f[11] else {},
                    f[12] == "1")
+
+
+def direct(pool: redis.ConnectionPool, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Send ``calls`` (each a command's arguments) in one round trip on a connection of
+    ``pool``, below redis-py's command layer (its retry wrapper, response callbacks,
+    observability hooks and event dispatch cost ~40-70 µs of CPU a call here), and return
+    the raw replies, decoded as the pool decodes; an error reply comes back as its
+    ResponseError instance, like a pipeline's with ``raise_on_error=False``.
+
+    Raises ConnectionError / TimeoutError (the connection is dropped, as redis-py does).
+    Any other exception while a reply is pending (a greenlet kill, a timeout) drops the
+    connection too: it is never reused mid-reply."""
+    try:
+        conn = pool.get_connection()
+    except TypeError:  # redis-py before 5.3 wants a command name
+        conn = pool.get_connection("EVALSHA")
+    try:
+        if len(calls) == 1:
+            conn.send_command(*calls[0])
+        else:
+            conn.send_packed_command(conn.pack_commands(calls))
+        replies: list[Any] = []
+        for _ in calls:
+            try:
+                replies.append(conn.read_response())
+            except redis.ResponseError as exc:  # read whole: the connection is clean
+                replies.append(exc)
+        return replies
+    except BaseException:
+        conn.disconnect()
+        raise
+    finally:
+        pool.release(conn)

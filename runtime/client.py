@@ -188,10 +188,10 @@ class Client:
                 raise WaitTimeout(f"{len(pending)} of {len(wanted)} jobs not final after {timeout_s} s",
                                   sorted(pending))
             # Redis reads a timeout under 1 ms as 0, "block forever": never send one
-            reply = self._call(self.redis.blpop, [key], timeout=min(max(remaining, MIN_BLOCK_S), MAX_BLOCK_S))
-            if reply is None:
+            entry = self._call(self.broker.next_notice, key, min(max(remaining, MIN_BLOCK_S), MAX_BLOCK_S))
+            if entry is None:
                 continue
-            [(job_id, job)] = self._noticed([reply[1]])
+            [(job_id, job)] = self._noticed([entry])
             if job is None:
                 raise JobNotFound(f"no job {job_id!r} (its document expired)")
             if job_id in pending:

@@ -149,6 +149,10 @@ def iso(ts: float | None) -> str | None:
 _FLOATS = {"queued_at", "due_at", "started_at", "ended_at", "progress", "timeout_s"}
 _INTS = {"priority", "attempt", "retries", "lost"}
 _JSON = {"params", "result", "logs", "report", "meta"}
+#: how a stored field is read back (fields not named: as the string itself)
+_KINDS: dict[str, Any] = {**{k: float for k in _FLOATS}, **{k: int for k in _INTS},
+                          **{k: loads for k in _JSON}, "status": Status}
+_FIELD_NAMES: dict[type, frozenset[str]] = {}
 
 
 @dataclass
@@ -192,21 +196,15 @@ class Job:
     @classmethod
     def from_hash(cls, data: Mapping[str, str], history: list[str] | None = None) -> "Job":
         """Build from a Redis hash (str -> str) and its history list of JSON strings."""
-        names = {f.name for f in fields(cls)}
+        names = _FIELD_NAMES.get(cls)
+        if names is None:
+            names = _FIELD_NAMES[cls] = frozenset(f.name for f in fields(cls))
         kw: dict[str, Any] = {}
         for key, raw in data.items():
-            if key not in names or raw == "":
+            if raw == "" or key not in names:
                 continue
-            if key in _FLOATS:
-                kw[key] = float(raw)
-            elif key in _INTS:
-                kw[key] = int(raw)
-            elif key in _JSON:
-                kw[key] = loads(raw)
-            elif key == "status":
-                kw[key] = Status(raw)
-            else:
-                kw[key] = raw
+            kind = _KINDS.get(key)
+            kw[key] = raw if kind is None else kind(raw)
         job = cls(**kw)
         job.history = [loads(h) for h in history or ()]
         return job

@@ -41,6 +41,18 @@ def test_delayed_jobs_never_run_early(client, workers):
     assert time.time() - t0 >= 1.0
 
 
+def test_a_delayed_job_starts_on_time_when_nothing_else_comes(client, workers):
+    """An idle worker blocks for up to a second between looks: the delayed job's wake-up
+    token makes it look at once, learn when the job is due, and start it then."""
+    proc = workers.start()
+    workers.ready(proc)
+    client.wait(client.queue_job("testtasks.add", {"a": 1, "b": 1}), timeout_s=10)  # now blocked, idle
+    for delay in (0.3, 0.1):
+        job = client.wait(client.queue_job("testtasks.add", {"a": 1, "b": 1}, delay=delay), timeout_s=10)
+        late = job.started_at - (job.queued_at + delay)
+        assert 0 <= late < 0.25, late
+
+
 def test_idle_worker_starts_a_job_quickly_without_polling(client, workers, settings):
     workers.start()
     wait_until(lambda: client.redis.scard(client.broker.keys.workers), 10, "worker registered")

@@ -77,6 +77,24 @@ def test_a_client_goes_on_queuing_across_a_lost_script_cache_and_a_redis_restart
     assert client.redis.zcard(client.broker.keys.ready("default")) == 3
 
 
+def test_a_worker_goes_on_claiming_and_recording_across_a_lost_script_cache(client, workers, settings):
+    """The worker's claims and completions also run their scripts below redis-py's command
+    layer; a server that forgot them (SCRIPT FLUSH) loads them again, nothing is lost."""
+    proc = workers.start("--greenlets", "4")
+    workers.ready(proc)
+    first = client.queue_jobs("testtasks.add", [{"a": i, "b": 1} for i in range(20)])
+    client.wait(first, timeout_s=10)
+    r = redis.Redis.from_url(settings.redis_url)
+    slow = client.queue_jobs("testtasks.sleep", [{"seconds": 0.3}] * 4)
+    wait_until(lambda: all(j.status == "started" for j in client.store.get_many(slow)), 10, "jobs running")
+    r.script_flush()  # their outcomes go in a finish that finds no script
+    more = client.queue_jobs("testtasks.add", [{"a": i, "b": 2} for i in range(20)])
+    jobs = client.wait(slow + more, timeout_s=20)
+    assert [j.status for j in jobs] == ["success"] * 24
+    assert [j.result for j in jobs[4:]] == [i + 2 for i in range(20)]
+    assert proc.poll() is None
+
+
 def test_worker_survives_a_redis_outage_and_loses_nothing(own_redis, workers, tmp_path):
     sock, start, procs = own_redis
     settings = load_settings({"redis_url": f"unix://{sock}", "key_prefix": "o"}, env={})

@@ -9,6 +9,8 @@
 -- registered by claim.lua): it is claimed for that worker here (claim_one) and its claim
 -- fields pushed on {p}:w:{wid}:jobs, which the worker is blocked on, so it starts without
 -- a claim round trip. Otherwise it goes to the ready queue and a wake-up token is left.
+-- A delayed job leaves a token too: a blocked worker wakes, and its claim tells it when
+-- the job is due (without it, a worker blocked for IDLE_BLOCK_S would start it that late).
 -- Time is the Redis server's (TIME), the one clock of every due, start and end.
 -- Returns: the server time used (string).
 --@LIB@--
@@ -20,6 +22,7 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local snow = string.format('%.6f', now)
 local deadline = (now + vt) * 1000
 local woke = {}
+local delayed = {}
 local seen = {}
 local hist = string.format('{"at":%s,"status":"queued"}', snow)
 
@@ -54,6 +57,7 @@ for i = 0, n - 1 do
   end
   if delay > 0 then
     redis.call('ZADD', p .. ':s:' .. q, due * 1000, id)
+    delayed[q] = true
   else
     local wid = (not woke[q]) and idle_worker(q) or nil
     if wid then
@@ -67,5 +71,8 @@ for i = 0, n - 1 do
 end
 for q, _ in pairs(woke) do
   wake(p, q)
+end
+for q, _ in pairs(delayed) do  -- a blocked worker claims, learns when it is due, waits until then
+  if not woke[q] then wake(p, q) end
 end
 return snow
