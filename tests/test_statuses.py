@@ -57,8 +57,10 @@ def test_flaky_task_succeeds_after_retries_with_backoff(client, workers):
     statuses = [h["status"] for h in job.history]
     assert statuses == ["queued", "started", "retry", "started", "retry", "started", "success"]
     starts = [h["at"] for h in job.history if h["status"] == "started"]
-    # retry_delay_s=0.2, backoff 2, equal jitter: waits >= 0.1 s then >= 0.2 s
+    # retry_delay_s=0.2, backoff 2, equal jitter: waits 0.1-0.2 s then 0.2-0.4 s
     assert starts[1] - starts[0] >= 0.1 and starts[2] - starts[1] >= 0.2
+    # and not much later, though the idle worker blocks up to 1 s between looks
+    assert starts[1] - starts[0] < 0.2 + 0.25 and starts[2] - starts[1] < 0.4 + 0.25
 
 
 def test_retries_end_in_maxretries(client, workers):

@@ -50,6 +50,7 @@ for _ = 1, n do
       local due = now + num
       redis.call('HSET', jk, 'due_at', string.format('%.6f', due))
       redis.call('ZADD', p .. ':s:' .. cur[6], due * 1000, id)
+      woke[cur[6]] = true  -- a blocked worker claims and learns when it is due (as enqueue.lua)
     else -- interrupt, queued: back in its queue at once, at its old place
       local prio = tonumber(cur[4]) or 0
       redis.call('ZADD', p .. ':q:' .. cur[6], -prio * 1e13 + tonumber(cur[5]) * 1000, id)
