@@ -289,6 +289,7 @@ class Worker:
                 timeout = min(timeout, max(0.001, next_due - now))
             if burst and busy:
                 timeout = min(timeout, 0.05)
+            until = time.monotonic() + timeout  # a delayed job is due then: claim it at that time
             handed = self._idle_wait(queues, timeout)
             while handed is not None:
                 rj = self._prepare(handed)
@@ -297,13 +298,14 @@ class Worker:
                 else:
                     self._buffer.append(rj)
                 gevent.sleep(0)  # it starts (and most often ends) before we go on
-                if self._stopping or self._buffer:
+                left = until - time.monotonic()
+                if self._stopping or self._buffer or left <= 0:
                     break
                 # A job is handed only to an idle worker, when nothing else is due: a job
                 # queued since left a wake-up token. So block again rather than claim or
                 # prefetch (that round trip would find nothing, and hold up the recording of
                 # this job's outcome: peerbench enqueue -> result p50 1.02 -> 0.77 ms here).
-                handed = self._idle_wait(queues, timeout)
+                handed = self._idle_wait(queues, left)
 
     def _pause_for_store(self) -> None:
         """Stay out of the idle lists (no job is handed to us) and wait up to a second for

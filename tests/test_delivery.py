@@ -53,6 +53,18 @@ def test_a_delayed_job_starts_on_time_when_nothing_else_comes(client, workers):
         assert 0 <= late < 0.25, late
 
 
+def test_a_job_handed_to_an_idle_worker_does_not_make_a_delayed_one_late(client, workers):
+    proc = workers.start()
+    workers.ready(proc)
+    client.wait(client.queue_job("testtasks.add", {"a": 1, "b": 1}), timeout_s=10)  # now blocked, idle
+    delayed = client.queue_job("testtasks.add", {"a": 1, "b": 1}, delay=0.5)
+    time.sleep(0.35)  # the worker now waits for it to be due; a job handed meanwhile must not reset that
+    client.wait(client.queue_job("testtasks.add", {"a": 2, "b": 2}), timeout_s=10)
+    job = client.wait(delayed, timeout_s=10)
+    late = job.started_at - (job.queued_at + 0.5)
+    assert 0 <= late < 0.2, late
+
+
 def test_idle_worker_starts_a_job_quickly_without_polling(client, workers, settings):
     workers.start()
     wait_until(lambda: client.redis.scard(client.broker.keys.workers), 10, "worker registered")
