@@ -65,6 +65,19 @@ def test_a_job_handed_to_an_idle_worker_does_not_make_a_delayed_one_late(client,
     assert 0 <= late < 0.2, late
 
 
+def test_a_job_is_never_handed_to_an_idle_worker_ahead_of_waiting_ones(client):
+    """A worker registered idle while jobs wait (say, by a flush that raced their enqueue)
+    is woken to claim them in order; a new job does not jump the queue by a handoff."""
+    keys = client.broker.keys
+    first = client.queue_jobs("testtasks.add", [{"a": i, "b": 0} for i in range(2)])
+    client.redis.hset(keys.worker("w1"), "queues", "default")  # a live worker, registered idle
+    client.redis.zadd(keys.idle("default"), {"w1": 1})
+    last = client.queue_job("testtasks.add", {"a": 9, "b": 0})
+    assert client.redis.llen(keys.handoff("w1")) == 0
+    assert client.redis.zrange(keys.ready("default"), 0, -1) == first + [last]
+    assert client.get_job(last).status == "queued"
+
+
 def test_idle_worker_starts_a_job_quickly_without_polling(client, workers, settings):
     workers.start()
     wait_until(lambda: client.redis.scard(client.broker.keys.workers), 10, "worker registered")

@@ -5,7 +5,8 @@
 -- ARGV[3]  number of jobs N
 -- ARGV[4+7*(i-1) ..]  per job: id, path, params (JSON), queue, priority, delay_s,
 --                     meta (JSON from producer middleware, e.g. trace context, or '')
--- A job due now goes to an idle worker of its queue when there is one ({p}:idle:{queue},
+-- A job due now, with no job waiting in its queue (it never overtakes one), goes to an idle
+-- worker of its queue when there is one ({p}:idle:{queue},
 -- registered by claim.lua): it is claimed for that worker here (claim_one) and its claim
 -- fields pushed on {p}:w:{wid}:jobs, which the worker is blocked on, so it starts without
 -- a claim round trip. Otherwise it goes to the ready queue and a wake-up token is left.
@@ -59,7 +60,8 @@ for i = 0, n - 1 do
     redis.call('ZADD', p .. ':s:' .. q, due * 1000, id)
     delayed[q] = true
   else
-    local wid = (not woke[q]) and idle_worker(q) or nil
+    -- handed over only when nothing waits in its queue: never ahead of an earlier job
+    local wid = (not woke[q]) and redis.call('ZCARD', p .. ':q:' .. q) == 0 and idle_worker(q) or nil
     if wid then
       local fields = claim_one(p, id, wid, 'queued', now, snow, deadline)
       redis.call('RPUSH', p .. ':w:' .. wid .. ':jobs', cjson.encode(fields))
