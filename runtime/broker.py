@@ -267,12 +267,13 @@ class RedisBroker:
     def next_notice(self, key: str, timeout_s: float) -> str | None:
         """Block up to ``timeout_s`` (> 0) for the next entry on waiter list ``key`` (see
         :meth:`register_waiter`); None if none came. BLPOP below redis-py's command layer
-        (:func:`direct`); a broken connection goes through redis-py with its retries."""
-        try:
-            [reply] = direct(self.client.connection_pool, [("BLPOP", key, timeout_s)])
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
-            pair = self.client.blpop([key], timeout=timeout_s)
-            return None if pair is None else pair[1]
+        (:func:`direct`).
+
+        Raises ConnectionError / TimeoutError, or ResponseError when Redis unblocked the
+        call (``UNBLOCKED``, a failover): an entry may have been lost with the connection,
+        so the caller asks again which jobs are final (the client's ``iter_done``) rather
+        than block again."""
+        [reply] = direct(self.client.connection_pool, [("BLPOP", key, timeout_s)])
         if isinstance(reply, Exception):
             raise reply
         return None if reply is None else reply[1]

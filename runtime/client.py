@@ -168,27 +168,50 @@ class Client:
     def iter_done(self, ids: Sequence[str], timeout_s: float | None = None) -> Iterator[Job]:
         """Yield each job of ``ids`` as it becomes final (those already final first).
 
-        Notified by the finisher (no polling). Raises WaitTimeout (with ``.pending``) after
-        ``timeout_s`` seconds, JobNotFound for an id that does not exist.
+        Notified by the finisher (no polling); after a broken wait (a lost connection, a
+        restart, a failover) it asks Redis again which jobs are final, so a notification
+        lost with the connection is not waited for. Raises WaitTimeout (with ``.pending``)
+        after ``timeout_s`` seconds, JobNotFound for an id that does not exist (also one
+        gone since, e.g. Redis restarted empty), BrokerUnavailable.
         """
         wanted = list(dict.fromkeys(ids))
         key = self.broker.keys.waiter(os.urandom(8).hex())
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         ttl = timeout_s if timeout_s is not None else 86_400
-        already = self._noticed(self._call(self.broker.register_waiter, key, wanted, ttl))
-        pending = set(wanted) - {job_id for job_id, _ in already}
-        for job_id, job in already:
-            if job is None:
-                raise JobNotFound(f"no job {job_id!r} (never queued, or its document expired)")
-            yield job
+        pending = set(wanted)
+        registered = False
+        broken = 0  # waits broken in a row
         while pending:
+            if not registered:  # first, and again after a broken wait: which are final by now?
+                already = self._noticed(self._call(self.broker.register_waiter, key, sorted(pending), ttl))
+                registered = True
+                for job_id, job in already:
+                    if job is None:
+                        raise JobNotFound(f"no job {job_id!r} (never queued, or its document expired)")
+                    if job_id in pending:
+                        pending.discard(job_id)
+                        yield job
+                continue
             remaining = MAX_BLOCK_S if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 self._call(self.redis.delete, key)
                 raise WaitTimeout(f"{len(pending)} of {len(wanted)} jobs not final after {timeout_s} s",
                                   sorted(pending))
-            # Redis reads a timeout under 1 ms as 0, "block forever": never send one
-            entry = self._call(self.broker.next_notice, key, min(max(remaining, MIN_BLOCK_S), MAX_BLOCK_S))
+            try:
+                # Redis reads a timeout under 1 ms as 0, "block forever": never send one
+                entry = self.broker.next_notice(key, min(max(remaining, MIN_BLOCK_S), MAX_BLOCK_S))
+            except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
+                if isinstance(exc, redis.ResponseError) and not str(exc).startswith("UNBLOCKED"):
+                    raise
+                # a notification may have been lost with the connection (or Redis restarted
+                # empty, or failed over): register again, which returns the jobs that ended
+                # meanwhile and raises BrokerUnavailable if Redis stays unreachable
+                broken += 1
+                if broken > 3:
+                    raise BrokerUnavailable(f"Redis unavailable: {exc}") from None
+                registered = False
+                continue
+            broken = 0
             if entry is None:
                 continue
             [(job_id, job)] = self._noticed([entry])

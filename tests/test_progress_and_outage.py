@@ -95,6 +95,34 @@ def test_a_worker_goes_on_claiming_and_recording_across_a_lost_script_cache(clie
     assert proc.poll() is None
 
 
+def test_a_wait_whose_connection_breaks_asks_again_instead_of_blocking_on(own_redis):
+    """A notification can be lost with a broken connection, and Redis can come back
+    without the job: after the break, ``wait`` asks again what became of its jobs."""
+    import threading
+    import time
+    from runtime.errors import JobNotFound
+    sock, start, procs = own_redis
+    client = Client(load_settings({"redis_url": f"unix://{sock}", "key_prefix": "k"}, env={}))
+    job_id = client.queue_job("testtasks.add", {"a": 1, "b": 1})  # no worker: it stays queued
+    out = {}
+
+    def waiter():
+        t0 = time.monotonic()
+        try:
+            client.wait(job_id, timeout_s=30)
+        except Exception as exc:  # noqa: BLE001
+            out["exc"] = exc
+        out["s"] = time.monotonic() - t0
+    th = threading.Thread(target=waiter, daemon=True)
+    th.start()
+    r = redis.Redis(unix_socket_path=sock)
+    wait_until(lambda: any(c.get("cmd") == "blpop" for c in r.client_list()), 10, "the wait to block")
+    r.delete(f"k:j:{job_id}", f"k:h:{job_id}")  # as if Redis came back without it
+    r.client_kill_filter(_type="normal", skipme=True)
+    th.join(10)
+    assert isinstance(out.get("exc"), JobNotFound) and out["s"] < 10, out
+
+
 def test_worker_survives_a_redis_outage_and_loses_nothing(own_redis, workers, tmp_path):
     sock, start, procs = own_redis
     settings = load_settings({"redis_url": f"unix://{sock}", "key_prefix": "o"}, env={})
