@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import redis
 
 from .broker import NewJob, RedisBroker
-from .connection import MAX_BLOCK_S, connect
+from .connection import MAX_BLOCK_S, connect, transient
 from .errors import BrokerUnavailable, InvalidParams, InvalidTransition, JobNotFound, StoreUnavailable, WaitTimeout
 from .job import Job, encode_params, new_job_id
 from .settings import Settings, load_settings
@@ -292,6 +292,10 @@ class Client:
             return fn(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise BrokerUnavailable(f"Redis unavailable: {exc}") from None
+        except redis.ResponseError as exc:
+            if transient(exc):  # read-only after a failover, loading...: nothing was written
+                raise BrokerUnavailable(f"Redis cannot take this now: {exc}") from None
+            raise
         except Exception as exc:
             if self.mongo is not None:
                 from .mongo_store import translate

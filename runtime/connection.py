@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +66,19 @@ def load_script(client: redis.Redis, name: str) -> Any:
     for marker, value in _PLACEHOLDERS.items():
         text = text.replace(marker, value)
     return client.register_script(text)
+
+
+#: Error replies of a Redis that cannot take writes for now (read-only replica after a
+#: failover, loading its data, a busy script, a blocked call unblocked, a failed save):
+#: the worker waits and tries again, as for a lost connection, and drops no data.
+TRANSIENT_ERRORS = ("READONLY", "LOADING", "MASTERDOWN", "BUSY", "TRYAGAIN", "CLUSTERDOWN",
+                    "NOREPLICAS", "UNBLOCKED", "MISCONF")
+
+
+_TRANSIENT = re.compile(r"(?:^|\s-)(?:%s)\b" % "|".join(TRANSIENT_ERRORS))
+
+
+def transient(exc: BaseException) -> bool:
+    """Is ``exc`` an error reply that goes away by itself (TRANSIENT_ERRORS), given
+    directly or from inside a script (``Error running script ...: -READONLY ...``)?"""
+    return isinstance(exc, redis.ResponseError) and _TRANSIENT.search(str(exc)) is not None

@@ -38,7 +38,7 @@ import redis
 
 from .broker import Claimed, Outcome, RedisBroker
 from .client import Client, set_default_client
-from .connection import connect
+from .connection import connect, transient
 from .context import JobContext, current_job
 from .errors import JobAborted, JobInterrupt
 from .execution import AttemptResult, attempt_with, interrupted, run_attempt
@@ -259,15 +259,13 @@ class Worker:
                     idle = not self._stopping and self.busy == 0 and not self._buffer
                     stale, now, next_due, jobs = self.broker.cycle(done, self.id, min(want, batch), queues, idle)
                     self._recorded(done, stale)
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                self.state = "degraded"
-                log.error("cannot claim jobs (%s); retrying in %.1f s", exc, backoff)
-                gevent.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            except Exception:  # noqa: BLE001 - e.g. an outcome Redis refused: record apart
-                log.exception("claim round trip failed; recording finished jobs on their own")
-                self._flush_now()
+            except Exception as exc:  # noqa: BLE001
+                if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)) or transient(exc):
+                    self.state = "degraded"
+                    log.error("cannot claim jobs (%s); retrying in %.1f s", exc, backoff)
+                else:  # e.g. an outcome Redis refused: record apart
+                    log.exception("claim round trip failed; recording finished jobs on their own")
+                    self._flush_now()
                 gevent.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
@@ -541,23 +539,29 @@ class Worker:
                 and (self.mirror is None or self.mirror.claim_allowed)
             try:
                 stale = self.broker.finish(batch, self.settings.queues if idle else (), self.id)
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except Exception as exc:  # noqa: BLE001 - one bad outcome must not stop recording
+                if not isinstance(exc, (redis.ConnectionError, redis.TimeoutError)) and not transient(exc):
+                    self._unstorable(batch, exc)
+                    continue
                 self._retry_later(len(batch), exc, backoff)
                 backoff = min(backoff * 2, 5.0)
                 if self._hard and backoff >= 5.0:
                     return  # the reaper requeues them once this worker's registry expires
                 continue
-            except Exception as exc:  # noqa: BLE001 - one bad outcome must not stop recording
-                if all(o.fields.get("exc_type") == NOT_STORED for o in batch):
-                    log.exception("dropping %d outcomes that cannot be stored; their jobs are requeued "
-                                  "when this worker stops", len(batch))
-                    del self._outcomes[:len(batch)]
-                    continue
-                log.exception("could not record %d finished jobs; recording them without their data", len(batch))
-                for o in batch:
-                    o.fields = not_stored_fields(exc)
-                continue
             self._recorded(batch, stale)
+
+    def _unstorable(self, batch: list[Outcome], exc: BaseException) -> None:
+        """Redis refused ``batch`` for what it holds (not for being unreachable or busy):
+        record it without its data next, or, refused even so, leave it (requeued when
+        this worker stops)."""
+        if all(o.fields.get("exc_type") == NOT_STORED for o in batch):
+            log.error("dropping %d outcomes that cannot be stored (%s); their jobs are requeued "
+                      "when this worker stops", len(batch), exc)
+            del self._outcomes[:len(batch)]
+            return
+        log.error("could not record %d finished jobs (%s); recording them without their data", len(batch), exc)
+        for o in batch:
+            o.fields = not_stored_fields(exc)
 
     def _retry_later(self, n: int, exc: BaseException, backoff: float) -> None:
         self.state = "degraded"

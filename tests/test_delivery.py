@@ -50,7 +50,7 @@ def test_a_delayed_job_starts_on_time_when_nothing_else_comes(client, workers):
     for delay in (0.3, 0.1):
         job = client.wait(client.queue_job("testtasks.add", {"a": 1, "b": 1}, delay=delay), timeout_s=10)
         late = job.started_at - (job.queued_at + delay)
-        assert 0 <= late < 0.25, late
+        assert 0 <= late < 0.3, late  # Redis checks blocking timeouts 10 times a second (hz 10)
 
 
 def test_a_job_handed_to_an_idle_worker_does_not_make_a_delayed_one_late(client, workers):
@@ -62,7 +62,7 @@ def test_a_job_handed_to_an_idle_worker_does_not_make_a_delayed_one_late(client,
     client.wait(client.queue_job("testtasks.add", {"a": 2, "b": 2}), timeout_s=10)
     job = client.wait(delayed, timeout_s=10)
     late = job.started_at - (job.queued_at + 0.5)
-    assert 0 <= late < 0.2, late
+    assert 0 <= late < 0.3, late  # Redis checks blocking timeouts 10 times a second (hz 10)
 
 
 def test_a_job_is_never_handed_to_an_idle_worker_ahead_of_waiting_ones(client):
@@ -76,6 +76,16 @@ def test_a_job_is_never_handed_to_an_idle_worker_ahead_of_waiting_ones(client):
     assert client.redis.llen(keys.handoff("w1")) == 0
     assert client.redis.zrange(keys.ready("default"), 0, -1) == first + [last]
     assert client.get_job(last).status == "queued"
+
+
+def test_an_enqueue_sent_again_after_a_lost_reply_queues_the_job_once(client):
+    """The client sends an enqueue again when its connection broke before the reply: the
+    first send may have queued the job (ids are made by the client, so they match)."""
+    job = client._new("testtasks.add", {"a": 1, "b": 2}, "default", 0, None, None)
+    client.broker.enqueue([job])
+    client.broker.enqueue([job])
+    assert client.redis.zrange(client.broker.keys.ready("default"), 0, -1) == [job.id]
+    assert [h["status"] for h in client.get_job(job.id).history] == ["queued"]
 
 
 def test_idle_worker_starts_a_job_quickly_without_polling(client, workers, settings):

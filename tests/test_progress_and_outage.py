@@ -123,6 +123,28 @@ def test_a_wait_whose_connection_breaks_asks_again_instead_of_blocking_on(own_re
     assert isinstance(out.get("exc"), JobNotFound) and out["s"] < 10, out
 
 
+def test_a_redis_that_refuses_writes_for_a_while_loses_no_outcome(own_redis, workers):
+    """A failover makes Redis a read-only replica for a while (READONLY replies): the
+    worker waits and records every outcome whole once it takes writes again."""
+    import socket
+    sock, start, procs = own_redis
+    settings = load_settings({"redis_url": f"unix://{sock}", "key_prefix": "ro"}, env={})
+    workers.settings = settings
+    client = Client(settings)
+    proc = workers.ready(workers.start("--greenlets", "10"))
+    ids = client.queue_jobs("testtasks.sleep", [{"seconds": 0.5}] * 10)
+    wait_until(lambda: all(j.status == "started" for j in client.store.get_many(ids)), 10, "jobs running")
+    r = redis.Redis(unix_socket_path=sock)
+    with socket.socket() as s:  # a master that is not there: Redis only refuses writes
+        s.bind(("127.0.0.1", 0))
+        r.replicaof("127.0.0.1", s.getsockname()[1])
+    wait_until(lambda: "record 10 finished jobs" in workers.log(proc), 10, "the jobs to end meanwhile")
+    r.replicaof("no", "one")
+    jobs = client.wait(ids, timeout_s=20)
+    assert [(j.status, j.result, j.exc_type) for j in jobs] == [("success", 0.5, None)] * 10
+    assert "without their data" not in workers.log(proc)
+
+
 def test_worker_survives_a_redis_outage_and_loses_nothing(own_redis, workers, tmp_path):
     sock, start, procs = own_redis
     settings = load_settings({"redis_url": f"unix://{sock}", "key_prefix": "o"}, env={})

@@ -46,6 +46,9 @@ for i = 0, n - 1 do
   local prio, delay, meta = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]), ARGV[b + 6]
   local due = now + delay
   local jk = p .. ':j:' .. id
+  -- a client that lost this call's reply with its connection sends it again: ids are
+  -- unique, so a job that exists was queued by the first send and is not queued twice
+  if redis.call('EXISTS', jk) == 0 then
   redis.call('HSET', jk, 'id', id, 'path', path, 'params', params, 'queue', q,
     'priority', prio, 'status', 'queued', 'queued_at', snow,
     'due_at', delay > 0 and string.format('%.6f', due) or snow, 'attempt', 0, 'retries', 0, 'lost', 0)
@@ -69,6 +72,7 @@ for i = 0, n - 1 do
       redis.call('ZADD', p .. ':q:' .. q, -prio * 1e13 + due * 1000, id)
       woke[q] = true
     end
+  end
   end
 end
 for q, _ in pairs(woke) do

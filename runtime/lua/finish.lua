@@ -29,10 +29,11 @@ for _ = 1, n do
     stale[#stale + 1] = id
   else
     local hk = p .. ':h:' .. id
-    redis.call('HSET', jk, 'status', st, 'ended_at', snow, unpack(ARGV, fb, fb + 2 * nf - 1))
-    if st == 'success' then  -- what an earlier attempt left
+    if st == 'success' then  -- what an earlier attempt left (before this one's fields: a
+      -- success stored without its data keeps its exc_type marker)
       redis.call('HDEL', jk, 'exc_type', 'exc_message', 'traceback', 'reason')
     end
+    redis.call('HSET', jk, 'status', st, 'ended_at', snow, unpack(ARGV, fb, fb + 2 * nf - 1))
     redis.call('ZREM', p .. ':inflight', id)
     redis.call('SREM', p .. ':w:' .. cur[3] .. ':running', id)
     redis.call('ZREM', p .. ':st:started', id)
