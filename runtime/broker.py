@@ -122,12 +122,15 @@ class RedisBroker:
         try:
             replies = direct(self.client.connection_pool, calls)
         except (redis.ConnectionError, redis.TimeoutError, OSError):
-            replies = None
-        if replies is None or any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
             pipe = self.client.pipeline(transaction=False)
             for call in calls:
                 pipe.execute_command(*call)
             return self._execute(pipe)
+        redo = [i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)]
+        if redo:  # run again only what did not run: a claim that did run is not claimed twice
+            self._load_scripts()
+            for i, r in zip(redo, direct(self.client.connection_pool, [calls[i] for i in redo])):
+                replies[i] = r
         for r in replies:
             if isinstance(r, Exception):
                 raise r
@@ -201,10 +204,17 @@ class RedisBroker:
         try:
             return pipe.execute()
         except redis.exceptions.NoScriptError:
-            for script in (self._enqueue, self._claim, self._finish, self._reap, self._control, self._wait):
-                self.client.script_load(script.script)
+            self._load_scripts()
             pipe.command_stack = stack
             return pipe.execute()
+
+    def _load_scripts(self) -> None:
+        """Load every script into a server that lost them (a restart, SCRIPT FLUSH); in one
+        round trip, so that no other client sees some of them loaded and not others."""
+        pipe = self.client.pipeline(transaction=True)
+        for script in (self._enqueue, self._claim, self._finish, self._reap, self._control, self._wait):
+            pipe.script_load(script.script)
+        pipe.execute()
 
     def mark_lost(self, worker_ids: Sequence[str], note: str) -> tuple[list[str], list[str]]:
         """Before the jobs of lost workers are taken back (``reap``): the jobs they were

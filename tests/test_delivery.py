@@ -88,6 +88,23 @@ def test_an_enqueue_sent_again_after_a_lost_reply_queues_the_job_once(client):
     assert [h["status"] for h in client.get_job(job.id).history] == ["queued"]
 
 
+def test_a_claim_whose_reply_was_lost_is_taken_back_while_its_worker_lives(client, workers, settings):
+    """A claim made for a live worker that never got the reply (its connection broke)
+    is not extended by that worker's heartbeat: once it expires, the job is requeued."""
+    import dataclasses
+    from runtime.client import Client
+    proc = workers.ready(workers.start("--queues", "default"))
+    wid = wait_until(lambda: next(iter(client.redis.smembers(client.broker.keys.workers)), None), 10, "worker")
+    job_id = client.queue_job("testtasks.add", {"a": 2, "b": 3}, queue="other")  # not the worker's queue
+    short = Client(dataclasses.replace(settings, visibility_timeout_s=1.0))
+    _, _, claimed = short.broker.claim(wid, 1, ["other"])  # as if its reply never reached the worker
+    assert [c.id for c in claimed] == [job_id]
+    job = wait_until(lambda: (j := client.get_job(job_id)).status == "interrupt" and j, 10, "the job requeued")
+    assert "never got it" in job.history[-1]["note"] and job.lost == 0
+    assert client.redis.zrange(client.broker.keys.ready("other"), 0, -1) == [job_id]
+    assert proc.poll() is None
+
+
 def test_idle_worker_starts_a_job_quickly_without_polling(client, workers, settings):
     workers.start()
     wait_until(lambda: client.redis.scard(client.broker.keys.workers), 10, "worker registered")

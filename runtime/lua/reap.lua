@@ -12,7 +12,8 @@
 -- A job taken back from a dead worker is requeued at its old place (status queued,
 -- lost+1) or, at max_lost, ends failed with reason worker-lost. A job still claimed by a
 -- worker that stops cleanly (handed to it but never run) is requeued as interrupt, lost
--- unchanged. Returns {requeued, failed}.
+-- unchanged; so is an expired claim of a live worker (it does not know it has the job:
+-- its heartbeat extends the claims of every job it knows). Returns {requeued, failed}.
 --@LIB@--
 local p = ARGV[1]
 local max_lost, ttl_failed = tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -23,6 +24,7 @@ local requeued, failed = 0, 0
 local woke = {}
 
 local unstarted = {}
+local orphans = {}
 
 local function lose(id, wid, clean)
   local jk = p .. ':j:' .. id
@@ -36,7 +38,9 @@ local function lose(id, wid, clean)
     redis.call('HDEL', jk, 'lost_reason')
   end
   local note = 'worker stopped with the job still claimed (prefetched, or not ended in the grace period)'
-  if unstarted[id] then
+  if orphans[id] then
+    note = 'claimed by a live worker that never got it (a reply lost with its connection)'
+  elseif unstarted[id] then
     clean = true
     note = 'worker lost before the job started (prefetched)' .. why
   end
@@ -97,8 +101,11 @@ local expired = redis.call('ZRANGEBYSCORE', p .. ':inflight', '-inf', now * 1000
 for _, id in ipairs(expired) do
   local owner = redis.call('HGET', p .. ':j:' .. id, 'worker')
   if owner and redis.call('EXISTS', p .. ':w:' .. owner) == 1 then
-    -- its worker is alive (a heartbeat stalled, or Redis came back after an outage): keep it
-    redis.call('ZADD', p .. ':inflight', now * 1000 + 60000, id)
+    -- its worker is alive and beating (its registry entry lives a few heartbeats), and every
+    -- beat extends the claims of the jobs it knows: so it does not know this one (the
+    -- claim's reply was lost with a connection). Requeued, not charged to the job.
+    orphans[id] = true
+    lose(id, owner, true)
   else
     lose(id, nil, false)
   end
