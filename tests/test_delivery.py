@@ -105,6 +105,13 @@ def test_a_claim_whose_reply_was_lost_is_taken_back_while_its_worker_lives(clien
     assert proc.poll() is None
 
 
+def test_jobs_queued_in_one_call_run_in_their_order(client, workers):
+    ids = client.queue_jobs("testtasks.add", [{"a": i, "b": 0} for i in range(40)])
+    workers.start("--greenlets", "1")
+    jobs = client.wait(ids, timeout_s=20)
+    assert sorted(ids, key=lambda i: jobs[ids.index(i)].started_at) == ids
+
+
 def test_idle_worker_starts_a_job_quickly_without_polling(client, workers, settings):
     workers.start()
     wait_until(lambda: client.redis.scard(client.broker.keys.workers), 10, "worker registered")

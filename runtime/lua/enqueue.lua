@@ -69,7 +69,8 @@ for i = 0, n - 1 do
       local fields = claim_one(p, id, wid, 'queued', now, snow, deadline)
       redis.call('RPUSH', p .. ':w:' .. wid .. ':jobs', cjson.encode(fields))
     else
-      redis.call('ZADD', p .. ':q:' .. q, -prio * 1e13 + due * 1000, id)
+      -- + i µs: the jobs of one call share `now`, and keep their order (FIFO) by it
+      redis.call('ZADD', p .. ':q:' .. q, -prio * 1e13 + (due + i * 1e-6) * 1000, id)
       woke[q] = true
     end
   end
