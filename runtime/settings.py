@@ -70,7 +70,9 @@ class Settings:
     #: After the first SIGTERM/SIGINT, how long running jobs may go on before they are
     #: interrupted and requeued, seconds.
     grace_s: float = 30.0
-    #: A claim not extended for this long is taken back (at-least-once), seconds.
+    #: A claim not extended for this long is taken back (at-least-once), seconds. Set it
+    #: alike on clients and workers: a job handed straight to an idle worker at enqueue
+    #: is claimed with the enqueuing client's value.
     visibility_timeout_s: float = 60.0
     #: Period of the native heartbeat thread (registry, claim extension, aborts), seconds.
     heartbeat_interval_s: float = 1.0
