@@ -97,21 +97,11 @@ class RedisBroker:
         return float(self._evalsha(self._enqueue, args))
 
     def _evalsha(self, script: Any, args: list[Any]) -> Any:
-        """Run ``script`` with ``args`` on a pooled connection, below redis-py's command
-        layer (see :func:`direct`): ~65 µs of client CPU less per call on session 4's
+        """Run ``script`` with ``args`` in one round trip below redis-py's command layer
+        (:meth:`_script_calls`): ~65 µs of client CPU less per call on session 4's
         machine, one enqueue call each 2,695-2,808 -> 3,476-3,612 jobs/s in-process
-        (peerbench: 2,779 -> 3,022).
-        Anything unusual (a server that lost its script cache, a broken connection) goes
-        the usual way, through redis-py's ``Script`` with its retries."""
-        try:
-            [reply] = direct(self.client.connection_pool, [("EVALSHA", script.sha, 0, *args)])
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
-            return script(args=args)
-        if isinstance(reply, redis.exceptions.NoScriptError):
-            return script(args=args)
-        if isinstance(reply, Exception):
-            raise reply
-        return reply
+        (peerbench: 2,779 -> 3,022)."""
+        return self._script_calls([("EVALSHA", script.sha, 0, *args)])[0]
 
     def _script_calls(self, calls: list[tuple[Any, ...]]) -> list[Any]:
         """Run ``calls`` (EVALSHA and plain commands, as argument tuples) in one round trip

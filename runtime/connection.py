@@ -79,6 +79,9 @@ _TRANSIENT = re.compile(r"(?:^|\s-)(?:%s)\b" % "|".join(TRANSIENT_ERRORS))
 
 
 def transient(exc: BaseException) -> bool:
-    """Is ``exc`` an error reply that goes away by itself (TRANSIENT_ERRORS), given
-    directly or from inside a script (``Error running script ...: -READONLY ...``)?"""
+    """Does ``exc`` go away by itself: a lost connection, a timeout, or an error reply of
+    TRANSIENT_ERRORS, given directly or from inside a script (``Error running script ...:
+    -READONLY ...``)?"""
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        return True
     return isinstance(exc, redis.ResponseError) and _TRANSIENT.search(str(exc)) is not None

@@ -260,7 +260,7 @@ class Worker:
                     stale, now, next_due, jobs = self.broker.cycle(done, self.id, min(want, batch), queues, idle)
                     self._recorded(done, stale)
             except Exception as exc:  # noqa: BLE001
-                if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)) or transient(exc):
+                if transient(exc):
                     self.state = "degraded"
                     log.error("cannot claim jobs (%s); retrying in %.1f s", exc, backoff)
                 else:  # e.g. an outcome Redis refused: record apart
@@ -540,7 +540,7 @@ class Worker:
             try:
                 stale = self.broker.finish(batch, self.settings.queues if idle else (), self.id)
             except Exception as exc:  # noqa: BLE001 - one bad outcome must not stop recording
-                if not isinstance(exc, (redis.ConnectionError, redis.TimeoutError)) and not transient(exc):
+                if not transient(exc):
                     self._unstorable(batch, exc)
                     continue
                 self._retry_later(len(batch), exc, backoff)
