@@ -183,7 +183,14 @@ class Client:
         broken = 0  # waits broken in a row
         while pending:
             if not registered:  # first, and again after a broken wait: which are final by now?
-                already = self._noticed(self._call(self.broker.register_waiter, key, sorted(pending), ttl))
+                try:
+                    already = self._noticed(self._call(self.broker.register_waiter, key, sorted(pending), ttl))
+                except BrokerUnavailable:
+                    if not broken or broken >= 3:
+                        raise
+                    broken += 1  # Redis restarting after a broken wait: give it a moment
+                    time.sleep(0.5 * broken)
+                    continue
                 registered = True
                 for job_id, job in already:
                     if job is None:

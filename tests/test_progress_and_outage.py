@@ -123,6 +123,26 @@ def test_a_wait_whose_connection_breaks_asks_again_instead_of_blocking_on(own_re
     assert isinstance(out.get("exc"), JobNotFound) and out["s"] < 10, out
 
 
+def test_a_wait_rides_out_a_short_redis_restart(own_redis, workers):
+    import threading
+    sock, start, procs = own_redis
+    settings = load_settings({"redis_url": f"unix://{sock}", "key_prefix": "rs"}, env={})
+    workers.settings = settings
+    client = Client(settings)
+    job_id = client.queue_job("testtasks.add", {"a": 1, "b": 2}, delay=3.0)
+    out = {}
+    th = threading.Thread(target=lambda: out.update(job=client.wait(job_id, timeout_s=30)), daemon=True)
+    th.start()
+    r = redis.Redis(unix_socket_path=sock)
+    wait_until(lambda: any(c.get("cmd") == "blpop" for c in r.client_list()), 10, "the wait to block")
+    procs[-1].terminate()
+    procs[-1].wait(10)
+    start()  # back with its data (AOF), the wait's connection gone
+    workers.start()
+    th.join(20)
+    assert out.get("job") is not None and out["job"].result == 3
+
+
 def test_a_redis_that_refuses_writes_for_a_while_loses_no_outcome(own_redis, workers):
     """A failover makes Redis a read-only replica for a while (READONLY replies): the
     worker waits and records every outcome whole once it takes writes again."""
