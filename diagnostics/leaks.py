@@ -31,7 +31,8 @@ import tracemalloc
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from runtime.limits import RSS, fmt_bytes
+from runtime.process import RSS
+from runtime.units import fmt_bytes
 
 #: Types whose growth is noise from the hunt itself (frames, cells of the running code).
 #: Modules whose objects are the hunt's own bookkeeping.

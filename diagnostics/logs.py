@@ -14,6 +14,7 @@ import sys
 from typing import Any, TextIO
 
 from runtime.context import JobContext, current_job
+from runtime.resets import on_reset
 from runtime.middleware import Middleware
 
 DEFAULT_MAX_LINES = 1000
@@ -28,7 +29,7 @@ class _Limits:
 
 def add_line(job: JobContext, line: str, limits: _Limits) -> None:
     """Append ``line`` to the job's logs unless over the limits (then count it as dropped)."""
-    state = job.__dict__.setdefault("_logcap", [0, 0, 0])  # bytes kept, lines dropped, bytes dropped
+    state = job.state.setdefault("logs", [0, 0, 0])  # bytes kept, lines dropped, bytes dropped
     n = len(line.encode("utf-8", "replace"))
     if len(job.logs) >= limits.lines or state[0] + n > limits.size:
         state[1] += 1
@@ -52,8 +53,9 @@ class JobLogHandler(logging.Handler):
             return
         try:
             line = self.format(record)
-            extra = job.__dict__.get("log_context")  # trace and span ids, set by Tracing
-            add_line(job, f"{line} [{extra}]" if extra else line, self.limits)
+            if job.log_fields:  # the trace and span ids, set by Tracing
+                line += " [" + " ".join(f"{k}={v}" for k, v in job.log_fields.items()) + "]"
+            add_line(job, line, self.limits)
         except Exception:  # noqa: BLE001
             self.handleError(record)
 
@@ -67,16 +69,16 @@ class JobStream:
     def write(self, text: str) -> int:
         job = current_job.get()
         if job is not None and text:
-            key = "_partial_" + self._label
-            buf = job.__dict__.get(key, "") + text
+            key = "partial_" + self._label
+            buf = job.state.get(key, "") + text
             *lines, rest = buf.split("\n")
             for line in lines:
                 add_line(job, f"[{self._label}] {line}", self._limits)
-            job.__dict__[key] = rest
+            job.state[key] = rest
         return self._real.write(text)
 
     def flush_job(self, job: JobContext) -> None:
-        rest = job.__dict__.pop("_partial_" + self._label, "")
+        rest = job.state.pop("partial_" + self._label, "")
         if rest:
             add_line(job, f"[{self._label}] {rest}", self._limits)
 
@@ -119,11 +121,25 @@ class Logs(Middleware):
             self._install()
 
     def after_job(self, job: JobContext, outcome: Any) -> None:
-        d = job.__dict__
-        if "_partial_stdout" in d or "_partial_stderr" in d:
+        d = job.state
+        if "partial_stdout" in d or "partial_stderr" in d:
             for stream in Logs._installed.get("streams", ()):
                 stream.flush_job(job)
-        state = d.get("_logcap")
+        state = d.get("logs")
         if state and state[1]:
             job.logs.append(f"[runtime: {state[1]} more lines ({state[2]} bytes) dropped: over "
                             f"max_log_lines={self.limits.lines} / max_log_bytes={self.limits.size}]")
+
+
+@on_reset
+def uninstall() -> None:
+    """Take the capture out of this process: the root handler, and the stream wrappers
+    (unwrapped where they still are sys.stdout/sys.stderr)."""
+    installed = Logs._installed
+    if not installed:
+        return
+    logging.getLogger().removeHandler(installed["handler"])
+    for stream in installed["streams"]:
+        if getattr(sys, stream._label) is stream:
+            setattr(sys, stream._label, stream._real)
+    installed.clear()

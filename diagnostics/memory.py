@@ -4,7 +4,7 @@ RSS is read with ``os.pread`` on a kept-open ``/proc/self/statm`` (about 1.5 µs
 NOTES-observability #13). It measures the process, not the job: with other jobs running
 at the same time, a job's RSS delta includes what they did meanwhile (the report says how
 many other jobs were running). A per-job heap diff that names what a job left behind is
-the opt-in ``--trace-memory`` (to come), which runs such jobs alone.
+the opt-in ``--trace-memory`` (:class:`HeapDiff`), which runs such jobs alone.
 Where /proc is missing (not Linux), psutil is used, and the report says ``rss_source``.
 """
 
@@ -14,14 +14,18 @@ import os
 from typing import Any
 
 from runtime.context import JobContext
-from runtime.limits import RSS  # noqa: F401 - re-exported: diagnostics.memory.RSS
-from runtime.middleware import Middleware
+from runtime.job import Job
+from runtime.middleware import Middleware, Rows
+from runtime.process import RSS
 from runtime.tasks import chosen, split_patterns
+
 
 class Memory(Middleware):
     """Adds ``report["memory"] = {"rss_before", "rss_after", "rss_delta" (bytes),
     "concurrent"}``: ``concurrent`` is how many other jobs of this worker were running
     when it ended (0 means the delta is this job's alone, give or take the runtime)."""
+
+    report_keys = ("memory",)
 
     def __init__(self, settings: Any = None) -> None:
         super().__init__(settings)
@@ -35,16 +39,23 @@ class Memory(Middleware):
 
     def before_job(self, job: JobContext) -> None:
         self.running += 1
-        job.__dict__["_rss_before"] = self._reader()()
+        job.state["rss_before"] = self._reader()()
 
     def after_job(self, job: JobContext, outcome: Any) -> None:
         self.running -= 1
-        before = job.__dict__.pop("_rss_before", None)
+        before = job.state.pop("rss_before", None)
         if before is None:
             return
         after = self._reader()()
         job.report["memory"] = {"rss_before": before, "rss_after": after, "rss_delta": after - before,
                                 "concurrent": self.running}
+
+    def describe(self, job: Job) -> Rows:
+        mem = (job.report or {}).get("memory")
+        if not mem:
+            return []
+        return [("memory", f"rss {mem['rss_before'] / 2**20:.1f} -> {mem['rss_after'] / 2**20:.1f} MiB "
+                           f"({mem['rss_delta'] / 2**20:+.2f} MiB, {mem['concurrent']} other jobs running)")]
 
 
 class HeapDiff(Middleware):
@@ -62,6 +73,7 @@ class HeapDiff(Middleware):
     """
 
     task_options = {"trace_memory": "True to store a heap diff (tracemalloc) of every job of this task"}
+    report_keys = ("heap_diff",)
     TOP = 10
 
     def __init__(self, settings: Any = None) -> None:
@@ -81,10 +93,10 @@ class HeapDiff(Middleware):
         started_here = not tracemalloc.is_tracing()
         if started_here:
             tracemalloc.start(1)
-        job.__dict__["_heap"] = (tracemalloc.take_snapshot(), started_here)
+        job.state["heap_diff"] = (tracemalloc.take_snapshot(), started_here)
 
     def after_job(self, job: JobContext, outcome: Any) -> None:
-        held = job.__dict__.pop("_heap", None)
+        held = job.state.pop("heap_diff", None)
         if held is None:
             return
         import tracemalloc
@@ -102,3 +114,12 @@ class HeapDiff(Middleware):
             "alone": True,
             "note": "tracemalloc diff of the whole process over the job's run; the job ran alone",
         }
+
+    def describe(self, job: Job) -> Rows:
+        diff = (job.report or {}).get("heap_diff")
+        if not diff:
+            return []
+        rows = [("heap diff", f"{diff['total_bytes'] / 1024:+.1f} KiB over the run (the job ran alone); grew most:")]
+        for site in diff["top"][:5]:
+            rows.append(("", f"{site['bytes'] / 1024:+9.1f} KiB {site['count']:+7d} blocks  {site['where']}"))
+        return rows

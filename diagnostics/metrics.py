@@ -21,7 +21,8 @@ import os
 from typing import Any
 
 from runtime.context import JobContext
-from runtime.middleware import Middleware
+from runtime.middleware import Middleware, WorkerView
+from runtime.process import RSS
 
 from .tracing import otlp_traces_url
 
@@ -37,12 +38,14 @@ def otlp_metrics_url(settings: Any) -> str | None:
 class Metrics(Middleware):
     """Counts, durations and waits of jobs; queue depth and worker RSS, over OTLP."""
 
+    runs_before = ("diagnostics.timing.Timing",)  # its after-hook reads the timing Timing reports
+
     def __init__(self, settings: Any = None) -> None:
         super().__init__(settings)
         self.provider: Any = None
         self.worker: Any = None
 
-    def on_worker_start(self, worker: Any) -> None:
+    def on_worker_start(self, worker: WorkerView | None) -> None:
         url = otlp_metrics_url(self.settings)
         if not url or worker is None:
             return
@@ -70,15 +73,11 @@ class Metrics(Middleware):
 
         meter.create_observable_counter("runtime.jobs", [jobs], unit="1", description="Job attempts ended, by status")
 
-        from runtime.store import RedisJobStore
-
-        from runtime.limits import RSS
-        store = RedisJobStore(worker.redis, worker.settings.key_prefix)
         read_rss = RSS()  # one kept-open /proc/self/statm for every export
 
         def depth(options: Any) -> list[Any]:
             try:
-                depths = store.queue_depths(worker.settings.queues)
+                depths = worker.queue_depths()
             except Exception:  # noqa: BLE001 - a metric must not break the export
                 return []
             return [Observation(n, {"messaging.destination.name": q, "runtime.queue.state": state})
@@ -90,7 +89,7 @@ class Metrics(Middleware):
         meter.create_observable_gauge("runtime.queue.depth", [depth], unit="1", description="Jobs waiting")
         meter.create_observable_gauge("runtime.worker.rss", [rss], unit="By", description="Worker RSS")
 
-    def on_worker_stop(self, worker: Any) -> None:
+    def on_worker_stop(self, worker: WorkerView | None) -> None:
         if self.provider is not None:
             self.provider.force_flush(5000)
             self.provider.shutdown()

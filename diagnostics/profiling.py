@@ -13,9 +13,9 @@ Which jobs: ``runtime worker --profile`` (all), ``RUNTIME_PROFILE='tasks_example
 (fnmatch patterns, comma-separated), or ``@task(profile=True)``.
 
 Stored with the job: ``report["profile"]`` (duration, samples, the 10 functions with the
-most self time) and the job's ``profile`` field, the gzipped pyinstrument Session JSON
-(base64), from which ``runtime job ID --profile`` renders text and ``--profile-html``
-renders HTML on demand (the HTML itself is ~90 KB, so it is never stored).
+most self time) and the artifact ``profile``, the gzipped pyinstrument Session JSON
+(base64), from which ``runtime job ID --artifact profile`` renders text and ``--html
+FILE`` renders HTML on demand (the HTML itself is ~90 KB, so it is never stored).
 """
 
 from __future__ import annotations
@@ -31,8 +31,11 @@ from typing import Any
 import greenlet
 
 from runtime.context import JobContext
-from runtime.middleware import Middleware
+from runtime.resets import on_reset
+from runtime.job import Job
+from runtime.middleware import Middleware, Rows
 from runtime.tasks import chosen, split_patterns
+from runtime.units import fmt_seconds
 
 INTERVAL_S = 0.001
 WAITING = "[waiting: greenlet switched out]\x00<gevent>\x000"
@@ -170,6 +173,13 @@ class GreenletSampler:
 _sampler: GreenletSampler | None = None
 
 
+@on_reset
+def _forget_sampler() -> None:
+    global _sampler
+    if _sampler is not None and not _sampler.active:
+        _sampler = None
+
+
 def session_of(s: _JobSamples, description: str, interval_s: float) -> Any:
     from pyinstrument.session import Session
     duration = time.perf_counter() - s.t0
@@ -220,6 +230,8 @@ class Profiling(Middleware):
     """pyinstrument profiles of the jobs chosen by settings or ``@task(profile=True)``."""
 
     task_options = {"profile": "True to store a pyinstrument profile of every job of this task"}
+    report_keys = ("profile",)
+    artifacts = ("profile",)
 
     def __init__(self, settings: Any = None) -> None:
         super().__init__(settings)
@@ -241,10 +253,10 @@ class Profiling(Middleware):
         s = _sampler.add(_getcurrent())
         # where the job's own code starts: the caller of the chain (the stem above is trimmed)
         s.start_stack = build_stack(sys._getframe(2), "initial")
-        job.__dict__["_profiled"] = True
+        job.state["profiling"] = True
 
     def after_job(self, job: JobContext, outcome: Any) -> None:
-        if not job.__dict__.pop("_profiled", False) or _sampler is None:
+        if not job.state.pop("profiling", False) or _sampler is None:
             return
         s = _sampler.remove(_getcurrent())
         if s is None:
@@ -253,4 +265,20 @@ class Profiling(Middleware):
         job.report["profile"] = {"duration_s": round(session.duration, 6), "samples": session.sample_count,
                                  "interval_s": _sampler.interval_s, "top": top_functions(session),
                                  "note": "this job's greenlet only; waits shown as [waiting] frames"}
-        job.__dict__["extra_fields"] = {**job.__dict__.get("extra_fields", {}), "profile": encode_session(session)}
+        job.store_artifact("profile", encode_session(session))
+
+    def describe(self, job: Job) -> Rows:
+        prof = (job.report or {}).get("profile")
+        if not prof:
+            return []
+        rows = [("profile", f"{prof['samples']} samples over {fmt_seconds(prof['duration_s'])}; most self time:")]
+        for f in prof["top"][:5]:
+            rows.append(("", f"{fmt_seconds(f['self_s']):>9}  {f['function']}  {f['where']}"))
+        return rows
+
+    def render_artifact(self, name: str, data: str, html: bool = False) -> str:
+        session = decode_session(data)
+        return render_html(session) if html else render_text(session)
+
+    def load_artifact(self, name: str, data: str) -> Any:
+        return decode_session(data)

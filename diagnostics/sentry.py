@@ -7,7 +7,7 @@ process after it starts (never inherited across fork) and flushed when it stops.
 - Each job runs in ``sentry_sdk.isolation_scope()``: its tags never leak to another job,
   even with many greenlets (each greenlet has its own contextvars).
 - Tags: ``job_id``, ``task``, ``queue``, ``attempt`` and ``otel.trace_id`` (the
-  OpenTelemetry trace of the job, when the Tracing middleware runs before this one;
+  OpenTelemetry trace of the job, when Tracing is configured: it must come first;
   Sentry's own trace id is a different one). Worker-wide tags (``worker``, ``queues``) go
   on the global scope, which job scopes inherit.
 - Reported: attempts that end failed, timeout or maxretries. Attempts that will be
@@ -23,7 +23,8 @@ import os
 from typing import Any
 
 from runtime.context import JobContext
-from runtime.middleware import Middleware
+from runtime.job import Job
+from runtime.middleware import Middleware, Rows, WorkerView
 from runtime.status import Status
 
 log = logging.getLogger("runtime.sentry")
@@ -34,12 +35,15 @@ _REPORTED = {Status.FAILED, Status.TIMEOUT, Status.MAXRETRIES}
 class Sentry(Middleware):
     """Reports job exceptions to Sentry with job tags, one isolation scope per job."""
 
+    runs_after = ("diagnostics.tracing.Tracing",)  # reads the trace id it puts in the report
+    report_keys = ("sentry",)
+
     def __init__(self, settings: Any = None) -> None:
         super().__init__(settings)
         self.dsn = getattr(settings, "sentry_dsn", None) or os.environ.get("SENTRY_DSN")
         self.on = False
 
-    def on_worker_start(self, worker: Any) -> None:
+    def on_worker_start(self, worker: WorkerView | None) -> None:
         if not self.dsn:
             return
         import sentry_sdk
@@ -53,7 +57,7 @@ class Sentry(Middleware):
         self.on = True
         log.info("sentry: reporting job errors")
 
-    def on_worker_stop(self, worker: Any) -> None:
+    def on_worker_stop(self, worker: WorkerView | None) -> None:
         if self.on:
             import sentry_sdk
             sentry_sdk.flush(2.0)
@@ -74,10 +78,10 @@ class Sentry(Middleware):
         trace = job.report.get("trace")
         if trace:
             scope.set_tag("otel.trace_id", trace["trace_id"])
-        job.__dict__["_sentry"] = (cm, scope)
+        job.state["sentry"] = (cm, scope)
 
     def after_job(self, job: JobContext, outcome: Any) -> None:
-        held = job.__dict__.pop("_sentry", None)
+        held = job.state.pop("sentry", None)
         if held is None:
             return
         cm, scope = held
@@ -91,3 +95,7 @@ class Sentry(Middleware):
                     job.report["sentry"] = {"event_id": event_id}
         finally:
             cm.__exit__(None, None, None)
+
+    def describe(self, job: Job) -> Rows:
+        sent = (job.report or {}).get("sentry")
+        return [("sentry", f"event {sent['event_id']}")] if sent else []

@@ -16,7 +16,9 @@ from typing import Any
 import greenlet
 
 from runtime.context import JobContext
-from runtime.middleware import Middleware
+from runtime.job import Job
+from runtime.middleware import Middleware, Rows, WorkerView
+from runtime.units import fmt_seconds
 
 _thread_time = time.thread_time
 _perf_counter = time.perf_counter
@@ -30,15 +32,22 @@ class Timing(Middleware):
     started; ``wall_s`` the run; ``switches`` how many times the job's greenlet resumed.
     """
 
+    report_keys = ("timing",)
+
     def __init__(self, settings: Any = None) -> None:
         super().__init__(settings)
         self._active: dict[Any, list[float]] = {}  # greenlet -> [cpu_s, switches, since]
-        self._previous: Any = None
-        self._installed = False
+        self._trace: Any = None
 
     def _install(self) -> None:
-        self._previous = greenlet.settrace(self._make_trace())
-        self._installed = True
+        self._trace = self._make_trace()
+        greenlet.settrace(self._trace)
+
+    def on_worker_stop(self, worker: WorkerView | None) -> None:
+        """Take the switch hook out again (when it is still the last one installed)."""
+        if self._trace is not None and greenlet.gettrace() is self._trace:
+            greenlet.settrace(self._trace.previous)
+        self._trace = None
 
     def _make_trace(self) -> Any:
         """The switch hook, as a closure over locals: it runs at every greenlet switch of
@@ -62,14 +71,15 @@ class Timing(Middleware):
                         b[2] = now
             if previous is not None:
                 previous(event, args)
+        trace.previous = previous  # type: ignore[attr-defined]
         return trace
 
-    def on_worker_start(self, worker: Any) -> None:
-        if not self._installed:
+    def on_worker_start(self, worker: WorkerView | None) -> None:
+        if self._trace is None:
             self._install()
 
     def before_job(self, job: JobContext) -> None:
-        if not self._installed:
+        if self._trace is None:
             self._install()
         self._active[_getcurrent()] = [0.0, 0, _thread_time(), _perf_counter()]
 
@@ -83,3 +93,10 @@ class Timing(Middleware):
         if job.due_at is not None:
             t["wait_s"] = round(max(0.0, time.time() - wall - job.due_at), 6)
         job.report["timing"] = t
+
+    def describe(self, job: Job) -> Rows:
+        t = (job.report or {}).get("timing")
+        if not t:
+            return []
+        return [("timing", f"wait {fmt_seconds(t.get('wait_s'))}  wall {fmt_seconds(t.get('wall_s'))}  "
+                           f"cpu {fmt_seconds(t.get('cpu_s'))}  switches {t.get('switches', '-')}")]

@@ -39,7 +39,9 @@ import os
 from typing import Any
 
 from runtime.context import JobContext
-from runtime.middleware import Middleware
+from runtime.resets import on_reset
+from runtime.job import Job
+from runtime.middleware import Middleware, Rows
 from runtime.status import Status
 
 log = logging.getLogger("runtime.tracing")
@@ -247,15 +249,17 @@ def provider(settings: Any) -> Any:
     return prov
 
 
+@on_reset
+def forget_provider() -> None:
+    """Forget this process's provider (the next use makes a new one)."""
+    global _provider, _provider_pid
+    _provider, _provider_pid = None, None
+
+
 def flush(timeout_s: float = 5.0) -> None:
     """Export what this process's provider holds (worker stop, recycle)."""
     if _provider is not None and _provider_pid == os.getpid():
         _provider.force_flush(int(timeout_s * 1000))
-
-
-def trace_link(template: str | None, trace_id: str) -> str | None:
-    """The trace's URL in Jaeger or Tempo from ``Settings.trace_link`` ({trace_id})."""
-    return template.format(trace_id=trace_id) if template else None
 
 
 class _Otel:
@@ -276,6 +280,8 @@ _FAILED = {Status.FAILED, Status.TIMEOUT, Status.ABORT, Status.MAXRETRIES, Statu
 
 class Tracing(Middleware):
     """Producer and consumer spans with W3C context propagation through the job."""
+
+    report_keys = ("trace",)
 
     def __init__(self, settings: Any = None) -> None:
         super().__init__(settings)
@@ -347,11 +353,12 @@ class Tracing(Middleware):
         sc = span.get_span_context()
         ids = {"trace_id": format(sc.trace_id, "032x"), "span_id": format(sc.span_id, "016x")}
         job.report["trace"] = ids
-        job.__dict__["_otel"] = (span, token)
-        job.__dict__["log_context"] = f"trace_id={ids['trace_id']} span_id={ids['span_id']}"
+        job.state["tracing"] = (span, token)
+        job.log_fields["trace_id"] = ids["trace_id"]
+        job.log_fields["span_id"] = ids["span_id"]
 
     def after_job(self, job: JobContext, outcome: Any) -> None:
-        span, token = job.__dict__.pop("_otel", (None, None))
+        span, token = job.state.pop("tracing", (None, None))
         if span is None:
             return
         context, StatusCode = _otel.context, _otel.StatusCode
@@ -366,5 +373,11 @@ class Tracing(Middleware):
         span.end()
         context.detach(token)
         if status in (Status.RETRY, Status.INTERRUPT):  # the next attempt links to this one
-            job.meta["trace_prev"] = job.report["trace"]
-            job.__dict__["meta_changed"] = True
+            job.set_meta("trace_prev", job.report["trace"])
+
+    def describe(self, job: Job) -> Rows:
+        ids = (job.report or {}).get("trace")
+        if not ids:
+            return []
+        link = getattr(self.settings, "trace_link", None)
+        return [("trace", ids["trace_id"] + (f"  {link.format(trace_id=ids['trace_id'])}" if link else ""))]

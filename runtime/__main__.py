@@ -1,3 +1,3 @@
-from runtime._entry import main
+from runtime.cli.entry import main
 
 main()

@@ -2,16 +2,29 @@
 
 Each greenlet has its own context (gevent copies nothing by default), so ``current_job``
 is per job even with many jobs interleaving in one process.
+
+:class:`JobContext` is also the one seam between the core and middleware: middleware
+record what they measured in ``report`` (under their own key), store larger blobs with
+:meth:`JobContext.store_artifact`, add to the producer's ``meta`` with
+:meth:`JobContext.set_meta`, tag log lines through ``log_fields``, and keep their own
+per-job state in ``state`` (each under its own key). The core stores ``report``,
+``artifacts``, ``logs``, ``progress`` and a changed ``meta`` with the job's outcome and
+reads nothing else.
 """
 
 from __future__ import annotations
 
+import contextvars
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .errors import TaskQueueError
+from .job import utf8_safe
+
+#: How a worker writes a running job's progress: (job id, fields as strings).
+ProgressWriter = Callable[[str, dict[str, str]], None]
 
 
 @dataclass
@@ -29,21 +42,40 @@ class JobContext:
     attempt: int
     params: dict[str, Any]
     interval_s: float = 0.5
-    write: Callable[[str, dict[str, str]], None] | None = None
+    write: ProgressWriter | None = None
     retries: int = 0
     due_at: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
     logs: list[str] = field(default_factory=list)
+    #: named blobs stored with the job beside its report (a profile...): name -> text
+    artifacts: dict[str, str] = field(default_factory=dict)
+    #: ``key=value`` pairs appended to every log line of the job (the trace ids...)
+    log_fields: dict[str, str] = field(default_factory=dict)
+    #: per-job state of middleware, each under a key of its own
+    state: dict[str, Any] = field(default_factory=dict)
+    #: how many before-hooks ran (the after-hooks of the others are skipped)
     entered: int = 0
+    #: ``meta`` changed while the job ran: it is stored with the outcome
+    meta_changed: bool = False
     progress: float | None = None
     progress_message: str | None = None
     #: last progress write (monotonic); starts at creation, so a job shorter than
     #: ``interval_s`` never writes progress on its own: it goes with the job's outcome
     _written_at: float = field(default_factory=time.monotonic, repr=False)
-    _dirty: bool = field(default=False, repr=False)
+
+    def store_artifact(self, name: str, data: str) -> None:
+        """Store ``data`` (text, e.g. base64) with the job under ``name``; a middleware that
+        stores one renders it too (``Middleware.render_artifact``)."""
+        self.artifacts[name] = data
+
+    def set_meta(self, key: str, value: Any) -> None:
+        """Set ``meta[key]`` (JSON) for the job's next attempts; stored with this outcome."""
+        self.meta[key] = value
+        self.meta_changed = True
 
     def progress_fields(self) -> dict[str, str]:
+        """The progress fields to store (strings), empty when no progress was set."""
         out = {}
         if self.progress is not None:
             out["progress"] = repr(self.progress)
@@ -69,13 +101,10 @@ def set_progress(fraction: float, message: str | None = None) -> None:
         return
     ctx.progress = float(fraction)
     if message is not None:
-        from .job import utf8_safe
         ctx.progress_message = utf8_safe(str(message)[:1000])
-    ctx._dirty = True
     now = time.monotonic()
     if ctx.write is not None and now - ctx._written_at >= ctx.interval_s:
         ctx._written_at = now
-        ctx._dirty = False
         ctx.write(ctx.job_id, ctx.progress_fields())
 
 
@@ -83,7 +112,5 @@ def spawn(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """``gevent.spawn`` that runs ``fn`` in a copy of the caller's context, so a greenlet a
     task starts keeps the job (``current_job``, its trace span, its log capture). A plain
     ``gevent.spawn`` starts with an empty context (NOTES-observability #2)."""
-    import contextvars
-
     import gevent
     return gevent.spawn(contextvars.copy_context().run, fn, *args, **kwargs)

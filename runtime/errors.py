@@ -9,6 +9,22 @@ choice as Dramatiq's ``Interrupt``).
 
 from __future__ import annotations
 
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Exit codes of the ``runtime`` command and of worker processes (Dramatiq's ``RET_*``)."""
+
+    OK = 0
+    ERROR = 1            #: any other runtime error
+    USAGE = 2            #: bad arguments, params or settings: a supervisor does not restart it
+    NOT_FOUND = 3        #: job id unknown
+    UNAVAILABLE = 4      #: Redis or MongoDB unreachable
+    JOB_FAILED = 5       #: ``run``, ``enqueue --wait``: the job did not succeed
+    TIMEOUT = 6          #: ``enqueue --wait`` deadline passed
+    NOT_ALLOWED = 7      #: a status change the transition table forbids
+    RECYCLED = 8         #: a worker process stopped to be recycled; its supervisor replaces it
+
 
 class TaskQueueError(Exception):
     """Root of every error runtime raises on purpose."""
@@ -52,6 +68,10 @@ class TaskNotAllowed(TaskQueueError):
 
 class TaskOptionError(TaskQueueError, TypeError):
     """A task declares an option nobody understands (raised at import, with a hint)."""
+
+
+class MiddlewareError(TaskQueueError):
+    """A middleware's before-hook raised; the job fails with this (cause chained)."""
 
 
 class ResultNotJSON(TaskQueueError):

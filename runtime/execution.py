@@ -27,7 +27,6 @@ from typing import Any
 from .errors import (InvalidParams, JobAborted, JobInterrupt, JobTimeout, ResultNotJSON, Retry,
                      TaskNotAllowed, TaskNotFound)
 from .job import encode_result, loads
-from .middleware import MiddlewareError
 from .settings import Settings
 from .status import Status
 from .tasks import TaskSpec, resolve
@@ -64,7 +63,6 @@ class AttemptResult:
     reason: str | None = None
     delay_s: float = 0.0
     note: str = ""
-    spec: TaskSpec | None = None
     fields: dict[str, str] = field(default_factory=dict)
 
     def store_fields(self, retries: int) -> dict[str, str]:
@@ -94,41 +92,22 @@ def interrupted(exc: BaseException) -> AttemptResult:
     return AttemptResult(Status.FAILED, exc=exc, reason="exception")
 
 
-def attempt_with(chain: Any, job: Any, settings: Settings, path: str, params: dict[str, Any] | str,
-                 retries: int, enforce_timeout: bool = True) -> AttemptResult:
-    """:func:`run_attempt` wrapped in the middleware ``chain``'s before/after hooks.
-
-    A before-hook that raises fails the attempt (reason ``middleware``); a kill delivered
-    while a hook runs still ends the attempt in its status (never raises)."""
-    try:
-        try:
-            chain.before_job(job)
-        except MiddlewareError as exc:
-            result = AttemptResult(Status.FAILED, exc=exc, reason="middleware")
-        else:
-            result = run_attempt(settings, path, params, retries, enforce_timeout=enforce_timeout)
-        chain.after_job(job, result)
-    except BaseException as exc:  # noqa: BLE001 - a kill that landed in a hook
-        return interrupted(exc)
-    return result
-
-
 def _retry_or_max(spec: TaskSpec | None, exc: BaseException, retries: int, delay_s: float | None) -> AttemptResult:
     max_retries = spec.max_retries if spec else 0
     if retries < max_retries:
         delay = delay_s if delay_s is not None else (spec.retry_delay_s(retries) if spec else 1.0)
-        return AttemptResult(Status.RETRY, exc=exc, delay_s=delay, spec=spec,
+        return AttemptResult(Status.RETRY, exc=exc, delay_s=delay,
                              note=f"retry {retries + 1}/{max_retries} in {delay:.3f} s")
-    return AttemptResult(Status.MAXRETRIES, exc=exc, reason="max-retries", spec=spec,
+    return AttemptResult(Status.MAXRETRIES, exc=exc, reason="max-retries",
                          note=f"no retries left ({max_retries} allowed)")
 
 
 def run_attempt(settings: Settings, path: str, params: dict[str, Any] | str, retries: int,
-                timeout_s: float | None = None, enforce_timeout: bool = True) -> AttemptResult:
+                enforce_timeout: bool = True) -> AttemptResult:
     """Run ``path`` with ``params`` once and classify the end (never raises, see table).
 
-    ``timeout_s`` overrides the task's and the default; the timeout is enforced with
-    ``gevent.Timeout``, which fires only when the task yields to the gevent hub.
+    The timeout (the task's ``timeout_s``, else ``settings.default_timeout_s``) is enforced
+    with ``gevent.Timeout``, which fires only when the task yields to the gevent hub.
     """
     spec: TaskSpec | None = None
     try:
@@ -136,7 +115,7 @@ def run_attempt(settings: Settings, path: str, params: dict[str, Any] | str, ret
         if isinstance(params, str):
             params = loads(params)
         call = spec.bind(params)
-        limit = timeout_s or spec.timeout_s or settings.default_timeout_s
+        limit = spec.timeout_s or settings.default_timeout_s
         if enforce_timeout:
             import gevent
             began = time.monotonic()
@@ -149,27 +128,27 @@ def run_attempt(settings: Settings, path: str, params: dict[str, Any] | str, ret
         else:
             result = call()
         return AttemptResult(Status.SUCCESS, result_json=encode_result(result, settings.max_job_bytes),
-                             result=result, spec=spec)
+                             result=result)
     except Retry as exc:
         return _retry_or_max(spec, exc, retries, exc.delay_s)
     except (TaskNotFound, TaskNotAllowed) as exc:
-        return AttemptResult(Status.FAILED, exc=exc, reason="bad-task", spec=spec)
+        return AttemptResult(Status.FAILED, exc=exc, reason="bad-task")
     except InvalidParams as exc:
-        return AttemptResult(Status.FAILED, exc=exc, reason="bad-params", spec=spec)
+        return AttemptResult(Status.FAILED, exc=exc, reason="bad-params")
     except ResultNotJSON as exc:
-        return AttemptResult(Status.FAILED, exc=exc, reason="bad-result", spec=spec)
+        return AttemptResult(Status.FAILED, exc=exc, reason="bad-result")
     except JobTimeout as exc:
-        return AttemptResult(Status.TIMEOUT, exc=exc, reason="timeout", spec=spec)
+        return AttemptResult(Status.TIMEOUT, exc=exc, reason="timeout")
     except JobAborted as exc:
-        return AttemptResult(Status.ABORT, exc=exc, reason="aborted", spec=spec)
+        return AttemptResult(Status.ABORT, exc=exc, reason="aborted")
     except JobInterrupt as exc:
-        return AttemptResult(Status.INTERRUPT, exc=exc, reason="interrupted", spec=spec,
+        return AttemptResult(Status.INTERRUPT, exc=exc, reason="interrupted",
                              note="interrupted, requeued")
     except Exception as exc:  # noqa: BLE001 - every task error ends in a status
         if spec is not None and spec.should_retry(exc):
             return _retry_or_max(spec, exc, retries, None)
-        return AttemptResult(Status.FAILED, exc=exc, reason="exception", spec=spec)
+        return AttemptResult(Status.FAILED, exc=exc, reason="exception")
     except BaseException as exc:  # noqa: BLE001 - GreenletExit, SystemExit, KeyboardInterrupt
         # runtime delivers its own interrupts (above); a GreenletExit here was raised by the
         # task itself (or a kill runtime did not send), so it is the task's failure
-        return AttemptResult(Status.FAILED, exc=exc, reason="exception", spec=spec)
+        return AttemptResult(Status.FAILED, exc=exc, reason="exception")

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from .errors import InvalidParams, JobTooLarge, ResultNotJSON
-from .status import Status
+from .status import FINAL, Status
 
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 dumps = _encoder.encode
@@ -148,7 +148,7 @@ def iso(ts: float | None) -> str | None:
 
 _FLOATS = {"queued_at", "due_at", "started_at", "ended_at", "progress", "timeout_s"}
 _INTS = {"priority", "attempt", "retries", "lost"}
-_JSON = {"params", "result", "logs", "report", "meta"}
+_JSON = {"params", "result", "logs", "report", "meta", "artifacts"}
 #: how a stored field is read back (fields not named: as the string itself)
 _KINDS: dict[str, Any] = {**{k: float for k in _FLOATS}, **{k: int for k in _INTS},
                           **{k: loads for k in _JSON}, "status": Status}
@@ -190,7 +190,7 @@ class Job:
     logs: list[Any] = field(default_factory=list)
     report: dict[str, Any] = field(default_factory=dict)  # what middleware measured (timing...)
     meta: dict[str, Any] = field(default_factory=dict)    # what producer middleware attached
-    profile: str | None = None  # gzipped pyinstrument session, base64 (diagnostics.profiling)
+    artifacts: dict[str, str] = field(default_factory=dict)  # what middleware stored by name (a profile...)
     history: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
@@ -211,7 +211,6 @@ class Job:
 
     @property
     def is_final(self) -> bool:
-        from .status import FINAL
         return self.status in FINAL
 
     @property
@@ -239,8 +238,9 @@ class Job:
                 value = value.value
             elif f.name == "history":
                 value = [{**h, "at": iso(h.get("at"))} for h in value]
-            elif f.name == "profile":
-                value = None if value is None else f"<{len(value)} bytes: runtime job {self.id} --profile>"
+            elif f.name == "artifacts":
+                value = {name: f"<{len(data)} bytes: runtime job {self.id} --artifact {name}>"
+                         for name, data in value.items()}
             out[f.name] = value
         out["wait_s"] = self.wait_s
         out["run_s"] = self.run_s

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .context import JobContext, current_job
-from .execution import AttemptResult, attempt_with, format_traceback, safe_str
-from .middleware import Chain
-from .tasks import resolve
+from .execution import AttemptResult, format_traceback, safe_str
+from .resets import on_reset
 from .job import encode_params, loads, new_job_id
+from .middleware import Chain
 from .settings import Settings, load_settings
 from .status import Status
+from .tasks import resolve
 
 
 @dataclass
@@ -31,13 +32,32 @@ class TaskRun:
     progress_message: str | None = None
     report: dict[str, Any] | None = None
     logs: list[str] | None = None
-    profile: Any = None  # the pyinstrument Session, when the task was profiled
     reason: str | None = None  # bad-task, bad-params, exception... (see runtime.execution)
+    #: what middleware stored by name (a profile...), as stored with a job
+    artifacts: dict[str, str] = field(default_factory=dict)
+    chain: Chain | None = field(default=None, repr=False)
+
+    def render(self, name: str, html: bool = False) -> str | None:
+        """Artifact ``name`` rendered by the middleware that stored it, or None without one."""
+        if name not in self.artifacts or self.chain is None:
+            return None
+        return self.chain.render_artifact(name, self.artifacts[name], html)
+
+    def load(self, name: str) -> Any:
+        """Artifact ``name`` as the object its middleware stored (a profiler's session...),
+        or None without one."""
+        if name not in self.artifacts or self.chain is None:
+            return None
+        return self.chain.load_artifact(name, self.artifacts[name])
+
+    @property
+    def profile(self) -> Any:
+        """The profile of a profiled run (a pyinstrument Session), or None: ``load("profile")``."""
+        return self.load("profile")
 
     def profile_text(self) -> str | None:
-        """The profile rendered as pyinstrument's console text, or None."""
-        from diagnostics.profiling import render_text
-        return render_text(self.profile) if self.profile is not None else None
+        """The profile as pyinstrument's console text, or None (as ``render("profile")``)."""
+        return self.render("profile")
 
     @property
     def ok(self) -> bool:
@@ -70,28 +90,28 @@ def run_task(path: str, params: Mapping[str, Any] | None = None, settings: Setti
     except Exception:  # noqa: BLE001 - run_attempt reports a bad path as the outcome
         pass
     ctx = JobContext(new_job_id(), path, "local", 1, loads(params_json))
+    chain = _chain(settings)
     token = current_job.set(ctx)
     wall, cpu = time.perf_counter(), time.process_time()
     try:
-        res: AttemptResult = attempt_with(_chain(settings), ctx, local, path, params_json, retries=0,
-                                          enforce_timeout=False)
+        res: AttemptResult = chain.run_attempt(ctx, local, params_json, enforce_timeout=False)
     finally:
         current_job.reset(token)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return TaskRun(path, res.status, res.result, res.exc,
                    format_traceback(res.exc) if res.exc is not None else None, wall, cpu,
-                   ctx.progress, ctx.progress_message, ctx.report, ctx.logs, _profile(ctx), res.reason)
-
-
-def _profile(ctx: JobContext) -> Any:
-    blob = ctx.__dict__.get("extra_fields", {}).get("profile")
-    if blob is None:
-        return None
-    from diagnostics.profiling import decode_session
-    return decode_session(blob)
+                   ctx.progress, ctx.progress_message, ctx.report, ctx.logs, res.reason, ctx.artifacts, chain)
 
 
 _chains: dict[tuple[str, ...], Chain] = {}
+
+
+@on_reset
+def forget_chains() -> None:
+    """Stop and forget run_task's chains."""
+    for chain in _chains.values():
+        chain.call("on_worker_stop", None)
+    _chains.clear()
 
 
 def _chain(settings: Settings) -> Chain:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ConfigError
+from .units import parse_bytes
 from .status import FINAL, Status
 
 DAY_S = 86_400.0
@@ -97,9 +98,10 @@ class Settings:
     ttl_s: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_TTL_S))
     #: Period of progress writes to the store while a task calls set_progress, seconds.
     progress_interval_s: float = 0.5
-    #: Middleware by dotted path, in order (before-hooks in this order, after-hooks reversed).
-    #: (Metrics comes before Timing so that its after-hook, run later, sees the timing.)
-    middleware: tuple[str, ...] = ("diagnostics.tracing.Tracing", "diagnostics.metrics.Metrics",
+    #: Middleware by dotted path, in order (before-hooks in this order, after-hooks reversed;
+    #: a middleware that needs another's hooks first says so, and a bad order is refused).
+    middleware: tuple[str, ...] = ("diagnostics.client_spans.ClientSpans",
+                                   "diagnostics.tracing.Tracing", "diagnostics.metrics.Metrics",
                                    "diagnostics.timing.Timing", "diagnostics.memory.Memory",
                                    "diagnostics.memory.HeapDiff",
                                    "diagnostics.profiling.Profiling", "diagnostics.logs.Logs",
@@ -155,7 +157,8 @@ class Settings:
     #: The sweep leaves changes younger than this to their own writers, seconds.
     mongodb_sweep_lag_s: float = 5.0
     #: OpenTelemetry child spans for every pymongo and redis call (needs the extra
-    #: ``otel-clients``: opentelemetry-instrumentation-pymongo/-redis), 0/1; off by default.
+    #: ``otel-clients``: opentelemetry-instrumentation-pymongo/-redis, and the middleware
+    #: diagnostics.client_spans.ClientSpans, in the default list), 0/1; off by default.
     trace_clients: int = 0
     #: Worker processes run under one supervisor that restarts them (0 = one process, not
     #: supervised unless a limit below asks for recycling, which runs one supervised process).
@@ -249,25 +252,6 @@ class Settings:
     def replace(self, **changes: Any) -> "Settings":
         """A copy with ``changes`` applied and validated again."""
         return dataclasses.replace(self, **changes)
-
-
-_UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-
-
-def parse_bytes(value: Any) -> int:
-    """``512M`` -> 536870912: a size with an optional unit K, M, G or T (powers of 1024,
-    also written KB, MiB...), or a plain number of bytes. Raises ValueError."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return int(value)
-    text = str(value).strip().upper().replace("IB", "").rstrip("B") or "0"
-    num, unit = text, ""
-    if text[-1] in _UNITS:
-        num, unit = text[:-1], text[-1]
-    try:
-        number = float(num)
-    except ValueError:
-        raise ValueError(f"not a size: {value!r} (use bytes, or K, M, G: 512M)") from None
-    return int(number * _UNITS[unit])
 
 
 def _coerce(name: str, raw: Any, source: str) -> Any:

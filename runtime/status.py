@@ -1,9 +1,10 @@
 """Job statuses and the one table of allowed transitions.
 
-Every status change in runtime, in Python and in the Lua scripts (which receive their
-allowed "from" sets from :func:`allowed_from`), is checked against :data:`TRANSITIONS`.
-A final status changes only through an explicit requeue, never through a late or stale
-attempt (fencing by attempt number, see ``runtime/lua/finish.lua``).
+Every status change in runtime is checked against :data:`TRANSITIONS`: in Python, and in
+the Lua scripts, which get the table itself (``MOVES`` in ``runtime/broker/lua/_lib.lua``,
+rendered by :func:`lua_moves`) and ask ``can_move(from, to)`` before every write. A final
+status changes only through an explicit requeue, never through a late or stale attempt
+(fencing by attempt number, see ``runtime/broker/lua/finish.lua``).
 """
 
 from __future__ import annotations
@@ -28,17 +29,15 @@ FINAL: frozenset[Status] = frozenset(
     {Status.SUCCESS, Status.FAILED, Status.CANCEL, Status.ABORT, Status.TIMEOUT, Status.MAXRETRIES}
 )
 
-#: Statuses from which a worker may claim (start) a job.
-WAITING: frozenset[Status] = frozenset({Status.QUEUED, Status.RETRY, Status.INTERRUPT})
-
-#: status -> statuses it may move to. Final statuses move only by an explicit requeue.
+#: status -> statuses it may move to. Final statuses, and interrupt, move to queued only by
+#: an explicit requeue (a fresh retry budget); started moves to queued when its worker is lost.
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.QUEUED: frozenset({Status.STARTED, Status.CANCEL}),
     Status.RETRY: frozenset({Status.STARTED, Status.CANCEL}),
-    Status.INTERRUPT: frozenset({Status.STARTED, Status.CANCEL}),
+    Status.INTERRUPT: frozenset({Status.STARTED, Status.CANCEL, Status.QUEUED}),
     Status.STARTED: frozenset(
         {Status.SUCCESS, Status.FAILED, Status.RETRY, Status.ABORT, Status.TIMEOUT,
-         Status.MAXRETRIES, Status.INTERRUPT, Status.QUEUED}  # QUEUED: its worker was lost
+         Status.MAXRETRIES, Status.INTERRUPT, Status.QUEUED}
     ),
     Status.SUCCESS: frozenset({Status.QUEUED}),
     Status.FAILED: frozenset({Status.QUEUED}),
@@ -49,12 +48,30 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
 }
 
 
-def can_move(src: Status | str, dst: Status | str) -> bool:
-    """True when ``src -> dst`` is in :data:`TRANSITIONS`."""
-    return Status(dst) in TRANSITIONS[Status(src)]
-
-
-def allowed_from(dst: Status | str) -> list[str]:
-    """The statuses that may move to ``dst``, sorted (passed to Lua as ARGV)."""
+def allowed_from(dst: Status | str) -> frozenset[Status]:
+    """The statuses that may move to ``dst``."""
     d = Status(dst)
-    return sorted(s.value for s, targets in TRANSITIONS.items() if d in targets)
+    return frozenset(s for s, targets in TRANSITIONS.items() if d in targets)
+
+
+#: Statuses from which a worker may claim (start) a job: waiting in a queue.
+WAITING: frozenset[Status] = allowed_from(Status.STARTED)
+#: Statuses of a running attempt, which may end (in success or otherwise).
+RUNNING: frozenset[Status] = allowed_from(Status.SUCCESS)
+#: Statuses a user may requeue: those that may move to queued, but a running job (its
+#: worker moves it there when lost; a user aborts it instead).
+REQUEUABLE: frozenset[Status] = allowed_from(Status.QUEUED) - {Status.STARTED}
+
+
+def lua_set(statuses: frozenset[Status]) -> str:
+    """``statuses`` as the body of a Lua set literal: ``['a'] = true, ...`` (sorted)."""
+    return ", ".join(f"['{s.value}'] = true" for s in sorted(statuses))
+
+
+def lua_moves() -> str:
+    """:data:`TRANSITIONS` as the body of a Lua table literal:
+    ``['queued'] = {['cancel'] = true, ['started'] = true}, ...`` (sorted, so stable)."""
+    rows = []
+    for src in sorted(TRANSITIONS):
+        rows.append(f"['{src.value}'] = {{{lua_set(TRANSITIONS[src])}}}")
+    return ", ".join(rows)

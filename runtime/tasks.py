@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from .errors import InvalidParams, TaskNotAllowed, TaskNotFound, TaskOptionError
+from .resets import on_reset
+from .settings import Settings, load_settings
 
 #: Options understood by the core. Middleware add theirs with register_task_options().
 _KNOWN_OPTIONS: dict[str, str] = {
@@ -49,14 +51,14 @@ _middleware_loaded = False
 
 
 def _load_configured_middleware() -> None:
-    """Import the configured middleware classes, so the options they declare are known
-    (a task module may be imported before any worker or client built its chain)."""
+    """Import the modules of the configured middleware, so the task options their classes
+    declare are known (a task module may be imported before any worker or client built
+    its chain). Only the modules are imported here: a class registers its options when
+    its module defines it (``Middleware.__init_subclass__``)."""
     global _middleware_loaded
     if _middleware_loaded:
         return
     _middleware_loaded = True
-    from .middleware import load_middleware
-    from .settings import Settings, load_settings
     paths = list(Settings.__dataclass_fields__["middleware"].default)  # built-ins: always known,
     try:                                                               # even when switched off
         paths += [p for p in load_settings().middleware if p not in paths]
@@ -64,8 +66,8 @@ def _load_configured_middleware() -> None:
         pass
     for path in paths:
         try:
-            load_middleware(path)
-        except Exception:  # noqa: BLE001
+            importlib.import_module(path.rpartition(".")[0])
+        except Exception:  # noqa: BLE001 - reported when the chain is built
             pass
 
 
@@ -205,6 +207,14 @@ _cache: dict[str, TaskSpec] = {}
 #: again for NOT_FOUND_TTL_S (a failing import costs ~300 µs; a bad job may come in bulk)
 _not_found: dict[str, tuple[float, str]] = {}
 NOT_FOUND_TTL_S = 5.0
+
+
+@on_reset
+def forget_tasks() -> None:
+    """Forget resolved and missing tasks (they are resolved again on next use)."""
+    _resolved.clear()
+    _cache.clear()
+    _not_found.clear()
 
 
 def resolve(path: str, task_modules: Iterable[str]) -> TaskSpec:

@@ -22,7 +22,7 @@ import pytest
 import redis
 
 from runtime.client import Client
-from runtime.embedded import redis_server_binary
+from runtime.broker.embedded import redis_server_binary
 from runtime.settings import Settings, load_settings
 
 pytest_plugins = ("mongo_fixtures",)  # the MongoDB server and per-test databases
@@ -157,7 +157,7 @@ class Workers:
 
     @staticmethod
     def _supervises(p: subprocess.Popen[bytes]) -> bool:
-        from runtime._entry import supervises
+        from runtime.cli.entry import supervises
         return supervises([str(a) for a in p.args[3:]])  # type: ignore[index]
 
 

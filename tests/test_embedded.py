@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, HERE
-from runtime.embedded import EmbeddedRedis
+from runtime.broker.embedded import EmbeddedRedis
 
 
 def _env() -> dict[str, str]:

@@ -15,8 +15,9 @@ from conftest import wait_until, worker_env
 from mongo_fixtures import mongo_env
 from runtime.client import Client
 from runtime.errors import ConfigError, StoreUnavailable
-from runtime.mongo_store import INDEXES, MongoJobStore, cap_document, document, job_from_document
-from runtime.mongo_sync import MongoSync
+from runtime.store.mongo.documents import INDEXES, cap_document, document, job_from_document
+from runtime.store.mongo.store import MongoJobStore
+from runtime.store.mongo.sync import MongoSync
 from runtime.settings import load_settings
 
 
@@ -74,8 +75,8 @@ def test_a_document_over_the_size_cap_is_cut_with_a_marker(mongo_settings, worke
     assert len(big["history"]) == 221 and "history" in big["truncated"] and big["logs"]["truncated"]
     assert big["history"][20]["note"] == "780 history entries not kept"
     cut = job_from_document({"_id": "x", "status": "failed", "path": "p", "traceback": {"truncated": "9 bytes"},
-                             "profile": {"truncated": "9 bytes"}, "logs": {"truncated": "9 bytes"}})
-    assert cut.traceback == "[traceback 9 bytes]" and cut.profile is None and cut.logs == [{"truncated": "9 bytes"}]
+                             "artifacts": {"truncated": "9 bytes"}, "logs": {"truncated": "9 bytes"}})
+    assert cut.traceback == "[traceback 9 bytes]" and cut.artifacts == {} and cut.logs == [{"truncated": "9 bytes"}]
 
 
 def test_a_stale_write_never_overwrites_a_newer_or_final_status(mclient, workers, mongo_settings):
@@ -174,7 +175,7 @@ def test_mongodb_outage_pauses_claiming_and_loses_nothing(mongo_settings, mongo_
     url = f"mongodb://127.0.0.1:{proxy.port}/?directConnection=true"
     s = mongo_settings.replace(mongodb_url=url, mongodb_timeout_s=1.0)
     client = Client(s)
-    direct = MongoJobStore(mongo_settings)  # reads past the proxy
+    direct = MongoJobStore(mongo_settings, client.live)  # reads past the proxy
     proc = workers.start("--greenlets", "2", **mongo_env(s))
     first = client.queue_job("testtasks.add", {"a": 1, "b": 1})
     wait_until(lambda: direct.get_many([first])[0] and direct.get(first).status == "success", 15, "a first job")
@@ -261,12 +262,13 @@ def test_requeue_a_job_only_mongodb_still_has(mclient, workers, mongo_settings):
 def test_a_full_backlog_stops_claiming_until_half_is_copied(mongo_settings, client):
     """Back-pressure (in-process, on the gevent hub): a MongoDB slower than the worker
     slows its claims instead of falling ever further behind."""
-    from runtime.mongo_mirror import MAX_BACKLOG, Mirror
-    mirror = Mirror(mongo_settings, client.redis)
+    from runtime.store.mongo.mirror import MAX_BACKLOG, Mirror
+    mirror = Mirror(client.broker, Client(mongo_settings).store)
     mirror.changed(f"gone{i}" for i in range(MAX_BACKLOG))
     assert not mirror.claim_allowed and mirror.healthy
     mirror.start()
-    assert mirror.wait_healthy(30) and mirror.claim_allowed and not mirror.pending
+    assert mirror.wait_healthy(30) and mirror.claim_allowed and len(mirror.pending) <= MAX_BACKLOG // 2
+    wait_until(lambda: not mirror.pending, 30, "the whole backlog copied")
     mirror.stop(timeout_s=1)
 
 

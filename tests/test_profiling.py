@@ -13,14 +13,14 @@ def test_a_profile_holds_its_job_and_not_the_job_running_beside_it(client, worke
     alpha = client.queue_job("testtasks.burn_alpha", {"seconds": 0.4})
     beta = client.queue_job("testtasks.burn_beta", {"seconds": 0.4})
     ja, jb = client.wait([alpha, beta], timeout_s=20)
-    assert jb.profile is None and "profile" not in jb.report
+    assert "profile" not in jb.artifacts and "profile" not in jb.report
     assert ja.report["profile"]["samples"] > 50
-    text = subprocess.run([sys.executable, "-m", "runtime", "job", alpha, "--profile"], env=cli_env,
+    text = subprocess.run([sys.executable, "-m", "runtime", "job", alpha, "--artifact", "profile"], env=cli_env,
                           capture_output=True, text=True).stdout
     assert "burn_alpha" in text and "burn_beta" not in text
     assert "[waiting: greenlet switched out]" in text  # the time it yielded to burn_beta
     html = tmp_path / "p.html"
-    r = subprocess.run([sys.executable, "-m", "runtime", "job", alpha, "--profile-html", str(html)], env=cli_env,
+    r = subprocess.run([sys.executable, "-m", "runtime", "job", alpha, "--artifact", "profile", "--html", str(html)], env=cli_env,
                        capture_output=True, text=True)
     assert r.returncode == 0 and html.read_text().startswith("<!DOCTYPE html>")
     assert "profile   " in subprocess.run([sys.executable, "-m", "runtime", "job", alpha], env=cli_env,

@@ -11,7 +11,7 @@ import redis
 from conftest import wait_until
 from runtime import run_task
 from runtime.client import Client
-from runtime.embedded import redis_server_binary
+from runtime.broker.embedded import redis_server_binary
 from runtime.errors import BrokerUnavailable
 from runtime.settings import load_settings
 

@@ -8,7 +8,7 @@ import signal
 from collections import Counter
 
 from conftest import wait_until
-from runtime.keys import host_pid
+from runtime.process import host_pid
 
 
 def _events(client, kind=None):
@@ -64,13 +64,13 @@ def test_two_processes_return_to_two_and_the_queue_drains(client, workers):
     assert Counter(j.status for j in jobs) == {"success": 200}
     assert len(_events(client, "recycle")) >= 2
     wait_until(lambda: len(_children(client, sup.pid)) == 2, 10, "process count back to 2")
-    assert client.store.queue_depths()["default"]["ready"] == 0
+    assert client.reader.queues()["queues"]["default"]["ready"] == 0
     assert "worker processes" in _supervisor_line(client)
 
 
 def _supervisor_line(client):
     from click.testing import CliRunner
-    from runtime.cli import cli
+    from runtime.cli.main import cli
     s = client.settings
     res = CliRunner().invoke(cli, ["--redis", s.redis_url, "--prefix", s.key_prefix, "workers"])
     assert res.exit_code == 0, res.output
@@ -161,7 +161,7 @@ def test_second_signal_to_the_supervisor_interrupts_and_requeues(client, workers
     assert sup.wait(10) == 0
     jobs = client.store.get_many(ids)
     assert all(j.status == "interrupt" and j.retries == 0 for j in jobs)
-    assert client.store.queue_depths()["default"]["ready"] == 4
+    assert client.reader.queues()["queues"]["default"]["ready"] == 4
 
 
 def test_a_worker_that_dies_is_restarted_and_its_jobs_requeued_at_once(client, workers):

@@ -39,7 +39,7 @@ def test_second_signal_interrupts_and_requeues_at_once(client, workers, greenlet
     for job in client.store.get_many(ids):
         assert job.status == "interrupt" and job.retries == 0
         assert [h["status"] for h in job.history] == ["queued", "started", "interrupt"]
-    assert client.store.queue_depths()["default"]["ready"] == greenlets  # requeued at once
+    assert client.reader.queues()["queues"]["default"]["ready"] == greenlets  # requeued at once
 
 
 def test_grace_period_expiry_interrupts_and_another_worker_finishes(client, workers):

@@ -20,7 +20,7 @@ from conftest import Workers, wait_until, worker_env
 from mongo_fixtures import mongo_env
 from runtime.client import Client
 from runtime.errors import JobNotFound
-from runtime.mongo_store import MongoJobStore
+from runtime.store.mongo.store import MongoJobStore
 from runtime.settings import Settings
 from runtime.status import Status
 from runtime.store import RedisJobStore

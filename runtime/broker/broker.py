@@ -1,0 +1,297 @@
+"""The Redis broker: queues, claims, completions, wake-ups and taking jobs back.
+
+Every state change is one Lua script (``runtime/broker/lua/*.lua``), so each is atomic and
+many jobs share one round trip: :meth:`RedisBroker.enqueue` takes a batch, :meth:`claim`
+takes up to K jobs, :meth:`finish` records many outcomes. Delivery is at-least-once: a
+claim moves a job to ``{p}:inflight`` with a deadline that the worker's heartbeat
+extends; :meth:`reap` takes back the jobs of a dead worker at once and any claim whose
+deadline passed. Time is the Redis server's clock. Each script gets the keys its caller
+knows in KEYS (see each script's header); the keys are built here, from
+runtime.broker.keys.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable, Sequence
+
+import redis
+
+from ..messages import Claimed, NewJob, Outcome
+from ..settings import Settings
+from ..status import FINAL, Status
+from . import scripts
+from .direct import direct
+from .keys import Keys
+from .registry import Registry
+
+#: Fields per job in a claim reply (claim_one in _lib.lua).
+CLAIM_FIELDS = 13
+
+
+def claimed_from(f: Sequence[str]) -> Claimed:
+    """A Claimed from the 13 claim fields of claim.lua / enqueue.lua."""
+    return Claimed(f[0], f[1], f[2], f[3], int(f[4]), int(f[5]), int(f[6]), int(f[7]),
+                   float(f[8]), float(f[9]), float(f[10]), json.loads(f[11]) if f[11] else {},
+                   f[12] == "1")
+
+
+class RedisBroker:
+    """Queue operations on one Redis. ``client`` must decode responses to str."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.redis = client
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+        self.registry = Registry(client, self.keys, settings)
+        self._scripts = {name: scripts.register(client, name) for name in scripts.NAMES}
+        self._sha = {name: s.sha for name, s in self._scripts.items()}
+
+    # ---- calling scripts ----------------------------------------------------------------
+
+    def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run script ``name`` in one round trip (see :meth:`_calls`)."""
+        return self._calls([self._call(name, keys, args)])[0]
+
+    def _call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
+        return ("EVALSHA", self._sha[name], len(keys), *keys, self.settings.key_prefix, *args)
+
+    def _calls(self, calls: list[tuple[Any, ...]]) -> list[Any]:
+        """Run ``calls`` (EVALSHA and plain commands, as argument tuples) in one round trip
+        below redis-py's command layer (runtime.broker.direct). A server that lost its
+        script cache gets them loaded and only the calls that did not run are sent again (a
+        claim that ran is not claimed twice); a broken connection goes through a redis-py
+        pipeline with its retries. Raises the first error reply."""
+        try:
+            replies = direct(self.redis.connection_pool, calls)
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            return self._pipeline(calls)
+        redo = [i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)]
+        if redo:
+            self._load_scripts()
+            for i, r in zip(redo, direct(self.redis.connection_pool, [calls[i] for i in redo])):
+                replies[i] = r
+        for r in replies:
+            if isinstance(r, Exception):
+                raise r
+        return replies
+
+    def _pipeline(self, calls: list[tuple[Any, ...]]) -> list[Any]:
+        """``calls`` through a redis-py pipeline (reconnecting); if the server lost its
+        script cache (a restart), the scripts are loaded and the pipeline runs once more (a
+        finish that did run is fenced, a claim that did not get its reply is taken back)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for call in calls:
+            pipe.execute_command(*call)
+        stack = list(pipe.command_stack)
+        try:
+            return pipe.execute()
+        except redis.exceptions.NoScriptError:
+            self._load_scripts()
+            pipe.command_stack = stack
+            return pipe.execute()
+
+    def _load_scripts(self) -> None:
+        """Load every script into a server that lost them (a restart, SCRIPT FLUSH), in one
+        transaction, so that no other client sees some of them loaded and not others."""
+        pipe = self.redis.pipeline(transaction=True)
+        for script in self._scripts.values():
+            pipe.script_load(script.script)
+        pipe.execute()
+
+    # ---- producing ----------------------------------------------------------------------
+
+    def enqueue(self, jobs: Sequence[NewJob]) -> float:
+        """Create and queue ``jobs`` in one round trip (one script call per queue); returns
+        the server time (UNIX s)."""
+        by_queue: dict[str, list[NewJob]] = {}
+        for j in jobs:
+            by_queue.setdefault(j.queue, []).append(j)
+        calls = []
+        for queue, group in by_queue.items():
+            keys = [*self.keys.queue_keys(queue), self.keys.queues, self.keys.inflight, *self.keys.status_keys()]
+            args: list[Any] = [self.settings.visibility_timeout_s, queue, len(group)]
+            for j in group:
+                keys += (self.keys.job(j.id), self.keys.history(j.id))
+                args += (j.id, j.path, j.params_json, j.priority, repr(float(j.delay_s)),
+                         json.dumps(j.meta, separators=(",", ":")) if j.meta else "")
+            calls.append(self._call("enqueue", keys, args))
+        return float(self._calls(calls)[-1]) if calls else 0.0
+
+    # ---- claiming and finishing ---------------------------------------------------------
+
+    def _claim_call(self, worker_id: str, k: int, queues: Sequence[str], idle: bool) -> tuple[Any, ...]:
+        keys = [self.keys.handoff(worker_id), self.keys.running(worker_id), self.keys.inflight,
+                *self.keys.status_keys()]
+        for q in queues:
+            keys += self.keys.queue_keys(q)
+        return self._call("claim", keys, (worker_id, k, self.settings.visibility_timeout_s, int(idle)))
+
+    @staticmethod
+    def _claim_reply(reply: Sequence[str]) -> tuple[float, float | None, list[Claimed]]:
+        jobs = [claimed_from(reply[i:i + CLAIM_FIELDS]) for i in range(2, len(reply), CLAIM_FIELDS)]
+        return float(reply[0]), (float(reply[1]) if reply[1] else None), jobs
+
+    def claim(self, worker_id: str, k: int, queues: Sequence[str],
+              idle: bool = False) -> tuple[float, float | None, list[Claimed]]:
+        """Claim up to ``k`` due jobs from ``queues`` (first ones first). ``idle``: the worker
+        runs nothing, so when nothing is due it is registered to be handed the next job.
+
+        Returns (server time, next due time of a delayed job or None, claimed jobs).
+        """
+        return self._claim_reply(self._calls([self._claim_call(worker_id, k, queues, idle)])[0])
+
+    def _finish_call(self, outcomes: Iterable[Outcome], worker_id: str) -> tuple[Any, ...]:
+        keys = [self.keys.inflight, self.keys.running(worker_id), *self.keys.status_keys()]
+        args: list[Any] = [0]
+        n = 0
+        for o in outcomes:
+            number = self.settings.ttl_s[o.status] if o.status in FINAL else o.number
+            ready, scheduled, wake, _ = self.keys.queue_keys(o.queue)
+            keys += (self.keys.job(o.id), self.keys.history(o.id), self.keys.notify(o.id), ready, scheduled, wake)
+            args += (o.id, o.attempt, o.status.value, repr(float(number)), o.note, len(o.fields))
+            for field_value in o.fields.items():
+                args += field_value
+            n += 1
+        args[0] = n
+        return self._call("finish", keys, args)
+
+    def finish(self, outcomes: Sequence[Outcome], worker_id: str, idle_on: Sequence[str] = ()) -> list[str]:
+        """Record the outcomes of ``worker_id``'s attempts in one round trip; returns the ids
+        of stale attempts (ignored). With ``idle_on`` queues, also registers the worker idle
+        on them (same round trip)."""
+        if not outcomes and not idle_on:
+            return []
+        calls: list[tuple[Any, ...]] = []
+        if outcomes:
+            calls.append(self._finish_call(outcomes, worker_id))
+        calls += self.registry.idle_calls(worker_id, idle_on)
+        replies = self._calls(calls)
+        return list(replies[0]) if outcomes else []
+
+    def cycle(self, outcomes: Sequence[Outcome], worker_id: str, k: int, queues: Sequence[str],
+              idle: bool) -> tuple[list[str], float, float | None, list[Claimed]]:
+        """:meth:`finish` then :meth:`claim`, in one round trip (the worker's steady state).
+
+        Returns (stale ids, server time, next due time or None, claimed jobs).
+        """
+        calls: list[tuple[Any, ...]] = []
+        if outcomes:
+            calls.append(self._finish_call(outcomes, worker_id))
+        calls.append(self._claim_call(worker_id, k, queues, idle))
+        replies = self._calls(calls)
+        stale = list(replies[0]) if outcomes else []
+        return (stale, *self._claim_reply(replies[-1]))
+
+    def wait_for_wakeup(self, conn: redis.Redis, worker_id: str, queues: Sequence[str],
+                        timeout_s: float) -> Claimed | None:
+        """Block until a job is handed to this worker (returned, already claimed for it), a
+        job is queued on ``queues`` (None: claim now) or ``timeout_s`` passes (None).
+
+        ``conn`` should be a connection of its own: this blocks it.
+        """
+        handoff = self.keys.handoff(worker_id)
+        # Redis reads a timeout under 1 ms as 0, "block forever": never send one
+        [reply] = direct(conn.connection_pool, [("BLPOP", handoff, *(self.keys.wake(q) for q in queues),
+                                                 max(timeout_s, 0.01))])
+        if isinstance(reply, Exception):
+            raise reply
+        if reply is None or reply[0] != handoff:
+            return None
+        return claimed_from(json.loads(reply[1]))
+
+    # ---- taking jobs back ---------------------------------------------------------------
+
+    def mark_lost(self, worker_ids: Sequence[str], note: str) -> tuple[list[str], list[str]]:
+        """Before the jobs of lost workers are taken back (:meth:`reap`): the jobs they were
+        running (or may have been) get ``lost_reason`` = ``note`` and ``alone``, so that
+        each is claimed alone (claim.lua) and run alone (the worker) next time, and only
+        a job that takes its worker down again is charged again (not the ones that
+        happened to run beside it or were claimed with it); the jobs they had prefetched
+        but not started, as their last heartbeat listed them, are returned apart (pass
+        them to ``reap(unstarted=...)``: requeued without a charge).
+
+        Returns (running ids, unstarted ids)."""
+        if not worker_ids:
+            return [], []
+        pipe = self.redis.pipeline(transaction=False)
+        for w in worker_ids:
+            pipe.smembers(self.keys.running(w))
+            pipe.hget(self.keys.worker(w), "running")
+        replies = pipe.execute()
+        jobs: set[str] = set()
+        unstarted: set[str] = set()
+        for running_set, entry in zip(replies[::2], replies[1::2]):
+            jobs |= running_set
+            unstarted.update(r["id"] for r in json.loads(entry or "[]") if r.get("run") is False)
+        suspects = sorted(jobs - unstarted)
+        unstarted &= jobs
+        for j in suspects:
+            pipe.hset(self.keys.job(j), mapping={"lost_reason": note, "alone": "1"})
+        if suspects:
+            pipe.execute()
+        return suspects, sorted(unstarted)
+
+    def reap(self, dead_workers: Sequence[str] = (), stopping: str = "",
+             unstarted: Sequence[str] = ()) -> tuple[int, int]:
+        """Take back the jobs of ``dead_workers`` and of expired claims, and deregister the
+        worker (or supervisor) ``stopping`` cleanly (its unrun jobs requeued as interrupt);
+        trim the status indexes of expired documents. Jobs in ``unstarted`` (a dead
+        worker's prefetched jobs, known not to have run) are requeued without counting a
+        lost worker against them. Returns (requeued, failed worker-lost)."""
+        ttl = self.settings.ttl_s
+        keys = [self.keys.workers, self.keys.inflight, *self.keys.status_keys()]
+        for w in ([stopping] if stopping else []) + list(dead_workers):
+            keys += (self.keys.worker(w), self.keys.running(w), self.keys.aborts(w), self.keys.handoff(w))
+        args: list[Any] = [self.settings.max_lost, ttl[Status.FAILED], int(bool(stopping)), len(ttl)]
+        for status, seconds in ttl.items():
+            args += (status, seconds)
+        args += (len(unstarted), *unstarted)
+        requeued, failed = self._run("reap", keys, args)
+        return int(requeued), int(failed)
+
+    # ---- control and waiting ------------------------------------------------------------
+
+    def control(self, action: str, ids: Sequence[str]) -> list[str]:
+        """cancel / abort / requeue ``ids``; one reply per id: 'ok', 'missing' or the status
+        that does not allow it."""
+        if not ids:
+            return []
+        keys = list(self.keys.status_keys())
+        for i in ids:
+            keys += (self.keys.job(i), self.keys.history(i), self.keys.notify(i))
+        return list(self._run("control", keys, (action, self.settings.ttl_s[Status.CANCEL], *ids)))
+
+    def register_waiter(self, key: str, ids: Sequence[str], ttl_s: float) -> list[str]:
+        """Ask to be told on list ``key`` when ``ids`` end. Returns one entry per job
+        already final or missing: its document as JSON ``[id, hash fields, history]``, or
+        its bare id (missing, large, or past the first 20); see wait.lua."""
+        keys = [key]
+        for i in ids:
+            keys += (self.keys.job(i), self.keys.history(i), self.keys.notify(i))
+        return list(self._run("wait", keys, (max(1, int(ttl_s) + 1), *ids)))
+
+    def next_notice(self, key: str, timeout_s: float) -> str | None:
+        """Block up to ``timeout_s`` (> 0) for the next entry on waiter list ``key`` (see
+        :meth:`register_waiter`); None if none came.
+
+        Raises ConnectionError / TimeoutError, or ResponseError when Redis unblocked the
+        call (``UNBLOCKED``, a failover): an entry may have been lost with the connection,
+        so the caller asks again which jobs are final rather than block again."""
+        [reply] = direct(self.redis.connection_pool, [("BLPOP", key, timeout_s)])
+        if isinstance(reply, Exception):
+            raise reply
+        return None if reply is None else str(reply[1])
+
+    def adopt(self, jobs: Sequence[tuple[str, str, int, str, str, str]]) -> list[str]:
+        """Queue again jobs Redis lost, from (id, queue, priority, fields JSON, history JSON,
+        note) each; returns the ids adopted (those Redis still has are left). See adopt.lua."""
+        if not jobs:
+            return []
+        keys = [self.keys.queues, *self.keys.status_keys()]
+        args: list[Any] = [len(jobs)]
+        for job in jobs:
+            job_id, queue = job[0], job[1]
+            keys += (self.keys.job(job_id), self.keys.history(job_id), self.keys.ready(queue), self.keys.wake(queue))
+            args += job
+        return list(self._run("adopt", keys, args))

@@ -1,0 +1,63 @@
+"""Redis connections from settings: the configured URL, or the embedded server."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import redis
+
+from ..errors import BrokerUnavailable, ConfigError
+from ..settings import Settings
+from .embedded import EmbeddedRedis
+
+_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def redis_url(settings: Settings) -> str:
+    """The URL to use: ``settings.redis_url``, else the embedded server's (started if need be)."""
+    if settings.redis_url:
+        if not settings.redis_url.startswith(_SCHEMES):
+            raise ConfigError(f"redis URL must start with redis://, rediss:// or unix://, got {settings.redis_url!r}")
+        return settings.redis_url
+    return EmbeddedRedis(settings.embedded_dir).ensure()
+
+
+#: Socket read timeout of every connection, seconds. redis-py 8 defaults to 5 s, which
+#: a blocking command of 5 s races against; runtime's blocking calls last at most
+#: MAX_BLOCK_S, far below this, which only catches a dead or partitioned server.
+SOCKET_TIMEOUT_S = 15.0
+#: Longest single blocking call (BLPOP) runtime makes, seconds; longer waits loop.
+MAX_BLOCK_S = 2.0
+
+
+def connect(settings: Settings, **kwargs: Any) -> redis.Redis:
+    """A redis-py client (str responses) for ``settings``. Raises BrokerUnavailable."""
+    url = redis_url(settings)
+    kwargs.setdefault("socket_timeout", SOCKET_TIMEOUT_S)
+    kwargs.setdefault("socket_connect_timeout", 5.0)
+    client = redis.Redis.from_url(url, decode_responses=True, **kwargs)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        raise BrokerUnavailable(f"cannot reach Redis at {url}: {exc}") from None
+    return client
+
+
+#: Error replies of a Redis that cannot take writes for now (read-only replica after a
+#: failover, loading its data, a busy script, a blocked call unblocked, a failed save):
+#: the worker waits and tries again, as for a lost connection, and drops no data.
+TRANSIENT_ERRORS = ("READONLY", "LOADING", "MASTERDOWN", "BUSY", "TRYAGAIN", "CLUSTERDOWN",
+                    "NOREPLICAS", "UNBLOCKED", "MISCONF")
+
+
+_TRANSIENT = re.compile(r"(?:^|\s-)(?:%s)\b" % "|".join(TRANSIENT_ERRORS))
+
+
+def transient(exc: BaseException) -> bool:
+    """Does ``exc`` go away by itself: a lost connection, a timeout, or an error reply of
+    TRANSIENT_ERRORS, given directly or from inside a script (``Error running script ...:
+    -READONLY ...``)?"""
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        return True
+    return isinstance(exc, redis.ResponseError) and _TRANSIENT.search(str(exc)) is not None

@@ -1,0 +1,118 @@
+-- _lib.lua: what every script shares, pasted where a script says --@LIB@-- (not a script).
+-- Generated parts (runtime/broker/scripts.py fills them in at load):
+--   key builders  key_<kind>(arg), from runtime/broker/keys.py SHAPES, over the prefix P
+--   STATUS_POS    status -> its place in the status-index block a script gets in KEYS
+--   MOVES         runtime/status.py TRANSITIONS: MOVES[from][to] is true when allowed
+--   FINAL         runtime/status.py FINAL: FINAL[status] is true for a final status
+--   RUNNING       runtime/status.py RUNNING: an attempt in this status may end (started)
+-- Conventions: ARGV[1] is the key prefix P of every script. Keys the caller knows are
+-- declared in KEYS; keys a script finds inside (the job of a member it pops, a worker's
+-- lists) are built with the key builders below, from P.
+
+local P = ARGV[1]
+--@KEY_BUILDERS@--
+local STATUS_POS = {--@STATUS_POS@--}
+local MOVES = {--@MOVES@--}
+local FINAL = {--@FINAL@--}
+local RUNNING = {--@RUNNING@--}
+
+-- can_move(from, to): does the transition table allow it?
+local function can_move(from, to)
+  local t = MOVES[from]
+  return t ~= nil and t[to] == true
+end
+
+-- st_key(base, status): the index key of `status` in the status block at KEYS[base..]
+local function st_key(base, status)
+  return KEYS[base + STATUS_POS[status] - 1]
+end
+
+-- reindex(base, id, from, to, now): move `id` from one status index to another
+local function reindex(base, id, from, to, now)
+  redis.call('ZREM', st_key(base, from), id)
+  redis.call('ZADD', st_key(base, to), now, id)
+end
+
+-- clock(): the Redis server's time, the one clock of every due, start and end: (UNIX
+-- seconds as a number, the same as a '%.6f' string)
+local function clock()
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+  return now, string.format('%.6f', now)
+end
+
+-- score(priority, due_ms): a ready queue's score: higher priority first, then earlier due
+local function score(prio, due_ms)
+  return -prio * 1e13 + due_ms
+end
+
+-- entry(snow, status, kv): one history entry, JSON {"at":..,"status":..,...}; kv lists
+-- name, value pairs: numbers are written as integers, strings JSON-encoded
+local function entry(snow, status, kv)
+  local parts = {'{"at":', snow, ',"status":"', status, '"'}
+  if kv then
+    for i = 1, #kv, 2 do
+      local v = kv[i + 1]
+      if type(v) == 'number' then v = string.format('%d', v) else v = cjson.encode(v) end
+      parts[#parts + 1] = ',"' .. kv[i] .. '":' .. v
+    end
+  end
+  parts[#parts + 1] = '}'
+  return table.concat(parts)
+end
+
+-- wake(wake_key): leave one wake-up token for the workers blocked on a queue (at most one)
+local function wake(wake_key)
+  redis.call('LPUSH', wake_key, '1')
+  redis.call('LTRIM', wake_key, 0, 0)
+end
+
+-- notify(nk, payload): push to every client waiting on a job (its notify set nk), once.
+-- `payload` is a string or a function making one (called only if someone waits).
+local function notify(nk, payload)
+  local waiters = redis.call('SMEMBERS', nk)
+  if #waiters == 0 then return end
+  if type(payload) == 'function' then payload = payload() end
+  for _, w in ipairs(waiters) do
+    redis.call('LPUSH', w, payload)
+    redis.call('EXPIRE', w, 300)
+  end
+  redis.call('DEL', nk)
+end
+
+-- document(id): job `id` as a waiting client gets it, JSON [id, hash fields, history], or
+-- its bare id (the client reads it) when its large fields hold over 16 KiB: encoding a
+-- large document in a script blocks every other client of Redis meanwhile (measured: 100
+-- finished jobs of 500 KB in one wait took 481 ms instead of 223, with another client's
+-- PING held up to 242 ms).
+local INLINE_MAX = 16384
+local function document(id)
+  local jk = key_job(id)
+  local size = 0
+  for _, f in ipairs({'params', 'result', 'logs', 'report', 'traceback', 'artifacts'}) do
+    size = size + redis.call('HSTRLEN', jk, f)
+  end
+  if size > INLINE_MAX then return id end
+  return cjson.encode({id, redis.call('HGETALL', jk), redis.call('LRANGE', key_history(id), 0, -1)})
+end
+
+-- claim_one(id, wid, from, now, snow, deadline, inflight, running, st): start job `id`
+-- (waiting with status `from`) for worker `wid`: status started, attempt+1, the claim
+-- deadline (ms) in the inflight zset, the worker's running set, the status index (block
+-- at KEYS[st..]), history. Returns the 13 claim fields: id, path, params, queue,
+-- priority, attempt, retries, lost, queued_at, due_at, started_at, meta ('' for none),
+-- alone ('1' or '').
+local function claim_one(id, wid, from, now, snow, deadline, inflight, running, st)
+  local jk = key_job(id)
+  local attempt = redis.call('HINCRBY', jk, 'attempt', 1)
+  redis.call('HSET', jk, 'status', 'started', 'worker', wid, 'started_at', snow)
+  redis.call('ZADD', inflight, deadline, id)
+  redis.call('SADD', running, id)
+  reindex(st, id, from, 'started', now)
+  redis.call('RPUSH', key_history(id), entry(snow, 'started', {'worker', wid, 'attempt', attempt}))
+  local f = redis.call('HMGET', jk, 'id', 'path', 'params', 'queue', 'priority', 'attempt',
+    'retries', 'lost', 'queued_at', 'due_at', 'started_at', 'meta', 'alone')
+  if not f[12] then f[12] = '' end
+  if not f[13] then f[13] = '' end
+  return f
+end

@@ -1,0 +1,90 @@
+-- claim.lua: claim up to K due jobs for one worker, atomically (at-least-once).
+-- KEYS[1]   {p}:w:{wid}:jobs, jobs enqueue.lua handed to this worker
+-- KEYS[2]   {p}:w:{wid}:running
+-- KEYS[3]   {p}:inflight
+-- KEYS[4..13]  the status indexes (runtime.broker.keys.STATUS_ORDER)
+-- KEYS[14..]   per queue, first ones first: ready, scheduled, wake, idle
+-- ARGV[1]  key prefix
+-- ARGV[2]  worker id
+-- ARGV[3]  K, the most jobs to claim
+-- ARGV[4]  visibility timeout, seconds: a claim not extended by then is taken back
+-- ARGV[5]  1 if the worker runs no job now (it may then be registered idle), else 0
+-- Found inside: the hash and history of each job popped (key_job, key_history).
+-- First takes the jobs that enqueue.lua already handed to this worker, then due jobs from
+-- the queues. Each claimed job moves ready -> inflight (score = deadline ms) and the
+-- worker's running set, gets status started, attempt+1, and a history entry
+-- (claim_one). When nothing was claimed by a worker running nothing, it is registered
+-- idle on its queues, so the next enqueue hands it a job directly. (A busy worker is
+-- not: a CPU-bound job could hold a handed job back.)
+-- A job marked to run alone (field alone=1: it was running when its worker died, see
+-- RedisBroker.mark_lost) is claimed only as the first of a batch, and ends the batch: the
+-- worker runs it with nothing beside it, so a job that kills workers is charged alone.
+-- Returns: {server time, next due time of a delayed job or '', then the 13 claim fields
+--   of each job (claim_one)}
+--@LIB@--
+local wid, k, vt, may_idle = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
+local handoff, running, inflight = KEYS[1], KEYS[2], KEYS[3]
+local ST, Q = 4, 14
+local nq = (#KEYS - Q + 1) / 4
+local now, snow = clock()
+local now_ms = now * 1000
+local out = {snow, ''}
+local claimed = 0
+local alone = false
+local next_due = nil
+local deadline = (now + vt) * 1000
+for i = 0, nq - 1 do redis.call('ZREM', KEYS[Q + 4 * i + 3], wid) end
+for _, item in ipairs(redis.call('LRANGE', handoff, 0, -1)) do
+  for _, v in ipairs(cjson.decode(item)) do out[#out + 1] = v end
+  claimed = claimed + 1
+end
+redis.call('DEL', handoff)
+for i = 0, nq - 1 do
+  local ready, sched, wake_key = KEYS[Q + 4 * i], KEYS[Q + 4 * i + 1], KEYS[Q + 4 * i + 2]
+  local due = redis.call('ZRANGEBYSCORE', sched, '-inf', now_ms, 'WITHSCORES', 'LIMIT', 0, 1000)
+  for j = 1, #due, 2 do
+    local prio = tonumber(redis.call('HGET', key_job(due[j]), 'priority') or '0') or 0
+    redis.call('ZADD', ready, score(prio, tonumber(due[j + 1])), due[j])
+    redis.call('ZREM', sched, due[j])
+  end
+  while claimed < k and not alone do
+    local popped = redis.call('ZPOPMIN', ready, k - claimed)
+    if #popped == 0 then break end
+    for j = 1, #popped, 2 do
+      local id = popped[j]
+      if alone then  -- the batch ended at a job that runs alone: the rest go back
+        redis.call('ZADD', ready, popped[j + 1], id)
+      else
+        local cur = redis.call('HMGET', key_job(id), 'status', 'alone')
+        local st = cur[1]
+        if st and can_move(st, 'started') then
+          if cur[2] == '1' then
+            alone = true
+            if claimed > 0 then redis.call('ZADD', ready, popped[j + 1], id) end
+          end
+          if not (alone and claimed > 0) then
+            for _, v in ipairs(claim_one(id, wid, st, now, snow, deadline, inflight, running, ST)) do
+              out[#out + 1] = v
+            end
+            claimed = claimed + 1
+          end
+        end
+        -- a member whose document is gone or not waiting (cancelled) is dropped from the queue
+      end
+    end
+  end
+  local first = redis.call('ZRANGE', sched, 0, 0, 'WITHSCORES')
+  if first[2] then
+    local nd = tonumber(first[2]) / 1000
+    if next_due == nil or nd < next_due then next_due = nd end
+  end
+  if (claimed >= k or alone) and redis.call('ZCARD', ready) > 0 then
+    -- pass the baton: another idle worker may take what this one had no room for
+    wake(wake_key)
+  end
+end
+if claimed == 0 and may_idle then
+  for i = 0, nq - 1 do redis.call('ZADD', KEYS[Q + 4 * i + 3], now, wid) end
+end
+if next_due then out[2] = string.format('%.6f', next_due) end
+return out

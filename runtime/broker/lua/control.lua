@@ -1,0 +1,59 @@
+-- control.lua: cancel, abort or requeue jobs by id, as the transition table allows.
+-- KEYS[1..10]  the status indexes (runtime.broker.keys.STATUS_ORDER)
+-- KEYS[11..]   per job: its hash, history, notify set
+-- ARGV[1]  key prefix
+-- ARGV[2]  action: cancel | abort | requeue
+-- ARGV[3]  ttl_s for the cancel status
+-- ARGV[4..] job ids
+-- Found inside: the keys of each job's queue and the abort set of its worker.
+-- cancel: a job that may move to cancel (waiting) leaves its queue and ends cancel (final).
+-- abort: a job that may move to abort (running) is flagged for its worker, which kills it
+--   at its next heartbeat (the worker writes the status).
+-- requeue: a job that may move to queued, but a running one (its worker's to move), is
+--   queued again with a fresh retry budget.
+-- Returns one reply per id: 'ok', 'missing', or the current status when not allowed.
+--@LIB@--
+local action, ttl = ARGV[2], tonumber(ARGV[3])
+local ST, J = 1, 11
+local now, snow = clock()
+local out = {}
+for i = 4, #ARGV do
+  local id = ARGV[i]
+  local k = J + 3 * (i - 4)
+  local jk, hk, nk = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+  local cur = redis.call('HMGET', jk, 'status', 'queue', 'priority', 'worker')
+  local st, q = cur[1], cur[2]
+  if not st then
+    out[#out + 1] = 'missing'
+  elseif action == 'cancel' and can_move(st, 'cancel') then
+    redis.call('ZREM', key_ready(q), id)
+    redis.call('ZREM', key_scheduled(q), id)
+    redis.call('HSET', jk, 'status', 'cancel', 'ended_at', snow)
+    reindex(ST, id, st, 'cancel', now)
+    redis.call('RPUSH', hk, entry(snow, 'cancel'))
+    redis.call('EXPIRE', jk, math.ceil(ttl))
+    redis.call('EXPIRE', hk, math.ceil(ttl))
+    notify(nk, id)
+    out[#out + 1] = 'ok'
+  elseif action == 'abort' and can_move(st, 'abort') then
+    redis.call('SADD', key_aborts(cur[4]), id)
+    redis.call('EXPIRE', key_aborts(cur[4]), 3600)
+    out[#out + 1] = 'ok'
+  elseif action == 'requeue' and st ~= 'started' and can_move(st, 'queued') then
+    redis.call('PERSIST', jk)
+    redis.call('PERSIST', hk)
+    redis.call('HDEL', jk, 'result', 'exc_type', 'exc_message', 'traceback', 'reason', 'ended_at',
+      'started_at', 'worker', 'report', 'logs', 'progress', 'progress_message', 'overrun', 'artifacts')
+    redis.call('HSET', jk, 'status', 'queued', 'due_at', snow, 'retries', 0, 'lost', 0)
+    redis.call('ZREM', key_ready(q), id)
+    redis.call('ZREM', key_scheduled(q), id)
+    redis.call('ZADD', key_ready(q), score(tonumber(cur[3]) or 0, now * 1000), id)
+    reindex(ST, id, st, 'queued', now)
+    redis.call('RPUSH', hk, entry(snow, 'queued', {'note', 'requeued from ' .. st}))
+    wake(key_wake(q))
+    out[#out + 1] = 'ok'
+  else
+    out[#out + 1] = st
+  end
+end
+return out

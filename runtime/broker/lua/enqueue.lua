@@ -1,0 +1,80 @@
+-- enqueue.lua: create job documents and queue them on one queue, in one round trip.
+-- KEYS[1..4]   the queue's ready, scheduled, wake and idle keys
+-- KEYS[5]      {p}:queues
+-- KEYS[6]      {p}:inflight (for a job handed straight to an idle worker)
+-- KEYS[7..16]  the status indexes (runtime.broker.keys.STATUS_ORDER)
+-- KEYS[17..]   per job: its hash, its history
+-- ARGV[1]  key prefix
+-- ARGV[2]  visibility timeout, seconds (for a job handed straight to an idle worker)
+-- ARGV[3]  queue name
+-- ARGV[4]  number of jobs N
+-- ARGV[5+6*(i-1) ..]  per job: id, path, params (JSON), priority, delay_s,
+--                     meta (JSON from producer middleware, e.g. trace context, or '')
+-- Found inside: an idle worker's registry entry, idle keys, jobs list and running set.
+-- A job due now, with no job waiting in its queue (it never overtakes one), goes to an idle
+-- worker of its queue when there is one (registered by claim.lua): it is claimed for that
+-- worker here (claim_one) and its claim fields pushed on the worker's jobs list, which
+-- the worker is blocked on, so it starts without a claim round trip. Otherwise it goes to
+-- the ready queue and a wake-up token is left. A delayed job leaves a token too: a
+-- blocked worker wakes, and its claim tells it when the job is due (without it, a worker
+-- blocked for IDLE_BLOCK_S would start it that late).
+-- Returns: the server time used (string).
+--@LIB@--
+local ready, sched, wake_key, idle = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local queues, inflight, ST, J = KEYS[5], KEYS[6], 7, 17
+local vt, q, n = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local now, snow = clock()
+local deadline = (now + vt) * 1000
+local woke, delayed, added = false, false, false
+local hist = entry(snow, 'queued')
+
+local function idle_worker()
+  while true do
+    local cand = redis.call('ZPOPMIN', idle)
+    if #cand == 0 then return nil end
+    local wid = cand[1]
+    local names = redis.call('HGET', key_worker(wid), 'queues')
+    if names then  -- alive: take it off the other queues it waits on
+      for other in string.gmatch(names, '[^,]+') do redis.call('ZREM', key_idle(other), wid) end
+      return wid
+    end  -- its registry entry expired: a dead worker, dropped
+  end
+end
+
+for i = 0, n - 1 do
+  local b = 5 + 6 * i
+  local id, path, params = ARGV[b], ARGV[b + 1], ARGV[b + 2]
+  local prio, delay, meta = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]), ARGV[b + 5]
+  local jk, hk = KEYS[J + 2 * i], KEYS[J + 2 * i + 1]
+  local due = now + delay
+  -- a client that lost this call's reply with its connection sends it again: ids are
+  -- unique, so a job that exists was queued by the first send and is not queued twice
+  if redis.call('EXISTS', jk) == 0 then
+    redis.call('HSET', jk, 'id', id, 'path', path, 'params', params, 'queue', q,
+      'priority', prio, 'status', 'queued', 'queued_at', snow,
+      'due_at', delay > 0 and string.format('%.6f', due) or snow, 'attempt', 0, 'retries', 0, 'lost', 0)
+    if meta ~= '' then redis.call('HSET', jk, 'meta', meta) end
+    redis.call('ZADD', st_key(ST, 'queued'), now, id)
+    redis.call('RPUSH', hk, hist)
+    added = true
+    if delay > 0 then
+      redis.call('ZADD', sched, due * 1000, id)
+      delayed = true
+    else
+      -- handed over only when nothing waits in its queue: never ahead of an earlier job
+      local wid = (not woke) and redis.call('ZCARD', ready) == 0 and idle_worker() or nil
+      if wid then
+        local fields = claim_one(id, wid, 'queued', now, snow, deadline, inflight, key_running(wid), ST)
+        redis.call('RPUSH', key_handoff(wid), cjson.encode(fields))
+      else
+        -- + i µs: the jobs of one call share `now`, and keep their order (FIFO) by it
+        redis.call('ZADD', ready, score(prio, (due + i * 1e-6) * 1000), id)
+        woke = true
+      end
+    end
+  end
+end
+if added then redis.call('SADD', queues, q) end
+-- a blocked worker claims; for a delayed job it learns when it is due and waits until then
+if woke or delayed then wake(wake_key) end
+return snow

@@ -1,0 +1,64 @@
+-- finish.lua: record the outcome of many attempts of one worker, fenced by attempt.
+-- KEYS[1]      {p}:inflight
+-- KEYS[2]      {p}:w:{wid}:running of the worker that ran them
+-- KEYS[3..12]  the status indexes (runtime.broker.keys.STATUS_ORDER)
+-- KEYS[13..]   per outcome: the job's hash, history, notify set, and its queue's ready,
+--              scheduled and wake keys
+-- ARGV[1]  key prefix
+-- ARGV[2]  number of outcomes N
+-- then per outcome: id, attempt, new status, ttl_s (final) or delay_s (retry), history
+--   note ('' for none), number of extra fields F, then F name/value pairs
+-- Found inside: the lists of clients waiting on a job (its notify set names them).
+-- An outcome whose attempt is not the job's current running one, or whose move the
+-- transition table does not allow, is stale and ignored: a late attempt never overwrites
+-- the status written by a newer one.
+-- Clients waiting on a job that ends get its document (see document in _lib).
+-- Returns: the list of stale ids.
+--@LIB@--
+local inflight, running, ST, J = KEYS[1], KEYS[2], 3, 13
+local n = tonumber(ARGV[2])
+local now, snow = clock()
+local stale = {}
+local woken = {}
+local b = 3
+for i = 0, n - 1 do
+  local id, attempt, st, num, note = ARGV[b], ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3]), ARGV[b + 4]
+  local nf = tonumber(ARGV[b + 5])
+  local fb = b + 6
+  b = fb + 2 * nf
+  local k = J + 6 * i
+  local jk, hk, nk, ready, sched, wake_key = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5]
+  local cur = redis.call('HMGET', jk, 'status', 'attempt', 'worker', 'priority', 'due_at')
+  if cur[2] ~= attempt or not RUNNING[cur[1] or ''] or not can_move(cur[1], st) then
+    stale[#stale + 1] = id
+  else
+    if st == 'success' then  -- what an earlier attempt left (before this one's fields: a
+      -- success stored without its data keeps its exc_type marker)
+      redis.call('HDEL', jk, 'exc_type', 'exc_message', 'traceback', 'reason')
+    end
+    redis.call('HSET', jk, 'status', st, 'ended_at', snow, unpack(ARGV, fb, fb + 2 * nf - 1))
+    redis.call('ZREM', inflight, id)
+    redis.call('SREM', running, id)
+    reindex(ST, id, cur[1], st, now)
+    local kv = {'worker', cur[3], 'attempt', tonumber(attempt)}
+    if note ~= '' then kv[5], kv[6] = 'note', note end
+    redis.call('RPUSH', hk, entry(snow, st, kv))
+    if FINAL[st] then
+      redis.call('EXPIRE', jk, math.ceil(num))
+      redis.call('EXPIRE', hk, math.ceil(num))
+      notify(nk, function()  -- hand waiters the document itself: no read round trip after
+        return document(id)
+      end)
+    elseif st == 'retry' then
+      local due = now + num
+      redis.call('HSET', jk, 'due_at', string.format('%.6f', due))
+      redis.call('ZADD', sched, due * 1000, id)
+      woken[wake_key] = true  -- a blocked worker claims and learns when it is due (as enqueue.lua)
+    else -- interrupt, queued: back in its queue at once, at its old place
+      redis.call('ZADD', ready, score(tonumber(cur[4]) or 0, tonumber(cur[5]) * 1000), id)
+      woken[wake_key] = true
+    end
+  end
+end
+for wake_key, _ in pairs(woken) do wake(wake_key) end
+return stale

@@ -1,0 +1,119 @@
+-- reap.lua: take back the jobs of dead workers and of claims whose deadline passed.
+-- KEYS[1]      {p}:workers
+-- KEYS[2]      {p}:inflight
+-- KEYS[3..12]  the status indexes (runtime.broker.keys.STATUS_ORDER)
+-- KEYS[13..]   per worker dropped (the one stopping cleanly first, if any, then the dead
+--              ones): its registry entry, running set, abort set, jobs list
+-- ARGV[1]  key prefix
+-- ARGV[2]  max_lost: a job whose worker died this many times ends failed (worker-lost)
+-- ARGV[3]  ttl_s of a failed job
+-- ARGV[4]  1 if the first worker of KEYS[13..] is stopping cleanly, else 0
+-- ARGV[5]  number of statuses S whose indexes are trimmed, then S pairs (status, ttl_s):
+--          index entries of documents that expired
+-- then     number of ids U, then U ids of the dead workers' jobs that never started
+--          running (prefetched): requeued as interrupt, lost unchanged
+-- Found inside: each job's hash, history, notify set and queue keys; the idle keys of a
+-- dropped worker's queues; the registry entry of an expired claim's owner.
+-- A job taken back from a dead worker is requeued at its old place (status queued,
+-- lost+1) or, at max_lost, ends failed with reason worker-lost. A job still claimed by a
+-- worker that stops cleanly (handed to it but never run) is requeued as interrupt, lost
+-- unchanged; so is an expired claim of a live worker (it does not know it has the job:
+-- its heartbeat extends the claims of every job it knows). Returns {requeued, failed}.
+--@LIB@--
+local workers, inflight, ST, W = KEYS[1], KEYS[2], 3, 13
+local max_lost, ttl_failed, clean_first = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1'
+local now, snow = clock()
+local requeued, failed = 0, 0
+local woken = {}
+local unstarted = {}
+local orphans = {}
+
+local function back_in_queue(jk, id, q, prio, due_at)
+  redis.call('ZADD', key_ready(q), score(tonumber(prio) or 0, tonumber(due_at) * 1000), id)
+  woken[q] = true
+end
+
+local function lose(id, wid, clean)
+  local jk, hk = key_job(id), key_history(id)
+  redis.call('ZREM', inflight, id)
+  local cur = redis.call('HMGET', jk, 'status', 'worker', 'priority', 'due_at', 'queue', 'attempt', 'lost_reason')
+  local st = cur[1]
+  if not RUNNING[st or ''] or (wid and cur[2] ~= wid) then return end
+  -- why the worker was lost, when the supervisor knows (e.g. killed over the memory ceiling)
+  local why = ''
+  if cur[7] then
+    why = ': ' .. cur[7]
+    redis.call('HDEL', jk, 'lost_reason')
+  end
+  local note = 'worker stopped with the job still claimed (prefetched, or not ended in the grace period)'
+  if orphans[id] then
+    note = 'claimed by a live worker that never got it (a reply lost with its connection)'
+  elseif unstarted[id] then
+    clean = true
+    note = 'worker lost before the job started (prefetched)' .. why
+  end
+  local attempt = tonumber(cur[6])
+  local lost = clean and 0 or redis.call('HINCRBY', jk, 'lost', 1)
+  redis.call('SREM', key_running(cur[2]), id)
+  if clean and can_move(st, 'interrupt') then
+    redis.call('HSET', jk, 'status', 'interrupt')
+    reindex(ST, id, st, 'interrupt', now)
+    back_in_queue(jk, id, cur[5], cur[3], cur[4])
+    redis.call('RPUSH', hk, entry(snow, 'interrupt', {'worker', cur[2], 'attempt', attempt, 'note', note}))
+    requeued = requeued + 1
+  elseif not clean and lost >= max_lost and can_move(st, 'failed') then
+    local msg = string.format('its worker died while running it %d times (max_lost=%d); last worker %s%s',
+      lost, max_lost, cur[2], why)
+    redis.call('HSET', jk, 'status', 'failed', 'ended_at', snow, 'reason', 'worker-lost',
+      'exc_type', 'WorkerLost', 'exc_message', msg)
+    reindex(ST, id, st, 'failed', now)
+    redis.call('RPUSH', hk, entry(snow, 'failed', {'worker', cur[2], 'attempt', attempt, 'note', 'worker-lost' .. why}))
+    redis.call('EXPIRE', jk, math.ceil(ttl_failed))
+    redis.call('EXPIRE', hk, math.ceil(ttl_failed))
+    notify(key_notify(id), id)
+    failed = failed + 1
+  elseif not clean and can_move(st, 'queued') then
+    redis.call('HSET', jk, 'status', 'queued')
+    reindex(ST, id, st, 'queued', now)
+    back_in_queue(jk, id, cur[5], cur[3], cur[4])
+    redis.call('RPUSH', hk, entry(snow, 'queued', {'worker', cur[2], 'attempt', attempt,
+      'note', 'worker lost, requeued' .. why}))
+    requeued = requeued + 1
+  end
+end
+
+local function drop_worker(k, clean)
+  local entry_key, running = KEYS[k], KEYS[k + 1]
+  local wid = string.sub(entry_key, #key_worker('') + 1)
+  for _, id in ipairs(redis.call('SMEMBERS', running)) do lose(id, wid, clean) end
+  local names = redis.call('HGET', entry_key, 'queues')
+  if names then
+    for q in string.gmatch(names, '[^,]+') do redis.call('ZREM', key_idle(q), wid) end
+  end
+  redis.call('DEL', running, KEYS[k + 2], entry_key, KEYS[k + 3])
+  redis.call('SREM', workers, wid)
+end
+
+local ns = tonumber(ARGV[5])
+local nu_at = 6 + 2 * ns
+for i = 1, tonumber(ARGV[nu_at] or '0') do unstarted[ARGV[nu_at + i]] = true end
+for k = W, #KEYS, 4 do drop_worker(k, clean_first and k == W) end
+local expired = redis.call('ZRANGEBYSCORE', inflight, '-inf', now * 1000, 'LIMIT', 0, 1000)
+for _, id in ipairs(expired) do
+  local owner = redis.call('HGET', key_job(id), 'worker')
+  if owner and redis.call('EXISTS', key_worker(owner)) == 1 then
+    -- its worker is alive and beating (its registry entry lives a few heartbeats), and every
+    -- beat extends the claims of the jobs it knows: so it does not know this one (the
+    -- claim's reply was lost with a connection). Requeued, not charged to the job.
+    orphans[id] = true
+    lose(id, owner, true)
+  else
+    lose(id, nil, false)
+  end
+end
+for i = 0, ns - 1 do
+  local st, ttl = ARGV[6 + 2 * i], tonumber(ARGV[7 + 2 * i])
+  redis.call('ZREMRANGEBYSCORE', st_key(ST, st), '-inf', now - ttl)
+end
+for q, _ in pairs(woken) do wake(key_wake(q)) end
+return {requeued, failed}

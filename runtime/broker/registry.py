@@ -1,0 +1,114 @@
+"""Live state besides the queues: the registry of workers and supervisors, idle workers,
+recycle and kill events, and queue depths.
+
+A registry entry is a hash (``{p}:w:{id}``) that expires after ``worker_ttl_s`` unless its
+process writes it again (every heartbeat); its id is in ``{p}:workers``. Workers and
+supervisors write theirs with :meth:`Registry.write_entry`, the one writer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Iterable, Sequence
+
+import redis
+
+from ..settings import Settings
+from .keys import Keys
+
+log = logging.getLogger("runtime.broker")
+
+#: Recycle and kill events kept in Redis (newest first), for `runtime events`.
+MAX_EVENTS = 1000
+
+
+class Registry:
+    """Registry entries, idle lists, events and depths on one Redis (str responses)."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, settings: Settings) -> None:
+        self.redis = client
+        self.keys = keys
+        self.settings = settings
+
+    def write_entry(self, worker_id: str, entry: dict[str, str], pipe: Any = None) -> None:
+        """Write ``worker_id``'s registry entry, refresh its expiry (``worker_ttl_s``) and
+        list it; on ``pipe`` when given (the caller executes it), else at once."""
+        p = pipe if pipe is not None else self.redis.pipeline(transaction=False)
+        p.hset(self.keys.worker(worker_id), mapping=entry)
+        p.pexpire(self.keys.worker(worker_id), int(self.settings.worker_ttl_s * 1000))
+        p.sadd(self.keys.workers, worker_id)
+        if pipe is None:
+            p.execute()
+
+    def beat(self, conn: redis.Redis, worker_id: str, entry: dict[str, str], running: Sequence[str]) -> list[str]:
+        """A worker's heartbeat on its own connection ``conn``: write its entry, extend the
+        claims of the ``running`` job ids by ``visibility_timeout_s``, and take the ids
+        asked to be aborted (returned)."""
+        pipe = conn.pipeline(transaction=False)
+        self.write_entry(worker_id, entry, pipe)
+        if running:
+            deadline_ms = (time.time() + self.settings.visibility_timeout_s) * 1000
+            pipe.zadd(self.keys.inflight, {i: deadline_ms for i in running}, xx=True)
+        pipe.smembers(self.keys.aborts(worker_id))
+        pipe.delete(self.keys.aborts(worker_id))
+        return sorted(pipe.execute()[-2])
+
+    def idle_calls(self, worker_id: str, queues: Iterable[str]) -> list[tuple[Any, ...]]:
+        """Commands that register ``worker_id`` idle on ``queues`` (to send with others)."""
+        now = time.time()
+        return [("ZADD", self.keys.idle(q), now, worker_id) for q in queues]
+
+    def leave_idle(self, worker_id: str, queues: Iterable[str]) -> None:
+        """No job is handed to ``worker_id`` any more (until its next idle claim)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for q in queues:
+            pipe.zrem(self.keys.idle(q), worker_id)
+        pipe.execute()
+
+    def ids(self) -> set[str]:
+        """Ids of every registered worker and supervisor (entries may have expired)."""
+        return set(self.redis.smembers(self.keys.workers))
+
+    def fields(self, ids: Sequence[str], *names: str) -> list[list[str | None]]:
+        """``names`` of each entry of ``ids`` (None where missing), in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for wid in ids:
+            pipe.hmget(self.keys.worker(wid), *names)
+        return list(pipe.execute()) if ids else []
+
+    def entries(self) -> list[dict[str, str]]:
+        """Every live registry entry (raw strings), ordered by id."""
+        ids = sorted(self.ids())
+        pipe = self.redis.pipeline(transaction=False)
+        for wid in ids:
+            pipe.hgetall(self.keys.worker(wid))
+        return [e for e in (pipe.execute() if ids else []) if e]
+
+    def record_event(self, event: dict[str, Any]) -> None:
+        """Push ``event`` (a JSON-ready dict) on the events list, keeping the newest
+        MAX_EVENTS; logs and carries on when Redis refuses."""
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.lpush(self.keys.events, json.dumps(event, separators=(",", ":"), default=str))
+            pipe.ltrim(self.keys.events, 0, MAX_EVENTS - 1)
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("event not recorded (%s): %s", exc, event)
+
+    def events(self, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` events, newest first."""
+        return [json.loads(e) for e in self.redis.lrange(self.keys.events, 0, max(0, limit - 1))]
+
+    def queue_depths(self, queues: Iterable[str] | None = None) -> dict[str, dict[str, int]]:
+        """Per queue (``queues``, or every queue ever used): ready (due now) and delayed
+        (scheduled or retrying) jobs."""
+        names = list(queues) if queues is not None else sorted(self.redis.smembers(self.keys.queues))
+        pipe = self.redis.pipeline(transaction=False)
+        for q in names:
+            pipe.zcard(self.keys.ready(q))
+            pipe.zcard(self.keys.scheduled(q))
+        replies = pipe.execute() if names else []
+        return {q: {"ready": int(replies[2 * i]), "delayed": int(replies[2 * i + 1])}
+                for i, q in enumerate(names)}

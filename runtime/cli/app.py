@@ -1,0 +1,126 @@
+"""The ``runtime`` command group: global options, one-line errors with named exit codes,
+and what every command shares (settings, the client, JSON output).
+
+Exit codes (runtime.errors.ExitCode):
+  0 OK; 1 ERROR (any other runtime error); 2 USAGE (bad arguments or params); 3 NOT_FOUND
+  (job id unknown); 4 UNAVAILABLE (Redis or MongoDB unreachable); 5 JOB_FAILED (run, enqueue --wait:
+  the job did not succeed); 6 TIMEOUT (enqueue --wait deadline passed); 7 NOT_ALLOWED (a
+  status change that is not allowed, e.g. cancel of a running job); 8 RECYCLED (worker: a
+  worker process stopped to be recycled; its supervisor replaces it).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from typing import Any, Callable, NoReturn, ParamSpec, TypeVar
+
+import click
+
+from ..errors import (BrokerUnavailable, ConfigError, ExitCode, InvalidParams, InvalidTransition, JobNotFound,
+                      TaskQueueError, WaitTimeout)
+from ..settings import Settings, load_settings
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class NotFound(TaskQueueError):
+    """Something asked for by name does not exist (exit code NOT_FOUND)."""
+
+
+def fail(message: str, code: ExitCode) -> NoReturn:
+    """Print ``error: message`` on stderr and exit with ``code``."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _mongo_error(exc: Exception) -> NoReturn:
+    from ..store.mongo.connection import short_error, translate
+    mapped = translate(exc)  # MongoDB's errors: one line too, never a traceback
+    if mapped is None:
+        fail(f"MongoDB: {type(exc).__name__}: {short_error(exc)}", ExitCode.ERROR)
+    fail(str(mapped), ExitCode.USAGE if isinstance(mapped, ConfigError) else ExitCode.UNAVAILABLE)
+
+
+def handle_errors(fn: Callable[P, T]) -> Callable[P, T]:
+    """Turn runtime's errors into one line on stderr and a named exit code."""
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except (JobNotFound, NotFound) as exc:
+            fail(str(exc), ExitCode.NOT_FOUND)
+        except BrokerUnavailable as exc:
+            fail(str(exc), ExitCode.UNAVAILABLE)
+        except WaitTimeout as exc:
+            fail(str(exc), ExitCode.TIMEOUT)
+        except InvalidTransition as exc:
+            fail(str(exc), ExitCode.NOT_ALLOWED)
+        except (InvalidParams, ConfigError) as exc:
+            fail(str(exc), ExitCode.USAGE)
+        except TaskQueueError as exc:
+            fail(f"{type(exc).__name__}: {exc}", ExitCode.ERROR)
+        except Exception as exc:
+            if not type(exc).__module__.startswith(("pymongo", "bson")):
+                raise
+            _mongo_error(exc)
+    return wrapper
+
+
+class Ctx:
+    """The group's options, and the settings and client built from them (once)."""
+
+    def __init__(self, overrides: dict[str, Any], config: str | None) -> None:
+        self.overrides = overrides
+        self.config = config
+        self._client: Any = None
+
+    def settings(self, **more: Any) -> Settings:
+        """Settings with the group's options and ``more`` (a subcommand's flags) applied."""
+        given = {k: v for k, v in more.items() if v is not None}  # an unset subcommand flag keeps the group's
+        return load_settings({**self.overrides, **given}, config_file=self.config)
+
+    def client(self) -> Any:
+        """The command's Client (runtime.client.Client), closed with the command."""
+        if self._client is None:
+            from ..client import Client
+            self._client = Client(self.settings())
+            ctx = click.get_current_context(silent=True)
+            mongo = self._client.mongo
+            if mongo is not None and ctx is not None:  # closed at the command's end, exit not delayed
+                from ..store.mongo.connection import close_before_exit
+                ctx.find_root().call_on_close(lambda: close_before_exit(mongo.store.client))
+        return self._client
+
+
+def parse_params(text: str | None) -> dict[str, Any]:
+    """Params given on the command line (a JSON object). Raises InvalidParams."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidParams(f"params are not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidParams(f"params must be a JSON object like '{{\"a\": 1}}', got {type(value).__name__}")
+    return value
+
+
+def out(data: Any) -> None:
+    """Print ``data`` as indented JSON."""
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="\b\n" + (__doc__ or "").split("\n\n", 1)[1])
+@click.option("--redis", "redis_url", metavar="URL", help="redis://, rediss:// or unix:// URL [env RUNTIME_REDIS_URL; default: the embedded server under .runtime/]")
+@click.option("--prefix", "key_prefix", metavar="PREFIX", help="prefix of every Redis key [env RUNTIME_KEY_PREFIX; default rt]")
+@click.option("--mongodb", "mongodb_url", metavar="URL", help="keep and read job documents in this MongoDB [env RUNTIME_MONGODB_URL; default: Redis only]")
+@click.option("--config", type=click.Path(dir_okay=False), help="settings file [default ./runtime.toml if present]")
+@click.pass_context
+def cli(ctx: click.Context, redis_url: str | None, key_prefix: str | None, mongodb_url: str | None,
+        config: str | None) -> None:
+    """runtime: an observable task queue and worker runtime."""
+    ctx.obj = Ctx({"redis_url": redis_url, "key_prefix": key_prefix, "mongodb_url": mongodb_url}, config)

@@ -1,0 +1,160 @@
+"""Commands about jobs: enqueue, run, jobs, job, requeue, cancel, abort."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from ..errors import ExitCode
+from ..status import REQUEUABLE, Status
+from .app import Ctx, NotFound, cli, fail, handle_errors, out, parse_params
+from .format import job_table, print_job
+
+
+@cli.command()
+@click.argument("path")
+@click.argument("params", required=False)
+@click.option("-q", "--queue", default="default", show_default=True)
+@click.option("-p", "--priority", default=0, show_default=True, type=int, help="-100..100, higher runs first")
+@click.option("--delay", type=float, help="seconds before the job may start")
+@click.option("--wait", "wait_s", type=float, help="wait up to this many seconds for the job to end and print it")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.pass_obj
+@handle_errors
+def enqueue(obj: Ctx, path: str, params: str | None, queue: str, priority: int, delay: float | None,
+            wait_s: float | None, as_json: bool) -> None:
+    """Queue a job of task PATH with PARAMS (a JSON object); prints its id."""
+    client = obj.client()
+    job_id = client.queue_job(path, parse_params(params), queue=queue, priority=priority, delay=delay)
+    if wait_s is None:
+        out({"id": job_id}) if as_json else click.echo(job_id)
+        return
+    job = client.wait(job_id, timeout_s=wait_s)
+    out(job.to_dict()) if as_json else print_job(job, client.middleware)
+    if job.status != Status.SUCCESS:
+        sys.exit(ExitCode.JOB_FAILED)
+
+
+@cli.command()
+@click.argument("path")
+@click.argument("params", required=False)
+@click.option("--json", "as_json", is_flag=True, help="print the whole outcome as JSON")
+@click.pass_obj
+@handle_errors
+def run(obj: Ctx, path: str, params: str | None, as_json: bool) -> None:
+    """Run task PATH with PARAMS in this process now and print its result (no Redis)."""
+    from ..local import run_task
+    outcome = run_task(path, parse_params(params), obj.settings())
+    if as_json:
+        out(outcome.to_dict())
+    elif outcome.reason in ("bad-task", "bad-params"):
+        fail(str(outcome.exception), ExitCode.USAGE)
+    elif outcome.ok:
+        click.echo(json.dumps(outcome.result, indent=2, ensure_ascii=False))
+    else:
+        click.echo(outcome.traceback or "", err=True, nl=False)
+        click.echo(f"error: {path} ended {outcome.status.value}", err=True)
+    if not outcome.ok:
+        sys.exit(ExitCode.JOB_FAILED)
+
+
+@cli.command()
+@click.option("-s", "--status", type=click.Choice([s.value for s in Status]))
+@click.option("-q", "--queue")
+@click.option("--path")
+@click.option("-n", "--limit", default=20, show_default=True, type=int)
+@click.option("--before", metavar="CURSOR", help="the page after the one that printed this cursor")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handle_errors
+def jobs(obj: Ctx, status: str | None, queue: str | None, path: str | None, limit: int, before: str | None,
+         as_json: bool) -> None:
+    """List jobs, newest change first."""
+    try:
+        page = obj.client().reader.jobs(status=status, queue=queue, path=path, limit=limit, before=before)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--before") from None
+    if as_json:
+        out([j.to_dict() for j in page.jobs])
+        return
+    job_table(page.jobs)
+    if page.next:
+        click.echo(f"(more: --before {page.next})")
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--artifact", metavar="NAME", help="print an artifact stored with the job (e.g. profile)")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False, writable=True),
+              help="with --artifact: write it as HTML to this file")
+@click.pass_obj
+@handle_errors
+def job(obj: Ctx, job_id: str, as_json: bool, artifact: str | None, html_file: str | None) -> None:
+    """Everything about one job: params, status history, timings, result or traceback."""
+    client = obj.client()
+    view = client.reader.job(job_id)
+    j = view.job
+    if artifact is None:
+        if html_file:
+            raise click.UsageError("--html needs --artifact NAME")
+        if as_json:
+            out({**j.to_dict(), "attempts": [vars(a) for a in view.attempts]})
+        else:
+            print_job(j, client.middleware)
+        return
+    if artifact not in j.artifacts:
+        stored = ", ".join(sorted(j.artifacts)) or "none"
+        raise NotFound(f"job {job_id} has no artifact {artifact!r} (it has: {stored}; a profile is stored "
+                       f"with --profile or @task(profile=True))")
+    try:
+        text = client.middleware.render_artifact(artifact, j.artifacts[artifact], html=bool(html_file))
+    except KeyError:
+        raise NotFound(f"no configured middleware renders artifact {artifact!r}") from None
+    if html_file:
+        with open(html_file, "w") as fh:
+            fh.write(text)
+        click.echo(f"wrote {html_file}")
+    else:
+        click.echo(text)
+
+
+@cli.command()
+@click.argument("ids", nargs=-1)
+@click.option("-s", "--status", default="failed", show_default=True,
+              type=click.Choice(sorted(s.value for s in REQUEUABLE)), help="with no ID: requeue jobs with this status")
+@click.option("-q", "--queue", help="with no ID: only this queue")
+@click.option("--path", help="with no ID: only this task path")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handle_errors
+def requeue(obj: Ctx, ids: tuple[str, ...], status: str, queue: str | None, path: str | None, as_json: bool) -> None:
+    """Queue final jobs again: the IDs given, or all of a status (failed) by queue/path."""
+    client = obj.client()
+    if ids:
+        done = client.requeue(*ids)
+    else:
+        if not queue and not path:
+            raise click.UsageError("give job IDs, or --queue and/or --path to requeue all failed jobs of them")
+        done = client.requeue_where(status, queue=queue, path=path)
+    out({"requeued": done}) if as_json else click.echo(f"requeued {len(done)} job(s)")
+
+
+@cli.command()
+@click.argument("ids", nargs=-1, required=True)
+@click.pass_obj
+@handle_errors
+def cancel(obj: Ctx, ids: tuple[str, ...]) -> None:
+    """Cancel waiting jobs (they never run)."""
+    click.echo(f"cancelled {len(obj.client().cancel(*ids))} job(s)")
+
+
+@cli.command()
+@click.argument("ids", nargs=-1, required=True)
+@click.pass_obj
+@handle_errors
+def abort(obj: Ctx, ids: tuple[str, ...]) -> None:
+    """Abort running jobs (their worker kills them within about a second)."""
+    click.echo(f"abort requested for {len(obj.client().abort(*ids))} job(s)")

@@ -1,0 +1,83 @@
+"""Commands about workers and live state: worker, workers, events, queues."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from ..process import is_supervised_child
+from .app import Ctx, cli, handle_errors, out
+from .format import print_events, print_queues, print_workers
+
+
+@cli.command()
+@click.option("-q", "--queues", help="queues to take jobs from, first ones first [default: default]")
+@click.option("-g", "--greenlets", type=int, help="jobs run at once in this process [default 25]")
+@click.option("--tasks", "task_modules", help="module prefixes tasks may be imported from [default tasks_example]")
+@click.option("--grace", "grace_s", type=float, help="seconds running jobs may finish after SIGTERM [default 30]")
+@click.option("--prefetch", type=int, help="jobs claimed ahead of free greenlets [default: as many as --greenlets]")
+@click.option("--trace-memory", is_flag=False, flag_value="*", default=None, metavar="[PATTERNS]",
+              help="store a heap diff of every job (or of task paths matching PATTERNS); they run alone")
+@click.option("--sentry-dsn", help="report job errors to this Sentry DSN [env SENTRY_DSN]")
+@click.option("--profile", is_flag=False, flag_value="*", default=None, metavar="[PATTERNS]",
+              help="store a pyinstrument profile of every job (or of task paths matching PATTERNS)")
+@click.option("--otlp-endpoint", help="send traces over OTLP/HTTP here, e.g. http://localhost:4318 [env OTEL_EXPORTER_OTLP_ENDPOINT]")
+@click.option("--mongodb", "mongodb_url", metavar="URL", help="keep job documents in this MongoDB too [env RUNTIME_MONGODB_URL]")
+@click.option("-p", "--processes", type=int, help="worker processes under one supervisor that restarts them [default 1, unsupervised]")
+@click.option("--mem-limit", "mem_limit_bytes", metavar="SIZE",
+              help="soft memory limit per process, e.g. 512M (K, M, G): over it a worker recycles without losing a job")
+@click.option("--mem-hard-limit", "mem_hard_limit_bytes", metavar="SIZE",
+              help="the supervisor kills a worker above this and requeues its jobs [default soft + 25%, at least +64M]")
+@click.option("--max-jobs", type=int, help="recycle a worker process after N jobs")
+@click.option("--max-time", "max_time_s", type=float, metavar="SECONDS", help="recycle a worker process after SECONDS")
+@click.option("--burst", is_flag=True, help="exit once no job is ready, running or delayed")
+@click.option("--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
+@click.pass_obj
+@handle_errors
+def worker(obj: Ctx, burst: bool, log_level: str, **flags: str | int | float | None) -> None:
+    """Run jobs (gevent is monkey-patched first thing).
+
+    With --processes, --mem-limit, --mem-hard-limit, --max-jobs or --max-time, a
+    supervisor runs the worker processes and replaces each one that recycles or dies
+    (runtime.supervisor).
+    """
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = obj.settings(**flags)
+    if settings.supervised and not is_supervised_child():
+        from ..supervisor import Supervisor
+        sys.exit(Supervisor(settings, burst=burst).run())
+    from ..worker.worker import Worker
+    sys.exit(Worker.from_settings(settings).serve(burst=burst))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handle_errors
+def queues(obj: Ctx, as_json: bool) -> None:
+    """Queue depths and job counts by status."""
+    data = obj.client().reader.queues()
+    out(data) if as_json else print_queues(data)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handle_errors
+def workers(obj: Ctx, as_json: bool) -> None:
+    """Live workers: host, pid, queues, running jobs with their stacks, jobs done, RSS."""
+    entries = obj.client().reader.workers()
+    out(entries) if as_json else print_workers(entries)
+
+
+@cli.command()
+@click.option("-n", "--limit", default=20, show_default=True, type=int, help="newest N events")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handle_errors
+def events(obj: Ctx, limit: int, as_json: bool) -> None:
+    """Recycles and kills of worker processes, newest first (RSS, limit, top growing jobs)."""
+    found = obj.client().reader.events(limit)
+    out(found) if as_json else print_events(found)

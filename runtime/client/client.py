@@ -1,0 +1,248 @@
+"""The producer side: queue jobs, wait for them, cancel, abort, requeue; and the reads.
+
+:class:`Client` holds its parts (runtime.client.parts: one connection, the broker, the
+job store, the middleware chain) and the settings; the module-level functions in
+``runtime`` (``queue_job``, ``get_job``, ``wait``...) use a default client
+(runtime.client.defaults). What the CLI and the dashboard show is read through
+:attr:`Client.reader` (runtime.client.reader).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+from typing import Any, Callable, Iterable, Iterator, Mapping, ParamSpec, Sequence, TypeVar, overload
+
+import redis
+
+from ..broker import transient
+from ..errors import BrokerUnavailable, InvalidParams, InvalidTransition, JobNotFound
+from ..job import Job, encode_params, new_job_id
+from ..messages import NewJob
+from ..settings import Settings, load_settings
+from .parts import Parts, build
+from .reader import Reader
+from .waiting import iter_done
+
+log = logging.getLogger("runtime.client")
+
+PRIORITY_RANGE = (-100, 100)
+#: Longest delay accepted, seconds (10 years): beyond, timestamps leave the platform's range.
+MAX_DELAY_S = 10 * 365 * 86_400.0
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _delay_s(delay: float | None, eta: datetime | float | None) -> float:
+    if delay is not None and eta is not None:
+        raise InvalidParams("give delay or eta, not both")
+    if eta is not None:
+        if isinstance(eta, datetime):
+            if eta.tzinfo is None:
+                raise InvalidParams("eta must be timezone-aware (e.g. datetime.now(timezone.utc))")
+            eta = eta.timestamp()
+        return _delay_s(max(0.0, float(eta) - time.time()), None)
+    d = float(delay or 0.0)
+    if not 0 <= d <= MAX_DELAY_S:  # also refuses NaN and infinities
+        raise InvalidParams(f"delay must be within [0, {MAX_DELAY_S:.0f}] seconds, got {d}")
+    return d
+
+
+class Client:
+    """Queue and inspect jobs on the Redis given by ``settings`` (``client``: a Redis client
+    to use; ``parts``: all of them, as a worker hands its own to its tasks' client).
+
+    Raises BrokerUnavailable (at construction) when Redis cannot be reached.
+    """
+
+    def __init__(self, settings: Settings | None = None, client: redis.Redis | None = None,
+                 parts: Parts | None = None) -> None:
+        self.parts = parts or build(settings or load_settings(), client)
+        self.settings = self.parts.settings
+        self.redis = self.parts.redis
+        self.broker = self.parts.broker
+        #: answers reads: the live Redis documents, or MongoDB's copy
+        self.store = self.parts.store
+        self.live = self.store.live
+        self.middleware = self.parts.middleware
+        self.mongo: Any = None  # runtime.store.mongo.sync.MongoSync with a MongoDB URL
+        if self.store is not self.live:
+            from ..store.mongo.sync import MongoSync
+            self.mongo = MongoSync(self.broker, self.store)  # type: ignore[arg-type]
+        self._mongo_skip_until = 0.0  # producer copies skip MongoDB until then (circuit breaker)
+        self.reader = Reader(self)
+
+    def _new(self, path: str, params: Mapping[str, Any] | None, queue: str, priority: int,
+             delay: float | None, eta: datetime | float | None) -> NewJob:
+        if not isinstance(path, str) or not path.strip():
+            raise InvalidParams(f"task path must be a non-empty dotted string, got {path!r}")
+        if not queue or ":" in queue or "," in queue:
+            raise InvalidParams(f"queue name must be non-empty without ':' or ',', got {queue!r}")
+        if not isinstance(priority, int) or not PRIORITY_RANGE[0] <= priority <= PRIORITY_RANGE[1]:
+            raise InvalidParams(f"priority must be an int in [{PRIORITY_RANGE[0]}, {PRIORITY_RANGE[1]}], got {priority!r}")
+        job = NewJob(new_job_id(), path, encode_params(params, self.settings.max_job_bytes),
+                     queue, priority, _delay_s(delay, eta))
+        if self.middleware.enqueue_hooks:
+            self.middleware.before_enqueue(job)
+        return job
+
+    def queue_job(self, path: str, params: Mapping[str, Any] | None = None, *, queue: str = "default",
+                  priority: int = 0, delay: float | None = None, eta: datetime | float | None = None) -> str:
+        """Queue one job; returns its id.
+
+        ``priority``: int in [-100, 100], higher runs first within a queue. ``delay``
+        (seconds) or ``eta`` (aware datetime or UNIX seconds): the job never starts before.
+        Raises InvalidParams (naming the offending key) or JobTooLarge; BrokerUnavailable.
+        """
+        job = self._new(path, params, queue, priority, delay, eta)
+        self._enqueue([job])
+        return job.id
+
+    def queue_jobs(self, path: str, params_list: Iterable[Mapping[str, Any] | None], *, queue: str = "default",
+                   priority: int = 0, delay: float | None = None, batch_size: int = 1000) -> list[str]:
+        """Queue one job per params dict, ``batch_size`` per round trip; returns the ids.
+
+        Every params dict is checked before anything is queued, so a bad one queues none.
+        """
+        jobs = [self._new(path, p, queue, priority, delay, None) for p in params_list]
+        for i in range(0, len(jobs), batch_size):
+            self._enqueue(jobs[i:i + batch_size])
+        return [j.id for j in jobs]
+
+    def _enqueue(self, jobs: Sequence[NewJob]) -> None:
+        """Queue in Redis, then (with MongoDB) write the documents; a MongoDB that cannot
+        take them is logged, not raised: the jobs are queued and the sweep copies them."""
+        now = self._call(self.broker.enqueue, jobs)
+        if self.mongo is not None:
+            self._mongo_quietly(self.mongo.enqueued, jobs, now)
+
+    def _mongo_quietly(self, fn: Any, *args: Any) -> None:
+        """A producer's copy to MongoDB: best effort, fast. Redis already holds the change
+        and the reconcile sweep copies what is missing, so it waits at most
+        ``mongodb_producer_timeout_s``, and after a failure the copies skip MongoDB for
+        ``mongodb_breaker_s`` (a circuit breaker); one warning line per failure."""
+        if time.monotonic() < self._mongo_skip_until:
+            return
+        import pymongo
+        import pymongo.errors
+        from ..store.mongo.connection import short_error
+        try:
+            with pymongo.timeout(self.settings.mongodb_producer_timeout_s):
+                fn(*args)
+        except Exception as exc:  # noqa: BLE001 - Redis has it; the reconcile sweep copies it
+            if isinstance(exc, pymongo.errors.PyMongoError):
+                self._mongo_skip_until = time.monotonic() + self.settings.mongodb_breaker_s
+                skip = f"; MongoDB skipped for {self.settings.mongodb_breaker_s:g} s"
+            else:
+                skip = ""
+            log.warning("job documents not copied to MongoDB (%s: %s); the reconcile sweep will%s",
+                        type(exc).__name__, short_error(exc), skip)
+
+    def get_job(self, job_id: str) -> Job:
+        """The job's document with its history (from MongoDB when configured). Raises
+        JobNotFound; BrokerUnavailable or StoreUnavailable."""
+        return self._call(self.store.get, job_id)
+
+    def live_or_stored(self, ids: Sequence[str]) -> list[Job | None]:
+        """Documents of ``ids`` from Redis (live), else from MongoDB (history)."""
+        jobs = self._call(self.live.get_many, ids)
+        missing = [i for i, j in zip(ids, jobs) if j is None]
+        if missing and self.mongo is not None:
+            found = dict(zip(missing, self._call(self.store.get_many, missing)))
+            jobs = [j if j is not None else found[i] for i, j in zip(ids, jobs)]
+        return list(jobs)
+
+    @overload
+    def wait(self, ids: str, timeout_s: float | None = None) -> Job: ...
+
+    @overload
+    def wait(self, ids: Sequence[str], timeout_s: float | None = None) -> list[Job]: ...
+
+    def wait(self, ids: str | Sequence[str], timeout_s: float | None = None) -> Job | list[Job]:
+        """Block until the jobs are final; returns their Jobs (one Job for one id).
+
+        Raises WaitTimeout (with ``.pending``) after ``timeout_s`` seconds, JobNotFound for an
+        id that does not exist. Costs one round trip when the jobs are already final (two
+        past 20 of them, or for documents over 16 KiB: those are read after).
+        """
+        single = isinstance(ids, str)
+        wanted = [ids] if isinstance(ids, str) else list(ids)
+        done = {job.id: job for job in self.iter_done(wanted, timeout_s)}
+        jobs = [done[i] for i in wanted]
+        return jobs[0] if single else jobs
+
+    def iter_done(self, ids: Sequence[str], timeout_s: float | None = None) -> Iterator[Job]:
+        """Yield each job of ``ids`` as it becomes final (those already final first); see
+        runtime.client.waiting.iter_done."""
+        return iter_done(self, ids, timeout_s)
+
+    def _control(self, action: str, ids: Sequence[str], allowed: str) -> list[str]:
+        replies = self._call(self.broker.control, action, list(ids))
+        replies = self._copy_done(action, ids, replies)
+        done = sum(r == "ok" for r in replies)
+        also = f" (done for the other {done} of {len(ids)})" if done else ""
+        for job_id, reply in zip(ids, replies):
+            if reply == "missing":
+                raise JobNotFound(f"no job {job_id!r}{also}")
+            if reply != "ok":
+                raise InvalidTransition(f"cannot {action} job {job_id}: it is {reply} ({allowed}){also}")
+        return list(ids)
+
+    def cancel(self, *ids: str) -> list[str]:
+        """Cancel waiting jobs (queued, delayed, retry, interrupt): status cancel.
+
+        Raises InvalidTransition for a job that is running or final, JobNotFound."""
+        return self._control("cancel", ids, "only waiting jobs can be cancelled; abort a running one")
+
+    def abort(self, *ids: str) -> list[str]:
+        """Ask the workers running these jobs to kill them (status abort, within one
+        heartbeat, about 1 s). Raises InvalidTransition for a job that is not running."""
+        return self._control("abort", ids, "only running jobs can be aborted; cancel a waiting one")
+
+    def requeue(self, *ids: str) -> list[str]:
+        """Queue final or interrupted jobs again, with a fresh retry budget; history kept."""
+        return self._control("requeue", ids, "only final jobs can be requeued")
+
+    def requeue_where(self, status: str = "failed", queue: str | None = None, path: str | None = None) -> list[str]:
+        """Requeue every job with final ``status`` of ``queue`` and/or ``path``; returns ids."""
+        ids = self._call(self.store.final_ids, status, queue=queue, path=path)
+        replies = self._call(self.broker.control, "requeue", ids)
+        replies = self._copy_done("requeue", ids, replies)
+        return [i for i, r in zip(ids, replies) if r == "ok"]
+
+    def _copy_done(self, action: str, ids: Sequence[str], replies: Sequence[str]) -> list[str]:
+        """With MongoDB: copy the jobs a control action changed (Redis first, then MongoDB),
+        and requeue from MongoDB those only it still has; returns the replies updated."""
+        replies = list(replies)
+        if self.mongo is None:
+            return replies
+        done = [i for i, r in zip(ids, replies) if r == "ok"]
+        if done:
+            self._mongo_quietly(self.mongo.sync, done)
+        missing = [i for i, r in zip(ids, replies) if r == "missing"]
+        if action == "requeue" and missing:
+            restored = set(self._call(self.mongo.requeue_from_history, missing))
+            replies = ["ok" if i in restored else r for i, r in zip(ids, replies)]
+        return replies
+
+    def _call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``fn(*args, **kwargs)`` with Redis and MongoDB errors as runtime's: unreachable
+        (or refusing writes for now) -> BrokerUnavailable / StoreUnavailable; refused
+        MongoDB credentials -> ConfigError."""
+        try:
+            return fn(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise BrokerUnavailable(f"Redis unavailable: {exc}") from None
+        except redis.ResponseError as exc:
+            if transient(exc):  # read-only after a failover, loading...: nothing was written
+                raise BrokerUnavailable(f"Redis cannot take this now: {exc}") from None
+            raise
+        except Exception as exc:
+            if self.mongo is not None:
+                from ..store.mongo.connection import translate
+                mapped = translate(exc)
+                if mapped is not None:
+                    raise mapped from None
+            raise

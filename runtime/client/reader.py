@@ -1,0 +1,150 @@
+"""The read API: every question the CLI (and the dashboard) asks, answered in one place.
+
+Jobs come from the job store (Redis, or MongoDB's history), live state from Redis: queue
+depths, the registry of workers and supervisors, and recycle and kill events. Times in
+the dicts returned here are ISO-8601 UTC strings; sizes are bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..job import Job, iso
+from ..status import Status
+
+if TYPE_CHECKING:
+    from .client import Client
+
+#: Registry fields that hold numbers.
+_INT_FIELDS = ("pid", "greenlets", "jobs_done", "rss_bytes", "processes", "restarts", "kills",
+               "mem_limit_bytes", "mem_hard_limit_bytes")
+
+
+@dataclass
+class Page:
+    """One page of jobs, newest change first; ``next`` is the cursor of the page after it
+    (pass it as ``before``), None on the last page."""
+
+    jobs: list[Job]
+    next: str | None = None
+
+
+@dataclass
+class Attempt:
+    """One run of a job, from its history: its number, worker, when it started (UNIX s),
+    and how it ended (status, time, note), or status ``started`` while it runs."""
+
+    number: int
+    worker: str | None
+    started_at: float
+    status: str = Status.STARTED.value
+    ended_at: float | None = None
+    note: str | None = None
+
+
+@dataclass
+class JobView:
+    """A job with its attempts (oldest first)."""
+
+    job: Job
+    attempts: list[Attempt] = field(default_factory=list)
+
+
+def attempts_of(job: Job) -> list[Attempt]:
+    """The attempts of ``job``, read from its status history."""
+    out: list[Attempt] = []
+    for h in job.history:
+        status = h.get("status")
+        if status == Status.STARTED.value:
+            out.append(Attempt(int(h.get("attempt") or len(out) + 1), h.get("worker"), float(h.get("at") or 0.0)))
+        elif out and out[-1].ended_at is None and status is not None:
+            a = out[-1]
+            a.status, a.ended_at, a.note = status, h.get("at"), h.get("note")
+    return out
+
+
+def cursor_of(job: Job) -> str:
+    """The pagination cursor just after ``job`` (its last change time and id)."""
+    changed = job.history[-1]["at"] if job.history else (job.ended_at or job.started_at or job.queued_at or 0.0)
+    return f"{float(changed):.6f}:{job.id}"
+
+
+def parse_cursor(cursor: str | None) -> tuple[float, str] | None:
+    """(change time, id) from a cursor made by :func:`cursor_of`; None for none.
+    Raises ValueError for a malformed one."""
+    if not cursor:
+        return None
+    when, _, job_id = cursor.partition(":")
+    if not job_id:
+        raise ValueError(f"bad cursor {cursor!r}")
+    return float(when), job_id
+
+
+def worker_entry(e: dict[str, str]) -> dict[str, Any]:
+    """A raw registry entry with numbers as numbers, lists parsed and times ISO-8601 UTC."""
+    out: dict[str, Any] = dict(e, running=json.loads(e.get("running") or "[]"))
+    if "children" in out:
+        out["children"] = json.loads(out["children"])
+    for k in _INT_FIELDS:
+        if out.get(k):
+            out[k] = int(out[k])
+    for k in ("started_at", "heartbeat_at"):
+        if out.get(k):
+            out[k] = iso(float(out[k]))
+    out.pop("pid_started", None)
+    for r in out["running"]:
+        r["started_at"] = iso(r.get("started_at"))
+    return out
+
+
+class Reader:
+    """Read-only questions over one client's parts. Raises BrokerUnavailable or
+    StoreUnavailable like the client."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def jobs(self, status: str | None = None, queue: str | None = None, path: str | None = None,
+             limit: int = 20, before: str | None = None) -> Page:
+        """Up to ``limit`` jobs matching every filter, newest change first, from the cursor
+        ``before`` (a page's ``next``) on. Raises ValueError for an unknown status or a bad
+        cursor."""
+        if status is not None:
+            Status(status)
+        c = self.client
+        found = c._call(c.store.list_jobs, status=status, queue=queue, path=path, limit=limit + 1,
+                        before=parse_cursor(before))
+        page = found[:limit]
+        return Page(page, cursor_of(page[-1]) if len(found) > limit and page else None)
+
+    def job(self, job_id: str) -> JobView:
+        """One job with its history and attempts. Raises JobNotFound."""
+        job = self.client.get_job(job_id)
+        return JobView(job, attempts_of(job))
+
+    def queues(self) -> dict[str, Any]:
+        """``{"queues": {name: {"ready": n, "delayed": n}}, "counts": {status: n}}``."""
+        c = self.client
+        return {"queues": c._call(c.broker.registry.queue_depths), "counts": c._call(c.store.counts)}
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Live workers and supervisors (:func:`worker_entry`), each supervisor followed by
+        the worker processes it runs (``supervisor`` names it), then unsupervised workers."""
+        c = self.client
+        entries = [worker_entry(e) for e in c._call(c.broker.registry.entries)]
+        sups = {e["id"] for e in entries if e.get("kind") == "supervisor"}
+
+        def order(e: dict[str, Any]) -> tuple[str, bool, str]:
+            tree = e.get("supervisor") if e.get("supervisor") in sups else e["id"] if e["id"] in sups else "~" + e["id"]
+            return tree, e.get("kind") != "supervisor", e["id"]
+        return sorted(entries, key=order)
+
+    def events(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest ``limit`` recycle and kill events, newest first (``at`` as ISO-8601)."""
+        c = self.client
+        found = c._call(c.broker.registry.events, limit)
+        for e in found:
+            e["at"] = iso(e.get("at"))
+        return found

@@ -1,0 +1,148 @@
+"""What one process knows of itself and of others: RSS, liveness, ids, supervision.
+
+- :class:`RSS` reads this process's resident set size with ``os.pread`` on a kept-open
+  ``/proc/self/statm`` (about 1.5 µs, NOTES-observability #13), psutil elsewhere;
+  :func:`rss_of` reads another process's (psutil).
+- :func:`malloc_trim` hands free heap back to the system (glibc).
+- :func:`alive` tells whether a pid is still the process registered under it.
+- Worker and supervisor ids are ``{host}.{pid}.{random}``: :func:`new_id`, :func:`host_pid`.
+- A worker started by a supervisor finds its pid and registry id in the environment
+  (:data:`SUPERVISOR_PID_ENV`, :data:`SUPERVISOR_ID_ENV`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import signal
+import socket
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # psutil is imported where it is used: `runtime worker` reads this module
+    import psutil  # before it patches gevent
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+#: Env of a worker started by a supervisor: the supervisor's pid and registry id.
+SUPERVISOR_PID_ENV, SUPERVISOR_ID_ENV = "RUNTIME_SUPERVISOR_PID", "RUNTIME_SUPERVISOR_ID"
+
+
+class RSS:
+    """Reads this process's resident set size, in bytes (``RSS()()``).
+
+    ``source`` is "statm" (a kept-open /proc/self/statm) or "psutil". Raises OSError or
+    psutil.Error when neither can read it.
+    """
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.fd: int | None
+        self.proc: psutil.Process | None = None
+        try:
+            self.fd = os.open("/proc/self/statm", os.O_RDONLY)
+            self.source = "statm"
+        except OSError:
+            import psutil
+            self.fd, self.proc, self.source = None, psutil.Process(), "psutil"
+
+    def __call__(self) -> int:
+        if self.fd is not None:
+            return int(os.pread(self.fd, 64, 0).split()[1]) * _PAGE
+        assert self.proc is not None
+        return int(self.proc.memory_info().rss)
+
+
+def rss_of(proc: psutil.Process | None) -> int:
+    """RSS of ``proc`` in bytes; 0 when it cannot be read (gone, no /proc, denied)."""
+    import psutil
+    try:
+        return int(proc.memory_info().rss) if proc is not None else 0
+    except (psutil.Error, OSError):
+        return 0
+
+
+def this_process() -> tuple[psutil.Process | None, float]:
+    """(psutil handle of this process, its start time in UNIX s); (None, 0.0) without /proc."""
+    import psutil
+    try:
+        proc = psutil.Process()
+        return proc, proc.create_time()
+    except (psutil.Error, OSError):
+        return None, 0.0
+
+
+def alive(pid: int, started: float | None) -> bool:
+    """Is ``pid`` alive and (when ``started``, UNIX s, is known) the same process as then?"""
+    import psutil
+    try:
+        created = psutil.Process(pid).create_time()
+        return started is None or abs(created - started) < 0.01
+    except psutil.AccessDenied:
+        return True
+    except (psutil.NoSuchProcess, ValueError):
+        return False
+
+
+_libc: Any = None
+
+
+def load_libc() -> bool:
+    """Load glibc's ``malloc_trim`` now (call it from the main thread: the fallback lookup
+    ``find_library`` runs ldconfig in a subprocess, which gevent cannot do from another
+    thread); False where there is none (musl, macOS)."""
+    global _libc
+    if _libc is None:
+        for name in ("libc.so.6", None):
+            try:
+                lib = ctypes.CDLL(name or ctypes.util.find_library("c") or "libc.so.6")
+                lib.malloc_trim.argtypes = [ctypes.c_size_t]
+                _libc = lib
+                break
+            except (OSError, AttributeError, TypeError):
+                _libc = False
+    return bool(_libc)
+
+
+def malloc_trim() -> bool:
+    """Return free heap memory to the system (glibc ``malloc_trim(0)``); False where there
+    is no glibc (musl, macOS), True when it ran."""
+    if not load_libc():
+        return False
+    _libc.malloc_trim(0)
+    return True
+
+
+def new_id(kind: str = "") -> str:
+    """A registry id ``{host}.{pid}.{kind}{random}`` for this process (kind "s": supervisor)."""
+    return f"{socket.gethostname()}.{os.getpid()}.{kind}{os.urandom(2).hex()}"
+
+
+def host_pid(worker_id: str) -> tuple[str | None, int | None]:
+    """Host and pid from a registry id ``{host}.{pid}.{random}``; (None, None) if not one."""
+    parts = worker_id.rsplit(".", 2)
+    if len(parts) == 3 and parts[1].isdigit():
+        return parts[0], int(parts[1])
+    return None, None
+
+
+def is_supervised_child() -> bool:
+    """Is this process a worker started by a supervisor (its parent)?"""
+    return os.environ.get(SUPERVISOR_PID_ENV) == str(os.getppid())
+
+
+def supervisor_id() -> str:
+    """The registry id of this worker's supervisor, or ``""``."""
+    return os.environ.get(SUPERVISOR_ID_ENV, "") if is_supervised_child() else ""
+
+
+def notify_supervisor() -> bool:
+    """Send SIGUSR1 to this process's supervisor (its parent, named by the environment), so
+    that it starts a replacement now; False when there is none."""
+    if not is_supervised_child():
+        return False
+    try:
+        os.kill(os.getppid(), signal.SIGUSR1)
+    except OSError:
+        return False
+    return True

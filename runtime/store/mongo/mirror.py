@@ -1,0 +1,215 @@
+"""The worker's side of the MongoDB job store: copy what changed, pause when MongoDB is down.
+
+A :class:`Mirror` belongs to one worker (``Worker.mirror``, None without a MongoDB URL).
+The worker hands it the ids of the jobs it claimed and of the outcomes Redis recorded
+(:meth:`Mirror.changed`); a greenlet copies them to MongoDB, batched (one MULTI snapshot
+read from Redis and one unordered bulk write per wake-up, so a busy worker writes many
+jobs per round trip, as its Redis side does). Write order and fencing: runtime.mongo_sync.
+
+A MongoDB slower than the worker: past MAX_BACKLOG buffered ids the worker stops
+claiming until half are copied (back-pressure, so MongoDB's lag stays bounded).
+
+MongoDB unreachable: the ids stay buffered (Redis already holds every status, so the
+buffer is ids only), :attr:`Mirror.healthy` turns False, the worker stops claiming and
+shows ``state = degraded`` in its registry entry (``runtime workers``) and its log, and
+the running jobs go on and are recorded in Redis. The greenlet retries with backoff; when
+a write succeeds the buffer drains and the worker claims again. A ``--burst`` worker
+exits instead once nothing is ready, delayed or running (:meth:`Mirror.burst_may_end`). Nothing is lost: were
+the worker to die meanwhile, its buffered ids are found again by the sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Iterable, Sequence
+
+import gevent
+import gevent.event
+import redis
+
+from ...broker import RedisBroker
+from ..base import JobStore
+from .connection import unreachable_errors
+from .store import MongoJobStore
+from .sync import SYNC_BATCH, MongoSync
+
+log = logging.getLogger("runtime.mongo")
+
+#: Longest wait between two attempts to reach MongoDB again, seconds.
+MAX_BACKOFF_S = 2.0
+#: Ids buffered at most before the worker stops claiming until half are copied: a MongoDB
+#: slower than the worker slows the worker instead of falling ever further behind.
+MAX_BACKLOG = 5000
+
+
+class Mirror:
+    """Copies one worker's job changes to MongoDB; see the module docstring."""
+
+    def __init__(self, broker: RedisBroker, store: MongoJobStore) -> None:
+        self.settings = broker.settings
+        self.sync = MongoSync(broker, store)
+        self.store = store
+        #: ids to copy, in order, each once -> the number of the change that queued it last
+        self.pending: dict[str, int] = {}
+        self._changes = 0
+        self.healthy = True
+        self._unreachable = unreachable_errors()
+        self._wake = gevent.event.Event()
+        self._up = gevent.event.Event()  # set while the worker may claim
+        self._up.set()
+        self._greenlet: Any = None
+        self._sweeper: Any = None
+        self._next_sweep = 0.0
+
+    # ---- life cycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Create the indexes (or note MongoDB is down) and start copying."""
+        try:
+            self.store.ensure_indexes()
+        except self._unreachable as exc:
+            self._down(exc)
+        self._greenlet = gevent.spawn(self._loop)
+
+    def stop(self, timeout_s: float) -> None:
+        """Copy what is buffered (for up to ``timeout_s``), then stop."""
+        deadline = time.monotonic() + timeout_s
+        self._wake.set()
+        while self.pending and self.healthy and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+        for g in (self._greenlet, self._sweeper):
+            if g is not None:
+                g.kill()
+        try:
+            self.sync.sync(list(self.pending))
+            self.pending.clear()
+            self.sync.reconcile(lag_s=0.0)  # and what our deregistration requeued
+        except Exception as exc:  # noqa: BLE001 - MongoDB or Redis down at exit: the sweep copies them
+            log.warning("%d job documents not copied to MongoDB at exit (%s); the reconcile sweep will",
+                        len(self.pending), exc)
+
+    # ---- what the worker calls ----------------------------------------------------------
+
+    def changed(self, ids: Iterable[str]) -> None:
+        """Queue ``ids`` (whose Redis documents changed) for copying."""
+        self._changes += 1
+        for job_id in ids:
+            self.pending[job_id] = self._changes
+        if len(self.pending) >= MAX_BACKLOG:
+            self._up.clear()
+        self._wake.set()
+
+    @property
+    def claim_allowed(self) -> bool:
+        """False while MongoDB is unreachable or the backlog is full: claim nothing."""
+        return self._up.is_set()
+
+    def wait_healthy(self, timeout_s: float) -> bool:
+        """Block (this greenlet) until claiming is allowed again or ``timeout_s`` passes."""
+        return bool(self._up.wait(timeout_s))
+
+    def burst_may_end(self, running: bool, queues: Sequence[str]) -> bool:
+        """For ``worker --burst`` while MongoDB is unreachable: True (and says so) once the
+        worker runs nothing (``running`` False) and ``queues`` hold no ready nor delayed
+        job, so that it exits instead of waiting for MongoDB; its buffered documents are
+        left to the sweep."""
+        if self.healthy or running:
+            return False
+        try:
+            depths = self.sync.broker.registry.queue_depths(queues)
+        except redis.RedisError:
+            return False
+        if any(n for d in depths.values() for n in d.values()):
+            return False
+        log.warning("MongoDB unreachable and nothing ready, delayed or running: --burst ends; %d job "
+                    "documents not copied yet will be copied by the reconcile sweep", len(self.pending))
+        return True
+
+    def progress(self, job_id: str, fields: dict[str, str]) -> None:
+        """Write a running job's progress, in a greenlet of its own so that the job does not
+        wait for MongoDB (skipped while MongoDB is down: the final copy has it)."""
+        if self.healthy:
+            gevent.spawn(self._progress, job_id, fields)
+
+    def _progress(self, job_id: str, fields: dict[str, str]) -> None:
+        try:
+            self.store.set_progress(job_id, fields)
+        except self._unreachable as exc:
+            self._down(exc)
+        except Exception as exc:  # noqa: BLE001 - progress is best effort
+            log.warning("progress of job %s not written to MongoDB: %s", job_id, exc)
+
+    def after_reap(self, owner: str, moved: int) -> None:
+        """After a reap: copy the jobs it moved (``moved`` > 0) now, and run the periodic
+        sweep when due (one worker at a time), in a greenlet of its own so that a slow
+        sweep never delays the reaper. Logs errors, raises none."""
+        if self._sweeper is None or self._sweeper.dead:
+            self._sweeper = gevent.spawn(self._sweep, owner, moved)
+
+    def _sweep(self, owner: str, moved: int) -> None:
+        try:
+            if moved:
+                self.sync.reconcile(lag_s=0.0)
+            now = time.monotonic()
+            if now >= self._next_sweep:
+                self._next_sweep = now + self.settings.mongodb_sweep_interval_s
+                self.sync.sweep_locked(owner)
+        except self._unreachable as exc:
+            self._down(exc)
+        except redis.RedisError as exc:
+            log.warning("reconcile sweep: %s", exc)
+
+    # ---- the copying greenlet -----------------------------------------------------------
+
+    def _down(self, exc: BaseException) -> None:
+        if self.healthy:
+            log.error("MongoDB unreachable (%s): not claiming jobs until it is back; %d job "
+                      "documents buffered (their state is safe in Redis)", exc, len(self.pending))
+        self.healthy = False
+        self._up.clear()
+
+    def _back(self) -> None:
+        if not self.healthy:
+            log.warning("MongoDB reachable again: claiming jobs again")
+        self.healthy = True
+        if len(self.pending) <= MAX_BACKLOG // 2:
+            self._up.set()
+
+    def _loop(self) -> None:
+        backoff = 0.05
+        while True:
+            if self.healthy or self.pending:
+                self._wake.wait()
+            self._wake.clear()
+            try:
+                if not self.pending:
+                    self.store.client.admin.command("ping")  # down with nothing buffered: probe
+                while self.pending:
+                    batch = list(self.pending.items())[:SYNC_BATCH]
+                    self.sync.sync([job_id for job_id, _ in batch])
+                    for job_id, change in batch:  # unless it changed again while we copied
+                        if self.pending.get(job_id) == change:
+                            del self.pending[job_id]
+                    if self.healthy and len(self.pending) <= MAX_BACKLOG // 2:
+                        self._up.set()
+                self._back()
+                backoff = 0.05
+                continue
+            except self._unreachable as exc:
+                self._down(exc)
+            except redis.RedisError as exc:
+                log.warning("cannot read job documents from Redis to copy them to MongoDB: %s", exc)
+            except Exception:  # noqa: BLE001 - e.g. a document MongoDB refused: the sweep retries it
+                log.exception("could not copy %d job documents to MongoDB; dropped from the buffer "
+                              "(the reconcile sweep retries them)", len(self.pending))
+                self.pending.clear()
+                continue
+            gevent.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+            self._wake.set()
+
+
+def open_mirror(broker: RedisBroker, store: JobStore) -> Mirror | None:
+    """A Mirror copying to ``store`` when it is the MongoDB store, else None."""
+    return Mirror(broker, store) if isinstance(store, MongoJobStore) else None

@@ -1,0 +1,191 @@
+"""The MongoDB job store: job documents, reports included, kept and queried in MongoDB.
+
+Redis stays the authority of live state (queues, claims, wake-ups, and every status
+change, made atomically and fenced by the Lua scripts); MongoDB holds the durable,
+queryable copy of each job document (its shape: runtime.store.mongo.documents), and
+every read of a client with a MongoDB URL (``get``, ``get_many``, ``list_jobs``,
+``counts``, so ``runtime jobs``, ``job``, ``requeue``, ``queues``...) is answered here.
+How the copies are kept in step, and why a crash between the two writes never loses a
+job nor overwrites a final status, is in runtime.store.mongo.sync; this module is the
+collection itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+from ...errors import ConfigError, JobNotFound
+from ...job import Job
+from ...settings import Settings
+from ...status import REQUEUABLE, Status
+from ..redis_store import RedisJobStore
+from .connection import _read, mongo_client, short_error, translate, unreachable_errors
+from .documents import DUPLICATE_KEY, INDEXES, LEGACY_INDEXES, job_from_document
+
+log = logging.getLogger("runtime.mongo")
+
+
+class MongoJobStore:
+    """Job documents in one MongoDB collection (see the module docstring for its shape).
+
+    Implements the :class:`runtime.store.JobStore` contract; ``live`` is the Redis store of
+    the same deployment (the live documents, which the worker writes). Raises ConfigError
+    without pymongo or URL; the read methods raise StoreUnavailable when MongoDB cannot be
+    reached, the write methods pymongo's own errors (``unreachable_errors``: the worker
+    buffers and retries).
+    """
+
+    def __init__(self, settings: Settings, live: RedisJobStore, client: Any = None) -> None:
+        from pymongo.write_concern import WriteConcern
+        self.settings = settings
+        self.live = live
+        self.client = client or mongo_client(settings)
+        try:
+            default = self.client.get_default_database(default="runtime").name
+            w: int | str = int(settings.mongodb_w) if settings.mongodb_w.isdigit() else settings.mongodb_w
+            self.db = self.client.get_database(
+                settings.mongodb_database or default,
+                write_concern=WriteConcern(w=w, j=bool(settings.mongodb_journal),
+                                           wtimeout=int(settings.mongodb_timeout_s * 1000)))
+            self.jobs = self.db[settings.mongodb_collection]
+        except Exception as exc:
+            if client is None:
+                self.client.close()
+            mapped = translate(exc)
+            if mapped is None:
+                raise ConfigError(f"bad MongoDB database or collection: {short_error(exc)}") from None
+            raise mapped from None
+        #: this deployment's Redis key prefix: leads every filter (documents of other
+        #: prefixes sharing the collection are never read, counted, written nor adopted)
+        self.prefix = settings.key_prefix
+
+    def scope(self, query: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``query`` restricted to this store's key prefix."""
+        return {"prefix": self.prefix, **(query or {})}
+
+    # ---- indexes ----------------------------------------------------------------------
+
+    def ensure_indexes(self) -> list[str]:
+        """Create every index of :data:`INDEXES` (existing ones are kept); returns their names."""
+        from pymongo import IndexModel
+        existing = set(self.jobs.index_information())
+        for name in LEGACY_INDEXES:
+            if name in existing:
+                self.jobs.drop_index(name)
+        return list(self.jobs.create_indexes(
+            [IndexModel(keys, name=name, **opts) for name, (keys, opts) in INDEXES.items()]))
+
+    # ---- reads (the JobStore contract) ------------------------------------------------
+
+    @_read
+    def get(self, job_id: str) -> Job:
+        """The document of ``job_id`` with its history. Raises JobNotFound."""
+        doc = self.jobs.find_one(self.scope({"_id": job_id}))
+        if doc is None:
+            raise JobNotFound(f"no job {job_id!r} (never queued, or its document expired)")
+        return job_from_document(doc)
+
+    @_read
+    def get_many(self, ids: Sequence[str], history: bool = True) -> list[Job | None]:
+        """Documents of ``ids`` in order; None for a missing one. One round trip."""
+        if not ids:
+            return []
+        found = {d["_id"]: d for d in self.jobs.find(self.scope({"_id": {"$in": list(ids)}}),
+                                                     None if history else {"history": 0})}
+        return [job_from_document(found[i]) if i in found else None for i in ids]
+
+    @_read
+    def list_jobs(self, status: str | None = None, queue: str | None = None, path: str | None = None,
+                  limit: int = 50, history: bool = False, before: tuple[float, str] | None = None) -> list[Job]:
+        """Up to ``limit`` jobs matching every given filter, newest change first, those
+        changed before the cursor ``before`` (change time, id) only (one query)."""
+        query: dict[str, Any] = self.scope()
+        if before is not None:
+            query["$or"] = [{"changed_at": {"$lt": before[0]}}, {"changed_at": before[0], "_id": {"$lt": before[1]}}]
+        if status:
+            query["status"] = Status(status).value
+        if queue:
+            query["queue"] = queue
+        if path:
+            query["path"] = path
+        projection = None if history else {"history": 0, "artifacts": 0}
+        cursor = self.jobs.find(query, projection).sort([("changed_at", -1), ("_id", -1)])
+        if limit < 10**9:
+            cursor = cursor.limit(max(0, limit))
+        return [job_from_document(d) for d in cursor]
+
+    @_read
+    def counts(self) -> dict[str, int]:
+        """Number of jobs per status (every status present, zeros included)."""
+        out = {s.value: 0 for s in Status}
+        for row in self.jobs.aggregate([{"$match": self.scope()}, {"$group": {"_id": "$status", "n": {"$sum": 1}}}]):
+            if row["_id"] in out:
+                out[row["_id"]] = int(row["n"])
+        return out
+
+    @_read
+    def final_ids(self, status: str, queue: str | None = None, path: str | None = None) -> list[str]:
+        """Every id with final ``status`` matching the filters (for bulk requeue)."""
+        if Status(status) not in REQUEUABLE:
+            raise ValueError(f"jobs of status {status} cannot be requeued")
+        query: dict[str, Any] = self.scope({"status": status})
+        if queue:
+            query["queue"] = queue
+        if path:
+            query["path"] = path
+        return [d["_id"] for d in self.jobs.find(query, {"_id": 1})]
+
+    # ---- writes -----------------------------------------------------------------------
+
+    def write(self, docs: Sequence[dict[str, Any]]) -> tuple[int, int]:
+        """Store ``docs`` (from :func:`document`) in one unordered bulk write, each only
+        over an older version of itself (or none). Returns (written, stale).
+
+        A document MongoDB refuses (or that cannot be encoded) is logged and skipped, never
+        stopping the others. Raises pymongo's errors when MongoDB is unreachable (see
+        :func:`unreachable_errors`) or a write concern fails.
+        """
+        if not docs:
+            return 0, 0
+        from pymongo import ReplaceOne
+        from pymongo.errors import BulkWriteError
+        ops = [ReplaceOne({"_id": d["_id"], "prefix": d["prefix"], "version": {"$lt": d["version"]}}, d,
+                          upsert=True) for d in docs]
+        try:
+            res = self.jobs.bulk_write(ops, ordered=False)
+            return res.upserted_count + res.modified_count, len(docs) - res.upserted_count - res.matched_count
+        except BulkWriteError as exc:
+            if exc.details.get("writeConcernErrors"):
+                raise
+            errors = exc.details.get("writeErrors", [])
+            stale = sum(e.get("code") == DUPLICATE_KEY for e in errors)
+            for e in errors:  # one refused document never stops the others
+                if e.get("code") != DUPLICATE_KEY:
+                    log.error("job %s: MongoDB refused its document (%s); not copied", docs[e["index"]]["_id"],
+                              str(e.get("errmsg"))[:300])
+            return int(exc.details.get("nUpserted", 0)) + int(exc.details.get("nModified", 0)), stale
+        except unreachable_errors():
+            raise
+        except Exception as exc:  # noqa: BLE001 - refused before sending (encoding): write one by one
+            if len(docs) == 1:
+                log.error("job %s: its document cannot be sent to MongoDB (%s: %s); not copied",
+                          docs[0]["_id"], type(exc).__name__, str(exc)[:300])
+                return 0, 0
+            written = stale = 0
+            for d in docs:
+                w, st = self.write([d])
+                written, stale = written + w, stale + st
+            return written, stale
+
+    def set_progress(self, job_id: str, fields: dict[str, str]) -> None:
+        """Write a running job's progress fields (strings, as stored in Redis)."""
+        values: dict[str, Any] = {}
+        for k, v in fields.items():
+            values[k] = float(v) if k == "progress" else v
+        self.jobs.update_one(self.scope({"_id": job_id, "status": Status.STARTED.value}), {"$set": values})
+
+    def versions(self, ids: Sequence[str]) -> dict[str, int]:
+        """Stored version of each of ``ids`` that has a document."""
+        return {d["_id"]: int(d.get("version", 0))
+                for d in self.jobs.find(self.scope({"_id": {"$in": list(ids)}}), {"version": 1})}

@@ -1,0 +1,122 @@
+"""Job documents in Redis, next to the queues: the broker's Lua scripts write them in the
+same round trip as each claim and completion; this store reads them (and writes a
+running job's progress)."""
+
+from __future__ import annotations
+
+import heapq
+from typing import Iterable, Iterator, Sequence
+
+import redis
+
+from ..broker.keys import Keys
+from ..errors import JobNotFound
+from ..job import Job
+from ..status import REQUEUABLE, Status
+
+
+class RedisJobStore:
+    """Job documents in Redis hashes (``{p}:j:{id}``) with status indexes (``{p}:st:*``)."""
+
+    def __init__(self, client: redis.Redis, key_prefix: str = "rt") -> None:
+        self.client = client
+        self.keys = Keys(key_prefix)
+
+    @property
+    def live(self) -> RedisJobStore:
+        """The store of the live documents: this one."""
+        return self
+
+    def set_fields(self, job_id: str, fields: dict[str, str], client: redis.Redis | None = None) -> None:
+        """Write ``fields`` (strings) of a running job (progress, the watchdog's overrun);
+        on ``client`` when given (the heartbeat's own connection)."""
+        (client or self.client).hset(self.keys.job(job_id), mapping=fields)
+
+    def get(self, job_id: str) -> Job:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.keys.job(job_id))
+        pipe.lrange(self.keys.history(job_id), 0, -1)
+        data, history = pipe.execute()
+        if not data:
+            raise JobNotFound(f"no job {job_id!r} (never queued, or its document expired)")
+        return Job.from_hash(data, history)
+
+    def get_many(self, ids: Sequence[str], history: bool = True) -> list[Job | None]:
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hgetall(self.keys.job(job_id))
+            if history:
+                pipe.lrange(self.keys.history(job_id), 0, -1)
+        replies = pipe.execute()
+        step = 2 if history else 1
+        out: list[Job | None] = []
+        for i in range(0, len(replies), step):
+            data = replies[i]
+            out.append(Job.from_hash(data, replies[i + 1] if history else None) if data else None)
+        return out
+
+    def _index_newest_first(self, status: str, batch: int,
+                            before: tuple[float, str] | None) -> Iterator[tuple[float, str]]:
+        """(change time, id) of one status index, newest first (ties: highest id first),
+        only those before the cursor ``before``; ``batch`` per round trip."""
+        key = self.keys.status(status)
+        top: float | str = "+inf" if before is None else before[0]
+        offset = 0
+        while True:
+            chunk = self.client.zrevrangebyscore(key, top, "-inf", start=offset, num=batch, withscores=True)
+            for job_id, score in chunk:  # ties of a score come highest id first
+                item = (round(score, 6), job_id)
+                if before is None or item < (round(before[0], 6), before[1]):
+                    yield item
+            if len(chunk) < batch:
+                return
+            offset += batch
+
+    def _ids_newest_first(self, statuses: Iterable[str], batch: int,
+                          before: tuple[float, str] | None = None) -> Iterator[str]:
+        """Ids from the given status indexes merged newest first (by time of last change),
+        ties by id, highest first (as MongoJobStore sorts: the same order in both stores)."""
+        streams = [self._index_newest_first(s, batch, before) for s in statuses]
+        for _, job_id in heapq.merge(*streams, reverse=True):
+            yield job_id
+
+    def list_jobs(self, status: str | None = None, queue: str | None = None, path: str | None = None,
+                  limit: int = 50, history: bool = False, before: tuple[float, str] | None = None) -> list[Job]:
+        """Up to ``limit`` jobs matching every given filter, newest change first, those
+        changed before the cursor ``before`` (change time, id) only."""
+        statuses = [Status(status).value] if status else [s.value for s in Status]
+        out: list[Job] = []
+        pending: list[str] = []
+
+        def flush() -> None:
+            for job in self.get_many(pending, history=history):
+                if job is None:
+                    continue  # expired document; its index entry is trimmed by the reaper
+                if status and job.status != status:
+                    continue  # changed status between the index read and now
+                if (queue and job.queue != queue) or (path and job.path != path):
+                    continue
+                if len(out) < limit:
+                    out.append(job)
+            pending.clear()
+
+        for job_id in self._ids_newest_first(statuses, max(limit, 200), before):
+            pending.append(job_id)
+            if len(pending) >= 200:
+                flush()
+                if len(out) >= limit:
+                    break
+        flush()
+        return out
+
+    def counts(self) -> dict[str, int]:
+        pipe = self.client.pipeline(transaction=False)
+        for s in Status:
+            pipe.zcard(self.keys.status(s.value))
+        return {s.value: int(n) for s, n in zip(Status, pipe.execute())}
+
+    def final_ids(self, status: str, queue: str | None = None, path: str | None = None) -> list[str]:
+        """Every id with final ``status`` matching the filters (for bulk requeue)."""
+        if Status(status) not in REQUEUABLE:
+            raise ValueError(f"jobs of status {status} cannot be requeued")
+        return [j.id for j in self.list_jobs(status=status, queue=queue, path=path, limit=10**9)]

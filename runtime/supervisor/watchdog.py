@@ -1,0 +1,83 @@
+"""The hard memory ceiling, enforced from outside the worker processes.
+
+Every ``mem_check_interval_s`` the supervisor reads each child's RSS (psutil); a child
+above ``Settings.hard_limit_bytes`` is killed with its whole process group (SIGKILL: a
+job holding the GIL cannot stop it), and its jobs are taken back at once through the
+reaper (worker-lost, so the poison rule applies: a job that kills its worker
+``max_lost`` times ends failed). A ``kill`` event records the RSS, the limit and the
+jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Protocol
+
+import psutil
+import redis
+
+from ..broker import RedisBroker
+from ..units import fmt_bytes
+
+if TYPE_CHECKING:
+    from .supervisor import Child
+
+log = logging.getLogger("runtime.supervisor")
+
+
+class Watched(Protocol):
+    """What the watchdog needs of the supervisor."""
+
+    id: str
+    hard: int | None
+    broker: RedisBroker
+    children: dict[int, Child]
+    kills: int
+    restarts: int
+
+    def worker_ids(self, pid: int) -> list[str]: ...
+
+    def take_back(self, pid: int, why: str, unstarted: list[str] | None = None,
+                  ids: list[str] | None = None) -> tuple[int, int]: ...
+
+    def kill_child(self, child: Child) -> None: ...
+
+
+def child_rss(child: Child) -> int | None:
+    """RSS of ``child`` in bytes, or None when it cannot be read (gone, no /proc)."""
+    try:
+        if child.ps is None:
+            child.ps = psutil.Process(child.pid)
+        return int(child.ps.memory_info().rss)
+    except (psutil.Error, OSError):
+        return None
+
+
+def enforce_hard_limit(sup: Watched) -> None:
+    """Kill every child over the hard limit and take its jobs back (see the module)."""
+    assert sup.hard is not None
+    for pid, child in list(sup.children.items()):
+        rss = child_rss(child)
+        if rss is None or rss <= sup.hard:
+            continue
+        note = f"its worker process was killed: RSS {fmt_bytes(rss)} over the hard limit {fmt_bytes(sup.hard)}"
+        log.error("worker process %d uses %s, over the hard limit %s: killing it", pid, fmt_bytes(rss),
+                  fmt_bytes(sup.hard))
+        wids: list[str] | None
+        try:  # before the kill: any reaper that takes them back (others watch the pid) says why
+            wids = sup.worker_ids(pid)
+            jobs, unstarted = sup.broker.mark_lost(wids, note)
+        except redis.RedisError as exc:
+            log.warning("could not mark the jobs of worker process %d (%s)", pid, exc)
+            wids, jobs, unstarted = None, [], []
+        sup.kill_child(child)
+        del sup.children[pid]
+        sup.kills += 1
+        sup.restarts += 1
+        requeued, failed = sup.take_back(pid, "was killed over the hard limit", unstarted, wids)
+        sup.broker.registry.record_event({
+            "event": "kill", "pid": pid, "at": time.time(), "reason": "mem-hard-limit", "detail": note,
+            "rss_bytes": rss, "limit_bytes": sup.hard, "jobs": jobs, "unstarted": unstarted,
+            "requeued": requeued, "failed": failed, "supervisor": sup.id})
+

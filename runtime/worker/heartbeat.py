@@ -1,0 +1,183 @@
+"""The worker's heartbeat: a native thread that a CPU-bound job cannot starve.
+
+Every ``heartbeat_interval_s`` it refreshes the worker's registry entry (TTL
+``worker_ttl_s``: id, host, pid, queues, running jobs with their current stack, jobs done,
+RSS), extends the claims of the jobs it holds, collects abort requests for the worker,
+and reports jobs that overran their timeout without yielding (a greenlet timeout cannot
+fire while the job holds the hub). With a recycling limit it also checks the limits
+every ``mem_check_interval_s``. It runs in a real OS thread (gevent's original
+``start_new_thread``) with its own Redis connection; under monkey patching that
+connection runs on the thread's own gevent hub, so it never waits for the main one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from types import FrameType
+from typing import Any, Callable, Protocol
+
+import redis
+
+from ..broker import RedisBroker
+from ..process import rss_of, this_process
+from ..settings import Settings
+from ..store import RedisJobStore
+from .limits import Limits, Recycle
+from .slots import Slots
+
+log = logging.getLogger("runtime.worker")
+
+
+def _original(module: str, name: str) -> Any:
+    from gevent import monkey
+    return monkey.get_original(module, name)
+
+
+def short_stack(frame: FrameType | None, limit: int = 4) -> list[str]:
+    """The innermost ``limit`` frames of ``frame`` as 'file:line in func' strings."""
+    out: list[str] = []
+    while frame is not None and len(out) < limit:  # no source lines read: cheap under the GIL
+        code = frame.f_code
+        out.append(f"{os.path.basename(code.co_filename)}:{frame.f_lineno} in {code.co_name}")
+        frame = frame.f_back
+    return out
+
+
+class Beating(Protocol):
+    """What the heartbeat reads of its worker (from another thread: reads only)."""
+
+    id: str
+    settings: Settings
+    broker: RedisBroker
+    live: RedisJobStore
+    slots: Slots
+    limits: Limits
+    started_at: float
+    supervisor_id: str
+    recycled: Recycle | None
+
+    @property
+    def state_name(self) -> str: ...
+
+    @property
+    def jobs_done(self) -> int: ...
+
+    def from_thread(self, fn: Callable[..., Any], *args: Any) -> None: ...
+
+    def request_abort(self, ids: list[str]) -> None: ...
+
+    def recycle(self, why: Recycle) -> None: ...
+
+
+class Heartbeat:
+    """The native heartbeat thread of one worker; ``start()`` then ``stop()``."""
+
+    def __init__(self, worker: Beating) -> None:
+        self.worker = worker
+        self._stop = False
+        self._sleep = _original("time", "sleep")
+        self.host = worker.id.rsplit(".", 2)[0]
+        self.pid = os.getpid()
+        self.proc, self.pid_started = this_process()  # no /proc: the reaper compares pids only
+        self._reported: set[str] = set()
+        self._main_thread = _original("threading", "get_ident")()
+
+    def start(self) -> None:
+        _original("_thread", "start_new_thread")(self._loop, ())
+
+    def stop(self) -> None:
+        self._stop = True
+
+    def own_connection(self) -> redis.Redis:
+        """A Redis client on a pool of its own, like the worker's."""
+        pool = self.worker.broker.redis.connection_pool
+        return redis.Redis(connection_pool=redis.ConnectionPool(
+            connection_class=pool.connection_class, **pool.connection_kwargs))
+
+    def _loop(self) -> None:
+        conn = self.own_connection()
+        w = self.worker
+        interval = w.settings.heartbeat_interval_s
+        # with a recycling limit, the thread also wakes every mem_check_interval_s for it
+        tick = min(interval, w.settings.mem_check_interval_s) if w.limits.active else interval
+        next_beat = 0.0
+        try:
+            while not self._stop:
+                now = time.monotonic()
+                if now >= next_beat:
+                    next_beat = now + interval
+                    try:
+                        self.beat(conn)
+                    except Exception as exc:  # noqa: BLE001 - a heartbeat must keep beating
+                        log.warning("heartbeat failed: %s", exc)
+                if w.limits.active:
+                    self._check_limits()
+                self._sleep(max(0.0, min(tick, next_beat - time.monotonic())))
+        finally:
+            conn.connection_pool.disconnect()
+
+    def _check_limits(self) -> None:
+        """The timer check of the recycling limits; a crossing is handed to the hub."""
+        try:
+            why = self.worker.limits.tick()
+        except Exception as exc:  # noqa: BLE001 - keep beating
+            log.warning("memory check failed: %s", exc)
+            return
+        if why is not None:
+            self.worker.from_thread(self.worker.recycle, why)
+
+    def registry_entry(self) -> dict[str, str]:
+        """The worker's registry entry (strings), as ``runtime workers`` reads it."""
+        w = self.worker
+        running = []
+        frames = sys._current_frames()
+        for job_id, rj in list(w.slots.jobs.items()):
+            g = rj.greenlet
+            # a job that has ended shows no stack (its greenlet may still be recording it)
+            frame = getattr(g, "gr_frame", None) if g is not None and not rj.done else None
+            if frame is None and g is not None and not rj.done and not g.dead:
+                frame = frames.get(self._main_thread)  # the job holds the hub right now
+            running.append({"id": job_id, "path": rj.path, "started_at": rj.started_at,
+                            "run": g is not None, "stack": short_stack(frame)})
+        return {
+            "id": w.id, "host": self.host, "pid": str(self.pid), "pid_started": repr(self.pid_started),
+            "queues": ",".join(w.settings.queues), "greenlets": str(w.settings.greenlets),
+            "started_at": repr(w.started_at), "heartbeat_at": repr(time.time()),
+            "jobs_done": str(w.jobs_done), "rss_bytes": str(rss_of(self.proc)),
+            "state": w.state_name, "running": json.dumps(running), "supervisor": w.supervisor_id,
+            "mem_limit_bytes": str(w.settings.mem_limit_bytes or ""),
+            "recycle": w.recycled.detail if w.recycled else "",
+        }
+
+    def beat(self, conn: redis.Redis) -> None:
+        """One heartbeat on ``conn`` (see the module docstring)."""
+        w = self.worker
+        aborts = w.broker.registry.beat(conn, w.id, self.registry_entry(), list(w.slots.jobs))
+        if aborts:
+            w.request_abort(aborts)
+        self._watchdog(conn)
+
+    def _watchdog(self, conn: redis.Redis) -> None:
+        """Report jobs past their timeout by more than a heartbeat: they are not yielding."""
+        now = time.time()
+        w = self.worker
+        margin = max(1.0, 2 * w.settings.heartbeat_interval_s)
+        for job_id, rj in list(w.slots.jobs.items()):
+            if job_id in self._reported or rj.timeout_s is None:
+                continue
+            if now - rj.started_at > rj.timeout_s + margin:
+                stack = short_stack(sys._current_frames().get(self._main_thread), limit=6)
+                msg = (f"job {job_id} ({rj.path}) has run {now - rj.started_at:.1f} s, past its timeout "
+                       f"of {rj.timeout_s} s, without yielding to the gevent hub (CPU-bound or blocking "
+                       f"call); it cannot be interrupted, and ends with status timeout when it returns. "
+                       f"Hub stack: {' <- '.join(stack)}")
+                log.error(msg)
+                try:
+                    w.live.set_fields(job_id, {"overrun": msg}, conn)
+                except redis.RedisError:
+                    pass
+                self._reported.add(job_id)

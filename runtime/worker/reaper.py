@@ -1,0 +1,84 @@
+"""Finding dead workers and taking their jobs back: one place for the worker's reaper and
+the supervisor, over reap.lua.
+
+A worker is dead when, on this host, its pid is gone (or is another process now); on
+another host, when its registry entry has been missing for a whole ``worker_ttl_s`` as
+seen by this reaper. (An entry also vanishes when Redis restarts or a heartbeat stalls; a
+live worker registers again within a heartbeat, so it is not taken for dead.) Its jobs
+are then taken back at once: the ones it was running (or may have been) are marked to
+run alone next time, so that only a job that kills workers again is charged again; the
+ones its last heartbeat listed as prefetched are requeued without a charge.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+
+import redis
+
+from ..broker import RedisBroker
+from ..process import alive, host_pid
+
+log = logging.getLogger("runtime.worker")
+
+
+class Reaper:
+    """Takes back the jobs of dead workers on ``broker``'s Redis, seen from this host;
+    ``own_id`` (the caller's registry id) is never taken for dead."""
+
+    def __init__(self, broker: RedisBroker, own_id: str = "") -> None:
+        self.broker = broker
+        self.own_id = own_id
+        self.host = socket.gethostname()
+        self._missing: dict[str, float] = {}  # worker id -> when its entry was first seen missing
+
+    def dead(self) -> list[str]:
+        """Ids of registered workers that are dead (see the module docstring)."""
+        registry = self.broker.registry
+        ids = sorted(w for w in registry.ids() if w != self.own_id)
+        now = time.monotonic()
+        out = []
+        for wid, (host, pid, started) in zip(ids, registry.fields(ids, "host", "pid", "pid_started")):
+            if host is None:
+                host, pid_n = host_pid(wid)
+                pid = None if pid_n is None else str(pid_n)
+            else:
+                self._missing.pop(wid, None)
+            if host == self.host and pid is not None:
+                if not alive(int(pid), float(started) if started else None):
+                    out.append(wid)
+            elif host is None or pid is None:
+                first = self._missing.setdefault(wid, now)
+                if now - first >= self.broker.settings.worker_ttl_s:
+                    out.append(wid)
+                    self._missing.pop(wid, None)
+        return out
+
+    def take_back(self, worker_ids: list[str], why: str, unstarted: list[str] | None = None) -> tuple[int, int]:
+        """Requeue (or fail, worker-lost) the jobs of the dead ``worker_ids`` now, noting
+        ``why``; ``unstarted`` (prefetched, known not to have run) are requeued without a
+        charge (looked up from their last heartbeats when not given). Also takes back
+        claims whose deadline passed. Returns (requeued, failed)."""
+        if worker_ids and unstarted is None:
+            unstarted = self.broker.mark_lost(worker_ids, why)[1]
+        return self.broker.reap(worker_ids, unstarted=unstarted or [])
+
+    def reap_once(self) -> tuple[int, int]:
+        """Take back the jobs of every dead worker and every expired claim; returns
+        (requeued, failed worker-lost). Raises redis.RedisError."""
+        dead = self.dead()
+        requeued, failed = self.take_back(dead, "its worker process died")
+        if dead or requeued or failed:
+            log.warning("reaper: %d dead workers, %d jobs requeued, %d failed (worker-lost)",
+                        len(dead), requeued, failed)
+        return requeued, failed
+
+    def safely(self) -> tuple[int, int]:
+        """:meth:`reap_once`, logging a Redis error instead of raising it."""
+        try:
+            return self.reap_once()
+        except redis.RedisError as exc:
+            log.warning("reaper: %s", exc)
+            return 0, 0

@@ -1,0 +1,189 @@
+"""Recording what jobs ended with: outcomes written to Redis in batches, none lost.
+
+An ended attempt becomes an :class:`~runtime.messages.Outcome` (status, note, and the
+fields to store: result or error, report, artifacts, logs, progress, times), kept here
+until Redis holds it. The claim loop takes what ended with its next claim, in the same
+round trip; when it does not claim (it waits for work, or stops), a flusher greenlet
+writes them, one round trip for all that ended meanwhile. An outcome Redis refuses for
+what it holds is recorded without its data; one Redis cannot take for now (a lost
+connection, a read-only replica) waits and is sent again, whole.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+import gevent
+import gevent.event
+import gevent.lock
+
+from ..broker import RedisBroker, transient
+from ..backoff import Backoff
+from ..execution import AttemptResult, interrupted
+from ..job import dumps, utf8_safe
+from ..messages import Outcome
+from ..settings import Settings
+from ..status import Status
+from .slots import RunningJob, Slots
+from .state import Phase, WorkerState
+
+log = logging.getLogger("runtime.worker")
+
+#: Outcomes written per round trip at most.
+FLUSH_BATCH = 500
+#: exc_type of an outcome whose own data could not be stored (kept: status and this note).
+NOT_STORED = "runtime.OutcomeNotStored"
+
+
+class Host(Protocol):
+    """What the recorder needs of its worker."""
+
+    id: str
+    settings: Settings
+    broker: RedisBroker
+    slots: Slots
+    mirror: Any
+    state: WorkerState
+    stopping: bool
+    hard: bool
+
+
+def not_stored_fields(exc: BaseException) -> dict[str, str]:
+    """The fields of an outcome whose own data could not be stored (status kept)."""
+    return {"exc_type": NOT_STORED, "reason": "not-stored",
+            "exc_message": f"the outcome could not be stored: {type(exc).__name__}: {exc}"[:2000]}
+
+
+def interrupted_before_start(exc: BaseException) -> AttemptResult:
+    """The outcome of a job killed (abort, interrupt) before its greenlet ran."""
+    res = interrupted(exc)
+    res.note = f"{res.note + '; ' if res.note else ''}it had not started"
+    return res
+
+
+def capped_json(report: dict[str, Any], max_bytes: int) -> str:
+    """``report`` as JSON; over ``max_bytes``, its largest entries are replaced by a marker
+    saying how big they were, until it fits."""
+    text = dumps(report)
+    if len(text) <= max_bytes:
+        return text
+    report = dict(report)
+    for key in sorted(report, key=lambda k: -len(dumps(report[k]))):
+        report[key] = {"truncated": f"{len(dumps(report[key]))} bytes, over max_report_bytes={max_bytes}"}
+        text = dumps(report)
+        if len(text) <= max_bytes:
+            break
+    return text
+
+
+class Recorder:
+    """The outcomes of one worker's jobs, from their end until Redis holds them."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.outcomes: list[Outcome] = []
+        self.jobs_done = 0
+        #: one writer at a time: a batch is in flight until recorded
+        self.lock = gevent.lock.Semaphore()
+        self._ended = gevent.event.Event()
+
+    def record(self, rj: RunningJob, res: AttemptResult) -> None:
+        """``rj`` ended with ``res``: its outcome, with what middleware measured, is kept
+        for the next write (once: a second call for the same job does nothing)."""
+        if rj.done:
+            return
+        ctx = rj.ctx
+        fields = res.store_fields(rj.claimed.retries)
+        fields.update(ctx.progress_fields())
+        if ctx.logs:
+            fields["logs"] = dumps(ctx.logs)
+        if ctx.report:
+            fields["report"] = capped_json(ctx.report, self.host.settings.max_report_bytes)
+        if ctx.artifacts:
+            fields["artifacts"] = dumps(ctx.artifacts)
+        if ctx.meta_changed:
+            fields["meta"] = dumps(ctx.meta)
+        number = res.delay_s if res.status == Status.RETRY else 0.0
+        # a lone surrogate must not stop the flush
+        fields = {k: v if v.isascii() else utf8_safe(v) for k, v in fields.items()}
+        self.append(rj, Outcome(rj.id, rj.claimed.queue, rj.claimed.attempt, res.status, number, res.note, fields))
+
+    def append(self, rj: RunningJob, outcome: Outcome) -> None:
+        """``rj`` ended with ``outcome``: written with the next flush or claim round trip."""
+        if rj.phase < Phase.DONE:
+            rj.phase = Phase.DONE
+        self.outcomes.append(outcome)
+        self.jobs_done += 1
+        self._ended.set()
+
+    def batch(self) -> list[Outcome]:
+        """The outcomes to send in the next round trip (call with :attr:`lock` held)."""
+        return self.outcomes[:FLUSH_BATCH]
+
+    def recorded(self, batch: list[Outcome], stale: list[str]) -> None:
+        """Redis holds ``batch`` (``stale``: ids of attempts superseded, not recorded)."""
+        del self.outcomes[:len(batch)]
+        for o in batch:
+            self.host.slots.forget(o.id)
+        if self.host.mirror is not None:
+            self.host.mirror.changed(o.id for o in batch if o.id not in stale)
+        for job_id in stale:
+            log.warning("job %s: this attempt was superseded; its outcome was not recorded", job_id)
+
+    def flush_loop(self) -> None:
+        """Record outcomes that the claim loop does not take with its next claim (it is
+        blocked waiting for work, or stopping). Runs until killed."""
+        while True:
+            self._ended.wait()
+            self._ended.clear()
+            gevent.sleep(0)  # let a claim loop woken by the same job end take them first
+            if self.outcomes:
+                self.flush()
+
+    def flush(self) -> None:
+        """Write every outcome kept now (retrying while Redis cannot take them)."""
+        with self.lock:
+            self._flush_locked()
+
+    def _idle_after(self, batch: list[Outcome]) -> bool:
+        """Will the worker be left with nothing to run once ``batch`` is written? Then it
+        says so in the same round trip, so the next job is handed to it (its claim loop is
+        blocked on its handoff list)."""
+        h = self.host
+        return (not h.stopping and h.slots.busy == 0 and len(batch) == len(self.outcomes)
+                and (h.mirror is None or h.mirror.claim_allowed))
+
+    def _flush_locked(self) -> None:
+        h = self.host
+        backoff = Backoff(0.1, 5.0)
+        while self.outcomes:
+            batch = self.batch()
+            idle = h.settings.queues if self._idle_after(batch) else ()
+            try:
+                stale = h.broker.finish(batch, h.id, idle)
+            except Exception as exc:  # noqa: BLE001 - one bad outcome must not stop recording
+                if not transient(exc):
+                    self._unstorable(batch, exc)
+                    continue
+                h.state = WorkerState.DEGRADED
+                delay = backoff.next()
+                log.error("cannot record %d finished jobs (%s); retrying in %.1f s", len(batch), exc, delay)
+                gevent.sleep(delay)
+                if h.hard and backoff.at_max:
+                    return  # the reaper requeues them once this worker's registry expires
+                continue
+            self.recorded(batch, stale)
+
+    def _unstorable(self, batch: list[Outcome], exc: BaseException) -> None:
+        """Redis refused ``batch`` for what it holds (not for being unreachable or busy):
+        record it without its data next, or, refused even so, leave it (requeued when
+        this worker stops)."""
+        if all(o.fields.get("exc_type") == NOT_STORED for o in batch):
+            log.error("dropping %d outcomes that cannot be stored (%s); their jobs are requeued "
+                      "when this worker stops", len(batch), exc)
+            del self.outcomes[:len(batch)]
+            return
+        log.error("could not record %d finished jobs (%s); recording them without their data", len(batch), exc)
+        for o in batch:
+            o.fields = not_stored_fields(exc)

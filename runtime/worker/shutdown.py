@@ -1,0 +1,91 @@
+"""Stopping a worker: signals that only set flags, and the drain that loses no job.
+
+The first SIGTERM/SIGINT stops claiming and lets running jobs finish for ``grace_s``;
+then they are interrupted (status interrupt, requeued at once, retry count untouched).
+A second signal interrupts them at once. Under a supervisor, SIGTERM/SIGINT only ever
+stop gracefully (a signal sent to every process at once, by systemd's control group or
+pkill, and forwarded by the supervisor as well, must not count twice); the supervisor
+sends SIGUSR2 to interrupt running jobs. Prefetched jobs, claimed but never started, go
+back to their queue first, so that other workers (or the replacement) take them now.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from typing import Any
+
+import gevent
+
+from ..errors import JobInterrupt
+from ..execution import AttemptResult
+from ..process import is_supervised_child
+from ..status import Status
+from .state import WorkerState
+from .worker import Worker
+
+log = logging.getLogger("runtime.worker")
+
+
+def install_signals(worker: Worker) -> list[Any]:
+    """Install the worker's signal handlers (they only call ``stop``); returns them, to
+    cancel. Does nothing outside the main thread."""
+    supervised = is_supervised_child()
+
+    def on_signal(sig: int) -> None:
+        if supervised and worker.stopping:
+            log.info("worker %s got signal %d: already stopping (its supervisor interrupts running jobs "
+                     "on its own second signal)", worker.id, sig)
+            return
+        log.warning("worker %s got signal %d: %s", worker.id, sig,
+                    "interrupting running jobs" if worker.stopping else
+                    f"stopping; running jobs have {worker.settings.grace_s} s to finish")
+        worker.stop()
+
+    def on_interrupt(sig: int) -> None:
+        log.warning("worker %s got signal %d from its supervisor: interrupting running jobs", worker.id, sig)
+        worker.stop(hard=True)
+
+    wanted = [(signal.SIGTERM, on_signal), (signal.SIGINT, on_signal)]
+    if supervised:
+        wanted.append((signal.SIGUSR2, on_interrupt))
+    handlers = []
+    for sig, fn in wanted:
+        try:
+            handlers.append(gevent.signal_handler(sig, fn, sig))
+        except ValueError:  # not the main thread
+            pass
+    return handlers
+
+
+def drain(worker: Worker) -> None:
+    """After the claim loop ends: return prefetched jobs to their queues, let running jobs
+    finish for ``grace_s`` (less after a hard stop), then interrupt and requeue the rest."""
+    worker.state = WorkerState.DRAINING
+    worker.leave_idle()  # no more jobs handed to us; any handed meanwhile are requeued at deregistration
+    prefetched = worker.slots.unlaunched()
+    if prefetched:
+        log.info("returning %d prefetched jobs to their queues", len(prefetched))
+        for rj in prefetched:
+            worker.recorder.record(rj, AttemptResult(
+                Status.INTERRUPT, reason="interrupted", note="prefetched; the worker stopped before running it"))
+        worker.recorder.flush()
+    wait_for_jobs(worker, worker.settings.grace_s)
+    leftover = worker.slots.launched()
+    if leftover:
+        log.warning("interrupting %d running jobs; they are requeued", len(leftover))
+    for rj in leftover:
+        worker.kill(rj, JobInterrupt("worker shutting down"))
+    wait_for_jobs(worker, 5.0, even_hard=True)
+
+
+def wait_for_jobs(worker: Worker, timeout_s: float, even_hard: bool = False) -> None:
+    """Wait until no job runs, at most ``timeout_s`` (and, unless ``even_hard``, only
+    until a hard stop is asked)."""
+    deadline = time.monotonic() + timeout_s
+    while worker.slots.busy and (even_hard or not worker.hard):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        worker.slots.wait_freed(remaining)

@@ -1,0 +1,433 @@
+"""The worker: claims jobs from Redis and runs them in gevent greenlets, losing none.
+
+A :class:`Worker` is given its parts (settings, broker, job store, middleware chain) and
+owns the loop: it claims up to ``min(free slots + prefetch room, claim_batch)`` jobs per
+round trip (recording what ended meanwhile in the same round trip) and hands them to its
+slots (runtime.worker.slots), which start a greenlet per job. An idle worker blocks on a
+wake-up list (BLPOP), so a job queued to an idle worker starts after about one round
+trip. Its other parts: the recorder (outcomes to Redis in batches), the reaper (jobs of
+dead workers back), the heartbeat (a native thread: registry entry, claim extension,
+aborts, the recycling limits' timer), the shutdown (drain, signals).
+
+``run(burst=True)`` returns once no job is ready, running or delayed: tests drive a
+worker in-process that way. ``serve()`` is ``run()`` for a process of its own (signals,
+gevent's hub set up): what ``runtime worker`` calls after monkey-patching first thing.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from typing import Any, Callable
+
+import gevent
+import redis
+
+from ..backoff import Backoff
+from ..broker import RedisBroker, transient
+from ..client import Client, Parts, build, set_default_client
+from ..context import JobContext, current_job
+from ..errors import ExitCode, JobAborted
+from ..execution import interrupted, run_attempt
+from ..messages import Claimed, Outcome
+from ..middleware import Chain
+from ..process import new_id, notify_supervisor, supervisor_id
+from ..settings import Settings
+from ..status import Status
+from ..store import JobStore
+from ..tasks import resolve
+from .heartbeat import Heartbeat
+from .limits import Limits, Recycle
+from .reaper import Reaper
+from .recorder import Recorder, interrupted_before_start, not_stored_fields
+from .slots import RunningJob, Slots
+from .state import Phase, WorkerState
+
+log = logging.getLogger("runtime.worker")
+
+#: Longest an idle worker blocks on its wake-up list before it looks again, seconds.
+IDLE_BLOCK_S = 1.0
+
+
+class _EndWait(BaseException):
+    """Raised in the claim loop's idle wait by ``stop`` (a BaseException: nothing between
+    the wait and _idle_wait may take it for an error of its own)."""
+
+
+class Worker:
+    """Runs jobs from ``settings.queues`` with the given parts; ``run()`` returns an exit
+    code (ExitCode.OK, or ExitCode.RECYCLED when a limit made it stop)."""
+
+    def __init__(self, settings: Settings, broker: RedisBroker, store: JobStore, middleware: Chain) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.store = store
+        self.live = store.live
+        self.middleware = middleware
+        self.id = new_id()
+        self.started_at = time.time()
+        self.state = WorkerState.STARTING
+        self.stopping = False
+        self.hard = False
+        self.recycled: Recycle | None = None
+        self.claimed_total = 0
+        self.supervisor_id = supervisor_id()
+        prefetch = settings.prefetch if settings.prefetch >= 0 else settings.greenlets
+        self.slots = Slots(settings.greenlets, prefetch, self._run_in)
+        self.recorder = Recorder(self)
+        self.reaper = Reaper(broker, self.id)
+        self.limits = Limits(settings)
+        self.mirror: Any = None
+        if store is not store.live:
+            from ..store.mongo.mirror import open_mirror
+            self.mirror = open_mirror(broker, store)  # copies job documents to MongoDB
+        #: the task-side producer: the same parts, so a job's queue_job costs no new connection
+        self.client = Client(parts=Parts(settings, broker.redis, broker, store, middleware))
+        self.heartbeat = Heartbeat(self)
+        self._waiting: Any = None  # the claim loop's greenlet while it blocks in _idle_wait
+        pool = broker.redis.connection_pool
+        self._wait_conn = redis.Redis(connection_pool=redis.ConnectionPool(
+            connection_class=pool.connection_class, **pool.connection_kwargs))
+        self._hub = gevent.get_hub()
+        self._owns_process = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Worker:
+        """A worker with parts built from ``settings``. Raises BrokerUnavailable,
+        StoreUnavailable, ConfigError."""
+        p = build(settings)
+        return cls(settings, p.broker, p.store, p.middleware)
+
+    # ---- what others read -----------------------------------------------------------------
+
+    @property
+    def jobs_done(self) -> int:
+        return self.recorder.jobs_done
+
+    @property
+    def state_name(self) -> str:
+        return self.state.value
+
+    def queue_depths(self) -> dict[str, dict[str, int]]:
+        """Ready and delayed jobs of this worker's queues (for middleware: metrics)."""
+        return self.broker.registry.queue_depths(self.settings.queues)
+
+    # ---- life cycle -----------------------------------------------------------------------
+
+    def serve(self, burst: bool = False) -> int:
+        """:meth:`run` in a process of its own: the hub's signals (runtime.worker.shutdown),
+        and the start-up objects kept out of the cyclic collector's way."""
+        from . import greenpoll
+        from .shutdown import install_signals
+        from gevent import monkey
+        if not monkey.is_module_patched("socket"):
+            log.warning("gevent has not monkey-patched this process: jobs will not run concurrently "
+                        "(start workers with `runtime worker`)")
+        greenpoll.install()
+        self._owns_process = True
+        handlers = install_signals(self)
+        try:
+            return self.run(burst)
+        finally:
+            for h in handlers:
+                h.cancel()
+
+    def run(self, burst: bool = False) -> int:
+        """Work until stopped (or, with ``burst``, until no job is ready, running or delayed)."""
+        previous = set_default_client(self.client)
+        self.heartbeat.beat(self.broker.redis)  # registered before the first claim
+        self._reap()  # a dead worker's jobs come back before we claim (--burst too)
+        self.heartbeat.start()
+        if self.mirror is not None:
+            self.mirror.start()
+        self.middleware.call("on_worker_start", self)
+        if self._owns_process:
+            # what start-up made lives as long as the process: out of the cyclic collector's
+            # way, so that a full collection does not walk it while jobs wait (tens of ms)
+            gc.collect()
+            gc.freeze()
+        helpers = [gevent.spawn(self.recorder.flush_loop), gevent.spawn(self._reap_loop)]
+        log.info("worker %s started: queues=%s greenlets=%d", self.id, ",".join(self.settings.queues),
+                 self.settings.greenlets)
+        self.state = WorkerState.RUNNING
+        try:
+            self._claim_loop(burst)
+        finally:
+            self._shut_down(helpers)
+            set_default_client(previous)
+        return ExitCode.RECYCLED if self.recycled else ExitCode.OK
+
+    def _shut_down(self, helpers: list[Any]) -> None:
+        from .shutdown import drain
+        drain(self)
+        helpers[1].kill()
+        self.recorder.flush()
+        helpers[0].kill()
+        self.middleware.call("on_worker_stop", self)
+        self.heartbeat.stop()
+        try:
+            self.broker.reap(stopping=self.id)  # requeues what was handed to us unrun; drops our entry
+        except redis.RedisError as exc:
+            log.warning("could not deregister (%s); the registry entry expires in %.0f s",
+                        exc, self.settings.worker_ttl_s)
+        if self.mirror is not None:
+            self.mirror.stop(timeout_s=min(self.settings.grace_s, 10.0))
+        self._wait_conn.connection_pool.disconnect()
+        self.state = WorkerState.STOPPED
+        log.info("worker %s stopped after %d jobs%s", self.id, self.jobs_done,
+                 f" (recycled: {self.recycled.detail})" if self.recycled else "")
+
+    def stop(self, hard: bool = False) -> None:
+        """Stop claiming; ``hard`` (or a second call) interrupts running jobs at once."""
+        if self.stopping:
+            hard = True
+        self.stopping = True
+        self.hard = self.hard or hard
+        self.state = WorkerState.STOPPING
+        self.slots.freed.set()
+        if self._waiting is not None:
+            self._hub.loop.run_callback(self._end_wait, self._waiting)
+
+    def recycle(self, why: Recycle) -> None:
+        """Stop to be replaced by a fresh process (a limit was crossed): tell the supervisor
+        at once (SIGUSR1, so it starts the replacement while this one drains), record the
+        event, then stop claiming like a first SIGTERM (running jobs get ``grace_s``)."""
+        if self.stopping or self.recycled:
+            return
+        self.recycled = why
+        log.warning("worker %s recycles: %s", self.id, why.detail)
+        notify_supervisor()
+        self.stop()
+        self.state = WorkerState.RECYCLING
+        self.broker.registry.record_event(self.limits.event(why, self.id))
+
+    def from_thread(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` in a new greenlet of this worker's hub (from any thread)."""
+        self._hub.loop.run_callback_threadsafe(gevent.spawn, fn, *args)
+
+    # ---- claiming -------------------------------------------------------------------------
+
+    def _claim_loop(self, burst: bool) -> None:
+        backoff = Backoff(0.1, 5.0)
+        while not self.stopping:
+            if self.mirror is not None and not self.mirror.claim_allowed:
+                if burst and self.mirror.burst_may_end(not self.slots.empty, self.settings.queues):
+                    return  # MongoDB down and nothing left to run: the sweep copies the rest
+                self._pause_for_store()  # MongoDB down or behind: claim nothing until it catches up
+                continue
+            budget = self.limits.max_jobs - self.claimed_total if self.limits.max_jobs else None
+            want = self.slots.wanted(self.settings.claim_batch, budget)
+            if want == 0:  # full (and enough prefetched), or draining: wait for a greenlet to end
+                if not self.stopping:
+                    self.slots.wait_freed()
+                continue
+            claimed = self._claim(want, backoff)
+            if claimed is None:
+                continue
+            now, next_due, jobs = claimed
+            for c in jobs:
+                self.slots.hold(self._prepare(c))
+            if jobs:
+                continue
+            if burst and self.slots.empty and next_due is None:
+                return
+            self._idle(now, next_due, burst)
+
+    def _claim(self, want: int, backoff: Backoff) -> tuple[float, float | None, list[Claimed]] | None:
+        """Record what ended and claim up to ``want`` jobs, in one round trip; None after an
+        error (logged, and backed off)."""
+        try:
+            with self.recorder.lock:  # what ended meanwhile is recorded in the same round trip
+                done = self.recorder.batch()
+                idle = not self.stopping and self.slots.empty
+                stale, now, next_due, jobs = self.broker.cycle(done, self.id, want, self.settings.queues, idle)
+                self.recorder.recorded(done, stale)
+        except Exception as exc:  # noqa: BLE001
+            delay = backoff.next()
+            if transient(exc):
+                self.state = WorkerState.DEGRADED
+                log.error("cannot claim jobs (%s); retrying in %.1f s", exc, delay)
+            else:  # e.g. an outcome Redis refused: record apart
+                log.exception("claim round trip failed; recording finished jobs on their own")
+                self.recorder.flush()
+            gevent.sleep(delay)
+            return None
+        backoff.reset()
+        self.state = WorkerState.RUNNING
+        return now, next_due, jobs
+
+    def _idle(self, now: float, next_due: float | None, burst: bool) -> None:
+        """Nothing was due: block until a job is handed to us, one is queued, or a delayed
+        one is due (claim it then)."""
+        timeout = IDLE_BLOCK_S
+        if next_due is not None:
+            timeout = min(timeout, max(0.001, next_due - now))
+        if burst and not self.slots.empty:
+            timeout = min(timeout, 0.05)
+        until = time.monotonic() + timeout
+        handed = self._idle_wait(timeout)
+        while handed is not None:
+            self.slots.hold(self._prepare(handed))
+            gevent.sleep(0)  # it starts (and most often ends) before we go on
+            left = until - time.monotonic()
+            if self.stopping or self.slots.buffer or left <= 0:
+                break
+            # A job is handed only to an idle worker, when nothing else is due: a job
+            # queued since left a wake-up token. So block again rather than claim or
+            # prefetch (that round trip would find nothing, and hold up the recording of
+            # this job's outcome: peerbench enqueue -> result p50 1.02 -> 0.77 ms here).
+            handed = self._idle_wait(left)
+
+    def _pause_for_store(self) -> None:
+        """Stay out of the idle lists (no job is handed to us) and wait up to a second for
+        the job store to take writes again; the state shows degraded (unreachable) or
+        throttled (behind) meanwhile."""
+        state = WorkerState.THROTTLED if self.mirror.healthy else WorkerState.DEGRADED
+        if self.state != state:
+            self.state = state
+            self.leave_idle()
+        self.mirror.wait_healthy(1.0)
+
+    def leave_idle(self) -> None:
+        """No job is handed to this worker any more (until its next idle claim)."""
+        try:
+            self.broker.registry.leave_idle(self.id, self.settings.queues)
+        except redis.RedisError as exc:
+            log.warning("could not leave the idle lists: %s", exc)
+
+    def _idle_wait(self, timeout_s: float) -> Claimed | None:
+        """Block for a job handed to this worker (returned) or a wake-up (None).
+
+        The claim loop blocks here itself (a greenlet of its own for the wait cost a spawn
+        and two more hub hops before a handed job could start); ``stop`` ends the wait by
+        raising _EndWait in it."""
+        if self.stopping:  # stop() came while the claim round trip was in flight
+            return None
+        self._waiting = gevent.getcurrent()
+        try:
+            return self.broker.wait_for_wakeup(self._wait_conn, self.id, self.settings.queues, timeout_s)
+        except _EndWait:
+            self._wait_conn.connection_pool.disconnect()  # its BLPOP reply is still pending
+            return None
+        except Exception as exc:  # noqa: BLE001 - Redis down: the claim loop logs and backs off
+            log.error("wake-up wait failed (%s)", exc)
+            self._wait_conn.connection_pool.disconnect()
+            gevent.sleep(0.1)
+            return None
+        finally:
+            self._waiting = None
+
+    def _end_wait(self, g: Any) -> None:
+        """In the hub: end the claim loop's wait, if it is still the one ``stop`` saw."""
+        if self._waiting is g:
+            g.throw(_EndWait())
+
+    # ---- running --------------------------------------------------------------------------
+
+    def _prepare(self, c: Claimed) -> RunningJob:
+        try:
+            spec_timeout = resolve(c.path, self.settings.task_modules).timeout_s
+        except Exception:  # noqa: BLE001 - reported by run_attempt as the job's failure
+            spec_timeout = None
+        ctx = JobContext(c.id, c.path, c.queue, c.attempt, {}, self.settings.progress_interval_s,
+                         self._write_progress, retries=c.retries, due_at=c.due_at, meta=c.meta)
+        rj = RunningJob(c, ctx, spec_timeout or self.settings.default_timeout_s, time.time())
+        # it was running when a worker died: nothing runs beside it (RedisBroker.mark_lost)
+        rj.exclusive = c.alone or (bool(self.middleware.exclusive_hooks) and self.middleware.exclusive(ctx))
+        self.claimed_total += 1
+        if self.mirror is not None:
+            self.mirror.changed((c.id,))
+        return rj
+
+    def _run_in(self, rj: RunningJob) -> None:
+        """Run ``rj`` (its greenlet's body); the job always ends recorded, its slot freed."""
+        rj.phase = Phase.RUNNING
+        try:
+            self._run_job(rj)
+        except BaseException as exc:  # noqa: BLE001 - e.g. a middleware report that is not JSON
+            log.exception("job %s: its outcome could not be prepared; recording it without its data", rj.id)
+            if not rj.done:
+                self.recorder.append(rj, Outcome(rj.id, rj.claimed.queue, rj.claimed.attempt, Status.FAILED,
+                                                 fields=not_stored_fields(exc)))
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self.slots.ended(rj, refill=not self.stopping)
+        if self._waiting is not None and self.recorder.outcomes and not self.recorder.lock.locked():
+            # the claim loop is blocked waiting for work, so no claim takes this outcome:
+            # record it from here, without the two hub hops to the flush loop (~40 µs less
+            # from a job's end to its outcome in Redis, when jobs come one at a time)
+            self.recorder.flush()
+
+    def _run_job(self, rj: RunningJob) -> None:
+        c = rj.claimed
+        token = current_job.set(rj.ctx)
+        began = time.time()
+        try:
+            if self.middleware:
+                result = self.middleware.run_attempt(rj.ctx, self.settings, c.params_json)
+            else:
+                result = run_attempt(self.settings, c.path, c.params_json, c.retries)
+        except BaseException as exc:  # noqa: BLE001 - a kill between the steps above
+            result = interrupted(exc)
+        finally:
+            current_job.reset(token)
+        # the run itself, by this host's clock (the claim's time is when it was claimed, which
+        # for a prefetched job is earlier); queue wait = started_at - due_at (Redis clock)
+        result.fields["started_at"] = f"{began:.6f}"
+        result.fields["ended_at"] = f"{time.time():.6f}"
+        self.recorder.record(rj, result)
+        if self.limits.active:
+            why = self.limits.after_job(c.id)
+            if why is not None:
+                gevent.spawn(self.recycle, why)
+
+    def _write_progress(self, job_id: str, fields: dict[str, str]) -> None:
+        try:
+            self.live.set_fields(job_id, fields)
+        except redis.RedisError as exc:
+            log.warning("progress of job %s not written: %s", job_id, exc)
+        if self.mirror is not None:
+            self.mirror.progress(job_id, fields)
+
+    def kill(self, rj: RunningJob, exc: BaseException) -> None:
+        """Deliver ``exc`` into a job; one that never started ends here with the status
+        ``exc`` stands for (runtime.execution.interrupted)."""
+        if rj.done:
+            return
+        g = rj.greenlet
+        if g is None:  # prefetched, not started: it ends here
+            if self.slots.drop_prefetched(rj):
+                self.recorder.record(rj, interrupted_before_start(exc))
+            return
+        if rj.phase >= Phase.RUNNING:
+            g.kill(exc, block=False)  # raised where the job waits; a no-op once it has ended
+            return
+        g.kill(block=False)  # scheduled, not started: it never will be
+        self.recorder.record(rj, interrupted_before_start(exc))
+        self.slots.ended(rj, refill=not self.stopping)
+
+    def request_abort(self, ids: list[str]) -> None:
+        """Abort these running jobs (thread-safe: called from the heartbeat thread)."""
+        self.from_thread(self._abort, ids)
+
+    def _abort(self, ids: list[str]) -> None:
+        for job_id in ids:
+            rj = self.slots.jobs.get(job_id)
+            if rj is not None and not rj.done:
+                log.warning("aborting job %s (%s) on request", job_id, rj.path)
+                self.kill(rj, JobAborted("aborted on request"))
+
+    # ---- reaping --------------------------------------------------------------------------
+
+    def _reap(self) -> None:
+        requeued, failed = self.reaper.safely()
+        if self.mirror is not None:
+            self.mirror.after_reap(self.id, requeued + failed)
+
+    def _reap_loop(self) -> None:
+        while True:
+            self._reap()
+            gevent.sleep(self.settings.reap_interval_s)
+
