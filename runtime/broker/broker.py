@@ -13,7 +13,7 @@ runtime.broker.keys.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import redis
 
@@ -141,20 +141,24 @@ class RedisBroker:
         """
         return self._claim_reply(self._calls([self._claim_call(worker_id, k, queues, idle)])[0])
 
-    def _finish_call(self, outcomes: Iterable[Outcome], worker_id: str) -> tuple[Any, ...]:
+    def _finish_call(self, outcomes: Sequence[Outcome], worker_id: str) -> tuple[Any, ...]:
+        queues: dict[str, int] = {}
         keys = [self.keys.inflight, self.keys.running(worker_id), *self.keys.status_keys()]
-        args: list[Any] = [0]
-        n = 0
+        job_keys: list[str] = []
+        args: list[Any] = [len(outcomes), 0]
+        ttl = self.settings.ttl_s
         for o in outcomes:
-            number = self.settings.ttl_s[o.status] if o.status in FINAL else o.number
-            ready, scheduled, wake, _ = self.keys.queue_keys(o.queue)
-            keys += (self.keys.job(o.id), self.keys.history(o.id), self.keys.notify(o.id), ready, scheduled, wake)
-            args += (o.id, o.attempt, o.status.value, repr(float(number)), o.note, len(o.fields))
+            q = queues.get(o.queue)
+            if q is None:
+                q = queues[o.queue] = len(queues) + 1
+                keys += self.keys.queue_keys(o.queue)[:3]
+            job_keys += (self.keys.job(o.id), self.keys.history(o.id), self.keys.notify(o.id))
+            number = ttl[o.status] if o.status in FINAL else o.number
+            args += (o.id, o.attempt, o.status.value, repr(float(number)), o.note, q, len(o.fields))
             for field_value in o.fields.items():
                 args += field_value
-            n += 1
-        args[0] = n
-        return self._call("finish", keys, args)
+        args[1] = len(queues)
+        return self._call("finish", keys + job_keys, args)
 
     def finish(self, outcomes: Sequence[Outcome], worker_id: str, idle_on: Sequence[str] = ()) -> list[str]:
         """Record the outcomes of ``worker_id``'s attempts in one round trip; returns the ids

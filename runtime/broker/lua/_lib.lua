@@ -46,19 +46,25 @@ local function score(prio, due_ms)
   return -prio * 1e13 + due_ms
 end
 
+-- json_string(s): s as a JSON string (cjson.encode only when s holds a character JSON
+-- escapes: worker ids and statuses never do, notes may)
+local function json_string(s)
+  if string.find(s, '[%c"\\/\128-\255]') then return cjson.encode(s) end
+  return '"' .. s .. '"'
+end
+
 -- entry(snow, status, kv): one history entry, JSON {"at":..,"status":..,...}; kv lists
 -- name, value pairs: numbers are written as integers, strings JSON-encoded
 local function entry(snow, status, kv)
-  local parts = {'{"at":', snow, ',"status":"', status, '"'}
+  local out = '{"at":' .. snow .. ',"status":"' .. status .. '"'
   if kv then
     for i = 1, #kv, 2 do
       local v = kv[i + 1]
-      if type(v) == 'number' then v = string.format('%d', v) else v = cjson.encode(v) end
-      parts[#parts + 1] = ',"' .. kv[i] .. '":' .. v
+      if type(v) == 'number' then v = string.format('%d', v) else v = json_string(v) end
+      out = out .. ',"' .. kv[i] .. '":' .. v
     end
   end
-  parts[#parts + 1] = '}'
-  return table.concat(parts)
+  return out .. '}'
 end
 
 -- wake(wake_key): leave one wake-up token for the workers blocked on a queue (at most one)

@@ -2,12 +2,14 @@
 -- KEYS[1]      {p}:inflight
 -- KEYS[2]      {p}:w:{wid}:running of the worker that ran them
 -- KEYS[3..12]  the status indexes (runtime.broker.keys.STATUS_ORDER)
--- KEYS[13..]   per outcome: the job's hash, history, notify set, and its queue's ready,
---              scheduled and wake keys
+-- KEYS[13..]   per queue of the outcomes (Q of them): its ready, scheduled and wake keys;
+--              then per outcome: the job's hash, history, notify set
 -- ARGV[1]  key prefix
 -- ARGV[2]  number of outcomes N
+-- ARGV[3]  number of queues Q
 -- then per outcome: id, attempt, new status, ttl_s (final) or delay_s (retry), history
---   note ('' for none), number of extra fields F, then F name/value pairs
+--   note ('' for none), its queue's number (1..Q), number of extra fields F, then F
+--   name/value pairs
 -- Found inside: the lists of clients waiting on a job (its notify set names them).
 -- An outcome whose attempt is not the job's current running one, or whose move the
 -- transition table does not allow, is stale and ignored: a late attempt never overwrites
@@ -15,19 +17,22 @@
 -- Clients waiting on a job that ends get its document (see document in _lib).
 -- Returns: the list of stale ids.
 --@LIB@--
-local inflight, running, ST, J = KEYS[1], KEYS[2], 3, 13
-local n = tonumber(ARGV[2])
+local inflight, running, ST, Q = KEYS[1], KEYS[2], 3, 13
+local n, nq = tonumber(ARGV[2]), tonumber(ARGV[3])
+local J = Q + 3 * nq
 local now, snow = clock()
 local stale = {}
 local woken = {}
-local b = 3
+local b = 4
 for i = 0, n - 1 do
   local id, attempt, st, num, note = ARGV[b], ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3]), ARGV[b + 4]
-  local nf = tonumber(ARGV[b + 5])
-  local fb = b + 6
+  local q = Q + 3 * (tonumber(ARGV[b + 5]) - 1)
+  local nf = tonumber(ARGV[b + 6])
+  local fb = b + 7
   b = fb + 2 * nf
-  local k = J + 6 * i
-  local jk, hk, nk, ready, sched, wake_key = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5]
+  local k = J + 3 * i
+  local jk, hk, nk = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+  local ready, sched, wake_key = KEYS[q], KEYS[q + 1], KEYS[q + 2]
   local cur = redis.call('HMGET', jk, 'status', 'attempt', 'worker', 'priority', 'due_at')
   if cur[2] ~= attempt or not RUNNING[cur[1] or ''] or not can_move(cur[1], st) then
     stale[#stale + 1] = id
