@@ -28,8 +28,9 @@ import linecache
 import os
 import shutil
 import tracemalloc
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from runtime.process import RSS
 from runtime.units import fmt_bytes
@@ -220,7 +221,7 @@ def hunt_leaks(path: str, params: Mapping[str, Any] | None = None, *, runs: int 
 
 def _typestats(objgraph: Any) -> dict[str, int]:
     gc.collect()
-    return objgraph.typestats(shortnames=False)
+    return dict(objgraph.typestats(shortnames=False))
 
 
 def _chain_to_module(objgraph: Any, new_ids: dict[str, set[int]], type_name: str, tries: int = 10) -> list[Any]:
@@ -233,7 +234,7 @@ def _chain_to_module(objgraph: Any, new_ids: dict[str, set[int]], type_name: str
         chain = objgraph.find_backref_chain(obj, objgraph.is_proper_module, max_depth=20)
         if chain and objgraph.is_proper_module(chain[0]):
             if not chain[0].__name__.startswith(_OWN_MODULES):
-                return chain
+                return list(chain)
             continue  # made by the hunt's own tools
         found += 1
         if found >= tries:
@@ -289,7 +290,8 @@ def _traced_sites(run: Any, n: int) -> list[SiteGrowth]:
     finally:
         if started_here:
             tracemalloc.stop()
-    skip = [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, "<frozen importlib._bootstrap*>"),
+    skip = [tracemalloc.Filter(False, tracemalloc.__file__),
+            tracemalloc.Filter(False, "<frozen importlib._bootstrap*>"),
             tracemalloc.Filter(False, __file__)]
     stats = after.filter_traces(skip).compare_to(before.filter_traces(skip), "lineno")
     out = []

@@ -14,8 +14,8 @@ import sys
 from typing import Any, TextIO
 
 from runtime.context import JobContext, current_job
-from runtime.resets import on_reset
 from runtime.middleware import Middleware
+from runtime.resets import on_reset
 
 DEFAULT_MAX_LINES = 1000
 DEFAULT_MAX_BYTES = 65_536

@@ -104,7 +104,8 @@ class HeapDiff(Middleware):
         after = tracemalloc.take_snapshot()
         if started_here:
             tracemalloc.stop()
-        skip = [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, "<frozen importlib._bootstrap*>")]
+        skip = [tracemalloc.Filter(False, tracemalloc.__file__),
+                tracemalloc.Filter(False, "<frozen importlib._bootstrap*>")]
         stats = after.filter_traces(skip).compare_to(before.filter_traces(skip), "lineno")
         grown = [s for s in stats if s.size_diff > 0][: self.TOP]
         job.report["heap_diff"] = {

@@ -4,7 +4,8 @@ Instruments (names from the OTel messaging conventions where they exist):
 
 | name                          | kind      | unit | attributes                                  |
 |-------------------------------|-----------|------|---------------------------------------------|
-| messaging.process.duration    | histogram | s    | messaging.system, destination.name, operation.name, runtime.job.status |
+| messaging.process.duration    | histogram | s    | messaging.system, destination.name, operation.name, |
+|                               |           |      | runtime.job.status                          |
 | runtime.jobs                  | counter   | 1    | runtime.job.status, messaging.destination.name, runtime.task.path |
 | runtime.job.wait              | histogram | s    | messaging.destination.name (due -> started) |
 | runtime.queue.depth           | gauge     | 1    | messaging.destination.name, runtime.queue.state (ready/delayed) |

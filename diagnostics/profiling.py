@@ -31,9 +31,9 @@ from typing import Any
 import greenlet
 
 from runtime.context import JobContext
-from runtime.resets import on_reset
 from runtime.job import Job
 from runtime.middleware import Middleware, Rows
+from runtime.resets import on_reset
 from runtime.tasks import chosen, split_patterns
 from runtime.units import fmt_seconds
 
@@ -51,7 +51,8 @@ def build_stack(frame: Any, event: str = "return", arg: Any = None, trim_gevent:
     if event == "call":
         frame = frame.f_back if frame else None
     elif event in ("c_return", "c_exception"):
-        stack.append("%s\x00%s\x00%i" % (getattr(arg, "__qualname__", getattr(arg, "__name__", "?")), "<built-in>", 0))
+        name = getattr(arg, "__qualname__", getattr(arg, "__name__", "?"))
+        stack.append(f"{name}\x00<built-in>\x000")
     if trim_gevent:
         while frame is not None and "/gevent/" in frame.f_code.co_filename:
             frame = frame.f_back
@@ -203,12 +204,12 @@ def decode_session(blob: str) -> Any:
 
 def render_text(session: Any) -> str:
     from pyinstrument.renderers import ConsoleRenderer
-    return ConsoleRenderer(unicode=True, color=False, short_mode=False).render(session)
+    return str(ConsoleRenderer(unicode=True, color=False, short_mode=False).render(session))
 
 
 def render_html(session: Any) -> str:
     from pyinstrument.renderers import HTMLRenderer
-    return HTMLRenderer().render(session)
+    return str(HTMLRenderer().render(session))
 
 
 def top_functions(session: Any, n: int = 10) -> list[dict[str, Any]]:

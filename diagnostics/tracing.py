@@ -28,7 +28,8 @@ CPU-bound job starves it (90 % of spans dropped). So in a gevent-patched process
 handed to :class:`NativeExportProcessor`, which batches and exports them from a real OS
 thread with its own hub; the interpreter's GIL switch interval is lowered to
 SWITCH_INTERVAL_S so that the thread's encoding cannot hold a running greenlet for more
-than about that long. Elsewhere the SDK's BatchSpanProcessor is used. Attribute values are cut at ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``
+than about that long. Elsewhere the SDK's BatchSpanProcessor is used. Attribute values are
+cut at ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``
 (default here 1024 characters). opentelemetry is imported only when tracing is on.
 """
 
@@ -39,9 +40,9 @@ import os
 from typing import Any
 
 from runtime.context import JobContext
-from runtime.resets import on_reset
 from runtime.job import Job
 from runtime.middleware import Middleware, Rows
+from runtime.resets import on_reset
 from runtime.status import Status
 
 log = logging.getLogger("runtime.tracing")
@@ -188,7 +189,7 @@ _provider_pid: int | None = None
 
 def otlp_traces_url(settings: Any) -> str | None:
     """The OTLP/HTTP traces URL from settings or the standard env vars, or None."""
-    explicit = getattr(settings, "otlp_endpoint", None)
+    explicit: str | None = getattr(settings, "otlp_endpoint", None)
     if explicit:
         return explicit if explicit.rstrip("/").endswith("/v1/traces") else explicit.rstrip("/") + "/v1/traces"
     url = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
@@ -221,7 +222,8 @@ def provider(settings: Any) -> Any:
         except ImportError:
             from runtime.errors import ConfigError
             raise ConfigError("OTLP over gRPC needs: pip install opentelemetry-exporter-otlp-proto-grpc") from None
-        exporter: Any = Grpc(endpoint=getattr(settings, "otlp_endpoint", None) or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+        endpoint = getattr(settings, "otlp_endpoint", None) or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        exporter: Any = Grpc(endpoint=endpoint)
     else:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         exporter = OTLPSpanExporter(endpoint=url, timeout=export_timeout_s("TRACES"))
@@ -237,7 +239,7 @@ def provider(settings: Any) -> Any:
         import sys
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         use_native_span_locks()
-        prov.add_span_processor(NativeExportProcessor(exporter))
+        prov.add_span_processor(NativeExportProcessor(exporter))  # type: ignore[arg-type]  # a SpanProcessor by shape
     else:
         prov.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=EXPORT_QUEUE,
                                                    schedule_delay_millis=int(EXPORT_DELAY_S * 1000),

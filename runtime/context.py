@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import contextvars
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .errors import TaskQueueError
 from .job import utf8_safe

@@ -24,8 +24,16 @@ import traceback as tb
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import (InvalidParams, JobAborted, JobInterrupt, JobTimeout, ResultNotJSON, Retry,
-                     TaskNotAllowed, TaskNotFound)
+from .errors import (
+    InvalidParams,
+    JobAborted,
+    JobInterrupt,
+    JobTimeout,
+    ResultNotJSON,
+    Retry,
+    TaskNotAllowed,
+    TaskNotFound,
+)
 from .job import encode_result, loads
 from .settings import Settings
 from .status import Status
@@ -48,7 +56,8 @@ def format_traceback(exc: BaseException) -> str:
     except BaseException:  # noqa: BLE001
         text = f"{type(exc).__name__}: {safe_str(exc)}\n(traceback could not be formatted)"
     if len(text) > MAX_TRACEBACK_CHARS:
-        text = text[:2000] + f"\n... [{len(text) - MAX_TRACEBACK_CHARS} chars cut] ...\n" + text[-(MAX_TRACEBACK_CHARS - 2000):]
+        cut = len(text) - MAX_TRACEBACK_CHARS
+        text = text[:2000] + f"\n... [{cut} chars cut] ...\n" + text[-(MAX_TRACEBACK_CHARS - 2000):]
     return text
 
 
@@ -112,9 +121,7 @@ def run_attempt(settings: Settings, path: str, params: dict[str, Any] | str, ret
     spec: TaskSpec | None = None
     try:
         spec = resolve(path, settings.task_modules)
-        if isinstance(params, str):
-            params = loads(params)
-        call = spec.bind(params)
+        call = spec.bind(loads(params) if isinstance(params, str) else params)
         limit = spec.timeout_s or settings.default_timeout_s
         if enforce_timeout:
             import gevent

@@ -18,9 +18,10 @@ import json
 import math
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from .errors import InvalidParams, JobTooLarge, ResultNotJSON
 from .status import FINAL, Status
@@ -143,15 +144,15 @@ def iso(ts: float | None) -> str | None:
     """UNIX seconds -> ISO-8601 UTC with microseconds and a Z, or None."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 _FLOATS = {"queued_at", "due_at", "started_at", "ended_at", "progress", "timeout_s"}
 _INTS = {"priority", "attempt", "retries", "lost"}
 _JSON = {"params", "result", "logs", "report", "meta", "artifacts"}
 #: how a stored field is read back (fields not named: as the string itself)
-_KINDS: dict[str, Any] = {**{k: float for k in _FLOATS}, **{k: int for k in _INTS},
-                          **{k: loads for k in _JSON}, "status": Status}
+_KINDS: dict[str, Any] = {**dict.fromkeys(_FLOATS, float), **dict.fromkeys(_INTS, int),
+                          **dict.fromkeys(_JSON, loads), "status": Status}
 _FIELD_NAMES: dict[type, frozenset[str]] = {}
 
 
@@ -194,7 +195,7 @@ class Job:
     history: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
-    def from_hash(cls, data: Mapping[str, str], history: list[str] | None = None) -> "Job":
+    def from_hash(cls, data: Mapping[str, str], history: list[str] | None = None) -> Job:
         """Build from a Redis hash (str -> str) and its history list of JSON strings."""
         names = _FIELD_NAMES.get(cls)
         if names is None:

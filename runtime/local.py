@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from .context import JobContext, current_job
 from .execution import AttemptResult, format_traceback, safe_str
-from .resets import on_reset
 from .job import encode_params, loads, new_job_id
 from .middleware import Chain
+from .resets import on_reset
 from .settings import Settings, load_settings
 from .status import Status
 from .tasks import resolve
@@ -65,7 +66,8 @@ class TaskRun:
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "status": self.status.value, "result": self.result,
-                "exception": None if self.exception is None else f"{type(self.exception).__name__}: {safe_str(self.exception)}",
+                "exception": None if self.exception is None
+                else f"{type(self.exception).__name__}: {safe_str(self.exception)}",
                 "traceback": self.traceback, "wall_s": self.wall_s, "cpu_s": self.cpu_s,
                 "progress": self.progress, "progress_message": self.progress_message,
                 "report": self.report, "logs": self.logs}

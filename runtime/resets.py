@@ -8,7 +8,7 @@ capture. Each module that keeps such state registers a function that forgets it
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 _resets: list[Callable[[], None]] = []
 

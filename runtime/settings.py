@@ -14,13 +14,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import ConfigError
-from .units import parse_bytes
 from .status import FINAL, Status
+from .units import parse_bytes
 
 DAY_S = 86_400.0
 #: Most worker processes one supervisor runs: each is a Python process of ~45 MB; more is
@@ -215,7 +216,8 @@ class Settings:
         if not 0 <= self.processes <= MAX_PROCESSES:
             raise ConfigError(f"processes must be between 0 and {MAX_PROCESSES}, got {self.processes}")
         if self.max_jobs < 0 or not 0 <= self.max_time_s < float("inf"):
-            raise ConfigError(f"max_jobs and max_time_s must be >= 0 (and finite), got {self.max_jobs} and {self.max_time_s}")
+            raise ConfigError(f"max_jobs and max_time_s must be >= 0 (and finite), "
+                              f"got {self.max_jobs} and {self.max_time_s}")
         if self.mem_check_interval_s <= 0:
             raise ConfigError(f"mem_check_interval_s must be > 0, got {self.mem_check_interval_s}")
         for name in ("mem_limit_bytes", "mem_hard_limit_bytes"):
@@ -249,7 +251,7 @@ class Settings:
             raise ConfigError(f"mongodb_ttl_s must be >= 0 seconds (0 = kept forever), got {mttl}")
         object.__setattr__(self, "mongodb_ttl_s", mttl)
 
-    def replace(self, **changes: Any) -> "Settings":
+    def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied and validated again."""
         return dataclasses.replace(self, **changes)
 

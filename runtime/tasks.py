@@ -24,8 +24,9 @@ import importlib
 import inspect
 import random
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from .errors import InvalidParams, TaskNotAllowed, TaskNotFound, TaskOptionError
 from .resets import on_reset
@@ -59,8 +60,8 @@ def _load_configured_middleware() -> None:
     if _middleware_loaded:
         return
     _middleware_loaded = True
-    paths = list(Settings.__dataclass_fields__["middleware"].default)  # built-ins: always known,
-    try:                                                               # even when switched off
+    paths = list(Settings().middleware)  # the built-ins: always known, even when switched off
+    try:
         paths += [p for p in load_settings().middleware if p not in paths]
     except Exception:  # noqa: BLE001 - a bad setting is reported where settings are used
         pass

@@ -13,7 +13,8 @@ runtime.broker.keys.
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import redis
 
@@ -82,7 +83,7 @@ class RedisBroker:
         finish that did run is fenced, a claim that did not get its reply is taken back)."""
         pipe = self.redis.pipeline(transaction=False)
         for call in calls:
-            pipe.execute_command(*call)
+            pipe.execute_command(*call)  # type: ignore[no-untyped-call]
         stack = list(pipe.command_stack)
         try:
             return pipe.execute()

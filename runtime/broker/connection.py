@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import redis
@@ -44,6 +45,17 @@ def connect(settings: Settings, **kwargs: Any) -> redis.Redis:
     return client
 
 
+def text(value: bytes | str) -> str:
+    """A reply of a client that decodes responses (runtime's do), typed as str: redis-py
+    types every reply ``bytes | str``."""
+    return value if isinstance(value, str) else value.decode()
+
+
+def texts(values: Iterable[bytes | str]) -> list[str]:
+    """:func:`text` of each of ``values``."""
+    return [v if isinstance(v, str) else v.decode() for v in values]
+
+
 #: Error replies of a Redis that cannot take writes for now (read-only replica after a
 #: failover, loading its data, a busy script, a blocked call unblocked, a failed save):
 #: the worker waits and tries again, as for a lost connection, and drops no data.
@@ -51,7 +63,7 @@ TRANSIENT_ERRORS = ("READONLY", "LOADING", "MASTERDOWN", "BUSY", "TRYAGAIN", "CL
                     "NOREPLICAS", "UNBLOCKED", "MISCONF")
 
 
-_TRANSIENT = re.compile(r"(?:^|\s-)(?:%s)\b" % "|".join(TRANSIENT_ERRORS))
+_TRANSIENT = re.compile(r"(?:^|\s-)(?:" + "|".join(TRANSIENT_ERRORS) + r")\b")
 
 
 def transient(exc: BaseException) -> bool:

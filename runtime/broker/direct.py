@@ -8,10 +8,12 @@ the figures). Replies come back decoded as the pool decodes.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import redis
 
+_pack_command: Any
 try:
     from hiredis import pack_command as _pack_command
 except ImportError:  # pragma: no cover - hiredis is a dependency
@@ -42,9 +44,9 @@ def direct(pool: redis.ConnectionPool, calls: Sequence[tuple[Any, ...]]) -> list
     try:
         conn = pool.get_connection()
     except TypeError:  # redis-py before 5.3 wants a command name
-        conn = pool.get_connection("EVALSHA")  # type: ignore[call-arg]
+        conn = pool.get_connection("EVALSHA")
     try:
-        conn.send_packed_command(pack(conn, calls))
+        conn.send_packed_command(pack(conn, calls))  # type: ignore[no-untyped-call]
         replies: list[Any] = []
         for _ in calls:
             try:
@@ -53,7 +55,7 @@ def direct(pool: redis.ConnectionPool, calls: Sequence[tuple[Any, ...]]) -> list
                 replies.append(exc)
         return replies
     except BaseException:
-        conn.disconnect()
+        conn.disconnect()  # type: ignore[no-untyped-call]
         raise
     finally:
         pool.release(conn)

@@ -50,7 +50,7 @@ def redis_server_binary() -> str:
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def _ping(url: str, timeout_s: float = 0.5) -> bool:

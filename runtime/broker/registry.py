@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
 
 import redis
 
 from ..settings import Settings
+from .connection import texts
 from .keys import Keys
 
 log = logging.getLogger("runtime.broker")
@@ -36,7 +38,7 @@ class Registry:
         """Write ``worker_id``'s registry entry, refresh its expiry (``worker_ttl_s``) and
         list it; on ``pipe`` when given (the caller executes it), else at once."""
         p = pipe if pipe is not None else self.redis.pipeline(transaction=False)
-        p.hset(self.keys.worker(worker_id), mapping=entry)
+        p.hset(self.keys.worker(worker_id), mapping=cast("dict[Any, Any]", entry))
         p.pexpire(self.keys.worker(worker_id), int(self.settings.worker_ttl_s * 1000))
         p.sadd(self.keys.workers, worker_id)
         if pipe is None:
@@ -50,7 +52,7 @@ class Registry:
         self.write_entry(worker_id, entry, pipe)
         if running:
             deadline_ms = (time.time() + self.settings.visibility_timeout_s) * 1000
-            pipe.zadd(self.keys.inflight, {i: deadline_ms for i in running}, xx=True)
+            pipe.zadd(self.keys.inflight, dict.fromkeys(running, deadline_ms), xx=True)
         pipe.smembers(self.keys.aborts(worker_id))
         pipe.delete(self.keys.aborts(worker_id))
         return sorted(pipe.execute()[-2])
@@ -69,7 +71,7 @@ class Registry:
 
     def ids(self) -> set[str]:
         """Ids of every registered worker and supervisor (entries may have expired)."""
-        return set(self.redis.smembers(self.keys.workers))
+        return set(texts(self.redis.smembers(self.keys.workers)))
 
     def fields(self, ids: Sequence[str], *names: str) -> list[list[str | None]]:
         """``names`` of each entry of ``ids`` (None where missing), in one round trip."""
@@ -104,7 +106,7 @@ class Registry:
     def queue_depths(self, queues: Iterable[str] | None = None) -> dict[str, dict[str, int]]:
         """Per queue (``queues``, or every queue ever used): ready (due now) and delayed
         (scheduled or retrying) jobs."""
-        names = list(queues) if queues is not None else sorted(self.redis.smembers(self.keys.queues))
+        names = list(queues) if queues is not None else sorted(texts(self.redis.smembers(self.keys.queues)))
         pipe = self.redis.pipeline(transaction=False)
         for q in names:
             pipe.zcard(self.keys.ready(q))

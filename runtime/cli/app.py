@@ -14,12 +14,21 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from typing import Any, Callable, NoReturn, ParamSpec, TypeVar
+from collections.abc import Callable
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
 
-from ..errors import (BrokerUnavailable, ConfigError, ExitCode, InvalidParams, InvalidTransition, JobNotFound,
-                      TaskQueueError, WaitTimeout)
+from ..errors import (
+    BrokerUnavailable,
+    ConfigError,
+    ExitCode,
+    InvalidParams,
+    InvalidTransition,
+    JobNotFound,
+    TaskQueueError,
+    WaitTimeout,
+)
 from ..settings import Settings, load_settings
 
 P = ParamSpec("P")

@@ -18,8 +18,8 @@ from typing import Any
 
 import click
 
-from ..client import Client
 from ..broker import redis_url
+from ..client import Client
 from ..settings import Settings
 
 TASK = "tasks_example.files.analyse_source"
@@ -44,14 +44,15 @@ def percentile(values: list[float], q: float) -> float | None:
 def run_demo(settings: Settings, limit: int | None = None, greenlets: int = 10, quiet: bool = False) -> dict[str, Any]:
     """Run the demo and return its summary (also printed unless ``quiet``)."""
     embedded_before = bool(settings.redis_url)
-    settings = settings.replace(redis_url=redis_url(settings))
+    url = redis_url(settings)
+    settings = settings.replace(redis_url=url)
     client = Client(settings)
     files = stdlib_files(limit)
     say = (lambda *a, **k: None) if quiet else click.echo
     say(f"queueing {len(files)} jobs: {TASK} on each .py file of {sysconfig.get_paths()['stdlib']}")
     t0 = time.time()
     ids = client.queue_jobs(TASK, [{"path": f} for f in files], queue=QUEUE)
-    argv = [sys.executable, "-m", "runtime", "--redis", settings.redis_url, "--prefix", settings.key_prefix,
+    argv = [sys.executable, "-m", "runtime", "--redis", url, "--prefix", settings.key_prefix,
             "worker", "--queues", QUEUE, "--greenlets", str(greenlets), "--burst", "--log-level", "WARNING",
             "--tasks", TASK.rsplit(".", 2)[0]]
     say(f"starting a worker: runtime worker --queues {QUEUE} --greenlets {greenlets} --burst")

@@ -6,7 +6,6 @@ library until it has decided.
 
 from __future__ import annotations
 
-import os
 import sys
 
 #: Global options of the ``runtime`` group that take a value (see runtime.cli.app).

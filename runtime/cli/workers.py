@@ -36,7 +36,7 @@ from .format import print_events, print_queues, print_workers
 @click.option("--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
 @click.pass_obj
 @handle_errors
-def worker(obj: Ctx, burst: bool, log_level: str, **flags: str | int | float | None) -> None:
+def worker(obj: Ctx, /, burst: bool, log_level: str, **flags: str | int | float | None) -> None:
     """Run jobs (gevent is monkey-patched first thing).
 
     With --processes, --mem-limit, --mem-hard-limit, --max-jobs or --max-time, a

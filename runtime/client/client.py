@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Callable, Iterable, Iterator, Mapping, ParamSpec, Sequence, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, overload
 
 import redis
 
@@ -81,7 +82,8 @@ class Client:
         if not queue or ":" in queue or "," in queue:
             raise InvalidParams(f"queue name must be non-empty without ':' or ',', got {queue!r}")
         if not isinstance(priority, int) or not PRIORITY_RANGE[0] <= priority <= PRIORITY_RANGE[1]:
-            raise InvalidParams(f"priority must be an int in [{PRIORITY_RANGE[0]}, {PRIORITY_RANGE[1]}], got {priority!r}")
+            low, high = PRIORITY_RANGE
+            raise InvalidParams(f"priority must be an int in [{low}, {high}], got {priority!r}")
         job = NewJob(new_job_id(), path, encode_params(params, self.settings.max_job_bytes),
                      queue, priority, _delay_s(delay, eta))
         if self.middleware.enqueue_hooks:
@@ -127,6 +129,7 @@ class Client:
             return
         import pymongo
         import pymongo.errors
+
         from ..store.mongo.connection import short_error
         try:
             with pymongo.timeout(self.settings.mongodb_producer_timeout_s):
@@ -155,7 +158,7 @@ class Client:
         return list(jobs)
 
     @overload
-    def wait(self, ids: str, timeout_s: float | None = None) -> Job: ...
+    def wait(self, ids: str, timeout_s: float | None = None) -> Job: ...  # type: ignore[overload-overlap]
 
     @overload
     def wait(self, ids: Sequence[str], timeout_s: float | None = None) -> list[Job]: ...

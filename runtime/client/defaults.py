@@ -5,10 +5,11 @@ embedded server), again after a fork; a worker sets its own for the tasks it run
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Mapping, Sequence, overload
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, overload
 
-from ..resets import on_reset
 from ..job import Job
+from ..resets import on_reset
 from .client import Client
 
 _default: Client | None = None
@@ -54,7 +55,7 @@ def get_job(job_id: str) -> Job:
 
 
 @overload
-def wait(ids: str, timeout_s: float | None = None) -> Job: ...
+def wait(ids: str, timeout_s: float | None = None) -> Job: ...  # type: ignore[overload-overlap]
 
 
 @overload

@@ -137,8 +137,9 @@ class Reader:
         sups = {e["id"] for e in entries if e.get("kind") == "supervisor"}
 
         def order(e: dict[str, Any]) -> tuple[str, bool, str]:
-            tree = e.get("supervisor") if e.get("supervisor") in sups else e["id"] if e["id"] in sups else "~" + e["id"]
-            return tree, e.get("kind") != "supervisor", e["id"]
+            wid, sup = str(e["id"]), str(e.get("supervisor") or "")
+            tree = sup if sup in sups else wid if wid in sups else "~" + wid
+            return tree, e.get("kind") != "supervisor", wid
         return sorted(entries, key=order)
 
     def events(self, limit: int = 20) -> list[dict[str, Any]]:

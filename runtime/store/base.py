@@ -10,7 +10,8 @@ Redis store of the same deployment (the Redis store itself, or the one MongoDB c
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from ..job import Job
 

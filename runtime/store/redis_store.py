@@ -5,7 +5,8 @@ running job's progress)."""
 from __future__ import annotations
 
 import heapq
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, cast
 
 import redis
 
@@ -30,7 +31,7 @@ class RedisJobStore:
     def set_fields(self, job_id: str, fields: dict[str, str], client: redis.Redis | None = None) -> None:
         """Write ``fields`` (strings) of a running job (progress, the watchdog's overrun);
         on ``client`` when given (the heartbeat's own connection)."""
-        (client or self.client).hset(self.keys.job(job_id), mapping=fields)
+        (client or self.client).hset(self.keys.job(job_id), mapping=cast("dict[Any, Any]", fields))
 
     def get(self, job_id: str) -> Job:
         pipe = self.client.pipeline(transaction=False)
@@ -63,7 +64,8 @@ class RedisJobStore:
         top: float | str = "+inf" if before is None else before[0]
         offset = 0
         while True:
-            chunk = self.client.zrevrangebyscore(key, top, "-inf", start=offset, num=batch, withscores=True)
+            chunk: list[tuple[str, float]] = self.client.zrevrangebyscore(
+                key, top, "-inf", start=offset, num=batch, withscores=True)  # type: ignore[assignment]
             for job_id, score in chunk:  # ties of a score come highest id first
                 item = (round(score, 6), job_id)
                 if before is None or item < (round(before[0], 6), before[1]):

@@ -35,19 +35,18 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import psutil
 import redis
 
 from ..broker import RedisBroker, connect
 from ..errors import ExitCode
-from ..process import (SUPERVISOR_ID_ENV, SUPERVISOR_PID_ENV, host_pid, new_id, rss_of,
-                       this_process)
+from ..process import SUPERVISOR_ID_ENV, SUPERVISOR_PID_ENV, host_pid, new_id, rss_of, this_process
 from ..settings import Settings
 from ..units import fmt_bytes
 from ..worker.reaper import Reaper
@@ -117,7 +116,7 @@ class Supervisor:
         self.broker = RedisBroker(self.redis, settings)
         self.keys = self.broker.keys
         self.id = new_id("s")
-        self.host = host_pid(self.id)[0]
+        self.host = socket.gethostname()
         self.reaper = Reaper(self.broker, self.id)
         self.children: dict[int, Child] = {}
         self.hard = settings.hard_limit_bytes

@@ -32,7 +32,7 @@ class _Poller:
         poller = self._original_poll() if timeout == 0 else self._green_select.poll()
         for fd, mask in self._registered:
             poller.register(fd, mask)
-        return poller.poll(timeout)
+        return list(poller.poll(timeout))
 
 
 class _SelectModule:
@@ -57,5 +57,5 @@ def install() -> bool:
     if not monkey.is_module_patched("select") or isinstance(getattr(hiredis, "select", None), _SelectModule):
         return False
     original_poll = monkey.get_original("select", "poll")
-    hiredis.select = _SelectModule(hiredis.select, original_poll)  # type: ignore[attr-defined]
+    hiredis.select = _SelectModule(hiredis.select, original_poll)  # type: ignore[attr-defined,assignment]
     return True

@@ -15,10 +15,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import sys
 import time
+from collections.abc import Callable
 from types import FrameType
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import redis
 
@@ -80,7 +82,7 @@ class Heartbeat:
         self.worker = worker
         self._stop = False
         self._sleep = _original("time", "sleep")
-        self.host = worker.id.rsplit(".", 2)[0]
+        self.host = socket.gethostname()
         self.pid = os.getpid()
         self.proc, self.pid_started = this_process()  # no /proc: the reaper compares pids only
         self._reported: set[str] = set()

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..process import RSS, load_libc, malloc_trim
-from ..units import fmt_bytes
 from ..settings import Settings
+from ..units import fmt_bytes
 
 log = logging.getLogger("runtime.worker")
 
@@ -88,7 +88,7 @@ class Limits:
             self.jobs_since_check += 1
             if self._crossed:
                 return None
-            if self._soft_on:
+            if self._soft_on and self.rss is not None and self.soft is not None:
                 rss = self.rss()
                 grown = rss - self._last_rss
                 self._last_rss = rss
@@ -110,7 +110,8 @@ class Limits:
         with self._lock:
             if self._crossed:
                 return None
-            if self._soft_on and self.rss() > self.soft and self._over_after_trim():
+            if (self._soft_on and self.rss is not None and self.soft is not None and self.rss() > self.soft
+                    and self._over_after_trim()):
                 return self._cross("mem-limit", f"RSS {fmt_bytes(self._last_rss)} over the soft limit "
                                    f"{fmt_bytes(self.soft)} after malloc_trim (timer check)")
             self.jobs_since_check = 0
@@ -120,7 +121,7 @@ class Limits:
         return None
 
     def _over_after_trim(self) -> bool:
-        assert self.rss is not None
+        assert self.rss is not None and self.soft is not None
         if malloc_trim():
             self.trims += 1
         self._last_rss = self.rss()

@@ -18,8 +18,8 @@ import gevent
 import gevent.event
 import gevent.lock
 
-from ..broker import RedisBroker, transient
 from ..backoff import Backoff
+from ..broker import RedisBroker, transient
 from ..execution import AttemptResult, interrupted
 from ..job import dumps, utf8_safe
 from ..messages import Outcome

@@ -11,8 +11,9 @@ waits until the pool is empty, and nothing starts beside it.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import gevent
 import gevent.event

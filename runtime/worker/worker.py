@@ -19,7 +19,8 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gevent
 import redis
@@ -118,9 +119,10 @@ class Worker:
     def serve(self, burst: bool = False) -> int:
         """:meth:`run` in a process of its own: the hub's signals (runtime.worker.shutdown),
         and the start-up objects kept out of the cyclic collector's way."""
+        from gevent import monkey
+
         from . import greenpoll
         from .shutdown import install_signals
-        from gevent import monkey
         if not monkey.is_module_patched("socket"):
             log.warning("gevent has not monkey-patched this process: jobs will not run concurrently "
                         "(start workers with `runtime worker`)")

@@ -4,7 +4,8 @@ StoreUnavailable, CLI exit code 4) or bad configuration (ConfigError, exit code 
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ...errors import ConfigError, StoreUnavailable
 from ...settings import Settings
@@ -82,8 +83,14 @@ def close_before_exit(client: Any) -> None:
 
 def unreachable_errors() -> tuple[type[BaseException], ...]:
     """The pymongo errors that mean "MongoDB cannot be reached now" (retry later)."""
-    from pymongo.errors import AutoReconnect, ConnectionFailure, ExecutionTimeout, NetworkTimeout, \
-        ServerSelectionTimeoutError, WTimeoutError
+    from pymongo.errors import (
+        AutoReconnect,
+        ConnectionFailure,
+        ExecutionTimeout,
+        NetworkTimeout,
+        ServerSelectionTimeoutError,
+        WTimeoutError,
+    )
     return (AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError, NetworkTimeout,
             ExecutionTimeout, WTimeoutError)
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ...job import Job
@@ -143,7 +143,7 @@ def document(job: Job, version: int, settings: Settings) -> dict[str, Any]:
     doc["changed_at"] = float(last if last is not None else job.ended_at or job.started_at or job.queued_at or 0.0)
     if job.status in FINAL and settings.mongodb_ttl_s[job.status] > 0:
         end = job.ended_at or doc["changed_at"]
-        doc["expire_at"] = datetime.fromtimestamp(end + settings.mongodb_ttl_s[job.status], timezone.utc)
+        doc["expire_at"] = datetime.fromtimestamp(end + settings.mongodb_ttl_s[job.status], UTC)
     return cap_document(make_storable(doc), settings.mongodb_max_doc_bytes)
 
 

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import gevent
 import gevent.event
@@ -103,7 +104,7 @@ class Mirror:
     @property
     def claim_allowed(self) -> bool:
         """False while MongoDB is unreachable or the backlog is full: claim nothing."""
-        return self._up.is_set()
+        return bool(self._up.is_set())
 
     def wait_healthy(self, timeout_s: float) -> bool:
         """Block (this greenlet) until claiming is allowed again or ``timeout_s`` passes."""

@@ -13,7 +13,8 @@ collection itself.
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ...errors import ConfigError, JobNotFound
 from ...job import Job

@@ -66,11 +66,12 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Sequence
-
+from typing import Any, cast
 
 from ...broker import RedisBroker
+from ...broker.connection import texts
 from ...job import Job, dumps
 from ...messages import NewJob
 from ...status import REQUEUABLE, RUNNING, WAITING, Status
@@ -301,7 +302,7 @@ class MongoSync:
             key = self.keys.status(status.value)
             start = 0
             while True:
-                ids = self.redis.zrange(key, start, start + batch - 1)
+                ids = texts(cast("list[str]", self.redis.zrange(key, start, start + batch - 1)))
                 if not ids:
                     break
                 start += len(ids)
