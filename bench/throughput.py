@@ -134,12 +134,12 @@ class WorkerProc:
         self.t_exit: float | None = None
         self.peak_rss = 0
 
-    def start(self) -> "WorkerProc":
+    def start(self) -> WorkerProc:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         for k in ("RUNTIME_REDIS_URL", "RUNTIME_KEY_PREFIX", "RUNTIME_GREENLETS", "RUNTIME_QUEUES"):
             env.pop(k, None)  # the command line says it all
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - the worker process writes it
         self.t_spawn = time.time()
         self.proc = subprocess.Popen(self.argv, cwd=str(REPO), env=env, stdin=subprocess.DEVNULL,
                                      stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -340,7 +340,6 @@ class Bench:
         out["worker_argv"] = " ".join(w.argv)
         out["greenlets"] = self.args.greenlets_latency or load_settings(env={}).greenlets
         try:
-            t = time.time()
             first = c.queue_job(STAMP, {}, queue=QUEUE)
             c.wait(first, 60)
             out["ready_s"] = time.time() - w.t_spawn

@@ -25,6 +25,7 @@ from typing import Any
 from runtime.context import JobContext
 from runtime.job import Job
 from runtime.middleware import Middleware, Rows, WorkerView
+from runtime.resets import on_reset
 from runtime.status import Status
 
 log = logging.getLogger("runtime.sentry")
@@ -49,7 +50,7 @@ class Sentry(Middleware):
         import sentry_sdk
         sentry_sdk.init(dsn=self.dsn, default_integrations=False, auto_enabling_integrations=False,
                         include_local_variables=bool(getattr(self.settings, "sentry_include_locals", False)),
-                        send_default_pii=False, traces_sample_rate=None)
+                        traces_sample_rate=None)
         scope = sentry_sdk.get_global_scope()
         if worker is not None:
             scope.set_tag("worker", worker.id)
@@ -99,3 +100,17 @@ class Sentry(Middleware):
     def describe(self, job: Job) -> Rows:
         sent = (job.report or {}).get("sentry")
         return [("sentry", f"event {sent['event_id']}")] if sent else []
+
+
+@on_reset
+def close_client() -> None:
+    """Close the Sentry client a worker of this process set up, and clear its tags."""
+    import sys
+    if "sentry_sdk" not in sys.modules:
+        return
+    import sentry_sdk
+    scope = sentry_sdk.get_global_scope()
+    if scope.client.is_active():
+        scope.client.close(timeout=0)
+    scope.clear()
+    scope.set_client(None)

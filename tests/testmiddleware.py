@@ -36,3 +36,21 @@ class OnlyAdd(Middleware):
 
     def after_job(self, job, outcome):
         job.report.setdefault("only_add", {})["after"] = job.path
+
+
+class Stamp(Middleware):
+    """Stores a report section and an artifact, and shows both itself."""
+
+    report_keys = ("stamp",)
+    artifacts = ("note",)
+
+    def after_job(self, job, outcome):
+        job.report["stamp"] = {"path": job.path}
+        job.store_artifact("note", f"note of {job.job_id}")
+
+    def describe(self, job):
+        stamp = job.report.get("stamp")
+        return [("stamp", f"stamped {stamp['path']}")] if stamp else []
+
+    def render_artifact(self, name, data, html=False):
+        return f"<p>{data}</p>" if html else data.upper()

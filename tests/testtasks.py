@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import time
 from typing import Any
 
@@ -174,8 +175,6 @@ def allocate(mb: int, hold_s: float = 0.0, keep: bool = False) -> int:
     time.sleep(hold_s)
     return len(block)
 
-
-import contextvars
 
 _probe: contextvars.ContextVar[str | None] = contextvars.ContextVar("testtasks_probe", default=None)
 

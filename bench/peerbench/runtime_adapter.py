@@ -31,7 +31,7 @@ def runtime_bin():
         return exe
     found = shutil.which("runtime")
     if not found:
-        raise RuntimeError("no `runtime` console script next to %s or on PATH" % sys.executable)
+        raise RuntimeError(f"no `runtime` console script next to {sys.executable} or on PATH")
     return found
 
 
@@ -76,7 +76,7 @@ class Adapter(harness.Adapter):
     def wait_result(self, job_id, timeout):
         job = self.c.wait(job_id, timeout)
         if job.status.value != "success":
-            raise RuntimeError("job %s ended %s: %s %s" % (job_id, job.status.value, job.exc_type, job.exc_message))
+            raise RuntimeError(f"job {job_id} ended {job.status.value}: {job.exc_type} {job.exc_message}")
         return job.result
 
     def result_method(self, variant):

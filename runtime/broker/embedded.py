@@ -139,11 +139,13 @@ class EmbeddedRedis:
         return port
 
     def _ours(self, pid: int) -> bool:
-        """Is ``pid`` the redis-server of this folder (not a process that reused the pid)?"""
+        """Is ``pid`` the running redis-server of this folder (not a process that reused the
+        pid, nor one that exited and waits to be reaped by init: a zombie)?"""
         import psutil
         try:
             proc = psutil.Process(pid)
-            return "redis-server" in proc.name() and proc.cwd() == str(self.dir)
+            return ("redis-server" in proc.name() and proc.status() != psutil.STATUS_ZOMBIE
+                    and proc.cwd() == str(self.dir))
         except (psutil.Error, OSError):
             return False
 
@@ -159,11 +161,7 @@ class EmbeddedRedis:
         except ProcessLookupError:
             return False
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
+        while time.monotonic() < deadline and self._ours(pid):
             time.sleep(0.02)
         self.url_file.unlink(missing_ok=True)
         return True

@@ -164,10 +164,11 @@ class Heartbeat:
         self._watchdog(conn)
 
     def _watchdog(self, conn: redis.Redis) -> None:
-        """Report jobs past their timeout by more than a heartbeat: they are not yielding."""
+        """Report jobs past their timeout by two heartbeats: the greenlet timeout did not
+        fire, so they are not yielding."""
         now = time.time()
         w = self.worker
-        margin = max(1.0, 2 * w.settings.heartbeat_interval_s)
+        margin = 2 * w.settings.heartbeat_interval_s
         for job_id, rj in list(w.slots.jobs.items()):
             if job_id in self._reported or rj.timeout_s is None:
                 continue

@@ -233,7 +233,9 @@ class Worker:
             if jobs:
                 continue
             if burst and self.slots.empty and next_due is None:
-                return
+                if not self.recorder.outcomes:
+                    return
+                continue  # record them with the next claim: one may be a retry, due later
             self._idle(now, next_due, burst)
 
     def _claim(self, want: int, backoff: Backoff) -> tuple[float, float | None, list[Claimed]] | None:

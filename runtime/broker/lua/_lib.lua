@@ -1,4 +1,4 @@
--- _lib.lua: what every script shares, pasted where a script says --@LIB@-- (not a script).
+-- _lib.lua: what every script shares, pasted in where a script has its LIB marker (not a script).
 -- Generated parts (runtime/broker/scripts.py fills them in at load):
 --   key builders  key_<kind>(arg), from runtime/broker/keys.py SHAPES, over the prefix P
 --   STATUS_POS    status -> its place in the status-index block a script gets in KEYS

@@ -39,7 +39,7 @@ for i = 4, #ARGV do
     redis.call('SADD', key_aborts(cur[4]), id)
     redis.call('EXPIRE', key_aborts(cur[4]), 3600)
     out[#out + 1] = 'ok'
-  elseif action == 'requeue' and st ~= 'started' and can_move(st, 'queued') then
+  elseif action == 'requeue' and not RUNNING[st] and can_move(st, 'queued') then
     redis.call('PERSIST', jk)
     redis.call('PERSIST', hk)
     redis.call('HDEL', jk, 'result', 'exc_type', 'exc_message', 'traceback', 'reason', 'ended_at',

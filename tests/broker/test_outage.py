@@ -1,37 +1,20 @@
-"""Progress reporting, run_task, and a Redis outage that must not lose a job."""
+"""Redis hiccups that must not lose a job: a lost script cache, a restart, a broken wait,
+a Redis that refuses writes for a while, an outage under a running worker."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 
 import pytest
 import redis
+from helpers import InProcess, wait_until
 
-from conftest import wait_until
-from runtime import run_task
-from runtime.client import Client
 from runtime.broker.embedded import redis_server_binary
+from runtime.client import Client
 from runtime.errors import BrokerUnavailable
 from runtime.settings import load_settings
-
-
-def test_progress_is_stored_while_running_and_at_the_end(client, workers):
-    workers.start()
-    job_id = client.queue_job("tasks_example.work.steps", {"n": 20, "step_s": 0.1})
-    mid = wait_until(lambda: (j := client.get_job(job_id)).progress and j.progress < 1 and j, 10, "progress")
-    assert "steps" in mid.progress_message
-    job = client.wait(job_id, timeout_s=10)
-    assert job.progress == 1.0 and job.progress_message == "20/20 steps"
-
-
-def test_run_task_runs_in_process_with_status_and_timings():
-    ok = run_task("tasks_example.work.count_primes", {"limit": 1000})
-    assert ok.ok and ok.result == 168 and ok.wall_s > 0
-    bad = run_task("tasks_example.work.fail", {"message": "x"})
-    assert bad.status == "failed" and isinstance(bad.exception, ValueError) and "ValueError: x" in bad.traceback
-    steps = run_task("tasks_example.work.steps", {"n": 2, "step_s": 0})
-    assert steps.progress == 1.0
 
 
 @pytest.fixture
@@ -77,11 +60,10 @@ def test_a_client_goes_on_queuing_across_a_lost_script_cache_and_a_redis_restart
     assert client.redis.zcard(client.broker.keys.ready("default")) == 3
 
 
-def test_a_worker_goes_on_claiming_and_recording_across_a_lost_script_cache(client, workers, settings):
+def test_a_worker_goes_on_claiming_and_recording_across_a_lost_script_cache(client, worker, settings):
     """The worker's claims and completions also run their scripts below redis-py's command
     layer; a server that forgot them (SCRIPT FLUSH) loads them again, nothing is lost."""
-    proc = workers.start("--greenlets", "4")
-    workers.ready(proc)
+    w = worker.start(greenlets=4)
     first = client.queue_jobs("testtasks.add", [{"a": i, "b": 1} for i in range(20)])
     client.wait(first, timeout_s=10)
     r = redis.Redis.from_url(settings.redis_url)
@@ -92,7 +74,7 @@ def test_a_worker_goes_on_claiming_and_recording_across_a_lost_script_cache(clie
     jobs = client.wait(slow + more, timeout_s=20)
     assert [j.status for j in jobs] == ["success"] * 24
     assert [j.result for j in jobs[4:]] == [i + 2 for i in range(20)]
-    assert proc.poll() is None
+    assert worker.alive(w)
 
 
 def test_a_wait_whose_connection_breaks_asks_again_instead_of_blocking_on(own_redis):
@@ -100,6 +82,7 @@ def test_a_wait_whose_connection_breaks_asks_again_instead_of_blocking_on(own_re
     without the job: after the break, ``wait`` asks again what became of its jobs."""
     import threading
     import time
+
     from runtime.errors import JobNotFound
     sock, start, procs = own_redis
     client = Client(load_settings({"redis_url": f"unix://{sock}", "key_prefix": "k"}, env={}))
@@ -123,13 +106,30 @@ def test_a_wait_whose_connection_breaks_asks_again_instead_of_blocking_on(own_re
     assert isinstance(out.get("exc"), JobNotFound) and out["s"] < 10, out
 
 
-def test_a_wait_rides_out_a_short_redis_restart(own_redis, workers):
+@pytest.fixture
+def own_worker():
+    """In-process workers on an own_redis (make them with ``own_worker(settings)``)."""
+    made = []
+
+    def make(settings):
+        made.append(InProcess(settings))
+        return made[-1]
+    yield make
+    for w in made:
+        w.stop_all()
+
+
+def _own(sock, prefix, **more):
+    from helpers import FAST
+    return load_settings({"redis_url": f"unix://{sock}", "key_prefix": prefix, **FAST, **more}, env={})
+
+
+def test_a_wait_rides_out_a_short_redis_restart(own_redis, own_worker):
     import threading
     sock, start, procs = own_redis
-    settings = load_settings({"redis_url": f"unix://{sock}", "key_prefix": "rs"}, env={})
-    workers.settings = settings
+    settings = _own(sock, "rs")
     client = Client(settings)
-    job_id = client.queue_job("testtasks.add", {"a": 1, "b": 2}, delay=3.0)
+    job_id = client.queue_job("testtasks.add", {"a": 1, "b": 2}, delay=0.3)
     out = {}
     th = threading.Thread(target=lambda: out.update(job=client.wait(job_id, timeout_s=30)), daemon=True)
     th.start()
@@ -138,48 +138,49 @@ def test_a_wait_rides_out_a_short_redis_restart(own_redis, workers):
     procs[-1].terminate()
     procs[-1].wait(10)
     start()  # back with its data (AOF), the wait's connection gone
-    workers.start()
+    own_worker(settings).start()
     th.join(20)
     assert out.get("job") is not None and out["job"].result == 3
 
 
-def test_a_redis_that_refuses_writes_for_a_while_loses_no_outcome(own_redis, workers):
+def test_a_redis_that_refuses_writes_for_a_while_loses_no_outcome(own_redis, own_worker, caplog):
     """A failover makes Redis a read-only replica for a while (READONLY replies): the
     worker waits and records every outcome whole once it takes writes again."""
     import socket
+    caplog.set_level(logging.INFO, "runtime")
     sock, start, procs = own_redis
-    settings = load_settings({"redis_url": f"unix://{sock}", "key_prefix": "ro"}, env={})
-    workers.settings = settings
+    settings = _own(sock, "ro")
     client = Client(settings)
-    proc = workers.ready(workers.start("--greenlets", "10"))
+    own_worker(settings).start(greenlets=10)
     ids = client.queue_jobs("testtasks.sleep", [{"seconds": 0.5}] * 10)
     wait_until(lambda: all(j.status == "started" for j in client.store.get_many(ids)), 10, "jobs running")
     r = redis.Redis(unix_socket_path=sock)
     with socket.socket() as s:  # a master that is not there: Redis only refuses writes
         s.bind(("127.0.0.1", 0))
         r.replicaof("127.0.0.1", s.getsockname()[1])
-    wait_until(lambda: "record 10 finished jobs" in workers.log(proc), 10, "the jobs to end meanwhile")
+    wait_until(lambda: "record 10 finished jobs" in caplog.text, 10, "the jobs to end meanwhile")
     r.replicaof("no", "one")
     jobs = client.wait(ids, timeout_s=20)
     assert [(j.status, j.result, j.exc_type) for j in jobs] == [("success", 0.5, None)] * 10
-    assert "without their data" not in workers.log(proc)
+    assert "without their data" not in caplog.text
 
 
-def test_worker_survives_a_redis_outage_and_loses_nothing(own_redis, workers, tmp_path):
+def test_worker_survives_a_redis_outage_and_loses_nothing(own_redis, own_worker, caplog):
+    caplog.set_level(logging.INFO, "runtime")
     sock, start, procs = own_redis
-    settings = load_settings({"redis_url": f"unix://{sock}", "key_prefix": "o"}, env={})
-    workers.settings = settings
+    settings = _own(sock, "o")
     client = Client(settings)
     ids = client.queue_jobs("testtasks.sleep", [{"seconds": 0.5}] * 4)
-    proc = workers.start("--greenlets", "2")
+    run = own_worker(settings)
+    w = run.start(greenlets=2)
     wait_until(lambda: sum(j.status == "success" for j in client.store.get_many(ids)) >= 1, 10, "first jobs")
     procs[-1].terminate()
     procs[-1].wait(10)
     with pytest.raises(BrokerUnavailable):
         Client(settings).queue_job("testtasks.add", {"a": 1, "b": 1})
-    wait_until(lambda: "connecting to" in workers.log(proc), 10, "the worker to notice the outage")
+    wait_until(lambda: "connecting to" in caplog.text, 10, "the worker to notice the outage")
     start()
     client = Client(settings)
     jobs = client.wait(ids, timeout_s=30)
     assert all(j.status == "success" for j in jobs)
-    assert proc.poll() is None
+    assert run.alive(w)

@@ -1,34 +1,34 @@
-"""Process tests: graceful shutdown, a second signal, SIGKILL recovery, poison jobs."""
+"""Stopping: graceful shutdown and a second stop in-process; then what only a process
+shows: signals, SIGKILL recovery, poison jobs that crash their worker, gevent's settings."""
 
 from __future__ import annotations
 
 import signal
 
 import pytest
-
-from conftest import wait_until
+from helpers import wait_until
 
 
 def _running(client, ids):
     return [j for j in client.store.get_many(ids, history=False) if j.status == "started"]
 
 
-@pytest.mark.parametrize("greenlets", [1, 25])
-def test_sigterm_lets_running_jobs_finish_and_claims_nothing_more(client, workers, greenlets):
-    running = client.queue_jobs("testtasks.sleep", [{"seconds": 1.0}] * greenlets)
+def test_sigterm_lets_running_jobs_finish_and_claims_nothing_more(client, workers, greenlets=25):
+    running = client.queue_jobs("testtasks.sleep", [{"seconds": 0.5}] * greenlets)
     proc = workers.start("--greenlets", str(greenlets), "--prefetch", "0")
     wait_until(lambda: len(_running(client, running)) == greenlets, 10, "jobs to start")
     behind = client.queue_jobs("testtasks.add", [{"a": 1, "b": 2}] * 3)
+    [wid] = client.broker.registry.ids()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(15) == 0
     assert all(j.status == "success" and j.attempt == 1 for j in client.store.get_many(running))
     assert all(j.status == "queued" for j in client.store.get_many(behind))
-    assert not client.redis.sismember(client.broker.keys.workers, "x")  # deregistered
-    assert client.redis.scard(client.broker.keys.workers) == 0
+    # deregistered: its entry, its lists and its name in the registry are gone
+    assert client.broker.registry.ids() == set() and client.broker.registry.entries() == []
+    assert not client.redis.exists(client.broker.keys.worker(wid), client.broker.keys.running(wid))
 
 
-@pytest.mark.parametrize("greenlets", [1, 25])
-def test_second_signal_interrupts_and_requeues_at_once(client, workers, greenlets):
+def test_second_signal_interrupts_and_requeues_at_once(client, workers, greenlets=25):
     ids = client.queue_jobs("testtasks.sleep", [{"seconds": 60}] * greenlets)
     proc = workers.start("--greenlets", str(greenlets))
     wait_until(lambda: len(_running(client, ids)) == greenlets, 10, "jobs to start")
@@ -42,21 +42,44 @@ def test_second_signal_interrupts_and_requeues_at_once(client, workers, greenlet
     assert client.reader.queues()["queues"]["default"]["ready"] == greenlets  # requeued at once
 
 
-def test_grace_period_expiry_interrupts_and_another_worker_finishes(client, workers):
-    ids = client.queue_jobs("testtasks.sleep", [{"seconds": 3}] * 2)
-    proc = workers.start("--greenlets", "2", grace_s=0.5)
+@pytest.mark.parametrize("greenlets", [1, 25])
+def test_a_stop_lets_running_jobs_finish_and_claims_nothing_more(client, worker, greenlets):
+    running = client.queue_jobs("testtasks.sleep", [{"seconds": 0.5}] * greenlets)
+    w = worker.start(greenlets=greenlets, prefetch=0)
+    wait_until(lambda: len(_running(client, running)) == greenlets, 10, "jobs to start")
+    behind = client.queue_jobs("testtasks.add", [{"a": 1, "b": 2}] * 3)
+    assert worker.stop(w) == 0
+    assert all(j.status == "success" and j.attempt == 1 for j in client.store.get_many(running))
+    assert all(j.status == "queued" for j in client.store.get_many(behind))
+    assert w.id not in client.broker.registry.ids()
+
+
+def test_a_second_stop_interrupts_and_requeues_at_once(client, worker):
+    ids = client.queue_jobs("testtasks.sleep", [{"seconds": 60}] * 3)
+    w = worker.start(greenlets=3)
+    wait_until(lambda: len(_running(client, ids)) == 3, 10, "jobs to start")
+    w.stop()
+    assert worker.stop(w) == 0  # the second
+    for job in client.store.get_many(ids):
+        assert job.status == "interrupt" and job.retries == 0
+        assert [h["status"] for h in job.history] == ["queued", "started", "interrupt"]
+    assert client.reader.queues()["queues"]["default"]["ready"] == 3  # requeued at once
+
+
+def test_grace_period_expiry_interrupts_and_another_worker_finishes(client, worker):
+    ids = client.queue_jobs("testtasks.sleep", [{"seconds": 1.0}] * 2)
+    w = worker.start(greenlets=2, grace_s=0.3)
     wait_until(lambda: len(_running(client, ids)) == 2, 10, "jobs to start")
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(10) == 0
+    assert worker.stop(w) == 0
     assert all(j.status == "interrupt" for j in client.store.get_many(ids))
-    workers.start("--greenlets", "2")
+    worker.start(greenlets=2)
     jobs = client.wait(ids, timeout_s=15)
     assert all(j.status == "success" and j.attempt == 2 and j.retries == 0 for j in jobs)
 
 
 def test_sigkill_mid_jobs_loses_nothing_and_history_shows_the_rerun(client, workers):
     # 3 long jobs fill 3 of 5 slots; 2 slots free; more jobs queued behind with a delay
-    long = client.queue_jobs("testtasks.sleep", [{"seconds": 1.5}] * 3)
+    long = client.queue_jobs("testtasks.sleep", [{"seconds": 0.6}] * 3)
     proc = workers.start("--greenlets", "5")
     wait_until(lambda: len(_running(client, long)) == 3, 10, "long jobs to start")
     behind = client.queue_jobs("testtasks.add", [{"a": 1, "b": 1}] * 4, delay=0.5)
@@ -90,19 +113,18 @@ def test_job_that_kills_its_worker_ends_failed_worker_lost_after_3(client, worke
     assert all(j.status == "success" and j.result == 4 for j in client.wait(healthy, timeout_s=20))
 
 
-def test_prefetched_jobs_are_returned_unrun_at_stop_and_run_by_the_next_worker(client, workers):
-    running = client.queue_jobs("testtasks.sleep", [{"seconds": 1.0}] * 4)
-    proc = workers.start("--greenlets", "4", "--prefetch", "2")
+def test_prefetched_jobs_are_returned_unrun_at_stop_and_run_by_the_next_worker(client, worker):
+    running = client.queue_jobs("testtasks.sleep", [{"seconds": 0.5}] * 4)
+    w = worker.start(greenlets=4, prefetch=2)
     wait_until(lambda: len(_running(client, running)) == 4, 10, "jobs to start")
     behind = client.queue_jobs("testtasks.add", [{"a": 1, "b": 2}] * 2)
     wait_until(lambda: len(_running(client, behind)) == 2, 10, "the worker to prefetch the jobs behind")
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(15) == 0
+    assert worker.stop(w) == 0
     assert all(j.status == "success" for j in client.store.get_many(running))
     for job in client.store.get_many(behind):  # claimed ahead, never run: back in the queue
         assert job.status == "interrupt" and job.result is None
         assert job.history[-1]["note"] == "prefetched; the worker stopped before running it"
-    workers.start("--greenlets", "4")
+    worker.start(greenlets=4)
     assert all(j.status == "success" and j.result == 3 for j in client.wait(behind, timeout_s=10))
 
 
@@ -124,3 +146,14 @@ def test_jobs_claimed_beside_a_job_that_kills_workers_do_not_fail_with_it(client
     workers.start("--greenlets", "4")
     for j in client.wait(before + after, timeout_s=30):
         assert j.status == "success" and j.lost <= 1, (j.id, j.status, j.lost)
+
+
+def test_gevent_records_spawn_trees_in_a_worker_only_when_asked(client, workers, monkeypatch):
+    """`runtime worker` turns gevent's track_greenlet_tree off (a cost on every job);
+    GEVENT_TRACK_GREENLET_TREE=1 turns it back on."""
+    workers.start()
+    assert client.wait(client.queue_job("testtasks.spawn_tree"), timeout_s=10).result is False
+    workers.stop_all()
+    monkeypatch.setenv("GEVENT_TRACK_GREENLET_TREE", "1")
+    workers.start()
+    assert client.wait(client.queue_job("testtasks.spawn_tree"), timeout_s=10).result is True

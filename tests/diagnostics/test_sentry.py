@@ -1,21 +1,13 @@
-"""Sentry: job errors reach a real local HTTP receiver, tagged, with no cross-job leakage."""
+"""Sentry: job errors reach a real local HTTP receiver, tagged, with no cross-job leakage
+(workers in-process)."""
 
 from __future__ import annotations
 
-import pytest
-
-from conftest import wait_until
-from sentry_receiver import SentryReceiver
+from helpers import wait_until
 
 
-@pytest.fixture
-def sentry():
-    with SentryReceiver() as r:
-        yield r
-
-
-def test_failed_jobs_are_reported_once_with_their_tags_and_no_leakage(client, workers, sentry):
-    workers.start("--greenlets", "50", sentry_dsn=sentry.dsn)
+def test_failed_jobs_are_reported_once_with_their_tags_and_no_leakage(client, worker, sentry):
+    worker.start(greenlets=50, sentry_dsn=sentry.dsn)
     ids = client.queue_jobs("tasks_example.work.fail", [{"message": f"boom {n}"} for n in range(50)])
     client.wait(ids, timeout_s=20)
     wait_until(lambda: len(sentry.events) >= 50, 10, "50 events")
@@ -31,8 +23,8 @@ def test_failed_jobs_are_reported_once_with_their_tags_and_no_leakage(client, wo
         assert tags["attempt"] == "1" and tags["worker"] and tags["status"] == "failed"
 
 
-def test_retried_attempts_are_not_errors_unless_asked_and_locals_are_off(client, workers, sentry):
-    workers.start(sentry_dsn=sentry.dsn)
+def test_retried_attempts_are_not_errors_unless_asked_and_locals_are_off(client, worker, sentry):
+    worker.start(sentry_dsn=sentry.dsn)
     flaky = client.queue_job("tasks_example.work.flaky", {"fail_times": 1})
     failing = client.queue_job("tasks_example.work.fail", {"message": "secret"})
     client.wait([flaky, failing], timeout_s=20)
@@ -42,10 +34,8 @@ def test_retried_attempts_are_not_errors_unless_asked_and_locals_are_off(client,
     assert all("vars" not in f for f in frames)
 
 
-def test_otel_trace_id_is_a_tag_when_tracing(client, workers, sentry, tmp_path):
-    from otlp_receiver import Receiver
-    with Receiver() as otlp:
-        workers.start(sentry_dsn=sentry.dsn, otlp_endpoint=otlp.url)
-        job = client.wait(client.queue_job("tasks_example.work.fail"), timeout_s=10)
-        event = wait_until(lambda: sentry.events, 10, "an event")[0]
-        assert event["tags"]["otel.trace_id"] == job.report["trace"]["trace_id"]
+def test_otel_trace_id_is_a_tag_when_tracing(client, worker, sentry, receiver):
+    worker.start(sentry_dsn=sentry.dsn, otlp_endpoint=receiver.url)
+    job = client.wait(client.queue_job("tasks_example.work.fail"), timeout_s=10)
+    event = wait_until(lambda: sentry.events, 10, "an event")[0]
+    assert event["tags"]["otel.trace_id"] == job.report["trace"]["trace_id"]

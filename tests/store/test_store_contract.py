@@ -9,21 +9,20 @@ Add an implementation to STORES (and to ``backend``) and it must pass them all.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-
-from conftest import Workers, wait_until, worker_env
+from click.testing import Result
+from helpers import InProcess, cli, wait_until
 from mongo_fixtures import mongo_env
+
 from runtime.client import Client
 from runtime.errors import JobNotFound
-from runtime.store.mongo.store import MongoJobStore
 from runtime.settings import Settings
 from runtime.status import Status
 from runtime.store import RedisJobStore
+from runtime.store.mongo.store import MongoJobStore
 
 STORES = ["redis", "mongo"]
 TASKS = "tasks_example,testtasks,mongotasks"
@@ -33,7 +32,7 @@ TASKS = "tasks_example,testtasks,mongotasks"
 class Backend:
     name: str
     client: Client
-    workers: Workers
+    workers: InProcess
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -47,8 +46,8 @@ class Backend:
     def start_worker(self, *args: str, **settings: Any) -> Any:
         return self.workers.start(*args, **{**self.extra, **settings})
 
-    def cli_env(self) -> dict[str, str]:
-        return worker_env(self.settings, **self.extra)
+    def cli(self, *args: str) -> Result:
+        return cli(self.settings, *args, **self.extra)
 
     def settled(self, job_id: str, status: str, timeout_s: float = 15.0) -> Any:
         """The stored job once it shows ``status`` (and its worker's copy is done)."""
@@ -57,11 +56,11 @@ class Backend:
 
 
 @pytest.fixture(params=STORES)
-def backend(request, client, workers) -> Backend:
+def backend(request, client, worker) -> Backend:
     if request.param == "redis":
-        return Backend("redis", client, workers, {"task_modules": TASKS})
+        return Backend("redis", client, worker, {"task_modules": TASKS})
     s = request.getfixturevalue("mongo_settings")
-    return Backend("mongo", Client(s), workers, mongo_env(s))
+    return Backend("mongo", Client(s), worker, mongo_env(s))
 
 
 def test_store_type(backend):
@@ -134,8 +133,8 @@ def test_failure_retry_and_requeue_are_stored(backend):
 
 
 def test_progress_is_visible_while_running(backend):
-    backend.start_worker()
-    job_id = backend.client.queue_job("tasks_example.work.steps", {"n": 20, "step_s": 0.1})
+    backend.start_worker(progress_interval_s=0.2)
+    job_id = backend.client.queue_job("tasks_example.work.steps", {"n": 5, "step_s": 0.1})
     mid = wait_until(lambda: (j := backend.store.get(job_id)).progress and j.progress < 1 and j, 10, "progress")
     assert mid.status == "started" and "steps" in mid.progress_message
     assert backend.settled(job_id, "success").progress == 1.0
@@ -166,27 +165,21 @@ def test_newest_first_over_many_jobs_and_limits(backend):
     assert len(backend.store.list_jobs(queue="many", status="queued", limit=7)) == 7
 
 
-def _rt(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "runtime", *args], env=env, capture_output=True, text=True,
-                          timeout=60)
-
-
 def test_the_cli_reads_the_store(backend):
-    env = backend.cli_env()
-    job_id = _rt(env, "enqueue", "testtasks.add", '{"a": 20, "b": 22}').stdout.strip()
+    job_id = backend.cli("enqueue", "testtasks.add", '{"a": 20, "b": 22}').stdout.strip()
     fails = backend.client.queue_jobs("tasks_example.work.fail", [{}] * 2)
     backend.start_worker()
     backend.settled(job_id, "success")
     for f in fails:
         backend.settled(f, "failed")
-    assert "result    42" in _rt(env, "job", job_id).stdout
-    listed = json.loads(_rt(env, "jobs", "--status", "success", "--json").stdout)
+    assert "result    42" in backend.cli("job", job_id).stdout
+    listed = json.loads(backend.cli("jobs", "--status", "success", "--json").stdout)
     assert [j["id"] for j in listed] == [job_id]
-    assert json.loads(_rt(env, "queues", "--json").stdout)["counts"]["failed"] == 2
-    assert "requeued 2" in _rt(env, "requeue", "--path", "tasks_example.work.fail").stdout
+    assert json.loads(backend.cli("queues", "--json").stdout)["counts"]["failed"] == 2
+    assert "requeued 2" in backend.cli("requeue", "--path", "tasks_example.work.fail").stdout
     wait_until(lambda: all(j.attempt == 2 and j.is_final for j in backend.store.get_many(fails)), 15, "requeued")
-    assert _rt(env, "job", "nope").returncode == 3
-    assert "running" in _rt(env, "workers").stdout
+    assert backend.cli("job", "nope").exit_code == 3
+    assert "running" in backend.cli("workers").stdout
 
 
 def test_ties_in_change_time_are_ordered_by_id_in_every_store(backend):
@@ -206,3 +199,21 @@ def test_ties_in_change_time_are_ordered_by_id_in_every_store(backend):
     wait_until(lambda: len(store.list_jobs(limit=10)) == 6, 10, "six jobs listed")
     assert [j.id for j in store.list_jobs(limit=10)] == sorted(ids, reverse=True)
     assert [j.id for j in store.list_jobs(limit=3)] == sorted(ids, reverse=True)[:3]
+
+
+def test_pages_of_jobs_follow_each_other_without_gaps_or_repeats(backend):
+    """The read API pages newest first with a cursor (the CLI's --before, the dashboard's
+    pages): every job exactly once, in the store's order, ties of one batch included."""
+    ids = backend.client.queue_jobs("testtasks.add", [{"a": i, "b": 0} for i in range(25)], queue="paged")
+    backend.client.cancel(ids[3], ids[17])  # two other statuses, changed later
+    reader = backend.client.reader
+    wait_until(lambda: len(reader.jobs(queue="paged", limit=100).jobs) == 25, 10, "25 jobs listed")
+    seen, before = [], None
+    while True:
+        page = reader.jobs(queue="paged", limit=7, before=before)
+        seen += [j.id for j in page.jobs]
+        if page.next is None:
+            break
+        before = page.next
+    assert seen == [j.id for j in reader.jobs(queue="paged", limit=100).jobs] and sorted(seen) == sorted(ids)
+    assert seen[:2] == sorted([ids[3], ids[17]], reverse=True)  # changed last, listed first

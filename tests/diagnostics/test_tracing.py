@@ -1,13 +1,13 @@
-"""Tracing through a real worker process to a real OTLP/HTTP receiver."""
+"""Tracing through a worker to a real OTLP/HTTP receiver (in-process, and in a process
+of its own for what only a process shows: its own provider, the flush at SIGTERM)."""
 
 from __future__ import annotations
 
 import signal
 
 import pytest
+from helpers import wait_until
 
-from conftest import wait_until
-from otlp_receiver import Receiver
 from runtime.client import Client
 
 PRODUCER, CONSUMER = 4, 5  # SpanKind values in OTLP
@@ -19,24 +19,17 @@ def processed(receiver, job_id):
 
 
 @pytest.fixture
-def receiver():
-    with Receiver() as r:
-        yield r
-
-
-@pytest.fixture
 def traced(settings, receiver):
     """A client whose process traces (its provider exports to the receiver)."""
     import diagnostics.tracing as tracing
-    tracing._provider = None
     s = settings.replace(otlp_endpoint=receiver.url)
     client = Client(s)
     yield client, tracing.provider(s)
     tracing.flush()
-    tracing._provider = None
 
 
 def test_one_trace_from_the_request_to_the_job_and_its_children(traced, receiver, workers):
+    """In a process of its own: its spans come from a provider made after it started."""
     client, provider = traced
     with provider.get_tracer("web").start_as_current_span("GET /upload") as web:
         job_id = client.queue_job("testtasks.traced_child", {"n": 1})
@@ -59,9 +52,9 @@ def test_one_trace_from_the_request_to_the_job_and_its_children(traced, receiver
     assert consumer["resource"]["process.pid"] == workers.procs[0].pid  # made after start, not inherited
 
 
-def test_a_job_queued_by_a_job_stays_in_the_trace(traced, receiver, workers):
+def test_a_job_queued_by_a_job_stays_in_the_trace(traced, receiver, worker):
     client, provider = traced
-    workers.start(otlp_endpoint=receiver.url)
+    worker.start(otlp_endpoint=receiver.url)
     parent_id = client.queue_job("testtasks.queue_child", {"path": "testtasks.add", "params": {"a": 1, "b": 2}})
     child_id = client.wait(parent_id, timeout_s=10).result
     client.wait(child_id, timeout_s=10)
@@ -72,10 +65,10 @@ def test_a_job_queued_by_a_job_stays_in_the_trace(traced, receiver, workers):
     assert send["parent_span_id"] == parent["span_id"] and child["parent_span_id"] == send["span_id"]
 
 
-def test_50_greenlets_keep_their_spans_apart(traced, receiver, workers):
+def test_50_greenlets_keep_their_spans_apart(traced, receiver, worker):
     client, _ = traced
     ids = client.queue_jobs("testtasks.traced_child", [{"n": n, "sleep_s": 0.05} for n in range(50)])
-    workers.start("--greenlets", "50", otlp_endpoint=receiver.url)
+    worker.start(greenlets=50, otlp_endpoint=receiver.url)
     jobs = client.wait(ids, timeout_s=20)
     wait_until(lambda: len(receiver.find(name="process default")) == 50 and
                sum(s["name"].startswith("child") for s in receiver.spans) == 50, 10, "100 spans")
@@ -88,9 +81,9 @@ def test_50_greenlets_keep_their_spans_apart(traced, receiver, workers):
         assert len({s["trace_id"] for s in by_job.values()}) == 50
 
 
-def test_status_is_set_for_base_exception_endings_and_retries_link(traced, receiver, workers):
+def test_status_is_set_for_base_exception_endings_and_retries_link(traced, receiver, worker):
     client, _ = traced
-    workers.start(otlp_endpoint=receiver.url)
+    worker.start(otlp_endpoint=receiver.url)
     slow = client.queue_job("testtasks.too_slow", {"seconds": 5})
     flaky = client.queue_job("tasks_example.work.flaky", {"fail_times": 1})
     assert client.wait(slow, timeout_s=10).status == "timeout"
@@ -116,17 +109,17 @@ def test_a_stopping_worker_flushes_its_spans(traced, receiver, workers):
     assert len(receiver.find(name="process default")) == 5
 
 
-def test_job_logs_carry_trace_and_span_ids(traced, receiver, workers):
+def test_job_logs_carry_trace_and_span_ids(traced, receiver, worker):
     client, _ = traced
-    workers.start(otlp_endpoint=receiver.url)
+    worker.start(otlp_endpoint=receiver.url)
     job = client.wait(client.queue_job("testtasks.chatty", {"n": 3, "lines": 1}), timeout_s=10)
     ids = job.report["trace"]
     assert f"trace_id={ids['trace_id']} span_id={ids['span_id']}" in job.logs[0]
 
 
-def test_runtime_spawn_keeps_the_job_context_in_child_greenlets(traced, receiver, workers):
+def test_runtime_spawn_keeps_the_job_context_in_child_greenlets(traced, receiver, worker):
     client, _ = traced
-    workers.start(otlp_endpoint=receiver.url)
+    worker.start(otlp_endpoint=receiver.url)
     job = client.wait(client.queue_job("testtasks.spawn_children", {"n": 3}), timeout_s=10)
     assert sum("spawned child" in line for line in job.logs) == 3
     consumer = wait_until(lambda: processed(receiver, job.id), 10, "consumer span")[0]
@@ -135,12 +128,11 @@ def test_runtime_spawn_keeps_the_job_context_in_child_greenlets(traced, receiver
     assert all(c["parent_span_id"] == consumer["span_id"] for c in children)
 
 
-def test_metrics_are_exported_over_otlp(client, receiver, workers):
-    proc = workers.start(otlp_endpoint=receiver.url)
+def test_metrics_are_exported_over_otlp(client, receiver, worker):
+    w = worker.start(otlp_endpoint=receiver.url)
     ids = client.queue_jobs("testtasks.add", [{"a": 1, "b": 1}] * 5) + [client.queue_job("tasks_example.work.fail")]
     client.wait(ids, timeout_s=10)
-    proc.send_signal(signal.SIGTERM)  # the last export happens at stop
-    assert proc.wait(10) == 0
+    assert worker.stop(w) == 0  # the last export happens at stop
     points = {}
     for p in receiver.points:
         points.setdefault(p["name"], []).append(p)

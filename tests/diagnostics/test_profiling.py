@@ -2,33 +2,29 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from helpers import cli
 
 from runtime import run_task
 
 
-def test_a_profile_holds_its_job_and_not_the_job_running_beside_it(client, workers, cli_env, tmp_path):
-    workers.start("--greenlets", "2", profile="testtasks.burn_alpha")
+def test_a_profile_holds_its_job_and_not_the_job_running_beside_it(client, worker, settings, tmp_path):
+    worker.start(greenlets=2, profile="testtasks.burn_alpha")
     alpha = client.queue_job("testtasks.burn_alpha", {"seconds": 0.4})
     beta = client.queue_job("testtasks.burn_beta", {"seconds": 0.4})
     ja, jb = client.wait([alpha, beta], timeout_s=20)
     assert "profile" not in jb.artifacts and "profile" not in jb.report
     assert ja.report["profile"]["samples"] > 50
-    text = subprocess.run([sys.executable, "-m", "runtime", "job", alpha, "--artifact", "profile"], env=cli_env,
-                          capture_output=True, text=True).stdout
+    text = cli(settings, "job", alpha, "--artifact", "profile").stdout
     assert "burn_alpha" in text and "burn_beta" not in text
     assert "[waiting: greenlet switched out]" in text  # the time it yielded to burn_beta
     html = tmp_path / "p.html"
-    r = subprocess.run([sys.executable, "-m", "runtime", "job", alpha, "--artifact", "profile", "--html", str(html)], env=cli_env,
-                       capture_output=True, text=True)
-    assert r.returncode == 0 and html.read_text().startswith("<!DOCTYPE html>")
-    assert "profile   " in subprocess.run([sys.executable, "-m", "runtime", "job", alpha], env=cli_env,
-                                         capture_output=True, text=True).stdout
+    r = cli(settings, "job", alpha, "--artifact", "profile", "--html", str(html))
+    assert r.exit_code == 0 and html.read_text().startswith("<!DOCTYPE html>")
+    assert "profile   " in cli(settings, "job", alpha).stdout
 
 
-def test_task_option_profiles_and_waiting_time_is_attributed(client, workers):
-    workers.start()
+def test_task_option_profiles_and_waiting_time_is_attributed(client, worker):
+    worker.start()
     job = client.wait(client.queue_job("testtasks.profiled_sleep", {"seconds": 0.2}), timeout_s=10)
     top = job.report["profile"]["top"][0]
     assert top["function"] == "[waiting: greenlet switched out]" and top["self_s"] >= 0.15

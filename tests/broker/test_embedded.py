@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from helpers import HERE, ROOT
 
-from conftest import ROOT, HERE
 from runtime.broker.embedded import EmbeddedRedis
 
 

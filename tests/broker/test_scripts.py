@@ -1,0 +1,129 @@
+"""The Lua scripts obey runtime/status.py's transition table, and read well: one status
+table, keys declared, the pieces they share generated from their Python sources."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from runtime.broker import scripts
+from runtime.broker.keys import SHAPES, Keys
+from runtime.messages import Outcome
+from runtime.status import FINAL, TRANSITIONS, Status
+
+
+def _claim(broker, worker_id="w1", queue="default"):
+    return broker.claim(worker_id, 100, [queue])[2]
+
+
+def _end(broker, claimed, status, worker_id="w1", number=0.0):
+    return broker.finish([Outcome(claimed.id, claimed.queue, claimed.attempt, status, number)], worker_id)
+
+
+def _walk(client, settings):
+    """Drive every script through every move it can make; returns the job ids."""
+    b = client.broker
+    ids = []
+
+    def started(n):  # n jobs queued and claimed by w1
+        ids.extend(new := client.queue_jobs("testtasks.add", [{"a": 1, "b": 1}] * n))
+        got = {c.id: c for c in _claim(b)}
+        return [got[i] for i in new]
+
+    # finish.lua: a running attempt ends in each of its outcomes
+    for c, status in zip(started(7), (Status.SUCCESS, Status.FAILED, Status.ABORT, Status.TIMEOUT,
+                                      Status.MAXRETRIES, Status.RETRY, Status.INTERRUPT)):
+        assert _end(b, c, status) == []
+    # claim.lua: from retry (due now) and interrupt (back in its queue)
+    again = {c.id: c for c in _claim(b)}
+    assert len(again) == 2
+    for c in again.values():
+        _end(b, c, Status.SUCCESS)
+    # control.lua: cancel from queued, retry and interrupt; requeue from every final status and interrupt
+    waiting = client.queue_job("testtasks.add", {"a": 1, "b": 1}, delay=60)
+    retry, interrupt, to_requeue = started(3)
+    _end(b, retry, Status.RETRY, number=60.0)
+    _end(b, interrupt, Status.INTERRUPT)
+    ids.append(waiting)
+    assert b.control("cancel", [waiting, retry.id, interrupt.id]) == ["ok"] * 3
+    _end(b, to_requeue, Status.INTERRUPT)
+    assert b.control("requeue", [to_requeue.id]) == ["ok"]
+    finals = [i for i in ids if client.get_job(i).status in FINAL]
+    assert len({client.get_job(i).status for i in finals}) == len(FINAL)
+    assert b.control("requeue", finals) == ["ok"] * len(finals)
+    # reap.lua: a dead worker's job requeued or failed (max_lost), a stopping worker's interrupted
+    lost = started(1)[0]
+    for i in range(settings.max_lost):
+        b.reap(["w1"])  # requeued, then failed (worker-lost) at the last
+        assert _end(b, lost, Status.SUCCESS) == [lost.id]  # stale: its worker was lost
+        if i < settings.max_lost - 1:
+            lost = _claim(b)[0]
+    assert client.get_job(lost.id).status == Status.FAILED
+    started(1)
+    b.reap(stopping="w1")  # a clean stop: interrupt
+    return ids
+
+
+def test_every_move_a_script_makes_is_in_the_table_and_every_row_is_made(client, settings):
+    ids = _walk(client, settings)
+    moves = set()
+    for job in client.store.get_many(ids):
+        statuses = [h["status"] for h in job.history]
+        moves |= set(zip(statuses, statuses[1:]))
+    table = {(s.value, t.value) for s, targets in TRANSITIONS.items() for t in targets}
+    assert moves <= table, moves - table
+    assert moves == table, table - moves  # the table has no row the scripts never make
+
+
+@pytest.mark.parametrize("status", [Status.QUEUED, Status.SUCCESS, Status.CANCEL])
+def test_an_outcome_for_a_job_no_longer_running_is_refused(client, status):
+    """finish.lua asks the table: an attempt may end only a running job."""
+    b = client.broker
+    job_id = client.queue_job("testtasks.add", {"a": 1, "b": 1})
+    [c] = _claim(b)
+    client.redis.hset(b.keys.job(job_id), "status", status.value)  # moved on meanwhile
+    assert _end(b, c, Status.FAILED) == [job_id]
+    assert client.get_job(job_id).status == status
+
+
+def test_controls_the_table_forbids_are_refused_with_the_status(client):
+    b = client.broker
+    queued = client.queue_job("testtasks.add", {"a": 1, "b": 1})
+    assert b.control("abort", [queued]) == ["queued"] and b.control("requeue", [queued]) == ["queued"]
+    _claim(b)
+    assert b.control("cancel", [queued]) == ["started"] and b.control("requeue", [queued]) == ["started"]
+    assert b.control("cancel", ["nope"]) == ["missing"]
+
+
+def test_every_status_a_script_writes_is_a_status_and_the_lib_is_generated():
+    lib = scripts.generated_lib()
+    assert "--@" not in lib  # every generated part filled in
+    for name in scripts.NAMES:
+        text = (scripts.LUA / f"{name}.lua").read_text()
+        written = set(re.findall(r"'HSET', \w+, 'status', '(\w+)'", text))
+        written |= set(re.findall(r"entry\(snow, '(\w+)'", text))
+        written |= set(re.findall(r"can_move\(\w+, '(\w+)'\)", text))
+        assert written <= {s.value for s in Status}, (name, written)
+        # which statuses a job may be in for a move comes from the table, never a literal
+        checks = re.sub(r"can_move\([^)]*\)|'status', '\w+'|entry\(snow, '\w+'|reindex\([^)]*\)", "", text)
+        assert "'started'" not in checks, name
+    for kind in SHAPES:
+        assert f"local function key_{kind}(" in lib
+
+
+def test_every_script_declares_its_keys(client):
+    """Each script's header lists its KEYS, and the keys a call passes are the ones the
+    Python side builds from runtime.broker.keys."""
+    for name in scripts.NAMES:
+        header = (scripts.LUA / f"{name}.lua").read_text().split("--@LIB@--")[0]
+        assert re.search(r"^-- KEYS\[1\b", header, re.M), name
+        assert "KEYS: none" not in header, name
+    k = Keys("p")
+    assert (k.job("1"), k.ready("q"), k.running("w"), k.status("queued")) == ("p:j:1", "p:q:q", "p:w:w:running",
+                                                                             "p:st:queued")
+    call = client.broker._claim_call("w1", 5, ["a", "b"], False)
+    nkeys = call[2]
+    assert list(call[3:3 + nkeys]) == [client.broker.keys.handoff("w1"), client.broker.keys.running("w1"),
+                                       client.broker.keys.inflight, *client.broker.keys.status_keys(),
+                                       *client.broker.keys.queue_keys("a"), *client.broker.keys.queue_keys("b")]

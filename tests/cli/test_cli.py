@@ -1,0 +1,74 @@
+"""The CLI as a user runs it: human output, --json, one-line errors, exit codes (in this
+process through click's runner; as ``python -m runtime`` where the process matters)."""
+
+from __future__ import annotations
+
+import json
+
+from helpers import cli, rt, wait_until
+
+
+def test_enqueue_job_jobs_queues(settings, worker):
+    r = cli(settings, "enqueue", "testtasks.add", '{"a": 20, "b": 22}', "--queue", "default")
+    assert r.exit_code == 0
+    job_id = r.stdout.strip()
+    worker.start()
+    done = cli(settings, "enqueue", "testtasks.add", '{"a": 1, "b": 1}', "--wait", "10", "--json")
+    assert done.exit_code == 0 and json.loads(done.stdout)["result"] == 2
+    wait_until(lambda: json.loads(cli(settings, "job", job_id, "--json").stdout)["status"] == "success", 10, "success")
+    human = cli(settings, "job", job_id).stdout
+    assert "result    42" in human and "history" in human and "started" in human
+    attempts = json.loads(cli(settings, "job", job_id, "--json").stdout)["attempts"]
+    assert [(a["number"], a["status"]) for a in attempts] == [(1, "success")]
+    listed = json.loads(cli(settings, "jobs", "--status", "success", "--json").stdout)
+    assert {j["id"] for j in listed} >= {job_id}
+    assert "default" in cli(settings, "queues").stdout
+    assert json.loads(cli(settings, "queues", "--json").stdout)["counts"]["success"] == 2
+    assert "running" in cli(settings, "workers").stdout
+
+
+def test_jobs_pages_with_a_cursor(client, settings):
+    ids = sorted(client.queue_jobs("testtasks.add", [{"a": i, "b": 0} for i in range(5)]), reverse=True)
+    first = cli(settings, "jobs", "-n", "3")  # one change time: by id, highest first
+    assert first.exit_code == 0 and [line.split()[0] for line in first.stdout.splitlines()[1:4]] == ids[:3]
+    cursor = first.stdout.splitlines()[-1].split("--before ")[1].rstrip(")")
+    rest = cli(settings, "jobs", "-n", "3", "--before", cursor)
+    assert [line.split()[0] for line in rest.stdout.splitlines()[1:]] == ids[3:]
+    assert cli(settings, "jobs", "--before", "garbage").exit_code == 2
+
+
+def test_errors_are_one_line_with_named_exit_codes(cli_env, settings):
+    """As ``python -m runtime`` (the console script's exit code and stderr), then in-process."""
+    bad_json = rt(cli_env, "enqueue", "testtasks.add", "{a: 1}")
+    assert bad_json.returncode == 2 and bad_json.stderr.startswith("error: params are not valid JSON")
+    assert "Traceback" not in bad_json.stderr
+    down = rt({**cli_env, "RUNTIME_REDIS_URL": "redis://127.0.0.1:1/0"}, "jobs")
+    assert down.returncode == 4 and down.stderr.startswith("error: cannot reach Redis") and len(down.stderr.splitlines()) == 1
+    missing = cli(settings, "job", "nope")
+    assert missing.exit_code == 3 and missing.stderr.strip() == "error: no job 'nope' (never queued, or its document expired)"
+    job_id = cli(settings, "enqueue", "testtasks.add", '{"a": 1, "b": 2}', "--delay", "60").stdout.strip()
+    assert cli(settings, "abort", job_id).exit_code == 7
+    assert cli(settings, "cancel", job_id).exit_code == 0
+    assert cli(settings, "cancel", job_id).exit_code == 7
+
+
+def test_run_prints_the_result_in_process(settings):
+    ok = cli(settings, "run", "testtasks.add", '{"a": 2, "b": 3}')
+    assert ok.exit_code == 0 and ok.stdout.strip() == "5"
+    failed = cli(settings, "run", "tasks_example.work.fail", '{"message": "nope"}')
+    assert failed.exit_code == 5 and "ValueError: nope" in failed.stderr
+
+
+def test_requeue_all_failed_of_a_path(settings, worker, client):
+    ids = client.queue_jobs("tasks_example.work.fail", [{}] * 3)
+    worker.start()
+    client.wait(ids, timeout_s=10)
+    r = cli(settings, "requeue", "--path", "tasks_example.work.fail")
+    assert r.exit_code == 0 and "requeued 3" in r.stdout
+    assert all(j.attempt == 2 for j in client.wait(ids, timeout_s=10))
+
+
+def test_a_worker_with_a_bad_middleware_order_exits_2_with_one_line(settings):
+    r = cli(settings, "worker", "--burst", middleware="diagnostics.sentry.Sentry,diagnostics.tracing.Tracing")
+    assert r.exit_code == 2 and r.stderr.startswith("error: middleware diagnostics.sentry.Sentry must come after")
+    assert len(r.stderr.splitlines()) == 1

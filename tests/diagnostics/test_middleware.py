@@ -1,0 +1,139 @@
+"""Middleware: the protocol's guarantees (order, hooks, options, seams), and the timing,
+logs, memory and heap-diff middleware."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from runtime import run_task
+
+
+def test_logs_and_prints_are_captured_per_job_with_50_greenlets(client, worker):
+    ids = client.queue_jobs("testtasks.chatty", [{"n": n, "lines": 5} for n in range(50)])
+    worker.start(greenlets=50)
+    for job in client.wait(ids, timeout_s=30):
+        n = job.result
+        assert len(job.logs) == 10, (job.exc_message, job.traceback)
+        tags = {int(m) for line in job.logs for m in re.findall(r"(?:job|print) (\d+) line", line)}
+        assert tags == {n}
+        assert any(line.startswith("[stdout] print") for line in job.logs)
+
+
+def test_logs_are_capped_with_a_marker(client, worker):
+    worker.start(max_log_lines=20)
+    job = client.wait(client.queue_job("testtasks.chatty", {"n": 1, "lines": 50, "step_s": 0}), timeout_s=10)
+    assert len(job.logs) == 21
+    assert job.logs[-1].startswith("[runtime: 80 more lines") and "max_log_lines=20" in job.logs[-1]
+
+
+def _burner_and_sleeper(client, worker):
+    worker.start(greenlets=2)
+    burner = client.queue_job("testtasks.burn_and_sleep", {"burn_s": 0.3})
+    sleeper = client.queue_job("testtasks.burn_and_sleep", {"sleep_s": 0.5})
+    b, s = client.wait([burner, sleeper], timeout_s=10)
+    return b.report["timing"], s.report["timing"]
+
+
+def test_timing_charges_cpu_to_the_job_that_burned_it(client, worker):
+    tb, ts = _burner_and_sleeper(client, worker)
+    assert tb["cpu_s"] >= 0.25 and tb["wall_s"] >= 0.3
+    assert ts["wall_s"] >= 0.5 and ts["cpu_s"] < tb["cpu_s"] / 5  # it slept while the other burned
+    assert ts["switches"] >= 1 and ts["wait_s"] >= 0
+
+
+@pytest.mark.timing
+def test_a_sleeping_job_is_charged_next_to_no_cpu(client, worker):
+    tb, ts = _burner_and_sleeper(client, worker)
+    assert ts["cpu_s"] < 0.05
+
+
+def test_a_raising_before_hook_fails_the_job_and_points_at_the_hook(client, worker):
+    worker.start(middleware="testmiddleware.BrokenBefore,testmiddleware.BrokenAfter")
+    bad = client.wait(client.queue_job("testtasks.add", {"a": 1, "b": 2}), timeout_s=10)
+    assert bad.status == "failed" and bad.reason == "middleware"
+    assert "BrokenBefore.before_job raised ValueError: before hook exploded" in bad.exc_message
+    assert "testmiddleware.py" in bad.traceback
+    # an after-hook that raises is logged; the job keeps its status
+    ok = client.wait(client.queue_job("testtasks.sleep", {"seconds": 0}), timeout_s=10)
+    assert ok.status == "success", (ok.exc_message, ok.traceback)
+
+
+def test_a_middleware_runs_only_for_the_task_paths_it_applies_to(client, worker):
+    worker.start(middleware="testmiddleware.OnlyAdd")
+    add, sleep = client.wait([client.queue_job("testtasks.add", {"a": 1, "b": 2}),
+                              client.queue_job("testtasks.sleep", {"seconds": 0.01})], timeout_s=10)
+    assert add.report["only_add"] == {"before": "testtasks.add", "after": "testtasks.add"}
+    assert sleep.status == "success" and "only_add" not in sleep.report
+
+
+def test_middleware_declares_task_options(client, worker):
+    worker.start(middleware="testmiddleware.Flavour", task_modules="testflavour")
+    job = client.wait(client.queue_job("testflavour.flavoured"), timeout_s=10)
+    assert job.status == "success" and job.report["flavour"] == {"seen": "testflavour.flavoured"}
+
+
+def test_an_option_no_middleware_declares_fails_the_import(client, workers):
+    """In a process of its own: the task module was never imported with that option known."""
+    workers.start(task_modules="testflavour")
+    job = client.wait(client.queue_job("testflavour.flavoured"), timeout_s=10)
+    assert job.status == "failed" and "unknown task option 'flavour'" in job.exc_message
+
+
+def test_run_task_goes_through_the_same_middleware():
+    out = run_task("testtasks.chatty", {"n": 7, "lines": 2, "step_s": 0})
+    assert out.ok and out.report["timing"]["wall_s"] >= 0
+    assert "[stdout] print 7 line 1" in out.logs
+
+
+def test_memory_reports_rss_before_and_after_each_job(client, worker):
+    worker.start(greenlets=1)
+    job = client.wait(client.queue_job("tasks_example.work.leaky", {"kilobytes": 4096}), timeout_s=10)
+    mem = job.report["memory"]
+    assert mem["rss_before"] > 10 * 2**20 and mem["rss_delta"] > 2 * 2**20 and mem["concurrent"] == 0
+
+
+def test_heap_diff_names_the_leaking_line_and_the_job_runs_alone(client, worker):
+    worker.start(greenlets=4, trace_memory="tasks_example.work.leaky")
+    sleepers = client.queue_jobs("testtasks.sleep", [{"seconds": 0.3}] * 3)
+    leak = client.queue_job("tasks_example.work.leaky", {"kilobytes": 512})
+    more = client.queue_jobs("testtasks.sleep", [{"seconds": 0.3}] * 3)
+    jobs = {j.id: j for j in client.wait(sleepers + [leak] + more, timeout_s=20)}
+    diff = jobs[leak].report["heap_diff"]
+    assert diff["alone"] and diff["top"][0]["where"].startswith("work.py:") and diff["top"][0]["bytes"] > 300_000
+    lj = jobs[leak]
+    for other in sleepers + more:  # nothing else ran while the traced job ran
+        o = jobs[other]
+        assert o.ended_at <= lj.started_at or o.started_at >= lj.ended_at
+    assert all("heap_diff" not in jobs[i].report for i in sleepers + more)
+
+
+def test_a_middleware_order_that_breaks_a_rule_is_refused_at_start(settings, worker):
+    from helpers import with_settings
+
+    from runtime.errors import ConfigError
+    from runtime.middleware import Chain
+    bad = with_settings(settings, middleware="diagnostics.sentry.Sentry,diagnostics.tracing.Tracing")
+    with pytest.raises(ConfigError, match="diagnostics.sentry.Sentry must come after diagnostics.tracing.Tracing"):
+        Chain.from_settings(bad)
+    with pytest.raises(ConfigError, match="diagnostics.metrics.Metrics must come before diagnostics.timing.Timing"):
+        worker.make(middleware="diagnostics.timing.Timing,diagnostics.metrics.Metrics")
+    assert len(Chain.from_settings(settings).items) == len(settings.middleware)  # the default order is fine
+
+
+def test_a_middleware_stores_an_artifact_and_shows_its_own_sections(client, worker, settings):
+    from helpers import cli
+    worker.start(middleware="diagnostics.timing.Timing,testmiddleware.Stamp")
+    job = client.wait(client.queue_job("testtasks.add", {"a": 1, "b": 2}), timeout_s=10)
+    assert job.artifacts == {"note": f"note of {job.id}"} and job.report["stamp"] == {"path": "testtasks.add"}
+    shown = cli(settings, "job", job.id, middleware="diagnostics.timing.Timing,testmiddleware.Stamp")
+    assert "  stamp     stamped testtasks.add" in shown.stdout and "  timing    wait " in shown.stdout
+    assert f"artifact  note: {len(job.artifacts['note'])} bytes" in shown.stdout
+    art = cli(settings, "job", job.id, "--artifact", "note", middleware="diagnostics.timing.Timing,testmiddleware.Stamp")
+    assert art.exit_code == 0 and art.stdout.strip() == f"NOTE OF {job.id.upper()}"
+    # without the middleware that stores it, the section is shown raw and the artifact cannot be rendered
+    raw = cli(settings, "job", job.id, middleware="diagnostics.timing.Timing")
+    assert '  stamp     {"path": "testtasks.add"}' in raw.stdout
+    missing = cli(settings, "job", job.id, "--artifact", "note", middleware="diagnostics.timing.Timing")
+    assert missing.exit_code == 3 and "no configured middleware renders artifact 'note'" in missing.stderr
