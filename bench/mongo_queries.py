@@ -41,7 +41,7 @@ TARGET_MS = 100.0
 
 def start_redis() -> tuple[subprocess.Popen[bytes], str]:
     import redis
-    from runtime.embedded import redis_server_binary
+    from runtime.broker.embedded import redis_server_binary
     tmp = tempfile.mkdtemp(prefix="rt-bench-")
     sock = os.path.join(tmp, "redis.sock")
     proc = subprocess.Popen([redis_server_binary(), "--port", "0", "--unixsocket", sock, "--save", "",
@@ -169,7 +169,7 @@ def main() -> int:
             ("runtime jobs -n 200", lambda: store.list_jobs(limit=200)),
             ("runtime job ID", lambda: client.get_job(one)),
             ("runtime queues (counts)", store.counts),
-            ("runtime queues (depths, Redis)", store.queue_depths),
+            ("runtime queues (depths, Redis)", client.broker.registry.queue_depths),
             ("runtime requeue --path (ids)", lambda: store.final_ids("failed", path="tasks_example.work.fail")),
             ("runtime workers (Redis)", lambda: client.redis.smembers(client.broker.keys.workers)),
             ("get_many(50)", lambda: store.get_many(ids[:50])),

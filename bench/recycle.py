@@ -33,8 +33,8 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
-from runtime.embedded import redis_server_binary  # noqa: E402
-from runtime.keys import host_pid  # noqa: E402
+from runtime.broker.embedded import redis_server_binary  # noqa: E402
+from runtime.process import host_pid  # noqa: E402
 from throughput import RedisServer  # noqa: E402
 
 from runtime.client import Client  # noqa: E402

@@ -498,7 +498,7 @@ def main() -> int:
             binary = args.redis_server
             if not binary:
                 try:
-                    from runtime.embedded import redis_server_binary
+                    from runtime.broker.embedded import redis_server_binary
                     binary = redis_server_binary()
                 except Exception:  # noqa: BLE001
                     binary = shutil.which("redis-server")

@@ -156,8 +156,8 @@ def hunt_leaks(path: str, params: Mapping[str, Any] | None = None, *, runs: int 
     reference chain is drawn (``.dot``; a ``.png`` beside it when graphviz is installed;
     None = not drawn). Params are checked like at enqueue (raises InvalidParams). Raises
     LeakHuntError when the first run does not succeed (an unknown path, bad params, a task
-    that raises); a later run that fails is counted in ``failures`` and the hunt goes on. Takes seconds: guppy3 walks
-    the whole heap twice.
+    that raises); a later run that fails is counted in ``failures`` and the hunt goes on.
+    Takes seconds: guppy3 walks the whole heap twice.
     """
     import objgraph
     from guppy import hpy
@@ -197,26 +197,34 @@ def hunt_leaks(path: str, params: Mapping[str, Any] | None = None, *, runs: int 
     report.heap_diff = str(heap)
     del heap, hp
     new_ids = objgraph.get_new_ids(limit=0, shortnames=False)  # ids of objects made since the mark
-
-    for name, after in after_types.items():
-        grown = after - before_types.get(name, 0)
-        if grown >= runs // 2 and name.rsplit(".", 1)[-1] not in _IGNORED_TYPES:
-            report.types.append(TypeGrowth(name, grown, grown / runs))
-    report.types.sort(key=lambda t: -t.count)
-
+    report.types = _grown_types(before_types, after_types, runs)
     if report.types:
-        report.chain_type = report.types[0].type
-        chain = _chain_to_module(objgraph, new_ids, report.chain_type)
-        if chain:
-            report.chain = _describe_chain(chain)
-            if chain_file:
-                report.chain_file, report.chain_png = _draw(objgraph, chain, chain_file)
-        del chain
+        _find_holder(report, objgraph, new_ids, chain_file)
     del new_ids
-
     if traced_runs > 0:
         report.sites = _traced_sites(run, traced_runs)
     return report
+
+
+def _grown_types(before: dict[str, int], after: dict[str, int], runs: int) -> list[TypeGrowth]:
+    """The types with more objects after the runs, in most of them, most grown first."""
+    out = []
+    for name, n in after.items():
+        grown = n - before.get(name, 0)
+        if grown >= runs // 2 and name.rsplit(".", 1)[-1] not in _IGNORED_TYPES:
+            out.append(TypeGrowth(name, grown, grown / runs))
+    return sorted(out, key=lambda t: -t.count)
+
+
+def _find_holder(report: LeakReport, objgraph: Any, new_ids: dict[str, set[int]], chain_file: str | None) -> None:
+    """Fill the report's reference chain to a survivor of the fastest growing type (drawn
+    in ``chain_file`` when given)."""
+    report.chain_type = report.types[0].type
+    chain = _chain_to_module(objgraph, new_ids, report.chain_type)
+    if chain:
+        report.chain = _describe_chain(chain)
+        if chain_file:
+            report.chain_file, report.chain_png = _draw(objgraph, chain, chain_file)
 
 
 def _typestats(objgraph: Any) -> dict[str, int]:

@@ -1,11 +1,11 @@
 """Memory of every job: the worker's RSS before and after it, always on and cheap.
 
 RSS is read with ``os.pread`` on a kept-open ``/proc/self/statm`` (about 1.5 µs,
-NOTES-observability #13). It measures the process, not the job: with other jobs running
+measured). It measures the process, not the job: with other jobs running
 at the same time, a job's RSS delta includes what they did meanwhile (the report says how
 many other jobs were running). A per-job heap diff that names what a job left behind is
 the opt-in ``--trace-memory`` (:class:`HeapDiff`), which runs such jobs alone.
-Where /proc is missing (not Linux), psutil is used, and the report says ``rss_source``.
+Where /proc is missing (not Linux), psutil is used.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class HeapDiff(Middleware):
     ``@task(trace_memory=True)``) run alone (the worker drains its pool first, then
     refills), because any heap diff is process-wide. tracemalloc (1 frame) is on only
     while such a job runs; it slows allocation-heavy code meanwhile (measured +380 % on an
-    allocation loop, NOTES-observability #12), which is why it is opt-in. guppy3 and
+    allocation loop), which is why it is opt-in. guppy3 and
     objgraph are kept for explicit debugging (diagnostics.leaks), not per-job use.
 
     ``report["heap_diff"] = {"top": [{"where": "file:line", "count": +n, "bytes": +n}...],

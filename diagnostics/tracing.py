@@ -23,7 +23,7 @@ the application installed an SDK TracerProvider itself, which is then used). The
 provider is made in the process that uses it (after fork in workers, never inherited),
 flushed when a worker stops or recycles. Under gevent the SDK's BatchSpanProcessor would
 run on the hub (its thread is a greenlet there): encoding a batch stalls every running
-greenlet (64-span batches: p99 5 ms, max 16-24 ms, NOTES-observability #7), and a
+greenlet (64-span batches, measured: loop lag p99 5 ms, max 16-24 ms), and a
 CPU-bound job starves it (90 % of spans dropped). So in a gevent-patched process spans are
 handed to :class:`NativeExportProcessor`, which batches and exports them from a real OS
 thread with its own hub; the interpreter's GIL switch interval is lowered to
@@ -129,7 +129,6 @@ class NativeExportProcessor:
         from gevent import monkey
         self.exporter, self.batch, self.delay_s, self.max_queue = exporter, batch, delay_s, max_queue
         self.dropped = 0
-        self.exported = 0
         self._queue: Any = collections.deque()
         self._sleep = monkey.get_original("time", "sleep")
         self._lock = monkey.get_original("_thread", "allocate_lock")()
@@ -164,7 +163,6 @@ class NativeExportProcessor:
                 spans = [q.popleft() for _ in range(min(self.batch, len(q)))]
                 try:
                     self.exporter.export(spans)
-                    self.exported += len(spans)
                 except Exception as exc:  # noqa: BLE001 - the exporter logs; keep going
                     log.warning("span export failed: %s", exc)
             if self.dropped:

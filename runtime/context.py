@@ -112,6 +112,7 @@ def set_progress(fraction: float, message: str | None = None) -> None:
 def spawn(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """``gevent.spawn`` that runs ``fn`` in a copy of the caller's context, so a greenlet a
     task starts keeps the job (``current_job``, its trace span, its log capture). A plain
-    ``gevent.spawn`` starts with an empty context (NOTES-observability #2)."""
+    ``gevent.spawn`` starts with an empty context: its spans would be orphan traces and its
+    Sentry events would lose the job's tags."""
     import gevent
     return gevent.spawn(contextvars.copy_context().run, fn, *args, **kwargs)

@@ -1,7 +1,7 @@
 """What one process knows of itself and of others: RSS, liveness, ids, supervision.
 
 - :class:`RSS` reads this process's resident set size with ``os.pread`` on a kept-open
-  ``/proc/self/statm`` (about 1.5 µs, NOTES-observability #13), psutil elsewhere;
+  ``/proc/self/statm`` (about 1.5 µs a read, measured), psutil elsewhere;
   :func:`rss_of` reads another process's (psutil).
 - :func:`malloc_trim` hands free heap back to the system (glibc).
 - :func:`alive` tells whether a pid is still the process registered under it.
@@ -53,10 +53,13 @@ class RSS:
         return int(self.proc.memory_info().rss)
 
 
-def rss_of(proc: psutil.Process | None) -> int:
-    """RSS of ``proc`` in bytes; 0 when it cannot be read (gone, no /proc, denied)."""
+def rss_of(proc: psutil.Process | int | None) -> int:
+    """RSS of ``proc`` (a psutil handle, or a pid) in bytes; 0 when it cannot be read (gone,
+    no /proc, denied)."""
     import psutil
     try:
+        if isinstance(proc, int):
+            proc = psutil.Process(proc)
         return int(proc.memory_info().rss) if proc is not None else 0
     except (psutil.Error, OSError):
         return 0

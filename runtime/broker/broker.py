@@ -21,10 +21,10 @@ import redis
 from ..messages import Claimed, NewJob, Outcome
 from ..settings import Settings
 from ..status import FINAL, Status
-from . import scripts
 from .direct import direct
 from .keys import Keys
 from .registry import Registry
+from .scripts import NAMES, register
 
 #: Fields per job in a claim reply (claim_one in _lib.lua).
 CLAIM_FIELDS = 13
@@ -45,7 +45,7 @@ class RedisBroker:
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
         self.registry = Registry(client, self.keys, settings)
-        self._scripts = {name: scripts.register(client, name) for name in scripts.NAMES}
+        self._scripts = {name: register(client, name) for name in NAMES}
         self._sha = {name: s.sha for name, s in self._scripts.items()}
 
     # ---- calling scripts ----------------------------------------------------------------

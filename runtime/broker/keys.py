@@ -172,8 +172,3 @@ def lua_builders() -> str:
         body = f"P .. ':{head}'" + (f" .. {arg}" if arg else "") + (f" .. '{tail}'" if tail else "")
         out.append(f"local function key_{kind}({arg}) return {body} end")
     return "\n".join(out)
-
-
-def lua_status_order() -> str:
-    """:data:`STATUS_ORDER` as the body of a Lua list of strings."""
-    return ", ".join(f"'{s.value}'" for s in STATUS_ORDER)

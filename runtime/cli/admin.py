@@ -65,7 +65,7 @@ def _mongo_sync(obj: Ctx) -> tuple[Any, Any]:
 def mongo_ensure_indexes(obj: Ctx) -> None:
     """Create every index of the job collection (those that exist are kept)."""
     client, sync = _mongo_sync(obj)
-    names = client._call(sync.store.ensure_indexes)
+    names = client.call(sync.store.ensure_indexes)
     click.echo(f"indexes of {sync.store.jobs.full_name}: {', '.join(names)}")
 
 
@@ -82,6 +82,6 @@ def mongo_reconcile(obj: Ctx, lag_s: float, full: bool, as_json: bool) -> None:
     """Repair Redis/MongoDB differences: copy to MongoDB what it lacks, queue again from
     MongoDB the jobs Redis lost (runs until nothing is left)."""
     client, sync = _mongo_sync(obj)
-    total = client._call(sync.repair, lag_s, full)
+    total = client.call(sync.repair, lag_s, full)
     out(total) if as_json else click.echo(
         f"checked {total['checked']}, copied {total['written']} to MongoDB, queued again {total['adopted']} from MongoDB")

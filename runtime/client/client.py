@@ -116,7 +116,7 @@ class Client:
     def _enqueue(self, jobs: Sequence[NewJob]) -> None:
         """Queue in Redis, then (with MongoDB) write the documents; a MongoDB that cannot
         take them is logged, not raised: the jobs are queued and the sweep copies them."""
-        now = self._call(self.broker.enqueue, jobs)
+        now = self.call(self.broker.enqueue, jobs)
         if self.mongo is not None:
             self._mongo_quietly(self.mongo.enqueued, jobs, now)
 
@@ -146,14 +146,14 @@ class Client:
     def get_job(self, job_id: str) -> Job:
         """The job's document with its history (from MongoDB when configured). Raises
         JobNotFound; BrokerUnavailable or StoreUnavailable."""
-        return self._call(self.store.get, job_id)
+        return self.call(self.store.get, job_id)
 
     def live_or_stored(self, ids: Sequence[str]) -> list[Job | None]:
         """Documents of ``ids`` from Redis (live), else from MongoDB (history)."""
-        jobs = self._call(self.live.get_many, ids)
+        jobs = self.call(self.live.get_many, ids)
         missing = [i for i, j in zip(ids, jobs) if j is None]
         if missing and self.mongo is not None:
-            found = dict(zip(missing, self._call(self.store.get_many, missing)))
+            found = dict(zip(missing, self.call(self.store.get_many, missing)))
             jobs = [j if j is not None else found[i] for i, j in zip(ids, jobs)]
         return list(jobs)
 
@@ -182,7 +182,7 @@ class Client:
         return iter_done(self, ids, timeout_s)
 
     def _control(self, action: str, ids: Sequence[str], allowed: str) -> list[str]:
-        replies = self._call(self.broker.control, action, list(ids))
+        replies = self.call(self.broker.control, action, list(ids))
         replies = self._copy_done(action, ids, replies)
         done = sum(r == "ok" for r in replies)
         also = f" (done for the other {done} of {len(ids)})" if done else ""
@@ -210,8 +210,8 @@ class Client:
 
     def requeue_where(self, status: str = "failed", queue: str | None = None, path: str | None = None) -> list[str]:
         """Requeue every job with final ``status`` of ``queue`` and/or ``path``; returns ids."""
-        ids = self._call(self.store.final_ids, status, queue=queue, path=path)
-        replies = self._call(self.broker.control, "requeue", ids)
+        ids = self.call(self.store.final_ids, status, queue=queue, path=path)
+        replies = self.call(self.broker.control, "requeue", ids)
         replies = self._copy_done("requeue", ids, replies)
         return [i for i, r in zip(ids, replies) if r == "ok"]
 
@@ -226,11 +226,11 @@ class Client:
             self._mongo_quietly(self.mongo.sync, done)
         missing = [i for i, r in zip(ids, replies) if r == "missing"]
         if action == "requeue" and missing:
-            restored = set(self._call(self.mongo.requeue_from_history, missing))
+            restored = set(self.call(self.mongo.requeue_from_history, missing))
             replies = ["ok" if i in restored else r for i, r in zip(ids, replies)]
         return replies
 
-    def _call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """``fn(*args, **kwargs)`` with Redis and MongoDB errors as runtime's: unreachable
         (or refusing writes for now) -> BrokerUnavailable / StoreUnavailable; refused
         MongoDB credentials -> ConfigError."""

@@ -6,14 +6,20 @@ the client its tasks queue jobs with, so a process holds one of each.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import ParamSpec, Protocol, TypeVar
 
 import redis
 
 from ..broker import RedisBroker, connect
+from ..job import Job
 from ..middleware import Chain
 from ..settings import Settings
 from ..store import JobStore, RedisJobStore
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -32,7 +38,7 @@ def build(settings: Settings, client: redis.Redis | None = None) -> Parts:
     """The parts for ``settings`` (``client``: an existing Redis client to use).
 
     The chain is built before the MongoDB client: a middleware may instrument database
-    clients as it is made (``diagnostics.client_spans``). Raises BrokerUnavailable,
+    clients as it is made (the client spans). Raises BrokerUnavailable,
     StoreUnavailable, ConfigError."""
     conn = client or connect(settings)
     chain = Chain.from_settings(settings)
@@ -41,3 +47,20 @@ def build(settings: Settings, client: redis.Redis | None = None) -> Parts:
         from ..store.mongo.store import MongoJobStore
         store = MongoJobStore(settings, RedisJobStore(conn, settings.key_prefix))
     return Parts(settings, conn, RedisBroker(conn, settings), store, chain)
+
+
+class Calls(Protocol):
+    """What the waiting and the reads need of a client (runtime.client.Client is one)."""
+
+    redis: redis.Redis
+    broker: RedisBroker
+    store: JobStore
+
+    def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``fn(*args, **kwargs)`` with Redis and MongoDB errors as runtime's."""
+
+    def get_job(self, job_id: str) -> Job:
+        """The job's document. Raises JobNotFound."""
+
+    def live_or_stored(self, ids: Sequence[str]) -> list[Job | None]:
+        """Documents of ``ids`` from Redis, else from MongoDB."""

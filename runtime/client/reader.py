@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..job import Job, iso
 from ..status import Status
-
-if TYPE_CHECKING:
-    from .client import Client
+from .parts import Calls
 
 #: Registry fields that hold numbers.
 _INT_FIELDS = ("pid", "greenlets", "jobs_done", "rss_bytes", "processes", "restarts", "kills",
@@ -103,7 +101,7 @@ class Reader:
     """Read-only questions over one client's parts. Raises BrokerUnavailable or
     StoreUnavailable like the client."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Calls) -> None:
         self.client = client
 
     def jobs(self, status: str | None = None, queue: str | None = None, path: str | None = None,
@@ -114,7 +112,7 @@ class Reader:
         if status is not None:
             Status(status)
         c = self.client
-        found = c._call(c.store.list_jobs, status=status, queue=queue, path=path, limit=limit + 1,
+        found = c.call(c.store.list_jobs, status=status, queue=queue, path=path, limit=limit + 1,
                         before=parse_cursor(before))
         page = found[:limit]
         return Page(page, cursor_of(page[-1]) if len(found) > limit and page else None)
@@ -127,13 +125,13 @@ class Reader:
     def queues(self) -> dict[str, Any]:
         """``{"queues": {name: {"ready": n, "delayed": n}}, "counts": {status: n}}``."""
         c = self.client
-        return {"queues": c._call(c.broker.registry.queue_depths), "counts": c._call(c.store.counts)}
+        return {"queues": c.call(c.broker.registry.queue_depths), "counts": c.call(c.store.counts)}
 
     def workers(self) -> list[dict[str, Any]]:
         """Live workers and supervisors (:func:`worker_entry`), each supervisor followed by
         the worker processes it runs (``supervisor`` names it), then unsupervised workers."""
         c = self.client
-        entries = [worker_entry(e) for e in c._call(c.broker.registry.entries)]
+        entries = [worker_entry(e) for e in c.call(c.broker.registry.entries)]
         sups = {e["id"] for e in entries if e.get("kind") == "supervisor"}
 
         def order(e: dict[str, Any]) -> tuple[str, bool, str]:
@@ -145,7 +143,7 @@ class Reader:
     def events(self, limit: int = 20) -> list[dict[str, Any]]:
         """The newest ``limit`` recycle and kill events, newest first (``at`` as ISO-8601)."""
         c = self.client
-        found = c._call(c.broker.registry.events, limit)
+        found = c.call(c.broker.registry.events, limit)
         for e in found:
             e["at"] = iso(e.get("at"))
         return found

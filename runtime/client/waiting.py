@@ -13,22 +13,19 @@ import json
 import os
 import time
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
 
 import redis
 
 from ..broker import MAX_BLOCK_S
 from ..errors import BrokerUnavailable, JobNotFound, WaitTimeout
 from ..job import Job
-
-if TYPE_CHECKING:
-    from .client import Client
+from .parts import Calls
 
 #: Shortest BLPOP timeout sent, seconds (Redis rounds below 1 ms to 0 = block forever).
 MIN_BLOCK_S = 0.01
 
 
-def iter_done(client: Client, ids: Sequence[str], timeout_s: float | None = None) -> Iterator[Job]:
+def iter_done(client: Calls, ids: Sequence[str], timeout_s: float | None = None) -> Iterator[Job]:
     """Yield each job of ``ids`` as it becomes final (those already final first).
 
     Notified by the finisher (no polling); after a broken wait (a lost connection, a
@@ -47,7 +44,7 @@ def iter_done(client: Client, ids: Sequence[str], timeout_s: float | None = None
     while pending:
         if not registered:  # first, and again after a broken wait: which are final by now?
             try:
-                already = _noticed(client, client._call(client.broker.register_waiter, key, sorted(pending), ttl))
+                already = _noticed(client, client.call(client.broker.register_waiter, key, sorted(pending), ttl))
             except BrokerUnavailable:
                 if not broken or broken >= 3:
                     raise
@@ -64,21 +61,18 @@ def iter_done(client: Client, ids: Sequence[str], timeout_s: float | None = None
             continue
         remaining = MAX_BLOCK_S if deadline is None else deadline - time.monotonic()
         if remaining <= 0:
-            client._call(client.redis.delete, key)
+            client.call(client.redis.delete, key)
             raise WaitTimeout(f"{len(pending)} of {len(wanted)} jobs not final after {timeout_s} s",
                               sorted(pending))
         try:
-            # Redis reads a timeout under 1 ms as 0, "block forever": never send one
-            entry = client.broker.next_notice(key, min(max(remaining, MIN_BLOCK_S), MAX_BLOCK_S))
-        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
-            if isinstance(exc, redis.ResponseError) and not str(exc).startswith("UNBLOCKED"):
-                raise
+            entry = _next(client, key, remaining)
+        except _Broken as exc:
             # a notification may have been lost with the connection (or Redis restarted
             # empty, or failed over): register again, which returns the jobs that ended
             # meanwhile and raises BrokerUnavailable if Redis stays unreachable
             broken += 1
             if broken > 3:
-                raise BrokerUnavailable(f"Redis unavailable: {exc}") from None
+                raise BrokerUnavailable(f"Redis unavailable: {exc.__cause__}") from None
             registered = False
             continue
         broken = 0
@@ -91,7 +85,24 @@ def iter_done(client: Client, ids: Sequence[str], timeout_s: float | None = None
             pending.discard(job_id)
             yield job
 
-def _noticed(client: Client, entries: Sequence[str]) -> list[tuple[str, Job | None]]:
+
+class _Broken(Exception):
+    """The blocked wait broke (its cause: a lost connection, a timeout, UNBLOCKED)."""
+
+
+def _next(client: Calls, key: str, remaining_s: float) -> str | None:
+    """The next entry on ``key`` within ``remaining_s`` (at most MAX_BLOCK_S), or None.
+    Raises _Broken when the wait broke."""
+    try:
+        # Redis reads a timeout under 1 ms as 0, "block forever": never send one
+        return client.broker.next_notice(key, min(max(remaining_s, MIN_BLOCK_S), MAX_BLOCK_S))
+    except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
+        if isinstance(exc, redis.ResponseError) and not str(exc).startswith("UNBLOCKED"):
+            raise
+        raise _Broken() from exc
+
+
+def _noticed(client: Calls, entries: Sequence[str]) -> list[tuple[str, Job | None]]:
     """(id, Job or None if it exists nowhere) for each entry wait.lua or a notification
     gives: the document as JSON ``[id, hash fields, history]`` (finish.lua, wait.lua),
     or the bare id (cancel, reap, a large document, a missing job), whose documents

@@ -30,7 +30,6 @@ by handlers, so no state is touched from a signal context.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import os
@@ -39,17 +38,17 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 
-import psutil
 import redis
 
+from ..backoff import Backoff
 from ..broker import RedisBroker, connect
 from ..errors import ExitCode
 from ..process import SUPERVISOR_ID_ENV, SUPERVISOR_PID_ENV, host_pid, new_id, rss_of, this_process
 from ..settings import Settings
 from ..units import fmt_bytes
 from ..worker.reaper import Reaper
+from .children import Child, child_setup, kill_group
 from .watchdog import enforce_hard_limit
 
 log = logging.getLogger("runtime.supervisor")
@@ -61,41 +60,6 @@ BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 30.0
 #: Children started per pass of the main loop at most.
 STARTS_PER_PASS = 4
 _SIGNALS = {signal.SIGCHLD, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT}
-_PR_SET_PDEATHSIG = 1
-
-
-@dataclass
-class Child:
-    """One worker process. ``started``: monotonic seconds."""
-
-    proc: subprocess.Popen[bytes]
-    started: float
-    recycling: bool = False
-    ps: psutil.Process | None = None
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-
-def kill_group(child: Child, sig: int) -> None:
-    """Signal a child's process group (the worker and what its jobs started), else the child."""
-    try:
-        os.killpg(child.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        try:
-            child.proc.send_signal(sig)
-        except ProcessLookupError:
-            pass
-
-
-def _child_setup() -> None:  # runs in the child between fork and exec
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
-    os.setpgid(0, 0)
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: the child's heartbeat notices instead
-        pass
 
 
 class Supervisor:
@@ -124,7 +88,7 @@ class Supervisor:
         self.restarts = 0
         self.kills = 0
         self._signals = 0
-        self._failures = 0
+        self._start_backoff = Backoff(BACKOFF_START_S, BACKOFF_MAX_S)
         self._next_start = 0.0
         self._next_beat = 0.0
         self._next_check = 0.0
@@ -209,7 +173,7 @@ class Supervisor:
     def _spawn(self) -> Child:
         env = dict(os.environ, **{SUPERVISOR_PID_ENV: str(os.getpid()), SUPERVISOR_ID_ENV: self.id})
         proc = subprocess.Popen([sys.executable, "-m", "runtime", *self.argv], env=env,
-                                preexec_fn=_child_setup, close_fds=True)
+                                preexec_fn=child_setup, close_fds=True)
         child = Child(proc, time.monotonic())
         self.children[proc.pid] = child
         log.info("started worker process %d", proc.pid)
@@ -251,7 +215,7 @@ class Supervisor:
                 log.info("worker process %d exited after recycling (code %d)", pid, code)
                 if not child.recycling:  # it exited before its signal arrived: replace it
                     self.restarts += 1
-                self._failures = 0
+                self._start_backoff.reset()
                 continue
             if self._signals:
                 log.info("worker process %d stopped (code %d)", pid, code)
@@ -268,13 +232,12 @@ class Supervisor:
                     os.kill(other.pid, signal.SIGTERM)
                 continue
             if lived < MIN_UPTIME_S:
-                self._failures += 1
-                delay = min(BACKOFF_START_S * 2 ** (self._failures - 1), BACKOFF_MAX_S)
+                delay = self._start_backoff.next()
                 self._next_start = max(self._next_start, time.monotonic() + delay)
                 log.error("worker process %d exited with code %d after %.1f s; next start in %.1f s",
                           pid, code, lived, self._next_start - time.monotonic())
             else:
-                self._failures = 0
+                self._start_backoff.reset()
                 log.error("worker process %d exited with code %d after %.0f s; restarting it", pid, code, lived)
             self.restarts += 1
 

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-import psutil
 import redis
 
 from ..broker import RedisBroker
+from ..process import rss_of
 from ..units import fmt_bytes
-
-if TYPE_CHECKING:
-    from .supervisor import Child
+from .children import Child
 
 log = logging.getLogger("runtime.supervisor")
 
@@ -44,22 +42,12 @@ class Watched(Protocol):
     def kill_child(self, child: Child) -> None: ...
 
 
-def child_rss(child: Child) -> int | None:
-    """RSS of ``child`` in bytes, or None when it cannot be read (gone, no /proc)."""
-    try:
-        if child.ps is None:
-            child.ps = psutil.Process(child.pid)
-        return int(child.ps.memory_info().rss)
-    except (psutil.Error, OSError):
-        return None
-
-
 def enforce_hard_limit(sup: Watched) -> None:
     """Kill every child over the hard limit and take its jobs back (see the module)."""
     assert sup.hard is not None
     for pid, child in list(sup.children.items()):
-        rss = child_rss(child)
-        if rss is None or rss <= sup.hard:
+        rss = rss_of(child.pid)
+        if rss <= sup.hard:  # (0: it cannot be read, gone or no /proc)
             continue
         note = f"its worker process was killed: RSS {fmt_bytes(rss)} over the hard limit {fmt_bytes(sup.hard)}"
         log.error("worker process %d uses %s, over the hard limit %s: killing it", pid, fmt_bytes(rss),

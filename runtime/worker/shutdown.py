@@ -14,21 +14,61 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import gevent
 
 from ..errors import JobInterrupt
 from ..execution import AttemptResult
 from ..process import is_supervised_child
+from ..settings import Settings
 from ..status import Status
+from .recorder import Recorder
+from .slots import RunningJob, Slots
 from .state import WorkerState
-from .worker import Worker
+
+
+class Stoppable(Protocol):
+    """What shutdown needs of its worker (runtime.worker.worker.Worker is one)."""
+
+    id: str
+    settings: Settings
+    slots: Slots
+    recorder: Recorder
+    state: WorkerState
+    stopping: bool
+    hard: bool
+
+    def stop(self, hard: bool = False) -> None: ...
+
+    def leave_idle(self) -> None: ...
+
+    def kill(self, rj: RunningJob, exc: BaseException) -> None: ...
+
+    def run(self, burst: bool = False) -> int: ...
 
 log = logging.getLogger("runtime.worker")
 
 
-def install_signals(worker: Worker) -> list[Any]:
+def serve(worker: Stoppable, burst: bool) -> int:
+    """Run ``worker`` in a process of its own: with its signal handlers, and redis-py's
+    readiness checks kept off the hub (runtime.worker.greenpoll); returns its exit code."""
+    from gevent import monkey
+
+    from .greenpoll import install
+    if not monkey.is_module_patched("socket"):
+        log.warning("gevent has not monkey-patched this process: jobs will not run concurrently "
+                    "(start workers with `runtime worker`)")
+    install()
+    handlers = install_signals(worker)
+    try:
+        return worker.run(burst)
+    finally:
+        for h in handlers:
+            h.cancel()
+
+
+def install_signals(worker: Stoppable) -> list[Any]:
     """Install the worker's signal handlers (they only call ``stop``); returns them, to
     cancel. Does nothing outside the main thread."""
     supervised = is_supervised_child()
@@ -59,7 +99,7 @@ def install_signals(worker: Worker) -> list[Any]:
     return handlers
 
 
-def drain(worker: Worker) -> None:
+def drain(worker: Stoppable) -> None:
     """After the claim loop ends: return prefetched jobs to their queues, let running jobs
     finish for ``grace_s`` (less after a hard stop), then interrupt and requeue the rest."""
     worker.state = WorkerState.DRAINING
@@ -80,7 +120,7 @@ def drain(worker: Worker) -> None:
     wait_for_jobs(worker, 5.0, even_hard=True)
 
 
-def wait_for_jobs(worker: Worker, timeout_s: float, even_hard: bool = False) -> None:
+def wait_for_jobs(worker: Stoppable, timeout_s: float, even_hard: bool = False) -> None:
     """Wait until no job runs, at most ``timeout_s`` (and, unless ``even_hard``, only
     until a hard stop is asked)."""
     deadline = time.monotonic() + timeout_s

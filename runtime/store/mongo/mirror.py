@@ -29,6 +29,7 @@ import gevent
 import gevent.event
 import redis
 
+from ...backoff import Backoff
 from ...broker import RedisBroker
 from ..base import JobStore
 from .connection import unreachable_errors
@@ -178,7 +179,7 @@ class Mirror:
             self._up.set()
 
     def _loop(self) -> None:
-        backoff = 0.05
+        backoff = Backoff(0.05, MAX_BACKOFF_S)
         while True:
             if self.healthy or self.pending:
                 self._wake.wait()
@@ -195,7 +196,7 @@ class Mirror:
                     if self.healthy and len(self.pending) <= MAX_BACKLOG // 2:
                         self._up.set()
                 self._back()
-                backoff = 0.05
+                backoff.reset()
                 continue
             except self._unreachable as exc:
                 self._down(exc)
@@ -206,8 +207,7 @@ class Mirror:
                               "(the reconcile sweep retries them)", len(self.pending))
                 self.pending.clear()
                 continue
-            gevent.sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF_S)
+            gevent.sleep(backoff.next())
             self._wake.set()
 
 
