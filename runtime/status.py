@@ -69,9 +69,7 @@ def lua_set(statuses: frozenset[Status]) -> str:
 
 
 def lua_moves() -> str:
-    """:data:`TRANSITIONS` as the body of a Lua table literal:
-    ``['queued'] = {['cancel'] = true, ['started'] = true}, ...`` (sorted, so stable)."""
-    rows = []
-    for src in sorted(TRANSITIONS):
-        rows.append(f"['{src.value}'] = {{{lua_set(TRANSITIONS[src])}}}")
-    return ", ".join(rows)
+    """:data:`TRANSITIONS` as the body of a flat Lua table literal, one entry a move:
+    ``['queued>cancel'] = true, ['queued>started'] = true, ...`` (sorted, so stable)."""
+    return ", ".join(f"['{src.value}>{dst.value}'] = true"
+                     for src in sorted(TRANSITIONS) for dst in sorted(TRANSITIONS[src]))

@@ -110,7 +110,8 @@ class RedisBroker:
             by_queue.setdefault(j.queue, []).append(j)
         calls = []
         for queue, group in by_queue.items():
-            keys = [*self.keys.queue_keys(queue), self.keys.queues, self.keys.inflight, *self.keys.status_keys()]
+            keys = [*self.keys.queue_keys(queue), self.keys.queues, self.keys.inflight,
+                    self.keys.status(Status.QUEUED), self.keys.status(Status.STARTED)]
             args: list[Any] = [self.settings.visibility_timeout_s, queue, len(group)]
             for j in group:
                 keys += (self.keys.job(j.id), self.keys.history(j.id))

@@ -163,12 +163,13 @@ def _status_keys(prefix: str) -> tuple[str, ...]:
 
 
 def lua_builders() -> str:
-    """Lua functions ``key_<kind>(arg)`` for every shape, over the script's prefix ``P``."""
+    """Lua functions ``key_<kind>(arg)`` for every shape, over the script's prefix ``P``,
+    each a piece of the lib of its own (``--- key_<kind>``)."""
     out = []
     for kind, shape in SHAPES.items():
         head, tail = _parts(shape)
         m = _ARG.search(shape)
         arg = m.group(1) if m else ""
         body = f"P .. ':{head}'" + (f" .. {arg}" if arg else "") + (f" .. '{tail}'" if tail else "")
-        out.append(f"local function key_{kind}({arg}) return {body} end")
+        out.append(f"--- key_{kind}\nlocal function key_{kind}({arg}) return {body} end")
     return "\n".join(out)

@@ -1,11 +1,12 @@
-"""The Lua scripts of the broker: each ``runtime/broker/lua/{name}.lua`` with ``_lib.lua``
-pasted in, and the lib's generated parts filled in from their Python sources: the key
-builders (runtime.broker.keys.SHAPES), the place of each status in the status-index block
-(runtime.broker.keys.STATUS_ORDER), and the transition table and status sets
-(runtime.status)."""
+"""The Lua scripts of the broker: each ``runtime/broker/lua/{name}.lua`` with the pieces of
+``_lib.lua`` it uses pasted in, and the lib's generated pieces filled in from their Python
+sources: the key builders (runtime.broker.keys.SHAPES), the place of each status in the
+status-index block (runtime.broker.keys.STATUS_ORDER), and the transition table and
+status sets (runtime.status)."""
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -37,9 +38,32 @@ def generated_lib() -> str:
 
 
 @cache
+def lib_pieces() -> tuple[str, dict[str, str]]:
+    """The generated lib as (its head, always included; its pieces by name, in order)."""
+    head, *rest = re.split(r"^--- (\w+)\n", generated_lib(), flags=re.M)
+    return head, dict(zip(rest[::2], rest[1::2]))
+
+
+def _names(text: str) -> set[str]:
+    """The identifiers ``text`` uses outside its comments."""
+    code = re.sub(r"--[^\n]*", "", text)
+    return set(re.findall(r"[A-Za-z_]\w*", code))
+
+
+@cache
 def source(name: str) -> str:
-    """The full text of script ``name``, lib included."""
-    return (LUA / f"{name}.lua").read_text().replace("--@LIB@--", generated_lib())
+    """The full text of script ``name``: the lib's head and the pieces the script uses
+    (and those they use) pasted where it says ``--@LIB@--``."""
+    text = (LUA / f"{name}.lua").read_text()
+    head, pieces = lib_pieces()
+    wanted: set[str] = set()
+    todo = _names(text) & set(pieces)
+    while todo:
+        piece = todo.pop()
+        wanted.add(piece)
+        todo |= (_names(pieces[piece]) & set(pieces)) - wanted
+    lib = head + "".join(body for piece, body in pieces.items() if piece in wanted)
+    return text.replace("--@LIB@--", lib)
 
 
 def register(client: redis.Redis, name: str) -> Any:

@@ -25,6 +25,7 @@
 local wid, k, vt, may_idle = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
 local handoff, running, inflight = KEYS[1], KEYS[2], KEYS[3]
 local ST, Q = 4, 14
+local started = st_key(ST, 'started')
 local nq = (#KEYS - Q + 1) / 4
 local now, snow = clock()
 local now_ms = now * 1000
@@ -63,7 +64,7 @@ for i = 0, nq - 1 do
             if claimed > 0 then redis.call('ZADD', ready, popped[j + 1], id) end
           end
           if not (alone and claimed > 0) then
-            for _, v in ipairs(claim_one(id, wid, st, now, snow, deadline, inflight, running, ST)) do
+            for _, v in ipairs(claim_one(id, wid, st_key(ST, st), started, now, snow, deadline, inflight, running)) do
               out[#out + 1] = v
             end
             claimed = claimed + 1

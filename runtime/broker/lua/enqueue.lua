@@ -2,8 +2,8 @@
 -- KEYS[1..4]   the queue's ready, scheduled, wake and idle keys
 -- KEYS[5]      {p}:queues
 -- KEYS[6]      {p}:inflight (for a job handed straight to an idle worker)
--- KEYS[7..16]  the status indexes (runtime.broker.keys.STATUS_ORDER)
--- KEYS[17..]   per job: its hash, its history
+-- KEYS[7..8]   the status indexes of queued and started
+-- KEYS[9..]    per job: its hash, its history
 -- ARGV[1]  key prefix
 -- ARGV[2]  visibility timeout, seconds (for a job handed straight to an idle worker)
 -- ARGV[3]  queue name
@@ -21,7 +21,7 @@
 -- Returns: the server time used (string).
 --@LIB@--
 local ready, sched, wake_key, idle = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local queues, inflight, ST, J = KEYS[5], KEYS[6], 7, 17
+local queues, inflight, queued_index, started_index, J = KEYS[5], KEYS[6], KEYS[7], KEYS[8], 9
 local vt, q, n = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local now, snow = clock()
 local deadline = (now + vt) * 1000
@@ -54,7 +54,7 @@ for i = 0, n - 1 do
       'priority', prio, 'status', 'queued', 'queued_at', snow,
       'due_at', delay > 0 and string.format('%.6f', due) or snow, 'attempt', 0, 'retries', 0, 'lost', 0)
     if meta ~= '' then redis.call('HSET', jk, 'meta', meta) end
-    redis.call('ZADD', st_key(ST, 'queued'), now, id)
+    redis.call('ZADD', queued_index, now, id)
     redis.call('RPUSH', hk, hist)
     added = true
     if delay > 0 then
@@ -64,7 +64,8 @@ for i = 0, n - 1 do
       -- handed over only when nothing waits in its queue: never ahead of an earlier job
       local wid = (not woke) and redis.call('ZCARD', ready) == 0 and idle_worker() or nil
       if wid then
-        local fields = claim_one(id, wid, 'queued', now, snow, deadline, inflight, key_running(wid), ST)
+        local fields = claim_one(id, wid, queued_index, started_index, now, snow, deadline, inflight,
+          key_running(wid))
         redis.call('RPUSH', key_handoff(wid), cjson.encode(fields))
       else
         -- + i µs: the jobs of one call share `now`, and keep their order (FIFO) by it
