@@ -41,6 +41,7 @@ TARGET_MS = 100.0
 
 def start_redis() -> tuple[subprocess.Popen[bytes], str]:
     import redis
+
     from runtime.broker.embedded import redis_server_binary
     tmp = tempfile.mkdtemp(prefix="rt-bench-")
     sock = os.path.join(tmp, "redis.sock")

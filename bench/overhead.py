@@ -23,9 +23,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
 
 from otlp_receiver import Receiver  # noqa: E402
-from runtime.broker.embedded import redis_server_binary  # noqa: E402
 from throughput import RedisServer, WorkerProc  # noqa: E402
 
+from runtime.broker.embedded import redis_server_binary  # noqa: E402
 from runtime.client import Client  # noqa: E402
 from runtime.settings import Settings, load_settings  # noqa: E402
 

@@ -33,11 +33,11 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
-from runtime.broker.embedded import redis_server_binary  # noqa: E402
-from runtime.process import host_pid  # noqa: E402
 from throughput import RedisServer  # noqa: E402
 
+from runtime.broker.embedded import redis_server_binary  # noqa: E402
 from runtime.client import Client  # noqa: E402
+from runtime.process import host_pid  # noqa: E402
 from runtime.settings import load_settings  # noqa: E402
 
 
