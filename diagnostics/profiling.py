@@ -265,14 +265,16 @@ class Profiling(Middleware):
         session = session_of(s, f"job {job.job_id} ({job.path})", _sampler.interval_s)
         job.report["profile"] = {"duration_s": round(session.duration, 6), "samples": session.sample_count,
                                  "interval_s": _sampler.interval_s, "top": top_functions(session),
-                                 "note": "this job's greenlet only; waits shown as [waiting] frames"}
+                                 "note": "this job's greenlet only; waits shown as "
+                                         "[waiting: greenlet switched out] frames"}
         job.store_artifact("profile", encode_session(session))
 
     def describe(self, job: Job) -> Rows:
         prof = (job.report or {}).get("profile")
         if not prof:
             return []
-        rows = [("profile", f"{prof['samples']} samples over {fmt_seconds(prof['duration_s'])}; most self time:")]
+        most = "; most self time:" if prof["top"] else " (too short for a sample)"
+        rows = [("profile", f"{prof['samples']} samples over {fmt_seconds(prof['duration_s'])}{most}")]
         for f in prof["top"][:5]:
             rows.append(("", f"{fmt_seconds(f['self_s']):>9}  {f['function']}  {f['where']}"))
         return rows

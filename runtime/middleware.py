@@ -17,7 +17,7 @@ Middleware declare the task options they understand in ``task_options``; ``@task
 rejects any other option at import with a hint (runtime.tasks). What a middleware
 measured goes in the job's report under its own key (``report_keys``), larger blobs in
 artifacts (``artifacts``); it renders both itself (:meth:`Middleware.describe`,
-:meth:`Middleware.render_artifact`) for the CLI and the dashboard, so the core knows no
+:meth:`Middleware.render_artifact`) for the CLI and any other reader, so the core knows no
 diagnostic by name.
 """
 
@@ -123,13 +123,17 @@ class Middleware:
         ``.exc``), however it ended."""
 
     def describe(self, job: Job) -> Rows:
-        """The rows ``runtime job`` (and the dashboard) shows for what this middleware
+        """The rows ``runtime job`` (and any other reader) shows for what this middleware
         stored in ``job.report`` under its ``report_keys``; [] for nothing to show."""
         return []
 
     def render_artifact(self, name: str, data: str, html: bool = False) -> str:
-        """One of its ``artifacts`` as text (or HTML) for a person to read."""
-        raise NotImplementedError(f"{self.name} stores no artifact {name!r}")
+        """One of its ``artifacts`` as text (or HTML) for a person to read; by default the
+        text as stored (escaped in a ``<pre>`` for HTML)."""
+        if html:
+            import html as escape
+            return f"<!DOCTYPE html>\n<pre>{escape.escape(data)}</pre>\n"
+        return data
 
     def load_artifact(self, name: str, data: str) -> Any:
         """One of its ``artifacts`` as the object it was made from (for a REPL)."""

@@ -128,7 +128,7 @@ class Settings:
     #: Log lines kept per job, and their total size, bytes (a marker says what was dropped).
     max_log_lines: int = 1000
     max_log_bytes: int = 65_536
-    # ---- MongoDB job store (runtime.mongo_store); none of it is used without a URL ----
+    # ---- MongoDB job store (runtime.store.mongo); none of it is used without a URL ----
     #: mongodb:// or mongodb+srv:// URL; with one, job documents are also written to MongoDB
     #: (the durable, queryable history) and read from there. None = Redis only.
     mongodb_url: str | None = None

@@ -45,7 +45,7 @@ class Stamp(Middleware):
     artifacts = ("note",)
 
     def after_job(self, job, outcome):
-        job.report["stamp"] = {"path": job.path}
+        job.report["stamp"] = {"path": job.path, "params": job.params}
         job.store_artifact("note", f"note of {job.job_id}")
 
     def describe(self, job):
@@ -54,3 +54,12 @@ class Stamp(Middleware):
 
     def render_artifact(self, name, data, html=False):
         return f"<p>{data}</p>" if html else data.upper()
+
+
+class RawNote(Middleware):
+    """Stores an artifact and leaves its rendering to the default."""
+
+    artifacts = ("raw",)
+
+    def after_job(self, job, outcome):
+        job.store_artifact("raw", "<b>as stored</b>")

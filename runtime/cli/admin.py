@@ -31,6 +31,7 @@ def embedded() -> None:
 
 @embedded.command("status")
 @click.pass_obj
+@handle_errors
 def embedded_status(obj: Ctx) -> None:
     """Say whether the embedded server runs, and its URL."""
     from ..broker.embedded import EmbeddedRedis
@@ -41,6 +42,7 @@ def embedded_status(obj: Ctx) -> None:
 
 @embedded.command("stop")
 @click.pass_obj
+@handle_errors
 def embedded_stop(obj: Ctx) -> None:
     """Stop the embedded server (its data is kept in .runtime/)."""
     from ..broker.embedded import EmbeddedRedis

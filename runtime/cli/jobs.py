@@ -64,7 +64,7 @@ def run(obj: Ctx, path: str, params: str | None, as_json: bool) -> None:
 @click.option("-s", "--status", type=click.Choice([s.value for s in Status]))
 @click.option("-q", "--queue")
 @click.option("--path")
-@click.option("-n", "--limit", default=20, show_default=True, type=int)
+@click.option("-n", "--limit", default=20, show_default=True, type=click.IntRange(min=1))
 @click.option("--before", metavar="CURSOR", help="the page after the one that printed this cursor")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
@@ -80,6 +80,8 @@ def jobs(obj: Ctx, status: str | None, queue: str | None, path: str | None, limi
         out([j.to_dict() for j in page.jobs])
         return
     job_table(page.jobs)
+    if not page.jobs:
+        click.echo("(no jobs)")
     if page.next:
         click.echo(f"(more: --before {page.next})")
 
@@ -88,8 +90,8 @@ def jobs(obj: Ctx, status: str | None, queue: str | None, path: str | None, limi
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--artifact", metavar="NAME", help="print an artifact stored with the job (e.g. profile)")
-@click.option("--html", "html_file", type=click.Path(dir_okay=False, writable=True),
-              help="with --artifact: write it as HTML to this file")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False),
+              help="with --artifact: write it as HTML to this file ('-': standard output)")
 @click.pass_obj
 @handle_errors
 def job(obj: Ctx, job_id: str, as_json: bool, artifact: str | None, html_file: str | None) -> None:
@@ -101,24 +103,28 @@ def job(obj: Ctx, job_id: str, as_json: bool, artifact: str | None, html_file: s
         if html_file:
             raise click.UsageError("--html needs --artifact NAME")
         if as_json:
-            out({**j.to_dict(), "attempts": [vars(a) for a in view.attempts]})
+            out({**j.to_dict(), "attempts": [a.to_dict() for a in view.attempts]})
         else:
             print_job(j, client.middleware)
         return
     if artifact not in j.artifacts:
         stored = ", ".join(sorted(j.artifacts)) or "none"
-        raise NotFound(f"job {job_id} has no artifact {artifact!r} (it has: {stored}; a profile is stored "
-                       f"with --profile or @task(profile=True))")
+        raise NotFound(f"job {job_id} has no artifact {artifact!r} (it has: {stored})")
     try:
         text = client.middleware.render_artifact(artifact, j.artifacts[artifact], html=bool(html_file))
     except KeyError:
-        raise NotFound(f"no configured middleware renders artifact {artifact!r}") from None
-    if html_file:
-        with open(html_file, "w") as fh:
-            fh.write(text)
-        click.echo(f"wrote {html_file}")
-    else:
+        raise NotFound(f"no configured middleware renders artifact {artifact!r} "
+                       f"(middleware: {', '.join(m.name for m in client.middleware.items) or 'none'})") from None
+    if not html_file:
         click.echo(text)
+        return
+    try:
+        with click.open_file(html_file, "w") as fh:  # "-": standard output
+            fh.write(text)
+    except OSError as exc:
+        fail(f"cannot write {html_file}: {exc.strerror or exc}", ExitCode.ERROR)
+    if html_file != "-":
+        click.echo(f"wrote {html_file}")
 
 
 @cli.command()

@@ -1,5 +1,5 @@
 """The producer side and the read API: :class:`Client`, the default client's functions,
-and the :class:`Reader` the CLI and the dashboard use."""
+and the :class:`Reader` the CLI reads with."""
 
 from .client import Client
 from .defaults import default_client, get_job, queue_job, queue_jobs, set_default_client, wait

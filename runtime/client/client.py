@@ -3,7 +3,7 @@
 :class:`Client` holds its parts (runtime.client.parts: one connection, the broker, the
 job store, the middleware chain) and the settings; the module-level functions in
 ``runtime`` (``queue_job``, ``get_job``, ``wait``...) use a default client
-(runtime.client.defaults). What the CLI and the dashboard show is read through
+(runtime.client.defaults). What the CLI shows is read through
 :attr:`Client.reader` (runtime.client.reader).
 """
 

@@ -1,4 +1,4 @@
-"""The read API: every question the CLI (and the dashboard) asks, answered in one place.
+"""The read API: every question the CLI asks (and any other reader: a web UI), in one place.
 
 Jobs come from the job store (Redis, or MongoDB's history), live state from Redis: queue
 depths, the registry of workers and supervisors, and recycle and kill events. Times in
@@ -8,6 +8,7 @@ the dicts returned here are ISO-8601 UTC strings; sizes are bytes.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,11 @@ class Attempt:
     ended_at: float | None = None
     note: str | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, times as ISO-8601 UTC."""
+        return {"number": self.number, "worker": self.worker, "started_at": iso(self.started_at),
+                "status": self.status, "ended_at": iso(self.ended_at), "note": self.note}
+
 
 @dataclass
 class JobView:
@@ -72,12 +78,16 @@ def cursor_of(job: Job) -> str:
 def parse_cursor(cursor: str | None) -> tuple[float, str] | None:
     """(change time, id) from a cursor made by :func:`cursor_of`; None for none.
     Raises ValueError for a malformed one."""
-    if not cursor:
+    if cursor is None:
         return None
     when, _, job_id = cursor.partition(":")
-    if not job_id:
-        raise ValueError(f"bad cursor {cursor!r}")
-    return float(when), job_id
+    try:
+        changed = float(when)
+    except ValueError:
+        changed = math.nan
+    if not job_id or ":" in job_id or not math.isfinite(changed):
+        raise ValueError(f"bad cursor {cursor!r}: give the one a page printed (TIME:ID)")
+    return changed, job_id
 
 
 def worker_entry(e: dict[str, str]) -> dict[str, Any]:
@@ -106,11 +116,13 @@ class Reader:
 
     def jobs(self, status: str | None = None, queue: str | None = None, path: str | None = None,
              limit: int = 20, before: str | None = None) -> Page:
-        """Up to ``limit`` jobs matching every filter, newest change first, from the cursor
-        ``before`` (a page's ``next``) on. Raises ValueError for an unknown status or a bad
-        cursor."""
+        """Up to ``limit`` (>= 1) jobs matching every filter, newest change first, from the
+        cursor ``before`` (a page's ``next``) on. Raises ValueError for an unknown status, a
+        bad cursor or limit."""
         if status is not None:
             Status(status)
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
         c = self.client
         found = c.call(c.store.list_jobs, status=status, queue=queue, path=path, limit=limit + 1,
                         before=parse_cursor(before))

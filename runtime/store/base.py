@@ -4,7 +4,7 @@ The contract is narrow: get one or many documents, list them by status/queue/pat
 first, count them by status, and the ids a bulk requeue takes. Two stores implement it:
 :class:`runtime.store.redis_store.RedisJobStore` (the live documents, next to the queues)
 and :class:`runtime.store.mongo.store.MongoJobStore` (a durable copy); one contract test
-suite (tests/store/test_contract.py) runs against both. Each store's ``live`` is the
+suite (tests/store/test_store_contract.py) runs against both. Each store's ``live`` is the
 Redis store of the same deployment (the Redis store itself, or the one MongoDB copies).
 """
 

@@ -1,4 +1,5 @@
-"""Stopping a worker: signals that only set flags, and the drain that loses no job.
+"""Stopping a worker (signals that only set flags, the drain that loses no job) and a job
+(:func:`kill`: an interrupt delivered into it, for a stop or an abort).
 
 The first SIGTERM/SIGINT stops claiming and lets running jobs finish for ``grace_s``;
 then they are interrupted (status interrupt, requeued at once, retry count untouched).
@@ -23,9 +24,9 @@ from ..execution import AttemptResult
 from ..process import is_supervised_child
 from ..settings import Settings
 from ..status import Status
-from .recorder import Recorder
+from .recorder import Recorder, interrupted_before_start
 from .slots import RunningJob, Slots
-from .state import WorkerState
+from .state import Phase, WorkerState
 
 
 class Stoppable(Protocol):
@@ -43,8 +44,6 @@ class Stoppable(Protocol):
 
     def leave_idle(self) -> None: ...
 
-    def kill(self, rj: RunningJob, exc: BaseException) -> None: ...
-
     def run(self, burst: bool = False) -> int: ...
 
 log = logging.getLogger("runtime.worker")
@@ -53,12 +52,7 @@ log = logging.getLogger("runtime.worker")
 def serve(worker: Stoppable, burst: bool) -> int:
     """Run ``worker`` in a process of its own: with its signal handlers, and redis-py's
     readiness checks kept off the hub (runtime.worker.greenpoll); returns its exit code."""
-    from gevent import monkey
-
     from .greenpoll import install
-    if not monkey.is_module_patched("socket"):
-        log.warning("gevent has not monkey-patched this process: jobs will not run concurrently "
-                    "(start workers with `runtime worker`)")
     install()
     handlers = install_signals(worker)
     try:
@@ -116,7 +110,7 @@ def drain(worker: Stoppable) -> None:
     if leftover:
         log.warning("interrupting %d running jobs; they are requeued", len(leftover))
     for rj in leftover:
-        worker.kill(rj, JobInterrupt("worker shutting down"))
+        kill(worker, rj, JobInterrupt("worker shutting down"))
     wait_for_jobs(worker, 5.0, even_hard=True)
 
 
@@ -129,3 +123,21 @@ def wait_for_jobs(worker: Stoppable, timeout_s: float, even_hard: bool = False) 
         if remaining <= 0:
             return
         worker.slots.wait_freed(remaining)
+
+
+def kill(worker: Stoppable, rj: RunningJob, exc: BaseException) -> None:
+    """Deliver ``exc`` into a job of ``worker``; one that never started ends here with the
+    status ``exc`` stands for (runtime.execution.interrupted)."""
+    if rj.done:
+        return
+    g = rj.greenlet
+    if g is None:  # prefetched, not started: it ends here
+        if worker.slots.drop_prefetched(rj):
+            worker.recorder.record(rj, interrupted_before_start(exc))
+        return
+    if rj.phase >= Phase.RUNNING:
+        g.kill(exc, block=False)  # raised where the job waits; a no-op once it has ended
+        return
+    g.kill(block=False)  # scheduled, not started: it never will be
+    worker.recorder.record(rj, interrupted_before_start(exc))
+    worker.slots.ended(rj, refill=not worker.stopping)

@@ -31,6 +31,7 @@ from ..client import Client, Parts, build, set_default_client
 from ..context import JobContext, current_job
 from ..errors import ExitCode, JobAborted
 from ..execution import interrupted, run_attempt
+from ..job import loads
 from ..messages import Claimed, Outcome
 from ..middleware import Chain
 from ..process import new_id, notify_supervisor, supervisor_id
@@ -41,7 +42,8 @@ from ..tasks import resolve
 from .heartbeat import Heartbeat
 from .limits import Limits, Recycle
 from .reaper import Reaper
-from .recorder import Recorder, interrupted_before_start, not_stored_fields
+from .recorder import Recorder, not_stored_fields
+from .shutdown import drain, kill, serve
 from .slots import RunningJob, Slots
 from .state import Phase, WorkerState
 from .wakeup import Wakeup
@@ -86,6 +88,7 @@ class Worker:
         self._hub = gevent.get_hub()
         #: the process is this worker's own (serve): start-up objects are frozen out of gc
         self.owns_process = False
+        self._cooperative = True  # gevent patched the sockets: Redis calls yield to the jobs
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Worker:
@@ -112,12 +115,19 @@ class Worker:
 
     def serve(self, burst: bool = False) -> int:
         """:meth:`run` in a process of its own (runtime.worker.shutdown.serve)."""
-        from .shutdown import serve
         self.owns_process = True
         return serve(self, burst)
 
     def run(self, burst: bool = False) -> int:
-        """Work until stopped (or, with ``burst``, until no job is ready, running or delayed)."""
+        """Work until stopped (or, with ``burst``, until no job is ready, running or delayed).
+
+        In a process gevent has not monkey-patched, Redis calls block the hub: jobs then run
+        one batch at a time, between claims (a warning says so)."""
+        from gevent import monkey
+        self._cooperative = monkey.is_module_patched("socket")
+        if not self._cooperative:
+            log.warning("gevent has not monkey-patched this process: jobs will not run concurrently "
+                        "(start workers with `runtime worker`, or call gevent.monkey.patch_all() first)")
         previous = set_default_client(self.client)
         self.heartbeat.beat(self.broker.redis)  # registered before the first claim
         self._reap()  # a dead worker's jobs come back before we claim (--burst too)
@@ -142,7 +152,6 @@ class Worker:
         return ExitCode.RECYCLED if self.recycled else ExitCode.OK
 
     def _shut_down(self, helpers: list[Any]) -> None:
-        from .shutdown import drain
         drain(self)
         helpers[1].kill()
         self.recorder.flush()
@@ -211,6 +220,8 @@ class Worker:
             for c in jobs:
                 self.slots.hold(self._prepare(c))
             if jobs:
+                if not self._cooperative:
+                    gevent.sleep(0)  # Redis calls do not yield here: let the jobs run now
                 continue
             if burst and self.slots.empty and next_due is None:
                 if not self.recorder.outcomes:
@@ -327,10 +338,11 @@ class Worker:
         token = current_job.set(rj.ctx)
         began = time.time()
         try:
+            rj.ctx.params = params = loads(c.params_json)  # a corrupt document fails the job
             if self.middleware:
-                result = self.middleware.run_attempt(rj.ctx, self.settings, c.params_json)
+                result = self.middleware.run_attempt(rj.ctx, self.settings, params)
             else:
-                result = run_attempt(self.settings, c.path, c.params_json, c.retries)
+                result = run_attempt(self.settings, c.path, params, c.retries)
         except BaseException as exc:  # noqa: BLE001 - a kill between the steps above
             result = interrupted(exc)
         finally:
@@ -353,23 +365,6 @@ class Worker:
         if self.mirror is not None:
             self.mirror.progress(job_id, fields)
 
-    def kill(self, rj: RunningJob, exc: BaseException) -> None:
-        """Deliver ``exc`` into a job; one that never started ends here with the status
-        ``exc`` stands for (runtime.execution.interrupted)."""
-        if rj.done:
-            return
-        g = rj.greenlet
-        if g is None:  # prefetched, not started: it ends here
-            if self.slots.drop_prefetched(rj):
-                self.recorder.record(rj, interrupted_before_start(exc))
-            return
-        if rj.phase >= Phase.RUNNING:
-            g.kill(exc, block=False)  # raised where the job waits; a no-op once it has ended
-            return
-        g.kill(block=False)  # scheduled, not started: it never will be
-        self.recorder.record(rj, interrupted_before_start(exc))
-        self.slots.ended(rj, refill=not self.stopping)
-
     def request_abort(self, ids: list[str]) -> None:
         """Abort these running jobs (thread-safe: called from the heartbeat thread)."""
         self.from_thread(self._abort, ids)
@@ -379,7 +374,7 @@ class Worker:
             rj = self.slots.jobs.get(job_id)
             if rj is not None and not rj.done:
                 log.warning("aborting job %s (%s) on request", job_id, rj.path)
-                self.kill(rj, JobAborted("aborted on request"))
+                kill(self, rj, JobAborted("aborted on request"))
 
     # ---- reaping --------------------------------------------------------------------------
 

@@ -34,7 +34,10 @@ def test_jobs_pages_with_a_cursor(client, settings):
     cursor = first.stdout.splitlines()[-1].split("--before ")[1].rstrip(")")
     rest = cli(settings, "jobs", "-n", "3", "--before", cursor)
     assert [line.split()[0] for line in rest.stdout.splitlines()[1:]] == ids[3:]
-    assert cli(settings, "jobs", "--before", "garbage").exit_code == 2
+    for garbage in ("garbage", "nan:x", ":" + ids[0], "1:2:3", ""):
+        bad = cli(settings, "jobs", "--before", garbage)
+        assert bad.exit_code == 2 and "bad cursor" in bad.stderr and "Traceback" not in bad.stderr, garbage
+    assert cli(settings, "jobs", "-n", "0").exit_code == 2
 
 
 def test_errors_are_one_line_with_named_exit_codes(cli_env, settings):
@@ -72,3 +75,11 @@ def test_a_worker_with_a_bad_middleware_order_exits_2_with_one_line(settings):
     r = cli(settings, "worker", "--burst", middleware="diagnostics.sentry.Sentry,diagnostics.tracing.Tracing")
     assert r.exit_code == 2 and r.stderr.startswith("error: middleware diagnostics.sentry.Sentry must come after")
     assert len(r.stderr.splitlines()) == 1
+
+
+def test_a_bad_settings_file_is_one_line_for_every_command(settings, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runtime.toml").write_text('middlewares = ["x"]\n')
+    for args in (["jobs"], ["embedded", "stop"], ["embedded", "status"]):
+        r = cli(settings, *args)
+        assert r.exit_code == 2 and r.stderr == "error: runtime.toml: unknown setting 'middlewares'\n", (args, r.stderr)

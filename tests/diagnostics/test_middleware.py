@@ -126,7 +126,8 @@ def test_a_middleware_stores_an_artifact_and_shows_its_own_sections(client, work
     from helpers import cli
     worker.start(middleware="diagnostics.timing.Timing,testmiddleware.Stamp")
     job = client.wait(client.queue_job("testtasks.add", {"a": 1, "b": 2}), timeout_s=10)
-    assert job.artifacts == {"note": f"note of {job.id}"} and job.report["stamp"] == {"path": "testtasks.add"}
+    assert job.artifacts == {"note": f"note of {job.id}"}
+    assert job.report["stamp"] == {"path": "testtasks.add", "params": {"a": 1, "b": 2}}  # the job's own params
     shown = cli(settings, "job", job.id, middleware="diagnostics.timing.Timing,testmiddleware.Stamp")
     assert "  stamp     stamped testtasks.add" in shown.stdout and "  timing    wait " in shown.stdout
     assert f"artifact  note: {len(job.artifacts['note'])} bytes" in shown.stdout
@@ -134,6 +135,19 @@ def test_a_middleware_stores_an_artifact_and_shows_its_own_sections(client, work
     assert art.exit_code == 0 and art.stdout.strip() == f"NOTE OF {job.id.upper()}"
     # without the middleware that stores it, the section is shown raw and the artifact cannot be rendered
     raw = cli(settings, "job", job.id, middleware="diagnostics.timing.Timing")
-    assert '  stamp     {"path": "testtasks.add"}' in raw.stdout
+    assert '  stamp     {"path": "testtasks.add", "params": {"a": 1, "b": 2}}' in raw.stdout
     missing = cli(settings, "job", job.id, "--artifact", "note", middleware="diagnostics.timing.Timing")
     assert missing.exit_code == 3 and "no configured middleware renders artifact 'note'" in missing.stderr
+
+
+def test_an_artifact_without_a_renderer_of_its_own_is_shown_as_stored(client, worker, settings, tmp_path):
+    from helpers import cli
+    worker.start(middleware="testmiddleware.RawNote")
+    job = client.wait(client.queue_job("testtasks.add", {"a": 1, "b": 2}), timeout_s=10)
+    text = cli(settings, "job", job.id, "--artifact", "raw", middleware="testmiddleware.RawNote")
+    assert text.exit_code == 0 and text.stdout.strip() == "<b>as stored</b>"
+    html = cli(settings, "job", job.id, "--artifact", "raw", "--html", "-", middleware="testmiddleware.RawNote")
+    assert html.exit_code == 0 and "<pre>&lt;b&gt;as stored&lt;/b&gt;</pre>" in html.stdout  # escaped
+    bad = cli(settings, "job", job.id, "--artifact", "raw", "--html", str(tmp_path / "no" / "x.html"),
+              middleware="testmiddleware.RawNote")
+    assert bad.exit_code == 1 and bad.stderr.startswith("error: cannot write") and len(bad.stderr.splitlines()) == 1

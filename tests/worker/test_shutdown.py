@@ -157,3 +157,26 @@ def test_gevent_records_spawn_trees_in_a_worker_only_when_asked(client, workers,
     monkeypatch.setenv("GEVENT_TRACK_GREENLET_TREE", "1")
     workers.start()
     assert client.wait(client.queue_job("testtasks.spawn_tree"), timeout_s=10).result is True
+
+
+UNPATCHED = """
+import sys
+from runtime.settings import load_settings
+from runtime.worker.worker import Worker
+w = Worker.from_settings(load_settings({"redis_url": sys.argv[1], "key_prefix": sys.argv[2],
+                                        "task_modules": "testtasks"}, env={}))
+ids = w.client.queue_jobs("testtasks.sleep", [{"seconds": 0.1}] * 3)
+assert w.run(burst=True) == 0
+print(*[j.status.value for j in w.client.store.get_many(ids)])
+"""
+
+
+def test_a_worker_in_a_process_gevent_did_not_patch_runs_its_jobs_one_batch_at_a_time(settings, cli_env):
+    """Without monkey-patching, Redis calls block the hub: the worker says so and still
+    runs every job (before, a burst waited for good with the jobs claimed)."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", UNPATCHED, settings.redis_url, settings.key_prefix],
+                         env=cli_env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["success"] * 3 and "has not monkey-patched this process" in out.stderr

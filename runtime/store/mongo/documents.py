@@ -40,7 +40,7 @@ from ...status import FINAL, Status
 #: jobs by status (+queue) newest first; by path (+status); by queue; by worker; by
 #: date; the reconcile sweep (status + changed_at); TTL expiry.
 #: Every index but the TTL one (which MongoDB allows on one field only) leads with
-#: ``prefix``: every query is scoped to one deployment's key prefix (runtime.mongo_sync).
+#: ``prefix``: every query is scoped to one deployment's key prefix (runtime.store.mongo.sync).
 INDEXES: dict[str, tuple[list[tuple[str, int]], dict[str, Any]]] = {
     "prefix_status_queue_changed": ([("prefix", 1), ("status", 1), ("queue", 1), ("changed_at", -1)], {}),
     "prefix_path_status_changed": ([("prefix", 1), ("path", 1), ("status", 1), ("changed_at", -1)], {}),

@@ -4,7 +4,7 @@ A :class:`Mirror` belongs to one worker (``Worker.mirror``, None without a Mongo
 The worker hands it the ids of the jobs it claimed and of the outcomes Redis recorded
 (:meth:`Mirror.changed`); a greenlet copies them to MongoDB, batched (one MULTI snapshot
 read from Redis and one unordered bulk write per wake-up, so a busy worker writes many
-jobs per round trip, as its Redis side does). Write order and fencing: runtime.mongo_sync.
+jobs per round trip, as its Redis side does). Write order and fencing: runtime.store.mongo.sync.
 
 A MongoDB slower than the worker: past MAX_BACKLOG buffered ids the worker stops
 claiming until half are copied (back-pressure, so MongoDB's lag stays bounded).
