@@ -42,6 +42,7 @@ from typing import Any
 from runtime.context import JobContext
 from runtime.job import Job
 from runtime.middleware import Middleware, Rows
+from runtime.redact import mask
 from runtime.status import Status
 
 log = logging.getLogger("runtime.tracing")
@@ -246,7 +247,7 @@ def provider(settings: Any) -> Any:
     _provider, _provider_pid = prov, os.getpid()
     if not isinstance(trace.get_tracer_provider(), TracerProvider):
         trace.set_tracer_provider(prov)  # so tasks' trace.get_tracer() spans join the job's trace
-    log.info("tracing: exporting spans over OTLP (%s) to %s", protocol, url)
+    log.info("tracing: exporting spans over OTLP (%s) to %s", protocol, mask(url))
     return prov
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .redact import mask
 from .status import FINAL, Status
 from .units import parse_bytes
 
@@ -57,8 +58,11 @@ class Settings:
 
     #: redis://, rediss:// or unix:// URL; None = the embedded server under ``embedded_dir``.
     redis_url: str | None = None
-    #: Folder of the embedded redis-server (socket, pid file, data), relative to the cwd.
-    embedded_dir: str = ".runtime"
+    #: Folder of the embedded redis-server (socket, pid file, data); relative to the folder
+    #: of the runtime.toml that sets it, else to the cwd. None = the project's: ``.runtime``
+    #: of the nearest folder, from the cwd up, holding ``.runtime/`` or ``runtime.toml``
+    #: (as git finds ``.git``), else of the cwd (see :func:`project_root`).
+    embedded_dir: str | None = None
     #: Prefix of every Redis key, so several apps (or tests) share one Redis.
     key_prefix: str = "rt"
     #: Queues a worker takes jobs from, first ones first.
@@ -183,6 +187,13 @@ class Settings:
     max_time_s: float = 0.0
 
     @property
+    def embedded_path(self) -> Path:
+        """The folder of the embedded server: ``embedded_dir``, else the project's."""
+        if self.embedded_dir:
+            return Path(self.embedded_dir).absolute()
+        return (project_root() or Path.cwd()) / EMBEDDED_DIR
+
+    @property
     def hard_limit_bytes(self) -> int | None:
         """The hard memory ceiling in bytes: ``mem_hard_limit_bytes``, else the soft limit
         plus a quarter of it (at least 64 MiB); None without a soft limit."""
@@ -229,7 +240,8 @@ class Settings:
             raise ConfigError(f"the hard memory limit ({self.mem_hard_limit_bytes / 2**20:.1f} MiB) must be above "
                               f"the soft one, mem_limit_bytes ({self.mem_limit_bytes / 2**20:.1f} MiB)")
         if self.mongodb_url and not self.mongodb_url.startswith(("mongodb://", "mongodb+srv://")):
-            raise ConfigError(f"mongodb_url must start with mongodb:// or mongodb+srv://, got {self.mongodb_url!r}")
+            raise ConfigError("mongodb_url must start with mongodb:// or mongodb+srv://, "
+                              f"got {mask(self.mongodb_url)!r}")
         if self.mongodb_timeout_s <= 0 or self.mongodb_sweep_interval_s <= 0 or self.mongodb_sweep_lag_s < 0:
             raise ConfigError("mongodb_timeout_s and mongodb_sweep_interval_s must be > 0, mongodb_sweep_lag_s >= 0")
         if self.mongodb_producer_timeout_s <= 0 or self.mongodb_breaker_s < 0:
@@ -254,6 +266,23 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied and validated again."""
         return dataclasses.replace(self, **changes)
+
+
+#: Name of the folder of a project's embedded server.
+EMBEDDED_DIR = ".runtime"
+#: Name of a project's settings file.
+CONFIG_FILE = "runtime.toml"
+
+
+def project_root(start: str | os.PathLike[str] | None = None) -> Path | None:
+    """The nearest folder from ``start`` (the cwd) up to ``/`` that holds ``.runtime/`` or
+    ``runtime.toml``: the project whose embedded server and settings every command in it
+    and in its subfolders shares. None when there is none (a new project: the cwd)."""
+    here = Path(start).absolute() if start is not None else Path.cwd()
+    for folder in (here, *here.parents):
+        if (folder / EMBEDDED_DIR).is_dir() or (folder / CONFIG_FILE).is_file():
+            return folder
+    return None
 
 
 def _coerce(name: str, raw: Any, source: str) -> Any:
@@ -286,15 +315,17 @@ def load_settings(
     env: Mapping[str, str] | None = None,
     config_file: str | os.PathLike[str] | None = None,
 ) -> Settings:
-    """Settings from defaults < ``config_file`` (default ``./runtime.toml`` if present) <
-    ``RUNTIME_*`` environment < ``overrides`` (CLI flags; None values are ignored).
+    """Settings from defaults < ``config_file`` (default: the project's ``runtime.toml``,
+    see :func:`project_root`) < ``RUNTIME_*`` environment < ``overrides`` (CLI flags; None
+    values are ignored).
 
     Raises ConfigError naming the source of an unknown field or bad value.
     """
     names = {f.name for f in dataclasses.fields(Settings)}
     values: dict[str, Any] = {}
-    path = Path(config_file) if config_file else Path("runtime.toml")
-    if config_file or path.exists():
+    # a found file is named relative to the cwd: "runtime.toml", "../runtime.toml"
+    path = Path(config_file) if config_file else Path(os.path.relpath((project_root() or Path()) / CONFIG_FILE))
+    if config_file or path.is_file():
         try:
             data = tomllib.loads(path.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -304,6 +335,8 @@ def load_settings(
             if key not in names:
                 raise ConfigError(f"{path}: unknown setting {key!r}")
             values[key] = _coerce(key, raw, str(path))
+        if values.get("embedded_dir"):  # relative to the file's folder, wherever the command runs
+            values["embedded_dir"] = str(path.absolute().parent / values["embedded_dir"])
     env = os.environ if env is None else env
     for key in names:
         raw = env.get("RUNTIME_" + key.upper())

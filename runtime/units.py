@@ -40,3 +40,8 @@ def parse_bytes(value: Any) -> int:
     except ValueError:
         raise ValueError(f"not a size: {value!r} (use bytes, or K, M, G: 512M)") from None
     return int(number * _UNITS[unit])
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``word`` as it goes after the count ``n``: ``job`` for 1, ``jobs`` (or ``many``) else."""
+    return word if n == 1 else (many or word + "s")

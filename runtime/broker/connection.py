@@ -9,6 +9,7 @@ from typing import Any
 import redis
 
 from ..errors import BrokerUnavailable, ConfigError
+from ..redact import mask
 from ..settings import Settings
 from .embedded import EmbeddedRedis
 
@@ -19,9 +20,10 @@ def redis_url(settings: Settings) -> str:
     """The URL to use: ``settings.redis_url``, else the embedded server's (started if need be)."""
     if settings.redis_url:
         if not settings.redis_url.startswith(_SCHEMES):
-            raise ConfigError(f"redis URL must start with redis://, rediss:// or unix://, got {settings.redis_url!r}")
+            raise ConfigError("redis URL must start with redis://, rediss:// or unix://, "
+                              f"got {mask(settings.redis_url)!r}")
         return settings.redis_url
-    return EmbeddedRedis(settings.embedded_dir).ensure()
+    return EmbeddedRedis(settings.embedded_path).ensure()
 
 
 #: Socket read timeout of every connection, seconds. redis-py 8 defaults to 5 s, which
@@ -41,8 +43,19 @@ def connect(settings: Settings, **kwargs: Any) -> redis.Redis:
     try:
         client.ping()
     except (redis.RedisError, OSError) as exc:
-        raise BrokerUnavailable(f"cannot reach Redis at {url}: {exc}") from None
+        raise BrokerUnavailable(f"cannot reach Redis at {mask(url)}: {mask(str(exc))}") from None
     return client
+
+
+def where(client: redis.Redis) -> str:
+    """The server ``client`` talks to, as a URL with its password masked (``***``): for
+    start lines, ``runtime info`` and errors."""
+    kw = client.connection_pool.connection_kwargs
+    secret = f"{kw.get('username') or ''}:***@" if kw.get("password") else ""
+    if kw.get("path"):
+        return f"unix://{secret}{kw['path']}" + (f"?db={kw['db']}" if kw.get("db") else "")
+    scheme = "rediss" if "SSL" in client.connection_pool.connection_class.__name__ else "redis"
+    return f"{scheme}://{secret}{kw.get('host')}:{kw.get('port')}/{kw.get('db') or 0}"
 
 
 def text(value: bytes | str) -> str:

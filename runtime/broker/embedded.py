@@ -9,7 +9,8 @@ other address. Later commands, the worker and the enqueuers, find it through
 ``.runtime/lock``, so several commands starting at once end up on one server, not two.
 The server keeps running after the command that started it (that is the point: jobs
 queued by one command are run by the worker of another); ``runtime embedded stop``
-stops it, and its data survives the restart.
+stops it, and its data survives the restart. Starting one says so on stderr, with its
+folder: a command run outside the project would otherwise talk to a new, empty server.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -92,13 +94,19 @@ class EmbeddedRedis:
         url = self.url()
         if url:
             return url
+        new = not self.dir.is_dir()
         self.dir.mkdir(parents=True, exist_ok=True)
         with open(self.dir / "lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one starter at a time; the others then find it
             url = self.url()
             if url:
                 return url
-            return self._start(timeout_s)
+            url = self._start(timeout_s)
+        where = (f"no .runtime/ in {Path.cwd()} or its parents: started a new embedded Redis in {self.dir}"
+                 if new else f"started the embedded Redis in {self.dir}")
+        sys.stderr.write(f"runtime: {where} ({url})\n")  # a CLI's stderr, not a log line
+        sys.stderr.flush()
+        return url
 
     def _start(self, timeout_s: float) -> str:
         sock = self.dir / "redis.sock"

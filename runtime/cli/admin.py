@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from ..errors import ConfigError
-from .app import Ctx, cli, handle_errors, out
+from .app import Ctx, cli, echo, handle_errors, out
 
 
 @cli.command()
@@ -35,9 +35,9 @@ def embedded() -> None:
 def embedded_status(obj: Ctx) -> None:
     """Say whether the embedded server runs, and its URL."""
     from ..broker.embedded import EmbeddedRedis
-    e = EmbeddedRedis(obj.settings().embedded_dir)
+    e = EmbeddedRedis(obj.settings().embedded_path)
     url = e.url()
-    click.echo(f"running at {url} (pid {e.pid()})" if url else "not running")
+    echo(f"running at {url} (pid {e.pid()})" if url else "not running")
 
 
 @embedded.command("stop")
@@ -46,7 +46,7 @@ def embedded_status(obj: Ctx) -> None:
 def embedded_stop(obj: Ctx) -> None:
     """Stop the embedded server (its data is kept in .runtime/)."""
     from ..broker.embedded import EmbeddedRedis
-    click.echo("stopped" if EmbeddedRedis(obj.settings().embedded_dir).stop() else "was not running")
+    echo("stopped" if EmbeddedRedis(obj.settings().embedded_path).stop() else "was not running")
 
 
 @cli.group()
@@ -68,7 +68,7 @@ def mongo_ensure_indexes(obj: Ctx) -> None:
     """Create every index of the job collection (those that exist are kept)."""
     client, sync = _mongo_sync(obj)
     names = client.call(sync.store.ensure_indexes)
-    click.echo(f"indexes of {sync.store.jobs.full_name}: {', '.join(names)}")
+    echo(f"indexes of {sync.store.jobs.full_name}: {', '.join(names)}")
 
 
 @mongo.command("reconcile")
@@ -85,5 +85,5 @@ def mongo_reconcile(obj: Ctx, lag_s: float, full: bool, as_json: bool) -> None:
     MongoDB the jobs Redis lost (runs until nothing is left)."""
     client, sync = _mongo_sync(obj)
     total = client.call(sync.repair, lag_s, full)
-    out(total) if as_json else click.echo(
+    out(total) if as_json else echo(
         f"checked {total['checked']}, copied {total['written']} to MongoDB, queued again {total['adopted']} from MongoDB")

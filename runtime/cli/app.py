@@ -29,6 +29,7 @@ from ..errors import (
     TaskQueueError,
     WaitTimeout,
 )
+from ..redact import json_safe, mask, printable
 from ..settings import Settings, load_settings
 
 P = ParamSpec("P")
@@ -39,9 +40,15 @@ class NotFound(TaskQueueError):
     """Something asked for by name does not exist (exit code NOT_FOUND)."""
 
 
+def echo(text: str = "", err: bool = False, nl: bool = True) -> None:
+    """Print a line of text output: secrets masked, controls escaped (runtime.redact), so
+    what a job wrote (an error message, a log line) cannot drive the terminal."""
+    click.echo(printable(mask(text)), err=err, nl=nl)
+
+
 def fail(message: str, code: ExitCode) -> NoReturn:
-    """Print ``error: message`` on stderr and exit with ``code``."""
-    click.echo(f"error: {message}", err=True)
+    """Print ``error: message`` on stderr (as :func:`echo`) and exit with ``code``."""
+    echo(f"error: {message}", err=True)
     sys.exit(code)
 
 
@@ -118,8 +125,8 @@ def parse_params(text: str | None) -> dict[str, Any]:
 
 
 def out(data: Any) -> None:
-    """Print ``data`` as indented JSON."""
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    """Print ``data`` as indented JSON (terminal controls as JSON escapes: runtime.redact)."""
+    click.echo(json_safe(json.dumps(data, indent=2, ensure_ascii=False, default=str)))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]},

@@ -21,6 +21,7 @@ import click
 from ..broker import redis_url
 from ..client import Client
 from ..settings import Settings
+from .app import echo
 
 TASK = "tasks_example.files.analyse_source"
 QUEUE = "demo"
@@ -73,7 +74,7 @@ def run_demo(settings: Settings, limit: int | None = None, greenlets: int = 10, 
     if not quiet:
         print_summary(summary)
         if not embedded_before:
-            click.echo("the embedded redis-server under .runtime/ keeps running for the next commands "
+            echo("the embedded redis-server under .runtime/ keeps running for the next commands "
                        "(runtime embedded stop stops it)")
     return summary
 
@@ -107,22 +108,22 @@ def _ms(s: float | None) -> float | None:
 
 
 def print_summary(s: dict[str, Any]) -> None:
-    click.echo("")
-    click.echo(f"{s['jobs']} jobs in {s['elapsed_s']:.1f} s: " + ", ".join(f"{k} {v}" for k, v in sorted(s["by_status"].items())))
+    echo("")
+    echo(f"{s['jobs']} jobs in {s['elapsed_s']:.1f} s: " + ", ".join(f"{k} {v}" for k, v in sorted(s["by_status"].items())))
     if s["throughput_jobs_per_s"]:
-        click.echo(f"throughput  {s['throughput_jobs_per_s']:.0f} jobs/s (first start to last end)")
-    click.echo("queue wait  " + "  ".join(f"{k} {v} ms" for k, v in s["wait_ms"].items())
+        echo(f"throughput  {s['throughput_jobs_per_s']:.0f} jobs/s (first start to last end)")
+    echo("queue wait  " + "  ".join(f"{k} {v} ms" for k, v in s["wait_ms"].items())
                + "   (all jobs were queued at once: this is the backlog)")
-    click.echo("run time    " + "  ".join(f"{k} {v} ms" for k, v in s["run_ms"].items()))
-    click.echo("slowest jobs:")
+    echo("run time    " + "  ".join(f"{k} {v} ms" for k, v in s["run_ms"].items()))
+    echo("slowest jobs:")
     for j in s["slowest"]:
-        click.echo(f"  {j['run_ms']:>8} ms  {j['id']}  {j['file']}")
+        echo(f"  {j['run_ms']:>8} ms  {j['id']}  {j['file']}")
     if s["not_success"]:
-        click.echo("jobs that did not succeed (see `runtime job ID`):")
+        echo("jobs that did not succeed (see `runtime job ID`):")
         for j in s["not_success"]:
-            click.echo(f"  {j['status']:8} {j['id']}  {j['file']}")
-            click.echo(f"           {j['error'][:200]}")
+            echo(f"  {j['status']:8} {j['id']}  {j['file']}")
+            echo(f"           {j['error'][:200]}")
         more = s["not_success_count"] - len(s["not_success"])
         if more > 0:
-            click.echo(f"  ... and {more} more: runtime jobs --queue {QUEUE} --status failed")
+            echo(f"  ... and {more} more: runtime jobs --queue {QUEUE} --status failed")
 

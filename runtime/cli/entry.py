@@ -60,6 +60,10 @@ def main() -> None:
     if subcommand(argv) == "worker" and not supervises(argv):
         from ..worker.patching import patch
         patch()
+    from ..settings import project_root
+    root = project_root()  # and those of the project's root, from any of its subfolders
+    if root is not None and str(root) not in sys.path:
+        sys.path.insert(1, str(root))
     from .main import cli
     cli(prog_name="runtime")
 

@@ -10,11 +10,10 @@ import json
 import time
 from typing import Any
 
-import click
-
 from ..job import Job, iso
 from ..middleware import Chain
 from ..units import fmt_bytes, fmt_seconds
+from .app import echo
 
 
 def ago(ts: float | None) -> str:
@@ -27,22 +26,22 @@ def ago(ts: float | None) -> str:
 
 def job_table(jobs: list[Job]) -> None:
     """One line per job (``runtime jobs``)."""
-    click.echo(f"{'ID':24}  {'STATUS':10} {'QUEUE':10} {'PATH':40} {'ATT':>3} {'PROGRESS':>8} {'RUN':>9}  CHANGED")
+    echo(f"{'ID':24}  {'STATUS':10} {'QUEUE':10} {'PATH':40} {'ATT':>3} {'PROGRESS':>8} {'RUN':>9}  CHANGED")
     for j in jobs:
         changed = j.ended_at or j.started_at or j.queued_at
         prog = "-" if j.progress is None else f"{j.progress:.0%}"
-        click.echo(f"{j.id:24}  {j.status.value:10} {j.queue[:10]:10} {j.path[-40:]:40} {j.attempt:>3} "
+        echo(f"{j.id:24}  {j.status.value:10} {j.queue[:10]:10} {j.path[-40:]:40} {j.attempt:>3} "
                    f"{prog:>8} {fmt_seconds(j.run_s):>9}  {ago(changed)}")
 
 
 def _row(label: str, text: str) -> None:
-    click.echo(f"  {label:9} {text}")
+    echo(f"  {label:9} {text}")
 
 
 def print_job(job: Job, chain: Chain) -> None:
     """Everything about one job (``runtime job``): its document, then each middleware's
     rows for its report, history, traceback and logs."""
-    click.echo(f"job {job.id}")
+    echo(f"job {job.id}")
     _row("path", job.path)
     _row("params", json.dumps(job.params, ensure_ascii=False)[:2000])
     _row("queue", f"{job.queue} (priority {job.priority})")
@@ -64,25 +63,25 @@ def print_job(job: Job, chain: Chain) -> None:
         _row(label, text)
     for name, data in job.artifacts.items():
         _row("artifact", f"{name}: {len(data)} bytes (runtime job {job.id} --artifact {name})")
-    click.echo("  history")
+    echo("  history")
     for h in job.history:
         extra = " ".join(f"{k}={v}" for k, v in h.items() if k not in ("at", "status"))
-        click.echo(f"    {iso(h.get('at'))}  {h.get('status'):10} {extra}")
+        echo(f"    {iso(h.get('at'))}  {h.get('status'):10} {extra}")
     if job.traceback:
-        click.echo("  traceback")
+        echo("  traceback")
         for line in job.traceback.rstrip().splitlines():
-            click.echo(f"    {line}")
+            echo(f"    {line}")
     if job.logs:
-        click.echo("  logs")
+        echo("  logs")
         for line in job.logs:
-            click.echo(f"    {line}")
+            echo(f"    {line}")
 
 
 def print_workers(entries: list[dict[str, Any]]) -> None:
     """Supervisors, each followed by its worker processes, then unsupervised workers
     (``runtime workers``; entries as runtime.client.reader.Reader.workers gives them)."""
     if not entries:
-        click.echo("no live workers")
+        echo("no live workers")
     sups = {e["id"] for e in entries if e.get("kind") == "supervisor"}
     for e in entries:
         rss = int(e.get("rss_bytes", 0)) / 2**20
@@ -91,36 +90,36 @@ def print_workers(entries: list[dict[str, Any]]) -> None:
                       if e.get("mem_limit_bytes") else "")
             kids = e.get("children", [])
             recycling = sum(1 for c in kids if c.get("recycling"))
-            click.echo(f"{e['id']}  supervisor {e.get('state', '?')}  host {e['host']} pid {e['pid']}  "
+            echo(f"{e['id']}  supervisor {e.get('state', '?')}  host {e['host']} pid {e['pid']}  "
                        f"processes {len(kids) - recycling}/{e.get('processes')}"
                        f"{f' (+{recycling} recycling)' if recycling else ''}  restarts {e.get('restarts', 0)}  "
                        f"kills {e.get('kills', 0)}  rss {rss:.1f} MiB{limits}  since {e['started_at']}")
             continue
         indent = "  " if e.get("supervisor") in sups else ""
-        click.echo(f"{indent}{e['id']}  {e.get('state', '?')}  host {e['host']} pid {e['pid']}  queues {e['queues']}  "
+        echo(f"{indent}{e['id']}  {e.get('state', '?')}  host {e['host']} pid {e['pid']}  queues {e['queues']}  "
                    f"running {len(e['running'])}/{e.get('greenlets', '?')}  done {e['jobs_done']}  "
                    f"rss {rss:.1f} MiB  since {e['started_at']}" + (f"  recycling: {e['recycle']}" if e.get("recycle") else ""))
         for r in e["running"]:
-            click.echo(f"{indent}    {r['id']} {r['path']}  " + " <- ".join(r["stack"][:3]))
+            echo(f"{indent}    {r['id']} {r['path']}  " + " <- ".join(r["stack"][:3]))
 
 
 def print_events(events: list[dict[str, Any]]) -> None:
     """Recycle and kill events, newest first (``runtime events``)."""
     if not events:
-        click.echo("no events")
+        echo("no events")
     for e in events:
         ran = f"; crossed after {e['jobs']} jobs" if isinstance(e.get("jobs"), int) else ""
-        click.echo(f"{e['at']}  {e['event']} ({e.get('reason')})  pid {e.get('pid')}: {e.get('detail')}{ran}")
+        echo(f"{e['at']}  {e['event']} ({e.get('reason')})  pid {e.get('pid')}: {e.get('detail')}{ran}")
         for g in e.get("top_growers", []):
-            click.echo(f"    RSS grew {fmt_bytes(g['rss_growth_bytes'])} when job {g['job']} ended")
+            echo(f"    RSS grew {fmt_bytes(g['rss_growth_bytes'])} when job {g['job']} ended")
         if e.get("jobs") and isinstance(e["jobs"], list):
-            click.echo(f"    running jobs requeued: {', '.join(e['jobs'])}")
+            echo(f"    running jobs requeued: {', '.join(e['jobs'])}")
 
 
 def print_queues(data: dict[str, Any]) -> None:
     """Queue depths and job counts by status (``runtime queues``)."""
-    click.echo(f"{'QUEUE':20} {'READY':>8} {'DELAYED':>8}")
+    echo(f"{'QUEUE':20} {'READY':>8} {'DELAYED':>8}")
     for q, d in data["queues"].items():
-        click.echo(f"{q:20} {d['ready']:>8} {d['delayed']:>8}")
+        echo(f"{q:20} {d['ready']:>8} {d['delayed']:>8}")
     counts = data["counts"]
-    click.echo("jobs by status: " + (", ".join(f"{s} {n}" for s, n in counts.items() if n) or "none"))
+    echo("jobs by status: " + (", ".join(f"{s} {n}" for s, n in counts.items() if n) or "none"))

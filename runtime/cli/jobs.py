@@ -9,7 +9,7 @@ import click
 
 from ..errors import ExitCode
 from ..status import REQUEUABLE, Status
-from .app import Ctx, NotFound, cli, fail, handle_errors, out, parse_params
+from .app import Ctx, NotFound, cli, echo, fail, handle_errors, out, parse_params
 from .format import job_table, print_job
 
 
@@ -29,7 +29,7 @@ def enqueue(obj: Ctx, path: str, params: str | None, queue: str, priority: int, 
     client = obj.client()
     job_id = client.queue_job(path, parse_params(params), queue=queue, priority=priority, delay=delay)
     if wait_s is None:
-        out({"id": job_id}) if as_json else click.echo(job_id)
+        out({"id": job_id}) if as_json else echo(job_id)
         return
     job = client.wait(job_id, timeout_s=wait_s)
     out(job.to_dict()) if as_json else print_job(job, client.middleware)
@@ -52,10 +52,10 @@ def run(obj: Ctx, path: str, params: str | None, as_json: bool) -> None:
     elif outcome.reason in ("bad-task", "bad-params"):
         fail(str(outcome.exception), ExitCode.USAGE)
     elif outcome.ok:
-        click.echo(json.dumps(outcome.result, indent=2, ensure_ascii=False))
+        echo(json.dumps(outcome.result, indent=2, ensure_ascii=False))
     else:
-        click.echo(outcome.traceback or "", err=True, nl=False)
-        click.echo(f"error: {path} ended {outcome.status.value}", err=True)
+        echo(outcome.traceback or "", err=True, nl=False)
+        echo(f"error: {path} ended {outcome.status.value}", err=True)
     if not outcome.ok:
         sys.exit(ExitCode.JOB_FAILED)
 
@@ -81,9 +81,9 @@ def jobs(obj: Ctx, status: str | None, queue: str | None, path: str | None, limi
         return
     job_table(page.jobs)
     if not page.jobs:
-        click.echo("(no jobs)")
+        echo("(no jobs)")
     if page.next:
-        click.echo(f"(more: --before {page.next})")
+        echo(f"(more: --before {page.next})")
 
 
 @cli.command()
@@ -116,7 +116,7 @@ def job(obj: Ctx, job_id: str, as_json: bool, artifact: str | None, html_file: s
         raise NotFound(f"no configured middleware renders artifact {artifact!r} "
                        f"(middleware: {', '.join(m.name for m in client.middleware.items) or 'none'})") from None
     if not html_file:
-        click.echo(text)
+        echo(text)
         return
     try:
         with click.open_file(html_file, "w") as fh:  # "-": standard output
@@ -124,7 +124,7 @@ def job(obj: Ctx, job_id: str, as_json: bool, artifact: str | None, html_file: s
     except OSError as exc:
         fail(f"cannot write {html_file}: {exc.strerror or exc}", ExitCode.ERROR)
     if html_file != "-":
-        click.echo(f"wrote {html_file}")
+        echo(f"wrote {html_file}")
 
 
 @cli.command()
@@ -145,7 +145,7 @@ def requeue(obj: Ctx, ids: tuple[str, ...], status: str, queue: str | None, path
         if not queue and not path:
             raise click.UsageError("give job IDs, or --queue and/or --path to requeue all failed jobs of them")
         done = client.requeue_where(status, queue=queue, path=path)
-    out({"requeued": done}) if as_json else click.echo(f"requeued {len(done)} job(s)")
+    out({"requeued": done}) if as_json else echo(f"requeued {len(done)} job(s)")
 
 
 @cli.command()
@@ -154,7 +154,7 @@ def requeue(obj: Ctx, ids: tuple[str, ...], status: str, queue: str | None, path
 @handle_errors
 def cancel(obj: Ctx, ids: tuple[str, ...]) -> None:
     """Cancel waiting jobs (they never run)."""
-    click.echo(f"cancelled {len(obj.client().cancel(*ids))} job(s)")
+    echo(f"cancelled {len(obj.client().cancel(*ids))} job(s)")
 
 
 @cli.command()
@@ -163,4 +163,4 @@ def cancel(obj: Ctx, ids: tuple[str, ...]) -> None:
 @handle_errors
 def abort(obj: Ctx, ids: tuple[str, ...]) -> None:
     """Abort running jobs (their worker kills them within about a second)."""
-    click.echo(f"abort requested for {len(obj.client().abort(*ids))} job(s)")
+    echo(f"abort requested for {len(obj.client().abort(*ids))} job(s)")

@@ -8,8 +8,16 @@ import sys
 import click
 
 from ..process import is_supervised_child
+from ..redact import mask, printable
 from .app import Ctx, cli, handle_errors, out
 from .format import print_events, print_queues, print_workers
+
+
+class SafeFormatter(logging.Formatter):
+    """Log lines with their secrets masked and their controls escaped (runtime.redact)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(mask(super().format(record)))
 
 
 @cli.command()
@@ -43,7 +51,9 @@ def worker(obj: Ctx, /, burst: bool, log_level: str, **flags: str | int | float 
     supervisor runs the worker processes and replaces each one that recycles or dies
     (runtime.supervisor).
     """
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()  # stderr
+    handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=log_level, handlers=[handler])
     settings = obj.settings(**flags)
     if settings.supervised and not is_supervised_child():
         from ..supervisor import Supervisor

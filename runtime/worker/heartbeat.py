@@ -29,6 +29,7 @@ from ..process import RSS, this_process
 from ..settings import Settings
 from ..store import RedisJobStore
 from .limits import Limits, Recycle
+from .link import RedisLink
 from .slots import Slots
 
 log = logging.getLogger("runtime.worker")
@@ -61,6 +62,7 @@ class Beating(Protocol):
     started_at: float
     supervisor_id: str
     recycled: Recycle | None
+    link: RedisLink
 
     @property
     def state_name(self) -> str: ...
@@ -118,8 +120,10 @@ class Heartbeat:
                     next_beat = now + interval
                     try:
                         self.beat(conn)
+                        w.link.ok()
                     except Exception as exc:  # noqa: BLE001 - a heartbeat must keep beating
-                        log.warning("heartbeat failed: %s", exc)
+                        if not w.link.failed(exc, "sending its heartbeat"):
+                            log.warning("heartbeat failed: %s", exc)
                 if w.limits.active:
                     self._check_limits()
                 self._sleep(max(0.0, min(tick, next_beat - time.monotonic())))

@@ -20,6 +20,7 @@ import redis
 
 from ..broker import RedisBroker
 from ..process import alive, host_pid
+from .link import RedisLink
 
 log = logging.getLogger("runtime.worker")
 
@@ -28,8 +29,9 @@ class Reaper:
     """Takes back the jobs of dead workers on ``broker``'s Redis, seen from this host;
     ``own_id`` (the caller's registry id) is never taken for dead."""
 
-    def __init__(self, broker: RedisBroker, own_id: str = "") -> None:
+    def __init__(self, broker: RedisBroker, own_id: str = "", link: RedisLink | None = None) -> None:
         self.broker = broker
+        self.link = link
         self.own_id = own_id
         self.host = socket.gethostname()
         self._missing: dict[str, float] = {}  # worker id -> when its entry was first seen missing
@@ -80,5 +82,6 @@ class Reaper:
         try:
             return self.reap_once()
         except redis.RedisError as exc:
-            log.warning("reaper: %s", exc)
+            if self.link is None or not self.link.failed(exc, "taking back the jobs of dead workers"):
+                log.warning("reaper: %s", exc)
             return 0, 0

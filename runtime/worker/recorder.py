@@ -19,12 +19,13 @@ import gevent.event
 import gevent.lock
 
 from ..backoff import Backoff
-from ..broker import RedisBroker, transient
+from ..broker import RedisBroker
 from ..execution import AttemptResult, interrupted
 from ..job import dumps, utf8_safe
 from ..messages import Outcome
 from ..settings import Settings
 from ..status import Status
+from .link import RedisLink
 from .slots import RunningJob, Slots
 from .state import Phase, WorkerState
 
@@ -47,6 +48,7 @@ class Host(Protocol):
     state: WorkerState
     stopping: bool
     hard: bool
+    link: RedisLink
 
 
 def not_stored_fields(exc: BaseException) -> dict[str, str]:
@@ -83,6 +85,7 @@ class Recorder:
     def __init__(self, host: Host) -> None:
         self.host = host
         self.outcomes: list[Outcome] = []
+        #: jobs this worker ran (started), whatever their status: not those returned unrun
         self.jobs_done = 0
         #: one writer at a time: a batch is in flight until recorded
         self.lock = gevent.lock.Semaphore()
@@ -111,10 +114,11 @@ class Recorder:
 
     def append(self, rj: RunningJob, outcome: Outcome) -> None:
         """``rj`` ended with ``outcome``: written with the next flush or claim round trip."""
+        if rj.phase == Phase.RUNNING:  # ran; not one returned before it started
+            self.jobs_done += 1
         if rj.phase < Phase.DONE:
             rj.phase = Phase.DONE
         self.outcomes.append(outcome)
-        self.jobs_done += 1
         self._ended.set()
 
     def batch(self) -> list[Outcome]:
@@ -163,16 +167,16 @@ class Recorder:
             try:
                 stale = h.broker.finish(batch, h.id, idle)
             except Exception as exc:  # noqa: BLE001 - one bad outcome must not stop recording
-                if not transient(exc):
+                if not h.link.failed(exc, f"recording {len(batch)} finished jobs"):
                     self._unstorable(batch, exc)
                     continue
                 h.state = WorkerState.DEGRADED
                 delay = backoff.next()
-                log.error("cannot record %d finished jobs (%s); retrying in %.1f s", len(batch), exc, delay)
                 gevent.sleep(delay)
                 if h.hard and backoff.at_max:
                     return  # the reaper requeues them once this worker's registry expires
                 continue
+            h.link.ok()
             self.recorded(batch, stale)
 
     def _unstorable(self, batch: list[Outcome], exc: BaseException) -> None:

@@ -17,6 +17,7 @@ import redis
 
 from ..broker import RedisBroker
 from ..messages import Claimed
+from .link import RedisLink
 
 log = logging.getLogger("runtime.worker")
 
@@ -29,8 +30,10 @@ class _EndWait(BaseException):
 class Wakeup:
     """The wait of worker ``worker_id`` for work on ``queues``."""
 
-    def __init__(self, broker: RedisBroker, worker_id: str, queues: Sequence[str]) -> None:
+    def __init__(self, broker: RedisBroker, worker_id: str, queues: Sequence[str],
+                 link: RedisLink | None = None) -> None:
         self.broker = broker
+        self.link = link
         self.worker_id = worker_id
         self.queues = queues
         pool = broker.redis.connection_pool
@@ -49,8 +52,9 @@ class Wakeup:
         except _EndWait:
             self._conn.connection_pool.disconnect()  # its BLPOP reply is still pending
             return None
-        except Exception as exc:  # noqa: BLE001 - Redis down: the claim loop logs and backs off
-            log.error("wake-up wait failed (%s)", exc)
+        except Exception as exc:  # noqa: BLE001 - Redis down: the claim loop backs off
+            if self.link is None or not self.link.failed(exc, "waiting for jobs"):
+                log.error("wake-up wait failed (%s)", exc)
             self._conn.connection_pool.disconnect()
             gevent.sleep(0.1)
             return None

@@ -26,7 +26,8 @@ import gevent
 import redis
 
 from ..backoff import Backoff
-from ..broker import RedisBroker, transient
+from ..broker import RedisBroker
+from ..broker.connection import where
 from ..client import Client, Parts, build, set_default_client
 from ..context import JobContext, current_job
 from ..errors import ExitCode, JobAborted
@@ -39,8 +40,10 @@ from ..settings import Settings
 from ..status import Status
 from ..store import JobStore
 from ..tasks import resolve
+from ..units import plural
 from .heartbeat import Heartbeat
 from .limits import Limits, Recycle
+from .link import RedisLink
 from .reaper import Reaper
 from .recorder import Recorder, not_stored_fields
 from .shutdown import drain, kill, serve
@@ -75,7 +78,8 @@ class Worker:
         prefetch = settings.prefetch if settings.prefetch >= 0 else settings.greenlets
         self.slots = Slots(settings.greenlets, prefetch, self._run_in)
         self.recorder = Recorder(self)
-        self.reaper = Reaper(broker, self.id)
+        self.link = RedisLink(where(broker.redis))
+        self.reaper = Reaper(broker, self.id, self.link)
         self.limits = Limits(settings)
         self.mirror: Any = None
         if store is not store.live:
@@ -84,7 +88,7 @@ class Worker:
         #: the task-side producer: the same parts, so a job's queue_job costs no new connection
         self.client = Client(parts=Parts(settings, broker.redis, broker, store, middleware))
         self.heartbeat = Heartbeat(self)
-        self.wakeup = Wakeup(broker, self.id, settings.queues)
+        self.wakeup = Wakeup(broker, self.id, settings.queues, self.link)
         self._hub = gevent.get_hub()
         #: the process is this worker's own (serve): start-up objects are frozen out of gc
         self.owns_process = False
@@ -141,8 +145,9 @@ class Worker:
             gc.collect()
             gc.freeze()
         helpers = [gevent.spawn(self.recorder.flush_loop), gevent.spawn(self._reap_loop)]
-        log.info("worker %s started: queues=%s greenlets=%d", self.id, ",".join(self.settings.queues),
-                 self.settings.greenlets)
+        log.info("worker %s started: redis %s%s prefix %s, queues %s, %d greenlets", self.id, self.link.where,
+                 f" (embedded: {self.settings.embedded_path})," if not self.settings.redis_url else ",",
+                 self.settings.key_prefix, ",".join(self.settings.queues), self.settings.greenlets)
         self.state = WorkerState.RUNNING
         try:
             self._claim_loop(burst)
@@ -167,8 +172,9 @@ class Worker:
             self.mirror.stop(timeout_s=min(self.settings.grace_s, 10.0))
         self.wakeup.close()
         self.state = WorkerState.STOPPED
-        log.info("worker %s stopped after %d jobs%s", self.id, self.jobs_done,
-                 f" (recycled: {self.recycled.detail})" if self.recycled else "")
+        log.info("worker %s stopped: ran %d %s%s", self.id, self.jobs_done, plural(self.jobs_done, "job"),
+                 f" (recycled when {self.recycled.detail}; the jobs running then finished first)"
+                 if self.recycled else "")
 
     def stop(self, hard: bool = False) -> None:
         """Stop claiming; ``hard`` (or a second call) interrupts running jobs at once."""
@@ -240,15 +246,15 @@ class Worker:
                 self.recorder.recorded(done, stale)
         except Exception as exc:  # noqa: BLE001
             delay = backoff.next()
-            if transient(exc):
+            if self.link.failed(exc, "claiming jobs"):
                 self.state = WorkerState.DEGRADED
-                log.error("cannot claim jobs (%s); retrying in %.1f s", exc, delay)
             else:  # e.g. an outcome Redis refused: record apart
                 log.exception("claim round trip failed; recording finished jobs on their own")
                 self.recorder.flush()
             gevent.sleep(delay)
             return None
         backoff.reset()
+        self.link.ok()
         self.state = WorkerState.RUNNING
         return now, next_due, jobs
 

@@ -1,0 +1,53 @@
+"""Whether a worker reaches its Redis, said once when it changes.
+
+Every part of a worker that calls Redis (claim loop, wake-up wait, heartbeat thread,
+recorder, reaper) reports here: the first failure that goes away by itself (a lost
+connection, a read-only replica, a loading server: runtime.broker.transient) logs one
+error naming the server; the next success logs one line saying how long it was gone.
+In between, each part retries on its own backoff and logs nothing more (one line a
+second per part made a Redis restart unreadable).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from ..broker import transient
+from ..redact import mask
+
+log = logging.getLogger("runtime.worker")
+
+
+class RedisLink:
+    """The state of one worker's connection to ``where`` (a URL, masked when logged).
+    Safe to call from the hub and from native threads (the worst race logs twice)."""
+
+    def __init__(self, where: str) -> None:
+        self.where = mask(where)
+        #: time.monotonic() when Redis was lost, None while it answers
+        self.down_since: float | None = None
+
+    @property
+    def up(self) -> bool:
+        return self.down_since is None
+
+    def failed(self, exc: BaseException, doing: str) -> bool:
+        """A call made while ``doing`` (e.g. "claiming jobs") failed with ``exc``. Returns
+        True when the error is transient (the caller retries; this logs it once), False
+        when it is not (the caller handles and logs it)."""
+        if not transient(exc):
+            return False
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            log.error("lost Redis at %s while %s (%s: %s); retrying until it is back; running jobs go on "
+                      "and their outcomes are kept until then", self.where, doing, type(exc).__name__,
+                      mask(str(exc)))
+        return True
+
+    def ok(self) -> None:
+        """A call succeeded: if Redis was lost, say it is back (once)."""
+        since = self.down_since
+        if since is not None:
+            self.down_since = None
+            log.warning("Redis at %s is back after %.1f s", self.where, time.monotonic() - since)
