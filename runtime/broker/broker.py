@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
@@ -35,6 +35,15 @@ def claimed_from(f: Sequence[str]) -> Claimed:
     return Claimed(f[0], f[1], f[2], f[3], int(f[4]), int(f[5]), int(f[6]), int(f[7]),
                    float(f[8]), float(f[9]), float(f[10]), json.loads(f[11]) if f[11] else {},
                    f[12] == "1")
+
+
+class Lost(NamedTuple):
+    """The jobs of lost workers (RedisBroker.mark_lost): those they ran or may have run,
+    those they had prefetched but not started, and the task path of each running one."""
+
+    running: list[str]
+    unstarted: list[str]
+    paths: dict[str, str]
 
 
 class RedisBroker:
@@ -208,7 +217,7 @@ class RedisBroker:
 
     # ---- taking jobs back ---------------------------------------------------------------
 
-    def mark_lost(self, worker_ids: Sequence[str], note: str) -> tuple[list[str], list[str]]:
+    def mark_lost(self, worker_ids: Sequence[str], note: str) -> Lost:
         """Before the jobs of lost workers are taken back (:meth:`reap`): the jobs they were
         running (or may have been) get ``lost_reason`` = ``note`` and ``alone``, so that
         each is claimed alone (claim.lua) and run alone (the worker) next time, and only
@@ -217,9 +226,9 @@ class RedisBroker:
         but not started, as their last heartbeat listed them, are returned apart (pass
         them to ``reap(unstarted=...)``: requeued without a charge).
 
-        Returns (running ids, unstarted ids)."""
+        Returns the running ids, the unstarted ids, and the task path of each."""
         if not worker_ids:
-            return [], []
+            return Lost([], [], {})
         pipe = self.redis.pipeline(transaction=False)
         for w in worker_ids:
             pipe.smembers(self.keys.running(w))
@@ -227,16 +236,23 @@ class RedisBroker:
         replies = pipe.execute()
         jobs: set[str] = set()
         unstarted: set[str] = set()
+        paths: dict[str, str] = {}
         for running_set, entry in zip(replies[::2], replies[1::2]):
             jobs |= running_set
-            unstarted.update(r["id"] for r in json.loads(entry or "[]") if r.get("run") is False)
+            listed = json.loads(entry or "[]")
+            unstarted.update(r["id"] for r in listed if r.get("run") is False)
+            paths.update((r["id"], r.get("path")) for r in listed)
         suspects = sorted(jobs - unstarted)
         unstarted &= jobs
+        unlisted = [j for j in suspects if not paths.get(j)]  # claimed after its last heartbeat
         for j in suspects:
             pipe.hset(self.keys.job(j), mapping={"lost_reason": note, "alone": "1"})
+        for j in unlisted:
+            pipe.hget(self.keys.job(j), "path")
         if suspects:
-            pipe.execute()
-        return suspects, sorted(unstarted)
+            found = pipe.execute()[len(suspects):]
+            paths.update(zip(unlisted, found))
+        return Lost(suspects, sorted(unstarted), {j: paths.get(j) or "?" for j in suspects})
 
     def reap(self, dead_workers: Sequence[str] = (), stopping: str = "",
              unstarted: Sequence[str] = ()) -> tuple[int, int]:

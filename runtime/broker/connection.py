@@ -70,10 +70,11 @@ def texts(values: Iterable[bytes | str]) -> list[str]:
 
 
 #: Error replies of a Redis that cannot take writes for now (read-only replica after a
-#: failover, loading its data, a busy script, a blocked call unblocked, a failed save):
-#: the worker waits and tries again, as for a lost connection, and drops no data.
+#: failover, loading its data, a busy script, a blocked call unblocked, a failed save,
+#: full: over maxmemory until documents expire or the limit is raised): the worker waits
+#: and tries again, as for a lost connection, and drops no data.
 TRANSIENT_ERRORS = ("READONLY", "LOADING", "MASTERDOWN", "BUSY", "TRYAGAIN", "CLUSTERDOWN",
-                    "NOREPLICAS", "UNBLOCKED", "MISCONF")
+                    "NOREPLICAS", "UNBLOCKED", "MISCONF", "OOM")
 
 
 _TRANSIENT = re.compile(r"(?:^|\s-)(?:" + "|".join(TRANSIENT_ERRORS) + r")\b")
@@ -86,3 +87,8 @@ def transient(exc: BaseException) -> bool:
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
         return True
     return isinstance(exc, redis.ResponseError) and _TRANSIENT.search(str(exc)) is not None
+
+
+def full(exc: BaseException) -> bool:
+    """Is ``exc`` Redis refusing a write for being over maxmemory (an OOM error reply)?"""
+    return isinstance(exc, redis.ResponseError) and re.search(r"(?:^|\s-)OOM\b", str(exc)) is not None

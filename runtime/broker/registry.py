@@ -22,8 +22,26 @@ from .keys import Keys
 
 log = logging.getLogger("runtime.broker")
 
-#: Recycle and kill events kept in Redis (newest first), for `runtime events`.
+#: Events kept in Redis (newest first), for `runtime events`.
 MAX_EVENTS = 1000
+
+#: The keys of every event, of every kind: "recycle" (a worker process crossed a limit and
+#: is replaced), "kill" (its supervisor killed it over the hard memory limit), "crash" (it
+#: exited unasked), "lost" (it stopped heartbeating and its process is gone, seen by a
+#: reaper). ``running`` lists the jobs it was running (``{"id", "path"}``), ``requeued``
+#: and ``failed`` (worker-lost) count what became of them; a key that does not apply is None.
+EVENT_KEYS = ("event", "at", "host", "pid", "worker", "supervisor", "reason", "detail", "rss_bytes",
+              "limit_bytes", "jobs_run", "running", "unstarted", "requeued", "failed", "top_growers",
+              "alive_s", "malloc_trims", "jobs_since_last_check")
+
+
+def event_entry(event: dict[str, Any]) -> dict[str, Any]:
+    """``event`` in the one shape of :data:`EVENT_KEYS` (lists empty when missing)."""
+    out: dict[str, Any] = dict.fromkeys(EVENT_KEYS)
+    out.update((k, v) for k, v in event.items() if k in out)
+    for k in ("running", "unstarted", "top_growers"):
+        out[k] = out[k] or []
+    return out
 
 
 class Registry:
@@ -93,15 +111,15 @@ class Registry:
         MAX_EVENTS; logs and carries on when Redis refuses."""
         try:
             pipe = self.redis.pipeline(transaction=False)
-            pipe.lpush(self.keys.events, json.dumps(event, separators=(",", ":"), default=str))
+            pipe.lpush(self.keys.events, json.dumps(event_entry(event), separators=(",", ":"), default=str))
             pipe.ltrim(self.keys.events, 0, MAX_EVENTS - 1)
             pipe.execute()
         except redis.RedisError as exc:
             log.warning("event not recorded (%s): %s", exc, event)
 
     def events(self, limit: int) -> list[dict[str, Any]]:
-        """The newest ``limit`` events, newest first."""
-        return [json.loads(e) for e in self.redis.lrange(self.keys.events, 0, max(0, limit - 1))]
+        """The newest ``limit`` events, newest first (:func:`event_entry`)."""
+        return [event_entry(json.loads(e)) for e in self.redis.lrange(self.keys.events, 0, max(0, limit - 1))]
 
     def queue_depths(self, queues: Iterable[str] | None = None) -> dict[str, dict[str, int]]:
         """Per queue (``queues``, or every queue ever used): ready (due now) and delayed

@@ -6,8 +6,9 @@ from typing import Any
 
 import click
 
-from ..errors import ConfigError
-from .app import Ctx, cli, echo, handle_errors, out
+from ..errors import ConfigError, ExitCode
+from ..units import plural
+from .app import Ctx, cli, echo, fail, handle_errors, out
 
 
 @cli.command()
@@ -41,12 +42,21 @@ def embedded_status(obj: Ctx) -> None:
 
 
 @embedded.command("stop")
+@click.option("--force", is_flag=True, help="stop it even while workers use it")
 @click.pass_obj
 @handle_errors
-def embedded_stop(obj: Ctx) -> None:
-    """Stop the embedded server (its data is kept in .runtime/)."""
+def embedded_stop(obj: Ctx, force: bool) -> None:
+    """Stop the embedded server (its data is kept in .runtime/). Refused while workers are
+    registered on it (exit 7), unless --force."""
     from ..broker.embedded import EmbeddedRedis
-    echo("stopped" if EmbeddedRedis(obj.settings().embedded_path).stop() else "was not running")
+    e = EmbeddedRedis(obj.settings().embedded_path)
+    if not force and e.url():
+        live = [w for w in obj.client().reader.workers() if w.get("kind") != "supervisor"]
+        if live:
+            names = ", ".join(f"{w['host']} pid {w['pid']}" for w in live[:5]) + (", ..." if len(live) > 5 else "")
+            fail(f"{len(live)} {plural(len(live), 'worker')} use the embedded Redis in {e.dir} ({names}): "
+                 "stop them first (Ctrl-C, SIGTERM), or give --force", ExitCode.NOT_ALLOWED)
+    echo("stopped" if e.stop() else "was not running")
 
 
 @cli.group()
@@ -87,3 +97,58 @@ def mongo_reconcile(obj: Ctx, lag_s: float, full: bool, as_json: bool) -> None:
     total = client.call(sync.repair, lag_s, full)
     out(total) if as_json else echo(
         f"checked {total['checked']}, copied {total['written']} to MongoDB, queued again {total['adopted']} from MongoDB")
+
+
+def _info(obj: Ctx) -> dict[str, Any]:
+    from importlib.metadata import version
+
+    from ..broker.embedded import EmbeddedRedis
+    from ..redact import mask
+    from ..settings import CONFIG_FILE, project_root
+    settings = obj.settings()
+    client = obj.client()
+    reader = client.reader
+    embedded = None
+    if not settings.redis_url:
+        e = EmbeddedRedis(settings.embedded_path)
+        embedded = {"dir": str(e.dir), "pid": e.pid()}
+    root = project_root()
+    config = obj.config or (str(root / CONFIG_FILE) if root and (root / CONFIG_FILE).is_file() else None)
+    live = reader.workers()
+    return {
+        "version": version("runtime"), "redis": reader.server(), "embedded": embedded,
+        "prefix": settings.key_prefix, "config_file": config,
+        "mongodb": None if not settings.mongodb_url else {
+            "url": mask(settings.mongodb_url), "collection": client.store.jobs.full_name},
+        "workers": sum(e.get("kind") != "supervisor" for e in live),
+        "supervisors": sum(e.get("kind") == "supervisor" for e in live),
+        **reader.queues(),
+    }
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handle_errors
+def info(obj: Ctx, as_json: bool) -> None:
+    """Which Redis (URL or embedded folder) and MongoDB this folder's commands use, the
+    server's version and memory, the key prefix, live workers and queues."""
+    data = _info(obj)
+    if as_json:
+        out(data)
+        return
+    from ..units import fmt_bytes
+    r, e = data["redis"], data["embedded"]
+    limit = fmt_bytes(r["maxmemory_bytes"]) if r["maxmemory_bytes"] else "no limit"
+    echo(f"runtime   {data['version']}")
+    echo(f"redis     {r['url']}" + (f"  (embedded: {e['dir']}, pid {e['pid']})" if e else ""))
+    echo(f"server    Redis {r['version']} ({r['role']}), {fmt_bytes(r['used_memory_bytes'])} used, "
+         f"maxmemory {limit} ({r['maxmemory_policy']})")
+    echo(f"prefix    {data['prefix']}")
+    echo(f"config    {data['config_file'] or 'none (defaults and RUNTIME_* variables)'}")
+    m = data["mongodb"]
+    echo(f"mongodb   {m['url']} ({m['collection']})" if m else "mongodb   none (job documents in Redis only)")
+    echo(f"workers   {data['workers']} alive" + (f" under {data['supervisors']} supervisors" if data["supervisors"] else ""))
+    queues = ", ".join(f"{q} {d['ready']} ready, {d['delayed']} delayed" for q, d in data["queues"].items())
+    echo(f"queues    {queues or 'none'}")
+    echo("jobs      " + (", ".join(f"{s} {n}" for s, n in data["counts"].items() if n) or "none"))

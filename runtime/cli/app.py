@@ -134,7 +134,9 @@ def out(data: Any) -> None:
 @click.option("--redis", "redis_url", metavar="URL", help="redis://, rediss:// or unix:// URL [env RUNTIME_REDIS_URL; default: the embedded server under .runtime/]")
 @click.option("--prefix", "key_prefix", metavar="PREFIX", help="prefix of every Redis key [env RUNTIME_KEY_PREFIX; default rt]")
 @click.option("--mongodb", "mongodb_url", metavar="URL", help="keep and read job documents in this MongoDB [env RUNTIME_MONGODB_URL; default: Redis only]")
-@click.option("--config", type=click.Path(dir_okay=False), help="settings file [default ./runtime.toml if present]")
+@click.option("--config", type=click.Path(dir_okay=False),
+              help="settings file [default: runtime.toml of this folder or the nearest parent with one]")
+@click.version_option(package_name="runtime", prog_name="runtime", message="%(prog)s %(version)s")
 @click.pass_context
 def cli(ctx: click.Context, redis_url: str | None, key_prefix: str | None, mongodb_url: str | None,
         config: str | None) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..job import Job, iso
 from ..middleware import Chain
-from ..units import fmt_bytes, fmt_seconds
+from ..units import fmt_bytes, fmt_seconds, plural
 from .app import echo
 
 
@@ -84,7 +84,7 @@ def print_workers(entries: list[dict[str, Any]]) -> None:
         echo("no live workers")
     sups = {e["id"] for e in entries if e.get("kind") == "supervisor"}
     for e in entries:
-        rss = int(e.get("rss_bytes", 0)) / 2**20
+        rss = (e.get("rss_bytes") or 0) / 2**20
         if e.get("kind") == "supervisor":
             limits = (f"  mem-limit {fmt_bytes(e['mem_limit_bytes'])} hard {fmt_bytes(e['mem_hard_limit_bytes'])}"
                       if e.get("mem_limit_bytes") else "")
@@ -92,11 +92,11 @@ def print_workers(entries: list[dict[str, Any]]) -> None:
             recycling = sum(1 for c in kids if c.get("recycling"))
             echo(f"{e['id']}  supervisor {e.get('state', '?')}  host {e['host']} pid {e['pid']}  "
                        f"processes {len(kids) - recycling}/{e.get('processes')}"
-                       f"{f' (+{recycling} recycling)' if recycling else ''}  restarts {e.get('restarts', 0)}  "
-                       f"kills {e.get('kills', 0)}  rss {rss:.1f} MiB{limits}  since {e['started_at']}")
+                       f"{f' (+{recycling} recycling)' if recycling else ''}  restarts {e.get('restarts') or 0}  "
+                       f"kills {e.get('kills') or 0}  rss {rss:.1f} MiB{limits}  since {e['started_at']}")
             continue
         indent = "  " if e.get("supervisor") in sups else ""
-        echo(f"{indent}{e['id']}  {e.get('state', '?')}  host {e['host']} pid {e['pid']}  queues {e['queues']}  "
+        echo(f"{indent}{e['id']}  {e.get('state', '?')}  host {e['host']} pid {e['pid']}  queues {','.join(e['queues'])}  "
                    f"running {len(e['running'])}/{e.get('greenlets', '?')}  done {e['jobs_done']}  "
                    f"rss {rss:.1f} MiB  since {e['started_at']}" + (f"  recycling: {e['recycle']}" if e.get("recycle") else ""))
         for r in e["running"]:
@@ -104,16 +104,21 @@ def print_workers(entries: list[dict[str, Any]]) -> None:
 
 
 def print_events(events: list[dict[str, Any]]) -> None:
-    """Recycle and kill events, newest first (``runtime events``)."""
+    """Recycles, kills, crashes and losses of worker processes, newest first, each with
+    what became of the jobs it ran (``runtime events``; runtime.broker.registry.EVENT_KEYS)."""
     if not events:
         echo("no events")
     for e in events:
-        ran = f"; crossed after {e['jobs']} jobs" if isinstance(e.get("jobs"), int) else ""
-        echo(f"{e['at']}  {e['event']} ({e.get('reason')})  pid {e.get('pid')}: {e.get('detail')}{ran}")
-        for g in e.get("top_growers", []):
+        where = f"pid {e['pid']}" + (f" on {e['host']}" if e.get("host") else "")
+        ran = f"; {e['jobs_run']} {plural(e['jobs_run'], 'job')} run by then" if e["event"] == "recycle" and \
+            e.get("jobs_run") is not None and e.get("reason") != "max-jobs" else ""
+        echo(f"{e['at']}  {e['event']} ({e.get('reason')})  {where}: {e.get('detail')}{ran}")
+        for g in e["top_growers"]:
             echo(f"    RSS grew {fmt_bytes(g['rss_growth_bytes'])} when job {g['job']} ended")
-        if e.get("jobs") and isinstance(e["jobs"], list):
-            echo(f"    running jobs requeued: {', '.join(e['jobs'])}")
+        if e["event"] != "recycle":
+            jobs = ", ".join(f"{j['id']} ({j.get('path')})" for j in e["running"]) or "none"
+            echo(f"    running jobs: {jobs}; requeued {e.get('requeued') or 0}, "
+                 f"failed {e.get('failed') or 0} (worker-lost)")
 
 
 def print_queues(data: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from ..errors import ExitCode
+from ..errors import ExitCode, WaitTimeout
 from ..status import REQUEUABLE, Status
 from .app import Ctx, NotFound, cli, echo, fail, handle_errors, out, parse_params
 from .format import job_table, print_job
@@ -25,13 +25,25 @@ from .format import job_table, print_job
 @handle_errors
 def enqueue(obj: Ctx, path: str, params: str | None, queue: str, priority: int, delay: float | None,
             wait_s: float | None, as_json: bool) -> None:
-    """Queue a job of task PATH with PARAMS (a JSON object); prints its id."""
+    """Queue a job of task PATH with PARAMS (a JSON object); prints its id.
+
+    With --wait, prints the job once it ended (exit 5 if it did not succeed); when the
+    wait times out, the job stays queued: its id and status are printed, exit 6."""
     client = obj.client()
     job_id = client.queue_job(path, parse_params(params), queue=queue, priority=priority, delay=delay)
     if wait_s is None:
         out({"id": job_id}) if as_json else echo(job_id)
         return
-    job = client.wait(job_id, timeout_s=wait_s)
+    if not any(queue in w.get("queues", ()) for w in client.reader.workers()):
+        echo(f"warning: no live worker takes jobs from queue {queue!r} (runtime workers): "
+             f"job {job_id} waits for one", err=True)
+    try:
+        job = client.wait(job_id, timeout_s=wait_s)
+    except WaitTimeout:
+        job = client.get_job(job_id)
+        out(job.to_dict()) if as_json else echo(job_id)
+        fail(f"job {job_id} did not end within {wait_s:g} s; it is still {job.status.value} "
+             f"(runtime job {job_id}; runtime cancel {job_id})", ExitCode.TIMEOUT)
     out(job.to_dict()) if as_json else print_job(job, client.middleware)
     if job.status != Status.SUCCESS:
         sys.exit(ExitCode.JOB_FAILED)

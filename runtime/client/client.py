@@ -18,6 +18,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 import redis
 
 from ..broker import transient
+from ..broker.connection import full
 from ..errors import BrokerUnavailable, InvalidParams, InvalidTransition, JobNotFound
 from ..job import Job, encode_params, new_job_id
 from ..messages import NewJob
@@ -239,6 +240,9 @@ class Client:
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise BrokerUnavailable(f"Redis unavailable: {exc}") from None
         except redis.ResponseError as exc:
+            if full(exc):
+                raise BrokerUnavailable("Redis is full (its used memory is over maxmemory): nothing was "
+                                        "written; free memory or raise maxmemory (runtime info)") from None
             if transient(exc):  # read-only after a failover, loading...: nothing was written
                 raise BrokerUnavailable(f"Redis cannot take this now: {exc}") from None
             raise

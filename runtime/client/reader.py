@@ -90,18 +90,30 @@ def parse_cursor(cursor: str | None) -> tuple[float, str] | None:
     return changed, job_id
 
 
+#: The keys of every registry entry :func:`worker_entry` returns, workers and supervisors
+#: alike (a key that does not apply to the kind, or is unknown, is None).
+WORKER_KEYS = ("id", "kind", "supervisor", "host", "pid", "state", "queues", "greenlets", "processes",
+               "running", "jobs_done", "rss_bytes", "mem_limit_bytes", "mem_hard_limit_bytes",
+               "started_at", "heartbeat_at", "recycle", "children", "restarts", "kills")
+
+
 def worker_entry(e: dict[str, str]) -> dict[str, Any]:
-    """A raw registry entry with numbers as numbers, lists parsed and times ISO-8601 UTC."""
-    out: dict[str, Any] = dict(e, running=json.loads(e.get("running") or "[]"))
-    if "children" in out:
-        out["children"] = json.loads(out["children"])
+    """A raw registry entry in the one shape of :data:`WORKER_KEYS`: ``kind`` "worker" or
+    "supervisor", numbers as numbers, ``queues``, ``running`` and ``children`` as lists,
+    times as ISO-8601 UTC, None for what is missing or does not apply."""
+    out: dict[str, Any] = dict.fromkeys(WORKER_KEYS)
+    out.update({k: v for k, v in e.items() if k in out and v != ""})
+    out["kind"] = e.get("kind") or "worker"
+    out["queues"] = [q for q in (e.get("queues") or "").split(",") if q]
+    out["running"] = json.loads(e.get("running") or "[]")
+    if e.get("children"):
+        out["children"] = json.loads(e["children"])
     for k in _INT_FIELDS:
-        if out.get(k):
+        if out.get(k) is not None:
             out[k] = int(out[k])
     for k in ("started_at", "heartbeat_at"):
         if out.get(k):
             out[k] = iso(float(out[k]))
-    out.pop("pid_started", None)
     for r in out["running"]:
         r["started_at"] = iso(r.get("started_at"))
     return out
@@ -151,6 +163,17 @@ class Reader:
             tree = sup if sup in sups else wid if wid in sups else "~" + wid
             return tree, e.get("kind") != "supervisor", wid
         return sorted(entries, key=order)
+
+    def server(self) -> dict[str, Any]:
+        """The Redis server: ``{"url": masked URL, "version": "7.2.4", "role": "master",
+        "used_memory_bytes": n, "maxmemory_bytes": n (0 = no limit), "maxmemory_policy":
+        str, "uptime_s": n}``."""
+        from ..broker.connection import where
+        c = self.client
+        info = c.call(c.redis.info)  # the default sections, one round trip
+        return {"url": where(c.redis), "version": info.get("redis_version"), "role": info.get("role"),
+                "used_memory_bytes": info.get("used_memory"), "maxmemory_bytes": info.get("maxmemory"),
+                "maxmemory_policy": info.get("maxmemory_policy"), "uptime_s": info.get("uptime_in_seconds")}
 
     def events(self, limit: int = 20) -> list[dict[str, Any]]:
         """The newest ``limit`` recycle and kill events, newest first (``at`` as ISO-8601)."""

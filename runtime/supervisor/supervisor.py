@@ -210,7 +210,9 @@ class Supervisor:
             del self.children[pid]
             lived = time.monotonic() - child.started
             if code not in (0, ExitCode.RECYCLED):  # it did not stop cleanly: its jobs come back now
-                self.take_back(pid, f"exited with code {code}" if code >= 0 else f"was killed by signal {-code}")
+                how = f"exited with code {code}" if code >= 0 else f"was killed by signal {-code}"
+                self.take_back(pid, f"{how} after {lived:.1f} s", event=(
+                    "crash", f"exit-code-{code}" if code >= 0 else f"signal-{-code}"))
             if child.recycling or code == ExitCode.RECYCLED:
                 log.info("worker process %d exited after recycling (code %d)", pid, code)
                 if not child.recycling:  # it exited before its signal arrived: replace it
@@ -246,7 +248,7 @@ class Supervisor:
         return [w for w in self.broker.registry.ids() if host_pid(w) == (self.host, pid)]
 
     def take_back(self, pid: int, why: str, unstarted: list[str] | None = None,
-                   ids: list[str] | None = None) -> tuple[int, int]:
+                   ids: list[str] | None = None, event: tuple[str, str] | None = None) -> tuple[int, int]:
         """Requeue (or fail, worker-lost) the jobs the dead child ``pid`` (registry ``ids``,
         looked up when not given) was running, now; ``unstarted`` ones (prefetched) without
         counting a lost worker against them (looked up when not given)."""
@@ -254,7 +256,7 @@ class Supervisor:
             ids = self.worker_ids(pid) if ids is None else ids
             if not ids:
                 return 0, 0
-            requeued, failed = self.reaper.take_back(ids, f"its worker process {why}", unstarted)
+            requeued, failed = self.reaper.take_back(ids, f"its worker process {why}", unstarted, event, self.id)
         except redis.RedisError as exc:
             log.warning("could not requeue the jobs of worker process %d (%s); the reaper will", pid, exc)
             return 0, 0

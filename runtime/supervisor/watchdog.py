@@ -17,6 +17,7 @@ from typing import Protocol
 import redis
 
 from ..broker import RedisBroker
+from ..broker.broker import Lost
 from ..process import rss_of
 from ..units import fmt_bytes
 from .children import Child
@@ -28,6 +29,7 @@ class Watched(Protocol):
     """What the watchdog needs of the supervisor."""
 
     id: str
+    host: str
     hard: int | None
     broker: RedisBroker
     children: dict[int, Child]
@@ -55,17 +57,18 @@ def enforce_hard_limit(sup: Watched) -> None:
         wids: list[str] | None
         try:  # before the kill: any reaper that takes them back (others watch the pid) says why
             wids = sup.worker_ids(pid)
-            jobs, unstarted = sup.broker.mark_lost(wids, note)
+            lost = sup.broker.mark_lost(wids, note)
         except redis.RedisError as exc:
             log.warning("could not mark the jobs of worker process %d (%s)", pid, exc)
-            wids, jobs, unstarted = None, [], []
+            wids, lost = None, Lost([], [], {})
         sup.kill_child(child)
         del sup.children[pid]
         sup.kills += 1
         sup.restarts += 1
-        requeued, failed = sup.take_back(pid, "was killed over the hard limit", unstarted, wids)
+        requeued, failed = sup.take_back(pid, "was killed over the hard limit", lost.unstarted, wids)
         sup.broker.registry.record_event({
-            "event": "kill", "pid": pid, "at": time.time(), "reason": "mem-hard-limit", "detail": note,
-            "rss_bytes": rss, "limit_bytes": sup.hard, "jobs": jobs, "unstarted": unstarted,
+            "event": "kill", "pid": pid, "host": sup.host, "worker": wids[0] if wids else None, "at": time.time(),
+            "reason": "mem-hard-limit", "detail": note, "rss_bytes": rss, "limit_bytes": sup.hard,
+            "running": [{"id": j, "path": p} for j, p in lost.paths.items()], "unstarted": lost.unstarted,
             "requeued": requeued, "failed": failed, "supervisor": sup.id})
 

@@ -139,7 +139,7 @@ class Limits:
 
     def event(self, recycle: Recycle, worker_id: str) -> dict[str, Any]:
         """The recycle event stored in Redis (see Worker.recycle): JSON-ready dict with
-        ``rss_bytes``, ``limit_bytes``, ``jobs`` (since the process started),
+        ``rss_bytes``, ``limit_bytes``, ``jobs_run`` (since the process started),
         ``jobs_since_last_check`` (since the last timer check) and the ``top_growers``
         (job id and growth in bytes, largest first)."""
         with self._lock:
@@ -147,6 +147,6 @@ class Limits:
             since = self.jobs_since_check
         return {"event": "recycle", "worker": worker_id, "pid": os.getpid(), "at": recycle.at,
                 "reason": recycle.reason, "detail": recycle.detail, "rss_bytes": recycle.rss_bytes,
-                "limit_bytes": self.soft, "jobs": self.jobs, "jobs_since_last_check": since,
+                "limit_bytes": self.soft, "jobs_run": self.jobs, "jobs_since_last_check": since,
                 "alive_s": round(time.monotonic() - self.started, 3), "malloc_trims": self.trims,
                 "top_growers": [{"job": j, "rss_growth_bytes": g} for g, j in top]}

@@ -58,20 +58,37 @@ class Reaper:
                     self._missing.pop(wid, None)
         return out
 
-    def take_back(self, worker_ids: list[str], why: str, unstarted: list[str] | None = None) -> tuple[int, int]:
+    def take_back(self, worker_ids: list[str], why: str, unstarted: list[str] | None = None,
+                  event: tuple[str, str] | None = None, supervisor: str | None = None) -> tuple[int, int]:
         """Requeue (or fail, worker-lost) the jobs of the dead ``worker_ids`` now, noting
         ``why``; ``unstarted`` (prefetched, known not to have run) are requeued without a
         charge (looked up from their last heartbeats when not given). Also takes back
-        claims whose deadline passed. Returns (requeued, failed)."""
+        claims whose deadline passed. With ``event`` (kind, reason) and ``unstarted`` not
+        given, records the event (runtime.broker.registry.EVENT_KEYS), naming the jobs.
+        Returns (requeued, failed)."""
+        lost = None
         if worker_ids and unstarted is None:
-            unstarted = self.broker.mark_lost(worker_ids, why)[1]
-        return self.broker.reap(worker_ids, unstarted=unstarted or [])
+            lost = self.broker.mark_lost(worker_ids, why)
+            unstarted = lost.unstarted
+        requeued, failed = self.broker.reap(worker_ids, unstarted=unstarted or [])
+        if event is not None and lost is not None:
+            host, pid = host_pid(worker_ids[0])
+            self.broker.registry.record_event({
+                "event": event[0], "reason": event[1], "at": time.time(), "host": host, "pid": pid,
+                "worker": worker_ids[0], "supervisor": supervisor, "detail": why,
+                "running": [{"id": j, "path": p} for j, p in lost.paths.items()], "unstarted": lost.unstarted,
+                "requeued": requeued, "failed": failed})
+        return requeued, failed
 
     def reap_once(self) -> tuple[int, int]:
         """Take back the jobs of every dead worker and every expired claim; returns
         (requeued, failed worker-lost). Raises redis.RedisError."""
         dead = self.dead()
-        requeued, failed = self.take_back(dead, "its worker process died")
+        requeued, failed = self.take_back([], "") if not dead else (0, 0)  # expired claims only
+        for wid in dead:  # one event each
+            r, f = self.take_back([wid], "its worker process died (it stopped heartbeating and its pid is gone)",
+                                  event=("lost", "worker-lost"))
+            requeued, failed = requeued + r, failed + f
         if dead or requeued or failed:
             log.warning("reaper: %d dead workers, %d jobs requeued, %d failed (worker-lost)",
                         len(dead), requeued, failed)

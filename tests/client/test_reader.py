@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import time
 
+from runtime.broker.registry import EVENT_KEYS
+
 
 def test_a_job_reads_with_its_attempts(client, worker):
     job_id = client.queue_job("tasks_example.work.flaky", {"fail_times": 1})
@@ -38,9 +40,10 @@ def test_workers_come_under_their_supervisor_with_numbers_and_times(client):
 
 def test_events_newest_first_with_iso_times(client):
     for n in range(3):
-        client.broker.registry.record_event({"event": "recycle", "at": 1_700_000_000.0 + n, "n": n})
+        client.broker.registry.record_event({"event": "recycle", "at": 1_700_000_000.0 + n, "detail": str(n)})
     events = client.reader.events(limit=2)
-    assert [e["n"] for e in events] == [2, 1] and events[0]["at"] == "2023-11-14T22:13:22.000000Z"
+    assert [e["detail"] for e in events] == ["2", "1"] and events[0]["at"] == "2023-11-14T22:13:22.000000Z"
+    assert all(set(e) == set(EVENT_KEYS) for e in events)  # one shape: None for what does not apply
 
 
 def test_queues_hold_depths_and_counts(client):

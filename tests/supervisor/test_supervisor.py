@@ -51,7 +51,7 @@ def test_mem_limit_recycles_the_worker_and_loses_no_job(client, workers):
     assert events and all(e["reason"] == "mem-limit" for e in events)
     e = events[-1]
     assert e["rss_bytes"] > e["limit_bytes"] == 75 * 2**20
-    assert e["jobs"] > 0 and e["top_growers"] and e["top_growers"][0]["job"] in ids
+    assert e["jobs_run"] > 0 and e["top_growers"] and e["top_growers"][0]["job"] in ids
     assert e["pid"] in pids
     # and a replacement is running
     wait_until(lambda: len(_children(client, sup.pid)) == 1, 10, "one worker process under the supervisor")
@@ -103,7 +103,9 @@ def test_a_job_past_the_hard_limit_is_requeued_at_once_then_fails_worker_lost(cl
     kills = wait_until(lambda: list(_events(client, "kill")) if any(
         k["failed"] == 1 for k in _events(client, "kill")) else None, 10, "the kill event that failed it")
     assert len(kills) >= 3 and all(k["rss_bytes"] > 120 * 2**20 for k in kills)
-    assert sum(hog in k["jobs"] for k in kills) == 3 and all(hog in k["jobs"] + k["unstarted"] for k in kills)
+    running = [[j["id"] for j in k["running"]] for k in kills]
+    assert sum(hog in r for r in running) == 3 and all(hog in r + k["unstarted"] for r, k in zip(running, kills))
+    assert all(j["path"] == "testtasks.allocate" for k in kills for j in k["running"] if j["id"] == hog)
     assert all(j.status == "success" for j in client.wait(beside + behind, timeout_s=30))
 
 

@@ -24,7 +24,7 @@ def test_worker_registry_shows_running_jobs_with_stacks(client, worker):
     running = json.loads(e["running"])
     assert running[0]["id"] == job_id and any("sleep" in frame for frame in running[0]["stack"])
     [shown] = client.reader.workers()
-    assert shown["running"][0]["id"] == job_id and shown["greenlets"] == 3
+    assert shown["running"][0]["id"] == job_id and shown["greenlets"] == 3 and shown["queues"] == ["default"]
 
 
 def test_the_entry_of_a_killed_worker_expires(client, workers):
