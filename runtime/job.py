@@ -228,8 +228,9 @@ class Job:
             return None
         return max(0.0, self.ended_at - self.started_at)
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict: times as ISO-8601 UTC strings, history times likewise."""
+    def to_dict(self, history: bool = True) -> dict[str, Any]:
+        """A JSON-ready dict: times as ISO-8601 UTC strings, history times likewise; without
+        ``history`` (a listing, which does not read it) ``"history"`` is None."""
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -238,7 +239,7 @@ class Job:
             elif f.name == "status":
                 value = value.value
             elif f.name == "history":
-                value = [{**h, "at": iso(h.get("at"))} for h in value]
+                value = [{**h, "at": iso(h.get("at"))} for h in value] if history else None
             elif f.name == "artifacts":
                 value = {name: f"<{len(data)} bytes: runtime job {self.id} --artifact {name}>"
                          for name, data in value.items()}

@@ -140,7 +140,7 @@ class Processes:
     def ready(self, proc: subprocess.Popen[bytes], timeout_s: float = 20) -> subprocess.Popen[bytes]:
         """Wait until ``proc`` claims jobs (it logged its start), for tests that time
         jobs from their enqueue (a worker takes ~1 s to start on a slow machine)."""
-        wait_until(lambda: " started: queues=" in self.log(proc) or proc.poll() is not None, timeout_s)
+        wait_until(lambda: " started: redis " in self.log(proc) or proc.poll() is not None, timeout_s)
         assert proc.poll() is None, self.log(proc)
         return proc
 

@@ -2,11 +2,13 @@
 and what every command shares (settings, the client, JSON output).
 
 Exit codes (runtime.errors.ExitCode):
-  0 OK; 1 ERROR (any other runtime error); 2 USAGE (bad arguments or params); 3 NOT_FOUND
-  (job id unknown); 4 UNAVAILABLE (Redis or MongoDB unreachable); 5 JOB_FAILED (run, enqueue --wait:
-  the job did not succeed); 6 TIMEOUT (enqueue --wait deadline passed); 7 NOT_ALLOWED (a
-  status change that is not allowed, e.g. cancel of a running job); 8 RECYCLED (worker: a
-  worker process stopped to be recycled; its supervisor replaces it).
+  0 OK; 1 ERROR (any other runtime error); 2 USAGE (bad arguments, params or settings; a
+  task module that does not import); 3 NOT_FOUND (job id unknown, or the job has no such
+  artifact); 4 UNAVAILABLE (Redis or MongoDB unreachable, or Redis full); 5 JOB_FAILED (run,
+  enqueue --wait: the job did not succeed); 6 TIMEOUT (enqueue --wait deadline passed: the
+  job id is printed, the job stays queued); 7 NOT_ALLOWED (not allowed now: cancel of a
+  running job, embedded stop under live workers); 8 RECYCLED (worker: a worker process
+  stopped to be recycled; its supervisor replaces it).
 """
 
 from __future__ import annotations

@@ -50,7 +50,8 @@ def print_job(job: Job, chain: Chain) -> None:
     _row("worker", job.worker or "-")
     _row("queued", f"{iso(job.queued_at)}   due {iso(job.due_at)}")
     _row("started", f"{iso(job.started_at) or '-'}   ended {iso(job.ended_at) or '-'}")
-    _row("wait", f"{fmt_seconds(job.wait_s)}   run {fmt_seconds(job.run_s)}")
+    _row("wait", f"{fmt_seconds(job.wait_s)}   run {fmt_seconds(job.run_s)}"
+         + (f" (timeout {job.timeout_s:g} s)" if job.timeout_s else ""))
     if job.progress is not None:
         _row("progress", f"{job.progress:.0%} {job.progress_message or ''}")
     if job.status.value == "success":

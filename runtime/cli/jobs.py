@@ -9,6 +9,7 @@ import click
 
 from ..errors import ExitCode, WaitTimeout
 from ..status import REQUEUABLE, Status
+from ..units import plural
 from .app import Ctx, NotFound, cli, echo, fail, handle_errors, out, parse_params
 from .format import job_table, print_job
 
@@ -89,13 +90,15 @@ def jobs(obj: Ctx, status: str | None, queue: str | None, path: str | None, limi
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--before") from None
     if as_json:
-        out([j.to_dict() for j in page.jobs])
+        out(page.to_dict())
         return
     job_table(page.jobs)
     if not page.jobs:
         echo("(no jobs)")
-    if page.next:
-        echo(f"(more: --before {page.next})")
+        return
+    of = f" of {page.total:,}" if page.total is not None else ""
+    more = f"; next page: runtime jobs --before {page.next}" if page.next else ""
+    echo(f"({len(page.jobs):,}{of} {plural(page.total or len(page.jobs), 'job')}{more})")
 
 
 @cli.command()
@@ -157,7 +160,7 @@ def requeue(obj: Ctx, ids: tuple[str, ...], status: str, queue: str | None, path
         if not queue and not path:
             raise click.UsageError("give job IDs, or --queue and/or --path to requeue all failed jobs of them")
         done = client.requeue_where(status, queue=queue, path=path)
-    out({"requeued": done}) if as_json else echo(f"requeued {len(done)} job(s)")
+    out({"requeued": done}) if as_json else echo(f"requeued {len(done)} {plural(len(done), 'job')}")
 
 
 @cli.command()
@@ -166,7 +169,8 @@ def requeue(obj: Ctx, ids: tuple[str, ...], status: str, queue: str | None, path
 @handle_errors
 def cancel(obj: Ctx, ids: tuple[str, ...]) -> None:
     """Cancel waiting jobs (they never run)."""
-    echo(f"cancelled {len(obj.client().cancel(*ids))} job(s)")
+    n = len(obj.client().cancel(*ids))
+    echo(f"cancelled {n} {plural(n, 'job')}")
 
 
 @cli.command()
@@ -175,4 +179,5 @@ def cancel(obj: Ctx, ids: tuple[str, ...]) -> None:
 @handle_errors
 def abort(obj: Ctx, ids: tuple[str, ...]) -> None:
     """Abort running jobs (their worker kills them within about a second)."""
-    echo(f"abort requested for {len(obj.client().abort(*ids))} job(s)")
+    n = len(obj.client().abort(*ids))
+    echo(f"abort requested for {n} {plural(n, 'job')}")

@@ -191,7 +191,7 @@ class Client:
             if reply == "missing":
                 raise JobNotFound(f"no job {job_id!r}{also}")
             if reply != "ok":
-                raise InvalidTransition(f"cannot {action} job {job_id}: it is {reply} ({allowed}){also}")
+                raise InvalidTransition(f"cannot {action} job {job_id}: its status is {reply} ({allowed}){also}")
         return list(ids)
 
     def cancel(self, *ids: str) -> list[str]:

@@ -13,6 +13,7 @@ from typing import ParamSpec, Protocol, TypeVar
 import redis
 
 from ..broker import RedisBroker, connect
+from ..errors import ConfigError
 from ..job import Job
 from ..middleware import Chain
 from ..settings import Settings
@@ -44,6 +45,11 @@ def build(settings: Settings, client: redis.Redis | None = None) -> Parts:
     chain = Chain.from_settings(settings)
     store: JobStore = RedisJobStore(conn, settings.key_prefix)
     if settings.mongodb_url:
+        try:
+            import pymongo  # noqa: F401 - the MongoDB store's driver: an extra
+        except ModuleNotFoundError:
+            raise ConfigError("a MongoDB URL needs pymongo, which is not installed: "
+                              "pip install 'runtime[mongo]'") from None
         from ..store.mongo.store import MongoJobStore
         store = MongoJobStore(settings, RedisJobStore(conn, settings.key_prefix))
     return Parts(settings, conn, RedisBroker(conn, settings), store, chain)

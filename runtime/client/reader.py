@@ -24,10 +24,17 @@ _INT_FIELDS = ("pid", "greenlets", "jobs_done", "rss_bytes", "processes", "resta
 @dataclass
 class Page:
     """One page of jobs, newest change first; ``next`` is the cursor of the page after it
-    (pass it as ``before``), None on the last page."""
+    (pass it as ``before``), None on the last page; ``total``: how many jobs match the
+    filters in all (None when the store cannot count them cheaply: a queue or path filter
+    on Redis, which has no index of them)."""
 
     jobs: list[Job]
     next: str | None = None
+    total: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"jobs": [job dicts without history], "next": cursor or None, "total": n or None}``."""
+        return {"jobs": [j.to_dict(history=False) for j in self.jobs], "next": self.next, "total": self.total}
 
 
 @dataclass
@@ -139,7 +146,11 @@ class Reader:
         found = c.call(c.store.list_jobs, status=status, queue=queue, path=path, limit=limit + 1,
                         before=parse_cursor(before))
         page = found[:limit]
-        return Page(page, cursor_of(page[-1]) if len(found) > limit and page else None)
+        total = None
+        if queue is None and path is None:
+            counts = c.call(c.store.counts)
+            total = counts[status] if status else sum(counts.values())
+        return Page(page, cursor_of(page[-1]) if len(found) > limit and page else None, total)
 
     def job(self, job_id: str) -> JobView:
         """One job with its history and attempts. Raises JobNotFound."""

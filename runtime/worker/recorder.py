@@ -99,6 +99,8 @@ class Recorder:
         ctx = rj.ctx
         fields = res.store_fields(rj.claimed.retries)
         fields.update(ctx.progress_fields())
+        if rj.timeout_s:  # the task's timeout, else the worker's default: the one it ran under
+            fields["timeout_s"] = repr(rj.timeout_s)
         if ctx.logs:
             fields["logs"] = dumps(ctx.logs)
         if ctx.report:

@@ -43,7 +43,7 @@ def test_concurrent_first_use_starts_one_server_and_data_survives_restart(home):
     ids = [r.stdout.strip() for r in results]
     assert len(_servers(home)) == 1
     listed = _runtime(home, "jobs", "--json")
-    assert sorted(j["id"] for j in __import__("json").loads(listed.stdout)) == sorted(ids)
+    assert sorted(j["id"] for j in __import__("json").loads(listed.stdout)["jobs"]) == sorted(ids)
     assert EmbeddedRedis(home / ".runtime").stop()
     assert not _servers(home)
     again = _runtime(home, "job", ids[0])  # starts the server again, from its data

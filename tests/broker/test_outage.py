@@ -151,14 +151,14 @@ def test_a_redis_that_refuses_writes_for_a_while_loses_no_outcome(own_redis, own
     sock, start, procs = own_redis
     settings = _own(sock, "ro")
     client = Client(settings)
-    own_worker(settings).start(greenlets=10)
+    w = own_worker(settings).start(greenlets=10)
     ids = client.queue_jobs("testtasks.sleep", [{"seconds": 0.5}] * 10)
     wait_until(lambda: all(j.status == "started" for j in client.store.get_many(ids)), 10, "jobs running")
     r = redis.Redis(unix_socket_path=sock)
     with socket.socket() as s:  # a master that is not there: Redis only refuses writes
         s.bind(("127.0.0.1", 0))
         r.replicaof("127.0.0.1", s.getsockname()[1])
-    wait_until(lambda: "record 10 finished jobs" in caplog.text, 10, "the jobs to end meanwhile")
+    wait_until(lambda: "lost Redis at" in caplog.text and not w.slots.busy, 10, "the jobs to end meanwhile")
     r.replicaof("no", "one")
     jobs = client.wait(ids, timeout_s=20)
     assert [(j.status, j.result, j.exc_type) for j in jobs] == [("success", 0.5, None)] * 10
@@ -178,9 +178,14 @@ def test_worker_survives_a_redis_outage_and_loses_nothing(own_redis, own_worker,
     procs[-1].wait(10)
     with pytest.raises(BrokerUnavailable):
         Client(settings).queue_job("testtasks.add", {"a": 1, "b": 1})
-    wait_until(lambda: "connecting to" in caplog.text, 10, "the worker to notice the outage")
+    wait_until(lambda: "lost Redis at" in caplog.text, 10, "the worker to notice the outage")
+    gone = caplog.text.count("lost Redis at")
     start()
     client = Client(settings)
     jobs = client.wait(ids, timeout_s=30)
     assert all(j.status == "success" for j in jobs)
     assert run.alive(w)
+    # said once each way, naming the server (not an error a second from each part)
+    wait_until(lambda: "is back after" in caplog.text, 10, "the worker to say Redis is back")
+    assert gone == 1 and caplog.text.count("lost Redis at") == 1 and caplog.text.count("is back after") == 1
+    assert f"lost Redis at unix://{sock} while " in caplog.text

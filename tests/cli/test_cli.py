@@ -21,7 +21,8 @@ def test_enqueue_job_jobs_queues(settings, worker):
     attempts = json.loads(cli(settings, "job", job_id, "--json").stdout)["attempts"]
     assert [(a["number"], a["status"]) for a in attempts] == [(1, "success")]
     listed = json.loads(cli(settings, "jobs", "--status", "success", "--json").stdout)
-    assert {j["id"] for j in listed} >= {job_id}
+    assert {j["id"] for j in listed["jobs"]} >= {job_id} and listed["total"] == 2 and listed["next"] is None
+    assert all(j["history"] is None for j in listed["jobs"])  # not read for a listing: null, not []
     assert "default" in cli(settings, "queues").stdout
     assert json.loads(cli(settings, "queues", "--json").stdout)["counts"]["success"] == 2
     assert "running" in cli(settings, "workers").stdout
@@ -31,9 +32,13 @@ def test_jobs_pages_with_a_cursor(client, settings):
     ids = sorted(client.queue_jobs("testtasks.add", [{"a": i, "b": 0} for i in range(5)]), reverse=True)
     first = cli(settings, "jobs", "-n", "3")  # one change time: by id, highest first
     assert first.exit_code == 0 and [line.split()[0] for line in first.stdout.splitlines()[1:4]] == ids[:3]
+    assert first.stdout.splitlines()[-1].startswith("(3 of 5 jobs; next page: runtime jobs --before ")
     cursor = first.stdout.splitlines()[-1].split("--before ")[1].rstrip(")")
     rest = cli(settings, "jobs", "-n", "3", "--before", cursor)
-    assert [line.split()[0] for line in rest.stdout.splitlines()[1:]] == ids[3:]
+    assert [line.split()[0] for line in rest.stdout.splitlines()[1:-1]] == ids[3:]
+    assert rest.stdout.splitlines()[-1] == "(2 of 5 jobs)"
+    paged = json.loads(cli(settings, "jobs", "-n", "3", "--json").stdout)
+    assert [j["id"] for j in paged["jobs"]] == ids[:3] and paged["total"] == 5 and paged["next"] == cursor
     for garbage in ("garbage", "nan:x", ":" + ids[0], "1:2:3", ""):
         bad = cli(settings, "jobs", "--before", garbage)
         assert bad.exit_code == 2 and "bad cursor" in bad.stderr and "Traceback" not in bad.stderr, garbage

@@ -102,7 +102,7 @@ def test_cancel_a_queued_job(client, worker):
     assert client.get_job(job_id).status == "cancel"
     worker.burst()
     assert client.get_job(job_id).status == "cancel"
-    with pytest.raises(InvalidTransition, match="it is cancel"):
+    with pytest.raises(InvalidTransition, match="its status is cancel"):
         client.cancel(job_id)
 
 
