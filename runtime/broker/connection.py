@@ -77,6 +77,9 @@ TRANSIENT_ERRORS = ("READONLY", "LOADING", "MASTERDOWN", "BUSY", "TRYAGAIN", "CL
                     "NOREPLICAS", "UNBLOCKED", "MISCONF", "OOM")
 
 
+_TRANSIENT_CLASSES = (redis.exceptions.ReadOnlyError, redis.exceptions.BusyLoadingError,
+                      redis.exceptions.MasterDownError, redis.exceptions.TryAgainError,
+                      redis.exceptions.ClusterDownError, redis.exceptions.OutOfMemoryError)
 _TRANSIENT = re.compile(r"(?:^|\s-)(?:" + "|".join(TRANSIENT_ERRORS) + r")\b")
 
 
@@ -84,11 +87,12 @@ def transient(exc: BaseException) -> bool:
     """Does ``exc`` go away by itself: a lost connection, a timeout, or an error reply of
     TRANSIENT_ERRORS, given directly or from inside a script (``Error running script ...:
     -READONLY ...``)?"""
-    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
-        return True
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, _TRANSIENT_CLASSES)):
+        return True  # (in a pipeline's error, redis-py drops the reply's error code: by class)
     return isinstance(exc, redis.ResponseError) and _TRANSIENT.search(str(exc)) is not None
 
 
 def full(exc: BaseException) -> bool:
     """Is ``exc`` Redis refusing a write for being over maxmemory (an OOM error reply)?"""
-    return isinstance(exc, redis.ResponseError) and re.search(r"(?:^|\s-)OOM\b", str(exc)) is not None
+    return isinstance(exc, redis.exceptions.OutOfMemoryError) or (
+        isinstance(exc, redis.ResponseError) and re.search(r"(?:^|\s-)OOM\b", str(exc)) is not None)

@@ -54,8 +54,9 @@ def embedded_stop(obj: Ctx, force: bool) -> None:
         live = [w for w in obj.client().reader.workers() if w.get("kind") != "supervisor"]
         if live:
             names = ", ".join(f"{w['host']} pid {w['pid']}" for w in live[:5]) + (", ..." if len(live) > 5 else "")
-            fail(f"{len(live)} {plural(len(live), 'worker')} use the embedded Redis in {e.dir} ({names}): "
-                 "stop them first (Ctrl-C, SIGTERM), or give --force", ExitCode.NOT_ALLOWED)
+            n = len(live)
+            fail(f"{n} {plural(n, 'worker uses', 'workers use')} the embedded Redis in {e.dir} ({names}): "
+                 f"stop {plural(n, 'it', 'them')} first (Ctrl-C, SIGTERM), or give --force", ExitCode.NOT_ALLOWED)
     echo("stopped" if e.stop() else "was not running")
 
 

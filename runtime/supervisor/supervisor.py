@@ -277,8 +277,7 @@ class Supervisor:
         entry = {
             "id": self.id, "kind": "supervisor", "host": self.host, "pid": str(os.getpid()),
             "pid_started": repr(self._started), "queues": ",".join(s.queues),
-            "greenlets": "0", "processes": str(self.n), "started_at": repr(self.started_at),
-            "heartbeat_at": repr(time.time()), "jobs_done": "0", "running": "[]",
+            "processes": str(self.n), "started_at": repr(self.started_at), "heartbeat_at": repr(time.time()),
             "rss_bytes": str(rss_of(self._proc)),
             "state": "stopping" if self._signals else "running",
             "children": json.dumps([{"pid": c.pid, "recycling": c.recycling} for c in self.children.values()]),

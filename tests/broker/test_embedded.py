@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from helpers import HERE, ROOT
+from helpers import HERE, ROOT, wait_until
 
 from runtime.broker.embedded import EmbeddedRedis
 
@@ -43,7 +44,7 @@ def test_concurrent_first_use_starts_one_server_and_data_survives_restart(home):
     ids = [r.stdout.strip() for r in results]
     assert len(_servers(home)) == 1
     listed = _runtime(home, "jobs", "--json")
-    assert sorted(j["id"] for j in __import__("json").loads(listed.stdout)["jobs"]) == sorted(ids)
+    assert sorted(j["id"] for j in json.loads(listed.stdout)["jobs"]) == sorted(ids)
     assert EmbeddedRedis(home / ".runtime").stop()
     assert not _servers(home)
     again = _runtime(home, "job", ids[0])  # starts the server again, from its data
@@ -68,3 +69,44 @@ def test_stop_ignores_a_stale_pid_file_instead_of_killing_another_process(home):
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_project_has_one_server_found_from_its_subfolders_and_says_which(home, tmp_path_factory):
+    """As git finds .git: commands in a subfolder use the project's server; a command that
+    starts one says so on stderr; `runtime info` and the worker's start line name it."""
+    first = _runtime(home, "enqueue", "tasks_example.work.noop")
+    assert first.returncode == 0 and "started a new embedded Redis in " + str(home / ".runtime") in first.stderr
+    job_id = first.stdout.strip()
+    sub = home / "app" / "deep"
+    sub.mkdir(parents=True)
+    listed = _runtime(sub, "jobs", "--json")
+    assert [j["id"] for j in json.loads(listed.stdout)["jobs"]] == [job_id] and "started" not in listed.stderr
+    info = _runtime(sub, "info")
+    assert f"(embedded: {home / '.runtime'}, pid " in info.stdout and "workers   0 alive" in info.stdout
+    assert "queues    default 1 ready, 0 delayed" in info.stdout
+    worker = _runtime(sub, "worker", "--burst")
+    assert f"started: redis unix://{home / '.runtime' / 'redis.sock'} (embedded: {home / '.runtime'})," in worker.stderr
+    assert "ran 1 job" in worker.stderr
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    try:  # outside the project: a new server, and it says where and why
+        other = _runtime(elsewhere, "jobs")
+        assert other.stderr.startswith(f"runtime: no .runtime/ in {elsewhere} or its parents: "
+                                       f"started a new embedded Redis in {elsewhere / '.runtime'}")
+    finally:
+        EmbeddedRedis(elsewhere / ".runtime").stop()
+
+
+def test_embedded_stop_refuses_while_workers_use_the_server(home):
+    assert _runtime(home, "enqueue", "tasks_example.work.noop").returncode == 0
+    worker = subprocess.Popen([sys.executable, "-m", "runtime", "worker"], cwd=home, env=_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: json.loads(_runtime(home, "workers", "--json").stdout), 20, "the worker to register")
+        refused = _runtime(home, "embedded", "stop")
+        assert refused.returncode == 7 and refused.stderr.startswith("error: 1 worker uses the embedded Redis in ")
+        assert "--force" in refused.stderr and _servers(home)
+        forced = _runtime(home, "embedded", "stop", "--force")
+        assert forced.returncode == 0 and forced.stdout == "stopped\n" and not _servers(home)
+    finally:
+        worker.kill()
+        worker.wait(10)

@@ -174,7 +174,7 @@ def test_the_cli_reads_the_store(backend):
         backend.settled(f, "failed")
     assert "result    42" in backend.cli("job", job_id).stdout
     listed = json.loads(backend.cli("jobs", "--status", "success", "--json").stdout)
-    assert [j["id"] for j in listed] == [job_id]
+    assert [j["id"] for j in listed["jobs"]] == [job_id] and listed["total"] == 1
     assert json.loads(backend.cli("queues", "--json").stdout)["counts"]["failed"] == 2
     assert "requeued 2" in backend.cli("requeue", "--path", "tasks_example.work.fail").stdout
     wait_until(lambda: all(j.attempt == 2 and j.is_final for j in backend.store.get_many(fails)), 15, "requeued")

@@ -175,3 +175,21 @@ def test_a_worker_that_dies_is_restarted_and_its_jobs_requeued_at_once(client, w
     assert job.status == "success" and job.attempt == 2
     wait_until(lambda: [e["pid"] for e in _children(client, sup.pid)] not in ([], [str(victim)]), 10,
                "a new worker process")
+
+
+def test_a_crashed_worker_process_is_an_event_naming_its_job_and_task(client, workers):
+    poison = client.queue_job("tasks_example.work.crash")
+    sup = workers.start("--processes", "1", "--greenlets", "2")
+    crashes = wait_until(lambda: _events(client, "crash") or None, 20, "a crash event")
+    e = crashes[0]
+    assert e["reason"] == "exit-code-13" and e["supervisor"] and e["pid"] != sup.pid
+    assert {"id": poison, "path": "tasks_example.work.crash"} in e["running"] and e["requeued"] + e["failed"] >= 1
+    assert "exited with code 13" in e["detail"]
+    text = cli(client.settings, "events").stdout
+    assert "crash (exit-code-13)" in text and f"{poison} (tasks_example.work.crash)" in text
+    # the workers' JSON: one shape for supervisors and workers, lists for lists
+    wait_until(lambda: len(_children(client, sup.pid)) == 1, 20, "a worker process again")
+    shown = json.loads(cli(client.settings, "workers", "--json").stdout)
+    assert {e["kind"] for e in shown} == {"supervisor", "worker"}
+    assert len({tuple(e) for e in shown}) == 1 and all(e["queues"] == ["default"] for e in shown)
+    assert all(e["greenlets"] is None for e in shown if e["kind"] == "supervisor")

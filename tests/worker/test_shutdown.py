@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 
 import pytest
-from helpers import wait_until
+from helpers import cli, wait_until
 
 
 def _running(client, ids):
@@ -111,6 +111,12 @@ def test_job_that_kills_its_worker_ends_failed_worker_lost_after_3(client, worke
     assert deaths == 3 and job.lost == 3 and job.reason == "worker-lost" and job.exc_type == "WorkerLost"
     workers.start("--greenlets", "1")
     assert all(j.status == "success" and j.result == 4 for j in client.wait(healthy, timeout_s=20))
+    # each death is an event naming the job it ran and its task, and what became of it
+    lost = [e for e in client.reader.events(50) if e["event"] == "lost"]
+    assert len(lost) == 3 and all({"id": poison, "path": "tasks_example.work.crash"} in e["running"] for e in lost)
+    assert lost[0]["failed"] == 1 and all(e["failed"] == 0 and e["requeued"] >= 1 for e in lost[1:])  # newest first
+    text = cli(client.settings, "events").stdout
+    assert "lost (worker-lost)" in text and f"running jobs: {poison} (tasks_example.work.crash); requeued 0, failed 1" in text
 
 
 def test_prefetched_jobs_are_returned_unrun_at_stop_and_run_by_the_next_worker(client, worker):

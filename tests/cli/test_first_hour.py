@@ -1,0 +1,123 @@
+"""What a new user meets in the first hour and on a bad day, through the CLI: a job never
+hidden, secrets never printed, a terminal never driven by what a job wrote, one-line
+errors, the shapes and words of the output."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+
+import pytest
+import redis
+from helpers import cli, rt, wait_until
+
+from runtime.broker.embedded import redis_server_binary
+from runtime.status import Status
+
+
+def test_enqueue_wait_that_times_out_prints_the_id_and_says_no_worker_listens(settings, client):
+    r = cli(settings, "enqueue", "testtasks.add", '{"a": 1, "b": 2}', "--wait", "0.3")
+    job_id = r.stdout.strip()
+    assert r.exit_code == 6 and client.get_job(job_id).status == "queued"
+    assert "warning: no live worker takes jobs from queue 'default'" in r.stderr
+    assert f"error: job {job_id} did not end within 0.3 s; it is still queued (runtime job {job_id}; " \
+           f"runtime cancel {job_id})" in r.stderr
+    js = cli(settings, "enqueue", "testtasks.add", '{"a": 1, "b": 2}', "--wait", "0.3", "--json", "-q", "other")
+    shown = json.loads(js.stdout)
+    assert js.exit_code == 6 and shown["status"] == "queued" and shown["queue"] == "other"
+    assert client.get_job(shown["id"]).path == "testtasks.add" and "queue 'other'" in js.stderr
+
+
+def test_the_redis_password_is_never_printed(cli_env):
+    env = {**cli_env, "RUNTIME_REDIS_URL": "redis://:s3cretpw@127.0.0.1:1/0"}
+    r = rt(env, "jobs")
+    assert r.returncode == 4 and "s3cretpw" not in r.stderr + r.stdout
+    assert r.stderr.startswith("error: cannot reach Redis at redis://:***@127.0.0.1:1/0: ")
+    bad = rt({**cli_env, "RUNTIME_MONGODB_URL": "mongo://user:hunter22@host/db"}, "jobs")
+    assert bad.returncode == 2 and "hunter22" not in bad.stderr and "user:***@" in bad.stderr
+
+
+def test_otlp_credentials_stay_out_of_the_worker_log(settings, client, workers):
+    client.queue_job("testtasks.add", {"a": 1, "b": 1})
+    proc = workers.start("--burst", "--otlp-endpoint", "http://collector:t0psecret@127.0.0.1:1")
+    proc.wait(30)
+    log = workers.log(proc)
+    assert "exporting spans over OTLP" in log and "collector:***@127.0.0.1:1" in log and "t0psecret" not in log
+
+
+def test_what_a_job_wrote_cannot_drive_the_terminal(settings, client, worker):
+    evil = "title\x1b]0;pwned\x07 clear\x1b[2J bidi\u202eend"
+    job_id = client.queue_job("tasks_example.work.fail", {"message": evil})
+    worker.burst()
+    text = cli(settings, "job", job_id).stdout
+    assert "\x1b" not in text and "\u202e" not in text
+    assert "title\\x1b]0;pwned\\x07 clear\\x1b[2J bidi\\u202eend" in text
+    js = cli(settings, "job", job_id, "--json").stdout  # the same value for a JSON reader, inert for a terminal
+    assert "\x1b" not in js and "\u202e" not in js and json.loads(js)["exc_message"] == evil
+
+
+def test_a_mongodb_url_without_pymongo_is_one_line(cli_env, tmp_path):
+    (tmp_path / "pymongo").mkdir()  # a pymongo that is not installed, as in a fresh virtualenv
+    (tmp_path / "pymongo" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'pymongo'\", name='pymongo')\n")
+    env = {**cli_env, "PYTHONPATH": os.pathsep.join([str(tmp_path), cli_env["PYTHONPATH"]])}
+    r = rt(env, "--mongodb", "mongodb://127.0.0.1:1/x", "jobs")
+    assert r.returncode == 2 and r.stderr == (
+        "error: a MongoDB URL needs pymongo, which is not installed: pip install 'runtime[mongo]'\n")
+
+
+@pytest.fixture
+def full_redis(tmp_path):
+    """A redis-server of this test's own whose memory is full (maxmemory 1 byte)."""
+    sock = str(tmp_path / "full.sock")
+    proc = subprocess.Popen([redis_server_binary(), "--port", "0", "--unixsocket", sock, "--save", "",
+                             "--appendonly", "no", "--dir", str(tmp_path), "--maxmemory", "1"],
+                            stdout=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: os.path.exists(sock), 10, "redis-server")
+        yield f"unix://{sock}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_enqueue_on_a_full_redis_is_one_line(cli_env, full_redis):
+    r = rt({**cli_env, "RUNTIME_REDIS_URL": full_redis}, "enqueue", "testtasks.add", '{"a": 1, "b": 2}')
+    assert r.returncode == 4 and r.stdout == "" and r.stderr == (
+        "error: Redis is full (its used memory is over maxmemory): nothing was written; "
+        "free memory or raise maxmemory (runtime info)\n")
+    assert redis.Redis.from_url(full_redis).dbsize() == 0
+
+
+def test_a_worker_says_how_many_jobs_it_ran_not_counting_the_ones_it_returned(client, worker, caplog):
+    caplog.set_level(logging.INFO, "runtime")
+    running = client.queue_job("testtasks.sleep", {"seconds": 0.3})
+    w = worker.start(greenlets=1, prefetch=3)
+    wait_until(lambda: client.get_job(running).status == "started", 10, "the first job to start")
+    behind = client.queue_jobs("testtasks.add", [{"a": 1, "b": 2}] * 3)
+    wait_until(lambda: all(j.status == "started" for j in client.store.get_many(behind)), 10, "prefetch")
+    worker.stop(w)
+    assert [j.status for j in client.store.get_many(behind)] == ["interrupt"] * 3
+    assert w.jobs_done == 1 and f"worker {w.id} stopped: ran 1 job" in caplog.text
+
+
+def test_version_help_and_words(settings, client, worker):
+    from importlib.metadata import version
+    assert cli(settings, "--version").stdout == f"runtime {version('runtime')}\n"
+    for command, choices in (("jobs", "[queued|started|"), ("requeue", "[abort|cancel|failed|")):
+        assert choices in cli(settings, command, "--help").stdout
+    job_id = client.queue_job("testtasks.add", {"a": 1, "b": 2})
+    assert cli(settings, "cancel", job_id).stdout == "cancelled 1 job\n"
+    again = cli(settings, "cancel", job_id)
+    assert again.exit_code == 7 and f"cannot cancel job {job_id}: its status is cancel" in again.stderr
+    assert cli(settings, "requeue", job_id).stdout == "requeued 1 job\n"
+    worker.burst()
+    shown = cli(settings, "job", job_id).stdout
+    assert f"(timeout {settings.default_timeout_s:g} s)" in shown  # the timeout it ran under
+    slow = client.queue_job("testtasks.too_slow", {"seconds": 0.01})
+    worker.burst()
+    assert "(timeout 0.3 s)" in cli(settings, "job", slow).stdout and client.get_job(slow).status == Status.SUCCESS
+    missing = cli(settings, "job", slow, "--artifact", "profile")
+    assert missing.exit_code == 3 and f"job {slow} has no artifact 'profile'" in missing.stderr
