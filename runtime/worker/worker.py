@@ -172,11 +172,18 @@ class Worker:
 
     def stop(self, hard: bool = False) -> None:
         """Stop claiming; ``hard`` (or a second call) interrupts running jobs at once."""
-        if self.stopping:
-            hard = True
+        self.flag_stop(hard or self.stopping)
+        self.wake_for_stop()
+
+    def flag_stop(self, hard: bool) -> None:
+        """The flags of :meth:`stop` alone: attribute writes, safe in a signal handler
+        (runtime.worker.signals), which then has :meth:`wake_for_stop` run in a greenlet."""
         self.stopping = True
         self.hard = self.hard or hard
         self.state = WorkerState.STOPPING
+
+    def wake_for_stop(self) -> None:
+        """Wake the claim loop (and the drain) to act on the flags of :meth:`flag_stop`."""
         self.slots.freed.set()
         self.wakeup.end()
 
