@@ -4,10 +4,12 @@ what an ASCII stdout cannot encode, a process that may not read its own RSS."""
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 
 import psutil
 import pytest
-from helpers import rt
+from helpers import ROOT, rt
 
 import runtime.process
 
@@ -27,6 +29,16 @@ def test_commands_work_under_the_c_locale_without_utf8_mode(client, cli_env):
     assert client.get_job(job_id).result == 3
     shown = rt(env, "jobs")
     assert shown.returncode == 0 and job_id in shown.stdout, shown.stderr
+
+
+def test_every_text_file_runtime_opens_names_its_encoding():
+    """What the C-locale test does not reach (runtime.toml, --profile-html, the example
+    tasks' files...): ruff's unspecified-encoding rule (a preview rule, so asked for here)."""
+    pytest.importorskip("ruff")
+    out = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--preview", "--select", "PLW1514",
+                          "--output-format", "concise", "runtime", "diagnostics", "tasks_example"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 @pytest.mark.parametrize("encoding", [{"PYTHONIOENCODING": "ascii"}, C_LOCALE], ids=["ascii", "C"])
