@@ -176,14 +176,11 @@ class Worker:
         self.wake_for_stop()
 
     def flag_stop(self, hard: bool) -> None:
-        """The flags of :meth:`stop` alone: attribute writes, safe in a signal handler
-        (runtime.worker.signals), which then has :meth:`wake_for_stop` run in a greenlet."""
-        self.stopping = True
-        self.hard = self.hard or hard
-        self.state = WorkerState.STOPPING
+        """:meth:`stop`'s flags alone: safe in a signal handler (runtime.worker.signals)."""
+        self.stopping, self.hard, self.state = True, self.hard or hard, WorkerState.STOPPING
 
     def wake_for_stop(self) -> None:
-        """Wake the claim loop (and the drain) to act on the flags of :meth:`flag_stop`."""
+        """Wake the claim loop (and the drain) to act on :meth:`flag_stop`'s flags."""
         self.slots.freed.set()
         self.wakeup.end()
 
