@@ -190,8 +190,7 @@ def hunt_leaks(path: str, params: Mapping[str, Any] | None = None, *, runs: int 
     for _ in range(runs):
         run()
         gc.collect()
-        n = rss.read() if rss is not None else None
-        if n is not None:
+        if rss is not None and (n := rss.read()) is not None:
             report.rss.append(n)
     after_types = _typestats(objgraph)
     heap = hp.heap()
