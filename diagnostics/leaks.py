@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime.process import RSS
+from runtime.process import rss_reader
 from runtime.units import fmt_bytes
 
 #: Types whose growth is noise from the hunt itself (frames, cells of the running code).
@@ -167,7 +167,7 @@ def hunt_leaks(path: str, params: Mapping[str, Any] | None = None, *, runs: int 
     if runs < 2:
         raise ValueError("runs must be >= 2")
     report = LeakReport(path, runs, traced_runs)
-    rss = RSS()
+    rss = rss_reader()  # None: no RSS curve here (said once)
 
     def run() -> None:
         res = run_task(path, params, settings)
@@ -190,7 +190,8 @@ def hunt_leaks(path: str, params: Mapping[str, Any] | None = None, *, runs: int 
     for _ in range(runs):
         run()
         gc.collect()
-        report.rss.append(rss())
+        if rss is not None and (n := rss.read()) is not None:
+            report.rss.append(n)
     after_types = _typestats(objgraph)
     heap = hp.heap()
     report.heap_diff_bytes, report.heap_diff_count = heap.size, heap.count

@@ -4,7 +4,8 @@ interleaving greenlets keep their own lines), capped in count and bytes with a m
 saying how much was dropped, and stored with the job (``job.logs``).
 
 Records still reach the worker's own handlers too (its console); print output is passed
-through to the real stream as well.
+through to the real stream as well, with what that stream cannot encode escaped
+(``\\xe9``): the job's logs keep the text as printed.
 """
 
 from __future__ import annotations
@@ -75,7 +76,12 @@ class JobStream:
             for line in lines:
                 add_line(job, f"[{self._label}] {line}", self._limits)
             job.state[key] = rest
-        return self._real.write(text)
+        try:
+            return self._real.write(text)
+        except UnicodeEncodeError:  # e.g. an ASCII stdout: escaped, never the job's failure
+            encoding = getattr(self._real, "encoding", None) or "ascii"
+            self._real.write(text.encode(encoding, "backslashreplace").decode(encoding))
+            return len(text)
 
     def flush_job(self, job: JobContext) -> None:
         rest = job.state.pop("partial_" + self._label, "")

@@ -5,7 +5,9 @@ measured). It measures the process, not the job: with other jobs running
 at the same time, a job's RSS delta includes what they did meanwhile (the report says how
 many other jobs were running). A per-job heap diff that names what a job left behind is
 the opt-in ``--trace-memory`` (:class:`HeapDiff`), which runs such jobs alone.
-Where /proc is missing (not Linux), psutil is used.
+Where /proc is missing (not Linux), psutil is used; where RSS cannot be read at all (a
+locked-down /proc, psutil denied), reports have no ``memory`` and jobs run as usual (one
+warning per process, runtime.process.rss_unreadable).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 from runtime.context import JobContext
 from runtime.job import Job
 from runtime.middleware import Middleware, Rows
-from runtime.process import RSS
+from runtime.process import RSS, rss_reader
 from runtime.tasks import chosen, split_patterns
 
 
@@ -29,24 +31,31 @@ class Memory(Middleware):
 
     def __init__(self, settings: Any = None) -> None:
         super().__init__(settings)
-        self.rss: RSS | None = None
+        self.rss: RSS | None = None  # None: not opened yet in this process, or unreadable
+        self._pid = 0  # the process self.rss was opened in
         self.running = 0
 
-    def _reader(self) -> RSS:
-        if self.rss is None or self.rss.pid != os.getpid():
-            self.rss = RSS()  # after fork: our own /proc/self
-        return self.rss
+    def _read(self) -> int | None:
+        """This process's RSS in bytes, or None where it cannot be read."""
+        if self._pid != os.getpid():  # first use, or after fork: our own /proc/self
+            self._pid, self.rss = os.getpid(), rss_reader()
+        rss = self.rss.read() if self.rss is not None else None
+        if rss is None:
+            self.rss = None  # off for good in this process
+        return rss
 
     def before_job(self, job: JobContext) -> None:
         self.running += 1
-        job.state["rss_before"] = self._reader()()
+        before = self._read()
+        if before is not None:
+            job.state["rss_before"] = before
 
     def after_job(self, job: JobContext, outcome: Any) -> None:
         self.running -= 1
         before = job.state.pop("rss_before", None)
-        if before is None:
+        after = self._read() if before is not None else None
+        if before is None or after is None:
             return
-        after = self._reader()()
         job.report["memory"] = {"rss_before": before, "rss_after": after, "rss_delta": after - before,
                                 "concurrent": self.running}
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from runtime.context import JobContext
 from runtime.middleware import Middleware, WorkerView
-from runtime.process import RSS
+from runtime.process import rss_reader
 
 from .tracing import otlp_traces_url
 
@@ -74,7 +74,7 @@ class Metrics(Middleware):
 
         meter.create_observable_counter("runtime.jobs", [jobs], unit="1", description="Job attempts ended, by status")
 
-        read_rss = RSS()  # one kept-open /proc/self/statm for every export
+        read_rss = rss_reader()  # one kept-open /proc/self/statm for every export; None: unreadable
 
         def depth(options: Any) -> list[Any]:
             try:
@@ -85,7 +85,8 @@ class Metrics(Middleware):
                     for q, d in depths.items() for state, n in d.items()]
 
         def rss(options: Any) -> list[Any]:
-            return [Observation(read_rss(), {"runtime.worker.id": worker.id})]
+            n = read_rss.read() if read_rss is not None else None
+            return [] if n is None else [Observation(n, {"runtime.worker.id": worker.id})]
 
         meter.create_observable_gauge("runtime.queue.depth", [depth], unit="1", description="Jobs waiting")
         meter.create_observable_gauge("runtime.worker.rss", [rss], unit="By", description="Worker RSS")

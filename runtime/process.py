@@ -2,7 +2,9 @@
 
 - :class:`RSS` reads this process's resident set size with ``os.pread`` on a kept-open
   ``/proc/self/statm`` (about 1.5 µs a read, measured), psutil elsewhere;
-  :func:`rss_of` reads another process's (psutil).
+  :func:`rss_reader` gives one only where RSS can be read (else the memory features are
+  off, said once per process: :func:`rss_unreadable`); :func:`rss_of` reads another
+  process's (psutil).
 - :func:`malloc_trim` hands free heap back to the system (glibc).
 - :func:`alive` tells whether a pid is still the process registered under it.
 - Worker and supervisor ids are ``{host}.{pid}.{random}``: :func:`new_id`, :func:`host_pid`.
@@ -18,6 +20,8 @@ import os
 import signal
 import socket
 from typing import TYPE_CHECKING, Any
+
+from .resets import on_reset
 
 if TYPE_CHECKING:  # psutil is imported where it is used: `runtime worker` reads this module
     import psutil  # before it patches gevent
@@ -51,6 +55,46 @@ class RSS:
             return int(os.pread(self.fd, 64, 0).split()[1]) * _PAGE
         assert self.proc is not None
         return int(self.proc.memory_info().rss)
+
+    def read(self) -> int | None:
+        """RSS in bytes, or None when it cannot be read (said once: :func:`rss_unreadable`)."""
+        try:
+            return self()
+        except Exception as exc:  # noqa: BLE001 - OSError, psutil.Error, a garbled statm
+            rss_unreadable(exc)
+            return None
+
+
+def rss_reader() -> RSS | None:
+    """A reader of this process's RSS that has read it once, or None where it cannot be
+    read (a locked-down /proc, psutil denied: said once per process, :func:`rss_unreadable`)."""
+    try:
+        rss = RSS()
+        rss()
+    except Exception as exc:  # noqa: BLE001 - OSError, psutil.Error...
+        rss_unreadable(exc)
+        return None
+    return rss
+
+
+_unreadable_said = False
+
+
+def rss_unreadable(exc: BaseException) -> None:
+    """Warn, once per process, that RSS cannot be read (``exc``: why) and what is off."""
+    global _unreadable_said
+    if not _unreadable_said:
+        import logging  # here: `runtime worker` reads this module before gevent patches threading
+        _unreadable_said = True
+        logging.getLogger("runtime.process").warning(
+            "this process cannot read its RSS (%s: %s): the memory features are off (RSS in job reports, "
+            "runtime workers and metrics; recycling over --mem-limit); jobs run as usual", type(exc).__name__, exc)
+
+
+@on_reset
+def _forget_warning() -> None:
+    global _unreadable_said
+    _unreadable_said = False
 
 
 def rss_of(proc: psutil.Process | int | None) -> int:

@@ -327,7 +327,7 @@ def load_settings(
     path = Path(config_file) if config_file else Path(os.path.relpath((project_root() or Path()) / CONFIG_FILE))
     if config_file or path.is_file():
         try:
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config file {path}: {exc}") from None
         data = data.get("runtime", data)

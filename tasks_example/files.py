@@ -51,7 +51,7 @@ def export_csv(records: list[dict[str, Any]], path: str) -> dict[str, Any]:
                 columns.append(k)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as fh:
+    with out.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         for i, r in enumerate(records):
@@ -69,7 +69,7 @@ class WordCount:
         paths = params["paths"]
         counts: dict[str, int] = {}
         for i, p in enumerate(paths, 1):
-            for word in Path(p).read_text(errors="replace").split():
+            for word in Path(p).read_text(encoding="utf-8", errors="replace").split():
                 counts[word] = counts.get(word, 0) + 1
             set_progress(i / len(paths), f"{i}/{len(paths)} files")
         top = sorted(counts.items(), key=lambda kv: -kv[1])[: int(params.get("top", 10))]

@@ -59,6 +59,42 @@ def hog(seconds: float = 3.0) -> int:
     return n
 
 
+def spin(seconds: float = 60.0) -> int:
+    """A pure-Python loop that never yields to the gevent hub for ``seconds``."""
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        n += 1
+    return n
+
+
+#: Code whose frames belong to module "logging" as far as a frame's globals tell: one of the
+#: libraries a signal handler never raises into (runtime.worker.signals.NOT_THE_TASK).
+_AS_LOGGING: dict[str, Any] = {"__name__": "logging.testtasks", "time": time}
+exec("def busy(seconds):\n"
+     "    end = time.monotonic() + seconds\n"
+     "    while time.monotonic() < end:\n"
+     "        pass\n"
+     "def here():\n"
+     "    import sys\n"
+     "    from runtime.worker.signals import in_task_code\n"
+     "    return in_task_code(sys._getframe())\n", _AS_LOGGING)
+
+
+def spin_in_library(library_s: float = 4.0, seconds: float = 60.0) -> int:
+    """Spins ``library_s`` inside "logging" (see _AS_LOGGING), then ``seconds`` in its own code."""
+    _AS_LOGGING["busy"](library_s)
+    return spin(seconds)
+
+
+def interruptible_here() -> list[bool]:
+    """Would a signal handler raise into this task's own frame, and into a "logging" one?"""
+    import sys
+
+    from runtime.worker.signals import in_task_code
+    return [in_task_code(sys._getframe()), _AS_LOGGING["here"]()]
+
+
 class Adder:
     def run(self, params: dict[str, Any]) -> int:
         return params["a"] + params["b"]
@@ -73,6 +109,12 @@ def chatty(n: int, lines: int = 5, step_s: float = 0.01) -> int:
         print(f"print {n} line {i}")
         time.sleep(step_s)
     return n
+
+
+def say(text: str) -> str:
+    """Prints ``text`` (and returns it)."""
+    print(text)
+    return text
 
 
 def burn_and_sleep(burn_s: float = 0.0, sleep_s: float = 0.0) -> None:

@@ -75,14 +75,14 @@ class EmbeddedRedis:
     def url(self) -> str | None:
         """The URL of the running server, or None when it is not running."""
         try:
-            url = self.url_file.read_text().strip()
+            url = self.url_file.read_text(encoding="utf-8").strip()
         except OSError:
             return None
         return url if url and _ping(url) else None
 
     def pid(self) -> int | None:
         try:
-            return int(self.pid_file.read_text().strip())
+            return int(self.pid_file.read_text(encoding="utf-8").strip())
         except (OSError, ValueError):
             return None
 
@@ -96,7 +96,7 @@ class EmbeddedRedis:
             return url
         new = not self.dir.is_dir()
         self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / "lock", "w") as lock:
+        with open(self.dir / "lock", "w", encoding="utf-8") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one starter at a time; the others then find it
             url = self.url()
             if url:
@@ -125,7 +125,7 @@ class EmbeddedRedis:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if _ping(url, 0.2):
-                self.url_file.write_text(url + "\n")
+                self.url_file.write_text(url + "\n", encoding="utf-8")
                 return url
             time.sleep(0.02)
         raise BrokerUnavailable(f"embedded redis-server did not answer at {url} within {timeout_s} s; "
@@ -133,7 +133,7 @@ class EmbeddedRedis:
 
     def _previous_port(self) -> int | None:
         try:
-            url = self.url_file.read_text().strip()
+            url = self.url_file.read_text(encoding="utf-8").strip()
         except OSError:
             return None
         if not url.startswith("redis://127.0.0.1:"):

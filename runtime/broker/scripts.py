@@ -31,7 +31,7 @@ def generated_lib() -> str:
         "--@FINAL@--": lua_set(FINAL),
         "--@RUNNING@--": lua_set(RUNNING),
     }
-    text = (LUA / "_lib.lua").read_text()
+    text = (LUA / "_lib.lua").read_text(encoding="utf-8")
     for marker, value in fills.items():
         text = text.replace(marker, value)
     return text
@@ -54,7 +54,7 @@ def _names(text: str) -> set[str]:
 def source(name: str) -> str:
     """The full text of script ``name``: the lib's head and the pieces the script uses
     (and those they use) pasted where it says ``--@LIB@--``."""
-    text = (LUA / f"{name}.lua").read_text()
+    text = (LUA / f"{name}.lua").read_text(encoding="utf-8")
     head, pieces = lib_pieces()
     wanted: set[str] = set()
     todo = _names(text) & set(pieces)

@@ -61,7 +61,7 @@ def run_demo(settings: Settings, limit: int | None = None, greenlets: int = 10, 
     jobs: list[Any] = []
     try:
         with click.progressbar(length=len(ids), label="analysing", show_pos=True, show_eta=True,
-                               file=open(os.devnull, "w") if quiet else None) as bar:
+                               file=open(os.devnull, "w", encoding="utf-8") if quiet else None) as bar:
             for job in client.iter_done(ids, timeout_s=3600):
                 jobs.append(job)
                 bar.update(1)

@@ -52,7 +52,18 @@ def supervises(argv: list[str]) -> bool:
         return False
 
 
+def escape_unencodable() -> None:
+    """Have sys.stdout and sys.stderr write what their encoding cannot encode as escapes
+    (``\\xe9``) rather than raise: an ASCII terminal or ``PYTHONIOENCODING=ascii`` must not
+    fail a job that prints, nor a command that shows one."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)  # a TextIOWrapper; None when replaced
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
 def main() -> None:
+    escape_unencodable()
     # like `python -m` (and RQ's worker): tasks in the current folder can be imported
     if "" not in sys.path and "." not in sys.path:
         sys.path.insert(0, "")

@@ -134,7 +134,7 @@ def job(obj: Ctx, job_id: str, as_json: bool, artifact: str | None, html_file: s
         echo(text)
         return
     try:
-        with click.open_file(html_file, "w") as fh:  # "-": standard output
+        with click.open_file(html_file, "w", encoding="utf-8") as fh:  # "-": standard output
             fh.write(text)
     except OSError as exc:
         fail(f"cannot write {html_file}: {exc.strerror or exc}", ExitCode.ERROR)

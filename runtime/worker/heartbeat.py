@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import redis
 
 from ..broker import RedisBroker
-from ..process import RSS, this_process
+from ..process import RSS, rss_reader, this_process
 from ..settings import Settings
 from ..store import RedisJobStore
 from .limits import Limits, Recycle
@@ -87,10 +87,7 @@ class Heartbeat:
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.pid_started = this_process()[1]  # 0 without /proc: the reaper compares pids only
-        try:
-            self.rss: RSS | None = RSS()
-        except Exception:  # noqa: BLE001 - OSError, psutil.Error: the entry says 0
-            self.rss = None
+        self.rss: RSS | None = rss_reader()  # None: the entry says 0
         self._reported: set[str] = set()
         self._main_thread = _original("threading", "get_ident")()
 
@@ -157,7 +154,7 @@ class Heartbeat:
             "id": w.id, "host": self.host, "pid": str(self.pid), "pid_started": repr(self.pid_started),
             "queues": ",".join(w.settings.queues), "greenlets": str(w.settings.greenlets),
             "started_at": repr(w.started_at), "heartbeat_at": repr(time.time()),
-            "jobs_done": str(w.jobs_done), "rss_bytes": str(self.rss() if self.rss is not None else 0),
+            "jobs_done": str(w.jobs_done), "rss_bytes": str(self.rss and self.rss.read() or 0),
             "state": w.state_name, "running": json.dumps(running), "supervisor": w.supervisor_id,
             "mem_limit_bytes": str(w.settings.mem_limit_bytes or ""),
             "recycle": w.recycled.detail if w.recycled else "",

@@ -8,7 +8,8 @@ and fragmented pools) and RSS is read again; still over, the worker recycles. Th
 ceiling is enforced from outside, by the supervisor (runtime.supervisor.watchdog).
 
 RSS is read with runtime.process.RSS (about 1.5 µs), so the check after every job costs
-next to nothing.
+next to nothing. Where RSS cannot be read the soft limit is off (one warning per process,
+and an error at start when ``--mem-limit`` asked for it); the other limits still hold.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..process import RSS, load_libc, malloc_trim
+from ..process import RSS, load_libc, malloc_trim, rss_reader
 from ..settings import Settings
 from ..units import fmt_bytes
 
@@ -62,17 +63,13 @@ class Limits:
         self._last_rss = 0
         self._growers: list[tuple[int, str]] = []  # min-heap of (growth bytes, job id)
         self.trims = 0
-        self.rss: RSS | None = None  # None: RSS cannot be read here
-        try:
-            self.rss = RSS()
-            self._last_rss = self.rss()
-        except Exception as exc:  # noqa: BLE001 - OSError, psutil.Error...: said loudly below
-            self.rss = None
-            if self.soft:
-                log.error("MEMORY LIMIT NOT ENFORCED: this system does not let the worker read its "
-                          "RSS (%s: %s); --mem-limit %s will never recycle it", type(exc).__name__, exc,
-                          fmt_bytes(self.soft))
-        #: the soft limit is checked (set and RSS readable); any limit is: fixed from here on
+        self.rss: RSS | None = rss_reader()  # None: RSS cannot be read here (said once)
+        if self.rss is not None:
+            self._last_rss = self.rss.read() or 0
+        elif self.soft:
+            log.error("MEMORY LIMIT NOT ENFORCED: this system does not let the worker read its RSS; "
+                      "--mem-limit %s will never recycle it", fmt_bytes(self.soft))
+        #: the soft limit is checked (set and RSS readable; off for good once a read fails)
         self._soft_on = bool(self.soft and self.rss is not None)
         self.active = bool(self._soft_on or self.max_jobs or self.max_time_s)
         if self.soft:
@@ -88,8 +85,8 @@ class Limits:
             self.jobs_since_check += 1
             if self._crossed:
                 return None
-            if self._soft_on and self.rss is not None and self.soft is not None:
-                rss = self.rss()
+            rss = self._read() if self._soft_on else None
+            if rss is not None and self.soft is not None:
                 grown = rss - self._last_rss
                 self._last_rss = rss
                 if grown > 0:
@@ -110,8 +107,8 @@ class Limits:
         with self._lock:
             if self._crossed:
                 return None
-            if (self._soft_on and self.rss is not None and self.soft is not None and self.rss() > self.soft
-                    and self._over_after_trim()):
+            rss = self._read() if self._soft_on else None
+            if rss is not None and self.soft is not None and rss > self.soft and self._over_after_trim():
                 return self._cross("mem-limit", f"RSS {fmt_bytes(self._last_rss)} over the soft limit "
                                    f"{fmt_bytes(self.soft)} after malloc_trim (timer check)")
             self.jobs_since_check = 0
@@ -120,21 +117,26 @@ class Limits:
                 return self._cross("max-time", f"alive {alive:.1f} s (max_time_s={self.max_time_s})")
         return None
 
+    def _read(self) -> int | None:
+        """RSS in bytes; None when it cannot be read, which ends the soft limit's checks
+        (said once per process: runtime.process.rss_unreadable)."""
+        rss = self.rss.read() if self.rss is not None else None
+        if rss is None:
+            self._soft_on = False
+        return rss
+
     def _over_after_trim(self) -> bool:
-        assert self.rss is not None and self.soft is not None
+        assert self.soft is not None
         if malloc_trim():
             self.trims += 1
-        self._last_rss = self.rss()
-        return self._last_rss > self.soft
+        rss = self._read()
+        if rss is None:
+            return False
+        self._last_rss = rss
+        return rss > self.soft
 
     def _cross(self, reason: str, detail: str) -> Recycle:
-        rss = None
-        if self.rss is not None:
-            try:
-                rss = self.rss()
-            except Exception:  # noqa: BLE001 - the event says null
-                pass
-        self._crossed = Recycle(reason, detail, rss)
+        self._crossed = Recycle(reason, detail, self.rss.read() if self.rss is not None else None)
         return self._crossed
 
     def event(self, recycle: Recycle, worker_id: str) -> dict[str, Any]:

@@ -1,9 +1,10 @@
-"""Stopping a worker (signals that only set flags, the drain that loses no job) and a job
-(:func:`kill`: an interrupt delivered into it, for a stop or an abort).
+"""Stopping a worker (:func:`serve` with its signal handlers, the drain that loses no job)
+and a job (:func:`kill`: an interrupt delivered into it, for a stop or an abort).
 
 The first SIGTERM/SIGINT stops claiming and lets running jobs finish for ``grace_s``;
 then they are interrupted (status interrupt, requeued at once, retry count untouched).
-A second signal interrupts them at once. Under a supervisor, SIGTERM/SIGINT only ever
+A second signal interrupts them at once, even a job that holds the gevent hub
+(runtime.worker.signals). Under a supervisor, SIGTERM/SIGINT only ever
 stop gracefully (a signal sent to every process at once, by systemd's control group or
 pkill, and forwarded by the supervisor as well, must not count twice); the supervisor
 sends SIGUSR2 to interrupt running jobs. Prefetched jobs, claimed but never started, go
@@ -13,11 +14,8 @@ back to their queue first, so that other workers (or the replacement) take them 
 from __future__ import annotations
 
 import logging
-import signal
 import time
-from typing import Any, Protocol
-
-import gevent
+from typing import Protocol
 
 from ..errors import JobInterrupt
 from ..execution import AttemptResult
@@ -42,6 +40,10 @@ class Stoppable(Protocol):
 
     def stop(self, hard: bool = False) -> None: ...
 
+    def flag_stop(self, hard: bool) -> None: ...
+
+    def wake_for_stop(self) -> None: ...
+
     def leave_idle(self) -> None: ...
 
     def run(self, burst: bool = False) -> int: ...
@@ -50,47 +52,18 @@ log = logging.getLogger("runtime.worker")
 
 
 def serve(worker: Stoppable, burst: bool) -> int:
-    """Run ``worker`` in a process of its own: with its signal handlers, and redis-py's
-    readiness checks kept off the hub (runtime.worker.greenpoll); returns its exit code."""
+    """Run ``worker`` in a process of its own: with its signal handlers
+    (runtime.worker.signals), and redis-py's readiness checks kept off the hub
+    (runtime.worker.greenpoll); returns its exit code."""
     from .greenpoll import install
+    from .signals import Signals
     install()
-    handlers = install_signals(worker)
+    signals = Signals(worker, is_supervised_child())
+    signals.install()
     try:
         return worker.run(burst)
     finally:
-        for h in handlers:
-            h.cancel()
-
-
-def install_signals(worker: Stoppable) -> list[Any]:
-    """Install the worker's signal handlers (they only call ``stop``); returns them, to
-    cancel. Does nothing outside the main thread."""
-    supervised = is_supervised_child()
-
-    def on_signal(sig: int) -> None:
-        if supervised and worker.stopping:
-            log.info("worker %s got signal %d: already stopping (its supervisor interrupts running jobs "
-                     "on its own second signal)", worker.id, sig)
-            return
-        log.warning("worker %s got signal %d: %s", worker.id, sig,
-                    "interrupting running jobs" if worker.stopping else
-                    f"stopping; running jobs have {worker.settings.grace_s} s to finish")
-        worker.stop()
-
-    def on_interrupt(sig: int) -> None:
-        log.warning("worker %s got signal %d from its supervisor: interrupting running jobs", worker.id, sig)
-        worker.stop(hard=True)
-
-    wanted = [(signal.SIGTERM, on_signal), (signal.SIGINT, on_signal)]
-    if supervised:
-        wanted.append((signal.SIGUSR2, on_interrupt))
-    handlers = []
-    for sig, fn in wanted:
-        try:
-            handlers.append(gevent.signal_handler(sig, fn, sig))
-        except ValueError:  # not the main thread
-            pass
-    return handlers
+        signals.uninstall()
 
 
 def drain(worker: Stoppable) -> None:

@@ -178,11 +178,15 @@ class Worker:
 
     def stop(self, hard: bool = False) -> None:
         """Stop claiming; ``hard`` (or a second call) interrupts running jobs at once."""
-        if self.stopping:
-            hard = True
-        self.stopping = True
-        self.hard = self.hard or hard
-        self.state = WorkerState.STOPPING
+        self.flag_stop(hard or self.stopping)
+        self.wake_for_stop()
+
+    def flag_stop(self, hard: bool) -> None:
+        """:meth:`stop`'s flags alone: safe in a signal handler (runtime.worker.signals)."""
+        self.stopping, self.hard, self.state = True, self.hard or hard, WorkerState.STOPPING
+
+    def wake_for_stop(self) -> None:
+        """Wake the claim loop (and the drain) to act on :meth:`flag_stop`'s flags."""
         self.slots.freed.set()
         self.wakeup.end()
 
