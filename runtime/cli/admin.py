@@ -51,7 +51,7 @@ def embedded_stop(obj: Ctx, force: bool) -> None:
     from ..broker.embedded import EmbeddedRedis
     e = EmbeddedRedis(obj.settings().embedded_path)
     if not force and e.url():
-        live = [w for w in obj.client().reader.workers() if w.get("kind") != "supervisor"]
+        live = [w for w in obj.client(middleware=False).reader.workers() if w.get("kind") != "supervisor"]
         if live:
             names = ", ".join(f"{w['host']} pid {w['pid']}" for w in live[:5]) + (", ..." if len(live) > 5 else "")
             n = len(live)
@@ -107,7 +107,7 @@ def _info(obj: Ctx) -> dict[str, Any]:
     from ..redact import mask
     from ..settings import CONFIG_FILE, project_root
     settings = obj.settings()
-    client = obj.client()
+    client = obj.client(middleware=False)
     reader = client.reader
     embedded = None
     if not settings.redis_url:

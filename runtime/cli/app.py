@@ -100,11 +100,12 @@ class Ctx:
         given = {k: v for k, v in more.items() if v is not None}  # an unset subcommand flag keeps the group's
         return load_settings({**self.overrides, **given}, config_file=self.config)
 
-    def client(self) -> Any:
-        """The command's Client (runtime.client.Client), closed with the command."""
+    def client(self, middleware: bool = True) -> Any:
+        """The command's Client (runtime.client.Client), closed with the command; without
+        ``middleware`` for a command that neither enqueues nor shows a report (faster)."""
         if self._client is None:
             from ..client import Client
-            self._client = Client(self.settings())
+            self._client = Client(self.settings(), middleware=middleware)
             ctx = click.get_current_context(silent=True)
             mongo = self._client.mongo
             if mongo is not None and ctx is not None:  # closed at the command's end, exit not delayed

@@ -86,7 +86,7 @@ def jobs(obj: Ctx, status: str | None, queue: str | None, path: str | None, limi
          as_json: bool) -> None:
     """List jobs, newest change first."""
     try:
-        page = obj.client().reader.jobs(status=status, queue=queue, path=path, limit=limit, before=before)
+        page = obj.client(middleware=False).reader.jobs(status=status, queue=queue, path=path, limit=limit, before=before)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--before") from None
     if as_json:

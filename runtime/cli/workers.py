@@ -68,7 +68,7 @@ def worker(obj: Ctx, /, burst: bool, log_level: str, **flags: str | int | float 
 @handle_errors
 def queues(obj: Ctx, as_json: bool) -> None:
     """Queue depths and job counts by status."""
-    data = obj.client().reader.queues()
+    data = obj.client(middleware=False).reader.queues()
     out(data) if as_json else print_queues(data)
 
 
@@ -78,7 +78,7 @@ def queues(obj: Ctx, as_json: bool) -> None:
 @handle_errors
 def workers(obj: Ctx, as_json: bool) -> None:
     """Live workers: host, pid, queues, running jobs with their stacks, jobs done, RSS."""
-    entries = obj.client().reader.workers()
+    entries = obj.client(middleware=False).reader.workers()
     out(entries) if as_json else print_workers(entries)
 
 
@@ -89,5 +89,5 @@ def workers(obj: Ctx, as_json: bool) -> None:
 @handle_errors
 def events(obj: Ctx, limit: int, as_json: bool) -> None:
     """Recycles and kills of worker processes, newest first (RSS, limit, top growing jobs)."""
-    found = obj.client().reader.events(limit)
+    found = obj.client(middleware=False).reader.events(limit)
     out(found) if as_json else print_events(found)

@@ -60,8 +60,8 @@ class Client:
     """
 
     def __init__(self, settings: Settings | None = None, client: redis.Redis | None = None,
-                 parts: Parts | None = None) -> None:
-        self.parts = parts or build(settings or load_settings(), client)
+                 parts: Parts | None = None, middleware: bool = True) -> None:
+        self.parts = parts or build(settings or load_settings(), client, middleware)
         self.settings = self.parts.settings
         self.redis = self.parts.redis
         self.broker = self.parts.broker

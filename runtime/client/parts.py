@@ -35,14 +35,15 @@ class Parts:
     middleware: Chain
 
 
-def build(settings: Settings, client: redis.Redis | None = None) -> Parts:
-    """The parts for ``settings`` (``client``: an existing Redis client to use).
+def build(settings: Settings, client: redis.Redis | None = None, middleware: bool = True) -> Parts:
+    """The parts for ``settings`` (``client``: an existing Redis client to use; without
+    ``middleware``, an empty chain: for reads that show no report, which then import none).
 
     The chain is built before the MongoDB client: a middleware may instrument database
     clients as it is made (the client spans). Raises BrokerUnavailable,
     StoreUnavailable, ConfigError."""
     conn = client or connect(settings)
-    chain = Chain.from_settings(settings)
+    chain = Chain.from_settings(settings) if middleware else Chain()
     store: JobStore = RedisJobStore(conn, settings.key_prefix)
     if settings.mongodb_url:
         try:
