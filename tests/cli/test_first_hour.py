@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 import redis
@@ -121,3 +122,20 @@ def test_version_help_and_words(settings, client, worker):
     assert "(timeout 0.3 s)" in cli(settings, "job", slow).stdout and client.get_job(slow).status == Status.SUCCESS
     missing = cli(settings, "job", slow, "--artifact", "profile")
     assert missing.exit_code == 3 and f"job {slow} has no artifact 'profile'" in missing.stderr
+
+
+def test_the_demo_says_which_failures_are_expected(client, worker, capsys):
+    import sysconfig
+
+    from runtime.cli.demo import QUEUE, TASK, print_summary, summarize
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    bad = next((p for p in (stdlib / "lib2to3/tests/data/py2_test_grammar.py", stdlib / "test/badsyntax_3131.py",
+                            stdlib / "test/tokenizedata/badsyntax_3131.py") if p.exists()), None)
+    if bad is None:
+        pytest.skip("this Python ships none of the known invalid test files")
+    ids = client.queue_jobs(TASK, [{"path": str(bad)}, {"path": str(stdlib / "os.py")}], queue=QUEUE)
+    worker.burst(queues=(QUEUE,), task_modules=("tasks_example",))
+    summary = summarize(client.wait(ids, timeout_s=10), 1.0)
+    assert summary["by_status"] == {"failed": 1, "success": 1} and summary["expected_failures"] == 1
+    print_summary(summary)
+    assert "1 of these failures is expected: the standard library ships test files" in capsys.readouterr().out
