@@ -77,12 +77,18 @@ def _supervisor_line(client):
 
 def test_max_jobs_recycles_after_n_jobs(client, workers):
     ids = client.queue_jobs("testtasks.add", [{"a": i, "b": 1} for i in range(25)])
-    workers.start("--max-jobs", "10", "--greenlets", "3")
+    sup = workers.start("--max-jobs", "10", "--greenlets", "3")
     jobs = client.wait(ids, timeout_s=60)
     assert all(j.status == "success" and _ran_once(j) for j in jobs)
     per_worker = Counter(j.worker for j in jobs)
     assert len(per_worker) >= 3 and max(per_worker.values()) <= 10
-    assert {e["reason"] for e in _events(client, "recycle")} == {"max-jobs"}
+    events = _events(client, "recycle")
+    assert {e["reason"] for e in events} == {"max-jobs"} and {e["jobs_run"] for e in events} == {10}
+    # the log and the event tell one story: the limit was crossed at 10 jobs run; the
+    # worker's own count, said when it stops, is of the jobs it ran in all
+    wait_until(lambda: "(recycled when 10 jobs run (max_jobs=10); the jobs running then finished first)"
+               in workers.log(sup), 10, "a recycled worker's stop line")
+    assert "recycle (max-jobs)" in cli(client.settings, "events").stdout
 
 
 def test_a_job_past_the_hard_limit_is_requeued_at_once_then_fails_worker_lost(client, workers):
