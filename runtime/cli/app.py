@@ -2,7 +2,8 @@
 and what every command shares (settings, the client, JSON output).
 
 Exit codes (runtime.errors.ExitCode):
-  0 OK; 1 ERROR (any other runtime error); 2 USAGE (bad arguments or params); 3 NOT_FOUND
+  0 OK; 1 ERROR (any other runtime error); 2 USAGE (bad arguments, params, task path or
+  settings; a task module that fails to import); 3 NOT_FOUND
   (job id unknown); 4 UNAVAILABLE (Redis or MongoDB unreachable); 5 JOB_FAILED (run, enqueue --wait:
   the job did not succeed); 6 TIMEOUT (enqueue --wait deadline passed); 7 NOT_ALLOWED (a
   status change that is not allowed, e.g. cancel of a running job); 8 RECYCLED (worker: a
@@ -26,6 +27,8 @@ from ..errors import (
     InvalidParams,
     InvalidTransition,
     JobNotFound,
+    TaskError,
+    TaskImportError,
     TaskQueueError,
     WaitTimeout,
 )
@@ -67,8 +70,13 @@ def handle_errors(fn: Callable[P, T]) -> Callable[P, T]:
             fail(str(exc), ExitCode.TIMEOUT)
         except InvalidTransition as exc:
             fail(str(exc), ExitCode.NOT_ALLOWED)
+        except TaskImportError as exc:  # a task module that failed to import: its traceback first
+            click.echo(exc.traceback, err=True, nl=False)
+            fail(str(exc), ExitCode.USAGE)
         except (InvalidParams, ConfigError) as exc:
             fail(str(exc), ExitCode.USAGE)
+        except TaskError as exc:  # a path that names no task (enqueue's check)
+            fail(f"{type(exc).__name__}: {exc}", ExitCode.USAGE)
         except TaskQueueError as exc:
             fail(f"{type(exc).__name__}: {exc}", ExitCode.ERROR)
         except Exception as exc:

@@ -27,6 +27,7 @@ import redis
 
 from ..backoff import Backoff
 from ..broker import RedisBroker, transient
+from ..catalog import Served, load_tasks, summary
 from ..client import Client, Parts, build, set_default_client
 from ..context import JobContext, current_job
 from ..errors import ExitCode, JobAborted
@@ -38,7 +39,6 @@ from ..process import new_id, notify_supervisor, supervisor_id
 from ..settings import Settings
 from ..status import Status
 from ..store import JobStore
-from ..tasks import resolve
 from .heartbeat import Heartbeat
 from .limits import Limits, Recycle
 from .reaper import Reaper
@@ -46,6 +46,7 @@ from .recorder import Recorder, not_stored_fields
 from .shutdown import drain, kill, serve
 from .slots import RunningJob, Slots
 from .state import Phase, WorkerState
+from .unserved import task_timeout, unserved_result
 from .wakeup import Wakeup
 
 log = logging.getLogger("runtime.worker")
@@ -56,9 +57,12 @@ IDLE_BLOCK_S = 1.0
 
 class Worker:
     """Runs jobs from ``settings.queues`` with the given parts; ``run()`` returns an exit
-    code (ExitCode.OK, or ExitCode.RECYCLED when a limit made it stop)."""
+    code (ExitCode.OK, or ExitCode.RECYCLED when a limit made it stop). ``served``: its
+    task modules imported (runtime.catalog; by default here)."""
 
-    def __init__(self, settings: Settings, broker: RedisBroker, store: JobStore, middleware: Chain) -> None:
+    def __init__(self, settings: Settings, broker: RedisBroker, store: JobStore, middleware: Chain,
+                 served: Served | None = None) -> None:
+        self.served = served or load_tasks(settings.task_modules)
         self.settings = settings
         self.broker = broker
         self.store = store
@@ -82,7 +86,7 @@ class Worker:
             from ..store.mongo.mirror import open_mirror
             self.mirror = open_mirror(broker, store)  # copies job documents to MongoDB
         #: the task-side producer: the same parts, so a job's queue_job costs no new connection
-        self.client = Client(parts=Parts(settings, broker.redis, broker, store, middleware))
+        self.client = Client(parts=Parts(settings, broker.redis, broker, store, middleware), import_tasks=False)
         self.heartbeat = Heartbeat(self)
         self.wakeup = Wakeup(broker, self.id, settings.queues)
         self._hub = gevent.get_hub()
@@ -92,10 +96,11 @@ class Worker:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Worker:
-        """A worker with parts built from ``settings``. Raises BrokerUnavailable,
-        StoreUnavailable, ConfigError."""
+        """A worker with parts built from ``settings``, its task modules imported first.
+        Raises TaskImportError, BrokerUnavailable, StoreUnavailable, ConfigError."""
+        served = load_tasks(settings.task_modules)
         p = build(settings)
-        return cls(settings, p.broker, p.store, p.middleware)
+        return cls(settings, p.broker, p.store, p.middleware, served)
 
     # ---- what others read -----------------------------------------------------------------
 
@@ -141,6 +146,7 @@ class Worker:
             gc.collect()
             gc.freeze()
         helpers = [gevent.spawn(self.recorder.flush_loop), gevent.spawn(self._reap_loop)]
+        log.info("worker %s %s", self.id, summary(self.served))
         log.info("worker %s started: queues=%s greenlets=%d", self.id, ",".join(self.settings.queues),
                  self.settings.greenlets)
         self.state = WorkerState.RUNNING
@@ -299,13 +305,10 @@ class Worker:
     # ---- running --------------------------------------------------------------------------
 
     def _prepare(self, c: Claimed) -> RunningJob:
-        try:
-            spec_timeout = resolve(c.path, self.settings.task_modules).timeout_s
-        except Exception:  # noqa: BLE001 - reported by run_attempt as the job's failure
-            spec_timeout = None
+        spec_timeout, unserved = task_timeout(c.path, self.settings.task_modules)
         ctx = JobContext(c.id, c.path, c.queue, c.attempt, {}, self.settings.progress_interval_s,
                          self._write_progress, retries=c.retries, due_at=c.due_at, meta=c.meta)
-        rj = RunningJob(c, ctx, spec_timeout or self.settings.default_timeout_s, time.time())
+        rj = RunningJob(c, ctx, spec_timeout or self.settings.default_timeout_s, time.time(), unserved=unserved)
         # it was running when a worker died: nothing runs beside it (RedisBroker.mark_lost)
         rj.exclusive = c.alone or (bool(self.middleware.exclusive_hooks) and self.middleware.exclusive(ctx))
         self.claimed_total += 1
@@ -335,6 +338,9 @@ class Worker:
 
     def _run_job(self, rj: RunningJob) -> None:
         c = rj.claimed
+        if rj.unserved is not None:  # runtime.worker.unserved: no middleware, no attempt counted
+            self.recorder.record(rj, unserved_result(c, rj.unserved, self.id, self.settings.unserved_timeout_s))
+            return
         token = current_job.set(rj.ctx)
         began = time.time()
         try:
