@@ -87,7 +87,7 @@ class Client:
         return self.checker.spec(path)
 
     def _new(self, path: str, params: Mapping[str, Any] | None, queue: str, priority: int,
-             delay: float | None, eta: datetime | float | None, spec: TaskSpec | None) -> NewJob:
+             delay: float | None, eta: datetime | float | None, spec: TaskSpec | None = None) -> NewJob:
         if not isinstance(path, str) or not path.strip():
             raise InvalidParams(f"task path must be a non-empty dotted string, got {path!r}")
         if not queue or ":" in queue or "," in queue:

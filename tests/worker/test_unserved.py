@@ -19,15 +19,16 @@ def test_a_job_an_old_worker_does_not_serve_waits_for_a_new_worker_that_does(cli
     def handed_back():
         j = client.get_job(job_id)
         return j if j.status == "retry" and j.reason == "unserved" else None
-    j = wait_until(handed_back, 10, "the job handed back")
-    assert j.retries == 0 and j.meta["unserved"]["worker"] == old.id and j.meta["unserved"]["count"] >= 1
+    wait_until(handed_back, 10, "the job handed back")
+    worker.stop(old)  # the deploy goes on (and the job stays put while we look at it)
+    j = client.get_job(job_id)
+    assert j.status == "retry" and j.retries == 0 and j.meta["unserved"]["worker"] == old.id and j.meta["unserved"]["count"] >= 1
     assert "outside the allowed task modules (tasks_example)" in j.exc_message
     shown = cli(settings, "job", job_id)
     assert shown.exit_code == 0 and "status    retry (unserved)" in shown.stdout
     assert re.search(r"waiting   for a worker that serves testtasks\.add: handed back \d+ time\(s\) since \S+, "
                      rf"last by {old.id}; ends failed \(unserved\) if none serves it by \S+", shown.stdout)
     assert "not served by this worker; back in the queue in" in shown.stdout
-    worker.stop(old)
     new = worker.start(task_modules="tasks_example,testtasks")
     done = client.wait(job_id, timeout_s=15)
     assert (done.status, done.result, done.retries, done.worker) == ("success", 3, 0, new.id)
