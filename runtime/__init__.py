@@ -17,6 +17,7 @@ __all__ = [
     "queue_job", "queue_jobs", "get_job", "wait", "set_progress", "spawn", "run_task", "task",
     "Client", "Job", "Status", "Settings", "load_settings", "Retry", "TaskRun",
     "TaskQueueError", "JobNotFound", "InvalidParams", "WaitTimeout", "BrokerUnavailable",
+    "TaskError", "TaskNotFound", "TaskNotAllowed",
 ]
 
 _WHERE = {
@@ -25,7 +26,7 @@ _WHERE = {
     "task": "tasks", "Job": "job", "Status": "status", "Settings": "settings",
     "load_settings": "settings", "Retry": "errors", "TaskQueueError": "errors",
     "JobNotFound": "errors", "InvalidParams": "errors", "WaitTimeout": "errors",
-    "BrokerUnavailable": "errors",
+    "BrokerUnavailable": "errors", "TaskError": "errors", "TaskNotFound": "errors", "TaskNotAllowed": "errors",
 }
 
 

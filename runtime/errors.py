@@ -58,12 +58,44 @@ class JobTooLarge(InvalidParams):
     """The encoded job document is over ``Settings.max_job_bytes``."""
 
 
-class TaskNotFound(TaskQueueError):
-    """The task path does not name an importable function or class."""
+class TaskError(TaskQueueError):
+    """A path names no task this process can run.
+
+    ``elsewhere`` is True when another process may run it: the path is outside this
+    process's ``task_modules``, or its module or attribute is missing from this code (in
+    a rolling deploy, an old worker sees the new tasks' jobs). A worker hands such a job
+    back to its queue instead of failing it (runtime.worker.unserved).
+    """
+
+    def __init__(self, message: str, elsewhere: bool = False) -> None:
+        super().__init__(message)
+        self.elsewhere = elsewhere
 
 
-class TaskNotAllowed(TaskQueueError):
-    """The task path is outside the configured ``task_modules``; nothing was imported."""
+class TaskNotFound(TaskError):
+    """The task path does not name an importable function or class (or its module failed
+    to import: the import's exception is the ``__cause__``)."""
+
+
+class TaskNotAllowed(TaskError):
+    """The task path is outside the configured ``task_modules`` (nothing was imported), or
+    names something that is not a task: a function or class imported into a task module
+    rather than defined there (and not marked ``@task``), or a private name."""
+
+
+class TaskNotServed(TaskError):
+    """No worker served the job's task within ``unserved_timeout_s`` (each worker that
+    claimed it handed it back: outside its task_modules, or missing from its code)."""
+
+
+class TaskImportError(ConfigError):
+    """A configured task module does not exist or failed to import (checked at worker
+    start and by ``runtime check``). ``traceback`` is the import's traceback, or "" for
+    a module that does not exist."""
+
+    def __init__(self, message: str, traceback: str = "") -> None:
+        super().__init__(message)
+        self.traceback = traceback
 
 
 class TaskOptionError(TaskQueueError, TypeError):

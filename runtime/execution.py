@@ -9,6 +9,7 @@ exactly one :class:`~runtime.status.Status`:
 | returned a JSON value                          | success                 |              |
 | returned something not JSON                    | failed                  | bad-result   |
 | unknown / disallowed path, params not matching | failed (never retried)  | bad-task / bad-params |
+| (in a worker) a task it does not serve         | retry, not counted; failed past unserved_timeout_s | unserved |
 | raised Retry, or an exception it retries on    | retry, or maxretries past max_retries | |
 | raised any other exception                     | failed                  | exception    |
 | JobTimeout (its timeout_s passed)              | timeout                 |              |
@@ -73,6 +74,8 @@ class AttemptResult:
     delay_s: float = 0.0
     note: str = ""
     fields: dict[str, str] = field(default_factory=dict)
+    #: a retry counts against the task's max_retries (a job handed back unserved does not)
+    counted: bool = True
 
     def store_fields(self, retries: int) -> dict[str, str]:
         """The job fields to write for this outcome (strings)."""
@@ -85,7 +88,7 @@ class AttemptResult:
             out["traceback"] = format_traceback(self.exc)
         if self.reason:
             out["reason"] = self.reason
-        if self.status == Status.RETRY:
+        if self.status == Status.RETRY and self.counted:
             out["retries"] = str(retries + 1)
         return out
 

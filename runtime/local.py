@@ -14,7 +14,7 @@ from .middleware import Chain
 from .resets import on_reset
 from .settings import Settings, load_settings
 from .status import Status
-from .tasks import resolve
+from .tasks import home_modules, resolve
 
 
 @dataclass
@@ -79,14 +79,16 @@ def run_task(path: str, params: Mapping[str, Any] | None = None, settings: Setti
     It runs through the same middleware as a worker (``settings.middleware``), so the
     TaskRun carries the same report (timing...) and captured logs. No Redis is needed and
     nothing is stored. Params go through the same JSON check as at
-    enqueue (raises InvalidParams naming the bad key). Any path may be run here (the
-    ``task_modules`` rule guards workers, not the caller's own process). Timeouts are not
+    enqueue (raises InvalidParams naming the bad key). A path outside ``task_modules`` may
+    be run here (that rule guards workers, not the caller's own process), but it must name
+    a task (runtime.tasks.not_a_task: judged under ``task_modules`` and the path's
+    top-level package). Timeouts are not
     enforced outside a gevent worker. Retries are not attempted: a task that asks for one
     reports status retry.
     """
     settings = settings or load_settings()
     params_json = encode_params(dict(params or {}), settings.max_job_bytes)
-    local = settings.replace(task_modules=(path,))
+    local = settings.replace(task_modules=home_modules(path, settings.task_modules))
     try:  # resolved before the middleware, which read the task's options (profile=True...)
         resolve(path, local.task_modules)
     except Exception:  # noqa: BLE001 - run_attempt reports a bad path as the outcome

@@ -88,6 +88,13 @@ class Settings:
     reap_interval_s: float = 1.0
     #: A job whose worker died this many times while running it ends failed (worker-lost).
     max_lost: int = 3
+    #: A worker hands a job whose task it does not serve (outside its task_modules, or
+    #: missing from its code: in a rolling deploy, old workers see the new tasks' jobs)
+    #: back to its queue, after a delay growing from 1 s to 60 s, for a worker that serves
+    #: it; after this long unserved the job ends failed (reason unserved), seconds. An
+    #: hour: a deploy rolls out well within it, and a job no worker will ever serve (a
+    #: typo queued with --no-check, a module nobody runs) still ends the same hour.
+    unserved_timeout_s: float = 3600.0
     #: Most jobs claimed (and finished) in one Redis round trip.
     claim_batch: int = 100
     #: Jobs claimed ahead of free greenlets, started the moment one frees, so a short job
@@ -219,7 +226,7 @@ class Settings:
         if self.max_lost < 1:
             raise ConfigError(f"max_lost must be >= 1, got {self.max_lost}")
         for name in ("grace_s", "visibility_timeout_s", "heartbeat_interval_s", "worker_ttl_s",
-                     "reap_interval_s", "default_timeout_s"):
+                     "reap_interval_s", "default_timeout_s", "unserved_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.worker_ttl_s <= self.heartbeat_interval_s:

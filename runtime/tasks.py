@@ -11,10 +11,13 @@ or a class whose ``run(self, params)`` takes the params dict (a new instance per
     class WordCount:
         def run(self, params): ...
 
-``@task`` is optional; it declares options, and an option nobody understands fails at
-import with a hint (``profile=True`` becomes known once a middleware registers it).
-:func:`resolve` imports a path only when it lies under one of the configured
-``task_modules`` (a security rule: params never choose arbitrary code).
+``@task`` declares options, and an option nobody understands (or a value out of range)
+fails at import with a hint (``profile=True`` becomes known once a middleware registers
+it). Only tasks are tasks: :func:`resolve` imports a path only when it lies under one of
+the configured ``task_modules`` (params never choose arbitrary code), and the attribute
+it names must be a function or class marked ``@task``, or one *defined* in a task module
+(its ``__module__`` under ``task_modules``) with a public name. ``from os import system``
+in a task module does not make ``mymod.system`` a task.
 """
 
 from __future__ import annotations
@@ -26,70 +29,28 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
-from .errors import InvalidParams, TaskNotAllowed, TaskNotFound, TaskOptionError
+from .binding import keywords, params_problem
+from .errors import InvalidParams, TaskError, TaskNotAllowed, TaskNotFound
+from .options import check_options, register_task_options
 from .resets import on_reset
-from .settings import Settings, load_settings
 
-#: Options understood by the core. Middleware add theirs with register_task_options().
-_KNOWN_OPTIONS: dict[str, str] = {
-    "timeout_s": "seconds the job may run before it ends with status timeout",
-    "max_retries": "how many times a failing job is retried before status maxretries",
-    "retry_on": "exception classes that cause a retry (default: Exception when max_retries > 0)",
-    "retry_delay_s": "first retry delay, seconds (doubles each retry, with jitter)",
-    "retry_backoff": "factor between successive retry delays (default 2)",
-    "retry_max_delay_s": "cap on one retry delay, seconds",
-}
-
-
-def register_task_options(options: dict[str, str]) -> None:
-    """Let a middleware declare the task options it understands (name -> meaning)."""
-    _KNOWN_OPTIONS.update(options)
-
-
-_middleware_loaded = False
-
-
-def _load_configured_middleware() -> None:
-    """Import the modules of the configured middleware, so the task options their classes
-    declare are known (a task module may be imported before any worker or client built
-    its chain). Only the modules are imported here: a class registers its options when
-    its module defines it (``Middleware.__init_subclass__``)."""
-    global _middleware_loaded
-    if _middleware_loaded:
-        return
-    _middleware_loaded = True
-    paths = list(Settings().middleware)  # the built-ins: always known, even when switched off
-    try:
-        paths += [p for p in load_settings().middleware if p not in paths]
-    except Exception:  # noqa: BLE001 - a bad setting is reported where settings are used
-        pass
-    for path in paths:
-        try:
-            importlib.import_module(path.rpartition(".")[0])
-        except Exception:  # noqa: BLE001 - reported when the chain is built
-            pass
-
-
-def _check_options(options: dict[str, Any], where: str) -> None:
-    if any(name not in _KNOWN_OPTIONS for name in options):
-        _load_configured_middleware()
-    for name in options:
-        if name not in _KNOWN_OPTIONS:
-            close = difflib.get_close_matches(name, list(_KNOWN_OPTIONS), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(_KNOWN_OPTIONS))}"
-            raise TaskOptionError(f"{where}: unknown task option {name!r}{hint}")
-
+__all__ = ["TaskSpec", "chosen", "forget_tasks", "home_modules", "marked", "module_tasks", "not_a_task", "origin",
+           "register_task_options", "resolve", "resolved", "split_patterns", "task"]
 
 def task(fn: Any = None, **options: Any) -> Any:
-    """Declare a task's options: ``@task`` or ``@task(timeout_s=10, max_retries=3)``.
+    """Mark a task and declare its options: ``@task`` or ``@task(timeout_s=10, max_retries=3)``.
 
-    Raises TaskOptionError at import for an unknown option.
+    A marked function or class is a task wherever it was defined (``send = task(lib.send)``
+    in a task module makes ``mymod.send`` one). Raises TaskOptionError at import for an
+    unknown option or a bad value.
     """
     def wrap(target: Any) -> Any:
-        _check_options(options, getattr(target, "__qualname__", repr(target)))
-        target.__runtime_options__ = dict(options)
+        checked = dict(options)
+        check_options(checked, getattr(target, "__qualname__", repr(target)))
+        target.__runtime_options__ = checked  # also marks it a task (see not_a_task)
         return target
 
     return wrap(fn) if fn is not None else wrap
@@ -104,9 +65,8 @@ class TaskSpec:
     is_class: bool
     options: dict[str, Any]
     signature: inspect.Signature | None
-    #: (names it accepts, names it requires) when every parameter may be passed by keyword
-    #: and none is ``*args``/``**kwargs``: then params bind when their keys are within the
-    #: first and cover the second, checked without ``Signature.bind`` (~8 µs a job)
+    #: runtime.binding.keywords of the signature: params that bind are told apart by two
+    #: set comparisons, without ``Signature.bind`` (~8 µs a job)
     keywords: tuple[frozenset[str], frozenset[str]] | None = None
 
     @property
@@ -147,12 +107,23 @@ class TaskSpec:
         kw = self.keywords
         if kw is not None and isinstance(params, dict) and kw[1] <= params.keys() <= kw[0]:
             return lambda: fn(**params)
-        if self.signature is not None:
-            try:
-                self.signature.bind(**params)
-            except TypeError as exc:
-                raise InvalidParams(f"params do not match {self.path}{self.signature}: {exc}") from None
+        if not isinstance(params, dict):
+            raise InvalidParams(f"params must be a JSON object, got {type(params).__name__}")
+        problem = self.params_problem(params)
+        if problem:
+            raise InvalidParams(problem)
         return lambda: fn(**params)
+
+    def params_problem(self, params: Any) -> str | None:
+        """Why ``params`` do not bind to the task's signature, in one line (unknown names
+        with a did-you-mean, missing required ones); None when they bind or the task is a
+        class (its ``run`` takes the params dict)."""
+        kw = self.keywords
+        if kw is not None and kw[1] <= params.keys() <= kw[0]:
+            return None
+        if self.signature is None or self.is_class:
+            return None
+        return params_problem(self.path, self.signature, params)
 
 
 def split_patterns(raw: str | None) -> list[str]:
@@ -178,35 +149,71 @@ def resolved(path: str) -> bool:
     return path in _cache
 
 
-def _remember_missing(path: str, message: str) -> TaskNotFound:
-    """TaskNotFound(message) to raise, answered again for NOT_FOUND_TTL_S seconds."""
-    _not_found[path] = (time.monotonic() + NOT_FOUND_TTL_S, message)
-    return TaskNotFound(message)
-
-
 def _allowed(path: str, modules: Iterable[str]) -> bool:
     return any(path == m or path.startswith(m + ".") for m in modules)
 
 
-def _keywords(sig: inspect.Signature | None) -> tuple[frozenset[str], frozenset[str]] | None:
-    """TaskSpec.keywords for a function's signature (None: bind with the signature)."""
-    if sig is None:
+def marked(target: Any) -> bool:
+    """Was ``target`` itself marked ``@task`` (not merely a subclass of a marked class)?
+    functools.wraps copies the mark to a wrapper, as it copies ``__module__``."""
+    return "__runtime_options__" in getattr(target, "__dict__", ())
+
+
+def origin(target: Any) -> str:
+    """Where ``target`` was defined: ``module.qualname`` (``posix.system``)."""
+    module = getattr(target, "__module__", None) or "?"
+    return f"{module}.{getattr(target, '__qualname__', getattr(target, '__name__', type(target).__name__))}"
+
+
+def not_a_task(path: str, target: Any, task_modules: Iterable[str]) -> TaskError | None:
+    """Why ``target``, found at ``path``, is no task under ``task_modules`` (the error to
+    raise), or None when it is one: a function (any callable) or a class with a ``run``
+    method, that is marked ``@task`` or defined in a module under ``task_modules`` with a
+    name not starting with ``_``."""
+    if inspect.isclass(target):
+        if not callable(getattr(target, "run", None)):
+            return TaskNotFound(f"task class {path!r} has no run(self, params) method")
+    elif not callable(target):
+        return TaskNotFound(f"task path {path!r} names a {type(target).__name__}, not a function or class")
+    if marked(target):
         return None
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    if any(p.kind not in kinds for p in sig.parameters.values()):
+    module_name, _, attr = path.rpartition(".")
+    if attr.startswith("_"):
+        return TaskNotAllowed(f"{path!r} is not a task: its name is private (starts with '_'); "
+                              f"mark it @task to make it one")
+    defined_in = getattr(target, "__module__", None)
+    if isinstance(defined_in, str) and _allowed(defined_in, task_modules):
         return None
-    return (frozenset(sig.parameters),
-            frozenset(n for n, p in sig.parameters.items() if p.default is inspect.Parameter.empty))
+    return TaskNotAllowed(
+        f"{path!r} is not a task: it is {origin(target)}, imported into {module_name!r} rather than "
+        f"defined in a task module ({', '.join(task_modules) or 'none'}); mark it @task to make it one")
+
+
+def module_tasks(module: ModuleType, task_modules: Iterable[str]) -> dict[str, Any]:
+    """The tasks ``module`` offers under ``task_modules``: attribute name -> target."""
+    modules = tuple(task_modules)
+    return {name: target for name, target in list(vars(module).items())
+            if not isinstance(target, ModuleType) and not_a_task(f"{module.__name__}.{name}", target, modules) is None}
+
+
+def _spec(path: str, target: Any) -> TaskSpec:
+    options = dict(getattr(target, "__runtime_options__", {}))
+    if inspect.isclass(target):
+        return TaskSpec(path, target, True, options, None)
+    try:
+        sig: inspect.Signature | None = inspect.signature(target)
+    except (TypeError, ValueError):
+        sig = None
+    return TaskSpec(path, target, False, options, sig, keywords(sig))
 
 
 #: (path, task_modules) -> spec, for paths resolved and allowed under those task_modules
 _resolved: dict[tuple[str, Any], TaskSpec] = {}
-
-
+#: path -> spec, of every task resolved in this process (under some task_modules)
 _cache: dict[str, TaskSpec] = {}
-#: path -> (monotonic time until which, message): a path that failed to import is not tried
-#: again for NOT_FOUND_TTL_S (a failing import costs ~300 µs; a bad job may come in bulk)
-_not_found: dict[str, tuple[float, str]] = {}
+#: path -> (monotonic time until which, the error): a path that failed to import is not
+#: tried again for NOT_FOUND_TTL_S (a failing import costs ~300 µs; a bad job may come in bulk)
+_not_found: dict[str, tuple[float, TaskError]] = {}
 NOT_FOUND_TTL_S = 5.0
 
 
@@ -218,19 +225,53 @@ def forget_tasks() -> None:
     _not_found.clear()
 
 
+def _remember_missing(path: str, exc: TaskError) -> TaskError:
+    """``exc`` to raise, answered again (a copy, with the same cause) for NOT_FOUND_TTL_S."""
+    _not_found[path] = (time.monotonic() + NOT_FOUND_TTL_S, exc)
+    return exc
+
+
+def _again(exc: TaskError) -> TaskError:
+    """A fresh copy of a remembered error (raising one instance again and again would
+    grow its traceback)."""
+    copy = type(exc)(str(exc), exc.elsewhere)
+    copy.__cause__ = exc.__cause__
+    return copy
+
+
+def _import(path: str, module_name: str) -> ModuleType:
+    """The module of task ``path``. Raises TaskNotFound: ``elsewhere`` when the module
+    itself (or a package above it) does not exist; else the import raised (any other
+    missing module included) and that exception, message and traceback, is the cause."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise _remember_missing(path, TaskNotFound(f"unknown task path {path!r}: no module named "
+                                                       f"{exc.name!r}", elsewhere=True)) from None
+        error: Exception = exc
+    except Exception as exc:  # noqa: BLE001 - kept whole as the cause
+        error = exc
+    failed = TaskNotFound(f"task module {module_name!r} failed to import: {type(error).__name__}: {error}")
+    failed.__cause__ = error
+    raise _remember_missing(path, failed)
+
+
 def resolve(path: str, task_modules: Iterable[str]) -> TaskSpec:
     """The task at ``path`` (``package.module.name``), imported only if allowed.
 
-    Raises TaskNotAllowed when ``path`` is outside ``task_modules`` (nothing is imported),
-    TaskNotFound when the module or attribute does not exist or is not callable.
-    Resolved tasks are cached per process.
+    Raises TaskNotAllowed when ``path`` is outside ``task_modules`` (nothing is imported;
+    ``elsewhere``) or names no task (see :func:`not_a_task`); TaskNotFound when the module
+    or attribute does not exist (``elsewhere``; an unknown attribute with a did-you-mean
+    over the module's tasks), the module failed to import (its exception is the cause), or
+    the attribute is neither a function nor a class with ``run``. Cached per process.
     """
     try:
         return _resolved[path, task_modules]
     except (KeyError, TypeError):  # not yet; or task_modules is a list (not hashable)
         pass
     spec = _cache.get(path)
-    if spec is not None and _allowed(path, task_modules):
+    if spec is not None and _allowed(path, task_modules) and not_a_task(path, spec.target, task_modules) is None:
         _remember(path, task_modules, spec)
         return spec
     if not isinstance(path, str) or not path or not all(p.isidentifier() for p in path.split(".")):
@@ -238,34 +279,24 @@ def resolve(path: str, task_modules: Iterable[str]) -> TaskSpec:
     if not _allowed(path, task_modules):
         raise TaskNotAllowed(
             f"task path {path!r} is outside the allowed task modules ({', '.join(task_modules) or 'none'}); "
-            f"add its module to task_modules (--tasks / RUNTIME_TASK_MODULES)"
-        )
+            f"add its module to task_modules (--tasks / RUNTIME_TASK_MODULES)", elsewhere=True)
     known_bad = _not_found.get(path)
     if known_bad is not None and known_bad[0] > time.monotonic():
-        raise TaskNotFound(known_bad[1])
+        raise _again(known_bad[1])
     module_name, _, attr = path.rpartition(".")
     if not module_name:
         raise TaskNotFound(f"{path!r} names no module; use 'module.function'")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        raise _remember_missing(path, f"unknown task path {path!r}: no module named {exc.name!r}") from None
+    module = _import(path, module_name)
     target = getattr(module, attr, None)
     if target is None:
-        raise _remember_missing(path, f"unknown task path {path!r}: module {module_name!r} has no {attr!r}")
-    options = dict(getattr(target, "__runtime_options__", {}))
-    if inspect.isclass(target):
-        if not callable(getattr(target, "run", None)):
-            raise TaskNotFound(f"task class {path!r} has no run(self, params) method")
-        spec = TaskSpec(path, target, True, options, None)
-    elif callable(target):
-        try:
-            sig: inspect.Signature | None = inspect.signature(target)
-        except (TypeError, ValueError):
-            sig = None
-        spec = TaskSpec(path, target, False, options, sig, _keywords(sig))
-    else:
-        raise TaskNotFound(f"task path {path!r} names a {type(target).__name__}, not a function or class")
+        close = difflib.get_close_matches(attr, sorted(module_tasks(module, task_modules)), n=1)
+        hint = f"; did you mean {module_name}.{close[0]}?" if close else ""
+        raise _remember_missing(path, TaskNotFound(f"unknown task path {path!r}: module {module_name!r} has no "
+                                                   f"{attr!r}{hint}", elsewhere=True))
+    refused = not_a_task(path, target, task_modules)
+    if refused is not None:
+        raise refused
+    spec = _spec(path, target)
     _cache[path] = spec
     _remember(path, task_modules, spec)
     return spec
@@ -274,3 +305,12 @@ def resolve(path: str, task_modules: Iterable[str]) -> TaskSpec:
 def _remember(path: str, task_modules: Any, spec: TaskSpec) -> None:
     if isinstance(task_modules, (tuple, frozenset)) and len(_resolved) < 10_000:
         _resolved[path, task_modules] = spec
+
+
+def home_modules(path: str, task_modules: Iterable[str]) -> tuple[str, ...]:
+    """The task modules under which a process that may import any task (run_task, a
+    producer checking a job) judges ``path``: its own ``task_modules`` and the top-level
+    package of ``path``. What that package defines is a task there; what it imports from
+    elsewhere, unmarked, is not."""
+    top = path.partition(".")[0] if isinstance(path, str) else ""
+    return tuple(task_modules) + ((top,) if top and top not in task_modules else ())

@@ -25,7 +25,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import redis  # noqa: E402
-from helpers import FAST, InProcess, Processes, wait_until, worker_env  # noqa: E402
+from helpers import FAST, InProcess, Processes, TaskDir, wait_until, worker_env  # noqa: E402
 
 from runtime.broker.embedded import redis_server_binary  # noqa: E402
 from runtime.client import Client  # noqa: E402
@@ -99,3 +99,12 @@ def workers(settings: Settings, tmp_path: Path) -> Iterator[Processes]:
 @pytest.fixture
 def cli_env(settings: Settings) -> dict[str, str]:
     return worker_env(settings)
+
+
+@pytest.fixture
+def task_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TaskDir]:
+    """Task modules the test writes in ``tmp_path`` (the cwd of ``workers`` processes too)."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    d = TaskDir(tmp_path)
+    yield d
+    d.forget()

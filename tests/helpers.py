@@ -4,10 +4,12 @@ workers in-process and as real processes (stopped by pid), and the CLI run in-pr
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -186,3 +188,25 @@ def rt(env: dict[str, str], *args: str, timeout: float = 60, cwd: Path | None = 
     """``python -m runtime ARGS`` as a process, with ``env``."""
     return subprocess.run([sys.executable, "-m", "runtime", *args], env=env, capture_output=True,
                           text=True, timeout=timeout, cwd=cwd)
+
+
+class TaskDir:
+    """A folder of task modules a test writes: importable in the test process (on
+    sys.path) and by the CLI and worker processes run in it (their cwd); the modules
+    imported from it are forgotten at teardown (``forget``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def write(self, name: str, text: str) -> Path:
+        """Write the module file ``name`` (``pkg/mod.py``) with ``text`` (dedented)."""
+        f = self.path / name
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(textwrap.dedent(text))
+        importlib.invalidate_caches()
+        return f
+
+    def forget(self) -> None:
+        for name, module in list(sys.modules.items()):
+            if str(getattr(module, "__file__", None) or "").startswith(str(self.path)):
+                del sys.modules[name]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import time
+from os import getenv  # noqa: F401 - imported on purpose: callable here, but not a task
 from typing import Any
 
 from runtime import Retry, task
@@ -28,6 +29,15 @@ def not_json() -> Any:
 
 def add(a: int, b: int) -> int:
     return a + b
+
+
+def _private() -> str:
+    """Defined here but private: not a task."""
+    return "private"
+
+
+def resize(path: str, width: int, height: int | None = None) -> dict[str, Any]:
+    return {"path": path, "width": width, "height": height}
 
 
 def sleep(seconds: float) -> float:

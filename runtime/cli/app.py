@@ -2,8 +2,8 @@
 and what every command shares (settings, the client, JSON output).
 
 Exit codes (runtime.errors.ExitCode):
-  0 OK; 1 ERROR (any other runtime error); 2 USAGE (bad arguments, params or settings; a
-  task module that does not import); 3 NOT_FOUND (job id unknown, or the job has no such
+  0 OK; 1 ERROR (any other runtime error); 2 USAGE (bad arguments, params, task path or
+  settings; a task module that fails to import); 3 NOT_FOUND (job id unknown, or the job has no such
   artifact); 4 UNAVAILABLE (Redis or MongoDB unreachable, or Redis full); 5 JOB_FAILED (run,
   enqueue --wait: the job did not succeed); 6 TIMEOUT (enqueue --wait deadline passed: the
   job id is printed, the job stays queued); 7 NOT_ALLOWED (not allowed now: cancel of a
@@ -28,6 +28,8 @@ from ..errors import (
     InvalidParams,
     InvalidTransition,
     JobNotFound,
+    TaskError,
+    TaskImportError,
     TaskQueueError,
     WaitTimeout,
 )
@@ -76,8 +78,13 @@ def handle_errors(fn: Callable[P, T]) -> Callable[P, T]:
             fail(str(exc), ExitCode.TIMEOUT)
         except InvalidTransition as exc:
             fail(str(exc), ExitCode.NOT_ALLOWED)
+        except TaskImportError as exc:  # a task module that failed to import: its traceback first
+            click.echo(exc.traceback, err=True, nl=False)
+            fail(str(exc), ExitCode.USAGE)
         except (InvalidParams, ConfigError) as exc:
             fail(str(exc), ExitCode.USAGE)
+        except TaskError as exc:  # a path that names no task (enqueue's check)
+            fail(f"{type(exc).__name__}: {exc}", ExitCode.USAGE)
         except TaskQueueError as exc:
             fail(f"{type(exc).__name__}: {exc}", ExitCode.ERROR)
         except Exception as exc:

@@ -60,6 +60,11 @@ def print_job(job: Job, chain: Chain) -> None:
         _row("error", f"{job.exc_type}: {job.exc_message}")
     if job.overrun:
         _row("watchdog", job.overrun)
+    unserved = job.meta.get("unserved") if job.status.value == "retry" else None
+    if isinstance(unserved, dict):  # runtime.worker.unserved
+        _row("waiting", f"for a worker that serves {job.path}: handed back {unserved.get('count')} time(s) since "
+                        f"{iso(unserved.get('since'))}, last by {unserved.get('worker')}; ends failed (unserved) "
+                        f"if none serves it by {iso(unserved.get('until'))}")
     for label, text in chain.describe(job):
         _row(label, text)
     for name, data in job.artifacts.items():

@@ -22,16 +22,21 @@ from .format import job_table, print_job
 @click.option("--delay", type=float, help="seconds before the job may start")
 @click.option("--wait", "wait_s", type=float, help="wait up to this many seconds for the job to end and print it")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.option("--no-check", "no_check", is_flag=True,
+              help="queue without importing the task to check its path and params (for a task this folder cannot import)")
 @click.pass_obj
 @handle_errors
 def enqueue(obj: Ctx, path: str, params: str | None, queue: str, priority: int, delay: float | None,
-            wait_s: float | None, as_json: bool) -> None:
+            wait_s: float | None, as_json: bool, no_check: bool) -> None:
     """Queue a job of task PATH with PARAMS (a JSON object); prints its id.
 
-    With --wait, prints the job once it ended (exit 5 if it did not succeed); when the
-    wait times out, the job stays queued: its id and status are printed, exit 6."""
+    When the task can be imported from here, its path and params are checked first
+    (exit 2, nothing queued, when wrong); a task that cannot be imported is queued
+    unchecked. With --wait, prints the job once it ended (exit 5 if it did not succeed);
+    when the wait times out, the job stays queued: its id and status are printed, exit 6."""
     client = obj.client()
-    job_id = client.queue_job(path, parse_params(params), queue=queue, priority=priority, delay=delay)
+    job_id = client.queue_job(path, parse_params(params), queue=queue, priority=priority, delay=delay,
+                              check=not no_check)
     if wait_s is None:
         out({"id": job_id}) if as_json else echo(job_id)
         return

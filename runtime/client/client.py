@@ -23,6 +23,8 @@ from ..errors import BrokerUnavailable, InvalidParams, InvalidTransition, JobNot
 from ..job import Job, encode_params, new_job_id
 from ..messages import NewJob
 from ..settings import Settings, load_settings
+from ..tasks import TaskSpec
+from .check import EnqueueCheck
 from .parts import Parts, build
 from .reader import Reader
 from .waiting import iter_done
@@ -55,12 +57,14 @@ def _delay_s(delay: float | None, eta: datetime | float | None) -> float:
 class Client:
     """Queue and inspect jobs on the Redis given by ``settings`` (``client``: a Redis client
     to use; ``parts``: all of them, as a worker hands its own to its tasks' client).
+    Jobs are checked at enqueue when their task can be imported (runtime.client.check;
+    ``import_tasks=False``: only tasks already imported, as in a worker).
 
     Raises BrokerUnavailable (at construction) when Redis cannot be reached.
     """
 
     def __init__(self, settings: Settings | None = None, client: redis.Redis | None = None,
-                 parts: Parts | None = None, middleware: bool = True) -> None:
+                 parts: Parts | None = None, middleware: bool = True, import_tasks: bool = True) -> None:
         self.parts = parts or build(settings or load_settings(), client, middleware)
         self.settings = self.parts.settings
         self.redis = self.parts.redis
@@ -75,9 +79,16 @@ class Client:
             self.mongo = MongoSync(self.broker, self.store)  # type: ignore[arg-type]
         self._mongo_skip_until = 0.0  # producer copies skip MongoDB until then (circuit breaker)
         self.reader = Reader(self)
+        self.checker = EnqueueCheck(self.settings.task_modules, import_tasks)
+
+    def _spec(self, path: str, check: bool) -> TaskSpec | None:
+        """The task to check the jobs of ``path`` against (runtime.client.check), or None."""
+        if not check or not isinstance(path, str) or not path.strip():
+            return None
+        return self.checker.spec(path)
 
     def _new(self, path: str, params: Mapping[str, Any] | None, queue: str, priority: int,
-             delay: float | None, eta: datetime | float | None) -> NewJob:
+             delay: float | None, eta: datetime | float | None, spec: TaskSpec | None = None) -> NewJob:
         if not isinstance(path, str) or not path.strip():
             raise InvalidParams(f"task path must be a non-empty dotted string, got {path!r}")
         if not queue or ":" in queue or "," in queue:
@@ -87,29 +98,37 @@ class Client:
             raise InvalidParams(f"priority must be an int in [{low}, {high}], got {priority!r}")
         job = NewJob(new_job_id(), path, encode_params(params, self.settings.max_job_bytes),
                      queue, priority, _delay_s(delay, eta))
+        if spec is not None:
+            self.checker.params(spec, params or {})
         if self.middleware.enqueue_hooks:
             self.middleware.before_enqueue(job)
         return job
 
     def queue_job(self, path: str, params: Mapping[str, Any] | None = None, *, queue: str = "default",
-                  priority: int = 0, delay: float | None = None, eta: datetime | float | None = None) -> str:
+                  priority: int = 0, delay: float | None = None, eta: datetime | float | None = None,
+                  check: bool = True) -> str:
         """Queue one job; returns its id.
 
         ``priority``: int in [-100, 100], higher runs first within a queue. ``delay``
         (seconds) or ``eta`` (aware datetime or UNIX seconds): the job never starts before.
-        Raises InvalidParams (naming the offending key) or JobTooLarge; BrokerUnavailable.
+        ``check``: check the path and params when the task can be imported here
+        (runtime.client.check). Raises InvalidParams (naming the offending key or param),
+        JobTooLarge, TaskNotFound, TaskNotAllowed; BrokerUnavailable.
         """
-        job = self._new(path, params, queue, priority, delay, eta)
+        job = self._new(path, params, queue, priority, delay, eta, self._spec(path, check))
         self._enqueue([job])
         return job.id
 
     def queue_jobs(self, path: str, params_list: Iterable[Mapping[str, Any] | None], *, queue: str = "default",
-                   priority: int = 0, delay: float | None = None, batch_size: int = 1000) -> list[str]:
+                   priority: int = 0, delay: float | None = None, batch_size: int = 1000,
+                   check: bool = True) -> list[str]:
         """Queue one job per params dict, ``batch_size`` per round trip; returns the ids.
 
-        Every params dict is checked before anything is queued, so a bad one queues none.
+        Every params dict is checked before anything is queued, so a bad one queues none
+        (``check`` as in :meth:`queue_job`: the task is resolved once for all).
         """
-        jobs = [self._new(path, p, queue, priority, delay, None) for p in params_list]
+        spec = self._spec(path, check)
+        jobs = [self._new(path, p, queue, priority, delay, None, spec) for p in params_list]
         for i in range(0, len(jobs), batch_size):
             self._enqueue(jobs[i:i + batch_size])
         return [j.id for j in jobs]

@@ -15,11 +15,14 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from typing import Any, Protocol
 
+import gevent
 import redis
 
 from ..broker import RedisBroker
 from ..process import alive, host_pid
+from ..settings import Settings
 from .link import RedisLink
 
 log = logging.getLogger("runtime.worker")
@@ -102,3 +105,27 @@ class Reaper:
             if self.link is None or not self.link.failed(exc, "taking back the jobs of dead workers"):
                 log.warning("reaper: %s", exc)
             return 0, 0
+
+
+class Reaping(Protocol):
+    """What :func:`reap_for` needs of a worker."""
+
+    id: str
+    settings: Settings
+    reaper: Reaper
+    mirror: Any
+
+
+def reap_for(worker: Reaping) -> None:
+    """One pass of ``worker``'s reaper; its MongoDB mirror (if any) hears of the jobs
+    taken back."""
+    requeued, failed = worker.reaper.safely()
+    if worker.mirror is not None:
+        worker.mirror.after_reap(worker.id, requeued + failed)
+
+
+def reap_loop(worker: Reaping) -> None:
+    """:func:`reap_for` every ``reap_interval_s``, for good (a greenlet of the worker)."""
+    while True:
+        reap_for(worker)
+        gevent.sleep(worker.settings.reap_interval_s)

@@ -35,6 +35,8 @@ class RunningJob:
     exclusive: bool = False  # runs alone: the pool drains before it and refills after
     phase: Phase = Phase.PREFETCHED
     greenlet: Any = None  # its greenlet once launched
+    #: why this worker does not serve its task (a TaskError with ``elsewhere``), or None
+    unserved: Any = None
 
     @property
     def id(self) -> str:

@@ -28,6 +28,7 @@ import redis
 from ..backoff import Backoff
 from ..broker import RedisBroker
 from ..broker.connection import where
+from ..catalog import Served, load_tasks, summary
 from ..client import Client, Parts, build, set_default_client
 from ..context import JobContext, current_job
 from ..errors import ExitCode, JobAborted
@@ -39,16 +40,16 @@ from ..process import new_id, notify_supervisor, supervisor_id
 from ..settings import Settings
 from ..status import Status
 from ..store import JobStore
-from ..tasks import resolve
 from ..units import plural
 from .heartbeat import Heartbeat
 from .limits import Limits, Recycle
 from .link import RedisLink
-from .reaper import Reaper
+from .reaper import Reaper, reap_for, reap_loop
 from .recorder import Recorder, not_stored_fields
 from .shutdown import drain, kill, serve
 from .slots import RunningJob, Slots
 from .state import Phase, WorkerState
+from .unserved import task_timeout, unserved_result
 from .wakeup import Wakeup
 
 log = logging.getLogger("runtime.worker")
@@ -59,9 +60,12 @@ IDLE_BLOCK_S = 1.0
 
 class Worker:
     """Runs jobs from ``settings.queues`` with the given parts; ``run()`` returns an exit
-    code (ExitCode.OK, or ExitCode.RECYCLED when a limit made it stop)."""
+    code (ExitCode.OK, or ExitCode.RECYCLED when a limit made it stop). ``served``: its
+    task modules imported (runtime.catalog; by default here)."""
 
-    def __init__(self, settings: Settings, broker: RedisBroker, store: JobStore, middleware: Chain) -> None:
+    def __init__(self, settings: Settings, broker: RedisBroker, store: JobStore, middleware: Chain,
+                 served: Served | None = None) -> None:
+        self.served = served or load_tasks(settings.task_modules)
         self.settings = settings
         self.broker = broker
         self.store = store
@@ -86,7 +90,7 @@ class Worker:
             from ..store.mongo.mirror import open_mirror
             self.mirror = open_mirror(broker, store)  # copies job documents to MongoDB
         #: the task-side producer: the same parts, so a job's queue_job costs no new connection
-        self.client = Client(parts=Parts(settings, broker.redis, broker, store, middleware))
+        self.client = Client(parts=Parts(settings, broker.redis, broker, store, middleware), import_tasks=False)
         self.heartbeat = Heartbeat(self)
         self.wakeup = Wakeup(broker, self.id, settings.queues, self.link)
         self._hub = gevent.get_hub()
@@ -96,10 +100,11 @@ class Worker:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Worker:
-        """A worker with parts built from ``settings``. Raises BrokerUnavailable,
-        StoreUnavailable, ConfigError."""
+        """A worker with parts built from ``settings``, its task modules imported first.
+        Raises TaskImportError, BrokerUnavailable, StoreUnavailable, ConfigError."""
+        served = load_tasks(settings.task_modules)
         p = build(settings)
-        return cls(settings, p.broker, p.store, p.middleware)
+        return cls(settings, p.broker, p.store, p.middleware, served)
 
     # ---- what others read -----------------------------------------------------------------
 
@@ -134,7 +139,7 @@ class Worker:
                         "(start workers with `runtime worker`, or call gevent.monkey.patch_all() first)")
         previous = set_default_client(self.client)
         self.heartbeat.beat(self.broker.redis)  # registered before the first claim
-        self._reap()  # a dead worker's jobs come back before we claim (--burst too)
+        reap_for(self)  # a dead worker's jobs come back before we claim (--burst too)
         self.heartbeat.start()
         if self.mirror is not None:
             self.mirror.start()
@@ -144,7 +149,8 @@ class Worker:
             # way, so that a full collection does not walk it while jobs wait (tens of ms)
             gc.collect()
             gc.freeze()
-        helpers = [gevent.spawn(self.recorder.flush_loop), gevent.spawn(self._reap_loop)]
+        helpers = [gevent.spawn(self.recorder.flush_loop), gevent.spawn(reap_loop, self)]
+        log.info("worker %s %s", self.id, summary(self.served))
         log.info("worker %s started: redis %s%s prefix %s, queues %s, %d greenlets", self.id, self.link.where,
                  f" (embedded: {self.settings.embedded_path})," if not self.settings.redis_url else ",",
                  self.settings.key_prefix, ",".join(self.settings.queues), self.settings.greenlets)
@@ -309,13 +315,10 @@ class Worker:
     # ---- running --------------------------------------------------------------------------
 
     def _prepare(self, c: Claimed) -> RunningJob:
-        try:
-            spec_timeout = resolve(c.path, self.settings.task_modules).timeout_s
-        except Exception:  # noqa: BLE001 - reported by run_attempt as the job's failure
-            spec_timeout = None
+        spec_timeout, unserved = task_timeout(c.path, self.settings.task_modules)
         ctx = JobContext(c.id, c.path, c.queue, c.attempt, {}, self.settings.progress_interval_s,
                          self._write_progress, retries=c.retries, due_at=c.due_at, meta=c.meta)
-        rj = RunningJob(c, ctx, spec_timeout or self.settings.default_timeout_s, time.time())
+        rj = RunningJob(c, ctx, spec_timeout or self.settings.default_timeout_s, time.time(), unserved=unserved)
         # it was running when a worker died: nothing runs beside it (RedisBroker.mark_lost)
         rj.exclusive = c.alone or (bool(self.middleware.exclusive_hooks) and self.middleware.exclusive(ctx))
         self.claimed_total += 1
@@ -345,6 +348,9 @@ class Worker:
 
     def _run_job(self, rj: RunningJob) -> None:
         c = rj.claimed
+        if rj.unserved is not None:  # runtime.worker.unserved: no middleware, no attempt counted
+            self.recorder.record(rj, unserved_result(c, rj.unserved, self.id, self.settings.unserved_timeout_s))
+            return
         token = current_job.set(rj.ctx)
         began = time.time()
         try:
@@ -385,16 +391,3 @@ class Worker:
             if rj is not None and not rj.done:
                 log.warning("aborting job %s (%s) on request", job_id, rj.path)
                 kill(self, rj, JobAborted("aborted on request"))
-
-    # ---- reaping --------------------------------------------------------------------------
-
-    def _reap(self) -> None:
-        requeued, failed = self.reaper.safely()
-        if self.mirror is not None:
-            self.mirror.after_reap(self.id, requeued + failed)
-
-    def _reap_loop(self) -> None:
-        while True:
-            self._reap()
-            gevent.sleep(self.settings.reap_interval_s)
-

@@ -5,6 +5,8 @@ from __future__ import annotations
 import decimal
 import io
 import math
+import re
+import traceback
 from datetime import UTC, datetime
 
 import pytest
@@ -77,6 +79,98 @@ def test_resolve_imports_only_allowed_modules():
     with pytest.raises(TaskNotFound, match="no module named"):
         resolve("tasks_example.nomodule.f", ["tasks_example"])
     assert resolve("tasks_example.work.noop", ["tasks_example"]).path == "tasks_example.work.noop"
+
+
+def test_only_functions_and_classes_defined_in_a_task_module_or_marked_are_tasks(task_dir):
+    """Issue 16, finding 3: what a task module imports is not a task, unless marked."""
+    task_dir.write("helpers3.py", """
+        def helper(x: int) -> int:
+            return x
+
+        def other(x: int) -> int:
+            return x
+    """)
+    task_dir.write("tasks3.py", """
+        import functools
+        from os import system
+        from helpers3 import helper, other
+        from runtime import task
+
+        def logged(fn):
+            @functools.wraps(fn)
+            def wrapper(**params):
+                return fn(**params)
+            return wrapper
+
+        @logged
+        def wrapped(a: int) -> int:  # wraps keeps __module__: defined here
+            return a
+
+        @task(timeout_s=5)
+        @logged
+        def marked_wrapped(a: int) -> int:
+            return a
+
+        exported = task(max_retries=1)(helper)   # marked: a task here
+        hidden_system = logged(system)            # wraps keeps posix as its module
+
+        class Job:
+            def run(self, params):
+                return params
+
+        class NoRun:
+            pass
+
+        def _private() -> None: ...
+    """)
+    mods = ("tasks3",)
+    assert resolve("tasks3.wrapped", mods).signature is not None
+    assert resolve("tasks3.marked_wrapped", mods).timeout_s == 5
+    assert resolve("tasks3.exported", mods).max_retries == 1
+    assert resolve("tasks3.Job", mods).is_class
+    for path, error, says in [
+        ("tasks3.system", TaskNotAllowed, "it is posix.system, imported into 'tasks3' rather than defined in a task module"),
+        ("tasks3.hidden_system", TaskNotAllowed, "it is posix.system, imported into 'tasks3'"),
+        ("tasks3.other", TaskNotAllowed, "it is helpers3.other, imported into 'tasks3'"),
+        ("tasks3.task", TaskNotAllowed, "it is runtime.tasks.task"),
+        ("tasks3._private", TaskNotAllowed, "its name is private"),
+        ("tasks3.NoRun", TaskNotFound, "has no run(self, params) method"),
+        ("tasks3.functools", TaskNotFound, "names a module, not a function or class"),
+    ]:
+        with pytest.raises(error, match=re.escape(says)) as err:
+            resolve(path, mods)
+        assert not err.value.elsewhere, path  # a worker fails such a job (never hands it back)
+    assert resolve("tasks3.helper", mods).max_retries == 1  # task() marked the function itself
+    # an unmarked function is a task where its own module is a task module
+    assert resolve("tasks3.other", ("tasks3", "helpers3")).target.__name__ == "other"
+
+
+def test_a_task_module_that_raises_at_import_keeps_its_real_error(task_dir):
+    """Issue 16, finding 2: not 'unknown task path' for a module that exists and fails."""
+    task_dir.write("needsdep.py", "import nosuchdep\n\ndef f() -> None: ...\n")
+    task_dir.write("divides.py", "x = 1 / 0\n")
+    with pytest.raises(TaskNotFound) as err:
+        resolve("needsdep.f", ["needsdep"])
+    assert str(err.value) == "task module 'needsdep' failed to import: ModuleNotFoundError: No module named 'nosuchdep'"
+    assert isinstance(err.value.__cause__, ModuleNotFoundError) and not err.value.elsewhere
+    assert "import nosuchdep" in "".join(traceback.format_exception(err.value))
+    with pytest.raises(TaskNotFound, match="'divides' failed to import: ZeroDivisionError: division by zero") as err:
+        resolve("divides.f", ["divides"])
+    again = pytest.raises(TaskNotFound, resolve, "divides.f", ["divides"])  # remembered: the same error
+    assert str(again.value) == str(err.value) and isinstance(again.value.__cause__, ZeroDivisionError)
+    with pytest.raises(TaskNotFound, match="no module named 'nosuchmod'") as err:
+        resolve("nosuchmod.f", ["nosuchmod"])
+    assert err.value.elsewhere  # may exist in another worker's code
+
+
+def test_task_option_values_are_checked_at_import():
+    for options, says in [({"timeout_s": 0}, "timeout_s must be a number of seconds > 0"),
+                          ({"max_retries": 1.5}, "max_retries must be an int >= 0"),
+                          ({"retry_on": "ValueError"}, "retry_on must be an exception class"),
+                          ({"retry_backoff": -1}, "retry_backoff must be a number > 0")]:
+        with pytest.raises(TaskOptionError, match=says):
+            task(**options)(lambda: None)
+    assert task(retry_on=ValueError)(lambda: None).__runtime_options__["retry_on"] == (ValueError,)
 
 
 def test_a_missing_task_is_not_imported_again_for_a_while(monkeypatch):
