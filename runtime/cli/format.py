@@ -62,7 +62,8 @@ def print_job(job: Job, chain: Chain) -> None:
         _row("watchdog", job.overrun)
     unserved = job.meta.get("unserved") if job.status.value == "retry" else None
     if isinstance(unserved, dict):  # runtime.worker.unserved
-        _row("waiting", f"for a worker that serves {job.path}: handed back {unserved.get('count')} time(s) since "
+        n = unserved.get("count") or 0
+        _row("waiting", f"for a worker that serves {job.path}: handed back {n} {plural(n, 'time')} since "
                         f"{iso(unserved.get('since'))}, last by {unserved.get('worker')}; ends failed (unserved) "
                         f"if none serves it by {iso(unserved.get('until'))}")
     for label, text in chain.describe(job):

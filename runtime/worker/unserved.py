@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Any
+from typing import Any, Protocol
 
+from ..broker import RedisBroker
 from ..errors import TaskError, TaskNotServed
 from ..execution import AttemptResult
 from ..job import dumps
 from ..messages import Claimed
 from ..resets import on_reset
+from ..settings import Settings
 from ..status import Status
 from ..tasks import resolve
 
@@ -96,3 +98,25 @@ def unserved_result(c: Claimed, exc: TaskError, worker_id: str, timeout_s: float
     fields = {"meta": dumps(meta), "exc_type": f"{type(exc).__module__}.{type(exc).__qualname__}", "exc_message": why}
     return AttemptResult(Status.RETRY, reason="unserved", delay_s=delay, fields=fields, counted=False,
                          note=f"not served by this worker; back in the queue in {delay:.1f} s")
+
+
+class HandingBack(Protocol):
+    """What :func:`only_handed_back` needs of a worker."""
+
+    broker: RedisBroker
+    settings: Settings
+    handed_back: set[str]
+
+
+def only_handed_back(worker: HandingBack) -> bool:
+    """Is every delayed job of ``worker``'s queues one it handed back (a task it does not
+    serve)? Then ``--burst`` is done: none of them will run here. One round trip, made
+    only by a burst worker with nothing else to run."""
+    if not worker.handed_back:
+        return False
+    keys, n = worker.broker.keys, len(worker.handed_back)
+    pipe = worker.broker.redis.pipeline(transaction=False)
+    for q in worker.settings.queues:
+        pipe.zrange(keys.scheduled(q), 0, n)  # n + 1 members: one more than ours says "not only ours"
+    delayed = {m if isinstance(m, str) else m.decode() for ids in pipe.execute() for m in ids}
+    return delayed <= worker.handed_back

@@ -49,7 +49,7 @@ from .recorder import Recorder, not_stored_fields
 from .shutdown import drain, kill, serve
 from .slots import RunningJob, Slots
 from .state import Phase, WorkerState
-from .unserved import task_timeout, unserved_result
+from .unserved import only_handed_back, task_timeout, unserved_result
 from .wakeup import Wakeup
 
 log = logging.getLogger("runtime.worker")
@@ -78,6 +78,8 @@ class Worker:
         self.hard = False
         self.recycled: Recycle | None = None
         self.claimed_total = 0
+        #: jobs this worker handed back (tasks it does not serve): --burst does not wait for them
+        self.handed_back: set[str] = set()
         self.supervisor_id = supervisor_id()
         prefetch = settings.prefetch if settings.prefetch >= 0 else settings.greenlets
         self.slots = Slots(settings.greenlets, prefetch, self._run_in)
@@ -239,7 +241,7 @@ class Worker:
                 if not self._cooperative:
                     gevent.sleep(0)  # Redis calls do not yield here: let the jobs run now
                 continue
-            if burst and self.slots.empty and next_due is None:
+            if burst and self.slots.empty and (next_due is None or only_handed_back(self)):
                 if not self.recorder.outcomes:
                     return
                 continue  # record them with the next claim: one may be a retry, due later
@@ -349,7 +351,10 @@ class Worker:
     def _run_job(self, rj: RunningJob) -> None:
         c = rj.claimed
         if rj.unserved is not None:  # runtime.worker.unserved: no middleware, no attempt counted
-            self.recorder.record(rj, unserved_result(c, rj.unserved, self.id, self.settings.unserved_timeout_s))
+            res = unserved_result(c, rj.unserved, self.id, self.settings.unserved_timeout_s)
+            self.recorder.record(rj, res)
+            if res.status == Status.RETRY:
+                self.handed_back.add(c.id)
             return
         token = current_job.set(rj.ctx)
         began = time.time()

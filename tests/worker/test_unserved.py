@@ -26,7 +26,7 @@ def test_a_job_an_old_worker_does_not_serve_waits_for_a_new_worker_that_does(cli
     assert "outside the allowed task modules (tasks_example)" in j.exc_message
     shown = cli(settings, "job", job_id)
     assert shown.exit_code == 0 and "status    retry (unserved)" in shown.stdout
-    assert re.search(r"waiting   for a worker that serves testtasks\.add: handed back \d+ time\(s\) since \S+, "
+    assert re.search(r"waiting   for a worker that serves testtasks\.add: handed back \d+ times? since \S+, "
                      rf"last by {old.id}; ends failed \(unserved\) if none serves it by \S+", shown.stdout)
     assert "not served by this worker; back in the queue in" in shown.stdout
     new = worker.start(task_modules="tasks_example,testtasks")
@@ -67,3 +67,15 @@ def test_a_requeued_unserved_job_waits_afresh(client, worker):
     wait_until(lambda: client.get_job(job_id).status == "retry", 10, "the requeued job handed back")
     j = client.get_job(job_id)
     assert j.meta["unserved"]["count"] == 1 and j.meta["unserved"]["until"] - j.meta["unserved"]["since"] == 30
+
+
+def test_a_burst_worker_does_not_wait_for_the_jobs_it_handed_back(client, worker, settings):
+    """--burst exits once nothing it can run is left: an unserved job stays queued (for a
+    worker that serves it) and does not hold the burst for unserved_timeout_s."""
+    served = client.queue_jobs("testtasks.add", [{"a": 1, "b": 1}] * 3)
+    unserved = client.queue_job("tasks_example.newmodule.task", {}, check=False)
+    later = client.queue_job("testtasks.add", {"a": 2, "b": 2}, delay=1.0)  # a delayed job it serves: waited for
+    w = worker.burst(task_modules="tasks_example,testtasks")
+    assert not worker.alive(w) and [j.status for j in client.store.get_many(served)] == ["success"] * 3
+    assert client.get_job(later).status == "success"
+    assert client.get_job(unserved).status == "retry" and unserved in w.handed_back
