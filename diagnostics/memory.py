@@ -20,6 +20,7 @@ from runtime.job import Job
 from runtime.middleware import Middleware, Rows
 from runtime.process import RSS, rss_reader
 from runtime.tasks import chosen, split_patterns
+from runtime.units import plural
 
 
 class Memory(Middleware):
@@ -63,8 +64,9 @@ class Memory(Middleware):
         mem = (job.report or {}).get("memory")
         if not mem:
             return []
+        others = mem["concurrent"]
         return [("memory", f"rss {mem['rss_before'] / 2**20:.1f} -> {mem['rss_after'] / 2**20:.1f} MiB "
-                           f"({mem['rss_delta'] / 2**20:+.2f} MiB, {mem['concurrent']} other jobs running)")]
+                           f"({mem['rss_delta'] / 2**20:+.2f} MiB, {others} other {plural(others, 'job')} running)")]
 
 
 class HeapDiff(Middleware):
