@@ -147,7 +147,7 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-_FLOATS = {"queued_at", "due_at", "started_at", "ended_at", "progress", "timeout_s"}
+_FLOATS = {"queued_at", "due_at", "started_at", "ended_at", "changed_at", "progress", "timeout_s"}
 _INTS = {"priority", "attempt", "retries", "lost"}
 _JSON = {"params", "result", "logs", "report", "meta", "artifacts"}
 #: how a stored field is read back (fields not named: as the string itself)
@@ -175,6 +175,9 @@ class Job:
     due_at: float | None = None
     started_at: float | None = None
     ended_at: float | None = None
+    #: time of its last status change (Redis clock): the order of listings and their
+    #: cursors; read from the index that orders them, or the history (None: neither read)
+    changed_at: float | None = None
     worker: str | None = None
     attempt: int = 0           # how many times a worker started it
     retries: int = 0           # how many retries were scheduled
@@ -208,6 +211,8 @@ class Job:
             kw[key] = raw if kind is None else kind(raw)
         job = cls(**kw)
         job.history = [loads(h) for h in history or ()]
+        if job.history and job.changed_at is None:
+            job.changed_at = job.history[-1].get("at")
         return job
 
     @property

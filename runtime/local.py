@@ -81,8 +81,8 @@ def run_task(path: str, params: Mapping[str, Any] | None = None, settings: Setti
     nothing is stored. Params go through the same JSON check as at
     enqueue (raises InvalidParams naming the bad key). A path outside ``task_modules`` may
     be run here (that rule guards workers, not the caller's own process), but it must name
-    a task (runtime.tasks.not_a_task: judged under ``task_modules`` and the path's
-    top-level package). Timeouts are not
+    a task (runtime.tasks.not_a_task: judged under ``task_modules`` and the module
+    the path names). Timeouts are not
     enforced outside a gevent worker. Retries are not attempted: a task that asks for one
     reports status retry.
     """

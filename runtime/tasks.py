@@ -309,8 +309,9 @@ def _remember(path: str, task_modules: Any, spec: TaskSpec) -> None:
 
 def home_modules(path: str, task_modules: Iterable[str]) -> tuple[str, ...]:
     """The task modules under which a process that may import any task (run_task, a
-    producer checking a job) judges ``path``: its own ``task_modules`` and the top-level
-    package of ``path``. What that package defines is a task there; what it imports from
-    elsewhere, unmarked, is not."""
-    top = path.partition(".")[0] if isinstance(path, str) else ""
-    return tuple(task_modules) + ((top,) if top and top not in task_modules else ())
+    producer checking a job) judges ``path``: its own ``task_modules`` and the module
+    ``path`` names. What that module defines is a task there; what it imports, even from
+    its own package, unmarked, is not (unless defined under ``task_modules``: the rule
+    of a worker with those task modules)."""
+    home = path.rpartition(".")[0] if isinstance(path, str) else ""
+    return tuple(task_modules) + ((home,) if home and home not in task_modules else ())

@@ -14,7 +14,7 @@ nothing is queued. What cannot be checked here is queued unchecked:
 
 Whether a worker serves the path (its ``task_modules``) is not checked: a producer does
 not know its workers' settings. A path is judged "a task" under the client's
-``task_modules`` and the path's top-level package (runtime.tasks.home_modules).
+``task_modules`` and the module the path names (runtime.tasks.home_modules).
 ``check=False`` (``runtime enqueue --no-check``) skips all of it. Resolved tasks, and
 paths that cannot be checked, are kept per client: after the first job of a path, a
 check costs a dict look-up and two set comparisons (bench/throughput.py, enqueue).

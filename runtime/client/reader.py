@@ -78,7 +78,9 @@ def attempts_of(job: Job) -> list[Attempt]:
 
 def cursor_of(job: Job) -> str:
     """The pagination cursor just after ``job`` (its last change time and id)."""
-    changed = job.history[-1]["at"] if job.history else (job.ended_at or job.started_at or job.queued_at or 0.0)
+    changed = job.changed_at
+    if changed is None:  # not read from a listing's index: its history's last change
+        changed = job.history[-1]["at"] if job.history else (job.ended_at or job.started_at or job.queued_at or 0.0)
     return f"{float(changed):.6f}:{job.id}"
 
 

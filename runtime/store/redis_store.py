@@ -75,12 +75,11 @@ class RedisJobStore:
             offset += batch
 
     def _ids_newest_first(self, statuses: Iterable[str], batch: int,
-                          before: tuple[float, str] | None = None) -> Iterator[str]:
+                          before: tuple[float, str] | None = None) -> Iterator[tuple[float, str]]:
         """Ids from the given status indexes merged newest first (by time of last change),
         ties by id, highest first (as MongoJobStore sorts: the same order in both stores)."""
         streams = [self._index_newest_first(s, batch, before) for s in statuses]
-        for _, job_id in heapq.merge(*streams, reverse=True):
-            yield job_id
+        yield from heapq.merge(*streams, reverse=True)
 
     def list_jobs(self, status: str | None = None, queue: str | None = None, path: str | None = None,
                   limit: int = 50, history: bool = False, before: tuple[float, str] | None = None) -> list[Job]:
@@ -88,10 +87,10 @@ class RedisJobStore:
         changed before the cursor ``before`` (change time, id) only."""
         statuses = [Status(status).value] if status else [s.value for s in Status]
         out: list[Job] = []
-        pending: list[str] = []
+        pending: list[tuple[float, str]] = []  # (change time: the index's score, id)
 
         def flush() -> None:
-            for job in self.get_many(pending, history=history):
+            for (changed, _), job in zip(pending, self.get_many([i for _, i in pending], history=history)):
                 if job is None:
                     continue  # expired document; its index entry is trimmed by the reaper
                 if status and job.status != status:
@@ -99,11 +98,12 @@ class RedisJobStore:
                 if (queue and job.queue != queue) or (path and job.path != path):
                     continue
                 if len(out) < limit:
+                    job.changed_at = changed  # where the listing found it: its cursor
                     out.append(job)
             pending.clear()
 
-        for job_id in self._ids_newest_first(statuses, max(limit, 200), before):
-            pending.append(job_id)
+        for item in self._ids_newest_first(statuses, max(limit, 200), before):
+            pending.append(item)
             if len(pending) >= 200:
                 flush()
                 if len(out) >= limit:

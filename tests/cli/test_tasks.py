@@ -133,6 +133,34 @@ def test_a_callable_imported_into_a_task_module_is_not_a_task(cli_env, settings,
     assert not pwned.exists() and task_dir.path.exists()
 
 
+def test_a_helper_imported_from_its_own_package_is_not_a_task_for_run_or_enqueue(settings, client, task_dir):
+    """The producer and `runtime run` judge a path as a worker of its module would: what
+    ``mypkg.tasks`` imports from ``mypkg.utils`` is not a task of ``mypkg.tasks``."""
+    victim = task_dir.path / "victim"
+    victim.mkdir()
+    task_dir.write("mypkg/__init__.py", "")
+    task_dir.write("mypkg/utils.py", """
+        import shutil
+
+        def wipe(path: str) -> str:
+            shutil.rmtree(path)
+            return "wiped"
+    """)
+    task_dir.write("mypkg/tasks.py", """
+        from mypkg.utils import wipe
+
+        def real() -> str:
+            return "real"
+    """)
+    params = json.dumps({"path": str(victim)})
+    for command in ("run", "enqueue"):
+        r = cli(settings, command, "mypkg.tasks.wipe", params)
+        assert r.exit_code == 2 and "'mypkg.tasks.wipe' is not a task: it is mypkg.utils.wipe, imported into " \
+            "'mypkg.tasks'" in r.stderr, (command, r.stderr)
+    assert victim.exists() and _queued(client) == 0
+    assert cli(settings, "run", "mypkg.tasks.real").stdout.strip() == '"real"'
+
+
 # ---- finding 6: enqueue checks what it can -------------------------------------------------
 
 def test_enqueue_checks_the_task_path_and_params_with_a_did_you_mean(settings, client):

@@ -217,3 +217,22 @@ def test_pages_of_jobs_follow_each_other_without_gaps_or_repeats(backend):
         before = page.next
     assert seen == [j.id for j in reader.jobs(queue="paged", limit=100).jobs] and sorted(seen) == sorted(ids)
     assert seen[:2] == sorted([ids[3], ids[17]], reverse=True)  # changed last, listed first
+
+
+def test_walking_every_page_lists_every_job_once(backend):
+    """Cursors come from where a listing found each job (its last change), not from a
+    time a worker took: pages that follow each other skip and repeat nothing."""
+    ids = backend.client.queue_jobs("testtasks.add", [{"a": i, "b": 1} for i in range(30)])
+    more = backend.client.queue_jobs("testtasks.add", [{"a": i, "b": 2} for i in range(10)], delay=3600)
+    backend.start_worker(greenlets=3)
+    for job_id in ids:
+        backend.settled(job_id, "success")
+    seen, before = [], None
+    while True:
+        page = backend.client.reader.jobs(limit=7, before=before)
+        seen += [j.id for j in page.jobs]
+        assert page.total == 40
+        if page.next is None:
+            break
+        before = page.next
+    assert sorted(seen) == sorted(ids + more) and len(seen) == 40
