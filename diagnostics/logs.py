@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from runtime.context import JobContext, current_job
 from runtime.middleware import Middleware
+from runtime.redact import printable
 from runtime.resets import on_reset
 
 DEFAULT_MAX_LINES = 1000
@@ -76,11 +77,15 @@ class JobStream:
             for line in lines:
                 add_line(job, f"[{self._label}] {line}", self._limits)
             job.state[key] = rest
+            shown = printable(text)  # what a job prints must not drive the worker's terminal
+        else:
+            shown = text
         try:
-            return self._real.write(text)
+            self._real.write(shown)
+            return len(text)
         except UnicodeEncodeError:  # e.g. an ASCII stdout: escaped, never the job's failure
             encoding = getattr(self._real, "encoding", None) or "ascii"
-            self._real.write(text.encode(encoding, "backslashreplace").decode(encoding))
+            self._real.write(shown.encode(encoding, "backslashreplace").decode(encoding))
             return len(text)
 
     def flush_job(self, job: JobContext) -> None:

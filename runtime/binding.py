@@ -55,7 +55,9 @@ def params_problem(path: str, sig: inspect.Signature, params: Mapping[str, Any])
         unknown = sorted(given - accepted)
         # a misspelling is most likely one of the names not given yet
         free = (accepted - given) or accepted
-        problems += [f"unknown param {u!r}{_did_you_mean(u, free)}" for u in unknown]
+        if unknown:
+            problems.append(f"unknown param{'s' if len(unknown) > 1 else ''} "
+                            + ", ".join(f"{u!r}{_did_you_mean(u, free)}" for u in unknown))
     missing = [n for n in required if n not in given]
     if missing:
         problems.append(f"missing required param{'s' if len(missing) > 1 else ''} "

@@ -44,8 +44,8 @@ def _import(name: str) -> ModuleType:
             raise TaskImportError(f"task module {name!r} not found (no module named {exc.name!r}); "
                                   f"check task_modules (--tasks / RUNTIME_TASK_MODULES)") from None
         error: BaseException = exc
-    except Exception as exc:  # noqa: BLE001 - a task module may raise anything at import
-        error = exc
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a task module may raise anything at import
+        error = exc  # sys.exit() at import too: a worker must not stop as if all were well
     raise TaskImportError(f"task module {name!r} failed to import: {type(error).__name__}: {error}",
                           _traceback(error))
 
@@ -77,6 +77,9 @@ def load_tasks(task_modules: Iterable[str]) -> Served:
     not exist or fails to import; TaskOptionError, raised by ``@task`` at import, comes
     wrapped in it with its traceback."""
     configured = tuple(task_modules)
+    if not configured:
+        raise TaskImportError("no task modules: a worker serves the tasks of the modules given by "
+                              "task_modules (--tasks / RUNTIME_TASK_MODULES), e.g. --tasks myapp.tasks")
     modules: dict[str, ModuleType] = {}
     for name in configured:
         for module in _walk(_import(name)):

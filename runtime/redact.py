@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import re
 
+#: userinfo runs to the last "@" before the host: a password with an unencoded "@" is
+#: still all hidden (the user part is what comes before the first ":")
 _URL_SECRET = re.compile(
-    r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:@/\s]*)(?::(?P<password>[^@/\s]*))?@")
+    r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/?#\s]*?)(?::(?P<password>[^/?#\s]*))?@"
+    r"(?=[^@/?#\s]*(?:[/?#\s]|$))")
 _PAIR_SECRET = re.compile(
     r"(?i)\b(?P<key>[a-z_-]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|"
     r"authorization|credentials?))(?P<sep>=|:\s*)(?P<value>(?:(?:Bearer|Basic|Token)\s+)?[^&,;\s]+)")
@@ -39,8 +42,14 @@ def mask(text: str) -> str:
     if "@" in text:
         text = _URL_SECRET.sub(_url, text)
     if "=" in text or ":" in text:
-        text = _PAIR_SECRET.sub(lambda m: f"{m.group('key')}{m.group('sep')}{MASK}", text)
+        text = _PAIR_SECRET.sub(_pair, text)
     return text
+
+
+def _pair(m: re.Match[str]) -> str:
+    value = m.group("value")
+    kept = value[len(value.rstrip(":.)")):]  # punctuation of the sentence around it
+    return f"{m.group('key')}{m.group('sep')}{MASK}{kept}"
 
 
 def _escape(m: re.Match[str]) -> str:

@@ -49,7 +49,7 @@ def task(fn: Any = None, **options: Any) -> Any:
     """
     def wrap(target: Any) -> Any:
         checked = dict(options)
-        check_options(checked, getattr(target, "__qualname__", repr(target)))
+        check_options(checked, f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', repr(target))}")
         target.__runtime_options__ = checked  # also marks it a task (see not_a_task)
         return target
 

@@ -271,3 +271,8 @@ def spawn_tree() -> bool:
 def blob(kb: int) -> str:
     """A result of ``kb`` KiB."""
     return "é" * (kb * 512)
+
+
+def print_text(text: str) -> None:
+    """Prints ``text`` (what a job writes to stdout reaches the worker's console)."""
+    print(text)  # noqa: T201 - the point of the task

@@ -39,9 +39,14 @@ def connect(settings: Settings, **kwargs: Any) -> redis.Redis:
     url = redis_url(settings)
     kwargs.setdefault("socket_timeout", SOCKET_TIMEOUT_S)
     kwargs.setdefault("socket_connect_timeout", 5.0)
-    client = redis.Redis.from_url(url, decode_responses=True, **kwargs)
+    try:
+        client = redis.Redis.from_url(url, decode_responses=True, **kwargs)
+    except ValueError as exc:  # redis-py's parse: a bad port, host, query
+        raise ConfigError(f"bad Redis URL {mask(url)!r}: {mask(str(exc))}") from None
     try:
         client.ping()
+    except (redis.AuthenticationError, redis.exceptions.AuthorizationError, redis.exceptions.NoPermissionError) as exc:
+        raise ConfigError(f"Redis at {mask(url)} refused the credentials: {mask(str(exc))}") from None
     except (redis.RedisError, OSError) as exc:
         raise BrokerUnavailable(f"cannot reach Redis at {mask(url)}: {mask(str(exc))}") from None
     return client

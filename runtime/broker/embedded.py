@@ -95,7 +95,11 @@ class EmbeddedRedis:
         if url:
             return url
         new = not self.dir.is_dir()
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the embedded Redis's folder {self.dir}: {exc.strerror or exc}; "
+                              "run from a folder you can write to, or set RUNTIME_REDIS_URL") from None
         with open(self.dir / "lock", "w", encoding="utf-8") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one starter at a time; the others then find it
             url = self.url()

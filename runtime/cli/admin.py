@@ -41,6 +41,14 @@ def embedded_status(obj: Ctx) -> None:
     echo(f"running at {url} (pid {e.pid()})" if url else "not running")
 
 
+def _gone(entry: dict[str, Any]) -> bool:
+    """Is this registry entry's process on this host and dead (its entry not expired yet)?"""
+    import socket
+
+    from ..process import alive
+    return entry.get("host") == socket.gethostname() and entry.get("pid") is not None and not alive(entry["pid"], None)
+
+
 @embedded.command("stop")
 @click.option("--force", is_flag=True, help="stop it even while workers use it")
 @click.pass_obj
@@ -51,7 +59,8 @@ def embedded_stop(obj: Ctx, force: bool) -> None:
     from ..broker.embedded import EmbeddedRedis
     e = EmbeddedRedis(obj.settings().embedded_path)
     if not force and e.url():
-        live = [w for w in obj.client(middleware=False).reader.workers() if w.get("kind") != "supervisor"]
+        live = [w for w in obj.client(middleware=False).reader.workers() if w.get("kind") != "supervisor"
+                and not _gone(w)]
         if live:
             names = ", ".join(f"{w['host']} pid {w['pid']}" for w in live[:5]) + (", ..." if len(live) > 5 else "")
             n = len(live)

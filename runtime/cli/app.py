@@ -121,16 +121,43 @@ class Ctx:
         return self._client
 
 
+YEAR_S = 365 * 86_400.0
+
+
+class Seconds(click.FloatRange):
+    """A duration option: a finite number of seconds, 0 or more, at most a year."""
+
+    name = "seconds"
+
+    def __init__(self) -> None:
+        super().__init__(min=0, max=YEAR_S)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if seconds != seconds:  # NaN: no range holds it
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        return seconds
+
+
+SECONDS = Seconds()
+
+
 def parse_params(text: str | None) -> dict[str, Any]:
     """Params given on the command line (a JSON object). Raises InvalidParams."""
     if not text:
         return {}
+    if any("\udc80" <= c <= "\udcff" for c in text):  # argv of a C locale: the bytes were UTF-8
+        try:
+            text = text.encode("utf-8", "surrogateescape").decode("utf-8")
+        except UnicodeError:
+            pass
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidParams(f"params are not valid JSON: {exc}") from None
     if not isinstance(value, dict):
-        raise InvalidParams(f"params must be a JSON object like '{{\"a\": 1}}', got {type(value).__name__}")
+        kind = {type(None): "null", bool: "a boolean", list: "an array", str: "a string"}.get(type(value), "a number")
+        raise InvalidParams(f"params must be a JSON object like '{{\"a\": 1}}', got {kind}")
     return value
 
 

@@ -10,7 +10,7 @@ import click
 from ..errors import ExitCode, WaitTimeout
 from ..status import REQUEUABLE, Status
 from ..units import plural
-from .app import Ctx, NotFound, cli, echo, fail, handle_errors, out, parse_params
+from .app import SECONDS, Ctx, NotFound, cli, echo, fail, handle_errors, out, parse_params
 from .format import job_table, print_job
 
 
@@ -19,8 +19,8 @@ from .format import job_table, print_job
 @click.argument("params", required=False)
 @click.option("-q", "--queue", default="default", show_default=True)
 @click.option("-p", "--priority", default=0, show_default=True, type=int, help="-100..100, higher runs first")
-@click.option("--delay", type=float, help="seconds before the job may start")
-@click.option("--wait", "wait_s", type=float, help="wait up to this many seconds for the job to end and print it")
+@click.option("--delay", type=SECONDS, help="seconds before the job may start")
+@click.option("--wait", "wait_s", type=SECONDS, help="wait up to this many seconds for the job to end and print it")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @click.option("--no-check", "no_check", is_flag=True,
               help="queue without importing the task to check its path and params (for a task this folder cannot import)")
@@ -90,10 +90,12 @@ def run(obj: Ctx, path: str, params: str | None, as_json: bool) -> None:
 def jobs(obj: Ctx, status: str | None, queue: str | None, path: str | None, limit: int, before: str | None,
          as_json: bool) -> None:
     """List jobs, newest change first."""
+    from ..client.reader import parse_cursor
     try:
-        page = obj.client(middleware=False).reader.jobs(status=status, queue=queue, path=path, limit=limit, before=before)
+        parse_cursor(before)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--before") from None
+    page = obj.client(middleware=False).reader.jobs(status=status, queue=queue, path=path, limit=limit, before=before)
     if as_json:
         out(page.to_dict())
         return
@@ -101,9 +103,11 @@ def jobs(obj: Ctx, status: str | None, queue: str | None, path: str | None, limi
     if not page.jobs:
         echo("(no jobs)")
         return
-    of = f" of {page.total:,}" if page.total is not None else ""
+    n = len(page.jobs)
+    shown = f"{n:,} of {page.total:,} {plural(page.total, 'job')}" if page.total is not None else \
+        f"{n:,} {plural(n, 'job')} shown (no total: the store does not count by queue or path)"
     more = f"; next page: runtime jobs --before {page.next}" if page.next else ""
-    echo(f"({len(page.jobs):,}{of} {plural(page.total or len(page.jobs), 'job')}{more})")
+    echo(f"({shown}{more})")
 
 
 @cli.command()

@@ -49,8 +49,7 @@ def build(settings: Settings, client: redis.Redis | None = None, middleware: boo
         try:
             import pymongo  # noqa: F401 - the MongoDB store's driver: an extra
         except ModuleNotFoundError:
-            raise ConfigError("a MongoDB URL needs pymongo, which is not installed: "
-                              "pip install 'runtime[mongo]'") from None
+            raise ConfigError("a MongoDB URL needs pymongo, which is not installed: pip install pymongo") from None
         from ..store.mongo.store import MongoJobStore
         store = MongoJobStore(settings, RedisJobStore(conn, settings.key_prefix))
     return Parts(settings, conn, RedisBroker(conn, settings), store, chain)

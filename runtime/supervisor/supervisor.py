@@ -38,6 +38,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Any
 
 import redis
 
@@ -46,7 +47,7 @@ from ..broker import RedisBroker, connect
 from ..errors import ExitCode
 from ..process import SUPERVISOR_ID_ENV, SUPERVISOR_PID_ENV, host_pid, new_id, rss_of, this_process
 from ..settings import Settings
-from ..units import fmt_bytes
+from ..units import fmt_bytes, plural
 from ..worker.reaper import Reaper
 from .children import Child, child_setup, kill_group
 from .watchdog import enforce_hard_limit
@@ -102,7 +103,7 @@ class Supervisor:
         if self.hard and not rss_of(self._proc):
             log.error("MEMORY LIMITS NOT ENFORCED: this system does not let the supervisor read "
                       "RSS; --mem-limit %s and the hard ceiling will never act", fmt_bytes(s.mem_limit_bytes))
-        log.info("supervisor %s: %d worker processes%s%s", self.id, self.n,
+        log.info("supervisor %s: %d worker %s%s%s", self.id, self.n, plural(self.n, "process", "processes"),
                  f", soft memory limit {fmt_bytes(s.mem_limit_bytes)} each, hard {fmt_bytes(self.hard)}"
                  if s.mem_limit_bytes else f", hard memory limit {fmt_bytes(self.hard)} each" if self.hard else "",
                  "".join(f", {k} {v}" for k, v in (("max_jobs", s.max_jobs), ("max_time_s", s.max_time_s)) if v))
@@ -191,7 +192,8 @@ class Supervisor:
             self._signals += 1
             log.warning("supervisor got signal %d: %s", signo,
                         "interrupting running jobs" if self._signals > 1 else
-                        f"stopping {len(self.children)} worker processes; running jobs have "
+                        f"stopping {len(self.children)} worker {plural(len(self.children), 'process', 'processes')}; "
+                        "running jobs have "
                         f"{self.settings.grace_s} s to finish")
             # a supervised worker only ever stops gracefully on SIGTERM/SIGINT (they may reach
             # it directly too, e.g. from systemd); SIGUSR2 makes it interrupt its jobs
@@ -211,8 +213,9 @@ class Supervisor:
             lived = time.monotonic() - child.started
             if code not in (0, ExitCode.RECYCLED):  # it did not stop cleanly: its jobs come back now
                 how = f"exited with code {code}" if code >= 0 else f"was killed by signal {-code}"
-                self.take_back(pid, f"{how} after {lived:.1f} s", event=(
-                    "crash", f"exit-code-{code}" if code >= 0 else f"signal-{-code}"))
+                self.take_back(pid, f"{how} after {lived:.1f} s", event={
+                    "event": "crash", "reason": f"exit-code-{code}" if code >= 0 else f"signal-{-code}",
+                    "alive_s": round(lived, 3)})
             if child.recycling or code == ExitCode.RECYCLED:
                 log.info("worker process %d exited after recycling (code %d)", pid, code)
                 if not child.recycling:  # it exited before its signal arrived: replace it
@@ -248,7 +251,7 @@ class Supervisor:
         return [w for w in self.broker.registry.ids() if host_pid(w) == (self.host, pid)]
 
     def take_back(self, pid: int, why: str, unstarted: list[str] | None = None,
-                   ids: list[str] | None = None, event: tuple[str, str] | None = None) -> tuple[int, int]:
+                   ids: list[str] | None = None, event: dict[str, Any] | None = None) -> tuple[int, int]:
         """Requeue (or fail, worker-lost) the jobs the dead child ``pid`` (registry ``ids``,
         looked up when not given) was running, now; ``unstarted`` ones (prefetched) without
         counting a lost worker against them (looked up when not given)."""

@@ -25,7 +25,10 @@ from typing import Any, Protocol
 import redis
 
 from ..broker import RedisBroker
+from ..broker.connection import full
+from ..errors import BrokerUnavailable
 from ..process import RSS, rss_reader, this_process
+from ..redact import mask
 from ..settings import Settings
 from ..store import RedisJobStore
 from .limits import Limits, Recycle
@@ -117,7 +120,7 @@ class Heartbeat:
                     next_beat = now + interval
                     try:
                         self.beat(conn)
-                        w.link.ok()
+                        w.link.ok("sending its heartbeat")
                     except Exception as exc:  # noqa: BLE001 - a heartbeat must keep beating
                         if not w.link.failed(exc, "sending its heartbeat"):
                             log.warning("heartbeat failed: %s", exc)
@@ -159,6 +162,15 @@ class Heartbeat:
             "mem_limit_bytes": str(w.settings.mem_limit_bytes or ""),
             "recycle": w.recycled.detail if w.recycled else "",
         }
+
+    def register(self) -> None:
+        """The first heartbeat, before the worker claims anything. Raises BrokerUnavailable
+        (one line) when Redis refuses it: unreachable, full, read-only."""
+        try:
+            self.beat(self.worker.broker.redis)
+        except redis.RedisError as exc:
+            raise BrokerUnavailable(f"cannot register with Redis at {self.worker.link.where}: " + (
+                "it is full (used memory over maxmemory; runtime info)" if full(exc) else mask(str(exc)))) from None
 
     def beat(self, conn: redis.Redis) -> None:
         """One heartbeat on ``conn`` (see the module docstring)."""

@@ -14,6 +14,7 @@ import logging
 import time
 
 from ..broker import transient
+from ..broker.connection import full
 from ..redact import mask
 
 log = logging.getLogger("runtime.worker")
@@ -21,12 +22,18 @@ log = logging.getLogger("runtime.worker")
 
 class RedisLink:
     """The state of one worker's connection to ``where`` (a URL, masked when logged).
-    Safe to call from the hub and from native threads (the worst race logs twice)."""
+    Safe to call from the hub and from native threads (the worst race logs twice).
+
+    Each part reports under its own name (``doing``): Redis is back once every part that
+    failed has succeeded again, so a full Redis, which refuses the heartbeat's writes but
+    answers a claim that finds nothing, is not said to come and go every second."""
 
     def __init__(self, where: str) -> None:
         self.where = mask(where)
         #: time.monotonic() when Redis was lost, None while it answers
         self.down_since: float | None = None
+        #: the parts whose last call failed
+        self.failing: set[str] = set()
 
     @property
     def up(self) -> bool:
@@ -38,16 +45,25 @@ class RedisLink:
         when it is not (the caller handles and logs it)."""
         if not transient(exc):
             return False
+        self.failing.add(doing)
         if self.down_since is None:
             self.down_since = time.monotonic()
-            log.error("lost Redis at %s while %s (%s: %s); retrying until it is back; running jobs go on "
-                      "and their outcomes are kept until then", self.where, doing, type(exc).__name__,
-                      mask(str(exc)))
+            if full(exc):
+                log.error("Redis at %s is full (its used memory is over maxmemory): it refuses writes, "
+                          "seen while %s; retrying until memory is freed or maxmemory raised (runtime info); "
+                          "running jobs go on and their outcomes are kept until then", self.where, doing)
+            else:
+                log.error("lost Redis at %s while %s (%s: %s); retrying until it is back; running jobs go on "
+                          "and their outcomes are kept until then", self.where, doing, type(exc).__name__,
+                          mask(str(exc)))
         return True
 
-    def ok(self) -> None:
-        """A call succeeded: if Redis was lost, say it is back (once)."""
+    def ok(self, doing: str) -> None:
+        """A call made while ``doing`` succeeded: once no part fails, say Redis is back."""
+        if not self.failing:
+            return
+        self.failing.discard(doing)
         since = self.down_since
-        if since is not None:
+        if not self.failing and since is not None:
             self.down_since = None
             log.warning("Redis at %s is back after %.1f s", self.where, time.monotonic() - since)

@@ -23,9 +23,13 @@ import redis
 from ..broker import RedisBroker
 from ..process import alive, host_pid
 from ..settings import Settings
+from ..units import plural
 from .link import RedisLink
 
 log = logging.getLogger("runtime.worker")
+
+#: What the reaper reports to the worker's RedisLink as doing.
+REAPING = "taking back the jobs of dead workers"
 
 
 class Reaper:
@@ -62,12 +66,13 @@ class Reaper:
         return out
 
     def take_back(self, worker_ids: list[str], why: str, unstarted: list[str] | None = None,
-                  event: tuple[str, str] | None = None, supervisor: str | None = None) -> tuple[int, int]:
+                  event: dict[str, Any] | None = None, supervisor: str | None = None) -> tuple[int, int]:
         """Requeue (or fail, worker-lost) the jobs of the dead ``worker_ids`` now, noting
         ``why``; ``unstarted`` (prefetched, known not to have run) are requeued without a
         charge (looked up from their last heartbeats when not given). Also takes back
-        claims whose deadline passed. With ``event`` (kind, reason) and ``unstarted`` not
-        given, records the event (runtime.broker.registry.EVENT_KEYS), naming the jobs.
+        claims whose deadline passed. With ``event`` (its ``event`` kind, ``reason`` and any
+        other keys of runtime.broker.registry.EVENT_KEYS) and ``unstarted`` not given,
+        records the event, naming the jobs.
         Returns (requeued, failed)."""
         lost = None
         if worker_ids and unstarted is None:
@@ -77,7 +82,7 @@ class Reaper:
         if event is not None and lost is not None:
             host, pid = host_pid(worker_ids[0])
             self.broker.registry.record_event({
-                "event": event[0], "reason": event[1], "at": time.time(), "host": host, "pid": pid,
+                **event, "at": time.time(), "host": host, "pid": pid,
                 "worker": worker_ids[0], "supervisor": supervisor, "detail": why,
                 "running": [{"id": j, "path": p} for j, p in lost.paths.items()], "unstarted": lost.unstarted,
                 "requeued": requeued, "failed": failed})
@@ -90,21 +95,24 @@ class Reaper:
         requeued, failed = self.take_back([], "") if not dead else (0, 0)  # expired claims only
         for wid in dead:  # one event each
             r, f = self.take_back([wid], "its worker process died (it stopped heartbeating and its pid is gone)",
-                                  event=("lost", "worker-lost"))
+                                  event={"event": "lost", "reason": "worker-lost"})
             requeued, failed = requeued + r, failed + f
         if dead or requeued or failed:
-            log.warning("reaper: %d dead workers, %d jobs requeued, %d failed (worker-lost)",
-                        len(dead), requeued, failed)
+            log.warning("reaper: %d dead %s, %d %s requeued, %d failed (worker-lost)", len(dead),
+                        plural(len(dead), "worker"), requeued, plural(requeued, "job"), failed)
         return requeued, failed
 
     def safely(self) -> tuple[int, int]:
         """:meth:`reap_once`, logging a Redis error instead of raising it."""
         try:
-            return self.reap_once()
+            done = self.reap_once()
         except redis.RedisError as exc:
-            if self.link is None or not self.link.failed(exc, "taking back the jobs of dead workers"):
+            if self.link is None or not self.link.failed(exc, REAPING):
                 log.warning("reaper: %s", exc)
             return 0, 0
+        if self.link is not None:
+            self.link.ok(REAPING)
+        return done
 
 
 class Reaping(Protocol):

@@ -116,7 +116,7 @@ class Recorder:
 
     def append(self, rj: RunningJob, outcome: Outcome) -> None:
         """``rj`` ended with ``outcome``: written with the next flush or claim round trip."""
-        if rj.phase == Phase.RUNNING:  # ran; not one returned before it started
+        if rj.phase == Phase.RUNNING and rj.unserved is None:  # ran: not returned unrun, nor handed back
             self.jobs_done += 1
         if rj.phase < Phase.DONE:
             rj.phase = Phase.DONE
@@ -169,7 +169,7 @@ class Recorder:
             try:
                 stale = h.broker.finish(batch, h.id, idle)
             except Exception as exc:  # noqa: BLE001 - one bad outcome must not stop recording
-                if not h.link.failed(exc, f"recording {len(batch)} finished jobs"):
+                if not h.link.failed(exc, "recording finished jobs"):
                     self._unstorable(batch, exc)
                     continue
                 h.state = WorkerState.DEGRADED
@@ -178,7 +178,7 @@ class Recorder:
                 if h.hard and backoff.at_max:
                     return  # the reaper requeues them once this worker's registry expires
                 continue
-            h.link.ok()
+            h.link.ok("recording finished jobs")
             self.recorded(batch, stale)
 
     def _unstorable(self, batch: list[Outcome], exc: BaseException) -> None:

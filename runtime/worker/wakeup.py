@@ -22,6 +22,9 @@ from .link import RedisLink
 log = logging.getLogger("runtime.worker")
 
 
+#: What the wake-up wait reports to the worker's RedisLink as doing.
+WAITING = "waiting for jobs"
+
 class _EndWait(BaseException):
     """Raised in the waiting greenlet by ``end`` (a BaseException: nothing between the wait
     and :meth:`Wakeup.wait` may take it for an error of its own)."""
@@ -48,18 +51,21 @@ class Wakeup:
         claimed for it) or a wake-up (None: claim now). Errors are logged (None)."""
         self.waiting = gevent.getcurrent()
         try:
-            return self.broker.wait_for_wakeup(self._conn, self.worker_id, self.queues, timeout_s)
+            got = self.broker.wait_for_wakeup(self._conn, self.worker_id, self.queues, timeout_s)
         except _EndWait:
             self._conn.connection_pool.disconnect()  # its BLPOP reply is still pending
             return None
         except Exception as exc:  # noqa: BLE001 - Redis down: the claim loop backs off
-            if self.link is None or not self.link.failed(exc, "waiting for jobs"):
+            if self.link is None or not self.link.failed(exc, WAITING):
                 log.error("wake-up wait failed (%s)", exc)
             self._conn.connection_pool.disconnect()
             gevent.sleep(0.1)
             return None
         finally:
             self.waiting = None
+        if self.link is not None:
+            self.link.ok(WAITING)
+        return got
 
     def end(self) -> None:
         """End the current wait, if any (from any greenlet of this hub)."""

@@ -140,7 +140,7 @@ class Worker:
             log.warning("gevent has not monkey-patched this process: jobs will not run concurrently "
                         "(start workers with `runtime worker`, or call gevent.monkey.patch_all() first)")
         previous = set_default_client(self.client)
-        self.heartbeat.beat(self.broker.redis)  # registered before the first claim
+        self.heartbeat.register()  # before the first claim
         reap_for(self)  # a dead worker's jobs come back before we claim (--burst too)
         self.heartbeat.start()
         if self.mirror is not None:
@@ -181,7 +181,7 @@ class Worker:
         self.wakeup.close()
         self.state = WorkerState.STOPPED
         log.info("worker %s stopped: ran %d %s%s", self.id, self.jobs_done, plural(self.jobs_done, "job"),
-                 f" (recycled when {self.recycled.detail}; the jobs running then finished first)"
+                 f"; recycled at: {self.recycled.detail}, then finished the jobs running"
                  if self.recycled else "")
 
     def stop(self, hard: bool = False) -> None:
@@ -266,7 +266,7 @@ class Worker:
             gevent.sleep(delay)
             return None
         backoff.reset()
-        self.link.ok()
+        self.link.ok("claiming jobs")
         self.state = WorkerState.RUNNING
         return now, next_due, jobs
 

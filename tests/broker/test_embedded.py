@@ -110,3 +110,16 @@ def test_embedded_stop_refuses_while_workers_use_the_server(home):
     finally:
         worker.kill()
         worker.wait(10)
+
+
+def test_embedded_stop_does_not_wait_for_the_entry_of_a_killed_worker_to_expire(home):
+    assert _runtime(home, "enqueue", "tasks_example.work.noop").returncode == 0
+    worker = subprocess.Popen([sys.executable, "-m", "runtime", "worker"], cwd=home, env=_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: json.loads(_runtime(home, "workers", "--json").stdout), 20, "the worker to register")
+    finally:
+        worker.kill()
+        worker.wait(10)
+    stopped = _runtime(home, "embedded", "stop")  # its registry entry is still there for worker_ttl_s
+    assert stopped.returncode == 0 and stopped.stdout == "stopped\n", stopped.stderr

@@ -189,3 +189,26 @@ def test_worker_survives_a_redis_outage_and_loses_nothing(own_redis, own_worker,
     wait_until(lambda: "is back after" in caplog.text, 10, "the worker to say Redis is back")
     assert gone == 1 and caplog.text.count("lost Redis at") == 1 and caplog.text.count("is back after") == 1
     assert f"lost Redis at unix://{sock} while " in caplog.text
+
+
+def test_a_full_redis_is_said_once_as_full_and_once_back(own_redis, own_worker, caplog):
+    """A full Redis refuses writes (the heartbeat's) but answers reads and claims that find
+    nothing: the worker says it is full once, not "lost"/"back" every second."""
+    import time
+    caplog.set_level(logging.INFO, "runtime")
+    sock, start, procs = own_redis
+    settings = _own(sock, "full")
+    client = Client(settings)
+    w = own_worker(settings).start(greenlets=2)
+    assert client.wait(client.queue_job("testtasks.add", {"a": 1, "b": 1}), timeout_s=10).result == 2
+    r = redis.Redis(unix_socket_path=sock)
+    r.config_set("maxmemory", 1)
+    try:
+        wait_until(lambda: "is full (its used memory is over maxmemory)" in caplog.text, 10, "the worker to see it")
+        # several heartbeats and idle claims later, still one line, and not "back"
+        wait_until(lambda: time.monotonic() - w.link.down_since > 5 * settings.heartbeat_interval_s, 10, "beats")
+        assert "is back after" not in caplog.text and caplog.text.count("is full (") == 1
+    finally:
+        r.config_set("maxmemory", 0)
+    wait_until(lambda: "is back after" in caplog.text, 10, "the worker to say it is back")
+    assert caplog.text.count("is back after") == 1 and "lost Redis" not in caplog.text

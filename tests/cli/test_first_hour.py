@@ -66,7 +66,7 @@ def test_a_mongodb_url_without_pymongo_is_one_line(cli_env, tmp_path):
     env = {**cli_env, "PYTHONPATH": os.pathsep.join([str(tmp_path), cli_env["PYTHONPATH"]])}
     r = rt(env, "--mongodb", "mongodb://127.0.0.1:1/x", "jobs")
     assert r.returncode == 2 and r.stderr == (
-        "error: a MongoDB URL needs pymongo, which is not installed: pip install 'runtime[mongo]'\n")
+        "error: a MongoDB URL needs pymongo, which is not installed: pip install pymongo\n")
 
 
 @pytest.fixture
@@ -139,3 +139,47 @@ def test_the_demo_says_which_failures_are_expected(client, worker, capsys):
     assert summary["by_status"] == {"failed": 1, "success": 1} and summary["expected_failures"] == 1
     print_summary(summary)
     assert "1 of these failures is expected: the standard library ships test files" in capsys.readouterr().out
+
+
+def test_bad_durations_urls_and_folders_are_one_line(cli_env, settings, client):
+    for bad in ("nan", "inf", "1e300", "-1"):
+        r = cli(settings, "enqueue", "testtasks.add", '{"a": 1, "b": 2}', "--wait", bad)
+        assert r.exit_code == 2 and "Invalid value for '--wait'" in r.stderr, bad
+    assert sum(client.reader.queues()["counts"].values()) == 0  # refused before anything was queued
+    url = rt({**cli_env, "RUNTIME_REDIS_URL": "redis://user:pw@[::1:1/0"}, "jobs")
+    assert url.returncode == 2 and url.stderr == "error: bad Redis URL 'redis://user:***@[::1:1/0': Invalid IPv6 URL\n"
+    env = {k: v for k, v in cli_env.items() if k != "RUNTIME_REDIS_URL"}
+    nowhere = rt(env, "jobs", cwd=Path("/proc/self"))  # no folder can be made here
+    assert nowhere.returncode == 2 and len(nowhere.stderr.splitlines()) == 1
+    assert nowhere.stderr.startswith("error: cannot create the embedded Redis's folder /proc/")
+    assert cli(settings, "enqueue", "testtasks.add", "null").stderr.endswith("got null\n")
+
+
+def test_a_password_with_an_unencoded_at_sign_is_still_masked():
+    from runtime.redact import mask
+    assert mask("at redis://user:S3C@RETPW@127.0.0.1:1/0 now") == "at redis://user:***@127.0.0.1:1/0 now"
+    assert mask("mongodb://h/db?password=x: Error 111") == "mongodb://h/db?password=***: Error 111"
+
+
+def test_a_worker_with_no_task_modules_or_one_that_exits_at_import_stops_with_exit_2(settings, task_dir):
+    none = cli(settings, "worker", "--burst", "--tasks", "")
+    assert none.exit_code == 2 and none.stderr.startswith("error: no task modules: ")
+    task_dir.write("quitter.py", "import sys\n\nsys.exit(0)\n")
+    quits = cli(settings, "worker", "--burst", "--tasks", "quitter")
+    assert quits.exit_code == 2 and "task module 'quitter' failed to import: SystemExit: 0" in quits.stderr
+
+
+def test_what_a_job_prints_reaches_the_workers_console_escaped(settings, client, workers):
+    job_id = client.queue_job("testtasks.print_text", {"text": "title\x1b]0;pwned\x07 clear\x1b[2J"})
+    proc = workers.start("--burst")
+    proc.wait(30)
+    log = workers.log(proc)
+    assert "title\\x1b]0;pwned\\x07 clear\\x1b[2J" in log and "\x1b" not in log
+    assert client.get_job(job_id).status == "success"
+
+
+def test_a_worker_starting_on_a_full_redis_is_one_line(cli_env, full_redis):
+    r = rt({**cli_env, "RUNTIME_REDIS_URL": full_redis}, "worker", "--burst")
+    assert r.returncode == 4 and r.stderr.splitlines()[-1] == (
+        f"error: cannot register with Redis at {full_redis}: it is full (used memory over maxmemory; runtime info)")
+    assert "Traceback" not in r.stderr

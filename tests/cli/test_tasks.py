@@ -53,7 +53,7 @@ def test_a_task_option_typo_stops_the_worker_at_start(settings, task_dir):
     """)
     r = cli(settings, "worker", "--burst", "--tasks", "optmod")
     assert r.exit_code == 2
-    assert r.stderr.splitlines()[-1] == ("error: task module 'optmod' failed to import: TaskOptionError: slow: "
+    assert r.stderr.splitlines()[-1] == ("error: task module 'optmod' failed to import: TaskOptionError: optmod.slow: "
                                          "unknown task option 'timeout'; did you mean 'timeout_s'?")
     task_dir.write("valmod.py", """
         from runtime import task

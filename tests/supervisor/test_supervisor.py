@@ -86,7 +86,7 @@ def test_max_jobs_recycles_after_n_jobs(client, workers):
     assert {e["reason"] for e in events} == {"max-jobs"} and {e["jobs_run"] for e in events} == {10}
     # the log and the event tell one story: the limit was crossed at 10 jobs run; the
     # worker's own count, said when it stops, is of the jobs it ran in all
-    wait_until(lambda: "(recycled when 10 jobs run (max_jobs=10); the jobs running then finished first)"
+    wait_until(lambda: "; recycled at: 10 jobs run (max_jobs=10), then finished the jobs running"
                in workers.log(sup), 10, "a recycled worker's stop line")
     assert "recycle (max-jobs)" in cli(client.settings, "events").stdout
 

@@ -79,3 +79,4 @@ def test_a_burst_worker_does_not_wait_for_the_jobs_it_handed_back(client, worker
     assert not worker.alive(w) and [j.status for j in client.store.get_many(served)] == ["success"] * 3
     assert client.get_job(later).status == "success"
     assert client.get_job(unserved).status == "retry" and unserved in w.handed_back
+    assert w.jobs_done == 4  # the jobs it ran: not the one it handed back

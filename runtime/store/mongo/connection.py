@@ -14,14 +14,14 @@ from ...settings import Settings
 def mongo_client(settings: Settings) -> Any:
     """A pymongo MongoClient for ``settings`` with its timeouts (no I/O yet).
 
-    Raises ConfigError without a URL or without pymongo (``pip install 'runtime[mongo]'``).
+    Raises ConfigError without a URL or without pymongo (``pip install pymongo``).
     """
     if not settings.mongodb_url:
         raise ConfigError("no MongoDB URL: set mongodb_url, RUNTIME_MONGODB_URL or --mongodb")
     try:
         import pymongo
     except ImportError:
-        raise ConfigError("the MongoDB job store needs pymongo: pip install 'runtime[mongo]'") from None
+        raise ConfigError("the MongoDB job store needs pymongo: pip install pymongo") from None
     ms = int(settings.mongodb_timeout_s * 1000)
     try:
         return pymongo.MongoClient(settings.mongodb_url, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms,
