@@ -22,7 +22,7 @@ from ...settings import Settings
 from ...status import REQUEUABLE, Status
 from ..redis_store import RedisJobStore
 from .connection import _read, mongo_client, short_error, translate, unreachable_errors
-from .documents import DUPLICATE_KEY, INDEXES, LEGACY_INDEXES, job_from_document
+from .documents import DUPLICATE_KEY, INDEXES, LEGACY_INDEXES, job_from_document, to_date
 
 log = logging.getLogger("runtime.mongo")
 
@@ -103,7 +103,8 @@ class MongoJobStore:
         changed before the cursor ``before`` (change time, id) only (one query)."""
         query: dict[str, Any] = self.scope()
         if before is not None:
-            query["$or"] = [{"changed_at": {"$lt": before[0]}}, {"changed_at": before[0], "_id": {"$lt": before[1]}}]
+            when = to_date(before[0])
+            query["$or"] = [{"changed_at": {"$lt": when}}, {"changed_at": when, "_id": {"$lt": before[1]}}]
         if status:
             query["status"] = Status(status).value
         if queue:

@@ -75,7 +75,7 @@ from ...broker.connection import texts
 from ...job import Job, dumps
 from ...messages import NewJob
 from ...status import REQUEUABLE, RUNNING, WAITING, Status
-from .documents import document, job_from_document
+from .documents import document, job_from_document, to_date, to_seconds
 from .store import MongoJobStore
 
 log = logging.getLogger("runtime.mongo")
@@ -322,12 +322,13 @@ class MongoSync:
         mark = self.keys.mongo("adopt_after")
         after = float(self.redis.get(mark) or 0.0)
         docs = list(self.store.jobs.find(
-            self.store.scope({"status": {"$in": _NOT_FINAL}, "changed_at": {"$gt": after, "$lt": cutoff}}),
+            self.store.scope({"status": {"$in": _NOT_FINAL},
+                              "changed_at": {"$gt": to_date(after), "$lt": to_date(cutoff)}}),
             {"_id": 1, "changed_at": 1}).sort("changed_at", 1).limit(limit))
         report.checked += len(docs)
         if len(docs) >= limit:
             report.more = True
-        self.redis.set(mark, repr(docs[-1]["changed_at"]) if len(docs) >= limit else "0")
+        self.redis.set(mark, repr(to_seconds(docs[-1]["changed_at"])) if len(docs) >= limit else "0")
         if not docs:
             return 0
         pipe = self.redis.pipeline(transaction=False)
