@@ -134,8 +134,13 @@ class Settings:
     mongodb_url: str | None = None
     #: Database of the job collection; None = the one named in the URL, else "runtime".
     mongodb_database: str | None = None
-    #: Collection of job documents (one document per job, _id = job id).
+    #: Collection of job documents (one document per job, _id = job id). It belongs to one
+    #: deployment (one Redis database and key prefix; runtime.store.mongo.deployment).
     mongodb_collection: str = "jobs"
+    #: 1: deployments with different key prefixes may share the collection, each setting
+    #: it (their documents told apart by ``prefix``, which queries must then name); 0: a
+    #: second deployment pointing at it is refused at start.
+    mongodb_shared: int = 0
     #: Write concern of every job write: w ("1", "majority", a number) and journal (0/1).
     mongodb_w: str = "1"
     mongodb_journal: int = 0

@@ -87,3 +87,18 @@ def mongo_reconcile(obj: Ctx, lag_s: float, full: bool, as_json: bool) -> None:
     total = client.call(sync.repair, lag_s, full)
     out(total) if as_json else click.echo(
         f"checked {total['checked']}, copied {total['written']} to MongoDB, queued again {total['adopted']} from MongoDB")
+
+
+@mongo.command("attach")
+@click.pass_obj
+@handle_errors
+def mongo_attach(obj: Ctx) -> None:
+    """Make this Redis the owner of the job collection's history kept under its key prefix:
+    for a Redis that replaced the one recorded there (its data lost). Its workers then
+    queue again from MongoDB the waiting jobs this Redis does not have."""
+    from ..store.mongo.deployment import attach
+    client, sync = _mongo_sync(obj)
+    store = sync.store
+    deployment = client.call(attach, store.jobs, client.redis, store.prefix)
+    click.echo(f"this Redis now owns {store.jobs.full_name} for key prefix {store.prefix!r} "
+               f"(deployment {deployment})")

@@ -10,6 +10,7 @@ job store, the middleware chain) and the settings; the module-level functions in
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
@@ -18,7 +19,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 import redis
 
 from ..broker import transient
-from ..errors import BrokerUnavailable, InvalidParams, InvalidTransition, JobNotFound
+from ..errors import BrokerUnavailable, ConfigError, InvalidParams, InvalidTransition, JobNotFound
 from ..job import Job, encode_params, new_job_id
 from ..messages import NewJob
 from ..settings import Settings, load_settings
@@ -116,25 +117,42 @@ class Client:
     def _enqueue(self, jobs: Sequence[NewJob]) -> None:
         """Queue in Redis, then (with MongoDB) write the documents; a MongoDB that cannot
         take them is logged, not raised: the jobs are queued and the sweep copies them."""
+        self._check_store()
         now = self.call(self.broker.enqueue, jobs)
         if self.mongo is not None:
             self._mongo_quietly(self.mongo.enqueued, jobs, now)
 
-    def _mongo_quietly(self, fn: Any, *args: Any) -> None:
+    def _check_store(self) -> None:
+        """With MongoDB, before this client's first change: raise ConfigError for refused
+        credentials or a collection of another deployment (nothing is queued then); an
+        unreachable MongoDB is only logged (producers queue through an outage)."""
+        if self.mongo is not None and not self.mongo.store.owner_checked:
+            self._mongo_quietly(self.mongo.store.check_owner, strict=True)
+
+    def _mongo_quietly(self, fn: Any, *args: Any, strict: bool = False) -> None:
         """A producer's copy to MongoDB: best effort, fast. Redis already holds the change
         and the reconcile sweep copies what is missing, so it waits at most
         ``mongodb_producer_timeout_s``, and after a failure the copies skip MongoDB for
-        ``mongodb_breaker_s`` (a circuit breaker); one warning line per failure."""
+        ``mongodb_breaker_s`` (a circuit breaker); one warning line per failure.
+        ``strict``: a configuration error (refused credentials, another deployment's
+        collection) is raised as ConfigError instead."""
         if time.monotonic() < self._mongo_skip_until:
             return
         import pymongo
         import pymongo.errors
 
-        from ..store.mongo.connection import short_error
+        from ..store.mongo.connection import short_error, translate
         try:
             with pymongo.timeout(self.settings.mongodb_producer_timeout_s):
                 fn(*args)
+        except ConfigError:
+            if strict:
+                raise
+            log.warning("job documents not copied to MongoDB: %s", sys.exc_info()[1])
         except Exception as exc:  # noqa: BLE001 - Redis has it; the reconcile sweep copies it
+            mapped = translate(exc)
+            if strict and isinstance(mapped, ConfigError):
+                raise mapped from None
             if isinstance(exc, pymongo.errors.PyMongoError):
                 self._mongo_skip_until = time.monotonic() + self.settings.mongodb_breaker_s
                 skip = f"; MongoDB skipped for {self.settings.mongodb_breaker_s:g} s"
@@ -182,6 +200,7 @@ class Client:
         return iter_done(self, ids, timeout_s)
 
     def _control(self, action: str, ids: Sequence[str], allowed: str) -> list[str]:
+        self._check_store()
         replies = self.call(self.broker.control, action, list(ids))
         replies = self._copy_done(action, ids, replies)
         done = sum(r == "ok" for r in replies)
@@ -211,6 +230,7 @@ class Client:
     def requeue_where(self, status: str = "failed", queue: str | None = None, path: str | None = None) -> list[str]:
         """Requeue every job with final ``status`` of ``queue`` and/or ``path``; returns ids."""
         ids = self.call(self.store.final_ids, status, queue=queue, path=path)
+        self._check_store()
         replies = self.call(self.broker.control, "requeue", ids)
         replies = self._copy_done("requeue", ids, replies)
         return [i for i, r in zip(ids, replies) if r == "ok"]

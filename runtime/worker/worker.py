@@ -70,6 +70,8 @@ class Worker:
         self.stopping = False
         self.hard = False
         self.recycled: Recycle | None = None
+        #: a --burst run ended while MongoDB was unreachable, documents left to the sweep
+        self.store_left_behind = False
         self.claimed_total = 0
         self.supervisor_id = supervisor_id()
         prefetch = settings.prefetch if settings.prefetch >= 0 else settings.greenlets
@@ -128,6 +130,8 @@ class Worker:
         if not self._cooperative:
             log.warning("gevent has not monkey-patched this process: jobs will not run concurrently "
                         "(start workers with `runtime worker`, or call gevent.monkey.patch_all() first)")
+        if self.mirror is not None:
+            self.mirror.open()  # MongoDB reachable, ours, indexed: before anything is claimed
         previous = set_default_client(self.client)
         self.heartbeat.beat(self.broker.redis)  # registered before the first claim
         self._reap()  # a dead worker's jobs come back before we claim (--burst too)
@@ -149,7 +153,9 @@ class Worker:
         finally:
             self._shut_down(helpers)
             set_default_client(previous)
-        return ExitCode.RECYCLED if self.recycled else ExitCode.OK
+        if self.recycled:
+            return ExitCode.RECYCLED
+        return ExitCode.UNAVAILABLE if self.store_left_behind else ExitCode.OK
 
     def _shut_down(self, helpers: list[Any]) -> None:
         drain(self)
@@ -204,7 +210,8 @@ class Worker:
         while not self.stopping:
             if self.mirror is not None and not self.mirror.claim_allowed:
                 if burst and self.mirror.burst_may_end(not self.slots.empty, self.settings.queues):
-                    return  # MongoDB down and nothing left to run: the sweep copies the rest
+                    self.store_left_behind = True  # MongoDB down, nothing left to run: the sweep copies the rest
+                    return
                 self._pause_for_store()  # MongoDB down or behind: claim nothing until it catches up
                 continue
             budget = self.limits.max_jobs - self.claimed_total if self.limits.max_jobs else None

@@ -271,26 +271,6 @@ def test_a_full_backlog_stops_claiming_until_half_is_copied(mongo_settings, clie
     mirror.stop(timeout_s=1)
 
 
-def test_deployments_sharing_a_database_never_see_nor_adopt_each_others_jobs(mclient, worker, mongo_settings):
-    """Two key prefixes, one MongoDB collection: reads, counts, the sweep and adoption
-    stay within their own prefix (before, the sweep re-queued the other's jobs)."""
-    other = Client(mongo_settings.replace(key_prefix=mongo_settings.key_prefix + ":m2"))  # cleaned with ours
-    theirs = other.queue_jobs("testtasks.add", [{"a": 1, "b": 1}] * 2)  # no worker on their prefix
-    ours = mclient.queue_job("testtasks.add", {"a": 2, "b": 2})
-    assert mclient.mongo.reconcile(lag_s=0).adopted == 0
-    assert not any(mclient.redis.exists(mclient.broker.keys.job(i)) for i in theirs)
-    worker.start(**mongo_env(mongo_settings))
-    assert mclient.wait(ours, timeout_s=15).result == 4
-    wait_until(lambda: mclient.store.get(ours).status == "success", 15, "our success in MongoDB")
-    assert [j.id for j in mclient.store.list_jobs(limit=10)] == [ours]
-    assert mclient.store.counts()["success"] == 1 and sum(mclient.store.counts().values()) == 1
-    assert mclient.store.get_many(theirs) == [None, None]
-    assert {j.id for j in other.store.list_jobs(limit=10)} == set(theirs)
-    assert other.store.counts()["queued"] == 2 and sum(other.store.counts().values()) == 2
-    assert [j.status for j in other.live.get_many(theirs)] == ["queued", "queued"]  # never run by our worker
-    assert mclient.mongo.reconcile(lag_s=0).adopted == 0 and other.mongo.reconcile(lag_s=0).adopted == 0
-
-
 UNSTORABLE = {"big": 2**64, "k\u0000ey": [1, -2**70]}  # valid JSON, refused by BSON
 
 
@@ -395,22 +375,42 @@ def test_bad_mongodb_urls_give_one_line_and_exit_2_or_4(mongo_settings):
             assert line.startswith("error: ") and text in line and len(line) < 200 and "wrong" not in line, (url, line)
 
 
-def test_burst_worker_exits_while_mongodb_is_unreachable_once_nothing_is_left(mongo_settings, worker, client,
-                                                                               caplog):
-    import gevent
-    caplog.set_level(logging.INFO, "runtime")
+def test_a_worker_does_not_start_while_mongodb_is_unreachable(mongo_settings, worker, client):
+    """Issue 19, finding 6: a worker (--burst or not) checks MongoDB before claiming; an
+    unreachable one is StoreUnavailable (exit code 4), a job waits in Redis meanwhile."""
     s = mongo_settings.replace(mongodb_url="mongodb://127.0.0.1:1/?directConnection=true", mongodb_timeout_s=0.3)
-    worker.burst(**mongo_env(s))
-    assert "MongoDB unreachable" in caplog.text and "the reconcile sweep" in caplog.text
-    caplog.clear()
-    # a job waiting in its queue keeps it (it cannot be claimed without MongoDB)
     job_id = client.queue_job("testtasks.add", {"a": 1, "b": 1})
-    g = gevent.spawn(worker.burst, **mongo_env(s))
+    for burst in (True, False):
+        w = worker.make(**mongo_env(s))
+        with pytest.raises(StoreUnavailable, match="^MongoDB unavailable: 127.0.0.1:1: .*refused$"):
+            w.run(burst=burst)
+    assert client.live.get(job_id).status == "queued" and not client.redis.smembers(client.broker.keys.workers)
+
+
+def test_burst_worker_ends_during_an_outage_once_nothing_is_left_with_exit_4(mongo_settings, worker, client, caplog):
+    """MongoDB goes away under a --burst worker: a ready job keeps it (it cannot be claimed
+    without MongoDB); once nothing is ready, delayed or running it ends with exit code 4
+    (UNAVAILABLE: documents were left to the sweep), not 0."""
+    import gevent
+    from tcp_proxy import TcpProxy
+    target = urlparse(mongo_settings.mongodb_url)
+    proxy = TcpProxy((target.hostname, target.port))
+    s = mongo_settings.replace(mongodb_url=f"mongodb://127.0.0.1:{proxy.port}/?directConnection=true",
+                               mongodb_timeout_s=0.5)
+    caplog.set_level(logging.INFO, "runtime")
+    running = client.queue_job("testtasks.sleep", {"seconds": 1.0})
+    waiting = client.queue_job("testtasks.add", {"a": 1, "b": 1})
+    w = worker.make(**mongo_env(s), greenlets=1, prefetch=0)
+    g = gevent.spawn(w.run, True)
+    wait_until(lambda: client.live.get(running).status == "started", 10, "the long job to start")
+    proxy.down()
     wait_until(lambda: "MongoDB unreachable" in caplog.text, 15, "the worker to find MongoDB down")
-    assert not g.dead and client.live.get(job_id).status == "queued"
-    client.cancel(job_id)
+    assert client.wait(running, timeout_s=15).status == "success"
+    assert not g.dead and client.live.get(waiting).status == "queued"
+    client.cancel(waiting)
     g.join(30)
-    assert g.successful()
+    assert g.dead and g.value == 4 and "left to the reconcile sweep" in caplog.text.replace("\n", " ")
+    proxy.up()
 
 
 def test_mongodb_keeps_history_longer_than_redis(mongo_settings, worker):

@@ -3,9 +3,7 @@ StoreUnavailable, CLI exit code 4) or bad configuration (ConfigError, exit code 
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from ...errors import ConfigError, StoreUnavailable
 from ...settings import Settings
@@ -93,21 +91,3 @@ def unreachable_errors() -> tuple[type[BaseException], ...]:
     )
     return (AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError, NetworkTimeout,
             ExecutionTimeout, WTimeoutError)
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _read(fn: F) -> F:
-    """A read of the store: MongoDB unreachable raises StoreUnavailable (CLI exit code 4),
-    refused credentials ConfigError (:func:`translate`)."""
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:
-            mapped = translate(exc)
-            if mapped is None:
-                raise
-            raise mapped from None
-    return wrapper  # type: ignore[return-value]

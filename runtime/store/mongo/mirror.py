@@ -32,7 +32,7 @@ import redis
 from ...backoff import Backoff
 from ...broker import RedisBroker
 from ..base import JobStore
-from .connection import unreachable_errors
+from .connection import translate, unreachable_errors
 from .store import MongoJobStore
 from .sync import SYNC_BATCH, MongoSync
 
@@ -66,12 +66,22 @@ class Mirror:
 
     # ---- life cycle ---------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Create the indexes (or note MongoDB is down) and start copying."""
+    def open(self) -> None:
+        """Before the worker claims anything: check that the collection is this
+        deployment's and create the indexes. Raises ConfigError (another deployment's
+        collection, refused credentials: CLI exit code 2) or StoreUnavailable (MongoDB
+        unreachable: exit code 4), with one short line."""
         try:
+            self.store.check_owner()
             self.store.ensure_indexes()
-        except self._unreachable as exc:
-            self._down(exc)
+        except Exception as exc:
+            mapped = translate(exc)
+            if mapped is None:
+                raise
+            raise mapped from None
+
+    def start(self) -> None:
+        """Start copying (after :meth:`open`)."""
         self._greenlet = gevent.spawn(self._loop)
 
     def stop(self, timeout_s: float) -> None:
@@ -124,8 +134,8 @@ class Mirror:
             return False
         if any(n for d in depths.values() for n in d.values()):
             return False
-        log.warning("MongoDB unreachable and nothing ready, delayed or running: --burst ends; %d job "
-                    "documents not copied yet will be copied by the reconcile sweep", len(self.pending))
+        log.warning("MongoDB unreachable and nothing ready, delayed or running: --burst ends (exit code 4); "
+                    "%d job documents not copied, left to the reconcile sweep", len(self.pending))
         return True
 
     def progress(self, job_id: str, fields: dict[str, str]) -> None:

@@ -12,19 +12,40 @@ collection itself.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from ...errors import ConfigError, JobNotFound
 from ...job import Job
 from ...settings import Settings
 from ...status import REQUEUABLE, Status
 from ..redis_store import RedisJobStore
-from .connection import _read, mongo_client, short_error, translate, unreachable_errors
+from .connection import mongo_client, short_error, translate, unreachable_errors
+from .deployment import check_owner
 from .documents import DUPLICATE_KEY, INDEXES, LEGACY_INDEXES, job_from_document, to_date
 
 log = logging.getLogger("runtime.mongo")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _read(fn: F) -> F:
+    """A read of the store: after the ownership check (once per store), MongoDB unreachable
+    raises StoreUnavailable (CLI exit code 4), refused credentials ConfigError
+    (:func:`translate`)."""
+    @functools.wraps(fn)
+    def wrapper(self: MongoJobStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            self.check_owner()
+            return fn(self, *args, **kwargs)
+        except Exception as exc:
+            mapped = translate(exc)
+            if mapped is None:
+                raise
+            raise mapped from None
+    return wrapper  # type: ignore[return-value]
 
 
 class MongoJobStore:
@@ -57,19 +78,33 @@ class MongoJobStore:
             if mapped is None:
                 raise ConfigError(f"bad MongoDB database or collection: {short_error(exc)}") from None
             raise mapped from None
-        #: this deployment's Redis key prefix: leads every filter (documents of other
-        #: prefixes sharing the collection are never read, counted, written nor adopted)
+        #: this deployment's Redis key prefix, written in every document
         self.prefix = settings.key_prefix
+        #: deployments of other prefixes may share the collection: every filter names ours
+        self.shared = bool(settings.mongodb_shared)
+        #: the ownership check passed (check_owner)
+        self.owner_checked = False
 
     def scope(self, query: dict[str, Any] | None = None) -> dict[str, Any]:
-        """``query`` restricted to this store's key prefix."""
-        return {"prefix": self.prefix, **(query or {})}
+        """``query`` restricted to this deployment's documents: as it is when the collection
+        is ours alone, with our prefix when it is shared."""
+        return {"prefix": self.prefix, **(query or {})} if self.shared else dict(query or {})
+
+    def check_owner(self) -> None:
+        """Refuse a collection owned by another deployment (ConfigError), once per store;
+        runtime.store.mongo.deployment. Raises pymongo's and redis's errors when they
+        cannot be reached (and checks again next time)."""
+        if not self.owner_checked:
+            check_owner(self.jobs, self.live.client, self.prefix, self.shared)
+            self.owner_checked = True
 
     # ---- indexes ----------------------------------------------------------------------
 
     def ensure_indexes(self) -> list[str]:
-        """Create every index of :data:`INDEXES` (existing ones are kept); returns their names."""
+        """Create every index of :data:`INDEXES` (existing ones are kept) and drop those of
+        earlier layouts, after the ownership check; returns their names."""
         from pymongo import IndexModel
+        self.check_owner()
         existing = set(self.jobs.index_information())
         for name in LEGACY_INDEXES:
             if name in existing:

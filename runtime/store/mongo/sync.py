@@ -25,21 +25,15 @@ a document only over a lower version (``MongoJobStore.write``). So a late, repla
 reordered write never overwrites a newer status: a final status is replaced only by a
 newer change, which Redis allows only through an explicit requeue.
 
-Deployments sharing a MongoDB database. A deployment is one Redis key prefix
-(``key_prefix``); its documents carry it in a ``prefix`` field that leads every index
-(runtime.store.mongo.documents.INDEXES) and every filter: reads, counts, version look-ups, the
-write fence and both sweep phases (phase 2 adopts only documents of its own prefix, so a
-deployment never queues, hence never runs, another's jobs). Chosen over a collection per
-prefix because it is safe whatever ``mongodb_collection`` says (two deployments given
-the same explicit collection stay apart), keeps one set of indexes and TTL monitor, and
-lets an operator query all deployments' history at once. The price is one more key in
-each index and each query, negligible against the history array each document carries.
-What a prefix cannot tell apart: two Redis servers using the *same* prefix must not
-share a collection (each would see the other's jobs as "lost from my Redis" and adopt
-them); give them different prefixes, databases or collections. Documents written before
-the ``prefix`` field existed are invisible to every prefix; if a single deployment used
-the collection, ``db.jobs.updateMany({prefix: {$exists: false}}, {$set: {prefix: "rt"}})``
-(its prefix) brings them back.
+Deployments. A collection belongs to one deployment (one Redis database and key prefix),
+checked before first use (runtime.store.mongo.deployment): a second Redis with the same
+prefix would take the other's waiting documents for jobs its Redis lost and queue them
+again. Deployments that share a collection on purpose (``mongodb_shared = 1`` on each,
+with different prefixes) are told apart by the ``prefix`` field of each document, which
+then joins every filter: reads, counts, version look-ups and both sweep phases (phase 2
+adopts only its own prefix's documents, so a deployment never runs another's jobs). The
+write fence always names it. Alone in its collection, a deployment's queries need no
+prefix, so the indexes do not lead with it and users' queries use them as written.
 
 Recovery: :func:`reconcile`, the sweep (run by one worker's reaper every
 ``mongodb_sweep_interval_s``, after every reap that moved jobs, and by ``runtime mongo
@@ -280,6 +274,7 @@ class MongoSync:
         """Sweep until nothing is left (``runtime mongo reconcile``): with ``full``, first
         compare every job Redis holds (:meth:`reconcile_full`). Returns the totals:
         ``{"checked", "written", "adopted"}``."""
+        self.store.check_owner()
         total = {"checked": 0, "written": 0, "adopted": 0}
         if full:
             report = self.reconcile_full()
