@@ -137,7 +137,7 @@ class Worker:
         self._reap()  # a dead worker's jobs come back before we claim (--burst too)
         self.heartbeat.start()
         if self.mirror is not None:
-            self.mirror.start()
+            self.mirror.start(on_down=self.leave_idle)
         self.middleware.call("on_worker_start", self)
         if self.owns_process:
             # what start-up made lives as long as the process: out of the cyclic collector's

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from helpers import wait_until
-from mongo_fixtures import mongo_env
+from mongo_fixtures import in_mongodb, mongo_env
 
 from runtime.client import Client
 from runtime.job import Job
@@ -22,7 +22,7 @@ def mclient(mongo_settings):
 
 
 def _final_in_mongodb(client, ids, status="success"):
-    return wait_until(lambda: all(j and j.status == status for j in client.store.get_many(ids)) and True, 15,
+    return wait_until(lambda: all(j and j.status == status for j in in_mongodb(client.store, ids)) and True, 15,
                       f"{status} of every job in MongoDB")
 
 

@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 import pytest
 import redis
 from helpers import cli, wait_until, worker_env
-from mongo_fixtures import mongo_env
+from mongo_fixtures import in_mongodb, mongo_env
 
 from runtime.client import Client
 from runtime.errors import ConfigError, StoreUnavailable
@@ -95,10 +95,11 @@ def test_a_stale_write_never_overwrites_a_newer_or_final_status(mclient, worker,
 def test_crash_after_the_redis_enqueue_the_sweep_copies_the_job(mclient):
     crashed = _redis_only(mclient)
     ids = crashed.queue_jobs("testtasks.add", [{"a": 1, "b": 2}] * 3)
-    assert mclient.store.get_many(ids) == [None] * 3  # queued in Redis only
+    assert in_mongodb(mclient.store, ids) == [None] * 3  # queued in Redis only
+    assert [j.status for j in mclient.store.get_many(ids)] == ["queued"] * 3  # reads take them from Redis
     report = mclient.mongo.reconcile(lag_s=0)
     assert report.written == 3
-    assert [j.status for j in mclient.store.get_many(ids)] == ["queued"] * 3
+    assert [j.status for j in in_mongodb(mclient.store, ids)] == ["queued"] * 3
     assert mclient.mongo.reconcile(lag_s=0).written == 0  # nothing left to repair
 
 
@@ -117,7 +118,7 @@ def test_a_worker_sweep_repairs_without_being_asked(mclient, worker, mongo_setti
     crashed = _redis_only(mclient)
     job_id = crashed.queue_job("testtasks.add", {"a": 1, "b": 1}, delay=120)
     worker.start(**mongo_env(mongo_settings))
-    wait_until(lambda: mclient.store.get_many([job_id])[0] is not None, 15, "the reaper's sweep to copy the job")
+    wait_until(lambda: in_mongodb(mclient.store, [job_id])[0] is not None, 15, "the reaper's sweep to copy the job")
 
 
 @pytest.mark.parametrize("state", ["queued", "started"])
@@ -176,9 +177,9 @@ def test_mongodb_outage_pauses_claiming_and_loses_nothing(mongo_settings, mongo_
     caplog.set_level(logging.INFO, "runtime")
     w = worker.start(greenlets=2, **mongo_env(s))
     first = client.queue_job("testtasks.add", {"a": 1, "b": 1})
-    wait_until(lambda: direct.get_many([first])[0] and direct.get(first).status == "success", 15, "a first job")
+    wait_until(lambda: (j := in_mongodb(direct, [first])[0]) and j.status == "success", 15, "a first job")
     running = client.queue_job("testtasks.sleep", {"seconds": 1.0})
-    wait_until(lambda: direct.get(running).status == "started", 10, "the long job to start")
+    wait_until(lambda: (j := in_mongodb(direct, [running])[0]) and j.status == "started", 10, "the long job to start")
     proxy.down()
     # the running job ends meanwhile (recorded in Redis); the worker notices and stops claiming
     assert client.wait(running, timeout_s=15).status == "success"
@@ -195,7 +196,7 @@ def test_mongodb_outage_pauses_claiming_and_loses_nothing(mongo_settings, mongo_
     assert client.live.get(waiting).status == "queued"  # not claimed while MongoDB is down
     proxy.up()
     assert client.wait(waiting, timeout_s=20).result == 4
-    wait_until(lambda: [j and j.status for j in direct.get_many([running, waiting])] == ["success", "success"], 20,
+    wait_until(lambda: [j and j.status for j in in_mongodb(direct, [running, waiting])] == ["success", "success"], 20,
                "both jobs in MongoDB after it came back")
     assert worker.alive(w)
     assert worker.stop(w) == 0
@@ -208,9 +209,9 @@ def test_the_workers_own_copies_land_without_the_sweep(mclient, worker, mongo_se
     worker.start(**{**mongo_env(mongo_settings), "mongodb_sweep_interval_s": 3600, "mongodb_sweep_lag_s": 3600})
     ids = mclient.queue_jobs("testtasks.add", [{"a": i, "b": 1} for i in range(60)])
     mclient.wait(ids, timeout_s=20)
-    wait_until(lambda: all(j and j.status == "success" for j in mclient.store.get_many(ids)), 15,
+    wait_until(lambda: all(j and j.status == "success" for j in in_mongodb(mclient.store, ids)), 15,
                "every success copied by the worker")
-    assert [j.result for j in mclient.store.get_many(ids)] == [i + 1 for i in range(60)]
+    assert [j.result for j in in_mongodb(mclient.store, ids)] == [i + 1 for i in range(60)]
 
 
 SPANS_SCRIPT = """
@@ -398,7 +399,7 @@ def test_burst_worker_ends_during_an_outage_once_nothing_is_left_with_exit_4(mon
     s = mongo_settings.replace(mongodb_url=f"mongodb://127.0.0.1:{proxy.port}/?directConnection=true",
                                mongodb_timeout_s=0.5)
     caplog.set_level(logging.INFO, "runtime")
-    running = client.queue_job("testtasks.sleep", {"seconds": 1.0})
+    running = client.queue_job("testtasks.sleep", {"seconds": 2.5})  # longer than seeing the outage (~1 s)
     waiting = client.queue_job("testtasks.add", {"a": 1, "b": 1})
     w = worker.make(**mongo_env(s), greenlets=1, prefetch=0)
     g = gevent.spawn(w.run, True)
@@ -427,13 +428,13 @@ def test_mongodb_keeps_history_longer_than_redis(mongo_settings, worker):
     bad = client.queue_job("tasks_example.work.fail", {})
     worker.start(**mongo_env(s), ttl_s="success:1", mongodb_ttl_s="success:604800,failed:0")
     assert client.wait(ok, timeout_s=15).status == "success"
-    wait_until(lambda: client.store.get(ok).status == "success", 15, "the success in MongoDB")
+    wait_until(lambda: (j := in_mongodb(client.store, [ok])[0]) and j.status == "success", 15, "the success in MongoDB")
     wait_until(lambda: not client.redis.exists(client.broker.keys.job(ok)), 15, "Redis to forget the success")
     job = client.store.get(ok)  # MongoDB still has it
     assert job.status == "success" and job.result == 2
     raw = client.store.jobs.find_one({"_id": ok})
     assert raw["expire_at"] - raw["ended_at"] == pytest.approx(timedelta(days=7), abs=timedelta(milliseconds=2))
-    wait_until(lambda: client.store.get(bad).status == "failed", 15, "the failure in MongoDB")
+    wait_until(lambda: (j := in_mongodb(client.store, [bad])[0]) and j.status == "failed", 15, "the failure in MongoDB")
     assert "expire_at" not in client.store.jobs.find_one({"_id": bad})  # 0: kept forever
 
 
@@ -442,12 +443,12 @@ def test_reconcile_full_refills_a_mongodb_that_lost_its_data(mclient, worker, mo
     waiting = mclient.queue_job("testtasks.add", {"a": 0, "b": 0}, delay=300)
     worker.start(**mongo_env(mongo_settings))
     mclient.wait(ids, timeout_s=15)
-    wait_until(lambda: all(j and j.status == "success" for j in mclient.store.get_many(ids)), 15, "the copies")
+    wait_until(lambda: all(j and j.status == "success" for j in in_mongodb(mclient.store, ids)), 15, "the copies")
     assert mclient.mongo.reconcile(lag_s=0).written == 0
     mclient.store.jobs.delete_many({})  # MongoDB lost everything; the watermark has moved on
     assert mclient.mongo.reconcile(lag_s=0).written == 0  # the ordinary sweep cannot see it
     out = cli(mongo_settings, "mongo", "reconcile", "--full", "--json", **mongo_env(mongo_settings))
     assert out.exit_code == 0 and '"written": 6' in out.stdout, out.stdout + out.stderr
-    assert [j.result for j in mclient.store.get_many(ids)] == [i + 1 for i in range(5)]
-    assert mclient.store.get(waiting).status == "queued"
+    assert [j.result for j in in_mongodb(mclient.store, ids)] == [i + 1 for i in range(5)]
+    assert in_mongodb(mclient.store, [waiting])[0].status == "queued"
     assert mclient.mongo.reconcile_full().written == 0

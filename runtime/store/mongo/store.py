@@ -24,7 +24,8 @@ from ...status import REQUEUABLE, Status
 from ..redis_store import RedisJobStore
 from .connection import mongo_client, short_error, translate, unreachable_errors
 from .deployment import check_owner
-from .documents import DUPLICATE_KEY, INDEXES, LEGACY_INDEXES, job_from_document, to_date
+from .documents import DUPLICATE_KEY, INDEXES, LEGACY_INDEXES, job_from_document, to_date, to_seconds
+from .pending import adjust_counts, merge_page, pending_ids
 
 log = logging.getLogger("runtime.mongo")
 
@@ -116,26 +117,34 @@ class MongoJobStore:
 
     @_read
     def get(self, job_id: str) -> Job:
-        """The document of ``job_id`` with its history. Raises JobNotFound."""
-        doc = self.jobs.find_one(self.scope({"_id": job_id}))
-        if doc is None:
+        """The document of ``job_id`` with its history; from Redis while its copy is pending
+        or when MongoDB does not have it (runtime.store.mongo.pending). Raises JobNotFound."""
+        found = self.get_many([job_id])[0]
+        if found is None:
             raise JobNotFound(f"no job {job_id!r} (never queued, or its document expired)")
-        return job_from_document(doc)
+        return found
 
     @_read
     def get_many(self, ids: Sequence[str], history: bool = True) -> list[Job | None]:
-        """Documents of ``ids`` in order; None for a missing one. One round trip."""
+        """Documents of ``ids`` in order; None for a missing one. Those pending or missing
+        in MongoDB are read from Redis."""
         if not ids:
             return []
-        found = {d["_id"]: d for d in self.jobs.find(self.scope({"_id": {"$in": list(ids)}}),
-                                                     None if history else {"history": 0})}
-        return [job_from_document(found[i]) if i in found else None for i in ids]
+        pending = set(pending_ids(self.live)).intersection(ids)
+        wanted = [i for i in ids if i not in pending]
+        found = {d["_id"]: job_from_document(d) for d in self.jobs.find(
+            self.scope({"_id": {"$in": wanted}}), None if history else {"history": 0})} if wanted else {}
+        missing = [i for i in ids if i not in found]
+        if missing:
+            found.update((j.id, j) for j in self.live.get_many(missing, history) if j is not None)
+        return [found.get(i) for i in ids]
 
     @_read
     def list_jobs(self, status: str | None = None, queue: str | None = None, path: str | None = None,
                   limit: int = 50, history: bool = False, before: tuple[float, str] | None = None) -> list[Job]:
         """Up to ``limit`` jobs matching every given filter, newest change first, those
-        changed before the cursor ``before`` (change time, id) only (one query)."""
+        changed before the cursor ``before`` (change time, id) only: one query, and the
+        pending jobs from Redis (runtime.store.mongo.pending)."""
         query: dict[str, Any] = self.scope()
         if before is not None:
             when = to_date(before[0])
@@ -146,19 +155,32 @@ class MongoJobStore:
             query["queue"] = queue
         if path:
             query["path"] = path
+        pending = pending_ids(self.live)
         projection = None if history else {"history": 0, "artifacts": 0}
         cursor = self.jobs.find(query, projection).sort([("changed_at", -1), ("_id", -1)])
         if limit < 10**9:
-            cursor = cursor.limit(max(0, limit))
-        return [job_from_document(d) for d in cursor]
+            cursor = cursor.limit(max(0, limit + len(pending)))
+        stored = [(to_seconds(d.get("changed_at") or 0.0), job_from_document(d)) for d in cursor]
+        if not pending:
+            return [job for _, job in stored]
+        filters = {"status": status, "queue": queue, "path": path, "before": before}
+        return merge_page(stored, self.live.get_many(pending), set(pending), filters, limit, history)
 
     @_read
     def counts(self) -> dict[str, int]:
-        """Number of jobs per status (every status present, zeros included)."""
+        """Number of jobs per status (every status present, zeros included); pending jobs
+        counted under their Redis status."""
         out = {s.value: 0 for s in Status}
-        for row in self.jobs.aggregate([{"$match": self.scope()}, {"$group": {"_id": "$status", "n": {"$sum": 1}}}]):
+        pipeline = [{"$match": self.scope({"status": {"$in": list(out)}})},
+                    {"$group": {"_id": "$status", "n": {"$sum": 1}}}]
+        for row in self.jobs.aggregate(pipeline):
             if row["_id"] in out:
                 out[row["_id"]] = int(row["n"])
+        pending = pending_ids(self.live)
+        if pending:
+            stored = {d["_id"]: d["status"] for d in self.jobs.find(self.scope({"_id": {"$in": pending}}),
+                                                                    {"status": 1})}
+            adjust_counts(out, stored, self.live.get_many(pending, history=False))
         return out
 
     @_read
@@ -175,9 +197,11 @@ class MongoJobStore:
 
     # ---- writes -----------------------------------------------------------------------
 
-    def write(self, docs: Sequence[dict[str, Any]]) -> tuple[int, int]:
+    def write(self, docs: Sequence[dict[str, Any]], fresh: bool = False) -> tuple[int, int]:
         """Store ``docs`` (from :func:`document`) in one unordered bulk write, each only
-        over an older version of itself (or none). Returns (written, stale).
+        over an older version of itself (or none). Returns (written, stale). ``fresh``:
+        documents of jobs just queued (version 1), inserted: one that exists already is
+        as new or newer (a stale write, refused with duplicate key).
 
         A document MongoDB refuses (or that cannot be encoded) is logged and skipped, never
         stopping the others. Raises pymongo's errors when MongoDB is unreachable (see
@@ -185,12 +209,15 @@ class MongoJobStore:
         """
         if not docs:
             return 0, 0
-        from pymongo import ReplaceOne
+        from pymongo import InsertOne, ReplaceOne
         from pymongo.errors import BulkWriteError
-        ops = [ReplaceOne({"_id": d["_id"], "prefix": d["prefix"], "version": {"$lt": d["version"]}}, d,
-                          upsert=True) for d in docs]
+        ops: list[Any] = [InsertOne(d) for d in docs] if fresh else [
+            ReplaceOne({"_id": d["_id"], "prefix": d["prefix"], "version": {"$lt": d["version"]}}, d, upsert=True)
+            for d in docs]
         try:
             res = self.jobs.bulk_write(ops, ordered=False)
+            if fresh:
+                return res.inserted_count, 0
             return res.upserted_count + res.modified_count, len(docs) - res.upserted_count - res.matched_count
         except BulkWriteError as exc:
             if exc.details.get("writeConcernErrors"):
@@ -201,7 +228,8 @@ class MongoJobStore:
                 if e.get("code") != DUPLICATE_KEY:
                     log.error("job %s: MongoDB refused its document (%s); not copied", docs[e["index"]]["_id"],
                               str(e.get("errmsg"))[:300])
-            return int(exc.details.get("nUpserted", 0)) + int(exc.details.get("nModified", 0)), stale
+            written = int(exc.details.get("nInserted", 0)) + int(exc.details.get("nUpserted", 0))
+            return written + int(exc.details.get("nModified", 0)), stale
         except unreachable_errors():
             raise
         except Exception as exc:  # noqa: BLE001 - refused before sending (encoding): write one by one
@@ -211,7 +239,7 @@ class MongoJobStore:
                 return 0, 0
             written = stale = 0
             for d in docs:
-                w, st = self.write([d])
+                w, st = self.write([d], fresh)
                 written, stale = written + w, stale + st
             return written, stale
 

@@ -70,12 +70,16 @@ from ...job import Job, dumps
 from ...messages import NewJob
 from ...status import REQUEUABLE, RUNNING, WAITING, Status
 from .documents import document, job_from_document, to_date, to_seconds
+from .pending import hand_over, pending_key
 from .store import MongoJobStore
 
 log = logging.getLogger("runtime.mongo")
 
 #: Jobs per snapshot read and bulk write.
 SYNC_BATCH = 500
+#: Documents per insert of a producer's copy (a batch that lands counts even when a later
+#: one runs out of the producer's time).
+PRODUCER_BATCH = 200
 #: Jobs compared per status index and per adoption query in one sweep.
 SWEEP_LIMIT = 2000
 _NOT_FINAL = sorted(s.value for s in (*WAITING, *RUNNING))
@@ -146,26 +150,49 @@ class MongoSync:
                 log.error("job %s: its Redis document cannot be read (%s); not copied to MongoDB", job_id, exc)
         return out
 
-    def sync(self, ids: Sequence[str]) -> int:
-        """Copy the current Redis state of ``ids`` to MongoDB (fenced); returns docs written."""
+    def sync(self, ids: Sequence[str], copied: list[str] | None = None) -> int:
+        """Copy the current Redis state of ``ids`` to MongoDB (fenced); returns docs written.
+        ``copied`` gets the ids of each batch once it is written."""
         written = 0
         unique = list(dict.fromkeys(ids))
         for i in range(0, len(unique), SYNC_BATCH):
             snap = self.snapshot(unique[i:i + SYNC_BATCH])
             written += self.store.write([document(job, v, self.settings) for job, v in snap])[0]
+            if copied is not None:
+                copied += unique[i:i + SYNC_BATCH]
         return written
 
-    def enqueued(self, jobs: Sequence[NewJob], server_time: float) -> None:
-        """Write the documents of jobs Redis just queued at ``server_time`` (version 1)."""
-        docs = []
-        for j in jobs:
-            due = server_time + j.delay_s if j.delay_s > 0 else server_time
-            job = Job(j.id, j.path, json.loads(j.params_json), j.queue, j.priority, Status.QUEUED,
-                      queued_at=server_time, due_at=due, meta=dict(j.meta),
-                      history=[{"at": server_time, "status": "queued"}])
-            docs.append(document(job, 1, self.settings))
-        for i in range(0, len(docs), SYNC_BATCH):
-            self.store.write(docs[i:i + SYNC_BATCH])
+    def enqueued(self, jobs: Sequence[NewJob], server_time: float, copied: list[str] | None = None) -> None:
+        """Insert the documents of jobs Redis just queued at ``server_time`` (version 1),
+        PRODUCER_BATCH at a time; ``copied`` gets the ids of each batch once it is written."""
+        for i in range(0, len(jobs), PRODUCER_BATCH):
+            docs = []
+            for j in jobs[i:i + PRODUCER_BATCH]:
+                due = server_time + j.delay_s if j.delay_s > 0 else server_time
+                job = Job(j.id, j.path, json.loads(j.params_json), j.queue, j.priority, Status.QUEUED,
+                          queued_at=server_time, due_at=due, meta=dict(j.meta),
+                          history=[{"at": server_time, "status": "queued"}])
+                docs.append(document(job, 1, self.settings))
+            self.store.write(docs, fresh=True)
+            if copied is not None:
+                copied += [d["_id"] for d in docs]
+
+    def hand_over(self, ids: Sequence[str]) -> None:
+        """Leave the copy of ``ids`` to the workers' copier (runtime.store.mongo.pending)."""
+        hand_over(self.store.live, ids)
+
+    def copy_pending(self) -> int:
+        """Copy the jobs producers handed over (runtime.store.mongo.pending), SYNC_BATCH at
+        a time until none is left; returns the documents written. Raises pymongo's and redis's errors
+        (those not copied stay pending)."""
+        key = pending_key(self.store.live)
+        done = 0
+        while True:
+            ids = texts(cast("list[str]", self.redis.srandmember(key, SYNC_BATCH)))
+            if not ids:
+                return done
+            done += self.sync(ids)
+            self.redis.srem(key, *ids)
 
     def _server_time(self) -> float:
         sec, usec = self.redis.time()
@@ -253,7 +280,7 @@ class MongoSync:
 
         Raises redis and pymongo errors when either cannot be reached (nothing advances)."""
         lag = self.settings.mongodb_sweep_lag_s if lag_s is None else lag_s
-        report = SweepReport()
+        report = SweepReport(written=self.copy_pending())
         now = self._server_time()
         cutoff = now - lag
         mark = self.keys.mongo("synced")
