@@ -144,11 +144,12 @@ class Settings:
     #: Write concern of every job write: w ("1", "majority", a number) and journal (0/1).
     mongodb_w: str = "1"
     mongodb_journal: int = 0
-    #: Socket and write-concern timeout of MongoDB calls, seconds (how long one may run).
+    #: Connect, socket and write-concern timeout of MongoDB calls, seconds (how long one
+    #: may run).
     mongodb_timeout_s: float = 5.0
-    #: How long a call waits for a reachable MongoDB (server selection and connect),
-    #: seconds, at most ``mongodb_timeout_s``: an unreachable MongoDB fails a command
-    #: (exit code 4) this fast, and workers stop claiming within it.
+    #: How long a call waits for a reachable MongoDB (server selection), seconds, at most
+    #: ``mongodb_timeout_s``: an unreachable MongoDB fails a command (exit code 4) this
+    #: fast, and workers stop claiming within it.
     mongodb_select_timeout_s: float = 2.0
     #: Seconds a MongoDB document is kept after each final status (its TTL index; see
     #: DEFAULT_MONGODB_TTL_S: months), independent of ``ttl_s`` (Redis); 0 = kept forever.

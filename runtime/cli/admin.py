@@ -102,3 +102,14 @@ def mongo_attach(obj: Ctx) -> None:
     deployment = client.call(attach, store.jobs, client.redis, store.prefix)
     click.echo(f"this Redis now owns {store.jobs.full_name} for key prefix {store.prefix!r} "
                f"(deployment {deployment})")
+
+
+@mongo.command("migrate")
+@click.pass_obj
+@handle_errors
+def mongo_migrate(obj: Ctx) -> None:
+    """Rewrite job documents of the layout before (times as UNIX seconds) in the current
+    one (times as dates), so that date queries and every page of `runtime jobs` match them."""
+    client, sync = _mongo_sync(obj)
+    done = client.call(sync.store.migrate)
+    click.echo(f"rewrote {done} job documents of {sync.store.jobs.full_name}")

@@ -97,3 +97,32 @@ def test_documents_of_the_layout_before_are_still_read(mongo_settings):
     assert (back.queued_at, back.ended_at, back.result) == (100.5, 102.25, 2**70)
     assert Job("j2", "t.x", status=Status.QUEUED).status == job_from_document(document(
         Job("j2", "t.x", status=Status.QUEUED), 0, mongo_settings)).status
+
+
+def test_migrate_rewrites_documents_of_the_layout_before(mongo_settings, caplog):
+    """Float times do not match date queries: ``runtime mongo migrate`` rewrites them
+    (workers say so at start while any is left)."""
+    import logging
+
+    from helpers import cli
+
+    client = Client(mongo_settings)
+    new_id = client.queue_job("testtasks.add", {"a": 1, "b": 1}, delay=600)
+    t = float(int(datetime.now(UTC).timestamp()) - 86400)  # a day ago, in whole seconds
+    old = {"_id": "old1", "prefix": mongo_settings.key_prefix, "path": "t.x", "status": "success", "queued_at": t,
+           "started_at": t + 1.0, "ended_at": t + 2.25, "version": 3, "changed_at": t + 2.25,
+           "history": [{"at": t, "status": "queued"}, {"at": t + 1.0, "status": "started"},
+                       {"at": t + 2.25, "status": "success"}],
+           "params": {"unstorable": "x", "json": '{"big": 18446744073709551616}'}, "as_json": ["params"]}
+    client.store.jobs.insert_one(old)
+    caplog.set_level(logging.WARNING, "runtime.mongo")
+    client.store.ensure_indexes()
+    assert "runtime mongo migrate" in caplog.text
+    out = cli(mongo_settings, "mongo", "migrate", **mongo_env(mongo_settings))
+    assert out.exit_code == 0 and "rewrote 1 job documents" in out.stdout, out.stderr
+    doc = client.store.jobs.find_one({"_id": "old1"})
+    assert doc["schema"] == 2 and doc["ended_at"] == datetime.fromtimestamp(t + 2.25, UTC) and doc["run_s"] == 1.25
+    assert doc["params"] == {"big": str(2**64)} and doc["converted"] == ["int:params.big"]
+    assert client.store.get("old1").params == {"big": 2**64}
+    assert client.store.jobs.find_one({"_id": new_id})["schema"] == 2
+    assert cli(mongo_settings, "mongo", "migrate", **mongo_env(mongo_settings)).stdout.startswith("rewrote 0")

@@ -15,8 +15,10 @@ HEARTBEAT_S = 1.0
 
 def mongo_client(settings: Settings) -> Any:
     """A pymongo MongoClient for ``settings`` with its timeouts (no I/O yet): server
-    selection and connect ``mongodb_select_timeout_s`` (at most ``mongodb_timeout_s``),
-    socket ``mongodb_timeout_s``; the monitor checks each server every HEARTBEAT_S.
+    selection ``mongodb_select_timeout_s`` (at most ``mongodb_timeout_s``), connect and
+    socket ``mongodb_timeout_s`` (the monitor's checks time out on the connect timeout:
+    a busy server must not be taken for a lost one); the monitor checks each server
+    every HEARTBEAT_S.
 
     Raises ConfigError without a URL or without pymongo (``pip install 'runtime[mongo]'``).
     """
@@ -30,7 +32,7 @@ def mongo_client(settings: Settings) -> Any:
     select_ms = int(min(settings.mongodb_select_timeout_s, settings.mongodb_timeout_s) * 1000)
     try:
         return pymongo.MongoClient(settings.mongodb_url, serverSelectionTimeoutMS=select_ms,
-                                   connectTimeoutMS=select_ms, socketTimeoutMS=ms,
+                                   connectTimeoutMS=ms, socketTimeoutMS=ms,
                                    heartbeatFrequencyMS=int(HEARTBEAT_S * 1000), appname="runtime",
                                    tz_aware=True)
     except (pymongo.errors.PyMongoError, ValueError, TypeError) as exc:

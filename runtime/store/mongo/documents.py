@@ -59,7 +59,9 @@ INDEXES: dict[str, tuple[list[tuple[str, int]], dict[str, Any]]] = {
     "changed": ([("changed_at", -1), ("_id", -1)], {}),
     # a task's failures (or successes) since a date
     "path_status_ended": ([("path", 1), ("status", 1), ("ended_at", -1)], {}),
-    # everything that ended since a date: counts per day, per exception type, mean times
+    # every task's failures (or successes) since a date: per exception type, mean times
+    "status_ended": ([("status", 1), ("ended_at", -1)], {}),
+    # everything that ended since a date: counts per day
     "ended": ([("ended_at", -1)], {}),
     # the latest jobs that raised an exception type
     "exc_type_ended": ([("exc_type", 1), ("ended_at", -1)], {}),

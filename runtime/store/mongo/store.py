@@ -24,7 +24,7 @@ from ...status import REQUEUABLE, Status
 from ..redis_store import RedisJobStore
 from .connection import mongo_client, short_error, translate, unreachable_errors
 from .deployment import check_owner
-from .documents import DUPLICATE_KEY, INDEXES, LEGACY_INDEXES, job_from_document, to_date, to_seconds
+from .documents import DUPLICATE_KEY, INDEXES, LEGACY_INDEXES, document, job_from_document, to_date, to_seconds
 from .pending import adjust_counts, merge_page, pending_ids
 
 log = logging.getLogger("runtime.mongo")
@@ -110,8 +110,42 @@ class MongoJobStore:
         for name in LEGACY_INDEXES:
             if name in existing:
                 self.jobs.drop_index(name)
-        return list(self.jobs.create_indexes(
+        names = list(self.jobs.create_indexes(
             [IndexModel(keys, name=name, **opts) for name, (keys, opts) in INDEXES.items()]))
+        if self.jobs.find_one(self.scope({"changed_at": {"$type": "number"}}), {"_id": 1}) is not None:
+            log.warning("%s holds documents of the layout before (times as UNIX seconds, which date queries "
+                        "and pages after the first do not match): run `runtime mongo migrate` once",
+                        self.jobs.full_name)
+        return names
+
+    def migrate(self, batch: int = 500) -> int:
+        """Rewrite every document of this deployment in the layout before (no ``schema``:
+        float times, ``as_json``) in the current one, ``batch`` at a time by id (each only
+        if nobody rewrote it meanwhile; one that cannot be read is logged and left);
+        returns how many. Raises pymongo's errors."""
+        from pymongo import ReplaceOne
+        from pymongo.errors import BulkWriteError
+        self.check_owner()
+        done, after = 0, ""
+        while True:
+            old = list(self.jobs.find(self.scope({"schema": {"$exists": False}, "_id": {"$gt": after}}))
+                       .sort("_id", 1).limit(batch))
+            if not old:
+                return done
+            after = old[-1]["_id"]
+            ops = []
+            for d in old:
+                try:
+                    new = document(job_from_document(dict(d)), int(d.get("version") or len(d.get("history") or ())),
+                                   self.settings)
+                except Exception as exc:  # noqa: BLE001 - one unreadable document never stops the rest
+                    log.error("job %s: its document cannot be read (%s); left as it is", d["_id"], short_error(exc))
+                    continue
+                ops.append(ReplaceOne({"_id": d["_id"], "schema": {"$exists": False}}, new))
+            try:
+                done += self.jobs.bulk_write(ops, ordered=False).modified_count if ops else 0
+            except BulkWriteError as exc:
+                done += int(exc.details.get("nModified", 0))
 
     # ---- reads (the JobStore contract) ------------------------------------------------
 
