@@ -25,6 +25,7 @@ both made from :data:`SHAPES`, so a shape is written once.
 | {p}:wait:{token}             | list | a client's notify list (``wait()``), expiring     |
 | {p}:mongo:{what}             | str  | MongoDB store: synced, adopt_after, lock (sweep); |
 |                              |      | deployment (the id owning the job collection)     |
+| {p}:mongo:pending            | set  | ids whose copy to MongoDB producers handed over   |
 """
 
 from __future__ import annotations

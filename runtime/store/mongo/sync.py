@@ -5,8 +5,10 @@ changes the job hash, its queue and claim entries and appends one history entry
 atomically, fenced by attempt number (unchanged by the MongoDB store). MongoDB is the
 durable, queryable copy, written *after* Redis, always from what Redis holds:
 
-- **enqueue**: Redis first (``enqueue.lua``), then the client writes the new documents to
-  MongoDB (version 1). Crash or MongoDB outage in between: the job is queued and runs
+- **enqueue**: Redis first (``enqueue.lua``), then the client inserts the new documents in
+  MongoDB (version 1) within ``mongodb_producer_timeout_s``, handing over the ids it could
+  not copy (runtime.store.mongo.pending: reads take them from Redis until the workers'
+  copier writes them). Crash or MongoDB outage in between: the job is queued and runs
   (nothing lost); its document reaches MongoDB at its claim, its end, or the sweep.
   (MongoDB first would make a producer depend on two services, and a failed Redis write
   would leave a document that may or may not be queued.)
