@@ -34,7 +34,12 @@ def _redis_only(mclient):
 
 
 def test_indexes_are_declared_once_and_created(mclient, mongo_settings):
+    raw = mclient.mongo.store.jobs  # indexes of earlier layouts: one dropped, one redefined
+    raw.create_index([("prefix", 1), ("changed_at", -1), ("_id", -1)], name="prefix_changed")
+    raw.create_index([("changed_at", -1)], name="changed")
     names = mclient.mongo.store.ensure_indexes()
+    assert "prefix_changed" not in raw.index_information()
+    assert raw.index_information()["changed"]["key"] == [("changed_at", -1), ("_id", -1)]
     assert set(names) == set(INDEXES)
     info = mclient.mongo.store.jobs.index_information()
     assert set(INDEXES) <= set(info)

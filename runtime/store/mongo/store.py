@@ -106,9 +106,10 @@ class MongoJobStore:
         earlier layouts, after the ownership check; returns their names."""
         from pymongo import IndexModel
         self.check_owner()
-        existing = set(self.jobs.index_information())
-        for name in LEGACY_INDEXES:
-            if name in existing:
+        existing = self.jobs.index_information()
+        for name, info in existing.items():  # of earlier layouts, or of a name declared with other keys now
+            declared = INDEXES.get(name)
+            if name in LEGACY_INDEXES or (declared and [tuple(k) for k in info["key"]] != list(declared[0])):
                 self.jobs.drop_index(name)
         names = list(self.jobs.create_indexes(
             [IndexModel(keys, name=name, **opts) for name, (keys, opts) in INDEXES.items()]))
