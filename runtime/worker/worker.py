@@ -70,8 +70,6 @@ class Worker:
         self.stopping = False
         self.hard = False
         self.recycled: Recycle | None = None
-        #: a --burst run ended while MongoDB was unreachable, documents left to the sweep
-        self.store_left_behind = False
         self.claimed_total = 0
         self.supervisor_id = supervisor_id()
         prefetch = settings.prefetch if settings.prefetch >= 0 else settings.greenlets
@@ -130,14 +128,12 @@ class Worker:
         if not self._cooperative:
             log.warning("gevent has not monkey-patched this process: jobs will not run concurrently "
                         "(start workers with `runtime worker`, or call gevent.monkey.patch_all() first)")
-        if self.mirror is not None:
-            self.mirror.open()  # MongoDB reachable, ours, indexed: before anything is claimed
+        if self.mirror is not None:  # MongoDB reachable, ours, indexed: before anything is claimed
+            self.mirror.start(on_down=self.leave_idle)
         previous = set_default_client(self.client)
         self.heartbeat.beat(self.broker.redis)  # registered before the first claim
         self._reap()  # a dead worker's jobs come back before we claim (--burst too)
         self.heartbeat.start()
-        if self.mirror is not None:
-            self.mirror.start(on_down=self.leave_idle)
         self.middleware.call("on_worker_start", self)
         if self.owns_process:
             # what start-up made lives as long as the process: out of the cyclic collector's
@@ -153,9 +149,8 @@ class Worker:
         finally:
             self._shut_down(helpers)
             set_default_client(previous)
-        if self.recycled:
-            return ExitCode.RECYCLED
-        return ExitCode.UNAVAILABLE if self.store_left_behind else ExitCode.OK
+        left_behind = self.mirror is not None and self.mirror.left_behind  # --burst ended with MongoDB away
+        return ExitCode.RECYCLED if self.recycled else ExitCode.UNAVAILABLE if left_behind else ExitCode.OK
 
     def _shut_down(self, helpers: list[Any]) -> None:
         drain(self)
@@ -210,8 +205,7 @@ class Worker:
         while not self.stopping:
             if self.mirror is not None and not self.mirror.claim_allowed:
                 if burst and self.mirror.burst_may_end(not self.slots.empty, self.settings.queues):
-                    self.store_left_behind = True  # MongoDB down, nothing left to run: the sweep copies the rest
-                    return
+                    return  # MongoDB down and nothing left to run: the sweep copies the rest
                 self._pause_for_store()  # MongoDB down or behind: claim nothing until it catches up
                 continue
             budget = self.limits.max_jobs - self.claimed_total if self.limits.max_jobs else None

@@ -58,6 +58,8 @@ class Mirror:
         self.pending: dict[str, int] = {}
         self._changes = 0
         self.healthy = True
+        #: a --burst worker ended while MongoDB was unreachable, documents left to the sweep
+        self.left_behind = False
         self._unreachable = unreachable_errors()
         self._wake = gevent.event.Event()
         self._up = gevent.event.Event()  # set while the worker may claim
@@ -84,9 +86,11 @@ class Mirror:
             raise mapped from None
 
     def start(self, on_down: Callable[[], None] | None = None) -> None:
-        """Start copying (after :meth:`open`), and watching pymongo's view of the servers
+        """:meth:`open`, then start copying, and watching pymongo's view of the servers
         every WATCH_S: an outage stops the claims at once, before a write has to time out.
-        ``on_down``: called then (the worker leaves the idle lists: no job is handed to it)."""
+        ``on_down``: called then (the worker leaves the idle lists: no job is handed to it).
+        Raises what :meth:`open` raises."""
+        self.open()
         self._greenlet = gevent.spawn(self._loop)
         self._watcher = gevent.spawn(self._watch, on_down)
 
@@ -153,6 +157,7 @@ class Mirror:
             return False
         log.warning("MongoDB unreachable and nothing ready, delayed or running: --burst ends (exit code 4); "
                     "%d job documents not copied, left to the reconcile sweep", len(self.pending))
+        self.left_behind = True
         return True
 
     def progress(self, job_id: str, fields: dict[str, str]) -> None:
