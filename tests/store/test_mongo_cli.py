@@ -18,7 +18,7 @@ from runtime.client import Client
 READS = [["jobs"], ["job", "{id}"], ["queues"], ["requeue", "--path", "testtasks.add"], ["mongo", "reconcile"],
          ["mongo", "ensure-indexes"], ["mongo", "attach"]]
 #: Commands that change jobs: Redis takes the change even when MongoDB is unreachable.
-CHANGES = [["enqueue", "testtasks.add", "{}"], ["cancel", "{id}"]]
+CHANGES = [["enqueue", "testtasks.add", "{\"a\": 1, \"b\": 1}"], ["cancel", "{id}"]]
 
 
 def _one_line(out: str) -> bool:
@@ -35,7 +35,7 @@ def test_refused_credentials_exit_2_for_every_command(mongo_settings, client):
     """Before: ``enqueue`` exited 0 (the job went to Redis only) and ``worker`` printed its
     line, then ~80 lines of traceback from the sweep."""
     url = _urls(mongo_settings)["refused"]
-    job_id = client.queue_job("testtasks.add", {}, delay=600)
+    job_id = client.queue_job("testtasks.add", {"a": 1, "b": 1}, delay=600)
     for args in READS + CHANGES:
         argv = [a.replace("{id}", job_id) for a in args]
         r = cli(mongo_settings, "--mongodb", url, *argv, mongodb_timeout_s=0.5)
@@ -55,7 +55,7 @@ def test_an_unreachable_mongodb_exits_4_for_every_command_that_needs_it(mongo_se
     """Before: ``worker --burst`` exited 0 after 11 s. Commands that change jobs queue or
     cancel in Redis all the same (exit 0, one warning line: the copy is handed over)."""
     url = _urls(mongo_settings)["unreachable"]
-    job_id = client.queue_job("testtasks.add", {}, delay=600)
+    job_id = client.queue_job("testtasks.add", {"a": 1, "b": 1}, delay=600)
     for args in READS:
         argv = [a.replace("{id}", job_id) for a in args]
         r = cli(mongo_settings, "--mongodb", url, *argv, mongodb_timeout_s=0.3)

@@ -35,12 +35,12 @@ def test_a_second_redis_with_the_same_prefix_is_refused(mongo_settings, db6, wor
     first = Client(mongo_settings)
     delayed = first.queue_job("testtasks.add", {"a": 1, "b": 1}, delay=300)
     second = Client(db6)
-    for call in (lambda: second.queue_job("testtasks.add", {}), lambda: second.get_job(delayed),
+    for call in (lambda: second.queue_job("testtasks.add", {"a": 1, "b": 1}), lambda: second.get_job(delayed),
                  lambda: second.reader.jobs(), lambda: second.reader.queues(), lambda: second.mongo.repair(0.0)):
         with pytest.raises(ConfigError, match="belongs to key prefix .* this Redis .* has no record of owning it"):
             call()
     assert second.live.get_many([delayed]) == [None] and second.redis.dbsize() == 0  # nothing queued in db 6
-    for args in (["jobs"], ["queues"], ["mongo", "reconcile"], ["enqueue", "testtasks.add", "{}"]):
+    for args in (["jobs"], ["queues"], ["mongo", "reconcile"], ["enqueue", "testtasks.add", "{\"a\": 1, \"b\": 1}"]):
         out = cli(db6, *args, **mongo_env(db6))
         assert out.exit_code == 2 and len(out.stderr.splitlines()) == 1, (args, out.stderr)
         assert "runtime mongo attach" in out.stderr and "mongodb_collection" in out.stderr
@@ -78,14 +78,14 @@ def test_attach_hands_the_history_to_a_redis_that_replaced_the_old_one(mongo_set
 
 def test_another_prefix_is_refused_unless_every_deployment_shares(mongo_settings):
     mine = Client(mongo_settings)
-    mine.queue_job("testtasks.add", {})
+    mine.queue_job("testtasks.add", {"a": 1, "b": 1})
     other = mongo_settings.replace(key_prefix=mongo_settings.key_prefix + ":m2")  # cleaned with ours
     with pytest.raises(ConfigError, match="belongs to another deployment .*mongodb_shared = 1"):
-        Client(other).queue_job("testtasks.add", {})
+        Client(other).queue_job("testtasks.add", {"a": 1, "b": 1})
     with pytest.raises(ConfigError, match="it is not shared"):  # the owner did not agree
-        Client(other.replace(mongodb_shared=1)).queue_job("testtasks.add", {})
+        Client(other.replace(mongodb_shared=1)).queue_job("testtasks.add", {"a": 1, "b": 1})
     Client(mongo_settings.replace(mongodb_shared=1)).reader.jobs()  # the owner agrees
-    Client(other.replace(mongodb_shared=1)).queue_job("testtasks.add", {})
+    Client(other.replace(mongodb_shared=1)).queue_job("testtasks.add", {"a": 1, "b": 1})
     with pytest.raises(ConfigError, match="belongs to another deployment"):  # sharing is for all or none
         Client(mongo_settings).reader.jobs()
 
