@@ -105,8 +105,7 @@ def encode_params(params: Any, max_bytes: int) -> str:
         raise InvalidParams(f"params must be a JSON object (dict), got {type(params).__name__}")
     try:
         text = dumps(params)
-        if not text.isascii():
-            text.encode("utf-8")
+        size = _utf8_size(text, max_bytes)
     except (TypeError, ValueError, RecursionError):
         bad = _safe_find_bad(params, "params")
         where, what = bad if bad else ("params", "value")
@@ -115,28 +114,43 @@ def encode_params(params: Any, max_bytes: int) -> str:
             f"list or dict (e.g. a datetime as .isoformat(), a Decimal as str)",
             key=where,
         ) from None
-    if len(text) > max_bytes and len(text.encode()) > max_bytes:
+    if size > max_bytes:
         raise JobTooLarge(
-            f"params are {len(text.encode())} bytes encoded, over the limit of {max_bytes} "
+            f"params are {_size_text(size, text)} encoded, over the limit of {max_bytes} "
             f"bytes (max_job_bytes); store large data elsewhere and pass a reference"
         )
     return text
+
+
+def _utf8_size(text: str, max_bytes: int) -> int:
+    """Bytes of ``text`` in UTF-8, without encoding it when it has more characters than
+    ``max_bytes`` (each takes one byte at least: too large either way; an encoded copy of
+    a 10 MB result cost the worker 10 MB more). Raises UnicodeEncodeError for a lone
+    surrogate."""
+    if len(text) > max_bytes or text.isascii():
+        return len(text)
+    return len(text.encode("utf-8"))
+
+
+def _size_text(size: int, text: str) -> str:
+    return f"{size} bytes" if text.isascii() or size != len(text) else f"at least {size} bytes"
 
 
 def encode_result(result: Any, max_bytes: int) -> str:
     """A task's return value as JSON. Raises ResultNotJSON naming the bad part or the size."""
     if result is None:  # most tasks return nothing: no encoder call
         return "null"
+    if isinstance(result, str) and len(result) > max_bytes:  # too large before its JSON copy is made
+        raise ResultNotJSON(f"result is a str of {len(result)} characters, over max_job_bytes={max_bytes}")
     try:
         text = dumps(result)
-        if not text.isascii():
-            text.encode("utf-8")
+        size = _utf8_size(text, max_bytes)
     except (TypeError, ValueError, RecursionError):
         bad = _safe_find_bad(result, "result")
         where, what = bad if bad else ("result", type(result).__name__)
         raise ResultNotJSON(f"{where} is a {what}, which cannot be stored as JSON") from None
-    if len(text) > max_bytes and len(text.encode()) > max_bytes:
-        raise ResultNotJSON(f"result is {len(text.encode())} bytes encoded, over max_job_bytes={max_bytes}")
+    if size > max_bytes:
+        raise ResultNotJSON(f"result is {_size_text(size, text)} encoded, over max_job_bytes={max_bytes}")
     return text
 
 

@@ -145,13 +145,23 @@ class Settings:
     mongodb_url: str | None = None
     #: Database of the job collection; None = the one named in the URL, else "runtime".
     mongodb_database: str | None = None
-    #: Collection of job documents (one document per job, _id = job id).
+    #: Collection of job documents (one document per job, _id = job id). It belongs to one
+    #: deployment (one Redis database and key prefix; runtime.store.mongo.deployment).
     mongodb_collection: str = "jobs"
+    #: 1: deployments with different key prefixes may share the collection, each setting
+    #: it (their documents told apart by ``prefix``, which queries must then name); 0: a
+    #: second deployment pointing at it is refused at start.
+    mongodb_shared: int = 0
     #: Write concern of every job write: w ("1", "majority", a number) and journal (0/1).
     mongodb_w: str = "1"
     mongodb_journal: int = 0
-    #: Server selection, connect, socket and write-concern timeout of MongoDB calls, seconds.
+    #: Connect, socket and write-concern timeout of MongoDB calls, seconds (how long one
+    #: may run).
     mongodb_timeout_s: float = 5.0
+    #: How long a call waits for a reachable MongoDB (server selection), seconds, at most
+    #: ``mongodb_timeout_s``: an unreachable MongoDB fails a command (exit code 4) this
+    #: fast, and workers stop claiming within it.
+    mongodb_select_timeout_s: float = 2.0
     #: Seconds a MongoDB document is kept after each final status (its TTL index; see
     #: DEFAULT_MONGODB_TTL_S: months), independent of ``ttl_s`` (Redis); 0 = kept forever.
     mongodb_ttl_s: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_MONGODB_TTL_S))
@@ -249,8 +259,10 @@ class Settings:
         if self.mongodb_url and not self.mongodb_url.startswith(("mongodb://", "mongodb+srv://")):
             raise ConfigError("mongodb_url must start with mongodb:// or mongodb+srv://, "
                               f"got {mask(self.mongodb_url)!r}")
-        if self.mongodb_timeout_s <= 0 or self.mongodb_sweep_interval_s <= 0 or self.mongodb_sweep_lag_s < 0:
-            raise ConfigError("mongodb_timeout_s and mongodb_sweep_interval_s must be > 0, mongodb_sweep_lag_s >= 0")
+        if min(self.mongodb_timeout_s, self.mongodb_select_timeout_s, self.mongodb_sweep_interval_s) <= 0 \
+                or self.mongodb_sweep_lag_s < 0:
+            raise ConfigError("mongodb_timeout_s, mongodb_select_timeout_s and mongodb_sweep_interval_s must be > 0, "
+                              "mongodb_sweep_lag_s >= 0")
         if self.mongodb_producer_timeout_s <= 0 or self.mongodb_breaker_s < 0:
             raise ConfigError("mongodb_producer_timeout_s must be > 0, mongodb_breaker_s >= 0")
         if not 65_536 <= self.mongodb_max_doc_bytes <= 15 * 2**20:

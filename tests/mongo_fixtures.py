@@ -70,3 +70,11 @@ def mongo_env(s: Settings) -> dict[str, Any]:
             "task_modules": "tasks_example,testtasks,mongotasks",
             **{k: v for k, v in MONGO_FAST.items() if k != "mongodb_timeout_s"},
             "mongodb_timeout_s": s.mongodb_timeout_s}
+
+
+def in_mongodb(store: Any, ids: list[str]) -> list[Any]:
+    """The jobs of ``ids`` as MongoDB itself holds them (None where it has none): the
+    collection, not the store's reads, which take pending or missing jobs from Redis."""
+    from runtime.store.mongo.documents import job_from_document
+    found = {d["_id"]: job_from_document(d) for d in store.jobs.find({"_id": {"$in": list(ids)}})}
+    return [found.get(i) for i in ids]

@@ -21,3 +21,13 @@ def big_result(kib: int = 200) -> str:
 def echo(value: Any = None) -> Any:
     """Returns its parameter (a result of any JSON value)."""
     return value
+
+
+def log_undecodable(name_hex: str = "ff") -> str:
+    """Prints a plain line, then one holding a file name that is not UTF-8 (decoded with
+    surrogateescape, as os.listdir does: a lone surrogate), then another plain line."""
+    import os
+    print("plain line before")
+    print("opening " + os.fsdecode(bytes.fromhex(name_hex)))
+    print("plain line after")
+    return "done"

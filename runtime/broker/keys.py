@@ -23,7 +23,9 @@ both made from :data:`SHAPES`, so a shape is written once.
 | {p}:w:{worker}:abort         | set  | ids to abort, read by that worker's heartbeat     |
 | {p}:w:{worker}:jobs          | list | jobs claimed for an idle worker by enqueue.lua    |
 | {p}:wait:{token}             | list | a client's notify list (``wait()``), expiring     |
-| {p}:mongo:{what}             | str  | reconcile sweep state: synced, adopt_after, lock  |
+| {p}:mongo:{what}             | str  | MongoDB store: synced, adopt_after, lock (sweep); |
+|                              |      | deployment (the id owning the job collection)     |
+| {p}:mongo:pending            | set  | ids whose copy to MongoDB producers handed over   |
 """
 
 from __future__ import annotations

@@ -109,6 +109,32 @@ def mongo_reconcile(obj: Ctx, lag_s: float, full: bool, as_json: bool) -> None:
         f"checked {total['checked']}, copied {total['written']} to MongoDB, queued again {total['adopted']} from MongoDB")
 
 
+@mongo.command("attach")
+@click.pass_obj
+@handle_errors
+def mongo_attach(obj: Ctx) -> None:
+    """Make this Redis the owner of the job collection's history kept under its key prefix:
+    for a Redis that replaced the one recorded there (its data lost). Its workers then
+    queue again from MongoDB the waiting jobs this Redis does not have."""
+    from ..store.mongo.deployment import attach
+    client, sync = _mongo_sync(obj)
+    store = sync.store
+    deployment = client.call(attach, store.jobs, client.redis, store.prefix)
+    echo(f"this Redis now owns {store.jobs.full_name} for key prefix {store.prefix!r} "
+               f"(deployment {deployment})")
+
+
+@mongo.command("migrate")
+@click.pass_obj
+@handle_errors
+def mongo_migrate(obj: Ctx) -> None:
+    """Rewrite job documents of the layout before (times as UNIX seconds) in the current
+    one (times as dates), so that date queries and every page of `runtime jobs` match them."""
+    client, sync = _mongo_sync(obj)
+    done = client.call(sync.store.migrate)
+    echo(f"rewrote {done} job documents of {sync.store.jobs.full_name}")
+
+
 def _info(obj: Ctx) -> dict[str, Any]:
     from importlib.metadata import version
 

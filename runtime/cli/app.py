@@ -79,7 +79,7 @@ def handle_errors(fn: Callable[P, T]) -> Callable[P, T]:
         except InvalidTransition as exc:
             fail(str(exc), ExitCode.NOT_ALLOWED)
         except TaskImportError as exc:  # a task module that failed to import: its traceback first
-            click.echo(exc.traceback, err=True, nl=False)
+            echo(exc.traceback, err=True, nl=False)
             fail(str(exc), ExitCode.USAGE)
         except (InvalidParams, ConfigError) as exc:
             fail(str(exc), ExitCode.USAGE)

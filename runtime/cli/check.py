@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from ..binding import plain
-from .app import Ctx, cli, handle_errors, out
+from .app import Ctx, cli, echo, handle_errors, out
 
 
 def _plain(value: Any) -> Any:
@@ -43,6 +43,6 @@ def check(obj: Ctx, task_modules: str | None, as_json: bool) -> None:
         return
     for t in tasks:
         options = "  ".join(f"{k}={v}" for k, v in t["options"].items())
-        click.echo(f"{t['path']}{t['params']}" + (f"  [{options}]" if options else ""))
-    click.echo(f"ok: {len(tasks)} task{'s' if len(tasks) != 1 else ''} in {len(served.modules)} "
+        echo(f"{t['path']}{t['params']}" + (f"  [{options}]" if options else ""))
+    echo(f"ok: {len(tasks)} task{'s' if len(tasks) != 1 else ''} in {len(served.modules)} "
                f"module{'s' if len(served.modules) != 1 else ''} of {', '.join(served.task_modules)}")

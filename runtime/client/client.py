@@ -19,7 +19,7 @@ import redis
 
 from ..broker import transient
 from ..broker.connection import full
-from ..errors import BrokerUnavailable, InvalidParams, InvalidTransition, JobNotFound
+from ..errors import BrokerUnavailable, ConfigError, InvalidParams, InvalidTransition, JobNotFound
 from ..job import Job, encode_params, new_job_id
 from ..messages import NewJob
 from ..settings import Settings, load_settings
@@ -136,32 +136,71 @@ class Client:
     def _enqueue(self, jobs: Sequence[NewJob]) -> None:
         """Queue in Redis, then (with MongoDB) write the documents; a MongoDB that cannot
         take them is logged, not raised: the jobs are queued and the sweep copies them."""
+        self._check_store()
         now = self.call(self.broker.enqueue, jobs)
         if self.mongo is not None:
-            self._mongo_quietly(self.mongo.enqueued, jobs, now)
+            self._copy([j.id for j in jobs], self.mongo.enqueued, jobs, now)
 
-    def _mongo_quietly(self, fn: Any, *args: Any) -> None:
-        """A producer's copy to MongoDB: best effort, fast. Redis already holds the change
-        and the reconcile sweep copies what is missing, so it waits at most
-        ``mongodb_producer_timeout_s``, and after a failure the copies skip MongoDB for
-        ``mongodb_breaker_s`` (a circuit breaker); one warning line per failure."""
-        if time.monotonic() < self._mongo_skip_until:
+    def _check_store(self) -> None:
+        """With MongoDB, before this client's first change: raise ConfigError for refused
+        credentials or a collection of another deployment (nothing is queued then); an
+        unreachable MongoDB is only logged (producers queue through an outage)."""
+        if self.mongo is not None and not self.mongo.store.owner_checked:
+            error = self._mongo_quietly(self.mongo.store.check_owner, strict=True)
+            if error:
+                self._warn(error)
+
+    def _copy(self, ids: Sequence[str], fn: Any, *args: Any) -> None:
+        """A producer's copy of ``ids`` to MongoDB (``fn(*args, copied)``, best effort:
+        :meth:`_mongo_quietly`). The ids it did not copy are handed over to the workers'
+        copier, and reads take them from Redis meanwhile (runtime.store.mongo.pending)."""
+        copied: list[str] = []
+        error = self._mongo_quietly(fn, *args, copied)
+        if len(copied) == len(ids):
             return
+        done = set(copied)
+        try:
+            self.mongo.hand_over([i for i in ids if i not in done])
+        except redis.RedisError as exc:  # the sweep still finds them (their status changed)
+            error = f"{error or 'MongoDB skipped'}; not handed over either ({exc})"
+        if error:
+            self._warn(error, len(ids) - len(done), len(ids))
+
+    def _mongo_quietly(self, fn: Any, *args: Any, strict: bool = False) -> str | None:
+        """``fn(*args)``, a producer's call to MongoDB: best effort, fast. Redis already holds
+        the change and the copy can be left to the workers, so it waits at most
+        ``mongodb_producer_timeout_s``, and after a failure the calls skip MongoDB for
+        ``mongodb_breaker_s`` (a circuit breaker). Returns why it failed (one line), None
+        when it succeeded or was skipped. ``strict``: a configuration error (refused
+        credentials, another deployment's collection) is raised as ConfigError."""
+        if time.monotonic() < self._mongo_skip_until:
+            return None
         import pymongo
         import pymongo.errors
 
-        from ..store.mongo.connection import short_error
+        from ..store.mongo.connection import short_error, translate
         try:
             with pymongo.timeout(self.settings.mongodb_producer_timeout_s):
                 fn(*args)
-        except Exception as exc:  # noqa: BLE001 - Redis has it; the reconcile sweep copies it
+            return None
+        except ConfigError as exc:
+            if strict:
+                raise
+            return str(exc)
+        except Exception as exc:  # noqa: BLE001 - Redis has it; the workers' copier or the sweep copies it
+            mapped = translate(exc)
+            if strict and isinstance(mapped, ConfigError):
+                raise mapped from None
+            reason = f"{type(exc).__name__}: {short_error(exc)}"
             if isinstance(exc, pymongo.errors.PyMongoError):
                 self._mongo_skip_until = time.monotonic() + self.settings.mongodb_breaker_s
-                skip = f"; MongoDB skipped for {self.settings.mongodb_breaker_s:g} s"
-            else:
-                skip = ""
-            log.warning("job documents not copied to MongoDB (%s: %s); the reconcile sweep will%s",
-                        type(exc).__name__, short_error(exc), skip)
+                reason += f"; MongoDB skipped for {self.settings.mongodb_breaker_s:g} s"
+            return reason
+
+    def _warn(self, reason: str, left: int = 0, total: int = 0) -> None:
+        what = f"{left} of {total} job documents" if total else "job documents"
+        log.warning("%s not copied to MongoDB (%s): the reconcile sweep will copy them (handed over to the "
+                    "workers' copier; reads take them from Redis meanwhile)", what, reason)
 
     def get_job(self, job_id: str) -> Job:
         """The job's document with its history (from MongoDB when configured). Raises
@@ -202,6 +241,7 @@ class Client:
         return iter_done(self, ids, timeout_s)
 
     def _control(self, action: str, ids: Sequence[str], allowed: str) -> list[str]:
+        self._check_store()
         replies = self.call(self.broker.control, action, list(ids))
         replies = self._copy_done(action, ids, replies)
         done = sum(r == "ok" for r in replies)
@@ -231,6 +271,7 @@ class Client:
     def requeue_where(self, status: str = "failed", queue: str | None = None, path: str | None = None) -> list[str]:
         """Requeue every job with final ``status`` of ``queue`` and/or ``path``; returns ids."""
         ids = self.call(self.store.final_ids, status, queue=queue, path=path)
+        self._check_store()
         replies = self.call(self.broker.control, "requeue", ids)
         replies = self._copy_done("requeue", ids, replies)
         return [i for i, r in zip(ids, replies) if r == "ok"]
@@ -243,7 +284,7 @@ class Client:
             return replies
         done = [i for i, r in zip(ids, replies) if r == "ok"]
         if done:
-            self._mongo_quietly(self.mongo.sync, done)
+            self._copy(done, self.mongo.sync, done)
         missing = [i for i, r in zip(ids, replies) if r == "missing"]
         if action == "requeue" and missing:
             restored = set(self.call(self.mongo.requeue_from_history, missing))

@@ -139,12 +139,12 @@ class Worker:
         if not self._cooperative:
             log.warning("gevent has not monkey-patched this process: jobs will not run concurrently "
                         "(start workers with `runtime worker`, or call gevent.monkey.patch_all() first)")
+        if self.mirror is not None:  # MongoDB reachable, ours, indexed: before anything is claimed
+            self.mirror.start(on_down=self.leave_idle)
         previous = set_default_client(self.client)
         self.heartbeat.register()  # before the first claim
         reap_for(self)  # a dead worker's jobs come back before we claim (--burst too)
         self.heartbeat.start()
-        if self.mirror is not None:
-            self.mirror.start()
         self.middleware.call("on_worker_start", self)
         if self.owns_process:
             # what start-up made lives as long as the process: out of the cyclic collector's
@@ -162,7 +162,8 @@ class Worker:
         finally:
             self._shut_down(helpers)
             set_default_client(previous)
-        return ExitCode.RECYCLED if self.recycled else ExitCode.OK
+        left_behind = self.mirror is not None and self.mirror.left_behind  # --burst ended with MongoDB away
+        return ExitCode.RECYCLED if self.recycled else ExitCode.UNAVAILABLE if left_behind else ExitCode.OK
 
     def _shut_down(self, helpers: list[Any]) -> None:
         drain(self)

@@ -195,3 +195,25 @@ def test_sizes_and_durations_read_and_print_as_people_write_them():
         parse_bytes("lots")
     assert fmt_bytes(536870912) == "512.0 MiB" and fmt_bytes(None) == "-" and fmt_bytes(3 * 2**40) == "3072.0 GiB"
     assert fmt_seconds(0.0123) == "12.3 ms" and fmt_seconds(2.5) == "2.50 s" and fmt_seconds(None) == "-"
+
+
+def test_a_result_over_max_job_bytes_is_refused_without_copies_of_it():
+    """Issue 19, finding 7: a 10 MB result grew the worker by 30 MiB on its way to
+    ``bad-result`` (its JSON text, then an encoded copy of that). A str is refused before
+    any copy; anything else costs what json's encoder makes (its pieces, joined: about
+    twice the text), no encoded copy on top (which made it three times)."""
+    import tracemalloc
+
+    from runtime.errors import ResultNotJSON
+    from runtime.job import encode_result
+    text = "é" * (5 * 2**20)  # 10 MiB in UTF-8
+    items = ["é" * 1024] * 5120  # its JSON text: 5 MiB of characters, 10 MiB in UTF-8
+    for result, most in ((text, 2**16), (items, 12 * 2**20)):
+        tracemalloc.start()
+        try:
+            with pytest.raises(ResultNotJSON, match="over max_job_bytes=1048576"):
+                encode_result(result, 2**20)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < most, (type(result).__name__, peak / 2**20)

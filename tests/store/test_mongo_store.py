@@ -7,12 +7,13 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from urllib.parse import urlparse
 
 import pytest
 import redis
 from helpers import cli, wait_until, worker_env
-from mongo_fixtures import mongo_env
+from mongo_fixtures import in_mongodb, mongo_env
 
 from runtime.client import Client
 from runtime.errors import ConfigError, StoreUnavailable
@@ -33,7 +34,12 @@ def _redis_only(mclient):
 
 
 def test_indexes_are_declared_once_and_created(mclient, mongo_settings):
+    raw = mclient.mongo.store.jobs  # indexes of earlier layouts: one dropped, one redefined
+    raw.create_index([("prefix", 1), ("changed_at", -1), ("_id", -1)], name="prefix_changed")
+    raw.create_index([("changed_at", -1)], name="changed")
     names = mclient.mongo.store.ensure_indexes()
+    assert "prefix_changed" not in raw.index_information()
+    assert raw.index_information()["changed"]["key"] == [("changed_at", -1), ("_id", -1)]
     assert set(names) == set(INDEXES)
     info = mclient.mongo.store.jobs.index_information()
     assert set(INDEXES) <= set(info)
@@ -52,8 +58,9 @@ def test_final_documents_get_an_expiry_per_status(mclient, worker, mongo_setting
     for job_id, status in ((ok, "success"), (bad, "failed")):
         doc = raw.find_one({"_id": job_id})
         assert doc["status"] == status
-        assert doc["expire_at"].timestamp() == pytest.approx(doc["ended_at"] + mongo_settings.mongodb_ttl_s[status],
-                                                             abs=0.01)
+        assert isinstance(doc["ended_at"], datetime) and isinstance(doc["expire_at"], datetime)
+        assert doc["expire_at"] - doc["ended_at"] == pytest.approx(timedelta(seconds=mongo_settings.mongodb_ttl_s[status]),
+                                                                   abs=timedelta(milliseconds=2))
     waiting = mclient.queue_job("testtasks.add", {"a": 1, "b": 1}, delay=60)
     assert "expire_at" not in raw.find_one({"_id": waiting})
 
@@ -93,10 +100,11 @@ def test_a_stale_write_never_overwrites_a_newer_or_final_status(mclient, worker,
 def test_crash_after_the_redis_enqueue_the_sweep_copies_the_job(mclient):
     crashed = _redis_only(mclient)
     ids = crashed.queue_jobs("testtasks.add", [{"a": 1, "b": 2}] * 3)
-    assert mclient.store.get_many(ids) == [None] * 3  # queued in Redis only
+    assert in_mongodb(mclient.store, ids) == [None] * 3  # queued in Redis only
+    assert [j.status for j in mclient.store.get_many(ids)] == ["queued"] * 3  # reads take them from Redis
     report = mclient.mongo.reconcile(lag_s=0)
     assert report.written == 3
-    assert [j.status for j in mclient.store.get_many(ids)] == ["queued"] * 3
+    assert [j.status for j in in_mongodb(mclient.store, ids)] == ["queued"] * 3
     assert mclient.mongo.reconcile(lag_s=0).written == 0  # nothing left to repair
 
 
@@ -115,7 +123,7 @@ def test_a_worker_sweep_repairs_without_being_asked(mclient, worker, mongo_setti
     crashed = _redis_only(mclient)
     job_id = crashed.queue_job("testtasks.add", {"a": 1, "b": 1}, delay=120)
     worker.start(**mongo_env(mongo_settings))
-    wait_until(lambda: mclient.store.get_many([job_id])[0] is not None, 15, "the reaper's sweep to copy the job")
+    wait_until(lambda: in_mongodb(mclient.store, [job_id])[0] is not None, 15, "the reaper's sweep to copy the job")
 
 
 @pytest.mark.parametrize("state", ["queued", "started"])
@@ -174,9 +182,9 @@ def test_mongodb_outage_pauses_claiming_and_loses_nothing(mongo_settings, mongo_
     caplog.set_level(logging.INFO, "runtime")
     w = worker.start(greenlets=2, **mongo_env(s))
     first = client.queue_job("testtasks.add", {"a": 1, "b": 1})
-    wait_until(lambda: direct.get_many([first])[0] and direct.get(first).status == "success", 15, "a first job")
+    wait_until(lambda: (j := in_mongodb(direct, [first])[0]) and j.status == "success", 15, "a first job")
     running = client.queue_job("testtasks.sleep", {"seconds": 1.0})
-    wait_until(lambda: direct.get(running).status == "started", 10, "the long job to start")
+    wait_until(lambda: (j := in_mongodb(direct, [running])[0]) and j.status == "started", 10, "the long job to start")
     proxy.down()
     # the running job ends meanwhile (recorded in Redis); the worker notices and stops claiming
     assert client.wait(running, timeout_s=15).status == "success"
@@ -193,7 +201,7 @@ def test_mongodb_outage_pauses_claiming_and_loses_nothing(mongo_settings, mongo_
     assert client.live.get(waiting).status == "queued"  # not claimed while MongoDB is down
     proxy.up()
     assert client.wait(waiting, timeout_s=20).result == 4
-    wait_until(lambda: [j and j.status for j in direct.get_many([running, waiting])] == ["success", "success"], 20,
+    wait_until(lambda: [j and j.status for j in in_mongodb(direct, [running, waiting])] == ["success", "success"], 20,
                "both jobs in MongoDB after it came back")
     assert worker.alive(w)
     assert worker.stop(w) == 0
@@ -206,9 +214,9 @@ def test_the_workers_own_copies_land_without_the_sweep(mclient, worker, mongo_se
     worker.start(**{**mongo_env(mongo_settings), "mongodb_sweep_interval_s": 3600, "mongodb_sweep_lag_s": 3600})
     ids = mclient.queue_jobs("testtasks.add", [{"a": i, "b": 1} for i in range(60)])
     mclient.wait(ids, timeout_s=20)
-    wait_until(lambda: all(j and j.status == "success" for j in mclient.store.get_many(ids)), 15,
+    wait_until(lambda: all(j and j.status == "success" for j in in_mongodb(mclient.store, ids)), 15,
                "every success copied by the worker")
-    assert [j.result for j in mclient.store.get_many(ids)] == [i + 1 for i in range(60)]
+    assert [j.result for j in in_mongodb(mclient.store, ids)] == [i + 1 for i in range(60)]
 
 
 SPANS_SCRIPT = """
@@ -269,30 +277,10 @@ def test_a_full_backlog_stops_claiming_until_half_is_copied(mongo_settings, clie
     mirror.stop(timeout_s=1)
 
 
-def test_deployments_sharing_a_database_never_see_nor_adopt_each_others_jobs(mclient, worker, mongo_settings):
-    """Two key prefixes, one MongoDB collection: reads, counts, the sweep and adoption
-    stay within their own prefix (before, the sweep re-queued the other's jobs)."""
-    other = Client(mongo_settings.replace(key_prefix=mongo_settings.key_prefix + ":m2"))  # cleaned with ours
-    theirs = other.queue_jobs("testtasks.add", [{"a": 1, "b": 1}] * 2)  # no worker on their prefix
-    ours = mclient.queue_job("testtasks.add", {"a": 2, "b": 2})
-    assert mclient.mongo.reconcile(lag_s=0).adopted == 0
-    assert not any(mclient.redis.exists(mclient.broker.keys.job(i)) for i in theirs)
-    worker.start(**mongo_env(mongo_settings))
-    assert mclient.wait(ours, timeout_s=15).result == 4
-    wait_until(lambda: mclient.store.get(ours).status == "success", 15, "our success in MongoDB")
-    assert [j.id for j in mclient.store.list_jobs(limit=10)] == [ours]
-    assert mclient.store.counts()["success"] == 1 and sum(mclient.store.counts().values()) == 1
-    assert mclient.store.get_many(theirs) == [None, None]
-    assert {j.id for j in other.store.list_jobs(limit=10)} == set(theirs)
-    assert other.store.counts()["queued"] == 2 and sum(other.store.counts().values()) == 2
-    assert [j.status for j in other.live.get_many(theirs)] == ["queued", "queued"]  # never run by our worker
-    assert mclient.mongo.reconcile(lag_s=0).adopted == 0 and other.mongo.reconcile(lag_s=0).adopted == 0
-
-
 UNSTORABLE = {"big": 2**64, "k\u0000ey": [1, -2**70]}  # valid JSON, refused by BSON
 
 
-def test_a_document_bson_refuses_is_stored_as_json_and_never_stops_the_sweep(mongo_settings, worker, caplog):
+def test_a_value_bson_refuses_is_converted_where_it_stands_and_never_stops_the_sweep(mongo_settings, worker, caplog):
     s = mongo_settings
     client = Client(s)
     keys = client.broker.keys
@@ -310,7 +298,11 @@ def test_a_document_bson_refuses_is_stored_as_json_and_never_stops_the_sweep(mon
     job = wait_until(lambda: (j := client.store.get(job_id)).status == "success" and j, 15, "the success in MongoDB")
     assert job.result == UNSTORABLE and job.params == {"value": UNSTORABLE}
     raw = client.store.jobs.find_one({"_id": job_id})
-    assert set(raw["as_json"]) == {"params", "result"} and "8-byte ints" in raw["result"]["unstorable"]
+    # each value converted where it stands: the shape of params and result is kept
+    assert raw["params"] == {"value": {"big": str(2**64), "k%00ey": [1, str(-2**70)]}}
+    assert raw["result"] == raw["params"]["value"]
+    assert set(raw["converted"]) == {"int:params.value.big", "int:params.value.k%00ey.1", "keys:params.value",
+                                     "int:result.big", "int:result.k%00ey.1", "keys:result"}
     # Redis forgets the job (its ttl_s passed); the sweeps never queue it again (its end reached MongoDB)
     client.redis.delete(keys.job(job_id), keys.history(job_id))
     assert client.mongo.reconcile(lag_s=0).adopted == 0
@@ -389,22 +381,42 @@ def test_bad_mongodb_urls_give_one_line_and_exit_2_or_4(mongo_settings):
             assert line.startswith("error: ") and text in line and len(line) < 200 and "wrong" not in line, (url, line)
 
 
-def test_burst_worker_exits_while_mongodb_is_unreachable_once_nothing_is_left(mongo_settings, worker, client,
-                                                                               caplog):
-    import gevent
-    caplog.set_level(logging.INFO, "runtime")
+def test_a_worker_does_not_start_while_mongodb_is_unreachable(mongo_settings, worker, client):
+    """Issue 19, finding 6: a worker (--burst or not) checks MongoDB before claiming; an
+    unreachable one is StoreUnavailable (exit code 4), a job waits in Redis meanwhile."""
     s = mongo_settings.replace(mongodb_url="mongodb://127.0.0.1:1/?directConnection=true", mongodb_timeout_s=0.3)
-    worker.burst(**mongo_env(s))
-    assert "MongoDB unreachable" in caplog.text and "the reconcile sweep" in caplog.text
-    caplog.clear()
-    # a job waiting in its queue keeps it (it cannot be claimed without MongoDB)
     job_id = client.queue_job("testtasks.add", {"a": 1, "b": 1})
-    g = gevent.spawn(worker.burst, **mongo_env(s))
+    for burst in (True, False):
+        w = worker.make(**mongo_env(s))
+        with pytest.raises(StoreUnavailable, match="^MongoDB unavailable: 127.0.0.1:1: .*refused$"):
+            w.run(burst=burst)
+    assert client.live.get(job_id).status == "queued" and not client.redis.smembers(client.broker.keys.workers)
+
+
+def test_burst_worker_ends_during_an_outage_once_nothing_is_left_with_exit_4(mongo_settings, worker, client, caplog):
+    """MongoDB goes away under a --burst worker: a ready job keeps it (it cannot be claimed
+    without MongoDB); once nothing is ready, delayed or running it ends with exit code 4
+    (UNAVAILABLE: documents were left to the sweep), not 0."""
+    import gevent
+    from tcp_proxy import TcpProxy
+    target = urlparse(mongo_settings.mongodb_url)
+    proxy = TcpProxy((target.hostname, target.port))
+    s = mongo_settings.replace(mongodb_url=f"mongodb://127.0.0.1:{proxy.port}/?directConnection=true",
+                               mongodb_timeout_s=0.5)
+    caplog.set_level(logging.INFO, "runtime")
+    running = client.queue_job("testtasks.sleep", {"seconds": 2.5})  # longer than seeing the outage (~1 s)
+    waiting = client.queue_job("testtasks.add", {"a": 1, "b": 1})
+    w = worker.make(**mongo_env(s), greenlets=1, prefetch=0)
+    g = gevent.spawn(w.run, True)
+    wait_until(lambda: client.live.get(running).status == "started", 10, "the long job to start")
+    proxy.down()
     wait_until(lambda: "MongoDB unreachable" in caplog.text, 15, "the worker to find MongoDB down")
-    assert not g.dead and client.live.get(job_id).status == "queued"
-    client.cancel(job_id)
+    assert client.wait(running, timeout_s=15).status == "success"
+    assert not g.dead and client.live.get(waiting).status == "queued"
+    client.cancel(waiting)
     g.join(30)
-    assert g.successful()
+    assert g.dead and g.value == 4 and "left to the reconcile sweep" in caplog.text.replace("\n", " ")
+    proxy.up()
 
 
 def test_mongodb_keeps_history_longer_than_redis(mongo_settings, worker):
@@ -421,13 +433,13 @@ def test_mongodb_keeps_history_longer_than_redis(mongo_settings, worker):
     bad = client.queue_job("tasks_example.work.fail", {})
     worker.start(**mongo_env(s), ttl_s="success:1", mongodb_ttl_s="success:604800,failed:0")
     assert client.wait(ok, timeout_s=15).status == "success"
-    wait_until(lambda: client.store.get(ok).status == "success", 15, "the success in MongoDB")
+    wait_until(lambda: (j := in_mongodb(client.store, [ok])[0]) and j.status == "success", 15, "the success in MongoDB")
     wait_until(lambda: not client.redis.exists(client.broker.keys.job(ok)), 15, "Redis to forget the success")
     job = client.store.get(ok)  # MongoDB still has it
     assert job.status == "success" and job.result == 2
     raw = client.store.jobs.find_one({"_id": ok})
-    assert raw["expire_at"].timestamp() == pytest.approx(raw["ended_at"] + 7 * DAY_S, abs=0.01)
-    wait_until(lambda: client.store.get(bad).status == "failed", 15, "the failure in MongoDB")
+    assert raw["expire_at"] - raw["ended_at"] == pytest.approx(timedelta(days=7), abs=timedelta(milliseconds=2))
+    wait_until(lambda: (j := in_mongodb(client.store, [bad])[0]) and j.status == "failed", 15, "the failure in MongoDB")
     assert "expire_at" not in client.store.jobs.find_one({"_id": bad})  # 0: kept forever
 
 
@@ -436,12 +448,12 @@ def test_reconcile_full_refills_a_mongodb_that_lost_its_data(mclient, worker, mo
     waiting = mclient.queue_job("testtasks.add", {"a": 0, "b": 0}, delay=300)
     worker.start(**mongo_env(mongo_settings))
     mclient.wait(ids, timeout_s=15)
-    wait_until(lambda: all(j and j.status == "success" for j in mclient.store.get_many(ids)), 15, "the copies")
+    wait_until(lambda: all(j and j.status == "success" for j in in_mongodb(mclient.store, ids)), 15, "the copies")
     assert mclient.mongo.reconcile(lag_s=0).written == 0
     mclient.store.jobs.delete_many({})  # MongoDB lost everything; the watermark has moved on
     assert mclient.mongo.reconcile(lag_s=0).written == 0  # the ordinary sweep cannot see it
     out = cli(mongo_settings, "mongo", "reconcile", "--full", "--json", **mongo_env(mongo_settings))
     assert out.exit_code == 0 and '"written": 6' in out.stdout, out.stdout + out.stderr
-    assert [j.result for j in mclient.store.get_many(ids)] == [i + 1 for i in range(5)]
-    assert mclient.store.get(waiting).status == "queued"
+    assert [j.result for j in in_mongodb(mclient.store, ids)] == [i + 1 for i in range(5)]
+    assert in_mongodb(mclient.store, [waiting])[0].status == "queued"
     assert mclient.mongo.reconcile_full().written == 0

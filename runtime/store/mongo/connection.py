@@ -3,16 +3,22 @@ StoreUnavailable, CLI exit code 4) or bad configuration (ConfigError, exit code 
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from ...errors import ConfigError, StoreUnavailable
 from ...settings import Settings
 
+#: How often pymongo's monitor checks each server, seconds (its default, 10 s, would let
+#: a worker claim for 10 s after MongoDB went away; a check is one small command).
+HEARTBEAT_S = 1.0
+
 
 def mongo_client(settings: Settings) -> Any:
-    """A pymongo MongoClient for ``settings`` with its timeouts (no I/O yet).
+    """A pymongo MongoClient for ``settings`` with its timeouts (no I/O yet): server
+    selection ``mongodb_select_timeout_s`` (at most ``mongodb_timeout_s``), connect and
+    socket ``mongodb_timeout_s`` (the monitor's checks time out on the connect timeout:
+    a busy server must not be taken for a lost one); the monitor checks each server
+    every HEARTBEAT_S.
 
     Raises ConfigError without a URL or without pymongo (``pip install pymongo``).
     """
@@ -23,9 +29,12 @@ def mongo_client(settings: Settings) -> Any:
     except ImportError:
         raise ConfigError("the MongoDB job store needs pymongo: pip install pymongo") from None
     ms = int(settings.mongodb_timeout_s * 1000)
+    select_ms = int(min(settings.mongodb_select_timeout_s, settings.mongodb_timeout_s) * 1000)
     try:
-        return pymongo.MongoClient(settings.mongodb_url, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms,
-                                   socketTimeoutMS=ms, appname="runtime", tz_aware=True)
+        return pymongo.MongoClient(settings.mongodb_url, serverSelectionTimeoutMS=select_ms,
+                                   connectTimeoutMS=ms, socketTimeoutMS=ms,
+                                   heartbeatFrequencyMS=int(HEARTBEAT_S * 1000), appname="runtime",
+                                   tz_aware=True)
     except (pymongo.errors.PyMongoError, ValueError, TypeError) as exc:
         raise (translate(exc) or ConfigError(f"bad mongodb_url: {short_error(exc)}")) from None
 
@@ -95,19 +104,14 @@ def unreachable_errors() -> tuple[type[BaseException], ...]:
             ExecutionTimeout, WTimeoutError)
 
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _read(fn: F) -> F:
-    """A read of the store: MongoDB unreachable raises StoreUnavailable (CLI exit code 4),
-    refused credentials ConfigError (:func:`translate`)."""
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:
-            mapped = translate(exc)
-            if mapped is None:
-                raise
-            raise mapped from None
-    return wrapper  # type: ignore[return-value]
+def unreachable_why(client: Any) -> str | None:
+    """Why no server of ``client`` can be reached, as pymongo's monitor last saw it (one
+    short line; no I/O), or None while one can (or none has been checked yet). With
+    :data:`HEARTBEAT_S`, an outage shows here within about a second, before any write has
+    to time out."""
+    from pymongo.server_type import SERVER_TYPE
+    servers = list(client.topology_description.server_descriptions().values())
+    if not servers or any(s.server_type != SERVER_TYPE.Unknown for s in servers):
+        return None
+    errors = [s.error for s in servers if s.error is not None]
+    return short_error(errors[0]) if errors else None

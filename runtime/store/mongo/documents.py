@@ -1,28 +1,34 @@
 """The MongoDB job document: its shape, its indexes, and how a Job becomes one and back.
 
-One document per job, ``_id`` = job id; the fields of :class:`runtime.job.Job` (times as
-UNIX seconds, floats, as in Redis) plus:
+One document per job, ``_id`` = job id, every field of :class:`runtime.job.Job`, with
+every time a BSON date (UTC; MongoDB keeps milliseconds): ``queued_at``, ``due_at``,
+``started_at``, ``ended_at``, ``history[].at`` (the Job keeps UNIX seconds, as Redis
+does). docs/mongodb.md describes each field for users, with example queries. Added:
 
-- ``prefix``: the Redis key prefix of the deployment that owns the job. Deployments
-  (prefixes) may share a collection: every read, count, write filter, sweep and adoption
-  is scoped to the store's own prefix, and every index leads with it.
+- ``prefix``: the Redis key prefix of the deployment that owns the job (one deployment
+  per collection unless shared: runtime.store.mongo.deployment).
 - ``version``: the length of the job's Redis history. Every status change appends one
   history entry in the same Lua script, so the version grows with each change and a
   write carrying a lower or equal version is refused by its filter
   (``MongoJobStore.write``): a late or replayed write never overwrites a newer status,
   a final one included.
-- ``changed_at``: time of the last status change (sort key: newest first, ties by ``_id``
+- ``changed_at``: date of the last status change (sort key: newest first, ties by ``_id``
   highest first, as the Redis store).
+- ``wait_s``: seconds from due to started (queue wait); ``run_s``: seconds from started to
+  ended; absent until known (the Job's ``wait_s`` and ``run_s``).
 - ``expire_at``: for a final status, when the document goes (``mongodb_ttl_s`` of that
-  status: months by default, independent of Redis's ``ttl_s``), as a BSON date for the
-  TTL index; absent otherwise (and with a ``mongodb_ttl_s`` of 0: kept forever).
-- ``as_json``: names of the fields BSON cannot store (an integer beyond 64 bits, a key
-  holding "\\u0000": valid JSON, refused by BSON), each stored as ``{"unstorable": why,
-  "json": its JSON text}`` and read back as the value (:func:`make_storable`).
+  status: months by default, independent of Redis's ``ttl_s``), for the TTL index;
+  absent otherwise (and with a ``mongodb_ttl_s`` of 0: kept forever).
+- ``schema``: 2 (this layout). Documents without it are of the layout before (times as
+  UNIX seconds, values BSON refused as whole-field JSON text under ``as_json``); they
+  are still read, and ``runtime mongo migrate`` rewrites them.
+- ``converted``: what had to change for MongoDB to store a value, value by value, the
+  shape kept (runtime.store.mongo.storable); absent when nothing did.
 - ``truncated``: names of the fields cut to fit ``mongodb_max_doc_bytes``, whose values
   were replaced by ``{"truncated": "N bytes, over mongodb_max_doc_bytes=M"}``.
 
-Every index the CLI and API need is declared once in :data:`INDEXES`.
+Every index the CLI, the sweep and the documented queries need is declared once in
+:data:`INDEXES`.
 """
 
 from __future__ import annotations
@@ -35,30 +41,65 @@ from typing import Any
 from ...job import Job
 from ...settings import Settings
 from ...status import FINAL, Status
+from .storable import has_escaped_keys, restore, storable
 
-#: Every index of the job collection: name -> (keys, options). Queries they serve:
-#: jobs by status (+queue) newest first; by path (+status); by queue; by worker; by
-#: date; the reconcile sweep (status + changed_at); TTL expiry.
-#: Every index but the TTL one (which MongoDB allows on one field only) leads with
-#: ``prefix``: every query is scoped to one deployment's key prefix (runtime.store.mongo.sync).
+#: Every index of the job collection: name -> (keys, options), and what it serves.
+#: None leads with ``prefix``: a collection holds one deployment unless explicitly
+#: shared (runtime.store.mongo.deployment), so queries need no prefix to use them.
 INDEXES: dict[str, tuple[list[tuple[str, int]], dict[str, Any]]] = {
-    "prefix_status_queue_changed": ([("prefix", 1), ("status", 1), ("queue", 1), ("changed_at", -1)], {}),
-    "prefix_path_status_changed": ([("prefix", 1), ("path", 1), ("status", 1), ("changed_at", -1)], {}),
-    "prefix_queue_changed": ([("prefix", 1), ("queue", 1), ("changed_at", -1)], {}),
-    "prefix_worker_changed": ([("prefix", 1), ("worker", 1), ("changed_at", -1)], {}),
-    "prefix_changed": ([("prefix", 1), ("changed_at", -1), ("_id", -1)], {}),
-    "prefix_queued_at": ([("prefix", 1), ("queued_at", -1)], {}),
+    # runtime jobs --status [--queue]; queues' counts; the sweep's adoption (status + change)
+    "status_queue_changed": ([("status", 1), ("queue", 1), ("changed_at", -1)], {}),
+    # runtime jobs --path [--status]; requeue --path; a task's jobs by param value
+    "path_status_changed": ([("path", 1), ("status", 1), ("changed_at", -1)], {}),
+    # runtime jobs --queue
+    "queue_changed": ([("queue", 1), ("changed_at", -1)], {}),
+    # the jobs a worker ran
+    "worker_changed": ([("worker", 1), ("changed_at", -1)], {}),
+    # runtime jobs (no filter), newest change first
+    "changed": ([("changed_at", -1), ("_id", -1)], {}),
+    # a task's failures (or successes) since a date
+    "path_status_ended": ([("path", 1), ("status", 1), ("ended_at", -1)], {}),
+    # every task's failures (or successes) since a date: per exception type, mean times
+    "status_ended": ([("status", 1), ("ended_at", -1)], {}),
+    # everything that ended since a date: counts per day
+    "ended": ([("ended_at", -1)], {}),
+    # the latest jobs that raised an exception type
+    "exc_type_ended": ([("exc_type", 1), ("ended_at", -1)], {}),
+    # a task's slowest jobs
+    "path_run": ([("path", 1), ("run_s", -1)], {}),
+    # TTL expiry of final documents
     "expire_at_ttl": ([("expire_at", 1)], {"expireAfterSeconds": 0}),
 }
-#: Indexes of the layout before documents carried their prefix: dropped by ensure_indexes.
-LEGACY_INDEXES = ("status_queue_changed", "path_status_changed", "queue_changed", "worker_changed",
-                  "changed", "queued_at")
+#: Indexes of earlier layouts, dropped by ensure_indexes.
+LEGACY_INDEXES = ("queued_at", "prefix_status_queue_changed",
+                  "prefix_path_status_changed", "prefix_queue_changed", "prefix_worker_changed", "prefix_changed",
+                  "prefix_queued_at")
 
+#: The layout of the documents this module writes (their ``schema`` field).
+SCHEMA = 2
+#: Fields of a Job holding a time (UNIX seconds in the Job, dates in the document).
+TIMES = ("queued_at", "due_at", "started_at", "ended_at", "changed_at")
 #: Fields cut first when a document is over the size cap (largest first among these).
 CUTTABLE = ("artifacts", "report", "logs", "result", "traceback", "params", "meta")
 _JOB_FIELDS = [f.name for f in fields(Job)]
+#: Fields made by runtime itself, always storable as they are.
+_KEPT = frozenset(("_id", "prefix", "status", "version", "changed_at", "expire_at", "history", "schema",
+                   "wait_s", "run_s", *TIMES))
 #: Code MongoDB answers an upsert whose filter missed an existing _id with (a stale write).
 DUPLICATE_KEY = 11000
+
+
+def to_date(seconds: float) -> datetime:
+    """UNIX seconds as an aware UTC datetime (stored by MongoDB to the millisecond)."""
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def to_seconds(value: Any) -> Any:
+    """A stored time as UNIX seconds: a date (naive ones are UTC), or a number of the layout
+    before; anything else as it is."""
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+    return value
 
 
 def _bson_size(value: Any) -> int:
@@ -66,12 +107,13 @@ def _bson_size(value: Any) -> int:
     return len(bson.encode({"v": value}))
 
 
-def cap_document(doc: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+def cap_document(doc: dict[str, Any], max_bytes: int, size: int | None = None) -> dict[str, Any]:
     """``doc`` (changed in place) with its largest cuttable fields replaced by a marker
-    until its BSON encoding is at most ``max_bytes``; the history keeps its first 20 and
-    last 200 entries. Names of the cut fields are listed in ``doc["truncated"]``."""
+    until its BSON encoding (``size`` bytes, when known) is at most ``max_bytes``; the
+    history keeps its first 20 and last 200 entries. Names of the cut fields are listed
+    in ``doc["truncated"]``."""
     import bson
-    size = len(bson.encode(doc))
+    size = len(bson.encode(doc)) if size is None else size
     if size <= max_bytes:
         return doc
     cut: list[str] = []
@@ -89,71 +131,79 @@ def cap_document(doc: dict[str, Any], max_bytes: int) -> dict[str, Any]:
         cut.append(key)
     if cut:
         doc["truncated"] = cut
-    return doc
-
-
-#: Fields never replaced by their JSON text (made by runtime itself, always storable).
-_KEPT = ("_id", "prefix", "status", "version", "changed_at", "expire_at")
-
-
-def _refusal(value: Any) -> str | None:
-    """Why BSON cannot store ``value`` (e.g. an int over 64 bits, a key with a NUL), or None."""
-    import bson
-    try:
-        bson.encode({"v": value})
-        return None
-    except Exception as exc:  # noqa: BLE001 - InvalidDocument, OverflowError, UnicodeEncodeError...
-        return f"{type(exc).__name__}: {exc}"[:200]
-
-
-def make_storable(doc: dict[str, Any]) -> dict[str, Any]:
-    """``doc`` (changed in place) with every field BSON refuses replaced by
-    ``{"unstorable": why, "json": its JSON text}`` and named in ``doc["as_json"]``
-    (:func:`job_from_document` decodes them back). Valid JSON is not always valid BSON: an
-    integer beyond 64 bits, a key holding "\\u0000", a lone surrogate."""
-    import bson
-    try:
-        bson.encode(doc)
-        return doc
-    except Exception:  # noqa: BLE001 - find the fields at fault
-        pass
-    as_json = []
-    for key in list(doc):
-        if key in _KEPT:
-            continue
-        why = _refusal(doc[key])
-        if why is not None:
-            doc[key] = {"unstorable": why, "json": json.dumps(doc[key], default=repr)}
-            as_json.append(key)
-    if as_json:
-        doc["as_json"] = as_json
+        if doc.get("converted"):  # conversions inside a cut field are gone with it
+            doc["converted"] = [c for c in doc["converted"] if c.partition(":")[2].split(".")[0] not in cut]
     return doc
 
 
 def document(job: Job, version: int, settings: Settings) -> dict[str, Any]:
-    """The MongoDB document of ``job`` at ``version`` (its Redis history length)."""
-    doc: dict[str, Any] = {"_id": job.id, "prefix": settings.key_prefix}
+    """The MongoDB document of ``job`` at ``version`` (its Redis history length): times as
+    dates, each value BSON refuses converted where it stands (listed in ``converted``),
+    then cut to ``mongodb_max_doc_bytes``."""
+    doc: dict[str, Any] = {"_id": job.id, "prefix": settings.key_prefix, "schema": SCHEMA}
     for name in _JOB_FIELDS:
         if name == "id":
             continue
         value = getattr(job, name)
-        doc[name] = value.value if isinstance(value, Status) else value
+        if isinstance(value, Status):
+            value = value.value
+        elif name in TIMES and value is not None:
+            value = to_date(value)
+        elif name == "history":
+            value = [{**h, "at": to_date(h["at"])} if isinstance(h.get("at"), (int, float)) else h for h in value]
+        doc[name] = value
     doc["version"] = version
     last = job.history[-1].get("at") if job.history else None
-    doc["changed_at"] = float(last if last is not None else job.ended_at or job.started_at or job.queued_at or 0.0)
+    changed = float(last if last is not None else job.ended_at or job.started_at or job.queued_at or 0.0)
+    doc["changed_at"] = to_date(changed)
+    for name in ("wait_s", "run_s"):
+        seconds = getattr(job, name)
+        if seconds is not None:
+            doc[name] = round(seconds, 6)
     if job.status in FINAL and settings.mongodb_ttl_s[job.status] > 0:
-        end = job.ended_at or doc["changed_at"]
-        doc["expire_at"] = datetime.fromtimestamp(end + settings.mongodb_ttl_s[job.status], UTC)
-    return cap_document(make_storable(doc), settings.mongodb_max_doc_bytes)
+        end = job.ended_at or changed
+        doc["expire_at"] = to_date(end + settings.mongodb_ttl_s[job.status])
+    size = _encoded_size(doc)
+    if size is None:  # something BSON or MongoDB refuses: convert it where it stands
+        converted: list[str] = []
+        for name in _JOB_FIELDS:
+            if name == "history":
+                doc[name] = [{k: storable(v, f"history.{i}.{k}", converted) for k, v in h.items()}
+                             for i, h in enumerate(doc[name])]
+            elif name in doc and name not in _KEPT:
+                doc[name] = storable(doc[name], name, converted)
+        if converted:
+            doc["converted"] = converted
+    return cap_document(doc, settings.mongodb_max_doc_bytes, size)
+
+
+def _encoded_size(doc: dict[str, Any]) -> int | None:
+    """Bytes of ``doc`` in BSON when it can be stored as it is (BSON encodes it, no key
+    needs escaping), else None."""
+    import bson
+    if any(has_escaped_keys(v) for k, v in doc.items() if k not in _KEPT or k == "history"):
+        return None
+    try:
+        return len(bson.encode(doc))
+    except Exception:  # noqa: BLE001 - InvalidDocument, OverflowError, UnicodeEncodeError...
+        return None
 
 
 def job_from_document(doc: dict[str, Any]) -> Job:
-    """A :class:`Job` from a stored document (extra fields ignored)."""
+    """A :class:`Job` from a stored document of this layout or the one before (extra
+    fields ignored; ``doc`` may be changed in place)."""
+    if doc.get("converted"):
+        restore(doc, doc["converted"])
     kw = {name: doc[name] for name in _JOB_FIELDS if name in doc and doc[name] is not None}
-    for name in doc.get("as_json") or ():  # stored as JSON text: BSON could not hold it
+    for name in doc.get("as_json") or ():  # the layout before: stored as JSON text
         marker = kw.get(name)
         if isinstance(marker, dict) and isinstance(marker.get("json"), str):
             kw[name] = json.loads(marker["json"])
+    for name in TIMES:
+        if name in kw:
+            kw[name] = to_seconds(kw[name])
+    if "history" in kw:
+        kw["history"] = [{**h, "at": to_seconds(h["at"])} if "at" in h else h for h in kw["history"]]
     kw["id"] = doc["_id"]
     kw["status"] = Status(doc["status"])
     for name in ("params", "report", "meta"):  # a field cut to fit is shown as its marker

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import gevent
@@ -32,7 +32,7 @@ import redis
 from ...backoff import Backoff
 from ...broker import RedisBroker
 from ..base import JobStore
-from .connection import unreachable_errors
+from .connection import short_error, translate, unreachable_errors, unreachable_why
 from .store import MongoJobStore
 from .sync import SYNC_BATCH, MongoSync
 
@@ -40,6 +40,8 @@ log = logging.getLogger("runtime.mongo")
 
 #: Longest wait between two attempts to reach MongoDB again, seconds.
 MAX_BACKOFF_S = 2.0
+#: How often the worker looks at pymongo's view of the servers (no I/O), seconds.
+WATCH_S = 0.25
 #: Ids buffered at most before the worker stops claiming until half are copied: a MongoDB
 #: slower than the worker slows the worker instead of falling ever further behind.
 MAX_BACKLOG = 5000
@@ -56,23 +58,52 @@ class Mirror:
         self.pending: dict[str, int] = {}
         self._changes = 0
         self.healthy = True
+        #: a --burst worker ended while MongoDB was unreachable, documents left to the sweep
+        self.left_behind = False
         self._unreachable = unreachable_errors()
         self._wake = gevent.event.Event()
         self._up = gevent.event.Event()  # set while the worker may claim
         self._up.set()
         self._greenlet: Any = None
         self._sweeper: Any = None
+        self._watcher: Any = None
         self._next_sweep = 0.0
 
     # ---- life cycle ---------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Create the indexes (or note MongoDB is down) and start copying."""
+    def open(self) -> None:
+        """Before the worker claims anything: check that the collection is this
+        deployment's and create the indexes. Raises ConfigError (another deployment's
+        collection, refused credentials: CLI exit code 2) or StoreUnavailable (MongoDB
+        unreachable: exit code 4), with one short line."""
         try:
+            self.store.check_owner()
             self.store.ensure_indexes()
-        except self._unreachable as exc:
-            self._down(exc)
+        except Exception as exc:
+            mapped = translate(exc)
+            if mapped is None:
+                raise
+            raise mapped from None
+
+    def start(self, on_down: Callable[[], None] | None = None) -> None:
+        """:meth:`open`, then start copying, and watching pymongo's view of the servers
+        every WATCH_S: an outage stops the claims at once, before a write has to time out.
+        ``on_down``: called then (the worker leaves the idle lists: no job is handed to it).
+        Raises what :meth:`open` raises."""
+        self.open()
         self._greenlet = gevent.spawn(self._loop)
+        self._watcher = gevent.spawn(self._watch, on_down)
+
+    def _watch(self, on_down: Callable[[], None] | None) -> None:
+        while True:
+            gevent.sleep(WATCH_S)
+            why = unreachable_why(self.store.client)
+            if why is not None and self.healthy:
+                self._down(why)
+                if on_down is not None:
+                    on_down()
+            elif why is None and not self.healthy:
+                self._wake.set()  # a server answers again: try the buffered copies now
 
     def stop(self, timeout_s: float) -> None:
         """Copy what is buffered (for up to ``timeout_s``), then stop."""
@@ -80,7 +111,7 @@ class Mirror:
         self._wake.set()
         while self.pending and self.healthy and time.monotonic() < deadline:
             gevent.sleep(0.01)
-        for g in (self._greenlet, self._sweeper):
+        for g in (self._greenlet, self._sweeper, self._watcher):
             if g is not None:
                 g.kill()
         try:
@@ -89,7 +120,7 @@ class Mirror:
             self.sync.reconcile(lag_s=0.0)  # and what our deregistration requeued
         except Exception as exc:  # noqa: BLE001 - MongoDB or Redis down at exit: the sweep copies them
             log.warning("%d job documents not copied to MongoDB at exit (%s); the reconcile sweep will",
-                        len(self.pending), exc)
+                        len(self.pending), short_error(exc))
 
     # ---- what the worker calls ----------------------------------------------------------
 
@@ -124,8 +155,9 @@ class Mirror:
             return False
         if any(n for d in depths.values() for n in d.values()):
             return False
-        log.warning("MongoDB unreachable and nothing ready, delayed or running: --burst ends; %d job "
-                    "documents not copied yet will be copied by the reconcile sweep", len(self.pending))
+        log.warning("MongoDB unreachable and nothing ready, delayed or running: --burst ends (exit code 4); "
+                    "%d job documents not copied, left to the reconcile sweep", len(self.pending))
+        self.left_behind = True
         return True
 
     def progress(self, job_id: str, fields: dict[str, str]) -> None:
@@ -140,17 +172,19 @@ class Mirror:
         except self._unreachable as exc:
             self._down(exc)
         except Exception as exc:  # noqa: BLE001 - progress is best effort
-            log.warning("progress of job %s not written to MongoDB: %s", job_id, exc)
+            log.warning("progress of job %s not written to MongoDB: %s", job_id, short_error(exc))
 
     def after_reap(self, owner: str, moved: int) -> None:
-        """After a reap: copy the jobs it moved (``moved`` > 0) now, and run the periodic
-        sweep when due (one worker at a time), in a greenlet of its own so that a slow
-        sweep never delays the reaper. Logs errors, raises none."""
-        if self._sweeper is None or self._sweeper.dead:
+        """After a reap: copy the jobs producers handed over (runtime.store.mongo.pending)
+        and those the reap moved (``moved`` > 0) now, and run the periodic sweep when due
+        (one worker at a time), in a greenlet of its own so that a slow sweep never delays
+        the reaper. Logs errors in one line, raises none."""
+        if self.healthy and (self._sweeper is None or self._sweeper.dead):
             self._sweeper = gevent.spawn(self._sweep, owner, moved)
 
     def _sweep(self, owner: str, moved: int) -> None:
         try:
+            self.sync.copy_pending()
             if moved:
                 self.sync.reconcile(lag_s=0.0)
             now = time.monotonic()
@@ -159,15 +193,17 @@ class Mirror:
                 self.sync.sweep_locked(owner)
         except self._unreachable as exc:
             self._down(exc)
-        except redis.RedisError as exc:
-            log.warning("reconcile sweep: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - e.g. Redis away, MongoDB refusing: the next sweep retries
+            log.warning("reconcile sweep failed (%s: %s); it runs again in %.0f s", type(exc).__name__,
+                        short_error(exc), self.settings.reap_interval_s)
 
     # ---- the copying greenlet -----------------------------------------------------------
 
-    def _down(self, exc: BaseException) -> None:
+    def _down(self, exc: BaseException | str) -> None:
         if self.healthy:
+            why = exc if isinstance(exc, str) else short_error(exc)
             log.error("MongoDB unreachable (%s): not claiming jobs until it is back; %d job "
-                      "documents buffered (their state is safe in Redis)", exc, len(self.pending))
+                      "documents buffered (their state is safe in Redis)", why, len(self.pending))
         self.healthy = False
         self._up.clear()
 
@@ -202,9 +238,10 @@ class Mirror:
                 self._down(exc)
             except redis.RedisError as exc:
                 log.warning("cannot read job documents from Redis to copy them to MongoDB: %s", exc)
-            except Exception:  # noqa: BLE001 - e.g. a document MongoDB refused: the sweep retries it
-                log.exception("could not copy %d job documents to MongoDB; dropped from the buffer "
-                              "(the reconcile sweep retries them)", len(self.pending))
+            except Exception as exc:  # noqa: BLE001 - e.g. MongoDB refusing the credentials: the sweep retries
+                log.error("could not copy %d job documents to MongoDB (%s: %s); dropped from the buffer "
+                          "(the reconcile sweep retries them)", len(self.pending), type(exc).__name__,
+                          short_error(exc))
                 self.pending.clear()
                 continue
             gevent.sleep(backoff.next())

@@ -12,19 +12,41 @@ collection itself.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from ...errors import ConfigError, JobNotFound
 from ...job import Job
 from ...settings import Settings
 from ...status import REQUEUABLE, Status
 from ..redis_store import RedisJobStore
-from .connection import _read, mongo_client, short_error, translate, unreachable_errors
-from .documents import DUPLICATE_KEY, INDEXES, LEGACY_INDEXES, job_from_document
+from .connection import mongo_client, short_error, translate, unreachable_errors
+from .deployment import check_owner
+from .documents import DUPLICATE_KEY, INDEXES, LEGACY_INDEXES, document, job_from_document, to_date, to_seconds
+from .pending import adjust_counts, merge_page, pending_ids
 
 log = logging.getLogger("runtime.mongo")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _read(fn: F) -> F:
+    """A read of the store: after the ownership check (once per store), MongoDB unreachable
+    raises StoreUnavailable (CLI exit code 4), refused credentials ConfigError
+    (:func:`translate`)."""
+    @functools.wraps(fn)
+    def wrapper(self: MongoJobStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            self.check_owner()
+            return fn(self, *args, **kwargs)
+        except Exception as exc:
+            mapped = translate(exc)
+            if mapped is None:
+                raise
+            raise mapped from None
+    return wrapper  # type: ignore[return-value]
 
 
 class MongoJobStore:
@@ -57,72 +79,143 @@ class MongoJobStore:
             if mapped is None:
                 raise ConfigError(f"bad MongoDB database or collection: {short_error(exc)}") from None
             raise mapped from None
-        #: this deployment's Redis key prefix: leads every filter (documents of other
-        #: prefixes sharing the collection are never read, counted, written nor adopted)
+        #: this deployment's Redis key prefix, written in every document
         self.prefix = settings.key_prefix
+        #: deployments of other prefixes may share the collection: every filter names ours
+        self.shared = bool(settings.mongodb_shared)
+        #: the ownership check passed (check_owner)
+        self.owner_checked = False
 
     def scope(self, query: dict[str, Any] | None = None) -> dict[str, Any]:
-        """``query`` restricted to this store's key prefix."""
-        return {"prefix": self.prefix, **(query or {})}
+        """``query`` restricted to this deployment's documents: as it is when the collection
+        is ours alone, with our prefix when it is shared."""
+        return {"prefix": self.prefix, **(query or {})} if self.shared else dict(query or {})
+
+    def check_owner(self) -> None:
+        """Refuse a collection owned by another deployment (ConfigError), once per store;
+        runtime.store.mongo.deployment. Raises pymongo's and redis's errors when they
+        cannot be reached (and checks again next time)."""
+        if not self.owner_checked:
+            check_owner(self.jobs, self.live.client, self.prefix, self.shared)
+            self.owner_checked = True
 
     # ---- indexes ----------------------------------------------------------------------
 
     def ensure_indexes(self) -> list[str]:
-        """Create every index of :data:`INDEXES` (existing ones are kept); returns their names."""
+        """Create every index of :data:`INDEXES` (existing ones are kept) and drop those of
+        earlier layouts, after the ownership check; returns their names."""
         from pymongo import IndexModel
-        existing = set(self.jobs.index_information())
-        for name in LEGACY_INDEXES:
-            if name in existing:
+        self.check_owner()
+        existing = self.jobs.index_information()
+        for name, info in existing.items():  # of earlier layouts, or of a name declared with other keys now
+            declared = INDEXES.get(name)
+            if name in LEGACY_INDEXES or (declared and [tuple(k) for k in info["key"]] != list(declared[0])):
                 self.jobs.drop_index(name)
-        return list(self.jobs.create_indexes(
+        names = list(self.jobs.create_indexes(
             [IndexModel(keys, name=name, **opts) for name, (keys, opts) in INDEXES.items()]))
+        if self.jobs.find_one(self.scope({"changed_at": {"$type": "number"}}), {"_id": 1}) is not None:
+            log.warning("%s holds documents of the layout before (times as UNIX seconds, which date queries "
+                        "and pages after the first do not match): run `runtime mongo migrate` once",
+                        self.jobs.full_name)
+        return names
+
+    def migrate(self, batch: int = 500) -> int:
+        """Rewrite every document of this deployment in the layout before (no ``schema``:
+        float times, ``as_json``) in the current one, ``batch`` at a time by id (each only
+        if nobody rewrote it meanwhile; one that cannot be read is logged and left);
+        returns how many. Raises pymongo's errors."""
+        from pymongo import ReplaceOne
+        from pymongo.errors import BulkWriteError
+        self.check_owner()
+        done, after = 0, ""
+        while True:
+            old = list(self.jobs.find(self.scope({"schema": {"$exists": False}, "_id": {"$gt": after}}))
+                       .sort("_id", 1).limit(batch))
+            if not old:
+                return done
+            after = old[-1]["_id"]
+            ops = []
+            for d in old:
+                try:
+                    new = document(job_from_document(dict(d)), int(d.get("version") or len(d.get("history") or ())),
+                                   self.settings)
+                except Exception as exc:  # noqa: BLE001 - one unreadable document never stops the rest
+                    log.error("job %s: its document cannot be read (%s); left as it is", d["_id"], short_error(exc))
+                    continue
+                ops.append(ReplaceOne({"_id": d["_id"], "schema": {"$exists": False}}, new))
+            try:
+                done += self.jobs.bulk_write(ops, ordered=False).modified_count if ops else 0
+            except BulkWriteError as exc:
+                done += int(exc.details.get("nModified", 0))
 
     # ---- reads (the JobStore contract) ------------------------------------------------
 
     @_read
     def get(self, job_id: str) -> Job:
-        """The document of ``job_id`` with its history. Raises JobNotFound."""
-        doc = self.jobs.find_one(self.scope({"_id": job_id}))
-        if doc is None:
+        """The document of ``job_id`` with its history; from Redis while its copy is pending
+        or when MongoDB does not have it (runtime.store.mongo.pending). Raises JobNotFound."""
+        found = self.get_many([job_id])[0]
+        if found is None:
             raise JobNotFound(f"no job {job_id!r} (never queued, or its document expired)")
-        return job_from_document(doc)
+        return found
 
     @_read
     def get_many(self, ids: Sequence[str], history: bool = True) -> list[Job | None]:
-        """Documents of ``ids`` in order; None for a missing one. One round trip."""
+        """Documents of ``ids`` in order; None for a missing one. Those pending or missing
+        in MongoDB are read from Redis."""
         if not ids:
             return []
-        found = {d["_id"]: d for d in self.jobs.find(self.scope({"_id": {"$in": list(ids)}}),
-                                                     None if history else {"history": 0})}
-        return [job_from_document(found[i]) if i in found else None for i in ids]
+        pending = set(pending_ids(self.live)).intersection(ids)
+        wanted = [i for i in ids if i not in pending]
+        found = {d["_id"]: job_from_document(d) for d in self.jobs.find(
+            self.scope({"_id": {"$in": wanted}}), None if history else {"history": 0})} if wanted else {}
+        missing = [i for i in ids if i not in found]
+        if missing:
+            found.update((j.id, j) for j in self.live.get_many(missing, history) if j is not None)
+        return [found.get(i) for i in ids]
 
     @_read
     def list_jobs(self, status: str | None = None, queue: str | None = None, path: str | None = None,
                   limit: int = 50, history: bool = False, before: tuple[float, str] | None = None) -> list[Job]:
         """Up to ``limit`` jobs matching every given filter, newest change first, those
-        changed before the cursor ``before`` (change time, id) only (one query)."""
+        changed before the cursor ``before`` (change time, id) only: one query, and the
+        pending jobs from Redis (runtime.store.mongo.pending)."""
         query: dict[str, Any] = self.scope()
         if before is not None:
-            query["$or"] = [{"changed_at": {"$lt": before[0]}}, {"changed_at": before[0], "_id": {"$lt": before[1]}}]
+            when = to_date(before[0])
+            query["$or"] = [{"changed_at": {"$lt": when}}, {"changed_at": when, "_id": {"$lt": before[1]}}]
         if status:
             query["status"] = Status(status).value
         if queue:
             query["queue"] = queue
         if path:
             query["path"] = path
+        pending = pending_ids(self.live)
         projection = None if history else {"history": 0, "artifacts": 0}
         cursor = self.jobs.find(query, projection).sort([("changed_at", -1), ("_id", -1)])
         if limit < 10**9:
-            cursor = cursor.limit(max(0, limit))
-        return [job_from_document(d) for d in cursor]
+            cursor = cursor.limit(max(0, limit + len(pending)))
+        stored = [(to_seconds(d.get("changed_at") or 0.0), job_from_document(d)) for d in cursor]
+        if not pending:
+            return [job for _, job in stored]
+        filters = {"status": status, "queue": queue, "path": path, "before": before}
+        return merge_page(stored, self.live.get_many(pending), set(pending), filters, limit, history)
 
     @_read
     def counts(self) -> dict[str, int]:
-        """Number of jobs per status (every status present, zeros included)."""
+        """Number of jobs per status (every status present, zeros included); pending jobs
+        counted under their Redis status."""
         out = {s.value: 0 for s in Status}
-        for row in self.jobs.aggregate([{"$match": self.scope()}, {"$group": {"_id": "$status", "n": {"$sum": 1}}}]):
+        pipeline = [{"$match": self.scope({"status": {"$in": list(out)}})},
+                    {"$group": {"_id": "$status", "n": {"$sum": 1}}}]
+        for row in self.jobs.aggregate(pipeline):
             if row["_id"] in out:
                 out[row["_id"]] = int(row["n"])
+        pending = pending_ids(self.live)
+        if pending:
+            stored = {d["_id"]: d["status"] for d in self.jobs.find(self.scope({"_id": {"$in": pending}}),
+                                                                    {"status": 1})}
+            adjust_counts(out, stored, self.live.get_many(pending, history=False))
         return out
 
     @_read
@@ -139,9 +232,11 @@ class MongoJobStore:
 
     # ---- writes -----------------------------------------------------------------------
 
-    def write(self, docs: Sequence[dict[str, Any]]) -> tuple[int, int]:
+    def write(self, docs: Sequence[dict[str, Any]], fresh: bool = False) -> tuple[int, int]:
         """Store ``docs`` (from :func:`document`) in one unordered bulk write, each only
-        over an older version of itself (or none). Returns (written, stale).
+        over an older version of itself (or none). Returns (written, stale). ``fresh``:
+        documents of jobs just queued (version 1), inserted: one that exists already is
+        as new or newer (a stale write, refused with duplicate key).
 
         A document MongoDB refuses (or that cannot be encoded) is logged and skipped, never
         stopping the others. Raises pymongo's errors when MongoDB is unreachable (see
@@ -149,12 +244,15 @@ class MongoJobStore:
         """
         if not docs:
             return 0, 0
-        from pymongo import ReplaceOne
+        from pymongo import InsertOne, ReplaceOne
         from pymongo.errors import BulkWriteError
-        ops = [ReplaceOne({"_id": d["_id"], "prefix": d["prefix"], "version": {"$lt": d["version"]}}, d,
-                          upsert=True) for d in docs]
+        ops: list[Any] = [InsertOne(d) for d in docs] if fresh else [
+            ReplaceOne({"_id": d["_id"], "prefix": d["prefix"], "version": {"$lt": d["version"]}}, d, upsert=True)
+            for d in docs]
         try:
             res = self.jobs.bulk_write(ops, ordered=False)
+            if fresh:
+                return res.inserted_count, 0
             return res.upserted_count + res.modified_count, len(docs) - res.upserted_count - res.matched_count
         except BulkWriteError as exc:
             if exc.details.get("writeConcernErrors"):
@@ -165,7 +263,8 @@ class MongoJobStore:
                 if e.get("code") != DUPLICATE_KEY:
                     log.error("job %s: MongoDB refused its document (%s); not copied", docs[e["index"]]["_id"],
                               str(e.get("errmsg"))[:300])
-            return int(exc.details.get("nUpserted", 0)) + int(exc.details.get("nModified", 0)), stale
+            written = int(exc.details.get("nInserted", 0)) + int(exc.details.get("nUpserted", 0))
+            return written + int(exc.details.get("nModified", 0)), stale
         except unreachable_errors():
             raise
         except Exception as exc:  # noqa: BLE001 - refused before sending (encoding): write one by one
@@ -175,7 +274,7 @@ class MongoJobStore:
                 return 0, 0
             written = stale = 0
             for d in docs:
-                w, st = self.write([d])
+                w, st = self.write([d], fresh)
                 written, stale = written + w, stale + st
             return written, stale
 

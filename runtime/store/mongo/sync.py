@@ -5,8 +5,10 @@ changes the job hash, its queue and claim entries and appends one history entry
 atomically, fenced by attempt number (unchanged by the MongoDB store). MongoDB is the
 durable, queryable copy, written *after* Redis, always from what Redis holds:
 
-- **enqueue**: Redis first (``enqueue.lua``), then the client writes the new documents to
-  MongoDB (version 1). Crash or MongoDB outage in between: the job is queued and runs
+- **enqueue**: Redis first (``enqueue.lua``), then the client inserts the new documents in
+  MongoDB (version 1) within ``mongodb_producer_timeout_s``, handing over the ids it could
+  not copy (runtime.store.mongo.pending: reads take them from Redis until the workers'
+  copier writes them). Crash or MongoDB outage in between: the job is queued and runs
   (nothing lost); its document reaches MongoDB at its claim, its end, or the sweep.
   (MongoDB first would make a producer depend on two services, and a failed Redis write
   would leave a document that may or may not be queued.)
@@ -25,21 +27,15 @@ a document only over a lower version (``MongoJobStore.write``). So a late, repla
 reordered write never overwrites a newer status: a final status is replaced only by a
 newer change, which Redis allows only through an explicit requeue.
 
-Deployments sharing a MongoDB database. A deployment is one Redis key prefix
-(``key_prefix``); its documents carry it in a ``prefix`` field that leads every index
-(runtime.store.mongo.documents.INDEXES) and every filter: reads, counts, version look-ups, the
-write fence and both sweep phases (phase 2 adopts only documents of its own prefix, so a
-deployment never queues, hence never runs, another's jobs). Chosen over a collection per
-prefix because it is safe whatever ``mongodb_collection`` says (two deployments given
-the same explicit collection stay apart), keeps one set of indexes and TTL monitor, and
-lets an operator query all deployments' history at once. The price is one more key in
-each index and each query, negligible against the history array each document carries.
-What a prefix cannot tell apart: two Redis servers using the *same* prefix must not
-share a collection (each would see the other's jobs as "lost from my Redis" and adopt
-them); give them different prefixes, databases or collections. Documents written before
-the ``prefix`` field existed are invisible to every prefix; if a single deployment used
-the collection, ``db.jobs.updateMany({prefix: {$exists: false}}, {$set: {prefix: "rt"}})``
-(its prefix) brings them back.
+Deployments. A collection belongs to one deployment (one Redis database and key prefix),
+checked before first use (runtime.store.mongo.deployment): a second Redis with the same
+prefix would take the other's waiting documents for jobs its Redis lost and queue them
+again. Deployments that share a collection on purpose (``mongodb_shared = 1`` on each,
+with different prefixes) are told apart by the ``prefix`` field of each document, which
+then joins every filter: reads, counts, version look-ups and both sweep phases (phase 2
+adopts only its own prefix's documents, so a deployment never runs another's jobs). The
+write fence always names it. Alone in its collection, a deployment's queries need no
+prefix, so the indexes do not lead with it and users' queries use them as written.
 
 Recovery: :func:`reconcile`, the sweep (run by one worker's reaper every
 ``mongodb_sweep_interval_s``, after every reap that moved jobs, and by ``runtime mongo
@@ -75,13 +71,17 @@ from ...broker.connection import texts
 from ...job import Job, dumps
 from ...messages import NewJob
 from ...status import REQUEUABLE, RUNNING, WAITING, Status
-from .documents import document, job_from_document
+from .documents import document, job_from_document, to_date, to_seconds
+from .pending import hand_over, pending_key
 from .store import MongoJobStore
 
 log = logging.getLogger("runtime.mongo")
 
 #: Jobs per snapshot read and bulk write.
 SYNC_BATCH = 500
+#: Documents per insert of a producer's copy (a batch that lands counts even when a later
+#: one runs out of the producer's time).
+PRODUCER_BATCH = 200
 #: Jobs compared per status index and per adoption query in one sweep.
 SWEEP_LIMIT = 2000
 _NOT_FINAL = sorted(s.value for s in (*WAITING, *RUNNING))
@@ -152,26 +152,49 @@ class MongoSync:
                 log.error("job %s: its Redis document cannot be read (%s); not copied to MongoDB", job_id, exc)
         return out
 
-    def sync(self, ids: Sequence[str]) -> int:
-        """Copy the current Redis state of ``ids`` to MongoDB (fenced); returns docs written."""
+    def sync(self, ids: Sequence[str], copied: list[str] | None = None) -> int:
+        """Copy the current Redis state of ``ids`` to MongoDB (fenced); returns docs written.
+        ``copied`` gets the ids of each batch once it is written."""
         written = 0
         unique = list(dict.fromkeys(ids))
         for i in range(0, len(unique), SYNC_BATCH):
             snap = self.snapshot(unique[i:i + SYNC_BATCH])
             written += self.store.write([document(job, v, self.settings) for job, v in snap])[0]
+            if copied is not None:
+                copied += unique[i:i + SYNC_BATCH]
         return written
 
-    def enqueued(self, jobs: Sequence[NewJob], server_time: float) -> None:
-        """Write the documents of jobs Redis just queued at ``server_time`` (version 1)."""
-        docs = []
-        for j in jobs:
-            due = server_time + j.delay_s if j.delay_s > 0 else server_time
-            job = Job(j.id, j.path, json.loads(j.params_json), j.queue, j.priority, Status.QUEUED,
-                      queued_at=server_time, due_at=due, meta=dict(j.meta),
-                      history=[{"at": server_time, "status": "queued"}])
-            docs.append(document(job, 1, self.settings))
-        for i in range(0, len(docs), SYNC_BATCH):
-            self.store.write(docs[i:i + SYNC_BATCH])
+    def enqueued(self, jobs: Sequence[NewJob], server_time: float, copied: list[str] | None = None) -> None:
+        """Insert the documents of jobs Redis just queued at ``server_time`` (version 1),
+        PRODUCER_BATCH at a time; ``copied`` gets the ids of each batch once it is written."""
+        for i in range(0, len(jobs), PRODUCER_BATCH):
+            docs = []
+            for j in jobs[i:i + PRODUCER_BATCH]:
+                due = server_time + j.delay_s if j.delay_s > 0 else server_time
+                job = Job(j.id, j.path, json.loads(j.params_json), j.queue, j.priority, Status.QUEUED,
+                          queued_at=server_time, due_at=due, meta=dict(j.meta),
+                          history=[{"at": server_time, "status": "queued"}])
+                docs.append(document(job, 1, self.settings))
+            self.store.write(docs, fresh=True)
+            if copied is not None:
+                copied += [d["_id"] for d in docs]
+
+    def hand_over(self, ids: Sequence[str]) -> None:
+        """Leave the copy of ``ids`` to the workers' copier (runtime.store.mongo.pending)."""
+        hand_over(self.store.live, ids)
+
+    def copy_pending(self) -> int:
+        """Copy the jobs producers handed over (runtime.store.mongo.pending), SYNC_BATCH at
+        a time until none is left; returns the documents written. Raises pymongo's and redis's errors
+        (those not copied stay pending)."""
+        key = pending_key(self.store.live)
+        done = 0
+        while True:
+            ids = texts(cast("list[str]", self.redis.srandmember(key, SYNC_BATCH)))
+            if not ids:
+                return done
+            done += self.sync(ids)
+            self.redis.srem(key, *ids)
 
     def _server_time(self) -> float:
         sec, usec = self.redis.time()
@@ -259,7 +282,7 @@ class MongoSync:
 
         Raises redis and pymongo errors when either cannot be reached (nothing advances)."""
         lag = self.settings.mongodb_sweep_lag_s if lag_s is None else lag_s
-        report = SweepReport()
+        report = SweepReport(written=self.copy_pending())
         now = self._server_time()
         cutoff = now - lag
         mark = self.keys.mongo("synced")
@@ -280,6 +303,7 @@ class MongoSync:
         """Sweep until nothing is left (``runtime mongo reconcile``): with ``full``, first
         compare every job Redis holds (:meth:`reconcile_full`). Returns the totals:
         ``{"checked", "written", "adopted"}``."""
+        self.store.check_owner()
         total = {"checked": 0, "written": 0, "adopted": 0}
         if full:
             report = self.reconcile_full()
@@ -322,12 +346,13 @@ class MongoSync:
         mark = self.keys.mongo("adopt_after")
         after = float(self.redis.get(mark) or 0.0)
         docs = list(self.store.jobs.find(
-            self.store.scope({"status": {"$in": _NOT_FINAL}, "changed_at": {"$gt": after, "$lt": cutoff}}),
+            self.store.scope({"status": {"$in": _NOT_FINAL},
+                              "changed_at": {"$gt": to_date(after), "$lt": to_date(cutoff)}}),
             {"_id": 1, "changed_at": 1}).sort("changed_at", 1).limit(limit))
         report.checked += len(docs)
         if len(docs) >= limit:
             report.more = True
-        self.redis.set(mark, repr(docs[-1]["changed_at"]) if len(docs) >= limit else "0")
+        self.redis.set(mark, repr(to_seconds(docs[-1]["changed_at"])) if len(docs) >= limit else "0")
         if not docs:
             return 0
         pipe = self.redis.pipeline(transaction=False)

@@ -1,0 +1,148 @@
+"""One deployment per collection: who owns a MongoDB job collection, checked at first use.
+
+A deployment is one Redis database and one key prefix: the jobs, queues and the sweep's
+watermarks under ``{prefix}:`` in that database. Two deployments writing one collection
+take each other's jobs: the reconcile sweep queues again in its own Redis every waiting
+document its Redis does not have, and the reads and counts mix both. So a collection
+belongs to one deployment, recorded in a marker document of its companion collection
+``<collection>.deployments`` (kept apart so that users' queries and counts over the job
+collection see jobs only):
+
+    {"_id": prefix, "deployment": id, "redis": "redis://host:6379/0", "shared": false,
+     "created_at": date, "checked_at": date}
+
+``id`` is random, made at first use and kept in Redis (``{prefix}:mongo:deployment``), so
+it moves with the Redis data (a restore, a new host) where an address would not.
+:func:`check_owner` runs before a process first reads or writes the collection (the
+worker at start, a client at its first read or enqueue) and raises ConfigError (CLI exit
+code 2, one line saying who owns it) when:
+
+- another deployment's marker is there, unless every deployment sharing it sets
+  ``mongodb_shared = 1`` (each then filters by its prefix, and so must users' queries);
+- this prefix's marker holds another id: a second Redis (another server or database)
+  with the same prefix. When this Redis has no id at all, it is taken as the same
+  deployment if its address is the one recorded (the Redis lost its data: the sweep
+  then queues again from MongoDB what it lost); else ``runtime mongo attach`` says so
+  explicitly (a Redis that replaced the old one, its data lost);
+- the collection, first used here, already holds jobs of other prefixes (written before
+  markers existed) and sharing is not set.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+import redis as redis_lib
+
+from ...broker.keys import Keys
+from ...errors import ConfigError
+
+log = logging.getLogger("runtime.mongo")
+
+#: Suffix of the companion collection holding the deployment markers.
+MARKERS = ".deployments"
+#: A collection without a prefix-led index is scanned for other prefixes only up to this
+#: many documents (the check runs once, when the marker is first written).
+FOREIGN_SCAN_MAX = 100_000
+
+
+def redis_address(client: redis_lib.Redis) -> str:
+    """Where ``client`` points, without credentials: ``redis://host:port/db`` or
+    ``unix:///path?db=N``."""
+    kw = client.connection_pool.connection_kwargs
+    if kw.get("path"):
+        return f"unix://{kw['path']}?db={kw.get('db', 0)}"
+    return f"redis://{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
+
+
+def markers_of(jobs: Any) -> Any:
+    """The collection of deployment markers of the job collection ``jobs``."""
+    return jobs.database[jobs.name + MARKERS]
+
+
+def check_owner(jobs: Any, client: redis_lib.Redis, prefix: str, shared: bool) -> None:
+    """Refuse (ConfigError) a job collection owned by another deployment; record this one
+    as its owner when nobody is (see the module docstring). Raises pymongo's and redis's
+    errors when either cannot be reached."""
+    markers = markers_of(jobs)
+    id_key = Keys(prefix).mongo("deployment")
+    here = redis_address(client)
+    found = {m["_id"]: m for m in markers.find({})}
+    others = [m for p, m in found.items() if p != prefix]
+    if others and not (shared and all(m.get("shared") for m in others)):
+        raise ConfigError(_taken(jobs, others[0], shared))
+    mine = client.get(id_key)
+    ours = found.get(prefix)
+    if ours is None:
+        if not others and not shared:
+            _refuse_foreign_documents(jobs, prefix)
+        if mine is None:
+            client.set(id_key, os.urandom(8).hex(), nx=True)
+            mine = client.get(id_key)
+        from pymongo.errors import DuplicateKeyError
+        now = datetime.now(UTC)
+        try:
+            markers.insert_one({"_id": prefix, "deployment": mine, "redis": here, "shared": shared,
+                                "created_at": now, "checked_at": now})
+            return
+        except DuplicateKeyError:  # another process of a deployment recorded it meanwhile
+            ours = markers.find_one({"_id": prefix})
+    if mine is None and ours.get("redis") == here:
+        client.set(id_key, ours["deployment"], nx=True)
+        mine = client.get(id_key)
+        log.warning("this Redis (%s) has no deployment id for prefix %r: taken as the owner of %s again "
+                    "(it is the Redis recorded there, which lost its data)", here, prefix, jobs.full_name)
+    if mine != ours["deployment"]:
+        raise ConfigError(_other_redis(jobs, ours, here, mine is None))
+    if ours.get("redis") != here or bool(ours.get("shared")) != shared:
+        markers.update_one({"_id": prefix}, {"$set": {"redis": here, "shared": shared,
+                                                      "checked_at": datetime.now(UTC)}})
+
+
+def attach(jobs: Any, client: redis_lib.Redis, prefix: str) -> str:
+    """Make this Redis the owner of ``prefix``'s history in ``jobs`` (``runtime mongo
+    attach``): a new deployment id is recorded in both, so that the Redis recorded before,
+    were it still running, is refused from now on. Returns the id. Raises ConfigError
+    when there is no marker of that prefix to take over."""
+    if markers_of(jobs).find_one({"_id": prefix}) is None:
+        raise ConfigError(f"{jobs.full_name} has no deployment of key prefix {prefix!r} to attach to")
+    deployment = os.urandom(8).hex()
+    markers_of(jobs).update_one({"_id": prefix}, {"$set": {
+        "deployment": deployment, "redis": redis_address(client), "checked_at": datetime.now(UTC)}})
+    client.set(Keys(prefix).mongo("deployment"), deployment)
+    return deployment
+
+
+def _refuse_foreign_documents(jobs: Any, prefix: str) -> None:
+    """Raise ConfigError when ``jobs`` holds documents of other prefixes (written before
+    markers existed). Asked once, when the marker is first written: through an index led
+    by ``prefix`` when one is left from the layout before, else only on a collection of
+    at most FOREIGN_SCAN_MAX documents."""
+    indexed = any(info["key"][0][0] == "prefix" for info in jobs.index_information().values())
+    if not indexed and jobs.estimated_document_count() > FOREIGN_SCAN_MAX:
+        return
+    prefixes = sorted(str(p) for p in jobs.distinct("prefix") if p != prefix and p is not None)
+    if prefixes:
+        raise ConfigError(
+            f"{jobs.full_name} holds jobs of other key prefixes ({', '.join(prefixes[:3])}): a collection "
+            f"belongs to one deployment; give this one its own mongodb_collection or mongodb_database, or set "
+            f"mongodb_shared = 1 on every deployment that shares it")
+
+
+def _taken(jobs: Any, other: dict[str, Any], shared: bool) -> str:
+    how = ("it is not shared (set mongodb_shared = 1 on it too)" if shared
+           else "give this deployment its own mongodb_collection or mongodb_database, or set "
+                "mongodb_shared = 1 on every deployment that shares it")
+    return (f"{jobs.full_name} belongs to another deployment (key prefix {other['_id']!r}, Redis "
+            f"{other.get('redis')}): {how}")
+
+
+def _other_redis(jobs: Any, ours: dict[str, Any], here: str, no_id: bool) -> str:
+    what = "has no record of owning it" if no_id else "is another deployment"
+    return (f"{jobs.full_name} belongs to key prefix {ours['_id']!r} of the Redis at {ours.get('redis')}; "
+            f"this Redis ({here}) {what}. Two Redis databases with one prefix must not share a collection: "
+            f"give this one its own mongodb_collection or mongodb_database (or key prefix); if this Redis "
+            f"replaced that one, run `runtime mongo attach`")

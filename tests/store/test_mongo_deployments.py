@@ -1,0 +1,120 @@
+"""One deployment per collection (issue 19, finding 3): a second deployment pointing at a
+job collection it does not own is refused before it reads, queues or sweeps anything;
+deployments share one only when each says so."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import redis
+from helpers import cli, wait_until
+from mongo_fixtures import mongo_env
+
+from runtime.client import Client
+from runtime.errors import ConfigError
+
+OTHER_DB = 6
+
+
+@pytest.fixture
+def db6(mongo_settings):
+    """Settings of a deployment on database 6 of the same Redis, with the same prefix and
+    MongoDB database (the finding's setup); its keys are deleted at teardown."""
+    s = mongo_settings.replace(redis_url=f"{mongo_settings.redis_url}?db={OTHER_DB}")
+    yield s
+    r = redis.Redis.from_url(s.redis_url)
+    keys = list(r.scan_iter(match=f"{s.key_prefix}:*"))
+    if keys:
+        r.delete(*keys)
+
+
+def test_a_second_redis_with_the_same_prefix_is_refused(mongo_settings, db6, worker):
+    """Before: ``mongo reconcile`` from db 6 queued db 0's delayed job again in db 6, and
+    ``queues``/``jobs`` mixed both deployments."""
+    first = Client(mongo_settings)
+    delayed = first.queue_job("testtasks.add", {"a": 1, "b": 1}, delay=300)
+    second = Client(db6)
+    for call in (lambda: second.queue_job("testtasks.add", {"a": 1, "b": 1}), lambda: second.get_job(delayed),
+                 lambda: second.reader.jobs(), lambda: second.reader.queues(), lambda: second.mongo.repair(0.0)):
+        with pytest.raises(ConfigError, match="belongs to key prefix .* this Redis .* has no record of owning it"):
+            call()
+    assert second.live.get_many([delayed]) == [None] and second.redis.dbsize() == 0  # nothing queued in db 6
+    for args in (["jobs"], ["queues"], ["mongo", "reconcile"], ["enqueue", "testtasks.add", "{\"a\": 1, \"b\": 1}"]):
+        out = cli(db6, *args, **mongo_env(db6))
+        assert out.exit_code == 2 and len(out.stderr.splitlines()) == 1, (args, out.stderr)
+        assert "runtime mongo attach" in out.stderr and "mongodb_collection" in out.stderr
+    with pytest.raises(ConfigError, match="belongs to key prefix"):
+        worker.make(**mongo_env(db6), redis_url=db6.redis_url).run(burst=True)
+    assert second.redis.dbsize() == 0
+    assert first.reader.jobs().jobs[0].id == delayed  # the owner is untouched
+
+
+def test_the_same_redis_after_losing_its_data_owns_its_history_again(mongo_settings, caplog):
+    """A Redis with no deployment id at the address recorded in the marker lost its data:
+    it is the same deployment, and the sweep queues again what it lost."""
+    client = Client(mongo_settings)
+    job_id = client.queue_job("testtasks.add", {"a": 1, "b": 1}, delay=300)
+    keys = list(client.redis.scan_iter(match=f"{mongo_settings.key_prefix}:*"))
+    client.redis.delete(*keys)  # Redis lost everything, the deployment id too
+    caplog.set_level(logging.WARNING, "runtime.mongo")
+    again = Client(mongo_settings)
+    assert again.mongo.repair(0.0)["adopted"] == 1
+    assert "lost its data" in caplog.text
+    assert again.live.get(job_id).status == "queued"
+
+
+def test_attach_hands_the_history_to_a_redis_that_replaced_the_old_one(mongo_settings, db6):
+    first = Client(mongo_settings)
+    job_id = first.queue_job("testtasks.add", {"a": 1, "b": 1}, delay=300)
+    out = cli(db6, "mongo", "attach", **mongo_env(db6))
+    assert out.exit_code == 0 and "now owns" in out.stdout, out.stderr
+    second = Client(db6)
+    assert second.mongo.repair(0.0)["adopted"] == 1  # queued again in db 6 from MongoDB
+    assert second.live.get(job_id).status == "queued"
+    with pytest.raises(ConfigError, match="belongs to key prefix"):  # and the old Redis is refused now
+        Client(mongo_settings).get_job(job_id)
+
+
+def test_another_prefix_is_refused_unless_every_deployment_shares(mongo_settings):
+    mine = Client(mongo_settings)
+    mine.queue_job("testtasks.add", {"a": 1, "b": 1})
+    other = mongo_settings.replace(key_prefix=mongo_settings.key_prefix + ":m2")  # cleaned with ours
+    with pytest.raises(ConfigError, match="belongs to another deployment .*mongodb_shared = 1"):
+        Client(other).queue_job("testtasks.add", {"a": 1, "b": 1})
+    with pytest.raises(ConfigError, match="it is not shared"):  # the owner did not agree
+        Client(other.replace(mongodb_shared=1)).queue_job("testtasks.add", {"a": 1, "b": 1})
+    Client(mongo_settings.replace(mongodb_shared=1)).reader.jobs()  # the owner agrees
+    Client(other.replace(mongodb_shared=1)).queue_job("testtasks.add", {"a": 1, "b": 1})
+    with pytest.raises(ConfigError, match="belongs to another deployment"):  # sharing is for all or none
+        Client(mongo_settings).reader.jobs()
+
+
+def test_a_collection_holding_other_prefixes_jobs_from_before_is_refused(mongo_settings):
+    client = Client(mongo_settings)
+    client.store.jobs.insert_one({"_id": "old1", "prefix": "legacy", "status": "success", "path": "p"})
+    with pytest.raises(ConfigError, match="holds jobs of other key prefixes \\(legacy\\)"):
+        client.reader.jobs()
+    Client(mongo_settings.replace(mongodb_shared=1)).reader.jobs()  # sharing on purpose
+
+
+def test_deployments_sharing_a_collection_never_see_nor_adopt_each_others_jobs(worker, mongo_settings):
+    """Two key prefixes sharing one MongoDB collection on purpose (mongodb_shared = 1 on
+    each): reads, counts, the sweep and adoption stay within their own prefix."""
+    shared = mongo_settings.replace(mongodb_shared=1)
+    mclient = Client(shared)
+    other = Client(shared.replace(key_prefix=shared.key_prefix + ":m2"))  # cleaned with ours
+    theirs = other.queue_jobs("testtasks.add", [{"a": 1, "b": 1}] * 2)  # no worker on their prefix
+    ours = mclient.queue_job("testtasks.add", {"a": 2, "b": 2})
+    assert mclient.mongo.reconcile(lag_s=0).adopted == 0
+    assert not any(mclient.redis.exists(mclient.broker.keys.job(i)) for i in theirs)
+    worker.start(**mongo_env(shared), mongodb_shared=1)
+    assert mclient.wait(ours, timeout_s=15).result == 4
+    wait_until(lambda: mclient.store.get(ours).status == "success", 15, "our success in MongoDB")
+    assert [j.id for j in mclient.store.list_jobs(limit=10)] == [ours]
+    assert mclient.store.counts()["success"] == 1 and sum(mclient.store.counts().values()) == 1
+    assert mclient.store.get_many(theirs) == [None, None]
+    assert {j.id for j in other.store.list_jobs(limit=10)} == set(theirs)
+    assert other.store.counts()["queued"] == 2 and sum(other.store.counts().values()) == 2
+    assert [j.status for j in other.live.get_many(theirs)] == ["queued", "queued"]  # never run by our worker
+    assert mclient.mongo.reconcile(lag_s=0).adopted == 0 and other.mongo.reconcile(lag_s=0).adopted == 0
