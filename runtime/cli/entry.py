@@ -63,18 +63,21 @@ def escape_unencodable() -> None:
 
 
 def quiet_redis_import() -> None:
-    """Import redis-py without the OpenTelemetry metrics SDK it loads when installed (for
-    metrics of its own, which runtime never turns on): a third of a CLI command's ~0.3 s
-    start. A command that needs the SDK later imports it as usual."""
-    sdk = "opentelemetry.sdk.metrics"
-    if "redis" in sys.modules or sdk in sys.modules:
+    """Import redis-py without the OpenTelemetry metrics API and SDK it loads when they are
+    installed (for metrics of its own, which runtime never turns on; its imports of them are
+    optional): a third of a read command's start. A command that needs them later (a
+    worker's tracing, ``runtime job`` describing a report) imports them as usual."""
+    blocked = ("opentelemetry.metrics", "opentelemetry.sdk.metrics")
+    if "redis" in sys.modules or any(name in sys.modules for name in blocked):
         return
-    sys.modules[sdk] = None  # type: ignore[assignment]  # makes its import fail, at once
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment]  # makes its import fail, at once
     try:
         import redis  # noqa: F401
     finally:
-        if sys.modules.get(sdk, 0) is None:
-            del sys.modules[sdk]
+        for name in blocked:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
 
 
 def main() -> None:
