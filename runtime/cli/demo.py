@@ -54,10 +54,12 @@ def run_demo(settings: Settings, limit: int | None = None, greenlets: int = 10, 
     say(f"queueing {len(files)} jobs: {TASK} on each .py file of {sysconfig.get_paths()['stdlib']}")
     t0 = time.time()
     ids = client.queue_jobs(TASK, [{"path": f} for f in files], queue=QUEUE)
+    # parsing is CPU-bound: a worker process per core (under a supervisor) when there are several
+    processes = ["--processes", str(min(os.cpu_count() or 1, 4))] if (os.cpu_count() or 1) > 1 else []
+    flags = ["--queues", QUEUE, "--greenlets", str(greenlets), *processes, "--burst"]
     argv = [sys.executable, "-m", "runtime", "--redis", url, "--prefix", settings.key_prefix,
-            "worker", "--queues", QUEUE, "--greenlets", str(greenlets), "--burst", "--log-level", "WARNING",
-            "--tasks", TASK.rsplit(".", 2)[0]]
-    say(f"starting a worker: runtime worker --queues {QUEUE} --greenlets {greenlets} --burst")
+            "worker", *flags, "--log-level", "WARNING", "--tasks", TASK.rsplit(".", 2)[0]]
+    say(f"starting a worker: runtime worker {' '.join(flags)}")
     proc = subprocess.Popen(argv)
     jobs: list[Any] = []
     try:
