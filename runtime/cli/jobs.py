@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from ..errors import ExitCode, WaitTimeout
+from ..errors import ExitCode, TaskQueueError, WaitTimeout
 from ..status import REQUEUABLE, Status
 from ..units import plural
 from .app import SECONDS, Ctx, NotFound, cli, echo, fail, handle_errors, out, parse_params
@@ -40,16 +40,20 @@ def enqueue(obj: Ctx, path: str, params: str | None, queue: str, priority: int, 
     if wait_s is None:
         out({"id": job_id}) if as_json else echo(job_id)
         return
-    if not any(queue in w.get("queues", ()) for w in client.reader.workers()):
-        echo(f"warning: no live worker takes jobs from queue {queue!r} (runtime workers): "
-             f"job {job_id} waits for one", err=True)
     try:
+        if not any(queue in w.get("queues", ()) for w in client.reader.workers()):
+            echo(f"warning: no live worker takes jobs from queue {queue!r} (runtime workers): "
+                 f"job {job_id} waits for one", err=True)
         job = client.wait(job_id, timeout_s=wait_s)
     except WaitTimeout:
         job = client.get_job(job_id)
         out(job.to_dict()) if as_json else echo(job_id)
         fail(f"job {job_id} did not end within {wait_s:g} s; it is still {job.status.value} "
              f"(runtime job {job_id}; runtime cancel {job_id})", ExitCode.TIMEOUT)
+    except (TaskQueueError, KeyboardInterrupt):  # queued all the same: never hide its id
+        out({"id": job_id}) if as_json else echo(job_id)
+        echo(f"job {job_id} was queued; the wait for it stopped:", err=True)
+        raise
     out(job.to_dict()) if as_json else print_job(job, client.middleware)
     if job.status != Status.SUCCESS:
         sys.exit(ExitCode.JOB_FAILED)

@@ -212,3 +212,25 @@ def test_a_full_redis_is_said_once_as_full_and_once_back(own_redis, own_worker, 
         r.config_set("maxmemory", 0)
     wait_until(lambda: "is back after" in caplog.text, 10, "the worker to say it is back")
     assert caplog.text.count("is back after") == 1 and "lost Redis" not in caplog.text
+
+
+def test_enqueue_wait_that_loses_redis_still_prints_the_id(own_redis):
+    """Every path that queued a job prints its id: also a wait cut short by Redis going away."""
+    import threading
+
+    from helpers import cli
+    sock, start, procs = own_redis
+    settings = _own(sock, "lw")
+    out = {}
+    th = threading.Thread(target=lambda: out.update(r=cli(
+        settings, "enqueue", "testtasks.add", '{"a": 1, "b": 2}', "--wait", "20")), daemon=True)
+    th.start()
+    r = redis.Redis(unix_socket_path=sock)
+    wait_until(lambda: any(c.get("cmd") == "blpop" for c in r.client_list()), 10, "the wait to block")
+    job_id = next(k.split(":")[-1] for k in map(bytes.decode, r.keys("lw:j:*")))
+    procs[-1].terminate()
+    procs[-1].wait(10)
+    th.join(30)
+    res = out["r"]
+    assert res.exit_code == 4 and res.stdout.strip() == job_id
+    assert f"job {job_id} was queued; the wait for it stopped:" in res.stderr
