@@ -70,6 +70,18 @@ def build(quiet: bool = True) -> Path:
     py = venv_python()
     if is_built():
         return py
+    import fcntl
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    # One builder at a time: a second one would delete the venv the first is filling.
+    with open(cache_dir() / "build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if is_built():
+            return py
+        return _build_venv(py, quiet)
+
+
+def _build_venv(py: Path, quiet: bool) -> Path:
+    """Create the venv at py's folder and pip-install mongoeco into it (the lock is held)."""
     base = find_python313()
     if base is None:
         raise RuntimeError("no Python >= 3.13 found (tried RUNTIME_TEST_PY313, "
