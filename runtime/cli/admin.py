@@ -110,18 +110,21 @@ def mongo_reconcile(obj: Ctx, lag_s: float, full: bool, as_json: bool) -> None:
 
 
 @mongo.command("attach")
+@click.option("--force", is_flag=True, help="even while workers of the recorded Redis were seen alive")
 @click.pass_obj
 @handle_errors
-def mongo_attach(obj: Ctx) -> None:
+def mongo_attach(obj: Ctx, force: bool) -> None:
     """Make this Redis the owner of the job collection's history kept under its key prefix:
-    for a Redis that replaced the one recorded there (its data lost). Its workers then
-    queue again from MongoDB the waiting jobs this Redis does not have."""
+    for a Redis that replaced the one recorded there, gone for good. Its workers then
+    queue again from MongoDB the waiting jobs this Redis does not have. Refused (exit 2)
+    while workers of the recorded Redis were seen alive lately, unless --force (they
+    stop then)."""
     from ..store.mongo.deployment import attach
     client, sync = _mongo_sync(obj)
     store = sync.store
-    deployment = client.call(attach, store.jobs, client.redis, store.prefix)
-    echo(f"this Redis now owns {store.jobs.full_name} for key prefix {store.prefix!r} "
-               f"(deployment {deployment})")
+    deployment, changed = client.call(attach, store.jobs, client.redis, store.prefix, force)
+    echo(f"this Redis {'now owns' if changed else 'owns already'} {store.jobs.full_name} for key prefix "
+         f"{store.prefix!r} (deployment {deployment})")
 
 
 @mongo.command("migrate")

@@ -140,7 +140,7 @@ class Worker:
             log.warning("gevent has not monkey-patched this process: jobs will not run concurrently "
                         "(start workers with `runtime worker`, or call gevent.monkey.patch_all() first)")
         if self.mirror is not None:  # MongoDB reachable, ours, indexed: before anything is claimed
-            self.mirror.start(on_down=self.leave_idle)
+            self.mirror.start(self.id, on_down=self.leave_idle, on_lost=self.stop)
         previous = set_default_client(self.client)
         self.heartbeat.register()  # before the first claim
         reap_for(self)  # a dead worker's jobs come back before we claim (--burst too)
@@ -162,8 +162,8 @@ class Worker:
         finally:
             self._shut_down(helpers)
             set_default_client(previous)
-        left_behind = self.mirror is not None and self.mirror.left_behind  # --burst ended with MongoDB away
-        return ExitCode.RECYCLED if self.recycled else ExitCode.UNAVAILABLE if left_behind else ExitCode.OK
+        ended = self.mirror.exit_code if self.mirror is not None else None  # MongoDB away, or not ours any more
+        return ExitCode.RECYCLED if self.recycled else ended or ExitCode.OK
 
     def _shut_down(self, helpers: list[Any]) -> None:
         drain(self)

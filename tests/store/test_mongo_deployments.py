@@ -5,14 +5,18 @@ deployments share one only when each says so."""
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
 
 import pytest
 import redis
 from helpers import cli, wait_until
 from mongo_fixtures import mongo_env
 
+from runtime.broker.embedded import redis_server_binary
 from runtime.client import Client
 from runtime.errors import ConfigError
+from runtime.store.mongo.deployment import markers_of, redis_address
 
 OTHER_DB = 6
 
@@ -27,6 +31,26 @@ def db6(mongo_settings):
     keys = list(r.scan_iter(match=f"{s.key_prefix}:*"))
     if keys:
         r.delete(*keys)
+
+
+@pytest.fixture
+def other_redis(tmp_path):
+    """The URL of a redis-server of this test's own: another server, empty."""
+    sock = str(tmp_path / "other.sock")
+    proc = subprocess.Popen([redis_server_binary(), "--port", "0", "--unixsocket", sock, "--save", "",
+                             "--appendonly", "no", "--dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"unix://{sock}"
+    try:
+        wait_until(lambda: os.path.exists(sock) and redis.Redis.from_url(url).ping(), 10, "the other redis-server")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _greenlet(worker, w):
+    return next(g for x, g in worker.running if x is w)
 
 
 def test_a_second_redis_with_the_same_prefix_is_refused(mongo_settings, db6, worker):
@@ -118,3 +142,58 @@ def test_deployments_sharing_a_collection_never_see_nor_adopt_each_others_jobs(w
     assert other.store.counts()["queued"] == 2 and sum(other.store.counts().values()) == 2
     assert [j.status for j in other.live.get_many(theirs)] == ["queued", "queued"]  # never run by our worker
     assert mclient.mongo.reconcile(lag_s=0).adopted == 0 and other.mongo.reconcile(lag_s=0).adopted == 0
+
+
+def test_attach_is_refused_while_the_owner_runs_and_a_forced_one_stops_its_worker(mongo_settings, db6, worker,
+                                                                                   caplog):
+    """Before: `mongo attach` from db 6 took the collection from db 0's live worker; db 6
+    then queued db 0's waiting job again (it would run twice) and db 0's worker went on
+    writing the collection, never noticing."""
+    first = Client(mongo_settings)
+    waiting = first.queue_job("testtasks.add", {"a": 1, "b": 1}, delay=300)
+    w = worker.start(**mongo_env(mongo_settings))
+    refused = cli(db6, "jobs", **mongo_env(db6))
+    assert refused.exit_code == 2 and "if that Redis is gone for good" in refused.stderr, refused.stderr
+    out = cli(db6, "mongo", "attach", **mongo_env(db6))
+    assert out.exit_code == 2 and len(out.stderr.splitlines()) == 1, out.stderr
+    assert f"belongs to the Redis at {redis_address(first.redis)}, whose worker {w.id} was seen" in out.stderr
+    assert "--force" in out.stderr
+    assert redis.Redis.from_url(db6.redis_url).dbsize() == 0 and first.get_job(waiting).status == "queued"
+    caplog.set_level(logging.ERROR, "runtime.mongo")
+    forced = cli(db6, "mongo", "attach", "--force", **mongo_env(db6))
+    assert forced.exit_code == 0 and "now owns" in forced.stdout, forced.stderr
+    g = _greenlet(worker, w)
+    wait_until(lambda: g.dead, 15, "db 0's worker to stop")
+    assert g.value == 2
+    lost = [r.getMessage() for r in caplog.records if "no longer belongs to this deployment" in r.getMessage()]
+    assert len(lost) == 1 and redis_address(redis.Redis.from_url(db6.redis_url)) in lost[0], caplog.text
+    assert not w.mirror.pending and w.mirror.exit_code == 2
+
+
+def test_an_empty_redis_at_the_recorded_address_is_refused_while_the_owner_runs_elsewhere(mongo_settings,
+                                                                                          other_redis, worker):
+    """Before: an independent, empty Redis at the address recorded for the owner (say the
+    ``localhost`` of another host) was taken for the owner's Redis that lost its data, and
+    queued the owner's waiting jobs again. It is taken so only once the owner's workers
+    have not been seen for their window."""
+    first = Client(mongo_settings)
+    waiting = first.queue_job("testtasks.add", {"a": 1, "b": 1}, delay=300)
+    w = worker.start(**mongo_env(mongo_settings))
+    impostor = mongo_settings.replace(redis_url=other_redis)
+    here = redis_address(redis.Redis.from_url(other_redis))
+    # the owner recorded at the other server's address, as two hosts' localhost would be
+    markers_of(first.store.jobs).update_one({"_id": mongo_settings.key_prefix}, {"$set": {"redis": here}})
+    with pytest.raises(ConfigError, match=f"whose worker {w.id} was seen .* on another Redis server"):
+        Client(impostor).reader.jobs()
+    out = cli(impostor, "mongo", "reconcile", **mongo_env(impostor))
+    assert out.exit_code == 2 and len(out.stderr.splitlines()) == 1, out.stderr
+    assert redis.Redis.from_url(other_redis).dbsize() == 0  # nothing taken over
+    assert worker.stop(w) == 0
+
+    def adopted() -> int:
+        try:
+            return int(Client(impostor).mongo.repair(0.0)["adopted"])
+        except ConfigError:
+            return 0
+    assert wait_until(adopted, 15, "the owner's window to pass") == 1
+    assert Client(impostor).live.get(waiting).status == "queued"

@@ -23,7 +23,7 @@ from ...settings import Settings
 from ...status import REQUEUABLE, Status
 from ..redis_store import RedisJobStore
 from .connection import mongo_client, short_error, translate, unreachable_errors
-from .deployment import check_owner
+from .deployment import ALIVE_SWEEPS, check_owner, touch
 from .documents import DUPLICATE_KEY, INDEXES, LEGACY_INDEXES, document, job_from_document, to_date, to_seconds
 from .pending import adjust_counts, merge_page, pending_ids
 
@@ -85,6 +85,8 @@ class MongoJobStore:
         self.shared = bool(settings.mongodb_shared)
         #: the ownership check passed (check_owner)
         self.owner_checked = False
+        #: this deployment's id (runtime.store.mongo.deployment), known once the check passed
+        self.deployment: str | None = None
 
     def scope(self, query: dict[str, Any] | None = None) -> dict[str, Any]:
         """``query`` restricted to this deployment's documents: as it is when the collection
@@ -96,8 +98,17 @@ class MongoJobStore:
         runtime.store.mongo.deployment. Raises pymongo's and redis's errors when they
         cannot be reached (and checks again next time)."""
         if not self.owner_checked:
-            check_owner(self.jobs, self.live.client, self.prefix, self.shared)
+            self.deployment = check_owner(self.jobs, self.live.client, self.prefix, self.shared)
             self.owner_checked = True
+
+    def touch(self, worker: str) -> dict[str, Any] | None:
+        """Record that ``worker`` of this deployment is alive (for ALIVE_SWEEPS sweep
+        intervals); after :meth:`check_owner`. Returns None while the collection is ours,
+        else the marker of the deployment that took it over. Raises redis's and pymongo's
+        errors."""
+        self.check_owner()
+        return touch(self.jobs, self.live.client, self.prefix, str(self.deployment), worker,
+                     ALIVE_SWEEPS * self.settings.mongodb_sweep_interval_s, self.shared)
 
     # ---- indexes ----------------------------------------------------------------------
 
@@ -118,6 +129,16 @@ class MongoJobStore:
                         "and pages after the first do not match): run `runtime mongo migrate` once",
                         self.jobs.full_name)
         return names
+
+    def restore_indexes(self) -> list[str]:
+        """Create again the indexes of :data:`INDEXES` the collection lacks (a MongoDB that
+        restarted without its data); returns their names (none: one look-up, nothing
+        created)."""
+        existing = self.jobs.index_information()
+        missing = [name for name in INDEXES if name not in existing]
+        if missing:
+            self.ensure_indexes()
+        return missing
 
     def migrate(self, batch: int = 500) -> int:
         """Rewrite every document of this deployment in the layout before (no ``schema``:
