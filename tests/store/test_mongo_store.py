@@ -394,9 +394,9 @@ def test_a_worker_does_not_start_while_mongodb_is_unreachable(mongo_settings, wo
 
 
 def test_burst_worker_ends_during_an_outage_once_nothing_is_left_with_exit_4(mongo_settings, worker, client, caplog):
-    """MongoDB goes away under a --burst worker: a ready job keeps it (it cannot be claimed
-    without MongoDB); once nothing is ready, delayed or running it ends with exit code 4
-    (UNAVAILABLE: documents were left to the sweep), not 0."""
+    """MongoDB goes away under a --burst worker: once nothing it claimed is running it ends
+    with exit code 4 (UNAVAILABLE: documents were left to the sweep), not 0, saying how many
+    jobs it left queued. Before: a ready job kept it waiting for MongoDB forever."""
     import gevent
     from tcp_proxy import TcpProxy
     target = urlparse(mongo_settings.mongodb_url)
@@ -406,16 +406,18 @@ def test_burst_worker_ends_during_an_outage_once_nothing_is_left_with_exit_4(mon
     caplog.set_level(logging.INFO, "runtime")
     running = client.queue_job("testtasks.sleep", {"seconds": 2.5})  # longer than seeing the outage (~1 s)
     waiting = client.queue_job("testtasks.add", {"a": 1, "b": 1})
+    delayed = client.queue_job("testtasks.add", {"a": 1, "b": 1}, delay=300)
     w = worker.make(**mongo_env(s), greenlets=1, prefetch=0)
     g = gevent.spawn(w.run, True)
     wait_until(lambda: client.live.get(running).status == "started", 10, "the long job to start")
     proxy.down()
     wait_until(lambda: "MongoDB unreachable" in caplog.text, 15, "the worker to find MongoDB down")
     assert client.wait(running, timeout_s=15).status == "success"
-    assert not g.dead and client.live.get(waiting).status == "queued"
-    client.cancel(waiting)
-    g.join(30)
-    assert g.dead and g.value == 4 and "left to the reconcile sweep" in caplog.text.replace("\n", " ")
+    g.join(15)
+    assert g.dead and g.value == 4
+    assert [j.status for j in client.live.get_many([waiting, delayed])] == ["queued", "queued"]
+    ended = [r.getMessage() for r in caplog.records if "--burst ends" in r.getMessage()]
+    assert len(ended) == 1 and "2 jobs left queued in Redis" in ended[0] and "reconcile sweep" in ended[0], ended
     proxy.up()
 
 
