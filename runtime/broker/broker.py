@@ -307,13 +307,16 @@ class RedisBroker:
 
     def adopt(self, jobs: Sequence[tuple[str, str, int, str, str, str]]) -> list[str]:
         """Queue again jobs Redis lost, from (id, queue, priority, fields JSON, history JSON,
-        note) each; returns the ids adopted (those Redis still has are left). See adopt.lua."""
+        note) each, each queued at the ``due_at`` of its fields (delayed while that is to
+        come, else ready now); returns the ids adopted (those Redis still has are left).
+        See adopt.lua."""
         if not jobs:
             return []
         keys = [self.keys.queues, *self.keys.status_keys()]
         args: list[Any] = [len(jobs)]
         for job in jobs:
             job_id, queue = job[0], job[1]
-            keys += (self.keys.job(job_id), self.keys.history(job_id), self.keys.ready(queue), self.keys.wake(queue))
+            keys += (self.keys.job(job_id), self.keys.history(job_id), self.keys.ready(queue),
+                     self.keys.scheduled(queue), self.keys.wake(queue))
             args += job
         return list(self._run("adopt", keys, args))

@@ -18,7 +18,7 @@ from mongo_fixtures import in_mongodb, mongo_env
 from runtime.client import Client
 from runtime.errors import ConfigError, StoreUnavailable
 from runtime.settings import load_settings
-from runtime.store.mongo.documents import INDEXES, cap_document, document, job_from_document
+from runtime.store.mongo.documents import INDEXES, cap_document, document, job_from_document, to_date
 from runtime.store.mongo.store import MongoJobStore
 
 
@@ -143,6 +143,30 @@ def test_redis_lost_the_job_it_is_queued_again_from_mongodb(mclient, worker, mon
     assert job.result == 4
     assert any("Redis had lost the job" in (h.get("note") or "") for h in job.history)
     assert mclient.mongo.reconcile(lag_s=0).adopted == 0
+
+
+def test_jobs_queued_again_from_mongodb_keep_their_due_time(mclient, mongo_settings, worker):
+    """Before: after Redis lost its data, `mongo reconcile` queued a job delayed by an hour
+    (and a retry due later) as ready now, and a worker ran them early."""
+    delayed = mclient.queue_job("testtasks.add", {"a": 1, "b": 1}, delay=3600)
+    retrying, ready = mclient.queue_jobs("testtasks.add", [{"a": 2, "b": 2}, {"a": 3, "b": 3}], delay=600)
+    due = {i: mclient.live.get(i).due_at for i in (delayed, retrying)}
+    due[retrying] = round(due[retrying] + 60, 3)  # as if its first attempt had failed and a retry was due then
+    mclient.store.jobs.update_one({"_id": retrying}, {
+        "$set": {"status": "retry", "attempt": 1, "retries": 1, "version": 3, "due_at": to_date(due[retrying])},
+        "$push": {"history": {"$each": [{"at": to_date(due[retrying] - 61), "status": "started"},
+                                        {"at": to_date(due[retrying] - 60), "status": "retry"}]}}})
+    mclient.store.jobs.update_one({"_id": ready}, {"$set": {"due_at": to_date(mclient.live.get(ready).queued_at)}})
+    mclient.redis.delete(*mclient.redis.scan_iter(match=f"{mongo_settings.key_prefix}:*"))  # Redis lost its data
+    out = cli(mongo_settings, "mongo", "reconcile", **mongo_env(mongo_settings))
+    assert out.exit_code == 0 and "queued again 3 from MongoDB" in out.stdout, out.stdout + out.stderr
+    assert mclient.broker.registry.queue_depths(["default"]) == {"default": {"ready": 1, "delayed": 2}}
+    for job_id, when in due.items():
+        assert mclient.live.get(job_id).due_at == pytest.approx(when, abs=0.002)
+    w = worker.start(**mongo_env(mongo_settings))
+    assert mclient.wait(ready, timeout_s=15).result == 6
+    assert [j.status for j in mclient.live.get_many([delayed, retrying])] == ["queued", "queued"]  # not run early
+    assert worker.stop(w) == 0
 
 
 def test_cli_reconcile_and_a_mongodb_down_is_exit_4(mclient, mongo_settings):

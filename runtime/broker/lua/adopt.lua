@@ -1,7 +1,7 @@
 -- adopt.lua: queue again, from their MongoDB documents, jobs that Redis no longer has.
 -- KEYS[1]      {p}:queues
 -- KEYS[2..11]  the status indexes (runtime.broker.keys.STATUS_ORDER)
--- KEYS[12..]   per job: its hash, history, and its queue's ready and wake keys
+-- KEYS[12..]   per job: its hash, history, and its queue's ready, scheduled and wake keys
 -- ARGV[1]  key prefix
 -- ARGV[2]  number of jobs N
 -- then per job: id, queue, priority, fields (JSON object of string values: the job hash
@@ -9,7 +9,9 @@
 -- A job whose document exists in Redis is left alone (its live state wins). Otherwise its
 -- hash and history are written back (the history keeps its length, so MongoDB's version
 -- fence goes on growing), status queued with a history entry carrying `note`, and it is
--- queued at once at its priority, waking its queue. Used by the reconcile sweep
+-- queued at its due time (`due_at` of its fields): a delayed job or a retry due later
+-- stays delayed (scheduled), one due already (or without due_at) is ready at once at its
+-- priority (due_at now); its queue is woken either way. Used by the reconcile sweep
 -- (runtime/store/mongo/sync.py) when Redis lost a job MongoDB holds as waiting or started.
 -- Returns: the ids adopted.
 --@LIB@--
@@ -22,17 +24,24 @@ local b = 3
 for i = 0, n - 1 do
   local id, q, prio, fields, history, note = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 2]), ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
   b = b + 6
-  local k = J + 4 * i
-  local jk, hk, ready, wake_key = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+  local k = J + 5 * i
+  local jk, hk, ready, sched, wake_key = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
   if redis.call('EXISTS', jk) == 0 then
     redis.call('DEL', hk)
-    for name, v in pairs(cjson.decode(fields)) do redis.call('HSET', jk, name, v) end
-    redis.call('HSET', jk, 'status', 'queued', 'queue', q, 'priority', prio, 'due_at', snow)
+    local decoded = cjson.decode(fields)
+    local due = tonumber(decoded['due_at'] or '')
+    for name, v in pairs(decoded) do redis.call('HSET', jk, name, v) end
+    redis.call('HSET', jk, 'status', 'queued', 'queue', q, 'priority', prio)
     for _, e in ipairs(cjson.decode(history)) do redis.call('RPUSH', hk, e) end
     redis.call('RPUSH', hk, entry(snow, 'queued', {'note', note}))
     redis.call('ZADD', st_key(ST, 'queued'), now, id)
     redis.call('SADD', queues, q)
-    redis.call('ZADD', ready, score(prio, now * 1000), id)
+    if due and due > now then  -- not due yet: stays delayed (a blocked worker learns when)
+      redis.call('ZADD', sched, due * 1000, id)
+    else
+      redis.call('HSET', jk, 'due_at', snow)
+      redis.call('ZADD', ready, score(prio, now * 1000), id)
+    end
     woken[wake_key] = true
     out[#out + 1] = id
   end

@@ -48,8 +48,8 @@ reconcile``), repairs both windows:
    (buffered ids lost with their worker), and the reaper's changes.
 2. MongoDB -> Redis: documents MongoDB holds as waiting or started (older than the lag)
    whose Redis hash is gone (Redis lost its data) are queued again from the document
-   (``adopt.lua``: history kept, so versions go on growing); at-least-once, as for a lost
-   worker. (A job whose Redis document expired after its end but whose final status
+   (``adopt.lua``: history kept, so versions go on growing), at their due time (a delayed
+   job or a retry stays delayed); at-least-once, as for a lost worker. (A job whose Redis document expired after its end but whose final status
    never reached MongoDB in all of ``ttl_s`` would run again; phase 1 closes that window
    within seconds.)
 
@@ -230,9 +230,10 @@ class MongoSync:
     # ---- MongoDB -> Redis ---------------------------------------------------------------
 
     def adopt(self, docs: Sequence[dict[str, Any]], note: str, fresh: bool = False) -> list[str]:
-        """Queue again in Redis the jobs of these MongoDB documents that Redis lacks;
-        returns their ids. ``fresh``: as a requeue does, with no result or error and a
-        new retry budget."""
+        """Queue again in Redis the jobs of these MongoDB documents that Redis lacks, each at
+        its due time (a delayed job or a retry due later stays delayed); returns their
+        ids. ``fresh``: as a requeue does, ready now, with no result or error and a new
+        retry budget."""
         entries: list[tuple[str, str, int, str, str, str]] = []
         for doc in docs:
             try:
@@ -246,6 +247,7 @@ class MongoSync:
                     setattr(job, name, None)
                 job.retries = job.lost = 0
                 job.logs, job.report, job.artifacts = [], {}, {}
+                job.due_at = None
             history = [dumps(h) for h in job.history]
             version = int(doc.get("version", len(history)))
             filler = {"at": job.history[-1].get("at") if job.history else None, "status": "...",
