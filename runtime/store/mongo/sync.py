@@ -49,9 +49,9 @@ reconcile``), repairs both windows:
 2. MongoDB -> Redis: documents MongoDB holds as waiting or started (older than the lag)
    whose Redis hash is gone (Redis lost its data) are queued again from the document
    (``adopt.lua``: history kept, so versions go on growing), at their due time (a delayed
-   job or a retry stays delayed); at-least-once, as for a lost worker. (A job whose Redis document expired after its end but whose final status
-   never reached MongoDB in all of ``ttl_s`` would run again; phase 1 closes that window
-   within seconds.)
+   job or a retry stays delayed); at-least-once, as for a lost worker. (A job whose Redis
+   document expired after its end but whose final status never reached MongoDB in all of
+   ``ttl_s`` would run again; phase 1 closes that window within seconds.)
 
 Phase 1 sees only what changed since its watermark: a MongoDB that lost its data (a
 restore, a dropped collection) is refilled by ``runtime mongo reconcile --full``
