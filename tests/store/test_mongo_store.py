@@ -232,6 +232,36 @@ def test_mongodb_outage_pauses_claiming_and_loses_nothing(mongo_settings, mongo_
     proxy.down()
 
 
+def test_a_worker_creates_the_indexes_again_after_mongodb_restarted_without_its_data(mongo_settings, worker, caplog):
+    """Before: after MongoDB came back without its data, only ``_id_`` was left (no TTL
+    index) until someone ran `runtime mongo ensure-indexes`."""
+    from tcp_proxy import TcpProxy
+
+    from runtime.store.mongo.deployment import markers_of
+    target = urlparse(mongo_settings.mongodb_url)
+    proxy = TcpProxy((target.hostname, target.port))
+    s = mongo_settings.replace(mongodb_url=f"mongodb://127.0.0.1:{proxy.port}/?directConnection=true",
+                               mongodb_timeout_s=0.5)
+    client = Client(s)
+    direct = Client(mongo_settings).store  # past the proxy
+    caplog.set_level(logging.INFO, "runtime")
+    w = worker.start(**mongo_env(s))
+    assert client.wait(client.queue_job("testtasks.add", {"a": 1, "b": 1}), timeout_s=15).status == "success"
+    proxy.down()
+    wait_until(lambda: w.state.value == "degraded", 15, "the worker to see the outage")
+    direct.client.drop_database(direct.db.name)  # the server restarted without its data
+    proxy.up()
+    wait_until(lambda: set(INDEXES) <= set(direct.jobs.index_information()), 15, "the indexes again")
+    lines = [r.getMessage() for r in caplog.records if "of its indexes" in r.getMessage()]
+    assert len(lines) == 1 and f"had lost {len(INDEXES)} of its indexes" in lines[0], lines
+    assert "runtime mongo reconcile --full" in lines[0]
+    marker = wait_until(lambda: markers_of(direct.jobs).find_one({"_id": s.key_prefix}), 15, "the marker again")
+    assert marker["deployment"] == w.mirror.store.deployment and marker["seen_by"] == w.id
+    assert client.wait(client.queue_job("testtasks.add", {"a": 2, "b": 2}), timeout_s=15).result == 4
+    assert worker.stop(w) == 0
+    proxy.down()
+
+
 def test_the_workers_own_copies_land_without_the_sweep(mclient, worker, mongo_settings):
     """Every claim and end reaches MongoDB through the worker's mirror alone (the sweep is
     pushed out of the way), even when a job changes again while its copy is in flight."""
