@@ -263,6 +263,8 @@ class Settings:
                 or self.mongodb_sweep_lag_s < 0:
             raise ConfigError("mongodb_timeout_s, mongodb_select_timeout_s and mongodb_sweep_interval_s must be > 0, "
                               "mongodb_sweep_lag_s >= 0")
+        if not (self.mongodb_w.isdigit() or self.mongodb_w == "majority"):
+            raise ConfigError(f"mongodb_w must be a number or 'majority', got {self.mongodb_w!r}")
         if self.mongodb_producer_timeout_s <= 0 or self.mongodb_breaker_s < 0:
             raise ConfigError("mongodb_producer_timeout_s must be > 0, mongodb_breaker_s >= 0")
         if not 65_536 <= self.mongodb_max_doc_bytes <= 15 * 2**20:

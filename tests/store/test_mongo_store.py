@@ -435,6 +435,22 @@ def test_bad_mongodb_urls_give_one_line_and_exit_2_or_4(mongo_settings):
             assert line.startswith("error: ") and text in line and len(line) < 200 and "wrong" not in line, (url, line)
 
 
+def test_bad_url_options_are_one_line_and_exit_2(mongo_settings):
+    """Before: pymongo's two-line UserWarning (with a site-packages path) and the command
+    went on without the option; ``w=majorityx`` was taken."""
+    host = urlparse(mongo_settings.mongodb_url).netloc
+    cases = [("bogusOption=1", "unknown option bogusOption"), ("w=-3", "w must be a non negative integer"),
+             ("authMechanism=BOGUS", "authmechanism must be in"), ("w=majorityx", "w must be a number or 'majority'")]
+    for option, text in cases:
+        url = f"mongodb://{host}/?directConnection=true&{option}"
+        out = subprocess.run([sys.executable, "-m", "runtime", "jobs"], env=worker_env(mongo_settings, mongodb_url=url),
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and out.stderr.startswith("error: bad mongodb_url: "), (option, out.stderr)
+        assert len(out.stderr.splitlines()) == 1 and text in out.stderr, (option, out.stderr)
+    with pytest.raises(ConfigError, match="mongodb_w must be a number or 'majority'"):
+        load_settings({"mongodb_w": "majorityx"}, env={})
+
+
 def test_a_worker_does_not_start_while_mongodb_is_unreachable(mongo_settings, worker, client):
     """Issue 19, finding 6: a worker (--burst or not) checks MongoDB before claiming; an
     unreachable one is StoreUnavailable (exit code 4), a job waits in Redis meanwhile."""

@@ -20,7 +20,10 @@ def mongo_client(settings: Settings) -> Any:
     a busy server must not be taken for a lost one); the monitor checks each server
     every HEARTBEAT_S.
 
-    Raises ConfigError without a URL or without pymongo (``pip install pymongo``).
+    Raises ConfigError without a URL or without pymongo (``pip install pymongo``), and for
+    a URL pymongo refuses or would only warn about (an unknown option, a bad value: it
+    would go on without them), or whose ``w`` is neither a number nor ``majority``: one
+    line, ``bad mongodb_url: ...``.
     """
     if not settings.mongodb_url:
         raise ConfigError("no MongoDB URL: set mongodb_url, RUNTIME_MONGODB_URL or --mongodb")
@@ -28,15 +31,45 @@ def mongo_client(settings: Settings) -> Any:
         import pymongo
     except ImportError:
         raise ConfigError("the MongoDB job store needs pymongo: pip install pymongo") from None
+    import warnings
     ms = int(settings.mongodb_timeout_s * 1000)
     select_ms = int(min(settings.mongodb_select_timeout_s, settings.mongodb_timeout_s) * 1000)
     try:
-        return pymongo.MongoClient(settings.mongodb_url, serverSelectionTimeoutMS=select_ms,
-                                   connectTimeoutMS=ms, socketTimeoutMS=ms,
-                                   heartbeatFrequencyMS=int(HEARTBEAT_S * 1000), appname="runtime",
-                                   tz_aware=True)
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            client = pymongo.MongoClient(settings.mongodb_url, serverSelectionTimeoutMS=select_ms,
+                                         connectTimeoutMS=ms, socketTimeoutMS=ms,
+                                         heartbeatFrequencyMS=int(HEARTBEAT_S * 1000), appname="runtime",
+                                         tz_aware=True)
     except (pymongo.errors.PyMongoError, ValueError, TypeError) as exc:
         raise (translate(exc) or ConfigError(f"bad mongodb_url: {short_error(exc)}")) from None
+    problems = url_problems(settings.mongodb_url, [str(w.message) for w in warned
+                                                   if issubclass(w.category, UserWarning)])
+    w = client.write_concern.document.get("w")
+    if isinstance(w, str) and w != "majority":
+        problems.append(f"w must be a number or 'majority', got {w!r}")
+    if problems:
+        client.close()
+        raise ConfigError(f"bad mongodb_url: {'; '.join(problems)}")
+    return client
+
+
+def url_problems(url: str, warned: list[str]) -> list[str]:
+    """pymongo's warnings about the options of ``url`` (``warned``) as short phrases, each
+    once; its "Unknown option." named (option names only: a value may be a secret)."""
+    from urllib.parse import parse_qsl
+
+    from pymongo.common import URI_OPTIONS_VALIDATOR_MAP
+    query = url.partition("?")[2]
+    unknown = [k for k, _ in parse_qsl(query, keep_blank_values=True) if k.lower() not in URI_OPTIONS_VALIDATOR_MAP]
+    out: list[str] = []
+    for text in warned:
+        if text.startswith("Unknown option") and unknown:
+            text = f"unknown option {', '.join(unknown)}"
+        text = text.splitlines()[0] if text.strip() else "an option pymongo refused"
+        if text not in out:
+            out.append(text)
+    return out
 
 
 def translate(exc: BaseException) -> Exception | None:
