@@ -37,7 +37,7 @@ def mongo_client(settings: Settings) -> Any:
     try:
         with warnings.catch_warnings(record=True) as warned:
             warnings.simplefilter("always")
-            client = pymongo.MongoClient(settings.mongodb_url, serverSelectionTimeoutMS=select_ms,
+            client: Any = pymongo.MongoClient(settings.mongodb_url, serverSelectionTimeoutMS=select_ms,
                                          connectTimeoutMS=ms, socketTimeoutMS=ms,
                                          heartbeatFrequencyMS=int(HEARTBEAT_S * 1000), appname="runtime",
                                          tz_aware=True)
