@@ -38,9 +38,9 @@ def mongo_client(settings: Settings) -> Any:
         with warnings.catch_warnings(record=True) as warned:
             warnings.simplefilter("always")
             client: Any = pymongo.MongoClient(settings.mongodb_url, serverSelectionTimeoutMS=select_ms,
-                                         connectTimeoutMS=ms, socketTimeoutMS=ms,
-                                         heartbeatFrequencyMS=int(HEARTBEAT_S * 1000), appname="runtime",
-                                         tz_aware=True)
+                                              connectTimeoutMS=ms, socketTimeoutMS=ms,
+                                              heartbeatFrequencyMS=int(HEARTBEAT_S * 1000), appname="runtime",
+                                              tz_aware=True)
     except (pymongo.errors.PyMongoError, ValueError, TypeError) as exc:
         raise (translate(exc) or ConfigError(f"bad mongodb_url: {short_error(exc)}")) from None
     problems = url_problems(settings.mongodb_url, [str(w.message) for w in warned
