@@ -309,7 +309,7 @@ class Client:
         except Exception as exc:
             if self.mongo is not None:
                 from ..store.mongo.connection import translate
-                mapped = translate(exc)
+                mapped = translate(exc, self.settings.mongodb_url)
                 if mapped is not None:
                     raise mapped from None
             raise

@@ -74,6 +74,28 @@ def test_an_unreachable_mongodb_exits_4_for_every_command_that_needs_it(mongo_se
     assert "Traceback" not in out.stderr and time.monotonic() - t < 10
 
 
+def test_an_unavailable_line_names_the_hosts_whatever_the_cause(mongo_settings):
+    """Before: `error: MongoDB unavailable: No servers found yet` (or `No replica set
+    members found yet`), naming no host. Servers that accept connections and never
+    answer leave pymongo's selection without a reason of its own."""
+    import socket
+    holes = [socket.socket() for _ in range(2)]
+    try:
+        for hole in holes:
+            hole.bind(("127.0.0.1", 0))
+            hole.listen(16)
+        a, b = (f"127.0.0.1:{h.getsockname()[1]}" for h in holes)
+        for url, hosts in ((f"mongodb://u:secret@{a}/?directConnection=true", a),
+                           (f"mongodb://u:secret@{a},{b}/?replicaSet=rs0", ",".join(sorted((a, b))))):
+            r = cli(mongo_settings, "--mongodb", url, "jobs", mongodb_timeout_s=5, mongodb_select_timeout_s=0.3)
+            assert r.exit_code == 4 and _one_line(r.stderr), r.stderr
+            assert r.stderr.startswith(f"error: MongoDB unavailable: {hosts}: No "), r.stderr
+            assert "secret" not in r.stderr
+    finally:
+        for hole in holes:
+            hole.close()
+
+
 @pytest.mark.timing
 def test_interactive_reads_fail_within_the_select_timeout(mongo_settings):
     """Before: ``runtime jobs`` took 5.9 s to fail during an outage (the 5 s timeout)."""

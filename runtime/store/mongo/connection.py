@@ -3,9 +3,11 @@ StoreUnavailable, CLI exit code 4) or bad configuration (ConfigError, exit code 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ...errors import ConfigError, StoreUnavailable
+from ...redact import mask
 from ...settings import Settings
 
 #: How often pymongo's monitor checks each server, seconds (its default, 10 s, would let
@@ -42,7 +44,7 @@ def mongo_client(settings: Settings) -> Any:
                                               heartbeatFrequencyMS=int(HEARTBEAT_S * 1000), appname="runtime",
                                               tz_aware=True)
     except (pymongo.errors.PyMongoError, ValueError, TypeError) as exc:
-        raise (translate(exc) or ConfigError(f"bad mongodb_url: {short_error(exc)}")) from None
+        raise (translate(exc, settings.mongodb_url) or ConfigError(f"bad mongodb_url: {short_error(exc)}")) from None
     problems = url_problems(settings.mongodb_url, [str(w.message) for w in warned
                                                    if issubclass(w.category, UserWarning)])
     w = client.write_concern.document.get("w")
@@ -72,16 +74,17 @@ def url_problems(url: str, warned: list[str]) -> list[str]:
     return out
 
 
-def translate(exc: BaseException) -> Exception | None:
+def translate(exc: BaseException, url: str | None = None) -> Exception | None:
     """The runtime error for a pymongo error, with one short line (None for any other):
-    unreachable (a down host, a failed DNS/SRV lookup) -> StoreUnavailable (CLI exit 4);
-    a bad URL, database name or option, refused credentials -> ConfigError (exit 2)."""
+    unreachable (a down host, a failed DNS/SRV lookup) -> StoreUnavailable (CLI exit 4),
+    ``MongoDB unavailable: host:port: reason`` (:func:`unreachable_reason`); a bad URL,
+    database name or option, refused credentials -> ConfigError (exit 2)."""
     try:
         from pymongo import errors
     except ImportError:
         return None
     if isinstance(exc, unreachable_errors()):
-        return StoreUnavailable(f"MongoDB unavailable: {short_error(exc)}")
+        return StoreUnavailable(f"MongoDB unavailable: {unreachable_reason(exc, url)}")
     if isinstance(exc, errors.OperationFailure):
         if exc.code in (13, 18) or "authenticat" in str(exc).lower():
             return ConfigError(f"MongoDB refused the credentials of mongodb_url: {short_error(exc)}")
@@ -96,10 +99,35 @@ def translate(exc: BaseException) -> Exception | None:
     return None
 
 
+_HOST_PORT = re.compile(r"[\w.\-\]]+:\d+")
+_DESCRIBED = re.compile(r"<ServerDescription \('([^']+)', (\d+)\)")
+
+
+def unreachable_reason(exc: BaseException | str, url: str | None = None) -> str:
+    """:func:`short_error` of ``exc``, led by the hosts it is about when it names none
+    ("No servers found yet", "operation cancelled"): those of pymongo's topology
+    description in the error (sorted), else those of ``url`` (credentials left out)."""
+    text = exc if isinstance(exc, str) else short_error(exc)
+    if _HOST_PORT.search(text):
+        return text
+    hosts = [] if isinstance(exc, str) else sorted({f"{h}:{p}" for h, p in _DESCRIBED.findall(str(exc))})
+    where = ",".join(hosts) if hosts else url_hosts(url) if url else ""
+    return f"{where}: {text}" if where else text
+
+
+def url_hosts(url: str) -> str:
+    """The hosts of a MongoDB URL, ``host:port,...`` (27017 when it gives none; the SRV
+    name of a ``mongodb+srv://`` URL), without credentials."""
+    srv = url.startswith("mongodb+srv://")
+    rest = url.split("://", 1)[-1]
+    netloc = re.split(r"[/?]", rest, maxsplit=1)[0].rpartition("@")[2]
+    hosts = [h if srv or re.search(r":\d+$", h) else f"{h}:27017" for h in netloc.split(",") if h]
+    return mask(",".join(hosts))
+
+
 def short_error(exc: BaseException) -> str:
     """One short line for a pymongo error (its server selection errors carry the whole
     topology description): the first cause, without the configured timeouts."""
-    import re
     text = str(exc).split(", Timeout:")[0].split(", Topology Description:")[0].split(", full error:")[0]
     text = re.sub(r" \(configured timeouts: [^)]*\)", "", text).splitlines()[0] if text.strip() else type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."

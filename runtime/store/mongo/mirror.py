@@ -41,7 +41,7 @@ from ...backoff import Backoff
 from ...broker import RedisBroker
 from ...errors import ConfigError, ExitCode
 from ..base import JobStore
-from .connection import short_error, translate, unreachable_errors, unreachable_why
+from .connection import short_error, translate, unreachable_errors, unreachable_reason, unreachable_why
 from .store import MongoJobStore
 from .sync import SYNC_BATCH, MongoSync
 
@@ -96,7 +96,7 @@ class Mirror:
             self.store.ensure_indexes()
             taken = self.store.touch(self.worker_id)
         except Exception as exc:
-            mapped = translate(exc)
+            mapped = translate(exc, self.settings.mongodb_url)
             if mapped is None:
                 raise
             raise mapped from None
@@ -259,7 +259,7 @@ class Mirror:
 
     def _down(self, exc: BaseException | str) -> None:
         if self.healthy:
-            why = exc if isinstance(exc, str) else short_error(exc)
+            why = unreachable_reason(exc, self.settings.mongodb_url)
             log.error("MongoDB unreachable (%s): not claiming jobs until it is back; %d job "
                       "documents buffered (their state is safe in Redis)", why, len(self.pending))
         self.healthy = False

@@ -42,7 +42,7 @@ def _read(fn: F) -> F:
             self.check_owner()
             return fn(self, *args, **kwargs)
         except Exception as exc:
-            mapped = translate(exc)
+            mapped = translate(exc, self.settings.mongodb_url)
             if mapped is None:
                 raise
             raise mapped from None
@@ -75,7 +75,7 @@ class MongoJobStore:
         except Exception as exc:
             if client is None:
                 self.client.close()
-            mapped = translate(exc)
+            mapped = translate(exc, settings.mongodb_url)
             if mapped is None:
                 raise ConfigError(f"bad MongoDB database or collection: {short_error(exc)}") from None
             raise mapped from None
