@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from ..errors import ConfigError, ExitCode
+from ..errors import ConfigError, ExitCode, StoreUnavailable
 from ..units import plural
 from .app import Ctx, cli, echo, fail, handle_errors, out
 
@@ -154,14 +154,20 @@ def _info(obj: Ctx) -> dict[str, Any]:
     root = project_root()
     config = obj.config or (str(root / CONFIG_FILE) if root and (root / CONFIG_FILE).is_file() else None)
     live = reader.workers()
+    server = reader.server()
+    unreachable = None
+    try:
+        queues = reader.queues()
+    except StoreUnavailable as exc:  # MongoDB down: the Redis side all the same, the job counts unknown
+        queues, unreachable = {"queues": client.call(client.broker.registry.queue_depths), "counts": None}, str(exc)
     return {
-        "version": version("runtime"), "redis": reader.server(), "embedded": embedded,
+        "version": version("runtime"), "redis": server, "embedded": embedded,
         "prefix": settings.key_prefix, "config_file": config,
         "mongodb": None if not settings.mongodb_url else {
-            "url": mask(settings.mongodb_url), "collection": client.store.jobs.full_name},
+            "url": mask(settings.mongodb_url), "collection": client.store.jobs.full_name, "unreachable": unreachable},
         "workers": sum(e.get("kind") != "supervisor" for e in live),
         "supervisors": sum(e.get("kind") == "supervisor" for e in live),
-        **reader.queues(),
+        **queues,
     }
 
 
@@ -171,7 +177,8 @@ def _info(obj: Ctx) -> dict[str, Any]:
 @handle_errors
 def info(obj: Ctx, as_json: bool) -> None:
     """Which Redis (URL or embedded folder) and MongoDB this folder's commands use, the
-    server's version and memory, the key prefix, live workers and queues."""
+    server's version and memory, the key prefix, live workers and queues. A MongoDB that
+    cannot be reached is shown as such (job counts unknown), exit code 0 all the same."""
     data = _info(obj)
     if as_json:
         out(data)
@@ -186,8 +193,11 @@ def info(obj: Ctx, as_json: bool) -> None:
     echo(f"prefix    {data['prefix']}")
     echo(f"config    {data['config_file'] or 'none (defaults and RUNTIME_* variables)'}")
     m = data["mongodb"]
-    echo(f"mongodb   {m['url']} ({m['collection']})" if m else "mongodb   none (job documents in Redis only)")
+    echo(f"mongodb   {m['url']} ({m['collection']})" + (f": unreachable ({m['unreachable']})" if m["unreachable"] else "")
+         if m else "mongodb   none (job documents in Redis only)")
     echo(f"workers   {data['workers']} alive" + (f" under {data['supervisors']} supervisors" if data["supervisors"] else ""))
     queues = ", ".join(f"{q} {d['ready']} ready, {d['delayed']} delayed" for q, d in data["queues"].items())
     echo(f"queues    {queues or 'none'}")
-    echo("jobs      " + (", ".join(f"{s} {n}" for s, n in data["counts"].items() if n) or "none"))
+    counts = data["counts"]
+    echo("jobs      " + ("unknown (MongoDB unreachable)" if counts is None
+                         else ", ".join(f"{s} {n}" for s, n in counts.items() if n) or "none"))

@@ -96,6 +96,22 @@ def test_an_unavailable_line_names_the_hosts_whatever_the_cause(mongo_settings):
             hole.close()
 
 
+def test_info_shows_the_redis_side_and_an_unreachable_mongodb(mongo_settings, client):
+    """Before: `runtime info` exited 4 with the error line alone."""
+    import json
+    client.queue_job("testtasks.add", {"a": 1, "b": 1}, delay=600)
+    url = _urls(mongo_settings)["unreachable"]
+    r = cli(mongo_settings, "--mongodb", url, "info", mongodb_timeout_s=0.3)
+    assert r.exit_code == 0, r.stderr
+    assert (f"mongodb   {url} (runtime.jobs): unreachable (MongoDB unavailable: "
+            f"127.0.0.1:1: [Errno 111] Connection refused)") in r.stdout, r.stdout
+    assert "queues    default 0 ready, 1 delayed" in r.stdout and "jobs      unknown (MongoDB unreachable)" in r.stdout
+    data = json.loads(cli(mongo_settings, "--mongodb", url, "info", "--json", mongodb_timeout_s=0.3).stdout)
+    assert data["mongodb"]["unreachable"].startswith("MongoDB unavailable: 127.0.0.1:1: ") and data["counts"] is None
+    data = json.loads(cli(mongo_settings, "info", "--json", **mongo_env(mongo_settings)).stdout)
+    assert data["mongodb"]["unreachable"] is None and set(data["counts"]) >= {"queued", "success"}
+
+
 @pytest.mark.timing
 def test_interactive_reads_fail_within_the_select_timeout(mongo_settings):
     """Before: ``runtime jobs`` took 5.9 s to fail during an outage (the 5 s timeout)."""
