@@ -126,3 +126,20 @@ def test_migrate_rewrites_documents_of_the_layout_before(mongo_settings, caplog)
     assert client.store.get("old1").params == {"big": 2**64}
     assert client.store.jobs.find_one({"_id": new_id})["schema"] == 2
     assert cli(mongo_settings, "mongo", "migrate", **mongo_env(mongo_settings)).stdout.startswith("rewrote 0")
+
+
+def test_every_documented_field_is_there_and_null_until_known(mclient):
+    """Before: docs/mongodb.md said a field not known yet is null, but a queued job's
+    document had no ``wait_s`` nor ``run_s``."""
+    import re
+
+    from helpers import ROOT
+    table = (ROOT / "docs" / "mongodb.md").read_text().split("## The document")[1].split("### ")[0]
+    documented = [f for line in table.splitlines() if line.startswith("| `")
+                  for f in re.findall(r"`(\w+)`", line.split("|")[1])]
+    absent_unless_set = {"expire_at", "converted", "truncated"}  # the table says when each is there
+    job_id = mclient.queue_job("testtasks.add", {"a": 1, "b": 1}, delay=600)
+    doc = mclient.store.jobs.find_one({"_id": job_id})
+    assert [f for f in documented if f not in doc and f not in absent_unless_set] == []
+    for name in ("started_at", "ended_at", "wait_s", "run_s", "worker", "result", "exc_type", "progress"):
+        assert doc[name] is None, name

@@ -15,7 +15,8 @@ does). docs/mongodb.md describes each field for users, with example queries. Add
 - ``changed_at``: date of the last status change (sort key: newest first, ties by ``_id``
   highest first, as the Redis store).
 - ``wait_s``: seconds from due to started (queue wait); ``run_s``: seconds from started to
-  ended; absent until known (the Job's ``wait_s`` and ``run_s``).
+  ended; null until known (the Job's ``wait_s`` and ``run_s``), as is every field of the
+  Job not known yet.
 - ``expire_at``: for a final status, when the document goes (``mongodb_ttl_s`` of that
   status: months by default, independent of Redis's ``ttl_s``), for the TTL index;
   absent otherwise (and with a ``mongodb_ttl_s`` of 0: kept forever).
@@ -158,8 +159,7 @@ def document(job: Job, version: int, settings: Settings) -> dict[str, Any]:
     doc["changed_at"] = to_date(changed)
     for name in ("wait_s", "run_s"):
         seconds = getattr(job, name)
-        if seconds is not None:
-            doc[name] = round(seconds, 6)
+        doc[name] = round(seconds, 6) if seconds is not None else None
     if job.status in FINAL and settings.mongodb_ttl_s[job.status] > 0:
         end = job.ended_at or changed
         doc["expire_at"] = to_date(end + settings.mongodb_ttl_s[job.status])
