@@ -263,6 +263,10 @@ class Settings:
                 or self.mongodb_sweep_lag_s < 0:
             raise ConfigError("mongodb_timeout_s, mongodb_select_timeout_s and mongodb_sweep_interval_s must be > 0, "
                               "mongodb_sweep_lag_s >= 0")
+        if not isinstance(self.mongodb_collection, str) or not self.mongodb_collection.strip() or any(
+                c in self.mongodb_collection for c in "$\x00"):
+            raise ConfigError(f"mongodb_collection must be a collection name (not empty, without '$' or NUL), "
+                              f"got {self.mongodb_collection!r}")
         if not (self.mongodb_w.isdigit() or self.mongodb_w == "majority"):
             raise ConfigError(f"mongodb_w must be a number or 'majority', got {self.mongodb_w!r}")
         if self.mongodb_producer_timeout_s <= 0 or self.mongodb_breaker_s < 0:

@@ -188,6 +188,12 @@ def test_settings_and_clear_errors(mongo_settings):
         load_settings({"mongodb_url": "http://nope"}, env={})
     with pytest.raises(ConfigError, match="mongodb_max_doc_bytes"):
         load_settings({"mongodb_max_doc_bytes": 20 * 2**20}, env={})
+    for bad in ("", "a$b"):  # before: pymongo's "name must be an instance of str" at first use
+        with pytest.raises(ConfigError, match="^mongodb_collection must be a collection name"):
+            load_settings(env={"RUNTIME_MONGODB_COLLECTION": bad})
+    out = cli(mongo_settings, "jobs", **{**mongo_env(mongo_settings), "mongodb_collection": ""})
+    assert out.exit_code == 2 and out.stderr.startswith("error: mongodb_collection must be") and \
+        len(out.stderr.splitlines()) == 1, out.stderr
     try:
         import opentelemetry.instrumentation.pymongo  # noqa: F401
     except ImportError:
