@@ -256,6 +256,24 @@ class Settings:
                 and self.mem_hard_limit_bytes <= self.mem_limit_bytes):
             raise ConfigError(f"the hard memory limit ({self.mem_hard_limit_bytes / 2**20:.1f} MiB) must be above "
                               f"the soft one, mem_limit_bytes ({self.mem_limit_bytes / 2**20:.1f} MiB)")
+        self._check_mongodb()
+        unknown = set(self.ttl_s) - {s.value for s in FINAL}
+        if unknown:
+            raise ConfigError(f"ttl_s names statuses that are not final: {sorted(unknown)}")
+        ttl = dict(DEFAULT_TTL_S)
+        ttl.update({k: float(v) for k, v in self.ttl_s.items()})
+        object.__setattr__(self, "ttl_s", ttl)
+        unknown = set(self.mongodb_ttl_s) - {s.value for s in FINAL}
+        if unknown:
+            raise ConfigError(f"mongodb_ttl_s names statuses that are not final: {sorted(unknown)}")
+        mttl = dict(DEFAULT_MONGODB_TTL_S)
+        mttl.update({k: float(v) for k, v in self.mongodb_ttl_s.items()})
+        if any(not 0 <= v < float("inf") for v in mttl.values()):
+            raise ConfigError(f"mongodb_ttl_s must be >= 0 seconds (0 = kept forever), got {mttl}")
+        object.__setattr__(self, "mongodb_ttl_s", mttl)
+
+    def _check_mongodb(self) -> None:
+        """Raise ConfigError for a bad MongoDB setting (mongodb_ttl_s aside)."""
         if self.mongodb_url and not self.mongodb_url.startswith(("mongodb://", "mongodb+srv://")):
             raise ConfigError("mongodb_url must start with mongodb:// or mongodb+srv://, "
                               f"got {mask(self.mongodb_url)!r}")
@@ -273,20 +291,6 @@ class Settings:
             raise ConfigError("mongodb_producer_timeout_s must be > 0, mongodb_breaker_s >= 0")
         if not 65_536 <= self.mongodb_max_doc_bytes <= 15 * 2**20:
             raise ConfigError(f"mongodb_max_doc_bytes must be within [65536, 15 MiB], got {self.mongodb_max_doc_bytes}")
-        unknown = set(self.ttl_s) - {s.value for s in FINAL}
-        if unknown:
-            raise ConfigError(f"ttl_s names statuses that are not final: {sorted(unknown)}")
-        ttl = dict(DEFAULT_TTL_S)
-        ttl.update({k: float(v) for k, v in self.ttl_s.items()})
-        object.__setattr__(self, "ttl_s", ttl)
-        unknown = set(self.mongodb_ttl_s) - {s.value for s in FINAL}
-        if unknown:
-            raise ConfigError(f"mongodb_ttl_s names statuses that are not final: {sorted(unknown)}")
-        mttl = dict(DEFAULT_MONGODB_TTL_S)
-        mttl.update({k: float(v) for k, v in self.mongodb_ttl_s.items()})
-        if any(not 0 <= v < float("inf") for v in mttl.values()):
-            raise ConfigError(f"mongodb_ttl_s must be >= 0 seconds (0 = kept forever), got {mttl}")
-        object.__setattr__(self, "mongodb_ttl_s", mttl)
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied and validated again."""
