@@ -3,7 +3,8 @@
 At enqueue (any process using runtime.Client) a PRODUCER span ``send {queue}`` is made in
 the caller's current context (say, the web request that queued the job) and its W3C
 ``traceparent`` (and ``baggage``) is injected into the job's ``meta["trace"]``. The
-worker's CONSUMER span ``process {queue}`` continues that trace, so one trace runs from
+worker's CONSUMER span ``process {task path}`` (``process {queue}`` with the setting
+``span_name = "queue"``) continues that trace, so one trace runs from
 the request to the job's own child spans, and on through jobs queued by jobs. A later
 attempt (retry, requeue, interrupt) of the same job starts a new root trace with a Link
 to the previous attempt's span and to the producer's (OTel messaging conventions).
@@ -185,7 +186,13 @@ _provider: Any = None   # the provider made by this process (pid-checked), or No
 _provider_pid: int | None = None
 
 
-def otlp_traces_url(settings: Any) -> str | None:
+def exporter_off(signal: str) -> bool:
+    """True when ``OTEL_{signal}_EXPORTER`` (signal "TRACES" or "METRICS") is ``none``:
+    the OpenTelemetry SDK's switch for one signal, honoured with any endpoint."""
+    return os.environ.get(f"OTEL_{signal}_EXPORTER", "").strip().lower() == "none"
+
+
+def otlp_endpoint(settings: Any) -> str | None:
     """The OTLP/HTTP traces URL from settings or the standard env vars, or None."""
     explicit: str | None = getattr(settings, "otlp_endpoint", None)
     if explicit:
@@ -197,10 +204,72 @@ def otlp_traces_url(settings: Any) -> str | None:
     return base.rstrip("/") + "/v1/traces" if base else None
 
 
-def provider(settings: Any) -> Any:
+def otlp_traces_url(settings: Any) -> str | None:
+    """otlp_endpoint(settings), or None when OTEL_TRACES_EXPORTER=none."""
+    return None if exporter_off("TRACES") else otlp_endpoint(settings)
+
+
+def resource_attributes(worker: Any = None) -> dict[str, Any]:
+    """The OTel resource of this process's exports: ``service.name`` (OTEL_SERVICE_NAME,
+    default "runtime"), ``service.version`` (runtime's, unless OTEL_RESOURCE_ATTRIBUTES
+    sets one), ``host.name``, ``process.pid`` and, in a worker, ``runtime.worker.id``."""
+    import socket
+    from importlib.metadata import PackageNotFoundError, version
+    attrs: dict[str, Any] = {"service.name": os.environ.get("OTEL_SERVICE_NAME", "runtime"),
+                             "host.name": socket.gethostname(), "process.pid": os.getpid()}
+    if "service.version=" not in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", ""):
+        try:
+            attrs["service.version"] = version("runtime")
+        except PackageNotFoundError:  # run from a source tree
+            pass
+    if worker is not None:
+        attrs["runtime.worker.id"] = worker.id
+    return attrs
+
+
+#: Signals ("traces", "metrics") whose last export failed.
+_failing: set[str] = set()
+#: The logger of the OTLP exporters' own error lines (muted while an export fails).
+_EXPORTER_LOGGER = "opentelemetry.exporter"
+
+
+def note_export(what: str, ok: bool, url: str | None) -> None:
+    """Log a failing export once per outage, and its recovery once.
+
+    The exporters log every failed attempt (one or more lines per export interval): the
+    first attempt's lines pass, with their cause; then the ``opentelemetry.exporter``
+    loggers are muted until every signal exports again."""
+    muted = logging.getLogger(_EXPORTER_LOGGER)
+    if ok:
+        if what in _failing:
+            _failing.discard(what)
+            log.warning("%s export to %s recovered", what, mask(url or ""))
+            if not _failing:
+                muted.setLevel(logging.NOTSET)
+    elif what not in _failing:
+        _failing.add(what)
+        log.error("%s export to %s failed; not logged again until it recovers", what, mask(url or ""))
+        muted.setLevel(logging.CRITICAL)
+
+
+def quiet_failures(cls: Any, what: str) -> Any:
+    """A subclass of the OTLP exporter class ``cls`` whose exports report to note_export."""
+
+    class Quiet(cls):  # type: ignore[misc]
+        def export(self, *args: Any, **kwargs: Any) -> Any:
+            result = super().export(*args, **kwargs)
+            note_export(what, getattr(result, "name", "") == "SUCCESS", getattr(self, "_endpoint", None))
+            return result
+
+    Quiet.__name__ = Quiet.__qualname__ = cls.__name__
+    return Quiet
+
+
+def provider(settings: Any, worker: Any = None) -> Any:
     """The TracerProvider for ``settings``: with an endpoint configured, this process's
     own, made on first use (again after a fork; one per process, as OpenTelemetry's global
-    provider is set once); without one, the application's own SDK provider, else None."""
+    provider is set once; ``worker`` names the worker in its resource); without one, the
+    application's own SDK provider, else None."""
     global _provider, _provider_pid
     url = otlp_traces_url(settings)
     ours = _provider if _provider_pid == os.getpid() else None
@@ -223,17 +292,16 @@ def provider(settings: Any) -> Any:
             from runtime.errors import ConfigError
             raise ConfigError("OTLP over gRPC needs: pip install opentelemetry-exporter-otlp-proto-grpc") from None
         endpoint = getattr(settings, "otlp_endpoint", None) or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-        exporter: Any = Grpc(endpoint=endpoint)
+        exporter: Any = quiet_failures(Grpc, "traces")(endpoint=endpoint)
     else:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        exporter = OTLPSpanExporter(endpoint=url, timeout=export_timeout_s("TRACES"))
+        exporter = quiet_failures(OTLPSpanExporter, "traces")(endpoint=url, timeout=export_timeout_s("TRACES"))
     limit = int(os.environ.get("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", ATTRIBUTE_LENGTH))
     # the cut is ours and expected (a traceback is longer): the SDK's warning for each one
     # would otherwise land in the logs of the job whose span it is
     logging.getLogger("opentelemetry.attributes").setLevel(logging.ERROR)
-    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "runtime"),
-                                "process.pid": os.getpid()})
-    prov = TracerProvider(resource=resource, span_limits=SpanLimits(max_attribute_length=limit))
+    prov = TracerProvider(resource=Resource.create(resource_attributes(worker)),
+                          span_limits=SpanLimits(max_attribute_length=limit))
     from gevent import monkey
     if monkey.is_module_patched("threading"):  # a worker: export from a native thread
         import sys
@@ -283,14 +351,14 @@ class Tracing(Middleware):
         self._tracer: Any = None
         self._pid: int | None = None
 
-    def tracer(self) -> Any:
+    def tracer(self, worker: Any = None) -> Any:
         """The tracer of this process, or None when tracing is off (checked once per pid)."""
         if self._pid != os.getpid():
             self._pid = os.getpid()
             if otlp_traces_url(self.settings) is None and "opentelemetry" not in __import__("sys").modules:
                 self._tracer = None  # not configured, and the app uses no OTel: stay off, import nothing
             else:
-                prov = provider(self.settings)
+                prov = provider(self.settings, worker)
                 self._tracer = prov.get_tracer("runtime") if prov is not None else None
                 if self._tracer is not None:
                     _otel.load()
@@ -298,7 +366,7 @@ class Tracing(Middleware):
 
     def on_worker_start(self, worker: Any) -> None:
         self._pid = None  # after fork: make this process's own provider
-        self.tracer()
+        self.tracer(worker)
 
     def applies(self, path: str) -> bool:
         return self.tracer() is not None
@@ -338,8 +406,9 @@ class Tracing(Middleware):
                 links.append(Link(SpanContext(int(prev["trace_id"], 16), int(prev["span_id"], 16), True,
                                               TraceFlags(TraceFlags.SAMPLED))))
             parent = context.Context()
+        by_queue = getattr(self.settings, "span_name", "task") == "queue"
         span = tracer.start_span(
-            f"process {job.queue}", context=parent, kind=SpanKind.CONSUMER, links=links,
+            f"process {job.queue if by_queue else job.path}", context=parent, kind=SpanKind.CONSUMER, links=links,
             attributes={"messaging.system": "runtime", "messaging.destination.name": job.queue,
                         "messaging.operation.type": "process", "messaging.operation.name": "process",
                         "messaging.message.id": job.job_id, "runtime.task.path": job.path,

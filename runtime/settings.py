@@ -134,6 +134,10 @@ class Settings:
     #: Link to a trace shown by `runtime job`: Jaeger http://localhost:16686/trace/{trace_id};
     #: Grafana Tempo http://localhost:3000/explore?left={{"queries":[{{"query":"{trace_id}"}}]}}
     trace_link: str | None = "http://localhost:16686/trace/{trace_id}"
+    #: Name of a job's consumer span: "task" = ``process <task path>`` (tasks apart in
+    #: Jaeger's operation list and in Tempo's span metrics); "queue" = ``process <queue>``,
+    #: the messaging conventions' ``{operation} {destination}`` form.
+    span_name: str = "task"
     #: Largest report stored with a job, bytes (cut with a marker beyond).
     max_report_bytes: int = 262_144
     #: Log lines kept per job, and their total size, bytes (a marker says what was dropped).
@@ -281,6 +285,17 @@ class Settings:
         if any(not 0 <= v < float("inf") for v in mttl.values()):
             raise ConfigError(f"mongodb_ttl_s must be >= 0 seconds (0 = kept forever), got {mttl}")
         object.__setattr__(self, "mongodb_ttl_s", mttl)
+        self._check_tracing()
+
+    def _check_tracing(self) -> None:
+        if self.span_name not in ("task", "queue"):
+            raise ConfigError(f"span_name must be task or queue, got {self.span_name!r}")
+        if self.trace_link:
+            try:
+                self.trace_link.format(trace_id="0" * 32)
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ConfigError(f"trace_link must be a URL template with {{trace_id}} and any other brace "
+                                  f"doubled ({{{{ }}}}): {type(exc).__name__} {exc} in {self.trace_link!r}") from None
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied and validated again."""

@@ -15,7 +15,7 @@ PRODUCER, CONSUMER = 4, 5  # SpanKind values in OTLP
 
 def processed(receiver, job_id):
     """The consumer spans of one job."""
-    return [s for s in receiver.find(name="process default") if s["attributes"]["messaging.message.id"] == job_id]
+    return [s for s in receiver.find(kind=CONSUMER) if s["attributes"]["messaging.message.id"] == job_id]
 
 
 @pytest.fixture
@@ -38,13 +38,14 @@ def test_one_trace_from_the_request_to_the_job_and_its_children(traced, receiver
     job = client.wait(job_id, timeout_s=10)
     provider.force_flush()
     assert job.result == trace_id and job.report["trace"]["trace_id"] == trace_id
-    consumer = wait_until(lambda: receiver.find(name="process default"), 10, "consumer span")[0]
+    consumer = wait_until(lambda: receiver.find(kind=CONSUMER), 10, "consumer span")[0]
     producer = receiver.find(name="send default")[0]
     child = wait_until(lambda: receiver.find(name="child 1"), 10, "child span")[0]
     assert {producer["trace_id"], consumer["trace_id"], child["trace_id"]} == {trace_id}
     assert producer["parent_span_id"] == format(web.get_span_context().span_id, "016x")
     assert consumer["parent_span_id"] == producer["span_id"] and child["parent_span_id"] == consumer["span_id"]
     assert (producer["kind"], consumer["kind"]) == (PRODUCER, CONSUMER)
+    assert consumer["name"] == "process testtasks.traced_child"  # tasks apart in Jaeger's operation list
     a = consumer["attributes"]
     assert a["messaging.destination.name"] == "default" and a["messaging.message.id"] == job_id
     assert a["messaging.operation.type"] == "process" and a["runtime.task.path"] == "testtasks.traced_child"
@@ -70,9 +71,9 @@ def test_50_greenlets_keep_their_spans_apart(traced, receiver, worker):
     ids = client.queue_jobs("testtasks.traced_child", [{"n": n, "sleep_s": 0.05} for n in range(50)])
     worker.start(greenlets=50, otlp_endpoint=receiver.url)
     jobs = client.wait(ids, timeout_s=20)
-    wait_until(lambda: len(receiver.find(name="process default")) == 50 and
+    wait_until(lambda: len(receiver.find(kind=CONSUMER)) == 50 and
                sum(s["name"].startswith("child") for s in receiver.spans) == 50, 10, "100 spans")
-    by_job = {s["attributes"]["messaging.message.id"]: s for s in receiver.find(name="process default")}
+    by_job = {s["attributes"]["messaging.message.id"]: s for s in receiver.find(kind=CONSUMER)}
     for n, job in enumerate(jobs):
         consumer = by_job[job.id]
         child = receiver.find(name=f"child {n}")[0]
@@ -106,7 +107,14 @@ def test_a_stopping_worker_flushes_its_spans(traced, receiver, workers):
     client.wait(ids, timeout_s=10)
     proc.send_signal(signal.SIGTERM)  # before the 1 s export schedule
     assert proc.wait(10) == 0
-    assert len(receiver.find(name="process default")) == 5
+    assert len(receiver.find(kind=CONSUMER)) == 5
+
+
+def test_span_name_queue_gives_the_conventions_strict_form(traced, receiver, worker):
+    client, _ = traced
+    worker.start(otlp_endpoint=receiver.url, span_name="queue")
+    client.wait(client.queue_job("testtasks.add", {"a": 1, "b": 1}), timeout_s=10)
+    assert wait_until(lambda: receiver.find(kind=CONSUMER), 10, "consumer span")[0]["name"] == "process default"
 
 
 def test_job_logs_carry_trace_and_span_ids(traced, receiver, worker):
@@ -141,5 +149,14 @@ def test_metrics_are_exported_over_otlp(client, receiver, worker):
     assert jobs[("success", "testtasks.add")] == 5 and jobs[("failed", "tasks_example.work.fail")] == 1, receiver.points
     durations = points["messaging.process.duration"]
     assert sum(p["value"]["count"] for p in durations) == 6
+    # seconds, with the task and the error type: "p95 run time of task X" can be charted
+    add = [p for p in durations if p["attributes"]["runtime.task.path"] == "testtasks.add"]
+    assert add[0]["value"]["bounds"][:3] == [0.005, 0.01, 0.025] and add[0]["value"]["bounds"][-1] == 3600
+    assert sum(add[0]["value"]["buckets"][:2]) == 5  # each add took under 10 ms: not all in one bucket of 5 s
+    assert "error.type" not in add[0]["attributes"]
+    fail = [p for p in durations if p["attributes"]["runtime.task.path"] == "tasks_example.work.fail"]
+    assert fail[0]["attributes"]["error.type"] == "ValueError", fail
+    assert fail[0]["attributes"]["runtime.job.status"] == "failed"
+    assert {p["attributes"]["runtime.task.path"] for p in points["runtime.job.wait"]} >= {"testtasks.add"}
     assert any(p["attributes"]["runtime.queue.state"] == "ready" for p in points["runtime.queue.depth"])
     assert points["runtime.worker.rss"][0]["value"] > 10 * 2**20
