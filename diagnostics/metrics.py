@@ -34,7 +34,7 @@ from runtime.context import JobContext
 from runtime.middleware import Middleware, WorkerView
 from runtime.process import rss_reader
 
-from .tracing import exporter_off, otlp_endpoint, quiet_failures, resource_attributes
+from .otlp import export_timeout_s, exporter_off, otlp_endpoint, quiet_failures, resource_attributes
 
 #: Histogram bucket boundaries, seconds: the OTel messaging conventions' advice for
 #: ``messaging.process.duration`` (5 ms to 10 s), then on to an hour.
@@ -86,7 +86,6 @@ class Metrics(Middleware):
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
         from opentelemetry.sdk.resources import Resource
         self.worker = worker
-        from .tracing import export_timeout_s
         exporter = quiet_failures(OTLPMetricExporter, "metrics")(endpoint=url, timeout=export_timeout_s("METRICS"))
         reader = PeriodicExportingMetricReader(exporter)
         self.provider = MeterProvider(metric_readers=[reader], resource=Resource.create(resource_attributes(worker)))
