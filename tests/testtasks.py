@@ -276,3 +276,15 @@ def blob(kb: int) -> str:
 def print_text(text: str) -> None:
     """Prints ``text`` (what a job writes to stdout reaches the worker's console)."""
     print(text)  # noqa: T201 - the point of the task
+
+
+def progress(n: int, label: str = "", sleep_every: int = 0) -> int:
+    """Redraws a tqdm-style progress bar ``n`` times (carriage returns, one newline at the
+    end); with ``sleep_every``, yields to other greenlets every that many redraws."""
+    import gevent
+    for i in range(1, n + 1):
+        print(f"\r{label}{i}/{n}", end="")  # noqa: T201 - the point of the task
+        if sleep_every and i % sleep_every == 0:
+            gevent.sleep(0)
+    print(" done" if n else "", end="")  # noqa: T201 - an open line the job's end closes
+    return n

@@ -28,6 +28,18 @@ def test_logs_are_capped_with_a_marker(client, worker):
     assert job.logs[-1].startswith("[runtime: 80 more lines") and "max_log_lines=20" in job.logs[-1]
 
 
+def test_a_progress_bar_is_kept_and_shown_as_its_last_state(client, worker, capsys):
+    """20,000 redraws (carriage returns) by two jobs at once: each job's logs hold one line,
+    its bar's last state, and the worker's console gets that line once per job, whole."""
+    worker.start(greenlets=2)
+    ids = [client.queue_job("testtasks.progress", {"n": 20_000, "label": label, "sleep_every": 1000})
+           for label in ("a:", "b:")]
+    a, b = client.wait(ids, timeout_s=30)
+    assert a.logs == ["[stdout] a:20000/20000 done"] and b.logs == ["[stdout] b:20000/20000 done"]
+    out = capsys.readouterr().out
+    assert "a:20000/20000 done\n" in out and "b:20000/20000 done\n" in out and "\\x0d" not in out
+
+
 def _burner_and_sleeper(client, worker):
     worker.start(greenlets=2)
     burner = client.queue_job("testtasks.burn_and_sleep", {"burn_s": 0.3})
