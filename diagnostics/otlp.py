@@ -18,7 +18,17 @@ log = logging.getLogger("runtime.tracing")
 EXPORT_BATCH = 512
 EXPORT_DELAY_S = 0.5
 EXPORT_QUEUE = 8192
-ATTRIBUTE_LENGTH = 1024
+#: Longest attribute value, characters, unless OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT says:
+#: long enough for a whole 40-frame Python traceback (about 6,000).
+ATTRIBUTE_LENGTH = 8192
+def attribute_length() -> int:
+    """The span attribute value limit, characters (see ATTRIBUTE_LENGTH)."""
+    try:
+        return max(64, int(os.environ.get("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", ATTRIBUTE_LENGTH)))
+    except ValueError:
+        return ATTRIBUTE_LENGTH
+
+
 #: Longest one OTLP export (retries included) may take, seconds, unless the standard
 #: OTEL_EXPORTER_OTLP_TIMEOUT says otherwise: the SDK's default of 10 s, for traces and
 #: then metrics, held a stopping worker 13-22 s past its grace period with the collector down.

@@ -30,8 +30,9 @@ handed to :class:`NativeExportProcessor`, which batches and exports them from a 
 thread with its own hub; the interpreter's GIL switch interval is lowered to
 SWITCH_INTERVAL_S so that the thread's encoding cannot hold a running greenlet for more
 than about that long. Elsewhere the SDK's BatchSpanProcessor is used. Attribute values are
-cut at ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``
-(default here 1024 characters). opentelemetry is imported only when tracing is on.
+cut at ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`` (default here 8,192 characters), a job's
+``exception.stacktrace`` from its front (stack_tail). opentelemetry is imported only when
+tracing is on.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from runtime.redact import mask
 from runtime.status import Status
 
 from .otlp import (
-    ATTRIBUTE_LENGTH,
+    attribute_length,
     EXPORT_BATCH,
     EXPORT_DELAY_S,
     EXPORT_QUEUE,
@@ -97,7 +98,7 @@ def provider(settings: Any, worker: Any = None) -> Any:
     else:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         exporter = quiet_failures(OTLPSpanExporter, "traces")(endpoint=url, timeout=export_timeout_s("TRACES"))
-    limit = int(os.environ.get("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", ATTRIBUTE_LENGTH))
+    limit = attribute_length()
     # the cut is ours and expected (a traceback is longer): the SDK's warning for each one
     # would otherwise land in the logs of the job whose span it is
     logging.getLogger("opentelemetry.attributes").setLevel(logging.ERROR)
@@ -118,6 +119,20 @@ def provider(settings: Any, worker: Any = None) -> Any:
         trace.set_tracer_provider(prov)  # so tasks' trace.get_tracer() spans join the job's trace
     log.info("tracing: exporting spans over OTLP (%s) to %s", protocol, mask(url))
     return prov
+
+
+def stack_tail(exc: BaseException) -> str:
+    """``exc``'s traceback as ``exception.stacktrace``: whole when it fits the attribute
+    length limit, else cut from the front with a marker, so that the exception line and
+    the innermost frames (where it was raised) always arrive. The SDK cuts any longer
+    value from the end, which loses exactly those."""
+    from runtime.execution import format_traceback
+    text = format_traceback(exc)
+    limit = attribute_length()
+    if len(text) <= limit:
+        return text
+    marker = f"[{len(text) - limit} characters of outer frames cut]\n"
+    return marker + text[len(text) - limit + len(marker):]
 
 
 def flush(timeout_s: float = 5.0) -> None:
@@ -230,7 +245,7 @@ class Tracing(Middleware):
         status = outcome.status
         span.set_attribute("runtime.job.status", status.value)
         if outcome.exc is not None and status != Status.SUCCESS:
-            span.record_exception(outcome.exc)
+            span.record_exception(outcome.exc, {"exception.stacktrace": stack_tail(outcome.exc)})
         if status in _FAILED:
             span.set_status(StatusCode.ERROR, f"{status.value}: {type(outcome.exc).__name__ if outcome.exc else ''}")
         else:

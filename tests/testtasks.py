@@ -288,3 +288,16 @@ def progress(n: int, label: str = "", sleep_every: int = 0) -> int:
             gevent.sleep(0)
     print(" done" if n else "", end="")  # noqa: T201 - an open line the job's end closes
     return n
+
+
+def deep_raise(depth: int = 40) -> None:
+    """Raises ValueError from ``depth`` frames down (two functions in turn, so that the
+    traceback shows every frame rather than "previous line repeated")."""
+    def down(n: int) -> None:
+        if n <= 1:
+            raise ValueError(f"bottom of {depth} frames")
+        further(n - 1)
+
+    def further(n: int) -> None:
+        down(n)
+    down(depth)

@@ -3,6 +3,7 @@ of its own for what only a process shows: its own provider, the flush at SIGTERM
 
 from __future__ import annotations
 
+import re
 import signal
 
 import pytest
@@ -115,6 +116,25 @@ def test_span_name_queue_gives_the_conventions_strict_form(traced, receiver, wor
     worker.start(otlp_endpoint=receiver.url, span_name="queue")
     client.wait(client.queue_job("testtasks.add", {"a": 1, "b": 1}), timeout_s=10)
     assert wait_until(lambda: receiver.find(kind=CONSUMER), 10, "consumer span")[0]["name"] == "process default"
+
+
+@pytest.mark.parametrize("limit", [None, 1024])
+def test_a_deep_stack_arrives_with_its_exception_line(traced, receiver, worker, monkeypatch, limit):
+    """40 frames: whole by default; under a 1,024-character limit cut from the front with
+    a marker, so the innermost frames and the exception line still arrive."""
+    if limit:
+        monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", str(limit))
+    client, _ = traced
+    worker.start(otlp_endpoint=receiver.url)
+    job_id = client.queue_job("testtasks.deep_raise", {"depth": 40})
+    assert client.wait(job_id, timeout_s=10).status == "failed"
+    span = wait_until(lambda: processed(receiver, job_id), 10, "consumer span")[0]
+    stack = span["event_attributes"][span["events"].index("exception")]["exception.stacktrace"]
+    assert stack.rstrip().endswith("ValueError: bottom of 40 frames") and "in down" in stack
+    if limit:
+        assert len(stack) <= limit and re.match(r"\[\d+ characters of outer frames cut\]\n", stack)
+    else:
+        assert stack.startswith("Traceback (most recent call last):") and "in deep_raise" in stack
 
 
 def test_job_logs_carry_trace_and_span_ids(traced, receiver, worker):
