@@ -48,12 +48,12 @@ from runtime.redact import mask
 from runtime.status import Status
 
 from .otlp import (
-    attribute_length,
     EXPORT_BATCH,
     EXPORT_DELAY_S,
     EXPORT_QUEUE,
     SWITCH_INTERVAL_S,
     NativeExportProcessor,
+    attribute_length,
     export_timeout_s,
     otlp_traces_url,
     quiet_failures,

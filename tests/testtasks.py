@@ -301,3 +301,11 @@ def deep_raise(depth: int = 40) -> None:
     def further(n: int) -> None:
         down(n)
     down(depth)
+
+
+@task(max_retries=100, retry_delay_s=0)
+def fail_holding(mb: int = 50) -> None:
+    """Raises (and is retried, 100 times) while a local holds ``mb`` MiB."""
+    held = bytearray(mb * 2**20)
+    held[::4096] = b"x" * len(held[::4096])  # touched: counted in RSS
+    raise ValueError(f"failed holding {len(held)} bytes")

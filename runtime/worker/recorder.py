@@ -20,7 +20,7 @@ import gevent.lock
 
 from ..backoff import Backoff
 from ..broker import RedisBroker
-from ..execution import AttemptResult, interrupted
+from ..execution import AttemptResult, interrupted, release
 from ..job import dumps, utf8_safe
 from ..messages import Outcome
 from ..settings import Settings
@@ -98,6 +98,8 @@ class Recorder:
             return
         ctx = rj.ctx
         fields = res.store_fields(rj.claimed.retries)
+        release(res.exc)  # formatted and seen by every middleware: free its frames now
+        res.exc = None
         fields.update(ctx.progress_fields())
         if rj.timeout_s:  # the task's timeout, else the worker's default: the one it ran under
             fields["timeout_s"] = repr(rj.timeout_s)

@@ -163,3 +163,25 @@ def test_an_artifact_without_a_renderer_of_its_own_is_shown_as_stored(client, wo
     bad = cli(settings, "job", job.id, "--artifact", "raw", "--html", str(tmp_path / "no" / "x.html"),
               middleware="testmiddleware.RawNote")
     assert bad.exit_code == 1 and bad.stderr.startswith("error: cannot write") and len(bad.stderr.splitlines()) == 1
+
+
+def test_a_failing_job_leaves_no_garbage_cycle_holding_its_frames(client, worker):
+    """100 retries of a task that raises while a local holds 50 MiB: each attempt's
+    exception, traceback and frames are released when the attempt is stored, without
+    waiting for a gc.collect() (which a worker may not run for thousands of jobs)."""
+    import gc
+
+    from runtime.process import rss_reader
+    rss = rss_reader()
+    job_id = client.queue_job("testtasks.fail_holding", {"mb": 50})
+    gc.collect()
+    gc.disable()
+    try:
+        before = rss.read()
+        worker.burst()
+        after = rss.read()
+    finally:
+        gc.enable()
+    job = client.get_job(job_id)
+    assert job.status == "maxretries" and job.retries == 100, (job.status, job.retries)
+    assert after - before < 120 * 2**20, f"RSS grew {(after - before) / 2**20:.0f} MiB over 100 failed attempts"
