@@ -146,6 +146,7 @@ class Worker:
         reap_for(self)  # a dead worker's jobs come back before we claim (--burst too)
         self.heartbeat.start()
         self.middleware.call("on_worker_start", self)
+        self.limits.baseline()
         if self.owns_process:
             # what start-up made lives as long as the process: out of the cyclic collector's
             # way, so that a full collection does not walk it while jobs wait (tens of ms)

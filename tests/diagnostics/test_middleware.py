@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from helpers import wait_until
 
 from runtime import run_task
 
@@ -103,7 +104,7 @@ def test_memory_reports_rss_before_and_after_each_job(client, worker):
     worker.start(greenlets=1)
     job = client.wait(client.queue_job("tasks_example.work.leaky", {"kilobytes": 4096}), timeout_s=10)
     mem = job.report["memory"]
-    assert mem["rss_before"] > 10 * 2**20 and mem["rss_delta"] > 2 * 2**20 and mem["concurrent"] == 0
+    assert mem["rss_before"] > 10 * 2**20 and mem["rss_delta"] > 2 * 2**20 and mem["overlapping"] == 0
 
 
 def test_heap_diff_names_the_leaking_line_and_the_job_runs_alone(client, worker):
@@ -185,3 +186,28 @@ def test_a_failing_job_leaves_no_garbage_cycle_holding_its_frames(client, worker
     job = client.get_job(job_id)
     assert job.status == "maxretries" and job.retries == 100, (job.status, job.retries)
     assert after - before < 120 * 2**20, f"RSS grew {(after - before) / 2**20:.0f} MiB over 100 failed attempts"
+
+
+def test_a_recycle_event_does_not_blame_a_fresh_workers_first_job_for_its_start_up(client, worker, settings):
+    """The worker grew 40 MiB at start (a middleware's imports); its first job grew it by
+    nothing of its own, so it must not top the recycle event's growers with 40 MiB."""
+    from runtime.worker.limits import Recycle
+    ids = client.queue_jobs("testtasks.add", [{"a": 1, "b": 2}] * 3)
+    w = worker.burst(mem_limit_bytes=2**40, middleware=(*settings.middleware, "testmiddleware.HeavyStart"))
+    assert [j.status for j in client.store.get_many(ids)] == ["success"] * 3
+    event = w.limits.event(Recycle("mem-limit", "test"), w.id)
+    assert event["jobs_run"] == 3
+    assert all(g["rss_growth_bytes"] < 10 * 2**20 for g in event["top_growers"]), event["top_growers"]
+
+
+def test_the_memory_line_counts_the_jobs_that_ran_during_a_job(client, worker):
+    """A job that started after a long one and ended before it overlapped it: the long
+    one's report counts it (it was not running when the long one ended)."""
+    worker.start(greenlets=2)
+    long_id = client.queue_job("testtasks.sleep", {"seconds": 0.6})
+    wait_until(lambda: client.get_job(long_id).status == "started", 10, "the long job to start")
+    short = client.wait(client.queue_job("testtasks.sleep", {"seconds": 0.05}), timeout_s=10)
+    long = client.wait(long_id, timeout_s=10)
+    assert long.report["memory"]["overlapping"] == 1 and short.report["memory"]["overlapping"] == 1
+    alone = client.wait(client.queue_job("testtasks.sleep", {"seconds": 0.05}), timeout_s=10)
+    assert alone.report["memory"]["overlapping"] == 0
