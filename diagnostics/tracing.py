@@ -5,9 +5,11 @@ the caller's current context (say, the web request that queued the job) and its 
 ``traceparent`` (and ``baggage``) is injected into the job's ``meta["trace"]``. The
 worker's CONSUMER span ``process {task path}`` (``process {queue}`` with the setting
 ``span_name = "queue"``) continues that trace, so one trace runs from
-the request to the job's own child spans, and on through jobs queued by jobs. A later
-attempt (retry, requeue, interrupt) of the same job starts a new root trace with a Link
-to the previous attempt's span and to the producer's (OTel messaging conventions).
+the request to the job's own child spans, and on through jobs queued by jobs. Every
+attempt (retry, requeue, interrupt) of a job is a child of the producer span, with its
+baggage, and links to the attempt before it (the conventions allow the creation context
+as parent for a single message): one trace holds the request and every attempt. The job's
+history entries name each attempt's trace id and error.
 
 Names and attributes follow the OpenTelemetry messaging semantic conventions
 (``messaging.system``, ``messaging.destination.name`` = queue, ``messaging.message.id``
@@ -211,17 +213,14 @@ class Tracing(Middleware):
             return
         context, propagate, trace = _otel.context, _otel.propagate, _otel.trace
         Link, SpanContext, SpanKind, TraceFlags = _otel.Link, _otel.SpanContext, _otel.SpanKind, _otel.TraceFlags
+        # every attempt continues the producer's trace (its baggage too), the conventions'
+        # creation context as parent; a later one links to the attempt before it
         parent = propagate.extract(job.meta.get("trace") or {})
         links = []
-        if job.attempt > 1:  # a new root, linked to the producer and to the previous attempt
-            producer = trace.get_current_span(parent).get_span_context()
-            if producer.is_valid:
-                links.append(Link(producer))
-            prev = job.meta.get("trace_prev")
-            if prev:
-                links.append(Link(SpanContext(int(prev["trace_id"], 16), int(prev["span_id"], 16), True,
-                                              TraceFlags(TraceFlags.SAMPLED))))
-            parent = context.Context()
+        prev = job.meta.get("trace_prev")
+        if prev and job.attempt > 1:
+            links.append(Link(SpanContext(int(prev["trace_id"], 16), int(prev["span_id"], 16), True,
+                                          TraceFlags(TraceFlags.SAMPLED)), {"runtime.link": "previous attempt"}))
         by_queue = getattr(self.settings, "span_name", "task") == "queue"
         span = tracer.start_span(
             f"process {job.queue if by_queue else job.path}", context=parent, kind=SpanKind.CONSUMER, links=links,

@@ -309,3 +309,18 @@ def fail_holding(mb: int = 50) -> None:
     held = bytearray(mb * 2**20)
     held[::4096] = b"x" * len(held[::4096])  # touched: counted in RSS
     raise ValueError(f"failed holding {len(held)} bytes")
+
+
+@task(max_retries=3, retry_delay_s=0)
+def flaky_baggage(fail_times: int = 2) -> dict[str, Any]:
+    """Fails its first ``fail_times`` attempts, each error naming the OpenTelemetry baggage
+    the attempt ran with; then returns that baggage."""
+    from opentelemetry import baggage
+
+    from runtime.context import current_job
+    ctx = current_job.get()
+    attempt = ctx.attempt if ctx else 1
+    seen = dict(baggage.get_all())
+    if attempt <= fail_times:
+        raise ConnectionError(f"attempt {attempt} baggage {seen}")
+    return seen

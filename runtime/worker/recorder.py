@@ -22,7 +22,7 @@ from ..backoff import Backoff
 from ..broker import RedisBroker
 from ..execution import AttemptResult, interrupted, release
 from ..job import dumps, utf8_safe
-from ..messages import Outcome
+from ..messages import Outcome, history_members
 from ..settings import Settings
 from ..status import Status
 from .link import RedisLink
@@ -122,7 +122,10 @@ class Recorder:
         number = res.delay_s if res.status == Status.RETRY else 0.0
         # a lone surrogate must not stop the flush
         fields = {k: v if v.isascii() else utf8_safe(v) for k, v in fields.items()}
-        self.append(rj, Outcome(rj.id, rj.claimed.queue, rj.claimed.attempt, res.status, number, res.note, fields))
+        tail = history_members((ctx.report.get("trace") or {}).get("trace_id"), fields.get("exc_type"),
+                               fields.get("exc_message"))
+        self.append(rj, Outcome(rj.id, rj.claimed.queue, rj.claimed.attempt, res.status, number, res.note, fields,
+                                tail))
 
     def _log_end(self, rj: RunningJob, res: AttemptResult, f: dict[str, str], level: int) -> None:
         """One worker log line for the end of ``rj``'s attempt (``f``: its stored fields),

@@ -7,7 +7,7 @@ import re
 import signal
 
 import pytest
-from helpers import wait_until
+from helpers import cli, wait_until
 
 from runtime.client import Client
 
@@ -98,7 +98,41 @@ def test_status_is_set_for_base_exception_endings_and_retries_link(traced, recei
     first, second = sorted(wait_until(lambda: len(spans(flaky)) == 2 and spans(flaky), 10, "2 attempts"),
                            key=lambda s: s["attributes"]["runtime.job.attempt"])
     assert first["attributes"]["runtime.job.status"] == "retry" and first["status"][0] == 2
-    assert second["trace_id"] != first["trace_id"] and (first["trace_id"], first["span_id"]) in second["links"]
+    assert second["trace_id"] == first["trace_id"] and (first["trace_id"], first["span_id"]) in second["links"]
+
+
+def test_every_attempt_is_in_the_requests_trace_with_its_baggage_and_in_the_history(traced, receiver, worker,
+                                                                                     settings):
+    """A job retried twice: its three attempts are children of the producer span (one
+    trace from the request), each linked to the one before, each with the request's
+    baggage; the job's history names each attempt's trace id and error, and `runtime job`
+    shows them."""
+    from opentelemetry import baggage, context
+    client, provider = traced
+    token = context.attach(baggage.set_baggage("tenant", "acme"))
+    try:
+        with provider.get_tracer("web").start_as_current_span("POST /orders") as web:
+            job_id = client.queue_job("testtasks.flaky_baggage", {"fail_times": 2})
+    finally:
+        context.detach(token)
+    worker.start(otlp_endpoint=receiver.url)
+    job = client.wait(job_id, timeout_s=10)
+    assert job.status == "success" and job.result == {"tenant": "acme"}
+    trace_id = format(web.get_span_context().trace_id, "032x")
+    attempts = sorted(wait_until(lambda: len(processed(receiver, job_id)) == 3 and processed(receiver, job_id), 10,
+                                 "3 attempts"), key=lambda s: s["attributes"]["runtime.job.attempt"])
+    send = receiver.find(name="send default")[0]
+    assert {a["trace_id"] for a in attempts} == {trace_id}
+    assert all(a["parent_span_id"] == send["span_id"] for a in attempts)
+    assert attempts[1]["links"] == [(trace_id, attempts[0]["span_id"])]
+    assert attempts[2]["links"] == [(trace_id, attempts[1]["span_id"])]
+    ended = [h for h in job.history if h["status"] in ("retry", "success")]
+    assert [h.get("trace_id") for h in ended] == [trace_id] * 3
+    assert [h.get("error") for h in ended] == [
+        "ConnectionError: attempt 1 baggage {'tenant': 'acme'}", "ConnectionError: attempt 2 baggage {'tenant': 'acme'}",
+        None]
+    shown = cli(settings, "job", job_id).stdout
+    assert "error=ConnectionError: attempt 2 baggage {'tenant': 'acme'}" in shown and f"trace_id={trace_id}" in shown
 
 
 def test_a_stopping_worker_flushes_its_spans(traced, receiver, workers):
