@@ -159,6 +159,13 @@ _otel: Any = _Otel()
 _FAILED = {Status.FAILED, Status.TIMEOUT, Status.ABORT, Status.MAXRETRIES, Status.RETRY, Status.INTERRUPT}
 
 
+def _wait(job: JobContext) -> dict[str, float]:
+    """``runtime.job.wait_s``: the job's wait (due to started, seconds), when known."""
+    if job.started_at is None or job.due_at is None:
+        return {}
+    return {"runtime.job.wait_s": round(max(0.0, job.started_at - job.due_at), 6)}
+
+
 class Tracing(Middleware):
     """Producer and consumer spans with W3C context propagation through the job."""
 
@@ -227,7 +234,7 @@ class Tracing(Middleware):
             attributes={"messaging.system": "runtime", "messaging.destination.name": job.queue,
                         "messaging.operation.type": "process", "messaging.operation.name": "process",
                         "messaging.message.id": job.job_id, "runtime.task.path": job.path,
-                        "runtime.job.attempt": job.attempt})
+                        "runtime.job.attempt": job.attempt, **_wait(job)})
         token = context.attach(trace.set_span_in_context(span, parent))
         sc = span.get_span_context()
         ids = {"trace_id": format(sc.trace_id, "032x"), "span_id": format(sc.span_id, "016x")}

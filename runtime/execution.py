@@ -94,6 +94,9 @@ class AttemptResult:
     fields: dict[str, str] = field(default_factory=dict)
     #: a retry counts against the task's max_retries (a job handed back unserved does not)
     counted: bool = True
+    #: the task's own run, seconds: finding it, binding its params and the call (what
+    #: ``report["timing"]["wall_s"]`` and the duration metric give); None when it did not run
+    call_s: float | None = None
 
     def store_fields(self, retries: int) -> dict[str, str]:
         """The job fields to write for this outcome (strings)."""
@@ -134,11 +137,20 @@ def _retry_or_max(spec: TaskSpec | None, exc: BaseException, retries: int, delay
 
 def run_attempt(settings: Settings, path: str, params: dict[str, Any] | str, retries: int,
                 enforce_timeout: bool = True) -> AttemptResult:
-    """Run ``path`` with ``params`` once and classify the end (never raises, see table).
+    """Run ``path`` with ``params`` once and classify the end (never raises, see table);
+    the result's ``call_s`` is how long that took.
 
     The timeout (the task's ``timeout_s``, else ``settings.default_timeout_s``) is enforced
     with ``gevent.Timeout``, which fires only when the task yields to the gevent hub.
     """
+    began = time.perf_counter()
+    result = _attempt(settings, path, params, retries, enforce_timeout)
+    result.call_s = time.perf_counter() - began
+    return result
+
+
+def _attempt(settings: Settings, path: str, params: dict[str, Any] | str, retries: int,
+             enforce_timeout: bool) -> AttemptResult:
     spec: TaskSpec | None = None
     try:
         spec = resolve(path, settings.task_modules)

@@ -112,12 +112,12 @@ class Settings:
     progress_interval_s: float = 0.5
     #: Middleware by dotted path, in order (before-hooks in this order, after-hooks reversed;
     #: a middleware that needs another's hooks first says so, and a bad order is refused).
+    #: Timing comes last, so that the CPU it charges is the task's, not other hooks'.
     middleware: tuple[str, ...] = ("diagnostics.client_spans.ClientSpans",
                                    "diagnostics.tracing.Tracing", "diagnostics.metrics.Metrics",
-                                   "diagnostics.timing.Timing", "diagnostics.memory.Memory",
-                                   "diagnostics.memory.HeapDiff",
+                                   "diagnostics.memory.Memory", "diagnostics.memory.HeapDiff",
                                    "diagnostics.profiling.Profiling", "diagnostics.logs.Logs",
-                                   "diagnostics.sentry.Sentry")
+                                   "diagnostics.sentry.Sentry", "diagnostics.timing.Timing")
     #: Task paths to profile with pyinstrument: fnmatch patterns, comma-separated ("*" = all).
     profile: str = ""
     #: Task paths whose jobs get a heap diff (tracemalloc) and run alone: patterns as above.

@@ -103,10 +103,13 @@ def print_workers(entries: list[dict[str, Any]]) -> None:
                        f"kills {e.get('kills') or 0}  rss {rss:.1f} MiB{limits}  since {e['started_at']}")
             continue
         indent = "  " if e.get("supervisor") in sups else ""
+        running = [r for r in e["running"] if r.get("run", True)]  # the others are prefetched: claimed, not started
+        waiting = len(e["running"]) - len(running)
         echo(f"{indent}{e['id']}  {e.get('state', '?')}  host {e['host']} pid {e['pid']}  queues {','.join(e['queues'])}  "
-                   f"running {len(e['running'])}/{e.get('greenlets', '?')}  done {e['jobs_done']}  "
-                   f"rss {rss:.1f} MiB  since {e['started_at']}" + (f"  recycling: {e['recycle']}" if e.get("recycle") else ""))
-        for r in e["running"]:
+                   f"running {len(running)}/{e.get('greenlets', '?')}{f' (+{waiting} prefetched)' if waiting else ''}  "
+                   f"done {e['jobs_done']}  rss {rss:.1f} MiB  since {e['started_at']}"
+                   + (f"  recycling: {e['recycle']}" if e.get("recycle") else ""))
+        for r in running:
             echo(f"{indent}    {r['id']} {r['path']}  " + " <- ".join(r["stack"][:3]))
 
 

@@ -359,7 +359,7 @@ class Worker:
                 self.handed_back.add(c.id)
             return
         token = current_job.set(rj.ctx)
-        began = time.time()
+        rj.ctx.started_at = began = time.time()
         try:
             rj.ctx.params = params = loads(c.params_json)  # a corrupt document fails the job
             if self.middleware:

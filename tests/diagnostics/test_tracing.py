@@ -51,6 +51,7 @@ def test_one_trace_from_the_request_to_the_job_and_its_children(traced, receiver
     assert a["messaging.destination.name"] == "default" and a["messaging.message.id"] == job_id
     assert a["messaging.operation.type"] == "process" and a["runtime.task.path"] == "testtasks.traced_child"
     assert a["runtime.job.status"] == "success" and consumer["status"][0] == 1  # OK
+    assert a["runtime.job.wait_s"] == job.report["timing"]["wait_s"]  # one definition of the wait
     assert consumer["resource"]["process.pid"] == workers.procs[0].pid  # made after start, not inherited
 
 
