@@ -128,6 +128,9 @@ class Settings:
     sentry_report_retries: int = 0
     #: Send local variables of the failing frames to Sentry (they may hold personal data).
     sentry_include_locals: int = 0
+    #: Send the job's params to Sentry (its ``job`` context), the values of secret-looking
+    #: keys (password, token, key...) masked; off by default: params may hold personal data.
+    sentry_include_params: int = 0
     #: OTLP endpoint for traces (http://collector:4318, or its /v1/traces URL); None = the
     #: standard OTEL_EXPORTER_OTLP_* variables, and with none of them no tracing at all.
     otlp_endpoint: str | None = None

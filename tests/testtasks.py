@@ -324,3 +324,11 @@ def flaky_baggage(fail_times: int = 2) -> dict[str, Any]:
     if attempt <= fail_times:
         raise ConnectionError(f"attempt {attempt} baggage {seen}")
     return seen
+
+
+def log_then_fail(user: str, password: str) -> None:
+    """Logs a line, prints one, then raises ValueError."""
+    import logging
+    logging.getLogger("testtasks.log_then_fail").warning("checking %s", user)
+    print(f"about to fail for {user}")  # noqa: T201 - captured output becomes a breadcrumb
+    raise ValueError(f"no such user {user}")
