@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 import traceback as tb
 from dataclasses import dataclass, field
+from types import CodeType
 from typing import Any
 
 from .errors import (
@@ -147,6 +148,12 @@ def run_attempt(settings: Settings, path: str, params: dict[str, Any] | str, ret
     result = _attempt(settings, path, params, retries, enforce_timeout)
     result.call_s = time.perf_counter() - began
     return result
+
+
+def call_frame_code() -> CodeType:
+    """The code of the frame that calls a task: every frame inside it is the task's
+    (runtime.worker.signals interrupts only there)."""
+    return _attempt.__code__
 
 
 def _attempt(settings: Settings, path: str, params: dict[str, Any] | str, retries: int,
