@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any
 
+from runtime.errors import JobAborted, JobInterrupt, JobTimeout
 from runtime.redact import mask
 
 log = logging.getLogger("runtime.tracing")
@@ -88,6 +90,28 @@ def use_native_span_locks() -> int:
     return n
 
 
+#: What runtime delivers into a running job; OpenTelemetry records only Exceptions, so a
+#: span these end would be exported UNSET, with no event.
+_INTERRUPTS = (JobTimeout, JobAborted, JobInterrupt)
+
+
+def interrupted(span: Any, exc: BaseException) -> Any:
+    """``span`` (an ended ReadableSpan), when ``exc`` (a timeout, abort or interrupt of the
+    job) ended it and it has no status yet: a copy with status ERROR and the ``exception``
+    event; else ``span`` itself."""
+    from opentelemetry.sdk.trace import Event, ReadableSpan
+    from opentelemetry.trace import Status, StatusCode
+    if span.status.status_code is not StatusCode.UNSET:
+        return span
+    kind = type(exc).__name__
+    event = Event("exception", {"exception.type": f"runtime.errors.{kind}", "exception.message": str(exc),
+                                "exception.escaped": "True"}, timestamp=span.end_time)
+    return ReadableSpan(name=span.name, context=span.context, parent=span.parent, resource=span.resource,
+                        attributes=span.attributes, events=(*span.events, event), links=span.links, kind=span.kind,
+                        status=Status(StatusCode.ERROR, f"{kind}: {exc}"), start_time=span.start_time,
+                        end_time=span.end_time, instrumentation_scope=span.instrumentation_scope)
+
+
 class NativeExportProcessor:
     """An OpenTelemetry SpanProcessor that exports from a native OS thread.
 
@@ -121,6 +145,9 @@ class NativeExportProcessor:
     def on_end(self, span: Any) -> None:
         if not span.context.trace_flags.sampled:
             return
+        exc = sys.exc_info()[1]  # a span ended by an exception on its way out of it
+        if exc is not None and isinstance(exc, _INTERRUPTS):
+            span = interrupted(span, exc)
         if len(self._queue) >= self.max_queue:
             self.dropped += 1
             return

@@ -332,3 +332,11 @@ def log_then_fail(user: str, password: str) -> None:
     logging.getLogger("testtasks.log_then_fail").warning("checking %s", user)
     print(f"about to fail for {user}")  # noqa: T201 - captured output becomes a breadcrumb
     raise ValueError(f"no such user {user}")
+
+
+@task(timeout_s=0.3)
+def slow_child(sleep_s: float = 5.0) -> None:
+    """Makes a child span that its job's timeout (0.3 s) cuts off."""
+    from opentelemetry import trace
+    with trace.get_tracer("testtasks").start_as_current_span("slow child"):
+        time.sleep(sleep_s)

@@ -136,6 +136,18 @@ def test_every_attempt_is_in_the_requests_trace_with_its_baggage_and_in_the_hist
     assert "error=ConnectionError: attempt 2 baggage {'tenant': 'acme'}" in shown and f"trace_id={trace_id}" in shown
 
 
+def test_a_child_span_cut_off_by_the_jobs_timeout_ends_in_error_with_an_event(traced, receiver, worker):
+    client, _ = traced
+    worker.start(otlp_endpoint=receiver.url)
+    job = client.wait(client.queue_job("testtasks.slow_child", {"sleep_s": 5}), timeout_s=10)
+    assert job.status == "timeout"
+    child = wait_until(lambda: receiver.find(name="slow child"), 10, "the child span")[0]
+    assert child["status"][0] == 2 and child["status"][1].startswith("JobTimeout: "), child["status"]
+    event = child["event_attributes"][child["events"].index("exception")]
+    assert event["exception.type"] == "runtime.errors.JobTimeout"
+    assert child["parent_span_id"] == processed(receiver, job.id)[0]["span_id"]
+
+
 def test_a_stopping_worker_flushes_its_spans(traced, receiver, workers):
     client, _ = traced
     proc = workers.start(otlp_endpoint=receiver.url)
