@@ -175,6 +175,8 @@ class Tracing(Middleware):
         super().__init__(settings)
         self._tracer: Any = None
         self._pid: int | None = None
+        #: job id -> its producer span, between before_enqueue and after_enqueue
+        self._sending: dict[str, Any] = {}
 
     def tracer(self, worker: Any = None) -> Any:
         """The tracer of this process, or None when tracing is off (checked once per pid)."""
@@ -200,19 +202,33 @@ class Tracing(Middleware):
         flush()
 
     def before_enqueue(self, message: Any) -> None:
+        """Start the PRODUCER span ``send {queue}`` (ended by after_enqueue, once Redis
+        took the job or refused it) and put its context in ``message.meta["trace"]``."""
         tracer = self.tracer()
         if tracer is None:
             return
-        from opentelemetry import propagate
+        from opentelemetry import propagate, trace
         from opentelemetry.trace import SpanKind
-        with tracer.start_as_current_span(
+        span = tracer.start_span(
             f"send {message.queue}", kind=SpanKind.PRODUCER,
             attributes={"messaging.system": "runtime", "messaging.destination.name": message.queue,
                         "messaging.operation.type": "send", "messaging.operation.name": "send",
-                        "messaging.message.id": message.id, "runtime.task.path": message.path}):
-            carrier: dict[str, str] = {}
-            propagate.inject(carrier)
-            message.meta["trace"] = carrier
+                        "messaging.message.id": message.id, "runtime.task.path": message.path})
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier, context=trace.set_span_in_context(span))  # with the caller's baggage
+        message.meta["trace"] = carrier
+        self._sending[message.id] = span
+
+    def after_enqueue(self, messages: Any, error: BaseException | None) -> None:
+        from opentelemetry.trace import StatusCode
+        for message in messages:
+            span = self._sending.pop(message.id, None)
+            if span is None:
+                continue
+            if error is not None:
+                span.record_exception(error)
+                span.set_status(StatusCode.ERROR, f"{type(error).__name__}: {error}")
+            span.end()
 
     def before_job(self, job: JobContext) -> None:
         tracer = self.tracer()

@@ -148,6 +148,17 @@ def test_a_child_span_cut_off_by_the_jobs_timeout_ends_in_error_with_an_event(tr
     assert child["parent_span_id"] == processed(receiver, job.id)[0]["span_id"]
 
 
+def test_a_failed_publish_ends_its_producer_span_in_error(settings, receiver, full_redis):
+    import diagnostics.tracing as tracing
+    from runtime.errors import BrokerUnavailable
+    full = Client(settings.replace(redis_url=full_redis, otlp_endpoint=receiver.url))
+    with pytest.raises(BrokerUnavailable):
+        full.queue_job("testtasks.add", {"a": 1, "b": 2})
+    tracing.flush()
+    send = wait_until(lambda: receiver.find(name="send default"), 10, "the producer span")[0]
+    assert send["status"][0] == 2 and send["status"][1].startswith("BrokerUnavailable: ") and "exception" in send["events"]
+
+
 def test_a_stopping_worker_flushes_its_spans(traced, receiver, workers):
     client, _ = traced
     proc = workers.start(otlp_endpoint=receiver.url)
