@@ -111,8 +111,7 @@ class Settings:
     #: Period of progress writes to the store while a task calls set_progress, seconds.
     progress_interval_s: float = 0.5
     #: Middleware by dotted path, in order (before-hooks in this order, after-hooks reversed;
-    #: a middleware that needs another's hooks first says so, and a bad order is refused).
-    #: Timing comes last, so that the CPU it charges is the task's, not other hooks'.
+    #: a middleware that needs another's hooks first says so; Timing last: it times the task).
     middleware: tuple[str, ...] = ("diagnostics.client_spans.ClientSpans",
                                    "diagnostics.tracing.Tracing", "diagnostics.metrics.Metrics",
                                    "diagnostics.memory.Memory", "diagnostics.memory.HeapDiff",
@@ -134,9 +133,9 @@ class Settings:
     #: OTLP endpoint for traces (http://collector:4318, or its /v1/traces URL); None = the
     #: standard OTEL_EXPORTER_OTLP_* variables, and with none of them no tracing at all.
     otlp_endpoint: str | None = None
-    #: Link to a trace shown by `runtime job`: Jaeger http://localhost:16686/trace/{trace_id};
-    #: Grafana Tempo http://localhost:3000/explore?left={{"queries":[{{"query":"{trace_id}"}}]}}
-    trace_link: str | None = "http://localhost:16686/trace/{trace_id}"
+    #: Link to a trace shown by `runtime job`: a URL template with ``{trace_id}`` (other
+    #: braces doubled), or a name of TRACE_LINKS ("jaeger", "tempo": the compose file's).
+    trace_link: str | None = "jaeger"
     #: Name of a job's consumer span: "task" = ``process <task path>`` (tasks apart in
     #: Jaeger's operation list and in Tempo's span metrics); "queue" = ``process <queue>``,
     #: the messaging conventions' ``{operation} {destination}`` form.
@@ -291,6 +290,8 @@ class Settings:
         self._check_tracing()
 
     def _check_tracing(self) -> None:
+        if self.trace_link in TRACE_LINKS:
+            object.__setattr__(self, "trace_link", TRACE_LINKS[self.trace_link])
         if self.span_name not in ("task", "queue"):
             raise ConfigError(f"span_name must be task or queue, got {self.span_name!r}")
         if self.trace_link:
@@ -304,6 +305,17 @@ class Settings:
         """A copy with ``changes`` applied and validated again."""
         return dataclasses.replace(self, **changes)
 
+
+#: Trace links by name (the setting ``trace_link``): Jaeger's UI, and Grafana's Explore
+#: on the Tempo data source (uid "tempo") that deploy/docker-compose.tracing.yml provisions,
+#: in Grafana 10+'s URL form (``panes``, URL-encoded JSON).
+TRACE_LINKS = {
+    "jaeger": "http://localhost:16686/trace/{trace_id}",
+    "tempo": ("http://localhost:3000/explore?schemaVersion=1&orgId=1&panes=%7B%22a%22%3A%7B%22datasource%22%3A%22tempo%"
+              "22%2C%22queries%22%3A%5B%7B%22refId%22%3A%22A%22%2C%22datasource%22%3A%7B%22type%22%3A%22tempo%22%2C%22u"
+              "id%22%3A%22tempo%22%7D%2C%22queryType%22%3A%22traceql%22%2C%22query%22%3A%22{trace_id}%22%7D%5D%2C%22ran"
+              "ge%22%3A%7B%22from%22%3A%22now-1h%22%2C%22to%22%3A%22now%22%7D%7D%7D"),
+}
 
 #: Name of the folder of a project's embedded server.
 EMBEDDED_DIR = ".runtime"

@@ -7,11 +7,16 @@ module knows no diagnostic by name.
 from __future__ import annotations
 
 import json
+import re
+import sys
 import time
 from typing import Any
 
+import click
+
 from ..job import Job, iso
 from ..middleware import Chain
+from ..redact import mask, printable
 from ..units import fmt_bytes, fmt_seconds, plural
 from .app import echo
 
@@ -35,7 +40,19 @@ def job_table(jobs: list[Job]) -> None:
 
 
 def _row(label: str, text: str) -> None:
+    if label == "trace" and sys.stdout.isatty():  # the trace link, clickable where terminals allow
+        click.echo(_URL.sub(_hyperlink, printable(mask(f"  {label:9} {text}"))))
+        return
     echo(f"  {label:9} {text}")
+
+
+#: A URL in a line already escaped (so it holds no control character).
+_URL = re.compile(r"https?://\S+")
+
+
+def _hyperlink(m: re.Match[str]) -> str:
+    """The URL as an OSC 8 terminal hyperlink (terminals without them show the text)."""
+    return f"\x1b]8;;{m[0]}\x1b\\{m[0]}\x1b]8;;\x1b\\"
 
 
 def print_job(job: Job, chain: Chain) -> None:

@@ -7,7 +7,7 @@ import re
 import signal
 
 import pytest
-from helpers import cli, wait_until
+from helpers import cli, rt, wait_until
 
 from runtime.client import Client
 
@@ -238,3 +238,33 @@ def test_metrics_are_exported_over_otlp(client, receiver, worker):
     assert {p["attributes"]["runtime.task.path"] for p in points["runtime.job.wait"]} >= {"testtasks.add"}
     assert any(p["attributes"]["runtime.queue.state"] == "ready" for p in points["runtime.queue.depth"])
     assert points["runtime.worker.rss"][0]["value"] > 10 * 2**20
+
+
+def test_a_trace_link_template_with_single_braces_is_one_line_at_start(settings, cli_env, client):
+    job_id = client.queue_job("testtasks.add", {"a": 1, "b": 2})
+    r = rt({**cli_env, "RUNTIME_TRACE_LINK": 'http://grafana/explore?left={"queries":[{"query":"{trace_id}"}]}'},
+           "job", job_id)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.splitlines()) == 1
+    assert r.stderr.startswith("error: trace_link must be a URL template with {trace_id} and any other brace doubled")
+
+
+def test_the_trace_link_is_a_terminal_hyperlink_to_tempo(traced, receiver, worker, cli_env):
+    """In a terminal (a pty), `runtime job` prints the trace as an OSC 8 hyperlink to
+    Grafana's Explore on the provisioned Tempo data source, its JSON URL-encoded."""
+    import shlex
+    import subprocess
+    import sys
+    client, _ = traced
+    worker.start(otlp_endpoint=receiver.url)
+    job = client.wait(client.queue_job("testtasks.add", {"a": 1, "b": 2}), timeout_s=10)
+    trace_id = job.report["trace"]["trace_id"]
+    command = shlex.join([sys.executable, "-m", "runtime", "job", job.id])
+    done = subprocess.run(["script", "-qec", command, "/dev/null"], capture_output=True, timeout=60,  # in a pty
+                          env={**cli_env, "RUNTIME_TRACE_LINK": "tempo"}, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    text = out.decode()
+    url = re.search(r"\x1b\]8;;(\S+)\x1b\\", text)
+    assert url, text
+    assert url[1].startswith("http://localhost:3000/explore?schemaVersion=1&orgId=1&panes=%7B%22a%22")
+    assert f"%22query%22%3A%22{trace_id}%22" in url[1] and "{" not in url[1] and '"' not in url[1]
