@@ -142,7 +142,7 @@ def test_a_middleware_stores_an_artifact_and_shows_its_own_sections(client, work
     assert job.artifacts == {"note": f"note of {job.id}"}
     assert job.report["stamp"] == {"path": "testtasks.add", "params": {"a": 1, "b": 2}}  # the job's own params
     shown = cli(settings, "job", job.id, middleware="diagnostics.timing.Timing,testmiddleware.Stamp")
-    assert "  stamp     stamped testtasks.add" in shown.stdout and "  timing    wait " in shown.stdout
+    assert "  stamp     stamped testtasks.add" in shown.stdout and "  timing    the task " in shown.stdout
     assert f"artifact  note: {len(job.artifacts['note'])} bytes" in shown.stdout
     art = cli(settings, "job", job.id, "--artifact", "note", middleware="diagnostics.timing.Timing,testmiddleware.Stamp")
     assert art.exit_code == 0 and art.stdout.strip() == f"NOTE OF {job.id.upper()}"
