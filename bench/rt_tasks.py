@@ -81,3 +81,11 @@ def span_burst(seconds: float = 3.0) -> int:
             n += 1
         gevent.sleep(0)
     return n
+
+
+def progress_bar(n: int = 20_000) -> int:
+    """Redraws a tqdm-style progress bar ``n`` times (``\\r``, no newline until the end)."""
+    for i in range(n):
+        print(f"\r{i + 1}/{n} [{'#' * (20 * (i + 1) // n):<20}]", end="")
+    print()
+    return n

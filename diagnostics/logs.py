@@ -4,8 +4,11 @@ interleaving greenlets keep their own lines), capped in count and bytes with a m
 saying how much was dropped, and stored with the job (``job.logs``).
 
 Records still reach the worker's own handlers too (its console); print output is passed
-through to the real stream as well, with what that stream cannot encode escaped
-(``\\xe9``): the job's logs keep the text as printed.
+through to the real stream as well, a line at a time as each line ends (so the lines of
+greenlets do not interleave), with control characters and what the stream cannot encode
+escaped (``\\x1b``, ``\\xe9``): the job's logs keep the text as printed. A carriage
+return starts a line again, as on a terminal: a redrawn progress bar is kept as its last
+state.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from runtime.resets import on_reset
 DEFAULT_MAX_LINES = 1000
 DEFAULT_MAX_BYTES = 65_536
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: Writes of one open line (no newline yet) joined at once: bounds what a progress bar
+#: redrawn with carriage returns keeps until its line ends.
+PIECES = 1000
 
 
 class _Limits:
@@ -67,31 +73,53 @@ class JobStream:
 
     def __init__(self, real: TextIO, label: str, limits: _Limits) -> None:
         self._real, self._label, self._limits = real, label, limits
+        self._key = "partial_" + label  # the job's open line: job.state[_key], its writes
 
     def write(self, text: str) -> int:
         job = current_job.get()
-        if job is not None and text:
-            key = "partial_" + self._label
-            buf = job.state.get(key, "") + text
-            *lines, rest = buf.split("\n")
-            for line in lines:
-                add_line(job, f"[{self._label}] {line}", self._limits)
-            job.state[key] = rest
-            shown = printable(text)  # what a job prints must not drive the worker's terminal
-        else:
-            shown = text
+        if job is None:
+            self._show(text)
+        elif text:
+            pieces = job.state.get(self._key)
+            if pieces is None:
+                pieces = job.state[self._key] = []
+            pieces.append(text)
+            if "\n" in text or len(pieces) >= PIECES:
+                self._end_lines(job, pieces)
+        return len(text)
+
+    def _end_lines(self, job: JobContext, pieces: list[str]) -> None:
+        """Add the lines the job's open line (``pieces``, its writes since the last
+        newline) ends to the job's logs and show them; keep the line it starts.
+
+        Each write is appended as it comes and joined once, here, at a newline or every
+        PIECES writes (linear in the output). A carriage return starts the line again, as
+        on a terminal, so a progress bar redrawn 20,000 times is kept, and shown on the
+        worker's console, as its last state."""
+        *ended, rest = "".join(pieces).split("\n")
+        pieces.clear()
+        for i, line in enumerate(ended):
+            line = line.rstrip("\r")
+            ended[i] = line = line[line.rfind("\r") + 1:]
+            add_line(job, f"[{self._label}] {line}", self._limits)
+        if ended:
+            self._show(printable("\n".join(ended) + "\n"))  # a job's output must not drive the terminal
+        pieces.append(rest[rest.rfind("\r") + 1:])
+
+    def _show(self, text: str) -> None:
+        """Write ``text`` to the real stream, escaping what its encoding cannot take."""
         try:
-            self._real.write(shown)
-            return len(text)
+            self._real.write(text)
         except UnicodeEncodeError:  # e.g. an ASCII stdout: escaped, never the job's failure
             encoding = getattr(self._real, "encoding", None) or "ascii"
-            self._real.write(shown.encode(encoding, "backslashreplace").decode(encoding))
-            return len(text)
+            self._real.write(text.encode(encoding, "backslashreplace").decode(encoding))
 
     def flush_job(self, job: JobContext) -> None:
-        rest = job.state.pop("partial_" + self._label, "")
-        if rest:
-            add_line(job, f"[{self._label}] {rest}", self._limits)
+        """At the job's end: its open line, if any, ends."""
+        pieces = job.state.pop(self._key, None)
+        if pieces and any(pieces):
+            pieces.append("\n")
+            self._end_lines(job, pieces)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)

@@ -1,9 +1,9 @@
 """Memory of every job: the worker's RSS before and after it, always on and cheap.
 
 RSS is read with ``os.pread`` on a kept-open ``/proc/self/statm`` (about 1.5 µs,
-measured). It measures the process, not the job: with other jobs running
-at the same time, a job's RSS delta includes what they did meanwhile (the report says how
-many other jobs were running). A per-job heap diff that names what a job left behind is
+measured). It measures the process, not the job: a job's RSS delta includes what the
+jobs that overlapped it did meanwhile (the report says how many did: 0, and the delta is
+the job's own, give or take the runtime). A per-job heap diff that names what a job left behind is
 the opt-in ``--trace-memory`` (:class:`HeapDiff`), which runs such jobs alone.
 Where /proc is missing (not Linux), psutil is used; where RSS cannot be read at all (a
 locked-down /proc, psutil denied), reports have no ``memory`` and jobs run as usual (one
@@ -25,8 +25,9 @@ from runtime.units import plural
 
 class Memory(Middleware):
     """Adds ``report["memory"] = {"rss_before", "rss_after", "rss_delta" (bytes),
-    "concurrent"}``: ``concurrent`` is how many other jobs of this worker were running
-    when it ended (0 means the delta is this job's alone, give or take the runtime)."""
+    "overlapping"}``: ``overlapping`` counts the other jobs of this worker whose run
+    overlapped this one's (started before it ended and ended after it started: those
+    running when it started, and those that started while it ran)."""
 
     report_keys = ("memory",)
 
@@ -34,7 +35,8 @@ class Memory(Middleware):
         super().__init__(settings)
         self.rss: RSS | None = None  # None: not opened yet in this process, or unreadable
         self._pid = 0  # the process self.rss was opened in
-        self.running = 0
+        self.running = 0  # jobs between before_job and after_job now
+        self.started = 0  # jobs that passed before_job so far
 
     def _read(self) -> int | None:
         """This process's RSS in bytes, or None where it cannot be read."""
@@ -46,27 +48,31 @@ class Memory(Middleware):
         return rss
 
     def before_job(self, job: JobContext) -> None:
+        job.state["overlap"] = (self.running, self.started)
         self.running += 1
+        self.started += 1
         before = self._read()
         if before is not None:
             job.state["rss_before"] = before
 
     def after_job(self, job: JobContext, outcome: Any) -> None:
         self.running -= 1
+        running_then, started_then = job.state.pop("overlap", (0, self.started - 1))
         before = job.state.pop("rss_before", None)
         after = self._read() if before is not None else None
         if before is None or after is None:
             return
         job.report["memory"] = {"rss_before": before, "rss_after": after, "rss_delta": after - before,
-                                "concurrent": self.running}
+                                "overlapping": running_then + self.started - started_then - 1}
 
     def describe(self, job: Job) -> Rows:
         mem = (job.report or {}).get("memory")
         if not mem:
             return []
-        others = mem["concurrent"]
+        others = mem.get("overlapping", mem.get("concurrent", 0))  # "concurrent": documents stored before
+        company = "ran alone" if not others else f"{others} other {plural(others, 'job')} ran meanwhile"
         return [("memory", f"rss {mem['rss_before'] / 2**20:.1f} -> {mem['rss_after'] / 2**20:.1f} MiB "
-                           f"({mem['rss_delta'] / 2**20:+.2f} MiB, {others} other {plural(others, 'job')} running)")]
+                           f"({mem['rss_delta'] / 2**20:+.2f} MiB, {company})")]
 
 
 class HeapDiff(Middleware):

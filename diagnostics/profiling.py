@@ -34,7 +34,7 @@ from runtime.context import JobContext
 from runtime.job import Job
 from runtime.middleware import Middleware, Rows
 from runtime.resets import on_reset
-from runtime.tasks import chosen, split_patterns
+from runtime.tasks import chosen, declared, split_patterns
 from runtime.units import fmt_seconds
 
 INTERVAL_S = 0.001
@@ -244,6 +244,14 @@ class Profiling(Middleware):
 
     def applies(self, path: str) -> bool:
         return chosen(path, self.patterns, "profile")
+
+    def on_worker_start(self, worker: Any) -> None:
+        """With profiling chosen (a pattern, or a served task's ``profile=True``), import
+        pyinstrument now: its first sample would otherwise import it inside the first
+        profiled job (about 15 ms of it, measured)."""
+        if self.patterns or declared("profile"):
+            import pyinstrument.low_level.stat_profile  # noqa: F401
+            import pyinstrument.session  # noqa: F401
 
     def before_job(self, job: JobContext) -> None:
         if not self.wanted(job):

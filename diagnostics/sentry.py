@@ -6,13 +6,20 @@ process after it starts (never inherited across fork) and flushed when it stops.
 
 - Each job runs in ``sentry_sdk.isolation_scope()``: its tags never leak to another job,
   even with many greenlets (each greenlet has its own contextvars).
-- Tags: ``job_id``, ``task``, ``queue``, ``attempt`` and ``otel.trace_id`` (the
-  OpenTelemetry trace of the job, when Tracing is configured: it must come first;
-  Sentry's own trace id is a different one). Worker-wide tags (``worker``, ``queues``) go
-  on the global scope, which job scopes inherit.
+- Tags: ``job_id``, ``task``, ``queue``, ``attempt`` and ``otel.trace_id``. Worker-wide
+  tags (``worker``, ``queues``) go on the global scope, which job scopes inherit.
+- Same trace: when Tracing is on (it must come first), the job's Sentry trace is its
+  OpenTelemetry trace (``continue_trace`` from the job span's ids), so the event's
+  ``contexts.trace`` names the trace id Jaeger or Tempo shows, and its span.
+- Breadcrumbs: the job's captured log lines (diagnostics.logs), the last
+  ``max_breadcrumbs`` (sentry-sdk's default, 100), print output as category ``print``.
+- Context ``job``: id, task, queue, attempt, status and ``runtime job ID`` to see it; its
+  params only with ``sentry_include_params``, values of keys that look secret
+  (SECRET_KEYS) replaced by ``***``.
 - Reported: attempts that end failed, timeout or maxretries. Attempts that will be
   retried are reported only with ``sentry_report_retries``; aborts (asked for) and
   interrupts (requeued) are not errors.
+- runtime's own frames (and gevent's) are not in-app: Sentry groups and shows the task's.
 - Local variables are sent only with ``sentry_include_locals`` (off by default: PII).
 """
 
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Any
 
 from runtime.context import JobContext
@@ -31,6 +39,30 @@ from runtime.status import Status
 log = logging.getLogger("runtime.sentry")
 
 _REPORTED = {Status.FAILED, Status.TIMEOUT, Status.MAXRETRIES}
+#: Modules whose frames are not the user's code (Sentry's ``in_app_exclude``).
+NOT_IN_APP = ["runtime", "diagnostics", "gevent", "greenlet"]
+#: Param names whose values are masked in the ``job`` context (case-insensitive parts).
+SECRET_KEYS = re.compile(r"pass|secret|token|key|auth|cookie|session|credential|signature|dsn", re.I)
+
+
+def masked_params(params: Any) -> Any:
+    """``params`` with the values of secret-looking keys (SECRET_KEYS) replaced by
+    ``***``, in nested objects and lists too."""
+    if isinstance(params, dict):
+        return {k: "***" if SECRET_KEYS.search(str(k)) else masked_params(v) for k, v in params.items()}
+    if isinstance(params, list):
+        return [masked_params(v) for v in params]
+    return params
+
+
+def breadcrumb(line: str) -> dict[str, Any]:
+    """A Sentry breadcrumb of one captured log line ("TIME LEVEL logger: message" or
+    "[stdout] text")."""
+    if line.startswith(("[stdout] ", "[stderr] ")):
+        return {"category": "print", "message": line, "level": "info"}
+    parts = line.split(" ", 4)  # date time,ms LEVEL logger: message
+    level = parts[2].lower() if len(parts) > 3 and parts[2].isupper() else "info"
+    return {"category": "log", "message": line, "level": {"critical": "fatal"}.get(level, level)}
 
 
 class Sentry(Middleware):
@@ -50,7 +82,7 @@ class Sentry(Middleware):
         import sentry_sdk
         sentry_sdk.init(dsn=self.dsn, default_integrations=False, auto_enabling_integrations=False,
                         include_local_variables=bool(getattr(self.settings, "sentry_include_locals", False)),
-                        traces_sample_rate=None)
+                        traces_sample_rate=None, in_app_exclude=NOT_IN_APP)
         scope = sentry_sdk.get_global_scope()
         if worker is not None:
             scope.set_tag("worker", worker.id)
@@ -79,6 +111,7 @@ class Sentry(Middleware):
         trace = job.report.get("trace")
         if trace:
             scope.set_tag("otel.trace_id", trace["trace_id"])
+            scope.continue_trace({"sentry-trace": f"{trace['trace_id']}-{trace['span_id']}-1"})
         job.state["sentry"] = (cm, scope)
 
     def after_job(self, job: JobContext, outcome: Any) -> None:
@@ -91,11 +124,22 @@ class Sentry(Middleware):
                 outcome.status == Status.RETRY and getattr(self.settings, "sentry_report_retries", False))
             if report and outcome.exc is not None:
                 scope.set_tag("status", outcome.status.value)
+                self._enrich(scope, job, outcome)
                 event_id = scope.capture_exception(outcome.exc)
                 if event_id:
                     job.report["sentry"] = {"event_id": event_id}
         finally:
             cm.__exit__(None, None, None)
+
+    def _enrich(self, scope: Any, job: JobContext, outcome: Any) -> None:
+        """The job context and the log breadcrumbs of the event about to be sent."""
+        context: dict[str, Any] = {"id": job.job_id, "task": job.path, "queue": job.queue, "attempt": job.attempt,
+                                   "status": outcome.status.value, "see": f"runtime job {job.job_id}"}
+        if getattr(self.settings, "sentry_include_params", False):
+            context["params"] = masked_params(job.params)
+        scope.set_context("job", context)
+        for line in job.logs[-100:]:
+            scope.add_breadcrumb(breadcrumb(line))
 
     def describe(self, job: Job) -> Rows:
         sent = (job.report or {}).get("sentry")

@@ -28,8 +28,15 @@ _getcurrent = greenlet.getcurrent
 class Timing(Middleware):
     """Adds ``report["timing"] = {"wait_s", "wall_s", "cpu_s", "switches"}`` (seconds).
 
-    ``wait_s`` is from when the job was due (queued, or its delay/retry time) to when it
-    started; ``wall_s`` the run; ``switches`` how many times the job's greenlet resumed.
+    One definition of each, the same everywhere (report, ``runtime job``, metrics, spans):
+
+    - ``wait_s``: from due (queued, or its delay or retry time) to started, the job's own
+      ``started_at`` (when the worker began the attempt): the document's ``wait_s``;
+    - ``wall_s``: the task's own run (runtime.execution.AttemptResult.call_s), within the
+      attempt's ``run_s`` (started to ended), which also holds runtime's hooks and storing;
+    - ``cpu_s``: CPU time of the job's greenlet while this middleware's hooks enclose the
+      task (it is the last middleware by default: the task alone);
+    - ``switches``: how many times the job's greenlet resumed.
     """
 
     report_keys = ("timing",)
@@ -87,16 +94,22 @@ class Timing(Middleware):
         acc = self._active.pop(_getcurrent(), None)
         if acc is None:
             return
-        wall = _perf_counter() - acc[3]
-        t = {"wall_s": round(wall, 6), "cpu_s": round(acc[0] + _thread_time() - acc[2], 6),
-             "switches": acc[1]}
+        cpu = acc[0] + _thread_time() - acc[2]
+        wall = getattr(outcome, "call_s", None)
+        if wall is None:  # a kill that landed in a hook: the task's run is unknown
+            wall = _perf_counter() - acc[3]
+        t = {"wall_s": round(wall, 6), "cpu_s": round(cpu, 6), "switches": acc[1]}
+        started = job.started_at if job.started_at is not None else time.time() - wall
         if job.due_at is not None:
-            t["wait_s"] = round(max(0.0, time.time() - wall - job.due_at), 6)
+            t["wait_s"] = round(max(0.0, started - job.due_at), 6)
         job.report["timing"] = t
 
     def describe(self, job: Job) -> Rows:
         t = (job.report or {}).get("timing")
         if not t:
             return []
-        return [("timing", f"wait {fmt_seconds(t.get('wait_s'))}  wall {fmt_seconds(t.get('wall_s'))}  "
-                           f"cpu {fmt_seconds(t.get('cpu_s'))}  switches {t.get('switches', '-')}")]
+        hooks = ""
+        if job.run_s is not None and t.get("wall_s") is not None:
+            hooks = f"  (of its run, {fmt_seconds(max(0.0, job.run_s - t['wall_s']))} was runtime's own hooks)"
+        return [("timing", f"the task {fmt_seconds(t.get('wall_s'))}  cpu {fmt_seconds(t.get('cpu_s'))}  "
+                           f"switches {t.get('switches', '-')}{hooks}")]

@@ -3,10 +3,13 @@
 At enqueue (any process using runtime.Client) a PRODUCER span ``send {queue}`` is made in
 the caller's current context (say, the web request that queued the job) and its W3C
 ``traceparent`` (and ``baggage``) is injected into the job's ``meta["trace"]``. The
-worker's CONSUMER span ``process {queue}`` continues that trace, so one trace runs from
-the request to the job's own child spans, and on through jobs queued by jobs. A later
-attempt (retry, requeue, interrupt) of the same job starts a new root trace with a Link
-to the previous attempt's span and to the producer's (OTel messaging conventions).
+worker's CONSUMER span ``process {task path}`` (``process {queue}`` with the setting
+``span_name = "queue"``) continues that trace, so one trace runs from
+the request to the job's own child spans, and on through jobs queued by jobs. Every
+attempt (retry, requeue, interrupt) of a job is a child of the producer span, with its
+baggage, and links to the attempt before it (the conventions allow the creation context
+as parent for a single message): one trace holds the request and every attempt. The job's
+history entries name each attempt's trace id and error.
 
 Names and attributes follow the OpenTelemetry messaging semantic conventions
 (``messaging.system``, ``messaging.destination.name`` = queue, ``messaging.message.id``
@@ -29,8 +32,9 @@ handed to :class:`NativeExportProcessor`, which batches and exports them from a 
 thread with its own hub; the interpreter's GIL switch interval is lowered to
 SWITCH_INTERVAL_S so that the thread's encoding cannot hold a running greenlet for more
 than about that long. Elsewhere the SDK's BatchSpanProcessor is used. Attribute values are
-cut at ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``
-(default here 1024 characters). opentelemetry is imported only when tracing is on.
+cut at ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`` (default here 8,192 characters), a job's
+``exception.stacktrace`` from its front (stack_tail). opentelemetry is imported only when
+tracing is on.
 """
 
 from __future__ import annotations
@@ -45,162 +49,31 @@ from runtime.middleware import Middleware, Rows
 from runtime.redact import mask
 from runtime.status import Status
 
+from .otlp import (
+    EXPORT_BATCH,
+    EXPORT_DELAY_S,
+    EXPORT_QUEUE,
+    SWITCH_INTERVAL_S,
+    NativeExportProcessor,
+    attribute_length,
+    export_timeout_s,
+    otlp_traces_url,
+    quiet_failures,
+    resource_attributes,
+    use_native_span_locks,
+)
+
 log = logging.getLogger("runtime.tracing")
-
-#: Span export tuning (see module docstring): spans per OTLP request, seconds between
-#: exports, spans kept waiting at most (more are dropped and counted).
-EXPORT_BATCH = 512
-EXPORT_DELAY_S = 0.5
-EXPORT_QUEUE = 8192
-ATTRIBUTE_LENGTH = 1024
-#: Longest one OTLP export (retries included) may take, seconds, unless the standard
-#: OTEL_EXPORTER_OTLP_TIMEOUT says otherwise: the SDK's default of 10 s, for traces and
-#: then metrics, held a stopping worker 13-22 s past its grace period with the collector down.
-EXPORT_TIMEOUT_S = 3.0
-
-
-def export_timeout_s(signal: str) -> float | None:
-    """The exporters' ``timeout``: None (the SDK reads the OTEL_* variable) when
-    OTEL_EXPORTER_OTLP_{signal}_TIMEOUT or OTEL_EXPORTER_OTLP_TIMEOUT is set, else
-    EXPORT_TIMEOUT_S. ``signal``: "TRACES" or "METRICS"."""
-    if os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_TIMEOUT") or os.environ.get("OTEL_EXPORTER_OTLP_TIMEOUT"):
-        return None
-    return EXPORT_TIMEOUT_S
-
-
-#: GIL switch interval in a gevent worker that exports spans, seconds (CPython's default
-#: is 0.005): the longest the export thread holds the interpreter while a greenlet waits.
-SWITCH_INTERVAL_S = 0.001
-
-
-#: Modules of the OpenTelemetry SDK that make a ``threading.Lock()`` for every span (the
-#: span, its attributes, its events and links: four per span).
-_PER_SPAN_LOCKS = ("opentelemetry.sdk.trace", "opentelemetry.attributes", "opentelemetry.sdk.util")
-
-
-class _NativeLock:
-    """Stands for the ``threading`` module inside _PER_SPAN_LOCKS: ``Lock`` is the native
-    lock, everything else the (patched) module's own."""
-
-    def __init__(self, real: Any) -> None:
-        from gevent import monkey
-        self._real = real
-        self.Lock = monkey.get_original("threading", "Lock")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-
-def use_native_span_locks() -> int:
-    """In a gevent-patched process, give the SDK's per-span locks the native lock type.
-
-    Patched, ``threading.Lock`` is gevent's lock, a Python object: creating the four locks
-    of each span cost 9 µs per job (cProfile of the Tracing hooks), the largest single cost
-    of a traced job after attribute checks. Those locks guard a few dict and list updates
-    of one span, with no I/O and so no greenlet switch while held, so a greenlet can never
-    wait on one held by another greenlet, and a native lock is safe (and ~0.1 µs). Returns
-    how many modules were switched (0 where the SDK's layout changed: nothing breaks).
-    """
-    import sys
-    import types
-    n = 0
-    for name in _PER_SPAN_LOCKS:
-        mod = sys.modules.get(name) or __import__(name, fromlist=["_"])
-        if isinstance(getattr(mod, "threading", None), types.ModuleType):
-            mod.threading = _NativeLock(mod.threading)  # type: ignore[attr-defined]
-            n += 1
-    return n
-
-
-class NativeExportProcessor:
-    """An OpenTelemetry SpanProcessor that exports from a native OS thread.
-
-    ``on_end`` (any greenlet) only appends the span to a deque; a real thread (gevent's
-    original ``start_new_thread``) wakes every ``delay_s`` seconds and exports what
-    waits, ``batch`` spans per request, through ``exporter`` (its sockets run on that
-    thread's own gevent hub). Over ``max_queue`` waiting spans, new ones are dropped and
-    counted in ``dropped``. ``force_flush`` and ``shutdown`` export what is left from the
-    caller's thread.
-    """
-
-    def __init__(self, exporter: Any, batch: int = EXPORT_BATCH, delay_s: float = EXPORT_DELAY_S,
-                 max_queue: int = EXPORT_QUEUE) -> None:
-        import collections
-
-        from gevent import monkey
-        self.exporter, self.batch, self.delay_s, self.max_queue = exporter, batch, delay_s, max_queue
-        self.dropped = 0
-        self._queue: Any = collections.deque()
-        self._sleep = monkey.get_original("time", "sleep")
-        self._lock = monkey.get_original("_thread", "allocate_lock")()
-        self._stopped = False
-        monkey.get_original("_thread", "start_new_thread")(self._loop, ())
-
-    def on_start(self, span: Any, parent_context: Any = None) -> None:
-        pass
-
-    def _on_ending(self, span: Any) -> None:
-        pass
-
-    def on_end(self, span: Any) -> None:
-        if not span.context.trace_flags.sampled:
-            return
-        if len(self._queue) >= self.max_queue:
-            self.dropped += 1
-            return
-        self._queue.append(span)
-
-    def _loop(self) -> None:
-        while not self._stopped:
-            self._sleep(self.delay_s)
-            self._export_waiting()
-
-    def _export_waiting(self, timeout_s: float = -1) -> bool:
-        if not self._lock.acquire(True, timeout_s):
-            return False
-        try:
-            q = self._queue
-            while q:
-                spans = [q.popleft() for _ in range(min(self.batch, len(q)))]
-                try:
-                    self.exporter.export(spans)
-                except Exception as exc:  # noqa: BLE001 - the exporter logs; keep going
-                    log.warning("span export failed: %s", exc)
-            if self.dropped:
-                log.warning("tracing: %d spans dropped (more than %d waiting for export)", self.dropped, self.max_queue)
-                self.dropped = 0
-        finally:
-            self._lock.release()
-        return True
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self._export_waiting(timeout_millis / 1000)
-
-    def shutdown(self) -> None:
-        self._stopped = True
-        self._export_waiting(30.0)
-        self.exporter.shutdown()
 
 _provider: Any = None   # the provider made by this process (pid-checked), or None
 _provider_pid: int | None = None
 
 
-def otlp_traces_url(settings: Any) -> str | None:
-    """The OTLP/HTTP traces URL from settings or the standard env vars, or None."""
-    explicit: str | None = getattr(settings, "otlp_endpoint", None)
-    if explicit:
-        return explicit if explicit.rstrip("/").endswith("/v1/traces") else explicit.rstrip("/") + "/v1/traces"
-    url = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    if url:
-        return url
-    base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    return base.rstrip("/") + "/v1/traces" if base else None
-
-
-def provider(settings: Any) -> Any:
+def provider(settings: Any, worker: Any = None) -> Any:
     """The TracerProvider for ``settings``: with an endpoint configured, this process's
     own, made on first use (again after a fork; one per process, as OpenTelemetry's global
-    provider is set once); without one, the application's own SDK provider, else None."""
+    provider is set once; ``worker`` names the worker in its resource); without one, the
+    application's own SDK provider, else None."""
     global _provider, _provider_pid
     url = otlp_traces_url(settings)
     ours = _provider if _provider_pid == os.getpid() else None
@@ -223,17 +96,16 @@ def provider(settings: Any) -> Any:
             from runtime.errors import ConfigError
             raise ConfigError("OTLP over gRPC needs: pip install opentelemetry-exporter-otlp-proto-grpc") from None
         endpoint = getattr(settings, "otlp_endpoint", None) or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-        exporter: Any = Grpc(endpoint=endpoint)
+        exporter: Any = quiet_failures(Grpc, "traces")(endpoint=endpoint)
     else:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        exporter = OTLPSpanExporter(endpoint=url, timeout=export_timeout_s("TRACES"))
-    limit = int(os.environ.get("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", ATTRIBUTE_LENGTH))
+        exporter = quiet_failures(OTLPSpanExporter, "traces")(endpoint=url, timeout=export_timeout_s("TRACES"))
+    limit = attribute_length()
     # the cut is ours and expected (a traceback is longer): the SDK's warning for each one
     # would otherwise land in the logs of the job whose span it is
     logging.getLogger("opentelemetry.attributes").setLevel(logging.ERROR)
-    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "runtime"),
-                                "process.pid": os.getpid()})
-    prov = TracerProvider(resource=resource, span_limits=SpanLimits(max_attribute_length=limit))
+    prov = TracerProvider(resource=Resource.create(resource_attributes(worker)),
+                          span_limits=SpanLimits(max_attribute_length=limit))
     from gevent import monkey
     if monkey.is_module_patched("threading"):  # a worker: export from a native thread
         import sys
@@ -249,6 +121,20 @@ def provider(settings: Any) -> Any:
         trace.set_tracer_provider(prov)  # so tasks' trace.get_tracer() spans join the job's trace
     log.info("tracing: exporting spans over OTLP (%s) to %s", protocol, mask(url))
     return prov
+
+
+def stack_tail(exc: BaseException) -> str:
+    """``exc``'s traceback as ``exception.stacktrace``: whole when it fits the attribute
+    length limit, else cut from the front with a marker, so that the exception line and
+    the innermost frames (where it was raised) always arrive. The SDK cuts any longer
+    value from the end, which loses exactly those."""
+    from runtime.execution import format_traceback
+    text = format_traceback(exc)
+    limit = attribute_length()
+    if len(text) <= limit:
+        return text
+    marker = f"[{len(text) - limit} characters of outer frames cut]\n"
+    return marker + text[len(text) - limit + len(marker):]
 
 
 def flush(timeout_s: float = 5.0) -> None:
@@ -273,6 +159,13 @@ _otel: Any = _Otel()
 _FAILED = {Status.FAILED, Status.TIMEOUT, Status.ABORT, Status.MAXRETRIES, Status.RETRY, Status.INTERRUPT}
 
 
+def _wait(job: JobContext) -> dict[str, float]:
+    """``runtime.job.wait_s``: the job's wait (due to started, seconds), when known."""
+    if job.started_at is None or job.due_at is None:
+        return {}
+    return {"runtime.job.wait_s": round(max(0.0, job.started_at - job.due_at), 6)}
+
+
 class Tracing(Middleware):
     """Producer and consumer spans with W3C context propagation through the job."""
 
@@ -282,15 +175,17 @@ class Tracing(Middleware):
         super().__init__(settings)
         self._tracer: Any = None
         self._pid: int | None = None
+        #: job id -> its producer span, between before_enqueue and after_enqueue
+        self._sending: dict[str, Any] = {}
 
-    def tracer(self) -> Any:
+    def tracer(self, worker: Any = None) -> Any:
         """The tracer of this process, or None when tracing is off (checked once per pid)."""
         if self._pid != os.getpid():
             self._pid = os.getpid()
             if otlp_traces_url(self.settings) is None and "opentelemetry" not in __import__("sys").modules:
                 self._tracer = None  # not configured, and the app uses no OTel: stay off, import nothing
             else:
-                prov = provider(self.settings)
+                prov = provider(self.settings, worker)
                 self._tracer = prov.get_tracer("runtime") if prov is not None else None
                 if self._tracer is not None:
                     _otel.load()
@@ -298,7 +193,7 @@ class Tracing(Middleware):
 
     def on_worker_start(self, worker: Any) -> None:
         self._pid = None  # after fork: make this process's own provider
-        self.tracer()
+        self.tracer(worker)
 
     def applies(self, path: str) -> bool:
         return self.tracer() is not None
@@ -307,19 +202,33 @@ class Tracing(Middleware):
         flush()
 
     def before_enqueue(self, message: Any) -> None:
+        """Start the PRODUCER span ``send {queue}`` (ended by after_enqueue, once Redis
+        took the job or refused it) and put its context in ``message.meta["trace"]``."""
         tracer = self.tracer()
         if tracer is None:
             return
-        from opentelemetry import propagate
+        from opentelemetry import propagate, trace
         from opentelemetry.trace import SpanKind
-        with tracer.start_as_current_span(
+        span = tracer.start_span(
             f"send {message.queue}", kind=SpanKind.PRODUCER,
             attributes={"messaging.system": "runtime", "messaging.destination.name": message.queue,
                         "messaging.operation.type": "send", "messaging.operation.name": "send",
-                        "messaging.message.id": message.id, "runtime.task.path": message.path}):
-            carrier: dict[str, str] = {}
-            propagate.inject(carrier)
-            message.meta["trace"] = carrier
+                        "messaging.message.id": message.id, "runtime.task.path": message.path})
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier, context=trace.set_span_in_context(span))  # with the caller's baggage
+        message.meta["trace"] = carrier
+        self._sending[message.id] = span
+
+    def after_enqueue(self, messages: Any, error: BaseException | None) -> None:
+        from opentelemetry.trace import StatusCode
+        for message in messages:
+            span = self._sending.pop(message.id, None)
+            if span is None:
+                continue
+            if error is not None:
+                span.record_exception(error)
+                span.set_status(StatusCode.ERROR, f"{type(error).__name__}: {error}")
+            span.end()
 
     def before_job(self, job: JobContext) -> None:
         tracer = self.tracer()
@@ -327,23 +236,21 @@ class Tracing(Middleware):
             return
         context, propagate, trace = _otel.context, _otel.propagate, _otel.trace
         Link, SpanContext, SpanKind, TraceFlags = _otel.Link, _otel.SpanContext, _otel.SpanKind, _otel.TraceFlags
+        # every attempt continues the producer's trace (its baggage too), the conventions'
+        # creation context as parent; a later one links to the attempt before it
         parent = propagate.extract(job.meta.get("trace") or {})
         links = []
-        if job.attempt > 1:  # a new root, linked to the producer and to the previous attempt
-            producer = trace.get_current_span(parent).get_span_context()
-            if producer.is_valid:
-                links.append(Link(producer))
-            prev = job.meta.get("trace_prev")
-            if prev:
-                links.append(Link(SpanContext(int(prev["trace_id"], 16), int(prev["span_id"], 16), True,
-                                              TraceFlags(TraceFlags.SAMPLED))))
-            parent = context.Context()
+        prev = job.meta.get("trace_prev")
+        if prev and job.attempt > 1:
+            links.append(Link(SpanContext(int(prev["trace_id"], 16), int(prev["span_id"], 16), True,
+                                          TraceFlags(TraceFlags.SAMPLED)), {"runtime.link": "previous attempt"}))
+        by_queue = getattr(self.settings, "span_name", "task") == "queue"
         span = tracer.start_span(
-            f"process {job.queue}", context=parent, kind=SpanKind.CONSUMER, links=links,
+            f"process {job.queue if by_queue else job.path}", context=parent, kind=SpanKind.CONSUMER, links=links,
             attributes={"messaging.system": "runtime", "messaging.destination.name": job.queue,
                         "messaging.operation.type": "process", "messaging.operation.name": "process",
                         "messaging.message.id": job.job_id, "runtime.task.path": job.path,
-                        "runtime.job.attempt": job.attempt})
+                        "runtime.job.attempt": job.attempt, **_wait(job)})
         token = context.attach(trace.set_span_in_context(span, parent))
         sc = span.get_span_context()
         ids = {"trace_id": format(sc.trace_id, "032x"), "span_id": format(sc.span_id, "016x")}
@@ -360,7 +267,7 @@ class Tracing(Middleware):
         status = outcome.status
         span.set_attribute("runtime.job.status", status.value)
         if outcome.exc is not None and status != Status.SUCCESS:
-            span.record_exception(outcome.exc)
+            span.record_exception(outcome.exc, {"exception.stacktrace": stack_tail(outcome.exc)})
         if status in _FAILED:
             span.set_status(StatusCode.ERROR, f"{status.value}: {type(outcome.exc).__name__ if outcome.exc else ''}")
         else:

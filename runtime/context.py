@@ -46,6 +46,9 @@ class JobContext:
     write: ProgressWriter | None = None
     retries: int = 0
     due_at: float | None = None
+    #: when this attempt began running in the worker, before any middleware hook (UNIX
+    #: seconds, the worker's clock): the job's ``started_at``; its wait is started_at - due_at
+    started_at: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
     logs: list[str] = field(default_factory=list)

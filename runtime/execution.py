@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 import traceback as tb
 from dataclasses import dataclass, field
+from types import CodeType
 from typing import Any
 
 from .errors import (
@@ -62,6 +63,24 @@ def format_traceback(exc: BaseException) -> str:
     return text
 
 
+def release(exc: BaseException | None) -> None:
+    """Free what ``exc`` holds once it is stored: the locals of the frames it was raised
+    through (cleared) and its traceback, and those of the exceptions it chains.
+
+    An exception's traceback holds the frames it passed, a frame the caller's frame, and
+    the caller holds the exception (in the attempt's result): a reference cycle, which
+    only the cyclic gc frees, and rarely (measured: 100 attempts failing with a 50 MiB
+    local each grew a worker by 5 GiB with gc off; by ~1 GiB with it on)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if exc.__traceback__ is not None:
+            tb.clear_frames(exc.__traceback__)
+            exc.__traceback__ = None
+        release(exc.__cause__)
+        exc = exc.__context__
+
+
 @dataclass
 class AttemptResult:
     """How one attempt ended: status, result (JSON text) or error, retry delay (s)."""
@@ -76,6 +95,9 @@ class AttemptResult:
     fields: dict[str, str] = field(default_factory=dict)
     #: a retry counts against the task's max_retries (a job handed back unserved does not)
     counted: bool = True
+    #: the task's own run, seconds: finding it, binding its params and the call (what
+    #: ``report["timing"]["wall_s"]`` and the duration metric give); None when it did not run
+    call_s: float | None = None
 
     def store_fields(self, retries: int) -> dict[str, str]:
         """The job fields to write for this outcome (strings)."""
@@ -116,11 +138,26 @@ def _retry_or_max(spec: TaskSpec | None, exc: BaseException, retries: int, delay
 
 def run_attempt(settings: Settings, path: str, params: dict[str, Any] | str, retries: int,
                 enforce_timeout: bool = True) -> AttemptResult:
-    """Run ``path`` with ``params`` once and classify the end (never raises, see table).
+    """Run ``path`` with ``params`` once and classify the end (never raises, see table);
+    the result's ``call_s`` is how long that took.
 
     The timeout (the task's ``timeout_s``, else ``settings.default_timeout_s``) is enforced
     with ``gevent.Timeout``, which fires only when the task yields to the gevent hub.
     """
+    began = time.perf_counter()
+    result = _attempt(settings, path, params, retries, enforce_timeout)
+    result.call_s = time.perf_counter() - began
+    return result
+
+
+def call_frame_code() -> CodeType:
+    """The code of the frame that calls a task: every frame inside it is the task's
+    (runtime.worker.signals interrupts only there)."""
+    return _attempt.__code__
+
+
+def _attempt(settings: Settings, path: str, params: dict[str, Any] | str, retries: int,
+             enforce_timeout: bool) -> AttemptResult:
     spec: TaskSpec | None = None
     try:
         spec = resolve(path, settings.task_modules)

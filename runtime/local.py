@@ -94,6 +94,7 @@ def run_task(path: str, params: Mapping[str, Any] | None = None, settings: Setti
     except Exception:  # noqa: BLE001 - run_attempt reports a bad path as the outcome
         pass
     ctx = JobContext(new_job_id(), path, "local", 1, loads(params_json))
+    ctx.started_at = ctx.due_at = time.time()
     chain = _chain(settings)
     token = current_job.set(ctx)
     wall, cpu = time.perf_counter(), time.process_time()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,8 +47,8 @@ class Claimed:
 @dataclass(slots=True)
 class Outcome:
     """The end of one attempt of a job of ``queue``: new status, its number (ttl_s when
-    final, delay_s for a retry, unused otherwise), a history note, and fields to store
-    (strings)."""
+    final, delay_s for a retry, unused otherwise), a history note, fields to store
+    (strings), and more members of its history entry (history_members)."""
 
     id: str
     queue: str
@@ -56,3 +57,22 @@ class Outcome:
     number: float = 0.0
     note: str = ""
     fields: dict[str, str] = field(default_factory=dict)
+    #: ``',"trace_id":"...","error":"..."'``: JSON members appended to the history entry
+    history_tail: str = ""
+
+
+#: Longest ``error`` of a history entry, characters (type and message; the job keeps the
+#: last attempt's whole message and traceback).
+HISTORY_ERROR_CHARS = 200
+
+
+def history_members(trace_id: str | None, exc_type: str | None, exc_message: str | None) -> str:
+    """The history entry's members for an attempt: its ``trace_id`` and ``error``
+    ("Type: message", cut at HISTORY_ERROR_CHARS), as a JSON fragment for Outcome."""
+    out = ""
+    if trace_id:
+        out += ',"trace_id":' + json.dumps(trace_id)
+    if exc_type:
+        error = f"{exc_type}: {exc_message or ''}"
+        out += ',"error":' + json.dumps(error[:HISTORY_ERROR_CHARS])
+    return out

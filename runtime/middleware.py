@@ -103,6 +103,11 @@ class Middleware:
     def before_enqueue(self, message: NewJob) -> None:
         """In the producer, before a job is queued; may add to ``message.meta`` (JSON)."""
 
+    def after_enqueue(self, messages: Sequence[NewJob], error: BaseException | None) -> None:
+        """In the producer, once per batch of ``messages`` whose before_enqueue ran: after
+        Redis took them (``error`` None), or when queueing them failed (``error``, which
+        is raised to the caller after this)."""
+
     def exclusive(self, job: JobContext) -> bool:
         """True to run this job alone in its worker: the pool drains first, and refills
         after it (for process-wide measurements such as heap diffs)."""
@@ -173,6 +178,7 @@ class Chain:
         self._before = [m for m in self.items if _overrides(m, "before_job")]
         self._after = [m for m in self.items if _overrides(m, "after_job")]
         self.enqueue_hooks = [m for m in self.items if _overrides(m, "before_enqueue")]
+        self.enqueued_hooks = [m for m in self.items if _overrides(m, "after_enqueue")]
         self.exclusive_hooks = [m for m in self.items if _overrides(m, "exclusive")]
         #: task path -> (before, after, exclusive) middleware that apply to its jobs
         self._plans: dict[str, _Plan] = {}
@@ -261,6 +267,15 @@ class Chain:
     def before_enqueue(self, message: NewJob) -> None:
         for m in self.enqueue_hooks:
             m.before_enqueue(message)  # a producer-side error refuses the enqueue: raise
+
+    def after_enqueue(self, messages: Sequence[NewJob], error: BaseException | None) -> None:
+        """Every middleware's after_enqueue, in reverse order; their errors are logged (the
+        jobs are queued, or the caller gets the publish's own error)."""
+        for m in reversed(self.enqueued_hooks):
+            try:
+                m.after_enqueue(messages, error)
+            except Exception:  # noqa: BLE001
+                log.exception("middleware %s.after_enqueue raised", m.name)
 
     def call(self, hook: str, worker: WorkerView | None) -> None:
         """Run a worker-level hook (``on_worker_start``/``on_worker_stop``); log errors.

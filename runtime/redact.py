@@ -58,8 +58,18 @@ def _escape(m: re.Match[str]) -> str:
 
 
 def printable(text: str) -> str:
-    """``text`` with what a terminal would act on escaped (``\\x1b``), newlines and tabs kept."""
-    return _CONTROL.sub(_escape, text)
+    """``text`` with what a terminal would act on escaped (``\\x1b``), newlines and tabs kept.
+
+    Fast paths (a job's print output passes here on every write): printable text comes
+    back as is, and ``\\r``, the commonest control (progress bars), is replaced without
+    the regex's call per match."""
+    if text.isprintable():
+        return text
+    if "\r" in text:
+        text = text.replace("\r", "\\x0d")
+        if text.isprintable():
+            return text
+    return _CONTROL.sub(_escape, text) if _CONTROL.search(text) else text
 
 
 def json_safe(text: str) -> str:

@@ -111,13 +111,12 @@ class Settings:
     #: Period of progress writes to the store while a task calls set_progress, seconds.
     progress_interval_s: float = 0.5
     #: Middleware by dotted path, in order (before-hooks in this order, after-hooks reversed;
-    #: a middleware that needs another's hooks first says so, and a bad order is refused).
+    #: a middleware that needs another's hooks first says so; Timing last: it times the task).
     middleware: tuple[str, ...] = ("diagnostics.client_spans.ClientSpans",
                                    "diagnostics.tracing.Tracing", "diagnostics.metrics.Metrics",
-                                   "diagnostics.timing.Timing", "diagnostics.memory.Memory",
-                                   "diagnostics.memory.HeapDiff",
+                                   "diagnostics.memory.Memory", "diagnostics.memory.HeapDiff",
                                    "diagnostics.profiling.Profiling", "diagnostics.logs.Logs",
-                                   "diagnostics.sentry.Sentry")
+                                   "diagnostics.sentry.Sentry", "diagnostics.timing.Timing")
     #: Task paths to profile with pyinstrument: fnmatch patterns, comma-separated ("*" = all).
     profile: str = ""
     #: Task paths whose jobs get a heap diff (tracemalloc) and run alone: patterns as above.
@@ -128,12 +127,19 @@ class Settings:
     sentry_report_retries: int = 0
     #: Send local variables of the failing frames to Sentry (they may hold personal data).
     sentry_include_locals: int = 0
+    #: Send the job's params to Sentry (its ``job`` context), the values of secret-looking
+    #: keys (password, token, key...) masked; off by default: params may hold personal data.
+    sentry_include_params: int = 0
     #: OTLP endpoint for traces (http://collector:4318, or its /v1/traces URL); None = the
     #: standard OTEL_EXPORTER_OTLP_* variables, and with none of them no tracing at all.
     otlp_endpoint: str | None = None
-    #: Link to a trace shown by `runtime job`: Jaeger http://localhost:16686/trace/{trace_id};
-    #: Grafana Tempo http://localhost:3000/explore?left={{"queries":[{{"query":"{trace_id}"}}]}}
-    trace_link: str | None = "http://localhost:16686/trace/{trace_id}"
+    #: Link to a trace shown by `runtime job`: a URL template with ``{trace_id}`` (other
+    #: braces doubled), or a name of TRACE_LINKS ("jaeger", "tempo": the compose file's).
+    trace_link: str | None = "jaeger"
+    #: Name of a job's consumer span: "task" = ``process <task path>`` (tasks apart in
+    #: Jaeger's operation list and in Tempo's span metrics); "queue" = ``process <queue>``,
+    #: the messaging conventions' ``{operation} {destination}`` form.
+    span_name: str = "task"
     #: Largest report stored with a job, bytes (cut with a marker beyond).
     max_report_bytes: int = 262_144
     #: Log lines kept per job, and their total size, bytes (a marker says what was dropped).
@@ -271,6 +277,19 @@ class Settings:
         if any(not 0 <= v < float("inf") for v in mttl.values()):
             raise ConfigError(f"mongodb_ttl_s must be >= 0 seconds (0 = kept forever), got {mttl}")
         object.__setattr__(self, "mongodb_ttl_s", mttl)
+        self._check_tracing()
+
+    def _check_tracing(self) -> None:
+        if self.trace_link in TRACE_LINKS:
+            object.__setattr__(self, "trace_link", TRACE_LINKS[self.trace_link])
+        if self.span_name not in ("task", "queue"):
+            raise ConfigError(f"span_name must be task or queue, got {self.span_name!r}")
+        if self.trace_link:
+            try:
+                self.trace_link.format(trace_id="0" * 32)
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ConfigError(f"trace_link must be a URL template with {{trace_id}} and any other brace "
+                                  f"doubled ({{{{ }}}}): {type(exc).__name__} {exc} in {self.trace_link!r}") from None
 
     def _check_mongodb(self) -> None:
         """Raise ConfigError for a bad MongoDB setting (mongodb_ttl_s aside)."""
@@ -296,6 +315,17 @@ class Settings:
         """A copy with ``changes`` applied and validated again."""
         return dataclasses.replace(self, **changes)
 
+
+#: Trace links by name (the setting ``trace_link``): Jaeger's UI, and Grafana's Explore
+#: on the Tempo data source (uid "tempo") that deploy/docker-compose.tracing.yml provisions,
+#: in Grafana 10+'s URL form (``panes``, URL-encoded JSON).
+TRACE_LINKS = {
+    "jaeger": "http://localhost:16686/trace/{trace_id}",
+    "tempo": ("http://localhost:3000/explore?schemaVersion=1&orgId=1&panes=%7B%22a%22%3A%7B%22datasource%22%3A%22tempo%"
+              "22%2C%22queries%22%3A%5B%7B%22refId%22%3A%22A%22%2C%22datasource%22%3A%7B%22type%22%3A%22tempo%22%2C%22u"
+              "id%22%3A%22tempo%22%7D%2C%22queryType%22%3A%22traceql%22%2C%22query%22%3A%22{trace_id}%22%7D%5D%2C%22ran"
+              "ge%22%3A%7B%22from%22%3A%22now-1h%22%2C%22to%22%3A%22now%22%7D%7D%7D"),
+}
 
 #: Name of the folder of a project's embedded server.
 EMBEDDED_DIR = ".runtime"

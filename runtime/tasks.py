@@ -144,6 +144,11 @@ def chosen(path: str, patterns: list[str], option: str) -> bool:
     return spec is not None and bool(spec.options.get(option))
 
 
+def declared(option: str) -> bool:
+    """Does any task resolved in this process declare ``option=True``?"""
+    return any(spec is not None and spec.options.get(option) for spec in list(_cache.values()))
+
+
 def resolved(path: str) -> bool:
     """Has the task at ``path`` been imported in this process (its options are known)?"""
     return path in _cache

@@ -108,3 +108,18 @@ def task_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TaskDi
     d = TaskDir(tmp_path)
     yield d
     d.forget()
+
+
+@pytest.fixture
+def full_redis(tmp_path):
+    """A redis-server of this test's own whose memory is full (maxmemory 1 byte)."""
+    sock = str(tmp_path / "full.sock")
+    proc = subprocess.Popen([redis_server_binary(), "--port", "0", "--unixsocket", sock, "--save", "",
+                             "--appendonly", "no", "--dir", str(tmp_path), "--maxmemory", "1"],
+                            stdout=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: os.path.exists(sock), 10, "redis-server")
+        yield f"unix://{sock}"
+    finally:
+        proc.terminate()
+        proc.wait(10)

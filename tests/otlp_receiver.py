@@ -24,6 +24,8 @@ class Receiver:
         self.spans: list[dict[str, Any]] = []
         self.points: list[dict[str, Any]] = []  # metric data points: name, attributes, value
         self.latest: dict[Any, dict[str, Any]] = {}
+        self.metrics_status = 200  # the HTTP status metric exports get (405: refused as by Jaeger)
+        self.refused = 0  # metric exports refused so far
         self.lock = threading.Lock()
         receiver = self
 
@@ -32,6 +34,12 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
+                if self.path.endswith("/v1/metrics") and receiver.metrics_status != 200:
+                    receiver.refused += 1  # a traces-only backend, as Jaeger is
+                    self.send_response(receiver.metrics_status)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if self.path.endswith("/v1/metrics"):
                     mreq = metrics_service_pb2.ExportMetricsServiceRequest()
                     mreq.ParseFromString(body)
@@ -67,6 +75,7 @@ class Receiver:
                             "attributes": {a.key: _value(a.value) for a in s.attributes},
                             "status": (s.status.code, s.status.message),
                             "events": [e.name for e in s.events],
+                            "event_attributes": [{a.key: _value(a.value) for a in e.attributes} for e in s.events],
                             "links": [(link.trace_id.hex(), link.span_id.hex()) for link in s.links],
                             "resource": resource,
                         })
@@ -80,7 +89,8 @@ class Receiver:
                         for dp in getattr(m, kind).data_points:
                             attrs = {a.key: _value(a.value) for a in dp.attributes}
                             if kind == "histogram":
-                                value: Any = {"count": dp.count, "sum": dp.sum}
+                                value: Any = {"count": dp.count, "sum": dp.sum, "bounds": list(dp.explicit_bounds),
+                                              "buckets": list(dp.bucket_counts)}
                             else:
                                 value = dp.as_int if dp.WhichOneof("value") == "as_int" else dp.as_double
                             key = (m.name, tuple(sorted(attrs.items())))
@@ -93,6 +103,7 @@ class Receiver:
             self.spans.clear()
             self.points.clear()
             self.latest.clear()
+            self.metrics_status, self.refused = 200, 0
 
     def find(self, **match: Any) -> list[dict[str, Any]]:
         with self.lock:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from runtime.middleware import Middleware
 
 
@@ -63,3 +65,14 @@ class RawNote(Middleware):
 
     def after_job(self, job, outcome):
         job.store_artifact("raw", "<b>as stored</b>")
+
+
+class HeavyStart(Middleware):
+    """Grows the worker by 40 MiB at start, as importing a large library does."""
+
+    held: list[bytearray] = []
+
+    def on_worker_start(self, worker: Any) -> None:
+        block = bytearray(40 * 2**20)
+        block[::4096] = b"x" * len(block[::4096])  # touched: counted in RSS
+        HeavyStart.held.append(block)

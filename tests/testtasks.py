@@ -276,3 +276,67 @@ def blob(kb: int) -> str:
 def print_text(text: str) -> None:
     """Prints ``text`` (what a job writes to stdout reaches the worker's console)."""
     print(text)  # noqa: T201 - the point of the task
+
+
+def progress(n: int, label: str = "", sleep_every: int = 0) -> int:
+    """Redraws a tqdm-style progress bar ``n`` times (carriage returns, one newline at the
+    end); with ``sleep_every``, yields to other greenlets every that many redraws."""
+    import gevent
+    for i in range(1, n + 1):
+        print(f"\r{label}{i}/{n}", end="")  # noqa: T201 - the point of the task
+        if sleep_every and i % sleep_every == 0:
+            gevent.sleep(0)
+    print(" done" if n else "", end="")  # noqa: T201 - an open line the job's end closes
+    return n
+
+
+def deep_raise(depth: int = 40) -> None:
+    """Raises ValueError from ``depth`` frames down (two functions in turn, so that the
+    traceback shows every frame rather than "previous line repeated")."""
+    def down(n: int) -> None:
+        if n <= 1:
+            raise ValueError(f"bottom of {depth} frames")
+        further(n - 1)
+
+    def further(n: int) -> None:
+        down(n)
+    down(depth)
+
+
+@task(max_retries=100, retry_delay_s=0)
+def fail_holding(mb: int = 50) -> None:
+    """Raises (and is retried, 100 times) while a local holds ``mb`` MiB."""
+    held = bytearray(mb * 2**20)
+    held[::4096] = b"x" * len(held[::4096])  # touched: counted in RSS
+    raise ValueError(f"failed holding {len(held)} bytes")
+
+
+@task(max_retries=3, retry_delay_s=0)
+def flaky_baggage(fail_times: int = 2) -> dict[str, Any]:
+    """Fails its first ``fail_times`` attempts, each error naming the OpenTelemetry baggage
+    the attempt ran with; then returns that baggage."""
+    from opentelemetry import baggage
+
+    from runtime.context import current_job
+    ctx = current_job.get()
+    attempt = ctx.attempt if ctx else 1
+    seen = dict(baggage.get_all())
+    if attempt <= fail_times:
+        raise ConnectionError(f"attempt {attempt} baggage {seen}")
+    return seen
+
+
+def log_then_fail(user: str, password: str) -> None:
+    """Logs a line, prints one, then raises ValueError."""
+    import logging
+    logging.getLogger("testtasks.log_then_fail").warning("checking %s", user)
+    print(f"about to fail for {user}")  # noqa: T201 - captured output becomes a breadcrumb
+    raise ValueError(f"no such user {user}")
+
+
+@task(timeout_s=0.3)
+def slow_child(sleep_s: float = 5.0) -> None:
+    """Makes a child span that its job's timeout (0.3 s) cuts off."""
+    from opentelemetry import trace
+    with trace.get_tracer("testtasks").start_as_current_span("slow child"):
+        time.sleep(sleep_s)

@@ -165,7 +165,7 @@ class RedisBroker:
                 keys += self.keys.queue_keys(o.queue)[:3]
             job_keys += (self.keys.job(o.id), self.keys.history(o.id), self.keys.notify(o.id))
             number = ttl[o.status] if o.status in FINAL else o.number
-            args += (o.id, o.attempt, o.status.value, repr(float(number)), o.note, q, len(o.fields))
+            args += (o.id, o.attempt, o.status.value, repr(float(number)), o.note, o.history_tail, q, len(o.fields))
             for field_value in o.fields.items():
                 args += field_value
         args[1] = len(queues)

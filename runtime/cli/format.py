@@ -7,11 +7,16 @@ module knows no diagnostic by name.
 from __future__ import annotations
 
 import json
+import re
+import sys
 import time
 from typing import Any
 
+import click
+
 from ..job import Job, iso
 from ..middleware import Chain
+from ..redact import mask, printable
 from ..units import fmt_bytes, fmt_seconds, plural
 from .app import echo
 
@@ -35,7 +40,19 @@ def job_table(jobs: list[Job]) -> None:
 
 
 def _row(label: str, text: str) -> None:
+    if label == "trace" and sys.stdout.isatty():  # the trace link, clickable where terminals allow
+        click.echo(_URL.sub(_hyperlink, printable(mask(f"  {label:9} {text}"))))
+        return
     echo(f"  {label:9} {text}")
+
+
+#: A URL in a line already escaped (so it holds no control character).
+_URL = re.compile(r"https?://\S+")
+
+
+def _hyperlink(m: re.Match[str]) -> str:
+    """The URL as an OSC 8 terminal hyperlink (terminals without them show the text)."""
+    return f"\x1b]8;;{m[0]}\x1b\\{m[0]}\x1b]8;;\x1b\\"
 
 
 def print_job(job: Job, chain: Chain) -> None:
@@ -103,10 +120,13 @@ def print_workers(entries: list[dict[str, Any]]) -> None:
                        f"kills {e.get('kills') or 0}  rss {rss:.1f} MiB{limits}  since {e['started_at']}")
             continue
         indent = "  " if e.get("supervisor") in sups else ""
+        running = [r for r in e["running"] if r.get("run", True)]  # the others are prefetched: claimed, not started
+        waiting = len(e["running"]) - len(running)
         echo(f"{indent}{e['id']}  {e.get('state', '?')}  host {e['host']} pid {e['pid']}  queues {','.join(e['queues'])}  "
-                   f"running {len(e['running'])}/{e.get('greenlets', '?')}  done {e['jobs_done']}  "
-                   f"rss {rss:.1f} MiB  since {e['started_at']}" + (f"  recycling: {e['recycle']}" if e.get("recycle") else ""))
-        for r in e["running"]:
+                   f"running {len(running)}/{e.get('greenlets', '?')}{f' (+{waiting} prefetched)' if waiting else ''}  "
+                   f"done {e['jobs_done']}  rss {rss:.1f} MiB  since {e['started_at']}"
+                   + (f"  recycling: {e['recycle']}" if e.get("recycle") else ""))
+        for r in running:
             echo(f"{indent}    {r['id']} {r['path']}  " + " <- ".join(r["stack"][:3]))
 
 

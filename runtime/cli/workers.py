@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import click
 
 from ..process import is_supervised_child
-from ..redact import mask, printable
 from .app import Ctx, cli, handle_errors, out
 from .format import print_events, print_queues, print_workers
-
-
-class SafeFormatter(logging.Formatter):
-    """Log lines with their secrets masked and their controls escaped (runtime.redact)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return printable(mask(super().format(record)))
+from .logformat import configure
 
 
 @cli.command()
@@ -42,18 +34,18 @@ class SafeFormatter(logging.Formatter):
 @click.option("--max-time", "max_time_s", type=float, metavar="SECONDS", help="recycle a worker process after SECONDS")
 @click.option("--burst", is_flag=True, help="exit once no job is ready, running or delayed")
 @click.option("--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
+@click.option("--log-format", default="text", show_default=True, type=click.Choice(["text", "json"]),
+              help="json: one object per line, with job id, task, status, duration and trace id fields")
 @click.pass_obj
 @handle_errors
-def worker(obj: Ctx, /, burst: bool, log_level: str, **flags: str | int | float | None) -> None:
+def worker(obj: Ctx, /, burst: bool, log_level: str, log_format: str, **flags: str | int | float | None) -> None:
     """Run jobs (gevent is monkey-patched first thing).
 
     With --processes, --mem-limit, --mem-hard-limit, --max-jobs or --max-time, a
     supervisor runs the worker processes and replaces each one that recycles or dies
     (runtime.supervisor).
     """
-    handler = logging.StreamHandler()  # stderr
-    handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=log_level, handlers=[handler])
+    configure(log_level, log_format)
     settings = obj.settings(**flags)
     if settings.supervised and not is_supervised_child():
         from ..supervisor import Supervisor

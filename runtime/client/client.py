@@ -128,16 +128,36 @@ class Client:
         (``check`` as in :meth:`queue_job`: the task is resolved once for all).
         """
         spec = self._spec(path, check)
-        jobs = [self._new(path, p, queue, priority, delay, None, spec) for p in params_list]
+        jobs: list[NewJob] = []
+        try:
+            jobs.extend(self._new(path, p, queue, priority, delay, None, spec) for p in params_list)
+        except BaseException as exc:
+            if jobs and self.middleware.enqueued_hooks:  # none of them is queued
+                self.middleware.after_enqueue(jobs, exc)
+            raise
         for i in range(0, len(jobs), batch_size):
-            self._enqueue(jobs[i:i + batch_size])
+            try:
+                self._enqueue(jobs[i:i + batch_size])
+            except BaseException as exc:
+                rest = jobs[i + batch_size:]  # never sent
+                if rest and self.middleware.enqueued_hooks:
+                    self.middleware.after_enqueue(rest, exc)
+                raise
         return [j.id for j in jobs]
 
     def _enqueue(self, jobs: Sequence[NewJob]) -> None:
         """Queue in Redis, then (with MongoDB) write the documents; a MongoDB that cannot
         take them is logged, not raised: the jobs are queued and the sweep copies them."""
-        self._check_store()
-        now = self.call(self.broker.enqueue, jobs)
+        error: BaseException | None = None
+        try:
+            self._check_store()
+            now = self.call(self.broker.enqueue, jobs)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if self.middleware.enqueued_hooks:
+                self.middleware.after_enqueue(jobs, error)
         if self.mongo is not None:
             self._copy([j.id for j in jobs], self.mongo.enqueued, jobs, now)
 

@@ -78,6 +78,15 @@ class Limits:
                 log.error("--mem-limit %s is below this worker's RSS at start (%s): it will recycle after "
                           "every job; raise the limit", fmt_bytes(self.soft), fmt_bytes(self._last_rss))
 
+    def baseline(self) -> None:
+        """Measure growth from now (the worker's start-up done): what imports and
+        middleware start-up grew is nobody's job, and must not make the first job of a
+        fresh worker its top grower."""
+        with self._lock:
+            rss = self.rss.read() if self.rss is not None else None
+            if rss is not None:
+                self._last_rss = rss
+
     def after_job(self, job_id: str) -> Recycle | None:
         """Count a finished job and check every limit (call once per job)."""
         with self._lock:

@@ -20,9 +20,9 @@ import gevent.lock
 
 from ..backoff import Backoff
 from ..broker import RedisBroker
-from ..execution import AttemptResult, interrupted
+from ..execution import AttemptResult, interrupted, release
 from ..job import dumps, utf8_safe
-from ..messages import Outcome
+from ..messages import Outcome, history_members
 from ..settings import Settings
 from ..status import Status
 from .link import RedisLink
@@ -35,6 +35,11 @@ log = logging.getLogger("runtime.worker")
 FLUSH_BATCH = 500
 #: exc_type of an outcome whose own data could not be stored (kept: status and this note).
 NOT_STORED = "runtime.OutcomeNotStored"
+
+
+#: Level of the worker's line for an attempt's end, by status (others: INFO).
+_LEVELS = {Status.SUCCESS: logging.DEBUG, Status.FAILED: logging.WARNING, Status.TIMEOUT: logging.WARNING,
+           Status.MAXRETRIES: logging.WARNING}
 
 
 class Host(Protocol):
@@ -98,6 +103,11 @@ class Recorder:
             return
         ctx = rj.ctx
         fields = res.store_fields(rj.claimed.retries)
+        level = _LEVELS.get(res.status, logging.INFO)
+        if log.isEnabledFor(level):
+            self._log_end(rj, res, fields, level)
+        release(res.exc)  # formatted and seen by every middleware: free its frames now
+        res.exc = None
         fields.update(ctx.progress_fields())
         if rj.timeout_s:  # the task's timeout, else the worker's default: the one it ran under
             fields["timeout_s"] = repr(rj.timeout_s)
@@ -112,7 +122,28 @@ class Recorder:
         number = res.delay_s if res.status == Status.RETRY else 0.0
         # a lone surrogate must not stop the flush
         fields = {k: v if v.isascii() else utf8_safe(v) for k, v in fields.items()}
-        self.append(rj, Outcome(rj.id, rj.claimed.queue, rj.claimed.attempt, res.status, number, res.note, fields))
+        tail = history_members((ctx.report.get("trace") or {}).get("trace_id"), fields.get("exc_type"),
+                               fields.get("exc_message"))
+        self.append(rj, Outcome(rj.id, rj.claimed.queue, rj.claimed.attempt, res.status, number, res.note, fields,
+                                tail))
+
+    def _log_end(self, rj: RunningJob, res: AttemptResult, f: dict[str, str], level: int) -> None:
+        """One worker log line for the end of ``rj``'s attempt (``f``: its stored fields),
+        with its fields as ``extra`` (runtime.cli.logformat.JOB_FIELDS) for log shippers."""
+        c = rj.claimed
+        try:
+            duration: float | None = round(float(f["ended_at"]) - float(f["started_at"]), 6)
+        except (KeyError, ValueError):
+            duration = None
+        trace_id = (rj.ctx.report.get("trace") or {}).get("trace_id")
+        extra = {"job_id": c.id, "task": c.path, "queue": c.queue, "status": res.status.value, "attempt": c.attempt,
+                 "duration_s": duration, "trace_id": trace_id, "worker_id": self.host.id,
+                 "error_type": f.get("exc_type")}
+        took = f" after {duration:.3f} s" if duration is not None else ""
+        why = f": {f['exc_type']}: {f.get('exc_message', '')}"[:300] if "exc_type" in f else ""
+        then = f" ({res.note})" if res.note else ""
+        trace = f" [trace_id={trace_id}]" if trace_id else ""
+        log.log(level, "job %s %s %s%s%s%s%s", c.id, c.path, res.status.value, took, why, then, trace, extra=extra)
 
     def append(self, rj: RunningJob, outcome: Outcome) -> None:
         """``rj`` ended with ``outcome``: written with the next flush or claim round trip."""

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import gevent
 
 from ..errors import JobInterrupt
-from ..execution import run_attempt
+from ..execution import call_frame_code
 from ..settings import Settings
 from ..tasks import TaskSpec
 from .slots import Slots
@@ -50,7 +50,7 @@ NOT_THE_TASK = frozenset({"runtime", "diagnostics", "logging", "threading", "gev
 
 #: The frame that calls a task (everything inside it is the task's), and the thin callables
 #: TaskSpec.bind returns between the two.
-_CALLER = run_attempt.__code__
+_CALLER = call_frame_code()
 _BIND = frozenset(c for c in TaskSpec.bind.__code__.co_consts if isinstance(c, CodeType))
 
 

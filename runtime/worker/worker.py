@@ -146,6 +146,7 @@ class Worker:
         reap_for(self)  # a dead worker's jobs come back before we claim (--burst too)
         self.heartbeat.start()
         self.middleware.call("on_worker_start", self)
+        self.limits.baseline()
         if self.owns_process:
             # what start-up made lives as long as the process: out of the cyclic collector's
             # way, so that a full collection does not walk it while jobs wait (tens of ms)
@@ -358,7 +359,7 @@ class Worker:
                 self.handed_back.add(c.id)
             return
         token = current_job.set(rj.ctx)
-        began = time.time()
+        rj.ctx.started_at = began = time.time()
         try:
             rj.ctx.params = params = loads(c.params_json)  # a corrupt document fails the job
             if self.middleware:

@@ -7,14 +7,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 import redis
 from helpers import cli, rt, wait_until
 
-from runtime.broker.embedded import redis_server_binary
 from runtime.status import Status
 
 
@@ -67,21 +65,6 @@ def test_a_mongodb_url_without_pymongo_is_one_line(cli_env, tmp_path):
     r = rt(env, "--mongodb", "mongodb://127.0.0.1:1/x", "jobs")
     assert r.returncode == 2 and r.stderr == (
         "error: a MongoDB URL needs pymongo, which is not installed: pip install pymongo\n")
-
-
-@pytest.fixture
-def full_redis(tmp_path):
-    """A redis-server of this test's own whose memory is full (maxmemory 1 byte)."""
-    sock = str(tmp_path / "full.sock")
-    proc = subprocess.Popen([redis_server_binary(), "--port", "0", "--unixsocket", sock, "--save", "",
-                             "--appendonly", "no", "--dir", str(tmp_path), "--maxmemory", "1"],
-                            stdout=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: os.path.exists(sock), 10, "redis-server")
-        yield f"unix://{sock}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_enqueue_on_a_full_redis_is_one_line(cli_env, full_redis):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from helpers import wait_until
 
 from runtime import run_task
 
@@ -26,6 +27,18 @@ def test_logs_are_capped_with_a_marker(client, worker):
     job = client.wait(client.queue_job("testtasks.chatty", {"n": 1, "lines": 50, "step_s": 0}), timeout_s=10)
     assert len(job.logs) == 21
     assert job.logs[-1].startswith("[runtime: 80 more lines") and "max_log_lines=20" in job.logs[-1]
+
+
+def test_a_progress_bar_is_kept_and_shown_as_its_last_state(client, worker, capsys):
+    """20,000 redraws (carriage returns) by two jobs at once: each job's logs hold one line,
+    its bar's last state, and the worker's console gets that line once per job, whole."""
+    worker.start(greenlets=2)
+    ids = [client.queue_job("testtasks.progress", {"n": 20_000, "label": label, "sleep_every": 1000})
+           for label in ("a:", "b:")]
+    a, b = client.wait(ids, timeout_s=30)
+    assert a.logs == ["[stdout] a:20000/20000 done"] and b.logs == ["[stdout] b:20000/20000 done"]
+    out = capsys.readouterr().out
+    assert "a:20000/20000 done\n" in out and "b:20000/20000 done\n" in out and "\\x0d" not in out
 
 
 def _burner_and_sleeper(client, worker):
@@ -91,7 +104,7 @@ def test_memory_reports_rss_before_and_after_each_job(client, worker):
     worker.start(greenlets=1)
     job = client.wait(client.queue_job("tasks_example.work.leaky", {"kilobytes": 4096}), timeout_s=10)
     mem = job.report["memory"]
-    assert mem["rss_before"] > 10 * 2**20 and mem["rss_delta"] > 2 * 2**20 and mem["concurrent"] == 0
+    assert mem["rss_before"] > 10 * 2**20 and mem["rss_delta"] > 2 * 2**20 and mem["overlapping"] == 0
 
 
 def test_heap_diff_names_the_leaking_line_and_the_job_runs_alone(client, worker):
@@ -129,7 +142,7 @@ def test_a_middleware_stores_an_artifact_and_shows_its_own_sections(client, work
     assert job.artifacts == {"note": f"note of {job.id}"}
     assert job.report["stamp"] == {"path": "testtasks.add", "params": {"a": 1, "b": 2}}  # the job's own params
     shown = cli(settings, "job", job.id, middleware="diagnostics.timing.Timing,testmiddleware.Stamp")
-    assert "  stamp     stamped testtasks.add" in shown.stdout and "  timing    wait " in shown.stdout
+    assert "  stamp     stamped testtasks.add" in shown.stdout and "  timing    the task " in shown.stdout
     assert f"artifact  note: {len(job.artifacts['note'])} bytes" in shown.stdout
     art = cli(settings, "job", job.id, "--artifact", "note", middleware="diagnostics.timing.Timing,testmiddleware.Stamp")
     assert art.exit_code == 0 and art.stdout.strip() == f"NOTE OF {job.id.upper()}"
@@ -151,3 +164,50 @@ def test_an_artifact_without_a_renderer_of_its_own_is_shown_as_stored(client, wo
     bad = cli(settings, "job", job.id, "--artifact", "raw", "--html", str(tmp_path / "no" / "x.html"),
               middleware="testmiddleware.RawNote")
     assert bad.exit_code == 1 and bad.stderr.startswith("error: cannot write") and len(bad.stderr.splitlines()) == 1
+
+
+def test_a_failing_job_leaves_no_garbage_cycle_holding_its_frames(client, worker):
+    """100 retries of a task that raises while a local holds 50 MiB: each attempt's
+    exception, traceback and frames are released when the attempt is stored, without
+    waiting for a gc.collect() (which a worker may not run for thousands of jobs)."""
+    import gc
+
+    from runtime.process import rss_reader
+    rss = rss_reader()
+    job_id = client.queue_job("testtasks.fail_holding", {"mb": 50})
+    gc.collect()
+    gc.disable()
+    try:
+        before = rss.read()
+        worker.burst()
+        after = rss.read()
+    finally:
+        gc.enable()
+    job = client.get_job(job_id)
+    assert job.status == "maxretries" and job.retries == 100, (job.status, job.retries)
+    assert after - before < 120 * 2**20, f"RSS grew {(after - before) / 2**20:.0f} MiB over 100 failed attempts"
+
+
+def test_a_recycle_event_does_not_blame_a_fresh_workers_first_job_for_its_start_up(client, worker, settings):
+    """The worker grew 40 MiB at start (a middleware's imports); its first job grew it by
+    nothing of its own, so it must not top the recycle event's growers with 40 MiB."""
+    from runtime.worker.limits import Recycle
+    ids = client.queue_jobs("testtasks.add", [{"a": 1, "b": 2}] * 3)
+    w = worker.burst(mem_limit_bytes=2**40, middleware=(*settings.middleware, "testmiddleware.HeavyStart"))
+    assert [j.status for j in client.store.get_many(ids)] == ["success"] * 3
+    event = w.limits.event(Recycle("mem-limit", "test"), w.id)
+    assert event["jobs_run"] == 3
+    assert all(g["rss_growth_bytes"] < 10 * 2**20 for g in event["top_growers"]), event["top_growers"]
+
+
+def test_the_memory_line_counts_the_jobs_that_ran_during_a_job(client, worker):
+    """A job that started after a long one and ended before it overlapped it: the long
+    one's report counts it (it was not running when the long one ended)."""
+    worker.start(greenlets=2)
+    long_id = client.queue_job("testtasks.sleep", {"seconds": 0.6})
+    wait_until(lambda: client.get_job(long_id).status == "started", 10, "the long job to start")
+    short = client.wait(client.queue_job("testtasks.sleep", {"seconds": 0.05}), timeout_s=10)
+    long = client.wait(long_id, timeout_s=10)
+    assert long.report["memory"]["overlapping"] == 1 and short.report["memory"]["overlapping"] == 1
+    alone = client.wait(client.queue_job("testtasks.sleep", {"seconds": 0.05}), timeout_s=10)
+    assert alone.report["memory"]["overlapping"] == 0

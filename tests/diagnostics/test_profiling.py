@@ -33,3 +33,17 @@ def test_task_option_profiles_and_waiting_time_is_attributed(client, worker):
 def test_run_task_returns_the_profile():
     out = run_task("testtasks.profiled_sleep", {"seconds": 0.05})
     assert out.ok and out.profile is not None and "profiled_sleep" in out.profile_text()
+
+
+def test_a_profiling_worker_imports_pyinstrument_at_start_not_in_the_first_job(client, workers, monkeypatch):
+    """Python's own import log (PYTHONPROFILEIMPORTTIME) shows pyinstrument imported before
+    the worker says it started: the first profiled job is not charged for it."""
+    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")
+    job_id = client.queue_job("testtasks.add", {"a": 1, "b": 2})
+    proc = workers.start("--burst", "--profile")
+    assert proc.wait(30) == 0
+    log = workers.log(proc).splitlines()
+    started = next(i for i, line in enumerate(log) if " started: redis " in line)
+    imported = [i for i, line in enumerate(log) if line.startswith("import time:") and line.endswith("pyinstrument.session")]
+    assert imported and imported[0] < started, log[started - 3:started + 3]
+    assert client.get_job(job_id).report["profile"]["samples"] >= 0

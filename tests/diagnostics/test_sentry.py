@@ -39,3 +39,30 @@ def test_otel_trace_id_is_a_tag_when_tracing(client, worker, sentry, receiver):
     job = client.wait(client.queue_job("tasks_example.work.fail"), timeout_s=10)
     event = wait_until(lambda: sentry.events, 10, "an event")[0]
     assert event["tags"]["otel.trace_id"] == job.report["trace"]["trace_id"]
+
+
+def test_the_event_is_in_the_jobs_trace_with_its_logs_and_masked_params(client, worker, sentry, receiver):
+    """Sentry and Jaeger/Tempo show one trace id; the job's log lines are breadcrumbs; its
+    params (asked for) arrive with the password masked; runtime's frames are not in-app."""
+    worker.start(sentry_dsn=sentry.dsn, otlp_endpoint=receiver.url, sentry_include_params=1)
+    job = client.wait(client.queue_job("testtasks.log_then_fail", {"user": "ada", "password": "hunter2"}),
+                      timeout_s=10)
+    event = wait_until(lambda: sentry.events, 10, "an event")[0]
+    assert event["contexts"]["trace"]["trace_id"] == job.report["trace"]["trace_id"]
+    assert event["contexts"]["trace"]["parent_span_id"] == job.report["trace"]["span_id"]  # under the job span
+    crumbs = event["breadcrumbs"]["values"]
+    assert [c["category"] for c in crumbs] == ["log", "print"] and crumbs[0]["level"] == "warning"
+    assert "checking ada" in crumbs[0]["message"] and "about to fail for ada" in crumbs[1]["message"]
+    context = event["contexts"]["job"]
+    assert context["params"] == {"user": "ada", "password": "***"} and context["see"] == f"runtime job {job.id}"
+    assert "hunter2" not in str(event)
+    frames = event["exception"]["values"][-1]["stacktrace"]["frames"]
+    in_app = {f["module"].split(".")[0]: f.get("in_app") for f in frames if f.get("module")}
+    assert in_app["testtasks"] is True and in_app["runtime"] is False, in_app
+
+
+def test_params_stay_out_of_sentry_unless_asked(client, worker, sentry):
+    worker.start(sentry_dsn=sentry.dsn)
+    client.wait(client.queue_job("testtasks.log_then_fail", {"user": "ada", "password": "hunter2"}), timeout_s=10)
+    event = wait_until(lambda: sentry.events, 10, "an event")[0]
+    assert "params" not in event["contexts"]["job"] and "hunter2" not in str(event)

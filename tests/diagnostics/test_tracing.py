@@ -3,10 +3,11 @@ of its own for what only a process shows: its own provider, the flush at SIGTERM
 
 from __future__ import annotations
 
+import re
 import signal
 
 import pytest
-from helpers import wait_until
+from helpers import cli, rt, wait_until
 
 from runtime.client import Client
 
@@ -15,7 +16,7 @@ PRODUCER, CONSUMER = 4, 5  # SpanKind values in OTLP
 
 def processed(receiver, job_id):
     """The consumer spans of one job."""
-    return [s for s in receiver.find(name="process default") if s["attributes"]["messaging.message.id"] == job_id]
+    return [s for s in receiver.find(kind=CONSUMER) if s["attributes"]["messaging.message.id"] == job_id]
 
 
 @pytest.fixture
@@ -38,17 +39,19 @@ def test_one_trace_from_the_request_to_the_job_and_its_children(traced, receiver
     job = client.wait(job_id, timeout_s=10)
     provider.force_flush()
     assert job.result == trace_id and job.report["trace"]["trace_id"] == trace_id
-    consumer = wait_until(lambda: receiver.find(name="process default"), 10, "consumer span")[0]
+    consumer = wait_until(lambda: receiver.find(kind=CONSUMER), 10, "consumer span")[0]
     producer = receiver.find(name="send default")[0]
     child = wait_until(lambda: receiver.find(name="child 1"), 10, "child span")[0]
     assert {producer["trace_id"], consumer["trace_id"], child["trace_id"]} == {trace_id}
     assert producer["parent_span_id"] == format(web.get_span_context().span_id, "016x")
     assert consumer["parent_span_id"] == producer["span_id"] and child["parent_span_id"] == consumer["span_id"]
     assert (producer["kind"], consumer["kind"]) == (PRODUCER, CONSUMER)
+    assert consumer["name"] == "process testtasks.traced_child"  # tasks apart in Jaeger's operation list
     a = consumer["attributes"]
     assert a["messaging.destination.name"] == "default" and a["messaging.message.id"] == job_id
     assert a["messaging.operation.type"] == "process" and a["runtime.task.path"] == "testtasks.traced_child"
     assert a["runtime.job.status"] == "success" and consumer["status"][0] == 1  # OK
+    assert a["runtime.job.wait_s"] == job.report["timing"]["wait_s"]  # one definition of the wait
     assert consumer["resource"]["process.pid"] == workers.procs[0].pid  # made after start, not inherited
 
 
@@ -70,9 +73,9 @@ def test_50_greenlets_keep_their_spans_apart(traced, receiver, worker):
     ids = client.queue_jobs("testtasks.traced_child", [{"n": n, "sleep_s": 0.05} for n in range(50)])
     worker.start(greenlets=50, otlp_endpoint=receiver.url)
     jobs = client.wait(ids, timeout_s=20)
-    wait_until(lambda: len(receiver.find(name="process default")) == 50 and
+    wait_until(lambda: len(receiver.find(kind=CONSUMER)) == 50 and
                sum(s["name"].startswith("child") for s in receiver.spans) == 50, 10, "100 spans")
-    by_job = {s["attributes"]["messaging.message.id"]: s for s in receiver.find(name="process default")}
+    by_job = {s["attributes"]["messaging.message.id"]: s for s in receiver.find(kind=CONSUMER)}
     for n, job in enumerate(jobs):
         consumer = by_job[job.id]
         child = receiver.find(name=f"child {n}")[0]
@@ -96,7 +99,64 @@ def test_status_is_set_for_base_exception_endings_and_retries_link(traced, recei
     first, second = sorted(wait_until(lambda: len(spans(flaky)) == 2 and spans(flaky), 10, "2 attempts"),
                            key=lambda s: s["attributes"]["runtime.job.attempt"])
     assert first["attributes"]["runtime.job.status"] == "retry" and first["status"][0] == 2
-    assert second["trace_id"] != first["trace_id"] and (first["trace_id"], first["span_id"]) in second["links"]
+    assert second["trace_id"] == first["trace_id"] and (first["trace_id"], first["span_id"]) in second["links"]
+
+
+def test_every_attempt_is_in_the_requests_trace_with_its_baggage_and_in_the_history(traced, receiver, worker,
+                                                                                     settings):
+    """A job retried twice: its three attempts are children of the producer span (one
+    trace from the request), each linked to the one before, each with the request's
+    baggage; the job's history names each attempt's trace id and error, and `runtime job`
+    shows them."""
+    from opentelemetry import baggage, context
+    client, provider = traced
+    token = context.attach(baggage.set_baggage("tenant", "acme"))
+    try:
+        with provider.get_tracer("web").start_as_current_span("POST /orders") as web:
+            job_id = client.queue_job("testtasks.flaky_baggage", {"fail_times": 2})
+    finally:
+        context.detach(token)
+    worker.start(otlp_endpoint=receiver.url)
+    job = client.wait(job_id, timeout_s=10)
+    assert job.status == "success" and job.result == {"tenant": "acme"}
+    trace_id = format(web.get_span_context().trace_id, "032x")
+    attempts = sorted(wait_until(lambda: len(processed(receiver, job_id)) == 3 and processed(receiver, job_id), 10,
+                                 "3 attempts"), key=lambda s: s["attributes"]["runtime.job.attempt"])
+    send = receiver.find(name="send default")[0]
+    assert {a["trace_id"] for a in attempts} == {trace_id}
+    assert all(a["parent_span_id"] == send["span_id"] for a in attempts)
+    assert attempts[1]["links"] == [(trace_id, attempts[0]["span_id"])]
+    assert attempts[2]["links"] == [(trace_id, attempts[1]["span_id"])]
+    ended = [h for h in job.history if h["status"] in ("retry", "success")]
+    assert [h.get("trace_id") for h in ended] == [trace_id] * 3
+    assert [h.get("error") for h in ended] == [
+        "ConnectionError: attempt 1 baggage {'tenant': 'acme'}", "ConnectionError: attempt 2 baggage {'tenant': 'acme'}",
+        None]
+    shown = cli(settings, "job", job_id).stdout
+    assert "error=ConnectionError: attempt 2 baggage {'tenant': 'acme'}" in shown and f"trace_id={trace_id}" in shown
+
+
+def test_a_child_span_cut_off_by_the_jobs_timeout_ends_in_error_with_an_event(traced, receiver, worker):
+    client, _ = traced
+    worker.start(otlp_endpoint=receiver.url)
+    job = client.wait(client.queue_job("testtasks.slow_child", {"sleep_s": 5}), timeout_s=10)
+    assert job.status == "timeout"
+    child = wait_until(lambda: receiver.find(name="slow child"), 10, "the child span")[0]
+    assert child["status"][0] == 2 and child["status"][1].startswith("JobTimeout: "), child["status"]
+    event = child["event_attributes"][child["events"].index("exception")]
+    assert event["exception.type"] == "runtime.errors.JobTimeout"
+    assert child["parent_span_id"] == processed(receiver, job.id)[0]["span_id"]
+
+
+def test_a_failed_publish_ends_its_producer_span_in_error(settings, receiver, full_redis):
+    import diagnostics.tracing as tracing
+    from runtime.errors import BrokerUnavailable
+    full = Client(settings.replace(redis_url=full_redis, otlp_endpoint=receiver.url))
+    with pytest.raises(BrokerUnavailable):
+        full.queue_job("testtasks.add", {"a": 1, "b": 2})
+    tracing.flush()
+    send = wait_until(lambda: receiver.find(name="send default"), 10, "the producer span")[0]
+    assert send["status"][0] == 2 and send["status"][1].startswith("BrokerUnavailable: ") and "exception" in send["events"]
 
 
 def test_a_stopping_worker_flushes_its_spans(traced, receiver, workers):
@@ -106,7 +166,33 @@ def test_a_stopping_worker_flushes_its_spans(traced, receiver, workers):
     client.wait(ids, timeout_s=10)
     proc.send_signal(signal.SIGTERM)  # before the 1 s export schedule
     assert proc.wait(10) == 0
-    assert len(receiver.find(name="process default")) == 5
+    assert len(receiver.find(kind=CONSUMER)) == 5
+
+
+def test_span_name_queue_gives_the_conventions_strict_form(traced, receiver, worker):
+    client, _ = traced
+    worker.start(otlp_endpoint=receiver.url, span_name="queue")
+    client.wait(client.queue_job("testtasks.add", {"a": 1, "b": 1}), timeout_s=10)
+    assert wait_until(lambda: receiver.find(kind=CONSUMER), 10, "consumer span")[0]["name"] == "process default"
+
+
+@pytest.mark.parametrize("limit", [None, 1024])
+def test_a_deep_stack_arrives_with_its_exception_line(traced, receiver, worker, monkeypatch, limit):
+    """40 frames: whole by default; under a 1,024-character limit cut from the front with
+    a marker, so the innermost frames and the exception line still arrive."""
+    if limit:
+        monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", str(limit))
+    client, _ = traced
+    worker.start(otlp_endpoint=receiver.url)
+    job_id = client.queue_job("testtasks.deep_raise", {"depth": 40})
+    assert client.wait(job_id, timeout_s=10).status == "failed"
+    span = wait_until(lambda: processed(receiver, job_id), 10, "consumer span")[0]
+    stack = span["event_attributes"][span["events"].index("exception")]["exception.stacktrace"]
+    assert stack.rstrip().endswith("ValueError: bottom of 40 frames") and "in down" in stack
+    if limit:
+        assert len(stack) <= limit and re.match(r"\[\d+ characters of outer frames cut\]\n", stack)
+    else:
+        assert stack.startswith("Traceback (most recent call last):") and "in deep_raise" in stack
 
 
 def test_job_logs_carry_trace_and_span_ids(traced, receiver, worker):
@@ -141,5 +227,44 @@ def test_metrics_are_exported_over_otlp(client, receiver, worker):
     assert jobs[("success", "testtasks.add")] == 5 and jobs[("failed", "tasks_example.work.fail")] == 1, receiver.points
     durations = points["messaging.process.duration"]
     assert sum(p["value"]["count"] for p in durations) == 6
+    # seconds, with the task and the error type: "p95 run time of task X" can be charted
+    add = [p for p in durations if p["attributes"]["runtime.task.path"] == "testtasks.add"]
+    assert add[0]["value"]["bounds"][:3] == [0.005, 0.01, 0.025] and add[0]["value"]["bounds"][-1] == 3600
+    assert sum(add[0]["value"]["buckets"][:2]) == 5  # each add took under 10 ms: not all in one bucket of 5 s
+    assert "error.type" not in add[0]["attributes"]
+    fail = [p for p in durations if p["attributes"]["runtime.task.path"] == "tasks_example.work.fail"]
+    assert fail[0]["attributes"]["error.type"] == "ValueError", fail
+    assert fail[0]["attributes"]["runtime.job.status"] == "failed"
+    assert {p["attributes"]["runtime.task.path"] for p in points["runtime.job.wait"]} >= {"testtasks.add"}
     assert any(p["attributes"]["runtime.queue.state"] == "ready" for p in points["runtime.queue.depth"])
     assert points["runtime.worker.rss"][0]["value"] > 10 * 2**20
+
+
+def test_a_trace_link_template_with_single_braces_is_one_line_at_start(settings, cli_env, client):
+    job_id = client.queue_job("testtasks.add", {"a": 1, "b": 2})
+    r = rt({**cli_env, "RUNTIME_TRACE_LINK": 'http://grafana/explore?left={"queries":[{"query":"{trace_id}"}]}'},
+           "job", job_id)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.splitlines()) == 1
+    assert r.stderr.startswith("error: trace_link must be a URL template with {trace_id} and any other brace doubled")
+
+
+def test_the_trace_link_is_a_terminal_hyperlink_to_tempo(traced, receiver, worker, cli_env):
+    """In a terminal (a pty), `runtime job` prints the trace as an OSC 8 hyperlink to
+    Grafana's Explore on the provisioned Tempo data source, its JSON URL-encoded."""
+    import shlex
+    import subprocess
+    import sys
+    client, _ = traced
+    worker.start(otlp_endpoint=receiver.url)
+    job = client.wait(client.queue_job("testtasks.add", {"a": 1, "b": 2}), timeout_s=10)
+    trace_id = job.report["trace"]["trace_id"]
+    command = shlex.join([sys.executable, "-m", "runtime", "job", job.id])
+    done = subprocess.run(["script", "-qec", command, "/dev/null"], capture_output=True, timeout=60,  # in a pty
+                          env={**cli_env, "RUNTIME_TRACE_LINK": "tempo"}, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    text = out.decode()
+    url = re.search(r"\x1b\]8;;(\S+)\x1b\\", text)
+    assert url, text
+    assert url[1].startswith("http://localhost:3000/explore?schemaVersion=1&orgId=1&panes=%7B%22a%22")
+    assert f"%22query%22%3A%22{trace_id}%22" in url[1] and "{" not in url[1] and '"' not in url[1]

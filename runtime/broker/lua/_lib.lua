@@ -65,9 +65,10 @@ local function json_string(s)
 end
 
 --- entry
--- entry(snow, status, kv): one history entry, JSON {"at":..,"status":..,...}; kv lists
--- name, value pairs: numbers are written as integers, strings JSON-encoded
-local function entry(snow, status, kv)
+-- entry(snow, status, kv, tail): one history entry, JSON {"at":..,"status":..,...}; kv
+-- lists name, value pairs: numbers are written as integers, strings JSON-encoded; tail
+-- (optional) is more members already JSON-encoded by the caller (',"name":value...')
+local function entry(snow, status, kv, tail)
   local out = '{"at":' .. snow .. ',"status":"' .. status .. '"'
   if kv then
     for i = 1, #kv, 2 do
@@ -76,7 +77,7 @@ local function entry(snow, status, kv)
       out = out .. ',"' .. kv[i] .. '":' .. v
     end
   end
-  return out .. '}'
+  return out .. (tail or '') .. '}'
 end
 
 --- wake

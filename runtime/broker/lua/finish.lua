@@ -8,8 +8,9 @@
 -- ARGV[2]  number of outcomes N
 -- ARGV[3]  number of queues Q
 -- then per outcome: id, attempt, new status, ttl_s (final) or delay_s (retry), history
---   note ('' for none), its queue's number (1..Q), number of extra fields F, then F
---   name/value pairs
+--   note ('' for none), more members of its history entry already JSON-encoded
+--   (',"trace_id":"..."', or ''), its queue's number (1..Q), number of extra fields F,
+--   then F name/value pairs
 -- Found inside: the lists of clients waiting on a job (its notify set names them).
 -- An outcome whose attempt is not the job's current running one, or whose move the
 -- transition table does not allow, is stale and ignored: a late attempt never overwrites
@@ -26,9 +27,10 @@ local woken = {}
 local b = 4
 for i = 0, n - 1 do
   local id, attempt, st, num, note = ARGV[b], ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3]), ARGV[b + 4]
-  local q = Q + 3 * (tonumber(ARGV[b + 5]) - 1)
-  local nf = tonumber(ARGV[b + 6])
-  local fb = b + 7
+  local tail = ARGV[b + 5]
+  local q = Q + 3 * (tonumber(ARGV[b + 6]) - 1)
+  local nf = tonumber(ARGV[b + 7])
+  local fb = b + 8
   b = fb + 2 * nf
   local k = J + 3 * i
   local jk, hk, nk = KEYS[k], KEYS[k + 1], KEYS[k + 2]
@@ -47,7 +49,7 @@ for i = 0, n - 1 do
     reindex(ST, id, cur[1], st, now)
     local kv = {'worker', cur[3], 'attempt', tonumber(attempt)}
     if note ~= '' then kv[5], kv[6] = 'note', note end
-    redis.call('RPUSH', hk, entry(snow, st, kv))
+    redis.call('RPUSH', hk, entry(snow, st, kv, tail))
     if FINAL[st] then
       redis.call('EXPIRE', jk, math.ceil(num))
       redis.call('EXPIRE', hk, math.ceil(num))

@@ -1,0 +1,38 @@
+"""Metrics switches and export failures, against the real OTLP receiver."""
+
+from __future__ import annotations
+
+import logging
+
+from helpers import wait_until
+
+
+def test_otel_metrics_exporter_none_turns_metrics_off_without_errors(client, receiver, worker, monkeypatch, caplog):
+    """A traces-only backend (Jaeger) refuses metrics: OTEL_METRICS_EXPORTER=none is the
+    standard switch, and then nothing is sent and nothing is logged."""
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+    receiver.metrics_status = 405
+    w = worker.start(otlp_endpoint=receiver.url)
+    client.wait(client.queue_job("testtasks.add", {"a": 1, "b": 1}), timeout_s=10)
+    assert worker.stop(w) == 0  # a stop exports what is left
+    assert receiver.refused == 0 and not receiver.points
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "export" in r.getMessage()]
+    assert wait_until(lambda: receiver.spans, 10, "spans: traces stay on")
+
+
+def test_a_failing_metrics_export_is_logged_once_per_outage(client, receiver, worker, monkeypatch, caplog):
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "50")  # ms
+    receiver.metrics_status = 405
+    w = worker.start(otlp_endpoint=receiver.url)
+    client.wait(client.queue_job("testtasks.add", {"a": 1, "b": 1}), timeout_s=10)
+    wait_until(lambda: receiver.refused >= 5, 10, "5 refused exports")
+
+    def lines(words):
+        return [r for r in caplog.records if words in r.getMessage()]
+    assert len(lines("metrics export to")) == 1, [r.getMessage() for r in caplog.records]
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) <= 3  # the first refusal's, with its cause
+    receiver.metrics_status = 200
+    wait_until(lambda: lines("recovered"), 10, "the recovery line")
+    assert worker.stop(w) == 0
+    assert len(lines("recovered")) == 1 and any(p["name"] == "runtime.jobs" for p in receiver.points)
+    assert logging.getLogger("opentelemetry.exporter").level == logging.NOTSET  # the exporters speak again
