@@ -258,7 +258,8 @@ def test_a_worker_creates_the_indexes_again_after_mongodb_restarted_without_its_
     direct.client.drop_database(direct.db.name)  # the server restarted without its data
     proxy.up()
     wait_until(lambda: set(INDEXES) <= set(direct.jobs.index_information()), 15, "the indexes again")
-    lines = [r.getMessage() for r in caplog.records if "of its indexes" in r.getMessage()]
+    lines = wait_until(lambda: [r.getMessage() for r in caplog.records if "of its indexes" in r.getMessage()], 10,
+                       "the line that says so")  # logged once they are made
     assert len(lines) == 1 and f"had lost {len(INDEXES)} of its indexes" in lines[0], lines
     assert "runtime mongo reconcile --full" in lines[0]
     marker = wait_until(lambda: markers_of(direct.jobs).find_one({"_id": s.key_prefix}), 15, "the marker again")
