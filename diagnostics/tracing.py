@@ -238,7 +238,8 @@ class Tracing(Middleware):
         Link, SpanContext, SpanKind, TraceFlags = _otel.Link, _otel.SpanContext, _otel.SpanKind, _otel.TraceFlags
         # every attempt continues the producer's trace (its baggage too), the conventions'
         # creation context as parent; a later one links to the attempt before it
-        parent = propagate.extract(job.meta.get("trace") or {})
+        carrier = job.meta.get("trace")
+        parent = propagate.extract(carrier) if carrier else None  # None: the job greenlet's own context
         links = []
         prev = job.meta.get("trace_prev")
         if prev and job.attempt > 1:

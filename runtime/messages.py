@@ -70,8 +70,8 @@ def history_members(trace_id: str | None, exc_type: str | None, exc_message: str
     """The history entry's members for an attempt: its ``trace_id`` and ``error``
     ("Type: message", cut at HISTORY_ERROR_CHARS), as a JSON fragment for Outcome."""
     out = ""
-    if trace_id:
-        out += ',"trace_id":' + json.dumps(trace_id)
+    if trace_id:  # hex digits: nothing to escape
+        out += ',"trace_id":' + ('"' + trace_id + '"' if trace_id.isalnum() else json.dumps(trace_id))
     if exc_type:
         error = f"{exc_type}: {exc_message or ''}"
         out += ',"error":' + json.dumps(error[:HISTORY_ERROR_CHARS])
