@@ -115,7 +115,8 @@ def time_bulk(client: Any, n: int, redis_url: str, mongo_url: str, db: str) -> f
     while True:
         out = subprocess.run([sys.executable, "-m", "runtime", "--mongodb", mongo_url, "jobs", "-n", str(n), "--json"],
                              env=env, capture_output=True, text=True, timeout=120)
-        listed = {j["id"] for j in json.loads(out.stdout or "[]")}
+        page = json.loads(out.stdout or "{}")  # a Page (docs/json.md): its "jobs"
+        listed = {j["id"] for j in page.get("jobs") or ()}
         if ids <= listed:
             break
     readable = time.perf_counter() - t
