@@ -88,6 +88,11 @@ class TaskNotServed(TaskError):
     claimed it handed it back: outside its task_modules, or missing from its code)."""
 
 
+class NotTheOwner(ConfigError):
+    """The MongoDB collection of job documents belongs to another deployment (another
+    Redis or key prefix: runtime.store.mongo.deployment); exit code 2 like any ConfigError."""
+
+
 class TaskImportError(ConfigError):
     """A configured task module does not exist or failed to import (checked at worker
     start and by ``runtime check``). ``traceback`` is the import's traceback, or "" for

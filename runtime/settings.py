@@ -261,11 +261,7 @@ class Settings:
         if self.span_name not in ("task", "queue"):
             raise ConfigError(f"span_name must be task or queue, got {self.span_name!r}")
         if self.trace_link:
-            try:
-                self.trace_link.format(trace_id="0" * 32)
-            except (KeyError, IndexError, ValueError) as exc:
-                raise ConfigError(f"trace_link must be a URL template with {{trace_id}} and any other brace "
-                                  f"doubled ({{{{ }}}}): {type(exc).__name__} {exc} in {self.trace_link!r}") from None
+            check_trace_link(self.trace_link)
 
     def _check_mongodb(self) -> None:
         """Raise ConfigError for a bad MongoDB setting (mongodb_ttl_s aside)."""
@@ -280,8 +276,9 @@ class Settings:
                 c in self.mongodb_collection for c in "$\x00"):
             raise ConfigError(f"mongodb_collection must be a collection name (not empty, without '$' or NUL), "
                               f"got {self.mongodb_collection!r}")
-        if not (self.mongodb_w.isdigit() or self.mongodb_w == "majority"):
-            raise ConfigError(f"mongodb_w must be a number or 'majority', got {self.mongodb_w!r}")
+        if not ((self.mongodb_w.isdigit() and int(self.mongodb_w) >= 1) or self.mongodb_w == "majority"):
+            # w=0 is unacknowledged: the version fence of job writes needs their replies
+            raise ConfigError(f"mongodb_w must be a number >= 1 or 'majority', got {self.mongodb_w!r}")
         if self.mongodb_producer_timeout_s <= 0 or self.mongodb_breaker_s < 0:
             raise ConfigError("mongodb_producer_timeout_s must be > 0, mongodb_breaker_s >= 0")
         if not 65_536 <= self.mongodb_max_doc_bytes <= 15 * 2**20:
@@ -290,6 +287,21 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied and validated again."""
         return dataclasses.replace(self, **changes)
+
+
+def check_trace_link(link: str) -> None:
+    """Raise ConfigError unless ``link`` is an http(s) URL template whose only field is
+    ``{trace_id}`` (other braces doubled), or a name of TRACE_LINKS."""
+    import string
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(link) if name is not None]
+    except ValueError as exc:
+        fields, error = [], str(exc)
+    else:
+        error = "" if fields and all(f == ("trace_id", "", None) for f in fields) else "no {trace_id}, or other fields"
+    if error or not link.startswith(("http://", "https://")):
+        raise ConfigError(f"trace_link must be an http(s) URL template with {{trace_id}} and any other brace doubled "
+                          f"({{{{ }}}}), or one of {', '.join(TRACE_LINKS)}: {error or 'not a URL'} in {link!r}")
 
 
 #: Name of the folder of a project's embedded server.

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from ..errors import ConfigError, ExitCode, StoreUnavailable
+from ..errors import ConfigError, ExitCode, NotTheOwner, StoreUnavailable
 from ..units import plural
 from .app import Ctx, cli, echo, fail, handle_errors, out
 
@@ -145,7 +145,13 @@ def _info(obj: Ctx) -> dict[str, Any]:
     from ..redact import mask
     from ..settings import CONFIG_FILE, project_root
     settings = obj.settings()
-    client = obj.client(middleware=False)
+    problem: dict[str, str | None] = {"unreachable": None, "refused": None}  # why MongoDB is not read
+    try:
+        client = obj.client(middleware=False)
+    except (StoreUnavailable, NotTheOwner) as exc:  # shown, with the Redis side all the same
+        from ..client import Client
+        client = Client(settings.replace(mongodb_url=None), middleware=False)
+        problem[_why(exc)] = str(exc)
     reader = client.reader
     embedded = None
     if not settings.redis_url:
@@ -155,20 +161,28 @@ def _info(obj: Ctx) -> dict[str, Any]:
     config = obj.config or (str(root / CONFIG_FILE) if root and (root / CONFIG_FILE).is_file() else None)
     live = reader.workers()
     server = reader.server()
-    unreachable = None
     try:
-        queues = reader.queues()
-    except StoreUnavailable as exc:  # MongoDB down: the Redis side all the same, the job counts unknown
-        queues, unreachable = {"queues": client.call(client.broker.registry.queue_depths), "counts": None}, str(exc)
+        queues = reader.queues() if not any(problem.values()) else None
+    except (StoreUnavailable, NotTheOwner) as exc:
+        problem[_why(exc)], queues = str(exc), None
+    if queues is None:  # MongoDB not read: the Redis side all the same, the job counts unknown
+        queues = {"queues": client.call(client.broker.registry.queue_depths), "counts": None}
+    store = getattr(client.store, "jobs", None)
+    collection = store.full_name if store is not None else f"{settings.mongodb_database or '?'}.{settings.mongodb_collection}"
     return {
         "version": version("runtime"), "redis": server, "embedded": embedded,
         "prefix": settings.key_prefix, "config_file": config,
         "mongodb": None if not settings.mongodb_url else {
-            "url": mask(settings.mongodb_url), "collection": client.store.jobs.full_name, "unreachable": unreachable},
+            "url": mask(settings.mongodb_url), "collection": collection, **problem},
         "workers": sum(e.get("kind") != "supervisor" for e in live),
         "supervisors": sum(e.get("kind") == "supervisor" for e in live),
         **queues,
     }
+
+
+def _why(exc: Exception) -> str:
+    """The key of ``runtime info``'s mongodb object that ``exc`` fills."""
+    return "refused" if isinstance(exc, NotTheOwner) else "unreachable"
 
 
 @cli.command()
@@ -194,10 +208,11 @@ def info(obj: Ctx, as_json: bool) -> None:
     echo(f"config    {data['config_file'] or 'none (defaults and RUNTIME_* variables)'}")
     m = data["mongodb"]
     echo(f"mongodb   {m['url']} ({m['collection']})" + (f": unreachable ({m['unreachable']})" if m["unreachable"] else "")
+         + (f": not this deployment's ({m['refused']})" if m["refused"] else "")
          if m else "mongodb   none (job documents in Redis only)")
     echo(f"workers   {data['workers']} alive" + (f" under {data['supervisors']} supervisors" if data["supervisors"] else ""))
     queues = ", ".join(f"{q} {d['ready']} ready, {d['delayed']} delayed" for q, d in data["queues"].items())
     echo(f"queues    {queues or 'none'}")
     counts = data["counts"]
-    echo("jobs      " + ("unknown (MongoDB unreachable)" if counts is None
+    echo("jobs      " + ("unknown (MongoDB not read)" if counts is None
                          else ", ".join(f"{s} {n}" for s, n in counts.items() if n) or "none"))

@@ -245,7 +245,15 @@ def test_a_trace_link_template_with_single_braces_is_one_line_at_start(settings,
     r = rt({**cli_env, "RUNTIME_TRACE_LINK": 'http://grafana/explore?left={"queries":[{"query":"{trace_id}"}]}'},
            "job", job_id)
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.splitlines()) == 1
-    assert r.stderr.startswith("error: trace_link must be a URL template with {trace_id} and any other brace doubled")
+    assert r.stderr.startswith("error: trace_link must be an http(s) URL template with {trace_id} and any other brace "
+                               "doubled ({{ }}), or one of jaeger, tempo: ")
+    from runtime.errors import ConfigError
+    from runtime.settings import Settings
+    for bad in ("tempox", "http://x/{{trace_id}}", "http://x/{trace_id.upper}", "http://x/{trace}", "http://x/{0}",
+                "http://x/{trace_id", "ftp://x/{trace_id}"):
+        with pytest.raises(ConfigError):
+            Settings(trace_link=bad)
+    assert Settings(trace_link="https://x/{{a}}/{trace_id}").trace_link == "https://x/{{a}}/{trace_id}"
 
 
 def test_the_trace_link_is_a_terminal_hyperlink_to_tempo(traced, receiver, worker, cli_env):

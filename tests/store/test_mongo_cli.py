@@ -105,7 +105,7 @@ def test_info_shows_the_redis_side_and_an_unreachable_mongodb(mongo_settings, cl
     assert r.exit_code == 0, r.stderr
     assert (f"mongodb   {url} (runtime.jobs): unreachable (MongoDB unavailable: "
             f"127.0.0.1:1: [Errno 111] Connection refused)") in r.stdout, r.stdout
-    assert "queues    default 0 ready, 1 delayed" in r.stdout and "jobs      unknown (MongoDB unreachable)" in r.stdout
+    assert "queues    default 0 ready, 1 delayed" in r.stdout and "jobs      unknown (MongoDB not read)" in r.stdout
     data = json.loads(cli(mongo_settings, "--mongodb", url, "info", "--json", mongodb_timeout_s=0.3).stdout)
     assert data["mongodb"]["unreachable"].startswith("MongoDB unavailable: 127.0.0.1:1: ") and data["counts"] is None
     data = json.loads(cli(mongo_settings, "info", "--json", **mongo_env(mongo_settings)).stdout)

@@ -197,3 +197,15 @@ def test_an_empty_redis_at_the_recorded_address_is_refused_while_the_owner_runs_
             return 0
     assert wait_until(adopted, 15, "the owner's window to pass") == 1
     assert Client(impostor).live.get(waiting).status == "queued"
+
+
+def test_info_shows_the_redis_side_when_the_collection_is_another_deployments(mongo_settings, db6):
+    """`runtime info` is where a user looks when refused: it says which Redis, and whose
+    collection, instead of refusing too (exit 0)."""
+    Client(mongo_settings).queue_job("testtasks.add", {"a": 1, "b": 1})  # db 0 owns the collection
+    r = cli(db6, "info", **mongo_env(db6))
+    assert r.exit_code == 0, r.stderr
+    line = next(x for x in r.stdout.splitlines() if x.startswith("mongodb   "))
+    assert ": not this deployment's (" in line and "belongs to" in line, line
+    assert "jobs      unknown (MongoDB not read)" in r.stdout and "redis     " in r.stdout
+    assert cli(db6, "jobs", **mongo_env(db6)).exit_code == 2  # the reads themselves are refused

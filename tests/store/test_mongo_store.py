@@ -454,8 +454,15 @@ def test_bad_url_options_are_one_line_and_exit_2(mongo_settings):
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 2 and out.stderr.startswith("error: bad mongodb_url: "), (option, out.stderr)
         assert len(out.stderr.splitlines()) == 1 and text in out.stderr, (option, out.stderr)
-    with pytest.raises(ConfigError, match="mongodb_w must be a number or 'majority'"):
-        load_settings({"mongodb_w": "majorityx"}, env={})
+    for w in ("majorityx", "0"):  # w=0 is unacknowledged: the version fence needs replies
+        with pytest.raises(ConfigError, match="mongodb_w must be a number >= 1 or 'majority'"):
+            load_settings({"mongodb_w": w}, env={})
+    for path in ("bad.db", "x" * 64):  # pymongo would read "bad.db" as database "bad"
+        url = f"mongodb://{host}/{path}?directConnection=true"
+        out = subprocess.run([sys.executable, "-m", "runtime", "jobs"], env=worker_env(mongo_settings, mongodb_url=url),
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and out.stderr.startswith(f"error: bad MongoDB database name '{path}': "), out.stderr
+        assert len(out.stderr.splitlines()) == 1
 
 
 def test_a_worker_does_not_start_while_mongodb_is_unreachable(mongo_settings, worker, client):

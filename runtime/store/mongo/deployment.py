@@ -53,7 +53,7 @@ from typing import Any
 import redis as redis_lib
 
 from ...broker.keys import Keys
-from ...errors import ConfigError
+from ...errors import ConfigError, NotTheOwner
 
 log = logging.getLogger("runtime.mongo")
 
@@ -90,7 +90,7 @@ def check_owner(jobs: Any, client: redis_lib.Redis, prefix: str, shared: bool) -
     found = {m["_id"]: m for m in markers.find({})}
     others = [m for p, m in found.items() if p != prefix]
     if others and not (shared and all(m.get("shared") for m in others)):
-        raise ConfigError(_taken(jobs, others[0], shared))
+        raise NotTheOwner(_taken(jobs, others[0], shared))
     mine = client.get(id_key)
     ours = found.get(prefix)
     if ours is None:
@@ -114,7 +114,7 @@ def check_owner(jobs: Any, client: redis_lib.Redis, prefix: str, shared: bool) -
         log.warning("this Redis (%s) has no deployment id for prefix %r: taken as the owner of %s again "
                     "(it is the Redis recorded there, which lost its data)", here, prefix, jobs.full_name)
     if mine != ours["deployment"]:
-        raise ConfigError(_other_redis(jobs, ours, here, mine is None))
+        raise NotTheOwner(_other_redis(jobs, ours, here, mine is None))
     if ours.get("redis") != here or bool(ours.get("shared")) != shared:
         markers.update_one({"_id": prefix}, {"$set": {"redis": here, "shared": shared,
                                                       "checked_at": datetime.now(UTC)}})
@@ -139,10 +139,13 @@ def attach(jobs: Any, client: redis_lib.Redis, prefix: str, force: bool = False)
         return str(mine), False
     ago = seen_ago(ours)
     if ago is not None and not force:
+        window = float(ours.get("seen_for_s") or 0.0)
         raise ConfigError(
             f"{jobs.full_name} (key prefix {prefix!r}) belongs to the Redis at {ours.get('redis')}, whose worker "
             f"{ours.get('seen_by')} was seen {ago:.0f} s ago: attach is for a Redis that replaced one gone for good; "
-            f"refused while its workers run (stop them first; --force takes it over anyway)")
+            f"refused while its workers may run (stopped ones count for {window:.0f} s after they were last seen; "
+            f"--force takes it over at once, and jobs the old one holds may then run on both until its workers "
+            f"notice, within a sweep)")
     deployment = os.urandom(8).hex()
     markers.update_one({"_id": prefix}, {
         "$set": {"deployment": deployment, "redis": redis_address(client), "checked_at": datetime.now(UTC)},
@@ -194,7 +197,7 @@ def _refuse_another_server(jobs: Any, client: redis_lib.Redis, ours: dict[str, A
     if ago is None or ours.get("seen_redis") == redis_run_id(client):
         return
     window = float(ours.get("seen_for_s") or 0.0)
-    raise ConfigError(
+    raise NotTheOwner(
         f"{jobs.full_name} belongs to key prefix {ours['_id']!r} of the Redis at {here}, whose worker "
         f"{ours.get('seen_by')} was seen {ago:.0f} s ago on another Redis server; this Redis at that address "
         f"has no record of owning it (another server, not the owner's: refused rather than taking its jobs "
@@ -212,7 +215,7 @@ def _refuse_foreign_documents(jobs: Any, prefix: str) -> None:
         return
     prefixes = sorted(str(p) for p in jobs.distinct("prefix") if p != prefix and p is not None)
     if prefixes:
-        raise ConfigError(
+        raise NotTheOwner(
             f"{jobs.full_name} holds jobs of other key prefixes ({', '.join(prefixes[:3])}): a collection "
             f"belongs to one deployment; give this one its own mongodb_collection or mongodb_database, or set "
             f"mongodb_shared = 1 on every deployment that shares it")

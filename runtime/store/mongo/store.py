@@ -49,6 +49,25 @@ def _read(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+
+#: Longest MongoDB database name, characters (MongoDB's limit: under 64 bytes).
+MAX_DATABASE_NAME = 63
+
+
+def _url_database(url: str | None) -> str:
+    """The database part of a mongodb:// URL's path, as written (pymongo reads "a.b" as
+    database "a" and collection "b")."""
+    from urllib.parse import unquote, urlsplit
+    return unquote(urlsplit(url or "").path.lstrip("/"))
+
+
+def check_database_name(name: str) -> None:
+    """Raise ConfigError for a database name MongoDB refuses or would read otherwise."""
+    bad = [c for c in '/\\. "$\x00' if c in name]
+    if not name or bad or len(name) > MAX_DATABASE_NAME:
+        raise ConfigError(f"bad MongoDB database name {name!r}: it must be 1 to {MAX_DATABASE_NAME} characters, "
+                          f"without / \\ . space \" $ or NUL (mongodb_url's path or mongodb_database)")
+
 class MongoJobStore:
     """Job documents in one MongoDB collection (see the module docstring for its shape).
 
@@ -66,6 +85,7 @@ class MongoJobStore:
         self.client = client or mongo_client(settings)
         try:
             default = self.client.get_default_database(default="runtime").name
+            check_database_name(settings.mongodb_database or _url_database(settings.mongodb_url) or default)
             w: int | str = int(settings.mongodb_w) if settings.mongodb_w.isdigit() else settings.mongodb_w
             self.db = self.client.get_database(
                 settings.mongodb_database or default,
@@ -75,6 +95,8 @@ class MongoJobStore:
         except Exception as exc:
             if client is None:
                 self.client.close()
+            if isinstance(exc, ConfigError):
+                raise
             mapped = translate(exc, settings.mongodb_url)
             if mapped is None:
                 raise ConfigError(f"bad MongoDB database or collection: {short_error(exc)}") from None
