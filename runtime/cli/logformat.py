@@ -45,8 +45,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str)  # ASCII: controls and non-ASCII escaped
 
 
+#: The format configure() set for this process ("text" until then).
+_format = "text"
+
+
 def configure(level: str, fmt: str = "text") -> None:
     """Log to stderr at ``level`` in ``fmt`` ("text" or "json")."""
+    global _format
+    _format = fmt
     handler = logging.StreamHandler()  # stderr
     handler.setFormatter(JsonFormatter() if fmt == "json" else SafeFormatter(TEXT_FORMAT))
     logging.basicConfig(level=level, handlers=[handler])
+
+
+def json_error(message: str) -> str | None:
+    """A command's last word ``message`` as a JSON log line (level ERROR, logger
+    ``runtime.cli``) when this process logs JSON, else None (it is printed as text)."""
+    if _format != "json":
+        return None
+    record = logging.LogRecord("runtime.cli", logging.ERROR, __file__, 0, message, None, None)
+    return JsonFormatter().format(record)

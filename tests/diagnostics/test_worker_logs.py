@@ -39,3 +39,15 @@ def test_log_format_json_gives_one_object_per_line_with_the_jobs_fields(client, 
     assert line["worker_id"] and line["time"].endswith("Z") and line["logger"] == "runtime.worker"
     assert "hunter2" not in json.dumps(docs) and "\x1b" not in workers.log(proc)  # masked, escaped
     assert wait_until(lambda: client.get_job(job_id).status == "failed", 5)
+
+
+def test_log_format_json_makes_the_workers_last_word_json_too(cli_env):
+    """A worker refused at start (a task module that does not import) says so in one JSON
+    line, as its log lines are, with the import's error in it."""
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "runtime", "worker", "--burst", "--log-format", "json",
+                        "--tasks", "nosuchmod_for_json"], env=cli_env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    lines = [json.loads(line) for line in r.stderr.splitlines()]  # every line is JSON
+    assert lines[-1]["level"] == "ERROR" and "nosuchmod_for_json" in lines[-1]["message"]
