@@ -99,10 +99,11 @@ class Timing(Middleware):
         if wall is None:  # a kill that landed in a hook: the task's run is unknown
             wall = _perf_counter() - acc[3]
         t = {"wall_s": round(wall, 6), "cpu_s": round(cpu, 6), "switches": acc[1]}
-        # as stored (6 decimals), so that this is the document's wait to the microsecond
-        started = round(job.started_at, 6) if job.started_at is not None else time.time() - wall
-        if job.due_at is not None:
-            t["wait_s"] = round(max(0.0, started - job.due_at), 6)
+        wait = job.wait_s  # the document's, to the microsecond
+        if wait is None and job.due_at is not None:  # run without a start time (a bare JobContext)
+            wait = round(max(0.0, time.time() - wall - job.due_at), 6)
+        if wait is not None:
+            t["wait_s"] = wait
         job.report["timing"] = t
 
     def describe(self, job: Job) -> Rows:

@@ -161,9 +161,8 @@ _FAILED = {Status.FAILED, Status.TIMEOUT, Status.ABORT, Status.MAXRETRIES, Statu
 
 def _wait(job: JobContext) -> dict[str, float]:
     """``runtime.job.wait_s``: the job's wait (due to started, seconds), when known."""
-    if job.started_at is None or job.due_at is None:
-        return {}
-    return {"runtime.job.wait_s": round(max(0.0, job.started_at - job.due_at), 6)}
+    wait = job.wait_s
+    return {} if wait is None else {"runtime.job.wait_s": wait}
 
 
 class Tracing(Middleware):

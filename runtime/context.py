@@ -68,6 +68,14 @@ class JobContext:
     #: ``interval_s`` never writes progress on its own: it goes with the job's outcome
     _written_at: float = field(default_factory=time.monotonic, repr=False)
 
+    @property
+    def wait_s(self) -> float | None:
+        """Seconds from due to started, as the job's document gives them (its started_at
+        is stored to the microsecond); None before the attempt began."""
+        if self.started_at is None or self.due_at is None:
+            return None
+        return round(max(0.0, round(self.started_at, 6) - self.due_at), 6)
+
     def store_artifact(self, name: str, data: str) -> None:
         """Store ``data`` (text, e.g. base64) with the job under ``name``; a middleware that
         stores one renders it too (``Middleware.render_artifact``)."""
