@@ -22,11 +22,14 @@ Exported every ``OTEL_METRIC_EXPORT_INTERVAL`` ms (default 10,000) to the OTLP e
 the traces (``--otlp-endpoint`` or the ``OTEL_EXPORTER_OTLP_*`` variables), and once more
 when the worker stops; ``OTEL_METRICS_EXPORTER=none`` turns them off (as a backend that
 takes traces only, like Jaeger, wants). A failing export is logged once per outage, and
-its end once. Without an endpoint, nothing is measured or imported.
+its end once. With ``metrics_port`` (``--metrics-port``) the worker also serves them for
+Prometheus to scrape (OpenTelemetry's Prometheus exporter: ``messaging_process_duration_seconds``,
+``runtime_jobs_total``...). With neither, nothing is measured or imported.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -35,6 +38,8 @@ from runtime.middleware import Middleware, WorkerView
 from runtime.process import rss_reader
 
 from .otlp import export_timeout_s, exporter_off, otlp_endpoint, quiet_failures, resource_attributes
+
+log = logging.getLogger("runtime.metrics")
 
 #: Histogram bucket boundaries, seconds: the OTel messaging conventions' advice for
 #: ``messaging.process.duration`` (5 ms to 10 s), then on to an hour.
@@ -75,20 +80,24 @@ class Metrics(Middleware):
         super().__init__(settings)
         self.provider: Any = None
         self.worker: Any = None
+        self.http: Any = None  # the Prometheus endpoint's (server, thread)
 
     def on_worker_start(self, worker: WorkerView | None) -> None:
         url = otlp_metrics_url(self.settings)
-        if not url or worker is None:
+        port = int(getattr(self.settings, "metrics_port", 0) or 0)
+        if not (url or port) or worker is None:
             return
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
         from opentelemetry.metrics import Observation
         from opentelemetry.sdk.metrics import MeterProvider
-        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
         from opentelemetry.sdk.resources import Resource
         self.worker = worker
-        exporter = quiet_failures(OTLPMetricExporter, "metrics")(endpoint=url, timeout=export_timeout_s("METRICS"))
-        reader = PeriodicExportingMetricReader(exporter)
-        self.provider = MeterProvider(metric_readers=[reader], resource=Resource.create(resource_attributes(worker)))
+        readers = [self._otlp_reader(url)] if url else []
+        prometheus = self._prometheus_reader(port) if port else None
+        if prometheus is not None:
+            readers.append(prometheus)
+        if not readers:
+            return
+        self.provider = MeterProvider(metric_readers=readers, resource=Resource.create(resource_attributes(worker)))
         meter = self.provider.get_meter("runtime")
         self.duration = meter.create_histogram("messaging.process.duration", unit="s",
                                                description="Duration of processing a job",
@@ -120,11 +129,42 @@ class Metrics(Middleware):
         meter.create_observable_gauge("runtime.queue.depth", [depth], unit="1", description="Jobs waiting")
         meter.create_observable_gauge("runtime.worker.rss", [rss], unit="By", description="Worker RSS")
 
+    @staticmethod
+    def _otlp_reader(url: str) -> Any:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+        exporter = quiet_failures(OTLPMetricExporter, "metrics")(endpoint=url, timeout=export_timeout_s("METRICS"))
+        return PeriodicExportingMetricReader(exporter)
+
+    def _prometheus_reader(self, port: int) -> Any:
+        """OpenTelemetry's Prometheus reader, served at http://HOST:PORT/metrics
+        (``metrics_host``, default 127.0.0.1) by prometheus_client's HTTP server; None (one
+        error line) when the port cannot be bound, as while the process this one replaces
+        (a recycle) still holds it. Raises ConfigError without the package."""
+        from runtime.errors import ConfigError
+        try:
+            import prometheus_client
+            from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        except ImportError:
+            raise ConfigError("--metrics-port needs: pip install opentelemetry-exporter-prometheus") from None
+        host = getattr(self.settings, "metrics_host", "127.0.0.1")
+        try:
+            self.http = prometheus_client.start_http_server(port, addr=host)
+        except OSError as exc:
+            log.error("metrics for Prometheus not served: cannot bind %s:%d (%s)", host, port, exc.strerror or exc)
+            return None
+        log.info("metrics for Prometheus at http://%s:%d/metrics", host, port)
+        return PrometheusMetricReader()
+
     def on_worker_stop(self, worker: WorkerView | None) -> None:
         if self.provider is not None:
             self.provider.force_flush(5000)
             self.provider.shutdown()
             self.provider = None
+        if self.http is not None:  # (server, thread) of prometheus_client
+            self.http[0].shutdown()
+            self.http[0].server_close()
+            self.http = None
 
     def applies(self, path: str) -> bool:
         return self.provider is not None

@@ -24,6 +24,7 @@ from .logformat import configure
 @click.option("--profile", is_flag=False, flag_value="*", default=None, metavar="[PATTERNS]",
               help="store a pyinstrument profile of every job (or of task paths matching PATTERNS)")
 @click.option("--otlp-endpoint", help="send traces over OTLP/HTTP here, e.g. http://localhost:4318 [env OTEL_EXPORTER_OTLP_ENDPOINT]")
+@click.option("--metrics-port", type=int, help="serve job metrics for Prometheus on this port (127.0.0.1; metrics_host)")
 @click.option("--mongodb", "mongodb_url", metavar="URL", help="keep job documents in this MongoDB too [env RUNTIME_MONGODB_URL]")
 @click.option("-p", "--processes", type=int, help="worker processes under one supervisor that restarts them [default 1, unsupervised]")
 @click.option("--mem-limit", "mem_limit_bytes", metavar="SIZE",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import pytest
 from helpers import wait_until
 
 
@@ -36,3 +37,27 @@ def test_a_failing_metrics_export_is_logged_once_per_outage(client, receiver, wo
     assert worker.stop(w) == 0
     assert len(lines("recovered")) == 1 and any(p["name"] == "runtime.jobs" for p in receiver.points)
     assert logging.getLogger("opentelemetry.exporter").level == logging.NOTSET  # the exporters speak again
+
+
+def test_metrics_port_serves_the_job_metrics_for_prometheus(client, worker, settings):
+    """Without a collector: `--metrics-port` serves the same metrics at /metrics in
+    Prometheus's text format, histograms in seconds with the task as a label."""
+    import socket
+    import urllib.request
+
+    from runtime.errors import ConfigError
+    with socket.socket() as s:  # a free port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    w = worker.start(metrics_port=port)
+    ids = client.queue_jobs("testtasks.add", [{"a": 1, "b": 1}] * 3) + [client.queue_job("tasks_example.work.fail")]
+    client.wait(ids, timeout_s=10)
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    buckets = [line for line in text.splitlines() if line.startswith("messaging_process_duration_seconds_bucket{")]
+    add = [line for line in buckets if 'runtime_task_path="testtasks.add"' in line]
+    assert any('le="0.005"' in line for line in add) and any('le="3600.0"' in line for line in add), buckets[:3]
+    fail = [line for line in text.splitlines() if line.startswith("runtime_jobs_total{") and 'error_type="ValueError"' in line]
+    assert fail and fail[0].endswith(" 1.0"), fail
+    assert worker.stop(w) == 0
+    with pytest.raises(ConfigError, match="metrics_port must be a port"):
+        settings.replace(metrics_port=port, processes=2)
