@@ -173,9 +173,14 @@ class Mirror:
             self.sync.sync(list(self.pending))
             self.pending.clear()
             self.sync.reconcile(lag_s=0.0)  # and what our deregistration requeued
-        except Exception as exc:  # noqa: BLE001 - MongoDB or Redis down at exit: the sweep copies them
-            log.warning("%d job documents not copied to MongoDB at exit (%s); the reconcile sweep will",
-                        len(self.pending), short_error(exc))
+        except Exception as exc:  # noqa: BLE001 - MongoDB or Redis down at exit
+            left = list(self.pending)
+            try:  # reads take them from Redis until a worker's copier (or reconcile) copies them
+                self.sync.hand_over(left)
+                then = "handed over: reads take them from Redis until the next worker copies them"
+            except redis.RedisError as lost:
+                then = f"the reconcile sweep will ({short_error(lost)})"
+            log.warning("%d job documents not copied to MongoDB at exit (%s); %s", len(left), short_error(exc), then)
 
     # ---- what the worker calls ----------------------------------------------------------
 
@@ -203,8 +208,8 @@ class Mirror:
         """For ``worker --burst`` while MongoDB is unreachable: True (and says so, with how
         many jobs of ``queues`` are left queued in Redis) once the worker runs nothing
         (``running`` False), so that it exits (code 4) instead of waiting for MongoDB: the
-        ready and delayed jobs wait safely in Redis, its buffered documents are left to
-        the sweep."""
+        ready and delayed jobs wait safely in Redis, its buffered documents are handed
+        over (runtime.store.mongo.pending) when it stops."""
         if self.healthy or self.lost or running:
             return False
         try:
@@ -213,8 +218,8 @@ class Mirror:
         except redis.RedisError as exc:
             left = f"jobs left queued in Redis not counted ({exc})"
         log.warning("MongoDB unreachable and nothing running: --burst ends (exit code 4); %s for a worker once "
-                    "MongoDB is back; %d job documents not copied, left to the reconcile sweep", left,
-                    len(self.pending))
+                    "MongoDB is back; %d job documents not copied, left to the next worker's copier "
+                    "(`runtime mongo reconcile` copies them at once)", left, len(self.pending))
         self.left_behind = True
         return True
 
