@@ -34,6 +34,7 @@ import os
 from typing import Any
 
 from runtime.context import JobContext
+from runtime.execution import exc_type_name
 from runtime.middleware import Middleware, WorkerView
 from runtime.process import rss_reader
 
@@ -64,11 +65,7 @@ def error_type(outcome: Any) -> str | None:
     qualified class name (without ``builtins.``), else the status."""
     if outcome.status.value == "success":
         return None
-    exc = outcome.exc
-    if exc is None:
-        return str(outcome.status.value)
-    cls = type(exc)
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    return str(outcome.status.value) if outcome.exc is None else exc_type_name(outcome.exc)
 
 
 class Metrics(Middleware):

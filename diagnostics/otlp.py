@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from runtime.errors import JobAborted, JobInterrupt, JobTimeout
+from runtime.execution import exc_type_name
 from runtime.redact import mask
 
 log = logging.getLogger("runtime.tracing")
@@ -104,7 +105,7 @@ def interrupted(span: Any, exc: BaseException) -> Any:
     if span.status.status_code is not StatusCode.UNSET:
         return span
     kind = type(exc).__name__
-    event = Event("exception", {"exception.type": f"runtime.errors.{kind}", "exception.message": str(exc),
+    event = Event("exception", {"exception.type": exc_type_name(exc), "exception.message": str(exc),
                                 "exception.escaped": "True"}, timestamp=span.end_time)
     return ReadableSpan(name=span.name, context=span.context, parent=span.parent, resource=span.resource,
                         attributes=span.attributes, events=(*span.events, event), links=span.links, kind=span.kind,

@@ -99,11 +99,8 @@ class Timing(Middleware):
         if wall is None:  # a kill that landed in a hook: the task's run is unknown
             wall = _perf_counter() - acc[3]
         t = {"wall_s": round(wall, 6), "cpu_s": round(cpu, 6), "switches": acc[1]}
-        wait = job.wait_s  # the document's, to the microsecond
-        if wait is None and job.due_at is not None:  # run without a start time (a bare JobContext)
-            wait = round(max(0.0, time.time() - wall - job.due_at), 6)
-        if wait is not None:
-            t["wait_s"] = wait
+        if job.wait_s is not None:
+            t["wait_s"] = job.wait_s  # the document's, to the microsecond
         job.report["timing"] = t
 
     def describe(self, job: Job) -> Rows:

@@ -44,6 +44,13 @@ from .tasks import TaskSpec, resolve
 MAX_TRACEBACK_CHARS = 32_000
 
 
+def exc_type_name(exc: BaseException) -> str:
+    """The exception's qualified class name, without ``builtins.`` ("ValueError",
+    "runtime.errors.JobTimeout"): the job's ``exc_type``, the metrics' ``error.type``."""
+    cls = type(exc)
+    return f"{cls.__module__}.{cls.__qualname__}".removeprefix("builtins.")
+
+
 def safe_str(exc: BaseException) -> str:
     """``str(exc)``, or a placeholder when the exception's ``__str__`` itself raises."""
     try:
@@ -105,7 +112,7 @@ class AttemptResult:
         if self.result_json is not None:
             out["result"] = self.result_json
         if self.exc is not None:
-            out["exc_type"] = f"{type(self.exc).__module__}.{type(self.exc).__qualname__}".removeprefix("builtins.")
+            out["exc_type"] = exc_type_name(self.exc)
             out["exc_message"] = safe_str(self.exc)[:4000]
             out["traceback"] = format_traceback(self.exc)
         if self.reason:

@@ -16,8 +16,6 @@ from runtime.worker.patching import patch
 
 patch()
 
-import os  # noqa: E402 - after the patch
-import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
@@ -25,9 +23,8 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import redis  # noqa: E402
-from helpers import FAST, InProcess, Processes, TaskDir, wait_until, worker_env  # noqa: E402
+from helpers import FAST, InProcess, Processes, TaskDir, redis_server_in, worker_env  # noqa: E402
 
-from runtime.broker.embedded import redis_server_binary  # noqa: E402
 from runtime.client import Client  # noqa: E402
 from runtime.resets import reset  # noqa: E402
 from runtime.settings import Settings, load_settings  # noqa: E402
@@ -37,21 +34,8 @@ pytest_plugins = ("mongo_fixtures",)  # the MongoDB server and per-test database
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[str]:
-    tmp = tempfile.mkdtemp(prefix="rt-test-")
-    sock = os.path.join(tmp, "redis.sock")
-    proc = subprocess.Popen(
-        [redis_server_binary(), "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no",
-         "--dir", tmp], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    url = f"unix://{sock}"
-    try:
-        wait_until(lambda: os.path.exists(sock) and redis.Redis.from_url(url).ping(), 10, "redis-server")
+    with redis_server_in(tempfile.mkdtemp(prefix="rt-test-")) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture(autouse=True)
@@ -113,13 +97,5 @@ def task_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TaskDi
 @pytest.fixture
 def full_redis(tmp_path):
     """A redis-server of this test's own whose memory is full (maxmemory 1 byte)."""
-    sock = str(tmp_path / "full.sock")
-    proc = subprocess.Popen([redis_server_binary(), "--port", "0", "--unixsocket", sock, "--save", "",
-                             "--appendonly", "no", "--dir", str(tmp_path), "--maxmemory", "1"],
-                            stdout=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: os.path.exists(sock), 10, "redis-server")
-        yield f"unix://{sock}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with redis_server_in(tmp_path, "--maxmemory", "1", name="full.sock") as url:
+        yield url

@@ -4,6 +4,7 @@ workers in-process and as real processes (stopped by pid), and the CLI run in-pr
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import signal
@@ -11,11 +12,12 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import gevent
+import redis
 from click.testing import CliRunner, Result
 
 from runtime.settings import Settings, load_settings
@@ -210,3 +212,25 @@ class TaskDir:
         for name, module in list(sys.modules.items()):
             if str(getattr(module, "__file__", None) or "").startswith(str(self.path)):
                 del sys.modules[name]
+
+
+@contextlib.contextmanager
+def redis_server_in(folder: str | Path, *options: str, name: str = "redis.sock") -> Iterator[str]:
+    """A redis-server of the test's own on the unix socket ``folder/name``, without
+    persistence (more ``options``, e.g. ``"--maxmemory", "1"``); yields its URL once it
+    answers, and stops it by pid."""
+    from runtime.broker.embedded import redis_server_binary
+    sock = os.path.join(str(folder), name)
+    proc = subprocess.Popen([redis_server_binary(), "--port", "0", "--unixsocket", sock, "--save", "",
+                             "--appendonly", "no", "--dir", str(folder), *options],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"unix://{sock}"
+    try:
+        wait_until(lambda: os.path.exists(sock) and redis.Redis.from_url(url).ping(), 10, "redis-server")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -53,10 +53,9 @@ def echo(text: str = "", err: bool = False, nl: bool = True) -> None:
 def fail(message: str, code: ExitCode) -> NoReturn:
     """Print ``error: message`` on stderr (as :func:`echo`; a JSON log line where the
     worker logs JSON) and exit with ``code``."""
-    from .logformat import json_error
-    line = json_error(message)
-    if line is not None:
-        click.echo(line, err=True)
+    from .logformat import json_error, logs_json
+    if logs_json():
+        click.echo(json_error(message), err=True)
     else:
         echo(f"error: {message}", err=True)
     sys.exit(code)
@@ -85,11 +84,11 @@ def handle_errors(fn: Callable[P, T]) -> Callable[P, T]:
         except InvalidTransition as exc:
             fail(str(exc), ExitCode.NOT_ALLOWED)
         except TaskImportError as exc:  # a task module that failed to import: its traceback first
-            from .logformat import json_error
-            if json_error("") is None:
-                echo(exc.traceback, err=True, nl=False)
-                fail(str(exc), ExitCode.USAGE)
-            fail(str(exc) + ("\n" + exc.traceback if exc.traceback else ""), ExitCode.USAGE)
+            from .logformat import logs_json
+            if logs_json():  # one JSON line, the traceback in it
+                fail(str(exc) + ("\n" + exc.traceback if exc.traceback else ""), ExitCode.USAGE)
+            echo(exc.traceback, err=True, nl=False)
+            fail(str(exc), ExitCode.USAGE)
         except (InvalidParams, ConfigError) as exc:
             fail(str(exc), ExitCode.USAGE)
         except TaskError as exc:  # a path that names no task (enqueue's check)

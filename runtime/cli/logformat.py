@@ -58,10 +58,13 @@ def configure(level: str, fmt: str = "text") -> None:
     logging.basicConfig(level=level, handlers=[handler])
 
 
-def json_error(message: str) -> str | None:
+def logs_json() -> bool:
+    """Does this process log JSON lines (``--log-format json``)?"""
+    return _format == "json"
+
+
+def json_error(message: str) -> str:
     """A command's last word ``message`` as a JSON log line (level ERROR, logger
-    ``runtime.cli``) when this process logs JSON, else None (it is printed as text)."""
-    if _format != "json":
-        return None
+    ``runtime.cli``), for a process that logs JSON."""
     record = logging.LogRecord("runtime.cli", logging.ERROR, __file__, 0, message, None, None)
     return JsonFormatter().format(record)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -96,30 +97,32 @@ def test_a_project_has_one_server_found_from_its_subfolders_and_says_which(home,
         EmbeddedRedis(elsewhere / ".runtime").stop()
 
 
-def test_embedded_stop_refuses_while_workers_use_the_server(home):
+@contextlib.contextmanager
+def _registered_worker(home):
+    """A `runtime worker` process of ``home``'s embedded server, once it registered; SIGKILLed
+    on the way out."""
     assert _runtime(home, "enqueue", "tasks_example.work.noop").returncode == 0
     worker = subprocess.Popen([sys.executable, "-m", "runtime", "worker"], cwd=home, env=_env(),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: json.loads(_runtime(home, "workers", "--json").stdout), 20, "the worker to register")
+        yield worker
+    finally:
+        worker.kill()
+        worker.wait(10)
+
+
+def test_embedded_stop_refuses_while_workers_use_the_server(home):
+    with _registered_worker(home):
         refused = _runtime(home, "embedded", "stop")
         assert refused.returncode == 7 and refused.stderr.startswith("error: 1 worker uses the embedded Redis in ")
         assert "--force" in refused.stderr and _servers(home)
         forced = _runtime(home, "embedded", "stop", "--force")
         assert forced.returncode == 0 and forced.stdout == "stopped\n" and not _servers(home)
-    finally:
-        worker.kill()
-        worker.wait(10)
 
 
 def test_embedded_stop_does_not_wait_for_the_entry_of_a_killed_worker_to_expire(home):
-    assert _runtime(home, "enqueue", "tasks_example.work.noop").returncode == 0
-    worker = subprocess.Popen([sys.executable, "-m", "runtime", "worker"], cwd=home, env=_env(),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: json.loads(_runtime(home, "workers", "--json").stdout), 20, "the worker to register")
-    finally:
-        worker.kill()
-        worker.wait(10)
+    with _registered_worker(home):
+        pass  # killed on the way out
     stopped = _runtime(home, "embedded", "stop")  # its registry entry is still there for worker_ttl_s
     assert stopped.returncode == 0 and stopped.stdout == "stopped\n", stopped.stderr

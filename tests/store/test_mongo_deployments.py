@@ -5,15 +5,12 @@ deployments share one only when each says so."""
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
 
 import pytest
 import redis
-from helpers import cli, wait_until
+from helpers import cli, redis_server_in, wait_until
 from mongo_fixtures import mongo_env
 
-from runtime.broker.embedded import redis_server_binary
 from runtime.client import Client
 from runtime.errors import ConfigError
 from runtime.store.mongo.deployment import markers_of, redis_address
@@ -36,17 +33,8 @@ def db6(mongo_settings):
 @pytest.fixture
 def other_redis(tmp_path):
     """The URL of a redis-server of this test's own: another server, empty."""
-    sock = str(tmp_path / "other.sock")
-    proc = subprocess.Popen([redis_server_binary(), "--port", "0", "--unixsocket", sock, "--save", "",
-                             "--appendonly", "no", "--dir", str(tmp_path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    url = f"unix://{sock}"
-    try:
-        wait_until(lambda: os.path.exists(sock) and redis.Redis.from_url(url).ping(), 10, "the other redis-server")
+    with redis_server_in(tmp_path, name="other.sock") as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def _greenlet(worker, w):
