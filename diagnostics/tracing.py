@@ -61,6 +61,7 @@ from .otlp import (
     quiet_failures,
     resource_attributes,
     use_native_span_locks,
+    wire_encoded,
 )
 
 log = logging.getLogger("runtime.tracing")
@@ -99,7 +100,8 @@ def provider(settings: Any, worker: Any = None) -> Any:
         exporter: Any = quiet_failures(Grpc, "traces")(endpoint=endpoint)
     else:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        exporter = quiet_failures(OTLPSpanExporter, "traces")(endpoint=url, timeout=export_timeout_s("TRACES"))
+        exporter = quiet_failures(wire_encoded(OTLPSpanExporter), "traces")(endpoint=url,
+                                                                             timeout=export_timeout_s("TRACES"))
     limit = attribute_length()
     # the cut is ours and expected (a traceback is longer): the SDK's warning for each one
     # would otherwise land in the logs of the job whose span it is
