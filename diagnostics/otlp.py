@@ -263,7 +263,7 @@ def wire_encoded(cls: Any) -> Any:
 
     class Wire(cls):  # type: ignore[misc]
         def export(self, spans: Any) -> Any:
-            client = getattr(self, "_client", None)
+            client: Any = getattr(self, "_client", None)
             if getattr(self, "_shutdown", True) or not callable(getattr(client, "export", None)):
                 return super().export(spans)
             try:
