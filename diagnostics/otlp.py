@@ -117,11 +117,13 @@ class NativeExportProcessor:
     """An OpenTelemetry SpanProcessor that exports from a native OS thread.
 
     ``on_end`` (any greenlet) only appends the span to a deque; a real thread (gevent's
-    original ``start_new_thread``) wakes every ``delay_s`` seconds and exports what
-    waits, ``batch`` spans per request, through ``exporter`` (its sockets run on that
-    thread's own gevent hub). Over ``max_queue`` waiting spans, new ones are dropped and
-    counted in ``dropped``. ``force_flush`` and ``shutdown`` export what is left from the
-    caller's thread.
+    original ``start_new_thread``) wakes every ``delay_s`` seconds, or when asked to
+    flush, and exports what waits, ``batch`` spans per request, through ``exporter``.
+    Every export runs on that thread: the exporter's kept-alive HTTP connection belongs
+    to the thread's own gevent hub, and using it from another thread's fails ("Cannot
+    switch to a different thread"). ``force_flush`` and ``shutdown`` wake the thread and
+    wait for it (up to their timeout). Over ``max_queue``
+    waiting spans, new ones are dropped and counted in ``dropped``.
     """
 
     def __init__(self, exporter: Any, batch: int = EXPORT_BATCH, delay_s: float = EXPORT_DELAY_S,
@@ -133,7 +135,9 @@ class NativeExportProcessor:
         self.dropped = 0
         self._queue: Any = collections.deque()
         self._sleep = monkey.get_original("time", "sleep")
-        self._lock = monkey.get_original("_thread", "allocate_lock")()
+        self._wake = monkey.get_original("_thread", "allocate_lock")()
+        self._wake.acquire()  # held: the thread waits on it, a flush releases it
+        self._requested = self._done = 0  # flushes asked for, and the last one done
         self._stopped = False
         monkey.get_original("_thread", "start_new_thread")(self._loop, ())
 
@@ -155,35 +159,58 @@ class NativeExportProcessor:
         self._queue.append(span)
 
     def _loop(self) -> None:
-        while not self._stopped:
-            self._sleep(self.delay_s)
-            self._export_waiting()
-
-    def _export_waiting(self, timeout_s: float = -1) -> bool:
-        if not self._lock.acquire(True, timeout_s):
-            return False
-        try:
-            q = self._queue
-            while q:
-                spans = [q.popleft() for _ in range(min(self.batch, len(q)))]
+        while True:
+            self._wake.acquire(True, self.delay_s)
+            requested, stopped = self._requested, self._stopped
+            try:
+                self._export_waiting()
+            except Exception:  # noqa: BLE001 - the thread must outlive any one export
+                log.exception("span export failed")
+            self._done = requested
+            if stopped:
                 try:
-                    self.exporter.export(spans)
-                except Exception as exc:  # noqa: BLE001 - the exporter logs; keep going
-                    log.warning("span export failed: %s", exc)
-            if self.dropped:
-                log.warning("tracing: %d spans dropped (more than %d waiting for export)", self.dropped, self.max_queue)
-                self.dropped = 0
-        finally:
-            self._lock.release()
-        return True
+                    self.exporter.shutdown()
+                finally:
+                    self._done = -1  # the thread is gone: later flushes return at once
+                return
+
+    def _export_waiting(self) -> None:
+        q = self._queue
+        while q:
+            spans = [q.popleft() for _ in range(min(self.batch, len(q)))]
+            try:
+                self.exporter.export(spans)
+            except Exception as exc:  # noqa: BLE001 - the exporter logs; keep going
+                log.warning("span export failed: %s", exc)
+        if self.dropped:
+            log.warning("tracing: %d spans dropped (more than %d waiting for export)", self.dropped, self.max_queue)
+            self.dropped = 0
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self._export_waiting(timeout_millis / 1000)
+        """Have the thread export what waits now; True once it did, False after
+        ``timeout_millis`` (or when the processor was shut down). The caller's greenlet
+        waits, its hub runs on (the receiving end may be one of its greenlets)."""
+        import time
+
+        import gevent
+        pause = self._sleep if gevent.getcurrent() is gevent.get_hub() else gevent.sleep
+        if self._done < 0:
+            return False
+        self._requested += 1
+        target = self._requested
+        try:
+            self._wake.release()
+        except RuntimeError:  # already released: the thread is about to run
+            pass
+        deadline = time.monotonic() + timeout_millis / 1000
+        while 0 <= self._done < target and time.monotonic() < deadline:
+            pause(0.002)
+        return self._done >= target
 
     def shutdown(self) -> None:
         self._stopped = True
-        self._export_waiting(30.0)
-        self.exporter.shutdown()
+        self.force_flush(30000)
+
 
 def exporter_off(signal: str) -> bool:
     """True when ``OTEL_{signal}_EXPORTER`` (signal "TRACES" or "METRICS") is ``none``:

@@ -169,6 +169,21 @@ def test_a_stopping_worker_flushes_its_spans(traced, receiver, workers):
     assert len(receiver.find(kind=CONSUMER)) == 5
 
 
+def test_the_stop_flush_reuses_the_export_threads_kept_alive_connection(traced, receiver, workers):
+    """The collector keeps the connection alive: the spans left at stop go out on the
+    connection the export thread opened (from the worker's own thread that failed with
+    "Cannot switch to a different thread" and lost them)."""
+    client, _ = traced
+    proc = workers.start(otlp_endpoint=receiver.url)
+    client.wait(client.queue_job("testtasks.add", {"a": 1, "b": 1}), timeout_s=10)
+    wait_until(lambda: receiver.find(kind=CONSUMER), 10, "the first span, exported by the thread")
+    client.wait(client.queue_jobs("testtasks.add", [{"a": 1, "b": 2}] * 5), timeout_s=10)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
+    assert len(receiver.find(kind=CONSUMER)) == 6
+    assert "failed" not in workers.log(proc)
+
+
 def test_span_name_queue_gives_the_conventions_strict_form(traced, receiver, worker):
     client, _ = traced
     worker.start(otlp_endpoint=receiver.url, span_name="queue")
