@@ -16,7 +16,6 @@ gevent's hub set up): what ``runtime worker`` calls after monkey-patching first 
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
 from collections.abc import Callable
@@ -36,7 +35,7 @@ from ..execution import interrupted, run_attempt
 from ..job import loads
 from ..messages import Claimed, Outcome
 from ..middleware import Chain
-from ..process import new_id, notify_supervisor, supervisor_id
+from ..process import new_id, notify_supervisor, settle_heap, supervisor_id
 from ..settings import Settings
 from ..status import Status
 from ..store import JobStore
@@ -148,10 +147,7 @@ class Worker:
         self.middleware.call("on_worker_start", self)
         self.limits.baseline()
         if self.owns_process:
-            # what start-up made lives as long as the process: out of the cyclic collector's
-            # way, so that a full collection does not walk it while jobs wait (tens of ms)
-            gc.collect()
-            gc.freeze()
+            settle_heap()
         helpers = [gevent.spawn(self.recorder.flush_loop), gevent.spawn(reap_loop, self)]
         log.info("worker %s %s", self.id, summary(self.served))
         log.info("worker %s started: redis %s%s prefix %s, queues %s, %d greenlets", self.id, self.link.where,
