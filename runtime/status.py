@@ -73,3 +73,8 @@ def lua_moves() -> str:
     ``['queued>cancel'] = true, ['queued>started'] = true, ...`` (sorted, so stable)."""
     return ", ".join(f"['{src.value}>{dst.value}'] = true"
                      for src in sorted(TRANSITIONS) for dst in sorted(TRANSITIONS[src]))
+
+#: The history entry of a claim: a worker took the job and its status became started. The
+#: history's ``started`` entry, written with the attempt's outcome, says when it began
+#: running (none when it never did: prefetched, then lost or handed back).
+CLAIMED = "claimed"

@@ -92,7 +92,8 @@ class Receiver:
                             attrs = {a.key: _value(a.value) for a in dp.attributes}
                             if kind == "histogram":
                                 value: Any = {"count": dp.count, "sum": dp.sum, "bounds": list(dp.explicit_bounds),
-                                              "buckets": list(dp.bucket_counts)}
+                                              "buckets": list(dp.bucket_counts), "min": dp.min, "max": dp.max,
+                                              "exemplars": [(e.trace_id.hex(), e.as_double) for e in dp.exemplars]}
                             else:
                                 value = dp.as_int if dp.WhichOneof("value") == "as_int" else dp.as_double
                             key = (m.name, tuple(sorted(attrs.items())))

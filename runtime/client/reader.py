@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..job import Job, iso
-from ..status import Status
+from ..status import CLAIMED, Status
 from .parts import Calls
 
 #: Registry fields that hold numbers.
@@ -39,8 +39,9 @@ class Page:
 
 @dataclass
 class Attempt:
-    """One run of a job, from its history: its number, worker, when it started (UNIX s),
-    and how it ended (status, time, note), or status ``started`` while it runs."""
+    """One run of a job, from its history: its number, worker, when it started (UNIX s;
+    when it was claimed until its outcome is recorded, or when it never ran), and how it
+    ended (status, time, note), or status ``started`` while it runs."""
 
     number: int
     worker: str | None
@@ -64,12 +65,19 @@ class JobView:
 
 
 def attempts_of(job: Job) -> list[Attempt]:
-    """The attempts of ``job``, read from its status history."""
+    """The attempts of ``job``, read from its status history: each begins at its
+    ``claimed`` entry (a worker took it), starts at its ``started`` entry (it began running;
+    none for a job claimed and never run) and ends at the next entry. A history written
+    before claims had their own entry has ``started`` alone: it begins the attempt."""
     out: list[Attempt] = []
     for h in job.history:
-        status = h.get("status")
-        if status == Status.STARTED.value:
-            out.append(Attempt(int(h.get("attempt") or len(out) + 1), h.get("worker"), float(h.get("at") or 0.0)))
+        status, at = h.get("status"), float(h.get("at") or 0.0)
+        number = int(h.get("attempt") or len(out) + 1)
+        if status == CLAIMED or (status == Status.STARTED.value and not (out and out[-1].number == number
+                                                                         and out[-1].ended_at is None)):
+            out.append(Attempt(number, h.get("worker"), at))
+        elif status == Status.STARTED.value:
+            out[-1].started_at = at
         elif out and out[-1].ended_at is None and status is not None:
             a = out[-1]
             a.status, a.ended_at, a.note = status, h.get("at"), h.get("note")

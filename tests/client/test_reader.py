@@ -20,6 +20,10 @@ def test_a_job_reads_with_its_attempts(client, worker):
     assert got[0][:2] == (1, "retry") and got[1][:2] == (2, "success") and got[2] == (3, "success", w.id)
     assert all(a.ended_at >= a.started_at for a in view.attempts)
     assert view.attempts[0].note.startswith("retry 1/")
+    # an attempt starts when it began running (its history's started entry), not at its claim
+    starts = [h["at"] for h in view.job.history if h["status"] == "started"]
+    claims = [h["at"] for h in view.job.history if h["status"] == "claimed"]
+    assert [a.started_at for a in view.attempts] == starts and all(c <= s for c, s in zip(claims, starts))
 
 
 def test_workers_come_under_their_supervisor_with_numbers_and_times(client):

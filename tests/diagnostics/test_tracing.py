@@ -247,6 +247,11 @@ def test_metrics_are_exported_over_otlp(client, receiver, worker):
     assert add[0]["value"]["bounds"][:3] == [0.005, 0.01, 0.025] and add[0]["value"]["bounds"][-1] == 3600
     assert sum(add[0]["value"]["buckets"][:2]) == 5  # each add took under 10 ms: not all in one bucket of 5 s
     assert "error.type" not in add[0]["attributes"]
+    assert 0 <= add[0]["value"]["min"] <= add[0]["value"]["max"] <= add[0]["value"]["sum"]
+    # an exemplar for each bucket that holds a job: a click from the bucket to that job's trace
+    traces = {client.get_job(i).report["trace"]["trace_id"] for i in ids}
+    exemplars = add[0]["value"]["exemplars"]
+    assert len(exemplars) == sum(1 for n in add[0]["value"]["buckets"] if n) and {t for t, _ in exemplars} <= traces
     fail = [p for p in durations if p["attributes"]["runtime.task.path"] == "tasks_example.work.fail"]
     assert fail[0]["attributes"]["error.type"] == "ValueError", fail
     assert fail[0]["attributes"]["runtime.job.status"] == "failed"

@@ -40,7 +40,7 @@ def test_times_are_dates_and_the_natural_query_finds_the_last_hours_jobs(mclient
     doc = raw.find_one({"_id": ids[0]})
     for name in ("queued_at", "due_at", "started_at", "ended_at", "changed_at", "expire_at"):
         assert isinstance(doc[name], datetime), name
-    assert [type(h["at"]) for h in doc["history"]] == [datetime] * 3
+    assert [type(h["at"]) for h in doc["history"]] == [datetime] * 4  # queued, claimed, started, success
     assert isinstance(doc["wait_s"], float) and isinstance(doc["run_s"], float) and doc["run_s"] >= 0
     assert doc["schema"] == 2
     # read back as the Job's UNIX seconds, to the millisecond MongoDB keeps

@@ -116,7 +116,7 @@ def test_crash_before_the_mongodb_copy_of_an_end_the_sweep_repairs_it(mclient, w
     assert mclient.store.get(job_id).status == "queued"
     assert mclient.mongo.reconcile(lag_s=0).written == 1
     job = mclient.store.get(job_id)
-    assert job.status == "success" and job.result == 42 and len(job.history) == 3
+    assert job.status == "success" and job.result == 42 and len(job.history) == 4
 
 
 def test_a_worker_sweep_repairs_without_being_asked(mclient, worker, mongo_settings):

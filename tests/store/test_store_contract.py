@@ -111,7 +111,10 @@ def test_a_worker_stores_result_timings_history_and_report(backend):
     job = backend.settled(job_id, "success")
     assert job.result == 5 and job.attempt == 1 and job.worker
     assert job.queued_at <= job.started_at <= job.ended_at
-    assert [h["status"] for h in job.history] == ["queued", "started", "success"]
+    assert [h["status"] for h in job.history] == ["queued", "claimed", "started", "success"]
+    claimed, started = job.history[1:3]
+    assert claimed["at"] <= started["at"] == job.started_at  # the claim's time, then the run's
+    assert claimed["worker"] == started["worker"] == job.worker and claimed["attempt"] == started["attempt"] == 1
     assert job.report["timing"]["wall_s"] >= 0
     assert [j.id for j in backend.store.list_jobs(status="success")] == [job_id]
 
@@ -124,7 +127,8 @@ def test_failure_retry_and_requeue_are_stored(backend):
     failed = backend.settled(bad, "failed")
     assert failed.reason == "exception" and "kaput" in failed.exc_message and "ValueError" in failed.traceback
     ok = backend.settled(flaky, "success")
-    assert [h["status"] for h in ok.history] == ["queued", "started", "retry", "started", "success"]
+    assert [h["status"] for h in ok.history] == ["queued", "claimed", "started", "retry", "claimed", "started",
+                                                 "success"]
     assert backend.store.final_ids("failed") == [bad]
     assert client.requeue_where("failed", path="tasks_example.work.fail") == [bad]
     again = wait_until(lambda: (j := backend.store.get(bad)).attempt == 2 and j.status == "failed" and j, 15,

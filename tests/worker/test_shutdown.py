@@ -38,7 +38,7 @@ def test_second_signal_interrupts_and_requeues_at_once(client, workers, greenlet
     assert proc.wait(10) == 0
     for job in client.store.get_many(ids):
         assert job.status == "interrupt" and job.retries == 0
-        assert [h["status"] for h in job.history] == ["queued", "started", "interrupt"]
+        assert [h["status"] for h in job.history] == ["queued", "claimed", "started", "interrupt"]
     assert client.reader.queues()["queues"]["default"]["ready"] == greenlets  # requeued at once
 
 
@@ -62,7 +62,7 @@ def test_a_second_stop_interrupts_and_requeues_at_once(client, worker):
     assert worker.stop(w) == 0  # the second
     for job in client.store.get_many(ids):
         assert job.status == "interrupt" and job.retries == 0
-        assert [h["status"] for h in job.history] == ["queued", "started", "interrupt"]
+        assert [h["status"] for h in job.history] == ["queued", "claimed", "started", "interrupt"]
     assert client.reader.queues()["queues"]["default"]["ready"] == 3  # requeued at once
 
 
@@ -90,7 +90,8 @@ def test_sigkill_mid_jobs_loses_nothing_and_history_shows_the_rerun(client, work
     assert all(j.status == "success" for j in jobs)
     for j in jobs[:3]:
         assert j.attempt == 2 and j.lost == 1
-        assert [h["status"] for h in j.history] == ["queued", "started", "queued", "started", "success"]
+        # the killed attempt's start was to be written with its outcome: claimed, then lost
+        assert [h["status"] for h in j.history] == ["queued", "claimed", "queued", "claimed", "started", "success"]
         assert "worker lost" in j.history[2]["note"]
     assert all(j.attempt == 1 for j in jobs[3:])
 

@@ -35,7 +35,7 @@ def _state(client):
 def _assert_interrupted_and_requeued(client, job_id):
     job = client.get_job(job_id)
     assert job.status == "interrupt" and job.retries == 0 and job.exc_type == "runtime.errors.JobInterrupt"
-    assert [h["status"] for h in job.history] == ["queued", "started", "interrupt"]
+    assert [h["status"] for h in job.history] == ["queued", "claimed", "started", "interrupt"]
     assert client.reader.queues()["queues"]["default"]["ready"] == 1  # requeued at once
 
 

@@ -18,7 +18,7 @@ def test_success_stores_result_times_and_history(client, worker):
     assert job.status == "success" and job.result == 5
     assert job.queued_at <= job.started_at <= job.ended_at
     assert job.worker and job.attempt == 1
-    assert [h["status"] for h in job.history] == ["queued", "started", "success"]
+    assert [h["status"] for h in job.history] == ["queued", "claimed", "started", "success"]
 
 
 def test_class_task_gets_params(client, worker):
@@ -55,7 +55,7 @@ def test_flaky_task_succeeds_after_retries_with_backoff(client, worker):
     assert job.status == "success" and job.result == {"attempt": 3}
     assert job.retries == 2
     statuses = [h["status"] for h in job.history]
-    assert statuses == ["queued", "started", "retry", "started", "retry", "started", "success"]
+    assert statuses == ["queued"] + ["claimed", "started", "retry"] * 2 + ["claimed", "started", "success"]
     starts = [h["at"] for h in job.history if h["status"] == "started"]
     # retry_delay_s=0.2, backoff 2, equal jitter: waits 0.1-0.2 s then 0.2-0.4 s
     assert starts[1] - starts[0] >= 0.1 and starts[2] - starts[1] >= 0.2
@@ -153,7 +153,7 @@ def test_wait_on_jobs_already_final_returns_their_documents_and_refuses_an_unkno
     again = client.wait(job_id, timeout_s=10)  # final already: the document comes with the registration
     assert (again.status, again.result, again.path) == ("success", 3, "testtasks.add")
     assert [h["status"] for h in again.history] == [h["status"] for h in first.history] == \
-        ["queued", "started", "success"]
+        ["queued", "claimed", "started", "success"]
     with pytest.raises(JobNotFound):
         client.wait([job_id, "no-such-job"], timeout_s=5)
 
@@ -183,7 +183,7 @@ def test_requeue_a_failed_job_runs_it_again(client, worker):
     worker.start()
     job = client.wait(job_id, timeout_s=10)
     assert job.status == "failed" and job.attempt == 2
-    assert [h["status"] for h in job.history] == ["queued", "started", "failed", "queued", "started", "failed"]
+    assert [h["status"] for h in job.history] == ["queued", "claimed", "started", "failed"] * 2
 
 
 def test_wait_times_out_with_the_pending_ids(client):

@@ -133,7 +133,7 @@ local function claim_one(id, wid, from_index, started_index, now, snow, deadline
   redis.call('SADD', running, id)
   redis.call('ZREM', from_index, id)
   redis.call('ZADD', started_index, now, id)
-  redis.call('RPUSH', key_history(id), entry(snow, 'started', {'worker', wid, 'attempt', attempt}))
+  redis.call('RPUSH', key_history(id), entry(snow, 'claimed', {'worker', wid, 'attempt', attempt}))
   local f = redis.call('HMGET', jk, 'id', 'path', 'params', 'queue', 'priority', 'attempt',
     'retries', 'lost', 'queued_at', 'due_at', 'started_at', 'meta', 'alone')
   if not f[12] then f[12] = '' end

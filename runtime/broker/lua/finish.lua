@@ -15,7 +15,9 @@
 -- An outcome whose attempt is not the job's current running one, or whose move the
 -- transition table does not allow, is stale and ignored: a late attempt never overwrites
 -- the status written by a newer one.
--- Clients waiting on a job that ends get its document (see document in _lib).
+-- Clients waiting on a job that ends get its document (see document in _lib). An
+-- outcome with a started_at field (the attempt ran) adds a history entry 'started' at
+-- that time before its own: the claim's entry is 'claimed'.
 -- Returns: the list of stale ids.
 --@LIB@--
 local inflight, running, ST, Q = KEYS[1], KEYS[2], 3, 13
@@ -48,6 +50,11 @@ for i = 0, n - 1 do
     redis.call('SREM', running, id)
     reindex(ST, id, cur[1], st, now)
     local kv = {'worker', cur[3], 'attempt', tonumber(attempt)}
+    for f = fb, fb + 2 * nf - 2, 2 do  -- when it began running (the claim's entry says claimed)
+      local began = ARGV[f] == 'started_at' and tonumber(ARGV[f + 1])
+      local at = began and string.format('%.6f', began)
+      if at then redis.call('RPUSH', hk, entry(at, 'started', kv)) end
+    end
     if note ~= '' then kv[5], kv[6] = 'note', note end
     redis.call('RPUSH', hk, entry(snow, st, kv, tail))
     if FINAL[st] then
