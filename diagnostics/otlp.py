@@ -5,6 +5,7 @@ for why a native thread)."""
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import sys
@@ -116,7 +117,8 @@ def interrupted(span: Any, exc: BaseException) -> Any:
 class NativeExportProcessor:
     """An OpenTelemetry SpanProcessor that exports from a native OS thread.
 
-    ``on_end`` (any greenlet) only appends the span to a deque; a real thread (gevent's
+    ``on_end`` (any greenlet) encodes the span (diagnostics.otlp_wire, when the exporter
+    posts encoded spans; else it keeps the span) and appends it to a deque; a real thread (gevent's
     original ``start_new_thread``) wakes every ``delay_s`` seconds, or when asked to
     flush, and exports what waits, ``batch`` spans per request, through ``exporter``.
     Every export runs on that thread: the exporter's kept-alive HTTP connection belongs
@@ -128,8 +130,6 @@ class NativeExportProcessor:
 
     def __init__(self, exporter: Any, batch: int = EXPORT_BATCH, delay_s: float = EXPORT_DELAY_S,
                  max_queue: int = EXPORT_QUEUE) -> None:
-        import collections
-
         from gevent import monkey
         self.exporter, self.batch, self.delay_s, self.max_queue = exporter, batch, delay_s, max_queue
         self.dropped = 0
@@ -139,12 +139,20 @@ class NativeExportProcessor:
         self._wake.acquire()  # held: the thread waits on it, a flush releases it
         self._requested = self._done = 0  # flushes asked for, and the last one done
         self._stopped = False
+        #: spans encoded at their end (otlp_wire), when the exporter posts encoded spans:
+        #: (id(resource), id(scope)) -> (resource, scope, deque of Span message bodies)
+        self._groups: dict[tuple[int, int], tuple[Any, Any, Any]] = {}
+        self._added = self._taken = 0  # encoded spans queued (by on_end), and exported
+        self._encode: Any = None
+        if callable(getattr(exporter, "export_encoded", None)) and exporter.posts_encoded():
+            from .otlp_wire import span
+            self._encode = span
         monkey.get_original("_thread", "start_new_thread")(self._loop, ())
 
     def on_start(self, span: Any, parent_context: Any = None) -> None:
         pass
 
-    def _on_ending(self, span: Any) -> None:
+    def _on_ending(self, span: Any) -> None:  # the SDK calls it before on_end
         pass
 
     def on_end(self, span: Any) -> None:
@@ -153,9 +161,22 @@ class NativeExportProcessor:
         exc = sys.exc_info()[1]  # a span ended by an exception on its way out of it
         if exc is not None and isinstance(exc, _INTERRUPTS):
             span = interrupted(span, exc)
-        if len(self._queue) >= self.max_queue:
+        if len(self._queue) + self._added - self._taken >= self.max_queue:
             self.dropped += 1
             return
+        if self._encode is not None:
+            try:
+                body = self._encode(span)
+            except TypeError:  # a value OTLP cannot encode: the SDK's exporter drops it
+                pass
+            else:
+                res, scope = span.resource, span.instrumentation_scope or None
+                group = self._groups.get((id(res), id(scope)))
+                if group is None:
+                    group = self._groups[(id(res), id(scope))] = (res, scope, collections.deque())
+                group[2].append(body)
+                self._added += 1
+                return
         self._queue.append(span)
 
     def _loop(self) -> None:
@@ -174,7 +195,24 @@ class NativeExportProcessor:
                     self._done = -1  # the thread is gone: later flushes return at once
                 return
 
+    def _export_encoded(self) -> None:
+        while True:
+            batch, n = [], 0
+            for res, scope, q in list(self._groups.values()):
+                bodies = [q.popleft() for _ in range(min(len(q), self.batch - n))]
+                if bodies:
+                    batch.append((res, scope, bodies))
+                    n += len(bodies)
+            if not n:
+                return
+            self._taken += n
+            try:
+                self.exporter.export_encoded(batch)
+            except Exception as exc:  # noqa: BLE001 - the exporter logs; keep going
+                log.warning("span export failed: %s", exc)
+
     def _export_waiting(self) -> None:
+        self._export_encoded()
         q = self._queue
         while q:
             spans = [q.popleft() for _ in range(min(self.batch, len(q)))]
@@ -278,40 +316,17 @@ def note_export(what: str, ok: bool, url: str | None) -> None:
         muted.setLevel(logging.CRITICAL)
 
 
-def wire_encoded(cls: Any) -> Any:
-    """A subclass of the OTLP/HTTP span exporter class ``cls`` that encodes a batch with
-    diagnostics.otlp_wire (~6x cheaper than the SDK's encoder; the same bytes) and posts
-    it through the exporter's own HTTP client (headers, compression, retries, timeout).
-    Where this SDK version has no such client, or a batch holds a value otlp_wire cannot
-    encode, or it is over the exporter's request size limit, the SDK's export runs."""
-    from opentelemetry.sdk.trace.export import SpanExportResult
-
-    from .otlp_wire import encode_spans
-
-    class Wire(cls):  # type: ignore[misc]
-        def export(self, spans: Any) -> Any:
-            client: Any = getattr(self, "_client", None)
-            if getattr(self, "_shutdown", True) or not callable(getattr(client, "export", None)):
-                return super().export(spans)
-            try:
-                body = encode_spans(spans)
-            except TypeError:
-                return super().export(spans)
-            if len(body) > getattr(self, "_max_request_size", len(body)):
-                return super().export(spans)  # which drops it, and logs why
-            ok = getattr(client.export(body), "success", False)
-            return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
-
-    Wire.__name__ = Wire.__qualname__ = cls.__name__
-    return Wire
-
-
 def quiet_failures(cls: Any, what: str) -> Any:
     """A subclass of the OTLP exporter class ``cls`` whose exports report to note_export."""
 
     class Quiet(cls):  # type: ignore[misc]
         def export(self, *args: Any, **kwargs: Any) -> Any:
             result = super().export(*args, **kwargs)
+            note_export(what, getattr(result, "name", "") == "SUCCESS", getattr(self, "_endpoint", None))
+            return result
+
+        def export_encoded(self, *args: Any, **kwargs: Any) -> Any:  # otlp_wire.wire_encoded's
+            result = super().export_encoded(*args, **kwargs)
             note_export(what, getattr(result, "name", "") == "SUCCESS", getattr(self, "_endpoint", None))
             return result
 

@@ -15,9 +15,12 @@ caller then uses the SDK's encoder, which drops that attribute and logs it).
 
 from __future__ import annotations
 
+import logging
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+log = logging.getLogger("runtime.tracing")
 
 #: SpanFlags bits the SDK sets: "the is_remote bit is known" and "the parent is remote".
 _HAS_IS_REMOTE = 0x100
@@ -212,22 +215,72 @@ def _schema(tag: bytes, url: str | None) -> bytes:
 def encode_spans(spans: Sequence[Any]) -> bytes:
     """An ``ExportTraceServiceRequest`` (serialized) holding ``spans`` (SDK ReadableSpans),
     grouped by resource, then by instrumentation scope, in order of first appearance."""
-    groups: dict[int, tuple[Any, dict[int, tuple[Any, list[bytes]]]]] = {}
+    groups: dict[tuple[int, int], tuple[Any, Any, list[bytes]]] = {}
     for s in spans:
         res, scope = s.resource, s.instrumentation_scope or None
-        by_scope = groups.get(id(res))
-        if by_scope is None:
-            by_scope = groups[id(res)] = (res, {})
-        entry = by_scope[1].get(id(scope))
+        entry = groups.get((id(res), id(scope)))
         if entry is None:
-            entry = by_scope[1][id(scope)] = (scope, [])
-        entry[1].append(_field(b"\x12", span(s)))
-    out = []
-    for res, scopes in groups.values():
-        body = [_field(b"\x0a", _once(res, _resource))]
-        for scope, encoded in scopes.values():
-            body.append(_field(b"\x12", _field(b"\x0a", _once(scope, _scope)) + b"".join(encoded)
+            entry = groups[(id(res), id(scope))] = (res, scope, [])
+        entry[2].append(span(s))
+    return request(groups.values())
+
+
+def request(groups: Iterable[tuple[Any, Any, Sequence[bytes]]]) -> bytes:
+    """An ``ExportTraceServiceRequest`` (serialized) from ``(resource, scope, span
+    bodies)`` groups (bodies as :func:`span` makes them), by resource in order of first
+    appearance, then by scope."""
+    by_resource: dict[int, tuple[Any, list[bytes]]] = {}
+    for res, scope, bodies in groups:
+        if not bodies:
+            continue
+        entry = by_resource.get(id(res))
+        if entry is None:
+            entry = by_resource[id(res)] = (res, [])
+        entry[1].append(_field(b"\x12", _field(b"\x0a", _once(scope, _scope))
+                               + b"".join([_field(b"\x12", b) for b in bodies])
                                + _schema(b"\x1a", scope.schema_url if scope else None)))
-        body.append(_schema(b"\x1a", res.schema_url))
-        out.append(_field(b"\x0a", b"".join(body)))
-    return b"".join(out)
+    return b"".join([_field(b"\x0a", _field(b"\x0a", _once(res, _resource)) + b"".join(scopes)
+                            + _schema(b"\x1a", res.schema_url)) for res, scopes in by_resource.values()])
+
+
+def wire_encoded(cls: Any) -> Any:
+    """A subclass of the OTLP/HTTP span exporter class ``cls`` that writes requests with
+    :func:`request` (~6x cheaper than the SDK's encoder; the same bytes) and posts them
+    through the exporter's own HTTP client (headers, compression, retries, timeout).
+    ``export_encoded(groups)`` posts spans encoded already (``(resource, scope, span
+    bodies)``, see tracing's NativeExportProcessor), where ``posts_encoded()``. Where this
+    SDK version has no such client, or a batch holds a value this cannot encode, or it is
+    over the exporter's request size limit, the SDK's own export runs."""
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    class Wire(cls):  # type: ignore[misc]
+        def posts_encoded(self) -> bool:
+            return not getattr(self, "_shutdown", True) and callable(getattr(getattr(self, "_client", None),
+                                                                               "export", None))
+
+        def export(self, spans: Any) -> Any:
+            if not self.posts_encoded():
+                return super().export(spans)
+            try:
+                body = encode_spans(spans)
+            except TypeError:
+                return super().export(spans)
+            if len(body) > getattr(self, "_max_request_size", len(body)):
+                return super().export(spans)  # which drops it, and logs why
+            return self._post(body)
+
+        def export_encoded(self, groups: Any) -> Any:
+            body = request(groups)
+            limit = getattr(self, "_max_request_size", len(body))
+            if len(body) > limit:
+                log.warning("dropping %d spans: the request would be %d bytes, over the exporter's limit of %d",
+                            sum(len(g[2]) for g in groups), len(body), limit)
+                return SpanExportResult.FAILURE
+            return self._post(body)
+
+        def _post(self, body: bytes) -> Any:
+            ok = getattr(self._client.export(body), "success", False)
+            return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+
+    Wire.__name__ = Wire.__qualname__ = cls.__name__
+    return Wire

@@ -24,6 +24,7 @@ import base64
 import contextvars
 import gzip
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -38,14 +39,19 @@ from runtime.tasks import chosen, declared, split_patterns
 from runtime.units import fmt_seconds
 
 INTERVAL_S = 0.001
+#: Where runtime's own frames come from (its packages, wherever installed)
+_OWN = tuple(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), pkg, "")
+             for pkg in ("runtime", "diagnostics"))
 WAITING = "[waiting: greenlet switched out]\x00<gevent>\x000"
 ROOT = "job greenlet\x00<greenlet>\x000"
 
 
 def build_stack(frame: Any, event: str = "return", arg: Any = None, trim_gevent: bool = False) -> list[str]:
     """Frame identifiers root first, as pyinstrument records them, under one ROOT (not
-    pyinstrument's per-thread root: under gevent each greenlet looks like a thread).
-    ``trim_gevent`` drops gevent's own frames from the leaf end (the switch machinery)."""
+    pyinstrument's per-thread root: under gevent each greenlet looks like a thread),
+    without runtime's own frames around the task (the chain, execution, the task's
+    binding): a profile starts at the task. ``trim_gevent`` drops gevent's own frames
+    from the leaf end (the switch machinery)."""
     from pyinstrument.low_level.stat_profile import get_frame_info
     stack: list[str] = []
     if event == "call":
@@ -56,9 +62,14 @@ def build_stack(frame: Any, event: str = "return", arg: Any = None, trim_gevent:
     if trim_gevent:
         while frame is not None and "/gevent/" in frame.f_code.co_filename:
             frame = frame.f_back
+    keep = 0  # frames up to the outermost one not runtime's own: the job's part of the stack
     while frame is not None:
         stack.append(get_frame_info(frame))
+        if not frame.f_code.co_filename.startswith(_OWN):
+            keep = len(stack)
         frame = frame.f_back
+    if keep:
+        del stack[keep:]
     stack.append(ROOT)
     stack.reverse()
     return stack
@@ -202,9 +213,18 @@ def decode_session(blob: str) -> Any:
     return Session.from_json(json.loads(gzip.decompress(base64.b64decode(blob))))
 
 
+def _runtime_frames() -> dict[str, str]:
+    """pyinstrument's ``hide_regex`` for runtime's own frames: library code, folded into
+    "[N frames hidden]" like redis's or gevent's where the task calls into runtime
+    (set_progress...)."""
+    import re
+    return {"hide_regex": "|".join(re.escape(own) + ".*" for own in _OWN)}
+
+
 def render_text(session: Any) -> str:
     from pyinstrument.renderers import ConsoleRenderer
-    return str(ConsoleRenderer(unicode=True, color=False, short_mode=False).render(session))
+    return str(ConsoleRenderer(unicode=True, color=False, short_mode=False,
+                               processor_options=_runtime_frames()).render(session))
 
 
 def render_html(session: Any) -> str:

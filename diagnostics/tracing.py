@@ -61,8 +61,8 @@ from .otlp import (
     quiet_failures,
     resource_attributes,
     use_native_span_locks,
-    wire_encoded,
 )
+from .otlp_wire import wire_encoded
 
 log = logging.getLogger("runtime.tracing")
 

@@ -85,7 +85,7 @@ def test_the_exporter_posts_wire_encoded_batches_and_falls_back_to_the_sdk(recei
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.trace.export import SpanExportResult
 
-    from diagnostics.otlp import wire_encoded
+    from diagnostics.otlp_wire import wire_encoded
     provider, kept = ended()
     t = provider.get_tracer("runtime")
     t.start_span("fast", attributes={"a": "b"}).end()

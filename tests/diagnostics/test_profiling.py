@@ -16,6 +16,8 @@ def test_a_profile_holds_its_job_and_not_the_job_running_beside_it(client, worke
     assert ja.report["profile"]["samples"] > 50
     text = cli(settings, "job", alpha, "--artifact", "profile").stdout
     assert "burn_alpha" in text and "burn_beta" not in text
+    # it starts at the task: runtime's own frames around it (chain, execution) are not the job's
+    assert "run_attempt" not in text and "runtime/" not in text, text
     assert "[waiting: greenlet switched out]" in text  # the time it yielded to burn_beta
     html = tmp_path / "p.html"
     r = cli(settings, "job", alpha, "--artifact", "profile", "--html", str(html))
