@@ -25,7 +25,9 @@ the traces (``--otlp-endpoint`` or the ``OTEL_EXPORTER_OTLP_*`` variables), and 
 when the worker stops; ``OTEL_METRICS_EXPORTER=none`` turns them off (as a backend that
 takes traces only, like Jaeger, wants). A failing export is logged once per outage, and
 its end once. With ``metrics_port`` (``--metrics-port``) the worker also serves them for
-Prometheus to scrape (OpenTelemetry's Prometheus exporter: ``messaging_process_duration_seconds``,
+Prometheus to scrape (with ``--processes N``, worker process ``i`` of the supervisor on
+port ``metrics_port + i``: list them all as targets; a recycling process's replacement
+may take the port after them for a while) (OpenTelemetry's Prometheus exporter: ``messaging_process_duration_seconds``,
 ``runtime_jobs_total``...). With neither, nothing is measured or imported.
 """
 
@@ -38,7 +40,7 @@ from typing import Any
 from runtime.context import JobContext
 from runtime.execution import exc_type_name
 from runtime.middleware import Middleware, WorkerView
-from runtime.process import rss_reader
+from runtime.process import rss_reader, worker_slot
 
 from .histograms import JobHistogram, with_histograms
 from .otlp import export_timeout_s, exporter_off, otlp_endpoint, quiet_failures, resource_attributes
@@ -85,6 +87,7 @@ class Metrics(Middleware):
     def on_worker_start(self, worker: WorkerView | None) -> None:
         url = otlp_metrics_url(self.settings)
         port = int(getattr(self.settings, "metrics_port", 0) or 0)
+        port = port + worker_slot() if port else 0  # one port per process of a supervisor
         if not (url or port) or worker is None:
             return
         from opentelemetry.metrics import Observation

@@ -32,6 +32,7 @@ class Timing(Middleware):
 
     - ``wait_s``: from due (queued, or its delay or retry time) to started, the job's own
       ``started_at`` (when the worker began the attempt): the document's ``wait_s``;
+      ``wait_reason`` when it waited in the worker after its claim (JobContext.wait_reason);
     - ``wall_s``: the task's own run (runtime.execution.AttemptResult.call_s), within the
       attempt's ``run_s`` (started to ended), which also holds runtime's hooks and storing;
     - ``cpu_s``: CPU time of the job's greenlet while this middleware's hooks enclose the
@@ -101,6 +102,8 @@ class Timing(Middleware):
         t = {"wall_s": round(wall, 6), "cpu_s": round(cpu, 6), "switches": acc[1]}
         if job.wait_s is not None:
             t["wait_s"] = job.wait_s  # the document's, to the microsecond
+        if job.wait_reason is not None:
+            t["wait_reason"] = job.wait_reason
         job.report["timing"] = t
 
     def describe(self, job: Job) -> Rows:
@@ -110,5 +113,11 @@ class Timing(Middleware):
         hooks = ""
         if job.run_s is not None and t.get("wall_s") is not None:
             hooks = f"  (of its run, {fmt_seconds(max(0.0, job.run_s - t['wall_s']))} was runtime's own hooks)"
+        why = _WHY.get(t.get("wait_reason") or "", "")
         return [("timing", f"the task {fmt_seconds(t.get('wall_s'))}  cpu {fmt_seconds(t.get('cpu_s'))}  "
-                           f"switches {t.get('switches', '-')}{hooks}")]
+                           f"switches {t.get('switches', '-')}{hooks}{why}")]
+
+
+#: What ``runtime job`` says of a wait_reason
+_WHY = {"busy": "  (it waited, prefetched, for a free greenlet)",
+        "exclusive": "  (it waited for a job that runs alone, or for the others to end before it ran alone)"}

@@ -209,10 +209,17 @@ _DEFAULT_SAMPLER = ("ParentBased{root:AlwaysOnSampler,remoteParentSampled:Always
 _FAILED = {Status.FAILED, Status.TIMEOUT, Status.ABORT, Status.MAXRETRIES, Status.RETRY, Status.INTERRUPT}
 
 
-def _wait(job: JobContext) -> dict[str, float]:
-    """``runtime.job.wait_s``: the job's wait (due to started, seconds), when known."""
+def _wait(job: JobContext) -> dict[str, Any]:
+    """``runtime.job.wait_s``: the job's wait (due to started, seconds), when known, and
+    ``runtime.job.wait_reason`` when it waited in the worker after its claim ("busy":
+    every greenlet taken; "exclusive": a job that runs alone held the pool, or the pool
+    drained for this one). A retry's delay is not part of its wait (it is due after it):
+    the attempt's span links to the one before, and the gap between them is the delay."""
     wait = job.wait_s
-    return {} if wait is None else {"runtime.job.wait_s": wait}
+    out: dict[str, Any] = {} if wait is None else {"runtime.job.wait_s": wait}
+    if job.wait_reason is not None:
+        out["runtime.job.wait_reason"] = job.wait_reason
+    return out
 
 
 class Tracing(Middleware):

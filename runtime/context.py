@@ -50,6 +50,10 @@ class JobContext:
     #: seconds, the worker's clock): the job's ``started_at``; its wait is started_at - due_at
     started_at: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    #: why it waited in the worker after its claim, when it did: "busy" (every greenlet
+    #: taken), "exclusive" (a job that runs alone held the pool, or the pool drained for
+    #: this one); None when it started at once
+    wait_reason: str | None = None
     report: dict[str, Any] = field(default_factory=dict)
     logs: list[str] = field(default_factory=list)
     #: named blobs stored with the job beside its report (a profile...): name -> text

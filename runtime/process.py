@@ -30,6 +30,16 @@ _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 #: Env of a worker started by a supervisor: the supervisor's pid and registry id.
 SUPERVISOR_PID_ENV, SUPERVISOR_ID_ENV = "RUNTIME_SUPERVISOR_PID", "RUNTIME_SUPERVISOR_ID"
+#: A supervised worker process's slot (0 to processes - 1, see supervisor.children.Child)
+SLOT_ENV = "RUNTIME_WORKER_SLOT"
+
+
+def worker_slot() -> int:
+    """This worker process's slot under its supervisor (0 unsupervised)."""
+    try:
+        return max(0, int(os.environ.get(SLOT_ENV, "0"))) if is_supervised_child() else 0
+    except ValueError:
+        return 0
 
 
 class RSS:

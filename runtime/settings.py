@@ -111,7 +111,8 @@ class Settings:
     otlp_endpoint: str | None = None
     #: Serve the job metrics for Prometheus at http://metrics_host:metrics_port/metrics
     #: (OpenTelemetry's Prometheus exporter; pip install 'runtime[prometheus]'); 0 = off.
-    #: One worker process only: with processes > 1, use the OTLP endpoint.
+    #: With processes > 1, one port per worker process: metrics_port + its slot (0 to
+    #: processes - 1; a recycling process's replacement takes a free slot, up to processes).
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
     #: Link to a trace shown by `runtime job`: a URL template with ``{trace_id}`` (other
@@ -261,9 +262,9 @@ class Settings:
         self._check_tracing()
 
     def _check_tracing(self) -> None:
-        if not 0 <= self.metrics_port <= 65535 or (self.metrics_port and self.processes > 1):
-            raise ConfigError(f"metrics_port must be a port (0 = off), for one worker process (processes "
-                              f"{self.processes}: use otlp_endpoint), got {self.metrics_port}")
+        if not 0 <= self.metrics_port <= 65535 - max(0, self.processes):
+            raise ConfigError(f"metrics_port must be a port (0 = off) with room for one per worker process "
+                              f"({self.processes}), got {self.metrics_port}")
         if self.trace_link in TRACE_LINKS:
             object.__setattr__(self, "trace_link", TRACE_LINKS[self.trace_link])
         if self.span_name not in ("task", "queue"):

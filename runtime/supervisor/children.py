@@ -18,6 +18,9 @@ class Child:
     proc: subprocess.Popen[bytes]
     started: float
     recycling: bool = False
+    #: its number among the live processes (0, 1 ...; a replacement takes a free one):
+    #: ``RUNTIME_WORKER_SLOT`` in its environment (its --metrics-port offset)
+    slot: int = 0
 
     @property
     def pid(self) -> int:

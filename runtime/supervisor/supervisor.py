@@ -45,7 +45,7 @@ import redis
 from ..backoff import Backoff
 from ..broker import RedisBroker, connect
 from ..errors import ExitCode
-from ..process import SUPERVISOR_ID_ENV, SUPERVISOR_PID_ENV, host_pid, new_id, rss_of, this_process
+from ..process import SLOT_ENV, SUPERVISOR_ID_ENV, SUPERVISOR_PID_ENV, host_pid, new_id, rss_of, this_process
 from ..settings import Settings
 from ..units import fmt_bytes, plural
 from ..worker.reaper import Reaper
@@ -172,10 +172,13 @@ class Supervisor:
             self._spawn()
 
     def _spawn(self) -> Child:
-        env = dict(os.environ, **{SUPERVISOR_PID_ENV: str(os.getpid()), SUPERVISOR_ID_ENV: self.id})
+        taken = {c.slot for c in self.children.values()}
+        slot = min(set(range(len(taken) + 1)) - taken)
+        env = dict(os.environ, **{SUPERVISOR_PID_ENV: str(os.getpid()), SUPERVISOR_ID_ENV: self.id,
+                                  SLOT_ENV: str(slot)})
         proc = subprocess.Popen([sys.executable, "-m", "runtime", *self.argv], env=env,
                                 preexec_fn=child_setup, close_fds=True)
-        child = Child(proc, time.monotonic())
+        child = Child(proc, time.monotonic(), slot=slot)
         self.children[proc.pid] = child
         log.info("started worker process %d", proc.pid)
         return child

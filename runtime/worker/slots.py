@@ -93,6 +93,8 @@ class Slots:
         if not self.buffer and self._can_launch(rj):
             self._launch(rj)
         else:
+            alone = self._alone or rj.exclusive or any(r.exclusive for r in self.buffer)
+            rj.ctx.wait_reason = "exclusive" if alone else "busy"
             self.buffer.append(rj)
 
     def _can_launch(self, rj: RunningJob) -> bool:
@@ -104,6 +106,8 @@ class Slots:
         self.busy += 1
         if rj.exclusive:
             self._alone = True
+            for held in self.buffer:  # what waits now waits for it
+                held.ctx.wait_reason = "exclusive"
         rj.phase = Phase.LAUNCHED
         rj.greenlet = gevent.spawn(self._run, rj)
 

@@ -60,7 +60,35 @@ def test_metrics_port_serves_the_job_metrics_for_prometheus(client, worker, sett
     assert fail and fail[0].endswith(" 1.0"), fail
     assert worker.stop(w) == 0
     with pytest.raises(ConfigError, match="metrics_port must be a port"):
-        settings.replace(metrics_port=port, processes=2)
+        settings.replace(metrics_port=65535, processes=2)
+
+
+def test_metrics_port_with_processes_serves_one_port_per_process(client, workers):
+    """--processes 2 --metrics-port P: process 0 on P, process 1 on P + 1, each with the
+    metrics of the jobs it ran."""
+    import re
+    import socket
+    import urllib.request
+    with socket.socket() as a, socket.socket() as b:  # two free ports in a row, found by trying
+        a.bind(("127.0.0.1", 0))
+        port = a.getsockname()[1]
+        try:
+            b.bind(("127.0.0.1", port + 1))
+        except OSError:
+            pytest.skip("no two free ports in a row")
+    workers.start("--processes", "2", "--metrics-port", str(port))
+    client.wait(client.queue_jobs("testtasks.add", [{"a": 1, "b": 1}] * 40), timeout_s=20)
+
+    def ran(p):
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{p}/metrics", timeout=5).read().decode()
+        except OSError:
+            return None
+        return sum(float(m) for m in re.findall(r'^runtime_jobs_total\{[^}]*testtasks.add[^}]*\} (\S+)$', text, re.M))
+
+    counts = wait_until(lambda: (c := [ran(port), ran(port + 1)]) and None not in c and sum(c) == 40 and c, 20,
+                        "both ports serving, with every job counted once")
+    assert len(counts) == 2
 
 
 def test_the_workers_own_histograms_hold_what_the_sdk_histogram_would():

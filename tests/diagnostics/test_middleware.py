@@ -120,6 +120,9 @@ def test_heap_diff_names_the_leaking_line_and_the_job_runs_alone(client, worker)
         o = jobs[other]
         assert o.ended_at <= lj.started_at or o.started_at >= lj.ended_at
     assert all("heap_diff" not in jobs[i].report for i in sleepers + more)
+    # it waited for the sleepers to end, and what was claimed with it waited for it
+    assert lj.report["timing"]["wait_reason"] == "exclusive"
+    assert all(jobs[i].report["timing"].get("wait_reason") in (None, "exclusive") for i in more)
 
 
 def test_a_middleware_order_that_breaks_a_rule_is_refused_at_start(settings, worker):

@@ -184,6 +184,18 @@ def test_the_stop_flush_reuses_the_export_threads_kept_alive_connection(traced, 
     assert "failed" not in workers.log(proc)
 
 
+def test_a_job_that_waited_for_a_greenlet_says_so_on_its_span(traced, receiver, worker, settings):
+    client, _ = traced
+    first, second = client.queue_jobs("testtasks.sleep", [{"seconds": 0.2}] * 2)
+    worker.start(otlp_endpoint=receiver.url, greenlets=1, prefetch=2)
+    client.wait([first, second], timeout_s=10)
+    spans = {i: wait_until(lambda i=i: processed(receiver, i), 10, "its span")[0] for i in (first, second)}
+    assert "runtime.job.wait_reason" not in spans[first]["attributes"]
+    assert spans[second]["attributes"]["runtime.job.wait_reason"] == "busy"
+    assert spans[second]["attributes"]["runtime.job.wait_s"] >= 0.15  # the first one's run
+    assert "waited, prefetched, for a free greenlet" in cli(settings, "job", second).stdout
+
+
 def test_span_name_queue_gives_the_conventions_strict_form(traced, receiver, worker):
     client, _ = traced
     worker.start(otlp_endpoint=receiver.url, span_name="queue")
