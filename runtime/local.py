@@ -51,6 +51,15 @@ class TaskRun:
             return None
         return self.chain.load_artifact(name, self.artifacts[name])
 
+    def describe(self) -> str:
+        """What the middleware measured, as ``runtime job`` shows it (timing, memory, the
+        heap diff table...): one ``label  text`` line each."""
+        if self.chain is None or not self.report:
+            return ""
+        from .job import Job
+        job = Job(id="local", path=self.path, status=self.status, report=self.report, artifacts=self.artifacts)
+        return "\n".join(f"{label:10} {text}" for label, text in self.chain.describe(job))
+
     @property
     def profile(self) -> Any:
         """The profile of a profiled run (a pyinstrument Session), or None: ``load("profile")``."""

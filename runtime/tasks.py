@@ -144,6 +144,12 @@ def chosen(path: str, patterns: list[str], option: str) -> bool:
     return spec is not None and bool(spec.options.get(option))
 
 
+def task_option(path: str, option: str) -> Any:
+    """The value the task at ``path`` (resolved already) declares for ``option``, or None."""
+    spec = _cache.get(path)
+    return None if spec is None else spec.options.get(option)
+
+
 def declared(option: str) -> bool:
     """Does any task resolved in this process declare ``option=True``?"""
     return any(spec is not None and spec.options.get(option) for spec in list(_cache.values()))

@@ -214,3 +214,31 @@ def test_the_memory_line_counts_the_jobs_that_ran_during_a_job(client, worker):
     assert long.report["memory"]["overlapping"] == 1 and short.report["memory"]["overlapping"] == 1
     alone = client.wait(client.queue_job("testtasks.sleep", {"seconds": 0.05}), timeout_s=10)
     assert alone.report["memory"]["overlapping"] == 0
+
+
+def test_a_guppy_heap_diff_partitions_what_the_job_kept_by_kind(client, worker, settings):
+    """--trace-memory guppy:PATTERN: the job runs alone between setrelheap() and heap(),
+    and the kinds of what it left alive are stored, shown by `runtime job` and run_task."""
+    from helpers import cli
+
+    from runtime import run_task
+    worker.start(greenlets=4, trace_memory="guppy:tasks_example.work.leaky,testtasks.sleep")
+    leak = client.queue_job("tasks_example.work.leaky", {"kilobytes": 512})
+    plain = client.queue_job("testtasks.sleep", {"seconds": 0.01})
+    jobs = {j.id: j for j in client.wait([leak, plain], timeout_s=20)}
+    diff = jobs[leak].report["heap_diff"]
+    assert diff["method"] == "guppy" and diff["alone"] and diff["cost_s"] > 0
+    assert diff["total_bytes"] > 400_000 and diff["kinds"][0]["bytes"] > 400_000, diff["kinds"][:3]
+    assert {"kind", "count", "bytes"} <= set(diff["kinds"][0])
+    assert jobs[plain].report["heap_diff"]["method"] == "tracemalloc"
+    shown = cli(settings, "job", leak).stdout
+    assert "(guppy3, cost" in shown and diff["kinds"][0]["kind"] in shown
+    out = run_task("tasks_example.work.leaky", {"kilobytes": 256}, settings.replace(trace_memory="guppy"))
+    assert out.report["heap_diff"]["method"] == "guppy" and "by kind:" in out.describe()
+
+
+def test_an_unknown_heap_diff_method_is_one_clear_error(settings):
+    from runtime.errors import ConfigError
+    from runtime.middleware import Chain
+    with pytest.raises(ConfigError, match="unknown heap diff method 'heapy'"):
+        Chain.from_settings(settings.replace(trace_memory="heapy:tasks.*"))
