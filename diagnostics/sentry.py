@@ -16,9 +16,11 @@ process after it starts (never inherited across fork) and flushed when it stops.
 - Context ``job``: id, task, queue, attempt, status and ``runtime job ID`` to see it; its
   params only with ``sentry_include_params``, values of keys that look secret
   (SECRET_KEYS) replaced by ``***``.
-- Reported: attempts that end failed, timeout or maxretries. Attempts that will be
-  retried are reported only with ``sentry_report_retries``; aborts (asked for) and
-  interrupts (requeued) are not errors.
+- Reported: attempts that end failed, timeout or maxretries; interrupted ones (a worker
+  shutdown cut them off; requeued) as warnings, once per interruption; a job lost with
+  its worker (it died) once, as a warning, by the worker whose reaper took it back
+  (runtime.worker.reaper). Attempts that will be retried are reported only with
+  ``sentry_report_retries``; aborts (asked for) are not errors.
 - runtime's own frames (and gevent's) are not in-app: Sentry groups and shows the task's.
 - Local variables are sent only with ``sentry_include_locals`` (off by default: PII).
 """
@@ -38,7 +40,7 @@ from runtime.status import Status
 
 log = logging.getLogger("runtime.sentry")
 
-_REPORTED = {Status.FAILED, Status.TIMEOUT, Status.MAXRETRIES}
+_REPORTED = {Status.FAILED, Status.TIMEOUT, Status.MAXRETRIES, Status.INTERRUPT}
 #: Modules whose frames are not the user's code (Sentry's ``in_app_exclude``).
 NOT_IN_APP = ["runtime", "diagnostics", "gevent", "greenlet"]
 #: Param names whose values are masked in the ``job`` context (case-insensitive parts).
@@ -124,6 +126,8 @@ class Sentry(Middleware):
                 outcome.status == Status.RETRY and getattr(self.settings, "sentry_report_retries", False))
             if report and outcome.exc is not None:
                 scope.set_tag("status", outcome.status.value)
+                if outcome.status == Status.INTERRUPT:
+                    scope.set_level("warning")  # requeued: a warning, not an error
                 self._enrich(scope, job, outcome)
                 event_id = scope.capture_exception(outcome.exc)
                 if event_id:

@@ -79,6 +79,8 @@ class Reaper:
             lost = self.broker.mark_lost(worker_ids, why)
             unstarted = lost.unstarted
         requeued, failed = self.broker.reap(worker_ids, unstarted=unstarted or [])
+        if lost is not None and lost.paths and requeued + failed:  # this reaper took them back
+            self._say_lost(worker_ids[0], lost.paths, why)
         if event is not None and lost is not None:
             host, pid = host_pid(worker_ids[0])
             self.broker.registry.record_event({
@@ -87,6 +89,24 @@ class Reaper:
                 "running": [{"id": j, "path": p} for j, p in lost.paths.items()], "unstarted": lost.unstarted,
                 "requeued": requeued, "failed": failed})
         return requeued, failed
+
+    def _say_lost(self, worker_id: str, paths: dict[str, str], why: str) -> None:
+        """One worker log line per job its dead worker was running (fields as the worker's
+        job lines: runtime.cli.logformat), and one Sentry event each where this process
+        reports to Sentry: what became of it (queued again, or failed worker-lost)."""
+        ids = list(paths)
+        pipe = self.broker.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hget(self.broker.keys.job(job_id), "status")
+        statuses = [s.decode() if isinstance(s, bytes) else s for s in pipe.execute()]
+        report = _sentry()
+        for job_id, status in zip(ids, statuses):
+            then = "queued again" if status == "queued" else f"{status} (worker-lost)"
+            extra = {"job_id": job_id, "task": paths[job_id], "status": status, "worker_id": worker_id,
+                     "error_type": "worker-lost"}
+            log.warning("job %s %s lost: %s (worker %s); %s", job_id, paths[job_id], why, worker_id, then, extra=extra)
+            if report is not None:
+                report(f"job {job_id} ({paths[job_id]}) lost: {why}; {then}", job_id, paths[job_id], worker_id)
 
     def reap_once(self) -> tuple[int, int]:
         """Take back the jobs of every dead worker and every expired claim; returns
@@ -113,6 +133,25 @@ class Reaper:
         if self.link is not None:
             self.link.ok(REAPING)
         return done
+
+
+def _sentry() -> Any:
+    """A function that sends a warning to Sentry about one lost job, where this process
+    reports to Sentry (the Sentry middleware started its client), else None."""
+    import sys
+    sdk = sys.modules.get("sentry_sdk")
+    if sdk is None or not sdk.get_client().is_active():
+        return None
+
+    def report(message: str, job_id: str, path: str, worker_id: str) -> None:
+        with sdk.isolation_scope() as scope:
+            scope.set_tag("job_id", job_id)
+            scope.set_tag("task", path)
+            scope.set_tag("reason", "worker-lost")
+            scope.set_context("job", {"id": job_id, "task": path, "worker": worker_id,
+                                      "see": f"runtime job {job_id}"})
+            scope.capture_message(message, level="warning")
+    return report
 
 
 class Reaping(Protocol):

@@ -142,9 +142,9 @@ class Worker:
             self.mirror.start(self.id, on_down=self.leave_idle, on_lost=self.stop)
         previous = set_default_client(self.client)
         self.heartbeat.register()  # before the first claim
-        reap_for(self)  # a dead worker's jobs come back before we claim (--burst too)
         self.heartbeat.start()
-        self.middleware.call("on_worker_start", self)
+        self.middleware.call("on_worker_start", self)  # Sentry, logs... hear of the reap too
+        reap_for(self)  # a dead worker's jobs come back before we claim (--burst too)
         self.limits.baseline()
         if self.owns_process:
             settle_heap()

@@ -66,3 +66,33 @@ def test_params_stay_out_of_sentry_unless_asked(client, worker, sentry):
     client.wait(client.queue_job("testtasks.log_then_fail", {"user": "ada", "password": "hunter2"}), timeout_s=10)
     event = wait_until(lambda: sentry.events, 10, "an event")[0]
     assert "params" not in event["contexts"]["job"] and "hunter2" not in str(event)
+
+
+def test_a_job_lost_with_its_worker_is_logged_and_reported_once(client, workers, sentry):
+    """The worker whose reaper takes the job back says so in a log line of its own and
+    sends one warning to Sentry (the dead worker could not)."""
+    poison = client.queue_job("tasks_example.work.crash", queue="doomed")
+    first = workers.start("--queues", "doomed", "--sentry-dsn", sentry.dsn)
+    assert first.wait(20) == 13  # the job killed it
+    second = workers.start("--queues", "other", "--sentry-dsn", sentry.dsn)  # reaps, never runs it
+    wait_until(lambda: client.get_job(poison).status == "queued", 20, "the job taken back")
+    events = wait_until(lambda: [e for e in sentry.events if e.get("tags", {}).get("job_id") == poison], 10, "an event")
+    assert events[0]["level"] == "warning" and events[0]["tags"]["reason"] == "worker-lost"
+    assert events[0]["message"].startswith(f"job {poison} (tasks_example.work.crash) lost: ") and "queued again" in events[0]["message"]
+    line = wait_until(lambda: [ln for ln in workers.log(second).splitlines() if f"job {poison} " in ln], 10, "log line")
+    assert "tasks_example.work.crash lost" in line[0] and "queued again" in line[0]
+    assert len([e for e in sentry.events if e.get("tags", {}).get("job_id") == poison]) == 1
+
+
+def test_an_interrupted_job_is_one_warning(client, workers, sentry):
+    import signal
+    job_id = client.queue_job("testtasks.sleep", {"seconds": 30})
+    proc = workers.start("--sentry-dsn", sentry.dsn)
+    wait_until(lambda: client.get_job(job_id).status == "started", 10, "the job to start")
+    proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: "stopping" in workers.log(proc), 5, "the first signal handled")
+    proc.send_signal(signal.SIGTERM)  # the second interrupts the running job
+    assert proc.wait(10) == 0
+    assert client.get_job(job_id).status == "interrupt"
+    [event] = wait_until(lambda: sentry.events, 10, "an event")
+    assert event["level"] == "warning" and event["tags"]["status"] == "interrupt" and event["tags"]["job_id"] == job_id
