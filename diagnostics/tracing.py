@@ -68,6 +68,8 @@ log = logging.getLogger("runtime.tracing")
 
 _provider: Any = None   # the provider made by this process (pid-checked), or None
 _provider_pid: int | None = None
+#: (its NativeExportProcessor, its SpanLimits, the provider) when that provider is ours
+_native: Any = None
 
 
 def provider(settings: Any, worker: Any = None) -> Any:
@@ -106,14 +108,16 @@ def provider(settings: Any, worker: Any = None) -> Any:
     # the cut is ours and expected (a traceback is longer): the SDK's warning for each one
     # would otherwise land in the logs of the job whose span it is
     logging.getLogger("opentelemetry.attributes").setLevel(logging.ERROR)
-    prov = TracerProvider(resource=Resource.create(resource_attributes(worker)),
-                          span_limits=SpanLimits(max_attribute_length=limit))
+    limits = SpanLimits(max_attribute_length=limit)
+    prov = TracerProvider(resource=Resource.create(resource_attributes(worker)), span_limits=limits)
     from gevent import monkey
+    global _native
     if monkey.is_module_patched("threading"):  # a worker: export from a native thread
         import sys
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         use_native_span_locks()
-        prov.add_span_processor(NativeExportProcessor(exporter))  # type: ignore[arg-type]  # a SpanProcessor by shape
+        _native = (NativeExportProcessor(exporter), limits, prov)
+        prov.add_span_processor(_native[0])  # a SpanProcessor by shape
     else:
         prov.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=EXPORT_QUEUE,
                                                    schedule_delay_millis=int(EXPORT_DELAY_S * 1000),
@@ -188,12 +192,29 @@ def _extract(carrier: dict[str, str]) -> Any:
     return o.trace.set_span_in_context(o.NonRecordingSpan(sc), ctx)
 
 
+def _job_spans(prov: Any, tracer: Any) -> Any:
+    """A jobspan.Source for ``tracer`` when ``prov`` is this process's own provider with
+    its export thread (job spans then skip the SDK, see diagnostics.jobspan), else None."""
+    if _native is None or prov is not _native[2] or _provider_pid != os.getpid() or not _only_ours(_native):
+        return None
+    from .jobspan import Source
+    return Source(tracer, _native[0], _native[1])
+
+
+def _only_ours(native: Any) -> bool:
+    """Does the provider still end spans in our processor alone? (an application may add
+    one to the global provider, which is then ours: its spans must reach it)"""
+    held = getattr(getattr(native[2], "_active_span_processor", None), "_span_processors", None)
+    return held is not None and len(held) == 1 and held[0] is native[0]
+
+
 def _fill(span: Any, attrs: dict[str, Any]) -> None:
     """Set ``attrs`` (runtime's own: short strings and numbers, valid by construction) on an
     SDK span: straight into its attribute dict where the SDK keeps one (the SDK's
     checks of each value were a quarter of a traced job's hooks), else set_attributes."""
-    d = getattr(getattr(span, "_attributes", None), "_dict", None)
-    if type(d) is dict and len(d) + len(attrs) <= (getattr(span._attributes, "maxlen", None) or 128):
+    held = getattr(span, "_attributes", None)
+    d = held if type(held) is dict else getattr(held, "_dict", None)  # a JobSpan's own, or the SDK's
+    if type(d) is dict and len(d) + len(attrs) <= (getattr(held, "maxlen", None) or 128):
         d.update(attrs)
     else:
         span.set_attributes(attrs)
@@ -234,6 +255,7 @@ class Tracing(Middleware):
         #: job id -> its producer span, between before_enqueue and after_enqueue
         self._sending: dict[str, Any] = {}
         self._default_sampler = False
+        self._source: Any = None  # a jobspan.Source where job spans may skip the SDK (_job_spans)
 
     def tracer(self, worker: Any = None) -> Any:
         """The tracer of this process, or None when tracing is off (checked once per pid)."""
@@ -248,6 +270,7 @@ class Tracing(Middleware):
                     _otel.load()
                     sampler = getattr(self._tracer, "sampler", None)
                     self._default_sampler = getattr(sampler, "get_description", str)() == _DEFAULT_SAMPLER
+                    self._source = _job_spans(prov, self._tracer) if self._default_sampler else None
         return self._tracer
 
     def on_worker_start(self, worker: Any) -> None:
@@ -310,7 +333,10 @@ class Tracing(Middleware):
                  "messaging.message.id": job.job_id, "runtime.task.path": job.path,
                  "runtime.job.attempt": job.attempt, **_wait(job)}
         name = f"process {job.queue if by_queue else job.path}"
-        if self._default_sampler:  # it decides on the parent alone: the attributes can come after
+        source = self._source
+        if source is not None and source.processor is _native[0] and _only_ours(_native):
+            span = source.start(name, trace.get_current_span(parent).get_span_context(), attrs, tuple(links))
+        elif self._default_sampler:  # it decides on the parent alone: the attributes can come after
             span = tracer.start_span(name, context=parent, kind=SpanKind.CONSUMER, links=links)
             _fill(span, attrs)
         else:

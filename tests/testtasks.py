@@ -340,3 +340,18 @@ def slow_child(sleep_s: float = 5.0) -> None:
     from opentelemetry import trace
     with trace.get_tracer("testtasks").start_as_current_span("slow child"):
         time.sleep(sleep_s)
+
+
+def annotate_span(user: str) -> str:
+    """Annotates its job's span from the task's code, as users do: an attribute, an event,
+    a caught exception; returns the span's class name."""
+    from opentelemetry import trace
+    span = trace.get_current_span()
+    span.set_attribute("app.user", user)
+    span.set_attribute("app.bad", object())  # not a value OTel takes: None and a warning, as the SDK does
+    span.add_event("checked", {"rows": 3})
+    try:
+        raise KeyError("missing")
+    except KeyError as exc:
+        span.record_exception(exc)
+    return type(span).__name__

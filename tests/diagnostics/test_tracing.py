@@ -196,6 +196,23 @@ def test_a_job_that_waited_for_a_greenlet_says_so_on_its_span(traced, receiver, 
     assert "waited, prefetched, for a free greenlet" in cli(settings, "job", second).stdout
 
 
+def test_the_task_annotates_its_own_span(traced, receiver, workers):
+    """In a worker process the job's span is runtime's light JobSpan: the task's own
+    attributes, events and exceptions reach the collector as with the SDK's spans."""
+    client, _ = traced
+    job_id = client.queue_job("testtasks.annotate_span", {"user": "ada"})
+    proc = workers.start("--burst", otlp_endpoint=receiver.url)
+    assert proc.wait(20) == 0
+    assert client.get_job(job_id).result == "JobSpan"
+    [span] = wait_until(lambda: processed(receiver, job_id), 10, "the job's span")
+    assert span["attributes"]["app.user"] == "ada" and span["attributes"]["app.bad"] is None
+    assert span["attributes"]["runtime.job.status"] == "success" and span["status"][0] == 1  # OK
+    assert span["events"] == ["checked", "exception"]
+    assert span["event_attributes"][0] == {"rows": 3}
+    assert span["event_attributes"][1]["exception.type"] == "KeyError"
+    assert "raise KeyError" in span["event_attributes"][1]["exception.stacktrace"]
+
+
 def test_span_name_queue_gives_the_conventions_strict_form(traced, receiver, worker):
     client, _ = traced
     worker.start(otlp_endpoint=receiver.url, span_name="queue")
