@@ -89,3 +89,10 @@ def progress_bar(n: int = 20_000) -> int:
         print(f"\r{i + 1}/{n} [{'#' * (20 * (i + 1) // n):<20}]", end="")
     print()
     return n
+
+
+def pb_noop() -> None:
+    """peerbench's runtime-obs job: progress reported once, then an INCR (mark_done)."""
+    from runtime import set_progress
+    set_progress(1.0, "done")
+    incr_noop()
