@@ -83,12 +83,16 @@ METHODS = ("tracemalloc", "guppy")
 def parse_rules(raw: str | None) -> list[tuple[str, str]]:
     """``trace_memory`` as (pattern, method) rules: comma-separated items ``PATTERN``
     (tracemalloc), ``METHOD:PATTERN`` or ``METHOD`` alone (every task). Raises ConfigError
-    for a method that is not one of METHODS."""
+    for a method that is not one of METHODS, and for a bare word that is neither a method
+    nor could match a task path (no dot, no wildcard: a mistyped method)."""
     from runtime.errors import ConfigError
     rules = []
     for item in split_patterns(raw):
         method, sep, pattern = item.partition(":")
         if not sep:
+            if item not in METHODS and "." not in item and not any(c in item for c in "*?["):
+                raise ConfigError(f"trace_memory: {item!r} is neither a method ({', '.join(METHODS)}) nor a pattern "
+                                  "of task paths (module.function, fnmatch wildcards)")
             method, pattern = (item, "*") if item in METHODS else ("tracemalloc", item)
         if method not in METHODS:
             raise ConfigError(f"trace_memory: unknown heap diff method {method!r} (one of {', '.join(METHODS)})")

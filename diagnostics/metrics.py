@@ -26,8 +26,8 @@ when the worker stops; ``OTEL_METRICS_EXPORTER=none`` turns them off (as a backe
 takes traces only, like Jaeger, wants). A failing export is logged once per outage, and
 its end once. With ``metrics_port`` (``--metrics-port``) the worker also serves them for
 Prometheus to scrape (with ``--processes N``, worker process ``i`` of the supervisor on
-port ``metrics_port + i``: list them all as targets; a recycling process's replacement
-may take the port after them for a while) (OpenTelemetry's Prometheus exporter: ``messaging_process_duration_seconds``,
+port ``metrics_port + i``: list them all as targets; a recycling process closes its port
+and its replacement serves on it) (OpenTelemetry's Prometheus exporter: ``messaging_process_duration_seconds``,
 ``runtime_jobs_total``...). With neither, nothing is measured or imported.
 """
 
@@ -157,15 +157,23 @@ class Metrics(Middleware):
         log.info("metrics for Prometheus at http://%s:%d/metrics", host, port)
         return with_histograms(PrometheusMetricReader, hists)()
 
+    def on_worker_recycle(self, worker: WorkerView | None) -> None:
+        """Close the Prometheus endpoint: the replacement serves on the same port (the
+        same supervisor slot) from its start."""
+        self._close_http()
+
+    def _close_http(self) -> None:
+        if self.http is not None:  # (server, thread) of prometheus_client
+            self.http[0].shutdown()
+            self.http[0].server_close()
+            self.http = None
+
     def on_worker_stop(self, worker: WorkerView | None) -> None:
         if self.provider is not None:
             self.provider.force_flush(5000)
             self.provider.shutdown()
             self.provider = None
-        if self.http is not None:  # (server, thread) of prometheus_client
-            self.http[0].shutdown()
-            self.http[0].server_close()
-            self.http = None
+        self._close_http()
 
     def applies(self, path: str) -> bool:
         return self.provider is not None

@@ -8,7 +8,10 @@ worker's CONSUMER span ``process {task path}`` (``process {queue}`` with the set
 the request to the job's own child spans, and on through jobs queued by jobs. Every
 attempt (retry, requeue, interrupt) of a job is a child of the producer span, with its
 baggage, and links to the attempt before it (the conventions allow the creation context
-as parent for a single message): one trace holds the request and every attempt. The job's
+as parent for a single message): one trace holds the request and every attempt. A job
+queued by an untraced producer takes its first attempt's span as the parent of the
+later ones. A span the sampler left out leaves no trace ids in the report (nothing to
+link to); its ids still tag the job's log lines. The job's
 history entries name each attempt's trace id and error.
 
 Names and attributes follow the OpenTelemetry messaging semantic conventions
@@ -344,8 +347,11 @@ class Tracing(Middleware):
         token = context.attach(trace.set_span_in_context(span, parent))
         sc = span.get_span_context()
         ids = {"trace_id": format(sc.trace_id, "032x"), "span_id": format(sc.span_id, "016x")}
-        job.report["trace"] = ids
+        if sc.trace_flags.sampled:  # a trace the sampler left out is nowhere to link to
+            job.report["trace"] = ids
         job.state["tracing"] = (span, token)
+        if not carrier:  # the producer traced nothing: a next attempt joins this one's trace
+            job.state["tracing_root"] = f"00-{ids['trace_id']}-{ids['span_id']}-{int(sc.trace_flags):02x}"
         job.log_fields["trace_id"] = ids["trace_id"]
         job.log_fields["span_id"] = ids["span_id"]
 
@@ -357,15 +363,18 @@ class Tracing(Middleware):
         status = outcome.status
         _fill(span, {"runtime.job.status": status.value})
         if outcome.exc is not None and status != Status.SUCCESS:
-            span.record_exception(outcome.exc, {"exception.stacktrace": stack_tail(outcome.exc)})
+            span.record_exception(outcome.exc, {"exception.stacktrace": stack_tail(outcome.exc)}, escaped=True)
         if status in _FAILED:
             span.set_status(StatusCode.ERROR, f"{status.value}: {type(outcome.exc).__name__ if outcome.exc else ''}")
         else:
             span.set_status(StatusCode.OK)
         span.end()
         context.detach(token)
-        if status in (Status.RETRY, Status.INTERRUPT):  # the next attempt links to this one
+        root = job.state.pop("tracing_root", None)
+        if status in (Status.RETRY, Status.INTERRUPT) and "trace" in job.report:  # the next attempt links here
             job.set_meta("trace_prev", job.report["trace"])
+            if root is not None:
+                job.set_meta("trace", {"traceparent": root})
 
     def describe(self, job: Job) -> Rows:
         ids = (job.report or {}).get("trace")

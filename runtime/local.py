@@ -117,7 +117,7 @@ def run_task(path: str, params: Mapping[str, Any] | None = None, settings: Setti
                    ctx.progress, ctx.progress_message, ctx.report, ctx.logs, res.reason, ctx.artifacts, chain)
 
 
-_chains: dict[tuple[str, ...], Chain] = {}
+_chains: dict[str, Chain] = {}
 
 
 @on_reset
@@ -129,9 +129,11 @@ def forget_chains() -> None:
 
 
 def _chain(settings: Settings) -> Chain:
-    """One middleware chain per configuration, kept for the process (REPL loops)."""
-    chain = _chains.get(settings.middleware)
+    """One middleware chain per configuration (all of its settings: middleware read
+    theirs when made), kept for the process (REPL loops)."""
+    key = repr(settings)
+    chain = _chains.get(key)
     if chain is None:
-        chain = _chains[settings.middleware] = Chain.from_settings(settings)
+        chain = _chains[key] = Chain.from_settings(settings)
         chain.call("on_worker_start", None)
     return chain

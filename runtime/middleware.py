@@ -97,6 +97,10 @@ class Middleware:
         """In the worker process, after fork, before the first claim (and once per process
         before the first ``run_task``, with ``worker`` None)."""
 
+    def on_worker_recycle(self, worker: WorkerView | None) -> None:
+        """The worker begins to recycle: its replacement starts now, beside it, while it
+        drains (give up what the replacement takes over, as a listening port)."""
+
     def on_worker_stop(self, worker: WorkerView | None) -> None:
         """In the worker process, after the last job was recorded (flush exporters here)."""
 

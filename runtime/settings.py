@@ -112,7 +112,7 @@ class Settings:
     #: Serve the job metrics for Prometheus at http://metrics_host:metrics_port/metrics
     #: (OpenTelemetry's Prometheus exporter; pip install 'runtime[prometheus]'); 0 = off.
     #: With processes > 1, one port per worker process: metrics_port + its slot (0 to
-    #: processes - 1; a recycling process's replacement takes a free slot, up to processes).
+    #: processes - 1; a recycling process's replacement takes its slot and its port).
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
     #: Link to a trace shown by `runtime job`: a URL template with ``{trace_id}`` (other

@@ -18,8 +18,8 @@ class Child:
     proc: subprocess.Popen[bytes]
     started: float
     recycling: bool = False
-    #: its number among the live processes (0, 1 ...; a replacement takes a free one):
-    #: ``RUNTIME_WORKER_SLOT`` in its environment (its --metrics-port offset)
+    #: its number among the processes (0 to N-1; a recycling one's replacement takes its
+    #: number): ``RUNTIME_WORKER_SLOT`` in its environment (its --metrics-port offset)
     slot: int = 0
 
     @property

@@ -172,7 +172,7 @@ class Supervisor:
             self._spawn()
 
     def _spawn(self) -> Child:
-        taken = {c.slot for c in self.children.values()}
+        taken = {c.slot for c in self.children.values() if not c.recycling}  # a replacement takes its slot
         slot = min(set(range(len(taken) + 1)) - taken)
         env = dict(os.environ, **{SUPERVISOR_PID_ENV: str(os.getpid()), SUPERVISOR_ID_ENV: self.id,
                                   SLOT_ENV: str(slot)})

@@ -97,12 +97,13 @@ class Reaper:
         ids = list(paths)
         pipe = self.broker.redis.pipeline(transaction=False)
         for job_id in ids:
-            pipe.hget(self.broker.keys.job(job_id), "status")
-        statuses = [s.decode() if isinstance(s, bytes) else s for s in pipe.execute()]
+            pipe.hmget(self.broker.keys.job(job_id), "status", "queue", "attempt")
+        rows = [[v.decode() if isinstance(v, bytes) else v for v in row] for row in pipe.execute()]
         report = _sentry()
-        for job_id, status in zip(ids, statuses):
+        for job_id, (status, queue, attempt) in zip(ids, rows):
             then = "queued again" if status == "queued" else f"{status} (worker-lost)"
-            extra = {"job_id": job_id, "task": paths[job_id], "status": status, "worker_id": worker_id,
+            extra = {"job_id": job_id, "task": paths[job_id], "queue": queue, "status": status,
+                     "attempt": int(attempt) if attempt and attempt.isdigit() else None, "worker_id": worker_id,
                      "error_type": "worker-lost"}
             log.warning("job %s %s lost: %s (worker %s); %s", job_id, paths[job_id], why, worker_id, then, extra=extra)
             if report is not None:

@@ -204,6 +204,7 @@ class Worker:
             return
         self.recycled = why
         log.warning("worker %s recycles: %s", self.id, why.detail)
+        self.middleware.call("on_worker_recycle", self)  # before its replacement starts
         notify_supervisor()
         self.stop()
         self.state = WorkerState.RECYCLING

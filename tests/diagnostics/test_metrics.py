@@ -91,6 +91,45 @@ def test_metrics_port_with_processes_serves_one_port_per_process(client, workers
     assert len(counts) == 2
 
 
+def test_a_recycled_process_hands_its_metrics_port_to_its_replacement(client, workers):
+    """--max-jobs recycles each process: its replacement serves on its port, so the
+    scrape targets stay metrics_port .. metrics_port + N - 1."""
+    import socket
+    import urllib.request
+
+    def free_run(n):
+        socks = [socket.socket() for _ in range(n)]
+        try:
+            socks[0].bind(("127.0.0.1", 0))
+            base = socks[0].getsockname()[1]
+            for i, sk in enumerate(socks[1:], 1):
+                sk.bind(("127.0.0.1", base + i))
+            return base
+        except OSError:
+            return None
+        finally:
+            for sk in socks:
+                sk.close()
+
+    port = free_run(3)
+    if port is None:
+        pytest.skip("no three free ports in a row")
+    workers.start("--processes", "2", "--metrics-port", str(port), "--max-jobs", "10")
+    client.wait(client.queue_jobs("testtasks.add", [{"a": 1, "b": 1}] * 60), timeout_s=30)
+    recycled = wait_until(lambda: len([e for e in client.reader.events(50) if e["event"] == "recycle"]) >= 2, 20,
+                          "processes recycled")
+    assert recycled
+
+    def serving(p):
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{p}/metrics", timeout=5).status == 200
+        except OSError:
+            return False
+
+    wait_until(lambda: serving(port) and serving(port + 1), 20, "both ports served by the replacements")
+    assert not serving(port + 2)
+
+
 def test_the_workers_own_histograms_hold_what_the_sdk_histogram_would():
     """The worker aggregates its job histograms itself (a tenth of the SDK's cost): the
     same buckets (values on a bound in the bucket below it), count, sum, min and max."""

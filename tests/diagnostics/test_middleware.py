@@ -233,8 +233,10 @@ def test_a_guppy_heap_diff_partitions_what_the_job_kept_by_kind(client, worker, 
     assert jobs[plain].report["heap_diff"]["method"] == "tracemalloc"
     shown = cli(settings, "job", leak).stdout
     assert "(guppy3, cost" in shown and diff["kinds"][0]["kind"] in shown
+    first = run_task("tasks_example.work.leaky", {"kilobytes": 64}, settings.replace(trace_memory="tracemalloc"))
+    assert first.report["heap_diff"]["method"] == "tracemalloc"
     out = run_task("tasks_example.work.leaky", {"kilobytes": 256}, settings.replace(trace_memory="guppy"))
-    assert out.report["heap_diff"]["method"] == "guppy" and "by kind:" in out.describe()
+    assert out.report["heap_diff"]["method"] == "guppy" and "by kind:" in out.describe()  # not the first's chain
 
 
 def test_an_unknown_heap_diff_method_is_one_clear_error(settings):
@@ -242,3 +244,5 @@ def test_an_unknown_heap_diff_method_is_one_clear_error(settings):
     from runtime.middleware import Chain
     with pytest.raises(ConfigError, match="unknown heap diff method 'heapy'"):
         Chain.from_settings(settings.replace(trace_memory="heapy:tasks.*"))
+    with pytest.raises(ConfigError, match="'heapy' is neither a method"):  # a mistyped method, not a task pattern
+        Chain.from_settings(settings.replace(trace_memory="heapy"))

@@ -213,6 +213,24 @@ def test_the_task_annotates_its_own_span(traced, receiver, workers):
     assert "raise KeyError" in span["event_attributes"][1]["exception.stacktrace"]
 
 
+def test_attempts_of_a_job_from_an_untraced_producer_share_one_trace(client, receiver, worker):
+    job_id = client.queue_job("tasks_example.work.flaky", {"fail_times": 2})  # no producer span
+    worker.start(otlp_endpoint=receiver.url)
+    job = client.wait(job_id, timeout_s=20)
+    traces = [h["trace_id"] for h in job.history if "trace_id" in h]
+    assert job.status == "success" and len(traces) == 3 and len(set(traces)) == 1, job.history
+
+
+def test_a_trace_the_sampler_left_out_gets_no_link(client, workers, monkeypatch, settings):
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    job_id = client.queue_job("testtasks.add", {"a": 1, "b": 2})
+    proc = workers.start("--burst", otlp_endpoint="http://127.0.0.1:9", trace_link="jaeger")
+    assert proc.wait(20) == 0
+    job = client.get_job(job_id)
+    assert job.status == "success" and "trace" not in job.report
+    assert "trace " not in cli(settings, "job", job_id).stdout
+
+
 def test_span_name_queue_gives_the_conventions_strict_form(traced, receiver, worker):
     client, _ = traced
     worker.start(otlp_endpoint=receiver.url, span_name="queue")
