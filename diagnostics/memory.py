@@ -139,9 +139,9 @@ class HeapDiff(Middleware):
         for pattern, method in self.rules:
             if fnmatch.fnmatchcase(path, pattern):
                 return method
-        if not chosen(path, [], "trace_memory"):
-            return None
         opt = task_option(path, "trace_memory")
+        if not opt:
+            return None
         return opt if opt in METHODS else "tracemalloc"
 
     def applies(self, path: str) -> bool:

@@ -320,15 +320,15 @@ def quiet_failures(cls: Any, what: str) -> Any:
     """A subclass of the OTLP exporter class ``cls`` whose exports report to note_export."""
 
     class Quiet(cls):  # type: ignore[misc]
-        def export(self, *args: Any, **kwargs: Any) -> Any:
-            result = super().export(*args, **kwargs)
+        def _noted(self, result: Any) -> Any:
             note_export(what, getattr(result, "name", "") == "SUCCESS", getattr(self, "_endpoint", None))
             return result
 
+        def export(self, *args: Any, **kwargs: Any) -> Any:
+            return self._noted(super().export(*args, **kwargs))
+
         def export_encoded(self, *args: Any, **kwargs: Any) -> Any:  # otlp_wire.wire_encoded's
-            result = super().export_encoded(*args, **kwargs)
-            note_export(what, getattr(result, "name", "") == "SUCCESS", getattr(self, "_endpoint", None))
-            return result
+            return self._noted(super().export_encoded(*args, **kwargs))
 
     Quiet.__name__ = Quiet.__qualname__ = cls.__name__
     return Quiet

@@ -337,7 +337,7 @@ class Tracing(Middleware):
                  "runtime.job.attempt": job.attempt, **_wait(job)}
         name = f"process {job.queue if by_queue else job.path}"
         source = self._source
-        if source is not None and source.processor is _native[0] and _only_ours(_native):
+        if source is not None and _only_ours(_native):
             span = source.start(name, trace.get_current_span(parent).get_span_context(), attrs, tuple(links))
         elif self._default_sampler:  # it decides on the parent alone: the attributes can come after
             span = tracer.start_span(name, context=parent, kind=SpanKind.CONSUMER, links=links)

@@ -67,6 +67,7 @@ class Slots:
         #: claimed jobs waiting for a free greenlet, started as soon as one frees
         self.buffer: deque[RunningJob] = deque()
         self._alone = False  # a job that runs alone holds the pool
+        self._alone_waiting = 0  # jobs in the buffer that will run alone
         self.freed = gevent.event.Event()
 
     @property
@@ -81,7 +82,7 @@ class Slots:
         want = free + self.prefetch - len(self.buffer)
         if budget is not None:
             want = min(want, budget)
-        if self._alone or any(r.exclusive for r in self.buffer):
+        if self._alone or self._alone_waiting:
             return 0  # draining for, or running, a job that runs alone
         if want <= 0 or (free <= 0 and 2 * len(self.buffer) > self.prefetch):
             return 0  # full, and enough prefetched
@@ -93,9 +94,10 @@ class Slots:
         if not self.buffer and self._can_launch(rj):
             self._launch(rj)
         else:
-            alone = self._alone or rj.exclusive or any(r.exclusive for r in self.buffer)
+            alone = self._alone or rj.exclusive or self._alone_waiting
             rj.ctx.wait_reason = "exclusive" if alone else "busy"
             self.buffer.append(rj)
+            self._alone_waiting += rj.exclusive
 
     def _can_launch(self, rj: RunningJob) -> bool:
         if self._alone:
@@ -121,7 +123,7 @@ class Slots:
         if self._alone and self.busy == 0:
             self._alone = False  # the job that ran alone has ended
         while refill and self.buffer and self._can_launch(self.buffer[0]):
-            self._launch(self.buffer.popleft())
+            self._launch(self._unbuffered(self.buffer.popleft()))
         self.freed.set()
 
     def wait_freed(self, timeout_s: float | None = None) -> None:
@@ -133,6 +135,7 @@ class Slots:
         """Take every prefetched job out of the buffer (a stop returns them unrun)."""
         out = list(self.buffer)
         self.buffer.clear()
+        self._alone_waiting = 0
         return out
 
     def drop_prefetched(self, rj: RunningJob) -> bool:
@@ -141,7 +144,13 @@ class Slots:
             self.buffer.remove(rj)
         except ValueError:
             return False
+        self._unbuffered(rj)
         return True
+
+    def _unbuffered(self, rj: RunningJob) -> RunningJob:
+        """``rj`` left the buffer: one fewer waiting to run alone if it will."""
+        self._alone_waiting -= rj.exclusive
+        return rj
 
     def launched(self) -> list[RunningJob]:
         """The jobs whose greenlets were spawned and whose outcome is not decided."""
