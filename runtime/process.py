@@ -32,6 +32,16 @@ _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 SUPERVISOR_PID_ENV, SUPERVISOR_ID_ENV = "RUNTIME_SUPERVISOR_PID", "RUNTIME_SUPERVISOR_ID"
 #: A supervised worker process's slot (0 to processes - 1, see supervisor.children.Child)
 SLOT_ENV = "RUNTIME_WORKER_SLOT"
+#: This host's name in registry ids and entries, where the system's is not the one to use
+#: (a container's hostname shared by several pods, a test giving workers hosts of their own).
+HOSTNAME_ENV = "RUNTIME_HOSTNAME"
+
+
+def hostname() -> str:
+    """This host's name as registry ids and entries give it: ``RUNTIME_HOSTNAME``, else the
+    system's. A reaper tells a dead worker of its own host by its pid, of another host by
+    its registry entry only: two hosts must not share a name."""
+    return os.environ.get(HOSTNAME_ENV) or socket.gethostname()
 
 
 def worker_slot() -> int:
@@ -130,11 +140,14 @@ def this_process() -> tuple[psutil.Process | None, float]:
 
 
 def alive(pid: int, started: float | None) -> bool:
-    """Is ``pid`` alive and (when ``started``, UNIX s, is known) the same process as then?"""
+    """Is ``pid`` alive and (when ``started``, UNIX s, is known) the same process as then?
+    A zombie (dead, not yet reaped by its parent) is not alive."""
     import psutil
     try:
-        created = psutil.Process(pid).create_time()
-        return started is None or abs(created - started) < 0.01
+        proc = psutil.Process(pid)
+        if started is not None and abs(proc.create_time() - started) >= 0.01:
+            return False
+        return bool(proc.status() != psutil.STATUS_ZOMBIE)
     except psutil.AccessDenied:
         return True
     except (psutil.NoSuchProcess, ValueError):
@@ -189,7 +202,17 @@ def malloc_trim() -> bool:
 
 def new_id(kind: str = "") -> str:
     """A registry id ``{host}.{pid}.{kind}{random}`` for this process (kind "s": supervisor)."""
-    return f"{socket.gethostname()}.{os.getpid()}.{kind}{os.urandom(2).hex()}"
+    return f"{hostname()}.{os.getpid()}.{kind}{os.urandom(2).hex()}"
+
+
+def exit_if_forked(owner_pid: int) -> None:
+    """Exit at once (status 0, no clean-up: nothing flushed, nothing sent) when this process
+    is not ``owner_pid``, the worker process, but a child forked from it that came back
+    into runtime's code (a task that called ``os.fork()`` and returned in the child, or
+    let the copied hub run): it would be a second worker under the same id, claiming jobs
+    and recording outcomes that are not its own."""
+    if os.getpid() != owner_pid:
+        os._exit(0)
 
 
 def host_pid(worker_id: str) -> tuple[str | None, int | None]:

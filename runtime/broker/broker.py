@@ -37,6 +37,15 @@ def claimed_from(f: Sequence[str]) -> Claimed:
                    f[12] == "1")
 
 
+def _listed(entry: str | None) -> list[dict[str, Any]]:
+    """The jobs a registry entry's ``running`` field lists ([] when missing or garbled)."""
+    try:
+        listed = json.loads(entry or "[]")
+    except ValueError:
+        return []
+    return [r for r in listed if isinstance(r, dict)] if isinstance(listed, list) else []
+
+
 class Lost(NamedTuple):
     """The jobs of lost workers (RedisBroker.mark_lost): those they ran or may have run,
     those they had prefetched but not started, and the task path of each running one."""
@@ -180,7 +189,8 @@ class RedisBroker:
         calls: list[tuple[Any, ...]] = []
         if outcomes:
             calls.append(self._finish_call(outcomes, worker_id))
-        calls += self.registry.idle_calls(worker_id, idle_on)
+        if idle_on:
+            calls.append(self._call("idle", [self.keys.idle(q) for q in idle_on], (worker_id,)))
         replies = self._calls(calls)
         return list(replies[0]) if outcomes else []
 
@@ -218,15 +228,19 @@ class RedisBroker:
     # ---- taking jobs back ---------------------------------------------------------------
 
     def mark_lost(self, worker_ids: Sequence[str], note: str) -> Lost:
-        """Before the jobs of lost workers are taken back (:meth:`reap`): the jobs they were
-        running (or may have been) get ``lost_reason`` = ``note`` and ``alone``, so that
-        each is claimed alone (claim.lua) and run alone (the worker) next time, and only
-        a job that takes its worker down again is charged again (not the ones that
-        happened to run beside it or were claimed with it); the jobs they had prefetched
-        but not started, as their last heartbeat listed them, are returned apart (pass
-        them to ``reap(unstarted=...)``: requeued without a charge).
+        """Before the jobs of lost workers are taken back (:meth:`reap`): the jobs they had
+        started get ``lost_reason`` = ``note`` and ``alone``, so that each is claimed alone
+        (claim.lua) and run alone (the worker) next time, and only a job that takes its
+        worker down again is charged again (not the ones that happened to run beside it or
+        were claimed with it); the jobs they had claimed but not started (prefetched, or
+        handed to them) are returned apart (pass them to ``reap(unstarted=...)``: requeued
+        without a charge).
 
-        Returns the running ids, the unstarted ids, and the task path of each."""
+        A job had started when the worker recorded its start (``began`` = its attempt on the
+        job's hash, written before the task runs: runtime.worker.starts), or when its last
+        heartbeat listed it as running.
+
+        Returns the started ids, the unstarted ids, and the task path of each started one."""
         if not worker_ids:
             return Lost([], [], {})
         pipe = self.redis.pipeline(transaction=False)
@@ -235,24 +249,21 @@ class RedisBroker:
             pipe.hget(self.keys.worker(w), "running")
         replies = pipe.execute()
         jobs: set[str] = set()
-        unstarted: set[str] = set()
-        paths: dict[str, str] = {}
+        started: set[str] = set()
         for running_set, entry in zip(replies[::2], replies[1::2]):
             jobs |= running_set
-            listed = json.loads(entry or "[]")
-            unstarted.update(r["id"] for r in listed if r.get("run") is False)
-            paths.update((r["id"], r.get("path")) for r in listed)
-        suspects = sorted(jobs - unstarted)
-        unstarted &= jobs
-        unlisted = [j for j in suspects if not paths.get(j)]  # claimed after its last heartbeat
+            started.update(r["id"] for r in _listed(entry) if r.get("run") is True)
+        ids = sorted(jobs)
+        for j in ids:
+            pipe.hmget(self.keys.job(j), "began", "attempt", "path")
+        fields = dict(zip(ids, pipe.execute())) if ids else {}
+        started |= {j for j, (run, attempt, _) in fields.items() if run is not None and run == attempt}
+        suspects = sorted(started & jobs)
         for j in suspects:
             pipe.hset(self.keys.job(j), mapping={"lost_reason": note, "alone": "1"})
-        for j in unlisted:
-            pipe.hget(self.keys.job(j), "path")
         if suspects:
-            found = pipe.execute()[len(suspects):]
-            paths.update(zip(unlisted, found))
-        return Lost(suspects, sorted(unstarted), {j: paths.get(j) or "?" for j in suspects})
+            pipe.execute()
+        return Lost(suspects, sorted(jobs - started), {j: fields[j][2] or "?" for j in suspects})
 
     def reap(self, dead_workers: Sequence[str] = (), stopping: str = "",
              unstarted: Sequence[str] = ()) -> tuple[int, int]:

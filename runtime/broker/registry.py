@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
@@ -19,6 +18,7 @@ import redis
 from ..settings import Settings
 from .connection import texts
 from .keys import Keys
+from .scripts import register
 
 log = logging.getLogger("runtime.broker")
 
@@ -51,6 +51,7 @@ class Registry:
         self.redis = client
         self.keys = keys
         self.settings = settings
+        self._extend = register(client, "extend")
 
     def write_entry(self, worker_id: str, entry: dict[str, str], pipe: Any = None) -> None:
         """Write ``worker_id``'s registry entry, refresh its expiry (``worker_ttl_s``) and
@@ -68,17 +69,12 @@ class Registry:
         asked to be aborted (returned)."""
         pipe = conn.pipeline(transaction=False)
         self.write_entry(worker_id, entry, pipe)
-        if running:
-            deadline_ms = (time.time() + self.settings.visibility_timeout_s) * 1000
-            pipe.zadd(self.keys.inflight, dict.fromkeys(running, deadline_ms), xx=True)
+        if running:  # on the Redis clock, as reap.lua reads the deadlines
+            self._extend(keys=[self.keys.inflight], client=pipe,
+                         args=[self.keys.prefix, self.settings.visibility_timeout_s, *running])
         pipe.smembers(self.keys.aborts(worker_id))
         pipe.delete(self.keys.aborts(worker_id))
         return sorted(pipe.execute()[-2])
-
-    def idle_calls(self, worker_id: str, queues: Iterable[str]) -> list[tuple[Any, ...]]:
-        """Commands that register ``worker_id`` idle on ``queues`` (to send with others)."""
-        now = time.time()
-        return [("ZADD", self.keys.idle(q), now, worker_id) for q in queues]
 
     def leave_idle(self, worker_id: str, queues: Iterable[str]) -> None:
         """No job is handed to ``worker_id`` any more (until its next idle claim)."""

@@ -43,10 +43,8 @@ def embedded_status(obj: Ctx) -> None:
 
 def _gone(entry: dict[str, Any]) -> bool:
     """Is this registry entry's process on this host and dead (its entry not expired yet)?"""
-    import socket
-
-    from ..process import alive
-    return entry.get("host") == socket.gethostname() and entry.get("pid") is not None and not alive(entry["pid"], None)
+    from ..process import alive, hostname
+    return entry.get("host") == hostname() and entry.get("pid") is not None and not alive(entry["pid"], None)
 
 
 @embedded.command("stop")

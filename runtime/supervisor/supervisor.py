@@ -34,7 +34,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -45,7 +44,7 @@ import redis
 from ..backoff import Backoff
 from ..broker import RedisBroker, connect
 from ..errors import ExitCode
-from ..process import SLOT_ENV, SUPERVISOR_ID_ENV, SUPERVISOR_PID_ENV, host_pid, new_id, rss_of, this_process
+from ..process import SLOT_ENV, SUPERVISOR_ID_ENV, SUPERVISOR_PID_ENV, host_pid, hostname, new_id, rss_of, this_process
 from ..settings import Settings
 from ..units import fmt_bytes, plural
 from ..worker.reaper import Reaper
@@ -81,7 +80,7 @@ class Supervisor:
         self.broker = RedisBroker(self.redis, settings)
         self.keys = self.broker.keys
         self.id = new_id("s")
-        self.host = socket.gethostname()
+        self.host = hostname()
         self.reaper = Reaper(self.broker, self.id)
         self.children: dict[int, Child] = {}
         self.hard = settings.hard_limit_bytes

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -27,7 +26,7 @@ import redis
 from ..broker import RedisBroker
 from ..broker.connection import full
 from ..errors import BrokerUnavailable
-from ..process import RSS, rss_reader, this_process
+from ..process import RSS, hostname, rss_reader, this_process
 from ..redact import mask
 from ..settings import Settings
 from ..store import RedisJobStore
@@ -87,7 +86,7 @@ class Heartbeat:
         self.worker = worker
         self._stop = False
         self._sleep = _original("time", "sleep")
-        self.host = socket.gethostname()
+        self.host = hostname()
         self.pid = os.getpid()
         self.pid_started = this_process()[1]  # 0 without /proc: the reaper compares pids only
         self.rss: RSS | None = rss_reader()  # None: the entry says 0

@@ -1,10 +1,12 @@
 """Finding dead workers and taking their jobs back: one place for the worker's reaper and
 the supervisor, over reap.lua.
 
-A worker is dead when, on this host, its pid is gone (or is another process now); on
-another host, when its registry entry has been missing for a whole ``worker_ttl_s`` as
-seen by this reaper. (An entry also vanishes when Redis restarts or a heartbeat stalls; a
-live worker registers again within a heartbeat, so it is not taken for dead.) Its jobs
+A worker is dead when, on this host, its pid is gone (or is another process now, or a
+zombie); on another host, when its registry entry expired (no heartbeat for
+``worker_ttl_s``) and is still missing two heartbeat intervals later, as seen by this
+reaper: an entry also vanishes when Redis restarts, and a live worker writes it again
+within a heartbeat. So a worker that dies on any host is found within ``worker_ttl_s``
+plus two heartbeats plus one reaper pass (8 s with the defaults). Its jobs
 are then taken back at once: the ones it was running (or may have been) are marked to
 run alone next time, so that only a job that kills workers again is charged again; the
 ones its last heartbeat listed as prefetched are requeued without a charge.
@@ -13,7 +15,7 @@ ones its last heartbeat listed as prefetched are requeued without a charge.
 from __future__ import annotations
 
 import logging
-import socket
+import os
 import time
 from typing import Any, Protocol
 
@@ -21,7 +23,7 @@ import gevent
 import redis
 
 from ..broker import RedisBroker
-from ..process import alive, host_pid
+from ..process import alive, exit_if_forked, host_pid, hostname
 from ..settings import Settings
 from ..units import plural
 from .link import RedisLink
@@ -40,7 +42,8 @@ class Reaper:
         self.broker = broker
         self.link = link
         self.own_id = own_id
-        self.host = socket.gethostname()
+        self.host = hostname()
+        self.pid = os.getpid()  # its worker's process (runtime.process.exit_if_forked)
         self._missing: dict[str, float] = {}  # worker id -> when its entry was first seen missing
 
     def dead(self) -> list[str]:
@@ -48,21 +51,22 @@ class Reaper:
         registry = self.broker.registry
         ids = sorted(w for w in registry.ids() if w != self.own_id)
         now = time.monotonic()
+        grace = 2 * self.broker.settings.heartbeat_interval_s
         out = []
         for wid, (host, pid, started) in zip(ids, registry.fields(ids, "host", "pid", "pid_started")):
-            if host is None:
-                host, pid_n = host_pid(wid)
-                pid = None if pid_n is None else str(pid_n)
-            else:
+            if host is not None:  # its entry lives: it beat within worker_ttl_s
                 self._missing.pop(wid, None)
-            if host == self.host and pid is not None:
-                if not alive(int(pid), float(started) if started else None):
-                    out.append(wid)
-            elif host is None or pid is None:
-                first = self._missing.setdefault(wid, now)
-                if now - first >= self.broker.settings.worker_ttl_s:
-                    out.append(wid)
-                    self._missing.pop(wid, None)
+                if host == self.host and pid is not None and not alive(int(pid), float(started) if started else None):
+                    out.append(wid)  # a process of this host that is gone: dead at once
+                continue
+            host, pid_n = host_pid(wid)
+            if host == self.host and pid_n is not None and alive(pid_n, None):
+                continue  # ours and alive: its heartbeat is late (a Redis restart lost the entry)
+            # no beat for worker_ttl_s: dead, once a live worker would have written its entry
+            # again (after a Redis restart, it does within a heartbeat)
+            if now - self._missing.setdefault(wid, now) >= grace or host == self.host:
+                out.append(wid)
+                self._missing.pop(wid, None)
         return out
 
     def take_back(self, worker_ids: list[str], why: str, unstarted: list[str] | None = None,
@@ -167,6 +171,7 @@ class Reaping(Protocol):
 def reap_for(worker: Reaping) -> None:
     """One pass of ``worker``'s reaper; its MongoDB mirror (if any) hears of the jobs
     taken back."""
+    exit_if_forked(worker.reaper.pid)
     requeued, failed = worker.reaper.safely()
     if worker.mirror is not None:
         worker.mirror.after_reap(worker.id, requeued + failed)

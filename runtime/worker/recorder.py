@@ -12,6 +12,7 @@ connection, a read-only replica) waits and is sent again, whole.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Protocol
 
 import gevent
@@ -23,6 +24,7 @@ from ..broker import RedisBroker
 from ..execution import AttemptResult, interrupted, release
 from ..job import dumps, utf8_safe
 from ..messages import Outcome, history_members
+from ..process import exit_if_forked
 from ..settings import Settings
 from ..status import Status
 from .link import RedisLink
@@ -89,6 +91,7 @@ class Recorder:
 
     def __init__(self, host: Host) -> None:
         self.host = host
+        self.pid = os.getpid()  # its worker's process (runtime.process.exit_if_forked)
         self.outcomes: list[Outcome] = []
         #: jobs this worker ran (started), whatever their status: not those returned unrun
         self.jobs_done = 0
@@ -180,6 +183,7 @@ class Recorder:
 
     def flush(self) -> None:
         """Write every outcome kept now (retrying while Redis cannot take them)."""
+        exit_if_forked(self.pid)
         with self.lock:
             self._flush_locked()
 

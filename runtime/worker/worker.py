@@ -35,7 +35,7 @@ from ..execution import interrupted, run_attempt
 from ..job import loads
 from ..messages import Claimed, Outcome
 from ..middleware import Chain
-from ..process import new_id, notify_supervisor, settle_heap, supervisor_id
+from ..process import exit_if_forked, new_id, notify_supervisor, settle_heap, supervisor_id
 from ..settings import Settings
 from ..status import Status
 from ..store import JobStore
@@ -47,6 +47,7 @@ from .reaper import Reaper, reap_for, reap_loop
 from .recorder import Recorder, not_stored_fields
 from .shutdown import drain, kill, serve
 from .slots import RunningJob, Slots
+from .starts import StartRecords
 from .state import Phase, WorkerState
 from .unserved import only_handed_back, task_timeout, unserved_result
 from .wakeup import Wakeup
@@ -83,6 +84,7 @@ class Worker:
         prefetch = settings.prefetch if settings.prefetch >= 0 else settings.greenlets
         self.slots = Slots(settings.greenlets, prefetch, self._run_in)
         self.recorder = Recorder(self)
+        self.starts = StartRecords(broker)
         self.link = RedisLink(where(broker.redis))
         self.reaper = Reaper(broker, self.id, self.link)
         self.limits = Limits(settings)
@@ -90,8 +92,8 @@ class Worker:
         if store is not store.live:
             from ..store.mongo.mirror import open_mirror
             self.mirror = open_mirror(broker, store)  # copies job documents to MongoDB
-        #: the task-side producer: the same parts, so a job's queue_job costs no new connection
-        self.client = Client(parts=Parts(settings, broker.redis, broker, store, middleware), import_tasks=False)
+        self.client = Client(  # the task-side producer on the same parts: no new connection
+            parts=Parts(settings, broker.redis, broker, store, middleware), import_tasks=False)
         self.heartbeat = Heartbeat(self)
         self.wakeup = Wakeup(broker, self.id, settings.queues, self.link)
         self._hub = gevent.get_hub()
@@ -104,8 +106,7 @@ class Worker:
         """A worker with parts built from ``settings``, its task modules imported first.
         Raises TaskImportError, BrokerUnavailable, StoreUnavailable, ConfigError."""
         served = load_tasks(settings.task_modules)
-        p = build(settings)
-        return cls(settings, p.broker, p.store, p.middleware, served)
+        return cls(settings, (p := build(settings)).broker, p.store, p.middleware, served)
 
     # ---- what others read -----------------------------------------------------------------
 
@@ -143,6 +144,7 @@ class Worker:
         previous = set_default_client(self.client)
         self.heartbeat.register()  # before the first claim
         self.heartbeat.start()
+        self.starts.open()
         self.middleware.call("on_worker_start", self)  # Sentry, logs... hear of the reap too
         reap_for(self)  # a dead worker's jobs come back before we claim (--burst too)
         self.limits.baseline()
@@ -177,6 +179,7 @@ class Worker:
         if self.mirror is not None:
             self.mirror.stop(timeout_s=min(self.settings.grace_s, 10.0))
         self.wakeup.close()
+        self.starts.close()
         self.state = WorkerState.STOPPED
         log.info("worker %s stopped: ran %d %s%s", self.id, self.jobs_done, plural(self.jobs_done, "job"),
                  f"; recycled at: {self.recycled.detail}, then finished the jobs running"
@@ -219,6 +222,7 @@ class Worker:
     def _claim_loop(self, burst: bool) -> None:
         backoff = Backoff(0.1, 5.0)
         while not self.stopping:
+            exit_if_forked(self.heartbeat.pid)
             if self.mirror is not None and not self.mirror.claim_allowed:
                 if burst and self.mirror.burst_may_end(not self.slots.empty, self.settings.queues):
                     return  # MongoDB down and nothing left to run: the sweep copies the rest
@@ -285,10 +289,9 @@ class Worker:
             left = until - time.monotonic()
             if self.stopping or self.slots.buffer or left <= 0:
                 break
-            # A job is handed only to an idle worker, when nothing else is due: a job
-            # queued since left a wake-up token. So block again rather than claim or
-            # prefetch (that round trip would find nothing, and hold up the recording of
-            # this job's outcome: peerbench's enqueue -> result p50 is ~25 % higher that way).
+            # A job is handed only to an idle worker when nothing else is due (a job queued
+            # since left a wake-up token): block again rather than claim, which would find
+            # nothing and hold up this job's outcome (peerbench's enqueue -> result p50 +25 %).
             handed = self._idle_wait(left)
 
     def _pause_for_store(self) -> None:
@@ -309,8 +312,7 @@ class Worker:
             log.warning("could not leave the idle lists: %s", exc)
 
     def _idle_wait(self, timeout_s: float) -> Claimed | None:
-        """Block for a job handed to this worker (returned) or a wake-up (None); at once
-        None when a stop came while the claim round trip was in flight."""
+        """A job handed to this worker, or None: a wake-up, or a stop came meanwhile."""
         return None if self.stopping else self.wakeup.wait(timeout_s)
 
     # ---- running --------------------------------------------------------------------------
@@ -358,6 +360,7 @@ class Worker:
         token = current_job.set(rj.ctx)
         rj.ctx.started_at = began = time.time()
         try:
+            self.starts.began(c.id, c.attempt)  # before the task runs: a reaper charges it if we die
             rj.ctx.params = params = loads(c.params_json)  # a corrupt document fails the job
             if self.middleware:
                 result = self.middleware.run_attempt(rj.ctx, self.settings, params)
@@ -366,9 +369,9 @@ class Worker:
         except BaseException as exc:  # noqa: BLE001 - a kill between the steps above
             result = interrupted(exc)
         finally:
+            exit_if_forked(self.heartbeat.pid)  # a child of a task that forked: never back in here
             current_job.reset(token)
-        # the run itself, by this host's clock (the claim's time is when it was claimed, which
-        # for a prefetched job is earlier); queue wait = started_at - due_at (Redis clock)
+        # the run itself, by this host's clock (a prefetched job's claim is earlier)
         result.fields["started_at"] = f"{began:.6f}"
         result.fields["ended_at"] = f"{time.time():.6f}"
         self.recorder.record(rj, result)

@@ -11,6 +11,7 @@
 -- ARGV[5+6*(i-1) ..]  per job: id, path, params (JSON), priority, delay_s,
 --                     meta (JSON from producer middleware, e.g. trace context, or '')
 -- Found inside: an idle worker's registry entry, idle keys, jobs list and running set.
+-- The queue's idle key (KEYS[4]) scores each idle worker by when it last said so (s).
 -- A job due now, with no job waiting in its queue (it never overtakes one), goes to an idle
 -- worker of its queue when there is one (registered by claim.lua): it is claimed for that
 -- worker here (claim_one) and its claim fields pushed on the worker's jobs list, which
@@ -28,16 +29,20 @@ local deadline = (now + vt) * 1000
 local woke, delayed, added = false, false, false
 local hist = entry(snow, 'queued')
 
+-- An idle worker says so again (idle.lua, claim.lua) at least every IDLE_BLOCK_S (1 s,
+-- runtime.worker.worker) while it waits: one that has not for IDLE_FRESH_S is dead (killed
+-- while idle: its registry entry outlives it by up to worker_ttl_s) and is handed nothing.
+local IDLE_FRESH_S = 3
 local function idle_worker()
   while true do
     local cand = redis.call('ZPOPMIN', idle)
     if #cand == 0 then return nil end
     local wid = cand[1]
-    local names = redis.call('HGET', key_worker(wid), 'queues')
+    local names = now - tonumber(cand[2]) < IDLE_FRESH_S and redis.call('HGET', key_worker(wid), 'queues')
     if names then  -- alive: take it off the other queues it waits on
       for other in string.gmatch(names, '[^,]+') do redis.call('ZREM', key_idle(other), wid) end
       return wid
-    end  -- its registry entry expired: a dead worker, dropped
+    end  -- silent too long, or its registry entry expired: a dead worker, dropped
   end
 end
 
