@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextvars
+import os
+import signal
 import time
 from os import getenv  # noqa: F401 - imported on purpose: callable here, but not a task
 from typing import Any
@@ -355,3 +357,26 @@ def annotate_span(user: str) -> str:
     except KeyError as exc:
         span.record_exception(exc)
     return type(span).__name__
+
+
+def crash_counted(path: str) -> None:
+    """Notes its run in the file ``path`` (one byte a run), then kills its worker process
+    with a segfault."""
+    with open(path, "a") as f:
+        f.write("x")
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def fork_and_return(path: str) -> int:
+    """Forks; the child writes its pid to ``path`` and returns into the worker, as a task
+    that forks carelessly would. Returns the pid of the process returning."""
+    child = os.fork()
+    if child == 0:
+        with open(path, "w") as f:
+            f.write(str(os.getpid()))
+    return os.getpid()
+
+
+def pid() -> int:
+    """The pid of the process that runs it."""
+    return os.getpid()
