@@ -72,6 +72,12 @@ class TaskError(TaskQueueError):
         self.elsewhere = elsewhere
 
 
+class BadDocument(TaskError):
+    """A claimed job's document in Redis cannot be read (a field that is not a number, a
+    missing field, meta that is not JSON, bytes that are not UTF-8): that job ends
+    ``failed`` with reason ``bad-document`` and this message says what was wrong."""
+
+
 class TaskNotFound(TaskError):
     """The task path does not name an importable function or class (or its module failed
     to import: the import's exception is the ``__cause__``)."""

@@ -213,21 +213,40 @@ class Job:
 
     @classmethod
     def from_hash(cls, data: Mapping[str, str], history: list[str] | None = None) -> Job:
-        """Build from a Redis hash (str -> str) and its history list of JSON strings."""
+        """Build from a Redis hash (str -> str) and its history list of JSON strings. A
+        field or history entry that cannot be read (a corrupt document) is left out and
+        named in ``unreadable`` (field -> its text), never raised."""
         names = _FIELD_NAMES.get(cls)
         if names is None:
             names = _FIELD_NAMES[cls] = frozenset(f.name for f in fields(cls))
         kw: dict[str, Any] = {}
+        bad: dict[str, str] = {}
         for key, raw in data.items():
             if raw == "" or key not in names:
                 continue
             kind = _KINDS.get(key)
-            kw[key] = raw if kind is None else kind(raw)
+            try:
+                kw[key] = raw if kind is None else kind(raw)
+            except (TypeError, ValueError):
+                bad[key] = raw[:200]
         job = cls(**kw)
-        job.history = [loads(h) for h in history or ()]
+        job.history = []
+        for i, h in enumerate(history or ()):
+            try:
+                job.history.append(loads(h))
+            except ValueError:
+                bad[f"history[{i}]"] = h[:200]
+        if bad:
+            job.__dict__["_unreadable"] = bad
         if job.history and job.changed_at is None:
             job.changed_at = job.history[-1].get("at")
         return job
+
+    @property
+    def unreadable(self) -> dict[str, str]:
+        """Fields of the stored document that could not be read (name -> its text, cut at
+        200 characters): a corrupt document, as :meth:`from_hash` found it."""
+        return dict(self.__dict__.get("_unreadable", {}))
 
     @property
     def is_final(self) -> bool:
@@ -265,4 +284,6 @@ class Job:
             out[f.name] = value
         out["wait_s"] = self.wait_s
         out["run_s"] = self.run_s
+        if self.unreadable:
+            out["unreadable"] = self.unreadable
         return out

@@ -27,7 +27,10 @@ class NewJob:
 @dataclass(slots=True)
 class Claimed:
     """A claimed job as the worker needs it. Times are UNIX seconds of the Redis clock.
-    ``alone``: it must run with nothing beside it (it was running when a worker died)."""
+    ``alone``: it must run with nothing beside it (it was running when a worker died).
+    ``problem``: what is wrong with its document when it cannot be read (the job then
+    fails alone, runtime.errors.BadDocument; the fields that could not be read are
+    zeros and empties)."""
 
     id: str
     path: str
@@ -42,6 +45,7 @@ class Claimed:
     started_at: float
     meta: dict[str, Any]
     alone: bool = False
+    problem: str | None = None
 
 
 @dataclass(slots=True)

@@ -22,8 +22,9 @@ _PAIR_SECRET = re.compile(
     r"(?i)\b(?P<key>[a-z_-]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|"
     r"authorization|credentials?))(?P<sep>=|:\s*)(?P<value>(?:(?:Bearer|Basic|Token)\s+)?[^&,;\s]+)")
 #: What a terminal acts on: C0 controls but newline and tab, DEL, C1 controls, and the
-#: bidirectional embeddings, overrides and isolates.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+#: bidirectional embeddings, overrides and isolates; and lone surrogates (bytes that were
+#: not UTF-8, read as surrogate escapes), which no stream can encode.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 #: The same, as they can appear in JSON text (json.dumps already escapes C0 controls).
 _JSON_CONTROL = re.compile(r"[\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 

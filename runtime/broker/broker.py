@@ -13,6 +13,7 @@ runtime.broker.keys.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -26,15 +27,47 @@ from .keys import Keys
 from .registry import Registry
 from .scripts import NAMES, register
 
+log = logging.getLogger("runtime.broker")
+
 #: Fields per job in a claim reply (claim_one in _lib.lua).
-CLAIM_FIELDS = 13
+CLAIM_FIELDS = 14
+#: The claim fields read as numbers, by place: name and type.
+_NUMBERS = {4: ("priority", int), 5: ("attempt", int), 6: ("retries", int), 7: ("lost", int),
+            8: ("queued_at", float), 9: ("due_at", float), 10: ("started_at", float)}
 
 
 def claimed_from(f: Sequence[str]) -> Claimed:
-    """A Claimed from the 13 claim fields of claim.lua / enqueue.lua."""
-    return Claimed(f[0], f[1], f[2], f[3], int(f[4]), int(f[5]), int(f[6]), int(f[7]),
-                   float(f[8]), float(f[9]), float(f[10]), json.loads(f[11]) if f[11] else {},
-                   f[12] == "1")
+    """A Claimed from the 14 claim fields of claim.lua / enqueue.lua. Never raises for a
+    bad document: what cannot be read is zero or empty and ``problem`` says what was
+    wrong (the worker fails that job alone)."""
+    problems = [f[13]] if f[13] else []
+    n: dict[str, Any] = {}
+    for i, (name, kind) in _NUMBERS.items():
+        try:
+            n[name] = kind(f[i])
+        except (TypeError, ValueError):
+            n[name] = kind(0)
+            problems.append(f"{name} is {f[i]!r}, not a number" if f[i] else f"{name} is missing")
+    try:
+        meta = json.loads(f[11]) if f[11] else {}
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as exc:
+        meta = {}
+        problems.append(f"meta is not a JSON object ({exc})")
+    problems += [f"{name} is not UTF-8 text" for name, v in zip(("id", "path", "params", "queue"), f) if _bad_text(v)]
+    if not f[1]:
+        problems.append("path is missing")
+    return Claimed(f[0], f[1], f[2], f[3], meta=meta, alone=f[12] == "1", problem="; ".join(problems) or None, **n)
+
+
+def _bad_text(value: str) -> bool:
+    """Does ``value`` hold bytes that were not UTF-8 (read as surrogate escapes)?"""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _listed(entry: str | None) -> list[dict[str, Any]]:
@@ -142,14 +175,16 @@ class RedisBroker:
 
     def _claim_call(self, worker_id: str, k: int, queues: Sequence[str], idle: bool) -> tuple[Any, ...]:
         keys = [self.keys.handoff(worker_id), self.keys.running(worker_id), self.keys.inflight,
-                *self.keys.status_keys()]
+                *self.keys.status_keys(), self.keys.dropped]
         for q in queues:
             keys += self.keys.queue_keys(q)
         return self._call("claim", keys, (worker_id, k, self.settings.visibility_timeout_s, int(idle)))
 
-    @staticmethod
-    def _claim_reply(reply: Sequence[str]) -> tuple[float, float | None, list[Claimed]]:
-        jobs = [claimed_from(reply[i:i + CLAIM_FIELDS]) for i in range(2, len(reply), CLAIM_FIELDS)]
+    def _claim_reply(self, reply: Sequence[str]) -> tuple[float, float | None, list[Claimed]]:
+        if reply[2]:
+            log.error("dropped queue entries whose job document is missing (expired, evicted or deleted; "
+                      "counted per queue in the hash %s): %s", self.keys.dropped, reply[2])
+        jobs = [claimed_from(reply[i:i + CLAIM_FIELDS]) for i in range(3, len(reply), CLAIM_FIELDS)]
         return float(reply[0]), (float(reply[1]) if reply[1] else None), jobs
 
     def claim(self, worker_id: str, k: int, queues: Sequence[str],

@@ -35,12 +35,14 @@ MAX_BLOCK_S = 2.0
 
 
 def connect(settings: Settings, **kwargs: Any) -> redis.Redis:
-    """A redis-py client (str responses) for ``settings``. Raises BrokerUnavailable."""
+    """A redis-py client (str responses) for ``settings``. Bytes that are not UTF-8 are
+    read as surrogate escapes (a corrupt document is reported, not a failed read of a
+    whole batch). Raises BrokerUnavailable."""
     url = redis_url(settings)
     kwargs.setdefault("socket_timeout", SOCKET_TIMEOUT_S)
     kwargs.setdefault("socket_connect_timeout", 5.0)
     try:
-        client = redis.Redis.from_url(url, decode_responses=True, **kwargs)
+        client = redis.Redis.from_url(url, decode_responses=True, encoding_errors="surrogateescape", **kwargs)
     except ValueError as exc:  # redis-py's parse: a bad port, host, query
         raise ConfigError(f"bad Redis URL {mask(url)!r}: {mask(str(exc))}") from None
     try:

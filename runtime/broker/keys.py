@@ -18,6 +18,7 @@ both made from :data:`SHAPES`, so a shape is written once.
 | {p}:st:{status}              | zset | jobs by status; score = time of the change (s)    |
 | {p}:workers                  | set  | ids of registered workers and supervisors         |
 | {p}:events                   | list | recycle and kill events (JSON), newest first      |
+| {p}:dropped                  | hash | ready key -> queue entries dropped: no document   |
 | {p}:w:{worker}               | hash | registry entry (expires: worker_ttl_s)            |
 | {p}:w:{worker}:running       | set  | ids of the jobs that worker is running            |
 | {p}:w:{worker}:abort         | set  | ids to abort, read by that worker's heartbeat     |
@@ -49,6 +50,7 @@ SHAPES: dict[str, str] = {
     "status": "st:{status}",
     "workers": "workers",
     "events": "events",
+    "dropped": "dropped",
     "worker": "w:{worker}",
     "running": "w:{worker}:running",
     "aborts": "w:{worker}:abort",
@@ -120,6 +122,10 @@ class Keys:
     @property
     def events(self) -> str:
         return self._key("events")
+
+    @property
+    def dropped(self) -> str:
+        return self._key("dropped")
 
     def worker(self, worker_id: str) -> str:
         return self._key("worker", worker_id)

@@ -77,6 +77,8 @@ def print_job(job: Job, chain: Chain) -> None:
         _row("error", f"{job.exc_type}: {job.exc_message}")
     if job.overrun:
         _row("watchdog", job.overrun)
+    for name, text in job.unreadable.items():
+        _row("unreadable", f"{name} = {text!r} (a corrupt document: left out above)")
     unserved = job.meta.get("unserved") if job.status.value == "retry" else None
     if isinstance(unserved, dict):  # runtime.worker.unserved
         n = unserved.get("count") or 0

@@ -69,6 +69,8 @@ class Slots:
         self._alone = False  # a job that runs alone holds the pool
         self._alone_waiting = 0  # jobs in the buffer that will run alone
         self.freed = gevent.event.Event()
+        #: called with each job just before its greenlet is spawned (runtime.worker.starts)
+        self.on_launch: Callable[[RunningJob], None] | None = None
 
     @property
     def empty(self) -> bool:
@@ -111,6 +113,8 @@ class Slots:
             for held in self.buffer:  # what waits now waits for it
                 held.ctx.wait_reason = "exclusive"
         rj.phase = Phase.LAUNCHED
+        if self.on_launch is not None:
+            self.on_launch(rj)
         rj.greenlet = gevent.spawn(self._run, rj)
 
     def ended(self, rj: RunningJob, refill: bool = True) -> None:

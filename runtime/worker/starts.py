@@ -4,7 +4,8 @@ whether a dead worker's job had started (charged a lost life) or only been claim
 
 The record is ``began`` = the attempt number, on the job's hash. It is sent before the
 task's first line runs, on a connection of its own that asked Redis for no replies
-(``CLIENT REPLY OFF``): one ``send()`` of about 60 bytes a job and no round trip. Bytes a
+(``CLIENT REPLY OFF``): one ``send()`` for the jobs launched in one turn of the hub,
+about 60 bytes a job, and no round trip. Bytes a
 process has sent reach Redis even when it is killed or crashes right after (the kernel
 sends what the socket holds), so a job that kills its worker at once is recorded as
 started. A record lost with the connection (Redis restarted, the connection dropped)
@@ -22,19 +23,21 @@ import redis
 
 from ..broker import RedisBroker
 from ..broker.direct import pack
+from .slots import RunningJob
 
 log = logging.getLogger("runtime.worker")
 
 
 class StartRecords:
     """Sends the start records of one worker's jobs (from its hub only): :meth:`open` at
-    start, :meth:`began` per job, :meth:`close` at stop."""
+    start, :meth:`launched` per job (runtime.worker.slots calls it), :meth:`close` at stop."""
 
     def __init__(self, broker: RedisBroker) -> None:
         self.broker = broker
         self._conn: Any = None
         self._ready = False  # connected, replies off
-        self._connecting: Any = None  # the greenlet connecting again, while one does
+        self._pending: list[tuple[str, int]] = []  # (job id, attempt) launched, not yet sent
+        self._flusher: Any = None  # the greenlet that sends them, once spawned
         self._said = False
 
     def open(self) -> None:
@@ -48,25 +51,32 @@ class StartRecords:
             self._ready, self._said = True, False
         except (redis.RedisError, OSError) as exc:
             self._failed(exc)
-        finally:
-            self._connecting = None
 
-    def began(self, job_id: str, attempt: int) -> None:
-        """Record that attempt ``attempt`` of ``job_id`` begins running now (one send, no
-        wait). Never raises a Redis error: with no connection, the record is skipped and
-        another greenlet connects again."""
-        if not self._ready:
-            if self._connecting is None:
-                self._connecting = gevent.spawn(self.open)
-            return
+    def launched(self, rj: RunningJob) -> None:
+        """``rj``'s greenlet is about to be spawned: its record goes out first. The jobs
+        launched in one turn of the hub share one send, made by a greenlet spawned before
+        theirs (so it runs first). With no connection the records are skipped and that
+        greenlet connects again."""
+        self._pending.append((rj.id, rj.claimed.attempt))
+        if self._flusher is None:
+            self._flusher = gevent.spawn(self._flush)
+
+    def _flush(self) -> None:
         try:
-            self._conn.send_packed_command(pack(self._conn, [("HSET", self.broker.keys.job(job_id), "began", attempt)]),
-                                           check_health=False)
+            if not self._ready:
+                self.open()
+            pending, self._pending = self._pending, []
+            if self._ready and pending:
+                key = self.broker.keys.job
+                calls = [("HSET", key(job_id), "began", attempt) for job_id, attempt in pending]
+                self._conn.send_packed_command(pack(self._conn, calls), check_health=False)
         except (redis.RedisError, OSError) as exc:
             self._failed(exc)
         except BaseException:  # a kill mid-send: the stream may hold half a command
             self.close()
             raise
+        finally:
+            self._flusher = None
 
     def _failed(self, exc: BaseException) -> None:
         self.close()

@@ -21,7 +21,7 @@ import random
 from typing import Any, Protocol
 
 from ..broker import RedisBroker
-from ..errors import TaskError, TaskNotServed
+from ..errors import BadDocument, TaskError, TaskNotServed
 from ..execution import AttemptResult
 from ..job import dumps
 from ..messages import Claimed
@@ -49,10 +49,14 @@ def forget_logged() -> None:
     _logged.clear()
 
 
-def task_timeout(path: str, task_modules: tuple[str, ...]) -> tuple[float | None, TaskError | None]:
-    """The ``timeout_s`` of the task at ``path`` (None: the default), and why this worker
-    does not serve it (a TaskError with ``elsewhere``) or None. Any other error is left to
+def task_timeout(c: Claimed, task_modules: tuple[str, ...]) -> tuple[float | None, TaskError | None]:
+    """The ``timeout_s`` of claimed job ``c``'s task (None: the default), and why this worker
+    does not run it: its document cannot be read (BadDocument), or it does not serve the
+    task (a TaskError with ``elsewhere``); else None. Any other error is left to
     run_attempt, which reports it as the job's failure."""
+    if c.problem:
+        return None, BadDocument(f"job {c.id}: its document in Redis cannot be read: {c.problem}")
+    path = c.path
     try:
         return resolve(path, task_modules).timeout_s, None
     except TaskError as exc:
@@ -74,7 +78,11 @@ def unserved_result(c: Claimed, exc: TaskError, worker_id: str, timeout_s: float
     """How claimed job ``c`` ends on a worker that does not serve its task (``exc`` says
     why: TaskNotFound or TaskNotAllowed with ``elsewhere``): handed back with a delay, or
     failed (reason unserved) once ``timeout_s`` seconds passed since the first hand-back.
-    Times are the claim's (Redis clock)."""
+    Times are the claim's (Redis clock). A job whose document cannot be read (BadDocument)
+    fails at once, reason bad-document."""
+    if isinstance(exc, BadDocument):
+        log.error("%s; it fails (reason bad-document)", exc)
+        return AttemptResult(Status.FAILED, exc=exc, reason="bad-document", note="bad document")
     info = c.meta.get("unserved")
     since, count = c.started_at, 0
     if isinstance(info, dict) and _continued(c, info):

@@ -84,7 +84,8 @@ class Worker:
         prefetch = settings.prefetch if settings.prefetch >= 0 else settings.greenlets
         self.slots = Slots(settings.greenlets, prefetch, self._run_in)
         self.recorder = Recorder(self)
-        self.starts = StartRecords(broker)
+        self.slots.on_launch = (starts := StartRecords(broker)).launched  # a reaper charges started jobs
+        self.starts = starts
         self.link = RedisLink(where(broker.redis))
         self.reaper = Reaper(broker, self.id, self.link)
         self.limits = Limits(settings)
@@ -318,7 +319,7 @@ class Worker:
     # ---- running --------------------------------------------------------------------------
 
     def _prepare(self, c: Claimed) -> RunningJob:
-        spec_timeout, unserved = task_timeout(c.path, self.settings.task_modules)
+        spec_timeout, unserved = task_timeout(c, self.settings.task_modules)
         ctx = JobContext(c.id, c.path, c.queue, c.attempt, {}, self.settings.progress_interval_s,
                          self._write_progress, retries=c.retries, due_at=c.due_at, meta=c.meta)
         rj = RunningJob(c, ctx, spec_timeout or self.settings.default_timeout_s, time.time(), unserved=unserved)
@@ -360,7 +361,6 @@ class Worker:
         token = current_job.set(rj.ctx)
         rj.ctx.started_at = began = time.time()
         try:
-            self.starts.began(c.id, c.attempt)  # before the task runs: a reaper charges it if we die
             rj.ctx.params = params = loads(c.params_json)  # a corrupt document fails the job
             if self.middleware:
                 result = self.middleware.run_attempt(rj.ctx, self.settings, params)

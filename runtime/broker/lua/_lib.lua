@@ -122,12 +122,20 @@ end
 -- claim_one(id, wid, from_index, started_index, now, snow, deadline, inflight, running):
 -- start waiting job `id` for worker `wid`: status started, attempt+1, the claim deadline
 -- (ms) in the inflight zset, the worker's running set, from the index of its status to the
--- started index, history. Returns the 13 claim fields: id, path, params, queue, priority,
--- attempt, retries, lost, queued_at, due_at, started_at, meta ('' for none), alone ('1'
--- or '').
+-- started index, history. Returns the 14 claim fields: id, path, params, queue, priority,
+-- attempt, retries, lost, queued_at, due_at, started_at, meta, alone ('1' or ''), and what
+-- is wrong with the document ('' for nothing: runtime.broker.claimed_from reads the rest);
+-- a field the document lacks is ''. An attempt that is not an integer restarts at 1 (the
+-- job then fails, reason bad-document, fenced by that attempt).
 local function claim_one(id, wid, from_index, started_index, now, snow, deadline, inflight, running)
   local jk = key_job(id)
-  local attempt = redis.call('HINCRBY', jk, 'attempt', 1)
+  local bad = ''
+  local attempt = redis.pcall('HINCRBY', jk, 'attempt', 1)
+  if type(attempt) == 'table' then
+    bad = 'attempt is ' .. json_string(tostring(redis.call('HGET', jk, 'attempt'))) .. ', not an integer'
+    attempt = 1
+    redis.call('HSET', jk, 'attempt', 1)
+  end
   redis.call('HSET', jk, 'status', 'started', 'worker', wid, 'started_at', snow)
   redis.call('ZADD', inflight, deadline, id)
   redis.call('SADD', running, id)
@@ -136,7 +144,7 @@ local function claim_one(id, wid, from_index, started_index, now, snow, deadline
   redis.call('RPUSH', key_history(id), entry(snow, 'claimed', {'worker', wid, 'attempt', attempt}))
   local f = redis.call('HMGET', jk, 'id', 'path', 'params', 'queue', 'priority', 'attempt',
     'retries', 'lost', 'queued_at', 'due_at', 'started_at', 'meta', 'alone')
-  if not f[12] then f[12] = '' end
-  if not f[13] then f[13] = '' end
+  for i = 1, 13 do f[i] = f[i] or '' end  -- a nil would end the reply's array there
+  f[1], f[14] = id, bad
   return f
 end

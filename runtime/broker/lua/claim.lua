@@ -3,7 +3,8 @@
 -- KEYS[2]   {p}:w:{wid}:running
 -- KEYS[3]   {p}:inflight
 -- KEYS[4..13]  the status indexes (runtime.broker.keys.STATUS_ORDER)
--- KEYS[14..]   per queue, first ones first: ready, scheduled, wake, idle
+-- KEYS[14]     {p}:dropped, queue -> count of queue entries dropped for having no document
+-- KEYS[15..]   per queue, first ones first: ready, scheduled, wake, idle
 -- ARGV[1]  key prefix
 -- ARGV[2]  worker id
 -- ARGV[3]  K, the most jobs to claim
@@ -19,17 +20,20 @@
 -- A job marked to run alone (field alone=1: it was running when its worker died, see
 -- RedisBroker.mark_lost) is claimed only as the first of a batch, and ends the batch: the
 -- worker runs it with nothing beside it, so a job that kills workers is charged alone.
--- Returns: {server time, next due time of a delayed job or '', then the 13 claim fields
---   of each job (claim_one)}
+-- A queue entry whose job document is gone (expired, evicted, deleted by hand) is dropped,
+-- counted in KEYS[14] and returned, so that the worker logs it.
+-- Returns: {server time, next due time of a delayed job or '', the ids dropped (comma-
+--   separated, ''), then the 14 claim fields of each job (claim_one)}
 --@LIB@--
 local wid, k, vt, may_idle = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
 local handoff, running, inflight = KEYS[1], KEYS[2], KEYS[3]
-local ST, Q = 4, 14
+local ST, DROPPED, Q = 4, KEYS[14], 15
 local started = st_key(ST, 'started')
 local nq = (#KEYS - Q + 1) / 4
 local now, snow = clock()
 local now_ms = now * 1000
-local out = {snow, ''}
+local out = {snow, '', ''}
+local dropped = {}
 local claimed = 0
 local alone = false
 local next_due = nil
@@ -70,7 +74,11 @@ for i = 0, nq - 1 do
             claimed = claimed + 1
           end
         end
-        -- a member whose document is gone or not waiting (cancelled) is dropped from the queue
+        -- a member whose document is not waiting (cancelled) is dropped from the queue
+        if not st then
+          dropped[#dropped + 1] = id
+          redis.call('HINCRBY', DROPPED, ready, 1)
+        end
       end
     end
   end
@@ -88,4 +96,5 @@ if claimed == 0 and may_idle then
   for i = 0, nq - 1 do redis.call('ZADD', KEYS[Q + 4 * i + 3], now, wid) end
 end
 if next_due then out[2] = string.format('%.6f', next_due) end
+out[3] = table.concat(dropped, ',')
 return out
