@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import unquote
 
 import redis
 
@@ -13,14 +14,14 @@ from ..redact import mask
 from ..settings import Settings
 from .embedded import EmbeddedRedis
 
-_SCHEMES = ("redis://", "rediss://", "unix://")
+_SCHEMES = ("redis://", "rediss://", "unix://", SENTINEL_SCHEME := "redis+sentinel://")
 
 
 def redis_url(settings: Settings) -> str:
     """The URL to use: ``settings.redis_url``, else the embedded server's (started if need be)."""
     if settings.redis_url:
         if not settings.redis_url.startswith(_SCHEMES):
-            raise ConfigError("redis URL must start with redis://, rediss:// or unix://, "
+            raise ConfigError("redis URL must start with redis://, rediss://, unix:// or redis+sentinel://, "
                               f"got {mask(settings.redis_url)!r}")
         return settings.redis_url
     return EmbeddedRedis(settings.embedded_path).ensure()
@@ -41,8 +42,10 @@ def connect(settings: Settings, **kwargs: Any) -> redis.Redis:
     url = redis_url(settings)
     kwargs.setdefault("socket_timeout", SOCKET_TIMEOUT_S)
     kwargs.setdefault("socket_connect_timeout", 5.0)
+    kwargs.update(decode_responses=True, encoding_errors="surrogateescape")
     try:
-        client = redis.Redis.from_url(url, decode_responses=True, encoding_errors="surrogateescape", **kwargs)
+        sentinel = url.startswith(SENTINEL_SCHEME)
+        client = sentinel_client(url, **kwargs) if sentinel else redis.Redis.from_url(url, **kwargs)
     except ValueError as exc:  # redis-py's parse: a bad port, host, query
         raise ConfigError(f"bad Redis URL {mask(url)!r}: {mask(str(exc))}") from None
     try:
@@ -54,10 +57,66 @@ def connect(settings: Settings, **kwargs: Any) -> redis.Redis:
     return client
 
 
+def sentinel_client(url: str, **kwargs: Any) -> redis.Redis:
+    """A client of the master that the Sentinels of ``url`` name:
+    ``redis+sentinel://[[user]:password@]host:port[,host:port...]/service_name[/db]`` (the
+    password is the master's and its replicas'; the Sentinels are asked without one).
+    redis-py's Sentinel client finds the master again on a failover: a connection that
+    finds a replica (READONLY) is dropped and the next one asks the Sentinels.
+    Raises ValueError for a URL of another shape."""
+    from redis.sentinel import Sentinel
+    rest = url[len(SENTINEL_SCHEME):]
+    netloc, _, path = rest.partition("/")
+    creds, _, hosts = netloc.rpartition("@")
+    user, _, password = creds.partition(":") if ":" in creds else ("", "", creds)
+    parts = [p for p in path.split("/") if p]
+    if not hosts or not 1 <= len(parts) <= 2 or (len(parts) == 2 and not parts[1].isdigit()):
+        raise ValueError("expected redis+sentinel://[:password@]host:port[,host:port...]/service_name[/db]")
+    addresses = []
+    for hp in hosts.split(","):
+        host, _, port = hp.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"bad Sentinel address {hp!r}: host:port expected")
+        addresses.append((host.strip("[]"), int(port)))
+    timeouts: dict[str, Any] = {k: kwargs[k] for k in ("socket_timeout", "socket_connect_timeout") if k in kwargs}
+    sentinel = Sentinel(addresses, sentinel_kwargs=timeouts, **timeouts)
+    more: dict[str, Any] = {"username": unquote(user) or None, "password": unquote(password) or None,
+                            "db": int(parts[1]) if len(parts) == 2 else 0, **kwargs}
+    client: redis.Redis = sentinel.master_for(parts[0], **more)
+    return client
+
+
+def own_client(client: redis.Redis) -> redis.Redis:
+    """A client like ``client`` on connections of its own (a blocked call, a thread of its
+    own); for a Sentinel client, with Sentinel connections of its own too, so that it may
+    find the master from another thread."""
+    pool = client.connection_pool
+    manager = getattr(pool, "sentinel_manager", None)
+    if manager is None:
+        return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class,
+                                                                **pool.connection_kwargs))
+    from redis.sentinel import Sentinel
+    first = manager.sentinels[0].connection_pool.connection_kwargs
+    timeouts: dict[str, Any] = {k: first[k] for k in ("socket_timeout", "socket_connect_timeout") if k in first}
+    addresses = [(s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"])
+                 for s in manager.sentinels]
+    kwargs = {k: v for k, v in pool.connection_kwargs.items() if k != "connection_pool"}
+    name = getattr(pool, "service_name", "")
+    own: redis.Redis = Sentinel(addresses, sentinel_kwargs=timeouts, **timeouts).master_for(name, **kwargs)
+    return own
+
+
 def where(client: redis.Redis) -> str:
     """The server ``client`` talks to, as a URL with its password masked (``***``): for
     start lines, ``runtime info`` and errors."""
-    kw = client.connection_pool.connection_kwargs
+    pool = client.connection_pool
+    kw = pool.connection_kwargs
+    manager = getattr(pool, "sentinel_manager", None)
+    if manager is not None:
+        secret = f"{kw.get('username') or ''}:***@" if kw.get("password") else ""
+        hosts = ",".join(f"{s.connection_pool.connection_kwargs['host']}:{s.connection_pool.connection_kwargs['port']}"
+                         for s in manager.sentinels)
+        return f"{SENTINEL_SCHEME}{secret}{hosts}/{getattr(pool, 'service_name', '')}/{kw.get('db') or 0}"
     secret = f"{kw.get('username') or ''}:***@" if kw.get("password") else ""
     if kw.get("path"):
         return f"unix://{secret}{kw['path']}" + (f"?db={kw['db']}" if kw.get("db") else "")

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import redis
 
 from ..broker import RedisBroker
-from ..broker.connection import full
+from ..broker.connection import full, own_client
 from ..errors import BrokerUnavailable
 from ..process import RSS, hostname, rss_reader, this_process
 from ..redact import mask
@@ -100,10 +100,9 @@ class Heartbeat:
         self._stop = True
 
     def own_connection(self) -> redis.Redis:
-        """A Redis client on a pool of its own, like the worker's."""
-        pool = self.worker.broker.redis.connection_pool
-        return redis.Redis(connection_pool=redis.ConnectionPool(
-            connection_class=pool.connection_class, **pool.connection_kwargs))
+        """A Redis client on a pool of its own, like the worker's (made in the thread that
+        uses it: a Sentinel client's connections to the Sentinels are its own too)."""
+        return own_client(self.worker.broker.redis)
 
     def _loop(self) -> None:
         conn = self.own_connection()

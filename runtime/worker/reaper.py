@@ -128,12 +128,16 @@ class Reaper:
         return requeued, failed
 
     def safely(self) -> tuple[int, int]:
-        """:meth:`reap_once`, logging a Redis error instead of raising it."""
+        """:meth:`reap_once`, logging any error instead of raising it (the reaper's loop
+        must outlive a bad registry entry, a client of the wrong kind, a Redis error)."""
         try:
             done = self.reap_once()
         except redis.RedisError as exc:
             if self.link is None or not self.link.failed(exc, REAPING):
                 log.warning("reaper: %s", exc)
+            return 0, 0
+        except Exception:  # noqa: BLE001
+            log.exception("reaper pass failed; trying again in the next pass")
             return 0, 0
         if self.link is not None:
             self.link.ok(REAPING)

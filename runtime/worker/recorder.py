@@ -178,8 +178,13 @@ class Recorder:
             self._ended.wait()
             self._ended.clear()
             gevent.sleep(0)  # let a claim loop woken by the same job end take them first
-            if self.outcomes:
-                self.flush()
+            try:
+                if self.outcomes:
+                    self.flush()
+            except Exception:  # noqa: BLE001 - the loop must outlive any one failure
+                log.exception("recording finished jobs failed; trying again")
+                self._ended.set()
+                gevent.sleep(1.0)
 
     def flush(self) -> None:
         """Write every outcome kept now (retrying while Redis cannot take them)."""

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import gevent
-import redis
 
 from ..broker import RedisBroker
+from ..broker.connection import own_client
 from ..messages import Claimed
 from .link import RedisLink
 
@@ -39,9 +39,7 @@ class Wakeup:
         self.link = link
         self.worker_id = worker_id
         self.queues = queues
-        pool = broker.redis.connection_pool
-        self._conn = redis.Redis(connection_pool=redis.ConnectionPool(
-            connection_class=pool.connection_class, **pool.connection_kwargs))
+        self._conn = own_client(broker.redis)
         self._hub = gevent.get_hub()
         #: the greenlet blocked in :meth:`wait`, or None
         self.waiting: Any = None
