@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import redis
@@ -299,6 +299,30 @@ class RedisBroker:
         if suspects:
             pipe.execute()
         return Lost(suspects, sorted(jobs - started), {j: fields[j][2] or "?" for j in suspects})
+
+    def release_unknown(self, worker_id: str, claimed: Sequence[Claimed], held: Iterable[str]) -> bool:
+        """After Redis was lost: the claims of ``worker_id`` that it does not know of (a
+        claim or hand-off whose reply was lost with a connection; ``claimed`` and ``held``
+        are what it knows) get a deadline that has passed, so that the next reaper pass
+        requeues them without a charge (reap.lua: an expired claim of a live worker)
+        rather than after ``visibility_timeout_s``. Jobs waiting on its hand-off list are
+        known. Returns False (logged) when Redis could not be asked."""
+        try:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.smembers(self.keys.running(worker_id))
+            pipe.lrange(self.keys.handoff(worker_id), 0, -1)
+            running, handed = pipe.execute()
+            known = {c.id for c in claimed} | set(held) | {claimed_from(json.loads(h)).id for h in handed}
+            unknown = sorted(set(running) - known)
+            if unknown:
+                log.warning("claims of %s whose reply was lost with the connection, requeued: %s",
+                            worker_id, ", ".join(unknown))
+                self.redis.zadd(self.keys.inflight, dict.fromkeys(unknown, 0), xx=True)
+        except redis.RedisError as exc:
+            log.warning("could not look for claims whose reply was lost (%s); they come back after "
+                        "visibility_timeout_s", exc)
+            return False
+        return True
 
     def reap(self, dead_workers: Sequence[str] = (), stopping: str = "",
              unstarted: Sequence[str] = ()) -> tuple[int, int]:

@@ -34,6 +34,8 @@ class RedisLink:
         self.down_since: float | None = None
         #: the parts whose last call failed
         self.failing: set[str] = set()
+        #: how many times Redis was lost (a reply may have been lost with each)
+        self.outages = 0
 
     @property
     def up(self) -> bool:
@@ -48,6 +50,7 @@ class RedisLink:
         self.failing.add(doing)
         if self.down_since is None:
             self.down_since = time.monotonic()
+            self.outages += 1
             if full(exc):
                 log.error("Redis at %s is full (its used memory is over maxmemory): it refuses writes, "
                           "seen while %s; retrying until memory is freed or maxmemory raised (runtime info); "

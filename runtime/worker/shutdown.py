@@ -17,7 +17,7 @@ import logging
 import time
 from typing import Protocol
 
-from ..errors import JobInterrupt
+from ..errors import JobAborted, JobInterrupt
 from ..execution import AttemptResult
 from ..process import is_supervised_child
 from ..settings import Settings
@@ -114,3 +114,12 @@ def kill(worker: Stoppable, rj: RunningJob, exc: BaseException) -> None:
     g.kill(block=False)  # scheduled, not started: it never will be
     worker.recorder.record(rj, interrupted_before_start(exc))
     worker.slots.ended(rj, refill=not worker.stopping)
+
+
+def abort(worker: Stoppable, ids: list[str]) -> None:
+    """Abort these running jobs of ``worker`` (in its hub)."""
+    for job_id in ids:
+        rj = worker.slots.jobs.get(job_id)
+        if rj is not None and not rj.done:
+            log.warning("aborting job %s (%s) on request", job_id, rj.path)
+            kill(worker, rj, JobAborted("aborted on request"))

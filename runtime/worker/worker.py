@@ -30,7 +30,7 @@ from ..broker.connection import where
 from ..catalog import Served, load_tasks, summary
 from ..client import Client, Parts, build, set_default_client
 from ..context import JobContext, current_job
-from ..errors import ExitCode, JobAborted
+from ..errors import ExitCode
 from ..execution import interrupted, run_attempt
 from ..job import loads
 from ..messages import Claimed, Outcome
@@ -45,7 +45,7 @@ from .limits import Limits, Recycle
 from .link import RedisLink
 from .reaper import Reaper, reap_for, reap_loop
 from .recorder import Recorder, not_stored_fields
-from .shutdown import drain, kill, serve
+from .shutdown import abort, drain, serve
 from .slots import RunningJob, Slots
 from .starts import StartRecords
 from .state import Phase, WorkerState
@@ -101,6 +101,7 @@ class Worker:
         #: the process is this worker's own (serve): start-up objects are frozen out of gc
         self.owns_process = False
         self._cooperative = True  # gevent patched the sockets: Redis calls yield to the jobs
+        self._outages = 0  # Redis outages of self.link after which unknown claims were released
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Worker:
@@ -271,6 +272,8 @@ class Worker:
             return None
         backoff.reset()
         self.link.ok("claiming jobs")
+        if self._outages != self.link.outages:  # a claim's reply may have been lost with the connection
+            self._outages = self.link.outages if self.broker.release_unknown(self.id, jobs, self.slots.jobs) else 0
         self.state = WorkerState.RUNNING
         return now, next_due, jobs
 
@@ -390,11 +393,4 @@ class Worker:
 
     def request_abort(self, ids: list[str]) -> None:
         """Abort these running jobs (thread-safe: called from the heartbeat thread)."""
-        self.from_thread(self._abort, ids)
-
-    def _abort(self, ids: list[str]) -> None:
-        for job_id in ids:
-            rj = self.slots.jobs.get(job_id)
-            if rj is not None and not rj.done:
-                log.warning("aborting job %s (%s) on request", job_id, rj.path)
-                kill(self, rj, JobAborted("aborted on request"))
+        self.from_thread(abort, self, ids)
