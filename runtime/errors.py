@@ -162,3 +162,9 @@ class JobTimeout(BaseException):
 
 class JobAborted(BaseException):
     """Delivered into a running job that was aborted (``runtime abort``): status ``abort``."""
+
+
+class HardTimeout(TaskQueueError):
+    """A job ran past its hard deadline (its timeout plus runtime.watch.HARD_GRACE_S)
+    without yielding: its worker's watchdog killed the worker process, and the job ended
+    ``timeout`` with reason ``hard-timeout`` (the type named in its ``exc_type``)."""

@@ -64,6 +64,8 @@ class Settings:
     reap_interval_s: float = 1.0
     #: A job whose worker died this many times while running it ends failed (worker-lost).
     max_lost: int = 3
+    #: Each worker process has a watchdog process (runtime.watch) that the GIL cannot stop; 0 = none.
+    watchdog: int = 1
     #: A worker hands a job whose task it does not serve (outside its task_modules, or
     #: missing from its code: in a rolling deploy, old workers see the new tasks' jobs)
     #: back to its queue, after a delay growing from 1 s to 60 s, for a worker that serves

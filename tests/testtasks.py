@@ -380,3 +380,21 @@ def fork_and_return(path: str) -> int:
 def pid() -> int:
     """The pid of the process that runs it."""
     return os.getpid()
+
+
+def hold_gil(seconds: float, path: str = "") -> str:
+    """A C call that holds the GIL for ``seconds`` (libc's sleep through ctypes.PyDLL,
+    which does not release it), as a catastrophic regex or a long numpy call would; notes
+    each run in the file ``path`` (one byte a run) first. Returns "done"."""
+    import ctypes
+    if path:
+        with open(path, "a") as f:
+            f.write("x")
+    ctypes.PyDLL(None).usleep(int(seconds * 1e6))
+    return "done"
+
+
+@task(timeout_s=1)
+def hold_gil_past_timeout(seconds: float = 60.0) -> str:
+    """:func:`hold_gil` under a 1 s timeout, which cannot fire while the GIL is held."""
+    return hold_gil(seconds)

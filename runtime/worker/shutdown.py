@@ -17,6 +17,7 @@ import logging
 import time
 from typing import Protocol
 
+from ..broker import RedisBroker
 from ..errors import JobAborted, JobInterrupt
 from ..execution import AttemptResult
 from ..process import is_supervised_child
@@ -32,6 +33,7 @@ class Stoppable(Protocol):
 
     id: str
     settings: Settings
+    broker: RedisBroker
     slots: Slots
     recorder: Recorder
     state: WorkerState
@@ -57,12 +59,15 @@ def serve(worker: Stoppable, burst: bool) -> int:
     (runtime.worker.greenpoll); returns its exit code."""
     from .greenpoll import install
     from .signals import Signals
+    from .watching import start_watchdog, stop_watchdog
     install()
     signals = Signals(worker, is_supervised_child())
     signals.install()
+    watchdog = start_watchdog(worker)
     try:
         return worker.run(burst)
     finally:
+        stop_watchdog(watchdog)
         signals.uninstall()
 
 

@@ -2,7 +2,9 @@
 whether a dead worker's job had started (charged a lost life) or only been claimed
 (prefetched, or handed to it: requeued without a charge).
 
-The record is ``began`` = the attempt number, on the job's hash. It is sent before the
+The record is ``began`` = the attempt number, on the job's hash, with ``deadline``: when
+its timeout ends (UNIX s, this host's clock), which the worker's watchdog enforces from
+outside the process (runtime.watch). It is sent before the
 task's first line runs, on a connection of its own that asked Redis for no replies
 (``CLIENT REPLY OFF``): one ``send()`` for the jobs launched in one turn of the hub,
 about 60 bytes a job, and no round trip. Bytes a
@@ -16,6 +18,7 @@ heartbeat's list of running jobs (a second old at most) is read as well.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import gevent
@@ -36,7 +39,7 @@ class StartRecords:
         self.broker = broker
         self._conn: Any = None
         self._ready = False  # connected, replies off
-        self._pending: list[tuple[str, int]] = []  # (job id, attempt) launched, not yet sent
+        self._pending: list[tuple[str, int, str]] = []  # (job id, attempt, deadline) not yet sent
         self._flusher: Any = None  # the greenlet that sends them, once spawned
         self._said = False
 
@@ -57,7 +60,8 @@ class StartRecords:
         launched in one turn of the hub share one send, made by a greenlet spawned before
         theirs (so it runs first). With no connection the records are skipped and that
         greenlet connects again."""
-        self._pending.append((rj.id, rj.claimed.attempt))
+        deadline = f"{time.time() + rj.timeout_s:.3f}" if rj.timeout_s else ""
+        self._pending.append((rj.id, rj.claimed.attempt, deadline))
         if self._flusher is None:
             self._flusher = gevent.spawn(self._flush)
 
@@ -68,7 +72,8 @@ class StartRecords:
             pending, self._pending = self._pending, []
             if self._ready and pending:
                 key = self.broker.keys.job
-                calls = [("HSET", key(job_id), "began", attempt) for job_id, attempt in pending]
+                calls = [("HSET", key(job_id), "began", attempt, "deadline", deadline) if deadline else
+                         ("HSET", key(job_id), "began", attempt) for job_id, attempt, deadline in pending]
                 self._conn.send_packed_command(pack(self._conn, calls), check_health=False)
         except (redis.RedisError, OSError) as exc:
             self._failed(exc)

@@ -15,7 +15,9 @@
 -- Found inside: each job's hash, history, notify set and queue keys; the idle keys of a
 -- dropped worker's queues; the registry entry of an expired claim's owner.
 -- A job taken back from a dead worker is requeued at its old place (status queued,
--- lost+1) or, at max_lost, ends failed with reason worker-lost. A job still claimed by a
+-- lost+1) or, at max_lost, ends failed with reason worker-lost; one its watchdog marked
+-- (hard_timeout: it ran past its hard deadline, runtime.watch) ends timeout, reason
+-- hard-timeout, counted with the failed. A job still claimed by a
 -- worker that stops cleanly (handed to it but never run) is requeued as interrupt, lost
 -- unchanged; so is an expired claim of a live worker (it does not know it has the job:
 -- its heartbeat extends the claims of every job it knows). Returns {requeued, failed}.
@@ -24,6 +26,7 @@ local workers, inflight, ST, W = KEYS[1], KEYS[2], 3, 13
 local max_lost, ttl_failed, clean_first = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1'
 local now, snow = clock()
 local requeued, failed = 0, 0
+local ttl_timeout = ttl_failed
 local woken = {}
 local unstarted = {}
 local orphans = {}
@@ -36,9 +39,24 @@ end
 local function lose(id, wid, clean)
   local jk, hk = key_job(id), key_history(id)
   redis.call('ZREM', inflight, id)
-  local cur = redis.call('HMGET', jk, 'status', 'worker', 'priority', 'due_at', 'queue', 'attempt', 'lost_reason')
+  local cur = redis.call('HMGET', jk, 'status', 'worker', 'priority', 'due_at', 'queue', 'attempt', 'lost_reason',
+    'hard_timeout')
   local st = cur[1]
   if not RUNNING[st or ''] or (wid and cur[2] ~= wid) then return end
+  if cur[8] and not clean and can_move(st, 'timeout') then  -- its watchdog killed the worker for it (runtime.watch)
+    redis.call('HDEL', jk, 'hard_timeout', 'lost_reason', 'alone')
+    redis.call('SREM', key_running(cur[2]), id)
+    redis.call('HSET', jk, 'status', 'timeout', 'ended_at', snow, 'reason', 'hard-timeout',
+      'exc_type', 'runtime.errors.HardTimeout', 'exc_message', cur[8])
+    reindex(ST, id, st, 'timeout', now)
+    redis.call('RPUSH', hk, entry(snow, 'timeout', {'worker', cur[2], 'attempt', tonumber(cur[6]),
+      'note', 'past its hard deadline: its worker was killed'}))
+    redis.call('EXPIRE', jk, math.ceil(ttl_timeout))
+    redis.call('EXPIRE', hk, math.ceil(ttl_timeout))
+    notify(key_notify(id), id)
+    failed = failed + 1
+    return
+  end
   -- why the worker was lost, when the supervisor knows (e.g. killed over the memory ceiling)
   local why = ''
   if cur[7] then
@@ -96,6 +114,9 @@ end
 
 local ns = tonumber(ARGV[5])
 local nu_at = 6 + 2 * ns
+for i = 0, ns - 1 do
+  if ARGV[6 + 2 * i] == 'timeout' then ttl_timeout = tonumber(ARGV[7 + 2 * i]) end
+end
 for i = 1, tonumber(ARGV[nu_at] or '0') do unstarted[ARGV[nu_at + i]] = true end
 for k = W, #KEYS, 4 do drop_worker(k, clean_first and k == W) end
 local expired = redis.call('ZRANGEBYSCORE', inflight, '-inf', now * 1000, 'LIMIT', 0, 1000)

@@ -1,0 +1,257 @@
+"""The watchdog: a small process outside each worker process, that the GIL cannot stop.
+
+A worker's heartbeat is a native thread, but a C call that holds the GIL (a catastrophic
+regex, a long numpy call) stops every thread of its process: its registry entry would
+expire, another worker would take its jobs and run them a second time while the first
+run goes on, and a job past its timeout that never yields could not be stopped. So every
+worker process started by ``runtime worker`` starts this one beside it (its child; the
+``watchdog`` setting turns it off), which every ``heartbeat_interval_s``:
+
+- keeps the worker's registry entry alive (its TTL) and extends the claims of the jobs it
+  holds (on the Redis clock, from its running set), while the worker process lives: a
+  worker whose heartbeat stalls is not taken for dead while its process is alive;
+- reads the start records of the jobs it runs (runtime.worker.starts: written before
+  each job runs, with when its timeout ends); one still running ``HARD_GRACE_S`` past
+  its timeout (the greenlet timeout could not fire: it never yields) is past its hard
+  deadline. The watchdog then marks it
+  (``hard_timeout``: the job ends ``timeout``, not requeued, when its worker's jobs are
+  taken back: reap.lua), takes the start record of the others (they are requeued
+  without a charge), kills the worker process (SIGKILL) and exits. The jobs come back
+  through the first reaper that sees the process gone: its supervisor at once, any
+  worker of the host at its next pass, a worker of another host within seconds;
+- exits when the worker process is gone (it is reparented) or asks it to (SIGTERM).
+
+It is run as ``python -I -S runtime/watch.py`` with its configuration as JSON on its
+standard input (written by runtime.worker.watching; it holds the Redis password): the standard
+library only, so that its memory stays small (about 10 MB RSS, against 30 MB or more for
+a Python process that imports redis-py). It speaks the Redis protocol itself (RESP2:
+AUTH, SELECT, EVAL; TCP, unix sockets, TLS, and Sentinel to find the master).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+#: How long past its timeout a job that does not yield may run before its worker is
+#: killed, seconds: the greenlet timeout interrupts a job that yields at its timeout; the
+#: heartbeat's report of a job that does not (logged, stored as ``overrun``) comes two
+#: heartbeats after; then this.
+HARD_GRACE_S = 5.0
+
+#: KEYS: the registry entry, the running set, the inflight zset. ARGV: entry TTL (ms),
+#: visibility timeout (s), the job key prefix. Keeps a live process's entry and claims;
+#: returns, for each job it started (runtime.worker.starts) with a timeout, its id and
+#: deadline (UNIX s, the worker's clock).
+KEEP = """
+if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then return {} end
+local t = redis.call('TIME')
+local deadline = (tonumber(t[1]) + tonumber(t[2]) / 1e6 + tonumber(ARGV[2])) * 1000
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  redis.call('ZADD', KEYS[3], 'XX', deadline, id)
+  local f = redis.call('HMGET', ARGV[3] .. id, 'began', 'attempt', 'deadline')
+  if f[1] and f[1] == f[2] and f[3] then
+    out[#out + 1] = id
+    out[#out + 1] = f[3]
+  end
+end
+return out
+"""
+
+#: KEYS: the overrun job's hash, then the hashes of the worker's other running jobs.
+#: ARGV: the message. Marks the one (hard_timeout), spares the others (no start record).
+MARK = """
+redis.call('HSET', KEYS[1], 'hard_timeout', ARGV[1])
+for i = 2, #KEYS do redis.call('HDEL', KEYS[i], 'began') end
+return #KEYS
+"""
+
+
+class RedisError(Exception):
+    """An error reply, or a connection that failed."""
+
+
+class Resp:
+    """A minimal Redis client: one connection, one command at a time (RESP2)."""
+
+    def __init__(self, conf: dict[str, Any]) -> None:
+        self.conf = conf
+        self.sock: socket.socket | None = None
+        self.buf = b""
+
+    def _open(self) -> None:
+        c = self.conf
+        timeout = float(c.get("timeout_s", 5.0))
+        if c.get("path"):
+            sock = socket.socket(socket.AF_UNIX)
+            sock.settimeout(timeout)
+            sock.connect(c["path"])
+        else:
+            host, port = c["host"], int(c["port"])
+            if c.get("sentinels"):
+                host, port = self._master(c["sentinels"], c["service"], timeout)
+            sock = socket.create_connection((host, port), timeout)
+            if c.get("ssl"):
+                import ssl
+                ctx = ssl.create_default_context()
+                if c.get("ssl_cert_reqs") in ("none", None):
+                    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+                sock = ctx.wrap_socket(sock, server_hostname=host)
+        self.sock, self.buf = sock, b""
+        if c.get("password"):
+            self.call("AUTH", *([c["username"]] if c.get("username") else []), c["password"])
+        if c.get("db"):
+            self.call("SELECT", str(c["db"]))
+
+    @staticmethod
+    def _master(sentinels: list[list[Any]], service: str, timeout: float) -> tuple[str, int]:
+        for host, port in sentinels:
+            s = Resp({"host": host, "port": port, "timeout_s": timeout})
+            try:
+                addr = s.call("SENTINEL", "get-master-addr-by-name", service)
+            except (OSError, RedisError):
+                continue
+            finally:
+                s.close()
+            if addr:
+                return str(addr[0]), int(addr[1])
+        raise RedisError(f"no Sentinel names a master for {service!r}")
+
+    def call(self, *args: str) -> Any:
+        """Send one command and return its reply; raises RedisError or OSError (the
+        connection is dropped: the next call opens another)."""
+        try:
+            if self.sock is None:
+                self._open()
+            assert self.sock is not None
+            out = [b"*%d\r\n" % len(args)]
+            for a in args:
+                b = a.encode()
+                out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+            self.sock.sendall(b"".join(out))
+            return self._reply()
+        except OSError:
+            self.close()
+            raise
+
+    def _line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            self._more()
+        line, _, self.buf = self.buf.partition(b"\r\n")
+        return line
+
+    def _more(self) -> None:
+        assert self.sock is not None
+        data = self.sock.recv(65536)
+        if not data:
+            raise OSError("connection closed by the server")
+        self.buf += data
+
+    def _reply(self) -> Any:
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"-":
+            raise RedisError(rest.decode(errors="replace"))
+        if kind == b":":
+            return int(rest)
+        if kind == b"+":
+            return rest.decode(errors="replace")
+        if kind == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            while len(self.buf) < n + 2:
+                self._more()
+            data, self.buf = self.buf[:n], self.buf[n + 2:]
+            return data.decode(errors="replace")
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self._reply() for _ in range(n)]
+        raise RedisError(f"unexpected reply {line[:40]!r}")
+
+    def close(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+        self.sock = None
+
+
+def _say(line: str) -> None:
+    """One line on stderr (the worker's log stream)."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def overrun(started: list[str], now: float) -> tuple[str, float] | None:
+    """The first job of ``started`` (id, deadline, id, deadline...: KEEP's reply) past its
+    hard deadline (its deadline plus HARD_GRACE_S), as (id, deadline); or None."""
+    for i in range(0, len(started) - 1, 2):
+        try:
+            deadline = float(started[i + 1])
+        except ValueError:
+            continue
+        if now > deadline + HARD_GRACE_S:
+            return started[i], deadline
+    return None
+
+
+def alive(pid: int) -> bool:
+    """Is ``pid`` still this process's parent (a worker that died reparents us)?"""
+    return os.getppid() == pid
+
+
+def watch(conf: dict[str, Any]) -> int:
+    """The watchdog's loop (see the module docstring); returns its exit code."""
+    pid, interval = int(conf["pid"]), float(conf["interval_s"])
+    keys, prefix = conf["keys"], conf["job_key_prefix"]
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is for the worker: it stops us
+    r = Resp(conf["redis"])
+    said = False
+    while not stop and alive(pid):
+        try:
+            started = r.call("EVAL", KEEP, "3", *keys, str(int(conf["ttl_ms"])), repr(conf["visibility_s"]), prefix)
+            said = False
+        except (OSError, RedisError) as exc:
+            if not said:
+                _say(f"runtime watchdog of worker process {pid}: Redis: {exc}")
+                said = True
+            started = []
+        job = overrun(started, time.time())
+        if job is not None:
+            return _kill(r, pid, job, started[::2], prefix)
+        time.sleep(interval)
+    r.close()
+    return 0
+
+
+def _kill(r: Resp, pid: int, job: tuple[str, float], running: list[str], prefix: str) -> int:
+    """Mark ``job`` (id, deadline) as past its hard deadline, spare the other ``running``
+    jobs, kill the worker process ``pid``."""
+    job_id, deadline = job
+    msg = (f"ran {time.time() - deadline:.1f} s past its timeout (the hard deadline is {HARD_GRACE_S:g} s "
+           "after it) without yielding to the gevent hub: its worker process was killed by its watchdog")
+    others = [prefix + o for o in running if o != job_id]
+    try:
+        r.call("EVAL", MARK, str(1 + len(others)), prefix + job_id, *others, msg)
+    except (OSError, RedisError) as exc:
+        _say(f"runtime watchdog: could not mark job {job_id}: {exc}")
+    _say(f"runtime watchdog: job {job_id} {msg}; killing worker process {pid}")
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(watch(json.loads(sys.stdin.read())))

@@ -1,0 +1,71 @@
+"""Starting and stopping a worker process's watchdog (runtime.watch)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from typing import Any, Protocol
+
+from .. import watch
+from ..broker import RedisBroker
+from ..settings import Settings
+
+log = logging.getLogger("runtime.worker")
+
+
+class Watchable(Protocol):
+    """What :func:`start_watchdog` needs of a worker."""
+
+    id: str
+    settings: Settings
+    broker: RedisBroker
+
+
+def redis_conf(broker: RedisBroker) -> dict[str, Any]:
+    """How the watchdog reaches the worker's Redis: the connection settings of its pool
+    (the master's Sentinels and service name for a Sentinel client)."""
+    pool = broker.redis.connection_pool
+    kw = pool.connection_kwargs
+    conf = {k: kw.get(k) for k in ("host", "port", "path", "username", "password", "db")}
+    conf["ssl"] = "SSL" in pool.connection_class.__name__
+    conf["ssl_cert_reqs"] = kw.get("ssl_cert_reqs")
+    manager = getattr(pool, "sentinel_manager", None)
+    if manager is not None:
+        conf["sentinels"] = [[s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"]]
+                             for s in manager.sentinels]
+        conf["service"] = getattr(pool, "service_name", "")
+    return conf
+
+
+def start_watchdog(worker: Watchable) -> subprocess.Popen[bytes] | None:
+    """Start ``worker``'s watchdog process (runtime.watch), or None when the ``watchdog``
+    setting is off or it cannot be started (logged: the worker runs without one)."""
+    s, keys = worker.settings, worker.broker.keys
+    if not s.watchdog:
+        return None
+    conf = {"pid": os.getpid(), "interval_s": s.heartbeat_interval_s, "ttl_ms": int(s.worker_ttl_s * 1000),
+            "visibility_s": s.visibility_timeout_s, "job_key_prefix": keys.job(""), "redis": redis_conf(worker.broker),
+            "keys": [keys.worker(worker.id), keys.running(worker.id), keys.inflight]}
+    try:
+        proc = subprocess.Popen([sys.executable, "-I", "-S", watch.__file__], stdin=subprocess.PIPE, close_fds=True)
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(conf).encode())
+        proc.stdin.close()
+    except OSError as exc:
+        log.error("could not start the watchdog (%s): a job that holds the GIL may let another worker take "
+                  "its jobs, and nothing stops one that never yields", exc)
+        return None
+    return proc
+
+
+def stop_watchdog(proc: subprocess.Popen[bytes] | None) -> None:
+    """Stop the watchdog (SIGTERM; it exits within a heartbeat)."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()

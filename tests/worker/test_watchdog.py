@@ -1,0 +1,43 @@
+"""The watchdog outside each worker process (runtime.watch): a C call holding the GIL
+stops the worker's heartbeat thread, not its watchdog; a job past its hard deadline is
+stopped from outside."""
+
+from __future__ import annotations
+
+import time
+
+from helpers import wait_until
+
+from runtime.process import host_pid
+
+
+def test_a_gil_holding_call_three_times_worker_ttl_never_runs_twice(client, workers, tmp_path):
+    runs = tmp_path / "runs"
+    # worker_ttl_s 1 and visibility 2 s in the tests: the call holds the GIL for 3.5 s
+    job = client.queue_job("testtasks.hold_gil", {"seconds": 3.5, "path": str(runs)}, queue="gil")
+    holder = workers.ready(workers.start("--queues", "gil", visibility_timeout_s=2, hostname="host-b"))
+    wait_until(lambda: runs.exists(), 10, "the call to start")
+    workers.ready(workers.start("--queues", "gil", visibility_timeout_s=2, hostname="host-a"))
+    done = client.wait(job, timeout_s=20)
+    assert done.status.value == "success" and done.lost == 0, done.history
+    assert runs.read_text() == "x"  # ran once: nobody took it while the GIL was held
+    assert host_pid(done.worker)[1] == holder.pid
+
+
+def test_a_job_past_its_hard_deadline_ends_timeout_and_its_neighbours_come_back_uncharged(client, workers):
+    stuck = client.queue_job("testtasks.hold_gil_past_timeout", {"seconds": 60})
+    proc = workers.ready(workers.start("--greenlets", "4"))
+    wait_until(lambda: client.get_job(stuck).status.value == "started", 10, "the stuck job to start")
+    neighbours = client.queue_jobs("testtasks.sleep", [{"seconds": 30}] * 2)
+    began = time.monotonic()
+    workers.start("--greenlets", "4")  # its reaper takes the jobs back once the watchdog killed the first
+    job = client.wait(stuck, timeout_s=30)
+    assert job.status.value == "timeout" and job.reason == "hard-timeout", job.history
+    assert "watchdog" in job.exc_message and job.exc_type == "runtime.errors.HardTimeout"
+    # timeout 1 s + grace 5 s: killed at most a heartbeat after the hard deadline
+    assert time.monotonic() - began < 1 + 5 + 5
+    proc.wait(10)
+    assert proc.returncode == -9
+    for n in client.store.get_many(neighbours):
+        assert n.lost == 0, n.history
+    assert "killing worker process" in workers.log(proc)
