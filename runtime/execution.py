@@ -148,7 +148,8 @@ def run_attempt(settings: Settings, path: str, params: dict[str, Any] | str, ret
     """Run ``path`` with ``params`` once and classify the end (never raises, see table);
     the result's ``call_s`` is how long that took.
 
-    The timeout (the task's ``timeout_s``, else ``settings.default_timeout_s``) is enforced
+    The timeout (the task's ``timeout_s``, else ``settings.default_timeout_s``; none for a
+    task that declares ``timeout_s=None``) is enforced
     with ``gevent.Timeout``, which fires only when the task yields to the gevent hub.
     """
     began = time.perf_counter()
@@ -169,8 +170,8 @@ def _attempt(settings: Settings, path: str, params: dict[str, Any] | str, retrie
     try:
         spec = resolve(path, settings.task_modules)
         call = spec.bind(loads(params) if isinstance(params, str) else params)
-        limit = spec.timeout_s or settings.default_timeout_s
-        if enforce_timeout:
+        limit = spec.limit(settings.default_timeout_s)
+        if enforce_timeout and limit is not None:
             import gevent
             began = time.monotonic()
             with gevent.Timeout(limit, JobTimeout(f"timed out after {limit} s")):

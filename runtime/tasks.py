@@ -73,6 +73,11 @@ class TaskSpec:
     def timeout_s(self) -> float | None:
         return self.options.get("timeout_s")
 
+    def limit(self, default_s: float) -> float | None:
+        """Seconds its jobs may run: its ``timeout_s``, ``default_s`` when it declares
+        none, None (no timeout) when it declares ``timeout_s=None``."""
+        return self.options.get("timeout_s", default_s)
+
     @property
     def max_retries(self) -> int:
         return int(self.options.get("max_retries", 0))

@@ -398,3 +398,10 @@ def hold_gil(seconds: float, path: str = "") -> str:
 def hold_gil_past_timeout(seconds: float = 60.0) -> str:
     """:func:`hold_gil` under a 1 s timeout, which cannot fire while the GIL is held."""
     return hold_gil(seconds)
+
+
+@task(timeout_s=None)
+def sleep_untimed(seconds: float) -> float:
+    """:func:`sleep` with no timeout at all (``timeout_s=None``)."""
+    time.sleep(seconds)
+    return seconds

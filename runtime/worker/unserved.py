@@ -49,20 +49,22 @@ def forget_logged() -> None:
     _logged.clear()
 
 
-def task_timeout(c: Claimed, task_modules: tuple[str, ...]) -> tuple[float | None, TaskError | None]:
-    """The ``timeout_s`` of claimed job ``c``'s task (None: the default), and why this worker
+def task_timeout(c: Claimed, task_modules: tuple[str, ...],
+                 default_s: float) -> tuple[float | None, TaskError | None]:
+    """The timeout of claimed job ``c``'s task (TaskSpec.limit: ``default_s`` when it declares
+    none, None for no timeout), and why this worker
     does not run it: its document cannot be read (BadDocument), or it does not serve the
     task (a TaskError with ``elsewhere``); else None. Any other error is left to
     run_attempt, which reports it as the job's failure."""
     if c.problem:
-        return None, BadDocument(f"job {c.id}: its document in Redis cannot be read: {c.problem}")
+        return default_s, BadDocument(f"job {c.id}: its document in Redis cannot be read: {c.problem}")
     path = c.path
     try:
-        return resolve(path, task_modules).timeout_s, None
+        return resolve(path, task_modules).limit(default_s), None
     except TaskError as exc:
-        return None, exc if exc.elsewhere else None
+        return default_s, exc if exc.elsewhere else None
     except Exception:  # noqa: BLE001 - reported by run_attempt
-        return None, None
+        return default_s, None
 
 
 def _continued(c: Claimed, info: Any) -> bool:

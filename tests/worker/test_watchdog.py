@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from helpers import wait_until
 
+from runtime import task
+from runtime.errors import TaskOptionError
 from runtime.process import host_pid
 
 
@@ -41,3 +44,14 @@ def test_a_job_past_its_hard_deadline_ends_timeout_and_its_neighbours_come_back_
     for n in client.store.get_many(neighbours):
         assert n.lost == 0, n.history
     assert "killing worker process" in workers.log(proc)
+
+
+def test_timeout_none_means_no_timeout_and_zero_is_refused(client, worker):
+    untimed = client.queue_job("testtasks.sleep_untimed", {"seconds": 0.5})
+    timed = client.queue_job("testtasks.sleep", {"seconds": 0.5})
+    worker.burst(default_timeout_s=0.2)
+    assert client.get_job(untimed).status.value == "success"
+    assert client.get_job(timed).status.value == "timeout"
+    for bad in (0, -1):
+        with pytest.raises(TaskOptionError, match="timeout_s"):
+            task(timeout_s=bad)(lambda: None)
