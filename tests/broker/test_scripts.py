@@ -129,4 +129,5 @@ def test_every_script_declares_its_keys(client):
     nkeys = call[2]
     assert list(call[3:3 + nkeys]) == [client.broker.keys.handoff("w1"), client.broker.keys.running("w1"),
                                        client.broker.keys.inflight, *client.broker.keys.status_keys(),
+                                       client.broker.keys.dropped,
                                        *client.broker.keys.queue_keys("a"), *client.broker.keys.queue_keys("b")]

@@ -31,7 +31,8 @@ def test_a_worker_killed_on_another_host_is_found_in_seconds_and_only_its_starte
     b = workers.ready(workers.start("--greenlets", "2", "--prefetch", "3", "--queues", "b", hostname="host-b"))
     wid = _worker_of(client, b)
     assert wid.startswith("host-b.")
-    wait_until(lambda: len(_claimed_by(client, long, wid)) == 2, 10, "the long jobs to start on host-b")
+    wait_until(lambda: all(client.redis.hget(client.broker.keys.job(j), "began") == "1" for j in long), 10,
+               "the long jobs to start on host-b")
     behind = client.queue_jobs("testtasks.add", [{"a": 1, "b": 1}] * 3, queue="b")
     wait_until(lambda: len(_claimed_by(client, behind, wid)) == 3, 10, "host-b to prefetch the jobs behind")
     b.send_signal(signal.SIGKILL)
@@ -81,7 +82,7 @@ def test_a_killed_worker_not_yet_reaped_by_its_parent_is_dead(client, workers, s
                               env=worker_env(settings), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         pid = int(parent.stdout.readline())
-        wait_until(lambda: _claimed_by(client, [long]), 15, "the job to start")
+        wait_until(lambda: client.redis.hget(client.broker.keys.job(long), "began") == "1", 15, "the job to start")
         os.kill(pid, signal.SIGKILL)
         wait_until(lambda: psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 10, "a zombie")
         workers.start("--greenlets", "1")
