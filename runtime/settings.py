@@ -66,6 +66,8 @@ class Settings:
     max_lost: int = 3
     #: Each worker process has a watchdog process (runtime.watch) that the GIL cannot stop; 0 = none.
     watchdog: int = 1
+    #: Enqueues, claims and outcomes wait for this many replicas (Redis WAIT; README: Sentinel).
+    wait_replicas: int = 0
     #: A worker hands a job whose task it does not serve (outside its task_modules, or
     #: missing from its code: in a rolling deploy, old workers see the new tasks' jobs)
     #: back to its queue, after a delay growing from 1 s to 60 s, for a worker that serves
@@ -221,10 +223,8 @@ class Settings:
             raise ConfigError(f"greenlets must be >= 1, got {self.greenlets}")
         if not self.queues or any(not q or ":" in q or "," in q for q in self.queues):
             raise ConfigError(f"queues must be non-empty names without ':' or ',', got {self.queues!r}")
-        if self.claim_batch < 1:
-            raise ConfigError(f"claim_batch must be >= 1, got {self.claim_batch}")
-        if self.max_lost < 1:
-            raise ConfigError(f"max_lost must be >= 1, got {self.max_lost}")
+        if self.claim_batch < 1 or self.max_lost < 1:
+            raise ConfigError(f"claim_batch and max_lost must be >= 1, got {self.claim_batch} and {self.max_lost}")
         for name in ("grace_s", "visibility_timeout_s", "heartbeat_interval_s", "worker_ttl_s",
                      "reap_interval_s", "default_timeout_s", "unserved_timeout_s"):
             if getattr(self, name) <= 0:
@@ -233,9 +233,9 @@ class Settings:
             raise ConfigError("worker_ttl_s must be longer than heartbeat_interval_s")
         if not 0 <= self.processes <= MAX_PROCESSES:
             raise ConfigError(f"processes must be between 0 and {MAX_PROCESSES}, got {self.processes}")
-        if self.max_jobs < 0 or not 0 <= self.max_time_s < float("inf"):
-            raise ConfigError(f"max_jobs and max_time_s must be >= 0 (and finite), "
-                              f"got {self.max_jobs} and {self.max_time_s}")
+        if self.max_jobs < 0 or self.wait_replicas < 0 or not 0 <= self.max_time_s < float("inf"):
+            raise ConfigError(f"max_jobs, wait_replicas and max_time_s must be >= 0 (and finite), "
+                              f"got {self.max_jobs}, {self.wait_replicas} and {self.max_time_s}")
         if self.mem_check_interval_s <= 0:
             raise ConfigError(f"mem_check_interval_s must be > 0, got {self.mem_check_interval_s}")
         for name in ("mem_limit_bytes", "mem_hard_limit_bytes"):

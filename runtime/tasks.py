@@ -76,7 +76,8 @@ class TaskSpec:
     def limit(self, default_s: float) -> float | None:
         """Seconds its jobs may run: its ``timeout_s``, ``default_s`` when it declares
         none, None (no timeout) when it declares ``timeout_s=None``."""
-        return self.options.get("timeout_s", default_s)
+        limit: float | None = self.options.get("timeout_s", default_s)
+        return limit
 
     @property
     def max_retries(self) -> int:

@@ -25,60 +25,13 @@ from ..status import FINAL, Status
 from .direct import direct
 from .keys import Keys
 from .registry import Registry
+from .replies import CLAIM_FIELDS, claimed_from, listed
 from .scripts import NAMES, register
 
 log = logging.getLogger("runtime.broker")
 
-#: Fields per job in a claim reply (claim_one in _lib.lua).
-CLAIM_FIELDS = 14
-#: The claim fields read as numbers, by place: name and type.
-_NUMBERS = {4: ("priority", int), 5: ("attempt", int), 6: ("retries", int), 7: ("lost", int),
-            8: ("queued_at", float), 9: ("due_at", float), 10: ("started_at", float)}
-
-
-def claimed_from(f: Sequence[str]) -> Claimed:
-    """A Claimed from the 14 claim fields of claim.lua / enqueue.lua. Never raises for a
-    bad document: what cannot be read is zero or empty and ``problem`` says what was
-    wrong (the worker fails that job alone)."""
-    problems = [f[13]] if f[13] else []
-    n: dict[str, Any] = {}
-    for i, (name, kind) in _NUMBERS.items():
-        try:
-            n[name] = kind(f[i])
-        except (TypeError, ValueError):
-            n[name] = kind(0)
-            problems.append(f"{name} is {f[i]!r}, not a number" if f[i] else f"{name} is missing")
-    try:
-        meta = json.loads(f[11]) if f[11] else {}
-        if not isinstance(meta, dict):
-            raise ValueError("not a JSON object")
-    except ValueError as exc:
-        meta = {}
-        problems.append(f"meta is not a JSON object ({exc})")
-    problems += [f"{name} is not UTF-8 text" for name, v in zip(("id", "path", "params", "queue"), f) if _bad_text(v)]
-    if not f[1]:
-        problems.append("path is missing")
-    return Claimed(f[0], f[1], f[2], f[3], meta=meta, alone=f[12] == "1", problem="; ".join(problems) or None, **n)
-
-
-def _bad_text(value: str) -> bool:
-    """Does ``value`` hold bytes that were not UTF-8 (read as surrogate escapes)?"""
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def _listed(entry: str | None) -> list[dict[str, Any]]:
-    """The jobs a registry entry's ``running`` field lists ([] when missing or garbled)."""
-    try:
-        listed = json.loads(entry or "[]")
-    except ValueError:
-        return []
-    return [r for r in listed if isinstance(r, dict)] if isinstance(listed, list) else []
-
-
+#: Longest a WAIT for replicas (wait_replicas) holds a call, milliseconds.
+WAIT_TIMEOUT_MS = 1000
 class Lost(NamedTuple):
     """The jobs of lost workers (RedisBroker.mark_lost): those they ran or may have run,
     those they had prefetched but not started, and the task path of each running one."""
@@ -98,6 +51,7 @@ class RedisBroker:
         self.registry = Registry(client, self.keys, settings)
         self._scripts = {name: register(client, name) for name in NAMES}
         self._sha = {name: s.sha for name, s in self._scripts.items()}
+        self._short = False  # the last WAIT found fewer replicas than wait_replicas
 
     # ---- calling scripts ----------------------------------------------------------------
 
@@ -109,6 +63,22 @@ class RedisBroker:
         return ("EVALSHA", self._sha[name], len(keys), *keys, self.settings.key_prefix, *args)
 
     def _calls(self, calls: list[tuple[Any, ...]]) -> list[Any]:
+        """:meth:`_sent`, followed on the same connection by ``WAIT`` for ``wait_replicas``
+        replicas (at most WAIT_TIMEOUT_MS) when set: the writes are then on that many
+        replicas when this returns, or a warning says they were not (they stand on the
+        master all the same)."""
+        n = self.settings.wait_replicas
+        if not n:
+            return self._sent(calls)
+        replies = self._sent([*calls, ("WAIT", n, WAIT_TIMEOUT_MS)])
+        acked = replies.pop()
+        if int(acked) < n and not self._short:
+            log.warning("writes reached %s of %d replicas within %d ms (wait_replicas): a failover now may lose "
+                        "them", acked, n, WAIT_TIMEOUT_MS)
+        self._short = int(acked) < n
+        return replies
+
+    def _sent(self, calls: list[tuple[Any, ...]]) -> list[Any]:
         """Run ``calls`` (EVALSHA and plain commands, as argument tuples) in one round trip
         below redis-py's command layer (runtime.broker.direct). A server that lost its
         script cache gets them loaded and only the calls that did not run are sent again (a
@@ -121,7 +91,9 @@ class RedisBroker:
         redo = [i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)]
         if redo:
             self._load_scripts()
-            for i, r in zip(redo, direct(self.redis.connection_pool, [calls[i] for i in redo])):
+            again = [calls[i] for i in redo] + [c for c in calls[-1:] if c[0] == "WAIT"]  # the WAIT after them
+            places = redo + [len(calls) - 1] * (len(again) - len(redo))
+            for i, r in zip(places, direct(self.redis.connection_pool, again)):
                 replies[i] = r
         for r in replies:
             if isinstance(r, Exception):
@@ -287,7 +259,7 @@ class RedisBroker:
         started: set[str] = set()
         for running_set, entry in zip(replies[::2], replies[1::2]):
             jobs |= running_set
-            started.update(r["id"] for r in _listed(entry) if r.get("run") is True)
+            started.update(r["id"] for r in listed(entry) if r.get("run") is True)
         ids = sorted(jobs)
         for j in ids:
             pipe.hmget(self.keys.job(j), "began", "attempt", "path")
