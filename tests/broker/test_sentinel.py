@@ -4,15 +4,17 @@ Sentinels on loopback ports) is started here from the installed redis-server."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import subprocess
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from helpers import wait_until
+from helpers import wait_until, with_settings
 
 from runtime.broker.embedded import redis_server_binary
 from runtime.client import Client
@@ -72,3 +74,15 @@ def test_a_worker_follows_a_sentinel_failover_losing_nothing(sentinels, workers)
     jobs = client.wait(ids, timeout_s=90)
     assert Counter(j.status.value for j in jobs) == {"success": 400}, workers.log(proc)
     assert proc.poll() is None  # it went on, on the new master
+
+
+def test_wait_replicas_waits_for_the_replica_and_says_when_it_does_not_answer(sentinels, settings, caplog):
+    replicated = Client(load_settings({"redis_url": sentinels, "key_prefix": "wr", "wait_replicas": 1}, env={}))
+    with caplog.at_level(logging.WARNING, logger="runtime.broker"):
+        began = time.monotonic()
+        replicated.queue_job("testtasks.add", {"a": 1, "b": 2})
+        assert time.monotonic() - began < 0.5 and "replicas" not in caplog.text  # the replica answered
+        alone = Client(with_settings(settings, wait_replicas=1))  # the tests' Redis has no replica
+        job = alone.queue_job("testtasks.add", {"a": 1, "b": 2})
+    assert alone.get_job(job).status.value == "queued"  # written all the same
+    assert "reached 0 of 1 replicas" in caplog.text
