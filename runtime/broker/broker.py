@@ -22,6 +22,7 @@ import redis
 from ..messages import Claimed, NewJob, Outcome
 from ..settings import Settings
 from ..status import FINAL, Status
+from .connection import full
 from .direct import direct
 from .keys import Keys
 from .registry import Registry
@@ -121,7 +122,13 @@ class RedisBroker:
         pipe = self.redis.pipeline(transaction=True)
         for script in self._scripts.values():
             pipe.script_load(script.script)
-        pipe.execute()
+        try:
+            pipe.execute()
+        except redis.ResponseError as exc:
+            if not full(exc):
+                raise
+            for script in self._scripts.values():  # a full Redis refuses them in a transaction only
+                self.redis.script_load(script.script)
 
     # ---- producing ----------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Sequence
-from typing import Any, cast
+from typing import Any
 
 import redis
 
@@ -52,14 +52,16 @@ class Registry:
         self.keys = keys
         self.settings = settings
         self._extend = register(client, "extend")
+        self._register = register(client, "register")  # on a full Redis too
 
     def write_entry(self, worker_id: str, entry: dict[str, str], pipe: Any = None) -> None:
         """Write ``worker_id``'s registry entry, refresh its expiry (``worker_ttl_s``) and
-        list it; on ``pipe`` when given (the caller executes it), else at once."""
+        list it, also on a full Redis (register.lua); on ``pipe`` when given (the caller
+        executes it), else at once."""
         p = pipe if pipe is not None else self.redis.pipeline(transaction=False)
-        p.hset(self.keys.worker(worker_id), mapping=cast("dict[Any, Any]", entry))
-        p.pexpire(self.keys.worker(worker_id), int(self.settings.worker_ttl_s * 1000))
-        p.sadd(self.keys.workers, worker_id)
+        pairs = [x for kv in entry.items() for x in kv]
+        self._register(keys=[self.keys.worker(worker_id), self.keys.workers], client=p,
+                       args=[self.keys.prefix, int(self.settings.worker_ttl_s * 1000), worker_id, *pairs])
         if pipe is None:
             p.execute()
 

@@ -162,13 +162,21 @@ class Heartbeat:
         }
 
     def register(self) -> None:
-        """The first heartbeat, before the worker claims anything. Raises BrokerUnavailable
-        (one line) when Redis refuses it: unreachable, full, read-only."""
+        """The first heartbeat, before the worker claims anything (also on a full Redis:
+        said once, as what still works). Raises BrokerUnavailable (one line) when Redis
+        refuses it: unreachable, read-only."""
+        conn = self.worker.broker.redis
         try:
-            self.beat(self.worker.broker.redis)
+            self.beat(conn)
+            memory = conn.info("memory")
         except redis.RedisError as exc:
             raise BrokerUnavailable(f"cannot register with Redis at {self.worker.link.where}: " + (
                 "it is full (used memory over maxmemory; runtime info)" if full(exc) else mask(str(exc)))) from None
+        if 0 < int(memory.get("maxmemory") or 0) < int(memory.get("used_memory") or 0):
+            log.warning("Redis at %s is full (used memory over maxmemory, policy %s): producers are refused, "
+                        "and this worker runs and records the jobs it holds (progress and live logs are not "
+                        "written) until memory is freed or maxmemory raised (runtime info)",
+                        self.worker.link.where, memory.get("maxmemory_policy"))
 
     def beat(self, conn: redis.Redis) -> None:
         """One heartbeat on ``conn`` (see the module docstring)."""

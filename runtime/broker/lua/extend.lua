@@ -7,7 +7,9 @@
 -- clock (the one reap.lua compares it with: a host whose clock is off does not have its
 -- claims taken back, or kept, by mistake); one that is gone (taken back, ended) is not
 -- added again. Returns the number of claims extended.
+-- Claims are extended on a full Redis too (see register.lua).
 --@LIB@--
+redis.call('ZREM', KEYS[1], '')
 local now = clock()
 local deadline = (now + tonumber(ARGV[2])) * 1000
 local n = 0

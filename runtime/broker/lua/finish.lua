@@ -19,8 +19,11 @@
 -- outcome with a started_at field (the attempt ran) adds a history entry 'started' at
 -- that time before its own: the claim's entry is 'claimed'.
 -- Returns: the list of stale ids.
+-- On a full Redis (maxmemory, noeviction) outcomes are still recorded: the first command
+-- is a write that changes nothing (see register.lua).
 --@LIB@--
 local inflight, running, ST, Q = KEYS[1], KEYS[2], 3, 13
+redis.call('ZREM', inflight, '')
 local n, nq = tonumber(ARGV[2]), tonumber(ARGV[3])
 local J = Q + 3 * nq
 local now, snow = clock()
