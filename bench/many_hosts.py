@@ -18,7 +18,8 @@ own host name through ``RUNTIME_HOSTNAME``):
             greenlets on redis+sentinel://; ``SENTINEL FAILOVER`` once a third are done.
             Prints jobs lost (target 0), jobs whose outcome is missing, jobs that ran
             twice (more than one ``started`` history entry), and the longest gap between
-            two job ends around the failover (how long the workers took to follow).
+            two job ends around the failover (how long the workers took to follow);
+            "failover-wait" again with wait_replicas = 1 (producer and workers).
   corrupt   1,000 no-op jobs, one with ``priority`` set to ``abc``; one worker process.
             Prints the drain time against a clean run of 1,000 (target within 10 %),
             and the statuses (target 999 success, 1 failed bad-document).
@@ -69,10 +70,10 @@ def _wait(cond: Any, timeout_s: float, what: str) -> Any:
     raise SystemExit(f"timed out waiting for {what}")
 
 
-def _worker(url: str, prefix: str, host: str, tmp: Path, *args: str) -> subprocess.Popen[bytes]:
+def _worker(url: str, prefix: str, host: str, tmp: Path, *args: str, **settings: Any) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNTIME_")}
     env.update(RUNTIME_REDIS_URL=url, RUNTIME_KEY_PREFIX=prefix, RUNTIME_HOSTNAME=host,
-               PYTHONPATH=str(ROOT))
+               PYTHONPATH=str(ROOT), **{f"RUNTIME_{k.upper()}": str(v) for k, v in settings.items()})
     log = open(tmp / f"{host}.log", "wb")  # noqa: SIM115 - the process writes it
     return subprocess.Popen([sys.executable, "-m", "runtime", "worker", *args], env=env, stdout=log,
                             stderr=subprocess.STDOUT, cwd=tmp)
@@ -132,7 +133,7 @@ def _ping(url: str) -> bool:
         return False
 
 
-def failover_scenario(n: int, tmp: Path) -> dict[str, Any]:
+def failover_scenario(n: int, tmp: Path, wait_replicas: int = 0) -> dict[str, Any]:
     procs: list[subprocess.Popen[bytes]] = []
     master, replica = _port(), _port()
     base = ("--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
@@ -151,19 +152,23 @@ def failover_scenario(n: int, tmp: Path) -> dict[str, Any]:
         _wait(lambda: all(redis.Redis(port=p).sentinel_master("mymaster").get("num-other-sentinels") == 2
                           for p in ports), 30, "the Sentinels")
         url = "redis+sentinel://" + ",".join(f"127.0.0.1:{p}" for p in ports) + "/mymaster"
-        client = Client(load_settings({"redis_url": url, "key_prefix": "fo"}, env={}))
+        client = Client(load_settings({"redis_url": url, "key_prefix": "fo", "wait_replicas": wait_replicas}, env={}))
         ids: list[str] = []
         for i in range(0, n, 1000):
             ids += client.queue_jobs("tasks_example.work.io_wait", [{"seconds": 0.05}] * min(1000, n - i))
-        workers = [_worker(url, "fo", f"host-{i}", tmp, "--greenlets", "50") for i in range(4)]
+        workers = [_worker(url, "fo", f"host-{i}", tmp, "--greenlets", "50", wait_replicas=wait_replicas)
+                   for i in range(4)]
+        began = time.monotonic()
         _wait(lambda: _done(client, ids[: n // 3]) >= n // 3 - 100, 300, "a third of the jobs")
         at = time.time()
         redis.Redis(port=ports[0]).execute_command("SENTINEL", "FAILOVER", "mymaster")
         _wait(lambda: _done(client, ids) == n, 900, "the drain")
+        drain_s = time.monotonic() - began
         jobs = client.store.get_many(ids)
         ends = sorted(j.ended_at for j in jobs if j.ended_at and at - 5 < j.ended_at < at + 60)
         gap = max((b - a for a, b in zip(ends, ends[1:])), default=0.0)
-        return {"jobs": n, "lost": sum(1 for j in jobs if j.status.value != "success"),
+        return {"jobs": n, "wait_replicas": wait_replicas, "drain_s": round(drain_s, 1),
+                "lost": sum(1 for j in jobs if j.status.value != "success"),
                 "outcome_missing": sum(1 for j in jobs if j.status.value == "success" and j.ended_at is None),
                 "ran_twice": sum(1 for j in jobs if [h["status"] for h in j.history].count("started") > 1),
                 "longest_gap_s": round(gap, 2)}
@@ -198,12 +203,13 @@ def corrupt_scenario(n: int, tmp: Path) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenarios", default="kill,failover,corrupt")
+    ap.add_argument("--scenarios", default="kill,failover,failover-wait,corrupt")
     ap.add_argument("--n-kill", type=int, default=60_000)
     ap.add_argument("--n-failover", type=int, default=20_000)
     ap.add_argument("--n-corrupt", type=int, default=1_000)
     a = ap.parse_args()
     runs = {"kill": lambda t: kill_scenario(a.n_kill, t), "failover": lambda t: failover_scenario(a.n_failover, t),
+            "failover-wait": lambda t: failover_scenario(a.n_failover, t, wait_replicas=1),
             "corrupt": lambda t: corrupt_scenario(a.n_corrupt, t)}
     for name in a.scenarios.split(","):
         with tempfile.TemporaryDirectory(prefix=f"rt-{name}-") as tmp:
