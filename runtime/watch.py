@@ -203,6 +203,12 @@ def overrun(started: list[str], now: float) -> tuple[str, float] | None:
     return None
 
 
+def hard_timeout_message(deadline: float) -> str:
+    """What a job killed at its hard deadline (``deadline``: when its timeout ended) says."""
+    return (f"ran {time.time() - deadline:.1f} s past its timeout (the hard deadline is {HARD_GRACE_S:g} s "
+            "after it) without yielding to the gevent hub: its worker process was killed by its watchdog")
+
+
 def alive(pid: int) -> bool:
     """Is ``pid`` still this process's parent (a worker that died reparents us)?"""
     return os.getppid() == pid
@@ -238,8 +244,7 @@ def _kill(r: Resp, pid: int, job: tuple[str, float], running: list[str], prefix:
     """Mark ``job`` (id, deadline) as past its hard deadline, spare the other ``running``
     jobs, kill the worker process ``pid``."""
     job_id, deadline = job
-    msg = (f"ran {time.time() - deadline:.1f} s past its timeout (the hard deadline is {HARD_GRACE_S:g} s "
-           "after it) without yielding to the gevent hub: its worker process was killed by its watchdog")
+    msg = hard_timeout_message(deadline)
     others = [prefix + o for o in running if o != job_id]
     try:
         r.call("EVAL", MARK, str(1 + len(others)), prefix + job_id, *others, msg)

@@ -49,7 +49,7 @@ from ..settings import Settings
 from ..units import fmt_bytes, plural
 from ..worker.reaper import Reaper
 from .children import Child, child_setup, kill_group
-from .watchdog import enforce_hard_limit
+from .watchdog import enforce_hard_limit, keep_children
 
 log = logging.getLogger("runtime.supervisor")
 
@@ -140,6 +140,10 @@ class Supervisor:
             enforce_hard_limit(self)
         if now >= self._next_beat:
             self._beat()
+            try:
+                keep_children(self)
+            except redis.RedisError:
+                pass  # Redis away: _beat said so; the next beat tries again
 
     #: exit code to leave with once the children are gone (a child's configuration error)
     _give_up: int | None = None

@@ -1,4 +1,10 @@
-"""The hard memory ceiling, enforced from outside the worker processes.
+"""The hard memory ceiling and the watchdog of each child, enforced from outside the
+worker processes.
+
+The supervisor is its children's watchdog (runtime.watch, which an unsupervised worker
+starts as a process of its own): every heartbeat it keeps the registry entry and the
+claims of each child whose process lives, and kills a child whose job runs past its hard
+deadline (:func:`keep_children`).
 
 Every ``mem_check_interval_s`` the supervisor reads each child's RSS (psutil); a child
 above ``Settings.hard_limit_bytes`` is killed with its whole process group (SIGKILL: a
@@ -72,3 +78,25 @@ def enforce_hard_limit(sup: Watched) -> None:
             "running": [{"id": j, "path": p} for j, p in lost.paths.items()], "unstarted": lost.unstarted,
             "requeued": requeued, "failed": failed, "supervisor": sup.id})
 
+
+
+def keep_children(sup: Watched) -> None:
+    """runtime.watch's work for each child (see the module docstring): keep its entry and
+    claims alive while it lives; kill one whose job is past its hard deadline, that job
+    marked to end ``timeout`` and the others spared (the kill is then reaped as a crash)."""
+    from .. import watch
+    s, keys = sup.broker.settings, sup.broker.keys
+    if not s.watchdog:
+        return
+    for pid, child in list(sup.children.items()):
+        for wid in sup.worker_ids(pid):
+            started = sup.broker.redis.eval(watch.KEEP, 3, keys.worker(wid), keys.running(wid), keys.inflight,
+                                            int(s.worker_ttl_s * 1000), repr(s.visibility_timeout_s), keys.job(""))
+            job = watch.overrun(list(started or []), time.time())
+            if job is None:
+                continue
+            msg = watch.hard_timeout_message(job[1])
+            others = [keys.job(j) for j in started[::2] if j != job[0]]
+            sup.broker.redis.eval(watch.MARK, 1 + len(others), keys.job(job[0]), *others, msg)
+            log.error("worker process %d: job %s %s; killing it", pid, job[0], msg)
+            sup.kill_child(child)

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from .. import watch
 from ..broker import RedisBroker
+from ..process import is_supervised_child
 from ..settings import Settings
 
 log = logging.getLogger("runtime.worker")
@@ -42,9 +43,10 @@ def redis_conf(broker: RedisBroker) -> dict[str, Any]:
 
 def start_watchdog(worker: Watchable) -> subprocess.Popen[bytes] | None:
     """Start ``worker``'s watchdog process (runtime.watch), or None when the ``watchdog``
-    setting is off or it cannot be started (logged: the worker runs without one)."""
+    setting is off, the worker's supervisor watches it (runtime.supervisor.watchdog), or it
+    cannot be started (logged: the worker runs without one)."""
     s, keys = worker.settings, worker.broker.keys
-    if not s.watchdog:
+    if not s.watchdog or is_supervised_child():  # a supervisor watches its children itself
         return None
     conf = {"pid": os.getpid(), "interval_s": s.heartbeat_interval_s, "ttl_ms": int(s.worker_ttl_s * 1000),
             "visibility_s": s.visibility_timeout_s, "job_key_prefix": keys.job(""), "redis": redis_conf(worker.broker),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+import psutil
 import pytest
 from helpers import wait_until
 
@@ -55,3 +56,15 @@ def test_timeout_none_means_no_timeout_and_zero_is_refused(client, worker):
     for bad in (0, -1):
         with pytest.raises(TaskOptionError, match="timeout_s"):
             task(timeout_s=bad)(lambda: None)
+
+
+def test_a_supervisor_is_its_children_s_watchdog(client, workers):
+    stuck = client.queue_job("testtasks.hold_gil_past_timeout", {"seconds": 60})
+    sup = workers.ready(workers.start("--processes", "1", "--greenlets", "4"))
+    wait_until(lambda: client.get_job(stuck).status.value == "started", 15, "the stuck job to start")
+    assert not [p for p in psutil.Process(sup.pid).children(recursive=True) if "watch.py" in " ".join(p.cmdline())]
+    job = client.wait(stuck, timeout_s=30)
+    assert job.status.value == "timeout" and job.reason == "hard-timeout", job.history
+    wait_until(lambda: "killing it" in workers.log(sup), 10, "the supervisor to say so")
+    # and it started a new worker process, which runs the next job
+    assert client.wait(client.queue_job("testtasks.add", {"a": 1, "b": 2}), timeout_s=20).result == 3
