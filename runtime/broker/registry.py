@@ -60,10 +60,24 @@ class Registry:
         executes it), else at once."""
         p = pipe if pipe is not None else self.redis.pipeline(transaction=False)
         pairs = [x for kv in entry.items() for x in kv]
-        self._register(keys=[self.keys.worker(worker_id), self.keys.workers], client=p,
-                       args=[self.keys.prefix, int(self.settings.worker_ttl_s * 1000), worker_id, *pairs])
+        p.evalsha(self._register.sha, 2, self.keys.worker(worker_id), self.keys.workers, self.keys.prefix,
+                  int(self.settings.worker_ttl_s * 1000), worker_id, *pairs)
         if pipe is None:
-            p.execute()
+            self.execute(p)
+
+    def execute(self, pipe: Any) -> list[Any]:
+        """Run ``pipe`` (its scripts called by sha); a server that lost its scripts (a
+        restart) gets them loaded, one by one (a full Redis refuses SCRIPT LOAD in a
+        transaction), and the pipeline once more: every command in it may run twice."""
+        stack = list(pipe.command_stack)
+        try:
+            return list(pipe.execute())
+        except redis.exceptions.NoScriptError:
+            same = redis.Redis(connection_pool=pipe.connection_pool)
+            for script in (self._register, self._extend):
+                same.script_load(script.script)
+            pipe.command_stack = stack
+            return list(pipe.execute())
 
     def beat(self, conn: redis.Redis, worker_id: str, entry: dict[str, str], running: Sequence[str]) -> list[str]:
         """A worker's heartbeat on its own connection ``conn``: write its entry, extend the
@@ -72,11 +86,11 @@ class Registry:
         pipe = conn.pipeline(transaction=False)
         self.write_entry(worker_id, entry, pipe)
         if running:  # on the Redis clock, as reap.lua reads the deadlines
-            self._extend(keys=[self.keys.inflight], client=pipe,
-                         args=[self.keys.prefix, self.settings.visibility_timeout_s, *running])
+            pipe.evalsha(self._extend.sha, 1, self.keys.inflight, self.keys.prefix,
+                         self.settings.visibility_timeout_s, *running)
         pipe.smembers(self.keys.aborts(worker_id))
         pipe.delete(self.keys.aborts(worker_id))
-        return sorted(pipe.execute()[-2])
+        return sorted(self.execute(pipe)[-2])
 
     def leave_idle(self, worker_id: str, queues: Iterable[str]) -> None:
         """No job is handed to ``worker_id`` any more (until its next idle claim)."""
