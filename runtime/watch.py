@@ -16,7 +16,8 @@ worker process started by ``runtime worker`` starts this one beside it (its chil
   deadline. The watchdog then marks it
   (``hard_timeout``: the job ends ``timeout``, not requeued, when its worker's jobs are
   taken back: reap.lua), takes the start record of the others (they are requeued
-  without a charge), kills the worker process (SIGKILL) and exits. The jobs come back
+  without a charge, each to run alone next time: one of them may be the job that held
+  the hub), kills the worker process (SIGKILL) and exits. The jobs come back
   through the first reaper that sees the process gone: its supervisor at once, any
   worker of the host at its next pass, a worker of another host within seconds;
 - exits when the worker process is gone (it is reparented) or asks it to (SIGTERM).
@@ -65,10 +66,17 @@ return out
 """
 
 #: KEYS: the overrun job's hash, then the hashes of the worker's other running jobs.
-#: ARGV: the message. Marks the one (hard_timeout), spares the others (no start record).
+#: ARGV: the message. Marks the one (hard_timeout); spares the others (no start record:
+#: requeued uncharged) but has each run alone next time: the job that held the hub, and
+#: kept the overrun one from its timeout, may be among them, and alone it starves nobody.
+#: (A write that changes nothing first: on a full Redis too.)
 MARK = """
+redis.call('HDEL', KEYS[1], 'no-such-field')
 redis.call('HSET', KEYS[1], 'hard_timeout', ARGV[1])
-for i = 2, #KEYS do redis.call('HDEL', KEYS[i], 'began') end
+for i = 2, #KEYS do
+  redis.call('HDEL', KEYS[i], 'began')
+  redis.call('HSET', KEYS[i], 'alone', '1')
+end
 return #KEYS
 """
 
