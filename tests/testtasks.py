@@ -405,3 +405,24 @@ def sleep_untimed(seconds: float) -> float:
     """:func:`sleep` with no timeout at all (``timeout_s=None``)."""
     time.sleep(seconds)
     return seconds
+
+
+def fork_then_sleep(path: str) -> int:
+    """Forks; the child notes its pid in ``path``, sleeps on the gevent hub (so the copied
+    hub could run the worker's other greenlets) and ends with os._exit(0)."""
+    child = os.fork()
+    if child == 0:
+        with open(path, "a") as f:
+            f.write(f"child {os.getpid()}\n")
+        time.sleep(0.5)
+        os._exit(0)
+    return child
+
+
+def note(path: str, tag: str, seconds: float = 0.3) -> str:
+    """Notes '<pid> <tag>' in ``path`` before and after sleeping ``seconds``."""
+    for _ in range(2):
+        with open(path, "a") as f:
+            f.write(f"{os.getpid()} {tag}\n")
+        time.sleep(seconds / 2)
+    return tag

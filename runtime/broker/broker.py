@@ -251,8 +251,9 @@ class RedisBroker:
         without a charge).
 
         A job had started when the worker recorded its start (``began`` = its attempt on the
-        job's hash, written before the task runs: runtime.worker.starts), or when its last
-        heartbeat listed it as running.
+        job's hash, written before the task runs: runtime.worker.starts), or, with no such
+        record, when its last heartbeat listed it as running; not when a watchdog spared it
+        (``began`` = ``spared``: runtime.watch).
 
         Returns the started ids, the unstarted ids, and the task path of each started one."""
         if not worker_ids:
@@ -263,15 +264,18 @@ class RedisBroker:
             pipe.hget(self.keys.worker(w), "running")
         replies = pipe.execute()
         jobs: set[str] = set()
-        started: set[str] = set()
+        beating: set[str] = set()
         for running_set, entry in zip(replies[::2], replies[1::2]):
             jobs |= running_set
-            started.update(r["id"] for r in listed(entry) if r.get("run") is True)
+            beating.update(r["id"] for r in listed(entry) if r.get("run") is True)
         ids = sorted(jobs)
         for j in ids:
             pipe.hmget(self.keys.job(j), "began", "attempt", "path")
         fields = dict(zip(ids, pipe.execute())) if ids else {}
-        started |= {j for j, (run, attempt, _) in fields.items() if run is not None and run == attempt}
+        # its start record, or (that record lost) its last heartbeat; "spared": a watchdog
+        # killed the worker for another job (runtime.watch)
+        started = {j for j, (began, attempt, _) in fields.items()
+                   if began == attempt or (began is None and j in beating)}
         suspects = sorted(started & jobs)
         for j in suspects:
             pipe.hset(self.keys.job(j), mapping={"lost_reason": note, "alone": "1"})

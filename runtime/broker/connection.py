@@ -71,12 +71,13 @@ def sentinel_client(url: str, **kwargs: Any) -> redis.Redis:
     user, _, password = creds.partition(":") if ":" in creds else ("", "", creds)
     parts = [p for p in path.split("/") if p]
     if not hosts or not 1 <= len(parts) <= 2 or (len(parts) == 2 and not parts[1].isdigit()):
-        raise ValueError("expected redis+sentinel://[:password@]host:port[,host:port...]/service_name[/db]")
+        raise ValueError("expected redis+sentinel://[:password@]host:port[,host:port...]/service_name[/db] "
+                         "(percent-encode a '/' in the password as %2F)")
     addresses = []
     for hp in hosts.split(","):
         host, _, port = hp.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"bad Sentinel address {hp!r}: host:port expected")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"bad Sentinel address {hp!r}: host:port expected (port 1 to 65535)")
         addresses.append((host.strip("[]"), int(port)))
     timeouts: dict[str, Any] = {k: kwargs[k] for k in ("socket_timeout", "socket_connect_timeout") if k in kwargs}
     sentinel = Sentinel(addresses, sentinel_kwargs=timeouts, **timeouts)

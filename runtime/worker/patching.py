@@ -24,3 +24,24 @@ def quicken_spawn() -> None:
     if "GEVENT_TRACK_GREENLET_TREE" not in os.environ:
         from gevent import config
         config.track_greenlet_tree = False
+
+
+def guard_forks() -> None:
+    """In a worker process: a child that a task forks (``os.fork()``) exits at once
+    (``os._exit(0)``: nothing flushed, nothing sent) the moment it would run any greenlet
+    but the one that forked it and the hub. The others are copies of the worker's other
+    jobs and of its loops: run in the child, they would run those jobs a second time and
+    claim under the worker's id. A child that only runs its own code, and ends with
+    ``os._exit()``, is left alone (runtime.process.exit_if_forked covers one that
+    returns into the worker)."""
+    import greenlet
+
+    def in_child() -> None:
+        from gevent.hub import Hub
+        forker = greenlet.getcurrent()
+
+        def trace(event: str, args: tuple[greenlet.greenlet, greenlet.greenlet]) -> None:
+            if event in ("switch", "throw") and args[1] is not forker and not isinstance(args[1], Hub):
+                os._exit(0)
+        greenlet.settrace(trace)
+    os.register_at_fork(after_in_child=in_child)

@@ -58,9 +58,11 @@ def serve(worker: Stoppable, burst: bool) -> int:
     (runtime.worker.signals), and redis-py's readiness checks kept off the hub
     (runtime.worker.greenpoll); returns its exit code."""
     from .greenpoll import install
+    from .patching import guard_forks
     from .signals import Signals
     from .watching import start_watchdog, stop_watchdog
     install()
+    guard_forks()
     signals = Signals(worker, is_supervised_child())
     signals.install()
     watchdog = start_watchdog(worker)

@@ -120,3 +120,16 @@ def test_the_heartbeat_extends_claims_on_the_redis_clock(client, monkeypatch):
     seconds, micros = client.redis.time()
     deadline_s = client.redis.zscore(client.broker.keys.inflight, job) / 1000
     assert abs(deadline_s - (seconds + micros / 1e6 + client.settings.visibility_timeout_s)) < 5
+
+
+def test_a_forked_child_never_runs_the_worker_s_other_jobs(client, workers, tmp_path):
+    notes = tmp_path / "notes"
+    fork = client.queue_job("testtasks.fork_then_sleep", {"path": str(notes)})
+    others = client.queue_jobs("testtasks.note", [{"path": str(notes), "tag": f"S{i}"} for i in range(4)])
+    proc = workers.ready(workers.start("--greenlets", "5"))
+    assert all(j.status.value == "success" for j in client.wait([fork, *others], timeout_s=20))
+    child = client.get_job(fork).result
+    wait_until(lambda: f"child {child}" in notes.read_text(), 10, "the child's note")
+    lines = notes.read_text().splitlines()
+    assert not [line for line in lines if line.startswith(f"{child} ")], lines  # the child ran no other job
+    assert {line.split()[0] for line in lines if not line.startswith("child")} == {str(proc.pid)}

@@ -20,8 +20,9 @@
 -- A job marked to run alone (field alone=1: it was running when its worker died, see
 -- RedisBroker.mark_lost) is claimed only as the first of a batch, and ends the batch: the
 -- worker runs it with nothing beside it, so a job that kills workers is charged alone.
--- A queue entry whose job document is gone (expired, evicted, deleted by hand) is dropped,
--- counted in KEYS[14] and returned, so that the worker logs it.
+-- A queue entry whose job document is gone (expired, evicted, deleted by hand) or is not a
+-- hash is dropped, counted in KEYS[14] and returned, so that the worker logs it: a script
+-- that raised would leave the jobs it had popped in no queue.
 -- Returns: {server time, next due time of a delayed job or '', the ids dropped (comma-
 --   separated, ''), then the 14 claim fields of each job (claim_one)}
 --@LIB@--
@@ -48,7 +49,8 @@ for i = 0, nq - 1 do
   local ready, sched, wake_key = KEYS[Q + 4 * i], KEYS[Q + 4 * i + 1], KEYS[Q + 4 * i + 2]
   local due = redis.call('ZRANGEBYSCORE', sched, '-inf', now_ms, 'WITHSCORES', 'LIMIT', 0, 1000)
   for j = 1, #due, 2 do
-    local prio = tonumber(redis.call('HGET', key_job(due[j]), 'priority') or '0') or 0
+    local prio = redis.pcall('HGET', key_job(due[j]), 'priority')
+    prio = type(prio) == 'string' and tonumber(prio) or 0
     redis.call('ZADD', ready, score(prio, tonumber(due[j + 1])), due[j])
     redis.call('ZREM', sched, due[j])
   end
@@ -60,7 +62,8 @@ for i = 0, nq - 1 do
       if alone then  -- the batch ended at a job that runs alone: the rest go back
         redis.call('ZADD', ready, popped[j + 1], id)
       else
-        local cur = redis.call('HMGET', key_job(id), 'status', 'alone')
+        local cur = redis.pcall('HMGET', key_job(id), 'status', 'alone')
+        if cur.err then cur = {} end  -- not a hash (a key of another type): no document
         local st = cur[1]
         if st and can_move(st, 'started') then
           if cur[2] == '1' then
