@@ -60,16 +60,17 @@ def serve(worker: Stoppable, burst: bool) -> int:
     from .greenpoll import install
     from .patching import guard_forks
     from .signals import Signals
-    from .watching import start_watchdog, stop_watchdog
+    from .watching import keep_watchdog
     install()
     guard_forks()
     signals = Signals(worker, is_supervised_child())
     signals.install()
-    watchdog = start_watchdog(worker)
+    import gevent
+    watchdog = gevent.spawn(keep_watchdog, worker)
     try:
         return worker.run(burst)
     finally:
-        stop_watchdog(watchdog)
+        watchdog.kill()
         signals.uninstall()
 
 

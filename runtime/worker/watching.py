@@ -9,6 +9,8 @@ import subprocess
 import sys
 from typing import Any, Protocol
 
+import gevent
+
 from .. import watch
 from ..broker import RedisBroker
 from ..process import is_supervised_child
@@ -71,3 +73,18 @@ def stop_watchdog(proc: subprocess.Popen[bytes] | None) -> None:
             proc.wait(5)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def keep_watchdog(worker: Watchable) -> None:
+    """The watchdog's life beside ``worker`` (a greenlet: kill it to stop the watchdog):
+    started, and started again when it exits unasked (killed by hand, out of memory),
+    with one line each time."""
+    proc = start_watchdog(worker)
+    try:
+        while proc is not None:
+            gevent.sleep(worker.settings.heartbeat_interval_s)
+            if proc.poll() is not None:
+                log.error("the watchdog process %d exited (code %s): starting another", proc.pid, proc.returncode)
+                proc = start_watchdog(worker)
+    finally:
+        stop_watchdog(proc)

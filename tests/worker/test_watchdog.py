@@ -68,3 +68,19 @@ def test_a_supervisor_is_its_children_s_watchdog(client, workers):
     wait_until(lambda: "killing it" in workers.log(sup), 10, "the supervisor to say so")
     # and it started a new worker process, which runs the next job
     assert client.wait(client.queue_job("testtasks.add", {"a": 1, "b": 2}), timeout_s=20).result == 3
+
+
+def _watchdogs(pid: int) -> list[int]:
+    return [p.pid for p in psutil.Process(pid).children() if "watch.py" in " ".join(p.cmdline())]
+
+
+def test_a_watchdog_that_dies_is_started_again_and_ends_with_its_worker(workers):
+    proc = workers.ready(workers.start("--greenlets", "2"))
+    [first] = wait_until(lambda: _watchdogs(proc.pid), 10, "the watchdog")
+    psutil.Process(first).kill()
+    [second] = wait_until(lambda: [p for p in _watchdogs(proc.pid) if p != first], 10, "another watchdog")
+    assert "exited (code -9): starting another" in workers.log(proc)
+    proc.terminate()
+    assert proc.wait(15) == 0
+    wait_until(lambda: not psutil.pid_exists(second) or psutil.Process(second).status() == psutil.STATUS_ZOMBIE,
+               10, "the watchdog to end")
