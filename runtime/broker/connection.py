@@ -107,6 +107,26 @@ def own_client(client: redis.Redis) -> redis.Redis:
     return own
 
 
+def moved_master(client: redis.Redis) -> tuple[str, str] | None:
+    """For a Sentinel client: ask the Sentinels which server is the master now; when it
+    moved, the client's idle connections are dropped (the next command goes to the new
+    one) and (old, new) is returned as "host:port" strings; else (or for another client,
+    or when no Sentinel answers) None. Redis's own READONLY reply comes only once the
+    old master is demoted, which Sentinel does seconds after it promoted the new one:
+    writes meanwhile go to the old master and are lost when it resyncs."""
+    pool = client.connection_pool
+    if getattr(pool, "sentinel_manager", None) is None:
+        return None
+    before = getattr(pool, "master_address", None)
+    try:
+        now = pool.get_master_address()  # type: ignore[attr-defined]  # drops idle connections on a move
+    except (redis.RedisError, OSError):
+        return None
+    if before is None or tuple(now) == tuple(before):
+        return None
+    return f"{before[0]}:{before[1]}", f"{now[0]}:{now[1]}"
+
+
 def where(client: redis.Redis) -> str:
     """The server ``client`` talks to, as a URL with its password masked (``***``): for
     start lines, ``runtime info`` and errors."""

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import redis
 
 from ..broker import RedisBroker
-from ..broker.connection import full, own_client
+from ..broker.connection import full, moved_master, own_client
 from ..errors import BrokerUnavailable
 from ..process import RSS, hostname, rss_reader, this_process
 from ..redact import mask
@@ -181,6 +181,7 @@ class Heartbeat:
     def beat(self, conn: redis.Redis) -> None:
         """One heartbeat on ``conn`` (see the module docstring)."""
         w = self.worker
+        moved_master(conn)  # on Sentinel: beat on the new master as soon as it is named
         aborts = w.broker.registry.beat(conn, w.id, self.registry_entry(), list(w.slots.jobs))
         if aborts:
             w.request_abort(aborts)

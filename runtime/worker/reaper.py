@@ -23,6 +23,7 @@ import gevent
 import redis
 
 from ..broker import RedisBroker
+from ..broker.connection import moved_master
 from ..process import alive, exit_if_forked, host_pid, hostname
 from ..settings import Settings
 from ..units import plural
@@ -164,12 +165,15 @@ def _sentry() -> Any:
 
 
 class Reaping(Protocol):
-    """What :func:`reap_for` needs of a worker."""
+    """What :func:`reap_for` and :func:`reap_loop` need of a worker."""
 
     id: str
     settings: Settings
+    broker: RedisBroker
     reaper: Reaper
     mirror: Any
+    link: RedisLink
+    wakeup: Any
 
 
 def reap_for(worker: Reaping) -> None:
@@ -182,7 +186,15 @@ def reap_for(worker: Reaping) -> None:
 
 
 def reap_loop(worker: Reaping) -> None:
-    """:func:`reap_for` every ``reap_interval_s``, for good (a greenlet of the worker)."""
+    """:func:`reap_for` every ``reap_interval_s``, for good (a greenlet of the worker); and,
+    on Sentinel, follow a master that moved (runtime.broker.connection.moved_master): the
+    claims the worker holds on the new master but does not know of (their outcomes went to
+    the old one) are released, as after a lost connection."""
     while True:
         reap_for(worker)
+        moved = moved_master(worker.broker.redis)
+        if moved is not None:
+            log.warning("Sentinel names a new master, %s (was %s): following it", moved[1], moved[0])
+            moved_master(worker.wakeup.client)
+            worker.link.outages += 1  # runtime.broker.RedisBroker.release_unknown at the next claim
         gevent.sleep(worker.settings.reap_interval_s)

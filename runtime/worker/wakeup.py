@@ -39,7 +39,7 @@ class Wakeup:
         self.link = link
         self.worker_id = worker_id
         self.queues = queues
-        self._conn = own_client(broker.redis)
+        self._conn = self.client = own_client(broker.redis)
         self._hub = gevent.get_hub()
         #: the greenlet blocked in :meth:`wait`, or None
         self.waiting: Any = None

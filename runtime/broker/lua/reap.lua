@@ -65,7 +65,7 @@ local function lose(id, wid, clean)
   end
   local note = 'worker stopped with the job still claimed (prefetched, or not ended in the grace period)'
   if orphans[id] then
-    note = 'claimed by a live worker that never got it (a reply lost with its connection)'
+    note = 'claimed by a live worker that does not hold it (a reply lost with its connection, or its outcome lost in a failover)'
   elseif unstarted[id] then
     clean = true
     note = 'worker lost before the job started (prefetched)' .. why
