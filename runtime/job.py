@@ -226,9 +226,16 @@ class Job:
                 continue
             kind = _KINDS.get(key)
             try:
-                kw[key] = raw if kind is None else kind(raw)
+                kw[key] = value = raw if kind is None else kind(raw)
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise ValueError(raw)
             except (TypeError, ValueError):
+                kw.pop(key, None)
                 bad[key] = raw[:200]
+        for key in ("id", "path"):
+            if key not in kw:
+                kw[key] = ""
+                bad.setdefault(key, "(missing)")
         job = cls(**kw)
         job.history = []
         for i, h in enumerate(history or ()):

@@ -62,3 +62,15 @@ def test_a_queue_entry_without_a_document_is_dropped_logged_and_counted(client, 
     assert "no-such-job" in caplog.text and "job document is missing" in caplog.text
     assert client.redis.hget(client.broker.keys.dropped, client.broker.keys.ready("default")) == "1"
     assert client.redis.zscore(client.broker.keys.ready("default"), "no-such-job") is None
+
+
+def test_a_document_without_its_path_or_with_a_nan_time_is_shown(client, settings):
+    no_path = client.queue_job("testtasks.add", {"a": 1, "b": 1})
+    nan = client.queue_job("testtasks.add", {"a": 1, "b": 1})
+    client.redis.hdel(client.broker.keys.job(no_path), "path")
+    client.redis.hset(client.broker.keys.job(nan), "due_at", "nan")
+    for job_id, shown in ((no_path, "path = '(missing)'"), (nan, "due_at = 'nan'")):
+        out = cli(settings, "job", job_id)
+        assert out.exit_code == 0 and shown in out.stdout, out.stdout
+    listed = cli(settings, "jobs")
+    assert listed.exit_code == 0 and no_path in listed.stdout and nan in listed.stdout
