@@ -17,9 +17,9 @@ worker process started by ``runtime worker`` starts this one beside it (its chil
   (``hard_timeout``: the job ends ``timeout``, not requeued, when its worker's jobs are
   taken back: reap.lua), takes the start record of the others (they are requeued
   without a charge, each to run alone next time: one of them may be the job that held
-  the hub), kills the worker process (SIGKILL) and exits. The jobs come back
-  through the first reaper that sees the process gone: its supervisor at once, any
-  worker of the host at its next pass, a worker of another host within seconds;
+  the hub), kills the worker process (SIGKILL), takes its jobs back at once
+  (runtime.worker.takeback: the marked one ends ``timeout``, the others are requeued)
+  and exits;
 - exits when the worker process is gone (it is reparented) or asks it to (SIGTERM).
 
 It is run as ``python -I -S runtime/watch.py`` with its configuration as JSON on its
@@ -244,7 +244,9 @@ def watch(conf: dict[str, Any]) -> int:
             started = []
         job = overrun(started, time.time())
         if job is not None:
-            return _kill(r, pid, job, started[::2], prefix)
+            _kill(r, pid, job, started[::2], prefix)
+            _take_back(conf, pid)
+            return 0
         time.sleep(interval)
     r.close()
     return 0
@@ -266,6 +268,23 @@ def _kill(r: Resp, pid: int, job: tuple[str, float], running: list[str], prefix:
     except ProcessLookupError:
         pass
     return 0
+
+
+def _take_back(conf: dict[str, Any], pid: int) -> None:
+    """Once the killed worker is gone (we are reparented), take its jobs back now, as a
+    reaper would (runtime.worker.takeback, a Python process of its own: this one imports
+    nothing for it), unless a supervisor does (``conf["take_back"]`` false)."""
+    deadline = time.monotonic() + 10
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if not conf.get("take_back"):
+        return
+    import subprocess
+    try:
+        subprocess.run([sys.executable, "-m", "runtime.worker.takeback"], input=json.dumps(conf).encode(),
+                       timeout=60, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        _say(f"runtime watchdog: could not take back the jobs of worker process {pid}: {exc}")
 
 
 if __name__ == "__main__":

@@ -29,22 +29,25 @@ def test_a_gil_holding_call_three_times_worker_ttl_never_runs_twice(client, work
 
 
 def test_a_job_past_its_hard_deadline_ends_timeout_and_its_neighbours_come_back_uncharged(client, workers):
+    neighbours = client.queue_jobs("testtasks.sleep", [{"seconds": 30}] * 2)  # claimed with it, started first
     stuck = client.queue_job("testtasks.hold_gil_past_timeout", {"seconds": 60})
-    proc = workers.ready(workers.start("--greenlets", "4"))
-    wait_until(lambda: client.get_job(stuck).status.value == "started", 10, "the stuck job to start")
-    neighbours = client.queue_jobs("testtasks.sleep", [{"seconds": 30}] * 2)
+    proc = workers.ready(workers.start("--greenlets", "4"))  # alone: its watchdog takes the jobs back
+    wait_until(lambda: client.redis.hget(client.broker.keys.job(stuck), "began") == "1", 10, "the stuck job")
     began = time.monotonic()
-    workers.start("--greenlets", "4")  # its reaper takes the jobs back once the watchdog killed the first
+    assert all(client.redis.hget(client.broker.keys.job(n), "began") == "1" for n in neighbours)
     job = client.wait(stuck, timeout_s=30)
     assert job.status.value == "timeout" and job.reason == "hard-timeout", job.history
     assert "watchdog" in job.exc_message and job.exc_type == "runtime.errors.HardTimeout"
-    # timeout 1 s + grace 5 s: killed at most a heartbeat after the hard deadline
-    assert time.monotonic() - began < 1 + 5 + 5
+    # timeout 1 s + grace 5 s: killed and taken back within a heartbeat or two of the deadline
+    assert time.monotonic() - began < 1 + 5 + 3
     proc.wait(10)
     assert proc.returncode == -9
+    wait_until(lambda: all(j.status.value != "started" for j in client.store.get_many(neighbours)), 10, "requeue")
     for n in client.store.get_many(neighbours):
-        assert n.lost == 0, n.history
+        assert n.lost == 0 and n.status.value == "interrupt", n.history
     assert "killing worker process" in workers.log(proc)
+    lost = [e for e in client.reader.events(10) if e["event"] == "kill"]
+    assert lost and lost[0]["reason"] == "hard-timeout"
 
 
 def test_timeout_none_means_no_timeout_and_zero_is_refused(client, worker):
