@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import redis
+import redis.sentinel
 
 from ..errors import BrokerUnavailable, ConfigError
 from ..redact import mask
@@ -52,6 +53,9 @@ def connect(settings: Settings, **kwargs: Any) -> redis.Redis:
         client.ping()
     except (redis.AuthenticationError, redis.exceptions.AuthorizationError, redis.exceptions.NoPermissionError) as exc:
         raise ConfigError(f"Redis at {mask(url)} refused the credentials: {mask(str(exc))}") from None
+    except redis.sentinel.MasterNotFoundError:
+        raise BrokerUnavailable(f"cannot reach Redis at {mask(url)}: no Sentinel there names a master "
+                                "for that service (unreachable, or it has none)") from None
     except (redis.RedisError, OSError) as exc:
         raise BrokerUnavailable(f"cannot reach Redis at {mask(url)}: {mask(str(exc))}") from None
     return client

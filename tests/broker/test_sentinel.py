@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from helpers import wait_until, with_settings
+from helpers import rt, wait_until, with_settings
 
 from runtime.broker.embedded import redis_server_binary
 from runtime.client import Client
@@ -86,3 +86,14 @@ def test_wait_replicas_waits_for_the_replica_and_says_when_it_does_not_answer(se
         job = alone.queue_job("testtasks.add", {"a": 1, "b": 2})
     assert alone.get_job(job).status.value == "queued"  # written all the same
     assert "reached 0 of 1 replicas" in caplog.text
+
+
+@pytest.mark.parametrize(("url", "code", "says"), [
+    ("redis+sentinel://127.0.0.1:26379", 2, "expected redis+sentinel://"),
+    ("redis+sentinel://127.0.0.1:99999/mymaster", 2, "port 1 to 65535"),
+    ("redis+sentinel:///mymaster", 2, "expected redis+sentinel://"),
+    (f"redis+sentinel://127.0.0.1:{_port()}/mymaster", 4, "no Sentinel there names a master"),
+])
+def test_a_bad_or_unreachable_sentinel_url_is_one_line(cli_env, url, code, says):
+    r = rt({**cli_env, "RUNTIME_REDIS_URL": url}, "jobs")
+    assert r.returncode == code and len(r.stderr.splitlines()) == 1 and says in r.stderr, r.stderr
