@@ -137,7 +137,7 @@ def _ping(url: str) -> bool:
         return False
 
 
-def failover_scenario(n: int, tmp: Path, wait_replicas: int = 0) -> dict[str, Any]:
+def failover_scenario(n: int, tmp: Path, wait_replicas: int = 0, down_after_ms: int = 1000) -> dict[str, Any]:
     procs: list[subprocess.Popen[bytes]] = []
     master, replica = _port(), _port()
     base = ("--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
@@ -148,7 +148,8 @@ def failover_scenario(n: int, tmp: Path, wait_replicas: int = 0) -> dict[str, An
         ports.append(port := _port())
         conf = tmp / f"sentinel-{i}.conf"
         conf.write_text(f"port {port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {master} 2\n"
-                        "sentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 10000\n")
+                        f"sentinel down-after-milliseconds mymaster {down_after_ms}\n"
+                        "sentinel failover-timeout mymaster 10000\n")
         _server(tmp, procs, str(conf), "--sentinel")
     workers: list[subprocess.Popen[bytes]] = []
     try:
@@ -211,9 +212,11 @@ def main() -> None:
     ap.add_argument("--n-kill", type=int, default=60_000)
     ap.add_argument("--n-failover", type=int, default=20_000)
     ap.add_argument("--n-corrupt", type=int, default=1_000)
+    ap.add_argument("--down-after-ms", type=int, default=1000, help="the Sentinels' down-after-milliseconds")
     a = ap.parse_args()
-    runs = {"kill": lambda t: kill_scenario(a.n_kill, t), "failover": lambda t: failover_scenario(a.n_failover, t),
-            "failover-wait": lambda t: failover_scenario(a.n_failover, t, wait_replicas=1),
+    runs = {"kill": lambda t: kill_scenario(a.n_kill, t),
+            "failover": lambda t: failover_scenario(a.n_failover, t, down_after_ms=a.down_after_ms),
+            "failover-wait": lambda t: failover_scenario(a.n_failover, t, wait_replicas=1, down_after_ms=a.down_after_ms),
             "corrupt": lambda t: corrupt_scenario(a.n_corrupt, t)}
     for name in a.scenarios.split(","):
         with tempfile.TemporaryDirectory(prefix=f"rt-{name}-") as tmp:

@@ -79,7 +79,7 @@ def _check_values(options: dict[str, Any], where: str) -> None:
     """The core options' values (normalises ``retry_on`` to a tuple). Raises TaskOptionError."""
     rules: dict[str, tuple[Callable[[Any], bool], str]] = {
         "timeout_s": (lambda v: v is None or (_number(v) and 0 < v < float("inf")),
-                      "a finite number of seconds > 0 (None: no timeout)"),
+                      "a number of seconds > 0, finite (None: no timeout)"),
         "max_retries": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an int >= 0"),
         "retry_delay_s": (lambda v: _number(v) and v >= 0, "a number of seconds >= 0"),
         "retry_max_delay_s": (lambda v: _number(v) and v >= 0, "a number of seconds >= 0"),

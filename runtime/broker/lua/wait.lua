@@ -11,8 +11,11 @@
 -- Returns, for each job already final, its document as the finisher's notification carries
 -- it (document in _lib: no read round trip after), for the first 20 of them; for the
 -- others, for large documents and for missing jobs, the bare id (the client reads those).
+-- A client waits on a full Redis too: the first command is a write that changes nothing
+-- (see register.lua).
 --@LIB@--
 local key, ttl = KEYS[1], tonumber(ARGV[2])
+redis.call('LREM', key, 0, '')
 local inline = 20
 local done = {}
 for i = 3, #ARGV do
