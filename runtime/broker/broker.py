@@ -111,23 +111,39 @@ class RedisBroker:
 
     # ---- producing ----------------------------------------------------------------------
 
-    def enqueue(self, jobs: Sequence[NewJob]) -> float:
-        """Create and queue ``jobs`` in one round trip (one script call per queue); returns
-        the server time (UNIX s)."""
+    def enqueue(self, jobs: Sequence[NewJob]) -> tuple[float, dict[str, str]]:
+        """Create and queue ``jobs`` in one round trip (one script call per queue).
+
+        Returns (the server time, UNIX s; {id of a job not queued: id of the job holding
+        its unique key}): a job whose unique key is held is not queued (enqueue.lua)."""
         by_queue: dict[str, list[NewJob]] = {}
         for j in jobs:
             by_queue.setdefault(j.queue, []).append(j)
         calls = []
-        for queue, group in by_queue.items():
+        groups = list(by_queue.values())
+        for group in groups:
+            queue = group[0].queue
             keys = [*self.keys.queue_keys(queue), self.keys.queues, self.keys.inflight,
                     self.keys.status(Status.QUEUED), self.keys.status(Status.STARTED)]
+            unique_keys: list[str] = []
             args: list[Any] = [self.settings.visibility_timeout_s, queue, len(group)]
             for j in group:
                 keys += (self.keys.job(j.id), self.keys.history(j.id))
+                if j.unique_key:
+                    unique_keys.append(self.keys.unique(j.unique_key))
+                at = 8 + 2 * len(group) + len(unique_keys) if j.unique_key else 0  # 1-based, in KEYS
                 args += (j.id, j.path, j.params_json, j.priority, repr(float(j.delay_s)),
-                         json.dumps(j.meta, separators=(",", ":")) if j.meta else "")
-            calls.append(self._call("enqueue", keys, args))
-        return float(self._calls(calls)[-1]) if calls else 0.0
+                         json.dumps(j.meta, separators=(",", ":")) if j.meta else "",
+                         at, max(1, round(j.unique_for_s * 1000)))
+            calls.append(self._call("enqueue", keys + unique_keys, args))
+        if not calls:
+            return 0.0, {}
+        held: dict[str, str] = {}
+        replies = self._calls(calls)
+        for group, reply in zip(groups, replies):
+            for i in range(1, len(reply), 2):
+                held[group[int(reply[i]) - 1].id] = str(reply[i + 1])
+        return float(replies[-1][0]), held
 
     # ---- claiming and finishing ---------------------------------------------------------
 

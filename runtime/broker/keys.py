@@ -26,6 +26,7 @@ both made from :data:`SHAPES`, so a shape is written once.
 | {p}:mongo:{what}             | str  | MongoDB store: synced, adopt_after, lock (sweep); |
 |                              |      | deployment (the id owning the job collection)     |
 | {p}:mongo:pending            | set  | ids whose copy to MongoDB producers handed over   |
+| {p}:u:{key}                  | str  | the job id holding a unique key (expires: window) |
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ SHAPES: dict[str, str] = {
     "handoff": "w:{worker}:jobs",
     "waiter": "wait:{token}",
     "mongo": "mongo:{what}",
+    "unique": "u:{key}",
 }
 
 _ARG = re.compile(r"\{(\w+)\}")
@@ -138,6 +140,9 @@ class Keys:
 
     def mongo(self, what: str) -> str:
         return self._key("mongo", what)
+
+    def unique(self, key: str) -> str:
+        return self._key("unique", key)
 
     def queue_keys(self, queue: str) -> tuple[str, str, str, str]:
         """(ready, scheduled, wake, idle) of ``queue``, the block the scripts take per queue."""
