@@ -109,6 +109,12 @@ class RedisBroker:
             pipe.script_load(script.script)
         pipe.execute()
 
+    def script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """The reply of script ``name`` (runtime/broker/lua) run once with ``keys`` and
+        ``args`` (after the key prefix); for scripts whose caller lives elsewhere
+        (fire.lua: runtime.scheduler.state)."""
+        return self._run(name, keys, args)
+
     # ---- producing ----------------------------------------------------------------------
 
     def enqueue(self, jobs: Sequence[NewJob]) -> tuple[float, dict[str, str]]:

@@ -27,6 +27,9 @@ both made from :data:`SHAPES`, so a shape is written once.
 |                              |      | deployment (the id owning the job collection)     |
 | {p}:mongo:pending            | set  | ids whose copy to MongoDB producers handed over   |
 | {p}:u:{key}                  | str  | the job id holding a unique key (expires: window) |
+| {p}:sc:{name}                | hash | a schedule: definition, last fire, paused, counts |
+| {p}:schedules                | set  | names of the schedules schedulers have run        |
+| {p}:schedulers               | zset | workers running the scheduler; score = last tick  |
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ SHAPES: dict[str, str] = {
     "waiter": "wait:{token}",
     "mongo": "mongo:{what}",
     "unique": "u:{key}",
+    "schedule": "sc:{name}",
+    "schedules": "schedules",
+    "schedulers": "schedulers",
 }
 
 _ARG = re.compile(r"\{(\w+)\}")
@@ -143,6 +149,17 @@ class Keys:
 
     def unique(self, key: str) -> str:
         return self._key("unique", key)
+
+    def schedule(self, name: str) -> str:
+        return self._key("schedule", name)
+
+    @property
+    def schedules(self) -> str:
+        return self._key("schedules")
+
+    @property
+    def schedulers(self) -> str:
+        return self._key("schedulers")
 
     def queue_keys(self, queue: str) -> tuple[str, str, str, str]:
         """(ready, scheduled, wake, idle) of ``queue``, the block the scripts take per queue."""
