@@ -197,3 +197,38 @@ def test_a_schedule_no_live_scheduler_fires_is_shown_late(client):
     client.redis.hset(client.broker.keys.schedule("stuck"), "last_fire", int((time.time() - 120) * 1000))
     row = describe(state)["schedules"][0]
     assert row["status"] == "late" and row["late_s"] > 50
+
+
+def test_several_worker_processes_queue_exactly_one_job_per_fire_time(settings, client, workers, task_dir):
+    """4 worker processes run the scheduler of one schedule firing every 0.1 s: over 200
+    and more fire times, each one has exactly one job, run once, and none is skipped."""
+    _schedule_module(task_dir, "sched_many", """
+        @periodic(every=0.1, name="many")
+        def many() -> None:
+            pass
+        """)
+    procs = [workers.start("--tasks", "testtasks,sched_many", "--greenlets", "10") for _ in range(4)]
+    for p in procs:
+        workers.ready(p)
+    wait_until(lambda: client.redis.zcard(client.broker.keys.schedulers) == 4, 20, "four schedulers")
+    success = client.broker.keys.status("success")
+
+    def fired() -> list[str]:
+        return [i for i in client.redis.zrange(success, 0, -1) if i.startswith("many@")]
+
+    first = len(fired())
+    wait_until(lambda: len(fired()) >= first + 210, 90, "210 more fire times run")
+    for p in procs:  # stopped by pid; what they queued meanwhile is counted below
+        p.terminate()
+    for p in procs:
+        p.wait(30)
+    ids = sorted(set(i for s in ("queued", "started", "success", "interrupt")
+                     for i in client.redis.zrange(client.broker.keys.status(s), 0, -1) if i.startswith("many@")))
+    times = sorted(int(datetime.fromisoformat(i.split("@")[1].replace("Z", "+00:00")).timestamp() * 1000) for i in ids)
+    assert len(times) == len(set(times)) >= 210
+    assert [b - a for a, b in zip(times, times[1:])] == [100] * (len(times) - 1)  # none skipped
+    h = client.redis.hgetall(client.broker.keys.schedule("many"))
+    assert "count_missed" not in h and int(h["last_fire"]) == times[-1]
+    for job in client.live.get_many([i for i in ids if i in set(fired())]):
+        assert job is not None and job.attempt == 1
+        assert [e["status"] for e in job.history].count("queued") == 1
