@@ -222,8 +222,8 @@ def test_several_worker_processes_queue_exactly_one_job_per_fire_time(settings, 
         p.terminate()
     for p in procs:
         p.wait(30)
-    ids = sorted(set(i for s in ("queued", "started", "success", "interrupt")
-                     for i in client.redis.zrange(client.broker.keys.status(s), 0, -1) if i.startswith("many@")))
+    ids = sorted({i for s in ("queued", "started", "success", "interrupt")
+                     for i in client.redis.zrange(client.broker.keys.status(s), 0, -1) if i.startswith("many@")})
     times = sorted(int(datetime.fromisoformat(i.split("@")[1].replace("Z", "+00:00")).timestamp() * 1000) for i in ids)
     assert len(times) == len(set(times)) >= 210
     assert [b - a for a, b in zip(times, times[1:])] == [100] * (len(times) - 1)  # none skipped
@@ -232,3 +232,19 @@ def test_several_worker_processes_queue_exactly_one_job_per_fire_time(settings, 
     for job in client.live.get_many([i for i in ids if i in set(fired())]):
         assert job is not None and job.attempt == 1
         assert [e["status"] for e in job.history].count("queued") == 1
+
+
+def test_the_lateness_of_a_schedule_that_stops_firing_is_a_prometheus_metric(client, worker):
+    import socket
+    import urllib.request
+    with socket.socket() as sock:  # a free port
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    s = make_schedule("stuck", "testtasks.add", every=1)
+    ScheduleState(client.broker).sync("w-gone", [s], first=True)
+    client.redis.hset(client.broker.keys.schedule("stuck"), "last_fire", int((time.time() - 120) * 1000))
+    worker.start(metrics_port=port)
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    line = next(x for x in text.splitlines() if x.startswith("runtime_schedule_late_seconds{"))
+    assert 'runtime_schedule_name="stuck"' in line and 'runtime_schedule_status="late"' in line  # w-gone synced just now
+    assert float(line.rsplit(" ", 1)[1]) > 50
