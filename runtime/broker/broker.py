@@ -56,6 +56,9 @@ class RedisBroker:
         self.registry = Registry(client, self.keys, settings)
         self._scripts = {name: register(client, name) for name in NAMES}
         self._sha = {name: s.sha for name, s in self._scripts.items()}
+        #: the caps of the tasks the claiming worker serves, as claim.lua reads them
+        #: (runtime.caps.caps_args; set by the worker)
+        self.caps: tuple[Any, ...] = ()
 
     # ---- calling scripts ----------------------------------------------------------------
 
@@ -158,7 +161,7 @@ class RedisBroker:
                 *self.keys.status_keys()]
         for q in queues:
             keys += self.keys.queue_keys(q)
-        return self._call("claim", keys, (worker_id, k, self.settings.visibility_timeout_s, int(idle)))
+        return self._call("claim", keys, (worker_id, k, self.settings.visibility_timeout_s, int(idle), *self.caps))
 
     @staticmethod
     def _claim_reply(reply: Sequence[str]) -> tuple[float, float | None, list[Claimed]]:
@@ -202,7 +205,7 @@ class RedisBroker:
         calls: list[tuple[Any, ...]] = []
         if outcomes:
             calls.append(self._finish_call(outcomes, worker_id))
-        calls += self.registry.idle_calls(worker_id, idle_on)
+        calls += self.registry.idle_calls(worker_id, () if self.caps else idle_on)  # see claim.lua
         replies = self._calls(calls)
         return list(replies[0]) if outcomes else []
 

@@ -30,6 +30,11 @@ both made from :data:`SHAPES`, so a shape is written once.
 | {p}:sc:{name}                | hash | a schedule: definition, last fire, paused, counts |
 | {p}:schedules                | set  | names of the schedules schedulers have run        |
 | {p}:schedulers               | zset | workers running the scheduler; score = last tick  |
+| {p}:cap:{name}               | set  | jobs holding a slot of a concurrency cap          |
+| {p}:rate:{name}              | zset | a rate limit's window: job id -> start ms         |
+| {p}:park:{name}              | zset | jobs over their cap, out of their queue; score =  |
+|                              |      | their ready score (runtime.caps)                  |
+| {p}:parked                   | set  | names of caps with parked jobs                    |
 """
 
 from __future__ import annotations
@@ -63,6 +68,10 @@ SHAPES: dict[str, str] = {
     "schedule": "sc:{name}",
     "schedules": "schedules",
     "schedulers": "schedulers",
+    "cap": "cap:{name}",
+    "rate": "rate:{name}",
+    "park": "park:{name}",
+    "parked": "parked",
 }
 
 _ARG = re.compile(r"\{(\w+)\}")
@@ -160,6 +169,19 @@ class Keys:
     @property
     def schedulers(self) -> str:
         return self._key("schedulers")
+
+    def cap(self, name: str) -> str:
+        return self._key("cap", name)
+
+    def rate(self, name: str) -> str:
+        return self._key("rate", name)
+
+    def park(self, name: str) -> str:
+        return self._key("park", name)
+
+    @property
+    def parked(self) -> str:
+        return self._key("parked")
 
     def queue_keys(self, queue: str) -> tuple[str, str, str, str]:
         """(ready, scheduled, wake, idle) of ``queue``, the block the scripts take per queue."""

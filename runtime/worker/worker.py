@@ -67,6 +67,7 @@ class Worker:
         self.served = served or load_tasks(settings.task_modules)
         self.settings = settings
         self.broker = broker
+        broker.caps = self.served.caps()  # enforced by claim.lua (runtime.caps)
         self.store = store
         self.live = store.live
         self.middleware = middleware

@@ -140,3 +140,99 @@ local function claim_one(id, wid, from_index, started_index, now, snow, deadline
   if not f[13] then f[13] = '' end
   return f
 end
+
+--- caps_from
+-- caps_from(at): the concurrency caps and rate limits a worker sends (runtime.caps), read
+-- from ARGV[at] (their number C, then per capped task: path, max running (0: none),
+-- param naming the key ('' : one cap for the task), rate N (0: none), rate period ms):
+-- path -> {max, param, rate_n, rate_ms}; nil when there are none
+local function caps_from(at)
+  local n = tonumber(ARGV[at] or '0')
+  if n == 0 then return nil end
+  local caps = {}
+  for i = 0, n - 1 do
+    local b = at + 1 + 5 * i
+    caps[ARGV[b]] = {tonumber(ARGV[b + 1]), ARGV[b + 2], tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])}
+  end
+  return caps
+end
+
+--- cap_room
+-- cap_room(cap, name, now_ms): the jobs cap `name` may start now (math.huge: no limit).
+-- Slots are released lazily: when the running set looks full, members whose job is no
+-- longer started (ended, requeued by the reaper after its worker died, gone) leave it.
+local function cap_room(cap, name, now_ms)
+  local room = math.huge
+  if cap[1] > 0 then
+    local ck = key_cap(name)
+    if redis.call('SCARD', ck) >= cap[1] then
+      for _, id in ipairs(redis.call('SMEMBERS', ck)) do
+        if redis.call('HGET', key_job(id), 'status') ~= 'started' then redis.call('SREM', ck, id) end
+      end
+    end
+    room = cap[1] - redis.call('SCARD', ck)
+  end
+  if cap[3] > 0 then
+    local rk = key_rate(name)
+    redis.call('ZREMRANGEBYSCORE', rk, '-inf', now_ms - cap[4])
+    room = math.min(room, cap[3] - redis.call('ZCARD', rk))
+  end
+  return room
+end
+
+--- cap_admit
+-- cap_admit(caps, rooms, id, sc, now_ms): may job `id` (popped from its ready queue with
+-- score sc) start? Takes a slot (and a place in the rate window) if so; if not, parks it
+-- in {p}:park:{name} with its score (cap_unpark puts it back). `rooms` caches cap_room
+-- per name within one call.
+local function cap_admit(caps, rooms, id, sc, now_ms)
+  local f = redis.call('HMGET', key_job(id), 'path', 'params')
+  local cap = f[1] and caps[f[1]]
+  if not cap then return true end
+  local name = f[1]
+  if cap[2] ~= '' then
+    local ok, p = pcall(cjson.decode, f[2] or '{}')
+    local v = ok and type(p) == 'table' and p[cap[2]] or ''
+    if type(v) == 'table' or v == cjson.null then v = '' end
+    name = name .. '=' .. tostring(v)
+  end
+  local room = rooms[name] or cap_room(cap, name, now_ms)
+  if room <= 0 then
+    rooms[name] = 0
+    redis.call('ZADD', key_park(name), sc, id)
+    redis.call('SADD', key_parked(), name)
+    return false
+  end
+  rooms[name] = room - 1
+  if cap[1] > 0 then redis.call('SADD', key_cap(name), id) end
+  if cap[3] > 0 then
+    redis.call('ZADD', key_rate(name), now_ms, id)
+    redis.call('PEXPIRE', key_rate(name), cap[4] + 1000)
+  end
+  return true
+end
+
+--- cap_unpark
+-- cap_unpark(caps, now_ms): put parked jobs back in their ready queues, as many per cap as
+-- it has room for (caps this worker does not know are left to workers that do). Returns
+-- true when jobs stay parked.
+local function cap_unpark(caps, now_ms)
+  local left = false
+  for _, name in ipairs(redis.call('SMEMBERS', key_parked())) do
+    local pk = key_park(name)
+    local cap = caps[string.match(name, '^[^=]+')]
+    local room = cap and cap_room(cap, name, now_ms) or 0
+    if room > 0 then
+      local popped = redis.call('ZPOPMIN', pk, math.min(room, 1000))
+      for j = 1, #popped, 2 do
+        local q = redis.call('HGET', key_job(popped[j]), 'queue')
+        if q then  -- back at its old place; a document gone is dropped
+          redis.call('ZADD', key_ready(q), popped[j + 1], popped[j])
+          wake(key_wake(q))
+        end
+      end
+    end
+    if redis.call('EXISTS', pk) == 0 then redis.call('SREM', key_parked(), name) else left = true end
+  end
+  return left
+end

@@ -9,6 +9,8 @@
 -- ARGV[3]  K, the most jobs to claim
 -- ARGV[4]  visibility timeout, seconds: a claim not extended by then is taken back
 -- ARGV[5]  1 if the worker runs no job now (it may then be registered idle), else 0
+-- ARGV[6..] the concurrency caps and rate limits of the tasks it serves (caps_from in _lib;
+--          none: absent or 0)
 -- Found inside: the hash and history of each job popped (key_job, key_history).
 -- First takes the jobs that enqueue.lua already handed to this worker, then due jobs from
 -- the queues. Each claimed job moves ready -> inflight (score = deadline ms) and the
@@ -19,6 +21,11 @@
 -- A job marked to run alone (field alone=1: it was running when its worker died, see
 -- RedisBroker.mark_lost) is claimed only as the first of a batch, and ends the batch: the
 -- worker runs it with nothing beside it, so a job that kills workers is charged alone.
+-- Caps (runtime.caps): parked jobs whose cap has room go back to their queue first; a
+-- job over its cap is parked ({p}:park:{name}) instead of claimed (no attempt charged),
+-- at most K of them per queue and call; while jobs stay parked the next due time is at
+-- most PARK_RETRY_S away. A worker with caps is never registered idle (enqueue.lua would
+-- hand it a job past the caps). Found inside: the cap, rate and park keys (runtime.caps).
 -- Returns: {server time, next due time of a delayed job or '', then the 13 claim fields
 --   of each job (claim_one)}
 --@LIB@--
@@ -34,6 +41,8 @@ local claimed = 0
 local alone = false
 local next_due = nil
 local deadline = (now + vt) * 1000
+local CAPS, rooms, parked_left, PARK_RETRY_S = caps_from(6), {}, false, 0.5
+if CAPS then parked_left = cap_unpark(CAPS, now_ms) end
 for i = 0, nq - 1 do redis.call('ZREM', KEYS[Q + 4 * i + 3], wid) end
 for _, item in ipairs(redis.call('LRANGE', handoff, 0, -1)) do
   for _, v in ipairs(cjson.decode(item)) do out[#out + 1] = v end
@@ -48,7 +57,8 @@ for i = 0, nq - 1 do
     redis.call('ZADD', ready, score(prio, tonumber(due[j + 1])), due[j])
     redis.call('ZREM', sched, due[j])
   end
-  while claimed < k and not alone do
+  local parked = 0
+  while claimed < k and not alone and parked < k do
     local popped = redis.call('ZPOPMIN', ready, k - claimed)
     if #popped == 0 then break end
     for j = 1, #popped, 2 do
@@ -63,7 +73,9 @@ for i = 0, nq - 1 do
             alone = true
             if claimed > 0 then redis.call('ZADD', ready, popped[j + 1], id) end
           end
-          if not (alone and claimed > 0) then
+          if not (alone and claimed > 0) and CAPS and not cap_admit(CAPS, rooms, id, popped[j + 1], now_ms) then
+            parked = parked + 1
+          elseif not (alone and claimed > 0) then
             for _, v in ipairs(claim_one(id, wid, st_key(ST, st), started, now, snow, deadline, inflight, running)) do
               out[#out + 1] = v
             end
@@ -84,7 +96,10 @@ for i = 0, nq - 1 do
     wake(wake_key)
   end
 end
-if claimed == 0 and may_idle then
+if parked_left or next(rooms) ~= nil and redis.call('SCARD', key_parked()) > 0 then
+  if next_due == nil or next_due > now + PARK_RETRY_S then next_due = now + PARK_RETRY_S end
+end
+if claimed == 0 and may_idle and not CAPS then
   for i = 0, nq - 1 do redis.call('ZADD', KEYS[Q + 4 * i + 3], now, wid) end
 end
 if next_due then out[2] = string.format('%.6f', next_due) end
