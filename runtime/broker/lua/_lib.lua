@@ -159,8 +159,9 @@ end
 
 --- cap_room
 -- cap_room(cap, name, now_ms): the jobs cap `name` may start now (math.huge: no limit).
--- Slots are released lazily: when the running set looks full, members whose job is no
--- longer started (ended, requeued by the reaper after its worker died, gone) leave it.
+-- finish.lua releases the slot of a job that ends; the others are released lazily: when
+-- the running set looks full, members whose job is no longer started (requeued by the
+-- reaper after its worker died, gone) leave it.
 local function cap_room(cap, name, now_ms)
   local room = math.huge
   if cap[1] > 0 then
@@ -180,43 +181,55 @@ local function cap_room(cap, name, now_ms)
   return room
 end
 
+--- cap_take
+-- cap_take(cap, name, id, now_ms): job `id` takes a slot of cap `name` (its hash names the
+-- cap, for finish.lua to release it) and a place in its rate window
+local function cap_take(cap, name, id, now_ms)
+  if cap[1] > 0 then
+    redis.call('SADD', key_cap(name), id)
+    redis.call('HSET', key_job(id), 'cap', name)
+  end
+  if cap[3] > 0 then
+    redis.call('ZADD', key_rate(name), now_ms, id)
+    redis.call('PEXPIRE', key_rate(name), cap[4] + 1000)
+  end
+end
+
 --- cap_admit
 -- cap_admit(caps, rooms, id, sc, now_ms): may job `id` (popped from its ready queue with
 -- score sc) start? Takes a slot (and a place in the rate window) if so; if not, parks it
 -- in {p}:park:{name} with its score (cap_unpark puts it back). `rooms` caches cap_room
 -- per name within one call.
 local function cap_admit(caps, rooms, id, sc, now_ms)
-  local f = redis.call('HMGET', key_job(id), 'path', 'params')
-  local cap = f[1] and caps[f[1]]
+  local path = redis.call('HGET', key_job(id), 'path')
+  local cap = path and caps[path]
   if not cap then return true end
-  local name = f[1]
+  local name = path
   if cap[2] ~= '' then
-    local ok, p = pcall(cjson.decode, f[2] or '{}')
+    local ok, p = pcall(cjson.decode, redis.call('HGET', key_job(id), 'params') or '{}')
     local v = ok and type(p) == 'table' and p[cap[2]] or ''
     if type(v) == 'table' or v == cjson.null then v = '' end
     name = name .. '=' .. tostring(v)
   end
   local room = rooms[name] or cap_room(cap, name, now_ms)
   if room <= 0 then
-    rooms[name] = 0
+    if not rooms['\0' .. name] then redis.call('SADD', key_parked(), name) end
+    rooms[name], rooms['\0' .. name] = 0, true  -- named in {p}:parked once per call
     redis.call('ZADD', key_park(name), sc, id)
-    redis.call('SADD', key_parked(), name)
     return false
   end
   rooms[name] = room - 1
-  if cap[1] > 0 then redis.call('SADD', key_cap(name), id) end
-  if cap[3] > 0 then
-    redis.call('ZADD', key_rate(name), now_ms, id)
-    redis.call('PEXPIRE', key_rate(name), cap[4] + 1000)
-  end
+  cap_take(cap, name, id, now_ms)
   return true
 end
 
 --- cap_unpark
--- cap_unpark(caps, now_ms): put parked jobs back in their ready queues, as many per cap as
--- it has room for (caps this worker does not know are left to workers that do). Returns
--- true when jobs stay parked.
-local function cap_unpark(caps, now_ms)
+-- cap_unpark(caps, rooms, now_ms, claim, served): take parked jobs whose cap has room, as
+-- many per cap as it has: those of a queue this worker serves (served[queue]) are claimed
+-- at once (claim(id, st): claim_one), the others go back to their ready queue at their old
+-- place (caps this worker does not know are left to workers that do). Returns true when
+-- jobs stay parked.
+local function cap_unpark(caps, rooms, now_ms, claim, served)
   local left = false
   for _, name in ipairs(redis.call('SMEMBERS', key_parked())) do
     local pk = key_park(name)
@@ -225,12 +238,17 @@ local function cap_unpark(caps, now_ms)
     if room > 0 then
       local popped = redis.call('ZPOPMIN', pk, math.min(room, 1000))
       for j = 1, #popped, 2 do
-        local q = redis.call('HGET', key_job(popped[j]), 'queue')
-        if q then  -- back at its old place; a document gone is dropped
-          redis.call('ZADD', key_ready(q), popped[j + 1], popped[j])
-          wake(key_wake(q))
+        local id = popped[j]
+        local f = redis.call('HMGET', key_job(id), 'queue', 'status')
+        if f[1] and served[f[1]] and f[2] and can_move(f[2], 'started') then
+          cap_take(cap, name, id, now_ms)
+          claim(id, f[2])
+        elseif f[1] then  -- a document gone is dropped
+          redis.call('ZADD', key_ready(f[1]), popped[j + 1], id)
+          wake(key_wake(f[1]))
         end
       end
+      rooms[name] = room - #popped / 2
     end
     if redis.call('EXISTS', pk) == 0 then redis.call('SREM', key_parked(), name) else left = true end
   end

@@ -21,7 +21,7 @@
 -- A job marked to run alone (field alone=1: it was running when its worker died, see
 -- RedisBroker.mark_lost) is claimed only as the first of a batch, and ends the batch: the
 -- worker runs it with nothing beside it, so a job that kills workers is charged alone.
--- Caps (runtime.caps): parked jobs whose cap has room go back to their queue first; a
+-- Caps (runtime.caps): parked jobs whose cap has room are claimed first; a
 -- job over its cap is parked ({p}:park:{name}) instead of claimed (no attempt charged),
 -- at most K of them per queue and call; while jobs stay parked the next due time is at
 -- most PARK_RETRY_S away. A worker with caps is never registered idle (enqueue.lua would
@@ -42,13 +42,22 @@ local alone = false
 local next_due = nil
 local deadline = (now + vt) * 1000
 local CAPS, rooms, parked_left, PARK_RETRY_S = caps_from(6), {}, false, 0.5
-if CAPS then parked_left = cap_unpark(CAPS, now_ms) end
 for i = 0, nq - 1 do redis.call('ZREM', KEYS[Q + 4 * i + 3], wid) end
 for _, item in ipairs(redis.call('LRANGE', handoff, 0, -1)) do
   for _, v in ipairs(cjson.decode(item)) do out[#out + 1] = v end
   claimed = claimed + 1
 end
 redis.call('DEL', handoff)
+if CAPS then
+  local served = {}
+  for i = 0, nq - 1 do served[string.sub(KEYS[Q + 4 * i], #key_ready('') + 1)] = true end
+  parked_left = cap_unpark(CAPS, rooms, now_ms, function(id, st)
+    for _, v in ipairs(claim_one(id, wid, st_key(ST, st), started, now, snow, deadline, inflight, running)) do
+      out[#out + 1] = v
+    end
+    claimed = claimed + 1
+  end, served)
+end
 for i = 0, nq - 1 do
   local ready, sched, wake_key = KEYS[Q + 4 * i], KEYS[Q + 4 * i + 1], KEYS[Q + 4 * i + 2]
   local due = redis.call('ZRANGEBYSCORE', sched, '-inf', now_ms, 'WITHSCORES', 'LIMIT', 0, 1000)
