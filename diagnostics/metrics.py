@@ -10,6 +10,7 @@ Instruments (names from the OTel messaging conventions where they exist):
 | runtime.queue.depth        | gauge     | 1    | messaging.destination.name, runtime.queue.state (ready/delayed) |
 | runtime.worker.rss         | gauge     | By   | runtime.worker.id                                |
 | runtime.schedule.late      | gauge     | s    | runtime.schedule.name, runtime.schedule.status   |
+| runtime.cap.jobs           | gauge     | 1    | runtime.cap.name, runtime.cap.state (running/parked) |
 
 JOB_ATTRIBUTES: ``messaging.system`` ("runtime"), ``messaging.destination.name`` (the
 queue), ``messaging.operation.name`` ("process"), ``runtime.task.path``,
@@ -88,6 +89,26 @@ def schedule_lateness(worker: Any) -> Any:
     return late
 
 
+def cap_jobs(worker: Any) -> Any:
+    """The callback of gauge runtime.cap.jobs: per cap (runtime.cap.name) and
+    runtime.cap.state (running, parked), from runtime.caps.cap_counts."""
+    from opentelemetry.metrics import Observation
+
+    def jobs(options: Any) -> list[Any]:
+        broker = getattr(worker, "broker", None)
+        if broker is None:
+            return []
+        from runtime.caps import cap_counts
+        try:
+            caps = cap_counts(broker.redis, broker.keys)
+        except Exception:  # noqa: BLE001 - a metric must not break the export
+            return []
+        return [Observation(c[state], {"runtime.cap.name": name, "runtime.cap.state": state})
+                for name, c in caps.items() for state in ("running", "parked")]
+
+    return jobs
+
+
 def error_type(outcome: Any) -> str | None:
     """``error.type`` of an ended attempt: None for a success, else the exception's
     qualified class name (without ``builtins.``), else the status."""
@@ -152,6 +173,8 @@ class Metrics(Middleware):
 
         meter.create_observable_gauge("runtime.queue.depth", [depth], unit="1", description="Jobs waiting")
         meter.create_observable_gauge("runtime.worker.rss", [rss], unit="By", description="Worker RSS")
+        meter.create_observable_gauge("runtime.cap.jobs", [cap_jobs(worker)], unit="1",
+                                      description="Jobs holding a slot of a concurrency cap, or parked waiting for one")
         meter.create_observable_gauge("runtime.schedule.late", [schedule_lateness(worker)], unit="s",
                                       description="Seconds a schedule's fire time is overdue past its grace "
                                                   "(0: firing on time; runtime.scheduler.report)")

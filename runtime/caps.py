@@ -13,7 +13,8 @@ cap has room, so it never blocks the jobs behind it. ``name`` is the task path, 
 value ""). A slot is held by a started job in ``{p}:cap:{name}`` and released lazily:
 when the set looks full, members whose job is no longer started leave it (so the jobs of
 a dead worker free their slots once the reaper requeues them). The rate is a sliding
-window of start times, ``{p}:rate:{name}``. Prefetched jobs count as running.
+window of start times, ``{p}:rate:{name}``. Prefetched jobs count as running. The names
+of the caps claims have seen are kept in ``{p}:caps`` (``runtime queues`` shows them).
 """
 
 from __future__ import annotations
@@ -62,3 +63,23 @@ def caps_args(tasks: Mapping[str, Any]) -> tuple[Any, ...]:
         n += 1
         out += (path, int(limit), options.get("concurrency_key") or "", int(rate[0]), max(1, round(rate[1] * 1000)))
     return (n, *out) if n else ()
+
+
+def cap_counts(redis: Any, keys: Any) -> dict[str, dict[str, int]]:
+    """Every cap seen by a claim (``{p}:caps``): name -> {"running": jobs holding a slot
+    (ended ones not yet released lazily included), "parked": jobs waiting for one,
+    "recent_starts": starts in its rate window}; caps with all three at 0 are left out.
+    One round trip after the names."""
+    names = sorted(str(n) for n in redis.smembers(keys.caps))
+    pipe = redis.pipeline(transaction=False)
+    for n in names:
+        pipe.scard(keys.cap(n))
+        pipe.zcard(keys.park(n))
+        pipe.zcard(keys.rate(n))
+    replies = pipe.execute() if names else []
+    out = {}
+    for i, n in enumerate(names):
+        running, parked, starts = (int(x) for x in replies[3 * i:3 * i + 3])
+        if running or parked or starts:
+            out[n] = {"running": running, "parked": parked, "recent_starts": starts}
+    return out

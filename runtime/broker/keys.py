@@ -35,6 +35,7 @@ both made from :data:`SHAPES`, so a shape is written once.
 | {p}:park:{name}              | zset | jobs over their cap, out of their queue; score =  |
 |                              |      | their ready score (runtime.caps)                  |
 | {p}:parked                   | set  | names of caps with parked jobs                    |
+| {p}:caps                     | set  | names of the caps claims have seen                |
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ SHAPES: dict[str, str] = {
     "rate": "rate:{name}",
     "park": "park:{name}",
     "parked": "parked",
+    "caps": "caps",
 }
 
 _ARG = re.compile(r"\{(\w+)\}")
@@ -182,6 +184,10 @@ class Keys:
     @property
     def parked(self) -> str:
         return self._key("parked")
+
+    @property
+    def caps(self) -> str:
+        return self._key("caps")
 
     def queue_keys(self, queue: str) -> tuple[str, str, str, str]:
         """(ready, scheduled, wake, idle) of ``queue``, the block the scripts take per queue."""

@@ -155,3 +155,6 @@ def print_queues(data: dict[str, Any]) -> None:
         echo(f"{q:20} {d['ready']:>8} {d['delayed']:>8}")
     counts = data["counts"]
     echo("jobs by status: " + (", ".join(f"{s} {n}" for s, n in counts.items() if n) or "none"))
+    for name, cap in data.get("caps", {}).items():
+        echo(f"cap {name}: running {cap['running']}, parked {cap['parked']}, started in its rate window "
+             f"{cap['recent_starts']}")

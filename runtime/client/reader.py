@@ -168,9 +168,12 @@ class Reader:
         return JobView(job, attempts_of(job))
 
     def queues(self) -> dict[str, Any]:
-        """``{"queues": {name: {"ready": n, "delayed": n}}, "counts": {status: n}}``."""
+        """``{"queues": {name: {"ready": n, "delayed": n}}, "counts": {status: n}, "caps":
+        {cap name: {"running": n, "parked": n, "recent_starts": n}}}`` (runtime.caps)."""
+        from ..caps import cap_counts
         c = self.client
-        return {"queues": c.call(c.broker.registry.queue_depths), "counts": c.call(c.store.counts)}
+        return {"queues": c.call(c.broker.registry.queue_depths), "counts": c.call(c.store.counts),
+                "caps": c.call(cap_counts, c.redis, c.broker.keys)}
 
     def workers(self) -> list[dict[str, Any]]:
         """Live workers and supervisors (:func:`worker_entry`), each supervisor followed by

@@ -127,3 +127,25 @@ def test_a_dead_workers_slots_come_back(client, workers, capped, settings):
 def test_bad_cap_options_fail_at_import(options, message):
     with pytest.raises(TaskOptionError, match=message):
         task(**options)(lambda: None)
+
+
+def test_caps_are_shown_in_runtime_queues_and_exported_as_metrics(client, worker, capped, settings):
+    import json
+    import socket
+    import urllib.request
+
+    from helpers import cli
+    with socket.socket() as sock:  # a free port
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ids = client.queue_jobs("capmod.two", [{"n": n, "sleep_s": 1.0} for n in range(5)])
+    worker.start(task_modules=capped, greenlets="10", metrics_port=port)
+    wait_until(lambda: client.redis.zcard(client.broker.keys.park("capmod.two")) == 3, 10, "three parked")
+    caps = json.loads(cli(settings, "queues", "--json").stdout)["caps"]
+    assert caps == {"capmod.two": {"running": 2, "parked": 3, "recent_starts": 0}}
+    assert "cap capmod.two: running 2, parked 3" in cli(settings, "queues").stdout
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    lines = [x for x in text.splitlines() if x.startswith("runtime_cap_jobs{")]
+    assert any('runtime_cap_state="parked"' in x and x.endswith(" 3.0") for x in lines), lines
+    assert any('runtime_cap_state="running"' in x and x.endswith(" 2.0") for x in lines), lines
+    client.wait(ids, timeout_s=30)

@@ -164,6 +164,7 @@ end
 -- reaper after its worker died, gone) leave it.
 local function cap_room(cap, name, now_ms)
   local room = math.huge
+  redis.call('SADD', key_caps(), name)  -- for runtime queues (runtime.caps.cap_counts)
   if cap[1] > 0 then
     local ck = key_cap(name)
     if redis.call('SCARD', ck) >= cap[1] then
