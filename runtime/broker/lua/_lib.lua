@@ -197,12 +197,11 @@ local function cap_take(cap, name, id, now_ms)
 end
 
 --- cap_admit
--- cap_admit(caps, rooms, id, sc, now_ms): may job `id` (popped from its ready queue with
--- score sc) start? Takes a slot (and a place in the rate window) if so; if not, parks it
+-- cap_admit(caps, rooms, id, path, sc, now_ms): may job `id` of task `path` (popped from
+-- its ready queue with score sc) start? Takes a slot (and a place in the rate window) if so; if not, parks it
 -- in {p}:park:{name} with its score (cap_unpark puts it back). `rooms` caches cap_room
 -- per name within one call.
-local function cap_admit(caps, rooms, id, sc, now_ms)
-  local path = redis.call('HGET', key_job(id), 'path')
+local function cap_admit(caps, rooms, id, path, sc, now_ms)
   local cap = path and caps[path]
   if not cap then return true end
   local name = path

@@ -75,14 +75,14 @@ for i = 0, nq - 1 do
       if alone then  -- the batch ended at a job that runs alone: the rest go back
         redis.call('ZADD', ready, popped[j + 1], id)
       else
-        local cur = redis.call('HMGET', key_job(id), 'status', 'alone')
+        local cur = redis.call('HMGET', key_job(id), 'status', 'alone', 'path')
         local st = cur[1]
         if st and can_move(st, 'started') then
           if cur[2] == '1' then
             alone = true
             if claimed > 0 then redis.call('ZADD', ready, popped[j + 1], id) end
           end
-          if not (alone and claimed > 0) and CAPS and not cap_admit(CAPS, rooms, id, popped[j + 1], now_ms) then
+          if not (alone and claimed > 0) and CAPS and not cap_admit(CAPS, rooms, id, cur[3], popped[j + 1], now_ms) then
             parked = parked + 1
           elseif not (alone and claimed > 0) then
             for _, v in ipairs(claim_one(id, wid, st_key(ST, st), started, now, snow, deadline, inflight, running)) do
