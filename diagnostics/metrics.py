@@ -11,6 +11,7 @@ Instruments (names from the OTel messaging conventions where they exist):
 | runtime.worker.rss         | gauge     | By   | runtime.worker.id                                |
 | runtime.schedule.late      | gauge     | s    | runtime.schedule.name, runtime.schedule.status   |
 | runtime.cap.jobs           | gauge     | 1    | runtime.cap.name, runtime.cap.state (running/parked) |
+| runtime.queue.latency      | gauge     | s    | messaging.destination.name (age of the next job) |
 
 JOB_ATTRIBUTES: ``messaging.system`` ("runtime"), ``messaging.destination.name`` (the
 queue), ``messaging.operation.name`` ("process"), ``runtime.task.path``,
@@ -87,6 +88,26 @@ def schedule_lateness(worker: Any) -> Any:
                 for r in rows]
 
     return late
+
+
+def latency(worker: Any) -> Any:
+    """The callback of gauge runtime.queue.latency: per queue of the worker
+    (messaging.destination.name), the age in seconds of the job it would run next, the
+    signal ``--processes MIN:MAX`` scales on (runtime.supervisor.autoscale)."""
+    from opentelemetry.metrics import Observation
+
+    def ages(options: Any) -> list[Any]:
+        broker = getattr(worker, "broker", None)
+        if broker is None:
+            return []
+        from runtime.supervisor.autoscale import queue_latency
+        try:
+            found = queue_latency(broker.redis, broker.keys, worker.settings.queues)
+        except Exception:  # noqa: BLE001 - a metric must not break the export
+            return []
+        return [Observation(age, {"messaging.destination.name": q}) for q, age in found.items()]
+
+    return ages
 
 
 def cap_jobs(worker: Any) -> Any:
@@ -173,6 +194,8 @@ class Metrics(Middleware):
 
         meter.create_observable_gauge("runtime.queue.depth", [depth], unit="1", description="Jobs waiting")
         meter.create_observable_gauge("runtime.worker.rss", [rss], unit="By", description="Worker RSS")
+        meter.create_observable_gauge("runtime.queue.latency", [latency(worker)], unit="s",
+                                      description="Age of the job each queue would run next (autoscaling signal)")
         meter.create_observable_gauge("runtime.cap.jobs", [cap_jobs(worker)], unit="1",
                                       description="Jobs holding a slot of a concurrency cap, or parked waiting for one")
         meter.create_observable_gauge("runtime.schedule.late", [schedule_lateness(worker)], unit="s",
