@@ -1,16 +1,17 @@
 """Autoscaling: the supervisor follows the queues (``runtime worker --processes MIN:MAX``).
 
-The signal is the queue latency: the age of the job each served queue would run next (its
-due time against the Redis clock; 0 for an empty queue), the largest over the queues
-(:func:`queue_latency`, also exported as the gauge ``runtime.queue.latency``). Rules
-(:meth:`Autoscaler.decide`):
+The signal is the larger of the queue latency, the age of the job each served queue would
+run next (its due time against the Redis clock; 0 for an empty queue), the largest over
+the queues (:func:`queue_latency`, also exported as the gauge ``runtime.queue.latency``),
+and the time to drain the ready jobs at the rate the processes ended jobs over the last
+step. Rules (:meth:`Autoscaler.decide`):
 
-- up: latency over ``target_s`` and fewer than MAX processes: as many more as the
-  latency asks for (``ceil(active * latency / target)``, at least one, at most MAX), then
+- up: signal over ``target_s`` and fewer than MAX processes: as many more as the
+  signal asks for (``ceil(active * signal / target)``, at least one, at most MAX), then
   no other step up for ``warmup_s`` seconds (new processes need that to start and drain);
   never over the memory budget: a process is added only while the host's available
   memory exceeds ``mem_limit_bytes`` (``--mem-limit``) per process added;
-- down: latency under half the target for ``cooldown_s`` seconds running, and more than
+- down: signal under half the target for ``cooldown_s`` seconds running, and more than
   MIN processes: one process fewer, by graceful drain (SIGTERM: it stops claiming and
   finishes its jobs, within ``--grace``); then the cool-down starts again.
 
@@ -73,6 +74,14 @@ def queue_latency(redis: Any, keys: Any, queues: Iterable[str]) -> dict[str, flo
             for q, head in zip(names, replies[1:])}
 
 
+def backlog(redis: Any, keys: Any, queues: Iterable[str]) -> int:
+    """Ready jobs (due now) in ``queues``, one round trip."""
+    pipe = redis.pipeline(transaction=False)
+    for q in queues:
+        pipe.zcard(keys.ready(q))
+    return sum(int(n) for n in pipe.execute())
+
+
 def available_memory() -> int:
     """Bytes of memory the host can still give (psutil)."""
     import psutil
@@ -92,11 +101,26 @@ class Autoscaler:
         self.last_up = -math.inf
         self.calm_since: float | None = None
         self.memory_refused = False
+        self.last_done: tuple[float, int] | None = None
 
-    def decide(self, active: int, latency: float) -> tuple[int, str, str]:
+    def drain_s(self, ready: int, jobs_done: int) -> float:
+        """Seconds to run ``ready`` jobs at the rate the processes ended jobs since the last
+        call (``jobs_done``: their total, which may drop when one exits); 0 when unknown."""
+        now = self.clock()
+        last, self.last_done = self.last_done, (now, jobs_done)
+        if last is None or now <= last[0] or not ready:
+            return 0.0
+        rate = max(0, jobs_done - last[1]) / (now - last[0])
+        return ready / rate if rate > 0 else 0.0
+
+    def decide(self, active: int, latency: float, drain_s: float = 0.0) -> tuple[int, str, str]:
         """(processes wanted, reason "up"/"down"/"memory" or "" for no change, detail) for
-        ``active`` processes running at queue latency ``latency`` (seconds)."""
+        ``active`` processes running at queue latency ``latency`` with the ready jobs
+        drained in ``drain_s`` at the current rate (seconds)."""
         p, now = self.policy, self.clock()
+        what = f"oldest due job {latency:.1f} s"
+        if drain_s > latency:
+            what, latency = f"ready jobs drained in {drain_s:.1f} s", drain_s
         if latency > p.target_s:
             self.calm_since = None
             if active >= p.max or now - self.last_up < p.warmup_s:
@@ -109,7 +133,7 @@ class Autoscaler:
                 return active, ("memory" if first else ""), refused
             self.memory_refused = False
             self.last_up = now
-            return want, "up", f"processes {active} -> {want}: oldest due job {latency:.1f} s > target {p.target_s:g} s"
+            return want, "up", f"processes {active} -> {want}: {what} > target {p.target_s:g} s"
         if latency >= p.target_s / 2 or active <= p.min:
             self.calm_since = None
             return active, "", ""
@@ -118,7 +142,7 @@ class Autoscaler:
         if now - self.calm_since < p.cooldown_s:
             return active, "", ""
         self.calm_since = now  # the next step down after another cool-down
-        return active - 1, "down", (f"processes {active} -> {active - 1}: oldest due job {latency:.1f} s < "
+        return active - 1, "down", (f"processes {active} -> {active - 1}: {what} < "
                                     f"{p.target_s / 2:g} s for {p.cooldown_s:g} s (graceful drain)")
 
     def _within_memory(self, active: int, want: int) -> tuple[int, str]:

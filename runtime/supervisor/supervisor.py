@@ -52,7 +52,7 @@ from ..process import SLOT_ENV, SUPERVISOR_ID_ENV, SUPERVISOR_PID_ENV, host_pid,
 from ..settings import Settings
 from ..units import fmt_bytes, plural
 from ..worker.reaper import Reaper
-from .autoscale import AutoscalePolicy, Autoscaler, queue_latency
+from .autoscale import AutoscalePolicy, Autoscaler, backlog, queue_latency
 from .children import Child, child_setup, kill_group
 from .watchdog import enforce_hard_limit
 
@@ -267,8 +267,12 @@ class Supervisor:
         a step down drains the least busy process (SIGTERM: it finishes its jobs)."""
         assert self.autoscaler is not None
         active = self._active()
-        latency = max(queue_latency(self.redis, self.keys, self.settings.queues).values(), default=0.0)
-        want, reason, detail = self.autoscaler.decide(len(active), latency)
+        queues = self.settings.queues
+        latency = max(queue_latency(self.redis, self.keys, queues).values(), default=0.0)
+        ids = [w for w in self.broker.registry.ids() if host_pid(w)[0] == self.host and host_pid(w)[1] in self.children]
+        done = sum(int(d or 0) for [d] in self.broker.registry.fields(ids, "jobs_done"))
+        drain = self.autoscaler.drain_s(backlog(self.redis, self.keys, queues), done)
+        want, reason, detail = self.autoscaler.decide(len(active), latency, drain)
         if reason:
             log.info("autoscale %s: %s", reason, detail)
             self.broker.registry.record_event({"event": "scale", "at": time.time(), "host": self.host,
