@@ -148,4 +148,6 @@ def test_caps_are_shown_in_runtime_queues_and_exported_as_metrics(client, worker
     lines = [x for x in text.splitlines() if x.startswith("runtime_cap_jobs{")]
     assert any('runtime_cap_state="parked"' in x and x.endswith(" 3.0") for x in lines), lines
     assert any('runtime_cap_state="running"' in x and x.endswith(" 2.0") for x in lines), lines
+    latency = [x for x in text.splitlines() if x.startswith("runtime_queue_latency_seconds{")]
+    assert latency and 'messaging_destination_name="default"' in latency[0]  # the autoscaling signal
     client.wait(ids, timeout_s=30)
