@@ -4,19 +4,21 @@ its schedules and fires them (runtime.scheduler.state, fire.lua).
 Any number of workers run it at once: they all fire each fire time, and fire.lua queues it
 once (its job id is derived from the schedule and the fire time, and "last fired" moves in
 the same script). Between fire times it costs Redis one sync every :data:`SYNC_S` seconds
-(a pipeline: TIME, one HGET per schedule, then a ZADD marking it alive); times are the
+(a pipeline: TIME, one HMGET per schedule, then a ZADD marking it alive); times are the
 Redis server's clock, so workers' clocks do not matter.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 
 import redis
 
-from ..schedule import Schedule
+from ..errors import ConfigError
+from ..schedule import Schedule, make_schedule
 from .state import ScheduleState
 
 log = logging.getLogger("runtime.scheduler")
@@ -29,12 +31,28 @@ STALE_S = 3 * SYNC_S
 RETRY_S = 2.0
 
 
+def adopt(mine: Schedule, definition: str) -> Schedule:
+    """The schedule as ``definition`` (JSON, published by a worker started later) has it,
+    or ``mine`` when that does not parse or check (logged)."""
+    try:
+        d = json.loads(definition)
+        d["every"] = d.pop("every_s", None)
+        name, path = d.pop("name"), d.pop("path")
+        changed = make_schedule(name, path, **d)
+    except (ValueError, TypeError, KeyError, ConfigError) as exc:
+        log.warning("schedule %s: a newer definition does not check (%s); keeping this one", mine.name, exc)
+        return mine
+    log.info("schedule %s: adopting the definition of a newer worker", mine.name)
+    return changed
+
+
 class SchedulerLoop:
     """Fires ``schedules`` for worker ``worker_id``. ``sleep`` and ``clock`` (UNIX s) are
     the loop's (gevent's sleep and time.time in a worker; a test passes fakes)."""
 
     def __init__(self, state: ScheduleState, schedules: Sequence[Schedule], worker_id: str,
-                 sleep: Callable[[float], object] = time.sleep, clock: Callable[[], float] = time.time) -> None:
+                 sleep: Callable[[float], object] = time.sleep, clock: Callable[[], float] = time.time,
+                 modules: Sequence[str] = ()) -> None:
         self.state = state
         self.schedules = list(schedules)
         self.worker_id = worker_id
@@ -48,19 +66,37 @@ class SchedulerLoop:
         self.first = True
         self.stopped = False
         self.sync_s = SYNC_S
+        #: the modules this worker imported: a schedule of their tasks it lacks was removed
+        self.modules = list(modules)
+        self.started_ms = 0
 
     def now_ms(self) -> int:
         return int((self.clock() + self.offset) * 1000)
 
     def sync(self) -> None:
-        """Mark this scheduler alive and learn the last fire times (and the clock offset)."""
+        """Mark this scheduler alive, learn the last fire times (and the clock offset), and
+        follow what workers started after this one published: a changed definition is
+        adopted, a schedule removed from their code stops firing here too."""
         local = self.clock()
-        server, lasts = self.state.sync(self.worker_id, self.schedules, self.first)
+        first = self.first
+        server, found = self.state.sync(self.worker_id, self.schedules, first)
         self.first = False
         self.offset = server - local
         self.synced_at = local
-        for name, t in lasts.items():
-            self.last[name] = max(self.last.get(name, 0), t)
+        if first:
+            self.started_ms = int(time.time() * 1000)  # the clock def_at and removed_at are in
+            self.state.mark_removed([s.name for s in self.schedules], self.modules)
+        kept = []
+        for s in self.schedules:
+            got = found[s.name]
+            self.last[s.name] = max(self.last.get(s.name, 0), got.last_fire)
+            if got.removed_at > self.started_ms:
+                log.info("schedule %s was removed by a newer worker's code: it stops firing here", s.name)
+                continue
+            if got.def_at > self.started_ms and got.definition and got.definition != s.to_json():
+                s = adopt(s, got.definition)
+            kept.append(s)
+        self.schedules = kept
 
     def next_fire(self, s: Schedule) -> int:
         """The next fire time of ``s`` not yet handled as far as this scheduler knows (ms)."""

@@ -31,9 +31,11 @@ class SchedulerMiddleware(Middleware):
         from .loop import SchedulerLoop
         from .state import ScheduleState
         schedules = all_schedules(served.tasks)
-        if not schedules:
+        if not schedules:  # those of its modules' tasks left in Redis were removed from the code
+            ScheduleState(broker).mark_removed([], served.modules)
             return
-        self.loop = SchedulerLoop(ScheduleState(broker), schedules, worker.id, sleep=gevent.sleep)
+        self.loop = SchedulerLoop(ScheduleState(broker), schedules, worker.id, sleep=gevent.sleep,
+                                  modules=served.modules)
         self.greenlet = gevent.spawn(self.loop.run)
         log.info("scheduler running %d schedule(s): %s", len(schedules), ", ".join(s.name for s in schedules))
 

@@ -28,8 +28,9 @@ def describe(state: ScheduleState, now: float | None = None) -> dict[str, Any]:
     schedule: name, task, when (cron and tz, or every), next_fire and last_fire (UNIX s),
     last_job, last_job_status, last_status, paused, counts of missed/overlap/paused fire
     times, late_s (seconds past a fire time not handled, beyond the grace, else 0) and
-    status: "paused", "ok", "late" (a scheduler runs, the schedule does not fire: a
-    scheduler wedged, or no live worker has it in its code) or "no scheduler"."""
+    status: "removed" (a worker started without it in its code), "paused", "ok", "late"
+    (a scheduler runs, the schedule does not fire: a scheduler wedged, or no live worker
+    has it in its code) or "no scheduler"."""
     now = time.time() if now is None else now
     alive = schedulers_alive(state, now)
     rows = []
@@ -65,8 +66,8 @@ def _row(name: str, h: dict[str, str], job_status: str | None, now: float, alive
     row["next_fire"] = s.next_after(int(now * 1000)) / 1000
     if expected is not None and now > expected + s.grace_s + LATE_S:
         row["late_s"] = round(now - expected - s.grace_s, 3)
-    row["status"] = ("paused" if row["paused"] else "no scheduler" if not alive
-                     else "late" if row["late_s"] else "ok")
+    row["status"] = ("removed" if h.get("removed_at") else "paused" if row["paused"] else
+                     "no scheduler" if not alive else "late" if row["late_s"] else "ok")
     return row
 
 

@@ -2,7 +2,8 @@
 ``runtime schedules`` reads and changes (pause, resume, run-now).
 
 Keys (runtime.broker.keys): ``{p}:sc:{name}`` holds a schedule's definition (``def``, JSON,
-as the last scheduler to sync it had it), ``last_fire`` (ms), ``last_job``,
+as the last scheduler to start with it had it, at ``def_at``; ``removed_at`` when a
+worker started without it), ``last_fire`` (ms), ``last_job``,
 ``last_status``, ``fired_at`` (server time of the last fire, s), ``paused`` ("1") and
 counts of fire times not run (``count_missed``, ``count_overlap``, ``count_paused``);
 ``{p}:schedules`` names them; ``{p}:schedulers`` scores each worker running the
@@ -22,6 +23,18 @@ from ..errors import InvalidParams
 from ..job import encode_params
 from ..schedule import Schedule
 from ..status import Status
+
+
+@dataclass
+class Synced:
+    """A schedule's state as a sync reads it: last_fire (ms), its definition as last
+    published (JSON) and when (def_at, ms), and when a newer worker found it removed from
+    the code (removed_at, ms; 0: not)."""
+
+    last_fire: int
+    definition: str
+    def_at: int
+    removed_at: int
 
 
 @dataclass
@@ -56,28 +69,45 @@ class ScheduleState:
         reply = self.broker.script("fire", keys, args)
         return Fired(int(reply[0]), [str(r) for r in reply[1:]])
 
-    def sync(self, worker_id: str, schedules: Sequence[Schedule], first: bool) -> tuple[float, dict[str, int]]:
+    def sync(self, worker_id: str, schedules: Sequence[Schedule], first: bool) -> tuple[float, dict[str, Synced]]:
         """A scheduler's sync: mark ``worker_id`` as running the scheduler now; on the
-        ``first`` sync also publish the definitions and start the new schedules' clocks
-        (last_fire = now: a new schedule has no missed runs). One round trip.
+        ``first`` sync also publish the definitions (``def``, ``def_at``: this worker's
+        clock, ms) and start the new schedules' clocks (last_fire = now: a new schedule has
+        no missed runs). One round trip.
 
-        Returns (server time, s; {name: last_fire ms})."""
+        Returns (server time, s; {name: what Redis holds of it, :class:`Synced`})."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.time()
         now_ms = int(time.time() * 1000)
         if first:
             for s in schedules:
-                pipe.hsetnx(self.keys.schedule(s.name), "last_fire", now_ms)
-                pipe.hset(self.keys.schedule(s.name), mapping={"def": s.to_json(), "synced_by": worker_id})
+                key = self.keys.schedule(s.name)
+                pipe.hsetnx(key, "last_fire", now_ms)
+                pipe.hset(key, mapping={"def": s.to_json(), "def_at": now_ms, "synced_by": worker_id})
+                pipe.hdel(key, "removed_at")
             if schedules:
                 pipe.sadd(self.keys.schedules, *(s.name for s in schedules))
         for s in schedules:
-            pipe.hget(self.keys.schedule(s.name), "last_fire")
+            pipe.hmget(self.keys.schedule(s.name), "last_fire", "def", "def_at", "removed_at")
         replies = pipe.execute()
         server = float(replies[0][0]) + float(replies[0][1]) / 1e6
         self.redis.zadd(self.keys.schedulers, {worker_id: server})
-        lasts = replies[len(replies) - len(schedules):]
-        return server, {s.name: int(v or 0) for s, v in zip(schedules, lasts)}
+        found = replies[len(replies) - len(schedules):]
+        return server, {s.name: Synced(int(f[0] or 0), f[1] or "", int(f[2] or 0), int(f[3] or 0))
+                        for s, f in zip(schedules, found)}
+
+    def mark_removed(self, mine: Sequence[str], modules: Sequence[str]) -> list[str]:
+        """Mark removed (``removed_at``, this clock, ms) the schedules whose task is in one
+        of ``modules`` (the modules a starting worker imported) but which that worker does
+        not declare (``mine``): they were removed from the code it runs. Returns their
+        names."""
+        served, have = set(modules), set(mine)
+        gone = [name for name, h in self.read().items() if name not in have and not h.get("removed_at")
+                and json.loads(h.get("def") or "{}").get("path", "").rpartition(".")[0] in served]
+        now_ms = int(time.time() * 1000)
+        for name in gone:
+            self.redis.hset(self.keys.schedule(name), "removed_at", now_ms)
+        return gone
 
     def leave(self, worker_id: str) -> None:
         """``worker_id`` stops running the scheduler."""

@@ -39,8 +39,8 @@ class FakeClockState(ScheduleState):
         self.clock = clock
 
     def sync(self, worker_id, schedules, first):
-        _, lasts = super().sync(worker_id, schedules, first)
-        return self.clock(), lasts
+        _, found = super().sync(worker_id, schedules, first)
+        return self.clock(), found
 
 
 def _loop(client, schedules, clock: FakeClock, start_s: float, worker_id: str = "w-test") -> SchedulerLoop:
@@ -248,3 +248,32 @@ def test_the_lateness_of_a_schedule_that_stops_firing_is_a_prometheus_metric(cli
     line = next(x for x in text.splitlines() if x.startswith("runtime_schedule_late_seconds{"))
     assert 'runtime_schedule_name="stuck"' in line and 'runtime_schedule_status="late"' in line  # w-gone synced just now
     assert float(line.rsplit(" ", 1)[1]) > 50
+
+
+def test_a_changed_or_removed_schedule_follows_the_newest_worker_without_a_restart(client):
+    """Worker A runs the old code; B starts later with the schedule changed: A adopts it
+    at its next sync. C starts later still without it (its module imported): A stops."""
+    state = ScheduleState(client.broker)
+    old = make_schedule("report", "mymod.report", params={"v": 1}, every=60)
+    new = make_schedule("report", "mymod.report", params={"v": 2}, every=30, queue="reports")
+    a = SchedulerLoop(state, [old], "w-a", modules=["mymod"])
+    a.sync()
+    time.sleep(0.01)  # B starts after A (def_at is in ms)
+    b = SchedulerLoop(state, [new], "w-b", modules=["mymod"])
+    b.sync()
+    a.sync()
+    assert a.schedules == [new]
+    time.sleep(0.01)
+    other = SchedulerLoop(state, [], "w-other", modules=["othermod"])  # does not serve mymod: removes nothing
+    other.sync()
+    a.sync()
+    assert a.schedules == [new]
+    c = SchedulerLoop(state, [], "w-c", modules=["mymod"])
+    c.sync()
+    a.sync()
+    b.sync()
+    assert a.schedules == [] and b.schedules == []
+    assert client.redis.hget(client.broker.keys.schedule("report"), "removed_at")
+    d = SchedulerLoop(state, [new], "w-d", modules=["mymod"])  # put back in the code: fires again
+    d.sync()
+    assert d.schedules == [new] and not client.redis.hget(client.broker.keys.schedule("report"), "removed_at")
