@@ -125,7 +125,8 @@ def print_workers(entries: list[dict[str, Any]]) -> None:
         echo(f"{indent}{e['id']}  {e.get('state', '?')}  host {e['host']} pid {e['pid']}  queues {','.join(e['queues'])}  "
                    f"running {len(running)}/{e.get('greenlets', '?')}{f' (+{waiting} prefetched)' if waiting else ''}  "
                    f"done {e['jobs_done']}  rss {rss:.1f} MiB  since {e['started_at']}"
-                   + (f"  recycling: {e['recycle']}" if e.get("recycle") else ""))
+                   + (f"  recycling: {e['recycle']}" if e.get("recycle") else "")
+                   + (f"  scheduler (synced {ago(e['scheduler_synced_at'])})" if e.get("scheduler_synced_at") else ""))
         for r in running:
             echo(f"{indent}    {r['id']} {r['path']}  " + " <- ".join(r["stack"][:3]))
 

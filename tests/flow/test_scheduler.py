@@ -169,6 +169,8 @@ def test_pause_resume_run_now_and_the_listing(settings, client, worker, task_dir
     assert row["name"] == "tick" and row["status"] == "ok" and row["last_job"].startswith("tick@")
     assert listed["schedulers"] == [w.id] and row["next_fire"] > time.time() - 1
     assert "tick  ok" in cli(settings, "schedules").stdout
+    assert "  scheduler (synced " in cli(settings, "workers").stdout  # the registry says it runs one
+    assert json.loads(cli(settings, "workers", "--json").stdout)[0]["scheduler_synced_at"] > time.time() - 30
     assert cli(settings, "schedules", "pause", "tick").exit_code == 0
     wait_until(lambda: int(client.redis.hget(key, "count_paused") or 0) >= 3, 10, "paused fire times")
     before = client.redis.zcard(client.broker.keys.status("success")) + client.redis.zcard(client.broker.keys.status("queued"))
@@ -240,7 +242,7 @@ def test_the_lateness_of_a_schedule_that_stops_firing_is_a_prometheus_metric(cli
     with socket.socket() as sock:  # a free port
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    s = make_schedule("stuck", "testtasks.add", every=1)
+    s = make_schedule("stuck", "elsewhere.job", every=1)  # a task of a module this worker does not import
     ScheduleState(client.broker).sync("w-gone", [s], first=True)
     client.redis.hset(client.broker.keys.schedule("stuck"), "last_fire", int((time.time() - 120) * 1000))
     worker.start(metrics_port=port)
