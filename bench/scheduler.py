@@ -105,6 +105,33 @@ def commands(r: redis.Redis) -> int:
     return sum(int(v["calls"]) for k, v in r.info("commandstats").items())
 
 
+def scheduler_commands(url: str, folder: Path, n_workers: int, window_s: float) -> float:
+    """Commands/s per worker that name the scheduler's keys or scripts, counted with
+    MONITOR over ``window_s`` with N idle workers and one idle schedule."""
+    r = redis.Redis.from_url(url, decode_responses=True)
+    prefix = "idlemon"
+    procs = start_workers(n_workers, url, prefix, folder, "sched_idle")
+    fire_sha = r.script_load(__import__("runtime.broker.scripts", fromlist=["source"]).source("fire"))
+    n = 0
+    try:
+        wait_workers(r, prefix, n_workers)
+        time.sleep(3)
+        with r.monitor() as m:
+            end = time.monotonic() + window_s
+            for cmd in m.listen():
+                if time.monotonic() > end:
+                    break
+                text = cmd.get("command", "")
+                if cmd.get("client_type") == "lua":
+                    continue
+                if (f"{prefix}:sc:" in text or f"{prefix}:schedulers" in text or text == "TIME"
+                        or fire_sha in text):
+                    n += 1
+    finally:
+        stop(procs)
+    return n / window_s / n_workers
+
+
 def idle_cost(url: str, folder: Path, n_workers: int, window_s: float) -> None:
     (folder / "sched_idle.py").write_text(textwrap.dedent(MODULE.format(every=3600.0)))
     r = redis.Redis.from_url(url, decode_responses=True)
@@ -122,6 +149,9 @@ def idle_cost(url: str, folder: Path, n_workers: int, window_s: float) -> None:
             finally:
                 stop(procs)
             rates[kind].append((c1 - c0 - 2) / (t1 - t0) / n_workers)  # -2: our own INFO calls
+    own = scheduler_commands(url, folder, n_workers, window_s)
+    print(f"idle cost, MONITOR: the schedulers' own commands (TIME outside scripts, HMGET of the schedule, "
+          f"ZADD/ZREM of the schedulers zset, fire.lua): {own:.2f} commands/s per worker")
     w, wo = sum(rates["with"]) / 2, sum(rates["without"]) / 2
     print(f"idle cost, {n_workers} idle workers, {window_s:.0f} s windows, A/B twice: "
           f"{wo:.2f} commands/s per worker without a schedule, {w:.2f} with one idle schedule "
