@@ -151,3 +151,17 @@ def test_caps_are_shown_in_runtime_queues_and_exported_as_metrics(client, worker
     latency = [x for x in text.splitlines() if x.startswith("runtime_queue_latency_seconds{")]
     assert latency and 'messaging_destination_name="default"' in latency[0]  # the autoscaling signal
     client.wait(ids, timeout_s=30)
+
+
+def test_a_burst_worker_waits_for_parked_jobs_and_a_cancelled_parked_job_is_dropped(client, worker, capped):
+    ids = client.queue_jobs("capmod.two", [{"n": n, "sleep_s": 0.2} for n in range(6)])
+    w = worker.start(task_modules=capped, greenlets="10")
+    wait_until(lambda: client.redis.zcard(client.broker.keys.park("capmod.two")) == 4, 10, "four parked")
+    parked = client.redis.zrange(client.broker.keys.park("capmod.two"), 0, -1)
+    client.cancel(parked[-1])
+    worker.stop(w)
+    worker.burst(task_modules=capped, greenlets="10")  # returns only once nothing is left to run
+    jobs = {j.id: j for j in (client.get_job(i) for i in ids)}
+    assert jobs[parked[-1]].status == Status.CANCEL
+    assert all(j.status == Status.SUCCESS and j.attempt <= 2 for i, j in jobs.items() if i != parked[-1])
+    assert client.redis.zcard(client.broker.keys.park("capmod.two")) == 0
