@@ -51,7 +51,8 @@ def _row(name: str, h: dict[str, str], job_status: str | None, now: float, alive
     row: dict[str, Any] = {
         "name": name, "task": d.get("path"), "queue": d.get("queue"),
         "when": f"cron {d['cron']} {d.get('tz', 'UTC')}" if d.get("cron") else f"every {d.get('every_s')} s",
-        "last_fire": last_ms / 1000 if last_ms else None, "last_status": h.get("last_status"),
+        "last_fire": last_ms / 1000 if last_ms and h.get("last_status") else None,  # else: never fired
+        "last_status": h.get("last_status"),
         "last_job": h.get("last_job"), "last_job_status": job_status, "paused": h.get("paused") == "1",
         "missed": int(h.get("count_missed") or 0), "overlap": int(h.get("count_overlap") or 0),
         "next_fire": None, "late_s": 0.0,
