@@ -187,9 +187,13 @@ def make_schedule(name: str, path: str, *, params: Mapping[str, Any] | None = No
 
 
 def _check_cron(where: str, cron: Any) -> None:
-    from croniter import croniter
+    from croniter import CroniterError, croniter
     if not isinstance(cron, str) or len(cron.split()) != 5 or not croniter.is_valid(cron):
         raise ConfigError(f"{where}: bad cron {cron!r} (five fields: minute hour day-of-month month day-of-week)")
+    try:  # a valid expression may never match (February 31st)
+        croniter(cron, datetime(2000, 1, 1)).get_next(datetime)
+    except CroniterError:
+        raise ConfigError(f"{where}: cron {cron!r} never fires") from None
 
 
 def _check_policies(where: str, missed: Any, grace_s: Any, overlap: Any) -> None:

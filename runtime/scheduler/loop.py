@@ -144,6 +144,9 @@ class SchedulerLoop:
             except redis.RedisError as exc:
                 log.warning("scheduler: Redis error (%s); trying again in %.0f s", exc, RETRY_S)
                 wait = RETRY_S
+            except Exception:  # noqa: BLE001 - a scheduler that dies stops every schedule: log, go on
+                log.exception("scheduler: a step failed; trying again in %.0f s", RETRY_S)
+                wait = RETRY_S
             if not self.stopped:
                 self.sleep(wait)
 

@@ -84,6 +84,7 @@ def test_a_fire_time_on_time_runs_under_every_policy_and_once_adds_nothing_to_it
 @pytest.mark.parametrize(("options", "message"), [
     ({"cron": "* * *"}, "bad cron"),
     ({"cron": "61 * * * *"}, "bad cron"),
+    ({"cron": "0 0 31 2 *"}, "never fires"),
     ({"every": 0.01}, "every must be at least"),
     ({}, "give cron= or every="),
     ({"cron": "* * * * *", "every": 5}, "give cron= or every="),
