@@ -2,6 +2,8 @@
 
 import time
 
+from runtime import task
+
 
 def stamp() -> float:
     """The worker's clock when the task body starts (cross-checks the job's started_at)."""
@@ -96,3 +98,8 @@ def pb_noop() -> None:
     from runtime import set_progress
     set_progress(1.0, "done")
     incr_noop()
+
+
+@task(max_concurrency=50)
+def noop_cap50() -> None:
+    """A no-op under a concurrency cap of 50 across all workers (runtime.caps)."""

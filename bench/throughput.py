@@ -21,6 +21,9 @@ Scenarios (each on its own key prefix; the keys are deleted afterwards):
               the task body returns; enqueue->done = until ``Client.wait(id)`` returns;
               p50/p99 in ms
            e. idle worker RSS (psutil) after start-up + warm-up probes + 1 s
+  capped   f. the drain of b. without a cap and under a cap of 50 (``max_concurrency=50``,
+              runtime.caps), alternated twice (A B A B) in this run: jobs/s of each and
+              capped / uncapped in %
 
 Prints a markdown table and writes JSON (default bench/results/throughput-<ts>.json).
 Stdlib + redis + psutil + the runtime package. Workers and the redis-server this script
@@ -61,7 +64,8 @@ IO_WAIT = "tasks_example.work.io_wait"
 STAMP = "bench.rt_tasks.stamp"  # returns time.time() at body start
 TASK_MODULES = "tasks_example,bench.rt_tasks"
 QUEUE = "bench"
-ALL = ["enqueue", "drain", "io", "latency"]
+ALL = ["enqueue", "drain", "io", "latency", "capped"]
+NOOP_CAP50 = "bench.rt_tasks.noop_cap50"  # the same no-op under max_concurrency=50
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -325,6 +329,18 @@ class Bench:
     def s_drain(self, n: int) -> dict[str, Any]:
         return self._drain("drain", NOOP, {}, n, self.args.greenlets_drain)
 
+    def s_capped(self, n: int) -> dict[str, Any]:
+        g = self.args.greenlets_drain
+        runs = {"uncapped": [], "capped": []}
+        for _ in range(2):
+            runs["uncapped"].append(self._drain("capped-a", NOOP, {}, n, g)["jobs_per_s"])
+            runs["capped"].append(self._drain("capped-b", NOOP_CAP50, {}, n, g)["jobs_per_s"])
+        out: dict[str, Any] = {"n": n, "greenlets": g, "runs": runs}
+        out["uncapped_jobs_per_s"] = sum(runs["uncapped"]) / 2
+        out["capped_jobs_per_s"] = sum(runs["capped"]) / 2
+        out["pct_of_uncapped"] = out["capped_jobs_per_s"] / out["uncapped_jobs_per_s"] * 100
+        return out
+
     def s_io(self, n: int) -> dict[str, Any]:
         g = self.args.greenlets_io
         out = self._drain("io", IO_WAIT, {"seconds": 0.01}, n, g)
@@ -431,6 +447,11 @@ def report(res: dict[str, Any]) -> str:
             f"{fmt(d['done_p50_ms'], 2)} / {fmt(d['done_p99_ms'], 2)} ms")
         row("e. memory", f"idle worker RSS ({d['greenlets']} greenlets, after warm-up)",
             f"{fmt(d['idle_rss_mb'], 1)} MiB")
+    if "capped" in s and s["capped"].get("ok"):
+        d = s["capped"]
+        row("f. capped", f"no-op drain, {d['greenlets']} greenlets, uncapped / cap 50 (N={d['n']:,}, A B A B)",
+            f"{fmt(d['uncapped_jobs_per_s'])} / {fmt(d['capped_jobs_per_s'])} jobs/s = "
+            f"{fmt(d['pct_of_uncapped'])}% (runs {d['runs']})")
     fails = {k: v for k, v in s.items() if not v.get("ok")}
     notes = [(k, n) for k, v in s.items() for n in v.get("notes", [])]
     if fails:
@@ -522,7 +543,8 @@ def main() -> int:
             "redis_version": info.get("redis_version"), "args": vars(args), "logs": str(workdir),
         }
         bench = Bench(args, url, workdir)
-        nmap = {"enqueue": args.n_enqueue, "drain": args.n_drain, "io": args.n_io, "latency": args.n_latency}
+        nmap = {"enqueue": args.n_enqueue, "drain": args.n_drain, "io": args.n_io, "latency": args.n_latency,
+                "capped": args.n_drain}
         for scn in scenarios:
             t = time.time()
             print(f"[{time.strftime('%H:%M:%S')}] {scn} (N={nmap[scn]:,}) ...", file=sys.stderr, flush=True)

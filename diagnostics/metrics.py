@@ -9,6 +9,9 @@ Instruments (names from the OTel messaging conventions where they exist):
 | runtime.jobs               | counter   | 1    | JOB_ATTRIBUTES (attempts ended)                  |
 | runtime.queue.depth        | gauge     | 1    | messaging.destination.name, runtime.queue.state (ready/delayed) |
 | runtime.worker.rss         | gauge     | By   | runtime.worker.id                                |
+| runtime.schedule.late      | gauge     | s    | runtime.schedule.name, runtime.schedule.status   |
+| runtime.cap.jobs           | gauge     | 1    | runtime.cap.name, runtime.cap.state (running/parked) |
+| runtime.queue.latency      | gauge     | s    | messaging.destination.name (age of the next job) |
 
 JOB_ATTRIBUTES: ``messaging.system`` ("runtime"), ``messaging.destination.name`` (the
 queue), ``messaging.operation.name`` ("process"), ``runtime.task.path``,
@@ -63,6 +66,68 @@ def otlp_metrics_url(settings: Any) -> str | None:
         return url
     traces = otlp_endpoint(settings)
     return traces[: -len("/v1/traces")] + "/v1/metrics" if traces and traces.endswith("/v1/traces") else None
+
+
+def schedule_lateness(worker: Any) -> Any:
+    """The callback of gauge runtime.schedule.late: per schedule (runtime.schedule.name,
+    runtime.schedule.status), the seconds past a fire time not fired beyond its grace; a
+    scheduler that stops firing (wedged, or no worker runs it) shows here."""
+    from opentelemetry.metrics import Observation
+
+    def late(options: Any) -> list[Any]:
+        broker = getattr(worker, "broker", None)
+        if broker is None:
+            return []
+        from runtime.scheduler.report import describe
+        from runtime.scheduler.state import ScheduleState
+        try:
+            rows = describe(ScheduleState(broker))["schedules"]
+        except Exception:  # noqa: BLE001 - a metric must not break the export
+            return []
+        return [Observation(r["late_s"], {"runtime.schedule.name": r["name"], "runtime.schedule.status": r["status"]})
+                for r in rows]
+
+    return late
+
+
+def latency(worker: Any) -> Any:
+    """The callback of gauge runtime.queue.latency: per queue of the worker
+    (messaging.destination.name), the age in seconds of the job it would run next, the
+    signal ``--processes MIN:MAX`` scales on (runtime.supervisor.autoscale)."""
+    from opentelemetry.metrics import Observation
+
+    def ages(options: Any) -> list[Any]:
+        broker = getattr(worker, "broker", None)
+        if broker is None:
+            return []
+        from runtime.supervisor.autoscale import queue_latency
+        try:
+            found = queue_latency(broker.redis, broker.keys, worker.settings.queues)
+        except Exception:  # noqa: BLE001 - a metric must not break the export
+            return []
+        return [Observation(age, {"messaging.destination.name": q}) for q, age in found.items()]
+
+    return ages
+
+
+def cap_jobs(worker: Any) -> Any:
+    """The callback of gauge runtime.cap.jobs: per cap (runtime.cap.name) and
+    runtime.cap.state (running, parked), from runtime.caps.cap_counts."""
+    from opentelemetry.metrics import Observation
+
+    def jobs(options: Any) -> list[Any]:
+        broker = getattr(worker, "broker", None)
+        if broker is None:
+            return []
+        from runtime.caps import cap_counts
+        try:
+            caps = cap_counts(broker.redis, broker.keys)
+        except Exception:  # noqa: BLE001 - a metric must not break the export
+            return []
+        return [Observation(c[state], {"runtime.cap.name": name, "runtime.cap.state": state})
+                for name, c in caps.items() for state in ("running", "parked")]
+
+    return jobs
 
 
 def error_type(outcome: Any) -> str | None:
@@ -129,6 +194,13 @@ class Metrics(Middleware):
 
         meter.create_observable_gauge("runtime.queue.depth", [depth], unit="1", description="Jobs waiting")
         meter.create_observable_gauge("runtime.worker.rss", [rss], unit="By", description="Worker RSS")
+        meter.create_observable_gauge("runtime.queue.latency", [latency(worker)], unit="s",
+                                      description="Age of the job each queue would run next (autoscaling signal)")
+        meter.create_observable_gauge("runtime.cap.jobs", [cap_jobs(worker)], unit="1",
+                                      description="Jobs holding a slot of a concurrency cap, or parked waiting for one")
+        meter.create_observable_gauge("runtime.schedule.late", [schedule_lateness(worker)], unit="s",
+                                      description="Seconds a schedule's fire time is overdue past its grace "
+                                                  "(0: firing on time; runtime.scheduler.report)")
 
     @staticmethod
     def _otlp_reader(url: str, hists: tuple[JobHistogram, ...]) -> Any:

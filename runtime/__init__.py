@@ -15,7 +15,7 @@ from typing import Any
 
 __all__ = [
     "queue_job", "queue_jobs", "get_job", "wait", "set_progress", "spawn", "run_task", "task",
-    "Client", "Job", "Status", "Settings", "load_settings", "Retry", "TaskRun",
+    "periodic", "Client", "Job", "Status", "Settings", "load_settings", "Retry", "TaskRun",
     "TaskQueueError", "JobNotFound", "InvalidParams", "WaitTimeout", "BrokerUnavailable",
     "TaskError", "TaskNotFound", "TaskNotAllowed",
 ]
@@ -23,7 +23,7 @@ __all__ = [
 _WHERE = {
     "queue_job": "client", "queue_jobs": "client", "get_job": "client", "wait": "client",
     "Client": "client", "set_progress": "context", "spawn": "context", "run_task": "local", "TaskRun": "local",
-    "task": "tasks", "Job": "job", "Status": "status", "Settings": "settings",
+    "task": "tasks", "periodic": "schedule", "Job": "job", "Status": "status", "Settings": "settings",
     "load_settings": "settings", "Retry": "errors", "TaskQueueError": "errors",
     "JobNotFound": "errors", "InvalidParams": "errors", "WaitTimeout": "errors",
     "BrokerUnavailable": "errors", "TaskError": "errors", "TaskNotFound": "errors", "TaskNotAllowed": "errors",

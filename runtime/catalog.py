@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 from .errors import TaskImportError
 from .tasks import TaskSpec, module_tasks, resolve
@@ -32,6 +33,12 @@ class Served:
     task_modules: tuple[str, ...]
     modules: tuple[str, ...]
     tasks: dict[str, TaskSpec]
+
+    def caps(self) -> tuple[Any, ...]:
+        """The concurrency caps and rate limits of the tasks, as claim.lua reads them
+        (runtime.caps.caps_args)."""
+        from .caps import caps_args
+        return caps_args(self.tasks)
 
 
 def _import(name: str) -> ModuleType:

@@ -13,7 +13,9 @@ from .status import Status
 class NewJob:
     """What enqueue writes: id, path, params already encoded as JSON, queue, priority,
     the delay before it may start (seconds, 0 = now), and what producer middleware
-    attached (``meta``, JSON: the trace context...)."""
+    attached (``meta``, JSON: the trace context...). ``unique_key`` (or ""): while
+    ``{p}:u:{key}`` names a job that exists, for ``unique_for_s`` seconds after the first
+    enqueue, enqueue returns that job instead (runtime.unique)."""
 
     id: str
     path: str
@@ -22,6 +24,8 @@ class NewJob:
     priority: int
     delay_s: float
     meta: dict[str, Any] = field(default_factory=dict)
+    unique_key: str = ""
+    unique_for_s: float = 0.0
 
 
 @dataclass(slots=True)

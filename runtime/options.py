@@ -15,6 +15,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from .caps import CAP_OPTIONS, cap_problem
 from .errors import TaskOptionError
 from .settings import Settings, load_settings
 
@@ -26,6 +27,7 @@ _KNOWN_OPTIONS: dict[str, str] = {
     "retry_delay_s": "first retry delay, seconds (doubles each retry, with jitter)",
     "retry_backoff": "factor between successive retry delays (default 2)",
     "retry_max_delay_s": "cap on one retry delay, seconds",
+    **CAP_OPTIONS,
 }
 
 
@@ -87,6 +89,10 @@ def _check_values(options: dict[str, Any], where: str) -> None:
     for name, (ok, what) in rules.items():
         if name in options and not ok(options[name]):
             raise TaskOptionError(f"{where}: task option {name} must be {what}, got {options[name]!r}")
+    for name in CAP_OPTIONS:
+        problem = cap_problem(name, options[name]) if name in options else None
+        if problem:
+            raise TaskOptionError(f"{where}: task option {name} must be {problem}, got {options[name]!r}")
     if "retry_on" in options:
         value = options["retry_on"]
         classes = tuple(value) if isinstance(value, (tuple, list)) else (value,)

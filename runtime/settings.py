@@ -92,8 +92,9 @@ class Settings:
     progress_interval_s: float = 0.5
     #: Middleware by dotted path, in order (before-hooks in this order, after-hooks reversed;
     #: a middleware that needs another's hooks first says so; Timing last: it times the task).
-    middleware: tuple[str, ...] = ("diagnostics.client_spans.ClientSpans",
-                                   "diagnostics.tracing.Tracing", "diagnostics.metrics.Metrics",
+    middleware: tuple[str, ...] = ("runtime.scheduler.middleware.SchedulerMiddleware",
+                                   "diagnostics.client_spans.ClientSpans", "diagnostics.tracing.Tracing",
+                                   "diagnostics.metrics.Metrics",
                                    "diagnostics.memory.Memory", "diagnostics.memory.HeapDiff",
                                    "diagnostics.profiling.Profiling", "diagnostics.logs.Logs",
                                    "diagnostics.sentry.Sentry", "diagnostics.timing.Timing")
@@ -378,7 +379,7 @@ def load_settings(
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config file {path}: {exc}") from None
         data = data.get("runtime", data)
-        for key, raw in data.items():
+        for key, raw in ((k, v) for k, v in data.items() if k != "schedules"):  # runtime.scheduler.config
             if key not in names:
                 raise ConfigError(f"{path}: unknown setting {key!r}")
             values[key] = _coerce(key, raw, str(path))

@@ -287,5 +287,15 @@ def _take_back(conf: dict[str, Any], pid: int) -> None:
         _say(f"runtime watchdog: could not take back the jobs of worker process {pid}: {exc}")
 
 
+def main() -> int:
+    """Read the configuration, then :func:`watch`; a worker that stopped before it wrote
+    the whole configuration (it failed at start) leaves nothing to watch: exit 0."""
+    try:
+        conf = json.loads(sys.stdin.read())
+    except ValueError:
+        return 0
+    return watch(conf)
+
+
 if __name__ == "__main__":
-    sys.exit(watch(json.loads(sys.stdin.read())))
+    sys.exit(main())

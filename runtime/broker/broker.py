@@ -53,6 +53,9 @@ class RedisBroker:
         self._scripts = {name: register(client, name) for name in NAMES}
         self._sha = {name: s.sha for name, s in self._scripts.items()}
         self._short = False  # the last WAIT found fewer replicas than wait_replicas
+        #: the caps of the tasks the claiming worker serves, as claim.lua reads them
+        #: (runtime.caps.caps_args; set by the worker)
+        self.caps: tuple[Any, ...] = ()
 
     # ---- calling scripts ----------------------------------------------------------------
 
@@ -130,25 +133,47 @@ class RedisBroker:
             for script in self._scripts.values():  # a full Redis refuses them in a transaction only
                 self.redis.script_load(script.script)
 
+    def script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """The reply of script ``name`` (runtime/broker/lua) run once with ``keys`` and
+        ``args`` (after the key prefix); for scripts whose caller lives elsewhere
+        (fire.lua: runtime.scheduler.state)."""
+        return self._run(name, keys, args)
+
     # ---- producing ----------------------------------------------------------------------
 
-    def enqueue(self, jobs: Sequence[NewJob]) -> float:
-        """Create and queue ``jobs`` in one round trip (one script call per queue); returns
-        the server time (UNIX s)."""
+    def enqueue(self, jobs: Sequence[NewJob]) -> tuple[float, dict[str, str]]:
+        """Create and queue ``jobs`` in one round trip (one script call per queue).
+
+        Returns (the server time, UNIX s; {id of a job not queued: id of the job holding
+        its unique key}): a job whose unique key is held is not queued (enqueue.lua)."""
         by_queue: dict[str, list[NewJob]] = {}
         for j in jobs:
             by_queue.setdefault(j.queue, []).append(j)
         calls = []
-        for queue, group in by_queue.items():
+        groups = list(by_queue.values())
+        for group in groups:
+            queue = group[0].queue
             keys = [*self.keys.queue_keys(queue), self.keys.queues, self.keys.inflight,
                     self.keys.status(Status.QUEUED), self.keys.status(Status.STARTED)]
+            unique_keys: list[str] = []
             args: list[Any] = [self.settings.visibility_timeout_s, queue, len(group)]
             for j in group:
                 keys += (self.keys.job(j.id), self.keys.history(j.id))
+                if j.unique_key:
+                    unique_keys.append(self.keys.unique(j.unique_key))
+                at = 8 + 2 * len(group) + len(unique_keys) if j.unique_key else 0  # 1-based, in KEYS
                 args += (j.id, j.path, j.params_json, j.priority, repr(float(j.delay_s)),
-                         json.dumps(j.meta, separators=(",", ":")) if j.meta else "")
-            calls.append(self._call("enqueue", keys, args))
-        return float(self._calls(calls)[-1]) if calls else 0.0
+                         json.dumps(j.meta, separators=(",", ":")) if j.meta else "",
+                         at, max(1, round(j.unique_for_s * 1000)))
+            calls.append(self._call("enqueue", keys + unique_keys, args))
+        if not calls:
+            return 0.0, {}
+        held: dict[str, str] = {}
+        replies = self._calls(calls)
+        for group, reply in zip(groups, replies):
+            for i in range(1, len(reply), 2):
+                held[group[int(reply[i]) - 1].id] = str(reply[i + 1])
+        return float(replies[-1][0]), held
 
     # ---- claiming and finishing ---------------------------------------------------------
 
@@ -157,7 +182,7 @@ class RedisBroker:
                 *self.keys.status_keys(), self.keys.dropped]
         for q in queues:
             keys += self.keys.queue_keys(q)
-        return self._call("claim", keys, (worker_id, k, self.settings.visibility_timeout_s, int(idle)))
+        return self._call("claim", keys, (worker_id, k, self.settings.visibility_timeout_s, int(idle), *self.caps))
 
     def _claim_reply(self, reply: Sequence[str]) -> tuple[float, float | None, list[Claimed]]:
         if reply[2]:
@@ -203,7 +228,7 @@ class RedisBroker:
         calls: list[tuple[Any, ...]] = []
         if outcomes:
             calls.append(self._finish_call(outcomes, worker_id))
-        if idle_on:
+        if idle_on and not self.caps:  # a worker with caps is not registered idle: see claim.lua
             calls.append(self._call("idle", [self.keys.idle(q) for q in idle_on], (worker_id,)))
         replies = self._calls(calls)
         return list(replies[0]) if outcomes else []

@@ -27,6 +27,16 @@ both made from :data:`SHAPES`, so a shape is written once.
 | {p}:mongo:{what}             | str  | MongoDB store: synced, adopt_after, lock (sweep); |
 |                              |      | deployment (the id owning the job collection)     |
 | {p}:mongo:pending            | set  | ids whose copy to MongoDB producers handed over   |
+| {p}:u:{key}                  | str  | the job id holding a unique key (expires: window) |
+| {p}:sc:{name}                | hash | a schedule: definition, last fire, paused, counts |
+| {p}:schedules                | set  | names of the schedules schedulers have run        |
+| {p}:schedulers               | zset | workers running the scheduler; score = last tick  |
+| {p}:cap:{name}               | set  | jobs holding a slot of a concurrency cap          |
+| {p}:rate:{name}              | zset | a rate limit's window: job id -> start ms         |
+| {p}:park:{name}              | zset | jobs over their cap, out of their queue; score =  |
+|                              |      | their ready score (runtime.caps)                  |
+| {p}:parked                   | set  | names of caps with parked jobs                    |
+| {p}:caps                     | set  | names of the caps claims have seen                |
 """
 
 from __future__ import annotations
@@ -57,6 +67,15 @@ SHAPES: dict[str, str] = {
     "handoff": "w:{worker}:jobs",
     "waiter": "wait:{token}",
     "mongo": "mongo:{what}",
+    "unique": "u:{key}",
+    "schedule": "sc:{name}",
+    "schedules": "schedules",
+    "schedulers": "schedulers",
+    "cap": "cap:{name}",
+    "rate": "rate:{name}",
+    "park": "park:{name}",
+    "parked": "parked",
+    "caps": "caps",
 }
 
 _ARG = re.compile(r"\{(\w+)\}")
@@ -144,6 +163,37 @@ class Keys:
 
     def mongo(self, what: str) -> str:
         return self._key("mongo", what)
+
+    def unique(self, key: str) -> str:
+        return self._key("unique", key)
+
+    def schedule(self, name: str) -> str:
+        return self._key("schedule", name)
+
+    @property
+    def schedules(self) -> str:
+        return self._key("schedules")
+
+    @property
+    def schedulers(self) -> str:
+        return self._key("schedulers")
+
+    def cap(self, name: str) -> str:
+        return self._key("cap", name)
+
+    def rate(self, name: str) -> str:
+        return self._key("rate", name)
+
+    def park(self, name: str) -> str:
+        return self._key("park", name)
+
+    @property
+    def parked(self) -> str:
+        return self._key("parked")
+
+    @property
+    def caps(self) -> str:
+        return self._key("caps")
 
     def queue_keys(self, queue: str) -> tuple[str, str, str, str]:
         """(ready, scheduled, wake, idle) of ``queue``, the block the scripts take per queue."""

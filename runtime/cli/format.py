@@ -127,7 +127,8 @@ def print_workers(entries: list[dict[str, Any]]) -> None:
         echo(f"{indent}{e['id']}  {e.get('state', '?')}  host {e['host']} pid {e['pid']}  queues {','.join(e['queues'])}  "
                    f"running {len(running)}/{e.get('greenlets', '?')}{f' (+{waiting} prefetched)' if waiting else ''}  "
                    f"done {e['jobs_done']}  rss {rss:.1f} MiB  since {e['started_at']}"
-                   + (f"  recycling: {e['recycle']}" if e.get("recycle") else ""))
+                   + (f"  recycling: {e['recycle']}" if e.get("recycle") else "")
+                   + (f"  scheduler (synced {ago(e['scheduler_synced_at'])})" if e.get("scheduler_synced_at") else ""))
         for r in running:
             echo(f"{indent}    {r['id']} {r['path']}  " + " <- ".join(r["stack"][:3]))
 
@@ -157,3 +158,6 @@ def print_queues(data: dict[str, Any]) -> None:
         echo(f"{q:20} {d['ready']:>8} {d['delayed']:>8}")
     counts = data["counts"]
     echo("jobs by status: " + (", ".join(f"{s} {n}" for s, n in counts.items() if n) or "none"))
+    for name, cap in data.get("caps", {}).items():
+        echo(f"cap {name}: running {cap['running']}, parked {cap['parked']}, started in its rate window "
+             f"{cap['recent_starts']}")

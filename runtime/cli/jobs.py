@@ -24,19 +24,25 @@ from .format import job_table, print_job
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @click.option("--no-check", "no_check", is_flag=True,
               help="queue without importing the task to check its path and params (for a task this folder cannot import)")
+@click.option("--job-id", help="the job's id (letters, digits, _.:@/+=-): queued once while a job with it exists")
+@click.option("--unique-key", help="queue nothing while a job queued with this key in the last --unique-for seconds exists")
+@click.option("--unique-for", type=SECONDS, help="seconds a --unique-key holds (required with it)")
 @click.pass_obj
 @handle_errors
 def enqueue(obj: Ctx, path: str, params: str | None, queue: str, priority: int, delay: float | None,
-            wait_s: float | None, as_json: bool, no_check: bool) -> None:
+            wait_s: float | None, as_json: bool, no_check: bool, job_id: str | None, unique_key: str | None,
+            unique_for: float | None) -> None:
     """Queue a job of task PATH with PARAMS (a JSON object); prints its id.
 
     When the task can be imported from here, its path and params are checked first
     (exit 2, nothing queued, when wrong); a task that cannot be imported is queued
     unchecked. With --wait, prints the job once it ended (exit 5 if it did not succeed);
-    when the wait times out, the job stays queued: its id and status are printed, exit 6."""
+    when the wait times out, the job stays queued: its id and status are printed, exit 6.
+    With --job-id or --unique-key, the id printed is that of the job already queued when
+    there is one (nothing else is queued)."""
     client = obj.client()
     job_id = client.queue_job(path, parse_params(params), queue=queue, priority=priority, delay=delay,
-                              check=not no_check)
+                              check=not no_check, job_id=job_id, unique_key=unique_key, unique_for=unique_for)
     if wait_s is None:
         out({"id": job_id}) if as_json else echo(job_id)
         return

@@ -7,7 +7,7 @@ import sys
 import click
 
 from ..process import is_supervised_child
-from .app import Ctx, cli, handle_errors, out
+from .app import SECONDS, Ctx, cli, handle_errors, out
 from .format import print_events, print_queues, print_workers
 from .logformat import configure
 
@@ -26,7 +26,15 @@ from .logformat import configure
 @click.option("--otlp-endpoint", help="send traces over OTLP/HTTP here, e.g. http://localhost:4318 [env OTEL_EXPORTER_OTLP_ENDPOINT]")
 @click.option("--metrics-port", type=int, help="serve job metrics for Prometheus on this port (127.0.0.1; metrics_host)")
 @click.option("--mongodb", "mongodb_url", metavar="URL", help="keep job documents in this MongoDB too [env RUNTIME_MONGODB_URL]")
-@click.option("-p", "--processes", type=int, help="worker processes under one supervisor that restarts them [default 1, unsupervised]")
+@click.option("-p", "--processes", metavar="N|MIN:MAX",
+              help="worker processes under one supervisor that restarts them [default 1, unsupervised]; "
+                   "MIN:MAX: as many as the queue latency asks for (autoscaling)")
+@click.option("--autoscale-target", "target_s", type=SECONDS, default=5.0, show_default=True,
+              help="with --processes MIN:MAX: the age of the next job to run that the supervisor scales to stay under")
+@click.option("--autoscale-warmup", "warmup_s", type=SECONDS, default=10.0, show_default=True,
+              help="seconds after a step up before another")
+@click.option("--autoscale-cooldown", "cooldown_s", type=SECONDS, default=60.0, show_default=True,
+              help="seconds of latency under half the target before one process fewer (graceful drain)")
 @click.option("--mem-limit", "mem_limit_bytes", metavar="SIZE",
               help="soft memory limit per process, e.g. 512M (K, M, G): over it a worker recycles without losing a job")
 @click.option("--mem-hard-limit", "mem_hard_limit_bytes", metavar="SIZE",
@@ -39,7 +47,8 @@ from .logformat import configure
               help="json: one object per line, with job id, task, status, duration and trace id fields")
 @click.pass_obj
 @handle_errors
-def worker(obj: Ctx, /, burst: bool, log_level: str, log_format: str, **flags: str | int | float | None) -> None:
+def worker(obj: Ctx, /, burst: bool, log_level: str, log_format: str, processes: str | None, target_s: float,
+           warmup_s: float, cooldown_s: float, **flags: str | int | float | None) -> None:
     """Run jobs (gevent is monkey-patched first thing).
 
     With --processes, --mem-limit, --mem-hard-limit, --max-jobs or --max-time, a
@@ -47,10 +56,13 @@ def worker(obj: Ctx, /, burst: bool, log_level: str, log_format: str, **flags: s
     (runtime.supervisor).
     """
     configure(log_level, log_format)
-    settings = obj.settings(**flags)
+    from ..supervisor.autoscale import AutoscalePolicy, parse_processes
+    n, scale = parse_processes(processes)
+    settings = obj.settings(processes=n, **flags)
     if settings.supervised and not is_supervised_child():
         from ..supervisor import Supervisor
-        sys.exit(Supervisor(settings, burst=burst).run())
+        policy = AutoscalePolicy(*scale, target_s, warmup_s, cooldown_s) if scale else None
+        sys.exit(Supervisor(settings, burst=burst, autoscale=policy).run())
     from ..worker.worker import Worker
     sys.exit(Worker.from_settings(settings).serve(burst=burst))
 

@@ -24,6 +24,7 @@ from ..job import Job, encode_params, new_job_id
 from ..messages import NewJob
 from ..settings import Settings, load_settings
 from ..tasks import TaskSpec
+from ..unique import check_id, check_unique
 from .check import EnqueueCheck
 from .parts import Parts, build
 from .reader import Reader
@@ -88,7 +89,8 @@ class Client:
         return self.checker.spec(path)
 
     def _new(self, path: str, params: Mapping[str, Any] | None, queue: str, priority: int,
-             delay: float | None, eta: datetime | float | None, spec: TaskSpec | None = None) -> NewJob:
+             delay: float | None, eta: datetime | float | None, spec: TaskSpec | None = None,
+             job_id: str | None = None, unique: tuple[str, float] = ("", 0.0)) -> NewJob:
         if not isinstance(path, str) or not path.strip():
             raise InvalidParams(f"task path must be a non-empty dotted string, got {path!r}")
         if not queue or ":" in queue or "," in queue:
@@ -96,8 +98,9 @@ class Client:
         if not isinstance(priority, int) or not PRIORITY_RANGE[0] <= priority <= PRIORITY_RANGE[1]:
             low, high = PRIORITY_RANGE
             raise InvalidParams(f"priority must be an int in [{low}, {high}], got {priority!r}")
-        job = NewJob(new_job_id(), path, encode_params(params, self.settings.max_job_bytes),
-                     queue, priority, _delay_s(delay, eta))
+        job = NewJob(new_job_id() if job_id is None else check_id(job_id), path,
+                     encode_params(params, self.settings.max_job_bytes), queue, priority, _delay_s(delay, eta),
+                     unique_key=unique[0], unique_for_s=unique[1])
         if spec is not None:
             self.checker.params(spec, params or {})
         if self.middleware.enqueue_hooks:
@@ -106,8 +109,16 @@ class Client:
 
     def queue_job(self, path: str, params: Mapping[str, Any] | None = None, *, queue: str = "default",
                   priority: int = 0, delay: float | None = None, eta: datetime | float | None = None,
-                  check: bool = True) -> str:
+                  check: bool = True, job_id: str | None = None, unique_key: str | None = None,
+                  unique_for: float | None = None) -> str:
         """Queue one job; returns its id.
+
+        ``job_id``: the job's id, chosen by the caller (runtime.unique: letters, digits and
+        ``_.:@/+=-``, at most 200): while a job with that id exists, queuing it again
+        queues nothing and returns the id. ``unique_key`` with ``unique_for`` (seconds):
+        for that long after a job was queued with the key, and while that job exists, a
+        job with the same key is not queued and the id of the first is returned (atomic
+        in Redis: concurrent producers queue one job).
 
         ``priority``: int in [-100, 100], higher runs first within a queue. ``delay``
         (seconds) or ``eta`` (aware datetime or UNIX seconds): the job never starts before.
@@ -115,9 +126,9 @@ class Client:
         (runtime.client.check). Raises InvalidParams (naming the offending key or param),
         JobTooLarge, TaskNotFound, TaskNotAllowed; BrokerUnavailable.
         """
-        job = self._new(path, params, queue, priority, delay, eta, self._spec(path, check))
-        self._enqueue([job])
-        return job.id
+        job = self._new(path, params, queue, priority, delay, eta, self._spec(path, check), job_id,
+                        check_unique(unique_key, unique_for))
+        return self._enqueue([job]).get(job.id, job.id)
 
     def queue_jobs(self, path: str, params_list: Iterable[Mapping[str, Any] | None], *, queue: str = "default",
                    priority: int = 0, delay: float | None = None, batch_size: int = 1000,
@@ -145,13 +156,14 @@ class Client:
                 raise
         return [j.id for j in jobs]
 
-    def _enqueue(self, jobs: Sequence[NewJob]) -> None:
+    def _enqueue(self, jobs: Sequence[NewJob]) -> dict[str, str]:
         """Queue in Redis, then (with MongoDB) write the documents; a MongoDB that cannot
-        take them is logged, not raised: the jobs are queued and the sweep copies them."""
+        take them is logged, not raised: the jobs are queued and the sweep copies them.
+        Returns {id not queued: id of the job holding its unique key}."""
         error: BaseException | None = None
         try:
             self._check_store()
-            now = self.call(self.broker.enqueue, jobs)
+            now, held = self.call(self.broker.enqueue, jobs)
         except BaseException as exc:
             error = exc
             raise
@@ -159,7 +171,9 @@ class Client:
             if self.middleware.enqueued_hooks:
                 self.middleware.after_enqueue(jobs, error)
         if self.mongo is not None:
-            self._copy([j.id for j in jobs], self.mongo.enqueued, jobs, now)
+            queued = [j for j in jobs if j.id not in held]
+            self._copy([j.id for j in queued], self.mongo.enqueued, queued, now)
+        return held
 
     def _check_store(self) -> None:
         """With MongoDB, before this client's first change: raise ConfigError for refused

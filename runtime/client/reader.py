@@ -168,16 +168,25 @@ class Reader:
         return JobView(job, attempts_of(job))
 
     def queues(self) -> dict[str, Any]:
-        """``{"queues": {name: {"ready": n, "delayed": n}}, "counts": {status: n}}``."""
+        """``{"queues": {name: {"ready": n, "delayed": n}}, "counts": {status: n}, "caps":
+        {cap name: {"running": n, "parked": n, "recent_starts": n}}}`` (runtime.caps)."""
+        from ..caps import cap_counts
         c = self.client
-        return {"queues": c.call(c.broker.registry.queue_depths), "counts": c.call(c.store.counts)}
+        return {"queues": c.call(c.broker.registry.queue_depths), "counts": c.call(c.store.counts),
+                "caps": c.call(cap_counts, c.redis, c.broker.keys)}
 
     def workers(self) -> list[dict[str, Any]]:
         """Live workers and supervisors (:func:`worker_entry`), each supervisor followed by
-        the worker processes it runs (``supervisor`` names it), then unsupervised workers."""
+        the worker processes it runs (``supervisor`` names it), then unsupervised workers;
+        ``scheduler_synced_at``: when a worker's scheduler last synced (server s), or None
+        for a worker that runs none."""
         c = self.client
         entries = [worker_entry(e) for e in c.call(c.broker.registry.entries)]
         sups = {e["id"] for e in entries if e.get("kind") == "supervisor"}
+        pairs: Any = c.call(c.redis.zrange, c.broker.keys.schedulers, 0, -1, withscores=True)
+        synced = dict(pairs)
+        for e in entries:  # when its scheduler last synced (runtime.scheduler.loop), or None
+            e["scheduler_synced_at"] = synced.get(e["id"])
 
         def order(e: dict[str, Any]) -> tuple[str, bool, str]:
             wid, sup = str(e["id"]), str(e.get("supervisor") or "")

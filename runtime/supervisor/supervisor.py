@@ -22,7 +22,10 @@ unpatched process (no gevent, no tracer: its memory stays small and flat) that:
 - forwards SIGTERM/SIGINT: the first lets running jobs finish within ``grace_s``, the
   second interrupts them; then it exits once every child has;
 - keeps its own registry entry (``kind`` supervisor, its children), shown by ``runtime
-  workers`` with the children under it.
+  workers`` with the children under it;
+- with ``autoscale`` (``--processes MIN:MAX``), follows the queue latency between MIN and
+  MAX processes, scaling down by graceful drain of the least busy process
+  (runtime.supervisor.autoscale).
 
 Signals are taken synchronously with ``sigtimedwait`` (which gives the sender's pid), not
 by handlers, so no state is touched from a signal context.
@@ -48,6 +51,7 @@ from ..process import SLOT_ENV, SUPERVISOR_ID_ENV, SUPERVISOR_PID_ENV, host_pid,
 from ..settings import Settings
 from ..units import fmt_bytes, plural
 from ..worker.reaper import Reaper
+from .autoscale import AutoscalePolicy, Autoscaler, backlog, queue_latency
 from .children import Child, child_setup, kill_group
 from .watchdog import enforce_hard_limit, keep_children
 
@@ -71,7 +75,7 @@ class Supervisor:
     """
 
     def __init__(self, settings: Settings, argv: list[str] | None = None, burst: bool = False,
-                 client: redis.Redis | None = None) -> None:
+                 client: redis.Redis | None = None, autoscale: AutoscalePolicy | None = None) -> None:
         self.settings = settings
         self.argv = list(sys.argv[1:] if argv is None else argv)
         self.burst = burst
@@ -93,6 +97,10 @@ class Supervisor:
         self._next_beat = 0.0
         self._next_check = 0.0
         self._proc, self._started = this_process()  # no /proc: said loudly in run()
+        self.autoscaler = Autoscaler(autoscale, settings.mem_limit_bytes) if autoscale else None
+        self._next_scale = 0.0
+        if autoscale:
+            self.n = autoscale.min
 
     # ---- main loop ---------------------------------------------------------------------
 
@@ -144,6 +152,9 @@ class Supervisor:
                 keep_children(self)
             except redis.RedisError:
                 pass  # Redis away: _beat said so; the next beat tries again
+        if self.autoscaler is not None and now >= self._next_scale and not self._signals:
+            self._next_scale = now + 1.0
+            self._scale()
 
     #: exit code to leave with once the children are gone (a child's configuration error)
     _give_up: int | None = None
@@ -155,6 +166,8 @@ class Supervisor:
         t = self._next_beat - now
         if self.hard:
             t = min(t, self._next_check - now)
+        if self.autoscaler is not None:
+            t = min(t, self._next_scale - now)
         if len(self._active()) < self.n and not self._signals and not self._done_bursting:
             t = min(t, self._next_start - now)
         return max(0.001, min(t, 1.0))
@@ -251,6 +264,31 @@ class Supervisor:
                 self._start_backoff.reset()
                 log.error("worker process %d exited with code %d after %.0f s; restarting it", pid, code, lived)
             self.restarts += 1
+
+    def _scale(self) -> None:
+        """One autoscaling decision (runtime.supervisor.autoscale), recorded as an event;
+        a step down drains the least busy process (SIGTERM: it finishes its jobs)."""
+        assert self.autoscaler is not None
+        active = self._active()
+        queues = self.settings.queues
+        latency = max(queue_latency(self.redis, self.keys, queues).values(), default=0.0)
+        ids = [w for w in self.broker.registry.ids() if host_pid(w)[0] == self.host and host_pid(w)[1] in self.children]
+        done = sum(int(d or 0) for [d] in self.broker.registry.fields(ids, "jobs_done"))
+        drain = self.autoscaler.drain_s(backlog(self.redis, self.keys, queues), done)
+        want, reason, detail = self.autoscaler.decide(len(active), latency, drain)
+        if reason:
+            log.info("autoscale %s: %s", reason, detail)
+            self.broker.registry.record_event({"event": "scale", "at": time.time(), "host": self.host,
+                                               "pid": os.getpid(), "supervisor": self.id, "reason": reason,
+                                               "detail": detail})
+        if want < len(active):
+            busy = {c.pid: sum(len(json.loads(r or "[]")) for [r] in self.broker.registry.fields(
+                self.worker_ids(c.pid), "running")) for c in active}
+            victim = min(active, key=lambda c: (busy[c.pid], -c.started))
+            victim.recycling = True  # draining: neither counted nor replaced
+            os.kill(victim.pid, signal.SIGTERM)
+            log.info("worker process %d drains (%d jobs running)", victim.pid, busy[victim.pid])
+        self.n = want
 
     def worker_ids(self, pid: int) -> list[str]:
         """Registry ids of the worker process ``pid`` of this host (normally one)."""

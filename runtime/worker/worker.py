@@ -68,6 +68,7 @@ class Worker:
         self.served = served or load_tasks(settings.task_modules)
         self.settings = settings
         self.broker = broker
+        broker.caps = self.served.caps()  # enforced by claim.lua (runtime.caps)
         self.store = store
         self.live = store.live
         self.middleware = middleware
@@ -245,6 +246,8 @@ class Worker:
             if jobs:
                 if not self._cooperative:
                     gevent.sleep(0)  # Redis calls do not yield here: let the jobs run now
+                elif self.broker.caps and next_due is not None and len(jobs) < want:  # held at a cap (runtime.caps)
+                    self.slots.wait_freed(0.05)  # claim with the outcome of a job that ends: one round trip
                 continue
             if burst and self.slots.empty and (next_due is None or only_handed_back(self)):
                 if not self.recorder.outcomes:

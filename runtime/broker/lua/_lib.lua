@@ -148,3 +148,117 @@ local function claim_one(id, wid, from_index, started_index, now, snow, deadline
   f[1], f[14] = id, bad
   return f
 end
+
+--- caps_from
+-- caps_from(at): the concurrency caps and rate limits a worker sends (runtime.caps), read
+-- from ARGV[at] (their number C, then per capped task: path, max running (0: none),
+-- param naming the key ('' : one cap for the task), rate N (0: none), rate period ms):
+-- path -> {max, param, rate_n, rate_ms}; nil when there are none
+local function caps_from(at)
+  local n = tonumber(ARGV[at] or '0')
+  if n == 0 then return nil end
+  local caps = {}
+  for i = 0, n - 1 do
+    local b = at + 1 + 5 * i
+    caps[ARGV[b]] = {tonumber(ARGV[b + 1]), ARGV[b + 2], tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])}
+  end
+  return caps
+end
+
+--- cap_room
+-- cap_room(cap, name, now_ms): the jobs cap `name` may start now (math.huge: no limit).
+-- finish.lua releases the slot of a job that ends; the others are released lazily: when
+-- the running set looks full, members whose job is no longer started (requeued by the
+-- reaper after its worker died, gone) leave it.
+local function cap_room(cap, name, now_ms)
+  local room = math.huge
+  redis.call('SADD', key_caps(), name)  -- for runtime queues (runtime.caps.cap_counts)
+  if cap[1] > 0 then
+    local ck = key_cap(name)
+    if redis.call('SCARD', ck) >= cap[1] then
+      for _, id in ipairs(redis.call('SMEMBERS', ck)) do
+        if redis.call('HGET', key_job(id), 'status') ~= 'started' then redis.call('SREM', ck, id) end
+      end
+    end
+    room = cap[1] - redis.call('SCARD', ck)
+  end
+  if cap[3] > 0 then
+    local rk = key_rate(name)
+    redis.call('ZREMRANGEBYSCORE', rk, '-inf', now_ms - cap[4])
+    room = math.min(room, cap[3] - redis.call('ZCARD', rk))
+  end
+  return room
+end
+
+--- cap_take
+-- cap_take(cap, name, id, now_ms): job `id` takes a slot of cap `name` (its hash names the
+-- cap, for finish.lua to release it) and a place in its rate window
+local function cap_take(cap, name, id, now_ms)
+  if cap[1] > 0 then
+    redis.call('SADD', key_cap(name), id)
+    redis.call('HSET', key_job(id), 'cap', name)
+  end
+  if cap[3] > 0 then
+    redis.call('ZADD', key_rate(name), now_ms, id)
+    redis.call('PEXPIRE', key_rate(name), cap[4] + 1000)
+  end
+end
+
+--- cap_admit
+-- cap_admit(caps, rooms, id, path, sc, now_ms): may job `id` of task `path` (popped from
+-- its ready queue with score sc) start? Takes a slot (and a place in the rate window) if so; if not, parks it
+-- in {p}:park:{name} with its score (cap_unpark puts it back). `rooms` caches cap_room
+-- per name within one call.
+local function cap_admit(caps, rooms, id, path, sc, now_ms)
+  local cap = path and caps[path]
+  if not cap then return true end
+  local name = path
+  if cap[2] ~= '' then
+    local ok, p = pcall(cjson.decode, redis.call('HGET', key_job(id), 'params') or '{}')
+    local v = ok and type(p) == 'table' and p[cap[2]] or ''
+    if type(v) == 'table' or v == cjson.null then v = '' end
+    name = name .. '=' .. tostring(v)
+  end
+  local room = rooms[name] or cap_room(cap, name, now_ms)
+  if room <= 0 then
+    if not rooms['\0' .. name] then redis.call('SADD', key_parked(), name) end
+    rooms[name], rooms['\0' .. name] = 0, true  -- named in {p}:parked once per call
+    redis.call('ZADD', key_park(name), sc, id)
+    return false
+  end
+  rooms[name] = room - 1
+  cap_take(cap, name, id, now_ms)
+  return true
+end
+
+--- cap_unpark
+-- cap_unpark(caps, rooms, now_ms, claim, served): take parked jobs whose cap has room, as
+-- many per cap as it has: those of a queue this worker serves (served[queue]) are claimed
+-- at once (claim(id, st): claim_one), the others go back to their ready queue at their old
+-- place (caps this worker does not know are left to workers that do). Returns true when
+-- jobs stay parked.
+local function cap_unpark(caps, rooms, now_ms, claim, served)
+  local left = false
+  for _, name in ipairs(redis.call('SMEMBERS', key_parked())) do
+    local pk = key_park(name)
+    local cap = caps[string.match(name, '^[^=]+')]
+    local room = cap and cap_room(cap, name, now_ms) or 0
+    if room > 0 then
+      local popped = redis.call('ZPOPMIN', pk, math.min(room, 1000))
+      for j = 1, #popped, 2 do
+        local id = popped[j]
+        local f = redis.call('HMGET', key_job(id), 'queue', 'status')
+        if f[1] and served[f[1]] and f[2] and can_move(f[2], 'started') then
+          cap_take(cap, name, id, now_ms)
+          claim(id, f[2])
+        elseif f[1] then  -- a document gone is dropped
+          redis.call('ZADD', key_ready(f[1]), popped[j + 1], id)
+          wake(key_wake(f[1]))
+        end
+      end
+      rooms[name] = room - #popped / 2
+    end
+    if redis.call('EXISTS', pk) == 0 then redis.call('SREM', key_parked(), name) else left = true end
+  end
+  return left
+end

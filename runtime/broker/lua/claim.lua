@@ -10,6 +10,8 @@
 -- ARGV[3]  K, the most jobs to claim
 -- ARGV[4]  visibility timeout, seconds: a claim not extended by then is taken back
 -- ARGV[5]  1 if the worker runs no job now (it may then be registered idle), else 0
+-- ARGV[6..] the concurrency caps and rate limits of the tasks it serves (caps_from in _lib;
+--          none: absent or 0)
 -- Found inside: the hash and history of each job popped (key_job, key_history).
 -- First takes the jobs that enqueue.lua already handed to this worker, then due jobs from
 -- the queues. Each claimed job moves ready -> inflight (score = deadline ms) and the
@@ -23,6 +25,11 @@
 -- A queue entry whose job document is gone (expired, evicted, deleted by hand) or is not a
 -- hash is dropped, counted in KEYS[14] and returned, so that the worker logs it: a script
 -- that raised would leave the jobs it had popped in no queue.
+-- Caps (runtime.caps): parked jobs whose cap has room are claimed first; a
+-- job over its cap is parked ({p}:park:{name}) instead of claimed (no attempt charged),
+-- at most K of them per queue and call; while jobs stay parked the next due time is at
+-- most PARK_RETRY_S away. A worker with caps is never registered idle (enqueue.lua would
+-- hand it a job past the caps). Found inside: the cap, rate and park keys (runtime.caps).
 -- Returns: {server time, next due time of a delayed job or '', the ids dropped (comma-
 --   separated, ''), then the 14 claim fields of each job (claim_one)}
 --@LIB@--
@@ -39,12 +46,23 @@ local claimed = 0
 local alone = false
 local next_due = nil
 local deadline = (now + vt) * 1000
+local CAPS, rooms, parked_left, PARK_RETRY_S = caps_from(6), {}, false, 0.5
 for i = 0, nq - 1 do redis.call('ZREM', KEYS[Q + 4 * i + 3], wid) end
 for _, item in ipairs(redis.call('LRANGE', handoff, 0, -1)) do
   for _, v in ipairs(cjson.decode(item)) do out[#out + 1] = v end
   claimed = claimed + 1
 end
 redis.call('DEL', handoff)
+if CAPS then
+  local served = {}
+  for i = 0, nq - 1 do served[string.sub(KEYS[Q + 4 * i], #key_ready('') + 1)] = true end
+  parked_left = cap_unpark(CAPS, rooms, now_ms, function(id, st)
+    for _, v in ipairs(claim_one(id, wid, st_key(ST, st), started, now, snow, deadline, inflight, running)) do
+      out[#out + 1] = v
+    end
+    claimed = claimed + 1
+  end, served)
+end
 for i = 0, nq - 1 do
   local ready, sched, wake_key = KEYS[Q + 4 * i], KEYS[Q + 4 * i + 1], KEYS[Q + 4 * i + 2]
   local due = redis.call('ZRANGEBYSCORE', sched, '-inf', now_ms, 'WITHSCORES', 'LIMIT', 0, 1000)
@@ -54,7 +72,8 @@ for i = 0, nq - 1 do
     redis.call('ZADD', ready, score(prio, tonumber(due[j + 1])), due[j])
     redis.call('ZREM', sched, due[j])
   end
-  while claimed < k and not alone do
+  local parked = 0
+  while claimed < k and not alone and parked < k do
     local popped = redis.call('ZPOPMIN', ready, k - claimed)
     if #popped == 0 then break end
     for j = 1, #popped, 2 do
@@ -62,7 +81,7 @@ for i = 0, nq - 1 do
       if alone then  -- the batch ended at a job that runs alone: the rest go back
         redis.call('ZADD', ready, popped[j + 1], id)
       else
-        local cur = redis.pcall('HMGET', key_job(id), 'status', 'alone')
+        local cur = redis.pcall('HMGET', key_job(id), 'status', 'alone', 'path')
         if cur.err then cur = {} end  -- not a hash (a key of another type): no document
         local st = cur[1]
         if st and can_move(st, 'started') then
@@ -70,7 +89,9 @@ for i = 0, nq - 1 do
             alone = true
             if claimed > 0 then redis.call('ZADD', ready, popped[j + 1], id) end
           end
-          if not (alone and claimed > 0) then
+          if not (alone and claimed > 0) and CAPS and not cap_admit(CAPS, rooms, id, cur[3], popped[j + 1], now_ms) then
+            parked = parked + 1
+          elseif not (alone and claimed > 0) then
             for _, v in ipairs(claim_one(id, wid, st_key(ST, st), started, now, snow, deadline, inflight, running)) do
               out[#out + 1] = v
             end
@@ -95,7 +116,10 @@ for i = 0, nq - 1 do
     wake(wake_key)
   end
 end
-if claimed == 0 and may_idle then
+if parked_left or next(rooms) ~= nil and redis.call('SCARD', key_parked()) > 0 then
+  if next_due == nil or next_due > now + PARK_RETRY_S then next_due = now + PARK_RETRY_S end
+end
+if claimed == 0 and may_idle and not CAPS then
   for i = 0, nq - 1 do redis.call('ZADD', KEYS[Q + 4 * i + 3], now, wid) end
 end
 if next_due then out[2] = string.format('%.6f', next_due) end

@@ -3,13 +3,18 @@
 -- KEYS[5]      {p}:queues
 -- KEYS[6]      {p}:inflight (for a job handed straight to an idle worker)
 -- KEYS[7..8]   the status indexes of queued and started
--- KEYS[9..]    per job: its hash, its history
+-- KEYS[9..]    per job: its hash, its history; then the unique keys {p}:u:{key} of the
+--              jobs that have one (each job's ARGV names its place in KEYS)
 -- ARGV[1]  key prefix
 -- ARGV[2]  visibility timeout, seconds (for a job handed straight to an idle worker)
 -- ARGV[3]  queue name
 -- ARGV[4]  number of jobs N
--- ARGV[5+6*(i-1) ..]  per job: id, path, params (JSON), priority, delay_s,
---                     meta (JSON from producer middleware, e.g. trace context, or '')
+-- ARGV[5+8*(i-1) ..]  per job: id, path, params (JSON), priority, delay_s,
+--                     meta (JSON from producer middleware, e.g. trace context, or ''),
+--                     the index in KEYS of its unique key (0: none), its window in ms
+-- A job whose unique key names a job that still exists (the key expires after the
+-- window) is not queued: the id of that job is returned for it. A job whose id exists is
+-- not queued either (a caller-chosen id used again, or a send repeated after a lost reply).
 -- Found inside: an idle worker's registry entry, idle keys, jobs list and running set.
 -- The queue's idle key (KEYS[4]) scores each idle worker by when it last said so (s).
 -- A job due now, with no job waiting in its queue (it never overtakes one), goes to an idle
@@ -19,7 +24,8 @@
 -- the ready queue and a wake-up token is left. A delayed job leaves a token too: a
 -- blocked worker wakes, and its claim tells it when the job is due (without it, a worker
 -- blocked for IDLE_BLOCK_S would start it that late).
--- Returns: the server time used (string).
+-- Returns: {server time used (string), then per job de-duplicated by its unique key: its
+--   place in the call (1..N) and the id of the job that holds the key}.
 --@LIB@--
 local ready, sched, wake_key, idle = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local queues, inflight, queued_index, started_index, J = KEYS[5], KEYS[6], KEYS[7], KEYS[8], 9
@@ -46,15 +52,29 @@ local function idle_worker()
   end
 end
 
+local out = {snow}
+
+-- holder(uk, id): the job that holds unique key uk (another than id, still existing), or nil
+local function holder(uk, id)
+  local other = redis.call('GET', uk)
+  if other and other ~= id and redis.call('EXISTS', key_job(other)) == 1 then return other end
+  return nil
+end
+
 for i = 0, n - 1 do
-  local b = 5 + 6 * i
+  local b = 5 + 8 * i
   local id, path, params = ARGV[b], ARGV[b + 1], ARGV[b + 2]
   local prio, delay, meta = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]), ARGV[b + 5]
+  local uk = tonumber(ARGV[b + 6]) > 0 and KEYS[tonumber(ARGV[b + 6])] or nil
   local jk, hk = KEYS[J + 2 * i], KEYS[J + 2 * i + 1]
   local due = now + delay
+  local held = uk and holder(uk, id)
+  if held then
+    out[#out + 1], out[#out + 2] = i + 1, held
   -- a client that lost this call's reply with its connection sends it again: ids are
   -- unique, so a job that exists was queued by the first send and is not queued twice
-  if redis.call('EXISTS', jk) == 0 then
+  elseif redis.call('EXISTS', jk) == 0 then
+    if uk then redis.call('SET', uk, id, 'PX', ARGV[b + 7]) end
     redis.call('HSET', jk, 'id', id, 'path', path, 'params', params, 'queue', q,
       'priority', prio, 'status', 'queued', 'queued_at', snow,
       'due_at', delay > 0 and string.format('%.6f', due) or snow, 'attempt', 0, 'retries', 0, 'lost', 0)
@@ -83,4 +103,4 @@ end
 if added then redis.call('SADD', queues, q) end
 -- a blocked worker claims; for a delayed job it learns when it is due and waits until then
 if woke or delayed then wake(wake_key) end
-return snow
+return out

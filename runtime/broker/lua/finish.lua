@@ -11,7 +11,9 @@
 --   note ('' for none), more members of its history entry already JSON-encoded
 --   (',"trace_id":"..."', or ''), its queue's number (1..Q), number of extra fields F,
 --   then F name/value pairs
--- Found inside: the lists of clients waiting on a job (its notify set names them).
+-- Found inside: the lists of clients waiting on a job (its notify set names them); the
+-- concurrency-cap set {p}:cap:{name} its hash names (field cap, runtime.caps), whose
+-- slot it releases (waking its queue when jobs of that cap are parked, {p}:park:{name}).
 -- An outcome whose attempt is not the job's current running one, or whose move the
 -- transition table does not allow, is stale and ignored: a late attempt never overwrites
 -- the status written by a newer one.
@@ -40,7 +42,7 @@ for i = 0, n - 1 do
   local k = J + 3 * i
   local jk, hk, nk = KEYS[k], KEYS[k + 1], KEYS[k + 2]
   local ready, sched, wake_key = KEYS[q], KEYS[q + 1], KEYS[q + 2]
-  local cur = redis.call('HMGET', jk, 'status', 'attempt', 'worker', 'priority', 'due_at')
+  local cur = redis.call('HMGET', jk, 'status', 'attempt', 'worker', 'priority', 'due_at', 'cap')
   if cur[2] ~= attempt or not RUNNING[cur[1] or ''] or not can_move(cur[1], st) then
     stale[#stale + 1] = id
   else
@@ -51,6 +53,10 @@ for i = 0, n - 1 do
     redis.call('HSET', jk, 'status', st, 'ended_at', snow, unpack(ARGV, fb, fb + 2 * nf - 1))
     redis.call('ZREM', inflight, id)
     redis.call('SREM', running, id)
+    if cur[6] then  -- its concurrency slot (runtime.caps); a worker waiting may claim a parked job now
+      redis.call('SREM', key_cap(cur[6]), id)
+      if not woken[wake_key] and redis.call('EXISTS', key_park(cur[6])) == 1 then woken[wake_key] = true end
+    end
     reindex(ST, id, cur[1], st, now)
     local kv = {'worker', cur[3], 'attempt', tonumber(attempt)}
     for f = fb, fb + 2 * nf - 2, 2 do  -- when it began running (the claim's entry says claimed)

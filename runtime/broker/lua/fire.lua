@@ -1,0 +1,76 @@
+-- fire.lua: queue the jobs of one schedule's fire times and record "last fired", atomically,
+-- so that each fire time is queued once however many schedulers call it.
+-- KEYS[1]      {p}:sc:{name}, the schedule's state (hash: last_fire ms, last_job, last_status,
+--              paused, count_missed, count_overlap, count_paused, ...)
+-- KEYS[2..4]   its queue's ready, scheduled and wake keys
+-- KEYS[5]      {p}:queues
+-- KEYS[6]      the status index of queued
+-- KEYS[7..]    per fire time: its job's hash, its history
+-- ARGV[1]  key prefix
+-- ARGV[2]  queue name
+-- ARGV[3]  task path
+-- ARGV[4]  params (JSON)
+-- ARGV[5]  priority
+-- ARGV[6]  overlap policy: 'allow', or 'skip' while the last job is not final
+-- ARGV[7]  number of fire times N, then per fire time (oldest first): time (ms), job id,
+--          '1' to run it or '0' to record it as missed
+-- Found inside: the hash of the schedule's last job (overlap 'skip').
+-- A fire time not later than last_fire was handled already (by another scheduler): left.
+-- Any other one moves last_fire to it and is, in order: 'paused' (the schedule is paused:
+-- no job), 'missed' (the caller's missed-run policy drops it), 'overlap' (its last job is
+-- still waiting or running, overlap 'skip'), or 'queued' (a job with the fire time's id,
+-- in the ready queue, with a wake-up token for blocked workers).
+-- Returns: {last_fire after the call (ms, string), then per fire time: its outcome, or
+--   'done' when it was handled already}
+--@LIB@--
+local sk, ready, wake_key, queues, queued_index, J = KEYS[1], KEYS[2], KEYS[4], KEYS[5], KEYS[6], 7
+local q, path, params, prio, overlap = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
+local n = tonumber(ARGV[7])
+local now, snow = clock()
+local st = redis.call('HMGET', sk, 'last_fire', 'paused', 'last_job')
+local last, paused, last_job = tonumber(st[1] or '0'), st[2] == '1', st[3]
+local out = {''}
+local woke = false
+
+local function running(id)
+  if not id then return false end
+  local s = redis.call('HGET', key_job(id), 'status')
+  return s ~= false and not FINAL[s]
+end
+
+for i = 0, n - 1 do
+  local t, id, run = tonumber(ARGV[8 + 3 * i]), ARGV[9 + 3 * i], ARGV[10 + 3 * i] == '1'
+  local outcome
+  if t <= last then
+    outcome = 'done'
+  else
+    last = t
+    if paused then outcome = 'paused'
+    elseif not run then outcome = 'missed'
+    elseif overlap == 'skip' and running(last_job) then outcome = 'overlap'
+    else
+      outcome = 'queued'
+      local jk, hk = KEYS[J + 2 * i], KEYS[J + 2 * i + 1]
+      if redis.call('EXISTS', jk) == 0 then
+        redis.call('HSET', jk, 'id', id, 'path', path, 'params', params, 'queue', q, 'priority', prio,
+          'status', 'queued', 'queued_at', snow, 'due_at', snow, 'attempt', 0, 'retries', 0, 'lost', 0)
+        redis.call('ZADD', queued_index, now, id)
+        redis.call('RPUSH', hk, entry(snow, 'queued', {'schedule', string.sub(sk, #key_schedule('') + 1),
+          'fire', t}))
+        redis.call('ZADD', ready, score(prio, now * 1000), id)
+        woke = true
+      end
+      last_job = id
+      redis.call('HSET', sk, 'last_job', id, 'last_queued_at', snow)
+    end
+    redis.call('HSET', sk, 'last_fire', string.format('%d', t), 'last_status', outcome, 'fired_at', snow)
+    if outcome ~= 'queued' then redis.call('HINCRBY', sk, 'count_' .. outcome, 1) end
+  end
+  out[#out + 1] = outcome
+end
+out[1] = string.format('%d', last)
+if woke then
+  redis.call('SADD', queues, q)
+  wake(wake_key)
+end
+return out

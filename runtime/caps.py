@@ -1,0 +1,85 @@
+"""Concurrency caps and rate limits across all workers, declared as task options::
+
+    @task(max_concurrency=2)                                # at most 2 running, fleet-wide
+    @task(max_concurrency=1, concurrency_key="customer")    # at most 1 per params["customer"]
+    @task(rate_limit=(100, 60))                             # at most 100 started per 60 s
+    @task(rate_limit=(10, 1), concurrency_key="customer")   # ... per customer
+
+Enforced by claim.lua (the pieces cap_* of _lib.lua) with the values the claiming
+worker sends (:func:`caps_args`): a job over its cap is not claimed (no attempt charged)
+but parked in ``{p}:park:{name}`` and put back at its old place in its queue when the
+cap has room, so it never blocks the jobs behind it. ``name`` is the task path, or
+``path=value`` with ``concurrency_key`` (a job without that param shares the cap of the
+value ""). A slot is held by a started job in ``{p}:cap:{name}`` and released lazily:
+when the set looks full, members whose job is no longer started leave it (so the jobs of
+a dead worker free their slots once the reaper requeues them). The rate is a sliding
+window of start times, ``{p}:rate:{name}``. Prefetched jobs count as running. The names
+of the caps claims have seen are kept in ``{p}:caps`` (``runtime queues`` shows them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+#: Task options of caps and their meaning (registered in runtime.options).
+CAP_OPTIONS = {
+    "max_concurrency": "most jobs of the task running at once across all workers (per concurrency_key value)",
+    "concurrency_key": "name of the param whose value gives each its own max_concurrency / rate_limit",
+    "rate_limit": "(N, period_s): most jobs of the task started per period_s seconds (per concurrency_key value)",
+}
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def cap_problem(name: str, value: Any) -> str | None:
+    """Why ``value`` is no good for cap option ``name`` (what it must be), or None."""
+    if name == "max_concurrency" and not (_int(value) and value >= 1):
+        return "an int >= 1"
+    if name == "concurrency_key" and not (isinstance(value, str) and value.isidentifier()):
+        return "a param name"
+    if name == "rate_limit":
+        ok = (isinstance(value, (tuple, list)) and len(value) == 2 and _int(value[0]) and value[0] >= 1
+              and isinstance(value[1], (int, float)) and not isinstance(value[1], bool) and 0 < value[1] < 1e9)
+        if not ok:
+            return "(N, period_s): an int >= 1 and a number of seconds > 0"
+    return None
+
+
+def caps_args(tasks: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The caps of ``tasks`` (path -> runtime.tasks.TaskSpec) as claim.lua reads them:
+    their number C, then per capped task: path, max running (0: none), key param ('':
+    none), rate N (0: none), rate period in ms. ``()`` when no task is capped."""
+    out: list[Any] = []
+    n = 0
+    for path, spec in sorted(tasks.items()):
+        options = spec.options
+        limit = options.get("max_concurrency") or 0
+        rate = options.get("rate_limit") or (0, 0)
+        if not limit and not rate[0]:
+            continue
+        n += 1
+        out += (path, int(limit), options.get("concurrency_key") or "", int(rate[0]), max(1, round(rate[1] * 1000)))
+    return (n, *out) if n else ()
+
+
+def cap_counts(redis: Any, keys: Any) -> dict[str, dict[str, int]]:
+    """Every cap seen by a claim (``{p}:caps``): name -> {"running": jobs holding a slot
+    (ended ones not yet released lazily included), "parked": jobs waiting for one,
+    "recent_starts": starts in its rate window}; caps with all three at 0 are left out.
+    One round trip after the names."""
+    names = sorted(str(n) for n in redis.smembers(keys.caps))
+    pipe = redis.pipeline(transaction=False)
+    for n in names:
+        pipe.scard(keys.cap(n))
+        pipe.zcard(keys.park(n))
+        pipe.zcard(keys.rate(n))
+    replies = pipe.execute() if names else []
+    out = {}
+    for i, n in enumerate(names):
+        running, parked, starts = (int(x) for x in replies[3 * i:3 * i + 3])
+        if running or parked or starts:
+            out[n] = {"running": running, "parked": parked, "recent_starts": starts}
+    return out

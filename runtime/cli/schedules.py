@@ -1,0 +1,82 @@
+"""Commands about schedules: schedules (list), schedules pause|resume|run-now NAME."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from .app import Ctx, cli, echo, handle_errors, out
+from .format import ago
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _state(obj: Ctx) -> Any:
+    from ..scheduler.state import ScheduleState
+    return ScheduleState(obj.client(middleware=False).broker)
+
+
+def print_schedules(data: dict[str, Any]) -> None:
+    """One block per schedule, then the live schedulers (``runtime schedules``)."""
+    if not data["schedules"]:
+        echo("no schedules (none declared with @periodic or [schedules.NAME] has been run by a worker yet)")
+    for s in data["schedules"]:
+        late = f"  NOT FIRING: {s['late_s']:.0f} s past a fire time" if s["late_s"] else ""
+        echo(f"{s['name']}  {s['status']}{late}  task {s['task']}  queue {s['queue']}  {s['when']}")
+        echo(f"    next {_when(s['next_fire'])}   last {_when(s['last_fire'])} ({ago(s['last_fire'])}, "
+             f"{s['last_status'] or '-'})   last job {s['last_job'] or '-'} ({s['last_job_status'] or '-'})"
+             f"   missed {s['missed']}  overlap-skipped {s['overlap']}")
+    alive = data["schedulers"]
+    echo(f"schedulers running: {len(alive)}" + (f" ({', '.join(alive)})" if alive else
+                                                  " (no worker runs the scheduler: nothing fires)"))
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def schedules(ctx: click.Context, as_json: bool) -> None:
+    """Schedules with their next and last fire, last job and status, and the workers
+    running the scheduler; a schedule that does not fire on time says so."""
+    if ctx.invoked_subcommand is None:
+        _list(ctx.obj, as_json)
+
+
+@handle_errors
+def _list(obj: Ctx, as_json: bool) -> None:
+    from ..scheduler.report import describe
+    data = describe(_state(obj))
+    out(data) if as_json else print_schedules(data)
+
+
+@schedules.command()
+@click.argument("name")
+@click.pass_obj
+@handle_errors
+def pause(obj: Ctx, name: str) -> None:
+    """Pause schedule NAME: its fire times pass without a job (not caught up on resume)."""
+    _state(obj).pause(name)
+    echo(f"schedule {name} paused")
+
+
+@schedules.command()
+@click.argument("name")
+@click.pass_obj
+@handle_errors
+def resume(obj: Ctx, name: str) -> None:
+    """Resume schedule NAME from its next fire time."""
+    _state(obj).pause(name, paused=False)
+    echo(f"schedule {name} resumed")
+
+
+@schedules.command("run-now")
+@click.argument("name")
+@click.pass_obj
+@handle_errors
+def run_now(obj: Ctx, name: str) -> None:
+    """Queue schedule NAME's job now (its fire times are unchanged); prints the job id."""
+    from ..scheduler.report import run_now as queue_now
+    echo(queue_now(obj.client(), name))

@@ -1,0 +1,154 @@
+"""The scheduler every worker may run: a greenlet that sleeps until the next fire time of
+its schedules and fires them (runtime.scheduler.state, fire.lua).
+
+Any number of workers run it at once: they all fire each fire time, and fire.lua queues it
+once (its job id is derived from the schedule and the fire time, and "last fired" moves in
+the same script). Between fire times it costs Redis one sync every :data:`SYNC_S` seconds
+(a pipeline: TIME, one HMGET per schedule, then a ZADD marking it alive); times are the
+Redis server's clock, so workers' clocks do not matter.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+import redis
+
+from ..errors import ConfigError
+from ..schedule import Schedule, make_schedule
+from .state import ScheduleState
+
+log = logging.getLogger("runtime.scheduler")
+
+#: Seconds between a scheduler's syncs (it marks itself alive and learns what others fired).
+SYNC_S = 10.0
+#: A scheduler whose last sync is older than this many seconds is not running (shown so).
+STALE_S = 3 * SYNC_S
+#: Longest sleep after a Redis error before trying again, seconds.
+RETRY_S = 2.0
+
+
+def adopt(mine: Schedule, definition: str) -> Schedule:
+    """The schedule as ``definition`` (JSON, published by a worker started later) has it,
+    or ``mine`` when that does not parse or check (logged)."""
+    try:
+        d = json.loads(definition)
+        d["every"] = d.pop("every_s", None)
+        name, path = d.pop("name"), d.pop("path")
+        changed = make_schedule(name, path, **d)
+    except (ValueError, TypeError, KeyError, ConfigError) as exc:
+        log.warning("schedule %s: a newer definition does not check (%s); keeping this one", mine.name, exc)
+        return mine
+    log.info("schedule %s: adopting the definition of a newer worker", mine.name)
+    return changed
+
+
+class SchedulerLoop:
+    """Fires ``schedules`` for worker ``worker_id``. ``sleep`` and ``clock`` (UNIX s) are
+    the loop's (gevent's sleep and time.time in a worker; a test passes fakes)."""
+
+    def __init__(self, state: ScheduleState, schedules: Sequence[Schedule], worker_id: str,
+                 sleep: Callable[[float], object] = time.sleep, clock: Callable[[], float] = time.time,
+                 modules: Sequence[str] = ()) -> None:
+        self.state = state
+        self.schedules = list(schedules)
+        self.worker_id = worker_id
+        self.sleep = sleep
+        self.clock = clock
+        #: name -> last fire time (ms) as last learnt
+        self.last: dict[str, int] = {}
+        #: server clock minus ours, seconds
+        self.offset = 0.0
+        self.synced_at = -1e18
+        self.first = True
+        self.stopped = False
+        self.sync_s = SYNC_S
+        #: the modules this worker imported: a schedule of their tasks it lacks was removed
+        self.modules = list(modules)
+        self.started_ms = 0
+
+    def now_ms(self) -> int:
+        return int((self.clock() + self.offset) * 1000)
+
+    def sync(self) -> None:
+        """Mark this scheduler alive, learn the last fire times (and the clock offset), and
+        follow what workers started after this one published: a changed definition is
+        adopted, a schedule removed from their code stops firing here too."""
+        local = self.clock()
+        first = self.first
+        server, found = self.state.sync(self.worker_id, self.schedules, first)
+        self.first = False
+        self.offset = server - local
+        self.synced_at = local
+        if first:
+            self.started_ms = int(time.time() * 1000)  # the clock def_at and removed_at are in
+            self.state.mark_removed([s.name for s in self.schedules], self.modules)
+        kept = []
+        for s in self.schedules:
+            got = found[s.name]
+            self.last[s.name] = max(self.last.get(s.name, 0), got.last_fire)
+            if got.removed_at > self.started_ms:
+                log.info("schedule %s was removed by a newer worker's code: it stops firing here", s.name)
+                continue
+            if got.def_at > self.started_ms and got.definition and got.definition != s.to_json():
+                s = adopt(s, got.definition)
+            kept.append(s)
+        self.schedules = kept
+
+    def next_fire(self, s: Schedule) -> int:
+        """The next fire time of ``s`` not yet handled as far as this scheduler knows (ms)."""
+        return s.next_after(self.last.get(s.name, self.now_ms()))
+
+    def fire_due(self) -> int:
+        """Fire every schedule whose next fire time has come; returns how many fire times
+        were queued by this call."""
+        queued = 0
+        now = self.now_ms()
+        for s in self.schedules:
+            if self.next_fire(s) > now:
+                continue
+            plan = s.plan(self.last.get(s.name, now), now)
+            if not plan:
+                continue
+            fired = self.state.fire(s, plan)
+            self.last[s.name] = fired.last_fire
+            queued += fired.outcomes.count("queued")
+            skipped = [o for o in fired.outcomes if o in ("missed", "overlap")]
+            if skipped:
+                log.info("schedule %s: %d fire time(s) not run (%s)", s.name, len(skipped), ", ".join(set(skipped)))
+        return queued
+
+    def seconds_to_sleep(self) -> float:
+        """Until the next fire time of any schedule or the next sync, whichever is first."""
+        until_sync = self.synced_at + self.sync_s - self.clock()
+        if not self.schedules:
+            return max(0.0, until_sync)
+        soonest = min(self.next_fire(s) for s in self.schedules)
+        return max(0.0, min(until_sync, (soonest - self.now_ms()) / 1000))
+
+    def step(self) -> float:
+        """Sync when due, fire what is due; returns the seconds to sleep next."""
+        if self.clock() - self.synced_at >= self.sync_s:
+            self.sync()
+        self.fire_due()
+        return self.seconds_to_sleep()
+
+    def run(self) -> None:
+        """Loop until :meth:`stop`; a Redis error is logged and tried again."""
+        while not self.stopped:
+            try:
+                wait = self.step()
+            except redis.RedisError as exc:
+                log.warning("scheduler: Redis error (%s); trying again in %.0f s", exc, RETRY_S)
+                wait = RETRY_S
+            except Exception:  # noqa: BLE001 - a scheduler that dies stops every schedule: log, go on
+                log.exception("scheduler: a step failed; trying again in %.0f s", RETRY_S)
+                wait = RETRY_S
+            if not self.stopped:
+                self.sleep(wait)
+
+    def stop(self) -> None:
+        self.stopped = True

@@ -1,0 +1,59 @@
+"""Caller-chosen job ids and unique keys: the rules their values follow (no I/O).
+
+A caller-chosen id (``queue_job(..., job_id=...)``) names the job's keys in Redis
+(``{p}:j:{id}``) and its MongoDB ``_id``; a unique key (``unique_key=...``) names
+``{p}:u:{key}`` (runtime.broker.keys). Both are refused when they could break a key name:
+empty, longer than :data:`MAX_ID_CHARS`, or holding a character outside
+:data:`ID_CHARS` (no spaces, no braces: a ``{...}`` would choose a Redis Cluster hash slot;
+no commas: lists of ids are comma-separated in the CLI). De-duplication itself is done
+atomically by enqueue.lua.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import InvalidParams
+
+#: Longest caller-chosen job id or unique key, characters.
+MAX_ID_CHARS = 200
+#: Characters allowed in a caller-chosen job id or unique key (a regex class).
+ID_CHARS = r"A-Za-z0-9_.:@/+=\-"
+_ID = re.compile(f"[{ID_CHARS}]+")
+#: Longest unique window, seconds (10 years, as runtime.client.MAX_DELAY_S).
+MAX_UNIQUE_FOR_S = 10 * 365 * 86_400.0
+
+
+def check_id(value: object, what: str = "job_id") -> str:
+    """``value`` if it is a valid caller-chosen job id or unique key (``what`` names it in
+    the error). Raises InvalidParams, one line."""
+    if not isinstance(value, str) or not value:
+        raise InvalidParams(f"{what} must be a non-empty string, got {value!r}")
+    if len(value) > MAX_ID_CHARS:
+        raise InvalidParams(f"{what} is {len(value)} characters long; at most {MAX_ID_CHARS} are allowed")
+    if not _ID.fullmatch(value):
+        bad = sorted({c for c in value if not _ID.fullmatch(c)})
+        raise InvalidParams(f"{what} {value!r} holds characters that are not allowed ({''.join(bad)!r}); "
+                            f"use letters, digits and _ . : @ / + = -")
+    return value
+
+
+def check_unique(unique_key: str | None, unique_for: float | None) -> tuple[str, float]:
+    """(unique key, window in seconds) checked, or ("", 0.0) for none. ``unique_for``
+    (seconds, > 0) is required with a key and meaningless without one. Raises
+    InvalidParams."""
+    if unique_key is None:
+        if unique_for is not None:
+            raise InvalidParams("unique_for is given without a unique_key")
+        return "", 0.0
+    key = check_id(unique_key, "unique_key")
+    if unique_for is None:
+        raise InvalidParams("unique_key needs unique_for: the seconds during which an enqueue with the same "
+                            "key returns the existing job")
+    try:
+        seconds = float(unique_for)
+    except (TypeError, ValueError):
+        raise InvalidParams(f"unique_for must be a number of seconds, got {unique_for!r}") from None
+    if not 0 < seconds <= MAX_UNIQUE_FOR_S:  # also refuses NaN and infinities
+        raise InvalidParams(f"unique_for must be within (0, {MAX_UNIQUE_FOR_S:.0f}] seconds, got {unique_for!r}")
+    return key, seconds

@@ -1,0 +1,167 @@
+"""Concurrency caps and rate limits across workers (runtime.caps, claim.lua): never over
+the cap (from the job records), per key from params, a capped job waits without blocking
+others and without an attempt charged, a dead worker's slots come back."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+from helpers import wait_until
+
+from runtime.errors import TaskOptionError
+from runtime.process import host_pid
+from runtime.status import Status
+from runtime.tasks import task
+
+CAPPED = """
+    import time
+    from runtime import task
+
+    @task(max_concurrency=2)
+    def two(n: int = 0, sleep_s: float = 0.1) -> int:
+        time.sleep(sleep_s)
+        return n
+
+    @task(max_concurrency=1, concurrency_key="customer")
+    def per_customer(customer: str, sleep_s: float = 0.1) -> str:
+        time.sleep(sleep_s)
+        return customer
+
+    @task(rate_limit=(5, 1.0))
+    def limited(n: int = 0) -> int:
+        return n
+
+    @task
+    def free(n: int = 0) -> int:
+        return n
+    """
+
+
+def most_at_once(jobs) -> int:
+    """The most of ``jobs`` that ran at the same time (from started_at / ended_at)."""
+    edges = sorted([(j.started_at, 1) for j in jobs] + [(j.ended_at, -1) for j in jobs])
+    now = top = 0
+    for _, step in edges:
+        now += step
+        top = max(top, now)
+    return top
+
+
+@pytest.fixture
+def capped(task_dir) -> str:
+    task_dir.write("capmod.py", CAPPED)
+    return "testtasks,capmod"
+
+
+def test_a_cap_of_two_across_three_workers_with_30_jobs(client, worker, capped):
+    ids = client.queue_jobs("capmod.two", [{"n": n} for n in range(30)])
+    for _ in range(3):
+        worker.start(task_modules=capped, greenlets="5")
+    jobs = client.wait(ids, timeout_s=60)
+    assert all(j.status == Status.SUCCESS and j.attempt == 1 for j in jobs)
+    assert most_at_once(jobs) == 2
+    assert len({j.worker for j in jobs}) >= 2  # spread over the workers, not one doing all
+
+
+def test_a_cap_per_key_from_params(client, worker, capped):
+    ids = client.queue_jobs("capmod.per_customer", [{"customer": c} for c in "ABABAB"])
+    worker.start(task_modules=capped, greenlets="10")
+    jobs = client.wait(ids, timeout_s=30)
+    assert all(j.status == Status.SUCCESS for j in jobs)
+    for c in "AB":
+        assert most_at_once([j for j in jobs if j.params["customer"] == c]) == 1
+    assert most_at_once(jobs) == 2  # one A and one B at once
+
+
+def test_a_rate_limit_across_workers(client, worker, capped):
+    ids = client.queue_jobs("capmod.limited", [{"n": n} for n in range(12)])
+    worker.start(task_modules=capped)
+    worker.start(task_modules=capped)
+    jobs = client.wait(ids, timeout_s=30)
+    starts = sorted(j.started_at for j in jobs)
+    for i in range(len(starts) - 5):
+        assert starts[i + 5] - starts[i] >= 0.99, starts  # never 6 started within a second
+    assert starts[-1] - starts[0] >= 1.9
+
+
+def test_a_job_over_its_cap_waits_without_blocking_others_or_being_charged(client, worker, capped):
+    slow = client.queue_jobs("capmod.two", [{"n": n, "sleep_s": 0.4} for n in range(6)])
+    quick = client.queue_jobs("capmod.free", [{"n": n} for n in range(5)])  # queued behind the capped ones
+    worker.start(task_modules=capped, greenlets="10")
+    done = client.wait(quick, timeout_s=10)
+    assert all(j.status == Status.SUCCESS for j in done)
+    first_slow_end = min(j.ended_at for j in client.wait(slow, timeout_s=30))
+    assert max(j.ended_at for j in done) < first_slow_end + 0.2  # not behind the capped ones' turns
+    for j in client.wait(slow, timeout_s=30):
+        assert j.status == Status.SUCCESS and j.attempt == 1 and j.retries == 0
+        assert [h["status"] for h in j.history].count("claimed") == 1  # parked, never claimed and put back
+    assert client.redis.scard(client.broker.keys.parked) == 0
+
+
+def test_a_dead_workers_slots_come_back(client, workers, capped, settings):
+    """Two worker processes, cap 2, jobs of 1.5 s: one is SIGKILLed while holding the
+    slots; the reaper requeues its jobs, the slots are released, all jobs end, and never
+    more than 2 ran at once."""
+    procs = [workers.ready(workers.start("--tasks", capped, "--greenlets", "4")) for _ in range(2)]
+    ids = client.queue_jobs("capmod.two", [{"n": n, "sleep_s": 1.5} for n in range(6)])
+    wait_until(lambda: client.redis.scard(client.broker.keys.cap("capmod.two")) == 2, 10, "two slots taken")
+    holders = {client.get_job(i).worker for i in client.redis.smembers(client.broker.keys.cap("capmod.two"))}
+    victim = next(p for p in procs if any(host_pid(h)[1] == p.pid for h in holders))
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(10)
+    jobs = client.wait(ids, timeout_s=60)
+    assert all(j.status == Status.SUCCESS for j in jobs), [(j.id, j.status) for j in jobs]
+    assert sum(j.lost for j in jobs) >= 1  # the killed worker's jobs were taken back and run again
+    assert most_at_once(jobs) <= 2
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"max_concurrency": 0}, "max_concurrency must be an int >= 1"),
+    ({"max_concurrency": True}, "max_concurrency must be an int >= 1"),
+    ({"concurrency_key": "a b"}, "concurrency_key must be a param name"),
+    ({"rate_limit": 5}, "rate_limit must be"),
+    ({"rate_limit": (5, 0)}, "rate_limit must be"),
+])
+def test_bad_cap_options_fail_at_import(options, message):
+    with pytest.raises(TaskOptionError, match=message):
+        task(**options)(lambda: None)
+
+
+def test_caps_are_shown_in_runtime_queues_and_exported_as_metrics(client, worker, capped, settings):
+    import json
+    import socket
+    import urllib.request
+
+    from helpers import cli
+    with socket.socket() as sock:  # a free port
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ids = client.queue_jobs("capmod.two", [{"n": n, "sleep_s": 1.0} for n in range(5)])
+    worker.start(task_modules=capped, greenlets="10", metrics_port=port)
+    wait_until(lambda: client.redis.zcard(client.broker.keys.park("capmod.two")) == 3, 10, "three parked")
+    caps = json.loads(cli(settings, "queues", "--json").stdout)["caps"]
+    assert caps == {"capmod.two": {"running": 2, "parked": 3, "recent_starts": 0}}
+    assert "cap capmod.two: running 2, parked 3" in cli(settings, "queues").stdout
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    lines = [x for x in text.splitlines() if x.startswith("runtime_cap_jobs{")]
+    assert any('runtime_cap_state="parked"' in x and x.endswith(" 3.0") for x in lines), lines
+    assert any('runtime_cap_state="running"' in x and x.endswith(" 2.0") for x in lines), lines
+    latency = [x for x in text.splitlines() if x.startswith("runtime_queue_latency_seconds{")]
+    assert latency and 'messaging_destination_name="default"' in latency[0]  # the autoscaling signal
+    client.wait(ids, timeout_s=30)
+
+
+def test_a_burst_worker_waits_for_parked_jobs_and_a_cancelled_parked_job_is_dropped(client, worker, capped):
+    ids = client.queue_jobs("capmod.two", [{"n": n, "sleep_s": 0.2} for n in range(6)])
+    w = worker.start(task_modules=capped, greenlets="10")
+    wait_until(lambda: client.redis.zcard(client.broker.keys.park("capmod.two")) == 4, 10, "four parked")
+    parked = client.redis.zrange(client.broker.keys.park("capmod.two"), 0, -1)
+    client.cancel(parked[-1])
+    worker.stop(w)
+    worker.burst(task_modules=capped, greenlets="10")  # returns only once nothing is left to run
+    jobs = {j.id: j for j in (client.get_job(i) for i in ids)}
+    assert jobs[parked[-1]].status == Status.CANCEL
+    assert all(j.status == Status.SUCCESS and j.attempt <= 2 for i, j in jobs.items() if i != parked[-1])
+    assert client.redis.zcard(client.broker.keys.park("capmod.two")) == 0

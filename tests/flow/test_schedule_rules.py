@@ -1,0 +1,118 @@
+"""Schedules as rules (runtime.schedule), no Redis: fire times, DST in two zones, the
+missed-run policies, definitions refused with one line."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from runtime.errors import ConfigError
+from runtime.schedule import make_schedule, periodic
+
+
+def ms(y: int, mo: int, d: int, h: int = 0, mi: int = 0, tz: str = "UTC") -> int:
+    return int(datetime(y, mo, d, h, mi, tzinfo=ZoneInfo(tz)).timestamp() * 1000)
+
+
+def local(t_ms: int, tz: str) -> str:
+    return datetime.fromtimestamp(t_ms / 1000, ZoneInfo(tz)).strftime("%m-%d %H:%M %Z")
+
+
+# (zone, spring-forward day, fall-back day): 02:30 is missing on the first, twice on the second
+ZONES = [("Europe/Paris", (2026, 3, 29), (2026, 10, 25)), ("America/New_York", (2026, 3, 8), (2026, 11, 1))]
+
+
+@pytest.mark.parametrize(("tz", "spring", "fall"), ZONES)
+def test_a_0230_job_runs_once_on_both_dst_days(tz, spring, fall):
+    s = make_schedule("nightly", "m.f", cron="30 2 * * *", tz=tz)
+    for day in (spring, fall):
+        start = ms(*day, tz=tz) - 86_400_000  # the day before, midnight
+        fires = s.due(start, start + 3 * 86_400_000)
+        assert len(fires) == 3, [local(t, tz) for t in fires]  # one per day, the DST day included
+        on_day = [t for t in fires if local(t, tz).startswith(f"{day[1]:02d}-{day[2]:02d}")]
+        assert len(on_day) == 1
+        expected = "03:30" if day == spring else "02:30"  # the gap: shifted forward; the repeat: its first
+        assert local(on_day[0], tz)[6:11] == expected
+    # the next_after walk agrees with due
+    t, walked = ms(*spring, tz=tz) - 86_400_000, []
+    for _ in range(3):
+        t = s.next_after(t)
+        walked.append(t)
+    assert walked == s.due(ms(*spring, tz=tz) - 86_400_000, walked[-1])
+
+
+def test_the_repeated_hour_does_not_fire_a_wall_clock_cron_twice():
+    s = make_schedule("q", "m.f", cron="*/30 * * * *", tz="Europe/Paris")
+    fires = s.due(ms(2026, 10, 24, 23, 0), ms(2026, 10, 25, 3, 0))  # UTC window around the change
+    assert len(fires) == len(set(fires))
+    assert [local(t, "Europe/Paris") for t in fires] == [
+        "10-25 01:30 CEST", "10-25 02:00 CEST", "10-25 02:30 CEST", "10-25 03:00 CET", "10-25 03:30 CET",
+        "10-25 04:00 CET"]
+
+
+def test_every_fires_on_multiples_of_its_period_since_the_epoch():
+    s = make_schedule("e", "m.f", every=timedelta(seconds=30))
+    assert s.next_after(ms(2026, 1, 1, 0, 0) + 1) == ms(2026, 1, 1, 0, 0) + 30_000
+    assert s.due(ms(2026, 1, 1), ms(2026, 1, 1) + 95_000) == [ms(2026, 1, 1) + k * 30_000 for k in (1, 2, 3)]
+    assert len(s.due(0, ms(2026, 1, 1))) == 100  # the newest 100 at most
+    assert s.job_id(ms(2026, 12, 6, 5, 0)) == "e@2026-12-06T05:00:00Z"
+    assert make_schedule("f", "m.f", every=0.25).job_id(ms(2026, 12, 6, 5, 0) + 250) == "f@2026-12-06T05:00:00.250Z"
+
+
+@pytest.mark.parametrize(("missed", "runs"), [("skip", []), ("once", [600]), (2, [540, 600])])
+def test_missed_run_policies_after_downtime(missed, runs):
+    """Fires every minute; the scheduler was down 10 minutes; grace 30 s, so every fire
+    time is missed at t=10m45s (none on time)."""
+    s = make_schedule("m", "m.f", every=60, missed=missed, grace_s=30)
+    base = ms(2026, 1, 1)
+    plan = s.plan(base, base + 645_000)
+    assert [t for t, _ in plan] == [base + k * 60_000 for k in range(1, 11)]
+    assert [(t - base) // 1000 for t, run in plan if run] == runs
+
+
+def test_a_fire_time_on_time_runs_under_every_policy_and_once_adds_nothing_to_it():
+    base = ms(2026, 1, 1)
+    for missed in ("skip", "once", 3):
+        s = make_schedule("m", "m.f", every=60, missed=missed, grace_s=30)
+        plan = s.plan(base, base + 600_000 + 10_000)  # 10:00 is 10 s late: on time
+        ran = [(t - base) // 1000 for t, run in plan if run]
+        assert ran[-1] == 600 and len(ran) == {"skip": 1, "once": 1, 3: 4}[missed]
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"cron": "* * *"}, "bad cron"),
+    ({"cron": "61 * * * *"}, "bad cron"),
+    ({"cron": "0 0 31 2 *"}, "never fires"),
+    ({"every": 0.01}, "every must be at least"),
+    ({}, "give cron= or every="),
+    ({"cron": "* * * * *", "every": 5}, "give cron= or every="),
+    ({"every": 5, "tz": "Mars/Olympus"}, "unknown time zone"),
+    ({"every": 5, "missed": "later"}, "missed must be"),
+    ({"every": 5, "overlap": "queue"}, "overlap must be"),
+    ({"every": 5, "grace_s": 0}, "grace_s must be"),
+    ({"every": 5, "priority": 500}, "priority must be"),
+])
+def test_bad_definitions_are_refused_with_one_line(options, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        make_schedule("s", "m.f", **options)
+    assert "\n" not in str(info.value) and "'s'" in str(info.value)
+
+
+def test_periodic_marks_a_task_and_checks_at_import():
+    @periodic(every=60, name="a")
+    @periodic(cron="0 * * * *", tz="Europe/Paris", name="b", params={"x": 1})
+    def job(x: int = 0) -> None: ...
+
+    assert [n for n, _ in job.__runtime_schedules__] == ["b", "a"]
+    assert "__runtime_options__" in job.__dict__
+    with pytest.raises(ConfigError, match="bad cron"):
+        periodic(cron="nope")(lambda: None)
+
+
+def test_a_schedule_with_a_fixed_utc_time_is_unaffected_by_dst():
+    s = make_schedule("u", "m.f", cron="30 2 * * *")
+    fires = s.due(ms(2026, 3, 28), ms(2026, 3, 31))
+    assert [datetime.fromtimestamp(t / 1000, UTC).strftime("%d %H:%M") for t in fires] == [
+        "28 02:30", "29 02:30", "30 02:30"]

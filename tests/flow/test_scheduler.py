@@ -1,0 +1,281 @@
+"""The scheduler against a real Redis: fire.lua queues each fire time once; a fake clock
+across DST in two zones; missed runs after a stopped scheduler under each policy;
+overlap skip with a slow job; pause, resume and run-now; a scheduler that stops firing
+is visible."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+from helpers import cli, wait_until
+
+from runtime.schedule import make_schedule
+from runtime.scheduler.loop import SchedulerLoop
+from runtime.scheduler.report import describe
+from runtime.scheduler.state import ScheduleState
+from runtime.status import Status
+
+
+class FakeClock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def sleep(self, s: float) -> None:
+        self.t += s
+
+
+class FakeClockState(ScheduleState):
+    """The Redis side as is, but the server time its syncs report is the fake clock's."""
+
+    def __init__(self, broker, clock: FakeClock) -> None:
+        super().__init__(broker)
+        self.clock = clock
+
+    def sync(self, worker_id, schedules, first):
+        _, found = super().sync(worker_id, schedules, first)
+        return self.clock(), found
+
+
+def _loop(client, schedules, clock: FakeClock, start_s: float, worker_id: str = "w-test") -> SchedulerLoop:
+    state = FakeClockState(client.broker, clock)
+    for s in schedules:  # the schedules' clocks start at start_s (a new schedule has no missed runs)
+        client.redis.hset(client.broker.keys.schedule(s.name), "last_fire", int(start_s * 1000))
+    loop = SchedulerLoop(state, schedules, worker_id, sleep=clock.sleep, clock=clock)
+    loop.sync_s = 1e9  # one sync: the fake clock jumps from fire time to fire time
+    return loop
+
+
+def _drive(loop: SchedulerLoop, clock: FakeClock, until_s: float) -> None:
+    while clock.t < until_s:
+        clock.sleep(max(loop.step(), 0.001))
+
+
+def _jobs(client, prefix: str) -> list[str]:
+    return sorted(i for i in client.redis.zrange(client.broker.keys.status("queued"), 0, -1) if i.startswith(prefix))
+
+
+# (name, zone, cron, three days around a DST change, wall times expected): the wall time
+# falls in the spring-forward gap (fires shifted forward by the gap, once) or in the
+# repeated hour of fall-back (fires at its first occurrence, in summer time, once)
+DST_CASES = [
+    ("paris-spring", "Europe/Paris", "30 2 * * *", [(3, 28), (3, 29), (3, 30)], ["02:30", "03:30", "02:30"]),
+    ("paris-fall", "Europe/Paris", "30 2 * * *", [(10, 24), (10, 25), (10, 26)], ["02:30", "02:30", "02:30"]),
+    ("ny-spring", "America/New_York", "30 2 * * *", [(3, 7), (3, 8), (3, 9)], ["02:30", "03:30", "02:30"]),
+    ("ny-fall", "America/New_York", "30 1 * * *", [(10, 31), (11, 1), (11, 2)], ["01:30", "01:30", "01:30"]),
+]
+
+
+@pytest.mark.parametrize(("name", "tz", "cron", "days", "hours"), DST_CASES)
+def test_a_fake_clock_across_dst_in_two_zones_fires_once_a_day(client, name, tz, cron, days, hours):
+    s = make_schedule(name, "testtasks.add", params={"a": 1, "b": 1}, cron=cron, tz=tz)
+    zone = ZoneInfo(tz)
+    start = datetime(2026, *days[0], 0, 0, tzinfo=zone).timestamp()
+    clock = FakeClock(start)
+    _drive(_loop(client, [s], clock, start), clock, datetime(2026, *days[2], 23, 0, tzinfo=zone).timestamp())
+    ids = _jobs(client, name + "@")
+    local = [datetime.fromisoformat(i.split("@")[1].replace("Z", "+00:00")).astimezone(zone) for i in ids]
+    assert [(d.month, d.day) for d in local] == days, ids  # one a day, the DST day included
+    assert [d.strftime("%H:%M") for d in local] == hours, ids
+    if "fall" in name:
+        assert local[1].dst(), ids  # the first of the two 02:30 (01:30 in New York): summer time
+
+
+@pytest.mark.parametrize(("missed", "queued"), [("skip", 0), ("once", 1), (3, 3)])
+def test_missed_runs_after_a_stopped_scheduler(client, missed, queued):
+    """Every minute, grace 30 s: the scheduler stops for 10 minutes, then comes back."""
+    s = make_schedule(f"m-{missed}", "testtasks.add", params={"a": 1, "b": 1}, every=60, missed=missed,
+                      grace_s=30)
+    start = 1_800_000_000.0  # on a minute
+    clock = FakeClock(start)
+    loop = _loop(client, [s], clock, start)
+    _drive(loop, clock, start + 130)  # two fires on time
+    assert len(_jobs(client, s.name + "@")) == 2
+    clock.t = start + 12 * 60 + 45  # stopped: the fire times 3..12 pass unfired, the last 45 s ago (> grace)
+    loop.step()
+    jobs = _jobs(client, s.name + "@")
+    assert len(jobs) == 2 + queued
+    h = client.redis.hgetall(client.broker.keys.schedule(s.name))
+    assert int(h["count_missed"]) == 10 - queued and int(h["last_fire"]) == int((start + 12 * 60) * 1000)
+    loop.step()  # nothing more: handled
+    assert len(_jobs(client, s.name + "@")) == 2 + queued
+
+
+def test_fire_lua_queues_a_fire_time_once_and_never_goes_back(client):
+    s = make_schedule("once", "testtasks.add", params={"a": 1, "b": 2}, every=1)
+    state = ScheduleState(client.broker)
+    t = 1_800_000_000_000
+    client.redis.hset(client.broker.keys.schedule(s.name), "last_fire", t)
+    assert state.fire(s, [(t + 1000, True)]).outcomes == ["queued"]
+    assert state.fire(s, [(t + 1000, True)]).outcomes == ["done"]
+    assert state.fire(s, [(t + 500, True), (t + 2000, False), (t + 3000, True)]).outcomes == ["done", "missed", "queued"]
+    assert _jobs(client, "once@") == [s.job_id(t + 1000), s.job_id(t + 3000)]
+    job = client.get_job(s.job_id(t + 1000))
+    assert job.params == {"a": 1, "b": 2} and job.history[0]["schedule"] == "once"
+
+
+def _schedule_module(task_dir, name: str, body: str) -> str:
+    task_dir.write(f"{name}.py", f"""
+        import time
+        from datetime import timedelta
+        from runtime import periodic
+
+        {body}
+        """)
+    return name
+
+
+def test_overlap_skip_with_a_slow_job(client, worker, task_dir):
+    mod = _schedule_module(task_dir, "sched_overlap", """
+        @periodic(every=timedelta(seconds=0.2), overlap="skip", name="slow")
+        def slow() -> None:
+            time.sleep(0.7)
+        """)
+    worker.start(task_modules=f"testtasks,{mod}")
+    key = client.broker.keys.schedule("slow")
+    wait_until(lambda: int(client.redis.hget(key, "count_overlap") or 0) >= 6, 20, "fire times skipped for overlap")
+    ids = [i for i in client.redis.zrange(client.broker.keys.status("success"), 0, -1) if i.startswith("slow@")]
+    wait_until(lambda: len([i for i in client.redis.zrange(client.broker.keys.status("success"), 0, -1)
+                            if i.startswith("slow@")]) >= 2, 20, "two runs")
+    ids = [i for i in client.redis.zrange(client.broker.keys.status("success"), 0, -1) if i.startswith("slow@")]
+    runs = sorted((j.started_at, j.ended_at) for j in (client.get_job(i) for i in ids))
+    for (_, end), (start, _) in zip(runs, runs[1:]):
+        assert start >= end, runs  # never two at once
+    assert all(j.startswith("slow@") for j in ids)
+
+
+def test_pause_resume_run_now_and_the_listing(settings, client, worker, task_dir):
+    mod = _schedule_module(task_dir, "sched_pause", """
+        @periodic(every=0.2, name="tick", params={"n": 1})
+        def tick(n: int) -> int:
+            return n
+        """)
+    w = worker.start(task_modules=f"testtasks,{mod}")
+    key = client.broker.keys.schedule("tick")
+
+    def done() -> int:
+        return len([i for i in client.redis.zrange(client.broker.keys.status("success"), 0, -1)
+                    if i.startswith("tick@")])
+
+    wait_until(lambda: done() >= 3, 15, "three runs")
+    listed = json.loads(cli(settings, "schedules", "--json").stdout)
+    row = listed["schedules"][0]
+    assert row["name"] == "tick" and row["status"] == "ok" and row["last_job"].startswith("tick@")
+    assert listed["schedulers"] == [w.id] and row["next_fire"] > time.time() - 1
+    assert "tick  ok" in cli(settings, "schedules").stdout
+    assert "  scheduler (synced " in cli(settings, "workers").stdout  # the registry says it runs one
+    assert json.loads(cli(settings, "workers", "--json").stdout)[0]["scheduler_synced_at"] > time.time() - 30
+    assert cli(settings, "schedules", "pause", "tick").exit_code == 0
+    wait_until(lambda: int(client.redis.hget(key, "count_paused") or 0) >= 3, 10, "paused fire times")
+    before = client.redis.zcard(client.broker.keys.status("success")) + client.redis.zcard(client.broker.keys.status("queued"))
+    wait_until(lambda: int(client.redis.hget(key, "count_paused") or 0) >= 6, 10, "more paused fire times")
+    after = client.redis.zcard(client.broker.keys.status("success")) + client.redis.zcard(client.broker.keys.status("queued"))
+    assert after == before  # nothing queued while paused
+    assert json.loads(cli(settings, "schedules", "--json").stdout)["schedules"][0]["status"] == "paused"
+    now = cli(settings, "schedules", "run-now", "tick")
+    assert now.exit_code == 0 and now.stdout.startswith("tick@now-")
+    assert client.wait(now.stdout.strip(), timeout_s=10).status == Status.SUCCESS
+    assert cli(settings, "schedules", "resume", "tick").exit_code == 0
+    n = done()
+    wait_until(lambda: done() >= n + 2, 10, "runs after resume")
+    bad = cli(settings, "schedules", "pause", "nope")
+    assert bad.exit_code == 2 and "no schedule 'nope'" in bad.stderr
+    worker.stop(w)
+    gone = json.loads(cli(settings, "schedules", "--json").stdout)
+    assert gone["schedulers"] == [] and gone["schedules"][0]["status"] == "no scheduler"
+    assert "nothing fires" in cli(settings, "schedules").stdout
+
+
+def test_a_schedule_no_live_scheduler_fires_is_shown_late(client):
+    s = make_schedule("stuck", "testtasks.add", every=1)
+    state = ScheduleState(client.broker)
+    state.sync("w-other", [s], first=True)
+    client.redis.hset(client.broker.keys.schedule("stuck"), "last_fire", int((time.time() - 120) * 1000))
+    row = describe(state)["schedules"][0]
+    assert row["status"] == "late" and row["late_s"] > 50
+
+
+def test_several_worker_processes_queue_exactly_one_job_per_fire_time(settings, client, workers, task_dir):
+    """4 worker processes run the scheduler of one schedule firing every 0.1 s: over 200
+    and more fire times, each one has exactly one job, run once, and none is skipped."""
+    _schedule_module(task_dir, "sched_many", """
+        @periodic(every=0.1, name="many")
+        def many() -> None:
+            pass
+        """)
+    procs = [workers.start("--tasks", "testtasks,sched_many", "--greenlets", "10") for _ in range(4)]
+    for p in procs:
+        workers.ready(p)
+    wait_until(lambda: client.redis.zcard(client.broker.keys.schedulers) == 4, 20, "four schedulers")
+    success = client.broker.keys.status("success")
+
+    def fired() -> list[str]:
+        return [i for i in client.redis.zrange(success, 0, -1) if i.startswith("many@")]
+
+    first = len(fired())
+    wait_until(lambda: len(fired()) >= first + 210, 90, "210 more fire times run")
+    for p in procs:  # stopped by pid; what they queued meanwhile is counted below
+        p.terminate()
+    for p in procs:
+        p.wait(30)
+    ids = sorted({i for s in ("queued", "started", "success", "interrupt")
+                     for i in client.redis.zrange(client.broker.keys.status(s), 0, -1) if i.startswith("many@")})
+    times = sorted(int(datetime.fromisoformat(i.split("@")[1].replace("Z", "+00:00")).timestamp() * 1000) for i in ids)
+    assert len(times) == len(set(times)) >= 210
+    assert [b - a for a, b in zip(times, times[1:])] == [100] * (len(times) - 1)  # none skipped
+    h = client.redis.hgetall(client.broker.keys.schedule("many"))
+    assert "count_missed" not in h and int(h["last_fire"]) == times[-1]
+    for job in client.live.get_many([i for i in ids if i in set(fired())]):
+        assert job is not None and job.attempt == 1
+        assert [e["status"] for e in job.history].count("queued") == 1
+
+
+def test_the_lateness_of_a_schedule_that_stops_firing_is_a_prometheus_metric(client, worker):
+    import socket
+    import urllib.request
+    with socket.socket() as sock:  # a free port
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    s = make_schedule("stuck", "elsewhere.job", every=1)  # a task of a module this worker does not import
+    ScheduleState(client.broker).sync("w-gone", [s], first=True)
+    client.redis.hset(client.broker.keys.schedule("stuck"), "last_fire", int((time.time() - 120) * 1000))
+    worker.start(metrics_port=port)
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    line = next(x for x in text.splitlines() if x.startswith("runtime_schedule_late_seconds{"))
+    assert 'runtime_schedule_name="stuck"' in line and 'runtime_schedule_status="late"' in line  # w-gone synced just now
+    assert float(line.rsplit(" ", 1)[1]) > 50
+
+
+def test_a_changed_or_removed_schedule_follows_the_newest_worker_without_a_restart(client):
+    """Worker A runs the old code; B starts later with the schedule changed: A adopts it
+    at its next sync. C starts later still without it (its module imported): A stops."""
+    state = ScheduleState(client.broker)
+    old = make_schedule("report", "mymod.report", params={"v": 1}, every=60)
+    new = make_schedule("report", "mymod.report", params={"v": 2}, every=30, queue="reports")
+    a = SchedulerLoop(state, [old], "w-a", modules=["mymod"])
+    a.sync()
+    time.sleep(0.01)  # B starts after A (def_at is in ms)
+    b = SchedulerLoop(state, [new], "w-b", modules=["mymod"])
+    b.sync()
+    a.sync()
+    assert a.schedules == [new]
+    time.sleep(0.01)
+    other = SchedulerLoop(state, [], "w-other", modules=["othermod"])  # does not serve mymod: removes nothing
+    other.sync()
+    a.sync()
+    assert a.schedules == [new]
+    c = SchedulerLoop(state, [], "w-c", modules=["mymod"])
+    c.sync()
+    a.sync()
+    b.sync()
+    assert a.schedules == [] and b.schedules == []
+    assert client.redis.hget(client.broker.keys.schedule("report"), "removed_at")
+    d = SchedulerLoop(state, [new], "w-d", modules=["mymod"])  # put back in the code: fires again
+    d.sync()
+    assert d.schedules == [new] and not client.redis.hget(client.broker.keys.schedule("report"), "removed_at")

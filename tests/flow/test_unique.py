@@ -1,0 +1,122 @@
+"""Caller-chosen job ids and unique keys: a second enqueue inside the window returns the
+existing job (atomic in enqueue.lua, so concurrent producers queue one job); bad ids are
+refused with one line and queue nothing."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import redis
+from helpers import cli, wait_until
+
+from runtime.client import Client
+from runtime.errors import InvalidParams
+from runtime.status import Status
+
+
+def _ready(client: Client) -> list[str]:
+    return client.redis.zrange(client.broker.keys.ready("default"), 0, -1)
+
+
+def test_a_caller_chosen_id_is_queued_once_while_the_job_exists(client, worker):
+    assert client.queue_job("testtasks.add", {"a": 1, "b": 2}, job_id="report:2026-12-06") == "report:2026-12-06"
+    assert client.queue_job("testtasks.add", {"a": 5, "b": 5}, job_id="report:2026-12-06") == "report:2026-12-06"
+    assert _ready(client) == ["report:2026-12-06"]
+    worker.burst()
+    job = client.get_job("report:2026-12-06")
+    assert job.status == Status.SUCCESS and job.result == 3  # the first params: the second was not queued
+    assert client.queue_job("testtasks.add", {"a": 5, "b": 5}, job_id="report:2026-12-06") == "report:2026-12-06"
+    assert _ready(client) == []  # still exists (kept for ttl_s after it ended): not queued again
+
+
+def test_a_unique_key_returns_the_job_holding_it_inside_the_window(client, worker):
+    first = client.queue_job("testtasks.add", {"a": 1, "b": 1}, unique_key="sync:customer-7", unique_for=60)
+    again = client.queue_job("testtasks.add", {"a": 2, "b": 2}, unique_key="sync:customer-7", unique_for=60)
+    other = client.queue_job("testtasks.add", {"a": 3, "b": 3}, unique_key="sync:customer-8", unique_for=60)
+    assert again == first and other != first
+    assert sorted(_ready(client)) == sorted([first, other])
+    ttl_ms = client.redis.pttl(client.broker.keys.unique("sync:customer-7"))
+    assert 0 < ttl_ms <= 60_000
+
+
+def test_a_unique_key_frees_once_its_window_passed(client):
+    first = client.queue_job("testtasks.add", {"a": 1, "b": 1}, unique_key="k", unique_for=0.05)
+    wait_until(lambda: not client.redis.exists(client.broker.keys.unique("k")), 5, "the key to expire")
+    second = client.queue_job("testtasks.add", {"a": 1, "b": 1}, unique_key="k", unique_for=0.05)
+    assert second != first and len(_ready(client)) == 2
+
+
+def test_a_unique_key_whose_job_is_gone_is_taken_by_the_next_job(client):
+    first = client.queue_job("testtasks.add", {"a": 1, "b": 1}, unique_key="k", unique_for=60)
+    client.redis.delete(client.broker.keys.job(first))  # its document expired or was deleted
+    second = client.queue_job("testtasks.add", {"a": 1, "b": 1}, unique_key="k", unique_for=60)
+    assert second != first and client.get_job(second).status == Status.QUEUED
+
+
+def test_twenty_concurrent_producers_queue_one_job_per_key_and_per_id(settings, client):
+    """20 threads, each with a client (a connection) of its own, released at once."""
+    clients = [Client(settings) for _ in range(20)]
+    gate = threading.Barrier(20)
+    got: list[tuple[str, str]] = []
+
+    def produce(c: Client, n: int) -> None:
+        gate.wait()
+        by_key = c.queue_job("testtasks.add", {"a": n, "b": 0}, unique_key="nightly", unique_for=30)
+        by_id = c.queue_job("testtasks.add", {"a": n, "b": 0}, job_id="nightly-2026-12-06")
+        got.append((by_key, by_id))
+
+    threads = [threading.Thread(target=produce, args=(c, n)) for n, c in enumerate(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(got) == 20
+    assert len({k for k, _ in got}) == 1 and {i for _, i in got} == {"nightly-2026-12-06"}
+    assert sorted(_ready(client)) == sorted([got[0][0], "nightly-2026-12-06"])
+    assert client.redis.zcard(client.broker.keys.status("queued")) == 2
+
+
+def test_a_batch_with_a_repeated_unique_key_queues_the_first(client):
+    jobs = [client._new("testtasks.add", {"a": n, "b": 0}, "default", 0, None, None, unique=("batch", 60))
+            for n in range(3)]
+    _, held = client.broker.enqueue(jobs)
+    assert held == {jobs[1].id: jobs[0].id, jobs[2].id: jobs[0].id}
+    assert _ready(client) == [jobs[0].id]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"job_id": ""}, "job_id must be a non-empty string"),
+    ({"job_id": "a b"}, "holds characters that are not allowed"),
+    ({"job_id": "{slot}x"}, "holds characters that are not allowed"),
+    ({"job_id": "x" * 201}, "at most 200"),
+    ({"job_id": 7}, "job_id must be a non-empty string"),
+    ({"unique_key": "k"}, "unique_key needs unique_for"),
+    ({"unique_for": 5}, "unique_for is given without a unique_key"),
+    ({"unique_key": "k", "unique_for": 0}, "unique_for must be within"),
+    ({"unique_key": "k", "unique_for": float("nan")}, "unique_for must be within"),
+    ({"unique_key": "a,b", "unique_for": 5}, "unique_key 'a,b' holds characters"),
+])
+def test_bad_ids_and_keys_are_refused_with_one_line_and_queue_nothing(client, kwargs, message):
+    with pytest.raises(InvalidParams, match=message) as info:
+        client.queue_job("testtasks.add", {"a": 1, "b": 1}, **kwargs)
+    assert "\n" not in str(info.value)
+    assert _ready(client) == []
+
+
+def test_cli_enqueue_with_job_id_and_unique_key(settings, client):
+    first = cli(settings, "enqueue", "testtasks.add", '{"a": 1, "b": 2}', "--job-id", "cli-1")
+    again = cli(settings, "enqueue", "testtasks.add", '{"a": 1, "b": 2}', "--job-id", "cli-1")
+    assert first.exit_code == again.exit_code == 0 and first.stdout.strip() == again.stdout.strip() == "cli-1"
+    u1 = cli(settings, "enqueue", "testtasks.add", '{"a": 1, "b": 2}', "--unique-key", "u", "--unique-for", "60")
+    u2 = cli(settings, "enqueue", "testtasks.add", '{"a": 1, "b": 2}', "--unique-key", "u", "--unique-for", "60")
+    assert u1.stdout.strip() == u2.stdout.strip() and len(_ready(client)) == 2
+    bad = cli(settings, "enqueue", "testtasks.add", '{"a": 1, "b": 2}', "--job-id", "no spaces")
+    assert bad.exit_code == 2 and bad.stderr.count("\n") == 1 and "not allowed" in bad.stderr
+    assert len(_ready(client)) == 2
+
+
+def test_the_redis_key_of_a_unique_key_is_under_the_prefix(client):
+    client.queue_job("testtasks.add", {"a": 1, "b": 1}, unique_key="x:y", unique_for=5)
+    assert client.redis.get(f"{client.settings.key_prefix}:u:x:y")
+    assert isinstance(client.redis, redis.Redis)
