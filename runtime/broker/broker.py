@@ -274,15 +274,16 @@ class RedisBroker:
 
     # ---- control and waiting ------------------------------------------------------------
 
-    def control(self, action: str, ids: Sequence[str]) -> list[str]:
+    def control(self, action: str, ids: Sequence[str], by: str = "") -> list[str]:
         """cancel / abort / requeue ``ids``; one reply per id: 'ok', 'missing' or the status
-        that does not allow it."""
+        that does not allow it. ``by``: who asked and from where, kept in each cancel and
+        requeue history entry ("" for no one named)."""
         if not ids:
             return []
         keys = list(self.keys.status_keys())
         for i in ids:
             keys += (self.keys.job(i), self.keys.history(i), self.keys.notify(i))
-        return list(self._run("control", keys, (action, self.settings.ttl_s[Status.CANCEL], *ids)))
+        return list(self._run("control", keys, (action, self.settings.ttl_s[Status.CANCEL], by, *ids)))
 
     def register_waiter(self, key: str, ids: Sequence[str], ttl_s: float) -> list[str]:
         """Ask to be told on list ``key`` when ``ids`` end. Returns one entry per job

@@ -26,6 +26,8 @@ both made from :data:`SHAPES`, so a shape is written once.
 | {p}:mongo:{what}             | str  | MongoDB store: synced, adopt_after, lock (sweep); |
 |                              |      | deployment (the id owning the job collection)     |
 | {p}:mongo:pending            | set  | ids whose copy to MongoDB producers handed over   |
+| {p}:op:{id}                  | hash | a dashboard bulk action: filter, counts, state    |
+| {p}:ops                      | list | ids of recent bulk actions, newest first          |
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ SHAPES: dict[str, str] = {
     "handoff": "w:{worker}:jobs",
     "waiter": "wait:{token}",
     "mongo": "mongo:{what}",
+    "operation": "op:{id}",
+    "operations": "ops",
 }
 
 _ARG = re.compile(r"\{(\w+)\}")
@@ -138,6 +142,13 @@ class Keys:
 
     def mongo(self, what: str) -> str:
         return self._key("mongo", what)
+
+    def operation(self, op_id: str) -> str:
+        return self._key("operation", op_id)
+
+    @property
+    def operations(self) -> str:
+        return self._key("operations")
 
     def queue_keys(self, queue: str) -> tuple[str, str, str, str]:
         """(ready, scheduled, wake, idle) of ``queue``, the block the scripts take per queue."""

@@ -15,6 +15,10 @@ from typing import Any
 from ..job import Job, iso
 from ..status import CLAIMED, Status
 from .parts import Calls
+from .search import FAILED_STATUSES, Group, JobFilter, group_failures
+
+#: Documents read per round trip by a search over the index.
+_CHUNK = 200
 
 #: Registry fields that hold numbers.
 _INT_FIELDS = ("pid", "greenlets", "jobs_done", "rss_bytes", "processes", "restarts", "kills",
@@ -31,10 +35,16 @@ class Page:
     jobs: list[Job]
     next: str | None = None
     total: int | None = None
+    #: documents a search read to fill the page (None: the store answered from its index)
+    scanned: int | None = None
+    #: the search stopped at its budget before filling the page: ``next`` goes on from there
+    partial: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"jobs": [job dicts without history], "next": cursor or None, "total": n or None}``."""
-        return {"jobs": [j.to_dict(history=False) for j in self.jobs], "next": self.next, "total": self.total}
+        """``{"jobs": [job dicts without history], "next": cursor or None, "total": n or
+        None, "scanned": n or None, "partial": bool}``."""
+        return {"jobs": [j.to_dict(history=False) for j in self.jobs], "next": self.next, "total": self.total,
+                "scanned": self.scanned, "partial": self.partial}
 
 
 @dataclass
@@ -203,3 +213,65 @@ class Reader:
         for e in found:
             e["at"] = iso(e.get("at"))
         return found
+
+    def search(self, f: JobFilter, limit: int = 20, before: str | None = None, budget: int = 5000) -> Page:
+        """Up to ``limit`` jobs passing ``f``, newest change first, from the cursor ``before``
+        on. Filters the store indexes (status, queue, path) are answered by :meth:`jobs`;
+        the others are checked on each document read, at most ``budget`` of them: a page
+        that ran out of budget is ``partial`` and its ``next`` goes on from where it
+        stopped. Raises ValueError for a bad cursor, limit or budget."""
+        if f.indexed and f.until is None:
+            return self.jobs(f.status, f.queue, f.path, limit, before)
+        if limit < 1 or budget < 1:
+            raise ValueError(f"limit and budget must be >= 1, got {limit} and {budget}")
+        cursor = parse_cursor(before)
+        if f.until is not None and (cursor is None or cursor[0] > f.until):
+            cursor = (f.until, "~")  # "~" sorts after every id: the jobs of time ``until`` are kept
+        out: list[Job] = []
+        scanned, last, done = 0, None, False
+        while len(out) < limit and scanned < budget and not done:
+            chunk = self._chunk(f, min(_CHUNK, budget - scanned), cursor)
+            done = len(chunk) < min(_CHUNK, budget - scanned)
+            for job in chunk:
+                scanned += 1
+                last = job
+                if f.since is not None and (job.changed_at or 0.0) < f.since:
+                    done = True
+                    break
+                if f.matches(job):
+                    out.append(job)
+                    if len(out) == limit:
+                        break
+            if last is not None:
+                cursor = parse_cursor(cursor_of(last))
+        more = not done and last is not None
+        return Page(out, cursor_of(last) if more and last is not None else None, None, scanned,
+                    partial=more and len(out) < limit)
+
+    def _chunk(self, f: JobFilter, n: int, cursor: tuple[float, str] | None) -> list[Job]:
+        c = self.client
+        return c.call(c.store.list_jobs, status=f.status, queue=f.queue, path=f.path, limit=n, before=cursor)
+
+    def matching_ids(self, f: JobFilter, cap: int = 100_000) -> list[str]:
+        """The ids of every job passing ``f`` (at most ``cap``), newest change first: what a
+        bulk action by filter touches, taken before it acts."""
+        ids: list[str] = []
+        before: str | None = None
+        while len(ids) < cap:
+            page = self.search(f, limit=min(1000, cap - len(ids)), before=before, budget=10_000)
+            ids += [j.id for j in page.jobs]
+            if page.next is None:
+                break
+            before = page.next
+        return ids
+
+    def failures(self, budget: int = 5000, by_worker: bool = False, queue: str | None = None
+                 ) -> tuple[list[Group], int]:
+        """Failed jobs (failed, maxretries, timeout) grouped by exception type and task path
+        (and worker: ``by_worker``) among the newest ``budget`` of each status: (groups,
+        how many documents were read). Counts hold within what was read."""
+        jobs: list[Job] = []
+        c = self.client
+        for status in FAILED_STATUSES:
+            jobs += c.call(c.store.list_jobs, status=status, queue=queue, limit=budget)
+        return group_failures(jobs, by_worker), len(jobs)

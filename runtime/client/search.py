@@ -1,0 +1,112 @@
+"""Job filters beyond the store's indexes, and failures grouped: the pure parts of the
+read API's searches (runtime.client.reader.Reader.search and .failures run them).
+
+The job stores index jobs by status and time of last change (and MongoDB by queue and
+path too); a filter on worker, exception type or params text is checked on each document
+read, newest first, within a bound of documents per call (``budget``) so that a page
+never costs a scan of the whole store.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from typing import Any
+
+from ..job import Job, iso
+from ..status import Status
+
+#: Statuses a failure group gathers: the job ended without a result.
+FAILED_STATUSES = (Status.FAILED.value, Status.MAXRETRIES.value, Status.TIMEOUT.value)
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """What a listing keeps: every given field must match (None: any).
+
+    ``status``, ``queue``, ``path``, ``worker`` and ``exc_type`` match exactly (``exc_type``
+    also matches its last dotted part: ``ValueError`` for ``builtins.ValueError``);
+    ``text``: a case-insensitive substring of the params' JSON; ``since`` and ``until``:
+    the time of the job's last change, UNIX seconds, both bounds included."""
+
+    status: str | None = None
+    queue: str | None = None
+    path: str | None = None
+    worker: str | None = None
+    exc_type: str | None = None
+    text: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.status is not None:
+            Status(self.status)  # ValueError for an unknown one
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None and not value == value:  # NaN
+                raise ValueError(f"{name} must be a number of UNIX seconds, got {value!r}")
+
+    @property
+    def indexed(self) -> bool:
+        """Can the store answer it alone (status, queue, path: no document check)?"""
+        return self.worker is None and self.exc_type is None and self.text is None and self.since is None
+
+    def matches(self, job: Job) -> bool:
+        """Does ``job`` pass the filters the store did not apply (worker, exception, text)?"""
+        if self.worker is not None and job.worker != self.worker:
+            return False
+        if self.exc_type is not None:
+            exc = job.exc_type or ""
+            if exc != self.exc_type and exc.rpartition(".")[2] != self.exc_type:
+                return False
+        if self.text is not None:
+            params = json.dumps(job.params, ensure_ascii=False).lower()
+            if self.text.lower() not in params:
+                return False
+        return True
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields that are set (for a URL query or a record of what an action took)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+
+@dataclass
+class Group:
+    """Failures of one (exception type, task path[, worker]): how many within what was read,
+    first and last seen (UNIX s), and the newest one as the example."""
+
+    exc_type: str
+    path: str
+    worker: str | None
+    count: int
+    first_seen: float
+    last_seen: float
+    example: Job
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; times as ISO-8601 UTC; the example as its id, message and traceback."""
+        return {"exc_type": self.exc_type, "path": self.path, "worker": self.worker, "count": self.count,
+                "first_seen": iso(self.first_seen), "last_seen": iso(self.last_seen),
+                "example": {"id": self.example.id, "status": self.example.status.value,
+                            "exc_message": self.example.exc_message, "traceback": self.example.traceback}}
+
+
+def group_failures(jobs: Iterable[Job], by_worker: bool = False) -> list[Group]:
+    """``jobs`` (failed ones, newest first) grouped by exception type (or the reason when
+    there is none: ``worker-lost``...) and task path, and worker with ``by_worker``; the
+    largest group first, ties by last seen."""
+    groups: dict[tuple[str, str, str | None], Group] = {}
+    for job in jobs:
+        exc = job.exc_type or job.reason or job.status.value
+        key = (exc, job.path, job.worker if by_worker else None)
+        when = job.ended_at or job.changed_at or job.queued_at or 0.0
+        g = groups.get(key)
+        if g is None:
+            groups[key] = Group(exc, job.path, key[2], 1, when, when, job)
+            continue
+        g.count += 1
+        g.first_seen = min(g.first_seen, when)
+        if when > g.last_seen:
+            g.last_seen, g.example = when, job
+    return sorted(groups.values(), key=lambda g: (-g.count, -g.last_seen))
