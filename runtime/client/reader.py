@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -275,3 +276,26 @@ class Reader:
         for status in FAILED_STATUSES:
             jobs += c.call(c.store.list_jobs, status=status, queue=queue, limit=budget)
         return group_failures(jobs, by_worker), len(jobs)
+
+    def rates(self, hours: float = 3.0, bucket_s: float = 600.0) -> list[dict[str, Any]]:
+        """Jobs ended per bucket of ``bucket_s`` seconds over the last ``hours``, oldest
+        first: ``{"at": ISO-8601 start, "success": n, "failed": n, "per_minute": x,
+        "failure_rate": 0..1 or None}``, counted on the status indexes (one ZCOUNT per
+        bucket and status: O(log n) each; a job counts where its current status began)."""
+        c = self.client
+        keys = c.store.live.keys
+        now = time.time()
+        starts = [now - hours * 3600 + i * bucket_s for i in range(int(hours * 3600 / bucket_s))]
+        bad = FAILED_STATUSES
+        pipe = c.redis.pipeline(transaction=False)
+        for t in starts:
+            for status in (Status.SUCCESS.value, *bad):
+                pipe.zcount(keys.status(status), t, f"({t + bucket_s}")
+        counts = c.call(pipe.execute)
+        out = []
+        for i, t in enumerate(starts):
+            row = counts[i * (1 + len(bad)):(i + 1) * (1 + len(bad))]
+            ok, failed = int(row[0]), sum(int(n) for n in row[1:])
+            out.append({"at": iso(t), "success": ok, "failed": failed, "per_minute": (ok + failed) * 60 / bucket_s,
+                        "failure_rate": failed / (ok + failed) if ok + failed else None})
+        return out
