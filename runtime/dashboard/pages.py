@@ -93,9 +93,27 @@ def artifact(dash: Dash, request: Request) -> Response:
         text = dash.client.middleware.render_artifact(name, j.artifacts[name], html=True)
     except KeyError:
         return dash.error(request, 404, f"no configured middleware renders artifact {name!r}")
+    text = text.replace("<head>", "<head>" + _STORAGE_SHIM, 1) if "<head>" in text else _STORAGE_SHIM + text
     csp = ("sandbox allow-scripts; default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
            "img-src data:; font-src data:; frame-ancestors 'self'")
     return Response(text, media_type="text/html", headers={"content-security-policy": csp})
+
+
+#: A sandboxed frame (an opaque origin) has no localStorage: reading it throws, which stops
+#: pyinstrument's renderer. This gives the frame an in-memory one, before its script runs.
+_STORAGE_SHIM = """<script>(function () {
+  try { return window.localStorage && undefined; } catch (e) { /* sandboxed: none */ }
+  function store() {
+    var m = {};
+    return {getItem: function (k) { return Object.prototype.hasOwnProperty.call(m, k) ? m[k] : null; },
+            setItem: function (k, v) { m[k] = String(v); }, removeItem: function (k) { delete m[k]; },
+            clear: function () { m = {}; }, key: function (i) { return Object.keys(m)[i] || null; },
+            get length() { return Object.keys(m).length; }};
+  }
+  ["localStorage", "sessionStorage"].forEach(function (name) {
+    Object.defineProperty(window, name, {value: store(), configurable: true});
+  });
+}());</script>"""
 
 
 def failures(dash: Dash, request: Request) -> Response:
