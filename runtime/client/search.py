@@ -27,7 +27,8 @@ class JobFilter:
 
     ``status``, ``queue``, ``path``, ``worker`` and ``exc_type`` match exactly (``exc_type``
     also matches its last dotted part: ``ValueError`` for ``builtins.ValueError``);
-    ``text``: a case-insensitive substring of the params' JSON; ``since`` and ``until``:
+    ``text``: a case-insensitive substring of the params' JSON (compact, or with a space
+    after each ``:`` and ``,``); ``since`` and ``until``:
     the time of the job's last change, UNIX seconds, both bounds included."""
 
     status: str | None = None
@@ -61,8 +62,9 @@ class JobFilter:
             if exc != self.exc_type and exc.rpartition(".")[2] != self.exc_type:
                 return False
         if self.text is not None:
-            params = json.dumps(job.params, ensure_ascii=False).lower()
-            if self.text.lower() not in params:
+            needle = self.text.lower()
+            compact = json.dumps(job.params, ensure_ascii=False, separators=(",", ":")).lower()
+            if needle not in compact and needle not in json.dumps(job.params, ensure_ascii=False).lower():
                 return False
         return True
 

@@ -58,7 +58,7 @@ class Dash:
 
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                             trim_blocks=True, lstrip_blocks=True)
     env.filters.update(when=present.when, ago=present.ago, seconds=present.seconds, pretty=present.pretty, mask=mask)
     return env
 

@@ -104,6 +104,7 @@ def test_bulk_cancel_by_filter_touches_exactly_the_filtered_jobs(client: Client,
     assert text(browser, "#dry-run").startswith("5 jobs match this filter now")
     assert all(client.get_job(i).status.value == "queued" for i in chosen)  # a dry run changes nothing
     browser.find_element(By.ID, "confirm").click()
+    assert "/operations/" in browser.current_url, browser.page_source
     wait_until(lambda: text(browser, "#op-state") == "done", 15, "the operation to finish")
     assert (text(browser, "#op-total"), text(browser, "#op-ok"), text(browser, "#op-skipped")) == ("5", "5", "0")
     assert [client.get_job(i).status.value for i in chosen] == ["cancel"] * 5
