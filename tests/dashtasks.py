@@ -30,7 +30,7 @@ def gated(folder: str, steps: int = 3) -> int:
     return steps
 
 
-def hostile(text: str) -> None:
+def hostile(text: str, link: str = "") -> None:
     """Prints ``text`` and raises ValueError with it as the message."""
     print(text)  # noqa: T201 - a hostile log line
     raise ValueError(text)
