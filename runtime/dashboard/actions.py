@@ -19,9 +19,9 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from ..errors import BrokerUnavailable, InvalidTransition, JobNotFound, StoreUnavailable
-from . import present
-from .app import Dash
+from .dash import Dash
 from .operations import ACTIONS, Operations
+from .present import FILTER_NAMES, filter_query, job_filter
 
 #: Most jobs a dry run counts (the operation itself takes them all, up to the same cap).
 COUNT_CAP = 100_000
@@ -81,18 +81,18 @@ def preview(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
         try:
             if action not in ACTIONS:
                 raise ValueError(f"unknown action {action!r} (one of {', '.join(ACTIONS)})")
-            f = present.job_filter(query)
+            f = job_filter(query)
             if not f.to_dict():
                 raise ValueError("a bulk action needs at least one filter")
             ids = await run_in_threadpool(dash.client.reader.matching_ids, f, COUNT_CAP)
         except ValueError as exc:
             return dash.error(request, 400, str(exc))
-        fields = {k: query[k] for k in present.FILTER_NAMES if query.get(k)}
+        fields = {k: query[k] for k in FILTER_NAMES if query.get(k)}
         for name, value in (("since", f.since), ("until", f.until)):  # "1h" is taken as of now, once
             if value is not None:
                 fields[name] = f"{value:.6f}"
         return dash.render(request, "bulk.html", action=action, count=len(ids), cap=COUNT_CAP, fields=fields,
-                           filter_query=present.filter_query(query), sample=ids[:20])
+                           filter_query=filter_query(query), sample=ids[:20])
     return handler
 
 
@@ -105,7 +105,7 @@ def bulk(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
             return refused
         values = {k: v for k, v in form.items() if isinstance(v, str)}
         try:
-            f = present.job_filter(values)
+            f = job_filter(values)
             op_id = await run_in_threadpool(Operations(dash.client).start, values.get("action", ""), f, who(request))
         except ValueError as exc:
             return dash.error(request, 400, str(exc))

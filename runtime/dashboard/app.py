@@ -8,59 +8,23 @@ request passes :class:`Guard` first: credentials, the CSRF cookie, security head
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
-from pathlib import Path
 from typing import Any
 
-import jinja2
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..client import Client
-from ..redact import mask
 from ..settings import Settings, load_settings
-from . import present
+from .actions import routes as action_routes
+from .dash import HERE, Dash
+from .pages import routes as page_routes
 from .security import COOKIE, HEADERS, Auth, Csrf
-
-HERE = Path(__file__).parent
-
-
-@dataclass
-class Dash:
-    """What every page and action uses: the client (its reader and middleware chain, which
-    describes reports), whether actions are allowed, the CSRF key, the redaction pattern."""
-
-    client: Client
-    read_only: bool = False
-    csrf: Csrf = field(default_factory=Csrf)
-    redact: re.Pattern[str] = field(default_factory=lambda: re.compile(present.DEFAULT_REDACT))
-    env: jinja2.Environment = field(default_factory=lambda: _environment())
-
-    def render(self, request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
-        """Template ``name`` with ``context`` and what every page needs (``base``: the
-        prefix the app is mounted at, ``csrf``: the form token, ``read_only``, ``user``)."""
-        cookie = getattr(request.state, "csrf_cookie", "")
-        text = self.env.get_template(name).render(
-            base=request.scope.get("root_path", ""), csrf=self.csrf.token(cookie) if cookie else "",
-            read_only=self.read_only, user=getattr(request.state, "user", None), request=request, **context)
-        return HTMLResponse(text, status_code=status_code)
-
-    def error(self, request: Request, status_code: int, message: str) -> HTMLResponse:
-        """A page saying ``message`` (one line) with ``status_code``."""
-        return self.render(request, "error.html", status_code=status_code, message=message)
-
-
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
-                             trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(when=present.when, ago=present.ago, seconds=present.seconds, pretty=present.pretty, mask=mask)
-    return env
 
 
 class Guard:
@@ -116,12 +80,11 @@ def create_app(settings: Settings | None = None, *, read_only: bool = False, aut
     mounted behind your own auth). ``redact``: a regular expression of the params keys
     whose values are hidden (default :data:`runtime.dashboard.present.DEFAULT_REDACT`).
     Raises BrokerUnavailable when Redis cannot be reached; re.error for a bad pattern."""
-    from . import actions, pages
     client = client or Client(settings or load_settings(), import_tasks=False)
     dash = Dash(client, read_only)
     if redact:
         dash.redact = re.compile(redact)
-    routes = [*pages.routes(dash), *actions.routes(dash),
+    routes = [*page_routes(dash), *action_routes(dash),
               Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static")]
     app = Starlette(routes=routes, exception_handlers={404: _not_found(dash), 405: _not_allowed(dash)})
     app.state.dash = dash

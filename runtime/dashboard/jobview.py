@@ -9,8 +9,8 @@ from ..client.reader import JobView
 from ..job import Job
 from ..redact import mask
 from ..status import FINAL
-from . import present
-from .app import Dash
+from .dash import Dash
+from .present import pretty, redact, seconds, trace_href
 
 #: Log lines a live poll returns (the newest).
 TAIL_LINES = 200
@@ -42,7 +42,7 @@ def live_state(dash: Dash, job: Job) -> dict[str, Any]:
     "logs": [newest lines], "stack": [frames], "run": "1.2 s"}`` for the page's poll."""
     return {"id": job.id, "status": job.status.value, "final": job.status in FINAL, "progress": job.progress,
             "progress_message": mask(job.progress_message or ""), "logs": log_lines(job, TAIL_LINES),
-            "stack": current_stack(dash, job), "run": present.seconds(job.run_s)}
+            "stack": current_stack(dash, job), "run": seconds(job.run_s)}
 
 
 def report_rows(dash: Dash, job: Job) -> list[tuple[str, str]]:
@@ -84,11 +84,11 @@ def job_context(dash: Dash, view: JobView) -> dict[str, Any]:
     trace_id = trace.get("trace_id") if isinstance(trace, dict) else None
     return {
         "job": job, "attempts": view.attempts, "final": job.status in FINAL,
-        "params": present.pretty(present.redact(job.params, dash.redact)),
-        "result": present.pretty(present.redact(job.result, dash.redact)) if job.status.value == "success" else None,
+        "params": pretty(redact(job.params, dash.redact)),
+        "result": pretty(redact(job.result, dash.redact)) if job.status.value == "success" else None,
         "exc_message": mask(job.exc_message or ""), "traceback": mask(job.traceback or ""),
         "rows": report_rows(dash, job), "heap": heap_table(job), "history": history_rows(job),
         "logs": log_lines(job), "stack": current_stack(dash, job),
-        "trace_id": trace_id, "trace_href": present.trace_href(dash.client.settings.trace_link, trace_id),
+        "trace_id": trace_id, "trace_href": trace_href(dash.client.settings.trace_link, trace_id),
         "profile": "profile" in job.artifacts, "artifacts": sorted(job.artifacts),
     }

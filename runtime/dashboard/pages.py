@@ -18,10 +18,10 @@ from starlette.routing import Route
 from ..errors import BrokerUnavailable, JobNotFound, StoreUnavailable
 from ..job import Job
 from ..status import FINAL, Status
-from . import present
-from .app import Dash
+from .dash import Dash
 from .jobview import job_context, live_state
 from .operations import Operations
+from .present import filter_query, job_filter
 
 Handler = Callable[[Request], Response]
 
@@ -63,12 +63,12 @@ def queue_rows(queues: dict[str, Any], workers: list[dict[str, Any]]) -> list[di
 
 def jobs(dash: Dash, request: Request) -> Response:
     query = dict(request.query_params)
-    f = present.job_filter(query)
+    f = job_filter(query)
     limit = min(max(int(query.get("limit") or 50), 1), 500)
     page = dash.client.reader.search(f, limit=limit, before=query.get("before") or None)
     return dash.render(request, "jobs.html", page=page, query=query, statuses=[s.value for s in Status],
-                       next_query=present.filter_query(query, before=page.next) if page.next else None,
-                       filter_query=present.filter_query(query), filtered=bool(f.to_dict()))
+                       next_query=filter_query(query, before=page.next) if page.next else None,
+                       filter_query=filter_query(query), filtered=bool(f.to_dict()))
 
 
 def job(dash: Dash, request: Request) -> Response:
