@@ -11,13 +11,18 @@ from typing import Any
 
 from conftest import DASH_TASKS
 from helpers import wait_until
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 
 from runtime.client import Client
 
 
 def text(browser: Any, css: str) -> str:
-    return str(browser.find_element(By.CSS_SELECTOR, css).text)
+    """The text of the element at ``css``; "" while the page it is on is being replaced."""
+    try:
+        return str(browser.find_element(By.CSS_SELECTOR, css).text)
+    except (NoSuchElementException, StaleElementReferenceException):
+        return ""
 
 
 def screenshot(browser: Any, name: str) -> None:
@@ -38,12 +43,12 @@ def test_failure_group_requeued_from_the_page_succeeds(client: Client, worker: A
     rows = [r for r in browser.find_elements(By.CSS_SELECTOR, "tr.group") if "dashtasks.fail_unless" in r.text]
     assert len(rows) == 1 and "ValueError" in rows[0].text, browser.page_source
     rows[0].find_element(By.CSS_SELECTOR, "a.group-link").click()  # the group's jobs, filtered
-    assert "exc=ValueError" in browser.current_url
+    wait_until(lambda: "exc=ValueError" in browser.current_url and text(browser, "#jobs"), 10, "the group's jobs")
     listed = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#jobs tr.job td:first-child a")]
     assert listed == [job_id]
     screenshot(browser, "dashboard-jobs.png")
     browser.find_element(By.LINK_TEXT, job_id).click()
-    assert "flag fixed.flag is missing" in text(browser, "#error")
+    wait_until(lambda: "flag fixed.flag is missing" in text(browser, "#error"), 10, "the job's page")
     assert "s3cret-value" not in browser.page_source and '"api_token": "***"' in text(browser, "#params")
 
     flag.write_text("ok")
@@ -101,10 +106,11 @@ def test_bulk_cancel_by_filter_touches_exactly_the_filtered_jobs(client: Client,
     assert sorted(a.text for a in browser.find_elements(By.CSS_SELECTOR, "#jobs tr.job td:first-child a")) \
         == sorted(chosen)
     browser.find_element(By.ID, "bulk-cancel").click()
+    wait_until(lambda: text(browser, "#dry-run"), 10, "the dry run page")
     assert text(browser, "#dry-run").startswith("5 jobs match this filter now")
     assert all(client.get_job(i).status.value == "queued" for i in chosen)  # a dry run changes nothing
     browser.find_element(By.ID, "confirm").click()
-    assert "/operations/" in browser.current_url, browser.page_source
+    wait_until(lambda: "/operations/" in browser.current_url, 10, "the operation's page")
     wait_until(lambda: text(browser, "#op-state") == "done", 15, "the operation to finish")
     assert (text(browser, "#op-total"), text(browser, "#op-ok"), text(browser, "#op-skipped")) == ("5", "5", "0")
     assert [client.get_job(i).status.value for i in chosen] == ["cancel"] * 5
