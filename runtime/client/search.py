@@ -26,7 +26,7 @@ class JobFilter:
     """What a listing keeps: every given field must match (None: any).
 
     ``status``, ``queue``, ``path``, ``worker`` and ``exc_type`` match exactly (``exc_type``
-    also matches its last dotted part: ``ValueError`` for ``builtins.ValueError``);
+    also matches by its last dotted part: ``ValueError`` and ``builtins.ValueError`` alike);
     ``text``: a case-insensitive substring of the params' JSON (compact, or with a space
     after each ``:`` and ``,``); ``since`` and ``until``:
     the time of the job's last change, UNIX seconds, both bounds included."""
@@ -59,7 +59,7 @@ class JobFilter:
             return False
         if self.exc_type is not None:
             exc = job.exc_type or ""
-            if exc != self.exc_type and exc.rpartition(".")[2] != self.exc_type:
+            if self.exc_type not in (exc, exc.rpartition(".")[2]) and exc != self.exc_type.rpartition(".")[2]:
                 return False
         if self.text is not None:
             needle = self.text.lower()
