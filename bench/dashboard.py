@@ -1,0 +1,125 @@
+"""Server time of the dashboard's pages with many jobs stored in Redis (issue 17's targets:
+the jobs list with any single filter, the failure groups and a job page each under 100 ms,
+median of 20; the dashboard process under 150 MB RSS).
+
+Starts a redis-server of its own (unix socket, temporary folder), queues JOBS jobs of
+``tasks_example.work.noop`` through the client (real documents and indexes), runs RUN of
+them (RUN / 10 of ``tasks_example.work.fail``, the rest noop, on queue ``ran``) with a
+burst worker so that there are finished and failed jobs, starts ``runtime dashboard``, and
+times each page over HTTP from this process (so the figures include the loopback round
+trip): RUNS requests each, median and fastest, in ms. Then the dashboard's RSS. Stops both
+processes by pid.
+
+    python bench/dashboard.py [--jobs 1000000] [--run 20000] [--runs 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+PAGES = [
+    ("overview", "/"),
+    ("jobs", "/jobs"),
+    ("jobs status=failed", "/jobs?status=failed"),
+    ("jobs status=queued p2", None),  # the second page, by the first page's cursor
+    ("jobs queue=ran", "/jobs?queue=ran"),
+    ("jobs path=work.fail", "/jobs?path=tasks_example.work.fail"),
+    ("jobs exc=ValueError", "/jobs?exc=ValueError"),
+    ("jobs since=10m", "/jobs?since=10m"),
+    ("jobs params text", "/jobs?q=boom"),
+    ("failures", "/failures"),
+    ("job page", "/jobs/{failed}"),
+    ("job live poll", "/api/jobs/{failed}"),
+    ("queues", "/queues"),
+    ("workers", "/workers"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(url: str) -> tuple[float, str]:
+    t = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=60) as r:
+        body = r.read().decode()
+    return time.perf_counter() - t, body
+
+
+def load(env: dict[str, str], jobs: int, run: int, home: Path) -> None:
+    code = (f"from runtime import Client\n"
+            f"c = Client()\n"
+            f"for i in range(0, {jobs}, 100_000):\n"
+            f"    c.queue_jobs('tasks_example.work.noop', [{{'n': j}} for j in range(i, min(i + 100_000, {jobs}))],"
+            f" check=False)\n"
+            f"c.queue_jobs('tasks_example.work.fail', [{{'message': 'boom'}}] * {run // 10}, queue='ran')\n"
+            f"c.queue_jobs('tasks_example.work.noop', [{{}}] * {run - run // 10}, queue='ran')\n")
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], env=env, cwd=home, check=True)
+    print(f"queued {jobs + run:,} jobs in {time.perf_counter() - t:.0f} s")
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "runtime", "worker", "--burst", "--queues", "ran", "--greenlets", "50",
+                    "--log-level", "ERROR"], env=env, cwd=home, check=True)
+    print(f"ran {run:,} of them in {time.perf_counter() - t:.0f} s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--jobs", type=int, default=1_000_000)
+    ap.add_argument("--run", type=int, default=20_000)
+    ap.add_argument("--runs", type=int, default=20)
+    args = ap.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="rt-dash-bench-"))
+    sock = home / "redis.sock"
+    redis = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", str(sock), "--save", "",
+                              "--appendonly", "no", "--dir", str(home)], stdout=subprocess.DEVNULL)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RUNTIME_")},
+           "RUNTIME_REDIS_URL": f"unix://{sock}", "RUNTIME_KEY_PREFIX": "bench"}
+    dash = None
+    try:
+        while not sock.exists():
+            time.sleep(0.05)
+        load(env, args.jobs, args.run, home)
+        port = free_port()
+        dash = subprocess.Popen([sys.executable, "-m", "runtime", "dashboard", "--port", str(port)], env=env,
+                                cwd=home, stdout=subprocess.DEVNULL)
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                get(base + "/static/app.js")
+                break
+            except OSError:
+                time.sleep(0.1)
+        _, page = get(base + "/jobs?exc=ValueError&limit=1")
+        failed = page.split('href="/jobs/', 2)[1].split('"', 1)[0] if 'href="/jobs/' in page else "none"
+        _, first = get(base + "/jobs?status=queued")
+        cursor = first.split('id="next" href="/jobs?', 1)[1].split('"', 1)[0].replace("&amp;", "&")
+        print(f"{'page':24} {'median ms':>10} {'min ms':>8}")
+        for name, path in PAGES:
+            url = base + (path.format(failed=failed) if path else "/jobs?" + cursor)
+            times = [get(url)[0] for _ in range(args.runs)]
+            print(f"{name:24} {statistics.median(times) * 1000:10.1f} {min(times) * 1000:8.1f}")
+        rss = psutil.Process(dash.pid).memory_info().rss
+        print(f"dashboard RSS after the runs: {rss / 2**20:.0f} MiB")
+    finally:
+        for p in (dash, redis):
+            if p is not None and p.poll() is None:
+                p.terminate()
+                p.wait(30)
+
+
+if __name__ == "__main__":
+    main()
