@@ -103,10 +103,11 @@ def main() -> None:
                 break
             except OSError:
                 time.sleep(0.1)
-        _, page = get(base + "/jobs?exc=ValueError&limit=1")
+        _, page = get(base + "/jobs?status=failed&limit=1")
         failed = page.split('href="/jobs/', 2)[1].split('"', 1)[0] if 'href="/jobs/' in page else "none"
         _, first = get(base + "/jobs?status=queued")
         cursor = first.split('id="next" href="/jobs?', 1)[1].split('"', 1)[0].replace("&amp;", "&")
+        print(f"example failed job: {failed}")
         print(f"{'page':24} {'median ms':>10} {'min ms':>8}")
         for name, path in PAGES:
             url = base + (path.format(failed=failed) if path else "/jobs?" + cursor)

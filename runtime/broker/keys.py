@@ -26,6 +26,8 @@ both made from :data:`SHAPES`, so a shape is written once.
 | {p}:mongo:{what}             | str  | MongoDB store: synced, adopt_after, lock (sweep); |
 |                              |      | deployment (the id owning the job collection)     |
 | {p}:mongo:pending            | set  | ids whose copy to MongoDB producers handed over   |
+| {p}:paused                   | set  | names of paused queues (workers claim none of     |
+|                              |      | their jobs; read with each heartbeat)             |
 | {p}:op:{id}                  | hash | a dashboard bulk action: filter, counts, state    |
 | {p}:ops                      | list | ids of recent bulk actions, newest first          |
 """
@@ -57,6 +59,7 @@ SHAPES: dict[str, str] = {
     "handoff": "w:{worker}:jobs",
     "waiter": "wait:{token}",
     "mongo": "mongo:{what}",
+    "paused": "paused",
     "operation": "op:{id}",
     "operations": "ops",
 }
@@ -142,6 +145,10 @@ class Keys:
 
     def mongo(self, what: str) -> str:
         return self._key("mongo", what)
+
+    @property
+    def paused(self) -> str:
+        return self._key("paused")
 
     def operation(self, op_id: str) -> str:
         return self._key("operation", op_id)

@@ -179,9 +179,14 @@ class Reader:
         return JobView(job, attempts_of(job))
 
     def queues(self) -> dict[str, Any]:
-        """``{"queues": {name: {"ready": n, "delayed": n}}, "counts": {status: n}}``."""
+        """``{"queues": {name: {"ready": n, "delayed": n, "paused": bool}}, "counts":
+        {status: n}}``."""
         c = self.client
-        return {"queues": c.call(c.broker.registry.queue_depths), "counts": c.call(c.store.counts)}
+        depths = c.call(c.broker.registry.queue_depths)
+        paused = c.call(c.broker.registry.paused)
+        for name, depth in depths.items():
+            depth["paused"] = name in paused
+        return {"queues": depths, "counts": c.call(c.store.counts)}
 
     def workers(self) -> list[dict[str, Any]]:
         """Live workers and supervisors (:func:`worker_entry`), each supervisor followed by
@@ -215,13 +220,14 @@ class Reader:
             e["at"] = iso(e.get("at"))
         return found
 
-    def search(self, f: JobFilter, limit: int = 20, before: str | None = None, budget: int = 5000) -> Page:
+    def search(self, f: JobFilter, limit: int = 20, before: str | None = None, budget: int = 1000) -> Page:
         """Up to ``limit`` jobs passing ``f``, newest change first, from the cursor ``before``
-        on. Filters the store indexes (status, queue, path) are answered by :meth:`jobs`;
-        the others are checked on each document read, at most ``budget`` of them: a page
+        on. Filters the store indexes (status; and queue, path in MongoDB) are answered by
+        :meth:`jobs`; the others are checked on each document read, at most ``budget`` of them: a page
         that ran out of budget is ``partial`` and its ``next`` goes on from where it
         stopped. Raises ValueError for a bad cursor, limit or budget."""
-        if f.indexed and f.until is None:
+        indexes = getattr(self.client.store, "indexed", frozenset({"status"}))
+        if f.indexed(indexes) and f.until is None:
             return self.jobs(f.status, f.queue, f.path, limit, before)
         if limit < 1 or budget < 1:
             raise ValueError(f"limit and budget must be >= 1, got {limit} and {budget}")
@@ -231,7 +237,7 @@ class Reader:
         out: list[Job] = []
         scanned, last, done = 0, None, False
         while len(out) < limit and scanned < budget and not done:
-            chunk = self._chunk(f, min(_CHUNK, budget - scanned), cursor)
+            chunk = self._chunk(f, indexes, min(_CHUNK, budget - scanned), cursor)
             done = len(chunk) < min(_CHUNK, budget - scanned)
             for job in chunk:
                 scanned += 1
@@ -249,9 +255,13 @@ class Reader:
         return Page(out, cursor_of(last) if more and last is not None else None, None, scanned,
                     partial=more and len(out) < limit)
 
-    def _chunk(self, f: JobFilter, n: int, cursor: tuple[float, str] | None) -> list[Job]:
+    def _chunk(self, f: JobFilter, indexes: frozenset[str], n: int, cursor: tuple[float, str] | None) -> list[Job]:
+        """The next ``n`` jobs by the filters the store indexes (the others: f.matches)."""
         c = self.client
-        return c.call(c.store.list_jobs, status=f.status, queue=f.queue, path=f.path, limit=n, before=cursor)
+        def by(name: str) -> str | None:
+            return getattr(f, name) if name in indexes else None
+        return c.call(c.store.list_jobs, status=by("status"), queue=by("queue"), path=by("path"), limit=n,
+                      before=cursor)
 
     def matching_ids(self, f: JobFilter, cap: int = 100_000) -> list[str]:
         """The ids of every job passing ``f`` (at most ``cap``), newest change first: what a
@@ -266,16 +276,20 @@ class Reader:
             before = page.next
         return ids
 
-    def failures(self, budget: int = 5000, by_worker: bool = False, queue: str | None = None
+    def failures(self, budget: int = 1000, by_worker: bool = False, queue: str | None = None
                  ) -> tuple[list[Group], int]:
         """Failed jobs (failed, maxretries, timeout) grouped by exception type and task path
-        (and worker: ``by_worker``) among the newest ``budget`` of each status: (groups,
-        how many documents were read). Counts hold within what was read."""
+        (and worker: ``by_worker``; of ``queue`` only) among the newest ``budget`` of each
+        status: (groups, how many documents were read). Counts hold within what was read."""
         jobs: list[Job] = []
         c = self.client
+        indexed = queue is not None and "queue" in getattr(c.store, "indexed", ())
         for status in FAILED_STATUSES:
-            jobs += c.call(c.store.list_jobs, status=status, queue=queue, limit=budget)
-        return group_failures(jobs, by_worker), len(jobs)
+            jobs += c.call(c.store.list_jobs, status=status, queue=queue if indexed else None, limit=budget)
+        read = len(jobs)
+        if queue is not None and not indexed:
+            jobs = [j for j in jobs if j.queue == queue]
+        return group_failures(jobs, by_worker), read
 
     def rates(self, hours: float = 3.0, bucket_s: float = 600.0) -> list[dict[str, Any]]:
         """Jobs ended per bucket of ``bucket_s`` seconds over the last ``hours``, oldest

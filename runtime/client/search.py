@@ -48,13 +48,18 @@ class JobFilter:
             if value is not None and not value == value:  # NaN
                 raise ValueError(f"{name} must be a number of UNIX seconds, got {value!r}")
 
-    @property
-    def indexed(self) -> bool:
-        """Can the store answer it alone (status, queue, path: no document check)?"""
-        return self.worker is None and self.exc_type is None and self.text is None and self.since is None
+    def indexed(self, indexes: frozenset[str]) -> bool:
+        """Can a store with ``indexes`` (of status, queue, path) answer it from them alone?"""
+        if self.worker is not None or self.exc_type is not None or self.text is not None or self.since is not None:
+            return False
+        return all(getattr(self, name) is None or name in indexes for name in ("status", "queue", "path"))
 
     def matches(self, job: Job) -> bool:
-        """Does ``job`` pass the filters the store did not apply (worker, exception, text)?"""
+        """Does ``job`` pass every filter but the time range (the listing's order bounds it)?"""
+        for name, value in (("status", job.status.value), ("queue", job.queue), ("path", job.path)):
+            wanted = getattr(self, name)
+            if wanted is not None and value != wanted:
+                return False
         if self.worker is not None and job.worker != self.worker:
             return False
         if self.exc_type is not None:

@@ -70,6 +70,25 @@ def one_job(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
     return handler
 
 
+def queue_action(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
+    """POST: pause or resume a queue (workers honour it within a heartbeat)."""
+    async def handler(request: Request) -> Response:
+        form = await request.form()
+        refused = refusal(dash, request, form)
+        if refused is not None:
+            return refused
+        name, action = request.path_params["name"], request.path_params["action"]
+        if action not in ("pause", "resume"):
+            return dash.error(request, 404, f"no queue action {action!r}")
+        registry = dash.client.broker.registry
+        try:
+            await run_in_threadpool(dash.client.call, getattr(registry, action), name)
+        except BrokerUnavailable as exc:
+            return dash.error(request, 503, str(exc))
+        return RedirectResponse(f"{request.scope.get('root_path', '')}/queues", status_code=303)
+    return handler
+
+
 def preview(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
     """GET: how many jobs the filter's bulk action would touch now (a dry run), and the
     form that starts it."""
@@ -115,5 +134,6 @@ def bulk(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
 
 def routes(dash: Dash) -> list[Route]:
     return [Route("/jobs/{job_id}/{action}", one_job(dash), methods=["POST"], name="job_action"),
+            Route("/queues/{name}/{action}", queue_action(dash), methods=["POST"], name="queue_action"),
             Route("/bulk", preview(dash), methods=["GET"], name="bulk_preview"),
             Route("/bulk", bulk(dash), methods=["POST"], name="bulk")]

@@ -119,7 +119,7 @@ _STORAGE_SHIM = """<script>(function () {
 def failures(dash: Dash, request: Request) -> Response:
     by_worker = request.query_params.get("by") == "worker"
     queue = request.query_params.get("queue") or None
-    groups, scanned = dash.client.reader.failures(budget=5000, by_worker=by_worker, queue=queue)
+    groups, scanned = dash.client.reader.failures(budget=1000, by_worker=by_worker, queue=queue)
     return dash.render(request, "failures.html", groups=groups, scanned=scanned, by_worker=by_worker,
                        queue=queue, final=[s.value for s in FINAL])
 

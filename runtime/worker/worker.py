@@ -92,6 +92,7 @@ class Worker:
             self.mirror = open_mirror(broker, store)  # copies job documents to MongoDB
         #: the task-side producer: the same parts, so a job's queue_job costs no new connection
         self.client = Client(parts=Parts(settings, broker.redis, broker, store, middleware), import_tasks=False)
+        self.paused: frozenset[str] = frozenset()  # paused queues, as the last heartbeat read them
         self.heartbeat = Heartbeat(self)
         self.wakeup = Wakeup(broker, self.id, settings.queues, self.link)
         self._hub = gevent.get_hub()
@@ -253,7 +254,9 @@ class Worker:
             with self.recorder.lock:  # what ended meanwhile is recorded in the same round trip
                 done = self.recorder.batch()
                 idle = not self.stopping and self.slots.empty
-                stale, now, next_due, jobs = self.broker.cycle(done, self.id, want, self.settings.queues, idle)
+                queues = [q for q in self.settings.queues if q not in self.paused] if self.paused \
+                    else self.settings.queues
+                stale, now, next_due, jobs = self.broker.cycle(done, self.id, want, queues, idle)
                 self.recorder.recorded(done, stale)
         except Exception as exc:  # noqa: BLE001
             delay = backoff.next()

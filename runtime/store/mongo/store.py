@@ -79,6 +79,9 @@ class MongoJobStore:
     buffers and retries).
     """
 
+    #: the list_jobs filters answered from an index
+    indexed: frozenset[str] = frozenset({"status", "queue", "path"})
+
     def __init__(self, settings: Settings, live: RedisJobStore, client: Any = None) -> None:
         from pymongo.write_concern import WriteConcern
         self.settings = settings
