@@ -7,8 +7,8 @@ Starts a redis-server of its own (unix socket, temporary folder), queues JOBS jo
 them (RUN / 10 of ``tasks_example.work.fail``, the rest noop, on queue ``ran``) with a
 burst worker so that there are finished and failed jobs, starts ``runtime dashboard``, and
 times each page over HTTP from this process (so the figures include the loopback round
-trip): RUNS requests each, median and fastest, in ms. Then the dashboard's RSS. Stops both
-processes by pid.
+trip): RUNS requests each, median and fastest, in ms. Then the dashboard's RSS, and the
+Redis commands it sends with no page open. Stops both processes by pid.
 
     python bench/dashboard.py [--jobs 1000000] [--run 20000] [--runs 20]
 """
@@ -76,6 +76,17 @@ def load(env: dict[str, str], jobs: int, run: int, home: Path) -> None:
     print(f"ran {run:,} of them in {time.perf_counter() - t:.0f} s")
 
 
+def idle_cost(sock: Path, seconds: float = 5.0) -> None:
+    """Commands Redis processed while the dashboard ran with no page open (its own INFO
+    calls taken out): what an idle dashboard costs."""
+    import redis
+    r = redis.Redis(unix_socket_path=str(sock))
+    before = int(r.info("stats")["total_commands_processed"])
+    time.sleep(seconds)
+    after = int(r.info("stats")["total_commands_processed"])
+    print(f"Redis commands from an idle dashboard (no page open) over {seconds:g} s: {after - before - 1}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--jobs", type=int, default=1_000_000)
@@ -115,6 +126,7 @@ def main() -> None:
             print(f"{name:24} {statistics.median(times) * 1000:10.1f} {min(times) * 1000:8.1f}")
         rss = psutil.Process(dash.pid).memory_info().rss
         print(f"dashboard RSS after the runs: {rss / 2**20:.0f} MiB")
+        idle_cost(sock)
     finally:
         for p in (dash, redis):
             if p is not None and p.poll() is None:
