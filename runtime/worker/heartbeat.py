@@ -182,6 +182,7 @@ class Heartbeat:
             w.request_abort(aborts)
         if paused or w.paused:
             self._pauses(conn, paused)
+        self._watchdog(conn)
 
     def _pauses(self, conn: redis.Redis, paused: frozenset[str]) -> None:
         """Take the paused queues in: the loop claims from the others from its next claim on;
@@ -199,7 +200,6 @@ class Heartbeat:
             pipe.lpush(keys.wake(q), "1")
             pipe.ltrim(keys.wake(q), 0, 0)
         pipe.execute()
-        self._watchdog(conn)
 
     def _watchdog(self, conn: redis.Redis) -> None:
         """Report jobs past their timeout by two heartbeats: the greenlet timeout did not

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from conftest import DASH_TASKS
+from dashhelpers import DASH_TASKS
 from helpers import wait_until
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By

@@ -8,7 +8,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from conftest import DASH_TASKS, Dashboards
+from dashhelpers import DASH_TASKS, Dashboards
 from helpers import wait_until
 from mongo_examples import Recording, index_for
 from mongo_fixtures import mongo_env

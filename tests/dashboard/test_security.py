@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DASH_TASKS, Dashboards, answers, free_port
+from dashhelpers import DASH_TASKS, Dashboards, answers, free_port
 from helpers import wait_until, worker_env
 from selenium.webdriver.common.by import By
 
