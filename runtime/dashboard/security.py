@@ -134,7 +134,7 @@ def check_bind(host: str, auth: Auth, insecure_no_auth: bool) -> None:
     """Raise ConfigError when the dashboard would serve ``host`` (not loopback) to anyone."""
     if is_loopback(host) or auth.configured or insecure_no_auth:
         return
-    raise ConfigError(f"refusing to serve the dashboard on {host} without credentials: give --token or --user "
+    raise ConfigError(f"refusing to serve the dashboard on {host} without credentials; give --token or --user "
                       "(or --insecure-no-auth to let anyone who reaches it see and change every job)")
 
 

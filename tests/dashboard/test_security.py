@@ -123,7 +123,7 @@ def test_non_loopback_bind_without_credentials_refuses_to_start(settings: Settin
                            str(free_port())], env=worker_env(settings), capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: refusing to serve the dashboard on 0.0.0.0"), done.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: refusing to serve the dashboard on 0.0.0.0 without credentials; give --token"), done.stderr
     bad = subprocess.run([sys.executable, "-m", "runtime", "dashboard", "--token", "short"],
                          env=worker_env(settings), capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "16 characters" in bad.stderr
