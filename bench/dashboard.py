@@ -8,9 +8,11 @@ them (RUN / 10 of ``tasks_example.work.fail``, the rest noop, on queue ``ran``) 
 burst worker so that there are finished and failed jobs, starts ``runtime dashboard``, and
 times each page over HTTP from this process (so the figures include the loopback round
 trip): RUNS requests each, median and fastest, in ms. Then the dashboard's RSS, and the
-Redis commands it sends with no page open. Stops both processes by pid.
+Redis commands it sends with no page open. With ``--drain N``: a burst worker's drain rate
+of N noop jobs with no page open and with ten open pages of a running job polling, in
+turn, ``--reps`` times each. Stops every process it started by pid.
 
-    python bench/dashboard.py [--jobs 1000000] [--run 20000] [--runs 20]
+    python bench/dashboard.py [--jobs 1000000] [--run 20000] [--runs 20] [--drain 20000 --reps 3]
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -87,11 +90,79 @@ def idle_cost(sock: Path, seconds: float = 5.0) -> None:
     print(f"Redis commands from an idle dashboard (no page open) over {seconds:g} s: {after - before - 1}")
 
 
+def drain_rate(env: dict[str, str], home: Path, n: int) -> float:
+    """Jobs/s of one burst worker process (100 greenlets) draining ``n`` noop jobs from
+    queue ``drain``: (n - 1) / (last ended_at - first started_at), from the documents."""
+    from runtime.client import Client
+    from runtime.settings import load_settings
+    c = Client(load_settings({"redis_url": env["RUNTIME_REDIS_URL"], "key_prefix": env["RUNTIME_KEY_PREFIX"]},
+                             env={}), import_tasks=False)
+    ids = c.queue_jobs("tasks_example.work.noop", [{}] * n, queue="drain", check=False)
+    subprocess.run([sys.executable, "-m", "runtime", "worker", "--burst", "--queues", "drain", "--greenlets", "100",
+                    "--log-level", "ERROR"], env=env, cwd=home, check=True)
+    jobs = [j for j in c.live.get_many(ids, history=False) if j is not None]
+    first = min(j.started_at or 0.0 for j in jobs)
+    last = max(j.ended_at or 0.0 for j in jobs)
+    return (len(jobs) - 1) / (last - first)
+
+
+def pollers(url: str, count: int, stop: Any) -> list[Any]:
+    """``count`` threads polling ``url`` once a second until ``stop`` is set: open pages of
+    a running job, as app.js polls them."""
+    import threading
+
+    def poll() -> None:
+        while not stop.wait(1.0):
+            get(url)
+    threads = [threading.Thread(target=poll, daemon=True) for _ in range(count)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def drain_with_pages(env: dict[str, str], home: Path, base: str, n: int, reps: int) -> None:
+    """The drain rate with no page open and with ten open pages of a running job, in turn."""
+    import threading
+    slow = subprocess.Popen([sys.executable, "-m", "runtime", "worker", "--queues", "slow", "--log-level", "ERROR"],
+                            env=env, cwd=home)
+    try:
+        code = ("from runtime import Client; print(Client().queue_job('tasks_example.work.io_wait', "
+                "{'seconds': 3600}, queue='slow', check=False))")
+        job_id = subprocess.run([sys.executable, "-c", code], env=env, cwd=home, check=True, capture_output=True,
+                                text=True).stdout.strip()
+        while '"status": "started"' not in get(f"{base}/api/jobs/{job_id}")[1].replace('":"', '": "'):
+            time.sleep(0.1)
+        rates: dict[str, list[float]] = {"no page open": [], "ten job pages open": []}
+        for _ in range(reps):
+            rates["no page open"].append(drain_rate(env, home, n))
+            stop = threading.Event()
+            threads = pollers(f"{base}/api/jobs/{job_id}", 10, stop)
+            rates["ten job pages open"].append(drain_rate(env, home, n))
+            stop.set()
+            for t in threads:
+                t.join()
+        for name, got in rates.items():
+            print(f"drain of {n:,} noop jobs, {name}: median {statistics.median(got):,.0f} jobs/s "
+                  f"({', '.join(f'{r:,.0f}' for r in got)})")
+    finally:
+        slow.terminate()  # a second signal: no grace period for the hour-long job
+        time.sleep(0.5)
+        slow.terminate()
+        try:
+            slow.wait(30)
+        except subprocess.TimeoutExpired:
+            slow.kill()
+            slow.wait(30)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--jobs", type=int, default=1_000_000)
     ap.add_argument("--run", type=int, default=20_000)
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--drain", type=int, default=0, help="also: drain rate of this many jobs, with and without "
+                                                        "ten open job pages (0: skip)")
+    ap.add_argument("--reps", type=int, default=3, help="drain runs of each kind")
     args = ap.parse_args()
     home = Path(tempfile.mkdtemp(prefix="rt-dash-bench-"))
     sock = home / "redis.sock"
@@ -127,6 +198,8 @@ def main() -> None:
         rss = psutil.Process(dash.pid).memory_info().rss
         print(f"dashboard RSS after the runs: {rss / 2**20:.0f} MiB")
         idle_cost(sock)
+        if args.drain:
+            drain_with_pages(env, home, base, args.drain, args.reps)
     finally:
         for p in (dash, redis):
             if p is not None and p.poll() is None:
