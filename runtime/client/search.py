@@ -29,7 +29,8 @@ class JobFilter:
     also matches by its last dotted part: ``ValueError`` and ``builtins.ValueError`` alike);
     ``text``: a case-insensitive substring of the params' JSON (compact, or with a space
     after each ``:`` and ``,``); ``since`` and ``until``:
-    the time of the job's last change, UNIX seconds, both bounds included."""
+    the time of the job's last change, UNIX seconds, both bounds included; ``min_run_s``:
+    jobs that ran at least that many seconds."""
 
     status: str | None = None
     queue: str | None = None
@@ -39,18 +40,20 @@ class JobFilter:
     text: str | None = None
     since: float | None = None
     until: float | None = None
+    #: jobs that ran at least this long, seconds (a slow job: its page has its profile)
+    min_run_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.status is not None:
             Status(self.status)  # ValueError for an unknown one
-        for name in ("since", "until"):
+        for name in ("since", "until", "min_run_s"):
             value = getattr(self, name)
             if value is not None and not value == value:  # NaN
                 raise ValueError(f"{name} must be a number of UNIX seconds, got {value!r}")
 
     def indexed(self, indexes: frozenset[str]) -> bool:
         """Can a store with ``indexes`` (of status, queue, path) answer it from them alone?"""
-        if self.worker is not None or self.exc_type is not None or self.text is not None or self.since is not None:
+        if any(v is not None for v in (self.worker, self.exc_type, self.text, self.since, self.min_run_s)):
             return False
         return all(getattr(self, name) is None or name in indexes for name in ("status", "queue", "path"))
 
@@ -61,6 +64,8 @@ class JobFilter:
             if wanted is not None and value != wanted:
                 return False
         if self.worker is not None and job.worker != self.worker:
+            return False
+        if self.min_run_s is not None and (job.run_s is None or job.run_s < self.min_run_s):
             return False
         if self.exc_type is not None:
             exc = job.exc_type or ""

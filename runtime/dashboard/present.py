@@ -22,7 +22,7 @@ from ..units import fmt_seconds
 #: Keys whose values are hidden in params (``--redact`` replaces it).
 DEFAULT_REDACT = r"(?i)pass(word|wd)?|secret|token|api[_-]?key|access[_-]?key|auth|credential|private[_-]?key|pwd"
 #: URL query names of a job filter (short forms: they are typed and shared).
-FILTER_NAMES = ("status", "queue", "path", "worker", "exc", "q", "since", "until")
+FILTER_NAMES = ("status", "queue", "path", "worker", "exc", "q", "since", "until", "slower")
 _RELATIVE = re.compile(r"^-?(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -55,10 +55,14 @@ def job_filter(query: Mapping[str, str]) -> JobFilter:
         value = (query.get(name) or "").strip()
         return value or None
 
-    since, until = get("since"), get("until")
+    since, until, slower = get("since"), get("until"), get("slower")
+    try:
+        min_run_s = float(slower) if slower else None
+    except ValueError:
+        raise ValueError(f"bad run time {slower!r}: give seconds (0.5, 2)") from None
     return JobFilter(status=get("status"), queue=get("queue"), path=get("path"), worker=get("worker"),
                      exc_type=get("exc"), text=get("q"), since=parse_time(since) if since else None,
-                     until=parse_time(until) if until else None)
+                     until=parse_time(until) if until else None, min_run_s=min_run_s)
 
 
 def filter_query(query: Mapping[str, str], **more: str | None) -> str:

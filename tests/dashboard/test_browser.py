@@ -82,15 +82,23 @@ def test_running_job_progress_and_log_tail_move(client: Client, worker: Any, bro
     wait_until(lambda: text(browser, "h1 .status") == "success", 15, "the page to show the job ended")
 
 
-def test_profiled_job_page_shows_its_profile(client: Client, worker: Any, browser: Any, dashboard: str) -> None:
-    job_id = client.queue_job("testtasks.profiled_sleep", {"seconds": 0.05})
+def test_profiled_slow_job_hot_line_two_clicks_from_the_overview(client: Client, worker: Any, browser: Any,
+                                                                 dashboard: str) -> None:
+    fast = client.queue_job("testtasks.profiled_sleep", {"seconds": 0.01})
+    slow = client.queue_job("testtasks.profiled_sleep", {"seconds": 1.05})
     worker.burst()
-    browser.get(f"{dashboard}/jobs/{job_id}")
-    frame = browser.find_element(By.ID, "profile")
+    browser.get(dashboard + "/")
+    browser.find_element(By.ID, "slow-1").click()  # 1: the jobs that ran 1 s or more
+    wait_until(lambda: text(browser, "#jobs"), 10, "the slow jobs")
+    listed = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#jobs tr.job td:first-child a")]
+    assert listed == [slow] and fast not in listed
+    browser.find_element(By.LINK_TEXT, slow).click()  # 2: its page, the profile in it
+    frame = wait_until(lambda: browser.find_elements(By.ID, "profile"), 10, "the job's page")[0]
     browser.switch_to.frame(frame)
-    try:
+    try:  # the hot line: the task's own frame, 1.05 s of the run
         wait_until(lambda: "profiled_sleep" in browser.find_element(By.TAG_NAME, "body").text, 15,
                    "the profile to render in its frame")
+        assert "testtasks.py" in browser.find_element(By.TAG_NAME, "body").text
     finally:
         browser.switch_to.default_content()
 
