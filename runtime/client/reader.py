@@ -173,6 +173,13 @@ class Reader:
             total = counts[status] if status else sum(counts.values())
         return Page(page, cursor_of(page[-1]) if len(found) > limit and page else None, total)
 
+    def states(self, ids: list[str]) -> list[dict[str, Any]]:
+        """``{"id", "status", "progress" (0..1 or None)}`` of each of ``ids`` still stored
+        (one round trip, no history): what a list of jobs updates live."""
+        c = self.client
+        found = c.call(c.store.get_many, ids, history=False)
+        return [{"id": j.id, "status": j.status.value, "progress": j.progress} for j in found if j is not None]
+
     def job(self, job_id: str) -> JobView:
         """One job with its history and attempts. Raises JobNotFound."""
         job = self.client.get_job(job_id)

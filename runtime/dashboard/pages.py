@@ -81,6 +81,16 @@ def job_api(dash: Dash, request: Request) -> Response:
     return JSONResponse(live_state(dash, view.job))
 
 
+#: Most jobs one live poll of a list asks about.
+MAX_STATES = 200
+
+
+def states_api(dash: Dash, request: Request) -> Response:
+    """``[{"id", "status", "progress"}]`` of the ids in ``?ids=a,b`` (at most MAX_STATES)."""
+    ids = [i for i in (request.query_params.get("ids") or "").split(",") if i.isalnum()][:MAX_STATES]
+    return JSONResponse(dash.client.reader.states(ids) if ids else [])
+
+
 def artifact(dash: Dash, request: Request) -> Response:
     """An artifact as its middleware renders it in HTML (a pyinstrument profile: its own
     page and script), served sandboxed: a unique origin with no access to the
@@ -156,6 +166,7 @@ def routes(dash: Dash) -> list[Route]:
         return Route(path, guarded(dash, fn), methods=["GET"], name=name)
     return [r("/", overview, "overview"), r("/jobs", jobs, "jobs"), r("/jobs/{job_id}", job, "job"),
             r("/jobs/{job_id}/artifacts/{name}", artifact, "artifact"), r("/api/jobs/{job_id}", job_api, "job_api"),
+            r("/api/states", states_api, "states_api"),
             r("/failures", failures, "failures"), r("/queues", queues, "queues"), r("/workers", workers, "workers"),
             r("/operations", operations, "operations"), r("/operations/{op_id}", operation, "operation"),
             r("/api/operations/{op_id}", operation_api, "operation_api")]

@@ -67,11 +67,16 @@ def test_running_job_progress_and_log_tail_move(client: Client, worker: Any, bro
     job_id = client.queue_job("dashtasks.gated", {"folder": str(tmp_path), "steps": 3}, check=False)
     worker.start(task_modules=DASH_TASKS, progress_interval_s=0.0)
     wait_until(lambda: client.get_job(job_id).status.value == "started", 10, "the job to start")
+    browser.get(f"{dashboard}/jobs")  # the list: its running row's progress moves in place
+    browser.execute_script("window.notReloaded = true")
+    row = f"#jobs tr[data-id='{job_id}']"
+    assert text(browser, row + " td.pg") == "-" and text(browser, row + " td.st") == "started"
+    (tmp_path / "go-1").touch()
+    wait_until(lambda: text(browser, row + " td.pg") == "33%", 10, "the list's progress cell to move")
+    assert browser.execute_script("return window.notReloaded") is True
     browser.get(f"{dashboard}/jobs/{job_id}")
     browser.execute_script("window.notReloaded = true")
-    assert text(browser, "#progress-pct") in ("-", "0%")
-    (tmp_path / "go-1").touch()
-    wait_until(lambda: text(browser, "#progress-pct") == "33%", 10, "the progress bar to move")
+    assert text(browser, "#progress-pct") == "33%"
     assert text(browser, "#progress-message") == "step 1 of 3"
     assert browser.execute_script("return window.notReloaded") is True  # moved in place, live
     wait_until(lambda: "finished step 1 of 3" in text(browser, "#logs"), 10, "the log tail to move")

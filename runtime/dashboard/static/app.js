@@ -59,7 +59,46 @@
     });
   }
 
+  function liveList(table) {
+    var FINAL = ["success", "failed", "cancel", "abort", "timeout", "maxretries"];
+    function liveRows() { return table.querySelectorAll("tr.job[data-live='1']"); }
+    if (liveRows().length === 0) { return; }
+    function url() {
+      var ids = Array.prototype.map.call(liveRows(), function (tr) { return tr.getAttribute("data-id"); });
+      return table.getAttribute("data-url") + "?ids=" + encodeURIComponent(ids.join(","));
+    }
+    var timer = null;
+    function tick() {
+      timer = null;
+      if (document.hidden) { return; }
+      fetch(url(), {credentials: "same-origin", headers: {"Accept": "application/json"}})
+        .then(function (r) { return r.ok ? r.json() : []; })
+        .then(function (states) {
+          states.forEach(function (s) {
+            var tr = table.querySelector("tr.job[data-id='" + s.id.replace(/[^0-9a-zA-Z]/g, "") + "']");
+            if (!tr) { return; }
+            var badge = tr.querySelector("td.st span");
+            if (badge && badge.textContent !== s.status) {
+              badge.textContent = s.status;
+              badge.className = "status status-" + s.status.replace(/[^a-z]/g, "");
+            }
+            var pg = tr.querySelector("td.pg");
+            if (pg && s.progress !== null) { pg.textContent = Math.round(s.progress * 100) + "%"; }
+            if (FINAL.indexOf(s.status) >= 0) { tr.setAttribute("data-live", "0"); }
+          });
+          if (liveRows().length) { timer = setTimeout(tick, PERIOD_MS); }
+        })
+        .catch(function () { timer = setTimeout(tick, PERIOD_MS * 5); });
+    }
+    document.addEventListener("visibilitychange", function () {
+      if (!document.hidden && timer === null && liveRows().length) { tick(); }
+    });
+    timer = setTimeout(tick, PERIOD_MS);
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    var list = document.getElementById("jobs");
+    if (list && list.getAttribute("data-url")) { liveList(list); }
     var job = document.getElementById("live-job");
     if (job && job.getAttribute("data-final") !== "1") { liveJob(job); }
     var op = document.getElementById("live-operation");
