@@ -21,11 +21,13 @@ from .app import Ctx, cli, echo, fail, handle_errors
               help="serve a non-loopback address without credentials: anyone who reaches it sees and changes every job")
 @click.option("--redact", metavar="REGEX", envvar="RUNTIME_DASHBOARD_REDACT",
               help="params keys whose values are hidden [default: password, secret, token, api key, auth...]")
+@click.option("--sentry-link", metavar="URL", envvar="RUNTIME_DASHBOARD_SENTRY_LINK",
+              help="link a job's Sentry event: a URL with {event_id}, e.g. https://sentry.example/organizations/o/issues/?query={event_id}")
 @click.option("--hash-password", is_flag=True, help="ask for a password, print the HASH for --user NAME:HASH, exit")
 @click.pass_obj
 @handle_errors
 def dashboard(obj: Ctx, host: str, port: int, read_only: bool, token: str | None, users: tuple[str, ...],
-              insecure_no_auth: bool, redact: str | None, hash_password: bool) -> None:
+              insecure_no_auth: bool, redact: str | None, sentry_link: str | None, hash_password: bool) -> None:
     """Serve the web dashboard (jobs, failures, queues, workers, actions) at http://HOST:PORT/."""
     try:
         from ..dashboard.security import Auth, check_bind
@@ -43,7 +45,7 @@ def dashboard(obj: Ctx, host: str, port: int, read_only: bool, token: str | None
 
     from ..dashboard import create_app
     try:
-        app = create_app(obj.settings(), read_only=read_only, auth=auth, redact=redact)
+        app = create_app(obj.settings(), read_only=read_only, auth=auth, redact=redact, sentry_link=sentry_link)
     except re.error as exc:
         raise ConfigError(f"--redact: not a regular expression: {exc}") from None
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,

@@ -73,15 +73,16 @@ class Guard:
 
 
 def create_app(settings: Settings | None = None, *, read_only: bool = False, auth: Auth | None = None,
-               redact: str | None = None, client: Client | None = None) -> ASGIApp:
+               redact: str | None = None, client: Client | None = None, sentry_link: str | None = None) -> ASGIApp:
     """The dashboard over the deployment of ``settings`` (default: loaded as every command
     loads them), as an ASGI app. ``read_only``: no actions (hidden, and refused with 403).
     ``auth``: credentials to ask for (none: the app trusts whoever reaches it, as when
     mounted behind your own auth). ``redact``: a regular expression of the params keys
     whose values are hidden (default :data:`runtime.dashboard.present.DEFAULT_REDACT`).
+    ``sentry_link``: a URL template with ``{event_id}`` for a job's Sentry event.
     Raises BrokerUnavailable when Redis cannot be reached; re.error for a bad pattern."""
     client = client or Client(settings or load_settings(), import_tasks=False)
-    dash = Dash(client, read_only)
+    dash = Dash(client, read_only, sentry_link=sentry_link)
     if redact:
         dash.redact = re.compile(redact)
     routes = [*page_routes(dash), *action_routes(dash),

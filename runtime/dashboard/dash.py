@@ -30,6 +30,8 @@ class Dash:
     csrf: Csrf = field(default_factory=Csrf)
     redact: re.Pattern[str] = field(default_factory=lambda: re.compile(DEFAULT_REDACT))
     env: jinja2.Environment = field(default_factory=lambda: _environment())
+    #: a link to a Sentry event: a URL template with ``{event_id}`` (None: no link)
+    sentry_link: str | None = None
 
     def render(self, request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
         """Template ``name`` with ``context`` and what every page needs (``base``: the

@@ -10,12 +10,12 @@ from ..job import Job
 from ..redact import mask
 from ..status import FINAL
 from .dash import Dash
-from .present import pretty, redact, seconds, trace_href
+from .present import pretty, redact, seconds, sentry_href, trace_href
 
 #: Log lines a live poll returns (the newest).
 TAIL_LINES = 200
 #: Rows of the report the page draws itself (a table, a link), not as text.
-_OWN_ROWS = ("heap diff", "trace")
+_OWN_ROWS = ("heap diff", "trace", "sentry")
 
 
 def current_stack(dash: Dash, job: Job) -> list[str]:
@@ -82,6 +82,8 @@ def job_context(dash: Dash, view: JobView) -> dict[str, Any]:
     job = view.job
     trace = (job.report or {}).get("trace") or {}
     trace_id = trace.get("trace_id") if isinstance(trace, dict) else None
+    sentry = (job.report or {}).get("sentry") or {}
+    event_id = sentry.get("event_id") if isinstance(sentry, dict) else None
     return {
         "job": job, "attempts": view.attempts, "final": job.status in FINAL,
         "params": pretty(redact(job.params, dash.redact)),
@@ -90,5 +92,6 @@ def job_context(dash: Dash, view: JobView) -> dict[str, Any]:
         "rows": report_rows(dash, job), "heap": heap_table(job), "history": history_rows(job),
         "logs": log_lines(job), "stack": current_stack(dash, job),
         "trace_id": trace_id, "trace_href": trace_href(dash.client.settings.trace_link, trace_id),
+        "event_id": event_id, "sentry_href": sentry_href(dash.sentry_link, event_id),
         "profile": "profile" in job.artifacts, "artifacts": sorted(job.artifacts),
     }

@@ -121,15 +121,25 @@ def safe_href(url: str | None) -> str | None:
     return url if scheme in ("http", "https") else None
 
 
-_TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
+_HEX_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 def trace_href(template: str | None, trace_id: Any) -> str | None:
     """The trace link of the settings' ``trace_link`` template for ``trace_id`` (32 hex
     digits; anything else gives no link), when it is an http(s) URL."""
-    if not template or not isinstance(trace_id, str) or not _TRACE_ID.match(trace_id):
+    return _link(template, trace_id=trace_id)
+
+
+def sentry_href(template: str | None, event_id: Any) -> str | None:
+    """The link of a ``--sentry-link`` template (``{event_id}``) for a Sentry event id (32
+    hex digits), when it is an http(s) URL."""
+    return _link(template, event_id=event_id)
+
+
+def _link(template: str | None, **ids: Any) -> str | None:
+    if not template or not all(isinstance(v, str) and _HEX_ID.match(v) for v in ids.values()):
         return None
     try:
-        return safe_href(template.format(trace_id=trace_id))
+        return safe_href(template.format(**ids))
     except (KeyError, IndexError, ValueError):
         return None
