@@ -12,6 +12,7 @@ from http.cookies import SimpleCookie
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import Response
@@ -41,7 +42,10 @@ class Guard:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        user = self.auth.user(headers.get("authorization"))
+        authorization = headers.get("authorization")
+        # a first check of a password runs PBKDF2 (~0.3 s): in a thread, not in the event loop
+        user = await run_in_threadpool(self.auth.user, authorization) if authorization and self.auth.configured \
+            else self.auth.user(authorization)
         if user is None:
             response = Response("credentials needed\n", status_code=401, media_type="text/plain",
                                 headers={"www-authenticate": 'Basic realm="runtime dashboard", charset="UTF-8"'})
