@@ -27,6 +27,10 @@ ACTIONS = ("requeue", "cancel", "abort")
 BATCH = 200
 KEEP_S = 7 * 86400
 RECENT = 100
+#: An unfinished operation not heard of for this long, seconds (a batch, or the whole
+#: collection of its ids, takes less), is shown stalled (the
+#: dashboard process that ran it stopped: operations do not resume).
+STALLED_S = 300.0
 
 
 class Operations:
@@ -49,7 +53,7 @@ class Operations:
         pipe = self.client.redis.pipeline()
         pipe.hset(key, mapping={"id": op_id, "action": action, "filter": json.dumps(f.to_dict()), "by": by,
                                 "state": "collecting", "total": 0, "done": 0, "ok": 0, "skipped": 0,
-                                "started_at": time.time()})
+                                "started_at": time.time(), "beat_at": time.time()})
         pipe.expire(key, KEEP_S)
         pipe.lpush(self.keys.operations, op_id)
         pipe.ltrim(self.keys.operations, 0, RECENT - 1)
@@ -64,7 +68,7 @@ class Operations:
         r = self.client.redis
         try:
             ids = self.client.reader.matching_ids(f)
-            r.hset(key, mapping={"state": "running", "total": len(ids)})
+            r.hset(key, mapping={"state": "running", "total": len(ids), "beat_at": time.time()})
             for i in range(0, len(ids), BATCH):
                 batch = ids[i:i + BATCH]
                 replies = self.client.control_many(action, batch, by)
@@ -73,6 +77,7 @@ class Operations:
                 pipe.hincrby(key, "done", len(batch))
                 pipe.hincrby(key, "ok", ok)
                 pipe.hincrby(key, "skipped", len(batch) - ok)
+                pipe.hset(key, "beat_at", time.time())
                 pipe.execute()
             r.hset(key, mapping={"state": "done", "ended_at": time.time()})
         except Exception as exc:  # noqa: BLE001 - recorded on the operation, for its page
@@ -82,8 +87,9 @@ class Operations:
 
     def get(self, op_id: str) -> dict[str, Any] | None:
         """The operation ``op_id``: ``{"id", "action", "filter": {...}, "by", "state"
-        (collecting, running, done, failed), "total", "done", "ok", "skipped",
-        "started_at", "ended_at" (UNIX s), "error"}``; None when unknown or expired."""
+        (collecting, running, done, failed; or stalled: unfinished and not heard of for
+        STALLED_S), "total", "done", "ok", "skipped", "started_at", "ended_at" (UNIX s),
+        "error"}``; None when unknown or expired."""
         if not op_id.isalnum():
             return None
         raw: dict[str, str] = self.client.redis.hgetall(self.keys.operation(op_id))  # type: ignore[assignment]
@@ -93,8 +99,10 @@ class Operations:
         out["filter"] = json.loads(raw.get("filter") or "{}")
         for k in ("total", "done", "ok", "skipped"):
             out[k] = int(raw.get(k) or 0)
-        for k in ("started_at", "ended_at"):
+        for k in ("started_at", "ended_at", "beat_at"):
             out[k] = float(raw[k]) if raw.get(k) else None
+        if out["state"] in ("collecting", "running") and time.time() - (out["beat_at"] or 0.0) > STALLED_S:
+            out["state"] = "stalled"
         return out
 
     def recent(self, limit: int = 50) -> list[dict[str, Any]]:
