@@ -285,6 +285,18 @@ class RedisBroker:
             keys += (self.keys.job(i), self.keys.history(i), self.keys.notify(i))
         return list(self._run("control", keys, (action, self.settings.ttl_s[Status.CANCEL], by, *ids)))
 
+    def move(self, ids: Sequence[str], queue: str | None, priority: int | None, by: str = "") -> list[str]:
+        """Move waiting ``ids`` to ``queue`` and/or ``priority`` (None: each keeps its own),
+        keeping their due time; one reply per id: 'ok', 'missing' or the status of a job
+        that does not wait in a queue (move.lua)."""
+        if not ids:
+            return []
+        keys: list[str] = []
+        for i in ids:
+            keys += (self.keys.job(i), self.keys.history(i))
+        args = ("" if queue is None else queue, "" if priority is None else str(priority), by, *ids)
+        return list(self._run("move", keys, args))
+
     def register_waiter(self, key: str, ids: Sequence[str], ttl_s: float) -> list[str]:
         """Ask to be told on list ``key`` when ``ids`` end. Returns one entry per job
         already final or missing: its document as JSON ``[id, hash fields, history]``, or

@@ -269,8 +269,33 @@ class Client:
         replies = self.call(self.broker.control, action, list(ids), by)
         return self._copy_done(action, ids, replies)
 
+    def move_many(self, ids: Sequence[str], queue: str | None = None, priority: int | None = None,
+                  by: str = "") -> list[str]:
+        """Move waiting ``ids`` to ``queue`` and/or ``priority`` (None: unchanged), keeping
+        their due time, as far as each job's status allows; one reply per id: 'ok',
+        'missing' or the status of a job that does not wait. Raises InvalidParams for a bad
+        queue name or priority."""
+        if queue is not None and (not queue or ":" in queue or "," in queue):
+            raise InvalidParams(f"queue name must be non-empty without ':' or ',', got {queue!r}")
+        low, high = PRIORITY_RANGE
+        if priority is not None and (not isinstance(priority, int) or not low <= priority <= high):
+            raise InvalidParams(f"priority must be an int in [{low}, {high}], got {priority!r}")
+        self._check_store()
+        replies = self.call(self.broker.move, list(ids), queue, priority, by)
+        return self._copy_done("move", ids, replies)
+
+    def move(self, *ids: str, queue: str | None = None, priority: int | None = None, by: str = "") -> list[str]:
+        """Move waiting jobs to ``queue`` and/or ``priority``. Raises InvalidTransition for a
+        job that is running or final, JobNotFound, InvalidParams."""
+        return self._raise_refused("move", ids, self.move_many(ids, queue, priority, by),
+                                   "only waiting jobs can be moved")
+
     def _control(self, action: str, ids: Sequence[str], allowed: str, by: str) -> list[str]:
-        replies = self.control_many(action, ids, by)
+        return self._raise_refused(action, ids, self.control_many(action, ids, by), allowed)
+
+    def _raise_refused(self, action: str, ids: Sequence[str], replies: Sequence[str], allowed: str) -> list[str]:
+        """``ids`` when every reply is 'ok'; else JobNotFound or InvalidTransition for the
+        first refused one (saying how many of the others were done)."""
         done = sum(r == "ok" for r in replies)
         also = f" (done for the other {done} of {len(ids)})" if done else ""
         for job_id, reply in zip(ids, replies):

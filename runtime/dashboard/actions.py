@@ -1,4 +1,4 @@
-"""Actions: requeue, cancel or abort one job; the same by the current filter (a dry-run
+"""Actions: requeue, cancel, abort or move (queue, priority) one job; the same by the current filter (a dry-run
 count first, then a tracked operation: runtime.dashboard.operations).
 
 Every state-changing request is a POST carrying the form's CSRF token
@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from ..errors import BrokerUnavailable, InvalidTransition, JobNotFound, StoreUnavailable
+from ..errors import BrokerUnavailable, InvalidParams, InvalidTransition, JobNotFound, StoreUnavailable
 from .dash import Dash
 from .operations import ACTIONS, Operations
 from .present import FILTER_NAMES, filter_query, job_filter
@@ -48,6 +48,20 @@ def refusal(dash: Dash, request: Request, form: Mapping[str, Any] | None) -> Res
     return None
 
 
+def move_target(form: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"queue": name or None, "priority": int or None}`` of a move form. Raises
+    ValueError for a priority that is not an integer, or for neither given."""
+    queue = str(form.get("queue") or "").strip() or None
+    text = str(form.get("priority") or "").strip()
+    try:
+        priority = int(text) if text else None
+    except ValueError:
+        raise ValueError(f"priority must be an integer, got {text!r}") from None
+    if queue is None and priority is None:
+        raise ValueError("give a queue and/or a priority to move to")
+    return {"queue": queue, "priority": priority}
+
+
 def one_job(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
     async def handler(request: Request) -> Response:
         form = await request.form()
@@ -59,7 +73,10 @@ def one_job(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
             return dash.error(request, 404, f"no action {action!r}")
         fn = getattr(dash.client, action)
         try:
-            await run_in_threadpool(fn, job_id, by=who(request))
+            extra = move_target(form) if action == "move" else {}
+            await run_in_threadpool(lambda: fn(job_id, by=who(request), **extra))
+        except (ValueError, InvalidParams) as exc:
+            return dash.error(request, 400, str(exc))
         except JobNotFound as exc:
             return dash.error(request, 404, str(exc))
         except InvalidTransition as exc:
@@ -123,9 +140,11 @@ def bulk(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
         if refused is not None:
             return refused
         values = {k: v for k, v in form.items() if isinstance(v, str)}
+        action = values.get("action", "")
         try:
             f = job_filter(values)
-            op_id = await run_in_threadpool(Operations(dash.client).start, values.get("action", ""), f, who(request))
+            target = move_target(values) if action == "move" else None
+            op_id = await run_in_threadpool(Operations(dash.client).start, action, f, who(request), target)
         except ValueError as exc:
             return dash.error(request, 400, str(exc))
         return RedirectResponse(f"{request.scope.get('root_path', '')}/operations/{op_id}", status_code=303)

@@ -22,7 +22,7 @@ from ..job import new_job_id
 
 log = logging.getLogger("runtime.dashboard")
 
-ACTIONS = ("requeue", "cancel", "abort")
+ACTIONS = ("requeue", "cancel", "abort", "move")
 #: Ids per round trip; the hash is updated after each batch.
 BATCH = 200
 KEEP_S = 7 * 86400
@@ -40,10 +40,11 @@ class Operations:
         self.client = client
         self.keys = client.broker.keys
 
-    def start(self, action: str, f: JobFilter, by: str) -> str:
-        """Record an operation doing ``action`` on the jobs of ``f``, start its thread and
-        return its id. Raises ValueError for an unknown action or an empty filter (a bulk
-        action on every job is refused: give at least one filter)."""
+    def start(self, action: str, f: JobFilter, by: str, target: dict[str, Any] | None = None) -> str:
+        """Record an operation doing ``action`` on the jobs of ``f`` (``target`` of a move:
+        ``{"queue": name or None, "priority": n or None}``), start its thread and return its
+        id. Raises ValueError for an unknown action or an empty filter (a bulk action on
+        every job is refused: give at least one filter)."""
         if action not in ACTIONS:
             raise ValueError(f"unknown action {action!r} (one of {', '.join(ACTIONS)})")
         if not f.to_dict():
@@ -51,17 +52,20 @@ class Operations:
         op_id = new_job_id()
         key = self.keys.operation(op_id)
         pipe = self.client.redis.pipeline()
+        target = target or {}
         pipe.hset(key, mapping={"id": op_id, "action": action, "filter": json.dumps(f.to_dict()), "by": by,
+                                "target": json.dumps(target),
                                 "state": "collecting", "total": 0, "done": 0, "ok": 0, "skipped": 0,
                                 "started_at": time.time(), "beat_at": time.time()})
         pipe.expire(key, KEEP_S)
         pipe.lpush(self.keys.operations, op_id)
         pipe.ltrim(self.keys.operations, 0, RECENT - 1)
         pipe.execute()
-        threading.Thread(target=self.run, args=(op_id, action, f, by), name=f"op-{op_id}", daemon=True).start()
+        threading.Thread(target=self.run, args=(op_id, action, f, by, target), name=f"op-{op_id}",
+                         daemon=True).start()
         return op_id
 
-    def run(self, op_id: str, action: str, f: JobFilter, by: str) -> None:
+    def run(self, op_id: str, action: str, f: JobFilter, by: str, target: dict[str, Any] | None = None) -> None:
         """Collect the ids of ``f``, then act on them batch by batch, counting as it goes;
         state ``done``, or ``failed`` with the error."""
         key = self.keys.operation(op_id)
@@ -71,7 +75,11 @@ class Operations:
             r.hset(key, mapping={"state": "running", "total": len(ids), "beat_at": time.time()})
             for i in range(0, len(ids), BATCH):
                 batch = ids[i:i + BATCH]
-                replies = self.client.control_many(action, batch, by)
+                if action == "move":
+                    to = target or {}
+                    replies = self.client.move_many(batch, to.get("queue"), to.get("priority"), by)
+                else:
+                    replies = self.client.control_many(action, batch, by)
                 ok = sum(1 for x in replies if x == "ok")
                 pipe = r.pipeline()
                 pipe.hincrby(key, "done", len(batch))
@@ -97,6 +105,7 @@ class Operations:
             return None
         out: dict[str, Any] = dict(raw)
         out["filter"] = json.loads(raw.get("filter") or "{}")
+        out["target"] = json.loads(raw.get("target") or "{}")
         for k in ("total", "done", "ok", "skipped"):
             out[k] = int(raw.get(k) or 0)
         for k in ("started_at", "ended_at", "beat_at"):

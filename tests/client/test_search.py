@@ -83,3 +83,33 @@ def test_control_records_who_asked(backend: tuple[Client, dict[str, Any]], worke
     wait_until(lambda: c.store.get(waiting).history[-1].get("by") == "alice from 10.0.0.1", 15, "the cancel entry")
     last = wait_until(lambda: (h := c.store.get(done).history[-1]).get("by") and h, 15, "the requeue entry")
     assert (last["status"], last["by"], last["note"]) == ("queued", "bob from 10.0.0.2", "requeued from success")
+
+
+def test_move_waiting_jobs_to_another_queue_and_priority(backend: tuple[Client, dict[str, Any]], worker: Any) -> None:
+    from runtime.errors import InvalidParams, InvalidTransition
+    c, extra = backend
+    ready = c.queue_job("testtasks.add", {"a": 1, "b": 2}, queue="mv-a")
+    delayed = c.queue_job("testtasks.add", {"a": 1, "b": 2}, queue="mv-a", delay=600)
+    done = c.queue_job("testtasks.add", {"a": 1, "b": 2})
+    worker.burst(**extra)
+    settled(c, [done], "success")
+    assert c.move_many([ready, delayed, done, "nope"], queue="mv-b", priority=5, by="ann from 10.0.0.1") == \
+        ["ok", "ok", "success", "missing"]
+    keys = c.broker.keys
+    due_ms = c.live.get(ready).due_at * 1000  # type: ignore[operator]
+    assert c.redis.zscore(keys.ready("mv-b"), ready) == pytest.approx(-5 * 1e13 + due_ms)
+    assert c.redis.zscore(keys.ready("mv-a"), ready) is None
+    assert c.redis.zscore(keys.scheduled("mv-b"), delayed) is not None
+    last = wait_until(lambda: (j := c.store.get(ready)).queue == "mv-b" and j.history[-1], 15, "the moved copy")
+    assert (last["status"], last["by"], last["note"]) == ("queued", "ann from 10.0.0.1",
+                                                          "moved from mv-a (priority 0) to mv-b (priority 5)")
+    assert c.store.get(ready).priority == 5
+    with pytest.raises(InvalidTransition, match="only waiting jobs can be moved"):
+        c.move(done, queue="mv-b")
+    with pytest.raises(InvalidParams):
+        c.move(ready, queue="x:y")
+    with pytest.raises(InvalidParams):
+        c.move(ready, priority=1000)
+    c.cancel(delayed)  # a burst worker waits for a delayed job of its queues
+    worker.burst(**{**extra, "queues": "mv-b"})
+    settled(c, [ready], "success")

@@ -129,3 +129,22 @@ def test_bulk_cancel_by_filter_touches_exactly_the_filtered_jobs(client: Client,
     assert [client.get_job(i).status.value for i in chosen] == ["cancel"] * 5
     assert [client.get_job(i).status.value for i in other_params + other_queue] == ["queued"] * 5
     assert client.get_job(chosen[0]).history[-1]["by"] == "dashboard user anonymous from 127.0.0.1"
+
+
+def test_move_a_waiting_job_from_its_page_then_by_filter(client: Client, browser: Any, dashboard: str) -> None:
+    job_id = client.queue_job("testtasks.add", {"a": 1, "b": 2}, queue="parked")
+    others = [client.queue_job("testtasks.add", {"a": i, "b": 3}, queue="parked") for i in range(3)]
+    browser.get(f"{dashboard}/jobs/{job_id}")
+    browser.find_element(By.ID, "move-queue").send_keys("urgent")
+    browser.find_element(By.ID, "move-priority").send_keys("7")
+    browser.find_element(By.ID, "action-move").click()
+    wait_until(lambda: "urgent (priority 7)" in text(browser, ".grid"), 10, "the moved job's page")
+    assert "moved from parked (priority 0) to urgent (priority 7)" in text(browser, "#history")
+    browser.get(f'{dashboard}/jobs?queue=parked&q="b":3')
+    browser.find_element(By.ID, "bulk-move").click()
+    wait_until(lambda: text(browser, "#dry-run").startswith("3 jobs match"), 10, "the dry run")
+    browser.find_element(By.ID, "move-priority").send_keys("-5")
+    browser.find_element(By.ID, "confirm").click()
+    wait_until(lambda: text(browser, "#op-state") == "done", 15, "the operation to finish")
+    assert [(j.queue, j.priority) for j in map(client.get_job, others)] == [("parked", -5)] * 3
+    assert (client.get_job(job_id).queue, client.get_job(job_id).priority) == ("urgent", 7)
