@@ -13,8 +13,10 @@ state.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+import time
 from typing import Any, TextIO
 
 from runtime.context import JobContext, current_job
@@ -45,6 +47,25 @@ def add_line(job: JobContext, line: str, limits: _Limits) -> None:
         return
     state[0] += n
     job.logs.append(line)
+    write_tail(job)
+
+
+def write_tail(job: JobContext) -> None:
+    """Store the running job's logs so far, for a live tail (the dashboard's job page), at
+    most once per ``progress_interval_s`` counted from its first line: a job that ends
+    sooner writes them only with its outcome, at no cost. Never re-entered (a warning the
+    write logs is a line of the job too)."""
+    if job.write is None or job.state.get("tail_writing"):
+        return
+    now = time.monotonic()
+    if now - job.state.setdefault("tail_written_at", now) < job.interval_s:
+        return
+    job.state["tail_writing"] = True
+    try:
+        job.state["tail_written_at"] = now
+        job.write(job.job_id, {"logs": json.dumps(job.logs, ensure_ascii=False)})
+    finally:
+        job.state["tail_writing"] = False
 
 
 class JobLogHandler(logging.Handler):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import redis
@@ -308,30 +308,6 @@ class RedisBroker:
             pipe.execute()
         return Lost(suspects, sorted(jobs - started), {j: fields[j][2] or "?" for j in suspects})
 
-    def release_unknown(self, worker_id: str, claimed: Sequence[Claimed], held: Iterable[str]) -> bool:
-        """After Redis was lost: the claims of ``worker_id`` that it does not know of (a
-        claim or hand-off whose reply was lost with a connection; ``claimed`` and ``held``
-        are what it knows) get a deadline that has passed, so that the next reaper pass
-        requeues them without a charge (reap.lua: an expired claim of a live worker)
-        rather than after ``visibility_timeout_s``. Jobs waiting on its hand-off list are
-        known. Returns False (logged) when Redis could not be asked."""
-        try:
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.smembers(self.keys.running(worker_id))
-            pipe.lrange(self.keys.handoff(worker_id), 0, -1)
-            running, handed = pipe.execute()
-            known = {c.id for c in claimed} | set(held) | {claimed_from(json.loads(h)).id for h in handed}
-            unknown = sorted(set(running) - known)
-            if unknown:
-                log.warning("claims of %s whose reply was lost with the connection, requeued: %s",
-                            worker_id, ", ".join(unknown))
-                self.redis.zadd(self.keys.inflight, dict.fromkeys(unknown, 0), xx=True)
-        except redis.RedisError as exc:
-            log.warning("could not look for claims whose reply was lost (%s); they come back after "
-                        "visibility_timeout_s", exc)
-            return False
-        return True
-
     def reap(self, dead_workers: Sequence[str] = (), stopping: str = "",
              unstarted: Sequence[str] = ()) -> tuple[int, int]:
         """Take back the jobs of ``dead_workers`` and of expired claims, and deregister the
@@ -352,15 +328,28 @@ class RedisBroker:
 
     # ---- control and waiting ------------------------------------------------------------
 
-    def control(self, action: str, ids: Sequence[str]) -> list[str]:
+    def control(self, action: str, ids: Sequence[str], by: str = "") -> list[str]:
         """cancel / abort / requeue ``ids``; one reply per id: 'ok', 'missing' or the status
-        that does not allow it."""
+        that does not allow it. ``by``: who asked and from where, kept in each cancel and
+        requeue history entry ("" for no one named)."""
         if not ids:
             return []
         keys = list(self.keys.status_keys())
         for i in ids:
             keys += (self.keys.job(i), self.keys.history(i), self.keys.notify(i))
-        return list(self._run("control", keys, (action, self.settings.ttl_s[Status.CANCEL], *ids)))
+        return list(self._run("control", keys, (action, self.settings.ttl_s[Status.CANCEL], by, *ids)))
+
+    def move(self, ids: Sequence[str], queue: str | None, priority: int | None, by: str = "") -> list[str]:
+        """Move waiting ``ids`` to ``queue`` and/or ``priority`` (None: each keeps its own),
+        keeping their due time; one reply per id: 'ok', 'missing' or the status of a job
+        that does not wait in a queue (move.lua)."""
+        if not ids:
+            return []
+        keys: list[str] = []
+        for i in ids:
+            keys += (self.keys.job(i), self.keys.history(i))
+        args = ("" if queue is None else queue, "" if priority is None else str(priority), by, *ids)
+        return list(self._run("move", keys, args))
 
     def register_waiter(self, key: str, ids: Sequence[str], ttl_s: float) -> list[str]:
         """Ask to be told on list ``key`` when ``ids`` end. Returns one entry per job

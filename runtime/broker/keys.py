@@ -37,6 +37,10 @@ both made from :data:`SHAPES`, so a shape is written once.
 |                              |      | their ready score (runtime.caps)                  |
 | {p}:parked                   | set  | names of caps with parked jobs                    |
 | {p}:caps                     | set  | names of the caps claims have seen                |
+| {p}:paused                   | set  | names of paused queues (workers claim none of     |
+|                              |      | their jobs; read with each heartbeat)             |
+| {p}:op:{id}                  | hash | a dashboard bulk action: filter, counts, state    |
+| {p}:ops                      | list | ids of recent bulk actions, newest first          |
 """
 
 from __future__ import annotations
@@ -76,6 +80,9 @@ SHAPES: dict[str, str] = {
     "park": "park:{name}",
     "parked": "parked",
     "caps": "caps",
+    "paused": "paused",
+    "operation": "op:{id}",
+    "operations": "ops",
 }
 
 _ARG = re.compile(r"\{(\w+)\}")
@@ -194,6 +201,17 @@ class Keys:
     @property
     def caps(self) -> str:
         return self._key("caps")
+
+    @property
+    def paused(self) -> str:
+        return self._key("paused")
+
+    def operation(self, op_id: str) -> str:
+        return self._key("operation", op_id)
+
+    @property
+    def operations(self) -> str:
+        return self._key("operations")
 
     def queue_keys(self, queue: str) -> tuple[str, str, str, str]:
         """(ready, scheduled, wake, idle) of ``queue``, the block the scripts take per queue."""

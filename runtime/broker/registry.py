@@ -79,10 +79,11 @@ class Registry:
             pipe.command_stack = stack
             return list(pipe.execute())
 
-    def beat(self, conn: redis.Redis, worker_id: str, entry: dict[str, str], running: Sequence[str]) -> list[str]:
+    def beat(self, conn: redis.Redis, worker_id: str, entry: dict[str, str],
+             running: Sequence[str]) -> tuple[list[str], frozenset[str]]:
         """A worker's heartbeat on its own connection ``conn``: write its entry, extend the
-        claims of the ``running`` job ids by ``visibility_timeout_s``, and take the ids
-        asked to be aborted (returned)."""
+        claims of the ``running`` job ids by ``visibility_timeout_s``, take the ids asked to
+        be aborted and read the paused queues; returns (abort ids, paused queue names)."""
         pipe = conn.pipeline(transaction=False)
         self.write_entry(worker_id, entry, pipe)
         if running:  # on the Redis clock, as reap.lua reads the deadlines
@@ -90,7 +91,23 @@ class Registry:
                          self.settings.visibility_timeout_s, *running)
         pipe.smembers(self.keys.aborts(worker_id))
         pipe.delete(self.keys.aborts(worker_id))
-        return sorted(self.execute(pipe)[-2])
+        pipe.smembers(self.keys.paused)
+        replies = self.execute(pipe)
+        return sorted(replies[-3]), frozenset(texts(replies[-1]))
+
+    def paused(self) -> frozenset[str]:
+        """Names of the paused queues."""
+        return frozenset(texts(self.redis.smembers(self.keys.paused)))
+
+    def pause(self, queue: str) -> bool:
+        """Pause ``queue``: workers stop claiming its jobs within a heartbeat (running ones
+        finish; queued ones stay queued). False when it was paused already."""
+        return bool(self.redis.sadd(self.keys.paused, queue))
+
+    def resume(self, queue: str) -> bool:
+        """Resume ``queue`` (workers claim its jobs again within a heartbeat). False when it
+        was not paused."""
+        return bool(self.redis.srem(self.keys.paused, queue))
 
     def leave_idle(self, worker_id: str, queues: Iterable[str]) -> None:
         """No job is handed to ``worker_id`` any more (until its next idle claim)."""

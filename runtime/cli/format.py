@@ -155,7 +155,7 @@ def print_queues(data: dict[str, Any]) -> None:
     """Queue depths and job counts by status (``runtime queues``)."""
     echo(f"{'QUEUE':20} {'READY':>8} {'DELAYED':>8}")
     for q, d in data["queues"].items():
-        echo(f"{q:20} {d['ready']:>8} {d['delayed']:>8}")
+        echo(f"{q:20} {d['ready']:>8} {d['delayed']:>8}" + ("  paused" if d.get("paused") else ""))
     counts = data["counts"]
     echo("jobs by status: " + (", ".join(f"{s} {n}" for s, n in counts.items() if n) or "none"))
     for name, cap in data.get("caps", {}).items():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import admin, check, jobs, schedules, workers  # noqa: F401 - each registers its commands on the group
+from . import admin, check, dashboard, jobs, schedules, workers  # noqa: F401 - each registers its commands on the group
 from .app import cli
 
 __all__ = ["cli"]

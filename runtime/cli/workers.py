@@ -7,7 +7,7 @@ import sys
 import click
 
 from ..process import is_supervised_child
-from .app import SECONDS, Ctx, cli, handle_errors, out
+from .app import SECONDS, Ctx, cli, echo, handle_errors, out
 from .format import print_events, print_queues, print_workers
 from .logformat import configure
 
@@ -67,14 +67,36 @@ def worker(obj: Ctx, /, burst: bool, log_level: str, log_format: str, processes:
     sys.exit(Worker.from_settings(settings).serve(burst=burst))
 
 
-@cli.command()
+@cli.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handle_errors
+def queues(ctx: click.Context, as_json: bool) -> None:
+    """Queue depths and job counts by status; `queues pause|resume NAME`."""
+    if ctx.invoked_subcommand is None:
+        data = ctx.obj.client(middleware=False).reader.queues()
+        out(data) if as_json else print_queues(data)
+
+
+@queues.command()
+@click.argument("name")
 @click.pass_obj
 @handle_errors
-def queues(obj: Ctx, as_json: bool) -> None:
-    """Queue depths and job counts by status."""
-    data = obj.client(middleware=False).reader.queues()
-    out(data) if as_json else print_queues(data)
+def pause(obj: Ctx, name: str) -> None:
+    """Pause queue NAME: workers stop claiming its jobs within a heartbeat; running jobs
+    finish, queued ones stay queued."""
+    changed = obj.client(middleware=False).broker.registry.pause(name)
+    echo(f"queue {name} paused" + ("" if changed else " (it was already)"))
+
+
+@queues.command()
+@click.argument("name")
+@click.pass_obj
+@handle_errors
+def resume(obj: Ctx, name: str) -> None:
+    """Resume queue NAME: workers claim its jobs again within a heartbeat."""
+    changed = obj.client(middleware=False).broker.registry.resume(name)
+    echo(f"queue {name} resumed" + ("" if changed else " (it was not paused)"))
 
 
 @cli.command()

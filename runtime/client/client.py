@@ -274,10 +274,42 @@ class Client:
         runtime.client.waiting.iter_done."""
         return iter_done(self, ids, timeout_s)
 
-    def _control(self, action: str, ids: Sequence[str], allowed: str) -> list[str]:
+    def control_many(self, action: str, ids: Sequence[str], by: str = "") -> list[str]:
+        """cancel / abort / requeue ``ids`` as far as each job's status allows, without
+        raising for the others (bulk actions); one reply per id: 'ok', 'missing' or the
+        status that refused it. ``by``: who asked and from where, kept in each touched
+        job's history entry."""
         self._check_store()
-        replies = self.call(self.broker.control, action, list(ids))
-        replies = self._copy_done(action, ids, replies)
+        replies = self.call(self.broker.control, action, list(ids), by)
+        return self._copy_done(action, ids, replies)
+
+    def move_many(self, ids: Sequence[str], queue: str | None = None, priority: int | None = None,
+                  by: str = "") -> list[str]:
+        """Move waiting ``ids`` to ``queue`` and/or ``priority`` (None: unchanged), keeping
+        their due time, as far as each job's status allows; one reply per id: 'ok',
+        'missing' or the status of a job that does not wait. Raises InvalidParams for a bad
+        queue name or priority."""
+        if queue is not None and (not queue or ":" in queue or "," in queue):
+            raise InvalidParams(f"queue name must be non-empty without ':' or ',', got {queue!r}")
+        low, high = PRIORITY_RANGE
+        if priority is not None and (not isinstance(priority, int) or not low <= priority <= high):
+            raise InvalidParams(f"priority must be an int in [{low}, {high}], got {priority!r}")
+        self._check_store()
+        replies = self.call(self.broker.move, list(ids), queue, priority, by)
+        return self._copy_done("move", ids, replies)
+
+    def move(self, *ids: str, queue: str | None = None, priority: int | None = None, by: str = "") -> list[str]:
+        """Move waiting jobs to ``queue`` and/or ``priority``. Raises InvalidTransition for a
+        job that is running or final, JobNotFound, InvalidParams."""
+        return self._raise_refused("move", ids, self.move_many(ids, queue, priority, by),
+                                   "only waiting jobs can be moved")
+
+    def _control(self, action: str, ids: Sequence[str], allowed: str, by: str) -> list[str]:
+        return self._raise_refused(action, ids, self.control_many(action, ids, by), allowed)
+
+    def _raise_refused(self, action: str, ids: Sequence[str], replies: Sequence[str], allowed: str) -> list[str]:
+        """``ids`` when every reply is 'ok'; else JobNotFound or InvalidTransition for the
+        first refused one (saying how many of the others were done)."""
         done = sum(r == "ok" for r in replies)
         also = f" (done for the other {done} of {len(ids)})" if done else ""
         for job_id, reply in zip(ids, replies):
@@ -287,27 +319,27 @@ class Client:
                 raise InvalidTransition(f"cannot {action} job {job_id}: its status is {reply} ({allowed}){also}")
         return list(ids)
 
-    def cancel(self, *ids: str) -> list[str]:
-        """Cancel waiting jobs (queued, delayed, retry, interrupt): status cancel.
+    def cancel(self, *ids: str, by: str = "") -> list[str]:
+        """Cancel waiting jobs (queued, delayed, retry, interrupt): status cancel (``by``:
+        who asked, kept in the history).
 
         Raises InvalidTransition for a job that is running or final, JobNotFound."""
-        return self._control("cancel", ids, "only waiting jobs can be cancelled; abort a running one")
+        return self._control("cancel", ids, "only waiting jobs can be cancelled; abort a running one", by)
 
-    def abort(self, *ids: str) -> list[str]:
+    def abort(self, *ids: str, by: str = "") -> list[str]:
         """Ask the workers running these jobs to kill them (status abort, within one
         heartbeat, about 1 s). Raises InvalidTransition for a job that is not running."""
-        return self._control("abort", ids, "only running jobs can be aborted; cancel a waiting one")
+        return self._control("abort", ids, "only running jobs can be aborted; cancel a waiting one", by)
 
-    def requeue(self, *ids: str) -> list[str]:
-        """Queue final or interrupted jobs again, with a fresh retry budget; history kept."""
-        return self._control("requeue", ids, "only final jobs can be requeued")
+    def requeue(self, *ids: str, by: str = "") -> list[str]:
+        """Queue final or interrupted jobs again, with a fresh retry budget; history kept
+        (``by``: who asked, kept in it)."""
+        return self._control("requeue", ids, "only final jobs can be requeued", by)
 
     def requeue_where(self, status: str = "failed", queue: str | None = None, path: str | None = None) -> list[str]:
         """Requeue every job with final ``status`` of ``queue`` and/or ``path``; returns ids."""
         ids = self.call(self.store.final_ids, status, queue=queue, path=path)
-        self._check_store()
-        replies = self.call(self.broker.control, "requeue", ids)
-        replies = self._copy_done("requeue", ids, replies)
+        replies = self.control_many("requeue", ids)
         return [i for i, r in zip(ids, replies) if r == "ok"]
 
     def _copy_done(self, action: str, ids: Sequence[str], replies: Sequence[str]) -> list[str]:

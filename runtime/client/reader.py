@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..job import Job, iso
 from ..status import CLAIMED, Status
 from .parts import Calls
+from .search import FAILED_STATUSES, Group, JobFilter, group_failures
+
+#: Documents read per round trip by a search over the index.
+_CHUNK = 200
 
 #: Registry fields that hold numbers.
 _INT_FIELDS = ("pid", "greenlets", "jobs_done", "rss_bytes", "processes", "restarts", "kills",
@@ -31,10 +36,16 @@ class Page:
     jobs: list[Job]
     next: str | None = None
     total: int | None = None
+    #: documents a search read to fill the page (None: the store answered from its index)
+    scanned: int | None = None
+    #: the search stopped at its budget before filling the page: ``next`` goes on from there
+    partial: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"jobs": [job dicts without history], "next": cursor or None, "total": n or None}``."""
-        return {"jobs": [j.to_dict(history=False) for j in self.jobs], "next": self.next, "total": self.total}
+        """``{"jobs": [job dicts without history], "next": cursor or None, "total": n or
+        None, "scanned": n or None, "partial": bool}``."""
+        return {"jobs": [j.to_dict(history=False) for j in self.jobs], "next": self.next, "total": self.total,
+                "scanned": self.scanned, "partial": self.partial}
 
 
 @dataclass
@@ -162,18 +173,29 @@ class Reader:
             total = counts[status] if status else sum(counts.values())
         return Page(page, cursor_of(page[-1]) if len(found) > limit and page else None, total)
 
+    def states(self, ids: list[str]) -> list[dict[str, Any]]:
+        """``{"id", "status", "progress" (0..1 or None)}`` of each of ``ids`` still stored
+        (one round trip, no history): what a list of jobs updates live."""
+        c = self.client
+        found = c.call(c.store.get_many, ids, history=False)
+        return [{"id": j.id, "status": j.status.value, "progress": j.progress} for j in found if j is not None]
+
     def job(self, job_id: str) -> JobView:
         """One job with its history and attempts. Raises JobNotFound."""
         job = self.client.get_job(job_id)
         return JobView(job, attempts_of(job))
 
     def queues(self) -> dict[str, Any]:
-        """``{"queues": {name: {"ready": n, "delayed": n}}, "counts": {status: n}, "caps":
-        {cap name: {"running": n, "parked": n, "recent_starts": n}}}`` (runtime.caps)."""
+        """``{"queues": {name: {"ready": n, "delayed": n, "paused": bool}}, "counts":
+        {status: n}, "caps": {cap name: {"running": n, "parked": n, "recent_starts": n}}}``
+        (runtime.caps)."""
         from ..caps import cap_counts
         c = self.client
-        return {"queues": c.call(c.broker.registry.queue_depths), "counts": c.call(c.store.counts),
-                "caps": c.call(cap_counts, c.redis, c.broker.keys)}
+        depths = c.call(c.broker.registry.queue_depths)
+        paused = c.call(c.broker.registry.paused)
+        for name, depth in depths.items():
+            depth["paused"] = name in paused
+        return {"queues": depths, "counts": c.call(c.store.counts), "caps": c.call(cap_counts, c.redis, c.broker.keys)}
 
     def workers(self) -> list[dict[str, Any]]:
         """Live workers and supervisors (:func:`worker_entry`), each supervisor followed by
@@ -212,3 +234,97 @@ class Reader:
         for e in found:
             e["at"] = iso(e.get("at"))
         return found
+
+    def search(self, f: JobFilter, limit: int = 20, before: str | None = None, budget: int = 1000) -> Page:
+        """Up to ``limit`` jobs passing ``f``, newest change first, from the cursor ``before``
+        on. Filters the store indexes (status; and queue, path in MongoDB) are answered by
+        :meth:`jobs`; the others are checked on each document read, at most ``budget`` of them: a page
+        that ran out of budget is ``partial`` and its ``next`` goes on from where it
+        stopped. Raises ValueError for a bad cursor, limit or budget."""
+        indexes = getattr(self.client.store, "indexed", frozenset({"status"}))
+        if f.indexed(indexes) and f.until is None:
+            return self.jobs(f.status, f.queue, f.path, limit, before)
+        if limit < 1 or budget < 1:
+            raise ValueError(f"limit and budget must be >= 1, got {limit} and {budget}")
+        cursor = parse_cursor(before)
+        if f.until is not None and (cursor is None or cursor[0] > f.until):
+            cursor = (f.until, "~")  # "~" sorts after every id: the jobs of time ``until`` are kept
+        out: list[Job] = []
+        scanned, last, done = 0, None, False
+        while len(out) < limit and scanned < budget and not done:
+            chunk = self._chunk(f, indexes, min(_CHUNK, budget - scanned), cursor)
+            done = len(chunk) < min(_CHUNK, budget - scanned)
+            for job in chunk:
+                scanned += 1
+                last = job
+                if f.since is not None and (job.changed_at or 0.0) < f.since:
+                    done = True
+                    break
+                if f.matches(job):
+                    out.append(job)
+                    if len(out) == limit:
+                        break
+            if last is not None:
+                cursor = parse_cursor(cursor_of(last))
+        more = not done and last is not None
+        return Page(out, cursor_of(last) if more and last is not None else None, None, scanned,
+                    partial=more and len(out) < limit)
+
+    def _chunk(self, f: JobFilter, indexes: frozenset[str], n: int, cursor: tuple[float, str] | None) -> list[Job]:
+        """The next ``n`` jobs by the filters the store indexes (the others: f.matches)."""
+        c = self.client
+        def by(name: str) -> str | None:
+            return getattr(f, name) if name in indexes else None
+        return c.call(c.store.list_jobs, status=by("status"), queue=by("queue"), path=by("path"), limit=n,
+                      before=cursor)
+
+    def matching_ids(self, f: JobFilter, cap: int = 100_000) -> list[str]:
+        """The ids of every job passing ``f`` (at most ``cap``), newest change first: what a
+        bulk action by filter touches, taken before it acts."""
+        ids: list[str] = []
+        before: str | None = None
+        while len(ids) < cap:
+            page = self.search(f, limit=min(1000, cap - len(ids)), before=before, budget=10_000)
+            ids += [j.id for j in page.jobs]
+            if page.next is None:
+                break
+            before = page.next
+        return ids
+
+    def failures(self, budget: int = 1000, by_worker: bool = False, queue: str | None = None
+                 ) -> tuple[list[Group], int]:
+        """Failed jobs (failed, maxretries, timeout) grouped by exception type and task path
+        (and worker: ``by_worker``; of ``queue`` only) among the newest ``budget`` of each
+        status: (groups, how many documents were read). Counts hold within what was read."""
+        jobs: list[Job] = []
+        c = self.client
+        indexed = queue is not None and "queue" in getattr(c.store, "indexed", ())
+        for status in FAILED_STATUSES:
+            jobs += c.call(c.store.list_jobs, status=status, queue=queue if indexed else None, limit=budget)
+        read = len(jobs)
+        if queue is not None and not indexed:
+            jobs = [j for j in jobs if j.queue == queue]
+        return group_failures(jobs, by_worker), read
+
+    def rates(self, hours: float = 3.0, bucket_s: float = 600.0) -> list[dict[str, Any]]:
+        """Jobs ended per bucket of ``bucket_s`` seconds over the last ``hours``, oldest
+        first: ``{"at": ISO-8601 start, "success": n, "failed": n, "per_minute": x,
+        "failure_rate": 0..1 or None}``, counted on the status indexes (one ZCOUNT per
+        bucket and status: O(log n) each; a job counts where its current status began)."""
+        c = self.client
+        keys = c.store.live.keys
+        now = time.time()
+        starts = [now - hours * 3600 + i * bucket_s for i in range(int(hours * 3600 / bucket_s))]
+        bad = FAILED_STATUSES
+        pipe = c.redis.pipeline(transaction=False)
+        for t in starts:
+            for status in (Status.SUCCESS.value, *bad):
+                pipe.zcount(keys.status(status), t, f"({t + bucket_s}")
+        counts = c.call(pipe.execute)
+        out = []
+        for i, t in enumerate(starts):
+            row = counts[i * (1 + len(bad)):(i + 1) * (1 + len(bad))]
+            ok, failed = int(row[0]), sum(int(n) for n in row[1:])
+            out.append({"at": iso(t), "success": ok, "failed": failed, "per_minute": (ok + failed) * 60 / bucket_s,
+                        "failure_rate": failed / (ok + failed) if ok + failed else None})
+        return out

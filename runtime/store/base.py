@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 
 
 class JobStore(Protocol):
+    #: the filters of list_jobs answered from an index ("status", "queue", "path"); the
+    #: others are checked on each document read
+    indexed: frozenset[str]
+
     @property
     def live(self) -> RedisJobStore:
         """The Redis store of the live documents of this deployment."""

@@ -19,6 +19,9 @@ from ..status import REQUEUABLE, Status
 class RedisJobStore:
     """Job documents in Redis hashes (``{p}:j:{id}``) with status indexes (``{p}:st:*``)."""
 
+    #: the list_jobs filters answered from an index (queue and path are checked per document)
+    indexed: frozenset[str] = frozenset({"status"})
+
     def __init__(self, client: redis.Redis, key_prefix: str = "rt") -> None:
         self.client = client
         self.keys = Keys(key_prefix)

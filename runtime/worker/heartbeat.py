@@ -65,6 +65,8 @@ class Beating(Protocol):
     supervisor_id: str
     recycled: Recycle | None
     link: RedisLink
+    #: the paused queues; the heartbeat writes it (one assignment), the claim loop reads it
+    paused: frozenset[str]
 
     @property
     def state_name(self) -> str: ...
@@ -182,10 +184,29 @@ class Heartbeat:
         """One heartbeat on ``conn`` (see the module docstring)."""
         w = self.worker
         moved_master(conn)  # on Sentinel: beat on the new master as soon as it is named
-        aborts = w.broker.registry.beat(conn, w.id, self.registry_entry(), list(w.slots.jobs))
+        aborts, paused = w.broker.registry.beat(conn, w.id, self.registry_entry(), list(w.slots.jobs))
         if aborts:
             w.request_abort(aborts)
+        if paused or w.paused:
+            self._pauses(conn, paused)
         self._watchdog(conn)
+
+    def _pauses(self, conn: redis.Redis, paused: frozenset[str]) -> None:
+        """Take the paused queues in: the loop claims from the others from its next claim on;
+        this worker leaves the idle lists of the paused ones (on every beat: a claim already
+        under way may have entered one again), so no job of theirs is handed to it; a
+        resumed queue gets a wake-up, as an idle worker waits on it."""
+        w = self.worker
+        resumed = [q for q in w.paused - paused if q in w.settings.queues]
+        w.paused = paused  # one assignment: the loop reads it on its next claim
+        keys = w.broker.keys
+        pipe = conn.pipeline(transaction=False)
+        for q in paused & set(w.settings.queues):
+            pipe.zrem(keys.idle(q), w.id)
+        for q in resumed:
+            pipe.lpush(keys.wake(q), "1")
+            pipe.ltrim(keys.wake(q), 0, 0)
+        pipe.execute()
 
     def _watchdog(self, conn: redis.Redis) -> None:
         """Report jobs past their timeout by two heartbeats: the greenlet timeout did not

@@ -25,7 +25,7 @@ import gevent
 import redis
 
 from ..backoff import Backoff
-from ..broker import RedisBroker
+from ..broker import RedisBroker, release_unknown
 from ..broker.connection import where
 from ..catalog import Served, load_tasks, summary
 from ..client import Client, Parts, build, set_default_client
@@ -96,6 +96,7 @@ class Worker:
             self.mirror = open_mirror(broker, store)  # copies job documents to MongoDB
         self.client = Client(  # the task-side producer on the same parts: no new connection
             parts=Parts(settings, broker.redis, broker, store, middleware), import_tasks=False)
+        self.paused: frozenset[str] = frozenset()  # paused queues, as the last heartbeat read them
         self.heartbeat = Heartbeat(self)
         self.wakeup = Wakeup(broker, self.id, settings.queues, self.link)
         self._hub = gevent.get_hub()
@@ -262,7 +263,8 @@ class Worker:
             with self.recorder.lock:  # what ended meanwhile is recorded in the same round trip
                 done = self.recorder.batch()
                 idle = not self.stopping and self.slots.empty
-                stale, now, next_due, jobs = self.broker.cycle(done, self.id, want, self.settings.queues, idle)
+                queues = [q for q in self.settings.queues if q not in self.paused]  # paused: claim none
+                stale, now, next_due, jobs = self.broker.cycle(done, self.id, want, queues, idle)
                 self.recorder.recorded(done, stale)
         except Exception as exc:  # noqa: BLE001
             delay = backoff.next()
@@ -276,7 +278,7 @@ class Worker:
         backoff.reset()
         self.link.ok("claiming jobs")
         if self._outages != self.link.outages:  # a claim's reply may have been lost with the connection
-            self._outages = self.link.outages if self.broker.release_unknown(self.id, jobs, self.slots.jobs) else 0
+            self._outages = self.link.outages if release_unknown(self.broker, self.id, jobs, self.slots.jobs) else 0
         self.state = WorkerState.RUNNING
         return now, next_due, jobs
 
@@ -302,9 +304,8 @@ class Worker:
             handed = self._idle_wait(left)
 
     def _pause_for_store(self) -> None:
-        """Stay out of the idle lists (no job is handed to us) and wait up to a second for
-        the job store to take writes again; the state shows degraded (unreachable) or
-        throttled (behind) meanwhile."""
+        """Stay out of the idle lists and wait up to a second for the job store to take
+        writes again; the state shows degraded (unreachable) or throttled (behind)."""
         state = WorkerState.THROTTLED if self.mirror.healthy else WorkerState.DEGRADED
         if self.state != state:
             self.state = state

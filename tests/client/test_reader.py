@@ -54,4 +54,4 @@ def test_queues_hold_depths_and_counts(client):
     client.queue_job("testtasks.add", {"a": 1, "b": 1}, queue="q1")
     client.queue_job("testtasks.add", {"a": 1, "b": 1}, queue="q1", delay=60)
     data = client.reader.queues()
-    assert data["queues"]["q1"] == {"ready": 1, "delayed": 1} and data["counts"]["queued"] == 2
+    assert data["queues"]["q1"] == {"ready": 1, "delayed": 1, "paused": False} and data["counts"]["queued"] == 2

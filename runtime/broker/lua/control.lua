@@ -4,7 +4,8 @@
 -- ARGV[1]  key prefix
 -- ARGV[2]  action: cancel | abort | requeue
 -- ARGV[3]  ttl_s for the cancel status
--- ARGV[4..] job ids
+-- ARGV[4]  who asked and from where ("" for no one named), kept as ``by`` in the history entry
+-- ARGV[5..] job ids
 -- Found inside: the keys of each job's queue and the abort set of its worker.
 -- cancel: a job that may move to cancel (waiting) leaves its queue and ends cancel (final).
 -- abort: a job that may move to abort (running) is flagged for its worker, which kills it
@@ -14,12 +15,13 @@
 -- Returns one reply per id: 'ok', 'missing', or the current status when not allowed.
 --@LIB@--
 local action, ttl = ARGV[2], tonumber(ARGV[3])
-local ST, J = 1, 11
+local by = ARGV[4] ~= '' and {'by', ARGV[4]} or nil
+local ST, J, IDS = 1, 11, 5
 local now, snow = clock()
 local out = {}
-for i = 4, #ARGV do
+for i = IDS, #ARGV do
   local id = ARGV[i]
-  local k = J + 3 * (i - 4)
+  local k = J + 3 * (i - IDS)
   local jk, hk, nk = KEYS[k], KEYS[k + 1], KEYS[k + 2]
   local cur = redis.call('HMGET', jk, 'status', 'queue', 'priority', 'worker')
   local st, q = cur[1], cur[2]
@@ -30,7 +32,7 @@ for i = 4, #ARGV do
     redis.call('ZREM', key_scheduled(q), id)
     redis.call('HSET', jk, 'status', 'cancel', 'ended_at', snow)
     reindex(ST, id, st, 'cancel', now)
-    redis.call('RPUSH', hk, entry(snow, 'cancel'))
+    redis.call('RPUSH', hk, entry(snow, 'cancel', by))
     redis.call('EXPIRE', jk, math.ceil(ttl))
     redis.call('EXPIRE', hk, math.ceil(ttl))
     notify(nk, id)
@@ -49,7 +51,9 @@ for i = 4, #ARGV do
     redis.call('ZREM', key_scheduled(q), id)
     redis.call('ZADD', key_ready(q), score(tonumber(cur[3]) or 0, now * 1000), id)
     reindex(ST, id, st, 'queued', now)
-    redis.call('RPUSH', hk, entry(snow, 'queued', {'note', 'requeued from ' .. st}))
+    local kv = {'note', 'requeued from ' .. st}
+    if by then kv[3], kv[4] = by[1], by[2] end
+    redis.call('RPUSH', hk, entry(snow, 'queued', kv))
     wake(key_wake(q))
     out[#out + 1] = 'ok'
   else

@@ -13,6 +13,7 @@ collection itself.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -77,6 +78,9 @@ class MongoJobStore:
     reached, the write methods pymongo's own errors (``unreachable_errors``: the worker
     buffers and retries).
     """
+
+    #: the list_jobs filters answered from an index
+    indexed: frozenset[str] = frozenset({"status", "queue", "path"})
 
     def __init__(self, settings: Settings, live: RedisJobStore, client: Any = None) -> None:
         from pymongo.write_concern import WriteConcern
@@ -325,7 +329,7 @@ class MongoJobStore:
         """Write a running job's progress fields (strings, as stored in Redis)."""
         values: dict[str, Any] = {}
         for k, v in fields.items():
-            values[k] = float(v) if k == "progress" else v
+            values[k] = float(v) if k == "progress" else json.loads(v) if k == "logs" else v
         self.jobs.update_one(self.scope({"_id": job_id, "status": Status.STARTED.value}), {"$set": values})
 
     def versions(self, ids: Sequence[str]) -> dict[str, int]:

@@ -1,0 +1,43 @@
+"""Claims a live worker holds in Redis but does not know of: a claim or hand-off whose
+reply was lost with a connection, or whose outcome went to a master that a failover
+demoted. The worker finds them once Redis answers again (or the master moved) and lets
+the next reaper pass requeue them, uncharged."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+
+import redis
+
+from ..messages import Claimed
+from .broker import RedisBroker
+from .replies import claimed_from
+
+log = logging.getLogger("runtime.broker")
+
+
+def release_unknown(broker: RedisBroker, worker_id: str, claimed: Sequence[Claimed], held: Iterable[str]) -> bool:
+    """After Redis was lost: the claims of ``worker_id`` that it does not know of (a
+    claim or hand-off whose reply was lost with a connection; ``claimed`` and ``held``
+    are what it knows) get a deadline that has passed, so that the next reaper pass
+    requeues them without a charge (reap.lua: an expired claim of a live worker)
+    rather than after ``visibility_timeout_s``. Jobs waiting on its hand-off list are
+    known. Returns False (logged) when Redis could not be asked."""
+    try:
+        pipe = broker.redis.pipeline(transaction=True)
+        pipe.smembers(broker.keys.running(worker_id))
+        pipe.lrange(broker.keys.handoff(worker_id), 0, -1)
+        running, handed = pipe.execute()
+        known = {c.id for c in claimed} | set(held) | {claimed_from(json.loads(h)).id for h in handed}
+        unknown = sorted(set(running) - known)
+        if unknown:
+            log.warning("claims of %s whose reply was lost with the connection, requeued: %s",
+                        worker_id, ", ".join(unknown))
+            broker.redis.zadd(broker.keys.inflight, dict.fromkeys(unknown, 0), xx=True)
+    except redis.RedisError as exc:
+        log.warning("could not look for claims whose reply was lost (%s); they come back after "
+                    "visibility_timeout_s", exc)
+        return False
+    return True

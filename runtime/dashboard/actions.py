@@ -1,0 +1,158 @@
+"""Actions: requeue, cancel, abort or move (queue, priority) one job; the same by the current filter (a dry-run
+count first, then a tracked operation: runtime.dashboard.operations).
+
+Every state-changing request is a POST carrying the form's CSRF token
+(runtime.dashboard.security.Csrf) and, when the browser sends one, an ``Origin`` of
+this host; ``--read-only`` refuses them all (403). Each touched job's history records
+who asked and from where (``by``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from ..errors import BrokerUnavailable, InvalidParams, InvalidTransition, JobNotFound, StoreUnavailable
+from .dash import Dash
+from .operations import ACTIONS, Operations
+from .present import FILTER_NAMES, filter_query, job_filter
+
+#: Most jobs a dry run counts (the operation itself takes them all, up to the same cap).
+COUNT_CAP = 100_000
+
+
+def who(request: Request) -> str:
+    """``dashboard user NAME from ADDRESS``: recorded in each touched job's history."""
+    return f"dashboard user {getattr(request.state, 'user', '?')} from {getattr(request.state, 'client', '?')}"
+
+
+def refusal(dash: Dash, request: Request, form: Mapping[str, Any] | None) -> Response | None:
+    """The response refusing this state change, or None when it may go on: read-only
+    (403), a cross-site request or a missing or wrong CSRF token (403)."""
+    if dash.read_only:
+        return dash.error(request, 403, "this dashboard is read-only (--read-only): actions are refused")
+    origin = request.headers.get("origin")
+    if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
+        return dash.error(request, 403, "refused: the request came from another site")
+    if request.headers.get("sec-fetch-site") == "cross-site":
+        return dash.error(request, 403, "refused: the request came from another site")
+    token = form.get("csrf") if form is not None else None
+    if not dash.csrf.valid(request.cookies.get("rt_csrf"), token if isinstance(token, str) else None):
+        return dash.error(request, 403, "refused: missing or invalid CSRF token (reload the page and try again)")
+    return None
+
+
+def move_target(form: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"queue": name or None, "priority": int or None}`` of a move form. Raises
+    ValueError for a priority that is not an integer, or for neither given."""
+    queue = str(form.get("queue") or "").strip() or None
+    text = str(form.get("priority") or "").strip()
+    try:
+        priority = int(text) if text else None
+    except ValueError:
+        raise ValueError(f"priority must be an integer, got {text!r}") from None
+    if queue is None and priority is None:
+        raise ValueError("give a queue and/or a priority to move to")
+    return {"queue": queue, "priority": priority}
+
+
+def one_job(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
+    async def handler(request: Request) -> Response:
+        form = await request.form()
+        refused = refusal(dash, request, form)
+        if refused is not None:
+            return refused
+        job_id, action = request.path_params["job_id"], request.path_params["action"]
+        if action not in ACTIONS:
+            return dash.error(request, 404, f"no action {action!r}")
+        fn = getattr(dash.client, action)
+        try:
+            extra = move_target(form) if action == "move" else {}
+            await run_in_threadpool(lambda: fn(job_id, by=who(request), **extra))
+        except (ValueError, InvalidParams) as exc:
+            return dash.error(request, 400, str(exc))
+        except JobNotFound as exc:
+            return dash.error(request, 404, str(exc))
+        except InvalidTransition as exc:
+            return dash.error(request, 409, str(exc))
+        except (BrokerUnavailable, StoreUnavailable) as exc:
+            return dash.error(request, 503, str(exc))
+        return RedirectResponse(f"{request.scope.get('root_path', '')}/jobs/{job_id}", status_code=303)
+    return handler
+
+
+def queue_action(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
+    """POST: pause or resume a queue (workers honour it within a heartbeat)."""
+    async def handler(request: Request) -> Response:
+        form = await request.form()
+        refused = refusal(dash, request, form)
+        if refused is not None:
+            return refused
+        name, action = request.path_params["name"], request.path_params["action"]
+        if action not in ("pause", "resume"):
+            return dash.error(request, 404, f"no queue action {action!r}")
+        registry = dash.client.broker.registry
+        try:
+            await run_in_threadpool(dash.client.call, getattr(registry, action), name)
+        except BrokerUnavailable as exc:
+            return dash.error(request, 503, str(exc))
+        return RedirectResponse(f"{request.scope.get('root_path', '')}/queues", status_code=303)
+    return handler
+
+
+def preview(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
+    """GET: how many jobs the filter's bulk action would touch now (a dry run), and the
+    form that starts it."""
+    async def handler(request: Request) -> Response:
+        if dash.read_only:
+            return dash.error(request, 403, "this dashboard is read-only (--read-only): actions are refused")
+        query = dict(request.query_params)
+        action = query.get("action", "")
+        try:
+            if action not in ACTIONS:
+                raise ValueError(f"unknown action {action!r} (one of {', '.join(ACTIONS)})")
+            f = job_filter(query)
+            if not f.to_dict():
+                raise ValueError("a bulk action needs at least one filter")
+            ids = await run_in_threadpool(dash.client.reader.matching_ids, f, COUNT_CAP)
+        except ValueError as exc:
+            return dash.error(request, 400, str(exc))
+        fields = {k: query[k] for k in FILTER_NAMES if query.get(k)}
+        for name, value in (("since", f.since), ("until", f.until)):  # "1h" is taken as of now, once
+            if value is not None:
+                fields[name] = f"{value:.6f}"
+        return dash.render(request, "bulk.html", action=action, count=len(ids), cap=COUNT_CAP, fields=fields,
+                           filter_query=filter_query(query), sample=ids[:20])
+    return handler
+
+
+def bulk(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
+    """POST: start the bulk action of the form's filter as an operation; to its page."""
+    async def handler(request: Request) -> Response:
+        form = await request.form()
+        refused = refusal(dash, request, form)
+        if refused is not None:
+            return refused
+        values = {k: v for k, v in form.items() if isinstance(v, str)}
+        action = values.get("action", "")
+        try:
+            f = job_filter(values)
+            target = move_target(values) if action == "move" else None
+            op_id = await run_in_threadpool(Operations(dash.client).start, action, f, who(request), target)
+        except ValueError as exc:
+            return dash.error(request, 400, str(exc))
+        return RedirectResponse(f"{request.scope.get('root_path', '')}/operations/{op_id}", status_code=303)
+    return handler
+
+
+def routes(dash: Dash) -> list[Route]:
+    return [Route("/jobs/{job_id}/{action}", one_job(dash), methods=["POST"], name="job_action"),
+            Route("/queues/{name}/{action}", queue_action(dash), methods=["POST"], name="queue_action"),
+            Route("/bulk", preview(dash), methods=["GET"], name="bulk_preview"),
+            Route("/bulk", bulk(dash), methods=["POST"], name="bulk")]

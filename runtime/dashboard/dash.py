@@ -1,0 +1,54 @@
+"""What every page and action shares (:class:`Dash`): the client, the read-only flag,
+the CSRF key, the redaction pattern and the templates (Jinja2, autoescaped)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
+from ..client import Client
+from ..redact import mask
+from .present import DEFAULT_REDACT, ago, pretty, seconds, when
+from .security import Csrf
+
+HERE = Path(__file__).parent
+
+
+@dataclass
+class Dash:
+    """What every page and action uses: the client (its reader and middleware chain, which
+    describes reports), whether actions are allowed, the CSRF key, the redaction pattern."""
+
+    client: Client
+    read_only: bool = False
+    csrf: Csrf = field(default_factory=Csrf)
+    redact: re.Pattern[str] = field(default_factory=lambda: re.compile(DEFAULT_REDACT))
+    env: jinja2.Environment = field(default_factory=lambda: _environment())
+    #: a link to a Sentry event: a URL template with ``{event_id}`` (None: no link)
+    sentry_link: str | None = None
+
+    def render(self, request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+        """Template ``name`` with ``context`` and what every page needs (``base``: the
+        prefix the app is mounted at, ``csrf``: the form token, ``read_only``, ``user``)."""
+        cookie = getattr(request.state, "csrf_cookie", "")
+        text = self.env.get_template(name).render(
+            base=request.scope.get("root_path", ""), csrf=self.csrf.token(cookie) if cookie else "",
+            read_only=self.read_only, user=getattr(request.state, "user", None), request=request, **context)
+        return HTMLResponse(text, status_code=status_code)
+
+    def error(self, request: Request, status_code: int, message: str) -> HTMLResponse:
+        """A page saying ``message`` (one line) with ``status_code``."""
+        return self.render(request, "error.html", status_code=status_code, message=message)
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
+                             trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(when=when, ago=ago, seconds=seconds, pretty=pretty, mask=mask)
+    return env

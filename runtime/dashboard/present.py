@@ -1,0 +1,145 @@
+"""What the pages show, made from what the read API returns: the filter of a URL, params
+with secrets redacted, times and durations for a person, safe links.
+
+Nothing here escapes HTML: the templates do (Jinja2 autoescape); this module only
+decides what text to show.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from ..client.search import JobFilter
+from ..redact import MASK, mask
+from ..units import fmt_seconds
+
+#: Keys whose values are hidden in params (``--redact`` replaces it).
+DEFAULT_REDACT = r"(?i)pass(word|wd)?|secret|token|api[_-]?key|access[_-]?key|auth|credential|private[_-]?key|pwd"
+#: URL query names of a job filter (short forms: they are typed and shared).
+FILTER_NAMES = ("status", "queue", "path", "worker", "exc", "q", "since", "until", "slower")
+_RELATIVE = re.compile(r"^-?(\d+(?:\.\d+)?)\s*([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_time(text: str, now: float | None = None) -> float:
+    """UNIX seconds from ``text``: ISO-8601 (UTC when it names no zone), UNIX seconds, or a
+    time ago (``15m``, ``2h``, ``1d``). Raises ValueError with what was wrong."""
+    text = text.strip()
+    m = _RELATIVE.match(text)
+    if m:
+        return (time.time() if now is None else now) - float(m.group(1)) * _UNITS[m.group(2)]
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"bad time {text!r}: give ISO-8601 (2026-01-31T12:00), UNIX seconds or "
+                         "a time ago (15m, 2h, 1d)") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def job_filter(query: Mapping[str, str]) -> JobFilter:
+    """The job filter of a URL query (:data:`FILTER_NAMES`; empty values ignored).
+    Raises ValueError for an unknown status or a bad time."""
+    def get(name: str) -> str | None:
+        value = (query.get(name) or "").strip()
+        return value or None
+
+    since, until, slower = get("since"), get("until"), get("slower")
+    try:
+        min_run_s = float(slower) if slower else None
+    except ValueError:
+        raise ValueError(f"bad run time {slower!r}: give seconds (0.5, 2)") from None
+    return JobFilter(status=get("status"), queue=get("queue"), path=get("path"), worker=get("worker"),
+                     exc_type=get("exc"), text=get("q"), since=parse_time(since) if since else None,
+                     until=parse_time(until) if until else None, min_run_s=min_run_s)
+
+
+def filter_query(query: Mapping[str, str], **more: str | None) -> str:
+    """The URL query of the filter in ``query`` (plus ``more``; a None value drops it)."""
+    kept = {k: query[k] for k in FILTER_NAMES if query.get(k)}
+    kept.update({k: v for k, v in more.items() if v is not None})
+    return urlencode({k: v for k, v in kept.items() if v is not None})
+
+
+def redact(value: Any, pattern: re.Pattern[str]) -> Any:
+    """``value`` (params, a result) with the values of keys matching ``pattern`` replaced
+    by ``***`` at any depth, and the secrets of URLs and ``key=value`` strings masked."""
+    if isinstance(value, dict):
+        return {k: MASK if pattern.search(str(k)) else redact(v, pattern) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v, pattern) for v in value]
+    if isinstance(value, str):
+        return mask(value)
+    return value
+
+
+def pretty(value: Any) -> str:
+    """``value`` as indented JSON text."""
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+def when(ts: float | None) -> str:
+    """UNIX seconds as ``2026-01-31 12:00:00`` UTC, or ``-``."""
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def ago(ts: float | None, now: float | None = None) -> str:
+    """How long ago ``ts`` was (``12s ago``, ``5m ago``, ``3.0h ago``), or ``-``."""
+    if ts is None:
+        return "-"
+    d = (time.time() if now is None else now) - ts
+    return f"{d:.0f}s ago" if d < 120 else f"{d / 60:.0f}m ago" if d < 7200 else f"{d / 3600:.1f}h ago"
+
+
+def seconds(value: float | None) -> str:
+    """A duration for a person (``1.23 s``, ``45 ms``), or ``-``."""
+    return fmt_seconds(value)
+
+
+def safe_href(url: str | None) -> str | None:
+    """``url`` when it is an http(s) link, else None: a link built from stored data never
+    runs script (``javascript:``) or opens a local file."""
+    if not url:
+        return None
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError:
+        return None
+    return url if scheme in ("http", "https") else None
+
+
+_HEX_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def trace_href(template: str | None, trace_id: Any) -> str | None:
+    """The trace link of the settings' ``trace_link`` template for ``trace_id`` (32 hex
+    digits; anything else gives no link), when it is an http(s) URL."""
+    return _link(template, trace_id=trace_id)
+
+
+def sentry_href(template: str | None, event_id: Any) -> str | None:
+    """The link of a ``--sentry-link`` template (``{event_id}``) for a Sentry event id (32
+    hex digits), when it is an http(s) URL."""
+    return _link(template, event_id=event_id)
+
+
+def _link(template: str | None, **ids: Any) -> str | None:
+    if not template or not all(isinstance(v, str) and _HEX_ID.match(v) for v in ids.values()):
+        return None
+    try:
+        return safe_href(template.format(**ids))
+    except (KeyError, IndexError, ValueError):
+        return None

@@ -1,0 +1,107 @@
+// runtime dashboard: the live parts of a page, by polling its JSON twin once a second while
+// the page is visible and its subject is not finished. Text only: values are written with
+// textContent, never as HTML. No build step, no library.
+(function () {
+  "use strict";
+  var PERIOD_MS = 1000;
+
+  function poll(url, apply) {
+    var timer = null;
+    function tick() {
+      timer = null;
+      if (document.hidden) { return; }
+      fetch(url, {credentials: "same-origin", headers: {"Accept": "application/json"}})
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (data) {
+          if (data && apply(data)) { timer = setTimeout(tick, PERIOD_MS); }
+        })
+        .catch(function () { timer = setTimeout(tick, PERIOD_MS * 5); });
+    }
+    document.addEventListener("visibilitychange", function () {
+      if (!document.hidden && timer === null) { tick(); }
+    });
+    timer = setTimeout(tick, PERIOD_MS);
+  }
+
+  function setText(id, text) {
+    var el = document.getElementById(id);
+    if (el && el.textContent !== text) { el.textContent = text; }
+  }
+
+  function liveJob(el) {
+    poll(el.getAttribute("data-url"), function (job) {
+      setText("status", job.status);
+      setText("run", job.run);
+      var bar = document.getElementById("progress");
+      if (bar && job.progress !== null) {
+        bar.value = job.progress;
+        setText("progress-pct", Math.round(job.progress * 100) + "%");
+      }
+      setText("progress-message", job.progress_message);
+      setText("logs", job.logs.join("\n"));
+      setText("stack", job.stack.join("\n"));
+      if (job.final) { window.location.reload(); return false; }
+      return true;
+    });
+  }
+
+  function liveOperation(el) {
+    poll(el.getAttribute("data-url"), function (op) {
+      setText("op-state", op.state);
+      setText("op-total", String(op.total));
+      setText("op-done", String(op.done));
+      setText("op-ok", String(op.ok));
+      setText("op-skipped", String(op.skipped));
+      var bar = document.getElementById("op-progress");
+      if (bar) { bar.max = Math.max(op.total, 1); bar.value = op.done; }
+      if (op.error) { setText("op-error", op.error); }
+      return op.state === "collecting" || op.state === "running";
+    });
+  }
+
+  function liveList(table) {
+    var FINAL = ["success", "failed", "cancel", "abort", "timeout", "maxretries"];
+    function liveRows() { return table.querySelectorAll("tr.job[data-live='1']"); }
+    if (liveRows().length === 0) { return; }
+    function url() {
+      var ids = Array.prototype.map.call(liveRows(), function (tr) { return tr.getAttribute("data-id"); });
+      return table.getAttribute("data-url") + "?ids=" + encodeURIComponent(ids.join(","));
+    }
+    var timer = null;
+    function tick() {
+      timer = null;
+      if (document.hidden) { return; }
+      fetch(url(), {credentials: "same-origin", headers: {"Accept": "application/json"}})
+        .then(function (r) { return r.ok ? r.json() : []; })
+        .then(function (states) {
+          states.forEach(function (s) {
+            var tr = table.querySelector("tr.job[data-id='" + s.id.replace(/[^0-9a-zA-Z]/g, "") + "']");
+            if (!tr) { return; }
+            var badge = tr.querySelector("td.st span");
+            if (badge && badge.textContent !== s.status) {
+              badge.textContent = s.status;
+              badge.className = "status status-" + s.status.replace(/[^a-z]/g, "");
+            }
+            var pg = tr.querySelector("td.pg");
+            if (pg && s.progress !== null) { pg.textContent = Math.round(s.progress * 100) + "%"; }
+            if (FINAL.indexOf(s.status) >= 0) { tr.setAttribute("data-live", "0"); }
+          });
+          if (liveRows().length) { timer = setTimeout(tick, PERIOD_MS); }
+        })
+        .catch(function () { timer = setTimeout(tick, PERIOD_MS * 5); });
+    }
+    document.addEventListener("visibilitychange", function () {
+      if (!document.hidden && timer === null && liveRows().length) { tick(); }
+    });
+    timer = setTimeout(tick, PERIOD_MS);
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var list = document.getElementById("jobs");
+    if (list && list.getAttribute("data-url")) { liveList(list); }
+    var job = document.getElementById("live-job");
+    if (job && job.getAttribute("data-final") !== "1") { liveJob(job); }
+    var op = document.getElementById("live-operation");
+    if (op && op.getAttribute("data-final") !== "1") { liveOperation(op); }
+  });
+}());

@@ -1,0 +1,88 @@
+"""The dashboard's pure parts: URL filters, redaction, safe links, credentials, CSRF."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import pytest
+
+from runtime.dashboard.present import (
+    DEFAULT_REDACT,
+    job_filter,
+    parse_time,
+    redact,
+    safe_href,
+    sentry_href,
+    trace_href,
+)
+from runtime.dashboard.security import Auth, Csrf, check_bind, hash_password, is_loopback, verify_password
+from runtime.errors import ConfigError
+
+TRACE = "0af7651916cd43dd8448eb211c80319c"
+
+
+def test_times_and_filters_of_a_url() -> None:
+    assert parse_time("2h", now=10_000.0) == 10_000.0 - 7200
+    assert parse_time("1700000000") == 1_700_000_000.0
+    assert parse_time("2023-11-14T22:13:20") == parse_time("2023-11-14T22:13:20Z") == 1_700_000_000.0
+    with pytest.raises(ValueError, match="bad time 'yesterday'"):
+        parse_time("yesterday")
+    f = job_filter({"status": "failed", "exc": "ValueError", "q": " x ", "path": "", "slower": "1.5"})
+    assert f.to_dict() == {"status": "failed", "exc_type": "ValueError", "text": "x", "min_run_s": 1.5}
+    with pytest.raises(ValueError):
+        job_filter({"status": "nope"})
+    with pytest.raises(ValueError, match="bad run time"):
+        job_filter({"slower": "slow"})
+
+
+def test_secrets_are_redacted_at_any_depth() -> None:
+    pattern = re.compile(DEFAULT_REDACT)
+    params = {"user": "ann", "password": "p", "nested": [{"API_KEY": "k", "url": "redis://:pw@host/0"}],
+              "auth_token": {"a": 1}}
+    assert redact(params, pattern) == {"user": "ann", "password": "***",
+                                       "nested": [{"API_KEY": "***", "url": "redis://:***@host/0"}],
+                                       "auth_token": "***"}
+
+
+def test_links_from_stored_data_are_http_only() -> None:
+    assert safe_href("javascript:alert(1)") is None and safe_href(" JavaScript:x") is None
+    assert safe_href("data:text/html,x") is None and safe_href("https://a.example/x") == "https://a.example/x"
+    assert trace_href("http://jaeger:16686/trace/{trace_id}", TRACE) == f"http://jaeger:16686/trace/{TRACE}"
+    assert trace_href("http://jaeger/trace/{trace_id}", "x\" onmouseover=1") is None
+    assert trace_href("javascript:{trace_id}", TRACE) is None
+    assert sentry_href("https://sentry.example/?query={event_id}", TRACE) == f"https://sentry.example/?query={TRACE}"
+    assert sentry_href("https://sentry.example/{oops}", TRACE) is None and sentry_href(None, TRACE) is None
+
+
+def test_credentials() -> None:
+    stored = hash_password("s3cret", rounds=1000)
+    assert verify_password("s3cret", stored) and not verify_password("nope", stored)
+    assert not verify_password("s3cret", "garbage")
+    auth = Auth.parse("t" * 20, [f"ann:{stored}"])
+
+    def basic(user: str, password: str) -> str:
+        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    assert auth.user(basic("ann", "s3cret")) == "ann" and auth.user(basic("ann", "x")) is None
+    assert auth.user(basic("bob", "t" * 20)) == "bob" and auth.user("Bearer " + "t" * 20) == "token"
+    assert auth.user(None) is None and auth.user("Basic !!!") is None and auth.user("Digest x") is None
+    assert Auth().user(None) == "anonymous"
+    with pytest.raises(ConfigError, match="NAME:HASH"):
+        Auth.parse(None, ["ann:plaintext"])
+    with pytest.raises(ConfigError, match="16 characters"):
+        Auth.parse("short", [])
+
+
+def test_bind_rule_and_csrf_tokens() -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3") and not is_loopback("example.com")
+    check_bind("127.0.0.1", Auth(), False)
+    check_bind("0.0.0.0", Auth(token="t" * 16), False)
+    check_bind("0.0.0.0", Auth(), True)
+    with pytest.raises(ConfigError, match="refusing to serve the dashboard on 0.0.0.0"):
+        check_bind("0.0.0.0", Auth(), False)
+    csrf = Csrf()
+    cookie = csrf.new_cookie()
+    assert csrf.valid(cookie, csrf.token(cookie))
+    assert not csrf.valid(cookie, Csrf().token(cookie)) and not csrf.valid(None, "x") and not csrf.valid(cookie, None)
+    assert not csrf.valid(csrf.new_cookie(), csrf.token(cookie))

@@ -1,0 +1,32 @@
+"""Queue pause and resume (``runtime queues pause|resume NAME``): workers stop claiming a
+paused queue's jobs within a heartbeat, the jobs stay queued, and are run once resumed."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from helpers import cli, wait_until
+
+from runtime.client import Client
+from runtime.settings import Settings
+
+
+def test_paused_queue_jobs_stay_queued_until_resumed(settings: Settings, client: Client, worker: Any) -> None:
+    w = worker.start(queues="held,free")
+    result = cli(settings, "queues", "pause", "held")
+    assert result.exit_code == 0 and result.stdout.strip() == "queue held paused"
+    assert cli(settings, "queues", "pause", "held").stdout.strip() == "queue held paused (it was already)"
+    idle = client.broker.keys.idle("held")
+    wait_until(lambda: "held" in w.paused and client.redis.zscore(idle, w.id) is None, 10,
+               "the worker's heartbeat to take the pause in")
+    held = client.queue_job("testtasks.add", {"a": 1, "b": 2}, queue="held")
+    free = client.queue_job("testtasks.add", {"a": 3, "b": 4}, queue="free")
+    assert client.wait(free, timeout_s=10).status.value == "success"
+    assert client.get_job(held).status.value == "queued"  # the worker claimed after it was queued
+    data = json.loads(cli(settings, "queues", "--json").stdout)
+    assert data["queues"]["held"] == {"ready": 1, "delayed": 0, "paused": True}
+    assert "paused" in cli(settings, "queues").stdout
+    assert cli(settings, "queues", "resume", "held").stdout.strip() == "queue held resumed"
+    assert client.wait(held, timeout_s=10).status.value == "success"
+    assert cli(settings, "queues", "resume", "held").stdout.strip() == "queue held resumed (it was not paused)"
