@@ -7,9 +7,11 @@ run goes on, and a job past its timeout that never yields could not be stopped. 
 worker process started by ``runtime worker`` starts this one beside it (its child; the
 ``watchdog`` setting turns it off), which every ``heartbeat_interval_s``:
 
-- keeps the worker's registry entry alive (its TTL) and extends the claims of the jobs it
-  holds (on the Redis clock, from its running set), while the worker process lives: a
-  worker whose heartbeat stalls is not taken for dead while its process is alive;
+- keeps the worker's registry entry alive (its TTL; written back from what it last read
+  when it is gone) and extends the claims of the jobs it holds (on the Redis clock: those
+  its last heartbeat listed, and those with a start record), while the worker process
+  lives: a worker whose heartbeat stalls is not taken for dead while its process is
+  alive. It follows a Sentinel master that moved;
 - reads the start records of the jobs it runs (runtime.worker.starts: written before
   each job runs, with when its timeout ends); one still running ``HARD_GRACE_S`` past
   its timeout (the greenlet timeout could not fire: it never yields) is past its hard
@@ -48,23 +50,44 @@ if TYPE_CHECKING:
 #: heartbeats after; then this.
 HARD_GRACE_S = 5.0
 
-#: KEYS: the registry entry, the running set, the inflight zset. ARGV: entry TTL (ms),
-#: visibility timeout (s), the job key prefix. Keeps a live process's entry and claims;
-#: returns, for each job it started (runtime.worker.starts) with a timeout, its id and
-#: deadline (UNIX s, the worker's clock).
+#: KEYS: the registry entry, the running set, the inflight zset, the set of workers. ARGV:
+#: entry TTL (ms), visibility timeout (s), the job key prefix, the worker's id, then the
+#: entry's fields and values as the watchdog last read them. Keeps a live process's entry (written again from
+#: those fields when it is gone: a failover to a replica that missed it, a heartbeat the
+#: GIL stalls) and its claims; returns, for each job it started (runtime.worker.starts)
+#: with a timeout, its id and deadline (UNIX s, the worker's clock), then the entry's
+#: fields and values after a '' (for the next call).
 KEEP = """
-if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then return {} end
+redis.call('SREM', KEYS[4], '')  -- a write first: on a full Redis too
+if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then
+  if #ARGV < 6 then return {''} end
+  redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  redis.call('SADD', KEYS[4], ARGV[4])
+end
 local t = redis.call('TIME')
 local deadline = (tonumber(t[1]) + tonumber(t[2]) / 1e6 + tonumber(ARGV[2])) * 1000
+local known = {}  -- the jobs its last heartbeat listed (prefetched ones too)
+local ok, rows = pcall(cjson.decode, redis.call('HGET', KEYS[1], 'running') or '[]')
+if ok and type(rows) == 'table' then
+  for _, r in ipairs(rows) do
+    if type(r) == 'table' and type(r.id) == 'string' then known[r.id] = true end
+  end
+end
 local out = {}
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  redis.call('ZADD', KEYS[3], 'XX', deadline, id)
   local f = redis.call('HMGET', ARGV[3] .. id, 'began', 'attempt', 'deadline')
-  if f[1] and f[1] == f[2] and f[3] then
+  local started = f[1] and f[1] == f[2]
+  -- only claims it holds: one it does not know of (a lost reply; its start record says
+  -- "released": runtime.broker.release_unknown) must expire and come back
+  if started or known[id] then redis.call('ZADD', KEYS[3], 'XX', deadline, id) end
+  if started and f[3] then
     out[#out + 1] = id
     out[#out + 1] = f[3]
   end
 end
+out[#out + 1] = ''
+for _, v in ipairs(redis.call('HGETALL', KEYS[1])) do out[#out + 1] = v end
 return out
 """
 
@@ -93,6 +116,7 @@ class Resp:
         self.conf = conf
         self.sock: socket.socket | None = None
         self.buf = b""
+        self.addr: tuple[str, int] | None = None  # the master's, with Sentinels
 
     def _open(self) -> None:
         c = self.conf
@@ -103,7 +127,7 @@ class Resp:
             sock.connect(c["path"])
         else:
             if c.get("sentinels"):
-                host, port = self._master(c["sentinels"], c["service"], timeout)
+                host, port = self.addr = self._master(c["sentinels"], c["service"], timeout)
             else:
                 host, port = c["host"], int(c["port"])
             sock = socket.create_connection((host, port), timeout)
@@ -118,6 +142,20 @@ class Resp:
             self.call("AUTH", *([c["username"]] if c.get("username") else []), c["password"])
         if c.get("db"):
             self.call("SELECT", str(c["db"]))
+
+    def follow_master(self) -> None:
+        """With Sentinels: ask them which server is the master; when it moved, drop the
+        connection (the next call opens one to the new master). Redis's own READONLY
+        comes only when the old master is demoted, seconds later."""
+        c = self.conf
+        if not c.get("sentinels") or self.sock is None:
+            return
+        try:
+            now = self._master(c["sentinels"], c["service"], float(c.get("timeout_s", 5.0)))
+        except (OSError, RedisError):
+            return
+        if now != self.addr:
+            self.close()
 
     @staticmethod
     def _master(sentinels: list[list[Any]], service: str, timeout: float) -> tuple[str, int]:
@@ -233,15 +271,20 @@ def watch(conf: dict[str, Any]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is for the worker: it stops us
     r = Resp(conf["redis"])
     said = False
+    entry: list[str] = []  # the registry entry's fields and values, as last read
     while not stop and alive(pid):
         try:
-            started = r.call("EVAL", KEEP, "3", *keys, str(int(conf["ttl_ms"])), repr(conf["visibility_s"]), prefix)
+            r.follow_master()
+            reply = r.call("EVAL", KEEP, "4", *keys, str(int(conf["ttl_ms"])), repr(conf["visibility_s"]), prefix,
+                           conf["worker_id"], *entry)
             said = False
         except (OSError, RedisError) as exc:
             if not said:
                 _say(f"runtime watchdog of worker process {pid}: Redis: {exc}")
                 said = True
-            started = []
+            reply = [""]
+        cut = reply.index("") if "" in reply else len(reply)
+        started, entry = reply[:cut], reply[cut + 1:] or entry
         job = overrun(started, time.time())
         if job is not None:
             _kill(r, pid, job, started[::2], prefix)

@@ -35,7 +35,11 @@ def release_unknown(broker: RedisBroker, worker_id: str, claimed: Sequence[Claim
         if unknown:
             log.warning("claims of %s whose reply was lost with the connection, requeued: %s",
                         worker_id, ", ".join(unknown))
-            broker.redis.zadd(broker.keys.inflight, dict.fromkeys(unknown, 0), xx=True)
+            pipe = broker.redis.pipeline(transaction=False)
+            pipe.zadd(broker.keys.inflight, dict.fromkeys(unknown, 0), xx=True)
+            for job_id in unknown:  # its start record no longer says it is held (runtime.watch)
+                pipe.hset(broker.keys.job(job_id), "began", "released")
+            pipe.execute()
     except redis.RedisError as exc:
         log.warning("could not look for claims whose reply was lost (%s); they come back after "
                     "visibility_timeout_s", exc)

@@ -90,9 +90,11 @@ def keep_children(sup: Watched) -> None:
         return
     for pid, child in list(sup.children.items()):
         for wid in sup.worker_ids(pid):
-            started = sup.broker.redis.eval(watch.KEEP, 3, keys.worker(wid), keys.running(wid), keys.inflight,
-                                            int(s.worker_ttl_s * 1000), repr(s.visibility_timeout_s), keys.job(""))
-            job = watch.overrun(list(started or []), time.time())
+            reply = sup.broker.redis.eval(watch.KEEP, 4, keys.worker(wid), keys.running(wid), keys.inflight,
+                                          keys.workers, int(s.worker_ttl_s * 1000), repr(s.visibility_timeout_s),
+                                          keys.job(""), wid)
+            started = list(reply[:reply.index("")] if "" in reply else reply)
+            job = watch.overrun(started, time.time())
             if job is None:
                 continue
             msg = watch.hard_timeout_message(job[1])

@@ -174,6 +174,7 @@ class Reaping(Protocol):
     mirror: Any
     link: RedisLink
     wakeup: Any
+    starts: Any
 
 
 def reap_for(worker: Reaping) -> None:
@@ -196,5 +197,6 @@ def reap_loop(worker: Reaping) -> None:
         if moved is not None:
             log.warning("Sentinel names a new master, %s (was %s): following it", moved[1], moved[0])
             moved_master(worker.wakeup.client)
+            worker.starts.close()  # its next records go to the new master
             worker.link.outages += 1  # runtime.broker.RedisBroker.release_unknown at the next claim
         gevent.sleep(worker.settings.reap_interval_s)

@@ -87,3 +87,31 @@ def test_a_watchdog_that_dies_is_started_again_and_ends_with_its_worker(workers)
     assert proc.wait(15) == 0
     wait_until(lambda: not psutil.pid_exists(second) or psutil.Process(second).status() == psutil.STATUS_ZOMBIE,
                10, "the watchdog to end")
+
+
+def test_the_watchdog_writes_back_an_entry_lost_while_the_gil_is_held(client, workers, tmp_path):
+    """A failover to a replica that missed the entry, while a C call holds the GIL: the
+    watchdog writes the entry back from what it last read, so nobody takes the job."""
+    runs = tmp_path / "runs"
+    job = client.queue_job("testtasks.hold_gil", {"seconds": 3.5, "path": str(runs)}, queue="gil")
+    holder = workers.ready(workers.start("--queues", "gil", visibility_timeout_s=2, hostname="host-b"))
+    wid = next(w for w in client.broker.registry.ids() if w.startswith("host-b."))
+    wait_until(lambda: runs.exists(), 10, "the call to start")
+    client.redis.delete(client.broker.keys.worker(wid))
+    client.redis.srem(client.broker.keys.workers, wid)
+    wait_until(lambda: client.redis.exists(client.broker.keys.worker(wid)), 5, "the entry written back")
+    workers.ready(workers.start("--queues", "gil", visibility_timeout_s=2, hostname="host-a"))
+    done = client.wait(job, timeout_s=20)
+    assert done.status.value == "success" and done.lost == 0 and runs.read_text() == "x", done.history
+    assert host_pid(done.worker)[1] == holder.pid
+
+
+def test_the_watchdog_does_not_keep_a_claim_its_worker_never_got(client, workers):
+    proc = workers.ready(workers.start("--queues", "default", visibility_timeout_s=2))
+    wid = next(w for w in client.broker.registry.ids() if host_pid(w)[1] == proc.pid)
+    job = client.queue_job("testtasks.add", {"a": 1, "b": 2}, queue="elsewhere")
+    _, _, [claimed] = client.broker.claim(wid, 1, ["elsewhere"])  # a claim whose reply was lost
+    assert claimed.id == job
+    # the worker's reaper takes it back once the deadline passes: the watchdog must not extend it
+    wait_until(lambda: client.get_job(job).status.value == "interrupt", 10, "the claim to be taken back")
+    assert client.get_job(job).lost == 0
