@@ -112,6 +112,7 @@ def test_the_watchdog_does_not_keep_a_claim_its_worker_never_got(client, workers
     job = client.queue_job("testtasks.add", {"a": 1, "b": 2}, queue="elsewhere")
     _, _, [claimed] = client.broker.claim(wid, 1, ["elsewhere"])  # a claim whose reply was lost
     assert claimed.id == job
+    client.redis.zadd(client.broker.keys.inflight, {job: (time.time() + 1) * 1000})  # its deadline: in 1 s
     # the worker's reaper takes it back once the deadline passes: the watchdog must not extend it
     wait_until(lambda: client.get_job(job).status.value == "interrupt", 10, "the claim to be taken back")
     assert client.get_job(job).lost == 0
