@@ -74,3 +74,16 @@ def test_a_document_without_its_path_or_with_a_nan_time_is_shown(client, setting
         assert out.exit_code == 0 and shown in out.stdout, out.stdout
     listed = cli(settings, "jobs")
     assert listed.exit_code == 0 and no_path in listed.stdout and nan in listed.stdout
+
+
+def test_a_status_that_is_not_one_or_a_history_of_another_type_fails_that_job_alone(client, worker, settings):
+    healthy = client.queue_jobs("testtasks.add", [{"a": i, "b": 1} for i in range(7)])
+    bogus, wrong_history = client.queue_jobs("testtasks.add", [{"a": 1, "b": 1}] * 2)
+    client.redis.hset(client.broker.keys.job(bogus), "status", "bogus")
+    client.redis.delete(client.broker.keys.history(wrong_history))
+    client.redis.set(client.broker.keys.history(wrong_history), "x")
+    worker.burst(greenlets=4)
+    assert [j.status.value for j in client.store.get_many(healthy)] == ["success"] * 7
+    job = client.get_job(bogus)
+    assert job.status.value == "failed" and job.reason == "bad-document" and "status is \"bogus\"" in job.exc_message
+    assert client.redis.hget(client.broker.keys.job(wrong_history), "reason") == "bad-document"

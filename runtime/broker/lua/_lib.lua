@@ -126,10 +126,11 @@ end
 -- attempt, retries, lost, queued_at, due_at, started_at, meta, alone ('1' or ''), and what
 -- is wrong with the document ('' for nothing: runtime.broker.claimed_from reads the rest);
 -- a field the document lacks is ''. An attempt that is not an integer restarts at 1 (the
--- job then fails, reason bad-document, fenced by that attempt).
-local function claim_one(id, wid, from_index, started_index, now, snow, deadline, inflight, running)
+-- job then fails, reason bad-document, fenced by that attempt); so does one whose history
+-- is not a list, or whose status is not one (``problem``: what the caller found wrong).
+local function claim_one(id, wid, from_index, started_index, now, snow, deadline, inflight, running, problem)
   local jk = key_job(id)
-  local bad = ''
+  local bad = problem or ''
   local attempt = redis.pcall('HINCRBY', jk, 'attempt', 1)
   if type(attempt) == 'table' then
     bad = 'attempt is ' .. json_string(tostring(redis.call('HGET', jk, 'attempt'))) .. ', not an integer'
@@ -141,7 +142,9 @@ local function claim_one(id, wid, from_index, started_index, now, snow, deadline
   redis.call('SADD', running, id)
   redis.call('ZREM', from_index, id)
   redis.call('ZADD', started_index, now, id)
-  redis.call('RPUSH', key_history(id), entry(snow, 'claimed', {'worker', wid, 'attempt', attempt}))
+  if type(redis.pcall('RPUSH', key_history(id), entry(snow, 'claimed', {'worker', wid, 'attempt', attempt}))) == 'table' then
+    bad = 'its history is not a list'  -- a key of another type: the job fails, bad-document
+  end
   local f = redis.call('HMGET', jk, 'id', 'path', 'params', 'queue', 'priority', 'attempt',
     'retries', 'lost', 'queued_at', 'due_at', 'started_at', 'meta', 'alone')
   for i = 1, 13 do f[i] = f[i] or '' end  -- a nil would end the reply's array there

@@ -84,6 +84,12 @@ for i = 0, nq - 1 do
         local cur = redis.pcall('HMGET', key_job(id), 'status', 'alone', 'path')
         if cur.err then cur = {} end  -- not a hash (a key of another type): no document
         local st = cur[1]
+        local problem = nil
+        if st and not STATUS_POS[st] then  -- a status that is not one: claimed to fail (bad-document)
+          problem = 'status is ' .. json_string(st) .. ', not a status'
+          redis.call('HSET', key_job(id), 'status', 'queued')
+          st = 'queued'
+        end
         if st and can_move(st, 'started') then
           if cur[2] == '1' then
             alone = true
@@ -92,7 +98,8 @@ for i = 0, nq - 1 do
           if not (alone and claimed > 0) and CAPS and not cap_admit(CAPS, rooms, id, cur[3], popped[j + 1], now_ms) then
             parked = parked + 1
           elseif not (alone and claimed > 0) then
-            for _, v in ipairs(claim_one(id, wid, st_key(ST, st), started, now, snow, deadline, inflight, running)) do
+            for _, v in ipairs(claim_one(id, wid, st_key(ST, st), started, now, snow, deadline, inflight, running,
+                problem)) do
               out[#out + 1] = v
             end
             claimed = claimed + 1

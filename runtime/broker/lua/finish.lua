@@ -20,6 +20,8 @@
 -- Clients waiting on a job that ends get its document (see document in _lib). An
 -- outcome with a started_at field (the attempt ran) adds a history entry 'started' at
 -- that time before its own: the claim's entry is 'claimed'.
+-- A history that is not a list (a key of another type) is left as it is (pcall): one bad
+-- key must not stop the batch.
 -- Returns: the list of stale ids.
 -- On a full Redis (maxmemory, noeviction) outcomes are still recorded: the first command
 -- is a write that changes nothing (see register.lua).
@@ -62,10 +64,10 @@ for i = 0, n - 1 do
     for f = fb, fb + 2 * nf - 2, 2 do  -- when it began running (the claim's entry says claimed)
       local began = ARGV[f] == 'started_at' and tonumber(ARGV[f + 1])
       local at = began and string.format('%.6f', began)
-      if at then redis.call('RPUSH', hk, entry(at, 'started', kv)) end
+      if at then redis.pcall('RPUSH', hk, entry(at, 'started', kv)) end
     end
     if note ~= '' then kv[5], kv[6] = 'note', note end
-    redis.call('RPUSH', hk, entry(snow, st, kv, tail))
+    redis.pcall('RPUSH', hk, entry(snow, st, kv, tail))
     if FINAL[st] then
       redis.call('EXPIRE', jk, math.ceil(num))
       redis.call('EXPIRE', hk, math.ceil(num))
