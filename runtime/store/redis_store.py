@@ -37,26 +37,30 @@ class RedisJobStore:
         (client or self.client).hset(self.keys.job(job_id), mapping=cast("dict[Any, Any]", fields))
 
     def get(self, job_id: str) -> Job:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hgetall(self.keys.job(job_id))
-        pipe.lrange(self.keys.history(job_id), 0, -1)
-        data, history = pipe.execute()
-        if not data:
+        [job] = self.get_many([job_id])
+        if job is None:
             raise JobNotFound(f"no job {job_id!r} (never queued, or its document expired)")
-        return Job.from_hash(data, history)
+        return job
 
     def get_many(self, ids: Sequence[str], history: bool = True) -> list[Job | None]:
+        """The jobs ``ids`` (None where missing). A document or history whose key holds
+        another Redis type (corrupt data) is read as a job whose fields say so
+        (``Job.unreadable``), never raised."""
         pipe = self.client.pipeline(transaction=False)
         for job_id in ids:
             pipe.hgetall(self.keys.job(job_id))
             if history:
                 pipe.lrange(self.keys.history(job_id), 0, -1)
-        replies = pipe.execute()
+        replies = pipe.execute(raise_on_error=False)
         step = 2 if history else 1
         out: list[Job | None] = []
-        for i in range(0, len(replies), step):
-            data = replies[i]
-            out.append(Job.from_hash(data, replies[i + 1] if history else None) if data else None)
+        for n, i in enumerate(range(0, len(replies), step)):
+            data, hist = replies[i], replies[i + 1] if history else None
+            if isinstance(data, redis.ResponseError):  # not a hash
+                data = {"id": ids[n], "status": f"({data})"}
+            if isinstance(hist, redis.ResponseError):  # not a list
+                hist = [f"({hist})"]
+            out.append(Job.from_hash(data, hist) if data else None)
         return out
 
     def _index_newest_first(self, status: str, batch: int,

@@ -87,3 +87,15 @@ def test_a_status_that_is_not_one_or_a_history_of_another_type_fails_that_job_al
     job = client.get_job(bogus)
     assert job.status.value == "failed" and job.reason == "bad-document" and "status is \"bogus\"" in job.exc_message
     assert client.redis.hget(client.broker.keys.job(wrong_history), "reason") == "bad-document"
+
+
+def test_keys_of_another_type_are_shown_not_raised(client, settings):
+    client.redis.set(client.broker.keys.job("zz"), "x")
+    client.redis.zadd(client.broker.keys.status("queued"), {"zz": 1})
+    job = client.queue_job("testtasks.add", {"a": 1, "b": 1})
+    client.redis.delete(client.broker.keys.history(job))
+    client.redis.set(client.broker.keys.history(job), "x")
+    for args in (("job", "zz"), ("job", job), ("jobs",), ("jobs", "--json")):
+        out = cli(settings, *args)
+        assert out.exit_code == 0 and "Traceback" not in out.stdout, (args, out.stdout, out.stderr)
+    assert "WRONGTYPE" in cli(settings, "job", "zz").stdout
