@@ -208,9 +208,9 @@ def new_id(kind: str = "") -> str:
 def exit_if_forked(owner_pid: int) -> None:
     """Exit at once (status 0, no clean-up: nothing flushed, nothing sent) when this process
     is not ``owner_pid``, the worker process, but a child forked from it that came back
-    into runtime's code (a task that called ``os.fork()`` and returned in the child, or
-    let the copied hub run): it would be a second worker under the same id, claiming jobs
-    and recording outcomes that are not its own."""
+    into runtime's code (a task that called ``os.fork()`` and returned in the child): it
+    would record an outcome that is not its own under the worker's id. (A child that lets
+    the copied hub run other greenlets ends at runtime.worker.patching.guard_forks.)"""
     if os.getpid() != owner_pid:
         os._exit(0)
 

@@ -91,20 +91,27 @@ def sentinel_client(url: str, **kwargs: Any) -> redis.Redis:
     return client
 
 
+def sentinels_of(client: redis.Redis) -> list[tuple[str, int]] | None:
+    """The (host, port) of each Sentinel a Sentinel client asks; None for another client."""
+    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    if manager is None:
+        return None
+    return [(s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"])
+            for s in manager.sentinels]
+
+
 def own_client(client: redis.Redis) -> redis.Redis:
     """A client like ``client`` on connections of its own (a blocked call, a thread of its
     own); for a Sentinel client, with Sentinel connections of its own too, so that it may
     find the master from another thread."""
     pool = client.connection_pool
-    manager = getattr(pool, "sentinel_manager", None)
-    if manager is None:
+    addresses = sentinels_of(client)
+    if addresses is None:
         return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class,
                                                                 **pool.connection_kwargs))
     from redis.sentinel import Sentinel
-    first = manager.sentinels[0].connection_pool.connection_kwargs
+    first = pool.sentinel_manager.sentinels[0].connection_pool.connection_kwargs  # type: ignore[attr-defined]
     timeouts: dict[str, Any] = {k: first[k] for k in ("socket_timeout", "socket_connect_timeout") if k in first}
-    addresses = [(s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"])
-                 for s in manager.sentinels]
     kwargs = {k: v for k, v in pool.connection_kwargs.items() if k != "connection_pool"}
     name = getattr(pool, "service_name", "")
     own: redis.Redis = Sentinel(addresses, sentinel_kwargs=timeouts, **timeouts).master_for(name, **kwargs)
@@ -136,13 +143,11 @@ def where(client: redis.Redis) -> str:
     start lines, ``runtime info`` and errors."""
     pool = client.connection_pool
     kw = pool.connection_kwargs
-    manager = getattr(pool, "sentinel_manager", None)
-    if manager is not None:
-        secret = f"{kw.get('username') or ''}:***@" if kw.get("password") else ""
-        hosts = ",".join(f"{s.connection_pool.connection_kwargs['host']}:{s.connection_pool.connection_kwargs['port']}"
-                         for s in manager.sentinels)
-        return f"{SENTINEL_SCHEME}{secret}{hosts}/{getattr(pool, 'service_name', '')}/{kw.get('db') or 0}"
     secret = f"{kw.get('username') or ''}:***@" if kw.get("password") else ""
+    addresses = sentinels_of(client)
+    if addresses is not None:
+        hosts = ",".join(f"{host}:{port}" for host, port in addresses)
+        return f"{SENTINEL_SCHEME}{secret}{hosts}/{getattr(pool, 'service_name', '')}/{kw.get('db') or 0}"
     if kw.get("path"):
         return f"unix://{secret}{kw['path']}" + (f"?db={kw['db']}" if kw.get("db") else "")
     scheme = "rediss" if "SSL" in client.connection_pool.connection_class.__name__ else "redis"

@@ -24,7 +24,7 @@ import redis
 
 from ..broker import RedisBroker
 from ..broker.broker import Lost
-from ..process import rss_of
+from ..process import host_pid, rss_of
 from ..units import fmt_bytes
 from .children import Child
 
@@ -88,8 +88,9 @@ def keep_children(sup: Watched) -> None:
     s, keys = sup.broker.settings, sup.broker.keys
     if not s.watchdog:
         return
+    registered = sup.broker.registry.ids()  # once a beat, for every child
     for pid, child in list(sup.children.items()):
-        for wid in sup.worker_ids(pid):
+        for wid in (w for w in registered if host_pid(w) == (sup.host, pid)):
             reply = sup.broker.redis.eval(watch.KEEP, 4, keys.worker(wid), keys.running(wid), keys.inflight,
                                           keys.workers, int(s.worker_ttl_s * 1000), repr(s.visibility_timeout_s),
                                           keys.job(""), wid)

@@ -32,8 +32,8 @@ def guard_forks() -> None:
     but the one that forked it and the hub. The others are copies of the worker's other
     jobs and of its loops: run in the child, they would run those jobs a second time and
     claim under the worker's id. A child that only runs its own code, and ends with
-    ``os._exit()``, is left alone (runtime.process.exit_if_forked covers one that
-    returns into the worker)."""
+    ``os._exit()``, is left alone; one that returns into the worker's code ends at
+    runtime.process.exit_if_forked, checked where a job's call returns."""
     import greenlet
 
     def in_child() -> None:

@@ -15,7 +15,6 @@ ones its last heartbeat listed as prefetched are requeued without a charge.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Any, Protocol
 
@@ -24,7 +23,7 @@ import redis
 
 from ..broker import RedisBroker
 from ..broker.connection import moved_master
-from ..process import alive, exit_if_forked, host_pid, hostname
+from ..process import alive, host_pid, hostname
 from ..settings import Settings
 from ..units import plural
 from .link import RedisLink
@@ -44,7 +43,6 @@ class Reaper:
         self.link = link
         self.own_id = own_id
         self.host = hostname()
-        self.pid = os.getpid()  # its worker's process (runtime.process.exit_if_forked)
         self._missing: dict[str, float] = {}  # worker id -> when its entry was first seen missing
 
     def dead(self) -> list[str]:
@@ -180,7 +178,6 @@ class Reaping(Protocol):
 def reap_for(worker: Reaping) -> None:
     """One pass of ``worker``'s reaper; its MongoDB mirror (if any) hears of the jobs
     taken back."""
-    exit_if_forked(worker.reaper.pid)
     requeued, failed = worker.reaper.safely()
     if worker.mirror is not None:
         worker.mirror.after_reap(worker.id, requeued + failed)

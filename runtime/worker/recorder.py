@@ -12,7 +12,6 @@ connection, a read-only replica) waits and is sent again, whole.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Protocol
 
 import gevent
@@ -24,7 +23,6 @@ from ..broker import RedisBroker
 from ..execution import AttemptResult, interrupted, release
 from ..job import dumps, utf8_safe
 from ..messages import Outcome, history_members
-from ..process import exit_if_forked
 from ..settings import Settings
 from ..status import Status
 from .link import RedisLink
@@ -91,7 +89,6 @@ class Recorder:
 
     def __init__(self, host: Host) -> None:
         self.host = host
-        self.pid = os.getpid()  # its worker's process (runtime.process.exit_if_forked)
         self.outcomes: list[Outcome] = []
         #: jobs this worker ran (started), whatever their status: not those returned unrun
         self.jobs_done = 0
@@ -188,7 +185,6 @@ class Recorder:
 
     def flush(self) -> None:
         """Write every outcome kept now (retrying while Redis cannot take them)."""
-        exit_if_forked(self.pid)
         with self.lock:
             self._flush_locked()
 

@@ -13,6 +13,7 @@ import gevent
 
 from .. import watch
 from ..broker import RedisBroker
+from ..broker.connection import redis_url, sentinels_of
 from ..process import is_supervised_child
 from ..settings import Settings
 
@@ -35,10 +36,9 @@ def redis_conf(broker: RedisBroker) -> dict[str, Any]:
     conf = {k: kw.get(k) for k in ("host", "port", "path", "username", "password", "db")}
     conf["ssl"] = "SSL" in pool.connection_class.__name__
     conf["ssl_cert_reqs"] = kw.get("ssl_cert_reqs")
-    manager = getattr(pool, "sentinel_manager", None)
-    if manager is not None:
-        conf["sentinels"] = [[s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"]]
-                             for s in manager.sentinels]
+    addresses = sentinels_of(broker.redis)
+    if addresses is not None:
+        conf["sentinels"] = [list(a) for a in addresses]
         conf["service"] = getattr(pool, "service_name", "")
     return conf
 
@@ -55,7 +55,8 @@ def start_watchdog(worker: Watchable) -> subprocess.Popen[bytes] | None:
             "keys": [keys.worker(worker.id), keys.running(worker.id), keys.inflight, keys.workers],
             # for runtime.worker.takeback, once it killed the worker
             "take_back": True, "worker_id": worker.id,
-            "settings": {"key_prefix": s.key_prefix, "max_lost": s.max_lost, "ttl_s": dict(s.ttl_s)}}
+            "settings": {"redis_url": redis_url(s), "key_prefix": s.key_prefix, "max_lost": s.max_lost,
+                         "ttl_s": dict(s.ttl_s)}}
     try:
         proc = subprocess.Popen([sys.executable, "-I", "-S", watch.__file__], stdin=subprocess.PIPE, close_fds=True)
         assert proc.stdin is not None

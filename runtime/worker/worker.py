@@ -226,7 +226,6 @@ class Worker:
     def _claim_loop(self, burst: bool) -> None:
         backoff = Backoff(0.1, 5.0)
         while not self.stopping:
-            exit_if_forked(self.heartbeat.pid)
             if self.mirror is not None and not self.mirror.claim_allowed:
                 if burst and self.mirror.burst_may_end(not self.slots.empty, self.settings.queues):
                     return  # MongoDB down and nothing left to run: the sweep copies the rest
