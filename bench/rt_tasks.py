@@ -103,3 +103,8 @@ def pb_noop() -> None:
 @task(max_concurrency=50)
 def noop_cap50() -> None:
     """A no-op under a concurrency cap of 50 across all workers (runtime.caps)."""
+
+
+@task(keep="none")
+def noop_keep_none() -> None:
+    """A no-op whose document Redis deletes once it succeeds (task option keep='none')."""

@@ -67,6 +67,8 @@ class Outcome:
     fields: dict[str, str] = field(default_factory=dict)
     #: ``',"trace_id":"...","error":"..."'``: JSON members appended to the history entry
     history_tail: str = ""
+    #: False: a final document is not kept (task option ``keep='none'`` on a success)
+    keep: bool = True
 
 
 #: Longest ``error`` of a history entry, characters (type and message; the job keeps the

@@ -27,6 +27,8 @@ _KNOWN_OPTIONS: dict[str, str] = {
     "retry_delay_s": "first retry delay, seconds (doubles each retry, with jitter)",
     "retry_backoff": "factor between successive retry delays (default 2)",
     "retry_max_delay_s": "cap on one retry delay, seconds",
+    "keep": "what Redis keeps of a successful job: 'full' (default: its document for ttl_s['success']) "
+            "or 'none' (nothing, once waiting clients have it: for high-rate jobs nobody reads)",
     **CAP_OPTIONS,
 }
 
@@ -85,7 +87,8 @@ def _check_values(options: dict[str, Any], where: str) -> None:
         "max_retries": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an int >= 0"),
         "retry_delay_s": (lambda v: _number(v) and v >= 0, "a number of seconds >= 0"),
         "retry_max_delay_s": (lambda v: _number(v) and v >= 0, "a number of seconds >= 0"),
-        "retry_backoff": (lambda v: _number(v) and v > 0, "a number > 0")}
+        "retry_backoff": (lambda v: _number(v) and v > 0, "a number > 0"),
+        "keep": (lambda v: v in ("full", "none"), "'full' or 'none'")}
     for name, (ok, what) in rules.items():
         if name in options and not ok(options[name]):
             raise TaskOptionError(f"{where}: task option {name} must be {what}, got {options[name]!r}")

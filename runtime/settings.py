@@ -251,8 +251,9 @@ class Settings:
         unknown = set(self.ttl_s) - {s.value for s in FINAL}
         if unknown:
             raise ConfigError(f"ttl_s names statuses that are not final: {sorted(unknown)}")
-        ttl = dict(DEFAULT_TTL_S)
-        ttl.update({k: float(v) for k, v in self.ttl_s.items()})
+        ttl = {**DEFAULT_TTL_S, **{k: float(v) for k, v in self.ttl_s.items()}}
+        if any(not 0 <= v < float("inf") for v in ttl.values()):
+            raise ConfigError(f"ttl_s must be >= 0 seconds (0 = not kept), got {ttl}")
         object.__setattr__(self, "ttl_s", ttl)
         unknown = set(self.mongodb_ttl_s) - {s.value for s in FINAL}
         if unknown:

@@ -80,6 +80,11 @@ class TaskSpec:
         return limit
 
     @property
+    def keeps_success(self) -> bool:
+        """Does Redis keep the document of a job that succeeded (task option ``keep``)?"""
+        return bool(self.options.get("keep", "full") != "none")
+
+    @property
     def max_retries(self) -> int:
         return int(self.options.get("max_retries", 0))
 

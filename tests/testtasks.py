@@ -33,6 +33,17 @@ def add(a: int, b: int) -> int:
     return a + b
 
 
+@task(keep="none")
+def add_unkept(a: int, b: int) -> int:
+    """add, whose document Redis does not keep after a success."""
+    return a + b
+
+
+@task(keep="none")
+def fail_unkept() -> None:
+    raise ValueError("a failure is kept whatever keep says")
+
+
 def _private() -> str:
     """Defined here but private: not a task."""
     return "private"

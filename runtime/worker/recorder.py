@@ -125,7 +125,7 @@ class Recorder:
         tail = history_members((ctx.report.get("trace") or {}).get("trace_id"), fields.get("exc_type"),
                                fields.get("exc_message"))
         self.append(rj, Outcome(rj.id, rj.claimed.queue, rj.claimed.attempt, res.status, number, res.note, fields,
-                                tail))
+                                tail, rj.keep or res.status != Status.SUCCESS))
 
     def _log_end(self, rj: RunningJob, res: AttemptResult, f: dict[str, str], level: int) -> None:
         """One worker log line for the end of ``rj``'s attempt (``f``: its stored fields),

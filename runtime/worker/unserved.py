@@ -50,21 +50,22 @@ def forget_logged() -> None:
 
 
 def task_timeout(c: Claimed, task_modules: tuple[str, ...],
-                 default_s: float) -> tuple[float | None, TaskError | None]:
+                 default_s: float) -> tuple[float | None, TaskError | None, bool]:
     """The timeout of claimed job ``c``'s task (TaskSpec.limit: ``default_s`` when it declares
-    none, None for no timeout), and why this worker
-    does not run it: its document cannot be read (BadDocument), or it does not serve the
-    task (a TaskError with ``elsewhere``); else None. Any other error is left to
-    run_attempt, which reports it as the job's failure."""
+    none, None for no timeout); why this worker does not run it: its document cannot be
+    read (BadDocument), or it does not serve the task (a TaskError with ``elsewhere``),
+    else None; and whether its document is kept after a success (TaskSpec.keeps_success).
+    Any other error is left to run_attempt, which reports it as the job's failure."""
     if c.problem:
-        return default_s, BadDocument(f"job {c.id}: its document in Redis cannot be read: {c.problem}")
+        return default_s, BadDocument(f"job {c.id}: its document in Redis cannot be read: {c.problem}"), True
     path = c.path
     try:
-        return resolve(path, task_modules).limit(default_s), None
+        spec = resolve(path, task_modules)
+        return spec.limit(default_s), None, spec.keeps_success
     except TaskError as exc:
-        return default_s, exc if exc.elsewhere else None
+        return default_s, exc if exc.elsewhere else None, True
     except Exception:  # noqa: BLE001 - reported by run_attempt
-        return default_s, None
+        return default_s, None, True
 
 
 def _continued(c: Claimed, info: Any) -> bool:

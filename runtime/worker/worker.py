@@ -325,10 +325,10 @@ class Worker:
     # ---- running --------------------------------------------------------------------------
 
     def _prepare(self, c: Claimed) -> RunningJob:
-        timeout_s, unserved = task_timeout(c, self.settings.task_modules, self.settings.default_timeout_s)
+        timeout_s, unserved, keep = task_timeout(c, self.settings.task_modules, self.settings.default_timeout_s)
         ctx = JobContext(c.id, c.path, c.queue, c.attempt, {}, self.settings.progress_interval_s,
                          self._write_progress, retries=c.retries, due_at=c.due_at, meta=c.meta)
-        rj = RunningJob(c, ctx, timeout_s, time.time(), unserved=unserved)
+        rj = RunningJob(c, ctx, timeout_s, time.time(), unserved=unserved, keep=keep)
         # it was running when a worker died: nothing runs beside it (RedisBroker.mark_lost)
         rj.exclusive = c.alone or (bool(self.middleware.exclusive_hooks) and self.middleware.exclusive(ctx))
         self.claimed_total += 1

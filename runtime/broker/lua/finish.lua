@@ -22,6 +22,9 @@
 -- that time before its own: the claim's entry is 'claimed'.
 -- A history that is not a list (a key of another type) is left as it is (pcall): one bad
 -- key must not stop the batch.
+-- A final outcome whose ttl is 0 (task option keep='none', or ttl_s of its status 0) keeps
+-- nothing: its document and history are deleted, after the clients waiting on it got it
+-- (written first only when one waits), and no status index lists it.
 -- Returns: the list of stale ids.
 -- On a full Redis (maxmemory, noeviction) outcomes are still recorded: the first command
 -- is a write that changes nothing (see register.lua).
@@ -48,27 +51,33 @@ for i = 0, n - 1 do
   if cur[2] ~= attempt or not RUNNING[cur[1] or ''] or not can_move(cur[1], st) then
     stale[#stale + 1] = id
   else
-    if st == 'success' then  -- what an earlier attempt left (before this one's fields: a
-      -- success stored without its data keeps its exc_type marker)
+    -- not kept (a ttl of 0: task option keep='none'): written only for clients waiting on it
+    local gone = FINAL[st] and num <= 0
+    local write = not gone or redis.call('EXISTS', nk) == 1
+    if st == 'success' and write then  -- what an earlier attempt left (before this one's
+      -- fields: a success stored without its data keeps its exc_type marker)
       redis.call('HDEL', jk, 'exc_type', 'exc_message', 'traceback', 'reason')
     end
-    redis.call('HSET', jk, 'status', st, 'ended_at', snow, unpack(ARGV, fb, fb + 2 * nf - 1))
+    if write then redis.call('HSET', jk, 'status', st, 'ended_at', snow, unpack(ARGV, fb, fb + 2 * nf - 1)) end
     redis.call('ZREM', inflight, id)
     redis.call('SREM', running, id)
     if cur[6] then  -- its concurrency slot (runtime.caps); a worker waiting may claim a parked job now
       redis.call('SREM', key_cap(cur[6]), id)
       if not woken[wake_key] and redis.call('EXISTS', key_park(cur[6])) == 1 then woken[wake_key] = true end
     end
-    reindex(ST, id, cur[1], st, now)
+    if gone then redis.call('ZREM', st_key(ST, cur[1]), id) else reindex(ST, id, cur[1], st, now) end
     local kv = {'worker', cur[3], 'attempt', tonumber(attempt)}
     for f = fb, fb + 2 * nf - 2, 2 do  -- when it began running (the claim's entry says claimed)
       local began = ARGV[f] == 'started_at' and tonumber(ARGV[f + 1])
       local at = began and string.format('%.6f', began)
-      if at then redis.pcall('RPUSH', hk, entry(at, 'started', kv)) end
+      if at and write then redis.pcall('RPUSH', hk, entry(at, 'started', kv)) end
     end
     if note ~= '' then kv[5], kv[6] = 'note', note end
-    redis.pcall('RPUSH', hk, entry(snow, st, kv, tail))
-    if FINAL[st] then
+    if write then redis.pcall('RPUSH', hk, entry(snow, st, kv, tail)) end
+    if gone then
+      if write then notify(nk, document(id, true)) end
+      redis.call('DEL', jk, hk)
+    elseif FINAL[st] then
       redis.call('EXPIRE', jk, math.ceil(num))
       redis.call('EXPIRE', hk, math.ceil(num))
       notify(nk, function()  -- hand waiters the document itself: no read round trip after

@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""What one job costs Redis: CPU, commands, keys and bytes, per phase and per command.
+
+    python bench/redis_cost.py                  # N=20,000, own redis-server on a free port
+    python bench/redis_cost.py --n 5000 --reps 3
+    python bench/redis_cost.py --keep none      # the jobs' task keeps no document (@task(keep=...))
+
+Phases, each on a fresh key prefix after ``CONFIG RESETSTAT``:
+  enqueue   N no-op jobs, one ``Client.queue_job`` each (enqueue.lua)
+  bulk      N no-op jobs, ``Client.queue_jobs`` in batches of 1,000
+  drain     the N jobs of ``enqueue`` run by one worker process (``--greenlets 100
+            --burst``), from spawn to exit (claim.lua, finish.lua, start records,
+            registration, heartbeats)
+
+Per phase: the server's CPU (user + sys, ``INFO cpu``) per job, in microseconds, which
+includes reading requests and writing replies; ``EVALSHA`` time per job from ``INFO
+commandstats`` (a script's time includes the commands it calls, which commandstats also
+counts under their own names); each command's calls and microseconds per job. After the
+drain: keys and ``used_memory`` bytes kept per successful job (delta against the empty
+prefix). Prints markdown; stops the redis-server it started by pid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]
+
+from throughput import RedisServer  # noqa: E402
+
+from runtime.client import Client  # noqa: E402
+from runtime.settings import load_settings  # noqa: E402
+
+NOOP = {"full": "tasks_example.work.noop", "none": "bench.rt_tasks.noop_keep_none"}
+
+
+def cpu_s(r: redis.Redis) -> float:
+    c = r.info("cpu")
+    return float(c["used_cpu_user"]) + float(c["used_cpu_sys"])
+
+
+def phase(r: redis.Redis, n: int, run: Any) -> dict[str, Any]:
+    """Run ``run()`` between two readings: CPU µs/job, wall s, per-command calls and µs/job."""
+    r.config_resetstat()
+    c0, t0 = cpu_s(r), time.perf_counter()
+    run()
+    wall, cpu = time.perf_counter() - t0, cpu_s(r) - c0
+    stats = {k.removeprefix("cmdstat_"): (v["calls"] / n, v["usec"] / n)
+             for k, v in r.info("commandstats").items() if k not in ("cmdstat_info", "cmdstat_config")}
+    return {"cpu_us": cpu / n * 1e6, "rate": n / wall, "commands": stats}
+
+
+def one_run(r: redis.Redis, url: str, n: int, keep: str, tag: str) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    prefix = f"cost-{tag}"
+    c = Client(load_settings({"redis_url": url, "key_prefix": prefix}, env={}))
+    path = NOOP[keep]
+    c.queue_job(path, {}, queue="warm")  # loads the script
+    r.delete(*r.keys(f"{prefix}:*"))
+    used0, keys0 = r.info("memory")["used_memory"], r.dbsize()
+    out["enqueue"] = phase(r, n, lambda: [c.queue_job(path, {}, queue="cost") for _ in range(n)])
+    out["enqueue"]["bytes"] = (r.info("memory")["used_memory"] - used0) / n
+    argv = [sys.executable, "-m", "runtime", "--redis", url, "--prefix", prefix, "worker",
+            "--queues", "cost", "--tasks", "tasks_example,bench.rt_tasks", "--greenlets", "100", "--burst"]
+    out["drain"] = phase(r, n, lambda: subprocess.run(argv, check=True, stdout=subprocess.DEVNULL,
+                                                       stderr=subprocess.DEVNULL, cwd=HERE.parent))
+    out["drain"]["bytes"] = (r.info("memory")["used_memory"] - used0) / n
+    out["drain"]["keys"] = (r.dbsize() - keys0) / n
+    bulk = Client(load_settings({"redis_url": url, "key_prefix": prefix + "-bulk"}, env={}))
+    out["bulk"] = phase(r, n, lambda: bulk.queue_jobs(path, [{}] * n, queue="cost", batch_size=1000))
+    for p in (prefix, prefix + "-bulk"):
+        for key in r.scan_iter(f"{p}:*", count=1000):
+            r.delete(key)
+    return out
+
+
+def report(runs: list[dict[str, dict[str, Any]]]) -> str:
+    lines = ["| phase | Redis CPU µs/job | jobs/s | EVALSHA µs/job | bytes/job | keys/job |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for ph in ("enqueue", "bulk", "drain"):
+        rows = [run[ph] for run in runs]
+
+        def med(f: Any, rows: list[dict[str, Any]] = rows) -> float:
+            return statistics.median(f(x) for x in rows)
+        evalsha = med(lambda x: x["commands"].get("evalsha", (0, 0))[1])
+        bytes_ = f"{med(lambda x: x['bytes']):,.0f}" if "bytes" in rows[0] else ""
+        keys = f"{med(lambda x: x['keys']):.2f}" if "keys" in rows[0] else ""
+        lines.append(f"| {ph} | {med(lambda x: x['cpu_us']):.1f} | {med(lambda x: x['rate']):,.0f} | "
+                     f"{evalsha:.1f} | {bytes_} | {keys} |")
+    lines.append(f"| enqueue + drain | {statistics.median(r['enqueue']['cpu_us'] + r['drain']['cpu_us'] for r in runs):.1f}"
+                 " | | | | |")
+    for ph in ("enqueue", "drain"):
+        lines += ["", f"{ph}: commands per job (median of runs; inside scripts too)", "",
+                  "| command | calls/job | µs/job |", "|---|---:|---:|"]
+        names = sorted(runs[0][ph]["commands"], key=lambda k: -runs[0][ph]["commands"][k][1])
+        for name in names:
+            calls = statistics.median(r[ph]["commands"].get(name, (0, 0))[0] for r in runs)
+            us = statistics.median(r[ph]["commands"].get(name, (0, 0))[1] for r in runs)
+            if calls >= 0.005:
+                lines.append(f"| {name} | {calls:.2f} | {us:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=20000)
+    ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--keep", choices=sorted(NOOP), default="full", help="what the task keeps after success")
+    ap.add_argument("--redis-server", default="redis-server")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        server = RedisServer(args.redis_server, Path(d))
+        server.start()
+        try:
+            r = redis.Redis.from_url(server.url)
+            version = r.info("server")["redis_version"]
+            runs = [one_run(r, server.url, args.n, args.keep, str(i)) for i in range(args.reps)]
+        finally:
+            server.stop()
+    print(f"N={args.n}, reps={args.reps}, Redis {version}, keep={args.keep}\n")
+    print(report(runs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
