@@ -4,6 +4,7 @@
     python bench/redis_cost.py                  # N=20,000, own redis-server on a free port
     python bench/redis_cost.py --n 5000 --reps 3
     python bench/redis_cost.py --keep none      # the jobs' task keeps no document (@task(keep=...))
+    python bench/redis_cost.py --callgrind --n 2000   # + Redis instructions per job (valgrind)
 
 Phases, each on a fresh key prefix after ``CONFIG RESETSTAT``:
   enqueue   N no-op jobs, one ``Client.queue_job`` each (enqueue.lua)
@@ -18,6 +19,12 @@ commandstats`` (a script's time includes the commands it calls, which commandsta
 counts under their own names); each command's calls and microseconds per job. After the
 drain: keys and ``used_memory`` bytes kept per successful job (delta against the empty
 prefix). Prints markdown; stops the redis-server it started by pid.
+
+``--callgrind`` runs the redis-server under valgrind's callgrind and adds the server's
+instructions per job of each phase (zeroed and dumped with callgrind_control around it):
+machine load does not move them, so two trees compare to a few percent on a busy
+machine, where CPU and commandstats times do not (they include time spent descheduled).
+The count includes the server's cron (10 a second) while a phase runs ~30x slower.
 """
 
 from __future__ import annotations
@@ -44,6 +51,46 @@ from runtime.settings import load_settings  # noqa: E402
 NOOP = {"full": "tasks_example.work.noop", "none": "bench.rt_tasks.noop_keep_none"}
 
 
+class Callgrind:
+    """The instructions the redis-server under callgrind executes between :meth:`zero`
+    and :meth:`count` (callgrind_control, by pid)."""
+
+    def __init__(self, pid: int, folder: Path) -> None:
+        self.pid, self.folder, self.dumps = pid, folder, 0
+
+    def zero(self) -> None:
+        subprocess.run(["callgrind_control", "-z", str(self.pid)], check=True, capture_output=True)
+
+    def count(self) -> int:
+        subprocess.run(["callgrind_control", "-d", str(self.pid)], check=True, capture_output=True)
+        self.dumps += 1
+        text = (self.folder / f"cg.{self.pid}.{self.dumps}").read_text()
+        return int(next(line.split()[1] for line in text.splitlines() if line.startswith("summary:")))
+
+
+class CallgrindServer(RedisServer):
+    """A throw-away redis-server under ``valgrind --tool=callgrind``."""
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        self.binary_argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.log.parent}/cg.%p",
+                            self.binary]
+        argv = [*self.binary_argv, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", str(self.log.parent)]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if redis.Redis.from_url(self.url, socket_timeout=1).ping():
+                    return
+            except (redis.RedisError, OSError):
+                time.sleep(0.2)
+        raise RuntimeError("redis-server under callgrind did not answer")
+
+
+CG: Callgrind | None = None
+
+
 def cpu_s(r: redis.Redis) -> float:
     c = r.info("cpu")
     return float(c["used_cpu_user"]) + float(c["used_cpu_sys"])
@@ -52,12 +99,17 @@ def cpu_s(r: redis.Redis) -> float:
 def phase(r: redis.Redis, n: int, run: Any) -> dict[str, Any]:
     """Run ``run()`` between two readings: CPU µs/job, wall s, per-command calls and µs/job."""
     r.config_resetstat()
+    if CG:
+        CG.zero()
     c0, t0 = cpu_s(r), time.perf_counter()
     run()
     wall, cpu = time.perf_counter() - t0, cpu_s(r) - c0
-    stats = {k.removeprefix("cmdstat_"): (v["calls"] / n, v["usec"] / n)
-             for k, v in r.info("commandstats").items() if k not in ("cmdstat_info", "cmdstat_config")}
-    return {"cpu_us": cpu / n * 1e6, "rate": n / wall, "commands": stats}
+    out: dict[str, Any] = {"cpu_us": cpu / n * 1e6, "rate": n / wall}
+    if CG:
+        out["instructions"] = CG.count() / n
+    out["commands"] = {k.removeprefix("cmdstat_"): (v["calls"] / n, v["usec"] / n)
+                       for k, v in r.info("commandstats").items() if k not in ("cmdstat_info", "cmdstat_config")}
+    return out
 
 
 def one_run(r: redis.Redis, url: str, n: int, keep: str, tag: str) -> dict[str, dict[str, Any]]:
@@ -85,8 +137,8 @@ def one_run(r: redis.Redis, url: str, n: int, keep: str, tag: str) -> dict[str, 
 
 
 def report(runs: list[dict[str, dict[str, Any]]]) -> str:
-    lines = ["| phase | Redis CPU µs/job | jobs/s | EVALSHA µs/job | bytes/job | keys/job |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| phase | Redis CPU µs/job | jobs/s | EVALSHA µs/job | bytes/job | keys/job | instructions/job |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for ph in ("enqueue", "bulk", "drain"):
         rows = [run[ph] for run in runs]
 
@@ -95,10 +147,12 @@ def report(runs: list[dict[str, dict[str, Any]]]) -> str:
         evalsha = med(lambda x: x["commands"].get("evalsha", (0, 0))[1])
         bytes_ = f"{med(lambda x: x['bytes']):,.0f}" if "bytes" in rows[0] else ""
         keys = f"{med(lambda x: x['keys']):.2f}" if "keys" in rows[0] else ""
+        ins = f"{med(lambda x: x['instructions']):,.0f}" if "instructions" in rows[0] else ""
         lines.append(f"| {ph} | {med(lambda x: x['cpu_us']):.1f} | {med(lambda x: x['rate']):,.0f} | "
-                     f"{evalsha:.1f} | {bytes_} | {keys} |")
+                     f"{evalsha:.1f} | {bytes_} | {keys} | {ins} |")
+    both = [r["enqueue"].get("instructions", 0) + r["drain"].get("instructions", 0) for r in runs]
     lines.append(f"| enqueue + drain | {statistics.median(r['enqueue']['cpu_us'] + r['drain']['cpu_us'] for r in runs):.1f}"
-                 " | | | | |")
+                 f" | | | | | {statistics.median(both):,.0f} |")
     for ph in ("enqueue", "drain"):
         lines += ["", f"{ph}: commands per job (median of runs; inside scripts too)", "",
                   "| command | calls/job | µs/job |", "|---|---:|---:|"]
@@ -117,10 +171,14 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--keep", choices=sorted(NOOP), default="full", help="what the task keeps after success")
     ap.add_argument("--redis-server", default="redis-server")
+    ap.add_argument("--callgrind", action="store_true", help="count the server's instructions (valgrind)")
     args = ap.parse_args()
+    global CG
     with tempfile.TemporaryDirectory() as d:
-        server = RedisServer(args.redis_server, Path(d))
+        server = (CallgrindServer if args.callgrind else RedisServer)(args.redis_server, Path(d))
         server.start()
+        if args.callgrind and server.proc:
+            CG = Callgrind(server.proc.pid, Path(d))
         try:
             r = redis.Redis.from_url(server.url)
             version = r.info("server")["redis_version"]

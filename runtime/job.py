@@ -170,6 +170,17 @@ _KINDS: dict[str, Any] = {**dict.fromkeys(_FLOATS, float), **dict.fromkeys(_INTS
 _FIELD_NAMES: dict[type, frozenset[str]] = {}
 
 
+def history_length(text: str) -> int:
+    """Entries in a job's ``history`` field (JSON objects, comma-separated, without the
+    brackets; see Job.from_hash): 0 for ""; one that is not JSON counts its entries' starts."""
+    if not text:
+        return 0
+    try:
+        return len(loads("[" + text + "]"))
+    except ValueError:
+        return text.count('{"at":')
+
+
 @dataclass
 class Job:
     """One job document. Times are UNIX seconds (UTC); ``due_at`` is when it may start.
@@ -212,17 +223,18 @@ class Job:
     history: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
-    def from_hash(cls, data: Mapping[str, str], history: list[str] | None = None) -> Job:
-        """Build from a Redis hash (str -> str) and its history list of JSON strings. A
-        field or history entry that cannot be read (a corrupt document) is left out and
-        named in ``unreadable`` (field -> its text), never raised."""
+    def from_hash(cls, data: Mapping[str, str]) -> Job:
+        """Build from a Redis hash (str -> str), whose field ``history`` holds its history
+        entries (JSON objects, comma-separated, without the brackets: the scripts append
+        to it without parsing it). A field, or a history, that cannot be read (a corrupt
+        document) is left out and named in ``unreadable`` (field -> its text), never raised."""
         names = _FIELD_NAMES.get(cls)
         if names is None:
             names = _FIELD_NAMES[cls] = frozenset(f.name for f in fields(cls))
         kw: dict[str, Any] = {}
         bad: dict[str, str] = {}
         for key, raw in data.items():
-            if raw == "" or key not in names:
+            if raw == "" or key not in names or key == "history":
                 continue
             kind = _KINDS.get(key)
             try:
@@ -238,11 +250,14 @@ class Job:
                 bad.setdefault(key, "(missing)")
         job = cls(**kw)
         job.history = []
-        for i, h in enumerate(history or ()):
+        if data.get("history"):
             try:
-                job.history.append(loads(h))
+                entries = loads("[" + data["history"] + "]")
+                if not all(isinstance(e, dict) for e in entries):
+                    raise ValueError("an entry is not an object")
+                job.history = entries
             except ValueError:
-                bad[f"history[{i}]"] = h[:200]
+                bad["history"] = data["history"][:200]
         if bad:
             job.__dict__["_unreadable"] = bad
         if job.history and job.changed_at is None:

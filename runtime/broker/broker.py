@@ -158,10 +158,10 @@ class RedisBroker:
             unique_keys: list[str] = []
             args: list[Any] = [self.settings.visibility_timeout_s, queue, len(group)]
             for j in group:
-                keys += (self.keys.job(j.id), self.keys.history(j.id))
+                keys.append(self.keys.job(j.id))
                 if j.unique_key:
                     unique_keys.append(self.keys.unique(j.unique_key))
-                at = 8 + 2 * len(group) + len(unique_keys) if j.unique_key else 0  # 1-based, in KEYS
+                at = 8 + len(group) + len(unique_keys) if j.unique_key else 0  # 1-based, in KEYS
                 args += (j.id, j.path, j.params_json, j.priority, repr(float(j.delay_s)),
                          json.dumps(j.meta, separators=(",", ":")) if j.meta else "",
                          at, max(1, round(j.unique_for_s * 1000)))
@@ -211,7 +211,7 @@ class RedisBroker:
             if q is None:
                 q = queues[o.queue] = len(queues) + 1
                 keys += self.keys.queue_keys(o.queue)[:3]
-            job_keys += (self.keys.job(o.id), self.keys.history(o.id), self.keys.notify(o.id))
+            job_keys += (self.keys.job(o.id), self.keys.notify(o.id))
             number = (ttl[o.status] if o.keep else 0.0) if o.status in FINAL else o.number
             args += (o.id, o.attempt, o.status.value, repr(float(number)), o.note, o.history_tail, q, len(o.fields))
             for field_value in o.fields.items():
@@ -336,7 +336,7 @@ class RedisBroker:
             return []
         keys = list(self.keys.status_keys())
         for i in ids:
-            keys += (self.keys.job(i), self.keys.history(i), self.keys.notify(i))
+            keys += (self.keys.job(i), self.keys.notify(i))
         return list(self._run("control", keys, (action, self.settings.ttl_s[Status.CANCEL], by, *ids)))
 
     def move(self, ids: Sequence[str], queue: str | None, priority: int | None, by: str = "") -> list[str]:
@@ -345,19 +345,17 @@ class RedisBroker:
         that does not wait in a queue (move.lua)."""
         if not ids:
             return []
-        keys: list[str] = []
-        for i in ids:
-            keys += (self.keys.job(i), self.keys.history(i))
+        keys = [self.keys.job(i) for i in ids]
         args = ("" if queue is None else queue, "" if priority is None else str(priority), by, *ids)
         return list(self._run("move", keys, args))
 
     def register_waiter(self, key: str, ids: Sequence[str], ttl_s: float) -> list[str]:
         """Ask to be told on list ``key`` when ``ids`` end. Returns one entry per job
-        already final or missing: its document as JSON ``[id, hash fields, history]``, or
+        already final or missing: its document as JSON ``[id, hash fields]``, or
         its bare id (missing, large, or past the first 20); see wait.lua."""
         keys = [key]
         for i in ids:
-            keys += (self.keys.job(i), self.keys.history(i), self.keys.notify(i))
+            keys += (self.keys.job(i), self.keys.notify(i))
         return list(self._run("wait", keys, (max(1, int(ttl_s) + 1), *ids)))
 
     def next_notice(self, key: str, timeout_s: float) -> str | None:
@@ -383,7 +381,7 @@ class RedisBroker:
         args: list[Any] = [len(jobs)]
         for job in jobs:
             job_id, queue = job[0], job[1]
-            keys += (self.keys.job(job_id), self.keys.history(job_id), self.keys.ready(queue),
-                     self.keys.scheduled(queue), self.keys.wake(queue))
+            keys += (self.keys.job(job_id), self.keys.ready(queue), self.keys.scheduled(queue),
+                     self.keys.wake(queue))
             args += job
         return list(self._run("adopt", keys, args))

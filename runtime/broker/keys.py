@@ -6,8 +6,9 @@ both made from :data:`SHAPES`, so a shape is written once.
 
 | key                          | type | holds                                             |
 |------------------------------|------|---------------------------------------------------|
-| {p}:j:{id}                   | hash | the job document (fields of runtime.job.Job)      |
-| {p}:h:{id}                   | list | status history, one JSON object per change        |
+| {p}:j:{id}                   | hash | the job document (fields of runtime.job.Job; its  |
+|                              |      | status history in field `history`: JSON objects,  |
+|                              |      | comma-separated, appended by the scripts)         |
 | {p}:n:{id}                   | set  | notify lists of clients waiting for the job       |
 | {p}:q:{queue}                | zset | ready jobs; score = -priority*1e13 + due ms       |
 | {p}:s:{queue}                | zset | delayed / retrying jobs; score = due ms           |
@@ -53,7 +54,6 @@ from ..status import Status
 #: key kind -> shape after ``{prefix}:``; ``{name}`` is the builder's one argument
 SHAPES: dict[str, str] = {
     "job": "j:{id}",
-    "history": "h:{id}",
     "notify": "n:{id}",
     "ready": "q:{queue}",
     "scheduled": "s:{queue}",
@@ -111,9 +111,6 @@ class Keys:
 
     def job(self, job_id: str) -> str:
         return self._key("job", job_id)
-
-    def history(self, job_id: str) -> str:
-        return self._key("history", job_id)
 
     def notify(self, job_id: str) -> str:
         return self._key("notify", job_id)

@@ -104,7 +104,7 @@ def _next(client: Calls, key: str, remaining_s: float) -> str | None:
 
 def _noticed(client: Calls, entries: Sequence[str]) -> list[tuple[str, Job | None]]:
     """(id, Job or None if it exists nowhere) for each entry wait.lua or a notification
-    gives: the document as JSON ``[id, hash fields, history]`` (finish.lua, wait.lua),
+    gives: the document as JSON ``[id, hash fields]`` (finish.lua, wait.lua),
     or the bare id (cancel, reap, a large document, a missing job), whose documents
     are read from the stores together, in one round trip."""
     bare = [e for e in entries if not e.startswith("[")]
@@ -114,8 +114,7 @@ def _noticed(client: Calls, entries: Sequence[str]) -> list[tuple[str, Job | Non
         if entry in read:
             out.append((entry, read[entry]))
             continue
-        job_id, flat, history = json.loads(entry)
-        # Lua's cjson writes an empty table as {}: an empty history
-        out.append((job_id, Job.from_hash(dict(zip(flat[::2], flat[1::2])), history or [])))
+        job_id, flat = json.loads(entry)[:2]
+        out.append((job_id, Job.from_hash(dict(zip(flat[::2], flat[1::2])))))
     return out
 

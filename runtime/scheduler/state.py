@@ -64,7 +64,7 @@ class ScheduleState:
                            schedule.priority, schedule.overlap, len(plan)]
         for t, run in plan:
             job_id = schedule.job_id(t)
-            keys += (k.job(job_id), k.history(job_id))
+            keys.append(k.job(job_id))
             args += (t, job_id, "1" if run else "0")
         reply = self.broker.script("fire", keys, args)
         return Fired(int(reply[0]), [str(r) for r in reply[1:]])

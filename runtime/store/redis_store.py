@@ -43,24 +43,19 @@ class RedisJobStore:
         return job
 
     def get_many(self, ids: Sequence[str], history: bool = True) -> list[Job | None]:
-        """The jobs ``ids`` (None where missing). A document or history whose key holds
-        another Redis type (corrupt data) is read as a job whose fields say so
-        (``Job.unreadable``), never raised."""
+        """The jobs ``ids`` (None where missing), without their history unless ``history``.
+        A document whose key holds another Redis type (corrupt data) is read as a job
+        whose fields say so (``Job.unreadable``), never raised."""
         pipe = self.client.pipeline(transaction=False)
         for job_id in ids:
             pipe.hgetall(self.keys.job(job_id))
-            if history:
-                pipe.lrange(self.keys.history(job_id), 0, -1)
-        replies = pipe.execute(raise_on_error=False)
-        step = 2 if history else 1
         out: list[Job | None] = []
-        for n, i in enumerate(range(0, len(replies), step)):
-            data, hist = replies[i], replies[i + 1] if history else None
+        for job_id, data in zip(ids, pipe.execute(raise_on_error=False)):
             if isinstance(data, redis.ResponseError):  # not a hash
-                data = {"id": ids[n], "status": f"({data})"}
-            if isinstance(hist, redis.ResponseError):  # not a list
-                hist = [f"({hist})"]
-            out.append(Job.from_hash(data, hist) if data else None)
+                data = {"id": job_id, "status": f"({data})"}
+            elif data and not history:
+                data.pop("history", None)
+            out.append(Job.from_hash(data) if data else None)
         return out
 
     def _index_newest_first(self, status: str, batch: int,

@@ -133,7 +133,7 @@ def test_redis_lost_the_job_it_is_queued_again_from_mongodb(mclient, worker, mon
         mclient.store.jobs.update_one({"_id": job_id}, {"$set": {"status": "started", "attempt": 1, "version": 2},
                                                         "$push": {"history": {"at": 1.0, "status": "started"}}})
     keys = mclient.broker.keys
-    mclient.redis.delete(keys.job(job_id), keys.history(job_id))
+    mclient.redis.delete(keys.job(job_id))
     mclient.redis.zrem(keys.ready("default"), job_id)
     mclient.redis.zrem(keys.status("queued"), job_id)
     report = mclient.mongo.reconcile(lag_s=0)
@@ -315,13 +315,13 @@ def test_requeue_a_job_only_mongodb_still_has(mclient, worker, mongo_settings):
     worker.start(**mongo_env(mongo_settings))
     wait_until(lambda: mclient.store.get(job_id).status == "failed", 15, "the failure in MongoDB")
     keys = mclient.broker.keys
-    mclient.redis.delete(keys.job(job_id), keys.history(job_id))  # its Redis copy expired
+    mclient.redis.delete(keys.job(job_id))  # its Redis copy expired
     assert mclient.requeue(job_id) == [job_id]
     job = wait_until(lambda: (j := mclient.store.get(job_id)).attempt == 2 and j.status == "failed" and j, 15,
                      "the requeued job to run again")
     notes = [h.get("note") or "" for h in job.history]
     assert any("restored from MongoDB" in n for n in notes) and job.retries == 0
-    mclient.redis.delete(keys.job(job_id), keys.history(job_id))
+    mclient.redis.delete(keys.job(job_id))
     assert mclient.requeue_where("failed", path="tasks_example.work.fail") == [job_id]
 
 
@@ -365,7 +365,7 @@ def test_a_value_bson_refuses_is_converted_where_it_stands_and_never_stops_the_s
     assert set(raw["converted"]) == {"int:params.value.big", "int:params.value.k%00ey.1", "keys:params.value",
                                      "int:result.big", "int:result.k%00ey.1", "keys:result"}
     # Redis forgets the job (its ttl_s passed); the sweeps never queue it again (its end reached MongoDB)
-    client.redis.delete(keys.job(job_id), keys.history(job_id))
+    client.redis.delete(keys.job(job_id))
     assert client.mongo.reconcile(lag_s=0).adopted == 0
     assert client.store.get(job_id).attempt == 1 and client.store.get(job_id).status == "success"
     caplog.clear()

@@ -102,7 +102,7 @@ local function notify(nk, payload)
 end
 
 --- document
--- document(id, whole): job `id` as a waiting client gets it, JSON [id, hash fields, history],
+-- document(id, whole): job `id` as a waiting client gets it, JSON [id, hash fields],
 -- or (unless `whole`: a document about to be deleted) its bare id (the client reads it) when
 -- its large fields hold over 16 KiB: encoding a
 -- large document in a script blocks every other client of Redis meanwhile (measured: 100
@@ -116,40 +116,61 @@ local function document(id, whole)
     size = size + redis.call('HSTRLEN', jk, f)
   end
   if size > INLINE_MAX then return id end
-  return cjson.encode({id, redis.call('HGETALL', jk), redis.call('LRANGE', key_history(id), 0, -1)})
+  return cjson.encode({id, redis.call('HGETALL', jk)})
+end
+
+--- CLAIM_FIELDS
+-- the fields claim_one reads (CLAIM_FIELDS[1..13] are the first 13 claim fields it
+-- returns), then the history and the status: one HMGET a job
+local CLAIM_FIELDS = {'id', 'path', 'params', 'queue', 'priority', 'attempt', 'retries', 'lost', 'queued_at',
+  'due_at', 'started_at', 'meta', 'alone', 'history', 'status'}
+
+--- add_entry
+-- add_entry(history, text): a history field (entries of JSON objects, comma-separated,
+-- without the brackets; false or '' for none) with entry `text` appended
+local function add_entry(h, text)
+  if h and h ~= '' then return h .. ',' .. text end
+  return text
+end
+
+--- log_entry
+-- log_entry(jk, text): append history entry `text` to the document at jk (a read and a
+-- write: for the scripts that do not read the document anyway)
+local function log_entry(jk, text)
+  redis.call('HSET', jk, 'history', add_entry(redis.call('HGET', jk, 'history'), text))
 end
 
 --- claim_one
--- claim_one(id, wid, from_index, started_index, now, snow, deadline, inflight, running):
--- start waiting job `id` for worker `wid`: status started, attempt+1, the claim deadline
--- (ms) in the inflight zset, the worker's running set, from the index of its status to the
--- started index, history. Returns the 14 claim fields: id, path, params, queue, priority,
--- attempt, retries, lost, queued_at, due_at, started_at, meta, alone ('1' or ''), and what
--- is wrong with the document ('' for nothing: runtime.broker.claimed_from reads the rest);
--- a field the document lacks is ''. An attempt that is not an integer restarts at 1 (the
--- job then fails, reason bad-document, fenced by that attempt); so does one whose history
--- is not a list, or whose status is not one (``problem``: what the caller found wrong).
-local function claim_one(id, wid, from_index, started_index, now, snow, deadline, inflight, running, problem)
+-- claim_one(id, f, wid, from_index, started_index, now, snow, deadline, inflight, running,
+-- problem): start waiting job `id` for worker `wid`: status started, attempt+1, the claim
+-- deadline (ms) in the inflight zset, the worker's running set, from the index of its
+-- status to the started index, a 'claimed' history entry. `f`: its CLAIM_FIELDS as HMGET
+-- read them (nil: read here). Returns the 14 claim fields: id, path, params, queue,
+-- priority, attempt, retries, lost, queued_at, due_at, started_at, meta, alone ('1' or
+-- ''), and what is wrong with the document ('' for nothing: runtime.broker.claimed_from
+-- reads the rest); a field the document lacks is ''. An attempt that is not an integer
+-- restarts at 1 (the job then fails, reason bad-document, fenced by that attempt); so does
+-- one whose status is not one (``problem``: what the caller found wrong).
+local function claim_one(id, f, wid, from_index, started_index, now, snow, deadline, inflight, running, problem)
   local jk = key_job(id)
+  f = f or redis.call('HMGET', jk, unpack(CLAIM_FIELDS))
   local bad = problem or ''
-  local attempt = redis.pcall('HINCRBY', jk, 'attempt', 1)
-  if type(attempt) == 'table' then
-    bad = 'attempt is ' .. json_string(tostring(redis.call('HGET', jk, 'attempt'))) .. ', not an integer'
+  local attempt = tonumber(f[6] or '0')
+  if attempt == nil or attempt ~= math.floor(attempt) or attempt < 0 then
+    bad = 'attempt is ' .. json_string(tostring(f[6])) .. ', not an integer'
     attempt = 1
-    redis.call('HSET', jk, 'attempt', 1)
+  else
+    attempt = attempt + 1
   end
-  redis.call('HSET', jk, 'status', 'started', 'worker', wid, 'started_at', snow)
+  f[6], f[11] = string.format('%d', attempt), snow
+  redis.call('HSET', jk, 'status', 'started', 'worker', wid, 'started_at', snow, 'attempt', f[6],
+    'history', add_entry(f[14], entry(snow, 'claimed', {'worker', wid, 'attempt', attempt})))
   redis.call('ZADD', inflight, deadline, id)
   redis.call('SADD', running, id)
   redis.call('ZREM', from_index, id)
   redis.call('ZADD', started_index, now, id)
-  if type(redis.pcall('RPUSH', key_history(id), entry(snow, 'claimed', {'worker', wid, 'attempt', attempt}))) == 'table' then
-    bad = 'its history is not a list'  -- a key of another type: the job fails, bad-document
-  end
-  local f = redis.call('HMGET', jk, 'id', 'path', 'params', 'queue', 'priority', 'attempt',
-    'retries', 'lost', 'queued_at', 'due_at', 'started_at', 'meta', 'alone')
   for i = 1, 13 do f[i] = f[i] or '' end  -- a nil would end the reply's array there
-  f[1], f[14] = id, bad
+  f[1], f[14], f[15] = id, bad, nil
   return f
 end
 

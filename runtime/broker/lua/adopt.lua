@@ -1,7 +1,7 @@
 -- adopt.lua: queue again, from their MongoDB documents, jobs that Redis no longer has.
 -- KEYS[1]      {p}:queues
 -- KEYS[2..11]  the status indexes (runtime.broker.keys.STATUS_ORDER)
--- KEYS[12..]   per job: its hash, history, and its queue's ready, scheduled and wake keys
+-- KEYS[12..]   per job: its hash, and its queue's ready, scheduled and wake keys
 -- ARGV[1]  key prefix
 -- ARGV[2]  number of jobs N
 -- then per job: id, queue, priority, fields (JSON object of string values: the job hash
@@ -24,16 +24,16 @@ local b = 3
 for i = 0, n - 1 do
   local id, q, prio, fields, history, note = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 2]), ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
   b = b + 6
-  local k = J + 5 * i
-  local jk, hk, ready, sched, wake_key = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
+  local k = J + 4 * i
+  local jk, ready, sched, wake_key = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
   if redis.call('EXISTS', jk) == 0 then
-    redis.call('DEL', hk)
     local decoded = cjson.decode(fields)
     local due = tonumber(decoded['due_at'] or '')
     for name, v in pairs(decoded) do redis.call('HSET', jk, name, v) end
-    redis.call('HSET', jk, 'status', 'queued', 'queue', q, 'priority', prio)
-    for _, e in ipairs(cjson.decode(history)) do redis.call('RPUSH', hk, e) end
-    redis.call('RPUSH', hk, entry(snow, 'queued', {'note', note}))
+    local h = false
+    for _, e in ipairs(cjson.decode(history)) do h = add_entry(h, e) end
+    redis.call('HSET', jk, 'status', 'queued', 'queue', q, 'priority', prio,
+      'history', add_entry(h, entry(snow, 'queued', {'note', note})))
     redis.call('ZADD', st_key(ST, 'queued'), now, id)
     redis.call('SADD', queues, q)
     if due and due > now then  -- not due yet: stays delayed (a blocked worker learns when)

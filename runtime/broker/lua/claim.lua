@@ -12,7 +12,7 @@
 -- ARGV[5]  1 if the worker runs no job now (it may then be registered idle), else 0
 -- ARGV[6..] the concurrency caps and rate limits of the tasks it serves (caps_from in _lib;
 --          none: absent or 0)
--- Found inside: the hash and history of each job popped (key_job, key_history).
+-- Found inside: the hash of each job popped (key_job).
 -- First takes the jobs that enqueue.lua already handed to this worker, then due jobs from
 -- the queues. Each claimed job moves ready -> inflight (score = deadline ms) and the
 -- worker's running set, gets status started, attempt+1, and a history entry
@@ -57,7 +57,7 @@ if CAPS then
   local served = {}
   for i = 0, nq - 1 do served[string.sub(KEYS[Q + 4 * i], #key_ready('') + 1)] = true end
   parked_left = cap_unpark(CAPS, rooms, now_ms, function(id, st)
-    for _, v in ipairs(claim_one(id, wid, st_key(ST, st), started, now, snow, deadline, inflight, running)) do
+    for _, v in ipairs(claim_one(id, nil, wid, st_key(ST, st), started, now, snow, deadline, inflight, running)) do
       out[#out + 1] = v
     end
     claimed = claimed + 1
@@ -81,9 +81,9 @@ for i = 0, nq - 1 do
       if alone then  -- the batch ended at a job that runs alone: the rest go back
         redis.call('ZADD', ready, popped[j + 1], id)
       else
-        local cur = redis.pcall('HMGET', key_job(id), 'status', 'alone', 'path')
+        local cur = redis.pcall('HMGET', key_job(id), unpack(CLAIM_FIELDS))
         if cur.err then cur = {} end  -- not a hash (a key of another type): no document
-        local st = cur[1]
+        local st = cur[15]
         local problem = nil
         if st and not STATUS_POS[st] then  -- a status that is not one: claimed to fail (bad-document)
           problem = 'status is ' .. json_string(st) .. ', not a status'
@@ -91,14 +91,14 @@ for i = 0, nq - 1 do
           st = 'queued'
         end
         if st and can_move(st, 'started') then
-          if cur[2] == '1' then
+          if cur[13] == '1' then
             alone = true
             if claimed > 0 then redis.call('ZADD', ready, popped[j + 1], id) end
           end
-          if not (alone and claimed > 0) and CAPS and not cap_admit(CAPS, rooms, id, cur[3], popped[j + 1], now_ms) then
+          if not (alone and claimed > 0) and CAPS and not cap_admit(CAPS, rooms, id, cur[2], popped[j + 1], now_ms) then
             parked = parked + 1
           elseif not (alone and claimed > 0) then
-            for _, v in ipairs(claim_one(id, wid, st_key(ST, st), started, now, snow, deadline, inflight, running,
+            for _, v in ipairs(claim_one(id, cur, wid, st_key(ST, st), started, now, snow, deadline, inflight, running,
                 problem)) do
               out[#out + 1] = v
             end

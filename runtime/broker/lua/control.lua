@@ -1,6 +1,6 @@
 -- control.lua: cancel, abort or requeue jobs by id, as the transition table allows.
 -- KEYS[1..10]  the status indexes (runtime.broker.keys.STATUS_ORDER)
--- KEYS[11..]   per job: its hash, history, notify set
+-- KEYS[11..]   per job: its hash, notify set
 -- ARGV[1]  key prefix
 -- ARGV[2]  action: cancel | abort | requeue
 -- ARGV[3]  ttl_s for the cancel status
@@ -21,8 +21,8 @@ local now, snow = clock()
 local out = {}
 for i = IDS, #ARGV do
   local id = ARGV[i]
-  local k = J + 3 * (i - IDS)
-  local jk, hk, nk = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+  local k = J + 2 * (i - IDS)
+  local jk, nk = KEYS[k], KEYS[k + 1]
   local cur = redis.call('HMGET', jk, 'status', 'queue', 'priority', 'worker')
   local st, q = cur[1], cur[2]
   if not st then
@@ -32,9 +32,8 @@ for i = IDS, #ARGV do
     redis.call('ZREM', key_scheduled(q), id)
     redis.call('HSET', jk, 'status', 'cancel', 'ended_at', snow)
     reindex(ST, id, st, 'cancel', now)
-    redis.call('RPUSH', hk, entry(snow, 'cancel', by))
+    log_entry(jk, entry(snow, 'cancel', by))
     redis.call('EXPIRE', jk, math.ceil(ttl))
-    redis.call('EXPIRE', hk, math.ceil(ttl))
     notify(nk, id)
     out[#out + 1] = 'ok'
   elseif action == 'abort' and can_move(st, 'abort') then
@@ -43,7 +42,6 @@ for i = IDS, #ARGV do
     out[#out + 1] = 'ok'
   elseif action == 'requeue' and not RUNNING[st] and can_move(st, 'queued') then
     redis.call('PERSIST', jk)
-    redis.call('PERSIST', hk)
     redis.call('HDEL', jk, 'result', 'exc_type', 'exc_message', 'traceback', 'reason', 'ended_at',
       'started_at', 'worker', 'report', 'logs', 'progress', 'progress_message', 'overrun', 'artifacts')
     redis.call('HSET', jk, 'status', 'queued', 'due_at', snow, 'retries', 0, 'lost', 0)
@@ -53,7 +51,7 @@ for i = IDS, #ARGV do
     reindex(ST, id, st, 'queued', now)
     local kv = {'note', 'requeued from ' .. st}
     if by then kv[3], kv[4] = by[1], by[2] end
-    redis.call('RPUSH', hk, entry(snow, 'queued', kv))
+    log_entry(jk, entry(snow, 'queued', kv))
     wake(key_wake(q))
     out[#out + 1] = 'ok'
   else

@@ -3,8 +3,9 @@
 -- KEYS[5]      {p}:queues
 -- KEYS[6]      {p}:inflight (for a job handed straight to an idle worker)
 -- KEYS[7..8]   the status indexes of queued and started
--- KEYS[9..]    per job: its hash, its history; then the unique keys {p}:u:{key} of the
---              jobs that have one (each job's ARGV names its place in KEYS)
+-- KEYS[9..]    per job: its hash (its history is its field `history`); then the unique
+--              keys {p}:u:{key} of the jobs that have one (each job's ARGV names its
+--              place in KEYS)
 -- ARGV[1]  key prefix
 -- ARGV[2]  visibility timeout, seconds (for a job handed straight to an idle worker)
 -- ARGV[3]  queue name
@@ -66,7 +67,7 @@ for i = 0, n - 1 do
   local id, path, params = ARGV[b], ARGV[b + 1], ARGV[b + 2]
   local prio, delay, meta = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]), ARGV[b + 5]
   local uk = tonumber(ARGV[b + 6]) > 0 and KEYS[tonumber(ARGV[b + 6])] or nil
-  local jk, hk = KEYS[J + 2 * i], KEYS[J + 2 * i + 1]
+  local jk = KEYS[J + i]
   local due = now + delay
   local held = uk and holder(uk, id)
   if held then
@@ -77,10 +78,10 @@ for i = 0, n - 1 do
     if uk then redis.call('SET', uk, id, 'PX', ARGV[b + 7]) end
     redis.call('HSET', jk, 'id', id, 'path', path, 'params', params, 'queue', q,
       'priority', prio, 'status', 'queued', 'queued_at', snow,
-      'due_at', delay > 0 and string.format('%.6f', due) or snow, 'attempt', 0, 'retries', 0, 'lost', 0)
+      'due_at', delay > 0 and string.format('%.6f', due) or snow, 'attempt', '0', 'retries', '0', 'lost', '0',
+      'history', hist)
     if meta ~= '' then redis.call('HSET', jk, 'meta', meta) end
     redis.call('ZADD', queued_index, now, id)
-    redis.call('RPUSH', hk, hist)
     added = true
     if delay > 0 then
       redis.call('ZADD', sched, due * 1000, id)
@@ -89,7 +90,7 @@ for i = 0, n - 1 do
       -- handed over only when nothing waits in its queue: never ahead of an earlier job
       local wid = (not woke) and redis.call('ZCARD', ready) == 0 and idle_worker() or nil
       if wid then
-        local fields = claim_one(id, wid, queued_index, started_index, now, snow, deadline, inflight,
+        local fields = claim_one(id, nil, wid, queued_index, started_index, now, snow, deadline, inflight,
           key_running(wid))
         redis.call('RPUSH', key_handoff(wid), cjson.encode(fields))
       else

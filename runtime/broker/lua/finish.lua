@@ -3,7 +3,8 @@
 -- KEYS[2]      {p}:w:{wid}:running of the worker that ran them
 -- KEYS[3..12]  the status indexes (runtime.broker.keys.STATUS_ORDER)
 -- KEYS[13..]   per queue of the outcomes (Q of them): its ready, scheduled and wake keys;
---              then per outcome: the job's hash, history, notify set
+--              then per outcome: the job's hash (its history is its field `history`)
+--              and notify set
 -- ARGV[1]  key prefix
 -- ARGV[2]  number of outcomes N
 -- ARGV[3]  number of queues Q
@@ -17,13 +18,12 @@
 -- An outcome whose attempt is not the job's current running one, or whose move the
 -- transition table does not allow, is stale and ignored: a late attempt never overwrites
 -- the status written by a newer one.
--- Clients waiting on a job that ends get its document (see document in _lib). An
--- outcome with a started_at field (the attempt ran) adds a history entry 'started' at
--- that time before its own: the claim's entry is 'claimed'.
--- A history that is not a list (a key of another type) is left as it is (pcall): one bad
--- key must not stop the batch.
+-- Clients waiting on a job that ends get its document (see document in _lib; wait.lua
+-- marks a job waited on with its field `waiters`). An outcome with a started_at field (the
+-- attempt ran) adds a history entry 'started' at that time before its own: the claim's
+-- entry is 'claimed'.
 -- A final outcome whose ttl is 0 (task option keep='none', or ttl_s of its status 0) keeps
--- nothing: its document and history are deleted, after the clients waiting on it got it
+-- nothing: its document is deleted, after the clients waiting on it got it
 -- (written first only when one waits), and no status index lists it.
 -- Returns: the list of stale ids.
 -- On a full Redis (maxmemory, noeviction) outcomes are still recorded: the first command
@@ -44,21 +44,34 @@ for i = 0, n - 1 do
   local nf = tonumber(ARGV[b + 7])
   local fb = b + 8
   b = fb + 2 * nf
-  local k = J + 3 * i
-  local jk, hk, nk = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+  local jk, nk = KEYS[J + 2 * i], KEYS[J + 2 * i + 1]
   local ready, sched, wake_key = KEYS[q], KEYS[q + 1], KEYS[q + 2]
-  local cur = redis.call('HMGET', jk, 'status', 'attempt', 'worker', 'priority', 'due_at', 'cap')
+  local cur = redis.call('HMGET', jk, 'status', 'attempt', 'worker', 'priority', 'due_at', 'cap', 'history',
+    'exc_type', 'reason', 'waiters')
   if cur[2] ~= attempt or not RUNNING[cur[1] or ''] or not can_move(cur[1], st) then
     stale[#stale + 1] = id
   else
     -- not kept (a ttl of 0: task option keep='none'): written only for clients waiting on it
     local gone = FINAL[st] and num <= 0
-    local write = not gone or redis.call('EXISTS', nk) == 1
-    if st == 'success' and write then  -- what an earlier attempt left (before this one's
-      -- fields: a success stored without its data keeps its exc_type marker)
+    local write = not gone or cur[10]
+    local kv = {'worker', cur[3], 'attempt', tonumber(attempt)}
+    local h = cur[7]
+    for f = fb, fb + 2 * nf - 2, 2 do  -- when it began running (the claim's entry says claimed)
+      local began = ARGV[f] == 'started_at' and tonumber(ARGV[f + 1])
+      local at = began and string.format('%.6f', began)
+      if at then h = add_entry(h, entry(at, 'started', kv)) end
+    end
+    if note ~= '' then kv[5], kv[6] = 'note', note end
+    h = add_entry(h, entry(snow, st, kv, tail))
+    if st == 'success' and write and (cur[8] or cur[9]) then  -- what an earlier attempt left (before
+      -- this one's fields: a success stored without its data keeps its exc_type marker)
       redis.call('HDEL', jk, 'exc_type', 'exc_message', 'traceback', 'reason')
     end
-    if write then redis.call('HSET', jk, 'status', st, 'ended_at', snow, unpack(ARGV, fb, fb + 2 * nf - 1)) end
+    local due = st == 'retry' and now + num
+    if write then
+      redis.call('HSET', jk, 'status', st, 'ended_at', snow, 'history', h, 'due_at',
+        due and string.format('%.6f', due) or cur[5] or snow, unpack(ARGV, fb, fb + 2 * nf - 1))
+    end
     redis.call('ZREM', inflight, id)
     redis.call('SREM', running, id)
     if cur[6] then  -- its concurrency slot (runtime.caps); a worker waiting may claim a parked job now
@@ -66,26 +79,15 @@ for i = 0, n - 1 do
       if not woken[wake_key] and redis.call('EXISTS', key_park(cur[6])) == 1 then woken[wake_key] = true end
     end
     if gone then redis.call('ZREM', st_key(ST, cur[1]), id) else reindex(ST, id, cur[1], st, now) end
-    local kv = {'worker', cur[3], 'attempt', tonumber(attempt)}
-    for f = fb, fb + 2 * nf - 2, 2 do  -- when it began running (the claim's entry says claimed)
-      local began = ARGV[f] == 'started_at' and tonumber(ARGV[f + 1])
-      local at = began and string.format('%.6f', began)
-      if at and write then redis.pcall('RPUSH', hk, entry(at, 'started', kv)) end
-    end
-    if note ~= '' then kv[5], kv[6] = 'note', note end
-    if write then redis.pcall('RPUSH', hk, entry(snow, st, kv, tail)) end
     if gone then
       if write then notify(nk, document(id, true)) end
-      redis.call('DEL', jk, hk)
+      redis.call('DEL', jk)
     elseif FINAL[st] then
       redis.call('EXPIRE', jk, math.ceil(num))
-      redis.call('EXPIRE', hk, math.ceil(num))
-      notify(nk, function()  -- hand waiters the document itself: no read round trip after
-        return document(id)
-      end)
-    elseif st == 'retry' then
-      local due = now + num
-      redis.call('HSET', jk, 'due_at', string.format('%.6f', due))
+      if cur[10] then  -- hand waiters the document itself: no read round trip after
+        notify(nk, function() return document(id) end)
+      end
+    elseif due then
       redis.call('ZADD', sched, due * 1000, id)
       woken[wake_key] = true  -- a blocked worker claims and learns when it is due (as enqueue.lua)
     else -- interrupt, queued: back in its queue at once, at its old place

@@ -5,7 +5,7 @@
 -- KEYS[2..4]   its queue's ready, scheduled and wake keys
 -- KEYS[5]      {p}:queues
 -- KEYS[6]      the status index of queued
--- KEYS[7..]    per fire time: its job's hash, its history
+-- KEYS[7..]    per fire time: its job's hash
 -- ARGV[1]  key prefix
 -- ARGV[2]  queue name
 -- ARGV[3]  task path
@@ -50,13 +50,12 @@ for i = 0, n - 1 do
     elseif overlap == 'skip' and running(last_job) then outcome = 'overlap'
     else
       outcome = 'queued'
-      local jk, hk = KEYS[J + 2 * i], KEYS[J + 2 * i + 1]
+      local jk = KEYS[J + i]
       if redis.call('EXISTS', jk) == 0 then
         redis.call('HSET', jk, 'id', id, 'path', path, 'params', params, 'queue', q, 'priority', prio,
-          'status', 'queued', 'queued_at', snow, 'due_at', snow, 'attempt', 0, 'retries', 0, 'lost', 0)
+          'status', 'queued', 'queued_at', snow, 'due_at', snow, 'attempt', '0', 'retries', '0', 'lost', '0',
+          'history', entry(snow, 'queued', {'schedule', string.sub(sk, #key_schedule('') + 1), 'fire', t}))
         redis.call('ZADD', queued_index, now, id)
-        redis.call('RPUSH', hk, entry(snow, 'queued', {'schedule', string.sub(sk, #key_schedule('') + 1),
-          'fire', t}))
         redis.call('ZADD', ready, score(prio, now * 1000), id)
         woke = true
       end

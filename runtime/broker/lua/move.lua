@@ -1,5 +1,5 @@
 -- move.lua: move waiting jobs to another queue and/or priority, keeping their due time.
--- KEYS[1..]  per job: its hash, history
+-- KEYS[1..]  per job: its hash
 -- ARGV[1]  key prefix
 -- ARGV[2]  target queue ('': each job keeps its own)
 -- ARGV[3]  target priority ('': each job keeps its own)
@@ -20,7 +20,7 @@ local now, snow = clock()
 local out = {}
 for i = IDS, #ARGV do
   local id = ARGV[i]
-  local jk, hk = KEYS[1 + 2 * (i - IDS)], KEYS[2 + 2 * (i - IDS)]
+  local jk = KEYS[1 + i - IDS]
   local cur = redis.call('HMGET', jk, 'status', 'queue', 'priority', 'due_at')
   local st, q = cur[1], cur[2]
   if not st then
@@ -46,7 +46,7 @@ for i = IDS, #ARGV do
       local kv = {'note', 'moved from ' .. q .. ' (priority ' .. (cur[3] or '0') .. ') to ' .. tq ..
                           ' (priority ' .. string.format('%d', tp) .. ')'}
       if who ~= '' then kv[3], kv[4] = 'by', who end
-      redis.call('RPUSH', hk, entry(snow, st, kv))
+      log_entry(jk, entry(snow, st, kv))
       out[#out + 1] = 'ok'
     end
   end

@@ -12,8 +12,7 @@
 --          index entries of documents that expired
 -- then     number of ids U, then U ids of the dead workers' jobs that never started
 --          running (prefetched): requeued as interrupt, lost unchanged
--- A history that is not a list is left as it is (pcall): one bad key must not stop a reap.
--- Found inside: each job's hash, history, notify set and queue keys; the idle keys of a
+-- Found inside: each job's hash, notify set and queue keys; the idle keys of a
 -- dropped worker's queues; the registry entry of an expired claim's owner.
 -- A job taken back from a dead worker is requeued at its old place (status queued,
 -- lost+1) or, at max_lost, ends failed with reason worker-lost; one its watchdog marked
@@ -38,7 +37,7 @@ local function back_in_queue(jk, id, q, prio, due_at)
 end
 
 local function lose(id, wid, clean)
-  local jk, hk = key_job(id), key_history(id)
+  local jk = key_job(id)
   redis.call('ZREM', inflight, id)
   local cur = redis.call('HMGET', jk, 'status', 'worker', 'priority', 'due_at', 'queue', 'attempt', 'lost_reason',
     'hard_timeout')
@@ -50,10 +49,9 @@ local function lose(id, wid, clean)
     redis.call('HSET', jk, 'status', 'timeout', 'ended_at', snow, 'reason', 'hard-timeout',
       'exc_type', 'runtime.errors.HardTimeout', 'exc_message', cur[8])
     reindex(ST, id, st, 'timeout', now)
-    redis.pcall('RPUSH', hk, entry(snow, 'timeout', {'worker', cur[2], 'attempt', tonumber(cur[6]),
+    log_entry(jk, entry(snow, 'timeout', {'worker', cur[2], 'attempt', tonumber(cur[6]),
       'note', 'past its hard deadline: its worker was killed'}))
     redis.call('EXPIRE', jk, math.ceil(ttl_timeout))
-    redis.call('EXPIRE', hk, math.ceil(ttl_timeout))
     notify(key_notify(id), id)
     failed = failed + 1
     return
@@ -78,7 +76,7 @@ local function lose(id, wid, clean)
     redis.call('HSET', jk, 'status', 'interrupt')
     reindex(ST, id, st, 'interrupt', now)
     back_in_queue(jk, id, cur[5], cur[3], cur[4])
-    redis.pcall('RPUSH', hk, entry(snow, 'interrupt', {'worker', cur[2], 'attempt', attempt, 'note', note}))
+    log_entry(jk, entry(snow, 'interrupt', {'worker', cur[2], 'attempt', attempt, 'note', note}))
     requeued = requeued + 1
   elseif not clean and lost >= max_lost and can_move(st, 'failed') then
     local msg = string.format('its worker died while running it %d times (max_lost=%d); last worker %s%s',
@@ -86,16 +84,15 @@ local function lose(id, wid, clean)
     redis.call('HSET', jk, 'status', 'failed', 'ended_at', snow, 'reason', 'worker-lost',
       'exc_type', 'WorkerLost', 'exc_message', msg)
     reindex(ST, id, st, 'failed', now)
-    redis.pcall('RPUSH', hk, entry(snow, 'failed', {'worker', cur[2], 'attempt', attempt, 'note', 'worker-lost' .. why}))
+    log_entry(jk, entry(snow, 'failed', {'worker', cur[2], 'attempt', attempt, 'note', 'worker-lost' .. why}))
     redis.call('EXPIRE', jk, math.ceil(ttl_failed))
-    redis.call('EXPIRE', hk, math.ceil(ttl_failed))
     notify(key_notify(id), id)
     failed = failed + 1
   elseif not clean and can_move(st, 'queued') then
     redis.call('HSET', jk, 'status', 'queued')
     reindex(ST, id, st, 'queued', now)
     back_in_queue(jk, id, cur[5], cur[3], cur[4])
-    redis.pcall('RPUSH', hk, entry(snow, 'queued', {'worker', cur[2], 'attempt', attempt,
+    log_entry(jk, entry(snow, 'queued', {'worker', cur[2], 'attempt', attempt,
       'note', 'worker lost, requeued' .. why}))
     requeued = requeued + 1
   end

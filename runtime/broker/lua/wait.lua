@@ -1,6 +1,6 @@
 -- wait.lua: register a client's notify list on jobs not yet final, without a lost wake-up.
 -- KEYS[1]    the client's notify list
--- KEYS[2..]  per job: its hash, history, notify set
+-- KEYS[2..]  per job: its hash, notify set
 -- ARGV[1]  key prefix
 -- ARGV[2]  seconds the registration is kept
 -- ARGV[3..] job ids
@@ -20,7 +20,7 @@ local inline = 20
 local done = {}
 for i = 3, #ARGV do
   local id = ARGV[i]
-  local k = 2 + 3 * (i - 3)
+  local k = 2 + 2 * (i - 3)
   local st = redis.call('HGET', KEYS[k], 'status')
   if not st then
     done[#done + 1] = id
@@ -32,8 +32,9 @@ for i = 3, #ARGV do
       done[#done + 1] = id
     end
   else
-    redis.call('SADD', KEYS[k + 2], key)
-    redis.call('EXPIRE', KEYS[k + 2], ttl)
+    redis.call('SADD', KEYS[k + 1], key)
+    redis.call('EXPIRE', KEYS[k + 1], ttl)
+    redis.call('HSET', KEYS[k], 'waiters', '1')  -- finish.lua looks at the notify set only then
   end
 end
 return done

@@ -21,7 +21,8 @@ durable, queryable copy, written *after* Redis, always from what Redis holds:
   the ids done. **reaper** changes (lost workers) are copied by a sweep of the last
   seconds right after the reap that made them.
 
-Fencing. A document's ``version`` is its Redis history length, which each status change
+Fencing. A document's ``version`` is its Redis history length (entries in its field
+``history``, runtime.job.history_length), which each status change
 grows by one inside the same script, and a snapshot is read atomically; MongoDB replaces
 a document only over a lower version (``MongoJobStore.write``). So a late, replayed or
 reordered write never overwrites a newer status: a final status is replaced only by a
@@ -68,7 +69,7 @@ from typing import Any, cast
 
 from ...broker import RedisBroker
 from ...broker.connection import texts
-from ...job import Job, dumps
+from ...job import Job, dumps, history_length
 from ...messages import NewJob
 from ...status import REQUEUABLE, RUNNING, WAITING, Status
 from .documents import document, job_from_document, to_date, to_seconds
@@ -139,15 +140,13 @@ class MongoSync:
         pipe = self.redis.pipeline(transaction=True)
         for job_id in ids:
             pipe.hgetall(self.keys.job(job_id))
-            pipe.lrange(self.keys.history(job_id), 0, -1)
         replies = pipe.execute() if ids else []
         out = []
-        for i, job_id in enumerate(ids):
-            data, history = replies[2 * i], replies[2 * i + 1]
+        for job_id, data in zip(ids, replies):
             if not data or "status" not in data:
                 continue  # gone from Redis (expired, or only progress written)
             try:
-                out.append((Job.from_hash(data, history), len(history)))
+                out.append((Job.from_hash(data), history_length(data.get("history", ""))))
             except (ValueError, TypeError, KeyError) as exc:
                 log.error("job %s: its Redis document cannot be read (%s); not copied to MongoDB", job_id, exc)
         return out
@@ -222,10 +221,10 @@ class MongoSync:
         """Those of ``ids`` whose MongoDB version is lower than their Redis history length."""
         pipe = self.redis.pipeline(transaction=False)
         for job_id in ids:
-            pipe.llen(self.keys.history(job_id))
-        lengths = pipe.execute() if ids else []
+            pipe.hget(self.keys.job(job_id), "history")
+        lengths = [history_length(h or "") for h in (pipe.execute() if ids else [])]
         stored = self.store.versions(ids) if ids else {}
-        return [i for i, n in zip(ids, lengths) if n and stored.get(i, 0) < int(n)]
+        return [i for i, n in zip(ids, lengths) if n and stored.get(i, 0) < n]
 
     # ---- MongoDB -> Redis ---------------------------------------------------------------
 
