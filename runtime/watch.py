@@ -66,7 +66,7 @@ if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then
   redis.call('SADD', KEYS[4], ARGV[4])
 end
 local t = redis.call('TIME')
-local deadline = (tonumber(t[1]) + tonumber(t[2]) / 1e6 + tonumber(ARGV[2])) * 1000
+local deadline = math.floor((tonumber(t[1]) + tonumber(t[2]) / 1e6 + tonumber(ARGV[2])) * 1000)
 local known = {}  -- the jobs its last heartbeat listed (prefetched ones too)
 local ok, rows = pcall(cjson.decode, redis.call('HGET', KEYS[1], 'running') or '[]')
 if ok and type(rows) == 'table' then

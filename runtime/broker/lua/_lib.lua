@@ -35,10 +35,11 @@ local function st_key(base, status)
 end
 
 --- reindex
--- reindex(base, id, from, to, now): move `id` from one status index to another
-local function reindex(base, id, from, to, now)
+-- reindex(base, id, from, to, snow): move `id` from one status index to another, scored
+-- by the time of the change (snow: clock()'s string, which Redis reads as it is)
+local function reindex(base, id, from, to, snow)
   redis.call('ZREM', st_key(base, from), id)
-  redis.call('ZADD', st_key(base, to), now, id)
+  redis.call('ZADD', st_key(base, to), snow, id)
 end
 
 --- clock
@@ -141,7 +142,7 @@ local function log_entry(jk, text)
 end
 
 --- claim_one
--- claim_one(id, f, wid, from_index, started_index, now, snow, deadline, inflight, running,
+-- claim_one(id, f, wid, from_index, started_index, snow, deadline, inflight, running,
 -- problem): start waiting job `id` for worker `wid`: status started, attempt+1, the claim
 -- deadline (ms) in the inflight zset, the worker's running set, from the index of its
 -- status to the started index, a 'claimed' history entry. `f`: its CLAIM_FIELDS as HMGET
@@ -151,7 +152,7 @@ end
 -- reads the rest); a field the document lacks is ''. An attempt that is not an integer
 -- restarts at 1 (the job then fails, reason bad-document, fenced by that attempt); so does
 -- one whose status is not one (``problem``: what the caller found wrong).
-local function claim_one(id, f, wid, from_index, started_index, now, snow, deadline, inflight, running, problem)
+local function claim_one(id, f, wid, from_index, started_index, snow, deadline, inflight, running, problem)
   local jk = key_job(id)
   f = f or redis.call('HMGET', jk, unpack(CLAIM_FIELDS))
   local bad = problem or ''
@@ -168,7 +169,7 @@ local function claim_one(id, f, wid, from_index, started_index, now, snow, deadl
   redis.call('ZADD', inflight, deadline, id)
   redis.call('SADD', running, id)
   redis.call('ZREM', from_index, id)
-  redis.call('ZADD', started_index, now, id)
+  redis.call('ZADD', started_index, snow, id)
   for i = 1, 13 do f[i] = f[i] or '' end  -- a nil would end the reply's array there
   f[1], f[14], f[15] = id, bad, nil
   return f

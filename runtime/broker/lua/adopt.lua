@@ -34,7 +34,7 @@ for i = 0, n - 1 do
     for _, e in ipairs(cjson.decode(history)) do h = add_entry(h, e) end
     redis.call('HSET', jk, 'status', 'queued', 'queue', q, 'priority', prio,
       'history', add_entry(h, entry(snow, 'queued', {'note', note})))
-    redis.call('ZADD', st_key(ST, 'queued'), now, id)
+    redis.call('ZADD', st_key(ST, 'queued'), snow, id)
     redis.call('SADD', queues, q)
     if due and due > now then  -- not due yet: stays delayed (a blocked worker learns when)
       redis.call('ZADD', sched, due * 1000, id)

@@ -45,7 +45,7 @@ local dropped = {}
 local claimed = 0
 local alone = false
 local next_due = nil
-local deadline = (now + vt) * 1000
+local deadline = math.floor((now + vt) * 1000)  -- whole ms: a small zset keeps it as an integer
 local CAPS, rooms, parked_left, PARK_RETRY_S = caps_from(6), {}, false, 0.5
 for i = 0, nq - 1 do redis.call('ZREM', KEYS[Q + 4 * i + 3], wid) end
 for _, item in ipairs(redis.call('LRANGE', handoff, 0, -1)) do
@@ -57,7 +57,7 @@ if CAPS then
   local served = {}
   for i = 0, nq - 1 do served[string.sub(KEYS[Q + 4 * i], #key_ready('') + 1)] = true end
   parked_left = cap_unpark(CAPS, rooms, now_ms, function(id, st)
-    for _, v in ipairs(claim_one(id, nil, wid, st_key(ST, st), started, now, snow, deadline, inflight, running)) do
+    for _, v in ipairs(claim_one(id, nil, wid, st_key(ST, st), started, snow, deadline, inflight, running)) do
       out[#out + 1] = v
     end
     claimed = claimed + 1
@@ -98,7 +98,7 @@ for i = 0, nq - 1 do
           if not (alone and claimed > 0) and CAPS and not cap_admit(CAPS, rooms, id, cur[2], popped[j + 1], now_ms) then
             parked = parked + 1
           elseif not (alone and claimed > 0) then
-            for _, v in ipairs(claim_one(id, cur, wid, st_key(ST, st), started, now, snow, deadline, inflight, running,
+            for _, v in ipairs(claim_one(id, cur, wid, st_key(ST, st), started, snow, deadline, inflight, running,
                 problem)) do
               out[#out + 1] = v
             end

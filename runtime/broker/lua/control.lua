@@ -31,7 +31,7 @@ for i = IDS, #ARGV do
     redis.call('ZREM', key_ready(q), id)
     redis.call('ZREM', key_scheduled(q), id)
     redis.call('HSET', jk, 'status', 'cancel', 'ended_at', snow)
-    reindex(ST, id, st, 'cancel', now)
+    reindex(ST, id, st, 'cancel', snow)
     log_entry(jk, entry(snow, 'cancel', by))
     redis.call('EXPIRE', jk, math.ceil(ttl))
     notify(nk, id)
@@ -48,7 +48,7 @@ for i = IDS, #ARGV do
     redis.call('ZREM', key_ready(q), id)
     redis.call('ZREM', key_scheduled(q), id)
     redis.call('ZADD', key_ready(q), score(tonumber(cur[3]) or 0, now * 1000), id)
-    reindex(ST, id, st, 'queued', now)
+    reindex(ST, id, st, 'queued', snow)
     local kv = {'note', 'requeued from ' .. st}
     if by then kv[3], kv[4] = by[1], by[2] end
     log_entry(jk, entry(snow, 'queued', kv))

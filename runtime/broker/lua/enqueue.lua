@@ -32,7 +32,7 @@ local ready, sched, wake_key, idle = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local queues, inflight, queued_index, started_index, J = KEYS[5], KEYS[6], KEYS[7], KEYS[8], 9
 local vt, q, n = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local now, snow = clock()
-local deadline = (now + vt) * 1000
+local deadline = math.floor((now + vt) * 1000)
 local woke, delayed, added = false, false, false
 local hist = entry(snow, 'queued')
 
@@ -81,7 +81,7 @@ for i = 0, n - 1 do
       'due_at', delay > 0 and string.format('%.6f', due) or snow, 'attempt', '0', 'retries', '0', 'lost', '0',
       'history', hist)
     if meta ~= '' then redis.call('HSET', jk, 'meta', meta) end
-    redis.call('ZADD', queued_index, now, id)
+    redis.call('ZADD', queued_index, snow, id)
     added = true
     if delay > 0 then
       redis.call('ZADD', sched, due * 1000, id)
@@ -90,7 +90,7 @@ for i = 0, n - 1 do
       -- handed over only when nothing waits in its queue: never ahead of an earlier job
       local wid = (not woke) and redis.call('ZCARD', ready) == 0 and idle_worker() or nil
       if wid then
-        local fields = claim_one(id, nil, wid, queued_index, started_index, now, snow, deadline, inflight,
+        local fields = claim_one(id, nil, wid, queued_index, started_index, snow, deadline, inflight,
           key_running(wid))
         redis.call('RPUSH', key_handoff(wid), cjson.encode(fields))
       else

@@ -11,7 +11,7 @@
 --@LIB@--
 redis.call('ZREM', KEYS[1], '')
 local now = clock()
-local deadline = (now + tonumber(ARGV[2])) * 1000
+local deadline = math.floor((now + tonumber(ARGV[2])) * 1000)
 local n = 0
 for i = 3, #ARGV do
   n = n + redis.call('ZADD', KEYS[1], 'XX', 'CH', deadline, ARGV[i])

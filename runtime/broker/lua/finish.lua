@@ -78,7 +78,7 @@ for i = 0, n - 1 do
       redis.call('SREM', key_cap(cur[6]), id)
       if not woken[wake_key] and redis.call('EXISTS', key_park(cur[6])) == 1 then woken[wake_key] = true end
     end
-    if gone then redis.call('ZREM', st_key(ST, cur[1]), id) else reindex(ST, id, cur[1], st, now) end
+    if gone then redis.call('ZREM', st_key(ST, cur[1]), id) else reindex(ST, id, cur[1], st, snow) end
     if gone then
       if write then notify(nk, document(id, true)) end
       redis.call('DEL', jk)

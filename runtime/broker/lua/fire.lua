@@ -55,7 +55,7 @@ for i = 0, n - 1 do
         redis.call('HSET', jk, 'id', id, 'path', path, 'params', params, 'queue', q, 'priority', prio,
           'status', 'queued', 'queued_at', snow, 'due_at', snow, 'attempt', '0', 'retries', '0', 'lost', '0',
           'history', entry(snow, 'queued', {'schedule', string.sub(sk, #key_schedule('') + 1), 'fire', t}))
-        redis.call('ZADD', queued_index, now, id)
+        redis.call('ZADD', queued_index, snow, id)
         redis.call('ZADD', ready, score(prio, now * 1000), id)
         woke = true
       end

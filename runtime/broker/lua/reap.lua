@@ -48,7 +48,7 @@ local function lose(id, wid, clean)
     redis.call('SREM', key_running(cur[2]), id)
     redis.call('HSET', jk, 'status', 'timeout', 'ended_at', snow, 'reason', 'hard-timeout',
       'exc_type', 'runtime.errors.HardTimeout', 'exc_message', cur[8])
-    reindex(ST, id, st, 'timeout', now)
+    reindex(ST, id, st, 'timeout', snow)
     log_entry(jk, entry(snow, 'timeout', {'worker', cur[2], 'attempt', tonumber(cur[6]),
       'note', 'past its hard deadline: its worker was killed'}))
     redis.call('EXPIRE', jk, math.ceil(ttl_timeout))
@@ -74,7 +74,7 @@ local function lose(id, wid, clean)
   redis.call('SREM', key_running(cur[2]), id)
   if clean and can_move(st, 'interrupt') then
     redis.call('HSET', jk, 'status', 'interrupt')
-    reindex(ST, id, st, 'interrupt', now)
+    reindex(ST, id, st, 'interrupt', snow)
     back_in_queue(jk, id, cur[5], cur[3], cur[4])
     log_entry(jk, entry(snow, 'interrupt', {'worker', cur[2], 'attempt', attempt, 'note', note}))
     requeued = requeued + 1
@@ -83,14 +83,14 @@ local function lose(id, wid, clean)
       lost, max_lost, cur[2], why)
     redis.call('HSET', jk, 'status', 'failed', 'ended_at', snow, 'reason', 'worker-lost',
       'exc_type', 'WorkerLost', 'exc_message', msg)
-    reindex(ST, id, st, 'failed', now)
+    reindex(ST, id, st, 'failed', snow)
     log_entry(jk, entry(snow, 'failed', {'worker', cur[2], 'attempt', attempt, 'note', 'worker-lost' .. why}))
     redis.call('EXPIRE', jk, math.ceil(ttl_failed))
     notify(key_notify(id), id)
     failed = failed + 1
   elseif not clean and can_move(st, 'queued') then
     redis.call('HSET', jk, 'status', 'queued')
-    reindex(ST, id, st, 'queued', now)
+    reindex(ST, id, st, 'queued', snow)
     back_in_queue(jk, id, cur[5], cur[3], cur[4])
     log_entry(jk, entry(snow, 'queued', {'worker', cur[2], 'attempt', attempt,
       'note', 'worker lost, requeued' .. why}))
