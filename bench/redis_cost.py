@@ -48,7 +48,8 @@ from throughput import RedisServer  # noqa: E402
 from runtime.client import Client  # noqa: E402
 from runtime.settings import load_settings  # noqa: E402
 
-NOOP = {"full": "tasks_example.work.noop", "none": "bench.rt_tasks.noop_keep_none"}
+NOOP = {"full": "tasks_example.work.noop", "compact": "bench.rt_tasks.noop_keep_compact",
+        "none": "bench.rt_tasks.noop_keep_none"}
 
 
 class Callgrind:

@@ -108,3 +108,8 @@ def noop_cap50() -> None:
 @task(keep="none")
 def noop_keep_none() -> None:
     """A no-op whose document Redis deletes once it succeeds (task option keep='none')."""
+
+
+@task(keep="compact")
+def noop_keep_compact() -> None:
+    """A no-op of which Redis keeps only the status, times, params and result (keep='compact')."""

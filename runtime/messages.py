@@ -67,9 +67,17 @@ class Outcome:
     fields: dict[str, str] = field(default_factory=dict)
     #: ``',"trace_id":"...","error":"..."'``: JSON members appended to the history entry
     history_tail: str = ""
-    #: False: a final document is not kept (task option ``keep='none'`` on a success)
-    keep: bool = True
+    #: what Redis keeps of a success (task option ``keep``, one of KEEP); other statuses
+    #: keep everything
+    keep: str = "full"
 
+
+#: What Redis may keep of a job that succeeded (task option ``keep``): its whole document;
+#: its status, times, params and result; nothing.
+KEEP = ("full", "compact", "none")
+
+#: Fields a compact success leaves out (finish.lua deletes those written while it ran).
+NOT_COMPACT = ("report", "logs", "artifacts", "progress", "progress_message")
 
 #: Longest ``error`` of a history entry, characters (type and message; the job keeps the
 #: last attempt's whole message and traceback).

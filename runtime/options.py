@@ -17,6 +17,7 @@ from typing import Any
 
 from .caps import CAP_OPTIONS, cap_problem
 from .errors import TaskOptionError
+from .messages import KEEP
 from .settings import Settings, load_settings
 
 #: Options understood by the core. Middleware add theirs with register_task_options().
@@ -27,7 +28,8 @@ _KNOWN_OPTIONS: dict[str, str] = {
     "retry_delay_s": "first retry delay, seconds (doubles each retry, with jitter)",
     "retry_backoff": "factor between successive retry delays (default 2)",
     "retry_max_delay_s": "cap on one retry delay, seconds",
-    "keep": "what Redis keeps of a successful job: 'full' (default: its document for ttl_s['success']) "
+    "keep": "what Redis keeps of a successful job: 'full' (default: its document for ttl_s['success']), "
+            "'compact' (its status, times, params and result: no history, report, logs or artifacts) "
             "or 'none' (nothing, once waiting clients have it: for high-rate jobs nobody reads)",
     **CAP_OPTIONS,
 }
@@ -88,7 +90,7 @@ def _check_values(options: dict[str, Any], where: str) -> None:
         "retry_delay_s": (lambda v: _number(v) and v >= 0, "a number of seconds >= 0"),
         "retry_max_delay_s": (lambda v: _number(v) and v >= 0, "a number of seconds >= 0"),
         "retry_backoff": (lambda v: _number(v) and v > 0, "a number > 0"),
-        "keep": (lambda v: v in ("full", "none"), "'full' or 'none'")}
+        "keep": (lambda v: v in KEEP, "'full', 'compact' or 'none'")}
     for name, (ok, what) in rules.items():
         if name in options and not ok(options[name]):
             raise TaskOptionError(f"{where}: task option {name} must be {what}, got {options[name]!r}")

@@ -80,9 +80,10 @@ class TaskSpec:
         return limit
 
     @property
-    def keeps_success(self) -> bool:
-        """Does Redis keep the document of a job that succeeded (task option ``keep``)?"""
-        return bool(self.options.get("keep", "full") != "none")
+    def keep(self) -> str:
+        """What Redis keeps of a job that succeeded (task option ``keep``): "full",
+        "compact" or "none"."""
+        return str(self.options.get("keep", "full"))
 
     @property
     def max_retries(self) -> int:

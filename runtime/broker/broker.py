@@ -212,8 +212,9 @@ class RedisBroker:
                 q = queues[o.queue] = len(queues) + 1
                 keys += self.keys.queue_keys(o.queue)[:3]
             job_keys += (self.keys.job(o.id), self.keys.notify(o.id))
-            number = (ttl[o.status] if o.keep else 0.0) if o.status in FINAL else o.number
-            args += (o.id, o.attempt, o.status.value, repr(float(number)), o.note, o.history_tail, q, len(o.fields))
+            number = (0.0 if o.keep == "none" else ttl[o.status]) if o.status in FINAL else o.number
+            args += (o.id, o.attempt, o.status.value, repr(float(number)), o.note, o.history_tail, q,
+                     "c" if o.keep == "compact" else "", len(o.fields))
             for field_value in o.fields.items():
                 args += field_value
         args[1] = len(queues)

@@ -22,7 +22,7 @@ from ..backoff import Backoff
 from ..broker import RedisBroker
 from ..execution import AttemptResult, interrupted, release
 from ..job import dumps, utf8_safe
-from ..messages import Outcome, history_members
+from ..messages import NOT_COMPACT, Outcome, history_members
 from ..settings import Settings
 from ..status import Status
 from .link import RedisLink
@@ -124,8 +124,11 @@ class Recorder:
         fields = {k: v if v.isascii() else utf8_safe(v) for k, v in fields.items()}
         tail = history_members((ctx.report.get("trace") or {}).get("trace_id"), fields.get("exc_type"),
                                fields.get("exc_message"))
+        keep = rj.keep if res.status == Status.SUCCESS else "full"
+        if keep == "compact":
+            fields = {k: v for k, v in fields.items() if k not in NOT_COMPACT}
         self.append(rj, Outcome(rj.id, rj.claimed.queue, rj.claimed.attempt, res.status, number, res.note, fields,
-                                tail, rj.keep or res.status != Status.SUCCESS))
+                                tail, keep))
 
     def _log_end(self, rj: RunningJob, res: AttemptResult, f: dict[str, str], level: int) -> None:
         """One worker log line for the end of ``rj``'s attempt (``f``: its stored fields),

@@ -37,8 +37,8 @@ class RunningJob:
     greenlet: Any = None  # its greenlet once launched
     #: why this worker does not serve its task (a TaskError with ``elsewhere``), or None
     unserved: Any = None
-    #: its document stays in Redis after a success (task option ``keep``)
-    keep: bool = True
+    #: what Redis keeps of it after a success (task option ``keep``: runtime.messages.KEEP)
+    keep: str = "full"
 
     @property
     def id(self) -> str:

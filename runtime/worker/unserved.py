@@ -50,22 +50,22 @@ def forget_logged() -> None:
 
 
 def task_timeout(c: Claimed, task_modules: tuple[str, ...],
-                 default_s: float) -> tuple[float | None, TaskError | None, bool]:
+                 default_s: float) -> tuple[float | None, TaskError | None, str]:
     """The timeout of claimed job ``c``'s task (TaskSpec.limit: ``default_s`` when it declares
     none, None for no timeout); why this worker does not run it: its document cannot be
     read (BadDocument), or it does not serve the task (a TaskError with ``elsewhere``),
-    else None; and whether its document is kept after a success (TaskSpec.keeps_success).
+    else None; and what Redis keeps of it after a success (TaskSpec.keep).
     Any other error is left to run_attempt, which reports it as the job's failure."""
     if c.problem:
-        return default_s, BadDocument(f"job {c.id}: its document in Redis cannot be read: {c.problem}"), True
+        return default_s, BadDocument(f"job {c.id}: its document in Redis cannot be read: {c.problem}"), "full"
     path = c.path
     try:
         spec = resolve(path, task_modules)
-        return spec.limit(default_s), None, spec.keeps_success
+        return spec.limit(default_s), None, spec.keep
     except TaskError as exc:
-        return default_s, exc if exc.elsewhere else None, True
+        return default_s, exc if exc.elsewhere else None, "full"
     except Exception:  # noqa: BLE001 - reported by run_attempt
-        return default_s, None, True
+        return default_s, None, "full"
 
 
 def _continued(c: Claimed, info: Any) -> bool:

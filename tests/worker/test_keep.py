@@ -1,6 +1,7 @@
 """What Redis keeps of a finished job: a task with ``keep='none'`` leaves nothing once it
-succeeds (MRQ's raw queues), yet a client waiting on it gets its whole document; a
-failure is always kept; ``ttl_s`` of 0 for a status means the same for every task."""
+succeeds (MRQ's raw queues), yet a client waiting on it gets its whole document; one with
+``keep='compact'`` keeps its status, times, params and result only; a failure is always
+kept whole; ``ttl_s`` of 0 for a status means the same as 'none' for every task."""
 
 from __future__ import annotations
 
@@ -46,6 +47,21 @@ def test_a_client_waiting_on_an_unkept_job_gets_its_whole_document(client, worke
     assert job.status == "success" and job.result == 5 and job.attempt == 1
     assert [h["status"] for h in job.history] == ["queued", "claimed", "started", "success"]
     assert _keys_of(client, job_id) == []
+
+
+def test_a_compact_success_keeps_its_status_times_params_and_result_only(client, worker):
+    job_id = client.queue_job("testtasks.add_compact", {"a": 2, "b": 5})
+    full = client.queue_job("testtasks.chatty", {"n": 1, "lines": 1})
+    worker.burst()
+    job = client.get_job(job_id)
+    assert job.status == "success" and job.result == 7 and job.params == {"a": 2, "b": 5}
+    assert job.queued_at <= job.started_at <= job.ended_at and job.attempt == 1 and job.worker
+    assert job.history == [] and job.report == {} and job.logs == [] and job.progress is None
+    assert _listed(client, "success", job_id)
+    stored = client.redis.hgetall(client.broker.keys.job(job_id))
+    assert not {"history", "report", "logs", "progress", "began", "deadline"} & set(stored)
+    kept = client.get_job(full)  # a task without keep= keeps everything
+    assert kept.report and kept.logs and [h["status"] for h in kept.history][-1] == "success"
 
 
 def test_unkept_failure_is_kept(client, worker):

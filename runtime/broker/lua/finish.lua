@@ -10,8 +10,9 @@
 -- ARGV[3]  number of queues Q
 -- then per outcome: id, attempt, new status, ttl_s (final) or delay_s (retry), history
 --   note ('' for none), more members of its history entry already JSON-encoded
---   (',"trace_id":"..."', or ''), its queue's number (1..Q), number of extra fields F,
---   then F name/value pairs
+--   (',"trace_id":"..."', or ''), its queue's number (1..Q), 'c' for a compact success
+--   (task option keep='compact': no history, report, logs, artifacts or progress kept) or
+--   '', number of extra fields F, then F name/value pairs
 -- Found inside: the lists of clients waiting on a job (its notify set names them); the
 -- concurrency-cap set {p}:cap:{name} its hash names (field cap, runtime.caps), whose
 -- slot it releases (waking its queue when jobs of that cap are parked, {p}:park:{name}).
@@ -41,8 +42,9 @@ for i = 0, n - 1 do
   local id, attempt, st, num, note = ARGV[b], ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3]), ARGV[b + 4]
   local tail = ARGV[b + 5]
   local q = Q + 3 * (tonumber(ARGV[b + 6]) - 1)
-  local nf = tonumber(ARGV[b + 7])
-  local fb = b + 8
+  local compact = ARGV[b + 7] == 'c'
+  local nf = tonumber(ARGV[b + 8])
+  local fb = b + 9
   b = fb + 2 * nf
   local jk, nk = KEYS[J + 2 * i], KEYS[J + 2 * i + 1]
   local ready, sched, wake_key = KEYS[q], KEYS[q + 1], KEYS[q + 2]
@@ -63,14 +65,20 @@ for i = 0, n - 1 do
     end
     if note ~= '' then kv[5], kv[6] = 'note', note end
     h = add_entry(h, entry(snow, st, kv, tail))
-    if st == 'success' and write and (cur[8] or cur[9]) then  -- what an earlier attempt left (before
-      -- this one's fields: a success stored without its data keeps its exc_type marker)
+    if compact then  -- what a compact success does not keep, and what an earlier attempt left
+      redis.call('HDEL', jk, 'history', 'report', 'logs', 'artifacts', 'progress', 'progress_message', 'began',
+        'deadline', 'exc_type', 'exc_message', 'traceback', 'reason')
+    elseif st == 'success' and write and (cur[8] or cur[9]) then  -- what an earlier attempt left
+      -- (before this one's fields: a success stored without its data keeps its exc_type marker)
       redis.call('HDEL', jk, 'exc_type', 'exc_message', 'traceback', 'reason')
     end
     local due = st == 'retry' and now + num
-    if write then
-      redis.call('HSET', jk, 'status', st, 'ended_at', snow, 'history', h, 'due_at',
-        due and string.format('%.6f', due) or cur[5] or snow, unpack(ARGV, fb, fb + 2 * nf - 1))
+    local due_at = due and string.format('%.6f', due) or cur[5] or snow
+    if write and compact then
+      redis.call('HSET', jk, 'status', st, 'ended_at', snow, 'due_at', due_at, unpack(ARGV, fb, fb + 2 * nf - 1))
+    elseif write then
+      redis.call('HSET', jk, 'status', st, 'ended_at', snow, 'history', h, 'due_at', due_at,
+        unpack(ARGV, fb, fb + 2 * nf - 1))
     end
     redis.call('ZREM', inflight, id)
     redis.call('SREM', running, id)
