@@ -84,8 +84,7 @@ end
 --- wake
 -- wake(wake_key): leave one wake-up token for the workers blocked on a queue (at most one)
 local function wake(wake_key)
-  redis.call('LPUSH', wake_key, '1')
-  redis.call('LTRIM', wake_key, 0, 0)
+  if redis.call('LLEN', wake_key) == 0 then redis.call('LPUSH', wake_key, '1') end
 end
 
 --- notify

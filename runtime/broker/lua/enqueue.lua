@@ -35,6 +35,7 @@ local now, snow = clock()
 local deadline = math.floor((now + vt) * 1000)
 local woke, delayed, added = false, false, false
 local hist = entry(snow, 'queued')
+local NONE = {}
 
 -- An idle worker says so again (idle.lua, claim.lua) at least every IDLE_BLOCK_S (1 s,
 -- runtime.worker.worker) while it waits: one that has not for IDLE_FRESH_S is dead (killed
@@ -77,10 +78,9 @@ for i = 0, n - 1 do
   elseif redis.call('EXISTS', jk) == 0 then
     if uk then redis.call('SET', uk, id, 'PX', ARGV[b + 7]) end
     redis.call('HSET', jk, 'id', id, 'path', path, 'params', params, 'queue', q,
-      'priority', prio, 'status', 'queued', 'queued_at', snow,
+      'priority', ARGV[b + 3], 'status', 'queued', 'queued_at', snow,
       'due_at', delay > 0 and string.format('%.6f', due) or snow, 'attempt', '0', 'retries', '0', 'lost', '0',
-      'history', hist)
-    if meta ~= '' then redis.call('HSET', jk, 'meta', meta) end
+      'history', hist, unpack(meta ~= '' and {'meta', meta} or NONE))
     redis.call('ZADD', queued_index, snow, id)
     added = true
     if delay > 0 then
