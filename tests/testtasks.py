@@ -141,8 +141,9 @@ def say(text: str) -> str:
 
 
 def burn_and_sleep(burn_s: float = 0.0, sleep_s: float = 0.0) -> None:
-    end = time.perf_counter() + burn_s
-    while time.perf_counter() < end:
+    """Burn ``burn_s`` of this thread's CPU time (however busy the machine), then sleep."""
+    end = time.thread_time() + burn_s
+    while time.thread_time() < end:
         pass
     time.sleep(sleep_s)
 
