@@ -246,8 +246,6 @@ class Worker:
             if jobs:
                 if not self._cooperative:
                     gevent.sleep(0)  # Redis calls do not yield here: let the jobs run now
-                elif self.broker.caps and next_due is not None and len(jobs) < want:  # held at a cap (runtime.caps)
-                    self.slots.wait_freed(0.05)  # claim with the outcome of a job that ends: one round trip
                 continue
             if burst and self.slots.empty and (next_due is None or only_handed_back(self)):
                 if not self.recorder.outcomes:
