@@ -25,6 +25,7 @@ import redis
 
 from ..broker import RedisBroker
 from ..broker.connection import full, moved_master, own_client
+from ..caps import caps_listing
 from ..errors import BrokerUnavailable
 from ..process import RSS, hostname, rss_reader, this_process
 from ..redact import mask
@@ -161,6 +162,7 @@ class Heartbeat:
             "state": w.state_name, "running": json.dumps(running), "supervisor": w.supervisor_id,
             "mem_limit_bytes": str(w.settings.mem_limit_bytes or ""),
             "recycle": w.recycled.detail if w.recycled else "",
+            "caps": json.dumps(caps_listing(w.broker.caps)) if w.broker.caps else "",
         }
 
     def register(self) -> None:

@@ -170,6 +170,13 @@ def test_caps_are_shown_in_runtime_queues_and_exported_as_metrics(client, worker
     caps = json.loads(cli(settings, "queues", "--json").stdout)["caps"]
     assert caps == {"capmod.two": {"running": 2, "parked": 3, "recent_starts": 0}}
     assert "cap capmod.two: running 2, parked 3" in cli(settings, "queues").stdout
+    # runtime workers: the caps each worker enforces, and the jobs of each it holds
+    # runtime workers: the caps each worker enforces, with the jobs of each it holds
+    assert "caps capmod.limited (rate 5/1s, 0 held); capmod.per_customer (max 1 per customer, 0 held); " \
+           "capmod.two (max 2, " in cli(settings, "workers").stdout
+    entry = json.loads(cli(settings, "workers", "--json").stdout)[0]
+    assert entry["caps"]["capmod.limited"] == {"max_concurrency": None, "concurrency_key": None,
+                                               "rate_limit": [5, 1.0]}
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     lines = [x for x in text.splitlines() if x.startswith("runtime_cap_jobs{")]
     assert any('runtime_cap_state="parked"' in x and x.endswith(" 3.0") for x in lines), lines
