@@ -241,8 +241,8 @@ class Worker:
             if claimed is None:
                 continue
             now, next_due, jobs = claimed
-            if self._cooperative and self.slots.batch_waiting:  # the reply came before the last claim's
-                gevent.sleep(0)  # jobs ran (gevent polls sockets between callbacks): they run first
+            if self.broker.caps and self._cooperative and self.slots.batch_waiting:  # held at a cap, the reply
+                gevent.sleep(0)  # came before the last claim's jobs ran: they run first, to free their slots
             self.slots.hold_batch([self._prepare(c) for c in jobs])  # they run during the next round trip
             if jobs:
                 if not self._cooperative:
