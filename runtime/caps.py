@@ -65,6 +65,32 @@ def caps_args(tasks: Mapping[str, Any]) -> tuple[Any, ...]:
     return (n, *out) if n else ()
 
 
+def caps_listing(args: tuple[Any, ...]) -> dict[str, dict[str, Any]]:
+    """:func:`caps_args`' tuple back as the options it came from, by task path:
+    ``{"max_concurrency": n or None, "concurrency_key": param or None, "rate_limit":
+    [N, period_s] or None}`` (a worker's registry entry, ``runtime workers``)."""
+    out = {}
+    for i in range(1, len(args), 5):
+        path, limit, key, rate_n, rate_ms = args[i:i + 5]
+        out[path] = {"max_concurrency": limit or None, "concurrency_key": key or None,
+                     "rate_limit": [rate_n, rate_ms / 1000] if rate_n else None}
+    return out
+
+
+def caps_text(caps: dict[str, dict[str, Any]], running_paths: list[str]) -> str:
+    """One line of :func:`caps_listing`'s caps with the jobs of each that a worker holds
+    (``running_paths``: the task paths of its claimed jobs): "a.b (max 2, 1 held); c.d
+    (rate 5/1s per customer, 0 held)"."""
+    parts = []
+    for path, c in caps.items():
+        what = [f"max {c['max_concurrency']}"] if c.get("max_concurrency") else []
+        if c.get("rate_limit"):
+            what.append(f"rate {c['rate_limit'][0]}/{c['rate_limit'][1]:g}s")
+        per = f" per {c['concurrency_key']}" if c.get("concurrency_key") else ""
+        parts.append(f"{path} ({', '.join(what)}{per}, {running_paths.count(path)} held)")
+    return "; ".join(parts)
+
+
 def cap_counts(redis: Any, keys: Any) -> dict[str, dict[str, int]]:
     """Every cap seen by a claim (``{p}:caps``): name -> {"running": jobs holding a slot
     (ended ones not yet released lazily included), "parked": jobs waiting for one,

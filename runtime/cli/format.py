@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from ..caps import caps_text
 from ..job import Job, iso
 from ..middleware import Chain
 from ..redact import mask, printable
@@ -128,7 +129,8 @@ def print_workers(entries: list[dict[str, Any]]) -> None:
                    f"running {len(running)}/{e.get('greenlets', '?')}{f' (+{waiting} prefetched)' if waiting else ''}  "
                    f"done {e['jobs_done']}  rss {rss:.1f} MiB  since {e['started_at']}"
                    + (f"  recycling: {e['recycle']}" if e.get("recycle") else "")
-                   + (f"  scheduler (synced {ago(e['scheduler_synced_at'])})" if e.get("scheduler_synced_at") else ""))
+                   + (f"  scheduler (synced {ago(e['scheduler_synced_at'])})" if e.get("scheduler_synced_at") else "")
+                   + (f"  caps {caps_text(e['caps'], [r['path'] for r in e['running']])}" if e.get("caps") else ""))
         for r in running:
             echo(f"{indent}    {r['id']} {r['path']}  " + " <- ".join(r["stack"][:3]))
 

@@ -122,7 +122,7 @@ def parse_cursor(cursor: str | None) -> tuple[float, str] | None:
 #: alike (a key that does not apply to the kind, or is unknown, is None).
 WORKER_KEYS = ("id", "kind", "supervisor", "host", "pid", "state", "queues", "greenlets", "processes",
                "running", "jobs_done", "rss_bytes", "mem_limit_bytes", "mem_hard_limit_bytes",
-               "started_at", "heartbeat_at", "recycle", "children", "restarts", "kills")
+               "started_at", "heartbeat_at", "recycle", "children", "restarts", "kills", "caps")
 
 
 def worker_entry(e: dict[str, str]) -> dict[str, Any]:
@@ -136,6 +136,8 @@ def worker_entry(e: dict[str, str]) -> dict[str, Any]:
     out["running"] = json.loads(e.get("running") or "[]")
     if e.get("children"):
         out["children"] = json.loads(e["children"])
+    if e.get("caps"):  # the caps a worker enforces (runtime.caps.caps_listing)
+        out["caps"] = json.loads(e["caps"])
     for k in _INT_FIELDS:
         if out.get(k) is not None:
             out[k] = int(out[k])

@@ -25,6 +25,7 @@ import redis
 
 from ..broker import RedisBroker
 from ..broker.connection import full, moved_master, own_client
+from ..caps import caps_listing
 from ..errors import BrokerUnavailable
 from ..process import RSS, hostname, rss_reader, this_process
 from ..redact import mask
@@ -153,7 +154,7 @@ class Heartbeat:
                 frame = frames.get(self._main_thread)  # the job holds the hub right now
             running.append({"id": job_id, "path": rj.path, "started_at": rj.started_at,
                             "run": g is not None, "stack": short_stack(frame)})
-        return {
+        entry = {
             "id": w.id, "host": self.host, "pid": str(self.pid), "pid_started": repr(self.pid_started),
             "queues": ",".join(w.settings.queues), "greenlets": str(w.settings.greenlets),
             "started_at": repr(w.started_at), "heartbeat_at": repr(time.time()),
@@ -162,6 +163,9 @@ class Heartbeat:
             "mem_limit_bytes": str(w.settings.mem_limit_bytes or ""),
             "recycle": w.recycled.detail if w.recycled else "",
         }
+        if w.broker.caps:  # the caps it enforces (runtime workers)
+            entry["caps"] = json.dumps(caps_listing(w.broker.caps))
+        return entry
 
     def register(self) -> None:
         """The first heartbeat, before the worker claims anything (also on a full Redis:

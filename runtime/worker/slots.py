@@ -70,6 +70,7 @@ class Slots:
         self.buffer: deque[RunningJob] = deque()
         self._alone = False  # a job that runs alone holds the pool
         self._alone_waiting = 0  # jobs in the buffer that will run alone
+        self._batch: list[RunningJob] = []  # the jobs of the last claim
         self.freed = gevent.event.Event()
         #: called with each job just before its greenlet is spawned (runtime.worker.starts)
         self.on_launch: Callable[[RunningJob], None] | None = None
@@ -91,6 +92,17 @@ class Slots:
         if want <= 0 or (free <= 0 and 2 * len(self.buffer) > self.prefetch):
             return 0  # full, and enough prefetched
         return min(want, batch)
+
+    def hold_batch(self, batch: list[RunningJob]) -> None:
+        """:meth:`hold` each job of one claim, in order (:attr:`batch_waiting` follows them)."""
+        for rj in batch:
+            self.hold(rj)
+        self._batch = batch
+
+    @property
+    def batch_waiting(self) -> bool:
+        """A job of the last :meth:`hold_batch` was launched but has not begun to run."""
+        return any(rj.phase == Phase.LAUNCHED for rj in self._batch)
 
     def hold(self, rj: RunningJob) -> None:
         """Take ``rj`` (just claimed): start it now if it may, else keep it prefetched."""

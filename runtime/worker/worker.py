@@ -241,14 +241,15 @@ class Worker:
             if claimed is None:
                 continue
             now, next_due, jobs = claimed
-            for c in jobs:
-                self.slots.hold(self._prepare(c))
+            if self.broker.caps and self._cooperative and self.slots.batch_waiting:  # held at a cap, the reply
+                gevent.sleep(0)  # came before the last claim's jobs ran: they run first, to free their slots
+            self.slots.hold_batch([self._prepare(c) for c in jobs])  # they run during the next round trip
             if jobs:
                 if not self._cooperative:
                     gevent.sleep(0)  # Redis calls do not yield here: let the jobs run now
-                elif self.broker.caps and next_due is not None and len(jobs) < want:  # held at a cap (runtime.caps)
-                    self.slots.wait_freed(0.05)  # claim with the outcome of a job that ends: one round trip
                 continue
+            if self.broker.caps and self.recorder.outcomes:
+                continue  # held at a cap: the next claim records what ended, which frees slots
             if burst and self.slots.empty and (next_due is None or only_handed_back(self)):
                 if not self.recorder.outcomes:
                     return

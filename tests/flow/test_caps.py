@@ -117,6 +117,32 @@ def test_a_dead_workers_slots_come_back(client, workers, capped, settings):
     assert most_at_once(jobs) <= 2
 
 
+def test_a_cap_of_two_across_three_worker_processes_holds_and_recovers_after_a_sigkill(client, workers, capped):
+    """The issue's case: cap 2, three worker processes, 30 jobs. One process holding a slot
+    is SIGKILLed: every job still ends once in success, never more than 2 ran at once
+    (from the job records), and after the kill the cap runs 2 at once again (the dead
+    process's slot came back, not leaked), leaving no slot held and nothing parked."""
+    procs = [workers.ready(workers.start("--tasks", capped, "--greenlets", "4")) for _ in range(3)]
+    ids = client.queue_jobs("capmod.two", [{"n": n, "sleep_s": 0.3} for n in range(30)])
+    cap = client.broker.keys.cap("capmod.two")
+    wait_until(lambda: client.redis.scard(cap) == 2, 10, "two slots taken")
+    holders = {client.get_job(i).worker for i in client.redis.smembers(cap)}
+    victim = next(p for p in procs if any(host_pid(h)[1] == p.pid for h in holders))
+    victim_id = next(h for h in holders if host_pid(h)[1] == victim.pid)
+    os.kill(victim.pid, signal.SIGKILL)
+    killed_at = client.redis.time()
+    killed_at_s = killed_at[0] + killed_at[1] / 1e6
+    victim.wait(10)
+    jobs = client.wait(ids, timeout_s=90)
+    assert all(j.status == Status.SUCCESS for j in jobs), [(j.id, j.status) for j in jobs]
+    assert sum(j.lost for j in jobs) >= 1  # the killed process's job was taken back and run again
+    others = [j for j in jobs if victim_id not in {h.get("worker") for h in j.history}]
+    assert others and all(j.attempt == 1 and j.lost == 0 for j in others)  # waiting at the cap charged nothing
+    assert most_at_once(jobs) <= 2
+    assert most_at_once([j for j in jobs if j.started_at > killed_at_s]) == 2  # both slots in use again
+    assert client.redis.scard(cap) == 0 and client.redis.zcard(client.broker.keys.park("capmod.two")) == 0
+
+
 @pytest.mark.parametrize(("options", "message"), [
     ({"max_concurrency": 0}, "max_concurrency must be an int >= 1"),
     ({"max_concurrency": True}, "max_concurrency must be an int >= 1"),
@@ -144,6 +170,13 @@ def test_caps_are_shown_in_runtime_queues_and_exported_as_metrics(client, worker
     caps = json.loads(cli(settings, "queues", "--json").stdout)["caps"]
     assert caps == {"capmod.two": {"running": 2, "parked": 3, "recent_starts": 0}}
     assert "cap capmod.two: running 2, parked 3" in cli(settings, "queues").stdout
+    # runtime workers: the caps each worker enforces, and the jobs of each it holds
+    # runtime workers: the caps each worker enforces, with the jobs of each it holds
+    assert "caps capmod.limited (rate 5/1s, 0 held); capmod.per_customer (max 1 per customer, 0 held); " \
+           "capmod.two (max 2, " in cli(settings, "workers").stdout
+    entry = json.loads(cli(settings, "workers", "--json").stdout)[0]
+    assert entry["caps"]["capmod.limited"] == {"max_concurrency": None, "concurrency_key": None,
+                                               "rate_limit": [5, 1.0]}
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     lines = [x for x in text.splitlines() if x.startswith("runtime_cap_jobs{")]
     assert any('runtime_cap_state="parked"' in x and x.endswith(" 3.0") for x in lines), lines

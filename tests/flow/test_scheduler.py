@@ -279,3 +279,36 @@ def test_a_changed_or_removed_schedule_follows_the_newest_worker_without_a_resta
     d = SchedulerLoop(state, [new], "w-d", modules=["mymod"])  # put back in the code: fires again
     d.sync()
     assert d.schedules == [new] and not client.redis.hget(client.broker.keys.schedule("report"), "removed_at")
+
+
+def test_a_schedule_of_runtime_toml_fires_with_its_params_queue_and_priority(client, workers, task_dir):
+    """A ``[schedules.NAME]`` table of the project's runtime.toml (the worker's folder)
+    fires like an ``@periodic`` one: its task with its params, on its queue, at its
+    priority, by a worker that runs no schedule in code."""
+    task_dir.write("runtime.toml", """
+        [schedules.toml-tick]
+        task = "testtasks.add"
+        every = 0.2
+        params = {a = 2, b = 3}
+        queue = "sched"
+        priority = 4
+        """)
+    workers.ready(workers.start("--queues", "sched"))
+    success = client.broker.keys.status("success")
+    ids = wait_until(lambda: [i for i in client.redis.zrange(success, 0, -1) if i.startswith("toml-tick@")],
+                     20, "a run of the runtime.toml schedule")
+    job = client.get_job(ids[0])
+    assert (job.path, job.params, job.queue, job.priority, job.result) == ("testtasks.add", {"a": 2, "b": 3},
+                                                                           "sched", 4, 5)
+
+
+def test_a_runtime_toml_schedule_with_an_unknown_key_is_refused_naming_it(tmp_path):
+    from runtime.errors import ConfigError
+    from runtime.scheduler.config import file_schedules
+    f = tmp_path / "runtime.toml"
+    f.write_text('[schedules.nightly]\ntask = "testtasks.add"\ncron = "0 2 * * *"\nmised = "once"\n')
+    with pytest.raises(ConfigError, match=r"\[schedules.nightly\] has unknown keys \['mised'\]"):
+        file_schedules(f)
+    f.write_text('[schedules.nightly]\ncron = "0 2 * * *"\n')
+    with pytest.raises(ConfigError, match="needs task"):
+        file_schedules(f)

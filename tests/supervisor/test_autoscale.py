@@ -5,7 +5,9 @@ graceful drain, with every decision in ``runtime events``."""
 from __future__ import annotations
 
 import json
+import re
 import time
+from datetime import datetime
 
 import pytest
 from helpers import cli, wait_until
@@ -83,11 +85,18 @@ def test_a_burst_scales_up_to_max_and_the_drained_queue_back_to_min(settings, cl
     jobs = client.wait(ids, timeout_s=90)
     assert all(j.status == Status.SUCCESS for j in jobs)
     assert all("interrupt" not in [h["status"] for h in j.history] for j in jobs)  # none cut short by a drain
+    assert all(j.attempt == 1 and j.lost == 0 for j in jobs)  # none lost with a process that left
     wait_until(lambda: _running_children(client) == 1, 30, "back to one process")
     events = json.loads(cli(settings, "events", "--json", "-n", "50").stdout)
-    scale = [e for e in events if e["event"] == "scale"]
+    scale = sorted((e for e in events if e["event"] == "scale"), key=lambda e: e["at"])
     assert {e["reason"] for e in scale} == {"up", "down"} and all(e["detail"] for e in scale)
-    assert len([e for e in scale if e["reason"] == "down"]) == 2
+    steps = [tuple(int(n) for n in re.match(r"processes (\d+) -> (\d+)", e["detail"]).groups()) for e in scale]
+    ups = [s for s, e in zip(steps, scale) if e["reason"] == "up"]
+    assert ups[0][0] == 1 and ups[-1][1] == 3  # every step is an event: from MIN ...
+    assert all(a[1] == b[0] for a, b in zip(steps, steps[1:]))  # ... one after the other ...
+    assert steps[-2:] == [(3, 2), (2, 1)]  # ... and back to MIN one process at a time
+    up_at = [datetime.fromisoformat(e["at"].replace("Z", "+00:00")) for e in scale if e["reason"] == "up"]
+    assert (up_at[-1] - up_at[0]).total_seconds() <= 1 + 2.0  # MAX within the warm-up (1 s) of the first step, a beat or two late
     assert "scale (down)" in cli(settings, "events").stdout
     assert sup.poll() is None
 

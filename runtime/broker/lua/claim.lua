@@ -30,6 +30,9 @@
 -- at most K of them per queue and call; while jobs stay parked the next due time is at
 -- most PARK_RETRY_S away. A worker with caps is never registered idle (enqueue.lua would
 -- hand it a job past the caps). Found inside: the cap, rate and park keys (runtime.caps).
+-- A cap's room in one call is at most half its slots (cap_room), so a capped worker claims
+-- its next jobs while the last ones run; it keeps KEYS[3] and the started index as skiplists
+-- (skiplist in _lib), as it holds too few jobs for Redis to choose that form itself.
 -- Returns: {server time, next due time of a delayed job or '', the ids dropped (comma-
 --   separated, ''), then the 14 claim fields of each job (claim_one)}
 --@LIB@--
@@ -128,6 +131,10 @@ if parked_left or next(rooms) ~= nil and redis.call('SCARD', key_parked()) > 0 t
 end
 if claimed == 0 and may_idle and not CAPS then
   for i = 0, nq - 1 do redis.call('ZADD', KEYS[Q + 4 * i + 3], now, wid) end
+end
+if CAPS and claimed > 0 then  -- a capped worker holds few jobs: the next ones go in at ~1 us, not ~10
+  skiplist(inflight)
+  skiplist(started)
 end
 if next_due then out[2] = string.format('%.6f', next_due) end
 out[3] = table.concat(dropped, ',')
