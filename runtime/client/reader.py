@@ -17,6 +17,7 @@ from ..job import Job, iso
 from ..status import CLAIMED, Status
 from .parts import Calls
 from .search import FAILED_STATUSES, Group, JobFilter, group_failures
+from .sorting import sorted_page
 
 #: Documents read per round trip by a search over the index.
 _CHUNK = 200
@@ -40,12 +41,17 @@ class Page:
     scanned: int | None = None
     #: the search stopped at its budget before filling the page: ``next`` goes on from there
     partial: bool = False
+    #: jobs a sort without an index ordered (the newest of the filter; None: an index's
+    #: order) and the change cursor of that window's newest, for the next pages
+    #: (runtime.client.sorting)
+    window: int | None = None
+    within: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """``{"jobs": [job dicts without history], "next": cursor or None, "total": n or
         None, "scanned": n or None, "partial": bool}``."""
         return {"jobs": [j.to_dict(history=False) for j in self.jobs], "next": self.next, "total": self.total,
-                "scanned": self.scanned, "partial": self.partial}
+                "scanned": self.scanned, "partial": self.partial, "window": self.window, "within": self.within}
 
 
 @dataclass
@@ -235,12 +241,17 @@ class Reader:
             e["at"] = iso(e.get("at"))
         return found
 
-    def search(self, f: JobFilter, limit: int = 20, before: str | None = None, budget: int = 1000) -> Page:
+    def search(self, f: JobFilter, limit: int = 20, before: str | None = None, budget: int = 1000,
+               sort: str = "changed", within: str | None = None) -> Page:
         """Up to ``limit`` jobs passing ``f``, newest change first, from the cursor ``before``
         on. Filters the store indexes (status; and queue, path in MongoDB) are answered by
         :meth:`jobs`; the others are checked on each document read, at most ``budget`` of them: a page
         that ran out of budget is ``partial`` and its ``next`` goes on from where it
-        stopped. Raises ValueError for a bad cursor, limit or budget."""
+        stopped. ``sort``: another order, largest first (queued, started, ended, run:
+        runtime.client.sorting; ``within``: the window cursor its pages carry). Raises
+        ValueError for a bad cursor, limit, budget or sort."""
+        if sort != "changed":
+            return sorted_page(self, f, sort, limit, before, within, budget)
         indexes = getattr(self.client.store, "indexed", frozenset({"status"}))
         if f.indexed(indexes) and f.until is None:
             return self.jobs(f.status, f.queue, f.path, limit, before)
@@ -254,7 +265,7 @@ class Reader:
         while len(out) < limit and scanned < budget and not done:
             chunk = self._chunk(f, indexes, min(_CHUNK, budget - scanned), cursor)
             done = len(chunk) < min(_CHUNK, budget - scanned)
-            for job in chunk:
+            for i, job in enumerate(chunk):
                 scanned += 1
                 last = job
                 if f.since is not None and (job.changed_at or 0.0) < f.since:
@@ -263,6 +274,7 @@ class Reader:
                 if f.matches(job):
                     out.append(job)
                     if len(out) == limit:
+                        done = done and i == len(chunk) - 1  # the chunk's rest is still to show
                         break
             if last is not None:
                 cursor = parse_cursor(cursor_of(last))

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..client.sorting import SORTS, check_sort
 from ..errors import BrokerUnavailable, JobNotFound, StoreUnavailable
 from ..job import Job
 from ..status import FINAL, Status
@@ -64,10 +65,19 @@ def queue_rows(queues: dict[str, Any], workers: list[dict[str, Any]]) -> list[di
 def jobs(dash: Dash, request: Request) -> Response:
     query = dict(request.query_params)
     f = job_filter(query)
-    limit = min(max(int(query.get("limit") or 50), 1), 500)
-    page = dash.client.reader.search(f, limit=limit, before=query.get("before") or None)
+    sort = check_sort(query.get("sort") or "changed")
+    try:
+        limit = min(max(int(query.get("limit") or 50), 1), 500)
+    except ValueError:
+        raise ValueError(f"bad limit {query.get('limit')!r}: give a number of jobs") from None
+    page = dash.client.reader.search(f, limit=limit, before=query.get("before") or None, sort=sort,
+                                     within=query.get("within") or None)
+    kept = {"sort": sort if sort != "changed" else None}
     return dash.render(request, "jobs.html", page=page, query=query, statuses=[s.value for s in Status],
-                       next_query=filter_query(query, before=page.next) if page.next else None,
+                       sorts={k: label for k, (label, _) in SORTS.items()}, sort=sort,
+                       next_query=filter_query(query, before=page.next, within=page.within, **kept)
+                       if page.next else None,
+                       sort_query=filter_query(query), first_query=filter_query(query, **kept),
                        filter_query=filter_query(query), filtered=bool(f.to_dict()))
 
 

@@ -39,6 +39,16 @@ class JobStore(Protocol):
         """Up to ``limit`` jobs matching every given filter, newest change first (ties: the
         highest id first), those changed before the cursor ``before`` (change time, id)."""
 
+    def sortable(self, sort: str, status: str | None) -> bool:
+        """Does an index answer :meth:`list_sorted` of ``sort`` (changed, queued, started,
+        ended, run) for jobs of ``status`` (None: any)?"""
+
+    def list_sorted(self, sort: str, status: str | None = None, limit: int = 50,
+                    before: tuple[float, str] | None = None) -> list[tuple[float, Job]]:
+        """Up to ``limit`` (sort value, job) of ``status``, largest value first (ties: the
+        highest id first), those before the cursor ``before`` (value, id), from an index.
+        Raises ValueError when :meth:`sortable` is False."""
+
     def counts(self) -> dict[str, int]:
         """Number of jobs per status (every status present, zeros included)."""
 

@@ -40,6 +40,12 @@ def test_every_query_of_the_pages_reads_has_an_index(mongo_settings: Settings, w
               JobFilter(worker="w"), JobFilter(exc_type="ValueError"), JobFilter(text="flag"),
               JobFilter(since=0.0), JobFilter(until=2e9)):
         r.search(f, limit=5)
+    for sort in ("queued", "started", "ended", "run"):  # the jobs list sorted, alone and after a status
+        for f in (JobFilter(), JobFilter(status="success")):
+            page = r.search(f, limit=1, sort=sort)
+            assert page.window is None, (sort, f)  # an index's order, not a window's
+            if page.next:
+                r.search(f, limit=1, sort=sort, before=page.next)
     assert [g.count for g in r.failures()[0]] == [1]
     r.failures(queue="default")
     r.job(failed)

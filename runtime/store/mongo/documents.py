@@ -68,9 +68,20 @@ INDEXES: dict[str, tuple[list[tuple[str, int]], dict[str, Any]]] = {
     "exc_type_ended": ([("exc_type", 1), ("ended_at", -1)], {}),
     # a task's slowest jobs
     "path_run": ([("path", 1), ("run_s", -1)], {}),
+    # the dashboard's jobs sorted by queue time, start or duration (end: "ended"), of any
+    # status or of one (end: "status_ended")
+    "queued_id": ([("queued_at", -1), ("_id", -1)], {}),
+    "started_id": ([("started_at", -1), ("_id", -1)], {}),
+    "run_id": ([("run_s", -1), ("_id", -1)], {}),
+    "status_queued": ([("status", 1), ("queued_at", -1)], {}),
+    "status_started": ([("status", 1), ("started_at", -1)], {}),
+    "status_run": ([("status", 1), ("run_s", -1)], {}),
     # TTL expiry of final documents
     "expire_at_ttl": ([("expire_at", 1)], {"expireAfterSeconds": 0}),
 }
+#: A sort of the jobs list (runtime.client.sorting) -> the document field it orders by.
+SORT_FIELDS = {"changed": "changed_at", "queued": "queued_at", "started": "started_at", "ended": "ended_at",
+               "run": "run_s"}
 #: Indexes of earlier layouts, dropped by ensure_indexes.
 LEGACY_INDEXES = ("queued_at", "prefix_status_queue_changed",
                   "prefix_path_status_changed", "prefix_queue_changed", "prefix_worker_changed", "prefix_changed",
