@@ -192,16 +192,31 @@ class Reader:
         return JobView(job, attempts_of(job))
 
     def queues(self) -> dict[str, Any]:
-        """``{"queues": {name: {"ready": n, "delayed": n, "paused": bool}}, "counts":
+        """``{"queues": {name: {"ready": n, "delayed": n, "paused": bool, "oldest_due_at": UNIX
+        s or None (:meth:`heads`)}}, "counts":
         {status: n}, "caps": {cap name: {"running": n, "parked": n, "recent_starts": n}}}``
         (runtime.caps)."""
         from ..caps import cap_counts
         c = self.client
         depths = c.call(c.broker.registry.queue_depths)
         paused = c.call(c.broker.registry.paused)
+        heads = self.heads(list(depths))
         for name, depth in depths.items():
             depth["paused"] = name in paused
+            depth["oldest_due_at"] = heads.get(name)
         return {"queues": depths, "counts": c.call(c.store.counts), "caps": c.call(cap_counts, c.redis, c.broker.keys)}
+
+    def heads(self, queues: list[str]) -> dict[str, float]:
+        """When the job at the head of each ready queue became due (UNIX s; queues with no
+        ready job left out): one ZRANGE 0 0 each, in one round trip. The head is the
+        oldest waiting job of the queue's highest priority (the score is -priority * 1e13
+        + due ms, runtime.broker.keys), so with one priority it is the oldest of all."""
+        c = self.client
+        pipe = c.redis.pipeline(transaction=False)
+        for q in queues:
+            pipe.zrange(c.broker.keys.ready(q), 0, 0, withscores=True)
+        replies = c.call(pipe.execute) if queues else []
+        return {q: (float(reply[0][1]) % 1e13) / 1000 for q, reply in zip(queues, replies) if reply}
 
     def workers(self) -> list[dict[str, Any]]:
         """Live workers and supervisors (:func:`worker_entry`), each supervisor followed by

@@ -22,7 +22,7 @@ from ..status import FINAL, Status
 from .dash import Dash
 from .jobview import job_context, live_state
 from .operations import Operations
-from .present import filter_query, job_filter
+from .present import age, filter_query, job_filter
 
 Handler = Callable[[Request], Response]
 
@@ -54,12 +54,26 @@ def overview(dash: Dash, request: Request) -> Response:
 
 
 def queue_rows(queues: dict[str, Any], workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per queue: ready, delayed, and how many live workers serve it."""
+    """One row per queue: ready, delayed, when its oldest waiting job became due, paused,
+    and how many live workers serve it."""
     rows = []
     for name, depth in queues["queues"].items():
         serving = sum(1 for w in workers if w.get("kind") == "worker" and name in w.get("queues", ()))
         rows.append({"name": name, **depth, "workers": serving})
     return rows
+
+
+def overview_api(dash: Dash, request: Request) -> Response:
+    """What the overview and queues pages update live: ``{"counts": {status: n},
+    "workers_alive": n, "queues": [{"name", "ready", "delayed", "oldest" (an age for a
+    person), "workers", "state"}]}``."""
+    reader = dash.client.reader
+    queues, workers = reader.queues(), reader.workers()
+    rows = [{"name": q["name"], "ready": q["ready"], "delayed": q["delayed"], "oldest": age(q["oldest_due_at"]),
+             "workers": q["workers"], "state": "paused" if q["paused"] else "active"}
+            for q in queue_rows(queues, workers)]
+    return JSONResponse({"counts": queues["counts"], "queues": rows,
+                         "workers_alive": sum(1 for w in workers if w.get("kind") == "worker")})
 
 
 def jobs(dash: Dash, request: Request) -> Response:
@@ -146,8 +160,7 @@ def failures(dash: Dash, request: Request) -> Response:
 
 def queues(dash: Dash, request: Request) -> Response:
     reader = dash.client.reader
-    return dash.render(request, "queues.html", queues=queue_rows(reader.queues(), reader.workers()),
-                       counts=reader.queues()["counts"])
+    return dash.render(request, "queues.html", queues=queue_rows(reader.queues(), reader.workers()))
 
 
 def workers(dash: Dash, request: Request) -> Response:
@@ -176,7 +189,7 @@ def routes(dash: Dash) -> list[Route]:
         return Route(path, guarded(dash, fn), methods=["GET"], name=name)
     return [r("/", overview, "overview"), r("/jobs", jobs, "jobs"), r("/jobs/{job_id}", job, "job"),
             r("/jobs/{job_id}/artifacts/{name}", artifact, "artifact"), r("/api/jobs/{job_id}", job_api, "job_api"),
-            r("/api/states", states_api, "states_api"),
+            r("/api/states", states_api, "states_api"), r("/api/overview", overview_api, "overview_api"),
             r("/failures", failures, "failures"), r("/queues", queues, "queues"), r("/workers", workers, "workers"),
             r("/operations", operations, "operations"), r("/operations/{op_id}", operation, "operation"),
             r("/api/operations/{op_id}", operation_api, "operation_api")]
