@@ -128,7 +128,7 @@ def parse_cursor(cursor: str | None) -> tuple[float, str] | None:
 #: alike (a key that does not apply to the kind, or is unknown, is None).
 WORKER_KEYS = ("id", "kind", "supervisor", "host", "pid", "state", "queues", "greenlets", "processes",
                "running", "jobs_done", "rss_bytes", "mem_limit_bytes", "mem_hard_limit_bytes",
-               "started_at", "heartbeat_at", "recycle", "children", "restarts", "kills")
+               "started_at", "heartbeat_at", "recycle", "children", "restarts", "kills", "rss_history")
 
 
 def worker_entry(e: dict[str, str]) -> dict[str, Any]:
@@ -140,6 +140,7 @@ def worker_entry(e: dict[str, str]) -> dict[str, Any]:
     out["kind"] = e.get("kind") or "worker"
     out["queues"] = [q for q in (e.get("queues") or "").split(",") if q]
     out["running"] = json.loads(e.get("running") or "[]")
+    out["rss_history"] = json.loads(e.get("rss_history") or "[]")  # [[UNIX s, bytes], ...], oldest first
     if e.get("children"):
         out["children"] = json.loads(e["children"])
     for k in _INT_FIELDS:
@@ -198,7 +199,7 @@ class Reader:
         (runtime.caps)."""
         from ..caps import cap_counts
         c = self.client
-        depths = c.call(c.broker.registry.queue_depths)
+        depths: dict[str, dict[str, Any]] = dict(c.call(c.broker.registry.queue_depths))
         paused = c.call(c.broker.registry.paused)
         heads = self.heads(list(depths))
         for name, depth in depths.items():
@@ -236,6 +237,14 @@ class Reader:
             tree = sup if sup in sups else wid if wid in sups else "~" + wid
             return tree, e.get("kind") != "supervisor", wid
         return sorted(entries, key=order)
+
+    def unheard(self) -> list[str]:
+        """Ids still registered whose entry expired: their process stopped heartbeating
+        (dead, or cut off from Redis) and no reaper has taken their jobs back yet."""
+        c = self.client
+        ids = sorted(c.call(c.broker.registry.ids))
+        found = c.call(c.broker.registry.fields, ids, "id")
+        return [i for i, (got,) in zip(ids, found) if got is None]
 
     def server(self) -> dict[str, Any]:
         """The Redis server: ``{"url": masked URL, "version": "7.2.4", "role": "master",

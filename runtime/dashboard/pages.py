@@ -23,6 +23,7 @@ from .dash import Dash
 from .jobview import job_context, live_state
 from .operations import Operations
 from .present import age, filter_query, job_filter
+from .workerview import workers_context
 
 Handler = Callable[[Request], Response]
 
@@ -164,8 +165,7 @@ def queues(dash: Dash, request: Request) -> Response:
 
 
 def workers(dash: Dash, request: Request) -> Response:
-    reader = dash.client.reader
-    return dash.render(request, "workers.html", workers=reader.workers(), events=reader.events(20))
+    return dash.render(request, "workers.html", **workers_context(dash.client.reader, dash.client.settings))
 
 
 def operation(dash: Dash, request: Request) -> Response:

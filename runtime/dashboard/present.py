@@ -109,7 +109,11 @@ def age(ts: float | None, now: float | None = None) -> str:
     ``5.0 min``, ``3.0 h``, ``2.1 d``), or ``-`` for none."""
     if ts is None:
         return "-"
-    d = max(0.0, (time.time() if now is None else now) - ts)
+    return fmt_span(max(0.0, (time.time() if now is None else now) - ts))
+
+
+def fmt_span(d: float) -> str:
+    """A span of ``d`` seconds for a person: ``0.4 s``, ``42 s``, ``5.0 min``, ``3.0 h``."""
     if d < 10:
         return f"{d:.1f} s"
     return f"{d:.0f} s" if d < 120 else f"{d / 60:.1f} min" if d < 7200 else \

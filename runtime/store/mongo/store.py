@@ -25,7 +25,16 @@ from ...status import REQUEUABLE, Status
 from ..redis_store import RedisJobStore
 from .connection import mongo_client, short_error, translate, unreachable_errors
 from .deployment import ALIVE_SWEEPS, check_owner, touch
-from .documents import DUPLICATE_KEY, INDEXES, LEGACY_INDEXES, SORT_FIELDS, document, job_from_document, to_date, to_seconds
+from .documents import (
+    DUPLICATE_KEY,
+    INDEXES,
+    LEGACY_INDEXES,
+    SORT_FIELDS,
+    document,
+    job_from_document,
+    to_date,
+    to_seconds,
+)
 from .pending import adjust_counts, merge_page, pending_ids
 
 log = logging.getLogger("runtime.mongo")
