@@ -187,6 +187,24 @@ class Reader:
         found = c.call(c.store.get_many, ids, history=False)
         return [{"id": j.id, "status": j.status.value, "progress": j.progress} for j in found if j is not None]
 
+    def live_job(self, job_id: str) -> Job:
+        """The job without its history, from Redis while it is there (one HGETALL), else
+        from the store: what a live poll of a job's page reads. Raises JobNotFound."""
+        c = self.client
+        [job] = c.call(c.store.live.get_many, [job_id], history=False)
+        return job if job is not None else c.get_job(job_id)
+
+    def stack(self, worker_id: str, job_id: str) -> list[str]:
+        """The stack of ``job_id`` as the heartbeat of ``worker_id`` last reported it
+        (innermost first; [] when that worker is gone or does not run it): one HMGET of
+        the worker's ``running`` field, not its whole entry."""
+        c = self.client
+        [[running]] = c.call(c.broker.registry.fields, [worker_id], "running")
+        for r in json.loads(running or "[]"):
+            if r.get("id") == job_id:
+                return [str(s) for s in r.get("stack") or []]
+        return []
+
     def job(self, job_id: str) -> JobView:
         """One job with its history and attempts. Raises JobNotFound."""
         job = self.client.get_job(job_id)

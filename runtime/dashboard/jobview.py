@@ -19,16 +19,11 @@ _OWN_ROWS = ("heap diff", "trace", "sentry")
 
 
 def current_stack(dash: Dash, job: Job) -> list[str]:
-    """The stack of ``job`` as its worker last reported it (innermost first), [] when it
-    is not running or its worker reports none."""
+    """The stack of ``job`` as its worker last reported it, [] when it is not running or
+    its worker reports none."""
     if job.status.value != "started" or not job.worker:
         return []
-    for w in dash.client.reader.workers():
-        if w.get("id") == job.worker:
-            for r in w.get("running") or []:
-                if r.get("id") == job.id:
-                    return [str(s) for s in r.get("stack") or []]
-    return []
+    return dash.client.reader.stack(job.worker, job.id)
 
 
 def log_lines(job: Job, limit: int | None = None) -> list[str]:

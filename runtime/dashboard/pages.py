@@ -102,8 +102,9 @@ def job(dash: Dash, request: Request) -> Response:
 
 
 def job_api(dash: Dash, request: Request) -> Response:
-    view = dash.client.reader.job(request.path_params["job_id"])
-    return JSONResponse(live_state(dash, view.job))
+    """What a job's page polls (jobview.live_state): the job without its history, and its
+    stack from its worker's entry (two round trips while it runs, one after)."""
+    return JSONResponse(live_state(dash, dash.client.reader.live_job(request.path_params["job_id"])))
 
 
 #: Most jobs one live poll of a list asks about.
