@@ -80,6 +80,8 @@ def test_running_job_progress_and_log_tail_move(client: Client, worker: Any, bro
     assert text(browser, "#progress-message") == "step 1 of 3"
     assert browser.execute_script("return window.notReloaded") is True  # moved in place, live
     wait_until(lambda: "finished step 1 of 3" in text(browser, "#logs"), 10, "the log tail to move")
+    # its current stack, as its worker's heartbeat reports it: the task's own frame, waiting for go-2
+    wait_until(lambda: "in gated" in text(browser, "#stack"), 10, "the running job's stack")
     (tmp_path / "go-2").touch()
     wait_until(lambda: "finished step 2 of 3" in text(browser, "#logs"), 10, "the log tail to move again")
     assert text(browser, "#progress-pct") == "67%"
