@@ -66,11 +66,16 @@ class Attempt:
     status: str = Status.STARTED.value
     ended_at: float | None = None
     note: str | None = None
+    #: ``Type: message`` of an attempt that raised (the first 200 characters: the job keeps
+    #: the last attempt's whole message and traceback), and its trace id
+    error: str | None = None
+    trace_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, times as ISO-8601 UTC."""
         return {"number": self.number, "worker": self.worker, "started_at": iso(self.started_at),
-                "status": self.status, "ended_at": iso(self.ended_at), "note": self.note}
+                "status": self.status, "ended_at": iso(self.ended_at), "note": self.note, "error": self.error,
+                "trace_id": self.trace_id}
 
 
 @dataclass
@@ -98,6 +103,7 @@ def attempts_of(job: Job) -> list[Attempt]:
         elif out and out[-1].ended_at is None and status is not None:
             a = out[-1]
             a.status, a.ended_at, a.note = status, h.get("at"), h.get("note")
+            a.error, a.trace_id = h.get("error"), h.get("trace_id")
     return out
 
 
@@ -162,9 +168,10 @@ class Reader:
         self.client = client
 
     def jobs(self, status: str | None = None, queue: str | None = None, path: str | None = None,
-             limit: int = 20, before: str | None = None) -> Page:
+             limit: int = 20, before: str | None = None, count: bool = True) -> Page:
         """Up to ``limit`` (>= 1) jobs matching every filter, newest change first, from the
-        cursor ``before`` (a page's ``next``) on. Raises ValueError for an unknown status, a
+        cursor ``before`` (a page's ``next``) on; ``count``: their total too (a MongoDB
+        count reads its whole status index). Raises ValueError for an unknown status, a
         bad cursor or limit."""
         if status is not None:
             Status(status)
@@ -175,7 +182,7 @@ class Reader:
                         before=parse_cursor(before))
         page = found[:limit]
         total = None
-        if queue is None and path is None:
+        if count and queue is None and path is None:
             counts = c.call(c.store.counts)
             total = counts[status] if status else sum(counts.values())
         return Page(page, cursor_of(page[-1]) if len(found) > limit and page else None, total)
@@ -210,11 +217,11 @@ class Reader:
         job = self.client.get_job(job_id)
         return JobView(job, attempts_of(job))
 
-    def queues(self) -> dict[str, Any]:
+    def queues(self, live_counts: bool = False) -> dict[str, Any]:
         """``{"queues": {name: {"ready": n, "delayed": n, "paused": bool, "oldest_due_at": UNIX
-        s or None (:meth:`heads`)}}, "counts":
-        {status: n}, "caps": {cap name: {"running": n, "parked": n, "recent_starts": n}}}``
-        (runtime.caps)."""
+        s or None (:meth:`heads`)}}, "counts": {status: n}, "caps": {cap name: {"running": n,
+        "parked": n, "recent_starts": n}}}`` (runtime.caps); ``live_counts``: the counts of
+        the jobs Redis holds (O(1) each), not the store's (MongoDB: a count of its history)."""
         from ..caps import cap_counts
         c = self.client
         depths: dict[str, dict[str, Any]] = dict(c.call(c.broker.registry.queue_depths))
@@ -223,7 +230,8 @@ class Reader:
         for name, depth in depths.items():
             depth["paused"] = name in paused
             depth["oldest_due_at"] = heads.get(name)
-        return {"queues": depths, "counts": c.call(c.store.counts), "caps": c.call(cap_counts, c.redis, c.broker.keys)}
+        counts = c.call((c.store.live if live_counts else c.store).counts)  # live: the Redis ZCARDs
+        return {"queues": depths, "counts": counts, "caps": c.call(cap_counts, c.redis, c.broker.keys)}
 
     def heads(self, queues: list[str]) -> dict[str, float]:
         """When the job at the head of each ready queue became due (UNIX s; queues with no
@@ -284,7 +292,7 @@ class Reader:
         return found
 
     def search(self, f: JobFilter, limit: int = 20, before: str | None = None, budget: int = 1000,
-               sort: str = "changed", within: str | None = None) -> Page:
+               sort: str = "changed", within: str | None = None, count: bool = True) -> Page:
         """Up to ``limit`` jobs passing ``f``, newest change first, from the cursor ``before``
         on. Filters the store indexes (status; and queue, path in MongoDB) are answered by
         :meth:`jobs`; the others are checked on each document read, at most ``budget`` of them: a page
@@ -296,7 +304,7 @@ class Reader:
             return sorted_page(self, f, sort, limit, before, within, budget)
         indexes = getattr(self.client.store, "indexed", frozenset({"status"}))
         if f.indexed(indexes) and f.until is None:
-            return self.jobs(f.status, f.queue, f.path, limit, before)
+            return self.jobs(f.status, f.queue, f.path, limit, before, count)
         if limit < 1 or budget < 1:
             raise ValueError(f"limit and budget must be >= 1, got {limit} and {budget}")
         cursor = parse_cursor(before)

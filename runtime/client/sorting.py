@@ -6,8 +6,8 @@ for every sort, alone or after a status; Redis for the end (its final statuses' 
 and for queue time and start of the queued and the started jobs (their status index).
 Filters beyond the index are checked on each document read, at most ``budget`` of them,
 as in a search by change. Where the store has no index of the sort (Redis: duration, or
-start of jobs that ended), the newest :data:`WINDOW` jobs of the filter by change are read
-and ordered: the page says so (``Page.window``), and its cursor stays in that window
+start of jobs that ended), the jobs of the filter among the newest :data:`WINDOW` by change
+are read and ordered: the page says so (``Page.window``), and its cursor stays in that window
 (``Page.within``), so that paging through is stable while jobs keep changing.
 
 Cursors are ``VALUE:ID`` (the sort value, UNIX seconds or seconds of run, and the id of
@@ -102,13 +102,14 @@ def _indexed(reader: Reader, f: JobFilter, sort: str, limit: int, before: tuple[
 
 def _windowed(reader: Reader, f: JobFilter, sort: str, limit: int, before: tuple[float, str] | None,
               within: str | None) -> Page:
-    """The newest :data:`WINDOW` jobs of ``f`` by change (up to the change cursor
-    ``within``: the window of the first page), ordered by ``sort``."""
+    """The jobs of ``f`` among the newest :data:`WINDOW` by change (up to the change
+    cursor ``within``: the window of the first page), ordered by ``sort``: as bounded as
+    a search page."""
     from .reader import Page, cursor_of, parse_cursor
     top = parse_cursor(within)
     # the anchor job itself is in the window: "~" sorts after every id
     start = cursor(top[0], top[1] + "~") if top else None
-    window = reader.search(f, limit=WINDOW, before=start, budget=WINDOW * 10)
+    window = reader.search(f, limit=WINDOW, before=start, budget=WINDOW)
     jobs = window.jobs
     if top is None and jobs:
         within = cursor_of(jobs[0])

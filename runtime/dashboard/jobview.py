@@ -89,4 +89,5 @@ def job_context(dash: Dash, view: JobView) -> dict[str, Any]:
         "trace_id": trace_id, "trace_href": trace_href(dash.client.settings.trace_link, trace_id),
         "event_id": event_id, "sentry_href": sentry_href(dash.sentry_link, event_id),
         "profile": "profile" in job.artifacts, "artifacts": sorted(job.artifacts),
+        "trace_link": lambda tid: trace_href(dash.client.settings.trace_link, tid),
     }

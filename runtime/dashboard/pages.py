@@ -46,10 +46,11 @@ def guarded(dash: Dash, fn: Callable[[Dash, Request], Response]) -> Handler:
 
 def overview(dash: Dash, request: Request) -> Response:
     reader = dash.client.reader
-    queues = reader.queues()
+    queues = reader.queues(live_counts=True)
     workers = reader.workers()
     groups, scanned = reader.failures(budget=500)
-    return dash.render(request, "overview.html", counts=queues["counts"], queues=queue_rows(queues, workers),
+    return dash.render(request, "overview.html", counts=queues["counts"], history=dash.client.store.live
+                       is not dash.client.store, queues=queue_rows(queues, workers),
                        workers=[w for w in workers if w.get("kind") == "worker"], events=reader.events(10),
                        groups=groups[:5], scanned=scanned, rates=reader.rates())
 
@@ -69,7 +70,7 @@ def overview_api(dash: Dash, request: Request) -> Response:
     "workers_alive": n, "queues": [{"name", "ready", "delayed", "oldest" (an age for a
     person), "workers", "state"}]}``."""
     reader = dash.client.reader
-    queues, workers = reader.queues(), reader.workers()
+    queues, workers = reader.queues(live_counts=True), reader.workers()
     rows = [{"name": q["name"], "ready": q["ready"], "delayed": q["delayed"], "oldest": age(q["oldest_due_at"]),
              "workers": q["workers"], "state": "paused" if q["paused"] else "active"}
             for q in queue_rows(queues, workers)]
@@ -85,8 +86,9 @@ def jobs(dash: Dash, request: Request) -> Response:
         limit = min(max(int(query.get("limit") or 50), 1), 500)
     except ValueError:
         raise ValueError(f"bad limit {query.get('limit')!r}: give a number of jobs") from None
+    store = dash.client.store
     page = dash.client.reader.search(f, limit=limit, before=query.get("before") or None, sort=sort,
-                                     within=query.get("within") or None)
+                                     within=query.get("within") or None, count=store.live is store)
     kept = {"sort": sort if sort != "changed" else None}
     return dash.render(request, "jobs.html", page=page, query=query, statuses=[s.value for s in Status],
                        sorts={k: label for k, (label, _) in SORTS.items()}, sort=sort,
@@ -162,7 +164,7 @@ def failures(dash: Dash, request: Request) -> Response:
 
 def queues(dash: Dash, request: Request) -> Response:
     reader = dash.client.reader
-    return dash.render(request, "queues.html", queues=queue_rows(reader.queues(), reader.workers()))
+    return dash.render(request, "queues.html", queues=queue_rows(reader.queues(live_counts=True), reader.workers()))
 
 
 def workers(dash: Dash, request: Request) -> Response:

@@ -80,3 +80,18 @@ def test_jobs_sorted_by_duration_from_the_column_header(client: Client, worker: 
             break
         nxt[0].click()
     assert seen == [ids[0], ids[2], ids[1]]
+
+
+def test_job_page_shows_every_attempt_with_its_worker_timing_and_error(client: Client, worker: Any, browser: Any,
+                                                                       dashboard: str) -> None:
+    job_id = client.queue_job("testtasks.always_fail_retried", {}, check=False)
+    w = worker.start()
+    wait_until(lambda: client.get_job(job_id).status.value == "maxretries", 15, "the retries to run out")
+    browser.get(f"{dashboard}/jobs/{job_id}")
+    rows = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#attempts tr.attempt")]
+    assert len(rows) == 3, rows  # the first run and two retries
+    for n, row in enumerate(rows, 1):
+        assert row.startswith(f"{n} {w.id}") and " ms" in row, row  # its worker, how long it took
+    assert all("retry" in r for r in rows[:2]) and "maxretries" in rows[2]
+    assert all("ConnectionError: down" in r for r in rows), rows  # each attempt's own error
+    assert text(browser, "#traceback")  # the last attempt's whole traceback

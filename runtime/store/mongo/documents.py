@@ -48,9 +48,15 @@ from .storable import has_escaped_keys, restore, storable
 #: None leads with ``prefix``: a collection holds one deployment unless explicitly
 #: shared (runtime.store.mongo.deployment), so queries need no prefix to use them.
 INDEXES: dict[str, tuple[list[tuple[str, int]], dict[str, Any]]] = {
-    # runtime jobs --status [--queue]; queues' counts; the sweep's adoption (status + change)
+    # runtime jobs --status --queue; queues' counts; the sweep's adoption (status + change)
     "status_queue_changed": ([("status", 1), ("queue", 1), ("changed_at", -1)], {}),
-    # runtime jobs --path [--status]; requeue --path; a task's jobs by param value
+    # runtime jobs --status, newest change first (the index above sorts by change only
+    # within a queue); the dashboard's failure groups
+    "status_changed": ([("status", 1), ("changed_at", -1), ("_id", -1)], {}),
+    # runtime jobs --path, newest change first (the index below sorts by change only within
+    # a status)
+    "path_changed": ([("path", 1), ("changed_at", -1)], {}),
+    # runtime jobs --path --status; requeue --path; a task's jobs by param value
     "path_status_changed": ([("path", 1), ("status", 1), ("changed_at", -1)], {}),
     # runtime jobs --queue
     "queue_changed": ([("queue", 1), ("changed_at", -1)], {}),

@@ -223,8 +223,11 @@ class MongoJobStore:
             return []
         pending = set(pending_ids(self.live)).intersection(ids)
         wanted = [i for i in ids if i not in pending]
-        found = {d["_id"]: job_from_document(d) for d in self.jobs.find(
-            self.scope({"_id": {"$in": wanted}}), None if history else {"history": 0})} if wanted else {}
+        projection = None if history else {"history": 0}
+        # one id: an equality on _id (a job's page), which every server answers by its key
+        docs = ([d] if (d := self.jobs.find_one(self.scope({"_id": wanted[0]}), projection)) else []) \
+            if len(wanted) == 1 else self.jobs.find(self.scope({"_id": {"$in": wanted}}), projection) if wanted else []
+        found = {d["_id"]: job_from_document(d) for d in docs}
         missing = [i for i in ids if i not in found]
         if missing:
             found.update((j.id, j) for j in self.live.get_many(missing, history) if j is not None)
