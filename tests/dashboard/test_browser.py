@@ -6,9 +6,11 @@ The README's screenshots come from here (RUNTIME_SCREENSHOTS=DIR saves them)."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
+import testtasks
 from dashhelpers import DASH_TASKS
 from helpers import wait_until
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
@@ -102,10 +104,13 @@ def test_profiled_slow_job_hot_line_two_clicks_from_the_overview(client: Client,
     browser.find_element(By.LINK_TEXT, slow).click()  # 2: its page, the profile in it
     frame = wait_until(lambda: browser.find_elements(By.ID, "profile"), 10, "the job's page")[0]
     browser.switch_to.frame(frame)
-    try:  # the hot line: the task's own frame, 1.05 s of the run
+    try:  # the hot line: the task's own frame at its file and line, 1.05 s of the run, and what it waited in
         wait_until(lambda: "profiled_sleep" in browser.find_element(By.TAG_NAME, "body").text, 15,
                    "the profile to render in its frame")
-        assert "testtasks.py" in browser.find_element(By.TAG_NAME, "body").text
+        body = browser.find_element(By.TAG_NAME, "body").text
+        line = testtasks.profiled_sleep.__code__.co_firstlineno  # pyinstrument names a frame by it
+        hot = re.search(rf"([\d.]+)\nprofiled_sleep\ntesttasks\.py:{line}\n([\d.]+)\nsleep\n", body)
+        assert hot and float(hot.group(1)) >= 1.0 and float(hot.group(2)) >= 1.0, body
     finally:
         browser.switch_to.default_content()
 
