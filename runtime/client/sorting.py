@@ -16,13 +16,20 @@ the last job shown): the next page lists what sorts after it, whatever came in s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from ..job import Job
+from .paging import Page, cursor_of, parse_cursor
 from .search import JobFilter
 
-if TYPE_CHECKING:
-    from .reader import Page, Reader
+
+class Searching(Protocol):
+    """What a sort needs of the read API (runtime.client.reader.Reader is one)."""
+
+    client: Any
+
+    def search(self, f: JobFilter, limit: int = 20, before: str | None = None, budget: int = 1000) -> Page:
+        """Jobs of ``f``, newest change first."""
 
 #: sort -> (what a person calls it, the Job field holding its value)
 SORTS: dict[str, tuple[str, str]] = {
@@ -60,11 +67,10 @@ def in_range(f: JobFilter, job: Job) -> bool:
     return (f.since is None or changed >= f.since) and (f.until is None or changed <= f.until)
 
 
-def sorted_page(reader: Reader, f: JobFilter, sort: str, limit: int, before: str | None, within: str | None,
+def sorted_page(reader: Searching, f: JobFilter, sort: str, limit: int, before: str | None, within: str | None,
                 budget: int) -> Page:
     """One page of the jobs of ``f`` in ``sort`` order (not "changed": Reader.search has
     that), from ``before`` on. Raises ValueError for a bad sort, cursor, limit or budget."""
-    from .reader import parse_cursor
     check_sort(sort)
     if limit < 1 or budget < 1:
         raise ValueError(f"limit and budget must be >= 1, got {limit} and {budget}")
@@ -74,11 +80,10 @@ def sorted_page(reader: Reader, f: JobFilter, sort: str, limit: int, before: str
     return _windowed(reader, f, sort, limit, parse_cursor(before), within)
 
 
-def _indexed(reader: Reader, f: JobFilter, sort: str, limit: int, before: tuple[float, str] | None,
+def _indexed(reader: Searching, f: JobFilter, sort: str, limit: int, before: tuple[float, str] | None,
              budget: int) -> Page:
     """From the store's index of ``sort`` (and ``f.status``); the rest of ``f`` checked on
     each job read, at most ``budget`` of them."""
-    from .reader import Page
     c = reader.client
     exact = f.indexed(frozenset({"status"})) and f.until is None
     out: list[tuple[float, Job]] = []
@@ -100,12 +105,11 @@ def _indexed(reader: Reader, f: JobFilter, sort: str, limit: int, before: tuple[
                 None if exact else scanned, partial=more and len(out) < limit)
 
 
-def _windowed(reader: Reader, f: JobFilter, sort: str, limit: int, before: tuple[float, str] | None,
+def _windowed(reader: Searching, f: JobFilter, sort: str, limit: int, before: tuple[float, str] | None,
               within: str | None) -> Page:
     """The jobs of ``f`` among the newest :data:`WINDOW` by change (up to the change
     cursor ``within``: the window of the first page), ordered by ``sort``: as bounded as
     a search page."""
-    from .reader import Page, cursor_of, parse_cursor
     top = parse_cursor(within)
     # the anchor job itself is in the window: "~" sorts after every id
     start = cursor(top[0], top[1] + "~") if top else None

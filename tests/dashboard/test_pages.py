@@ -30,6 +30,10 @@ def test_overview_counts_and_queues_move_without_a_reload(client: Client, browse
     wait_until(lambda: text(browser, row + " .q-ready") == "3" and text(browser, row + " .q-state") == "paused",
                10, "the queue's row to move")
     assert browser.execute_script("return window.notReloaded") is True
+    browser.get(dashboard + "/queues")  # resumed from the page: a POST with its CSRF token
+    browser.find_element(By.CSS_SELECTOR, row + " button").click()
+    wait_until(lambda: text(browser, row + " .q-state") == "active", 10, "the queue to be resumed")
+    assert "live" not in client.broker.registry.paused()
 
 
 def test_workers_page_marks_dead_and_degraded_and_shows_running_stacks(client: Client, worker: Any, browser: Any,

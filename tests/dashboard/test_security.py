@@ -8,6 +8,7 @@ import base64
 import re
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -44,8 +45,15 @@ def test_hostile_content_never_runs(client: Client, worker: Any, browser: Any, d
     ids = hostile_jobs(client)
     worker.burst(task_modules=DASH_TASKS)
     assert client.get_job(ids[0]).status.value == "failed" and client.get_job(ids[1]).status.value == "failed"
+    # a dead worker's event and a degraded worker's entry carry hostile text too
+    client.broker.registry.record_event({"event": "crash", "at": time.time(), "worker": SCRIPT, "reason": ATTR,
+                                         "host": URL})
+    client.broker.registry.write_entry("w-evil", {"id": "w-evil", "kind": "worker", "host": SCRIPT, "state": "recycling",
+                                                  "recycle": ATTR, "heartbeat_at": repr(time.time()),
+                                                  "queues": ATTR.replace(",", "")})
     pages = ["/", "/jobs", "/failures", "/failures?by=worker", "/queues", "/workers", "/operations",
              "/jobs?" + urllib.parse.urlencode({"q": HOSTILE, "path": SCRIPT, "exc": ATTR}),
+             "/jobs?sort=run", "/jobs?sort=queued&status=queued", "/jobs?" + urllib.parse.urlencode({"sort": SCRIPT}),
              *(f"/jobs/{i}" for i in ids)]
     for page in pages:
         browser.get(dashboard + page)
