@@ -19,7 +19,7 @@ from .parts import Calls
 from .search import FAILED_STATUSES, Group, JobFilter, group_failures
 from .sorting import sorted_page
 
-#: Documents read per round trip by a search over the index.
+#: Documents the first round trip of a search reads (the next one reads the rest of its budget).
 _CHUNK = 200
 
 #: Registry fields that hold numbers.
@@ -263,8 +263,10 @@ class Reader:
         out: list[Job] = []
         scanned, last, done = 0, None, False
         while len(out) < limit and scanned < budget and not done:
-            chunk = self._chunk(f, indexes, min(_CHUNK, budget - scanned), cursor)
-            done = len(chunk) < min(_CHUNK, budget - scanned)
+            # a first chunk fills most pages; a rare match takes the rest of the budget at once
+            n = min(_CHUNK, budget) if scanned == 0 else budget - scanned
+            chunk = self._chunk(f, indexes, n, cursor)
+            done = len(chunk) < n
             for i, job in enumerate(chunk):
                 scanned += 1
                 last = job
@@ -306,13 +308,13 @@ class Reader:
     def failures(self, budget: int = 1000, by_worker: bool = False, queue: str | None = None
                  ) -> tuple[list[Group], int]:
         """Failed jobs (failed, maxretries, timeout) grouped by exception type and task path
-        (and worker: ``by_worker``; of ``queue`` only) among the newest ``budget`` of each
-        status: (groups, how many documents were read). Counts hold within what was read."""
-        jobs: list[Job] = []
+        (and worker: ``by_worker``; of ``queue`` only) among the newest ``budget`` of them
+        (one listing over their status indexes, merged): (groups, how many documents were
+        read). Counts hold within what was read."""
         c = self.client
         indexed = queue is not None and "queue" in getattr(c.store, "indexed", ())
-        for status in FAILED_STATUSES:
-            jobs += c.call(c.store.list_jobs, status=status, queue=queue if indexed else None, limit=budget)
+        jobs: list[Job] = c.call(c.store.list_jobs, queue=queue if indexed else None, limit=budget,
+                                 statuses=FAILED_STATUSES)
         read = len(jobs)
         if queue is not None and not indexed:
             jobs = [j for j in jobs if j.queue == queue]

@@ -35,9 +35,11 @@ class JobStore(Protocol):
         """Documents of ``ids`` in order; None for a missing one."""
 
     def list_jobs(self, status: str | None = None, queue: str | None = None, path: str | None = None,
-                  limit: int = 50, history: bool = False, before: tuple[float, str] | None = None) -> list[Job]:
+                  limit: int = 50, history: bool = False, before: tuple[float, str] | None = None,
+                  statuses: Sequence[str] | None = None) -> list[Job]:
         """Up to ``limit`` jobs matching every given filter, newest change first (ties: the
-        highest id first), those changed before the cursor ``before`` (change time, id)."""
+        highest id first), those changed before the cursor ``before`` (change time, id);
+        ``statuses``: of any of those (instead of ``status``)."""
 
     def sortable(self, sort: str, status: str | None) -> bool:
         """Does an index answer :meth:`list_sorted` of ``sort`` (changed, queued, started,

@@ -235,7 +235,8 @@ class MongoJobStore:
 
     @_read
     def list_jobs(self, status: str | None = None, queue: str | None = None, path: str | None = None,
-                  limit: int = 50, history: bool = False, before: tuple[float, str] | None = None) -> list[Job]:
+                  limit: int = 50, history: bool = False, before: tuple[float, str] | None = None,
+                  statuses: Sequence[str] | None = None) -> list[Job]:
         """Up to ``limit`` jobs matching every given filter, newest change first, those
         changed before the cursor ``before`` (change time, id) only: one query, and the
         pending jobs from Redis (runtime.store.mongo.pending)."""
@@ -245,6 +246,8 @@ class MongoJobStore:
             query["$or"] = [{"changed_at": {"$lt": when}}, {"changed_at": when, "_id": {"$lt": before[1]}}]
         if status:
             query["status"] = Status(status).value
+        if statuses is not None:  # one walk of the status index merging their ranges
+            query["status"] = {"$in": [Status(x).value for x in statuses]}
         if queue:
             query["queue"] = queue
         if path:
@@ -258,7 +261,8 @@ class MongoJobStore:
         if not pending:
             return [job for _, job in stored]
         filters = {"status": status, "queue": queue, "path": path, "before": before}
-        return merge_page(stored, self.live.get_many(pending), set(pending), filters, limit, history)
+        page = merge_page(stored, self.live.get_many(pending), set(pending), filters, limit + len(pending), history)
+        return [j for j in page if statuses is None or j.status.value in statuses][:limit]
 
     def sortable(self, sort: str, status: str | None) -> bool:
         """Does a declared index answer :meth:`list_sorted` of ``sort`` with ``status``?
