@@ -109,6 +109,16 @@ def idle_cost(sock: Path, seconds: float = 5.0) -> None:
 PINNING = True
 
 
+def commands_per_request(sock: Path, url: str, n: int = 20) -> float:
+    """Redis commands one request of ``url`` costs (the mean of ``n``; INFO's own taken out)."""
+    import redis
+    r = redis.Redis(unix_socket_path=str(sock))
+    before = int(r.info("stats")["total_commands_processed"])
+    for _ in range(n):
+        get(url)
+    return (int(r.info("stats")["total_commands_processed"]) - before - 1) / n
+
+
 def pin(pid: int, cpu: int) -> None:
     """Keep process ``pid`` on CPU ``cpu`` (when the machine has two or more)."""
     if PINNING and (os.cpu_count() or 1) >= 2:
@@ -317,6 +327,9 @@ def main() -> None:
         rss = psutil.Process(dash.pid).memory_info().rss
         print(f"dashboard RSS after the runs: {rss / 2**20:.0f} MiB")
         idle_cost(sock)
+        for name, path in (("a job page's live poll", f"/api/jobs/{failed}"), ("the overview's live poll (every 2 s)",
+                                                                                "/api/overview")):
+            print(f"Redis commands per request of {name}: {commands_per_request(sock, base + path):.1f}")
         if args.drain:
             drain_with_pages(env, home, base, args.drain, args.reps, sock, dash.pid)
     finally:

@@ -289,8 +289,11 @@ class Reader:
         c = self.client
         def by(name: str) -> str | None:
             return getattr(f, name) if name in indexes else None
+        more: dict[str, Any] = {}
+        if f.worker is not None and "worker" in indexes and not (f.status or f.queue or f.path):
+            more["worker"] = f.worker  # its own index (MongoDB's worker_changed), alone
         return c.call(c.store.list_jobs, status=by("status"), queue=by("queue"), path=by("path"), limit=n,
-                      before=cursor)
+                      before=cursor, **more)
 
     def matching_ids(self, f: JobFilter, cap: int = 100_000) -> list[str]:
         """The ids of every job passing ``f`` (at most ``cap``), newest change first: what a

@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
 
 class JobStore(Protocol):
-    #: the filters of list_jobs answered from an index ("status", "queue", "path"); the
-    #: others are checked on each document read
+    #: the filters of list_jobs answered from an index ("status", "queue", "path"; and
+    #: "worker" where list_jobs takes one); the others are checked on each document read
     indexed: frozenset[str]
 
     @property

@@ -89,7 +89,7 @@ class MongoJobStore:
     """
 
     #: the list_jobs filters answered from an index
-    indexed: frozenset[str] = frozenset({"status", "queue", "path"})
+    indexed: frozenset[str] = frozenset({"status", "queue", "path", "worker"})
 
     def __init__(self, settings: Settings, live: RedisJobStore, client: Any = None) -> None:
         from pymongo.write_concern import WriteConcern
@@ -236,7 +236,7 @@ class MongoJobStore:
     @_read
     def list_jobs(self, status: str | None = None, queue: str | None = None, path: str | None = None,
                   limit: int = 50, history: bool = False, before: tuple[float, str] | None = None,
-                  statuses: Sequence[str] | None = None) -> list[Job]:
+                  statuses: Sequence[str] | None = None, worker: str | None = None) -> list[Job]:
         """Up to ``limit`` jobs matching every given filter, newest change first, those
         changed before the cursor ``before`` (change time, id) only: one query, and the
         pending jobs from Redis (runtime.store.mongo.pending)."""
@@ -250,6 +250,8 @@ class MongoJobStore:
             query["status"] = {"$in": [Status(x).value for x in statuses]}
         if queue:
             query["queue"] = queue
+        if worker:
+            query["worker"] = worker
         if path:
             query["path"] = path
         pending = pending_ids(self.live)
@@ -262,7 +264,8 @@ class MongoJobStore:
             return [job for _, job in stored]
         filters = {"status": status, "queue": queue, "path": path, "before": before}
         page = merge_page(stored, self.live.get_many(pending), set(pending), filters, limit + len(pending), history)
-        return [j for j in page if statuses is None or j.status.value in statuses][:limit]
+        return [j for j in page if (statuses is None or j.status.value in statuses)
+                and (worker is None or j.worker == worker)][:limit]
 
     def sortable(self, sort: str, status: str | None) -> bool:
         """Does a declared index answer :meth:`list_sorted` of ``sort`` with ``status``?
