@@ -100,7 +100,7 @@ def run(obj: Ctx, path: str, params: str | None, as_json: bool) -> None:
 def jobs(obj: Ctx, status: str | None, queue: str | None, path: str | None, limit: int, before: str | None,
          as_json: bool) -> None:
     """List jobs, newest change first."""
-    from ..client.reader import parse_cursor
+    from ..client.paging import parse_cursor
     try:
         parse_cursor(before)
     except ValueError as exc:

@@ -8,44 +8,23 @@ the dicts returned here are ISO-8601 UTC strings; sizes are bytes.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..job import Job, iso
 from ..status import CLAIMED, Status
+from .paging import Page, cursor_of, parse_cursor
 from .parts import Calls
 from .search import FAILED_STATUSES, Group, JobFilter, group_failures
+from .sorting import sorted_page
 
-#: Documents read per round trip by a search over the index.
+#: Documents the first round trip of a search reads (the next one reads the rest of its budget).
 _CHUNK = 200
 
 #: Registry fields that hold numbers.
 _INT_FIELDS = ("pid", "greenlets", "jobs_done", "rss_bytes", "processes", "restarts", "kills",
                "mem_limit_bytes", "mem_hard_limit_bytes")
-
-
-@dataclass
-class Page:
-    """One page of jobs, newest change first; ``next`` is the cursor of the page after it
-    (pass it as ``before``), None on the last page; ``total``: how many jobs match the
-    filters in all (None when the store cannot count them cheaply: a queue or path filter
-    on Redis, which has no index of them)."""
-
-    jobs: list[Job]
-    next: str | None = None
-    total: int | None = None
-    #: documents a search read to fill the page (None: the store answered from its index)
-    scanned: int | None = None
-    #: the search stopped at its budget before filling the page: ``next`` goes on from there
-    partial: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        """``{"jobs": [job dicts without history], "next": cursor or None, "total": n or
-        None, "scanned": n or None, "partial": bool}``."""
-        return {"jobs": [j.to_dict(history=False) for j in self.jobs], "next": self.next, "total": self.total,
-                "scanned": self.scanned, "partial": self.partial}
 
 
 @dataclass
@@ -60,11 +39,16 @@ class Attempt:
     status: str = Status.STARTED.value
     ended_at: float | None = None
     note: str | None = None
+    #: ``Type: message`` of an attempt that raised (the first 200 characters: the job keeps
+    #: the last attempt's whole message and traceback), and its trace id
+    error: str | None = None
+    trace_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, times as ISO-8601 UTC."""
         return {"number": self.number, "worker": self.worker, "started_at": iso(self.started_at),
-                "status": self.status, "ended_at": iso(self.ended_at), "note": self.note}
+                "status": self.status, "ended_at": iso(self.ended_at), "note": self.note, "error": self.error,
+                "trace_id": self.trace_id}
 
 
 @dataclass
@@ -92,37 +76,15 @@ def attempts_of(job: Job) -> list[Attempt]:
         elif out and out[-1].ended_at is None and status is not None:
             a = out[-1]
             a.status, a.ended_at, a.note = status, h.get("at"), h.get("note")
+            a.error, a.trace_id = h.get("error"), h.get("trace_id")
     return out
-
-
-def cursor_of(job: Job) -> str:
-    """The pagination cursor just after ``job`` (its last change time and id)."""
-    changed = job.changed_at
-    if changed is None:  # not read from a listing's index: its history's last change
-        changed = job.history[-1]["at"] if job.history else (job.ended_at or job.started_at or job.queued_at or 0.0)
-    return f"{float(changed):.6f}:{job.id}"
-
-
-def parse_cursor(cursor: str | None) -> tuple[float, str] | None:
-    """(change time, id) from a cursor made by :func:`cursor_of`; None for none.
-    Raises ValueError for a malformed one."""
-    if cursor is None:
-        return None
-    when, _, job_id = cursor.partition(":")
-    try:
-        changed = float(when)
-    except ValueError:
-        changed = math.nan
-    if not job_id or ":" in job_id or not math.isfinite(changed):
-        raise ValueError(f"bad cursor {cursor!r}: give the one a page printed (TIME:ID)")
-    return changed, job_id
 
 
 #: The keys of every registry entry :func:`worker_entry` returns, workers and supervisors
 #: alike (a key that does not apply to the kind, or is unknown, is None).
 WORKER_KEYS = ("id", "kind", "supervisor", "host", "pid", "state", "queues", "greenlets", "processes",
                "running", "jobs_done", "rss_bytes", "mem_limit_bytes", "mem_hard_limit_bytes",
-               "started_at", "heartbeat_at", "recycle", "children", "restarts", "kills", "caps")
+               "started_at", "heartbeat_at", "recycle", "children", "restarts", "kills", "caps", "rss_history")
 
 
 def worker_entry(e: dict[str, str]) -> dict[str, Any]:
@@ -134,6 +96,7 @@ def worker_entry(e: dict[str, str]) -> dict[str, Any]:
     out["kind"] = e.get("kind") or "worker"
     out["queues"] = [q for q in (e.get("queues") or "").split(",") if q]
     out["running"] = json.loads(e.get("running") or "[]")
+    out["rss_history"] = json.loads(e.get("rss_history") or "[]")  # [[UNIX s, bytes], ...], oldest first
     if e.get("children"):
         out["children"] = json.loads(e["children"])
     if e.get("caps"):  # the caps a worker enforces (runtime.caps.caps_listing)
@@ -157,9 +120,10 @@ class Reader:
         self.client = client
 
     def jobs(self, status: str | None = None, queue: str | None = None, path: str | None = None,
-             limit: int = 20, before: str | None = None) -> Page:
+             limit: int = 20, before: str | None = None, count: bool = True) -> Page:
         """Up to ``limit`` (>= 1) jobs matching every filter, newest change first, from the
-        cursor ``before`` (a page's ``next``) on. Raises ValueError for an unknown status, a
+        cursor ``before`` (a page's ``next``) on; ``count``: their total too (a MongoDB
+        count reads its whole status index). Raises ValueError for an unknown status, a
         bad cursor or limit."""
         if status is not None:
             Status(status)
@@ -170,7 +134,7 @@ class Reader:
                         before=parse_cursor(before))
         page = found[:limit]
         total = None
-        if queue is None and path is None:
+        if count and queue is None and path is None:
             counts = c.call(c.store.counts)
             total = counts[status] if status else sum(counts.values())
         return Page(page, cursor_of(page[-1]) if len(found) > limit and page else None, total)
@@ -182,22 +146,56 @@ class Reader:
         found = c.call(c.store.get_many, ids, history=False)
         return [{"id": j.id, "status": j.status.value, "progress": j.progress} for j in found if j is not None]
 
+    def live_job(self, job_id: str) -> Job:
+        """The job without its history, from Redis while it is there (one HGETALL), else
+        from the store: what a live poll of a job's page reads. Raises JobNotFound."""
+        c = self.client
+        [job] = c.call(c.store.live.get_many, [job_id], history=False)
+        return job if job is not None else c.get_job(job_id)
+
+    def stack(self, worker_id: str, job_id: str) -> list[str]:
+        """The stack of ``job_id`` as the heartbeat of ``worker_id`` last reported it
+        (innermost first; [] when that worker is gone or does not run it): one HMGET of
+        the worker's ``running`` field, not its whole entry."""
+        c = self.client
+        [[running]] = c.call(c.broker.registry.fields, [worker_id], "running")
+        for r in json.loads(running or "[]"):
+            if r.get("id") == job_id:
+                return [str(s) for s in r.get("stack") or []]
+        return []
+
     def job(self, job_id: str) -> JobView:
         """One job with its history and attempts. Raises JobNotFound."""
         job = self.client.get_job(job_id)
         return JobView(job, attempts_of(job))
 
-    def queues(self) -> dict[str, Any]:
-        """``{"queues": {name: {"ready": n, "delayed": n, "paused": bool}}, "counts":
-        {status: n}, "caps": {cap name: {"running": n, "parked": n, "recent_starts": n}}}``
-        (runtime.caps)."""
+    def queues(self, live_counts: bool = False) -> dict[str, Any]:
+        """``{"queues": {name: {"ready": n, "delayed": n, "paused": bool, "oldest_due_at": UNIX
+        s or None (:meth:`heads`)}}, "counts": {status: n}, "caps": {cap name: {"running": n,
+        "parked": n, "recent_starts": n}}}`` (runtime.caps); ``live_counts``: the counts of
+        the jobs Redis holds (O(1) each), not the store's (MongoDB: a count of its history)."""
         from ..caps import cap_counts
         c = self.client
-        depths = c.call(c.broker.registry.queue_depths)
+        depths: dict[str, dict[str, Any]] = dict(c.call(c.broker.registry.queue_depths))
         paused = c.call(c.broker.registry.paused)
+        heads = self.heads(list(depths))
         for name, depth in depths.items():
             depth["paused"] = name in paused
-        return {"queues": depths, "counts": c.call(c.store.counts), "caps": c.call(cap_counts, c.redis, c.broker.keys)}
+            depth["oldest_due_at"] = heads.get(name)
+        counts = c.call((c.store.live if live_counts else c.store).counts)  # live: the Redis ZCARDs
+        return {"queues": depths, "counts": counts, "caps": c.call(cap_counts, c.redis, c.broker.keys)}
+
+    def heads(self, queues: list[str]) -> dict[str, float]:
+        """When the job at the head of each ready queue became due (UNIX s; queues with no
+        ready job left out): one ZRANGE 0 0 each, in one round trip. The head is the
+        oldest waiting job of the queue's highest priority (the score is -priority * 1e13
+        + due ms, runtime.broker.keys), so with one priority it is the oldest of all."""
+        c = self.client
+        pipe = c.redis.pipeline(transaction=False)
+        for q in queues:
+            pipe.zrange(c.broker.keys.ready(q), 0, 0, withscores=True)
+        replies = c.call(pipe.execute) if queues else []
+        return {q: (float(reply[0][1]) % 1e13) / 1000 for q, reply in zip(queues, replies) if reply}
 
     def workers(self) -> list[dict[str, Any]]:
         """Live workers and supervisors (:func:`worker_entry`), each supervisor followed by
@@ -218,6 +216,14 @@ class Reader:
             return tree, e.get("kind") != "supervisor", wid
         return sorted(entries, key=order)
 
+    def unheard(self) -> list[str]:
+        """Ids still registered whose entry expired: their process stopped heartbeating
+        (dead, or cut off from Redis) and no reaper has taken their jobs back yet."""
+        c = self.client
+        ids = sorted(c.call(c.broker.registry.ids))
+        found = c.call(c.broker.registry.fields, ids, "id")
+        return [i for i, (got,) in zip(ids, found) if got is None]
+
     def server(self) -> dict[str, Any]:
         """The Redis server: ``{"url": masked URL, "version": "7.2.4", "role": "master",
         "used_memory_bytes": n, "maxmemory_bytes": n (0 = no limit), "maxmemory_policy":
@@ -237,15 +243,20 @@ class Reader:
             e["at"] = iso(e.get("at"))
         return found
 
-    def search(self, f: JobFilter, limit: int = 20, before: str | None = None, budget: int = 1000) -> Page:
+    def search(self, f: JobFilter, limit: int = 20, before: str | None = None, budget: int = 1000,
+               sort: str = "changed", within: str | None = None, count: bool = True) -> Page:
         """Up to ``limit`` jobs passing ``f``, newest change first, from the cursor ``before``
         on. Filters the store indexes (status; and queue, path in MongoDB) are answered by
         :meth:`jobs`; the others are checked on each document read, at most ``budget`` of them: a page
         that ran out of budget is ``partial`` and its ``next`` goes on from where it
-        stopped. Raises ValueError for a bad cursor, limit or budget."""
+        stopped. ``sort``: another order, largest first (queued, started, ended, run:
+        runtime.client.sorting; ``within``: the window cursor its pages carry). Raises
+        ValueError for a bad cursor, limit, budget or sort."""
+        if sort != "changed":
+            return sorted_page(self, f, sort, limit, before, within, budget)
         indexes = getattr(self.client.store, "indexed", frozenset({"status"}))
         if f.indexed(indexes) and f.until is None:
-            return self.jobs(f.status, f.queue, f.path, limit, before)
+            return self.jobs(f.status, f.queue, f.path, limit, before, count)
         if limit < 1 or budget < 1:
             raise ValueError(f"limit and budget must be >= 1, got {limit} and {budget}")
         cursor = parse_cursor(before)
@@ -254,9 +265,11 @@ class Reader:
         out: list[Job] = []
         scanned, last, done = 0, None, False
         while len(out) < limit and scanned < budget and not done:
-            chunk = self._chunk(f, indexes, min(_CHUNK, budget - scanned), cursor)
-            done = len(chunk) < min(_CHUNK, budget - scanned)
-            for job in chunk:
+            # a first chunk fills most pages; a rare match takes the rest of the budget at once
+            n = min(_CHUNK, budget) if scanned == 0 else budget - scanned
+            chunk = self._chunk(f, indexes, n, cursor)
+            done = len(chunk) < n
+            for i, job in enumerate(chunk):
                 scanned += 1
                 last = job
                 if f.since is not None and (job.changed_at or 0.0) < f.since:
@@ -265,6 +278,7 @@ class Reader:
                 if f.matches(job):
                     out.append(job)
                     if len(out) == limit:
+                        done = done and i == len(chunk) - 1  # the chunk's rest is still to show
                         break
             if last is not None:
                 cursor = parse_cursor(cursor_of(last))
@@ -277,8 +291,11 @@ class Reader:
         c = self.client
         def by(name: str) -> str | None:
             return getattr(f, name) if name in indexes else None
+        more: dict[str, Any] = {}
+        if f.worker is not None and "worker" in indexes and not (f.status or f.queue or f.path):
+            more["worker"] = f.worker  # its own index (MongoDB's worker_changed), alone
         return c.call(c.store.list_jobs, status=by("status"), queue=by("queue"), path=by("path"), limit=n,
-                      before=cursor)
+                      before=cursor, **more)
 
     def matching_ids(self, f: JobFilter, cap: int = 100_000) -> list[str]:
         """The ids of every job passing ``f`` (at most ``cap``), newest change first: what a
@@ -296,13 +313,13 @@ class Reader:
     def failures(self, budget: int = 1000, by_worker: bool = False, queue: str | None = None
                  ) -> tuple[list[Group], int]:
         """Failed jobs (failed, maxretries, timeout) grouped by exception type and task path
-        (and worker: ``by_worker``; of ``queue`` only) among the newest ``budget`` of each
-        status: (groups, how many documents were read). Counts hold within what was read."""
-        jobs: list[Job] = []
+        (and worker: ``by_worker``; of ``queue`` only) among the newest ``budget`` of them
+        (one listing over their status indexes, merged): (groups, how many documents were
+        read). Counts hold within what was read."""
         c = self.client
         indexed = queue is not None and "queue" in getattr(c.store, "indexed", ())
-        for status in FAILED_STATUSES:
-            jobs += c.call(c.store.list_jobs, status=status, queue=queue if indexed else None, limit=budget)
+        jobs: list[Job] = c.call(c.store.list_jobs, queue=queue if indexed else None, limit=budget,
+                                 statuses=FAILED_STATUSES)
         read = len(jobs)
         if queue is not None and not indexed:
             jobs = [j for j in jobs if j.queue == queue]

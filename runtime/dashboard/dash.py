@@ -14,7 +14,7 @@ from starlette.responses import HTMLResponse
 
 from ..client import Client
 from ..redact import mask
-from .present import DEFAULT_REDACT, ago, pretty, seconds, when
+from .present import DEFAULT_REDACT, age, ago, fmt_span, pretty, seconds, when
 from .security import Csrf
 
 HERE = Path(__file__).parent
@@ -50,5 +50,5 @@ class Dash:
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                              trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(when=when, ago=ago, seconds=seconds, pretty=pretty, mask=mask)
+    env.filters.update(when=when, ago=ago, age=age, age_span=fmt_span, seconds=seconds, pretty=pretty, mask=mask)
     return env

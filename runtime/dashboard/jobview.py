@@ -19,16 +19,11 @@ _OWN_ROWS = ("heap diff", "trace", "sentry")
 
 
 def current_stack(dash: Dash, job: Job) -> list[str]:
-    """The stack of ``job`` as its worker last reported it (innermost first), [] when it
-    is not running or its worker reports none."""
+    """The stack of ``job`` as its worker last reported it, [] when it is not running or
+    its worker reports none."""
     if job.status.value != "started" or not job.worker:
         return []
-    for w in dash.client.reader.workers():
-        if w.get("id") == job.worker:
-            for r in w.get("running") or []:
-                if r.get("id") == job.id:
-                    return [str(s) for s in r.get("stack") or []]
-    return []
+    return dash.client.reader.stack(job.worker, job.id)
 
 
 def log_lines(job: Job, limit: int | None = None) -> list[str]:
@@ -94,4 +89,5 @@ def job_context(dash: Dash, view: JobView) -> dict[str, Any]:
         "trace_id": trace_id, "trace_href": trace_href(dash.client.settings.trace_link, trace_id),
         "event_id": event_id, "sentry_href": sentry_href(dash.sentry_link, event_id),
         "profile": "profile" in job.artifacts, "artifacts": sorted(job.artifacts),
+        "trace_link": lambda tid: trace_href(dash.client.settings.trace_link, tid),
     }

@@ -15,13 +15,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..client.sorting import SORTS, check_sort
 from ..errors import BrokerUnavailable, JobNotFound, StoreUnavailable
 from ..job import Job
 from ..status import FINAL, Status
 from .dash import Dash
 from .jobview import job_context, live_state
 from .operations import Operations
-from .present import filter_query, job_filter
+from .present import age, filter_query, job_filter
+from .workerview import workers_context
 
 Handler = Callable[[Request], Response]
 
@@ -44,16 +46,18 @@ def guarded(dash: Dash, fn: Callable[[Dash, Request], Response]) -> Handler:
 
 def overview(dash: Dash, request: Request) -> Response:
     reader = dash.client.reader
-    queues = reader.queues()
+    queues = reader.queues(live_counts=True)
     workers = reader.workers()
     groups, scanned = reader.failures(budget=500)
-    return dash.render(request, "overview.html", counts=queues["counts"], queues=queue_rows(queues, workers),
+    return dash.render(request, "overview.html", counts=queues["counts"], history=dash.client.store.live
+                       is not dash.client.store, queues=queue_rows(queues, workers),
                        workers=[w for w in workers if w.get("kind") == "worker"], events=reader.events(10),
                        groups=groups[:5], scanned=scanned, rates=reader.rates())
 
 
 def queue_rows(queues: dict[str, Any], workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per queue: ready, delayed, and how many live workers serve it."""
+    """One row per queue: ready, delayed, when its oldest waiting job became due, paused,
+    and how many live workers serve it."""
     rows = []
     for name, depth in queues["queues"].items():
         serving = sum(1 for w in workers if w.get("kind") == "worker" and name in w.get("queues", ()))
@@ -61,13 +65,36 @@ def queue_rows(queues: dict[str, Any], workers: list[dict[str, Any]]) -> list[di
     return rows
 
 
+def overview_api(dash: Dash, request: Request) -> Response:
+    """What the overview and queues pages update live: ``{"counts": {status: n},
+    "workers_alive": n, "queues": [{"name", "ready", "delayed", "oldest" (an age for a
+    person), "workers", "state"}]}``."""
+    reader = dash.client.reader
+    queues, workers = reader.queues(live_counts=True), reader.workers()
+    rows = [{"name": q["name"], "ready": q["ready"], "delayed": q["delayed"], "oldest": age(q["oldest_due_at"]),
+             "workers": q["workers"], "state": "paused" if q["paused"] else "active"}
+            for q in queue_rows(queues, workers)]
+    return JSONResponse({"counts": queues["counts"], "queues": rows,
+                         "workers_alive": sum(1 for w in workers if w.get("kind") == "worker")})
+
+
 def jobs(dash: Dash, request: Request) -> Response:
     query = dict(request.query_params)
     f = job_filter(query)
-    limit = min(max(int(query.get("limit") or 50), 1), 500)
-    page = dash.client.reader.search(f, limit=limit, before=query.get("before") or None)
+    sort = check_sort(query.get("sort") or "changed")
+    try:
+        limit = min(max(int(query.get("limit") or 50), 1), 500)
+    except ValueError:
+        raise ValueError(f"bad limit {query.get('limit')!r}: give a number of jobs") from None
+    store = dash.client.store
+    page = dash.client.reader.search(f, limit=limit, before=query.get("before") or None, sort=sort,
+                                     within=query.get("within") or None, count=store.live is store)
+    kept = {"sort": sort if sort != "changed" else None}
     return dash.render(request, "jobs.html", page=page, query=query, statuses=[s.value for s in Status],
-                       next_query=filter_query(query, before=page.next) if page.next else None,
+                       sorts={k: label for k, (label, _) in SORTS.items()}, sort=sort,
+                       next_query=filter_query(query, before=page.next, within=page.within, **kept)
+                       if page.next else None,
+                       sort_query=filter_query(query), first_query=filter_query(query, **kept),
                        filter_query=filter_query(query), filtered=bool(f.to_dict()))
 
 
@@ -77,8 +104,9 @@ def job(dash: Dash, request: Request) -> Response:
 
 
 def job_api(dash: Dash, request: Request) -> Response:
-    view = dash.client.reader.job(request.path_params["job_id"])
-    return JSONResponse(live_state(dash, view.job))
+    """What a job's page polls (jobview.live_state): the job without its history, and its
+    stack from its worker's entry (two round trips while it runs, one after)."""
+    return JSONResponse(live_state(dash, dash.client.reader.live_job(request.path_params["job_id"])))
 
 
 #: Most jobs one live poll of a list asks about.
@@ -136,13 +164,11 @@ def failures(dash: Dash, request: Request) -> Response:
 
 def queues(dash: Dash, request: Request) -> Response:
     reader = dash.client.reader
-    return dash.render(request, "queues.html", queues=queue_rows(reader.queues(), reader.workers()),
-                       counts=reader.queues()["counts"])
+    return dash.render(request, "queues.html", queues=queue_rows(reader.queues(live_counts=True), reader.workers()))
 
 
 def workers(dash: Dash, request: Request) -> Response:
-    reader = dash.client.reader
-    return dash.render(request, "workers.html", workers=reader.workers(), events=reader.events(20))
+    return dash.render(request, "workers.html", **workers_context(dash.client.reader, dash.client.settings))
 
 
 def operation(dash: Dash, request: Request) -> Response:
@@ -166,7 +192,7 @@ def routes(dash: Dash) -> list[Route]:
         return Route(path, guarded(dash, fn), methods=["GET"], name=name)
     return [r("/", overview, "overview"), r("/jobs", jobs, "jobs"), r("/jobs/{job_id}", job, "job"),
             r("/jobs/{job_id}/artifacts/{name}", artifact, "artifact"), r("/api/jobs/{job_id}", job_api, "job_api"),
-            r("/api/states", states_api, "states_api"),
+            r("/api/states", states_api, "states_api"), r("/api/overview", overview_api, "overview_api"),
             r("/failures", failures, "failures"), r("/queues", queues, "queues"), r("/workers", workers, "workers"),
             r("/operations", operations, "operations"), r("/operations/{op_id}", operation, "operation"),
             r("/api/operations/{op_id}", operation_api, "operation_api")]

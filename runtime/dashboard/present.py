@@ -104,6 +104,22 @@ def ago(ts: float | None, now: float | None = None) -> str:
     return f"{d:.0f}s ago" if d < 120 else f"{d / 60:.0f}m ago" if d < 7200 else f"{d / 3600:.1f}h ago"
 
 
+def age(ts: float | None, now: float | None = None) -> str:
+    """How old something of time ``ts`` (UNIX s) is, for a person (``0.4 s``, ``42 s``,
+    ``5.0 min``, ``3.0 h``, ``2.1 d``), or ``-`` for none."""
+    if ts is None:
+        return "-"
+    return fmt_span(max(0.0, (time.time() if now is None else now) - ts))
+
+
+def fmt_span(d: float) -> str:
+    """A span of ``d`` seconds for a person: ``0.4 s``, ``42 s``, ``5.0 min``, ``3.0 h``."""
+    if d < 10:
+        return f"{d:.1f} s"
+    return f"{d:.0f} s" if d < 120 else f"{d / 60:.1f} min" if d < 7200 else \
+        f"{d / 3600:.1f} h" if d < 172800 else f"{d / 86400:.1f} d"
+
+
 def seconds(value: float | None) -> str:
     """A duration for a person (``1.23 s``, ``45 ms``), or ``-``."""
     return fmt_seconds(value)

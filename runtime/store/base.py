@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
 
 class JobStore(Protocol):
-    #: the filters of list_jobs answered from an index ("status", "queue", "path"); the
-    #: others are checked on each document read
+    #: the filters of list_jobs answered from an index ("status", "queue", "path"; and
+    #: "worker" where list_jobs takes one); the others are checked on each document read
     indexed: frozenset[str]
 
     @property
@@ -35,9 +35,21 @@ class JobStore(Protocol):
         """Documents of ``ids`` in order; None for a missing one."""
 
     def list_jobs(self, status: str | None = None, queue: str | None = None, path: str | None = None,
-                  limit: int = 50, history: bool = False, before: tuple[float, str] | None = None) -> list[Job]:
+                  limit: int = 50, history: bool = False, before: tuple[float, str] | None = None,
+                  statuses: Sequence[str] | None = None) -> list[Job]:
         """Up to ``limit`` jobs matching every given filter, newest change first (ties: the
-        highest id first), those changed before the cursor ``before`` (change time, id)."""
+        highest id first), those changed before the cursor ``before`` (change time, id);
+        ``statuses``: of any of those (instead of ``status``)."""
+
+    def sortable(self, sort: str, status: str | None) -> bool:
+        """Does an index answer :meth:`list_sorted` of ``sort`` (changed, queued, started,
+        ended, run) for jobs of ``status`` (None: any)?"""
+
+    def list_sorted(self, sort: str, status: str | None = None, limit: int = 50,
+                    before: tuple[float, str] | None = None) -> list[tuple[float, Job]]:
+        """Up to ``limit`` (sort value, job) of ``status``, largest value first (ties: the
+        highest id first), those before the cursor ``before`` (value, id), from an index.
+        Raises ValueError when :meth:`sortable` is False."""
 
     def counts(self) -> dict[str, int]:
         """Number of jobs per status (every status present, zeros included)."""

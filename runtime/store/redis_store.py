@@ -13,7 +13,11 @@ import redis
 from ..broker.keys import Keys
 from ..errors import JobNotFound
 from ..job import Job
-from ..status import REQUEUABLE, Status
+from ..status import FINAL, REQUEUABLE, Status
+
+#: The status whose index orders its jobs by a sort other than the last change: its score
+#: is the time the job entered it (queued: when it was queued; started: when claimed).
+_OWN_INDEX = {"queued": "queued", "started": "started"}
 
 
 class RedisJobStore:
@@ -83,11 +87,37 @@ class RedisJobStore:
         streams = [self._index_newest_first(s, batch, before) for s in statuses]
         yield from heapq.merge(*streams, reverse=True)
 
+    def sortable(self, sort: str, status: str | None) -> bool:
+        """Does an index answer :meth:`list_sorted` of ``sort`` with ``status``? Last
+        change: always; end: the final statuses' indexes (their score is when the job
+        ended); queue time and start: the queued and started indexes (their score is when
+        the job was queued, claimed). Duration has no index in Redis."""
+        if sort == "changed":
+            return True
+        if sort == "ended":
+            return status is None or Status(status) in FINAL
+        return status is not None and _OWN_INDEX.get(sort) == status
+
+    def list_sorted(self, sort: str, status: str | None = None, limit: int = 50,
+                    before: tuple[float, str] | None = None) -> list[tuple[float, Job]]:
+        """Up to ``limit`` (sort value, job) of ``status`` (None: any), largest value first,
+        ties highest id first, those before the cursor ``before`` (value, id) only: the
+        value is the index's score (UNIX s). Raises ValueError when :meth:`sortable` is
+        False."""
+        if not self.sortable(sort, status):
+            raise ValueError(f"the Redis job store has no index of jobs by {sort} for status {status or 'any'}")
+        statuses = [status] if status else sorted(s.value for s in FINAL) if sort == "ended" else None
+        return [(j.changed_at or 0.0, j) for j in self.list_jobs(limit=limit, before=before, statuses=statuses)]
+
     def list_jobs(self, status: str | None = None, queue: str | None = None, path: str | None = None,
-                  limit: int = 50, history: bool = False, before: tuple[float, str] | None = None) -> list[Job]:
+                  limit: int = 50, history: bool = False, before: tuple[float, str] | None = None,
+                  statuses: Sequence[str] | None = None) -> list[Job]:
         """Up to ``limit`` jobs matching every given filter, newest change first, those
-        changed before the cursor ``before`` (change time, id) only."""
-        statuses = [Status(status).value] if status else [s.value for s in Status]
+        changed before the cursor ``before`` (change time, id) only; ``statuses``: of
+        any of those (instead of ``status``)."""
+        wanted = set(statuses) if statuses is not None else {Status(status).value} if status else None
+        if statuses is None:
+            statuses = [Status(status).value] if status else [s.value for s in Status]
         out: list[Job] = []
         pending: list[tuple[float, str]] = []  # (change time: the index's score, id)
 
@@ -95,7 +125,7 @@ class RedisJobStore:
             for (changed, _), job in zip(pending, self.get_many([i for _, i in pending], history=history)):
                 if job is None:
                     continue  # expired document; its index entry is trimmed by the reaper
-                if status and job.status != status:
+                if wanted is not None and job.status.value not in wanted:
                     continue  # changed status between the index read and now
                 if (queue and job.queue != queue) or (path and job.path != path):
                     continue

@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from types import FrameType
 from typing import Any, Protocol
@@ -51,6 +52,12 @@ def short_stack(frame: FrameType | None, limit: int = 4) -> list[str]:
         out.append(f"{os.path.basename(code.co_filename)}:{frame.f_lineno} in {code.co_name}")
         frame = frame.f_back
     return out
+
+
+#: A worker samples its RSS for its registry entry (``rss_history``, the dashboard's chart)
+#: every RSS_SAMPLE_S seconds and keeps the newest RSS_SAMPLES: an hour.
+RSS_SAMPLE_S = 30.0
+RSS_SAMPLES = 120
 
 
 class Beating(Protocol):
@@ -93,6 +100,7 @@ class Heartbeat:
         self.pid = os.getpid()
         self.pid_started = this_process()[1]  # 0 without /proc: the reaper compares pids only
         self.rss: RSS | None = rss_reader()  # None: the entry says 0
+        self.rss_samples: deque[tuple[int, int]] = deque(maxlen=RSS_SAMPLES)
         self._reported: set[str] = set()
         self._main_thread = _original("threading", "get_ident")()
 
@@ -144,6 +152,9 @@ class Heartbeat:
     def registry_entry(self) -> dict[str, str]:
         """The worker's registry entry (strings), as ``runtime workers`` reads it."""
         w = self.worker
+        now, rss = time.time(), self.rss and self.rss.read() or 0
+        if not self.rss_samples or now - self.rss_samples[-1][0] >= RSS_SAMPLE_S:
+            self.rss_samples.append((int(now), rss))
         running = []
         frames = sys._current_frames()
         for job_id, rj in list(w.slots.jobs.items()):
@@ -157,15 +168,22 @@ class Heartbeat:
         entry = {
             "id": w.id, "host": self.host, "pid": str(self.pid), "pid_started": repr(self.pid_started),
             "queues": ",".join(w.settings.queues), "greenlets": str(w.settings.greenlets),
-            "started_at": repr(w.started_at), "heartbeat_at": repr(time.time()),
-            "jobs_done": str(w.jobs_done), "rss_bytes": str(self.rss and self.rss.read() or 0),
+            "started_at": repr(w.started_at), "heartbeat_at": repr(now),
+            "jobs_done": str(w.jobs_done), "rss_bytes": str(rss),
             "state": w.state_name, "running": json.dumps(running), "supervisor": w.supervisor_id,
             "mem_limit_bytes": str(w.settings.mem_limit_bytes or ""),
             "recycle": w.recycled.detail if w.recycled else "",
-        }
+        } | self._rss_history(now)
         if w.broker.caps:  # the caps it enforces (runtime workers)
             entry["caps"] = json.dumps(caps_listing(w.broker.caps))
         return entry
+
+    def _rss_history(self, now: float) -> dict[str, str]:
+        """``{"rss_history": "[[UNIX s, bytes], ...]"}`` (oldest first) on the beat that took
+        a sample, else {} (the entry keeps the field written last: HSET)."""
+        if not self.rss_samples or self.rss_samples[-1][0] != int(now):
+            return {}
+        return {"rss_history": json.dumps(list(self.rss_samples), separators=(",", ":"))}
 
     def register(self) -> None:
         """The first heartbeat, before the worker claims anything (also on a full Redis:

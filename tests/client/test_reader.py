@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from runtime.broker.registry import EVENT_KEYS
 
 
@@ -51,7 +53,12 @@ def test_events_newest_first_with_iso_times(client):
 
 
 def test_queues_hold_depths_and_counts(client):
-    client.queue_job("testtasks.add", {"a": 1, "b": 1}, queue="q1")
+    first = client.get_job(client.queue_job("testtasks.add", {"a": 1, "b": 1}, queue="q1"))
+    client.queue_job("testtasks.add", {"a": 2, "b": 1}, queue="q1")
     client.queue_job("testtasks.add", {"a": 1, "b": 1}, queue="q1", delay=60)
+    client.queue_job("testtasks.add", {"a": 1, "b": 1}, queue="q2", delay=60)
     data = client.reader.queues()
-    assert data["queues"]["q1"] == {"ready": 1, "delayed": 1, "paused": False} and data["counts"]["queued"] == 2
+    # the oldest waiting job's due time, to the millisecond the queue's score keeps
+    assert data["queues"]["q1"] == {"ready": 2, "delayed": 1, "paused": False,
+                                    "oldest_due_at": pytest.approx(first.due_at, abs=0.001)}
+    assert data["queues"]["q2"]["oldest_due_at"] is None and data["counts"]["queued"] == 4

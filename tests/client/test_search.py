@@ -113,3 +113,40 @@ def test_move_waiting_jobs_to_another_queue_and_priority(backend: tuple[Client, 
     c.cancel(delayed)  # a burst worker waits for a delayed job of its queues
     worker.burst(**{**extra, "queues": "mv-b"})
     settled(c, [ready], "success")
+
+
+def _walk(r: Any, f: JobFilter, sort: str, limit: int = 2) -> list[str]:
+    """Every id of ``f`` in ``sort`` order, page after page by the cursors."""
+    out: list[str] = []
+    before = within = None
+    while True:
+        page = r.search(f, limit=limit, before=before, sort=sort, within=within)
+        out += [j.id for j in page.jobs]
+        if page.next is None:
+            return out
+        before, within = page.next, page.within
+
+
+def test_sorted_by_queue_time_start_end_and_duration(backend: tuple[Client, dict[str, Any]], worker: Any) -> None:
+    c, extra = backend
+    # queued oldest first; each runs longer than the one before, one at a time
+    ids = [c.queue_job("testtasks.sleep", {"seconds": 0.05 * (i + 1)}, queue="sorted") for i in range(4)]
+    worker.burst(queues="sorted", greenlets=1, **extra)
+    settled(c, ids, "success")
+    waiting = [c.queue_job("testtasks.add", {"a": i, "b": 0}, queue="sorted-waiting") for i in range(3)]
+    r = c.reader
+    newest_first = list(reversed(ids))
+    for sort in ("queued", "started", "ended", "run"):
+        f = JobFilter(status="success")
+        assert _walk(r, f, sort) == newest_first, sort  # the later queued ran later and longer
+        assert _walk(r, JobFilter(queue="sorted"), sort) == newest_first, sort
+    assert _walk(r, JobFilter(), "run")[:4] == newest_first  # waiting jobs have no run time
+    assert _walk(r, JobFilter(status="queued"), "queued") == list(reversed(waiting))
+    # a cursor is a position, not an offset: a job finishing meanwhile does not shift the next page
+    first = r.search(JobFilter(status="success"), limit=2, sort="ended")
+    c.queue_job("testtasks.add", {"a": 9, "b": 9}, queue="sorted")
+    worker.burst(queues="sorted", **extra)
+    rest = r.search(JobFilter(status="success"), limit=10, before=first.next, sort="ended", within=first.within)
+    assert [j.id for j in first.jobs + rest.jobs][:4] == newest_first
+    with pytest.raises(ValueError, match="unknown sort"):
+        r.search(JobFilter(), sort="size")

@@ -6,9 +6,11 @@ The README's screenshots come from here (RUNTIME_SCREENSHOTS=DIR saves them)."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
+import testtasks
 from dashhelpers import DASH_TASKS
 from helpers import wait_until
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
@@ -80,6 +82,8 @@ def test_running_job_progress_and_log_tail_move(client: Client, worker: Any, bro
     assert text(browser, "#progress-message") == "step 1 of 3"
     assert browser.execute_script("return window.notReloaded") is True  # moved in place, live
     wait_until(lambda: "finished step 1 of 3" in text(browser, "#logs"), 10, "the log tail to move")
+    # its current stack, as its worker's heartbeat reports it: the task's own frame, waiting for go-2
+    wait_until(lambda: "in gated" in text(browser, "#stack"), 10, "the running job's stack")
     (tmp_path / "go-2").touch()
     wait_until(lambda: "finished step 2 of 3" in text(browser, "#logs"), 10, "the log tail to move again")
     assert text(browser, "#progress-pct") == "67%"
@@ -100,10 +104,13 @@ def test_profiled_slow_job_hot_line_two_clicks_from_the_overview(client: Client,
     browser.find_element(By.LINK_TEXT, slow).click()  # 2: its page, the profile in it
     frame = wait_until(lambda: browser.find_elements(By.ID, "profile"), 10, "the job's page")[0]
     browser.switch_to.frame(frame)
-    try:  # the hot line: the task's own frame, 1.05 s of the run
+    try:  # the hot line: the task's own frame at its file and line, 1.05 s of the run, and what it waited in
         wait_until(lambda: "profiled_sleep" in browser.find_element(By.TAG_NAME, "body").text, 15,
                    "the profile to render in its frame")
-        assert "testtasks.py" in browser.find_element(By.TAG_NAME, "body").text
+        body = browser.find_element(By.TAG_NAME, "body").text
+        line = testtasks.profiled_sleep.__code__.co_firstlineno  # pyinstrument names a frame by it
+        hot = re.search(rf"([\d.]+)\nprofiled_sleep\ntesttasks\.py:{line}\n([\d.]+)\nsleep\n", body)
+        assert hot and float(hot.group(1)) >= 1.0 and float(hot.group(2)) >= 1.0, body
     finally:
         browser.switch_to.default_content()
 

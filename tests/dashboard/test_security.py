@@ -8,6 +8,7 @@ import base64
 import re
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -44,8 +45,15 @@ def test_hostile_content_never_runs(client: Client, worker: Any, browser: Any, d
     ids = hostile_jobs(client)
     worker.burst(task_modules=DASH_TASKS)
     assert client.get_job(ids[0]).status.value == "failed" and client.get_job(ids[1]).status.value == "failed"
+    # a dead worker's event and a degraded worker's entry carry hostile text too
+    client.broker.registry.record_event({"event": "crash", "at": time.time(), "worker": SCRIPT, "reason": ATTR,
+                                         "host": URL})
+    client.broker.registry.write_entry("w-evil", {"id": "w-evil", "kind": "worker", "host": SCRIPT, "state": "recycling",
+                                                  "recycle": ATTR, "heartbeat_at": repr(time.time()),
+                                                  "queues": ATTR.replace(",", "")})
     pages = ["/", "/jobs", "/failures", "/failures?by=worker", "/queues", "/workers", "/operations",
              "/jobs?" + urllib.parse.urlencode({"q": HOSTILE, "path": SCRIPT, "exc": ATTR}),
+             "/jobs?sort=run", "/jobs?sort=queued&status=queued", "/jobs?" + urllib.parse.urlencode({"sort": SCRIPT}),
              *(f"/jobs/{i}" for i in ids)]
     for page in pages:
         browser.get(dashboard + page)
@@ -97,7 +105,11 @@ def test_state_change_without_a_csrf_token_is_refused(client: Client, worker: An
     assert fetch(op, f"{dashboard}/jobs/{job_id}/requeue", {"csrf": token},
                  {"Origin": "http://evil.example"})[0] == 403
     assert fetch(op, f"{dashboard}/bulk", {"action": "cancel", "queue": "default"})[0] == 403
+    assert fetch(op, f"{dashboard}/jobs/{job_id}/move", {"queue": "elsewhere"})[0] == 403
+    assert fetch(op, f"{dashboard}/queues/default/pause", {})[0] == 403
+    assert fetch(opener(), f"{dashboard}/queues/default/pause", {"csrf": token})[0] == 403  # another browser
     assert client.get_job(job_id).status.value == "success"  # none of them did anything
+    assert client.reader.queues()["queues"]["default"]["paused"] is False
     assert fetch(op, f"{dashboard}/jobs/{job_id}/requeue", {"csrf": token})[0] == 303
     assert client.get_job(job_id).status.value == "queued"
 
@@ -110,12 +122,18 @@ def test_read_only_refuses_every_action(client: Client, worker: Any, dashboards:
     status, page = fetch(op, f"{url}/jobs/{job_id}")
     assert status == 200 and 'method="post"' not in page and "action-requeue" not in page
     token = "0" * 64  # the page has no form, so no token: the refusal comes before the check anyway
-    for action in ("requeue", "cancel", "abort"):
-        assert fetch(op, f"{url}/jobs/{job_id}/{action}", {"csrf": token})[0] == 403
-    assert fetch(op, f"{url}/bulk?action=requeue&status=success")[0] == 403
-    assert fetch(op, f"{url}/bulk", {"csrf": token, "action": "requeue", "status": "success"})[0] == 403
+    for action in ("requeue", "cancel", "abort", "move"):
+        assert fetch(op, f"{url}/jobs/{job_id}/{action}", {"csrf": token, "queue": "elsewhere"})[0] == 403
+    for action in ("requeue", "cancel", "abort", "move"):
+        assert fetch(op, f"{url}/bulk?action={action}&status=success")[0] == 403
+        assert fetch(op, f"{url}/bulk", {"csrf": token, "action": action, "status": "success",
+                                         "queue": "elsewhere"})[0] == 403
+    for action in ("pause", "resume"):
+        assert fetch(op, f"{url}/queues/default/{action}", {"csrf": token})[0] == 403
     assert "bulk-requeue" not in fetch(op, f"{url}/jobs?status=success")[1]
-    assert client.get_job(job_id).status.value == "success"
+    assert 'method="post"' not in fetch(op, f"{url}/queues")[1] and 'method="post"' not in fetch(op, f"{url}/")[1]
+    assert client.get_job(job_id).status.value == "success" and client.get_job(job_id).queue == "default"
+    assert client.reader.queues()["queues"]["default"]["paused"] is False
 
 
 def test_non_loopback_bind_without_credentials_refuses_to_start(settings: Settings, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from helpers import cli, wait_until
 
 from runtime.client import Client
@@ -25,7 +26,8 @@ def test_paused_queue_jobs_stay_queued_until_resumed(settings: Settings, client:
     assert client.wait(free, timeout_s=10).status.value == "success"
     assert client.get_job(held).status.value == "queued"  # the worker claimed after it was queued
     data = json.loads(cli(settings, "queues", "--json").stdout)
-    assert data["queues"]["held"] == {"ready": 1, "delayed": 0, "paused": True}
+    assert data["queues"]["held"] == {"ready": 1, "delayed": 0, "paused": True,
+                                      "oldest_due_at": pytest.approx(client.get_job(held).due_at, abs=0.001)}
     assert "paused" in cli(settings, "queues").stdout
     assert cli(settings, "queues", "resume", "held").stdout.strip() == "queue held resumed"
     assert client.wait(held, timeout_s=10).status.value == "success"

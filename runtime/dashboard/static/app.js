@@ -1,11 +1,13 @@
-// runtime dashboard: the live parts of a page, by polling its JSON twin once a second while
-// the page is visible and its subject is not finished. Text only: values are written with
-// textContent, never as HTML. No build step, no library.
+// runtime dashboard: the live parts of a page, by polling its JSON twin once a second (the
+// overview and queues: every 2 s) while the page is visible and its subject is not
+// finished. Text only: values are written with textContent, never as HTML. No build step,
+// no library.
 (function () {
   "use strict";
   var PERIOD_MS = 1000;
 
-  function poll(url, apply) {
+  function poll(url, apply, period) {
+    var every = period || PERIOD_MS;
     var timer = null;
     function tick() {
       timer = null;
@@ -13,14 +15,14 @@
       fetch(url, {credentials: "same-origin", headers: {"Accept": "application/json"}})
         .then(function (r) { return r.ok ? r.json() : null; })
         .then(function (data) {
-          if (data && apply(data)) { timer = setTimeout(tick, PERIOD_MS); }
+          if (data && apply(data)) { timer = setTimeout(tick, every); }
         })
-        .catch(function () { timer = setTimeout(tick, PERIOD_MS * 5); });
+        .catch(function () { timer = setTimeout(tick, every * 5); });
     }
     document.addEventListener("visibilitychange", function () {
       if (!document.hidden && timer === null) { tick(); }
     });
-    timer = setTimeout(tick, PERIOD_MS);
+    timer = setTimeout(tick, every);
   }
 
   function setText(id, text) {
@@ -96,7 +98,39 @@
     timer = setTimeout(tick, PERIOD_MS);
   }
 
+  // the overview's counts and the queues table, every OVERVIEW_MS while the page is visible
+  var OVERVIEW_MS = 2000;
+
+  function liveOverview(el) {
+    poll(el.getAttribute("data-url"), function (o) {
+      Array.prototype.forEach.call(document.querySelectorAll(".card[data-status]"), function (card) {
+        var n = o.counts[card.getAttribute("data-status")];
+        var el = card.querySelector(".n");
+        if (el && typeof n === "number" && el.textContent !== n.toLocaleString("en-US")) {
+          el.textContent = n.toLocaleString("en-US");
+        }
+      });
+      setText("workers-alive", String(o.workers_alive));
+      var rows = {};
+      Array.prototype.forEach.call(document.querySelectorAll("#queues tr.queue"), function (tr) {
+        rows[tr.getAttribute("data-queue")] = tr;
+      });
+      o.queues.forEach(function (q) {
+        var tr = Object.prototype.hasOwnProperty.call(rows, q.name) ? rows[q.name] : null;
+        if (!tr) { return; }
+        [["q-ready", String(q.ready)], ["q-delayed", String(q.delayed)], ["q-oldest", q.oldest],
+         ["q-workers", String(q.workers)], ["q-state", q.state]].forEach(function (pair) {
+          var cell = tr.querySelector("." + pair[0]);
+          if (cell && cell.textContent !== pair[1]) { cell.textContent = pair[1]; }
+        });
+      });
+      return true;
+    }, OVERVIEW_MS);
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    var overview = document.getElementById("live-overview");
+    if (overview) { liveOverview(overview); }
     var list = document.getElementById("jobs");
     if (list && list.getAttribute("data-url")) { liveList(list); }
     var job = document.getElementById("live-job");

@@ -48,9 +48,15 @@ from .storable import has_escaped_keys, restore, storable
 #: None leads with ``prefix``: a collection holds one deployment unless explicitly
 #: shared (runtime.store.mongo.deployment), so queries need no prefix to use them.
 INDEXES: dict[str, tuple[list[tuple[str, int]], dict[str, Any]]] = {
-    # runtime jobs --status [--queue]; queues' counts; the sweep's adoption (status + change)
+    # runtime jobs --status --queue; queues' counts; the sweep's adoption (status + change)
     "status_queue_changed": ([("status", 1), ("queue", 1), ("changed_at", -1)], {}),
-    # runtime jobs --path [--status]; requeue --path; a task's jobs by param value
+    # runtime jobs --status, newest change first (the index above sorts by change only
+    # within a queue); the dashboard's failure groups
+    "status_changed": ([("status", 1), ("changed_at", -1), ("_id", -1)], {}),
+    # runtime jobs --path, newest change first (the index below sorts by change only within
+    # a status)
+    "path_changed": ([("path", 1), ("changed_at", -1)], {}),
+    # runtime jobs --path --status; requeue --path; a task's jobs by param value
     "path_status_changed": ([("path", 1), ("status", 1), ("changed_at", -1)], {}),
     # runtime jobs --queue
     "queue_changed": ([("queue", 1), ("changed_at", -1)], {}),
@@ -68,9 +74,20 @@ INDEXES: dict[str, tuple[list[tuple[str, int]], dict[str, Any]]] = {
     "exc_type_ended": ([("exc_type", 1), ("ended_at", -1)], {}),
     # a task's slowest jobs
     "path_run": ([("path", 1), ("run_s", -1)], {}),
+    # the dashboard's jobs sorted by queue time, start or duration (end: "ended"), of any
+    # status or of one (end: "status_ended")
+    "queued_id": ([("queued_at", -1), ("_id", -1)], {}),
+    "started_id": ([("started_at", -1), ("_id", -1)], {}),
+    "run_id": ([("run_s", -1), ("_id", -1)], {}),
+    "status_queued": ([("status", 1), ("queued_at", -1)], {}),
+    "status_started": ([("status", 1), ("started_at", -1)], {}),
+    "status_run": ([("status", 1), ("run_s", -1)], {}),
     # TTL expiry of final documents
     "expire_at_ttl": ([("expire_at", 1)], {"expireAfterSeconds": 0}),
 }
+#: A sort of the jobs list (runtime.client.sorting) -> the document field it orders by.
+SORT_FIELDS = {"changed": "changed_at", "queued": "queued_at", "started": "started_at", "ended": "ended_at",
+               "run": "run_s"}
 #: Indexes of earlier layouts, dropped by ensure_indexes.
 LEGACY_INDEXES = ("queued_at", "prefix_status_queue_changed",
                   "prefix_path_status_changed", "prefix_queue_changed", "prefix_worker_changed", "prefix_changed",

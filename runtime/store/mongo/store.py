@@ -25,7 +25,16 @@ from ...status import REQUEUABLE, Status
 from ..redis_store import RedisJobStore
 from .connection import mongo_client, short_error, translate, unreachable_errors
 from .deployment import ALIVE_SWEEPS, check_owner, touch
-from .documents import DUPLICATE_KEY, INDEXES, LEGACY_INDEXES, document, job_from_document, to_date, to_seconds
+from .documents import (
+    DUPLICATE_KEY,
+    INDEXES,
+    LEGACY_INDEXES,
+    SORT_FIELDS,
+    document,
+    job_from_document,
+    to_date,
+    to_seconds,
+)
 from .pending import adjust_counts, merge_page, pending_ids
 
 log = logging.getLogger("runtime.mongo")
@@ -80,7 +89,7 @@ class MongoJobStore:
     """
 
     #: the list_jobs filters answered from an index
-    indexed: frozenset[str] = frozenset({"status", "queue", "path"})
+    indexed: frozenset[str] = frozenset({"status", "queue", "path", "worker"})
 
     def __init__(self, settings: Settings, live: RedisJobStore, client: Any = None) -> None:
         from pymongo.write_concern import WriteConcern
@@ -214,8 +223,11 @@ class MongoJobStore:
             return []
         pending = set(pending_ids(self.live)).intersection(ids)
         wanted = [i for i in ids if i not in pending]
-        found = {d["_id"]: job_from_document(d) for d in self.jobs.find(
-            self.scope({"_id": {"$in": wanted}}), None if history else {"history": 0})} if wanted else {}
+        projection = None if history else {"history": 0}
+        # one id: an equality on _id (a job's page), which every server answers by its key
+        docs = ([d] if (d := self.jobs.find_one(self.scope({"_id": wanted[0]}), projection)) else []) \
+            if len(wanted) == 1 else self.jobs.find(self.scope({"_id": {"$in": wanted}}), projection) if wanted else []
+        found = {d["_id"]: job_from_document(d) for d in docs}
         missing = [i for i in ids if i not in found]
         if missing:
             found.update((j.id, j) for j in self.live.get_many(missing, history) if j is not None)
@@ -223,7 +235,8 @@ class MongoJobStore:
 
     @_read
     def list_jobs(self, status: str | None = None, queue: str | None = None, path: str | None = None,
-                  limit: int = 50, history: bool = False, before: tuple[float, str] | None = None) -> list[Job]:
+                  limit: int = 50, history: bool = False, before: tuple[float, str] | None = None,
+                  statuses: Sequence[str] | None = None, worker: str | None = None) -> list[Job]:
         """Up to ``limit`` jobs matching every given filter, newest change first, those
         changed before the cursor ``before`` (change time, id) only: one query, and the
         pending jobs from Redis (runtime.store.mongo.pending)."""
@@ -233,8 +246,12 @@ class MongoJobStore:
             query["$or"] = [{"changed_at": {"$lt": when}}, {"changed_at": when, "_id": {"$lt": before[1]}}]
         if status:
             query["status"] = Status(status).value
+        if statuses is not None:  # one walk of the status index merging their ranges
+            query["status"] = {"$in": [Status(x).value for x in statuses]}
         if queue:
             query["queue"] = queue
+        if worker:
+            query["worker"] = worker
         if path:
             query["path"] = path
         pending = pending_ids(self.live)
@@ -246,7 +263,46 @@ class MongoJobStore:
         if not pending:
             return [job for _, job in stored]
         filters = {"status": status, "queue": queue, "path": path, "before": before}
-        return merge_page(stored, self.live.get_many(pending), set(pending), filters, limit, history)
+        page = merge_page(stored, self.live.get_many(pending), set(pending), filters, limit + len(pending), history)
+        return [j for j in page if (statuses is None or j.status.value in statuses)
+                and (worker is None or j.worker == worker)][:limit]
+
+    def sortable(self, sort: str, status: str | None) -> bool:
+        """Does a declared index answer :meth:`list_sorted` of ``sort`` with ``status``?
+        Every sort has one, alone and after a status (runtime.store.mongo.documents)."""
+        return sort in SORT_FIELDS
+
+    @_read
+    def list_sorted(self, sort: str, status: str | None = None, limit: int = 50,
+                    before: tuple[float, str] | None = None) -> list[tuple[float, Job]]:
+        """Up to ``limit`` (sort value, job) of ``status`` (None: any) that have the sort's
+        field (:data:`SORT_FIELDS`: UNIX s, or seconds of run), largest first, ties highest
+        id first, those before the cursor ``before`` (value, id) only: one query on a
+        declared index, and the pending jobs from Redis. Raises ValueError for an unknown
+        sort."""
+        if sort not in SORT_FIELDS:
+            raise ValueError(f"unknown sort {sort!r} (one of {', '.join(SORT_FIELDS)})")
+        name = SORT_FIELDS[sort]
+        as_db = (lambda v: v) if name == "run_s" else to_date
+        query: dict[str, Any] = self.scope({name: {"$ne": None}})
+        if before is not None:
+            query["$or"] = [{name: {"$lt": as_db(before[0])}}, {name: as_db(before[0]), "_id": {"$lt": before[1]}}]
+        if status:
+            query["status"] = Status(status).value
+        pending = set(pending_ids(self.live))
+        cursor = self.jobs.find(query, {"history": 0, "artifacts": 0}).sort([(name, -1), ("_id", -1)])
+        rows = [(float(to_seconds(d[name])), job_from_document(d)) for d in cursor.limit(limit + len(pending))]
+        if pending:
+            rows = [r for r in rows if r[1].id not in pending]
+            for job in self.live.get_many(sorted(pending), history=False):
+                value = getattr(job, name, None) if job is not None else None
+                if job is None or value is None or (status and job.status.value != status):
+                    continue
+                if before is None or (round(value, 3), job.id) < (round(before[0], 3), before[1]):
+                    job.artifacts = {}
+                    rows.append((float(value), job))
+            rows.sort(key=lambda r: (r[0], r[1].id), reverse=True)
+        return rows[:limit]
 
     @_read
     def counts(self) -> dict[str, int]:
