@@ -60,13 +60,13 @@ def serve(worker: Stoppable, burst: bool) -> int:
     from .greenpoll import install
     from .patching import guard_forks
     from .signals import Signals
-    from .watching import keep_watchdog
+    from .watching import keep_watchdog, start_watchdog
     install()
     guard_forks()
     signals = Signals(worker, is_supervised_child())
     signals.install()
     import gevent
-    watchdog = gevent.spawn(keep_watchdog, worker)
+    watchdog = gevent.spawn(keep_watchdog, worker, start_watchdog(worker))
     try:
         return worker.run(burst)
     finally:

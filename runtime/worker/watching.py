@@ -60,7 +60,11 @@ def start_watchdog(worker: Watchable) -> subprocess.Popen[bytes] | None:
     try:
         proc = subprocess.Popen([sys.executable, "-I", "-S", watch.__file__], stdin=subprocess.PIPE, close_fds=True)
         assert proc.stdin is not None
-        proc.stdin.write(json.dumps(conf).encode())
+        # os.write, not the pipe object's write: gevent's may yield to a job that then holds
+        # the GIL, and the watchdog would wait for its configuration as long as that job runs
+        data = memoryview(json.dumps(conf).encode())
+        while data:
+            data = data[os.write(proc.stdin.fileno(), data):]
         proc.stdin.close()
     except OSError as exc:
         log.error("could not start the watchdog (%s): a job that holds the GIL may let another worker take "
@@ -79,11 +83,11 @@ def stop_watchdog(proc: subprocess.Popen[bytes] | None) -> None:
             proc.kill()
 
 
-def keep_watchdog(worker: Watchable) -> None:
-    """The watchdog's life beside ``worker`` (a greenlet: kill it to stop the watchdog):
-    started, and started again when it exits unasked (killed by hand, out of memory),
-    with one line each time."""
-    proc = start_watchdog(worker)
+def keep_watchdog(worker: Watchable, proc: subprocess.Popen[bytes] | None) -> None:
+    """The life of ``worker``'s watchdog ``proc`` (:func:`start_watchdog`, called before
+    the worker claims anything, so that no job can hold the GIL before it watches): a
+    greenlet (kill it to stop the watchdog) that starts another when it exits unasked
+    (killed by hand, out of memory), with one line each time."""
     try:
         while proc is not None:
             gevent.sleep(worker.settings.heartbeat_interval_s)

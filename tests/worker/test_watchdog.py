@@ -74,7 +74,16 @@ def test_a_supervisor_is_its_children_s_watchdog(client, workers):
 
 
 def _watchdogs(pid: int) -> list[int]:
-    return [p.pid for p in psutil.Process(pid).children() if "watch.py" in " ".join(p.cmdline())]
+    """The live watchdog processes among ``pid``'s children (a killed one not yet reaped
+    is a zombie, whose command line cannot be read)."""
+    out = []
+    for p in psutil.Process(pid).children():
+        try:
+            if "watch.py" in " ".join(p.cmdline()):
+                out.append(p.pid)
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):
+            pass
+    return out
 
 
 def test_a_watchdog_that_dies_is_started_again_and_ends_with_its_worker(workers):
