@@ -46,8 +46,9 @@ def test_a_job_past_its_hard_deadline_ends_timeout_and_its_neighbours_come_back_
     for n in client.store.get_many(neighbours):
         assert n.lost == 0 and n.status.value == "interrupt", n.history
     assert "killing worker process" in workers.log(proc)
-    lost = [e for e in client.reader.events(10) if e["event"] == "kill"]
-    assert lost and lost[0]["reason"] == "hard-timeout"
+    # the take-back records the event after it requeued the jobs
+    lost = wait_until(lambda: [e for e in client.reader.events(10) if e["event"] == "kill"], 10, "the kill event")
+    assert lost[0]["reason"] == "hard-timeout"
 
 
 def test_timeout_none_means_no_timeout_and_zero_is_refused(client, worker):
