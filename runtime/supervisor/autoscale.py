@@ -53,10 +53,32 @@ def parse_processes(text: str | int | None) -> tuple[int | None, tuple[int, int]
     except ValueError:
         raise ConfigError(f"--processes must be N or MIN:MAX (e.g. 1:8), got {text!r}") from None
     if high is None:
+        if low < 1:
+            raise ConfigError(f"--processes must be at least 1 (or MIN:MAX), got {text!r}")
         return low, None
     if low < 1 or high < low:
         raise ConfigError(f"--processes MIN:MAX needs 1 <= MIN <= MAX, got {text!r}")
     return low, (low, high)
+
+
+def make_policy(scale: tuple[int, int] | None, target_s: float | None, warmup_s: float | None,
+                cooldown_s: float | None) -> AutoscalePolicy | None:
+    """The policy of ``--processes MIN:MAX`` (``scale``, parse_processes) with the
+    ``--autoscale-*`` options given (None: the default); None without MIN:MAX. Raises
+    ConfigError (one line) for a target of 0 or less, or an ``--autoscale-*`` option
+    given without MIN:MAX (it would do nothing)."""
+    given = {"--autoscale-target": target_s, "--autoscale-warmup": warmup_s, "--autoscale-cooldown": cooldown_s}
+    if scale is None:
+        named = [k for k, v in given.items() if v is not None]
+        if named:
+            raise ConfigError(f"{', '.join(named)} needs --processes MIN:MAX (autoscaling), e.g. --processes 1:4")
+        return None
+    if target_s is not None and not target_s > 0:
+        raise ConfigError(f"--autoscale-target must be more than 0 seconds, got {target_s:g}")
+    defaults = AutoscalePolicy(*scale)
+    return AutoscalePolicy(*scale, defaults.target_s if target_s is None else target_s,
+                           defaults.warmup_s if warmup_s is None else warmup_s,
+                           defaults.cooldown_s if cooldown_s is None else cooldown_s)
 
 
 def queue_latency(redis: Any, keys: Any, queues: Iterable[str]) -> dict[str, float]:

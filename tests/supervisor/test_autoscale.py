@@ -106,3 +106,16 @@ def _running_children(client) -> int:
     entries = [client.redis.hgetall(keys.worker(w)) for w in client.redis.smembers(keys.workers)]
     sup = [e for e in entries if e.get("kind") == "supervisor"]
     return len([c for c in json.loads(sup[0]["children"]) if not c["recycling"]]) if sup else 0
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (("--processes", "1:2", "--autoscale-target", "0"), "--autoscale-target must be more than 0 seconds, got 0"),
+    (("--autoscale-target", "2"), "--autoscale-target needs --processes MIN:MAX"),
+    (("--processes", "2", "--autoscale-cooldown", "5"), "--autoscale-cooldown needs --processes MIN:MAX"),
+    (("--processes", "0"), "--processes must be at least 1"),
+])
+def test_autoscale_options_that_would_do_nothing_or_divide_by_zero_are_refused(cli_env, args, said):
+    from helpers import rt
+    r = rt(cli_env, "worker", "--burst", *args)
+    assert r.returncode == 2 and said in r.stderr, (r.returncode, r.stderr)
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
