@@ -147,7 +147,7 @@ def print_events(events: list[dict[str, Any]]) -> None:
         echo(f"{e['at']}  {e['event']} ({e.get('reason')})  {where}: {e.get('detail')}{ran}")
         for g in e["top_growers"]:
             echo(f"    RSS grew {fmt_bytes(g['rss_growth_bytes'])} when job {g['job']} ended")
-        if e["event"] != "recycle":
+        if e["event"] not in ("recycle", "scale"):  # the others took back a process's jobs
             jobs = ", ".join(f"{j['id']} ({j.get('path')})" for j in e["running"]) or "none"
             echo(f"    running jobs: {jobs}; requeued {e.get('requeued') or 0}, "
                  f"failed {e.get('failed') or 0} (worker-lost)")

@@ -11,9 +11,11 @@ step. Rules (:meth:`Autoscaler.decide`):
   no other step up for ``warmup_s`` seconds (new processes need that to start and drain);
   never over the memory budget: a process is added only while the host's available
   memory exceeds ``mem_limit_bytes`` (``--mem-limit``) per process added;
-- down: signal under half the target for ``cooldown_s`` seconds running, and more than
-  MIN processes: one process fewer, by graceful drain (SIGTERM: it stops claiming and
-  finishes its jobs, within ``--grace``); then the cool-down starts again.
+- down: signal under half the target for ``cooldown_s`` seconds running, more than MIN
+  processes, and one of them idle (running no job, by the registry): that one stops, by
+  drain (SIGUSR1: it stops claiming and finishes any job it took meanwhile, however long
+  it takes; no grace cut); then the cool-down starts again. No busy process is stopped:
+  while none is idle, the step down waits (looked at again every step).
 
 Each decision is an event (``runtime events``: event ``scale``, reason up/down/memory,
 detail "processes 1 -> 3: oldest due job 12.0 s > target 5 s").
@@ -135,10 +137,10 @@ class Autoscaler:
         rate = max(0, jobs_done - last[1]) / (now - last[0])
         return ready / rate if rate > 0 else 0.0
 
-    def decide(self, active: int, latency: float, drain_s: float = 0.0) -> tuple[int, str, str]:
+    def decide(self, active: int, latency: float, drain_s: float = 0.0, idle: int = 1) -> tuple[int, str, str]:
         """(processes wanted, reason "up"/"down"/"memory" or "" for no change, detail) for
-        ``active`` processes running at queue latency ``latency`` with the ready jobs
-        drained in ``drain_s`` at the current rate (seconds)."""
+        ``active`` processes, ``idle`` of them running no job, at queue latency ``latency``
+        with the ready jobs drained in ``drain_s`` at the current rate (seconds)."""
         p, now = self.policy, self.clock()
         what = f"oldest due job {latency:.1f} s"
         if drain_s > latency:
@@ -161,11 +163,11 @@ class Autoscaler:
             return active, "", ""
         if self.calm_since is None:
             self.calm_since = now
-        if now - self.calm_since < p.cooldown_s:
+        if now - self.calm_since < p.cooldown_s or not idle:  # none idle: no step down yet
             return active, "", ""
         self.calm_since = now  # the next step down after another cool-down
         return active - 1, "down", (f"processes {active} -> {active - 1}: {what} < "
-                                    f"{p.target_s / 2:g} s for {p.cooldown_s:g} s (graceful drain)")
+                                    f"{p.target_s / 2:g} s for {p.cooldown_s:g} s")
 
     def _within_memory(self, active: int, want: int) -> tuple[int, str]:
         """``want`` cut to what the host's available memory holds at ``mem_limit_bytes`` per

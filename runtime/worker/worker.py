@@ -76,8 +76,8 @@ class Worker:
         self.id = new_id()
         self.started_at = time.time()
         self.state = WorkerState.STARTING
-        self.stopping = False
-        self.hard = False
+        self.stopping = self.hard = False
+        self.patient = False  # stopping by a scale-down drain: running jobs finish, however long
         self.recycled: Recycle | None = None
         self.claimed_total = 0
         #: jobs this worker handed back (tasks it does not serve): --burst does not wait for them
