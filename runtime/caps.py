@@ -109,3 +109,56 @@ def cap_counts(redis: Any, keys: Any) -> dict[str, dict[str, int]]:
         if running or parked or starts:
             out[n] = {"running": running, "parked": parked, "recent_starts": starts}
     return out
+
+
+def _names_of(redis: Any, keys: Any, path: str) -> list[str]:
+    """The caps with parked jobs (``{p}:parked``) of the task at ``path``."""
+    return [n for n in (str(x) for x in redis.smembers(keys.parked))
+            if n == path or n.startswith(path + "=")]
+
+
+def parked_cap(redis: Any, keys: Any, job_id: str, path: str) -> str | None:
+    """The cap (name, as ``runtime queues`` shows it) job ``job_id`` of task ``path`` is
+    parked under, or None when it is not parked. One round trip after the names."""
+    names = _names_of(redis, keys, path)
+    pipe = redis.pipeline(transaction=False)
+    for n in names:
+        pipe.zscore(keys.park(n), job_id)
+    return next((n for n, sc in zip(names, pipe.execute() if names else []) if sc is not None), None)
+
+
+def unpark(redis: Any, keys: Any, name: str, ids: list[str] | None = None) -> list[str]:
+    """Put the jobs parked under cap ``name`` (all, or those of ``ids``) back in their
+    ready queue at their old place, as claim.lua does when the cap has room; returns the
+    ids moved. A job is moved only by whoever takes it out of the park set (ZREM), so
+    one a claim unparks meanwhile is left to that claim."""
+    pk = keys.park(name)
+    found: list[Any] = (redis.zrange(pk, 0, -1, withscores=True) if ids is None else
+                        [(i, sc) for i, sc in zip(ids, redis.zmscore(pk, ids)) if sc is not None])
+    moved = []
+    for job_id, score in found:
+        queue = redis.hget(keys.job(job_id), "queue")
+        if redis.zrem(pk, job_id) and queue:  # a document gone is dropped, as claim.lua does
+            redis.zadd(keys.ready(queue), {job_id: score})
+            if not redis.llen(keys.wake(queue)):
+                redis.lpush(keys.wake(queue), "1")
+            moved.append(str(job_id))
+    return moved
+
+
+def unpark_uncapped(redis: Any, keys: Any, tasks: Mapping[str, Any]) -> list[str]:
+    """Unpark the jobs parked under a cap that ``tasks`` (path -> TaskSpec, a worker's
+    served tasks) no longer declare: no ``max_concurrency``/``rate_limit`` on the task any
+    more, or a ``concurrency_key`` added or removed. No claim would ever take them back
+    (claim.lua unparks only caps the claiming worker knows). Returns the ids moved."""
+    moved = []
+    for name in sorted(str(n) for n in redis.smembers(keys.parked)):
+        path, keyed, _ = name.partition("=")
+        spec = tasks.get(path)
+        if spec is None:
+            continue  # not ours to judge: a worker serving it does
+        options = spec.options
+        capped = bool(options.get("max_concurrency") or options.get("rate_limit"))
+        if not capped or bool(options.get("concurrency_key")) != bool(keyed):
+            moved += unpark(redis, keys, name)  # its name leaves {p}:parked at a claim (claim.lua)
+    return moved
