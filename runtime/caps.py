@@ -9,8 +9,9 @@ Enforced by claim.lua (the pieces cap_* of _lib.lua) with the values the claimin
 worker sends (:func:`caps_args`): a job over its cap is not claimed (no attempt charged)
 but parked in ``{p}:park:{name}`` and put back at its old place in its queue when the
 cap has room, so it never blocks the jobs behind it. ``name`` is the task path, or
-``path=value`` with ``concurrency_key`` (a job without that param shares the cap of the
-value ""). A slot is held by a started job in ``{p}:cap:{name}`` and released lazily:
+``path=value`` with ``concurrency_key``: the param's value as text (1 and "1" share a
+cap, True is "true"); a job without that param, or whose value is null, a list or an
+object, shares the cap of the value "". A slot is held by a started job in ``{p}:cap:{name}`` and released lazily:
 when the set looks full, members whose job is no longer started leave it (so the jobs of
 a dead worker free their slots once the reaper requeues them). The rate is a sliding
 window of start times, ``{p}:rate:{name}``. Prefetched jobs count as running. The names
@@ -44,8 +45,30 @@ def cap_problem(name: str, value: Any) -> str | None:
         ok = (isinstance(value, (tuple, list)) and len(value) == 2 and _int(value[0]) and value[0] >= 1
               and isinstance(value[1], (int, float)) and not isinstance(value[1], bool) and 0 < value[1] < 1e9)
         if not ok:
-            return "(N, period_s): an int >= 1 and a number of seconds > 0"
+            return "(N, period_s): an int >= 1 and a number of seconds, more than 0 and under 1e9"
     return None
+
+
+def key_problem(options: Mapping[str, Any], target: Any) -> str | None:
+    """Why ``concurrency_key`` in task ``options`` is no good for ``target`` (the task's
+    function or class), in one line, or None: it needs ``max_concurrency`` or
+    ``rate_limit`` (alone it caps nothing), and must name a param of a function task
+    (unless it takes ``**kwargs``; a class task's ``run`` takes any params)."""
+    key = options.get("concurrency_key")
+    if key is None:
+        return None
+    if not options.get("max_concurrency") and not options.get("rate_limit"):
+        return f"concurrency_key {key!r} needs max_concurrency or rate_limit (alone it caps nothing)"
+    import inspect
+    if inspect.isclass(target) or not callable(target):
+        return None
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return None
+    if key in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return f"concurrency_key {key!r} names no param of the task (its params: {', '.join(params) or 'none'})"
 
 
 def caps_args(tasks: Mapping[str, Any]) -> tuple[Any, ...]:

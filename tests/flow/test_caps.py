@@ -155,6 +155,21 @@ def test_bad_cap_options_fail_at_import(options, message):
         task(**options)(lambda: None)
 
 
+def test_a_concurrency_key_that_caps_nothing_or_names_no_param_fails_at_import():
+    def sync(customer: str) -> None:
+        pass
+
+    with pytest.raises(TaskOptionError, match="concurrency_key 'customer' needs max_concurrency or rate_limit"):
+        task(concurrency_key="customer")(sync)
+    with pytest.raises(TaskOptionError, match=r"concurrency_key 'custmer' names no param of the task "
+                                              r"\(its params: customer\)"):
+        task(max_concurrency=1, concurrency_key="custmer")(sync)
+    with pytest.raises(TaskOptionError, match="under 1e9"):  # the message names the bound it enforces
+        task(rate_limit=(10**9, 10**9))(sync)
+    task(rate_limit=(5, 1), concurrency_key="customer")(sync)  # a rate per customer: fine
+    task(max_concurrency=1, concurrency_key="anything")(lambda **params: None)  # takes any param
+
+
 def test_caps_are_shown_in_runtime_queues_and_exported_as_metrics(client, worker, capped, settings):
     import json
     import socket
