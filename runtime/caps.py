@@ -9,8 +9,9 @@ Enforced by claim.lua (the pieces cap_* of _lib.lua) with the values the claimin
 worker sends (:func:`caps_args`): a job over its cap is not claimed (no attempt charged)
 but parked in ``{p}:park:{name}`` and put back at its old place in its queue when the
 cap has room, so it never blocks the jobs behind it. ``name`` is the task path, or
-``path=value`` with ``concurrency_key`` (a job without that param shares the cap of the
-value ""). A slot is held by a started job in ``{p}:cap:{name}`` and released lazily:
+``path=value`` with ``concurrency_key``: the param's value as text (1 and "1" share a
+cap, True is "true"); a job without that param, or whose value is null, a list or an
+object, shares the cap of the value "". A slot is held by a started job in ``{p}:cap:{name}`` and released lazily:
 when the set looks full, members whose job is no longer started leave it (so the jobs of
 a dead worker free their slots once the reaper requeues them). The rate is a sliding
 window of start times, ``{p}:rate:{name}``. Prefetched jobs count as running. The names
@@ -44,8 +45,30 @@ def cap_problem(name: str, value: Any) -> str | None:
         ok = (isinstance(value, (tuple, list)) and len(value) == 2 and _int(value[0]) and value[0] >= 1
               and isinstance(value[1], (int, float)) and not isinstance(value[1], bool) and 0 < value[1] < 1e9)
         if not ok:
-            return "(N, period_s): an int >= 1 and a number of seconds > 0"
+            return "(N, period_s): an int >= 1 and a number of seconds, more than 0 and under 1e9"
     return None
+
+
+def key_problem(options: Mapping[str, Any], target: Any) -> str | None:
+    """Why ``concurrency_key`` in task ``options`` is no good for ``target`` (the task's
+    function or class), in one line, or None: it needs ``max_concurrency`` or
+    ``rate_limit`` (alone it caps nothing), and must name a param of a function task
+    (unless it takes ``**kwargs``; a class task's ``run`` takes any params)."""
+    key = options.get("concurrency_key")
+    if key is None:
+        return None
+    if not options.get("max_concurrency") and not options.get("rate_limit"):
+        return f"concurrency_key {key!r} needs max_concurrency or rate_limit (alone it caps nothing)"
+    import inspect
+    if inspect.isclass(target) or not callable(target):
+        return None
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return None
+    if key in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return f"concurrency_key {key!r} names no param of the task (its params: {', '.join(params) or 'none'})"
 
 
 def caps_args(tasks: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -109,3 +132,56 @@ def cap_counts(redis: Any, keys: Any) -> dict[str, dict[str, int]]:
         if running or parked or starts:
             out[n] = {"running": running, "parked": parked, "recent_starts": starts}
     return out
+
+
+def _names_of(redis: Any, keys: Any, path: str) -> list[str]:
+    """The caps with parked jobs (``{p}:parked``) of the task at ``path``."""
+    return [n for n in (str(x) for x in redis.smembers(keys.parked))
+            if n == path or n.startswith(path + "=")]
+
+
+def parked_cap(redis: Any, keys: Any, job_id: str, path: str) -> str | None:
+    """The cap (name, as ``runtime queues`` shows it) job ``job_id`` of task ``path`` is
+    parked under, or None when it is not parked. One round trip after the names."""
+    names = _names_of(redis, keys, path)
+    pipe = redis.pipeline(transaction=False)
+    for n in names:
+        pipe.zscore(keys.park(n), job_id)
+    return next((n for n, sc in zip(names, pipe.execute() if names else []) if sc is not None), None)
+
+
+def unpark(redis: Any, keys: Any, name: str, ids: list[str] | None = None) -> list[str]:
+    """Put the jobs parked under cap ``name`` (all, or those of ``ids``) back in their
+    ready queue at their old place, as claim.lua does when the cap has room; returns the
+    ids moved. A job is moved only by whoever takes it out of the park set (ZREM), so
+    one a claim unparks meanwhile is left to that claim."""
+    pk = keys.park(name)
+    found: list[Any] = (redis.zrange(pk, 0, -1, withscores=True) if ids is None else
+                        [(i, sc) for i, sc in zip(ids, redis.zmscore(pk, ids)) if sc is not None])
+    moved = []
+    for job_id, score in found:
+        queue = redis.hget(keys.job(job_id), "queue")
+        if redis.zrem(pk, job_id) and queue:  # a document gone is dropped, as claim.lua does
+            redis.zadd(keys.ready(queue), {job_id: score})
+            if not redis.llen(keys.wake(queue)):
+                redis.lpush(keys.wake(queue), "1")
+            moved.append(str(job_id))
+    return moved
+
+
+def unpark_uncapped(redis: Any, keys: Any, tasks: Mapping[str, Any]) -> list[str]:
+    """Unpark the jobs parked under a cap that ``tasks`` (path -> TaskSpec, a worker's
+    served tasks) no longer declare: no ``max_concurrency``/``rate_limit`` on the task any
+    more, or a ``concurrency_key`` added or removed. No claim would ever take them back
+    (claim.lua unparks only caps the claiming worker knows). Returns the ids moved."""
+    moved = []
+    for name in sorted(str(n) for n in redis.smembers(keys.parked)):
+        path, keyed, _ = name.partition("=")
+        spec = tasks.get(path)
+        if spec is None:
+            continue  # not ours to judge: a worker serving it does
+        options = spec.options
+        capped = bool(options.get("max_concurrency") or options.get("rate_limit"))
+        if not capped or bool(options.get("concurrency_key")) != bool(keyed):
+            moved += unpark(redis, keys, name)  # its name leaves {p}:parked at a claim (claim.lua)
+    return moved

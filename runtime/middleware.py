@@ -35,6 +35,7 @@ from .status import Status
 from .tasks import register_task_options, resolved
 
 if TYPE_CHECKING:
+    from .catalog import Served
     from .job import Job
     from .messages import NewJob
     from .settings import Settings
@@ -92,6 +93,14 @@ class Middleware:
     def path(cls) -> str:
         """The dotted path of this class, as ``Settings.middleware`` names it."""
         return f"{cls.__module__}.{cls.__qualname__}"
+
+    def on_check(self, served: Served) -> list[str]:
+        """When a worker is built, before it registers or claims anything, and in
+        ``runtime check``: raise ConfigError (one line) for what this middleware cannot
+        run with the tasks of ``served`` (the scheduler: a bad schedule), so that the
+        worker is refused at start (exit code 2). Returns lines for ``runtime check`` to
+        show (what it found), or []."""
+        return []
 
     def on_worker_start(self, worker: WorkerView | None) -> None:
         """In the worker process, after fork, before the first claim (and once per process
@@ -280,6 +289,11 @@ class Chain:
                 m.after_enqueue(messages, error)
             except Exception:  # noqa: BLE001
                 log.exception("middleware %s.after_enqueue raised", m.name)
+
+    def check(self, served: Served) -> dict[str, list[str]]:
+        """Every middleware's :meth:`Middleware.on_check`, in order: {middleware name:
+        its lines}. Raises the first ConfigError (a worker must not start)."""
+        return {m.name: m.on_check(served) for m in self.items if _overrides(m, "on_check")}
 
     def call(self, hook: str, worker: WorkerView | None) -> None:
         """Run a worker-level hook (``on_worker_start``/``on_worker_stop``); log errors.

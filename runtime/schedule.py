@@ -33,6 +33,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import ConfigError, InvalidParams
+from .job import encode_params
 from .unique import check_id
 
 #: Missed-run policies besides an int N (catch up the newest N missed fire times).
@@ -182,6 +183,10 @@ def make_schedule(name: str, path: str, *, params: Mapping[str, Any] | None = No
         raise ConfigError(f"{where}: queue name must be non-empty without ':' or ',', got {queue!r}")
     if params is not None and not isinstance(params, Mapping):
         raise ConfigError(f"{where}: params must be a JSON object, got {type(params).__name__}")
+    try:  # as queue_job refuses them: a fire would fail to encode them every time
+        encode_params(dict(params or {}), 1 << 20)
+    except InvalidParams as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     return Schedule(name, path, dict(params or {}), queue, priority, cron,
                     None if every_s is None else float(every_s), tz, missed, float(grace_s), overlap)
 
@@ -206,6 +211,23 @@ def _check_policies(where: str, missed: Any, grace_s: Any, overlap: Any) -> None
         raise ConfigError(f"{where}: overlap must be 'allow' or 'skip', got {overlap!r}")
 
 
+def _check_signature(s: Schedule, target: Any) -> None:
+    """Raise ConfigError when the params of ``s`` do not bind to function ``target``'s
+    signature (a class task takes its params as one dict: not checked)."""
+    import inspect
+
+    from .binding import params_problem
+    if inspect.isclass(target) or not callable(target):
+        return
+    try:
+        sig = inspect.signature(target)
+    except (TypeError, ValueError):
+        return
+    problem = params_problem(s.path, sig, s.params)
+    if problem:
+        raise ConfigError(f"schedule {s.name!r}: {problem}")
+
+
 def periodic(*, name: str | None = None, **options: Any) -> Any:
     """Queue a task's job on a schedule: ``@periodic(cron="*/5 * * * *", tz="Europe/Paris")``
     or ``@periodic(every=timedelta(minutes=1), params={...})``; the options of
@@ -216,7 +238,8 @@ def periodic(*, name: str | None = None, **options: Any) -> Any:
 
     def wrap(target: Any) -> Any:
         probe = f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', '?')}"
-        make_schedule(name or probe.replace("<", "").replace(">", ""), probe, **options)  # check now
+        s = make_schedule(name or probe.replace("<", "").replace(">", ""), probe, **options)  # check now
+        _check_signature(s, target)
         if "__runtime_options__" not in getattr(target, "__dict__", ()):
             task(target)
         schedules = list(target.__dict__.get("__runtime_schedules__", ()))

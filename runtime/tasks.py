@@ -33,7 +33,8 @@ from types import ModuleType
 from typing import Any
 
 from .binding import keywords, params_problem
-from .errors import InvalidParams, TaskError, TaskNotAllowed, TaskNotFound
+from .caps import key_problem
+from .errors import InvalidParams, TaskError, TaskNotAllowed, TaskNotFound, TaskOptionError
 from .options import check_options, register_task_options
 from .resets import on_reset
 
@@ -49,7 +50,11 @@ def task(fn: Any = None, **options: Any) -> Any:
     """
     def wrap(target: Any) -> Any:
         checked = dict(options)
-        check_options(checked, f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', repr(target))}")
+        where = f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', repr(target))}"
+        check_options(checked, where)
+        problem = key_problem(checked, target)
+        if problem:
+            raise TaskOptionError(f"{where}: {problem}")
         target.__runtime_options__ = checked  # also marks it a task (see not_a_task)
         return target
 

@@ -5,7 +5,8 @@ A caller-chosen id (``queue_job(..., job_id=...)``) names the job's keys in Redi
 ``{p}:u:{key}`` (runtime.broker.keys). Both are refused when they could break a key name:
 empty, longer than :data:`MAX_ID_CHARS`, or holding a character outside
 :data:`ID_CHARS` (no spaces, no braces: a ``{...}`` would choose a Redis Cluster hash slot;
-no commas: lists of ids are comma-separated in the CLI). De-duplication itself is done
+no commas: lists of ids are comma-separated in the CLI). A job id may not have the form of
+a schedule's fire-time id (:data:`FIRE_ID`). De-duplication itself is done
 atomically by enqueue.lua.
 """
 
@@ -20,6 +21,9 @@ MAX_ID_CHARS = 200
 #: Characters allowed in a caller-chosen job id or unique key (a regex class).
 ID_CHARS = r"A-Za-z0-9_.:@/+=\-"
 _ID = re.compile(f"[{ID_CHARS}]+")
+#: The ids of schedules' fire times (``NAME@2026-12-06T05:00:00Z``, runtime.schedule):
+#: a caller may not choose one, which would take a fire time's id and stop it from firing.
+FIRE_ID = re.compile(r".+@\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z")
 #: Longest unique window, seconds (10 years, as runtime.client.MAX_DELAY_S).
 MAX_UNIQUE_FOR_S = 10 * 365 * 86_400.0
 
@@ -35,6 +39,9 @@ def check_id(value: object, what: str = "job_id") -> str:
         bad = sorted({c for c in value if not _ID.fullmatch(c)})
         raise InvalidParams(f"{what} {value!r} holds characters that are not allowed ({''.join(bad)!r}); "
                             f"use letters, digits and _ . : @ / + = -")
+    if what == "job_id" and FIRE_ID.fullmatch(value):
+        raise InvalidParams(f"job_id {value!r} has the form of a schedule's fire-time id (NAME@ISO-time), "
+                            f"which only schedules may use; choose another")
     return value
 
 

@@ -56,14 +56,17 @@ def _hyperlink(m: re.Match[str]) -> str:
     return f"\x1b]8;;{m[0]}\x1b\\{m[0]}\x1b]8;;\x1b\\"
 
 
-def print_job(job: Job, chain: Chain) -> None:
-    """Everything about one job (``runtime job``): its document, then each middleware's
-    rows for its report, history, traceback and logs."""
+def print_job(job: Job, chain: Chain, parked_cap: str | None = None) -> None:
+    """Everything about one job (``runtime job``): its document (``parked_cap``: the cap
+    it waits for, out of its queue), then each middleware's rows for its report, history,
+    traceback and logs."""
     echo(f"job {job.id}")
     _row("path", job.path)
     _row("params", json.dumps(job.params, ensure_ascii=False)[:2000])
     _row("queue", f"{job.queue} (priority {job.priority})")
-    _row("status", job.status.value + (f" ({job.reason})" if job.reason else ""))
+    _row("status", f"parked (cap {parked_cap}): queued, out of its queue until the cap has room "
+                   f"(runtime requeue {job.id} puts it back now)" if parked_cap else
+                   job.status.value + (f" ({job.reason})" if job.reason else ""))
     _row("attempts", f"{job.attempt} (retries {job.retries}, worker lost {job.lost})")
     _row("worker", job.worker or "-")
     _row("queued", f"{iso(job.queued_at)}   due {iso(job.due_at)}")
@@ -147,7 +150,7 @@ def print_events(events: list[dict[str, Any]]) -> None:
         echo(f"{e['at']}  {e['event']} ({e.get('reason')})  {where}: {e.get('detail')}{ran}")
         for g in e["top_growers"]:
             echo(f"    RSS grew {fmt_bytes(g['rss_growth_bytes'])} when job {g['job']} ended")
-        if e["event"] != "recycle":
+        if e["event"] not in ("recycle", "scale"):  # the others took back a process's jobs
             jobs = ", ".join(f"{j['id']} ({j.get('path')})" for j in e["running"]) or "none"
             echo(f"    running jobs: {jobs}; requeued {e.get('requeued') or 0}, "
                  f"failed {e.get('failed') or 0} (worker-lost)")

@@ -137,9 +137,9 @@ def job(obj: Ctx, job_id: str, as_json: bool, artifact: str | None, html_file: s
         if html_file:
             raise click.UsageError("--html needs --artifact NAME")
         if as_json:
-            out({**j.to_dict(), "attempts": [a.to_dict() for a in view.attempts]})
+            out({**j.to_dict(), "attempts": [a.to_dict() for a in view.attempts], "parked_cap": view.parked_cap})
         else:
-            print_job(j, client.middleware)
+            print_job(j, client.middleware, view.parked_cap)
         return
     if artifact not in j.artifacts:
         stored = ", ".join(sorted(j.artifacts)) or "none"
@@ -171,7 +171,8 @@ def job(obj: Ctx, job_id: str, as_json: bool, artifact: str | None, html_file: s
 @click.pass_obj
 @handle_errors
 def requeue(obj: Ctx, ids: tuple[str, ...], status: str, queue: str | None, path: str | None, as_json: bool) -> None:
-    """Queue final jobs again: the IDs given, or all of a status (failed) by queue/path."""
+    """Queue final jobs again: the IDs given, or all of a status (failed) by queue/path.
+    A job parked by a cap (`runtime job` says so) goes back to its queue now."""
     client = obj.client()
     if ids:
         done = client.requeue(*ids)

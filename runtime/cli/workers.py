@@ -29,12 +29,14 @@ from .logformat import configure
 @click.option("-p", "--processes", metavar="N|MIN:MAX",
               help="worker processes under one supervisor that restarts them [default 1, unsupervised]; "
                    "MIN:MAX: as many as the queue latency asks for (autoscaling)")
-@click.option("--autoscale-target", "target_s", type=SECONDS, default=5.0, show_default=True,
-              help="with --processes MIN:MAX: the age of the next job to run that the supervisor scales to stay under")
-@click.option("--autoscale-warmup", "warmup_s", type=SECONDS, default=10.0, show_default=True,
-              help="seconds after a step up before another")
-@click.option("--autoscale-cooldown", "cooldown_s", type=SECONDS, default=60.0, show_default=True,
-              help="seconds of latency under half the target before one process fewer (graceful drain)")
+@click.option("--autoscale-target", "target_s", type=SECONDS,
+              help="with --processes MIN:MAX: the age of the next job to run that the supervisor scales to "
+                   "stay under, seconds, more than 0 [default 5]")
+@click.option("--autoscale-warmup", "warmup_s", type=SECONDS,
+              help="with --processes MIN:MAX: seconds after a step up before another [default 10]")
+@click.option("--autoscale-cooldown", "cooldown_s", type=SECONDS,
+              help="with --processes MIN:MAX: seconds of latency under half the target before one process "
+                   "fewer (an idle one stops) [default 60]")
 @click.option("--mem-limit", "mem_limit_bytes", metavar="SIZE",
               help="soft memory limit per process, e.g. 512M (K, M, G): over it a worker recycles without losing a job")
 @click.option("--mem-hard-limit", "mem_hard_limit_bytes", metavar="SIZE",
@@ -47,8 +49,9 @@ from .logformat import configure
               help="json: one object per line, with job id, task, status, duration and trace id fields")
 @click.pass_obj
 @handle_errors
-def worker(obj: Ctx, /, burst: bool, log_level: str, log_format: str, processes: str | None, target_s: float,
-           warmup_s: float, cooldown_s: float, **flags: str | int | float | None) -> None:
+def worker(obj: Ctx, /, burst: bool, log_level: str, log_format: str, processes: str | None,
+           target_s: float | None, warmup_s: float | None, cooldown_s: float | None,
+           **flags: str | int | float | None) -> None:
     """Run jobs (gevent is monkey-patched first thing).
 
     With --processes, --mem-limit, --mem-hard-limit, --max-jobs or --max-time, a
@@ -56,12 +59,12 @@ def worker(obj: Ctx, /, burst: bool, log_level: str, log_format: str, processes:
     (runtime.supervisor).
     """
     configure(log_level, log_format)
-    from ..supervisor.autoscale import AutoscalePolicy, parse_processes
+    from ..supervisor.autoscale import make_policy, parse_processes
     n, scale = parse_processes(processes)
+    policy = make_policy(scale, target_s, warmup_s, cooldown_s)
     settings = obj.settings(processes=n, **flags)
     if settings.supervised and not is_supervised_child():
         from ..supervisor import Supervisor
-        policy = AutoscalePolicy(*scale, target_s, warmup_s, cooldown_s) if scale else None
         sys.exit(Supervisor(settings, burst=burst, autoscale=policy).run())
     from ..worker.worker import Worker
     sys.exit(Worker.from_settings(settings).serve(burst=burst))

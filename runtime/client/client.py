@@ -333,8 +333,25 @@ class Client:
 
     def requeue(self, *ids: str, by: str = "") -> list[str]:
         """Queue final or interrupted jobs again, with a fresh retry budget; history kept
-        (``by``: who asked, kept in it)."""
-        return self._control("requeue", ids, "only final jobs can be requeued", by)
+        (``by``: who asked, kept in it). A job parked by a cap goes back to its queue at
+        its old place (runtime.caps.unpark)."""
+        unparked = set(self.call(self._unpark, ids))
+        rest = [i for i in ids if i not in unparked]
+        done = self._control("requeue", rest, "only final jobs can be requeued", by) if rest else []
+        return [i for i in ids if i in unparked or i in done]
+
+    def _unpark(self, ids: Sequence[str]) -> list[str]:
+        """The jobs of ``ids`` that were parked by a cap, put back in their queue."""
+        from ..caps import parked_cap, unpark
+        if not self.redis.scard(self.broker.keys.parked):
+            return []  # no cap has parked jobs: one round trip
+        moved = []
+        for job_id in ids:
+            path = self.redis.hget(self.broker.keys.job(job_id), "path")
+            name = parked_cap(self.redis, self.broker.keys, job_id, str(path)) if path else None
+            if name:
+                moved += unpark(self.redis, self.broker.keys, name, [job_id])
+        return moved
 
     def requeue_where(self, status: str = "failed", queue: str | None = None, path: str | None = None) -> list[str]:
         """Requeue every job with final ``status`` of ``queue`` and/or ``path``; returns ids."""

@@ -57,6 +57,8 @@ class JobView:
 
     job: Job
     attempts: list[Attempt] = field(default_factory=list)
+    #: the cap a queued job is parked under (out of its queue until the cap has room)
+    parked_cap: str | None = None
 
 
 def attempts_of(job: Job) -> list[Attempt]:
@@ -166,8 +168,11 @@ class Reader:
 
     def job(self, job_id: str) -> JobView:
         """One job with its history and attempts. Raises JobNotFound."""
-        job = self.client.get_job(job_id)
-        return JobView(job, attempts_of(job))
+        from ..caps import parked_cap
+        c = self.client
+        job = c.get_job(job_id)
+        parked = c.call(parked_cap, c.redis, c.broker.keys, job.id, job.path) if job.status == Status.QUEUED else None
+        return JobView(job, attempts_of(job), parked)
 
     def queues(self, live_counts: bool = False) -> dict[str, Any]:
         """``{"queues": {name: {"ready": n, "delayed": n, "paused": bool, "oldest_due_at": UNIX

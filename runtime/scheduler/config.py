@@ -21,10 +21,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..catalog import Served
+from ..errors import ConfigError, TaskError
 from ..schedule import Schedule, make_schedule
 from ..settings import CONFIG_FILE, project_root
-from ..tasks import TaskSpec
+from ..tasks import TaskSpec, home_modules, resolve
 
 #: Keys of a ``[schedules.NAME]`` table besides ``task``.
 TABLE_KEYS = ("params", "queue", "priority", "cron", "every", "tz", "missed", "grace_s", "overlap")
@@ -75,3 +76,29 @@ def all_schedules(tasks: dict[str, TaskSpec], extra: Iterable[Schedule] = ()) ->
                               f"give one a name= of its own")
         out[s.name] = s
     return list(out.values())
+
+
+def checked_schedules(served: Served) -> list[Schedule]:
+    """The schedules a worker serving ``served`` runs (:func:`all_schedules`), each one's
+    task path and params checked as ``queue_job`` checks a job's, except that the task's
+    module must import here (a schedule is the project's own: a path no process of it
+    can import would bounce on every fire). Raises ConfigError, one line naming the
+    schedule."""
+    schedules = all_schedules(served.tasks)
+    for s in schedules:
+        spec = served.tasks.get(s.path)
+        if spec is None:
+            try:
+                spec = resolve(s.path, home_modules(s.path, served.task_modules))
+            except TaskError as exc:
+                raise ConfigError(f"schedule {s.name!r}: {exc}") from None
+        problem = spec.params_problem(s.params)
+        if problem:
+            raise ConfigError(f"schedule {s.name!r}: {problem}")
+    return schedules
+
+
+def describe_schedule(s: Schedule) -> str:
+    """One line for ``runtime check``: ``schedule tick: every 2 s -> mod.tick on queue default``."""
+    when = f"cron {s.cron!r} {s.tz}" if s.cron else f"every {s.every_s:g} s"
+    return f"schedule {s.name}: {when} -> {s.path} on queue {s.queue}"

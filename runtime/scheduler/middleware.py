@@ -8,7 +8,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ..catalog import Served
 from ..middleware import Middleware, WorkerView
+from ..schedule import Schedule
 
 log = logging.getLogger("runtime.scheduler")
 
@@ -20,6 +22,15 @@ class SchedulerMiddleware(Middleware):
         super().__init__(settings)
         self.loop: Any = None
         self.greenlet: Any = None
+        #: the schedules :meth:`on_check` found (None: not checked yet)
+        self.schedules: list[Schedule] | None = None
+
+    def on_check(self, served: Served) -> list[str]:
+        """Read and check the schedules of ``served`` and of runtime.toml; one line per
+        schedule. Raises ConfigError (runtime.scheduler.config.checked_schedules)."""
+        from .config import checked_schedules, describe_schedule
+        self.schedules = checked_schedules(served)
+        return [describe_schedule(s) for s in self.schedules]
 
     def on_worker_start(self, worker: WorkerView | None) -> None:
         broker, served = getattr(worker, "broker", None), getattr(worker, "served", None)
@@ -27,10 +38,10 @@ class SchedulerMiddleware(Middleware):
             return  # run_task, or a worker without a broker: nothing to schedule
         import gevent
 
-        from .config import all_schedules
+        from .config import checked_schedules
         from .loop import SchedulerLoop
         from .state import ScheduleState
-        schedules = all_schedules(served.tasks)
+        schedules = self.schedules if self.schedules is not None else checked_schedules(served)
         if not schedules:  # those of its modules' tasks left in Redis were removed from the code
             ScheduleState(broker).mark_removed([], served.modules)
             return

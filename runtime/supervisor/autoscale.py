@@ -11,9 +11,11 @@ step. Rules (:meth:`Autoscaler.decide`):
   no other step up for ``warmup_s`` seconds (new processes need that to start and drain);
   never over the memory budget: a process is added only while the host's available
   memory exceeds ``mem_limit_bytes`` (``--mem-limit``) per process added;
-- down: signal under half the target for ``cooldown_s`` seconds running, and more than
-  MIN processes: one process fewer, by graceful drain (SIGTERM: it stops claiming and
-  finishes its jobs, within ``--grace``); then the cool-down starts again.
+- down: signal under half the target for ``cooldown_s`` seconds running, more than MIN
+  processes, and one of them idle (running no job, by the registry): that one stops, by
+  drain (SIGUSR1: it stops claiming and finishes any job it took meanwhile, however long
+  it takes; no grace cut); then the cool-down starts again. No busy process is stopped:
+  while none is idle, the step down waits (looked at again every step).
 
 Each decision is an event (``runtime events``: event ``scale``, reason up/down/memory,
 detail "processes 1 -> 3: oldest due job 12.0 s > target 5 s").
@@ -53,10 +55,32 @@ def parse_processes(text: str | int | None) -> tuple[int | None, tuple[int, int]
     except ValueError:
         raise ConfigError(f"--processes must be N or MIN:MAX (e.g. 1:8), got {text!r}") from None
     if high is None:
+        if low < 1:
+            raise ConfigError(f"--processes must be at least 1 (or MIN:MAX), got {text!r}")
         return low, None
     if low < 1 or high < low:
         raise ConfigError(f"--processes MIN:MAX needs 1 <= MIN <= MAX, got {text!r}")
     return low, (low, high)
+
+
+def make_policy(scale: tuple[int, int] | None, target_s: float | None, warmup_s: float | None,
+                cooldown_s: float | None) -> AutoscalePolicy | None:
+    """The policy of ``--processes MIN:MAX`` (``scale``, parse_processes) with the
+    ``--autoscale-*`` options given (None: the default); None without MIN:MAX. Raises
+    ConfigError (one line) for a target of 0 or less, or an ``--autoscale-*`` option
+    given without MIN:MAX (it would do nothing)."""
+    given = {"--autoscale-target": target_s, "--autoscale-warmup": warmup_s, "--autoscale-cooldown": cooldown_s}
+    if scale is None:
+        named = [k for k, v in given.items() if v is not None]
+        if named:
+            raise ConfigError(f"{', '.join(named)} needs --processes MIN:MAX (autoscaling), e.g. --processes 1:4")
+        return None
+    if target_s is not None and not target_s > 0:
+        raise ConfigError(f"--autoscale-target must be more than 0 seconds, got {target_s:g}")
+    defaults = AutoscalePolicy(*scale)
+    return AutoscalePolicy(*scale, defaults.target_s if target_s is None else target_s,
+                           defaults.warmup_s if warmup_s is None else warmup_s,
+                           defaults.cooldown_s if cooldown_s is None else cooldown_s)
 
 
 def queue_latency(redis: Any, keys: Any, queues: Iterable[str]) -> dict[str, float]:
@@ -113,10 +137,10 @@ class Autoscaler:
         rate = max(0, jobs_done - last[1]) / (now - last[0])
         return ready / rate if rate > 0 else 0.0
 
-    def decide(self, active: int, latency: float, drain_s: float = 0.0) -> tuple[int, str, str]:
+    def decide(self, active: int, latency: float, drain_s: float = 0.0, idle: int = 1) -> tuple[int, str, str]:
         """(processes wanted, reason "up"/"down"/"memory" or "" for no change, detail) for
-        ``active`` processes running at queue latency ``latency`` with the ready jobs
-        drained in ``drain_s`` at the current rate (seconds)."""
+        ``active`` processes, ``idle`` of them running no job, at queue latency ``latency``
+        with the ready jobs drained in ``drain_s`` at the current rate (seconds)."""
         p, now = self.policy, self.clock()
         what = f"oldest due job {latency:.1f} s"
         if drain_s > latency:
@@ -139,11 +163,11 @@ class Autoscaler:
             return active, "", ""
         if self.calm_since is None:
             self.calm_since = now
-        if now - self.calm_since < p.cooldown_s:
+        if now - self.calm_since < p.cooldown_s or not idle:  # none idle: no step down yet
             return active, "", ""
         self.calm_since = now  # the next step down after another cool-down
         return active - 1, "down", (f"processes {active} -> {active - 1}: {what} < "
-                                    f"{p.target_s / 2:g} s for {p.cooldown_s:g} s (graceful drain)")
+                                    f"{p.target_s / 2:g} s for {p.cooldown_s:g} s")
 
     def _within_memory(self, active: int, want: int) -> tuple[int, str]:
         """``want`` cut to what the host's available memory holds at ``mem_limit_bytes`` per

@@ -24,7 +24,7 @@ unpatched process (no gevent, no tracer: its memory stays small and flat) that:
 - keeps its own registry entry (``kind`` supervisor, its children), shown by ``runtime
   workers`` with the children under it;
 - with ``autoscale`` (``--processes MIN:MAX``), follows the queue latency between MIN and
-  MAX processes, scaling down by graceful drain of the least busy process
+  MAX processes, scaling down by drain of an idle process, never a busy one
   (runtime.supervisor.autoscale).
 
 Signals are taken synchronously with ``sigtimedwait`` (which gives the sender's pid), not
@@ -267,27 +267,32 @@ class Supervisor:
 
     def _scale(self) -> None:
         """One autoscaling decision (runtime.supervisor.autoscale), recorded as an event;
-        a step down drains the least busy process (SIGTERM: it finishes its jobs)."""
+        a step down drains an idle process (SIGUSR1: it stops claiming, and finishes any
+        job it took since, however long it takes), never a busy one."""
         assert self.autoscaler is not None
         active = self._active()
         queues = self.settings.queues
         latency = max(queue_latency(self.redis, self.keys, queues).values(), default=0.0)
         ids = [w for w in self.broker.registry.ids() if host_pid(w)[0] == self.host and host_pid(w)[1] in self.children]
-        done = sum(int(d or 0) for [d] in self.broker.registry.fields(ids, "jobs_done"))
+        entries = self.broker.registry.fields(ids, "jobs_done", "running")
+        done = sum(int(d or 0) for d, _ in entries)
+        running: dict[int, int] = {}  # pid -> jobs claimed (started or prefetched); absent: no entry yet
+        for wid, (_, r) in zip(ids, entries):
+            pid = host_pid(wid)[1] or 0
+            running[pid] = running.get(pid, 0) + len(json.loads(r or "[]"))
+        idle = sorted((c for c in active if running.get(c.pid) == 0), key=lambda c: -c.started)
         drain = self.autoscaler.drain_s(backlog(self.redis, self.keys, queues), done)
-        want, reason, detail = self.autoscaler.decide(len(active), latency, drain)
+        want, reason, detail = self.autoscaler.decide(len(active), latency, drain, idle=len(idle))
+        if want < len(active):
+            victim = idle[0]  # the youngest idle process
+            victim.recycling = True  # draining: neither counted nor replaced
+            os.kill(victim.pid, signal.SIGUSR1)
+            detail += f"; worker process {victim.pid} drains (it ran no job when chosen)"
         if reason:
             log.info("autoscale %s: %s", reason, detail)
             self.broker.registry.record_event({"event": "scale", "at": time.time(), "host": self.host,
                                                "pid": os.getpid(), "supervisor": self.id, "reason": reason,
                                                "detail": detail})
-        if want < len(active):
-            busy = {c.pid: sum(len(json.loads(r or "[]")) for [r] in self.broker.registry.fields(
-                self.worker_ids(c.pid), "running")) for c in active}
-            victim = min(active, key=lambda c: (busy[c.pid], -c.started))
-            victim.recycling = True  # draining: neither counted nor replaced
-            os.kill(victim.pid, signal.SIGTERM)
-            log.info("worker process %d drains (%d jobs running)", victim.pid, busy[victim.pid])
         self.n = want
 
     def worker_ids(self, pid: int) -> list[str]:

@@ -173,14 +173,25 @@ class Reaping(Protocol):
     link: RedisLink
     wakeup: Any
     starts: Any
+    served: Any
 
 
 def reap_for(worker: Reaping) -> None:
     """One pass of ``worker``'s reaper; its MongoDB mirror (if any) hears of the jobs
-    taken back."""
+    taken back. Jobs parked under a cap its tasks no longer declare go back to their
+    queues (runtime.caps.unpark_uncapped)."""
+    from ..caps import unpark_uncapped
     requeued, failed = worker.reaper.safely()
     if worker.mirror is not None:
         worker.mirror.after_reap(worker.id, requeued + failed)
+    try:
+        moved = unpark_uncapped(worker.broker.redis, worker.broker.keys, worker.served.tasks)
+    except redis.RedisError as exc:
+        log.warning("could not look for jobs parked under removed caps (%s); trying again later", exc)
+        return
+    if moved:
+        log.info("%d %s parked under caps these tasks no longer declare put back in their queues",
+                 len(moved), plural(len(moved), "job"))
 
 
 def reap_loop(worker: Reaping) -> None:

@@ -2,6 +2,8 @@
 and a job (:func:`kill`: an interrupt delivered into it, for a stop or an abort).
 
 The first SIGTERM/SIGINT stops claiming and lets running jobs finish for ``grace_s``;
+a supervisor's scale-down drain (SIGUSR1, ``patient``) lets them finish however long they
+take (a SIGTERM meanwhile starts the grace period, a SIGUSR2 interrupts them);
 then they are interrupted (status interrupt, requeued at once, retry count untouched).
 A second signal interrupts them at once, even a job that holds the gevent hub
 (runtime.worker.signals). Under a supervisor, SIGTERM/SIGINT only ever
@@ -39,6 +41,7 @@ class Stoppable(Protocol):
     state: WorkerState
     stopping: bool
     hard: bool
+    patient: bool
 
     def stop(self, hard: bool = False) -> None: ...
 
@@ -76,7 +79,8 @@ def serve(worker: Stoppable, burst: bool) -> int:
 
 def drain(worker: Stoppable) -> None:
     """After the claim loop ends: return prefetched jobs to their queues, let running jobs
-    finish for ``grace_s`` (less after a hard stop), then interrupt and requeue the rest."""
+    finish (while ``patient``, however long they take; then for ``grace_s``; less after a
+    hard stop), then interrupt and requeue the rest."""
     worker.state = WorkerState.DRAINING
     worker.leave_idle()  # no more jobs handed to us; any handed meanwhile are requeued at deregistration
     prefetched = worker.slots.unlaunched()
@@ -86,6 +90,10 @@ def drain(worker: Stoppable) -> None:
             worker.recorder.record(rj, AttemptResult(
                 Status.INTERRUPT, reason="interrupted", note="prefetched; the worker stopped before running it"))
         worker.recorder.flush()
+    if worker.patient and worker.slots.busy:
+        log.info("draining: %d running jobs finish, however long they take", len(worker.slots.launched()))
+    while worker.patient and worker.slots.busy and not worker.hard:
+        worker.slots.wait_freed(1.0)  # a SIGTERM meanwhile ends the patience: the grace starts
     wait_for_jobs(worker, worker.settings.grace_s)
     leftover = worker.slots.launched()
     if leftover:

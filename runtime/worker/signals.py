@@ -18,8 +18,9 @@ Anywhere else nothing is raised, and the handler looks again every :data:`RETRY_
 next yield (the drain's kill, as after the grace period), is interrupted and requeued.
 
 What each signal does: SIGTERM/SIGINT, the first stops gracefully, the second interrupts
-running jobs. Under a supervisor SIGTERM/SIGINT only ever stop gracefully and SIGUSR2
-interrupts (see runtime.worker.shutdown).
+running jobs. Under a supervisor SIGTERM/SIGINT only ever stop gracefully, SIGUSR2
+interrupts, and SIGUSR1 (an autoscaling drain) stops claiming and lets running jobs finish
+however long they take (see runtime.worker.shutdown).
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class Signalled(Protocol):
     slots: Slots
     stopping: bool
     hard: bool
+    patient: bool
 
     def flag_stop(self, hard: bool) -> None: ...
 
@@ -98,9 +100,9 @@ class Signals:
         self._previous: dict[int, Any] = {}
 
     def install(self) -> bool:
-        """Take SIGTERM, SIGINT (and SIGUSR2 when supervised); False outside the main
-        thread, where Python cannot set handlers (nothing is installed then)."""
-        wanted = [signal.SIGTERM, signal.SIGINT] + ([signal.SIGUSR2] if self.supervised else [])
+        """Take SIGTERM, SIGINT (and SIGUSR1, SIGUSR2 when supervised); False outside the
+        main thread, where Python cannot set handlers (nothing is installed then)."""
+        wanted = [signal.SIGTERM, signal.SIGINT] + ([signal.SIGUSR1, signal.SIGUSR2] if self.supervised else [])
         try:
             for sig in wanted:
                 self._previous[sig] = signal.signal(sig, self._on_signal)
@@ -119,12 +121,14 @@ class Signals:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         """The handler (main thread, between two bytecodes): flags now, the rest in a greenlet."""
         w = self.worker
-        if signum == signal.SIGUSR2:
+        was_stopping = w.stopping
+        if signum == signal.SIGUSR1:  # a drain changes nothing for a worker already stopping
+            hard, w.patient = False, w.patient or not was_stopping
+        elif signum == signal.SIGUSR2:
             hard = True
         else:
             self.heard += 1
-            hard = self.heard > 1 and not self.supervised
-        was_stopping = w.stopping
+            hard, w.patient = self.heard > 1 and not self.supervised, False
         w.flag_stop(hard)
         self._hub.loop.run_callback_threadsafe(gevent.spawn, self._heard, signum, hard, was_stopping)
         if hard:
@@ -136,6 +140,9 @@ class Signals:
         w = self.worker
         if signum == signal.SIGUSR2:
             log.warning("worker %s got signal %d from its supervisor: interrupting running jobs", w.id, signum)
+        elif signum == signal.SIGUSR1:
+            log.info("worker %s got signal %d from its supervisor: draining (stops claiming; running jobs "
+                     "finish, however long they take)%s", w.id, signum, "" if w.patient else "; already stopping")
         elif self.supervised and was_stopping:
             log.info("worker %s got signal %d: already stopping (its supervisor interrupts running jobs "
                      "on its own second signal)", w.id, signum)

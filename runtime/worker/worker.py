@@ -66,6 +66,7 @@ class Worker:
     def __init__(self, settings: Settings, broker: RedisBroker, store: JobStore, middleware: Chain,
                  served: Served | None = None) -> None:
         self.served = served or load_tasks(settings.task_modules)
+        middleware.check(self.served)  # a bad schedule refuses the worker here (ConfigError)
         self.settings = settings
         self.broker = broker
         broker.caps = self.served.caps()  # enforced by claim.lua (runtime.caps)
@@ -75,8 +76,8 @@ class Worker:
         self.id = new_id()
         self.started_at = time.time()
         self.state = WorkerState.STARTING
-        self.stopping = False
-        self.hard = False
+        self.stopping = self.hard = False
+        self.patient = False  # stopping by a scale-down drain: running jobs finish, however long
         self.recycled: Recycle | None = None
         self.claimed_total = 0
         #: jobs this worker handed back (tasks it does not serve): --burst does not wait for them
@@ -185,9 +186,8 @@ class Worker:
         self.wakeup.close()
         self.starts.close()
         self.state = WorkerState.STOPPED
-        log.info("worker %s stopped: ran %d %s%s", self.id, self.jobs_done, plural(self.jobs_done, "job"),
-                 f"; recycled at: {self.recycled.detail}, then finished the jobs running"
-                 if self.recycled else "")
+        log.info("worker %s stopped: ran %d %s%s", self.id, self.jobs_done, plural(self.jobs_done, "job"), f"; "
+                 f"recycled at: {self.recycled.detail}, then finished the jobs running" if self.recycled else "")
 
     def stop(self, hard: bool = False) -> None:
         """Stop claiming; ``hard`` (or a second call) interrupts running jobs at once."""

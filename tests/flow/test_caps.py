@@ -155,6 +155,21 @@ def test_bad_cap_options_fail_at_import(options, message):
         task(**options)(lambda: None)
 
 
+def test_a_concurrency_key_that_caps_nothing_or_names_no_param_fails_at_import():
+    def sync(customer: str) -> None:
+        pass
+
+    with pytest.raises(TaskOptionError, match="concurrency_key 'customer' needs max_concurrency or rate_limit"):
+        task(concurrency_key="customer")(sync)
+    with pytest.raises(TaskOptionError, match=r"concurrency_key 'custmer' names no param of the task "
+                                              r"\(its params: customer\)"):
+        task(max_concurrency=1, concurrency_key="custmer")(sync)
+    with pytest.raises(TaskOptionError, match="under 1e9"):  # the message names the bound it enforces
+        task(rate_limit=(10**9, 10**9))(sync)
+    task(rate_limit=(5, 1), concurrency_key="customer")(sync)  # a rate per customer: fine
+    task(max_concurrency=1, concurrency_key="anything")(lambda **params: None)  # takes any param
+
+
 def test_caps_are_shown_in_runtime_queues_and_exported_as_metrics(client, worker, capped, settings):
     import json
     import socket
@@ -198,3 +213,37 @@ def test_a_burst_worker_waits_for_parked_jobs_and_a_cancelled_parked_job_is_drop
     assert jobs[parked[-1]].status == Status.CANCEL
     assert all(j.status == Status.SUCCESS and j.attempt <= 2 for i, j in jobs.items() if i != parked[-1])
     assert client.redis.zcard(client.broker.keys.park("capmod.two")) == 0
+
+
+def test_parked_jobs_are_shown_requeued_and_unparked_once_the_cap_is_removed(settings, client, workers, task_dir):
+    """Jobs parked by a cap say so in `runtime job`; `runtime requeue` puts one back in
+    its queue; a worker of code without the cap puts the rest back and runs them."""
+    from helpers import cli
+    mod = """
+        import time
+        from runtime import task
+
+        @task({cap})
+        def slow(sleep_s: float = 0.0) -> float:
+            time.sleep(sleep_s)
+            return sleep_s
+        """
+    task_dir.write("capgone.py", mod.format(cap="max_concurrency=1"))
+    a = workers.start("--tasks", "testtasks,capgone")
+    ids = client.queue_jobs("capgone.slow", [{"sleep_s": 1.0}] * 3)
+    park = client.broker.keys.park("capgone.slow")
+    wait_until(lambda: client.redis.zcard(park) == 2, 20, "two jobs parked")
+    a.terminate()  # graceful: the running job ends; the parked ones stay parked
+    a.wait(30)
+    parked = sorted(client.redis.zrange(park, 0, -1))
+    shown = cli(settings, "job", parked[0])
+    assert "parked (cap capgone.slow)" in shown.stdout, shown.stdout
+    again = cli(settings, "requeue", parked[0])
+    assert again.exit_code == 0 and "requeued 1 job" in again.stdout, (again.stdout, again.stderr)
+    assert client.redis.zscore(client.broker.keys.ready("default"), parked[0]) is not None
+    assert "parked" not in cli(settings, "job", parked[0]).stdout.split("status", 1)[1].splitlines()[0]
+    task_dir.write("capgone.py", mod.format(cap="timeout_s=60"))  # the cap removed from the code
+    workers.start("--tasks", "testtasks,capgone")
+    jobs = client.wait(ids, timeout_s=30)
+    assert all(j.status == Status.SUCCESS and j.attempt == 1 for j in jobs), [(j.id, j.status) for j in jobs]
+    assert client.redis.zcard(park) == 0

@@ -120,3 +120,13 @@ def test_the_redis_key_of_a_unique_key_is_under_the_prefix(client):
     client.queue_job("testtasks.add", {"a": 1, "b": 1}, unique_key="x:y", unique_for=5)
     assert client.redis.get(f"{client.settings.key_prefix}:u:x:y")
     assert isinstance(client.redis, redis.Redis)
+
+
+def test_a_job_id_in_the_form_of_a_schedule_fire_id_is_refused(settings, client):
+    """A caller-chosen id of a fire time's form would take that fire's id: it never runs."""
+    for forged in ("tick1@2026-12-06T05:00:00Z", "tick1@2026-12-06T05:00:00.600Z"):
+        r = cli(settings, "enqueue", "testtasks.add", '{"a": 1, "b": 2}', "--job-id", forged)
+        assert r.exit_code == 2 and "only schedules may use" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert _ready(client) == []
+    ok = cli(settings, "enqueue", "testtasks.add", '{"a": 1, "b": 2}', "--job-id", "user@example.com")
+    assert ok.exit_code == 0 and ok.stdout.strip() == "user@example.com"

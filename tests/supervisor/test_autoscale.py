@@ -47,6 +47,16 @@ def test_the_rules_scale_up_within_the_warmup_and_down_after_the_cooldown():
     assert a.decide(1, 0.0)[:2] == (1, "")                      # never under MIN
 
 
+def test_no_step_down_while_no_process_is_idle():
+    clock = Clock()
+    a = Autoscaler(AutoscalePolicy(1, 4, target_s=2, warmup_s=1, cooldown_s=5), clock=clock)
+    a.decide(3, 0.0, idle=0)                                    # calm: the cool-down starts
+    clock.t += 6
+    assert a.decide(3, 0.0, idle=0)[:2] == (3, "")              # cooled down, but every process is busy
+    clock.t += 1
+    assert a.decide(3, 0.0, idle=1)[:2] == (2, "down")          # one idle: it drains now, not a cool-down later
+
+
 def test_the_memory_budget_caps_a_step_up_once_with_an_event():
     a = Autoscaler(AutoscalePolicy(1, 8, target_s=1, warmup_s=0), mem_limit_bytes=512 << 20,
                    clock=Clock(), memory=lambda: 1100 << 20)
@@ -106,3 +116,38 @@ def _running_children(client) -> int:
     entries = [client.redis.hgetall(keys.worker(w)) for w in client.redis.smembers(keys.workers)]
     sup = [e for e in entries if e.get("kind") == "supervisor"]
     return len([c for c in json.loads(sup[0]["children"]) if not c["recycling"]]) if sup else 0
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (("--processes", "1:2", "--autoscale-target", "0"), "--autoscale-target must be more than 0 seconds, got 0"),
+    (("--autoscale-target", "2"), "--autoscale-target needs --processes MIN:MAX"),
+    (("--processes", "2", "--autoscale-cooldown", "5"), "--autoscale-cooldown needs --processes MIN:MAX"),
+    (("--processes", "0"), "--processes must be at least 1"),
+])
+def test_autoscale_options_that_would_do_nothing_or_divide_by_zero_are_refused(cli_env, args, said):
+    from helpers import rt
+    r = rt(cli_env, "worker", "--burst", *args)
+    assert r.returncode == 2 and said in r.stderr, (r.returncode, r.stderr)
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_a_scale_down_never_drains_a_busy_process(settings, client, workers):
+    """Two processes each running a job far longer than --grace and nothing waiting: no
+    step down until one is idle; the long jobs run once, never interrupted, and the
+    scale event says what was drained (not a job take-back)."""
+    workers.start("--processes", "1:2", "--greenlets", "1", "--prefetch", "0", "--grace", "0.5",
+                  "--autoscale-target", "0.5", "--autoscale-warmup", "1", "--autoscale-cooldown", "1")
+    wait_until(lambda: _running_children(client) == 1, 30, "one worker process")
+    short = client.queue_jobs("testtasks.sleep", [{"seconds": 0.2}] * 15)
+    long = client.queue_jobs("testtasks.sleep_untimed", [{"seconds": 6.0}] * 2, priority=-10)
+    wait_until(lambda: _running_children(client) == 2, 30, "two worker processes")
+    client.wait(short, timeout_s=60)
+    jobs = client.wait(long, timeout_s=60)
+    assert all(j.status == Status.SUCCESS and j.attempt == 1 for j in jobs), [(j.status, j.attempt) for j in jobs]
+    assert all("interrupt" not in [h["status"] for h in j.history] for j in jobs)
+    wait_until(lambda: _running_children(client) == 1, 30, "back to one process")
+    events = json.loads(cli(settings, "events", "--json", "-n", "50").stdout)
+    down = [e for e in events if e["event"] == "scale" and e["reason"] == "down"]
+    assert down and "drains (it ran no job when chosen)" in down[0]["detail"], down
+    text = cli(settings, "events").stdout
+    assert "scale (down)" in text and "running jobs:" not in text, text

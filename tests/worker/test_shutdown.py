@@ -77,6 +77,17 @@ def test_grace_period_expiry_interrupts_and_another_worker_finishes(client, work
     assert all(j.status == "success" and j.attempt == 2 and j.retries == 0 for j in jobs)
 
 
+def test_a_scale_down_drain_lets_running_jobs_finish_past_the_grace(client, worker):
+    """A supervisor's drain (SIGUSR1: ``patient``) never cuts a job at the grace period."""
+    ids = client.queue_jobs("testtasks.sleep", [{"seconds": 1.0}] * 2)
+    w = worker.start(greenlets=2, grace_s=0.3)
+    wait_until(lambda: len(_running(client, ids)) == 2, 10, "jobs to start")
+    w.patient = True
+    assert worker.stop(w) == 0
+    jobs = client.store.get_many(ids)
+    assert all(j.status == "success" and j.attempt == 1 for j in jobs), [(j.status, j.attempt) for j in jobs]
+
+
 def test_sigkill_mid_jobs_loses_nothing_and_history_shows_the_rerun(client, workers):
     # 3 long jobs fill 3 of 5 slots; 2 slots free; more jobs queued behind with a delay
     long = client.queue_jobs("testtasks.sleep", [{"seconds": 0.6}] * 3)
