@@ -14,7 +14,7 @@ durable, queryable copy, written *after* Redis, always from what Redis holds:
   would leave a document that may or may not be queued.)
 - **claim and completion** (worker): Redis first (``claim.lua`` / ``finish.lua``, one
   round trip), then the ids go to the worker's mirror (runtime.store.mongo.mirror),
-  which reads their hash and history in one MULTI (a consistent snapshot) and writes
+  which reads their hashes (history included) in one MULTI (a consistent snapshot) and writes
   them with one unordered bulk write. Crash in between: the state is in Redis; the
   reaper requeues a dead worker's jobs, and the sweep copies what MongoDB lacks.
 - **cancel, abort, requeue** (client): Redis first (``control.lua``), then the snapshot of
