@@ -9,6 +9,7 @@ who asked and from where (``by``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -49,10 +50,11 @@ def refusal(dash: Dash, request: Request, form: Mapping[str, Any] | None) -> Res
 
 
 def move_target(form: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"queue": name or None, "priority": int or None}`` of a move form. Raises
-    ValueError for a priority that is not an integer, or for neither given."""
-    queue = str(form.get("queue") or "").strip() or None
-    text = str(form.get("priority") or "").strip()
+    """``{"queue": name or None, "priority": int or None}`` of a move form's ``to_queue``
+    and ``to_priority`` (named apart from the filter's ``queue``, which a bulk form also
+    carries). Raises ValueError for a priority that is not an integer, or for neither given."""
+    queue = str(form.get("to_queue") or "").strip() or None
+    text = str(form.get("to_priority") or "").strip()
     try:
         priority = int(text) if text else None
     except ValueError:
@@ -60,6 +62,19 @@ def move_target(form: Mapping[str, Any]) -> dict[str, Any]:
     if queue is None and priority is None:
         raise ValueError("give a queue and/or a priority to move to")
     return {"queue": queue, "priority": priority}
+
+
+def dry_run_filter(text: str | None) -> dict[str, str]:
+    """The filter a dry run counted (its form's ``filter`` field: a JSON object of URL
+    filter names to values), and nothing else of the form. Raises ValueError when it is
+    missing or not such an object."""
+    try:
+        raw = json.loads(text or "")
+    except ValueError:
+        raise ValueError("the form has no dry-run filter: start from the jobs page's bulk button") from None
+    if not isinstance(raw, dict) or not all(k in FILTER_NAMES and isinstance(v, str) for k, v in raw.items()):
+        raise ValueError("the form's dry-run filter is not one the dashboard made: start again from the jobs page")
+    return raw
 
 
 def one_job(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
@@ -128,7 +143,8 @@ def preview(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
             if value is not None:
                 fields[name] = f"{value:.6f}"
         return dash.render(request, "bulk.html", action=action, count=len(ids), cap=COUNT_CAP, fields=fields,
-                           filter_query=filter_query(query), sample=ids[:20])
+                           filter_json=json.dumps(fields, sort_keys=True), filter_query=filter_query(query),
+                           sample=ids[:20])
     return handler
 
 
@@ -142,7 +158,7 @@ def bulk(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
         values = {k: v for k, v in form.items() if isinstance(v, str)}
         action = values.get("action", "")
         try:
-            f = job_filter(values)
+            f = job_filter(dry_run_filter(values.get("filter")))
             target = move_target(values) if action == "move" else None
             op_id = await run_in_threadpool(Operations(dash.client).start, action, f, who(request), target)
         except ValueError as exc:

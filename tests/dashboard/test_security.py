@@ -105,7 +105,7 @@ def test_state_change_without_a_csrf_token_is_refused(client: Client, worker: An
     assert fetch(op, f"{dashboard}/jobs/{job_id}/requeue", {"csrf": token},
                  {"Origin": "http://evil.example"})[0] == 403
     assert fetch(op, f"{dashboard}/bulk", {"action": "cancel", "queue": "default"})[0] == 403
-    assert fetch(op, f"{dashboard}/jobs/{job_id}/move", {"queue": "elsewhere"})[0] == 403
+    assert fetch(op, f"{dashboard}/jobs/{job_id}/move", {"to_queue": "elsewhere"})[0] == 403
     assert fetch(op, f"{dashboard}/queues/default/pause", {})[0] == 403
     assert fetch(opener(), f"{dashboard}/queues/default/pause", {"csrf": token})[0] == 403  # another browser
     assert client.get_job(job_id).status.value == "success"  # none of them did anything
@@ -123,11 +123,11 @@ def test_read_only_refuses_every_action(client: Client, worker: Any, dashboards:
     assert status == 200 and 'method="post"' not in page and "action-requeue" not in page
     token = "0" * 64  # the page has no form, so no token: the refusal comes before the check anyway
     for action in ("requeue", "cancel", "abort", "move"):
-        assert fetch(op, f"{url}/jobs/{job_id}/{action}", {"csrf": token, "queue": "elsewhere"})[0] == 403
+        assert fetch(op, f"{url}/jobs/{job_id}/{action}", {"csrf": token, "to_queue": "elsewhere"})[0] == 403
     for action in ("requeue", "cancel", "abort", "move"):
         assert fetch(op, f"{url}/bulk?action={action}&status=success")[0] == 403
         assert fetch(op, f"{url}/bulk", {"csrf": token, "action": action, "status": "success",
-                                         "queue": "elsewhere"})[0] == 403
+                                         "to_queue": "elsewhere"})[0] == 403
     for action in ("pause", "resume"):
         assert fetch(op, f"{url}/queues/default/{action}", {"csrf": token})[0] == 403
     assert "bulk-requeue" not in fetch(op, f"{url}/jobs?status=success")[1]
