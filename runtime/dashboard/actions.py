@@ -132,7 +132,7 @@ def preview(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
         try:
             if action not in ACTIONS:
                 raise ValueError(f"unknown action {action!r} (one of {', '.join(ACTIONS)})")
-            f = job_filter(query)
+            f = job_filter(query, dash.redact)
             if not f.to_dict():
                 raise ValueError("a bulk action needs at least one filter")
             ids = await run_in_threadpool(dash.client.reader.matching_ids, f, COUNT_CAP)
@@ -158,7 +158,7 @@ def bulk(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
         values = {k: v for k, v in form.items() if isinstance(v, str)}
         action = values.get("action", "")
         try:
-            f = job_filter(dry_run_filter(values.get("filter")))
+            f = job_filter(dry_run_filter(values.get("filter")), dash.redact)
             target = move_target(values) if action == "move" else None
             op_id = await run_in_threadpool(Operations(dash.client).start, action, f, who(request), target)
         except ValueError as exc:

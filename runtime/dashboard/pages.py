@@ -80,7 +80,7 @@ def overview_api(dash: Dash, request: Request) -> Response:
 
 def jobs(dash: Dash, request: Request) -> Response:
     query = dict(request.query_params)
-    f = job_filter(query)
+    f = job_filter(query, dash.redact)
     sort = check_sort(query.get("sort") or "changed")
     try:
         limit = min(max(int(query.get("limit") or 50), 1), 500)
