@@ -30,8 +30,8 @@ class JobFilter:
     ``status``, ``queue``, ``path``, ``worker`` and ``exc_type`` match exactly (``exc_type``
     also matches by its last dotted part: ``ValueError`` and ``builtins.ValueError`` alike);
     ``text``: a case-insensitive substring of the params' JSON (compact, or with a space
-    after each ``:`` and ``,``) as shown: with the values of keys matching ``secret_keys``
-    (default runtime.redact.SECRET_KEYS) and the secrets of URLs and ``key=value`` strings
+    after each ``:`` and ``,``); with ``secret_keys`` (the dashboard's), of the params as
+    shown: the values of matching keys and the secrets of URLs and ``key=value`` strings
     masked as ``***``, so a search never tells what a hidden value holds; ``since`` and ``until``:
     the time of the job's last change, UNIX seconds, both bounds included; ``min_run_s``:
     jobs that ran at least that many seconds."""
@@ -46,7 +46,7 @@ class JobFilter:
     until: float | None = None
     #: jobs that ran at least this long, seconds (a slow job: its page has its profile)
     min_run_s: float | None = None
-    #: keys whose values the text search does not look into (None: runtime.redact.SECRET_KEYS)
+    #: keys whose values the text search does not look into (None: it searches every value)
     secret_keys: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -79,7 +79,7 @@ class JobFilter:
                 return False
         if self.text is not None:
             needle = self.text.lower()
-            shown = redact(job.params, self.secret_keys)
+            shown = job.params if self.secret_keys is None else redact(job.params, self.secret_keys)
             compact = json.dumps(shown, ensure_ascii=False, separators=(",", ":")).lower()
             if needle not in compact and needle not in json.dumps(shown, ensure_ascii=False).lower():
                 return False

@@ -22,6 +22,7 @@ from ..units import fmt_seconds
 
 #: Keys whose values are hidden in params (``--redact`` replaces it).
 DEFAULT_REDACT = SECRET_KEYS
+_SECRET_KEYS = re.compile(DEFAULT_REDACT)
 #: URL query names of a job filter (short forms: they are typed and shared).
 FILTER_NAMES = ("status", "queue", "path", "worker", "exc", "q", "since", "until", "slower")
 _RELATIVE = re.compile(r"^-?(\d+(?:\.\d+)?)\s*([smhd])$")
@@ -65,7 +66,7 @@ def job_filter(query: Mapping[str, str], secret_keys: re.Pattern[str] | None = N
     return JobFilter(status=get("status"), queue=get("queue"), path=get("path"), worker=get("worker"),
                      exc_type=get("exc"), text=get("q"), since=parse_time(since) if since else None,
                      until=parse_time(until) if until else None, min_run_s=min_run_s,
-                     secret_keys=secret_keys)
+                     secret_keys=secret_keys or _SECRET_KEYS)
 
 
 def filter_query(query: Mapping[str, str], **more: str | None) -> str:
