@@ -21,7 +21,7 @@ _URL_SECRET = re.compile(
     r"(?=[^@/?#\s]*(?:[/?#\s]|$))")
 _PAIR_SECRET = re.compile(
     r"(?i)\b(?P<key>[a-z_-]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|"
-    r"authorization|credentials?))(?P<sep>=|:\s*)(?P<value>(?:(?:Bearer|Basic|Token)\s+)?[^&,;\s]+)")
+    r"authorization|credentials?|cookie|session(?:_?id)?|jwt))(?P<sep>=|:\s*)(?P<value>(?:(?:Bearer|Basic|Token)\s+)?[^&,;\s]+)")
 #: What a terminal acts on: C0 controls but newline and tab, DEL, C1 controls, and the
 #: bidirectional embeddings, overrides and isolates; and lone surrogates (bytes that were
 #: not UTF-8, read as surrogate escapes), which no stream can encode.
@@ -35,7 +35,8 @@ MASK = "***"
 #: (``--redact`` replaces it) and by ``runtime job``; the params-text search never looks
 #: inside them.
 SECRET_KEYS = (r"(?i)pass(word|wd|phrase)?|secret|token|api[_-]?key|access[_-]?key|auth|credential|"
-               r"private[_-]?key|pwd|cookie|session|bearer|jwt|ssh[_-]?key|otp|pin|sig(nature)?|salt")
+               r"private[_-]?key|pwd|cookie|session|bearer|jwt|ssh[_-]?key|signature|"
+               r"(?<![a-z])(otp|pin|sig)(?![a-z])")
 _SECRET_KEYS = re.compile(SECRET_KEYS)
 
 

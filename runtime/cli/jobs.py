@@ -8,6 +8,7 @@ import sys
 import click
 
 from ..errors import ExitCode, TaskQueueError, WaitTimeout
+from ..redact import redact
 from ..status import REQUEUABLE, Status
 from ..units import plural
 from .app import SECONDS, Ctx, NotFound, cli, echo, fail, handle_errors, out, parse_params
@@ -137,7 +138,9 @@ def job(obj: Ctx, job_id: str, as_json: bool, artifact: str | None, html_file: s
         if html_file:
             raise click.UsageError("--html needs --artifact NAME")
         if as_json:
-            out({**j.to_dict(), "attempts": [a.to_dict() for a in view.attempts]})
+            doc = j.to_dict()
+            doc.update(params=redact(j.params), result=redact(j.result))  # as the text view shows them
+            out({**doc, "attempts": [a.to_dict() for a in view.attempts]})
         else:
             print_job(j, client.middleware)
         return

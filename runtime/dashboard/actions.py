@@ -2,8 +2,8 @@
 count first, then a tracked operation: runtime.dashboard.operations).
 
 Every state-changing request is a POST carrying the form's CSRF token
-(runtime.dashboard.security.Csrf) and, when the browser sends one, an ``Origin`` of
-this host; ``--read-only`` refuses them all (403). Each touched job's history records
+(runtime.dashboard.security.Csrf) and an ``Origin`` of this host (or, without one, a
+``Referer`` of this host); ``--read-only`` refuses them all (403). Each touched job's history records
 who asked and from where (``by``).
 """
 
@@ -35,18 +35,34 @@ def who(request: Request) -> str:
 
 def refusal(dash: Dash, request: Request, form: Mapping[str, Any] | None) -> Response | None:
     """The response refusing this state change, or None when it may go on: read-only
-    (403), a cross-site request or a missing or wrong CSRF token (403)."""
+    (403); a request not from this dashboard's own pages (403): its ``Origin`` must be
+    this host (``null``, an opaque origin, is refused), or, without one, its ``Referer``
+    must be a page of this host; neither is refused; a missing or wrong CSRF token (403)."""
     if dash.read_only:
         return dash.error(request, 403, "this dashboard is read-only (--read-only): actions are refused")
+    host = request.headers.get("host")
     origin = request.headers.get("origin")
-    if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
-        return dash.error(request, 403, "refused: the request came from another site")
-    if request.headers.get("sec-fetch-site") == "cross-site":
-        return dash.error(request, 403, "refused: the request came from another site")
+    referer = request.headers.get("referer")
+    if origin is not None:
+        same = origin != "null" and _netloc(origin) == host
+    else:
+        same = referer is not None and _netloc(referer) == host
+    if not same or request.headers.get("sec-fetch-site") == "cross-site":
+        return dash.error(request, 403, "refused: the request came from another site (or named none: a POST "
+                          "needs an Origin, or a Referer, of this dashboard)")
     token = form.get("csrf") if form is not None else None
     if not dash.csrf.valid(request.cookies.get("rt_csrf"), token if isinstance(token, str) else None):
         return dash.error(request, 403, "refused: missing or invalid CSRF token (reload the page and try again)")
     return None
+
+
+def _netloc(url: str) -> str | None:
+    """host[:port] of an http(s) ``url``, else None."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    return parts.netloc if parts.scheme in ("http", "https") else None
 
 
 def move_target(form: Mapping[str, Any]) -> dict[str, Any]:

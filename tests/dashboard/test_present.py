@@ -55,6 +55,15 @@ def test_secrets_are_redacted_at_any_depth() -> None:
                                        "auth_token": "***"}
 
 
+def test_the_default_pattern_knows_the_common_secret_names() -> None:
+    pattern = re.compile(DEFAULT_REDACT)
+    secret = ["password", "passphrase", "cookie", "session", "session_id", "bearer", "jwt", "ssh_key", "sshKey",
+              "otp", "OTP", "pin", "pin_code", "sig", "signature", "request_signature", "client_secret", "Api-Key"]
+    plain = ["spinner", "shipping", "design", "signal", "topic", "user", "count"]
+    shown = redact({k: "v" for k in secret + plain}, pattern)
+    assert [k for k in secret if shown[k] != "***"] == [] and [k for k in plain if shown[k] != "v"] == []
+
+
 def test_links_from_stored_data_are_http_only() -> None:
     assert safe_href("javascript:alert(1)") is None and safe_href(" JavaScript:x") is None
     assert safe_href("data:text/html,x") is None and safe_href("https://a.example/x") == "https://a.example/x"

@@ -77,10 +77,15 @@ def opener() -> urllib.request.OpenerDirector:
 
 
 def fetch(op: urllib.request.OpenerDirector, url: str, data: dict[str, str] | None = None,
-          headers: dict[str, str] | None = None) -> tuple[int, str]:
+          headers: dict[str, str] | None = None, origin: bool = True) -> tuple[int, str]:
+    """GET ``url``, or POST ``data`` to it, as a browser does it: a POST carries the
+    ``Origin`` of ``url`` (unless ``origin`` is false, or ``headers`` give their own)."""
     body = urllib.parse.urlencode(data).encode() if data is not None else None
+    parts = urllib.parse.urlsplit(url)
+    sent = {"Origin": f"{parts.scheme}://{parts.netloc}"} if body is not None and origin else {}
+    sent.update(headers or {})
     try:
-        with op.open(urllib.request.Request(url, body, headers or {}), timeout=10) as r:
+        with op.open(urllib.request.Request(url, body, sent), timeout=10) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
@@ -111,6 +116,21 @@ def test_state_change_without_a_csrf_token_is_refused(client: Client, worker: An
     assert client.get_job(job_id).status.value == "success"  # none of them did anything
     assert client.reader.queues()["queues"]["default"]["paused"] is False
     assert fetch(op, f"{dashboard}/jobs/{job_id}/requeue", {"csrf": token})[0] == 303
+    assert client.get_job(job_id).status.value == "queued"
+
+
+def test_a_post_needs_an_origin_or_referer_of_this_dashboard(client: Client, worker: Any, dashboard: str) -> None:
+    job_id = client.queue_job("testtasks.add", {"a": 1, "b": 2})
+    worker.burst()
+    op = opener()
+    url = f"{dashboard}/jobs/{job_id}/requeue"
+    token = csrf_of(fetch(op, f"{dashboard}/jobs/{job_id}")[1])
+    assert fetch(op, url, {"csrf": token}, {"Origin": "null"})[0] == 403  # an opaque origin: a sandboxed frame
+    assert fetch(op, url, {"csrf": token}, origin=False)[0] == 403  # names none
+    assert fetch(op, url, {"csrf": token}, {"Referer": "http://evil.example/x"}, origin=False)[0] == 403
+    assert fetch(op, url, {"csrf": token}, {"Origin": dashboard.replace("127.0.0.1", "localhost")})[0] == 403
+    assert client.get_job(job_id).status.value == "success"
+    assert fetch(op, url, {"csrf": token}, {"Referer": f"{dashboard}/jobs/{job_id}"}, origin=False)[0] == 303
     assert client.get_job(job_id).status.value == "queued"
 
 
