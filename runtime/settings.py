@@ -21,6 +21,7 @@ from typing import Any
 
 from .defaults import DAY_S, DEFAULT_MONGODB_TTL_S, DEFAULT_TTL_S, MAX_PROCESSES, TRACE_LINKS
 from .errors import ConfigError
+from .queuenames import queue_name_problem
 from .redact import mask
 from .status import FINAL
 from .units import parse_bytes
@@ -222,8 +223,11 @@ class Settings:
     def __post_init__(self) -> None:
         if self.greenlets < 1:
             raise ConfigError(f"greenlets must be >= 1, got {self.greenlets}")
-        if not self.queues or any(not q or ":" in q or "," in q for q in self.queues):
-            raise ConfigError(f"queues must be non-empty names without ':' or ',', got {self.queues!r}")
+        if not self.queues:
+            raise ConfigError("queues must name at least one queue")
+        for q in self.queues:
+            if queue_name_problem(q):
+                raise ConfigError(f"queues: {queue_name_problem(q)}")
         if self.claim_batch < 1 or self.max_lost < 1:
             raise ConfigError(f"claim_batch and max_lost must be >= 1, got {self.claim_batch} and {self.max_lost}")
         for name in ("grace_s", "visibility_timeout_s", "heartbeat_interval_s", "worker_ttl_s",

@@ -20,6 +20,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from ..errors import BrokerUnavailable, InvalidParams, InvalidTransition, JobNotFound, StoreUnavailable
+from ..queuenames import queue_name_problem
 from .dash import Dash
 from .operations import ACTIONS, Operations
 from .present import FILTER_NAMES, filter_query, job_filter
@@ -128,6 +129,9 @@ def queue_action(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
         name, action = request.path_params["name"], request.path_params["action"]
         if action not in ("pause", "resume"):
             return dash.error(request, 404, f"no queue action {action!r}")
+        problem = queue_name_problem(name)
+        if problem:
+            return dash.error(request, 400, problem)
         registry = dash.client.broker.registry
         try:
             await run_in_threadpool(dash.client.call, getattr(registry, action), name)
@@ -185,6 +189,6 @@ def bulk(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
 
 def routes(dash: Dash) -> list[Route]:
     return [Route("/jobs/{job_id}/{action}", one_job(dash), methods=["POST"], name="job_action"),
-            Route("/queues/{name}/{action}", queue_action(dash), methods=["POST"], name="queue_action"),
+            Route("/queues/{name:path}/{action}", queue_action(dash), methods=["POST"], name="queue_action"),
             Route("/bulk", preview(dash), methods=["GET"], name="bulk_preview"),
             Route("/bulk", bulk(dash), methods=["POST"], name="bulk")]

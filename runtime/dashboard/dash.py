@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 from starlette.requests import Request
@@ -47,8 +48,14 @@ class Dash:
         return self.render(request, "error.html", status_code=status_code, message=message)
 
 
+def segment(value: object) -> str:
+    """``value`` percent-encoded as one URL path segment (``/`` too, unlike ``urlencode``)."""
+    return quote(str(value), safe="")
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                              trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(when=when, ago=ago, age=age, age_span=fmt_span, seconds=seconds, pretty=pretty, mask=mask)
+    env.filters.update(when=when, ago=ago, age=age, age_span=fmt_span, seconds=seconds, pretty=pretty, mask=mask,
+                       segment=segment)
     return env

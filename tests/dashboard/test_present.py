@@ -60,7 +60,7 @@ def test_the_default_pattern_knows_the_common_secret_names() -> None:
     secret = ["password", "passphrase", "cookie", "session", "session_id", "bearer", "jwt", "ssh_key", "sshKey",
               "otp", "OTP", "pin", "pin_code", "sig", "signature", "request_signature", "client_secret", "Api-Key"]
     plain = ["spinner", "shipping", "design", "signal", "topic", "user", "count"]
-    shown = redact({k: "v" for k in secret + plain}, pattern)
+    shown = redact(dict.fromkeys(secret + plain, "v"), pattern)
     assert [k for k in secret if shown[k] != "***"] == [] and [k for k in plain if shown[k] != "v"] == []
 
 
