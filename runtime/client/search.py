@@ -10,6 +10,7 @@ never costs a scan of the whole store.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
@@ -50,12 +51,13 @@ class JobFilter:
     secret_keys: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.status is not None:
-            Status(self.status)  # ValueError for an unknown one
+        if self.status is not None and self.status not in {s.value for s in Status}:
+            raise ValueError(f"unknown status {self.status!r}: give one of {', '.join(s.value for s in Status)}")
         for name in ("since", "until", "min_run_s"):
             value = getattr(self, name)
-            if value is not None and not value == value:  # NaN
-                raise ValueError(f"{name} must be a number of UNIX seconds, got {value!r}")
+            if value is not None and math.isnan(value):
+                what = "seconds" if name == "min_run_s" else "UNIX seconds"
+                raise ValueError(f"{name} must be a number of {what}, got {value!r}")
 
     def indexed(self, indexes: frozenset[str]) -> bool:
         """Can a store with ``indexes`` (of status, queue, path) answer it from them alone?"""

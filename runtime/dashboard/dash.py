@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import jinja2
 from starlette.requests import Request
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from ..client import Client
 from ..redact import mask
@@ -43,8 +43,12 @@ class Dash:
             read_only=self.read_only, user=getattr(request.state, "user", None), request=request, **context)
         return HTMLResponse(text, status_code=status_code)
 
-    def error(self, request: Request, status_code: int, message: str) -> HTMLResponse:
-        """A page saying ``message`` (one line) with ``status_code``."""
+    def error(self, request: Request, status_code: int, message: str) -> Response:
+        """A page saying ``message`` (one line) with ``status_code``; under ``/api/`` (what
+        scripts and the live parts read) ``{"error": message}`` as JSON."""
+        path, root = request.scope.get("path", ""), request.scope.get("root_path", "")
+        if (path[len(root):] if root and path.startswith(root) else path).startswith("/api/"):
+            return JSONResponse({"error": message}, status_code=status_code)
         return self.render(request, "error.html", status_code=status_code, message=message)
 
 

@@ -78,14 +78,20 @@ def overview_api(dash: Dash, request: Request) -> Response:
                          "workers_alive": sum(1 for w in workers if w.get("kind") == "worker")})
 
 
+#: Most jobs one page lists.
+MAX_LIMIT = 500
+
+
 def jobs(dash: Dash, request: Request) -> Response:
     query = dict(request.query_params)
     f = job_filter(query, dash.redact)
     sort = check_sort(query.get("sort") or "changed")
     try:
-        limit = min(max(int(query.get("limit") or 50), 1), 500)
+        limit = int(query.get("limit") or 50)
     except ValueError:
-        raise ValueError(f"bad limit {query.get('limit')!r}: give a number of jobs") from None
+        limit = 0
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"bad limit {query.get('limit')!r}: give a number of jobs, 1 to {MAX_LIMIT}")
     store = dash.client.store
     page = dash.client.reader.search(f, limit=limit, before=query.get("before") or None, sort=sort,
                                      within=query.get("within") or None, count=store.live is store)

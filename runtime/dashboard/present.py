@@ -18,6 +18,7 @@ from urllib.parse import urlencode, urlsplit
 from ..client.search import JobFilter
 from ..redact import SECRET_KEYS
 from ..redact import redact as redact  # the pages redact with it (re-exported)
+from ..status import Status
 from ..units import fmt_seconds
 
 #: Keys whose values are hidden in params (``--redact`` replaces it).
@@ -25,7 +26,8 @@ DEFAULT_REDACT = SECRET_KEYS
 _SECRET_KEYS = re.compile(DEFAULT_REDACT)
 #: URL query names of a job filter (short forms: they are typed and shared).
 FILTER_NAMES = ("status", "queue", "path", "worker", "exc", "q", "since", "until", "slower")
-_RELATIVE = re.compile(r"^-?(\d+(?:\.\d+)?)\s*([smhd])$")
+_STATUSES = tuple(s.value for s in Status)
+_RELATIVE = re.compile(r"^(-?)(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -35,7 +37,9 @@ def parse_time(text: str, now: float | None = None) -> float:
     text = text.strip()
     m = _RELATIVE.match(text)
     if m:
-        return (time.time() if now is None else now) - float(m.group(1)) * _UNITS[m.group(2)]
+        if m.group(1):
+            raise ValueError(f"bad time {text!r}: a time ago is positive (15m, 2h, 1d)")
+        return (time.time() if now is None else now) - float(m.group(2)) * _UNITS[m.group(3)]
     try:
         return float(text)
     except ValueError:
@@ -53,7 +57,9 @@ def parse_time(text: str, now: float | None = None) -> float:
 def job_filter(query: Mapping[str, str], secret_keys: re.Pattern[str] | None = None) -> JobFilter:
     """The job filter of a URL query (:data:`FILTER_NAMES`; empty values ignored); its
     params text is searched in the params as the pages show them (the values of keys
-    matching ``secret_keys`` hidden). Raises ValueError for an unknown status or a bad time."""
+    matching ``secret_keys`` hidden). Raises ValueError (one line, naming the valid
+    values) for an unknown status, a bad or negative time or run time, or an ``until``
+    before ``since``."""
     def get(name: str) -> str | None:
         value = (query.get(name) or "").strip()
         return value or None
@@ -62,10 +68,17 @@ def job_filter(query: Mapping[str, str], secret_keys: re.Pattern[str] | None = N
     try:
         min_run_s = float(slower) if slower else None
     except ValueError:
-        raise ValueError(f"bad run time {slower!r}: give seconds (0.5, 2)") from None
-    return JobFilter(status=get("status"), queue=get("queue"), path=get("path"), worker=get("worker"),
-                     exc_type=get("exc"), text=get("q"), since=parse_time(since) if since else None,
-                     until=parse_time(until) if until else None, min_run_s=min_run_s,
+        min_run_s = -1.0
+    if min_run_s is not None and not 0 <= min_run_s < float("inf"):
+        raise ValueError(f"bad run time (slower) {slower!r}: give seconds, 0 or more (0.5, 2)")
+    status = get("status")
+    if status is not None and status not in _STATUSES:
+        raise ValueError(f"unknown status {status!r}: give one of {', '.join(_STATUSES)}")
+    since_s, until_s = parse_time(since) if since else None, parse_time(until) if until else None
+    if since_s is not None and until_s is not None and until_s < since_s:
+        raise ValueError(f"until ({until}) is before since ({since}): no job can match")
+    return JobFilter(status=status, queue=get("queue"), path=get("path"), worker=get("worker"),
+                     exc_type=get("exc"), text=get("q"), since=since_s, until=until_s, min_run_s=min_run_s,
                      secret_keys=secret_keys or _SECRET_KEYS)
 
 
