@@ -223,11 +223,9 @@ class Settings:
     def __post_init__(self) -> None:
         if self.greenlets < 1:
             raise ConfigError(f"greenlets must be >= 1, got {self.greenlets}")
-        if not self.queues:
-            raise ConfigError("queues must name at least one queue")
-        for q in self.queues:
-            if queue_name_problem(q):
-                raise ConfigError(f"queues: {queue_name_problem(q)}")
+        problems = [queue_name_problem(q) for q in self.queues] or ["give at least one queue"]
+        if any(problems):
+            raise ConfigError(f"queues: {next(p for p in problems if p)}")
         if self.claim_batch < 1 or self.max_lost < 1:
             raise ConfigError(f"claim_batch and max_lost must be >= 1, got {self.claim_batch} and {self.max_lost}")
         for name in ("grace_s", "visibility_timeout_s", "heartbeat_interval_s", "worker_ttl_s",

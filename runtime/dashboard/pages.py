@@ -193,10 +193,16 @@ def operations(dash: Dash, request: Request) -> Response:
     return dash.render(request, "operations.html", ops=Operations(dash.client).recent(50))
 
 
+def favicon(dash: Dash, request: Request) -> Response:
+    """No icon (204): a browser's request for one is answered, not a 404 page."""
+    return Response(status_code=204, headers={"cache-control": "max-age=86400"})
+
+
 def routes(dash: Dash) -> list[Route]:
     def r(path: str, fn: Callable[[Dash, Request], Response], name: str) -> Route:
         return Route(path, guarded(dash, fn), methods=["GET"], name=name)
-    return [r("/", overview, "overview"), r("/jobs", jobs, "jobs"), r("/jobs/{job_id}", job, "job"),
+    return [r("/", overview, "overview"), r("/favicon.ico", favicon, "favicon"),
+            r("/jobs", jobs, "jobs"), r("/jobs/{job_id}", job, "job"),
             r("/jobs/{job_id}/artifacts/{name}", artifact, "artifact"), r("/api/jobs/{job_id}", job_api, "job_api"),
             r("/api/states", states_api, "states_api"), r("/api/overview", overview_api, "overview_api"),
             r("/failures", failures, "failures"), r("/queues", queues, "queues"), r("/workers", workers, "workers"),
