@@ -21,6 +21,12 @@ def queue_name_problem(name: object) -> str | None:
             f"(up to {MAX_LEN}, not only dots)")
 
 
+def queue_names_problem(names: Iterable[object]) -> str | None:
+    """What is wrong with the first bad name of ``names`` (or with none given); None when all are names."""
+    names = list(names)
+    return next(filter(None, map(queue_name_problem, names)), None) if names else "give at least one queue"
+
+
 def did_you_mean(name: str, known: Iterable[str]) -> str:
     """`` (did you mean 'default'?)`` when a known name is close to ``name``, else ""."""
     close = difflib.get_close_matches(name, sorted(set(known)), n=1, cutoff=0.6)
