@@ -108,7 +108,10 @@ def jobs(obj: Ctx, status: str | None, queue: str | None, path: str | None, limi
         raise click.BadParameter(str(exc), param_hint="--before") from None
     page = obj.client(middleware=False).reader.jobs(status=status, queue=queue, path=path, limit=limit, before=before)
     if as_json:
-        out(page.to_dict())
+        listed = page.to_dict()
+        for doc in listed["jobs"]:  # as `runtime job` shows them
+            doc.update(params=redact(doc["params"]), result=redact(doc["result"]))
+        out(listed)
         return
     job_table(page.jobs)
     if not page.jobs:
