@@ -12,6 +12,7 @@ the same inside JSON text with JSON's own escapes, so the value parsed is unchan
 from __future__ import annotations
 
 import re
+from typing import Any
 
 #: userinfo runs to the last "@" before the host: a password with an unencoded "@" is
 #: still all hidden (the user part is what comes before the first ":")
@@ -20,7 +21,7 @@ _URL_SECRET = re.compile(
     r"(?=[^@/?#\s]*(?:[/?#\s]|$))")
 _PAIR_SECRET = re.compile(
     r"(?i)\b(?P<key>[a-z_-]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|"
-    r"authorization|credentials?))(?P<sep>=|:\s*)(?P<value>(?:(?:Bearer|Basic|Token)\s+)?[^&,;\s]+)")
+    r"authorization|credentials?|cookie|session(?:_?id)?|jwt))(?P<sep>=|:\s*)(?P<value>(?:(?:Bearer|Basic|Token)\s+)?[^&,;\s]+)")
 #: What a terminal acts on: C0 controls but newline and tab, DEL, C1 controls, and the
 #: bidirectional embeddings, overrides and isolates; and lone surrogates (bytes that were
 #: not UTF-8, read as surrogate escapes), which no stream can encode.
@@ -29,6 +30,14 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u
 _JSON_CONTROL = re.compile(r"[\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 MASK = "***"
+
+#: Keys of params and results whose values are secrets, shown as ``***`` by the dashboard
+#: (``--redact`` replaces it) and by ``runtime job``; the params-text search never looks
+#: inside them.
+SECRET_KEYS = (r"(?i)pass(word|wd|phrase)?|secret|token|api[_-]?key|access[_-]?key|auth|credential|"
+               r"private[_-]?key|pwd|cookie|session|bearer|jwt|ssh[_-]?key|signature|"
+               r"(?<![a-z])(otp|pin|sig)(?![a-z])")
+_SECRET_KEYS = re.compile(SECRET_KEYS)
 
 
 def _url(m: re.Match[str]) -> str:
@@ -77,3 +86,17 @@ def json_safe(text: str) -> str:
     """JSON text (from json.dumps) with DEL, C1 controls and bidi overrides as ``\\uXXXX``
     escapes: the same value for a JSON reader, inert for a terminal."""
     return _JSON_CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def redact(value: Any, pattern: re.Pattern[str] | None = None) -> Any:
+    """``value`` (params, a result) with the values of keys matching ``pattern`` (default
+    :data:`SECRET_KEYS`) replaced by ``***`` at any depth, and the secrets of URLs and
+    ``key=value`` strings masked (:func:`mask`). ``value`` itself is not changed."""
+    pattern = pattern or _SECRET_KEYS
+    if isinstance(value, dict):
+        return {k: MASK if pattern.search(str(k)) else redact(v, pattern) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v, pattern) for v in value]
+    if isinstance(value, str):
+        return mask(value)
+    return value

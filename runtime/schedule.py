@@ -34,6 +34,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import ConfigError, InvalidParams
 from .job import encode_params
+from .queuenames import queue_name_problem
 from .unique import check_id
 
 #: Missed-run policies besides an int N (catch up the newest N missed fire times).
@@ -179,8 +180,9 @@ def make_schedule(name: str, path: str, *, params: Mapping[str, Any] | None = No
     _check_policies(where, missed, grace_s, overlap)
     if not isinstance(priority, int) or not -100 <= priority <= 100:
         raise ConfigError(f"{where}: priority must be an int in [-100, 100], got {priority!r}")
-    if not queue or not isinstance(queue, str) or ":" in queue or "," in queue:
-        raise ConfigError(f"{where}: queue name must be non-empty without ':' or ',', got {queue!r}")
+    problem = queue_name_problem(queue)
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
     if params is not None and not isinstance(params, Mapping):
         raise ConfigError(f"{where}: params must be a JSON object, got {type(params).__name__}")
     try:  # as queue_job refuses them: a fire would fail to encode them every time

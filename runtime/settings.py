@@ -21,6 +21,7 @@ from typing import Any
 
 from .defaults import DAY_S, DEFAULT_MONGODB_TTL_S, DEFAULT_TTL_S, MAX_PROCESSES, TRACE_LINKS
 from .errors import ConfigError
+from .queuenames import queue_names_problem
 from .redact import mask
 from .status import FINAL
 from .units import parse_bytes
@@ -222,8 +223,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.greenlets < 1:
             raise ConfigError(f"greenlets must be >= 1, got {self.greenlets}")
-        if not self.queues or any(not q or ":" in q or "," in q for q in self.queues):
-            raise ConfigError(f"queues must be non-empty names without ':' or ',', got {self.queues!r}")
+        if problem := queue_names_problem(self.queues):
+            raise ConfigError(f"queues: {problem}")
         if self.claim_batch < 1 or self.max_lost < 1:
             raise ConfigError(f"claim_batch and max_lost must be >= 1, got {self.claim_batch} and {self.max_lost}")
         for name in ("grace_s", "visibility_timeout_s", "heartbeat_interval_s", "worker_ttl_s",
@@ -359,11 +360,8 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
         raise ConfigError(f"{source}: bad value for {name}: {raw!r} ({exc})") from None
 
 
-def load_settings(
-    overrides: Mapping[str, Any] | None = None,
-    env: Mapping[str, str] | None = None,
-    config_file: str | os.PathLike[str] | None = None,
-) -> Settings:
+def load_settings(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
+                  config_file: str | os.PathLike[str] | None = None) -> Settings:
     """Settings from defaults < ``config_file`` (default: the project's ``runtime.toml``,
     see :func:`project_root`) < ``RUNTIME_*`` environment < ``overrides`` (CLI flags; None
     values are ignored).

@@ -34,3 +34,9 @@ def hostile(text: str, link: str = "") -> None:
     """Prints ``text`` and raises ValueError with it as the message."""
     print(text)  # noqa: T201 - a hostile log line
     raise ValueError(text)
+
+
+def slow_fail(seconds: float) -> None:
+    """Runs ``seconds``, then fails: a slow job that did not succeed."""
+    time.sleep(seconds)
+    raise ValueError(f"failed after {seconds} s")

@@ -332,7 +332,8 @@ class RedisBroker:
     def control(self, action: str, ids: Sequence[str], by: str = "") -> list[str]:
         """cancel / abort / requeue ``ids``; one reply per id: 'ok', 'missing' or the status
         that does not allow it. ``by``: who asked and from where, kept in each cancel and
-        requeue history entry ("" for no one named)."""
+        requeue history entry, and in an abort's entry when the worker writes it ("" for
+        no one named)."""
         if not ids:
             return []
         keys = list(self.keys.status_keys())

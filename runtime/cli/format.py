@@ -17,7 +17,7 @@ import click
 from ..caps import caps_text
 from ..job import Job, iso
 from ..middleware import Chain
-from ..redact import mask, printable
+from ..redact import mask, printable, redact
 from ..units import fmt_bytes, fmt_seconds, plural
 from .app import echo
 
@@ -57,12 +57,13 @@ def _hyperlink(m: re.Match[str]) -> str:
 
 
 def print_job(job: Job, chain: Chain, parked_cap: str | None = None) -> None:
-    """Everything about one job (``runtime job``): its document (``parked_cap``: the cap
-    it waits for, out of its queue), then each middleware's rows for its report, history,
-    traceback and logs."""
+    """Everything about one job (``runtime job``): its document (the values of secret
+    keys in params and result as ``***``: runtime.redact.SECRET_KEYS; ``parked_cap``: the
+    cap it waits for, out of its queue), then each middleware's rows for its report,
+    history, traceback and logs."""
     echo(f"job {job.id}")
     _row("path", job.path)
-    _row("params", json.dumps(job.params, ensure_ascii=False)[:2000])
+    _row("params", json.dumps(redact(job.params), ensure_ascii=False)[:2000])
     _row("queue", f"{job.queue} (priority {job.priority})")
     _row("status", f"parked (cap {parked_cap}): queued, out of its queue until the cap has room "
                    f"(runtime requeue {job.id} puts it back now)" if parked_cap else
@@ -76,7 +77,7 @@ def print_job(job: Job, chain: Chain, parked_cap: str | None = None) -> None:
     if job.progress is not None:
         _row("progress", f"{job.progress:.0%} {job.progress_message or ''}")
     if job.status.value == "success":
-        _row("result", json.dumps(job.result, ensure_ascii=False)[:4000])
+        _row("result", json.dumps(redact(job.result), ensure_ascii=False)[:4000])
     if job.exc_type:
         _row("error", f"{job.exc_type}: {job.exc_message}")
     if job.overrun:

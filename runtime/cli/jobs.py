@@ -8,6 +8,7 @@ import sys
 import click
 
 from ..errors import ExitCode, TaskQueueError, WaitTimeout
+from ..redact import redact
 from ..status import REQUEUABLE, Status
 from ..units import plural
 from .app import SECONDS, Ctx, NotFound, cli, echo, fail, handle_errors, out, parse_params
@@ -107,7 +108,10 @@ def jobs(obj: Ctx, status: str | None, queue: str | None, path: str | None, limi
         raise click.BadParameter(str(exc), param_hint="--before") from None
     page = obj.client(middleware=False).reader.jobs(status=status, queue=queue, path=path, limit=limit, before=before)
     if as_json:
-        out(page.to_dict())
+        listed = page.to_dict()
+        for doc in listed["jobs"]:  # as `runtime job` shows them
+            doc.update(params=redact(doc["params"]), result=redact(doc["result"]))
+        out(listed)
         return
     job_table(page.jobs)
     if not page.jobs:
@@ -137,7 +141,9 @@ def job(obj: Ctx, job_id: str, as_json: bool, artifact: str | None, html_file: s
         if html_file:
             raise click.UsageError("--html needs --artifact NAME")
         if as_json:
-            out({**j.to_dict(), "attempts": [a.to_dict() for a in view.attempts], "parked_cap": view.parked_cap})
+            doc = j.to_dict()
+            doc.update(params=redact(j.params), result=redact(j.result))  # as the text view shows them
+            out({**doc, "attempts": [a.to_dict() for a in view.attempts], "parked_cap": view.parked_cap})
         else:
             print_job(j, client.middleware, view.parked_cap)
         return

@@ -22,6 +22,7 @@ from ..broker.connection import full
 from ..errors import BrokerUnavailable, ConfigError, InvalidParams, InvalidTransition, JobNotFound
 from ..job import Job, encode_params, new_job_id
 from ..messages import NewJob
+from ..queuenames import queue_name_problem
 from ..settings import Settings, load_settings
 from ..tasks import TaskSpec
 from ..unique import check_id, check_unique
@@ -93,8 +94,8 @@ class Client:
              job_id: str | None = None, unique: tuple[str, float] = ("", 0.0)) -> NewJob:
         if not isinstance(path, str) or not path.strip():
             raise InvalidParams(f"task path must be a non-empty dotted string, got {path!r}")
-        if not queue or ":" in queue or "," in queue:
-            raise InvalidParams(f"queue name must be non-empty without ':' or ',', got {queue!r}")
+        if problem := queue_name_problem(queue):
+            raise InvalidParams(problem)
         if not isinstance(priority, int) or not PRIORITY_RANGE[0] <= priority <= PRIORITY_RANGE[1]:
             low, high = PRIORITY_RANGE
             raise InvalidParams(f"priority must be an int in [{low}, {high}], got {priority!r}")
@@ -289,8 +290,8 @@ class Client:
         their due time, as far as each job's status allows; one reply per id: 'ok',
         'missing' or the status of a job that does not wait. Raises InvalidParams for a bad
         queue name or priority."""
-        if queue is not None and (not queue or ":" in queue or "," in queue):
-            raise InvalidParams(f"queue name must be non-empty without ':' or ',', got {queue!r}")
+        if queue is not None and (problem := queue_name_problem(queue)):
+            raise InvalidParams(problem)
         low, high = PRIORITY_RANGE
         if priority is not None and (not isinstance(priority, int) or not low <= priority <= high):
             raise InvalidParams(f"priority must be an int in [{low}, {high}], got {priority!r}")

@@ -10,11 +10,14 @@ never costs a scan of the whole store.
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..job import Job, iso
+from ..redact import redact
 from ..status import Status
 
 #: Statuses a failure group gathers: the job ended without a result.
@@ -28,7 +31,9 @@ class JobFilter:
     ``status``, ``queue``, ``path``, ``worker`` and ``exc_type`` match exactly (``exc_type``
     also matches by its last dotted part: ``ValueError`` and ``builtins.ValueError`` alike);
     ``text``: a case-insensitive substring of the params' JSON (compact, or with a space
-    after each ``:`` and ``,``); ``since`` and ``until``:
+    after each ``:`` and ``,``); with ``secret_keys`` (the dashboard's), of the params as
+    shown: the values of matching keys and the secrets of URLs and ``key=value`` strings
+    masked as ``***``, so a search never tells what a hidden value holds; ``since`` and ``until``:
     the time of the job's last change, UNIX seconds, both bounds included; ``min_run_s``:
     jobs that ran at least that many seconds."""
 
@@ -42,14 +47,17 @@ class JobFilter:
     until: float | None = None
     #: jobs that ran at least this long, seconds (a slow job: its page has its profile)
     min_run_s: float | None = None
+    #: keys whose values the text search does not look into (None: it searches every value)
+    secret_keys: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.status is not None:
-            Status(self.status)  # ValueError for an unknown one
+        if self.status is not None and self.status not in {s.value for s in Status}:
+            raise ValueError(f"unknown status {self.status!r}: give one of {', '.join(s.value for s in Status)}")
         for name in ("since", "until", "min_run_s"):
             value = getattr(self, name)
-            if value is not None and not value == value:  # NaN
-                raise ValueError(f"{name} must be a number of UNIX seconds, got {value!r}")
+            if value is not None and math.isnan(value):
+                what = "seconds" if name == "min_run_s" else "UNIX seconds"
+                raise ValueError(f"{name} must be a number of {what}, got {value!r}")
 
     def indexed(self, indexes: frozenset[str]) -> bool:
         """Can a store with ``indexes`` (of status, queue, path) answer it from them alone?"""
@@ -73,14 +81,16 @@ class JobFilter:
                 return False
         if self.text is not None:
             needle = self.text.lower()
-            compact = json.dumps(job.params, ensure_ascii=False, separators=(",", ":")).lower()
-            if needle not in compact and needle not in json.dumps(job.params, ensure_ascii=False).lower():
+            shown = job.params if self.secret_keys is None else redact(job.params, self.secret_keys)
+            compact = json.dumps(shown, ensure_ascii=False, separators=(",", ":")).lower()
+            if needle not in compact and needle not in json.dumps(shown, ensure_ascii=False).lower():
                 return False
         return True
 
     def to_dict(self) -> dict[str, Any]:
         """The fields that are set (for a URL query or a record of what an action took)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if getattr(self, f.name) is not None and f.name != "secret_keys"}
 
 
 @dataclass

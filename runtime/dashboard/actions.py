@@ -2,13 +2,14 @@
 count first, then a tracked operation: runtime.dashboard.operations).
 
 Every state-changing request is a POST carrying the form's CSRF token
-(runtime.dashboard.security.Csrf) and, when the browser sends one, an ``Origin`` of
-this host; ``--read-only`` refuses them all (403). Each touched job's history records
+(runtime.dashboard.security.Csrf) and an ``Origin`` of this host (or, without one, a
+``Referer`` of this host); ``--read-only`` refuses them all (403). Each touched job's history records
 who asked and from where (``by``).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,6 +20,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from ..errors import BrokerUnavailable, InvalidParams, InvalidTransition, JobNotFound, StoreUnavailable
+from ..queuenames import queue_name_problem
 from .dash import Dash
 from .operations import ACTIONS, Operations
 from .present import FILTER_NAMES, filter_query, job_filter
@@ -34,25 +36,42 @@ def who(request: Request) -> str:
 
 def refusal(dash: Dash, request: Request, form: Mapping[str, Any] | None) -> Response | None:
     """The response refusing this state change, or None when it may go on: read-only
-    (403), a cross-site request or a missing or wrong CSRF token (403)."""
+    (403); a request not from this dashboard's own pages (403): its ``Origin`` must be
+    this host (``null``, an opaque origin, is refused), or, without one, its ``Referer``
+    must be a page of this host; neither is refused; a missing or wrong CSRF token (403)."""
     if dash.read_only:
         return dash.error(request, 403, "this dashboard is read-only (--read-only): actions are refused")
+    host = request.headers.get("host")
     origin = request.headers.get("origin")
-    if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
-        return dash.error(request, 403, "refused: the request came from another site")
-    if request.headers.get("sec-fetch-site") == "cross-site":
-        return dash.error(request, 403, "refused: the request came from another site")
+    referer = request.headers.get("referer")
+    if origin is not None:
+        same = origin != "null" and _netloc(origin) == host
+    else:
+        same = referer is not None and _netloc(referer) == host
+    if not same or request.headers.get("sec-fetch-site") == "cross-site":
+        return dash.error(request, 403, "refused: the request came from another site (or named none: a POST "
+                          "needs an Origin, or a Referer, of this dashboard)")
     token = form.get("csrf") if form is not None else None
     if not dash.csrf.valid(request.cookies.get("rt_csrf"), token if isinstance(token, str) else None):
         return dash.error(request, 403, "refused: missing or invalid CSRF token (reload the page and try again)")
     return None
 
 
+def _netloc(url: str) -> str | None:
+    """host[:port] of an http(s) ``url``, else None."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    return parts.netloc if parts.scheme in ("http", "https") else None
+
+
 def move_target(form: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"queue": name or None, "priority": int or None}`` of a move form. Raises
-    ValueError for a priority that is not an integer, or for neither given."""
-    queue = str(form.get("queue") or "").strip() or None
-    text = str(form.get("priority") or "").strip()
+    """``{"queue": name or None, "priority": int or None}`` of a move form's ``to_queue``
+    and ``to_priority`` (named apart from the filter's ``queue``, which a bulk form also
+    carries). Raises ValueError for a priority that is not an integer, or for neither given."""
+    queue = str(form.get("to_queue") or "").strip() or None
+    text = str(form.get("to_priority") or "").strip()
     try:
         priority = int(text) if text else None
     except ValueError:
@@ -60,6 +79,19 @@ def move_target(form: Mapping[str, Any]) -> dict[str, Any]:
     if queue is None and priority is None:
         raise ValueError("give a queue and/or a priority to move to")
     return {"queue": queue, "priority": priority}
+
+
+def dry_run_filter(text: str | None) -> dict[str, str]:
+    """The filter a dry run counted (its form's ``filter`` field: a JSON object of URL
+    filter names to values), and nothing else of the form. Raises ValueError when it is
+    missing or not such an object."""
+    try:
+        raw = json.loads(text or "")
+    except ValueError:
+        raise ValueError("the form has no dry-run filter: start from the jobs page's bulk button") from None
+    if not isinstance(raw, dict) or not all(k in FILTER_NAMES and isinstance(v, str) for k, v in raw.items()):
+        raise ValueError("the form's dry-run filter is not one the dashboard made: start again from the jobs page")
+    return raw
 
 
 def one_job(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
@@ -97,6 +129,9 @@ def queue_action(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
         name, action = request.path_params["name"], request.path_params["action"]
         if action not in ("pause", "resume"):
             return dash.error(request, 404, f"no queue action {action!r}")
+        problem = queue_name_problem(name)
+        if problem:
+            return dash.error(request, 400, problem)
         registry = dash.client.broker.registry
         try:
             await run_in_threadpool(dash.client.call, getattr(registry, action), name)
@@ -117,7 +152,7 @@ def preview(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
         try:
             if action not in ACTIONS:
                 raise ValueError(f"unknown action {action!r} (one of {', '.join(ACTIONS)})")
-            f = job_filter(query)
+            f = job_filter(query, dash.redact)
             if not f.to_dict():
                 raise ValueError("a bulk action needs at least one filter")
             ids = await run_in_threadpool(dash.client.reader.matching_ids, f, COUNT_CAP)
@@ -128,7 +163,8 @@ def preview(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
             if value is not None:
                 fields[name] = f"{value:.6f}"
         return dash.render(request, "bulk.html", action=action, count=len(ids), cap=COUNT_CAP, fields=fields,
-                           filter_query=filter_query(query), sample=ids[:20])
+                           filter_json=json.dumps(fields, sort_keys=True), filter_query=filter_query(query),
+                           sample=ids[:20])
     return handler
 
 
@@ -142,7 +178,7 @@ def bulk(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
         values = {k: v for k, v in form.items() if isinstance(v, str)}
         action = values.get("action", "")
         try:
-            f = job_filter(values)
+            f = job_filter(dry_run_filter(values.get("filter")), dash.redact)
             target = move_target(values) if action == "move" else None
             op_id = await run_in_threadpool(Operations(dash.client).start, action, f, who(request), target)
         except ValueError as exc:
@@ -153,6 +189,6 @@ def bulk(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
 
 def routes(dash: Dash) -> list[Route]:
     return [Route("/jobs/{job_id}/{action}", one_job(dash), methods=["POST"], name="job_action"),
-            Route("/queues/{name}/{action}", queue_action(dash), methods=["POST"], name="queue_action"),
+            Route("/queues/{name:path}/{action}", queue_action(dash), methods=["POST"], name="queue_action"),
             Route("/bulk", preview(dash), methods=["GET"], name="bulk_preview"),
             Route("/bulk", bulk(dash), methods=["POST"], name="bulk")]

@@ -2,17 +2,22 @@
 
 Serve it with ``runtime dashboard`` (uvicorn), or mount it in your own ASGI app under a
 prefix (``Mount("/jobs-ui", app=create_app(settings))``) behind your own auth. Every
-request passes :class:`Guard` first: credentials, the CSRF cookie, security headers.
+request passes :class:`Guard` first: the Host header, credentials (throttled), the CSRF
+cookie, security headers.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+import math
 import re
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from http.cookies import SimpleCookie
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import Response
@@ -25,31 +30,43 @@ from ..settings import Settings, load_settings
 from .actions import routes as action_routes
 from .dash import HERE, Dash
 from .pages import routes as page_routes
-from .security import COOKIE, HEADERS, Auth, Csrf
+from .security import COOKIE, HEADERS, Auth, Csrf, host_allowed
+from .throttle import Throttle
+
+#: Threads that run PBKDF2 (apart from the pages' thread pool, which they never fill).
+HASH_THREADS = 2
+#: Password checks waiting for those threads beyond which a new one is refused (429).
+MAX_PENDING_HASHES = 8
 
 
 class Guard:
-    """ASGI middleware: refuses a request without valid credentials (401, Basic), gives
-    each browser its CSRF cookie, and sets the security headers on every response
-    (a response that sets its own Content-Security-Policy keeps it)."""
+    """ASGI middleware: refuses a request whose Host is not allowed (400), one without
+    valid credentials (401, Basic) or after too many failed ones (429, Retry-After);
+    gives each browser its CSRF cookie, and sets the security headers on every response
+    (a response that sets its own Content-Security-Policy keeps it). ``allowed_hosts``:
+    host names the Host header may name (``*`` any, ``*.example.com`` its subdomains);
+    None: no check (the app it is mounted in decides)."""
 
-    def __init__(self, app: ASGIApp, auth: Auth) -> None:
+    def __init__(self, app: ASGIApp, auth: Auth, allowed_hosts: Iterable[str] | None = None) -> None:
         self.app = app
         self.auth = auth
+        self.allowed_hosts = None if allowed_hosts is None else frozenset(h.lower() for h in allowed_hosts)
+        self.throttle = Throttle()
+        self._hasher: ThreadPoolExecutor | None = None
+        self._pending = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        authorization = headers.get("authorization")
-        # a first check of a password runs PBKDF2 (~0.3 s): in a thread, not in the event loop
-        user = await run_in_threadpool(self.auth.user, authorization) if authorization and self.auth.configured \
-            else self.auth.user(authorization)
-        if user is None:
-            response = Response("credentials needed\n", status_code=401, media_type="text/plain",
-                                headers={"www-authenticate": 'Basic realm="runtime dashboard", charset="UTF-8"'})
-            await response(scope, receive, self._with_headers(send, None))
+        client = client_address(scope)
+        refused = self._refuse_host(headers.get("host", ""))
+        user: str | None = None
+        if refused is None:
+            user, refused = await self._authenticate(headers.get("authorization"), client)
+        if refused is not None:
+            await refused(scope, receive, self._with_headers(send, None))
             return
         jar: SimpleCookie = SimpleCookie()
         try:
@@ -59,8 +76,40 @@ class Guard:
         cookie = jar[COOKIE].value if COOKIE in jar and re.fullmatch(r"[0-9a-f]{32}", jar[COOKIE].value) else None
         fresh = None if cookie else Csrf.new_cookie()
         scope.setdefault("state", {})
-        scope["state"].update(user=user, csrf_cookie=cookie or fresh, client=(scope.get("client") or ("?",))[0])
+        scope["state"].update(user=user, csrf_cookie=cookie or fresh, client=client)
         await self.app(scope, receive, self._with_headers(send, fresh))
+
+    def _refuse_host(self, host: str) -> Response | None:
+        if self.allowed_hosts is None or host_allowed(host, self.allowed_hosts):
+            return None
+        return Response(f"refused: Host {host[:100]!r} is not this dashboard's (give --allowed-host NAME to "
+                        "serve it under that name)\n", status_code=400, media_type="text/plain")
+
+    async def _authenticate(self, authorization: str | None, client: str) -> tuple[str | None, Response | None]:
+        """(the user, None), or (None, the refusal: 401, or 429 when throttled)."""
+        user, pending = self.auth.quick(authorization)
+        if pending is not None:
+            keys = Throttle.keys(client, pending[0])
+            wait = self.throttle.retry_after(keys)
+            if wait <= 0 and self._pending >= MAX_PENDING_HASHES:
+                wait = 1.0
+            if wait > 0:
+                return None, Response(f"too many failed logins: try again in {math.ceil(wait)} s\n", status_code=429,
+                                      media_type="text/plain", headers={"retry-after": str(math.ceil(wait))})
+            self.throttle.begin(keys)
+            if self._hasher is None:
+                self._hasher = ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="dashboard-pbkdf2")
+            self._pending += 1
+            try:  # PBKDF2 (~0.25 s) in threads of its own: the event loop and the pages go on
+                user = await asyncio.get_running_loop().run_in_executor(self._hasher, self.auth.slow, *pending)
+            finally:
+                self._pending -= 1
+            if user is not None:
+                self.throttle.succeeded(keys)
+        if user is None:
+            return None, Response("credentials needed\n", status_code=401, media_type="text/plain",
+                                  headers={"www-authenticate": 'Basic realm="runtime dashboard", charset="UTF-8"'})
+        return user, None
 
     @staticmethod
     def _with_headers(send: Send, fresh_cookie: str | None) -> Send:
@@ -76,14 +125,27 @@ class Guard:
         return wrapped
 
 
+def client_address(scope: Scope) -> str:
+    """The client's IP address (as the server, or its trusted proxy, saw it), or ``?``
+    for anything that is not one: it is written into job histories."""
+    host = str((scope.get("client") or ("?",))[0])
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return "?"
+
+
 def create_app(settings: Settings | None = None, *, read_only: bool = False, auth: Auth | None = None,
-               redact: str | None = None, client: Client | None = None, sentry_link: str | None = None) -> ASGIApp:
+               redact: str | None = None, client: Client | None = None, sentry_link: str | None = None,
+               allowed_hosts: Iterable[str] | None = None) -> ASGIApp:
     """The dashboard over the deployment of ``settings`` (default: loaded as every command
     loads them), as an ASGI app. ``read_only``: no actions (hidden, and refused with 403).
     ``auth``: credentials to ask for (none: the app trusts whoever reaches it, as when
     mounted behind your own auth). ``redact``: a regular expression of the params keys
     whose values are hidden (default :data:`runtime.dashboard.present.DEFAULT_REDACT`).
     ``sentry_link``: a URL template with ``{event_id}`` for a job's Sentry event.
+    ``allowed_hosts``: the names a request's Host header may give (runtime.dashboard.security.
+    host_allowed); None (the default): any, as when mounted in an app that checks it.
     Raises BrokerUnavailable when Redis cannot be reached; re.error for a bad pattern."""
     client = client or Client(settings or load_settings(), import_tasks=False)
     dash = Dash(client, read_only, sentry_link=sentry_link)
@@ -93,7 +155,7 @@ def create_app(settings: Settings | None = None, *, read_only: bool = False, aut
               Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static")]
     app = Starlette(routes=routes, exception_handlers={404: _not_found(dash), 405: _not_allowed(dash)})
     app.state.dash = dash
-    return Guard(app, auth or Auth())
+    return Guard(app, auth or Auth(), allowed_hosts)
 
 
 def _not_found(dash: Dash) -> Any:

@@ -3,17 +3,20 @@ the CSRF key, the redaction pattern and the templates (Jinja2, autoescaped)."""
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
+from markupsafe import Markup
 from starlette.requests import Request
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from ..client import Client
-from ..redact import mask
+from ..redact import mask, printable
 from .present import DEFAULT_REDACT, age, ago, fmt_span, pretty, seconds, when
 from .security import Csrf
 
@@ -42,13 +45,36 @@ class Dash:
             read_only=self.read_only, user=getattr(request.state, "user", None), request=request, **context)
         return HTMLResponse(text, status_code=status_code)
 
-    def error(self, request: Request, status_code: int, message: str) -> HTMLResponse:
-        """A page saying ``message`` (one line) with ``status_code``."""
+    def error(self, request: Request, status_code: int, message: str) -> Response:
+        """A page saying ``message`` (one line) with ``status_code``; under ``/api/`` (what
+        scripts and the live parts read) ``{"error": message}`` as JSON."""
+        path, root = request.scope.get("path", ""), request.scope.get("root_path", "")
+        if (path[len(root):] if root and path.startswith(root) else path).startswith("/api/"):
+            return JSONResponse({"error": message}, status_code=status_code)
         return self.render(request, "error.html", status_code=status_code, message=message)
+
+
+def percent(share: float) -> str:
+    """``share`` (0..1) as ``13%``, rounded half up as the live parts' Math.round does."""
+    return f"{math.floor(100 * share + 0.5)}%"
+
+
+def shown(value: object) -> object:
+    """What a template prints of ``value``: text with the controls a terminal acts on
+    (ESC, BEL...) escaped as ``\\x1b`` (runtime.redact.printable); anything else as is."""
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return printable(value)
+    return value
+
+
+def segment(value: object) -> str:
+    """``value`` percent-encoded as one URL path segment (``/`` too, unlike ``urlencode``)."""
+    return quote(str(value), safe="")
 
 
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
-                             trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(when=when, ago=ago, age=age, age_span=fmt_span, seconds=seconds, pretty=pretty, mask=mask)
+                             trim_blocks=True, lstrip_blocks=True, finalize=shown)
+    env.filters.update(when=when, ago=ago, age=age, age_span=fmt_span, seconds=seconds, pretty=pretty, mask=mask,
+                       segment=segment, percent=percent)
     return env

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..client.reader import JobView
 from ..job import Job
-from ..redact import mask
+from ..redact import mask, printable
 from ..status import FINAL
 from .dash import Dash
 from .present import pretty, redact, seconds, sentry_href, trace_href
@@ -27,8 +27,9 @@ def current_stack(dash: Dash, job: Job) -> list[str]:
 
 
 def log_lines(job: Job, limit: int | None = None) -> list[str]:
-    """The job's captured log lines (the newest ``limit``), secrets masked."""
-    lines = [mask(str(line)) for line in job.logs]
+    """The job's captured log lines (the newest ``limit``), secrets masked, controls
+    escaped (``\\x1b``: the same text the page shows)."""
+    lines = [printable(mask(str(line))) for line in job.logs]
     return lines[-limit:] if limit else lines
 
 
@@ -36,7 +37,7 @@ def live_state(dash: Dash, job: Job) -> dict[str, Any]:
     """``{"id", "status", "final", "progress" (0..1 or None), "progress_message",
     "logs": [newest lines], "stack": [frames], "run": "1.2 s"}`` for the page's poll."""
     return {"id": job.id, "status": job.status.value, "final": job.status in FINAL, "progress": job.progress,
-            "progress_message": mask(job.progress_message or ""), "logs": log_lines(job, TAIL_LINES),
+            "progress_message": printable(mask(job.progress_message or "")), "logs": log_lines(job, TAIL_LINES),
             "stack": current_stack(dash, job), "run": seconds(job.run_s)}
 
 

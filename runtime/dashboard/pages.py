@@ -78,14 +78,20 @@ def overview_api(dash: Dash, request: Request) -> Response:
                          "workers_alive": sum(1 for w in workers if w.get("kind") == "worker")})
 
 
+#: Most jobs one page lists.
+MAX_LIMIT = 500
+
+
 def jobs(dash: Dash, request: Request) -> Response:
     query = dict(request.query_params)
-    f = job_filter(query)
+    f = job_filter(query, dash.redact)
     sort = check_sort(query.get("sort") or "changed")
     try:
-        limit = min(max(int(query.get("limit") or 50), 1), 500)
+        limit = int(query.get("limit") or 50)
     except ValueError:
-        raise ValueError(f"bad limit {query.get('limit')!r}: give a number of jobs") from None
+        limit = 0
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"bad limit {query.get('limit')!r}: give a number of jobs, 1 to {MAX_LIMIT}")
     store = dash.client.store
     page = dash.client.reader.search(f, limit=limit, before=query.get("before") or None, sort=sort,
                                      within=query.get("within") or None, count=store.live is store)
@@ -187,10 +193,16 @@ def operations(dash: Dash, request: Request) -> Response:
     return dash.render(request, "operations.html", ops=Operations(dash.client).recent(50))
 
 
+def favicon(dash: Dash, request: Request) -> Response:
+    """No icon (204): a browser's request for one is answered, not a 404 page."""
+    return Response(status_code=204, headers={"cache-control": "max-age=86400"})
+
+
 def routes(dash: Dash) -> list[Route]:
     def r(path: str, fn: Callable[[Dash, Request], Response], name: str) -> Route:
         return Route(path, guarded(dash, fn), methods=["GET"], name=name)
-    return [r("/", overview, "overview"), r("/jobs", jobs, "jobs"), r("/jobs/{job_id}", job, "job"),
+    return [r("/", overview, "overview"), r("/favicon.ico", favicon, "favicon"),
+            r("/jobs", jobs, "jobs"), r("/jobs/{job_id}", job, "job"),
             r("/jobs/{job_id}/artifacts/{name}", artifact, "artifact"), r("/api/jobs/{job_id}", job_api, "job_api"),
             r("/api/states", states_api, "states_api"), r("/api/overview", overview_api, "overview_api"),
             r("/failures", failures, "failures"), r("/queues", queues, "queues"), r("/workers", workers, "workers"),

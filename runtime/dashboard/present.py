@@ -16,14 +16,18 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from ..client.search import JobFilter
-from ..redact import MASK, mask
+from ..redact import SECRET_KEYS
+from ..redact import redact as redact  # the pages redact with it (re-exported)
+from ..status import Status
 from ..units import fmt_seconds
 
 #: Keys whose values are hidden in params (``--redact`` replaces it).
-DEFAULT_REDACT = r"(?i)pass(word|wd)?|secret|token|api[_-]?key|access[_-]?key|auth|credential|private[_-]?key|pwd"
+DEFAULT_REDACT = SECRET_KEYS
+_SECRET_KEYS = re.compile(DEFAULT_REDACT)
 #: URL query names of a job filter (short forms: they are typed and shared).
 FILTER_NAMES = ("status", "queue", "path", "worker", "exc", "q", "since", "until", "slower")
-_RELATIVE = re.compile(r"^-?(\d+(?:\.\d+)?)\s*([smhd])$")
+_STATUSES = tuple(s.value for s in Status)
+_RELATIVE = re.compile(r"^(-?)(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -33,7 +37,9 @@ def parse_time(text: str, now: float | None = None) -> float:
     text = text.strip()
     m = _RELATIVE.match(text)
     if m:
-        return (time.time() if now is None else now) - float(m.group(1)) * _UNITS[m.group(2)]
+        if m.group(1):
+            raise ValueError(f"bad time {text!r}: a time ago is positive (15m, 2h, 1d)")
+        return (time.time() if now is None else now) - float(m.group(2)) * _UNITS[m.group(3)]
     try:
         return float(text)
     except ValueError:
@@ -48,9 +54,12 @@ def parse_time(text: str, now: float | None = None) -> float:
     return when.timestamp()
 
 
-def job_filter(query: Mapping[str, str]) -> JobFilter:
-    """The job filter of a URL query (:data:`FILTER_NAMES`; empty values ignored).
-    Raises ValueError for an unknown status or a bad time."""
+def job_filter(query: Mapping[str, str], secret_keys: re.Pattern[str] | None = None) -> JobFilter:
+    """The job filter of a URL query (:data:`FILTER_NAMES`; empty values ignored); its
+    params text is searched in the params as the pages show them (the values of keys
+    matching ``secret_keys`` hidden). Raises ValueError (one line, naming the valid
+    values) for an unknown status, a bad or negative time or run time, or an ``until``
+    before ``since``."""
     def get(name: str) -> str | None:
         value = (query.get(name) or "").strip()
         return value or None
@@ -59,10 +68,18 @@ def job_filter(query: Mapping[str, str]) -> JobFilter:
     try:
         min_run_s = float(slower) if slower else None
     except ValueError:
-        raise ValueError(f"bad run time {slower!r}: give seconds (0.5, 2)") from None
-    return JobFilter(status=get("status"), queue=get("queue"), path=get("path"), worker=get("worker"),
-                     exc_type=get("exc"), text=get("q"), since=parse_time(since) if since else None,
-                     until=parse_time(until) if until else None, min_run_s=min_run_s)
+        min_run_s = -1.0
+    if min_run_s is not None and not 0 <= min_run_s < float("inf"):
+        raise ValueError(f"bad run time (slower) {slower!r}: give seconds, 0 or more (0.5, 2)")
+    status = get("status")
+    if status is not None and status not in _STATUSES:
+        raise ValueError(f"unknown status {status!r}: give one of {', '.join(_STATUSES)}")
+    since_s, until_s = parse_time(since) if since else None, parse_time(until) if until else None
+    if since_s is not None and until_s is not None and until_s < since_s:
+        raise ValueError(f"until ({until}) is before since ({since}): no job can match")
+    return JobFilter(status=status, queue=get("queue"), path=get("path"), worker=get("worker"),
+                     exc_type=get("exc"), text=get("q"), since=since_s, until=until_s, min_run_s=min_run_s,
+                     secret_keys=secret_keys or _SECRET_KEYS)
 
 
 def filter_query(query: Mapping[str, str], **more: str | None) -> str:
@@ -70,18 +87,6 @@ def filter_query(query: Mapping[str, str], **more: str | None) -> str:
     kept = {k: query[k] for k in FILTER_NAMES if query.get(k)}
     kept.update({k: v for k, v in more.items() if v is not None})
     return urlencode({k: v for k, v in kept.items() if v is not None})
-
-
-def redact(value: Any, pattern: re.Pattern[str]) -> Any:
-    """``value`` (params, a result) with the values of keys matching ``pattern`` replaced
-    by ``***`` at any depth, and the secrets of URLs and ``key=value`` strings masked."""
-    if isinstance(value, dict):
-        return {k: MASK if pattern.search(str(k)) else redact(v, pattern) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v, pattern) for v in value]
-    if isinstance(value, str):
-        return mask(value)
-    return value
 
 
 def pretty(value: Any) -> str:

@@ -88,3 +88,12 @@ def test_a_bad_settings_file_is_one_line_for_every_command(settings, tmp_path, m
     for args in (["jobs"], ["embedded", "stop"], ["embedded", "status"]):
         r = cli(settings, *args)
         assert r.exit_code == 2 and r.stderr == "error: runtime.toml: unknown setting 'middlewares'\n", (args, r.stderr)
+
+
+def test_job_hides_secret_values(settings, client):
+    job_id = client.queue_job("testtasks.add", {"password": "hunter2", "session_id": "s3ss", "pin": "4321",
+                                                "url": "redis://:pw9@cache/0", "spinner": "visible"}, check=False)
+    for args in (("job", job_id), ("job", job_id, "--json"), ("jobs", "--json")):
+        shown = cli(settings, *args).stdout
+        assert not {"hunter2", "s3ss", "4321", "pw9"} & set(shown.replace('"', " ").replace(":", " ").split()), shown
+        assert "hunter2" not in shown and "visible" in shown and "***" in shown

@@ -16,7 +16,17 @@ from runtime.dashboard.present import (
     sentry_href,
     trace_href,
 )
-from runtime.dashboard.security import Auth, Csrf, check_bind, hash_password, is_loopback, verify_password
+from runtime.dashboard.security import (
+    Auth,
+    Csrf,
+    check_bind,
+    default_hosts,
+    hash_password,
+    host_allowed,
+    is_loopback,
+    verify_password,
+)
+from runtime.dashboard.throttle import Throttle
 from runtime.errors import ConfigError
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -45,6 +55,15 @@ def test_secrets_are_redacted_at_any_depth() -> None:
                                        "auth_token": "***"}
 
 
+def test_the_default_pattern_knows_the_common_secret_names() -> None:
+    pattern = re.compile(DEFAULT_REDACT)
+    secret = ["password", "passphrase", "cookie", "session", "session_id", "bearer", "jwt", "ssh_key", "sshKey",
+              "otp", "OTP", "pin", "pin_code", "sig", "signature", "request_signature", "client_secret", "Api-Key"]
+    plain = ["spinner", "shipping", "design", "signal", "topic", "user", "count"]
+    shown = redact(dict.fromkeys(secret + plain, "v"), pattern)
+    assert [k for k in secret if shown[k] != "***"] == [] and [k for k in plain if shown[k] != "v"] == []
+
+
 def test_links_from_stored_data_are_http_only() -> None:
     assert safe_href("javascript:alert(1)") is None and safe_href(" JavaScript:x") is None
     assert safe_href("data:text/html,x") is None and safe_href("https://a.example/x") == "https://a.example/x"
@@ -64,13 +83,41 @@ def test_credentials() -> None:
     def basic(user: str, password: str) -> str:
         return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
     assert auth.user(basic("ann", "s3cret")) == "ann" and auth.user(basic("ann", "x")) is None
-    assert auth.user(basic("bob", "t" * 20)) == "bob" and auth.user("Bearer " + "t" * 20) == "token"
+    # the token is "token" whatever user name comes with it: the client chose that name
+    assert auth.user(basic("bob", "t" * 20)) == "token" and auth.user("Bearer " + "t" * 20) == "token"
+    assert auth.user(basic("ann from 10.9.9.9 <b>x</b>", "t" * 20)) == "token"
     assert auth.user(None) is None and auth.user("Basic !!!") is None and auth.user("Digest x") is None
     assert Auth().user(None) == "anonymous"
     with pytest.raises(ConfigError, match="NAME:HASH"):
         Auth.parse(None, ["ann:plaintext"])
     with pytest.raises(ConfigError, match="16 characters"):
         Auth.parse("short", [])
+    for name in ("ann from 10.9.9.9", "<b>x</b>", "a" * 65, "-x"):
+        with pytest.raises(ConfigError, match="letters, digits"):
+            Auth.parse(None, [f"{name}:{stored}"])
+
+
+def test_host_header_rule() -> None:
+    hosts = default_hosts("127.0.0.1", ["jobs.example.com", "*.corp.example"])
+    for ok in ("127.0.0.1:5555", "localhost", "LOCALHOST:1", "[::1]:5555", "jobs.example.com", "a.corp.example:80"):
+        assert host_allowed(ok, hosts), ok
+    for bad in ("evil.example:5555", "", "10.0.0.5:5555", "jobs.example.com.evil", "corp.example", "[::2]"):
+        assert not host_allowed(bad, hosts), bad
+    assert host_allowed("10.0.0.5:5555", default_hosts("0.0.0.0")) and not host_allowed("x.example", default_hosts("::"))
+
+
+def test_throttle_counts_failures_in_a_window() -> None:
+    now = [0.0]
+    t = Throttle(per_address=3, per_user=2, window_s=60.0, clock=lambda: now[0])
+    keys = t.keys("10.0.0.1", "ann")
+    t.begin(keys)
+    t.succeeded(keys)  # a success is not counted
+    t.begin(keys)
+    t.begin(keys)
+    assert t.retry_after(keys) == 60.0 and t.retry_after(t.keys("10.0.0.2", "bob")) == 0
+    assert t.retry_after(t.keys("10.0.0.1", "bob")) == 0  # the address has one more
+    now[0] = 60.0
+    assert t.retry_after(keys) == 0
 
 
 def test_bind_rule_and_csrf_tokens() -> None:

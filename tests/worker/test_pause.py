@@ -32,3 +32,18 @@ def test_paused_queue_jobs_stay_queued_until_resumed(settings: Settings, client:
     assert cli(settings, "queues", "resume", "held").stdout.strip() == "queue held resumed"
     assert client.wait(held, timeout_s=10).status.value == "success"
     assert cli(settings, "queues", "resume", "held").stdout.strip() == "queue held resumed (it was not paused)"
+
+
+def test_pause_refuses_bad_and_unknown_queue_names(settings: Settings, client: Client) -> None:
+    client.queue_job("testtasks.add", {"a": 1, "b": 2})  # "default" is known
+    typo = cli(settings, "queues", "pause", "defualt")
+    assert typo.exit_code == 3 and "no queue 'defualt' is known (did you mean 'default'?)" in typo.stderr
+    assert "defualt" not in client.broker.registry.paused()
+    for bad in ("a/b", "../x", "<script>x</script>", "q" * 101, ".."):
+        r = cli(settings, "queues", "pause", bad, "--force")
+        assert r.exit_code == 2 and "is not one: give letters, digits" in r.stderr, (bad, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1
+    assert cli(settings, "queues", "pause", "later", "--force").stdout.strip() == "queue later paused"
+    assert cli(settings, "queues", "resume", "later").stdout.strip() == "queue later resumed"
+    assert cli(settings, "queues", "resume", "nowhere").exit_code == 3
+    assert client.broker.registry.paused() == frozenset()

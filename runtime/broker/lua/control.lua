@@ -9,7 +9,8 @@
 -- Found inside: the keys of each job's queue and the abort set of its worker.
 -- cancel: a job that may move to cancel (waiting) leaves its queue and ends cancel (final).
 -- abort: a job that may move to abort (running) is flagged for its worker, which kills it
---   at its next heartbeat (the worker writes the status).
+--   at its next heartbeat (the worker writes the status); who asked is kept in the job's
+--   ``abort_by`` field until then, for the abort entry of its history (finish.lua).
 -- requeue: a job that may move to queued, but a running one (its worker's to move), is
 --   queued again with a fresh retry budget.
 -- Returns one reply per id: 'ok', 'missing', or the current status when not allowed.
@@ -39,11 +40,13 @@ for i = IDS, #ARGV do
   elseif action == 'abort' and can_move(st, 'abort') then
     redis.call('SADD', key_aborts(cur[4]), id)
     redis.call('EXPIRE', key_aborts(cur[4]), 3600)
+    if by then redis.call('HSET', jk, 'abort_by', by[2]) end
     out[#out + 1] = 'ok'
   elseif action == 'requeue' and not RUNNING[st] and can_move(st, 'queued') then
     redis.call('PERSIST', jk)
     redis.call('HDEL', jk, 'result', 'exc_type', 'exc_message', 'traceback', 'reason', 'ended_at',
-      'started_at', 'worker', 'report', 'logs', 'progress', 'progress_message', 'overrun', 'artifacts')
+      'started_at', 'worker', 'report', 'logs', 'progress', 'progress_message', 'overrun', 'artifacts',
+      'abort_by')
     redis.call('HSET', jk, 'status', 'queued', 'due_at', snow, 'retries', 0, 'lost', 0)
     redis.call('ZREM', key_ready(q), id)
     redis.call('ZREM', key_scheduled(q), id)

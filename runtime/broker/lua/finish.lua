@@ -49,7 +49,7 @@ for i = 0, n - 1 do
   local jk, nk = KEYS[J + 2 * i], KEYS[J + 2 * i + 1]
   local ready, sched, wake_key = KEYS[q], KEYS[q + 1], KEYS[q + 2]
   local cur = redis.call('HMGET', jk, 'status', 'attempt', 'worker', 'priority', 'due_at', 'cap', 'history',
-    'exc_type', 'reason', 'waiters')
+    'exc_type', 'reason', 'waiters', 'abort_by')
   if cur[2] ~= attempt or not RUNNING[cur[1] or ''] or not can_move(cur[1], st) then
     stale[#stale + 1] = id
   else
@@ -64,6 +64,11 @@ for i = 0, n - 1 do
       if at then h = add_entry(h, entry(at, 'started', kv)) end
     end
     if note ~= '' then kv[5], kv[6] = 'note', note end
+    if cur[11] then  -- who asked for an abort (control.lua), named in the abort's entry
+      local n = #kv
+      if st == 'abort' then kv[n + 1], kv[n + 2] = 'by', cur[11] end
+      redis.call('HDEL', jk, 'abort_by')
+    end
     h = add_entry(h, entry(snow, st, kv, tail))
     if compact then  -- what a compact success does not keep, and what an earlier attempt left
       redis.call('HDEL', jk, 'history', 'report', 'logs', 'artifacts', 'progress', 'progress_message', 'began',
