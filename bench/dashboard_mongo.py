@@ -121,12 +121,8 @@ def main() -> int:
                 client.store.client.drop_database(client.settings.mongodb_database)
             except Exception:  # noqa: BLE001 - the server may be gone already
                 pass
-        for p in reversed(procs):
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        from mongo_targets import stop
+        stop(procs)
 
 
 if __name__ == "__main__":

@@ -219,12 +219,8 @@ def main() -> int:
             client.store.client.drop_database(db)
         return 0 if ok else 1
     finally:
-        for p in procs:
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        import mongo_targets
+        mongo_targets.stop(procs)
 
 
 if __name__ == "__main__":

@@ -129,3 +129,13 @@ def time_bulk(client: Any, n: int, redis_url: str, mongo_url: str, db: str) -> f
           f"{in_mongo} documents were in MongoDB then, the rest handed over and read from Redis; "
           f"copying the hand-over took {drained:.1f} s more")
     return readable
+
+
+def stop(procs: list[subprocess.Popen[Any]]) -> None:
+    """Stop the servers a bench started, by pid (SIGTERM, then SIGKILL after 10 s)."""
+    for p in reversed(procs):
+        p.terminate()
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
