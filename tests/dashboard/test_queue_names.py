@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from helpers import cli
+from helpers import cli, wait_until
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from test_security import legacy_queue
 
@@ -45,5 +46,11 @@ def test_long_and_odd_queue_names_on_the_queues_page(client: Client, browser: An
     row = browser.find_element(By.CSS_SELECTOR, 'tr.queue[data-queue="a/b"]')
     assert row.find_element(By.TAG_NAME, "form").get_attribute("action").endswith("/queues/a%2Fb/pause")
     row.find_element(By.TAG_NAME, "button").click()  # refused by name, not a 404 of another path
-    assert "queue name 'a/b' is not one" in browser.find_element(By.TAG_NAME, "main").text
+
+    def refused() -> bool:  # the answer's page, once the browser has loaded it
+        try:
+            return "queue name 'a/b' is not one" in browser.find_element(By.TAG_NAME, "main").text
+        except (NoSuchElementException, StaleElementReferenceException):
+            return False
+    wait_until(refused, 10, "the refusal page")
     assert client.broker.registry.paused() == frozenset()
