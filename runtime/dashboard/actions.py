@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from ..errors import BrokerUnavailable, InvalidParams, InvalidTransition, JobNotFound, StoreUnavailable
+from ..errors import BrokerUnavailable
 from ..queuenames import queue_name_problem
 from .dash import Dash
 from .operations import ACTIONS, Operations
@@ -107,14 +107,11 @@ def one_job(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
         try:
             extra = move_target(form) if action == "move" else {}
             await run_in_threadpool(lambda: fn(job_id, by=who(request), **extra))
-        except (ValueError, InvalidParams) as exc:
-            return dash.error(request, 400, str(exc))
-        except JobNotFound as exc:
-            return dash.error(request, 404, str(exc))
-        except InvalidTransition as exc:
-            return dash.error(request, 409, str(exc))
-        except (BrokerUnavailable, StoreUnavailable) as exc:
-            return dash.error(request, 503, str(exc))
+        except Exception as exc:
+            page = dash.failed(request, exc)
+            if page is None:
+                raise
+            return page
         return RedirectResponse(f"{request.scope.get('root_path', '')}/jobs/{job_id}", status_code=303)
     return handler
 

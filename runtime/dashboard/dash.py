@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from ..client import Client
+from ..errors import BrokerUnavailable, InvalidParams, InvalidTransition, JobNotFound
 from ..redact import mask, printable
 from .present import DEFAULT_REDACT, age, ago, fmt_span, pretty, seconds, when
 from .security import Csrf
@@ -52,6 +53,21 @@ class Dash:
         if (path[len(root):] if root and path.startswith(root) else path).startswith("/api/"):
             return JSONResponse({"error": message}, status_code=status_code)
         return self.render(request, "error.html", status_code=status_code, message=message)
+
+    def failed(self, request: Request, exc: Exception) -> Response | None:
+        """The page for an error of the read API or the client (:data:`ERROR_STATUS`), or
+        None for any other (the caller re-raises it)."""
+        for kinds, status_code in ERROR_STATUS:
+            if isinstance(exc, kinds):
+                return self.error(request, status_code, str(exc))
+        return None
+
+
+#: HTTP status of each error a page or an action may meet, first match: a missing job, a
+#: move the status table refuses, a bad filter or value, Redis or MongoDB unreachable
+#: (StoreUnavailable is a BrokerUnavailable).
+ERROR_STATUS: tuple[tuple[type[Exception] | tuple[type[Exception], ...], int], ...] = (
+    (JobNotFound, 404), (InvalidTransition, 409), ((ValueError, InvalidParams), 400), (BrokerUnavailable, 503))
 
 
 def percent(share: float) -> str:

@@ -16,7 +16,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..client.sorting import SORTS, check_sort
-from ..errors import BrokerUnavailable, JobNotFound, StoreUnavailable
 from ..job import Job
 from ..status import FINAL, Status
 from .dash import Dash
@@ -29,18 +28,17 @@ Handler = Callable[[Request], Response]
 
 
 def guarded(dash: Dash, fn: Callable[[Dash, Request], Response]) -> Handler:
-    """``fn`` with the read API's errors as pages: JobNotFound 404, a bad filter 400,
-    an unreachable Redis or MongoDB 503."""
+    """``fn`` with the read API's errors as pages (Dash.failed: JobNotFound 404, a bad
+    filter 400, an unreachable Redis or MongoDB 503)."""
     @functools.wraps(fn)
     def handler(request: Request) -> Response:
         try:
             return fn(dash, request)
-        except JobNotFound as exc:
-            return dash.error(request, 404, str(exc))
-        except ValueError as exc:
-            return dash.error(request, 400, str(exc))
-        except (BrokerUnavailable, StoreUnavailable) as exc:
-            return dash.error(request, 503, str(exc))
+        except Exception as exc:
+            page = dash.failed(request, exc)
+            if page is None:
+                raise
+            return page
     return handler
 
 
