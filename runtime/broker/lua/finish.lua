@@ -78,12 +78,10 @@ for i = 0, n - 1 do
       redis.call('HDEL', jk, 'exc_type', 'exc_message', 'traceback', 'reason')
     end
     local due = st == 'retry' and now + num
-    local due_at = due and string.format('%.6f', due) or cur[5] or snow
     if write and compact then
-      redis.call('HSET', jk, 'status', st, 'ended_at', snow, 'due_at', due_at, unpack(ARGV, fb, fb + 2 * nf - 1))
+      redis.call('HSET', jk, 'status', st, 'ended_at', snow, unpack(ARGV, fb, fb + 2 * nf - 1))
     elseif write then
-      redis.call('HSET', jk, 'status', st, 'ended_at', snow, 'history', h, 'due_at', due_at,
-        unpack(ARGV, fb, fb + 2 * nf - 1))
+      redis.call('HSET', jk, 'status', st, 'ended_at', snow, 'history', h, unpack(ARGV, fb, fb + 2 * nf - 1))
     end
     redis.call('ZREM', inflight, id)
     redis.call('SREM', running, id)
@@ -101,6 +99,7 @@ for i = 0, n - 1 do
         notify(nk, function() return document(id) end)
       end
     elseif due then
+      redis.call('HSET', jk, 'due_at', string.format('%.6f', due))
       redis.call('ZADD', sched, due * 1000, id)
       woken[wake_key] = true  -- a blocked worker claims and learns when it is due (as enqueue.lua)
     else -- interrupt, queued: back in its queue at once, at its old place
