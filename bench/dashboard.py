@@ -157,9 +157,9 @@ def drain_rate(env: dict[str, str], home: Path, n: int, r: Any) -> tuple[float, 
     jobs = [j for j in c.live.get_many(ids, history=False) if j is not None]
     first = min(j.started_at or 0.0 for j in jobs)
     last = max(j.ended_at or 0.0 for j in jobs)
-    c.redis.delete(*[c.broker.keys.job(i) for i in ids], *[c.broker.keys.history(i) for i in ids])
+    c.redis.delete(*[c.broker.keys.job(i) for i in ids])
     for s in ("success", "failed"):
-        c.redis.zrem(c.broker.keys.status(s), *ids)
+        c.redis.zrem(c.broker.keys.status("drain", s), *ids)
     return (len(jobs) - 1) / (last - first), tuple((a - b) / (last - first) for a, b in zip(after, before))
 
 

@@ -86,7 +86,7 @@ def lateness(url: str, folder: Path, n_workers: int, fires: int) -> None:
             time.sleep(0.5)
     finally:
         stop(procs)
-    ids = [i for i in r.zrange(f"{prefix}:st:success", 0, -1) if i.startswith("bench@")]
+    ids = [i for i in r.zrange(f"{prefix}:st:{{default}}:success", 0, -1) if i.startswith("bench@")]
     late = []
     for i in ids:
         fire = datetime.fromisoformat(i.split("@")[1].replace("Z", "+00:00")).timestamp()

@@ -154,7 +154,7 @@ class RedisBroker:
         for group in groups:
             queue = group[0].queue
             keys = [*self.keys.queue_keys(queue), self.keys.queues, self.keys.inflight,
-                    self.keys.status(Status.QUEUED), self.keys.status(Status.STARTED)]
+                    self.keys.status(queue, Status.QUEUED), self.keys.status(queue, Status.STARTED)]
             unique_keys: list[str] = []
             args: list[Any] = [self.settings.visibility_timeout_s, queue, len(group)]
             for j in group:
@@ -178,8 +178,7 @@ class RedisBroker:
     # ---- claiming and finishing ---------------------------------------------------------
 
     def _claim_call(self, worker_id: str, k: int, queues: Sequence[str], idle: bool) -> tuple[Any, ...]:
-        keys = [self.keys.handoff(worker_id), self.keys.running(worker_id), self.keys.inflight,
-                *self.keys.status_keys(), self.keys.dropped]
+        keys = [self.keys.handoff(worker_id), self.keys.running(worker_id), self.keys.inflight, self.keys.dropped]
         for q in queues:
             keys += self.keys.queue_keys(q)
         return self._call("claim", keys, (worker_id, k, self.settings.visibility_timeout_s, int(idle), *self.caps))
@@ -202,7 +201,7 @@ class RedisBroker:
 
     def _finish_call(self, outcomes: Sequence[Outcome], worker_id: str) -> tuple[Any, ...]:
         queues: dict[str, int] = {}
-        keys = [self.keys.inflight, self.keys.running(worker_id), *self.keys.status_keys()]
+        keys = [self.keys.inflight, self.keys.running(worker_id)]
         job_keys: list[str] = []
         args: list[Any] = [len(outcomes), 0]
         ttl = self.settings.ttl_s
@@ -317,7 +316,7 @@ class RedisBroker:
         worker's prefetched jobs, known not to have run) are requeued without counting a
         lost worker against them. Returns (requeued, failed worker-lost)."""
         ttl = self.settings.ttl_s
-        keys = [self.keys.workers, self.keys.inflight, *self.keys.status_keys()]
+        keys = [self.keys.workers, self.keys.inflight]
         for w in ([stopping] if stopping else []) + list(dead_workers):
             keys += (self.keys.worker(w), self.keys.running(w), self.keys.aborts(w), self.keys.handoff(w))
         args: list[Any] = [self.settings.max_lost, ttl[Status.FAILED], int(bool(stopping)), len(ttl)]
@@ -336,7 +335,7 @@ class RedisBroker:
         no one named)."""
         if not ids:
             return []
-        keys = list(self.keys.status_keys())
+        keys: list[str] = []
         for i in ids:
             keys += (self.keys.job(i), self.keys.notify(i))
         return list(self._run("control", keys, (action, self.settings.ttl_s[Status.CANCEL], by, *ids)))
@@ -379,7 +378,7 @@ class RedisBroker:
         See adopt.lua."""
         if not jobs:
             return []
-        keys = [self.keys.queues, *self.keys.status_keys()]
+        keys = [self.keys.queues]
         args: list[Any] = [len(jobs)]
         for job in jobs:
             job_id, queue = job[0], job[1]

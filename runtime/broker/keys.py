@@ -2,7 +2,9 @@
 
 The Python methods of :class:`Keys` and the Lua key builders of the scripts
 (:func:`lua_builders`, pasted into ``_lib.lua`` where it says ``--@KEY_BUILDERS@--``) are
-both made from :data:`SHAPES`, so a shape is written once.
+both made from :data:`SHAPES`, so a shape is written once. A queue's name is written in
+braces (``{p}:q:{default}``): a Redis Cluster hash tag, so that every key of a queue lives
+in one hash slot (:data:`TAGGED`).
 
 | key                          | type | holds                                             |
 |------------------------------|------|---------------------------------------------------|
@@ -16,7 +18,8 @@ both made from :data:`SHAPES`, so a shape is written once.
 | {p}:idle:{queue}             | zset | idle workers blocked on their jobs list           |
 | {p}:inflight                 | zset | claimed jobs; score = claim deadline ms           |
 | {p}:queues                   | set  | names of queues ever used                         |
-| {p}:st:{status}              | zset | jobs by status; score = time of the change (s)    |
+| {p}:st:{queue}:{status}      | zset | jobs of a queue by status; score = time of the    |
+|                              |      | change (s)                                        |
 | {p}:workers                  | set  | ids of registered workers and supervisors         |
 | {p}:events                   | list | recycle and kill events (JSON), newest first      |
 | {p}:dropped                  | hash | ready key -> queue entries dropped: no document   |
@@ -49,8 +52,6 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from ..status import Status
-
 #: key kind -> shape after ``{prefix}:``; ``{name}`` is the builder's one argument
 SHAPES: dict[str, str] = {
     "job": "j:{id}",
@@ -61,7 +62,7 @@ SHAPES: dict[str, str] = {
     "idle": "idle:{queue}",
     "inflight": "inflight",
     "queues": "queues",
-    "status": "st:{status}",
+    "status": "st:{queue}:{status}",
     "workers": "workers",
     "events": "events",
     "dropped": "dropped",
@@ -85,13 +86,16 @@ SHAPES: dict[str, str] = {
     "operations": "ops",
 }
 
+#: Arguments written in braces, a Redis Cluster hash tag: every key of a queue hashes to
+#: the slot of its name.
+TAGGED = frozenset({"queue"})
 _ARG = re.compile(r"\{(\w+)\}")
 
 
-def _parts(shape: str) -> tuple[str, str]:
-    """(head, tail) around a shape's one argument (tail "" when there is none)."""
-    m = _ARG.search(shape)
-    return (shape, "") if m is None else (shape[:m.start()], shape[m.end():])
+def _parts(shape: str) -> tuple[list[str], list[str]]:
+    """(the literal pieces, the argument names) of a shape: literals[0] arg[0] literals[1]..."""
+    pieces = _ARG.split(shape)
+    return pieces[::2], pieces[1::2]
 
 
 class Keys:
@@ -102,12 +106,14 @@ class Keys:
 
     def __init__(self, prefix: str = "rt") -> None:
         self.prefix = prefix
-        self._p = {kind: (f"{prefix}:{head}", tail) for kind, (head, tail) in
-                   ((k, _parts(s)) for k, s in SHAPES.items())}
+        self._p = {kind: _parts(shape) for kind, shape in SHAPES.items()}
 
-    def _key(self, kind: str, arg: str = "") -> str:
-        head, tail = self._p[kind]
-        return head + arg + tail
+    def _key(self, kind: str, *args: str) -> str:
+        literals, names = self._p[kind]
+        out = [self.prefix, ":", literals[0]]
+        for name, arg, literal in zip(names, args, literals[1:]):
+            out += ("{", arg, "}", literal) if name in TAGGED else (arg, literal)
+        return "".join(out)
 
     def job(self, job_id: str) -> str:
         return self._key("job", job_id)
@@ -135,8 +141,8 @@ class Keys:
     def queues(self) -> str:
         return self._key("queues")
 
-    def status(self, status: str) -> str:
-        return self._key("status", status)
+    def status(self, queue: str, status: str) -> str:
+        return self._key("status", queue, status)
 
     @property
     def workers(self) -> str:
@@ -214,14 +220,6 @@ class Keys:
         """(ready, scheduled, wake, idle) of ``queue``, the block the scripts take per queue."""
         return _queue_keys(self.prefix, queue)
 
-    def status_keys(self) -> tuple[str, ...]:
-        """The status indexes in :data:`STATUS_ORDER`, the block the scripts take."""
-        return _status_keys(self.prefix)
-
-
-#: Order of the status-index block passed to the scripts (``st_key(status)`` in Lua).
-STATUS_ORDER: tuple[Status, ...] = tuple(Status)
-
 
 @lru_cache(maxsize=4096)
 def _queue_keys(prefix: str, queue: str) -> tuple[str, str, str, str]:
@@ -229,20 +227,17 @@ def _queue_keys(prefix: str, queue: str) -> tuple[str, str, str, str]:
     return k.ready(queue), k.scheduled(queue), k.wake(queue), k.idle(queue)
 
 
-@lru_cache(maxsize=64)
-def _status_keys(prefix: str) -> tuple[str, ...]:
-    k = Keys(prefix)
-    return tuple(k.status(s.value) for s in STATUS_ORDER)
-
-
 def lua_builders() -> str:
-    """Lua functions ``key_<kind>(arg)`` for every shape, over the script's prefix ``P``,
-    each a piece of the lib of its own (``--- key_<kind>``)."""
+    """Lua functions ``key_<kind>(args...)`` for every shape, over the script's prefix ``P``,
+    each a piece of the lib of its own (``--- key_<kind>``); a queue argument is wrapped in
+    braces there too (:data:`TAGGED`)."""
     out = []
     for kind, shape in SHAPES.items():
-        head, tail = _parts(shape)
-        m = _ARG.search(shape)
-        arg = m.group(1) if m else ""
-        body = f"P .. ':{head}'" + (f" .. {arg}" if arg else "") + (f" .. '{tail}'" if tail else "")
-        out.append(f"--- key_{kind}\nlocal function key_{kind}({arg}) return {body} end")
+        literals, names = _parts(shape)
+        body = [f"P .. ':{literals[0]}'"]
+        for name, literal in zip(names, literals[1:]):
+            body.append(f"'{{' .. {name} .. '}}'" if name in TAGGED else name)
+            if literal:
+                body.append(f"'{literal}'")
+        out.append(f"--- key_{kind}\nlocal function key_{kind}({', '.join(names)}) return {' .. '.join(body)} end")
     return "\n".join(out)

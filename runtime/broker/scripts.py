@@ -1,8 +1,7 @@
 """The Lua scripts of the broker: each ``runtime/broker/lua/{name}.lua`` with the pieces of
 ``_lib.lua`` it uses pasted in, and the lib's generated pieces filled in from their Python
-sources: the key builders (runtime.broker.keys.SHAPES), the place of each status in the
-status-index block (runtime.broker.keys.STATUS_ORDER), and the transition table and
-status sets (runtime.status)."""
+sources: the key builders (runtime.broker.keys.SHAPES), and the statuses, the transition
+table and status sets (runtime.status)."""
 
 from __future__ import annotations
 
@@ -13,8 +12,8 @@ from typing import Any
 
 import redis
 
-from ..status import FINAL, RUNNING, lua_moves, lua_set
-from .keys import STATUS_ORDER, lua_builders
+from ..status import FINAL, RUNNING, Status, lua_moves, lua_set
+from .keys import lua_builders
 
 LUA = Path(__file__).parent / "lua"
 #: every script of the broker (the lib is not one)
@@ -27,7 +26,7 @@ def generated_lib() -> str:
     """``_lib.lua`` with its generated parts filled in."""
     fills = {
         "--@KEY_BUILDERS@--": lua_builders(),
-        "--@STATUS_POS@--": ", ".join(f"['{s.value}'] = {i + 1}" for i, s in enumerate(STATUS_ORDER)),
+        "--@STATUSES@--": lua_set(frozenset(Status)),
         "--@MOVES@--": lua_moves(),
         "--@FINAL@--": lua_set(FINAL),
         "--@RUNNING@--": lua_set(RUNNING),

@@ -340,11 +340,16 @@ class Reader:
         now = time.time()
         starts = [now - hours * 3600 + i * bucket_s for i in range(int(hours * 3600 / bucket_s))]
         bad = FAILED_STATUSES
+        queues = sorted(c.call(c.redis.smembers, keys.queues))
+        statuses = (Status.SUCCESS.value, *bad)
         pipe = c.redis.pipeline(transaction=False)
         for t in starts:
-            for status in (Status.SUCCESS.value, *bad):
-                pipe.zcount(keys.status(status), t, f"({t + bucket_s}")
-        counts = c.call(pipe.execute)
+            for status in statuses:
+                for q in queues:
+                    pipe.zcount(keys.status(q, status), t, f"({t + bucket_s}")
+        replies = c.call(pipe.execute) if queues else []
+        nq = len(queues)
+        counts = [sum(int(n) for n in replies[i * nq:(i + 1) * nq]) for i in range(len(starts) * len(statuses))]
         out = []
         for i, t in enumerate(starts):
             row = counts[i * (1 + len(bad)):(i + 1) * (1 + len(bad))]

@@ -59,7 +59,7 @@ class ScheduleState:
         one script call. Raises redis errors."""
         k = self.keys
         ready, sched, wake, _ = k.queue_keys(schedule.queue)
-        keys = [k.schedule(schedule.name), ready, sched, wake, k.queues, k.status(Status.QUEUED)]
+        keys = [k.schedule(schedule.name), ready, sched, wake, k.queues, k.status(schedule.queue, Status.QUEUED)]
         args: list[Any] = [schedule.queue, schedule.path, encode_params(schedule.params, 1 << 20),
                            schedule.priority, schedule.overlap, len(plan)]
         for t, run in plan:

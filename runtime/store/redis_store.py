@@ -21,7 +21,8 @@ _OWN_INDEX = {"queued": "queued", "started": "started"}
 
 
 class RedisJobStore:
-    """Job documents in Redis hashes (``{p}:j:{id}``) with status indexes (``{p}:st:*``)."""
+    """Job documents in Redis hashes (``{p}:j:{id}``) with status indexes per queue
+    (``{p}:st:{queue}:{status}``)."""
 
     #: the list_jobs filters answered from an index (queue and path are checked per document)
     indexed: frozenset[str] = frozenset({"status"})
@@ -62,11 +63,14 @@ class RedisJobStore:
             out.append(Job.from_hash(data) if data else None)
         return out
 
-    def _index_newest_first(self, status: str, batch: int,
+    def queue_names(self) -> list[str]:
+        """Every queue ever used ({p}:queues), sorted."""
+        return sorted(self.client.smembers(self.keys.queues))  # type: ignore[arg-type]
+
+    def _index_newest_first(self, key: str, batch: int,
                             before: tuple[float, str] | None) -> Iterator[tuple[float, str]]:
         """(change time, id) of one status index, newest first (ties: highest id first),
         only those before the cursor ``before``; ``batch`` per round trip."""
-        key = self.keys.status(status)
         top: float | str = "+inf" if before is None else before[0]
         offset = 0
         while True:
@@ -80,11 +84,13 @@ class RedisJobStore:
                 return
             offset += batch
 
-    def _ids_newest_first(self, statuses: Iterable[str], batch: int,
-                          before: tuple[float, str] | None = None) -> Iterator[tuple[float, str]]:
-        """Ids from the given status indexes merged newest first (by time of last change),
-        ties by id, highest first (as MongoJobStore sorts: the same order in both stores)."""
-        streams = [self._index_newest_first(s, batch, before) for s in statuses]
+    def _ids_newest_first(self, statuses: Iterable[str], batch: int, before: tuple[float, str] | None = None,
+                          queue: str | None = None) -> Iterator[tuple[float, str]]:
+        """Ids from the given status indexes of ``queue`` (None: of every queue) merged newest
+        first (by time of last change), ties by id, highest first (as MongoJobStore sorts:
+        the same order in both stores)."""
+        queues = [queue] if queue else self.queue_names()
+        streams = [self._index_newest_first(self.keys.status(q, s), batch, before) for q in queues for s in statuses]
         yield from heapq.merge(*streams, reverse=True)
 
     def sortable(self, sort: str, status: str | None) -> bool:
@@ -134,7 +140,7 @@ class RedisJobStore:
                     out.append(job)
             pending.clear()
 
-        for item in self._ids_newest_first(statuses, max(limit, 200), before):
+        for item in self._ids_newest_first(statuses, max(limit, 200), before, queue):
             pending.append(item)
             if len(pending) >= 200:
                 flush()
@@ -144,10 +150,15 @@ class RedisJobStore:
         return out
 
     def counts(self) -> dict[str, int]:
+        """Jobs per status, summed over the status indexes of every queue."""
         pipe = self.client.pipeline(transaction=False)
-        for s in Status:
-            pipe.zcard(self.keys.status(s.value))
-        return {s.value: int(n) for s, n in zip(Status, pipe.execute())}
+        queues = self.queue_names()
+        for q in queues:
+            for s in Status:
+                pipe.zcard(self.keys.status(q, s.value))
+        replies = pipe.execute() if queues else []
+        n = len(Status)
+        return {s.value: sum(int(c) for c in replies[i::n]) for i, s in enumerate(Status)}
 
     def final_ids(self, status: str, queue: str | None = None, path: str | None = None) -> list[str]:
         """Every id with final ``status`` matching the filters (for bulk requeue)."""

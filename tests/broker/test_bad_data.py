@@ -92,7 +92,7 @@ def test_a_status_that_is_not_one_fails_that_job_alone_and_a_broken_history_is_s
 
 def test_keys_of_another_type_are_shown_not_raised(client, settings):
     client.redis.set(client.broker.keys.job("zz"), "x")
-    client.redis.zadd(client.broker.keys.status("queued"), {"zz": 1})
+    client.redis.zadd(client.broker.keys.status("default", "queued"), {"zz": 1})
     job = client.queue_job("testtasks.add", {"a": 1, "b": 1})
     client.redis.hset(client.broker.keys.job(job), "history", "x")
     for args in (("job", "zz"), ("job", job), ("jobs",), ("jobs", "--json")):

@@ -107,7 +107,7 @@ def test_every_status_a_script_writes_is_a_status_and_the_lib_is_generated():
         written |= set(re.findall(r"can_move\(\w+, '(\w+)'\)", text))
         assert written <= {s.value for s in Status} | {CLAIMED}, (name, written)
         # which statuses a job may be in for a move comes from the table, never a literal
-        checks = re.sub(r"can_move\([^)]*\)|st_key\([^)]*\)|'status', '\w+'|entry\(\w+, '\w+'|reindex\([^)]*\)",
+        checks = re.sub(r"can_move\([^)]*\)|key_status\([^)]*\)|'status', '\w+'|entry\(\w+, '\w+'|reindex\([^)]*\)",
                         "", text)
         checks = "\n".join(line for line in checks.splitlines() if not line.startswith("--"))  # comments
         assert "'started'" not in checks, name
@@ -123,11 +123,10 @@ def test_every_script_declares_its_keys(client):
         assert re.search(r"^-- KEYS\[1\b", header, re.M), name
         assert "KEYS: none" not in header, name
     k = Keys("p")
-    assert (k.job("1"), k.ready("q"), k.running("w"), k.status("queued")) == ("p:j:1", "p:q:q", "p:w:w:running",
-                                                                             "p:st:queued")
+    assert (k.job("1"), k.ready("q"), k.running("w"), k.status("q", "queued")) == (
+        "p:j:1", "p:q:{q}", "p:w:w:running", "p:st:{q}:queued")
     call = client.broker._claim_call("w1", 5, ["a", "b"], False)
     nkeys = call[2]
     assert list(call[3:3 + nkeys]) == [client.broker.keys.handoff("w1"), client.broker.keys.running("w1"),
-                                       client.broker.keys.inflight, *client.broker.keys.status_keys(),
-                                       client.broker.keys.dropped,
+                                       client.broker.keys.inflight, client.broker.keys.dropped,
                                        *client.broker.keys.queue_keys("a"), *client.broker.keys.queue_keys("b")]

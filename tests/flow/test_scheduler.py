@@ -58,7 +58,7 @@ def _drive(loop: SchedulerLoop, clock: FakeClock, until_s: float) -> None:
 
 
 def _jobs(client, prefix: str) -> list[str]:
-    return sorted(i for i in client.redis.zrange(client.broker.keys.status("queued"), 0, -1) if i.startswith(prefix))
+    return sorted(i for i in client.redis.zrange(client.broker.keys.status("default", "queued"), 0, -1) if i.startswith(prefix))
 
 
 # (name, zone, cron, three days around a DST change, wall times expected): the wall time
@@ -140,10 +140,10 @@ def test_overlap_skip_with_a_slow_job(client, worker, task_dir):
     worker.start(task_modules=f"testtasks,{mod}")
     key = client.broker.keys.schedule("slow")
     wait_until(lambda: int(client.redis.hget(key, "count_overlap") or 0) >= 6, 20, "fire times skipped for overlap")
-    ids = [i for i in client.redis.zrange(client.broker.keys.status("success"), 0, -1) if i.startswith("slow@")]
-    wait_until(lambda: len([i for i in client.redis.zrange(client.broker.keys.status("success"), 0, -1)
+    ids = [i for i in client.redis.zrange(client.broker.keys.status("default", "success"), 0, -1) if i.startswith("slow@")]
+    wait_until(lambda: len([i for i in client.redis.zrange(client.broker.keys.status("default", "success"), 0, -1)
                             if i.startswith("slow@")]) >= 2, 20, "two runs")
-    ids = [i for i in client.redis.zrange(client.broker.keys.status("success"), 0, -1) if i.startswith("slow@")]
+    ids = [i for i in client.redis.zrange(client.broker.keys.status("default", "success"), 0, -1) if i.startswith("slow@")]
     runs = sorted((j.started_at, j.ended_at) for j in (client.get_job(i) for i in ids))
     for (_, end), (start, _) in zip(runs, runs[1:]):
         assert start >= end, runs  # never two at once
@@ -160,7 +160,7 @@ def test_pause_resume_run_now_and_the_listing(settings, client, worker, task_dir
     key = client.broker.keys.schedule("tick")
 
     def done() -> int:
-        return len([i for i in client.redis.zrange(client.broker.keys.status("success"), 0, -1)
+        return len([i for i in client.redis.zrange(client.broker.keys.status("default", "success"), 0, -1)
                     if i.startswith("tick@")])
 
     wait_until(lambda: done() >= 3, 15, "three runs")
@@ -173,9 +173,9 @@ def test_pause_resume_run_now_and_the_listing(settings, client, worker, task_dir
     assert json.loads(cli(settings, "workers", "--json").stdout)[0]["scheduler_synced_at"] > time.time() - 30
     assert cli(settings, "schedules", "pause", "tick").exit_code == 0
     wait_until(lambda: int(client.redis.hget(key, "count_paused") or 0) >= 3, 10, "paused fire times")
-    before = client.redis.zcard(client.broker.keys.status("success")) + client.redis.zcard(client.broker.keys.status("queued"))
+    before = client.redis.zcard(client.broker.keys.status("default", "success")) + client.redis.zcard(client.broker.keys.status("default", "queued"))
     wait_until(lambda: int(client.redis.hget(key, "count_paused") or 0) >= 6, 10, "more paused fire times")
-    after = client.redis.zcard(client.broker.keys.status("success")) + client.redis.zcard(client.broker.keys.status("queued"))
+    after = client.redis.zcard(client.broker.keys.status("default", "success")) + client.redis.zcard(client.broker.keys.status("default", "queued"))
     assert after == before  # nothing queued while paused
     assert json.loads(cli(settings, "schedules", "--json").stdout)["schedules"][0]["status"] == "paused"
     now = cli(settings, "schedules", "run-now", "tick")
@@ -213,7 +213,7 @@ def test_several_worker_processes_queue_exactly_one_job_per_fire_time(settings, 
     for p in procs:
         workers.ready(p)
     wait_until(lambda: client.redis.zcard(client.broker.keys.schedulers) == 4, 20, "four schedulers")
-    success = client.broker.keys.status("success")
+    success = client.broker.keys.status("default", "success")
 
     def fired() -> list[str]:
         return [i for i in client.redis.zrange(success, 0, -1) if i.startswith("many@")]
@@ -225,7 +225,7 @@ def test_several_worker_processes_queue_exactly_one_job_per_fire_time(settings, 
     for p in procs:
         p.wait(30)
     ids = sorted({i for s in ("queued", "started", "success", "interrupt")
-                     for i in client.redis.zrange(client.broker.keys.status(s), 0, -1) if i.startswith("many@")})
+                     for i in client.redis.zrange(client.broker.keys.status("default", s), 0, -1) if i.startswith("many@")})
     times = sorted(int(datetime.fromisoformat(i.split("@")[1].replace("Z", "+00:00")).timestamp() * 1000) for i in ids)
     assert len(times) == len(set(times)) >= 210
     assert [b - a for a, b in zip(times, times[1:])] == [100] * (len(times) - 1)  # none skipped
@@ -294,7 +294,7 @@ def test_a_schedule_of_runtime_toml_fires_with_its_params_queue_and_priority(cli
         priority = 4
         """)
     workers.ready(workers.start("--queues", "sched"))
-    success = client.broker.keys.status("success")
+    success = client.broker.keys.status("sched", "success")
     ids = wait_until(lambda: [i for i in client.redis.zrange(success, 0, -1) if i.startswith("toml-tick@")],
                      20, "a run of the runtime.toml schedule")
     job = client.get_job(ids[0])

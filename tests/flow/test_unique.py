@@ -74,7 +74,7 @@ def test_twenty_concurrent_producers_queue_one_job_per_key_and_per_id(settings, 
     assert len(got) == 20
     assert len({k for k, _ in got}) == 1 and {i for _, i in got} == {"nightly-2026-12-06"}
     assert sorted(_ready(client)) == sorted([got[0][0], "nightly-2026-12-06"])
-    assert client.redis.zcard(client.broker.keys.status("queued")) == 2
+    assert client.redis.zcard(client.broker.keys.status("default", "queued")) == 2
 
 
 def test_a_batch_with_a_repeated_unique_key_queues_the_first(client):

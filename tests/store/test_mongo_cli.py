@@ -41,7 +41,7 @@ def test_refused_credentials_exit_2_for_every_command(mongo_settings, client):
         r = cli(mongo_settings, "--mongodb", url, *argv, mongodb_timeout_s=0.5)
         assert r.exit_code == 2 and _one_line(r.stderr), (argv, r.exit_code, r.stderr)
         assert "refused the credentials" in r.stderr and "wrong" not in r.stderr, (argv, r.stderr)
-    assert client.redis.zcard(client.broker.keys.status("queued")) == 1  # enqueue queued nothing
+    assert client.redis.zcard(client.broker.keys.status("default", "queued")) == 1  # enqueue queued nothing
     assert client.live.get(job_id).status == "queued"  # cancel changed nothing
     env = worker_env(mongo_settings, mongodb_url=url, mongodb_timeout_s=0.5)
     for burst in (["--burst"], []):

@@ -135,7 +135,7 @@ def test_redis_lost_the_job_it_is_queued_again_from_mongodb(mclient, worker, mon
     keys = mclient.broker.keys
     mclient.redis.delete(keys.job(job_id))
     mclient.redis.zrem(keys.ready("default"), job_id)
-    mclient.redis.zrem(keys.status("queued"), job_id)
+    mclient.redis.zrem(keys.status("default", "queued"), job_id)
     report = mclient.mongo.reconcile(lag_s=0)
     assert report.adopted == 1
     worker.start(**mongo_env(mongo_settings))

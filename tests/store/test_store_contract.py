@@ -194,9 +194,9 @@ def test_ties_in_change_time_are_ordered_by_id_in_every_store(backend):
     moved = sorted(ids)[::2]  # every other id gets another status, same change time
     keys = client.broker.keys
     for job_id in moved:
-        score = client.redis.zscore(keys.status("queued"), job_id)
-        client.redis.zrem(keys.status("queued"), job_id)
-        client.redis.zadd(keys.status("cancel"), {job_id: score})
+        score = client.redis.zscore(keys.status("default", "queued"), job_id)
+        client.redis.zrem(keys.status("default", "queued"), job_id)
+        client.redis.zadd(keys.status("default", "cancel"), {job_id: score})
         client.redis.hset(keys.job(job_id), "status", "cancel")
     if backend.name == "mongo":
         store.jobs.update_many({"_id": {"$in": moved}}, {"$set": {"status": "cancel"}})

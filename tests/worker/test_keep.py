@@ -20,7 +20,7 @@ def _keys_of(client: Client, job_id: str) -> list[str]:
 
 
 def _listed(client: Client, status: str, job_id: str) -> bool:
-    return client.redis.zscore(client.broker.keys.status(status), job_id) is not None
+    return client.redis.zscore(client.broker.keys.status("default", status), job_id) is not None
 
 
 def test_unkept_success_leaves_nothing(client, worker):

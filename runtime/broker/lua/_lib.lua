@@ -2,8 +2,8 @@
 -- a script gets the pieces it names, and those they name (runtime/broker/scripts.py), so
 -- that no call builds a table or a function it does not use (~4 us of Redis CPU a call for
 -- the whole lib). Generated pieces, filled in at load:
---   key builders  key_<kind>(arg), from runtime/broker/keys.py SHAPES, over the prefix P
---   STATUS_POS    status -> its place in the status-index block a script gets in KEYS
+--   key builders  key_<kind>(args), from runtime/broker/keys.py SHAPES, over the prefix P
+--   STATUSES      runtime/status.py Status: STATUSES[s] is true for a status
 --   MOVES         runtime/status.py TRANSITIONS: MOVES['from>to'] is true when allowed
 --   FINAL         runtime/status.py FINAL: FINAL[status] is true for a final status
 --   RUNNING       runtime/status.py RUNNING: an attempt in this status may end (started)
@@ -13,8 +13,8 @@
 
 local P = ARGV[1]
 --@KEY_BUILDERS@--
---- STATUS_POS
-local STATUS_POS = {--@STATUS_POS@--}
+--- STATUSES
+local STATUSES = {--@STATUSES@--}
 --- MOVES
 local MOVES = {--@MOVES@--}
 --- FINAL
@@ -28,18 +28,18 @@ local function can_move(from, to)
   return MOVES[from .. '>' .. to] == true
 end
 
---- st_key
--- st_key(base, status): the index key of `status` in the status block at KEYS[base..]
-local function st_key(base, status)
-  return KEYS[base + STATUS_POS[status] - 1]
+--- queue_of
+-- queue_of(key): the queue of a queue's key (its hash tag, the last braces of the key)
+local function queue_of(key)
+  return string.match(key, '{([^{}]*)}[^{}]*$')
 end
 
 --- reindex
--- reindex(base, id, from, to, snow): move `id` from one status index to another, scored
--- by the time of the change (snow: clock()'s string, which Redis reads as it is)
-local function reindex(base, id, from, to, snow)
-  redis.call('ZREM', st_key(base, from), id)
-  redis.call('ZADD', st_key(base, to), snow, id)
+-- reindex(q, id, from, to, snow): move `id` from one status index of queue q to another,
+-- scored by the time of the change (snow: clock()'s string, which Redis reads as it is)
+local function reindex(q, id, from, to, snow)
+  redis.call('ZREM', key_status(q, from), id)
+  redis.call('ZADD', key_status(q, to), snow, id)
 end
 
 --- clock
@@ -141,17 +141,17 @@ local function log_entry(jk, text)
 end
 
 --- claim_one
--- claim_one(id, f, wid, from_index, started_index, snow, deadline, inflight, running,
--- problem): start waiting job `id` for worker `wid`: status started, attempt+1, the claim
--- deadline (ms) in the inflight zset, the worker's running set, from the index of its
--- status to the started index, a 'claimed' history entry. `f`: its CLAIM_FIELDS as HMGET
--- read them (nil: read here). Returns the 14 claim fields: id, path, params, queue,
--- priority, attempt, retries, lost, queued_at, due_at, started_at, meta, alone ('1' or
--- ''), and what is wrong with the document ('' for nothing: runtime.broker.claimed_from
--- reads the rest); a field the document lacks is ''. An attempt that is not an integer
--- restarts at 1 (the job then fails, reason bad-document, fenced by that attempt); so does
--- one whose status is not one (``problem``: what the caller found wrong).
-local function claim_one(id, f, wid, from_index, started_index, snow, deadline, inflight, running, problem)
+-- claim_one(id, f, st, wid, snow, deadline, inflight, running, problem): start waiting job
+-- `id` (status st) for worker `wid`: status started, attempt+1, the claim deadline (ms) in
+-- the inflight zset, the worker's running set, from the index of st to the started index
+-- of its queue, a 'claimed' history entry. `f`: its CLAIM_FIELDS as HMGET read them (nil:
+-- read here). Returns the 14 claim fields: id, path, params, queue, priority, attempt,
+-- retries, lost, queued_at, due_at, started_at, meta, alone ('1' or ''), and what is wrong
+-- with the document ('' for nothing: runtime.broker.claimed_from reads the rest); a field
+-- the document lacks is ''. An attempt that is not an integer restarts at 1 (the job then
+-- fails, reason bad-document, fenced by that attempt); so does one whose status is not one
+-- (``problem``: what the caller found wrong).
+local function claim_one(id, f, st, wid, snow, deadline, inflight, running, problem)
   local jk = key_job(id)
   f = f or redis.call('HMGET', jk, unpack(CLAIM_FIELDS))
   local bad = problem or ''
@@ -167,8 +167,7 @@ local function claim_one(id, f, wid, from_index, started_index, snow, deadline, 
     'history', add_entry(f[14], entry(snow, 'claimed', {'worker', wid, 'attempt', attempt})))
   redis.call('ZADD', inflight, deadline, id)
   redis.call('SADD', running, id)
-  redis.call('ZREM', from_index, id)
-  redis.call('ZADD', started_index, snow, id)
+  reindex(f[4] or '', id, st, 'started', snow)
   for i = 1, 13 do f[i] = f[i] or '' end  -- a nil would end the reply's array there
   f[1], f[14], f[15] = id, bad, nil
   return f

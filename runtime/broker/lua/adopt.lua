@@ -1,11 +1,11 @@
 -- adopt.lua: queue again, from their MongoDB documents, jobs that Redis no longer has.
 -- KEYS[1]      {p}:queues
--- KEYS[2..11]  the status indexes (runtime.broker.keys.STATUS_ORDER)
--- KEYS[12..]   per job: its hash, and its queue's ready, scheduled and wake keys
+-- KEYS[2..]    per job: its hash, and its queue's ready, scheduled and wake keys
 -- ARGV[1]  key prefix
 -- ARGV[2]  number of jobs N
 -- then per job: id, queue, priority, fields (JSON object of string values: the job hash
 --   without status), history (JSON array of history entries, each a JSON string), note
+-- Found inside: the status indexes of each job's queue.
 -- A job whose document exists in Redis is left alone (its live state wins). Otherwise its
 -- hash and history are written back (the history keeps its length, so MongoDB's version
 -- fence goes on growing), status queued with a history entry carrying `note`, and it is
@@ -15,7 +15,7 @@
 -- (runtime/store/mongo/sync.py) when Redis lost a job MongoDB holds as waiting or started.
 -- Returns: the ids adopted.
 --@LIB@--
-local queues, ST, J = KEYS[1], 2, 12
+local queues, J = KEYS[1], 2
 local n = tonumber(ARGV[2])
 local now, snow = clock()
 local out = {}
@@ -34,7 +34,7 @@ for i = 0, n - 1 do
     for _, e in ipairs(cjson.decode(history)) do h = add_entry(h, e) end
     redis.call('HSET', jk, 'status', 'queued', 'queue', q, 'priority', prio,
       'history', add_entry(h, entry(snow, 'queued', {'note', note})))
-    redis.call('ZADD', st_key(ST, 'queued'), snow, id)
+    redis.call('ZADD', key_status(q, 'queued'), snow, id)
     redis.call('SADD', queues, q)
     if due and due > now then  -- not due yet: stays delayed (a blocked worker learns when)
       redis.call('ZADD', sched, due * 1000, id)

@@ -2,9 +2,8 @@
 -- KEYS[1]   {p}:w:{wid}:jobs, jobs enqueue.lua handed to this worker
 -- KEYS[2]   {p}:w:{wid}:running
 -- KEYS[3]   {p}:inflight
--- KEYS[4..13]  the status indexes (runtime.broker.keys.STATUS_ORDER)
--- KEYS[14]     {p}:dropped, queue -> count of queue entries dropped for having no document
--- KEYS[15..]   per queue, first ones first: ready, scheduled, wake, idle
+-- KEYS[4]      {p}:dropped, queue -> count of queue entries dropped for having no document
+-- KEYS[5..]    per queue, first ones first: ready, scheduled, wake, idle
 -- ARGV[1]  key prefix
 -- ARGV[2]  worker id
 -- ARGV[3]  K, the most jobs to claim
@@ -12,7 +11,7 @@
 -- ARGV[5]  1 if the worker runs no job now (it may then be registered idle), else 0
 -- ARGV[6..] the concurrency caps and rate limits of the tasks it serves (caps_from in _lib;
 --          none: absent or 0)
--- Found inside: the hash of each job popped (key_job).
+-- Found inside: the hash of each job popped (key_job), the status indexes of its queue.
 -- First takes the jobs that enqueue.lua already handed to this worker, then due jobs from
 -- the queues. Each claimed job moves ready -> inflight (score = deadline ms) and the
 -- worker's running set, gets status started, attempt+1, and a history entry
@@ -31,15 +30,14 @@
 -- most PARK_RETRY_S away. A worker with caps is never registered idle (enqueue.lua would
 -- hand it a job past the caps). Found inside: the cap, rate and park keys (runtime.caps).
 -- A cap's room in one call is at most half its slots (cap_room), so a capped worker claims
--- its next jobs while the last ones run; it keeps KEYS[3] and the started index as skiplists
+-- its next jobs while the last ones run; it keeps KEYS[3] and the started indexes as skiplists
 -- (skiplist in _lib), as it holds too few jobs for Redis to choose that form itself.
 -- Returns: {server time, next due time of a delayed job or '', the ids dropped (comma-
 --   separated, ''), then the 14 claim fields of each job (claim_one)}
 --@LIB@--
 local wid, k, vt, may_idle = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
 local handoff, running, inflight = KEYS[1], KEYS[2], KEYS[3]
-local ST, DROPPED, Q = 4, KEYS[14], 15
-local started = st_key(ST, 'started')
+local DROPPED, Q = KEYS[4], 5
 local nq = (#KEYS - Q + 1) / 4
 local now, snow = clock()
 local now_ms = now * 1000
@@ -58,9 +56,9 @@ end
 redis.call('DEL', handoff)
 if CAPS then
   local served = {}
-  for i = 0, nq - 1 do served[string.sub(KEYS[Q + 4 * i], #key_ready('') + 1)] = true end
+  for i = 0, nq - 1 do served[queue_of(KEYS[Q + 4 * i])] = true end
   parked_left = cap_unpark(CAPS, rooms, now_ms, function(id, st)
-    for _, v in ipairs(claim_one(id, nil, wid, st_key(ST, st), started, snow, deadline, inflight, running)) do
+    for _, v in ipairs(claim_one(id, nil, st, wid, snow, deadline, inflight, running)) do
       out[#out + 1] = v
     end
     claimed = claimed + 1
@@ -88,7 +86,7 @@ for i = 0, nq - 1 do
         if cur.err then cur = {} end  -- not a hash (a key of another type): no document
         local st = cur[15]
         local problem = nil
-        if st and not STATUS_POS[st] then  -- a status that is not one: claimed to fail (bad-document)
+        if st and not STATUSES[st] then  -- a status that is not one: claimed to fail (bad-document)
           problem = 'status is ' .. json_string(st) .. ', not a status'
           redis.call('HSET', key_job(id), 'status', 'queued')
           st = 'queued'
@@ -101,8 +99,7 @@ for i = 0, nq - 1 do
           if not (alone and claimed > 0) and CAPS and not cap_admit(CAPS, rooms, id, cur[2], popped[j + 1], now_ms) then
             parked = parked + 1
           elseif not (alone and claimed > 0) then
-            for _, v in ipairs(claim_one(id, cur, wid, st_key(ST, st), started, snow, deadline, inflight, running,
-                problem)) do
+            for _, v in ipairs(claim_one(id, cur, st, wid, snow, deadline, inflight, running, problem)) do
               out[#out + 1] = v
             end
             claimed = claimed + 1
@@ -134,7 +131,10 @@ if claimed == 0 and may_idle and not CAPS then
 end
 if CAPS and claimed > 0 then  -- a capped worker holds few jobs: the next ones go in at ~1 us, not ~10
   skiplist(inflight)
-  skiplist(started)
+  for i = 0, nq - 1 do
+    local qn = queue_of(KEYS[Q + 4 * i])
+    skiplist(key_status(qn, 'started'))
+  end
 end
 if next_due then out[2] = string.format('%.6f', next_due) end
 out[3] = table.concat(dropped, ',')

@@ -1,12 +1,11 @@
 -- control.lua: cancel, abort or requeue jobs by id, as the transition table allows.
--- KEYS[1..10]  the status indexes (runtime.broker.keys.STATUS_ORDER)
--- KEYS[11..]   per job: its hash, notify set
+-- KEYS[1..]    per job: its hash, notify set
 -- ARGV[1]  key prefix
 -- ARGV[2]  action: cancel | abort | requeue
 -- ARGV[3]  ttl_s for the cancel status
 -- ARGV[4]  who asked and from where ("" for no one named), kept as ``by`` in the history entry
 -- ARGV[5..] job ids
--- Found inside: the keys of each job's queue and the abort set of its worker.
+-- Found inside: the keys and status indexes of each job's queue, the abort set of its worker.
 -- cancel: a job that may move to cancel (waiting) leaves its queue and ends cancel (final).
 -- abort: a job that may move to abort (running) is flagged for its worker, which kills it
 --   at its next heartbeat (the worker writes the status); who asked is kept in the job's
@@ -17,7 +16,7 @@
 --@LIB@--
 local action, ttl = ARGV[2], tonumber(ARGV[3])
 local by = ARGV[4] ~= '' and {'by', ARGV[4]} or nil
-local ST, J, IDS = 1, 11, 5
+local J, IDS = 1, 5
 local now, snow = clock()
 local out = {}
 for i = IDS, #ARGV do
@@ -32,7 +31,7 @@ for i = IDS, #ARGV do
     redis.call('ZREM', key_ready(q), id)
     redis.call('ZREM', key_scheduled(q), id)
     redis.call('HSET', jk, 'status', 'cancel', 'ended_at', snow)
-    reindex(ST, id, st, 'cancel', snow)
+    reindex(q, id, st, 'cancel', snow)
     log_entry(jk, entry(snow, 'cancel', by))
     redis.call('EXPIRE', jk, math.ceil(ttl))
     notify(nk, id)
@@ -51,7 +50,7 @@ for i = IDS, #ARGV do
     redis.call('ZREM', key_ready(q), id)
     redis.call('ZREM', key_scheduled(q), id)
     redis.call('ZADD', key_ready(q), score(tonumber(cur[3]) or 0, now * 1000), id)
-    reindex(ST, id, st, 'queued', snow)
+    reindex(q, id, st, 'queued', snow)
     local kv = {'note', 'requeued from ' .. st}
     if by then kv[3], kv[4] = by[1], by[2] end
     log_entry(jk, entry(snow, 'queued', kv))

@@ -2,7 +2,7 @@
 -- KEYS[1..4]   the queue's ready, scheduled, wake and idle keys
 -- KEYS[5]      {p}:queues
 -- KEYS[6]      {p}:inflight (for a job handed straight to an idle worker)
--- KEYS[7..8]   the status indexes of queued and started
+-- KEYS[7..8]   the queue's status indexes of queued and started
 -- KEYS[9..]    per job: its hash (its history is its field `history`); then the unique
 --              keys {p}:u:{key} of the jobs that have one (each job's ARGV names its
 --              place in KEYS)
@@ -29,7 +29,7 @@
 --   place in the call (1..N) and the id of the job that holds the key}.
 --@LIB@--
 local ready, sched, wake_key, idle = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local queues, inflight, queued_index, started_index, J = KEYS[5], KEYS[6], KEYS[7], KEYS[8], 9
+local queues, inflight, queued_index, J = KEYS[5], KEYS[6], KEYS[7], 9
 local vt, q, n = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local now, snow = clock()
 local deadline = math.floor((now + vt) * 1000)
@@ -90,8 +90,7 @@ for i = 0, n - 1 do
       -- handed over only when nothing waits in its queue: never ahead of an earlier job
       local wid = (not woke) and redis.call('ZCARD', ready) == 0 and idle_worker() or nil
       if wid then
-        local fields = claim_one(id, nil, wid, queued_index, started_index, snow, deadline, inflight,
-          key_running(wid))
+        local fields = claim_one(id, nil, 'queued', wid, snow, deadline, inflight, key_running(wid))
         redis.call('RPUSH', key_handoff(wid), cjson.encode(fields))
       else
         -- + i µs: the jobs of one call share `now`, and keep their order (FIFO) by it

@@ -1,8 +1,7 @@
 -- finish.lua: record the outcome of many attempts of one worker, fenced by attempt.
 -- KEYS[1]      {p}:inflight
 -- KEYS[2]      {p}:w:{wid}:running of the worker that ran them
--- KEYS[3..12]  the status indexes (runtime.broker.keys.STATUS_ORDER)
--- KEYS[13..]   per queue of the outcomes (Q of them): its ready, scheduled and wake keys;
+-- KEYS[3..]    per queue of the outcomes (Q of them): its ready, scheduled and wake keys;
 --              then per outcome: the job's hash (its history is its field `history`)
 --              and notify set
 -- ARGV[1]  key prefix
@@ -13,7 +12,8 @@
 --   (',"trace_id":"..."', or ''), its queue's number (1..Q), 'c' for a compact success
 --   (task option keep='compact': no history, report, logs, artifacts or progress kept) or
 --   '', number of extra fields F, then F name/value pairs
--- Found inside: the lists of clients waiting on a job (its notify set names them); the
+-- Found inside: the status indexes of each queue; the lists of clients waiting on a job
+-- (its notify set names them); the
 -- concurrency-cap set {p}:cap:{name} its hash names (field cap, runtime.caps), whose
 -- slot it releases (waking its queue when jobs of that cap are parked, {p}:park:{name}).
 -- An outcome whose attempt is not the job's current running one, or whose move the
@@ -30,7 +30,7 @@
 -- On a full Redis (maxmemory, noeviction) outcomes are still recorded: the first command
 -- is a write that changes nothing (see register.lua).
 --@LIB@--
-local inflight, running, ST, Q = KEYS[1], KEYS[2], 3, 13
+local inflight, running, Q = KEYS[1], KEYS[2], 3
 redis.call('ZREM', inflight, '')
 local n, nq = tonumber(ARGV[2]), tonumber(ARGV[3])
 local J = Q + 3 * nq
@@ -48,6 +48,7 @@ for i = 0, n - 1 do
   b = fb + 2 * nf
   local jk, nk = KEYS[J + 2 * i], KEYS[J + 2 * i + 1]
   local ready, sched, wake_key = KEYS[q], KEYS[q + 1], KEYS[q + 2]
+  local qn = queue_of(ready)
   local cur = redis.call('HMGET', jk, 'status', 'attempt', 'worker', 'priority', 'due_at', 'cap', 'history',
     'exc_type', 'reason', 'waiters', 'abort_by')
   if cur[2] ~= attempt or not RUNNING[cur[1] or ''] or not can_move(cur[1], st) then
@@ -89,7 +90,7 @@ for i = 0, n - 1 do
       redis.call('SREM', key_cap(cur[6]), id)
       if not woken[wake_key] and redis.call('EXISTS', key_park(cur[6])) == 1 then woken[wake_key] = true end
     end
-    if gone then redis.call('ZREM', st_key(ST, cur[1]), id) else reindex(ST, id, cur[1], st, snow) end
+    if gone then redis.call('ZREM', key_status(qn, cur[1]), id) else reindex(qn, id, cur[1], st, snow) end
     if gone then
       if write then notify(nk, document(id, true)) end
       redis.call('DEL', jk)

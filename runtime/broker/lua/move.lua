@@ -6,7 +6,7 @@
 -- ARGV[4]  who asked and from where ("" for no one named), kept as ``by`` in the history entry
 -- ARGV[5..] job ids
 -- Found inside: the ready and scheduled sets of each job's queue and of the target queue,
--- the target's wake list, the set of queue names.
+-- the target's wake list, the set of queue names, the status indexes of both queues.
 -- Only a job that waits in a queue moves: a member of its queue's ready set (queued,
 -- interrupt: its score is made again from its due time and the target priority) or of its
 -- scheduled set (delayed, retry: the same due score in the target's scheduled set). Its
@@ -40,6 +40,11 @@ for i = IDS, #ARGV do
       else
         redis.call('ZREM', key_scheduled(q), id)
         redis.call('ZADD', key_scheduled(tq), sched, id)
+      end
+      if tq ~= q then  -- its status index entry follows it, at the time of its last change
+        local changed = redis.call('ZSCORE', key_status(q, st), id)
+        redis.call('ZREM', key_status(q, st), id)
+        redis.call('ZADD', key_status(tq, st), changed or snow, id)
       end
       redis.call('SADD', key_queues(), tq)
       redis.call('HSET', jk, 'queue', tq, 'priority', tp)

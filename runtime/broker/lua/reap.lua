@@ -1,18 +1,18 @@
 -- reap.lua: take back the jobs of dead workers and of claims whose deadline passed.
 -- KEYS[1]      {p}:workers
 -- KEYS[2]      {p}:inflight
--- KEYS[3..12]  the status indexes (runtime.broker.keys.STATUS_ORDER)
--- KEYS[13..]   per worker dropped (the one stopping cleanly first, if any, then the dead
+-- KEYS[3..]    per worker dropped (the one stopping cleanly first, if any, then the dead
 --              ones): its registry entry, running set, abort set, jobs list
 -- ARGV[1]  key prefix
 -- ARGV[2]  max_lost: a job whose worker died this many times ends failed (worker-lost)
 -- ARGV[3]  ttl_s of a failed job
--- ARGV[4]  1 if the first worker of KEYS[13..] is stopping cleanly, else 0
+-- ARGV[4]  1 if the first worker of KEYS[3..] is stopping cleanly, else 0
 -- ARGV[5]  number of statuses S whose indexes are trimmed, then S pairs (status, ttl_s):
 --          index entries of documents that expired
 -- then     number of ids U, then U ids of the dead workers' jobs that never started
 --          running (prefetched): requeued as interrupt, lost unchanged
--- Found inside: each job's hash, notify set and queue keys; the idle keys of a
+-- Found inside: each job's hash, notify set, queue keys and status indexes; the status
+-- indexes of every queue ({p}:queues); the idle keys of a
 -- dropped worker's queues; the registry entry of an expired claim's owner.
 -- A job taken back from a dead worker is requeued at its old place (status queued,
 -- lost+1) or, at max_lost, ends failed with reason worker-lost; one its watchdog marked
@@ -22,7 +22,7 @@
 -- unchanged; so is an expired claim of a live worker (it does not know it has the job:
 -- its heartbeat extends the claims of every job it knows). Returns {requeued, failed}.
 --@LIB@--
-local workers, inflight, ST, W = KEYS[1], KEYS[2], 3, 13
+local workers, inflight, W = KEYS[1], KEYS[2], 3
 local max_lost, ttl_failed, clean_first = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1'
 local now, snow = clock()
 local requeued, failed = 0, 0
@@ -48,7 +48,7 @@ local function lose(id, wid, clean)
     redis.call('SREM', key_running(cur[2]), id)
     redis.call('HSET', jk, 'status', 'timeout', 'ended_at', snow, 'reason', 'hard-timeout',
       'exc_type', 'runtime.errors.HardTimeout', 'exc_message', cur[8])
-    reindex(ST, id, st, 'timeout', snow)
+    reindex(cur[5], id, st, 'timeout', snow)
     log_entry(jk, entry(snow, 'timeout', {'worker', cur[2], 'attempt', tonumber(cur[6]),
       'note', 'past its hard deadline: its worker was killed'}))
     redis.call('EXPIRE', jk, math.ceil(ttl_timeout))
@@ -74,7 +74,7 @@ local function lose(id, wid, clean)
   redis.call('SREM', key_running(cur[2]), id)
   if clean and can_move(st, 'interrupt') then
     redis.call('HSET', jk, 'status', 'interrupt')
-    reindex(ST, id, st, 'interrupt', snow)
+    reindex(cur[5], id, st, 'interrupt', snow)
     back_in_queue(jk, id, cur[5], cur[3], cur[4])
     log_entry(jk, entry(snow, 'interrupt', {'worker', cur[2], 'attempt', attempt, 'note', note}))
     requeued = requeued + 1
@@ -83,14 +83,14 @@ local function lose(id, wid, clean)
       lost, max_lost, cur[2], why)
     redis.call('HSET', jk, 'status', 'failed', 'ended_at', snow, 'reason', 'worker-lost',
       'exc_type', 'WorkerLost', 'exc_message', msg)
-    reindex(ST, id, st, 'failed', snow)
+    reindex(cur[5], id, st, 'failed', snow)
     log_entry(jk, entry(snow, 'failed', {'worker', cur[2], 'attempt', attempt, 'note', 'worker-lost' .. why}))
     redis.call('EXPIRE', jk, math.ceil(ttl_failed))
     notify(key_notify(id), id)
     failed = failed + 1
   elseif not clean and can_move(st, 'queued') then
     redis.call('HSET', jk, 'status', 'queued')
-    reindex(ST, id, st, 'queued', snow)
+    reindex(cur[5], id, st, 'queued', snow)
     back_in_queue(jk, id, cur[5], cur[3], cur[4])
     log_entry(jk, entry(snow, 'queued', {'worker', cur[2], 'attempt', attempt,
       'note', 'worker lost, requeued' .. why}))
@@ -130,9 +130,11 @@ for _, id in ipairs(expired) do
     lose(id, nil, false)
   end
 end
-for i = 0, ns - 1 do
-  local st, ttl = ARGV[6 + 2 * i], tonumber(ARGV[7 + 2 * i])
-  redis.call('ZREMRANGEBYSCORE', st_key(ST, st), '-inf', now - ttl)
+for _, q in ipairs(redis.call('SMEMBERS', key_queues())) do
+  for i = 0, ns - 1 do
+    local st, ttl = ARGV[6 + 2 * i], tonumber(ARGV[7 + 2 * i])
+    redis.call('ZREMRANGEBYSCORE', key_status(q, st), '-inf', now - ttl)
+  end
 end
 for q, _ in pairs(woken) do wake(key_wake(q)) end
 return {requeued, failed}

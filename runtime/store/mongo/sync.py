@@ -199,21 +199,26 @@ class MongoSync:
         sec, usec = self.redis.time()
         return float(sec) + usec / 1e6
 
+    def _indexes(self) -> list[str]:
+        """The status indexes of every queue ({p}:queues)."""
+        queues = sorted(texts(cast("list[str]", self.redis.smembers(self.keys.queues))))
+        return [self.keys.status(q, s.value) for q in queues for s in Status]
+
     def _changed_since(self, since: float, until: float, limit: int) -> tuple[list[str], float, bool]:
         """Ids whose Redis status changed in (since, until], oldest first, about ``limit`` of
         them (ties at the boundary all kept); returns (ids, new watermark, more left)."""
-        statuses = [s.value for s in Status]
+        indexes = self._indexes()
         pipe = self.redis.pipeline(transaction=False)
-        for s in statuses:
-            pipe.zrangebyscore(self.keys.status(s), f"({since!r}", repr(until), start=0, num=limit, withscores=True)
+        for key in indexes:
+            pipe.zrangebyscore(key, f"({since!r}", repr(until), start=0, num=limit, withscores=True)
         chunks = pipe.execute()
         full = [c[-1][1] for c in chunks if len(c) >= limit]
         if not full:
             return [m for c in chunks for m, _ in c], until, False
         boundary = min(full)
         ids = [m for c in chunks for m, score in c if score < boundary]
-        for s in statuses:  # every tie at the boundary, however many
-            pipe.zrangebyscore(self.keys.status(s), repr(boundary), repr(boundary))
+        for key in indexes:  # every tie at the boundary, however many
+            pipe.zrangebyscore(key, repr(boundary), repr(boundary))
         ids += [m for c in pipe.execute() for m in c]
         return ids, boundary, True
 
@@ -323,8 +328,7 @@ class MongoSync:
         that changes status meanwhile may be seen twice or missed; its change is newer than
         the watermark, so the ordinary sweep copies it."""
         report = SweepReport()
-        for status in Status:
-            key = self.keys.status(status.value)
+        for key in self._indexes():
             start = 0
             while True:
                 ids = texts(cast("list[str]", self.redis.zrange(key, start, start + batch - 1)))
