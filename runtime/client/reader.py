@@ -340,7 +340,7 @@ class Reader:
         now = time.time()
         starts = [now - hours * 3600 + i * bucket_s for i in range(int(hours * 3600 / bucket_s))]
         bad = FAILED_STATUSES
-        queues = sorted(c.call(c.redis.smembers, keys.queues))
+        queues = c.call(c.store.live.queue_names)
         statuses = (Status.SUCCESS.value, *bad)
         pipe = c.redis.pipeline(transaction=False)
         for t in starts:
