@@ -114,11 +114,11 @@ def kill_scenario(n: int, tmp: Path) -> dict[str, Any]:
             p.send_signal(signal.SIGKILL)
         killed = time.monotonic()
         keys = client.broker.keys
-        held = set().union(*(client.redis.smembers(keys.running(w)) for w in wids))
+        held = set().union(*(client.redis.smembers(keys.running(w, "default")) for w in wids))
         started = {j for j in held if client.redis.hget(keys.job(j), "began") == client.redis.hget(keys.job(j), "attempt")}
         for p in victims:
             p.wait(10)
-        _wait(lambda: not any(client.redis.exists(keys.running(w)) for w in wids), 120, "the dead workers' jobs")
+        _wait(lambda: not any(client.redis.exists(keys.running(w, "default")) for w in wids), 120, "the dead workers' jobs")
         taken_back = time.monotonic() - killed
         _wait(lambda: _done(client, ids) == n, 600, "the drain")
         jobs = client.store.get_many(ids)

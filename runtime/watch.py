@@ -50,7 +50,8 @@ if TYPE_CHECKING:
 #: heartbeats after; then this.
 HARD_GRACE_S = 5.0
 
-#: KEYS: the registry entry, the running set, the inflight zset, the set of workers. ARGV:
+#: KEYS: the registry entry, the set of workers, then per queue it serves its running set
+#: and the queue's inflight zset (runtime.worker.watching.watched_keys). ARGV:
 #: entry TTL (ms), visibility timeout (s), the job key prefix, the worker's id, then the
 #: entry's fields and values as the watchdog last read them. Keeps a live process's entry (written again from
 #: those fields when it is gone: a failover to a replica that missed it, a heartbeat the
@@ -58,12 +59,12 @@ HARD_GRACE_S = 5.0
 #: with a timeout, its id and deadline (UNIX s, the worker's clock), then the entry's
 #: fields and values after a '' (for the next call).
 KEEP = """
-redis.call('SREM', KEYS[4], '')  -- a write first: on a full Redis too
+redis.call('SREM', KEYS[2], '')  -- a write first: on a full Redis too
 if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then
   if #ARGV < 6 then return {''} end
   redis.call('HSET', KEYS[1], unpack(ARGV, 5))
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
-  redis.call('SADD', KEYS[4], ARGV[4])
+  redis.call('SADD', KEYS[2], ARGV[4])
 end
 local t = redis.call('TIME')
 local deadline = math.floor((tonumber(t[1]) + tonumber(t[2]) / 1e6 + tonumber(ARGV[2])) * 1000)
@@ -75,15 +76,17 @@ if ok and type(rows) == 'table' then
   end
 end
 local out = {}
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  local f = redis.call('HMGET', ARGV[3] .. id, 'began', 'attempt', 'deadline')
-  local started = f[1] and f[1] == f[2]
-  -- only claims it holds: one it does not know of (a lost reply; its start record says
-  -- "released": runtime.broker.release_unknown) must expire and come back
-  if started or known[id] then redis.call('ZADD', KEYS[3], 'XX', deadline, id) end
-  if started and f[3] then
-    out[#out + 1] = id
-    out[#out + 1] = f[3]
+for k = 3, #KEYS, 2 do
+  for _, id in ipairs(redis.call('SMEMBERS', KEYS[k])) do
+    local f = redis.call('HMGET', ARGV[3] .. id, 'began', 'attempt', 'deadline')
+    local started = f[1] and f[1] == f[2]
+    -- only claims it holds: one it does not know of (a lost reply; its start record says
+    -- "released": runtime.broker.release_unknown) must expire and come back
+    if started or known[id] then redis.call('ZADD', KEYS[k + 1], 'XX', deadline, id) end
+    if started and f[3] then
+      out[#out + 1] = id
+      out[#out + 1] = f[3]
+    end
   end
 end
 out[#out + 1] = ''
@@ -275,8 +278,8 @@ def watch(conf: dict[str, Any]) -> int:
     while not stop and alive(pid):
         try:
             r.follow_master()
-            reply = r.call("EVAL", KEEP, "4", *keys, str(int(conf["ttl_ms"])), repr(conf["visibility_s"]), prefix,
-                           conf["worker_id"], *entry)
+            reply = r.call("EVAL", KEEP, str(len(keys)), *keys, str(int(conf["ttl_ms"])),
+                           repr(conf["visibility_s"]), prefix, conf["worker_id"], *entry)
             said = False
         except (OSError, RedisError) as exc:
             if not said:

@@ -22,7 +22,7 @@ import redis
 from ..messages import Claimed, NewJob, Outcome
 from ..settings import Settings
 from ..status import FINAL, Status
-from .connection import full
+from .connection import full, texts
 from .direct import direct
 from .keys import Keys
 from .registry import Registry
@@ -153,7 +153,7 @@ class RedisBroker:
         groups = list(by_queue.values())
         for group in groups:
             queue = group[0].queue
-            keys = [*self.keys.queue_keys(queue), self.keys.queues, self.keys.inflight,
+            keys = [*self.keys.queue_keys(queue), self.keys.queues, self.keys.inflight(queue),
                     self.keys.status(queue, Status.QUEUED), self.keys.status(queue, Status.STARTED)]
             unique_keys: list[str] = []
             args: list[Any] = [self.settings.visibility_timeout_s, queue, len(group)]
@@ -178,15 +178,17 @@ class RedisBroker:
     # ---- claiming and finishing ---------------------------------------------------------
 
     def _claim_call(self, worker_id: str, k: int, queues: Sequence[str], idle: bool) -> tuple[Any, ...]:
-        keys = [self.keys.handoff(worker_id), self.keys.running(worker_id), self.keys.inflight, self.keys.dropped]
+        keys: list[str] = []
+        names = self.keys
         for q in queues:
-            keys += self.keys.queue_keys(q)
+            keys += (*names.queue_keys(q), names.handoff(worker_id, q), names.running(worker_id, q),
+                     names.inflight(q), names.dropped(q))
         return self._call("claim", keys, (worker_id, k, self.settings.visibility_timeout_s, int(idle), *self.caps))
 
     def _claim_reply(self, reply: Sequence[str]) -> tuple[float, float | None, list[Claimed]]:
         if reply[2]:
             log.error("dropped queue entries whose job document is missing (expired, evicted or deleted; "
-                      "counted per queue in the hash %s): %s", self.keys.dropped, reply[2])
+                      "counted per queue in %s): %s", self.keys.dropped("QUEUE"), reply[2])
         jobs = [claimed_from(reply[i:i + CLAIM_FIELDS]) for i in range(3, len(reply), CLAIM_FIELDS)]
         return float(reply[0]), (float(reply[1]) if reply[1] else None), jobs
 
@@ -201,7 +203,7 @@ class RedisBroker:
 
     def _finish_call(self, outcomes: Sequence[Outcome], worker_id: str) -> tuple[Any, ...]:
         queues: dict[str, int] = {}
-        keys = [self.keys.inflight, self.keys.running(worker_id)]
+        keys: list[str] = []
         job_keys: list[str] = []
         args: list[Any] = [len(outcomes), 0]
         ttl = self.settings.ttl_s
@@ -209,7 +211,8 @@ class RedisBroker:
             q = queues.get(o.queue)
             if q is None:
                 q = queues[o.queue] = len(queues) + 1
-                keys += self.keys.queue_keys(o.queue)[:3]
+                keys += (*self.keys.queue_keys(o.queue)[:3], self.keys.inflight(o.queue),
+                         self.keys.running(worker_id, o.queue))
             job_keys += (self.keys.job(o.id), self.keys.notify(o.id))
             number = (0.0 if o.keep == "none" else ttl[o.status]) if o.status in FINAL else o.number
             args += (o.id, o.attempt, o.status.value, repr(float(number)), o.note, o.history_tail, q,
@@ -254,13 +257,13 @@ class RedisBroker:
 
         ``conn`` should be a connection of its own: this blocks it.
         """
-        handoff = self.keys.handoff(worker_id)
+        handoffs = [self.keys.handoff(worker_id, q) for q in queues]
         # Redis reads a timeout under 1 ms as 0, "block forever": never send one
-        [reply] = direct(conn.connection_pool, [("BLPOP", handoff, *(self.keys.wake(q) for q in queues),
+        [reply] = direct(conn.connection_pool, [("BLPOP", *handoffs, *(self.keys.wake(q) for q in queues),
                                                  max(timeout_s, 0.01))])
         if isinstance(reply, Exception):
             raise reply
-        if reply is None or reply[0] != handoff:
+        if reply is None or reply[0] not in handoffs:
             return None
         return claimed_from(json.loads(reply[1]))
 
@@ -283,16 +286,18 @@ class RedisBroker:
         Returns the started ids, the unstarted ids, and the task path of each started one."""
         if not worker_ids:
             return Lost([], [], {})
+        queues = self.queue_names()
         pipe = self.redis.pipeline(transaction=False)
         for w in worker_ids:
-            pipe.smembers(self.keys.running(w))
             pipe.hget(self.keys.worker(w), "running")
+            for q in queues:
+                pipe.smembers(self.keys.running(w, q))
         replies = pipe.execute()
         jobs: set[str] = set()
         beating: set[str] = set()
-        for running_set, entry in zip(replies[::2], replies[1::2]):
-            jobs |= running_set
-            beating.update(r["id"] for r in listed(entry) if r.get("run") is True)
+        for i in range(0, len(replies), 1 + len(queues)):
+            jobs = jobs.union(*replies[i + 1:i + 1 + len(queues)])
+            beating.update(r["id"] for r in listed(replies[i]) if r.get("run") is True)
         ids = sorted(jobs)
         for j in ids:
             pipe.hmget(self.keys.job(j), "began", "attempt", "path")
@@ -316,15 +321,19 @@ class RedisBroker:
         worker's prefetched jobs, known not to have run) are requeued without counting a
         lost worker against them. Returns (requeued, failed worker-lost)."""
         ttl = self.settings.ttl_s
-        keys = [self.keys.workers, self.keys.inflight]
+        keys = [self.keys.workers]
         for w in ([stopping] if stopping else []) + list(dead_workers):
-            keys += (self.keys.worker(w), self.keys.running(w), self.keys.aborts(w), self.keys.handoff(w))
+            keys.append(self.keys.worker(w))
         args: list[Any] = [self.settings.max_lost, ttl[Status.FAILED], int(bool(stopping)), len(ttl)]
         for status, seconds in ttl.items():
             args += (status, seconds)
         args += (len(unstarted), *unstarted)
         requeued, failed = self._run("reap", keys, args)
         return int(requeued), int(failed)
+
+    def queue_names(self) -> list[str]:
+        """Every queue ever used ({p}:queues), sorted."""
+        return sorted(texts(self.redis.smembers(self.keys.queues)))
 
     # ---- control and waiting ------------------------------------------------------------
 

@@ -16,17 +16,17 @@ in one hash slot (:data:`TAGGED`).
 | {p}:s:{queue}                | zset | delayed / retrying jobs; score = due ms           |
 | {p}:wake:{queue}             | list | at most one wake-up token for blocked workers     |
 | {p}:idle:{queue}             | zset | idle workers blocked on their jobs list           |
-| {p}:inflight                 | zset | claimed jobs; score = claim deadline ms           |
+| {p}:inflight:{queue}         | zset | claimed jobs; score = claim deadline ms           |
 | {p}:queues                   | set  | names of queues ever used                         |
 | {p}:st:{queue}:{status}      | zset | jobs of a queue by status; score = time of the    |
 |                              |      | change (s)                                        |
 | {p}:workers                  | set  | ids of registered workers and supervisors         |
 | {p}:events                   | list | recycle and kill events (JSON), newest first      |
-| {p}:dropped                  | hash | ready key -> queue entries dropped: no document   |
+| {p}:dropped:{queue}          | str  | queue entries dropped: no document                |
 | {p}:w:{worker}               | hash | registry entry (expires: worker_ttl_s)            |
-| {p}:w:{worker}:running       | set  | ids of the jobs that worker is running            |
-| {p}:w:{worker}:abort         | set  | ids to abort, read by that worker's heartbeat     |
-| {p}:w:{worker}:jobs          | list | jobs claimed for an idle worker by enqueue.lua    |
+| {p}:w:{worker}:running:{q}   | set  | ids of the jobs of queue q that worker is running |
+| {p}:w:{worker}:abort:{q}     | set  | ids to abort, read by that worker's heartbeat     |
+| {p}:w:{worker}:jobs:{q}      | list | jobs of q claimed for an idle worker (enqueue.lua)|
 | {p}:wait:{token}             | list | a client's notify list (``wait()``), expiring     |
 | {p}:mongo:{what}             | str  | MongoDB store: synced, adopt_after, lock (sweep); |
 |                              |      | deployment (the id owning the job collection)     |
@@ -50,6 +50,7 @@ in one hash slot (:data:`TAGGED`).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 
 #: key kind -> shape after ``{prefix}:``; ``{name}`` is the builder's one argument
@@ -60,16 +61,16 @@ SHAPES: dict[str, str] = {
     "scheduled": "s:{queue}",
     "wake": "wake:{queue}",
     "idle": "idle:{queue}",
-    "inflight": "inflight",
+    "inflight": "inflight:{queue}",
     "queues": "queues",
     "status": "st:{queue}:{status}",
     "workers": "workers",
     "events": "events",
-    "dropped": "dropped",
+    "dropped": "dropped:{queue}",
     "worker": "w:{worker}",
-    "running": "w:{worker}:running",
-    "aborts": "w:{worker}:abort",
-    "handoff": "w:{worker}:jobs",
+    "running": "w:{worker}:running:{queue}",
+    "aborts": "w:{worker}:abort:{queue}",
+    "handoff": "w:{worker}:jobs:{queue}",
     "waiter": "wait:{token}",
     "mongo": "mongo:{what}",
     "unique": "u:{key}",
@@ -133,9 +134,8 @@ class Keys:
     def idle(self, queue: str) -> str:
         return self._key("idle", queue)
 
-    @property
-    def inflight(self) -> str:
-        return self._key("inflight")
+    def inflight(self, queue: str) -> str:
+        return self._key("inflight", queue)
 
     @property
     def queues(self) -> str:
@@ -152,21 +152,20 @@ class Keys:
     def events(self) -> str:
         return self._key("events")
 
-    @property
-    def dropped(self) -> str:
-        return self._key("dropped")
+    def dropped(self, queue: str) -> str:
+        return self._key("dropped", queue)
 
     def worker(self, worker_id: str) -> str:
         return self._key("worker", worker_id)
 
-    def running(self, worker_id: str) -> str:
-        return self._key("running", worker_id)
+    def running(self, worker_id: str, queue: str) -> str:
+        return self._key("running", worker_id, queue)
 
-    def aborts(self, worker_id: str) -> str:
-        return self._key("aborts", worker_id)
+    def aborts(self, worker_id: str, queue: str) -> str:
+        return self._key("aborts", worker_id, queue)
 
-    def handoff(self, worker_id: str) -> str:
-        return self._key("handoff", worker_id)
+    def handoff(self, worker_id: str, queue: str) -> str:
+        return self._key("handoff", worker_id, queue)
 
     def waiter(self, token: str) -> str:
         return self._key("waiter", token)
@@ -215,6 +214,15 @@ class Keys:
     @property
     def operations(self) -> str:
         return self._key("operations")
+
+    def watched(self, worker_id: str, queues: Sequence[str]) -> list[str]:
+        """The KEYS of runtime.watch.KEEP (a watchdog's keep-alive) for worker ``worker_id``
+        serving ``queues``: its registry entry, the workers set, then per queue its running
+        set and the queue's inflight set."""
+        out = [self.worker(worker_id), self.workers]
+        for q in queues:
+            out += (self.running(worker_id, q), self.inflight(q))
+        return out
 
     def queue_keys(self, queue: str) -> tuple[str, str, str, str]:
         """(ready, scheduled, wake, idle) of ``queue``, the block the scripts take per queue."""

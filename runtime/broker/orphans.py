@@ -19,27 +19,29 @@ log = logging.getLogger("runtime.broker")
 
 
 def release_unknown(broker: RedisBroker, worker_id: str, claimed: Sequence[Claimed], held: Iterable[str]) -> bool:
-    """After Redis was lost: the claims of ``worker_id`` that it does not know of (a
-    claim or hand-off whose reply was lost with a connection; ``claimed`` and ``held``
-    are what it knows) get a deadline that has passed, so that the next reaper pass
-    requeues them without a charge (reap.lua: an expired claim of a live worker)
-    rather than after ``visibility_timeout_s``. Jobs waiting on its hand-off list are
+    """After Redis was lost: the claims of ``worker_id`` on its queues (the broker's
+    settings) that it does not
+    know of (a claim or hand-off whose reply was lost with a connection; ``claimed`` and
+    ``held`` are what it knows) get a deadline that has passed, so that the next reaper
+    pass requeues them without a charge (reap.lua: an expired claim of a live worker)
+    rather than after ``visibility_timeout_s``. Jobs waiting on its hand-off lists are
     known. Returns False (logged) when Redis could not be asked."""
+    known = {c.id for c in claimed} | set(held)
     try:
-        pipe = broker.redis.pipeline(transaction=True)
-        pipe.smembers(broker.keys.running(worker_id))
-        pipe.lrange(broker.keys.handoff(worker_id), 0, -1)
-        running, handed = pipe.execute()
-        known = {c.id for c in claimed} | set(held) | {claimed_from(json.loads(h)).id for h in handed}
-        unknown = sorted(set(running) - known)
-        if unknown:
-            log.warning("claims of %s whose reply was lost with the connection, requeued: %s",
-                        worker_id, ", ".join(unknown))
-            pipe = broker.redis.pipeline(transaction=False)
-            pipe.zadd(broker.keys.inflight, dict.fromkeys(unknown, 0), xx=True)
-            for job_id in unknown:  # its start record no longer says it is held (runtime.watch)
-                pipe.hset(broker.keys.job(job_id), "began", "released")
-            pipe.execute()
+        for queue in broker.settings.queues:
+            pipe = broker.redis.pipeline(transaction=True)  # one queue's keys: one hash slot
+            pipe.smembers(broker.keys.running(worker_id, queue))
+            pipe.lrange(broker.keys.handoff(worker_id, queue), 0, -1)
+            running, handed = pipe.execute()
+            unknown = sorted(set(running) - known - {claimed_from(json.loads(h)).id for h in handed})
+            if unknown:
+                log.warning("claims of %s whose reply was lost with the connection, requeued: %s",
+                            worker_id, ", ".join(unknown))
+                pipe = broker.redis.pipeline(transaction=False)
+                pipe.zadd(broker.keys.inflight(queue), dict.fromkeys(unknown, 0), xx=True)
+                for job_id in unknown:  # its start record no longer says it is held (runtime.watch)
+                    pipe.hset(broker.keys.job(job_id), "began", "released")
+                pipe.execute()
     except redis.RedisError as exc:
         log.warning("could not look for claims whose reply was lost (%s); they come back after "
                     "visibility_timeout_s", exc)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -79,21 +79,26 @@ class Registry:
             pipe.command_stack = stack
             return list(pipe.execute())
 
-    def beat(self, conn: redis.Redis, worker_id: str, entry: dict[str, str],
-             running: Sequence[str]) -> tuple[list[str], frozenset[str]]:
+    def beat(self, conn: redis.Redis, worker_id: str, entry: dict[str, str], queues: Sequence[str],
+             running: Mapping[str, Sequence[str]]) -> tuple[list[str], frozenset[str]]:
         """A worker's heartbeat on its own connection ``conn``: write its entry, extend the
-        claims of the ``running`` job ids by ``visibility_timeout_s``, take the ids asked to
-        be aborted and read the paused queues; returns (abort ids, paused queue names)."""
+        claims of the ``running`` job ids (queue -> ids) by ``visibility_timeout_s``, take the
+        ids asked to be aborted on its ``queues`` and read the paused queues; returns (abort
+        ids, paused queue names)."""
         pipe = conn.pipeline(transaction=False)
         self.write_entry(worker_id, entry, pipe)
-        if running:  # on the Redis clock, as reap.lua reads the deadlines
-            pipe.evalsha(self._extend.sha, 1, self.keys.inflight, self.keys.prefix,
-                         self.settings.visibility_timeout_s, *running)
-        pipe.smembers(self.keys.aborts(worker_id))
-        pipe.delete(self.keys.aborts(worker_id))
+        for queue, ids in running.items():  # on the Redis clock, as reap.lua reads the deadlines
+            if ids:
+                pipe.evalsha(self._extend.sha, 1, self.keys.inflight(queue), self.keys.prefix,
+                             self.settings.visibility_timeout_s, *ids)
+        for queue in queues:
+            pipe.smembers(self.keys.aborts(worker_id, queue))
+            pipe.delete(self.keys.aborts(worker_id, queue))
         pipe.smembers(self.keys.paused)
         replies = self.execute(pipe)
-        return sorted(replies[-3]), frozenset(texts(replies[-1]))
+        n = 2 * len(queues)
+        aborts = set().union(*replies[-1 - n:-1:2]) if queues else set()
+        return sorted(aborts), frozenset(texts(replies[-1]))
 
     def paused(self) -> frozenset[str]:
         """Names of the paused queues."""

@@ -91,9 +91,9 @@ def keep_children(sup: Watched) -> None:
     registered = sup.broker.registry.ids()  # once a beat, for every child
     for pid, child in list(sup.children.items()):
         for wid in (w for w in registered if host_pid(w) == (sup.host, pid)):
-            reply = sup.broker.redis.eval(watch.KEEP, 4, keys.worker(wid), keys.running(wid), keys.inflight,
-                                          keys.workers, int(s.worker_ttl_s * 1000), repr(s.visibility_timeout_s),
-                                          keys.job(""), wid)
+            kept = keys.watched(wid, s.queues)
+            reply = sup.broker.redis.eval(watch.KEEP, len(kept), *kept, int(s.worker_ttl_s * 1000),
+                                          repr(s.visibility_timeout_s), keys.job(""), wid)
             started = list(reply[:reply.index("")] if "" in reply else reply)
             job = watch.overrun(started, time.time())
             if job is None:

@@ -206,7 +206,10 @@ class Heartbeat:
         """One heartbeat on ``conn`` (see the module docstring)."""
         w = self.worker
         moved_master(conn)  # on Sentinel: beat on the new master as soon as it is named
-        aborts, paused = w.broker.registry.beat(conn, w.id, self.registry_entry(), list(w.slots.jobs))
+        running: dict[str, list[str]] = {}
+        for job_id, rj in list(w.slots.jobs.items()):
+            running.setdefault(rj.claimed.queue, []).append(job_id)
+        aborts, paused = w.broker.registry.beat(conn, w.id, self.registry_entry(), w.settings.queues, running)
         if aborts:
             w.request_abort(aborts)
         if paused or w.paused:

@@ -52,7 +52,7 @@ def start_watchdog(worker: Watchable) -> subprocess.Popen[bytes] | None:
         return None
     conf = {"pid": os.getpid(), "interval_s": s.heartbeat_interval_s, "ttl_ms": int(s.worker_ttl_s * 1000),
             "visibility_s": s.visibility_timeout_s, "job_key_prefix": keys.job(""), "redis": redis_conf(worker.broker),
-            "keys": [keys.worker(worker.id), keys.running(worker.id), keys.inflight, keys.workers],
+            "keys": keys.watched(worker.id, s.queues),
             # for runtime.worker.takeback, once it killed the worker
             "take_back": True, "worker_id": worker.id,
             "settings": {"redis_url": redis_url(s), "key_prefix": s.key_prefix, "max_lost": s.max_lost,

@@ -61,7 +61,7 @@ def test_a_queue_entry_without_a_document_is_dropped_logged_and_counted(client, 
         worker.burst()
     assert all(j.status.value == "success" for j in client.store.get_many(ids))
     assert "no-such-job" in caplog.text and "job document is missing" in caplog.text
-    assert client.redis.hget(client.broker.keys.dropped, client.broker.keys.ready("default")) == "1"
+    assert client.redis.get(client.broker.keys.dropped("default")) == "1"
     assert client.redis.zscore(client.broker.keys.ready("default"), "no-such-job") is None
 
 

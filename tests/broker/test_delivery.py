@@ -79,7 +79,7 @@ def test_a_job_is_never_handed_to_an_idle_worker_ahead_of_waiting_ones(client):
     client.redis.hset(keys.worker("w1"), "queues", "default")  # a live worker, registered idle
     client.redis.zadd(keys.idle("default"), {"w1": 1})
     last = client.queue_job("testtasks.add", {"a": 9, "b": 0})
-    assert client.redis.llen(keys.handoff("w1")) == 0
+    assert client.redis.llen(keys.handoff("w1", "default")) == 0
     assert client.redis.zrange(keys.ready("default"), 0, -1) == first + [last]
     assert client.get_job(last).status == "queued"
 

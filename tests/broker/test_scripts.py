@@ -123,10 +123,11 @@ def test_every_script_declares_its_keys(client):
         assert re.search(r"^-- KEYS\[1\b", header, re.M), name
         assert "KEYS: none" not in header, name
     k = Keys("p")
-    assert (k.job("1"), k.ready("q"), k.running("w"), k.status("q", "queued")) == (
-        "p:j:1", "p:q:{q}", "p:w:w:running", "p:st:{q}:queued")
+    assert (k.job("1"), k.ready("q"), k.running("w", "q"), k.status("q", "queued")) == (
+        "p:j:1", "p:q:{q}", "p:w:w:running:{q}", "p:st:{q}:queued")
     call = client.broker._claim_call("w1", 5, ["a", "b"], False)
     nkeys = call[2]
-    assert list(call[3:3 + nkeys]) == [client.broker.keys.handoff("w1"), client.broker.keys.running("w1"),
-                                       client.broker.keys.inflight, client.broker.keys.dropped,
-                                       *client.broker.keys.queue_keys("a"), *client.broker.keys.queue_keys("b")]
+    k = client.broker.keys
+    assert list(call[3:3 + nkeys]) == [
+        *k.queue_keys("a"), k.handoff("w1", "a"), k.running("w1", "a"), k.inflight("a"), k.dropped("a"),
+        *k.queue_keys("b"), k.handoff("w1", "b"), k.running("w1", "b"), k.inflight("b"), k.dropped("b")]

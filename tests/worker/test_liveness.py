@@ -115,10 +115,11 @@ def test_the_heartbeat_extends_claims_on_the_redis_clock(client, monkeypatch):
     job = client.queue_job("testtasks.add", {"a": 1, "b": 1})
     _, _, [claimed] = client.broker.claim("host-z.1.abcd", 1, ["default"])
     monkeypatch.setattr(time, "time", lambda: 0.0)  # this host's clock is far off
-    client.broker.registry.beat(client.redis, "host-z.1.abcd", {"host": "host-z"}, [claimed.id])
+    client.broker.registry.beat(client.redis, "host-z.1.abcd", {"host": "host-z"}, ["default"],
+                                {"default": [claimed.id]})
     monkeypatch.undo()
     seconds, micros = client.redis.time()
-    deadline_s = client.redis.zscore(client.broker.keys.inflight, job) / 1000
+    deadline_s = client.redis.zscore(client.broker.keys.inflight("default"), job) / 1000
     assert abs(deadline_s - (seconds + micros / 1e6 + client.settings.visibility_timeout_s)) < 5
 
 

@@ -25,7 +25,7 @@ def test_sigterm_lets_running_jobs_finish_and_claims_nothing_more(client, worker
     assert all(j.status == "queued" for j in client.store.get_many(behind))
     # deregistered: its entry, its lists and its name in the registry are gone
     assert client.broker.registry.ids() == set() and client.broker.registry.entries() == []
-    assert not client.redis.exists(client.broker.keys.worker(wid), client.broker.keys.running(wid))
+    assert not client.redis.exists(client.broker.keys.worker(wid), client.broker.keys.running(wid, "default"))
 
 
 def test_second_signal_interrupts_and_requeues_at_once(client, workers, greenlets=25):

@@ -117,12 +117,13 @@ def test_the_watchdog_writes_back_an_entry_lost_while_the_gil_is_held(client, wo
 
 
 def test_the_watchdog_does_not_keep_a_claim_its_worker_never_got(client, workers):
-    proc = workers.ready(workers.start("--queues", "default", visibility_timeout_s=2))
+    client.broker.registry.pause("elsewhere")  # served, but the worker claims none of its jobs itself
+    proc = workers.ready(workers.start("--queues", "default,elsewhere", visibility_timeout_s=2))
     wid = next(w for w in client.broker.registry.ids() if host_pid(w)[1] == proc.pid)
     job = client.queue_job("testtasks.add", {"a": 1, "b": 2}, queue="elsewhere")
     _, _, [claimed] = client.broker.claim(wid, 1, ["elsewhere"])  # a claim whose reply was lost
     assert claimed.id == job
-    client.redis.zadd(client.broker.keys.inflight, {job: (time.time() + 1) * 1000})  # its deadline: in 1 s
+    client.redis.zadd(client.broker.keys.inflight("elsewhere"), {job: (time.time() + 1) * 1000})  # due in 1 s
     # the worker's reaper takes it back once the deadline passes: the watchdog must not extend it
     wait_until(lambda: client.get_job(job).status.value == "interrupt", 10, "the claim to be taken back")
     assert client.get_job(job).lost == 0

@@ -273,7 +273,7 @@ end
 --- cap_unpark
 -- cap_unpark(caps, rooms, now_ms, claim, served): take parked jobs whose cap has room, as
 -- many per cap as it has: those of a queue this worker serves (served[queue]) are claimed
--- at once (claim(id, st): claim_one), the others go back to their ready queue at their old
+-- at once (claim(id, st, queue): claim_one), the others go back to their ready queue at their old
 -- place (caps this worker does not know are left to workers that do). Returns true when
 -- jobs stay parked.
 local function cap_unpark(caps, rooms, now_ms, claim, served)
@@ -289,7 +289,7 @@ local function cap_unpark(caps, rooms, now_ms, claim, served)
         local f = redis.call('HMGET', key_job(id), 'queue', 'status')
         if f[1] and served[f[1]] and f[2] and can_move(f[2], 'started') then
           cap_take(cap, name, id, now_ms)
-          claim(id, f[2])
+          claim(id, f[2], f[1])
         elseif f[1] then  -- a document gone is dropped
           redis.call('ZADD', key_ready(f[1]), popped[j + 1], id)
           wake(key_wake(f[1]))

@@ -1,9 +1,8 @@
 -- claim.lua: claim up to K due jobs for one worker, atomically (at-least-once).
--- KEYS[1]   {p}:w:{wid}:jobs, jobs enqueue.lua handed to this worker
--- KEYS[2]   {p}:w:{wid}:running
--- KEYS[3]   {p}:inflight
--- KEYS[4]      {p}:dropped, queue -> count of queue entries dropped for having no document
--- KEYS[5..]    per queue, first ones first: ready, scheduled, wake, idle
+-- KEYS[1..]  per queue, first ones first, 8 keys: its ready, scheduled, wake and idle keys;
+--            {p}:w:{wid}:jobs:{queue}, jobs enqueue.lua handed to this worker;
+--            {p}:w:{wid}:running:{queue}; {p}:inflight:{queue}; {p}:dropped:{queue}, the
+--            count of queue entries dropped for having no document
 -- ARGV[1]  key prefix
 -- ARGV[2]  worker id
 -- ARGV[3]  K, the most jobs to claim
@@ -22,7 +21,7 @@
 -- RedisBroker.mark_lost) is claimed only as the first of a batch, and ends the batch: the
 -- worker runs it with nothing beside it, so a job that kills workers is charged alone.
 -- A queue entry whose job document is gone (expired, evicted, deleted by hand) or is not a
--- hash is dropped, counted in KEYS[14] and returned, so that the worker logs it: a script
+-- hash is dropped, counted in its queue's dropped key and returned, so that the worker logs it: a script
 -- that raised would leave the jobs it had popped in no queue.
 -- Caps (runtime.caps): parked jobs whose cap has room are claimed first; a
 -- job over its cap is parked ({p}:park:{name}) instead of claimed (no attempt charged),
@@ -30,15 +29,14 @@
 -- most PARK_RETRY_S away. A worker with caps is never registered idle (enqueue.lua would
 -- hand it a job past the caps). Found inside: the cap, rate and park keys (runtime.caps).
 -- A cap's room in one call is at most half its slots (cap_room), so a capped worker claims
--- its next jobs while the last ones run; it keeps KEYS[3] and the started indexes as skiplists
+-- its next jobs while the last ones run; it keeps the inflight and started indexes as skiplists
 -- (skiplist in _lib), as it holds too few jobs for Redis to choose that form itself.
 -- Returns: {server time, next due time of a delayed job or '', the ids dropped (comma-
 --   separated, ''), then the 14 claim fields of each job (claim_one)}
 --@LIB@--
 local wid, k, vt, may_idle = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
-local handoff, running, inflight = KEYS[1], KEYS[2], KEYS[3]
-local DROPPED, Q = KEYS[4], 5
-local nq = (#KEYS - Q + 1) / 4
+local B = 8  -- keys per queue
+local nq = #KEYS / B
 local now, snow = clock()
 local now_ms = now * 1000
 local out = {snow, '', ''}
@@ -48,24 +46,31 @@ local alone = false
 local next_due = nil
 local deadline = math.floor((now + vt) * 1000)  -- whole ms: a small zset keeps it as an integer
 local CAPS, rooms, parked_left, PARK_RETRY_S = caps_from(6), {}, false, 0.5
-for i = 0, nq - 1 do redis.call('ZREM', KEYS[Q + 4 * i + 3], wid) end
-for _, item in ipairs(redis.call('LRANGE', handoff, 0, -1)) do
-  for _, v in ipairs(cjson.decode(item)) do out[#out + 1] = v end
-  claimed = claimed + 1
+local names = {}  -- queue name -> the index of its block in KEYS
+for i = 0, nq - 1 do
+  local b = B * i
+  names[queue_of(KEYS[b + 1])] = b
+  redis.call('ZREM', KEYS[b + 4], wid)
+  local handoff = KEYS[b + 5]
+  for _, item in ipairs(redis.call('LRANGE', handoff, 0, -1)) do
+    for _, v in ipairs(cjson.decode(item)) do out[#out + 1] = v end
+    claimed = claimed + 1
+  end
+  redis.call('DEL', handoff)
 end
-redis.call('DEL', handoff)
 if CAPS then
-  local served = {}
-  for i = 0, nq - 1 do served[queue_of(KEYS[Q + 4 * i])] = true end
-  parked_left = cap_unpark(CAPS, rooms, now_ms, function(id, st)
-    for _, v in ipairs(claim_one(id, nil, st, wid, snow, deadline, inflight, running)) do
+  parked_left = cap_unpark(CAPS, rooms, now_ms, function(id, st, q)
+    local b = names[q]
+    for _, v in ipairs(claim_one(id, nil, st, wid, snow, deadline, KEYS[b + 7], KEYS[b + 6])) do
       out[#out + 1] = v
     end
     claimed = claimed + 1
-  end, served)
+  end, names)
 end
 for i = 0, nq - 1 do
-  local ready, sched, wake_key = KEYS[Q + 4 * i], KEYS[Q + 4 * i + 1], KEYS[Q + 4 * i + 2]
+  local b = B * i
+  local ready, sched, wake_key = KEYS[b + 1], KEYS[b + 2], KEYS[b + 3]
+  local running, inflight = KEYS[b + 6], KEYS[b + 7]
   local due = redis.call('ZRANGEBYSCORE', sched, '-inf', now_ms, 'WITHSCORES', 'LIMIT', 0, 1000)
   for j = 1, #due, 2 do
     local prio = redis.pcall('HGET', key_job(due[j]), 'priority')
@@ -108,7 +113,7 @@ for i = 0, nq - 1 do
         -- a member whose document is not waiting (cancelled) is dropped from the queue
         if not st then
           dropped[#dropped + 1] = id
-          redis.call('HINCRBY', DROPPED, ready, 1)
+          redis.call('INCR', KEYS[b + 8])
         end
       end
     end
@@ -127,12 +132,12 @@ if parked_left or next(rooms) ~= nil and redis.call('SCARD', key_parked()) > 0 t
   if next_due == nil or next_due > now + PARK_RETRY_S then next_due = now + PARK_RETRY_S end
 end
 if claimed == 0 and may_idle and not CAPS then
-  for i = 0, nq - 1 do redis.call('ZADD', KEYS[Q + 4 * i + 3], now, wid) end
+  for i = 0, nq - 1 do redis.call('ZADD', KEYS[B * i + 4], now, wid) end
 end
 if CAPS and claimed > 0 then  -- a capped worker holds few jobs: the next ones go in at ~1 us, not ~10
-  skiplist(inflight)
   for i = 0, nq - 1 do
-    local qn = queue_of(KEYS[Q + 4 * i])
+    local qn = queue_of(KEYS[B * i + 1])
+    skiplist(KEYS[B * i + 7])
     skiplist(key_status(qn, 'started'))
   end
 end

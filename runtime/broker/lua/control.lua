@@ -37,8 +37,8 @@ for i = IDS, #ARGV do
     notify(nk, id)
     out[#out + 1] = 'ok'
   elseif action == 'abort' and can_move(st, 'abort') then
-    redis.call('SADD', key_aborts(cur[4]), id)
-    redis.call('EXPIRE', key_aborts(cur[4]), 3600)
+    redis.call('SADD', key_aborts(cur[4], q), id)
+    redis.call('EXPIRE', key_aborts(cur[4], q), 3600)
     if by then redis.call('HSET', jk, 'abort_by', by[2]) end
     out[#out + 1] = 'ok'
   elseif action == 'requeue' and not RUNNING[st] and can_move(st, 'queued') then

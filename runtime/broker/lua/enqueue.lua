@@ -1,7 +1,7 @@
 -- enqueue.lua: create job documents and queue them on one queue, in one round trip.
 -- KEYS[1..4]   the queue's ready, scheduled, wake and idle keys
 -- KEYS[5]      {p}:queues
--- KEYS[6]      {p}:inflight (for a job handed straight to an idle worker)
+-- KEYS[6]      the queue's {p}:inflight:{queue} (for a job handed straight to an idle worker)
 -- KEYS[7..8]   the queue's status indexes of queued and started
 -- KEYS[9..]    per job: its hash (its history is its field `history`); then the unique
 --              keys {p}:u:{key} of the jobs that have one (each job's ARGV names its
@@ -90,8 +90,8 @@ for i = 0, n - 1 do
       -- handed over only when nothing waits in its queue: never ahead of an earlier job
       local wid = (not woke) and redis.call('ZCARD', ready) == 0 and idle_worker() or nil
       if wid then
-        local fields = claim_one(id, nil, 'queued', wid, snow, deadline, inflight, key_running(wid))
-        redis.call('RPUSH', key_handoff(wid), cjson.encode(fields))
+        local fields = claim_one(id, nil, 'queued', wid, snow, deadline, inflight, key_running(wid, q))
+        redis.call('RPUSH', key_handoff(wid, q), cjson.encode(fields))
       else
         -- + i µs: the jobs of one call share `now`, and keep their order (FIFO) by it
         redis.call('ZADD', ready, score(prio, (due + i * 1e-6) * 1000), id)

@@ -1,5 +1,5 @@
 -- extend.lua: a worker's heartbeat extends the claims of the jobs it holds.
--- KEYS[1]  {p}:inflight
+-- KEYS[1]  {p}:inflight:{queue}, of the queue of the jobs
 -- ARGV[1]  key prefix
 -- ARGV[2]  visibility timeout, seconds
 -- ARGV[3..]  ids of the jobs the worker holds

@@ -1,7 +1,6 @@
 -- finish.lua: record the outcome of many attempts of one worker, fenced by attempt.
--- KEYS[1]      {p}:inflight
--- KEYS[2]      {p}:w:{wid}:running of the worker that ran them
--- KEYS[3..]    per queue of the outcomes (Q of them): its ready, scheduled and wake keys;
+-- KEYS[1..]    per queue of the outcomes (Q of them): its ready, scheduled and wake keys,
+--              its {p}:inflight:{queue} and {p}:w:{wid}:running:{queue} of the worker;
 --              then per outcome: the job's hash (its history is its field `history`)
 --              and notify set
 -- ARGV[1]  key prefix
@@ -30,10 +29,10 @@
 -- On a full Redis (maxmemory, noeviction) outcomes are still recorded: the first command
 -- is a write that changes nothing (see register.lua).
 --@LIB@--
-local inflight, running, Q = KEYS[1], KEYS[2], 3
-redis.call('ZREM', inflight, '')
 local n, nq = tonumber(ARGV[2]), tonumber(ARGV[3])
-local J = Q + 3 * nq
+redis.call('ZREM', KEYS[4], '')
+local B = 5  -- keys per queue
+local J = 1 + B * nq
 local now, snow = clock()
 local stale = {}
 local woken = {}
@@ -41,13 +40,13 @@ local b = 4
 for i = 0, n - 1 do
   local id, attempt, st, num, note = ARGV[b], ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3]), ARGV[b + 4]
   local tail = ARGV[b + 5]
-  local q = Q + 3 * (tonumber(ARGV[b + 6]) - 1)
+  local q = 1 + B * (tonumber(ARGV[b + 6]) - 1)
   local compact = ARGV[b + 7] == 'c'
   local nf = tonumber(ARGV[b + 8])
   local fb = b + 9
   b = fb + 2 * nf
   local jk, nk = KEYS[J + 2 * i], KEYS[J + 2 * i + 1]
-  local ready, sched, wake_key = KEYS[q], KEYS[q + 1], KEYS[q + 2]
+  local ready, sched, wake_key, inflight, running = KEYS[q], KEYS[q + 1], KEYS[q + 2], KEYS[q + 3], KEYS[q + 4]
   local qn = queue_of(ready)
   local cur = redis.call('HMGET', jk, 'status', 'attempt', 'worker', 'priority', 'due_at', 'cap', 'history',
     'exc_type', 'reason', 'waiters', 'abort_by')

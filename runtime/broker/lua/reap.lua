@@ -1,18 +1,18 @@
 -- reap.lua: take back the jobs of dead workers and of claims whose deadline passed.
 -- KEYS[1]      {p}:workers
--- KEYS[2]      {p}:inflight
--- KEYS[3..]    per worker dropped (the one stopping cleanly first, if any, then the dead
---              ones): its registry entry, running set, abort set, jobs list
+-- KEYS[2..]    per worker dropped (the one stopping cleanly first, if any, then the dead
+--              ones): its registry entry
 -- ARGV[1]  key prefix
 -- ARGV[2]  max_lost: a job whose worker died this many times ends failed (worker-lost)
 -- ARGV[3]  ttl_s of a failed job
--- ARGV[4]  1 if the first worker of KEYS[3..] is stopping cleanly, else 0
+-- ARGV[4]  1 if the first worker of KEYS[2..] is stopping cleanly, else 0
 -- ARGV[5]  number of statuses S whose indexes are trimmed, then S pairs (status, ttl_s):
 --          index entries of documents that expired
 -- then     number of ids U, then U ids of the dead workers' jobs that never started
 --          running (prefetched): requeued as interrupt, lost unchanged
--- Found inside: each job's hash, notify set, queue keys and status indexes; the status
--- indexes of every queue ({p}:queues); the idle keys of a
+-- Found inside: each job's hash, notify set, queue keys and status indexes; the inflight
+-- set and status indexes of every queue ({p}:queues), and a dropped worker's running set,
+-- abort set and jobs list of each; the idle keys of a
 -- dropped worker's queues; the registry entry of an expired claim's owner.
 -- A job taken back from a dead worker is requeued at its old place (status queued,
 -- lost+1) or, at max_lost, ends failed with reason worker-lost; one its watchdog marked
@@ -22,7 +22,8 @@
 -- unchanged; so is an expired claim of a live worker (it does not know it has the job:
 -- its heartbeat extends the claims of every job it knows). Returns {requeued, failed}.
 --@LIB@--
-local workers, inflight, W = KEYS[1], KEYS[2], 3
+local workers, W = KEYS[1], 2
+local QUEUES = redis.call('SMEMBERS', key_queues())
 local max_lost, ttl_failed, clean_first = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1'
 local now, snow = clock()
 local requeued, failed = 0, 0
@@ -36,16 +37,16 @@ local function back_in_queue(jk, id, q, prio, due_at)
   woken[q] = true
 end
 
-local function lose(id, wid, clean)
+local function lose(id, wid, clean, q)
   local jk = key_job(id)
-  redis.call('ZREM', inflight, id)
+  redis.call('ZREM', key_inflight(q), id)
   local cur = redis.call('HMGET', jk, 'status', 'worker', 'priority', 'due_at', 'queue', 'attempt', 'lost_reason',
     'hard_timeout')
   local st = cur[1]
   if not RUNNING[st or ''] or (wid and cur[2] ~= wid) then return end
   if cur[8] and not clean and can_move(st, 'timeout') then  -- its watchdog killed the worker for it (runtime.watch)
     redis.call('HDEL', jk, 'hard_timeout', 'lost_reason', 'alone')
-    redis.call('SREM', key_running(cur[2]), id)
+    redis.call('SREM', key_running(cur[2], q), id)
     redis.call('HSET', jk, 'status', 'timeout', 'ended_at', snow, 'reason', 'hard-timeout',
       'exc_type', 'runtime.errors.HardTimeout', 'exc_message', cur[8])
     reindex(cur[5], id, st, 'timeout', snow)
@@ -71,7 +72,7 @@ local function lose(id, wid, clean)
   end
   local attempt = tonumber(cur[6])
   local lost = clean and 0 or redis.call('HINCRBY', jk, 'lost', 1)
-  redis.call('SREM', key_running(cur[2]), id)
+  redis.call('SREM', key_running(cur[2], q), id)
   if clean and can_move(st, 'interrupt') then
     redis.call('HSET', jk, 'status', 'interrupt')
     reindex(cur[5], id, st, 'interrupt', snow)
@@ -99,14 +100,18 @@ local function lose(id, wid, clean)
 end
 
 local function drop_worker(k, clean)
-  local entry_key, running = KEYS[k], KEYS[k + 1]
+  local entry_key = KEYS[k]
   local wid = string.sub(entry_key, #key_worker('') + 1)
-  for _, id in ipairs(redis.call('SMEMBERS', running)) do lose(id, wid, clean) end
+  for _, q in ipairs(QUEUES) do
+    local running = key_running(wid, q)
+    for _, id in ipairs(redis.call('SMEMBERS', running)) do lose(id, wid, clean, q) end
+    redis.call('DEL', running, key_aborts(wid, q), key_handoff(wid, q))
+  end
   local names = redis.call('HGET', entry_key, 'queues')
   if names then
     for q in string.gmatch(names, '[^,]+') do redis.call('ZREM', key_idle(q), wid) end
   end
-  redis.call('DEL', running, KEYS[k + 2], entry_key, KEYS[k + 3])
+  redis.call('DEL', entry_key)
   redis.call('SREM', workers, wid)
 end
 
@@ -116,21 +121,22 @@ for i = 0, ns - 1 do
   if ARGV[6 + 2 * i] == 'timeout' then ttl_timeout = tonumber(ARGV[7 + 2 * i]) end
 end
 for i = 1, tonumber(ARGV[nu_at] or '0') do unstarted[ARGV[nu_at + i]] = true end
-for k = W, #KEYS, 4 do drop_worker(k, clean_first and k == W) end
-local expired = redis.call('ZRANGEBYSCORE', inflight, '-inf', now * 1000, 'LIMIT', 0, 1000)
-for _, id in ipairs(expired) do
-  local owner = redis.call('HGET', key_job(id), 'worker')
-  if owner and redis.call('EXISTS', key_worker(owner)) == 1 then
-    -- its worker is alive and beating (its registry entry lives a few heartbeats), and every
-    -- beat extends the claims of the jobs it knows: so it does not know this one (the
-    -- claim's reply was lost with a connection). Requeued, not charged to the job.
-    orphans[id] = true
-    lose(id, owner, true)
-  else
-    lose(id, nil, false)
+for k = W, #KEYS do drop_worker(k, clean_first and k == W) end
+for _, q in ipairs(QUEUES) do
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', key_inflight(q), '-inf', now * 1000, 'LIMIT', 0, 1000)) do
+    local owner = redis.call('HGET', key_job(id), 'worker')
+    if owner and redis.call('EXISTS', key_worker(owner)) == 1 then
+      -- its worker is alive and beating (its registry entry lives a few heartbeats), and every
+      -- beat extends the claims of the jobs it knows: so it does not know this one (the
+      -- claim's reply was lost with a connection). Requeued, not charged to the job.
+      orphans[id] = true
+      lose(id, owner, true, q)
+    else
+      lose(id, nil, false, q)
+    end
   end
 end
-for _, q in ipairs(redis.call('SMEMBERS', key_queues())) do
+for _, q in ipairs(QUEUES) do
   for i = 0, ns - 1 do
     local st, ttl = ARGV[6 + 2 * i], tonumber(ARGV[7 + 2 * i])
     redis.call('ZREMRANGEBYSCORE', key_status(q, st), '-inf', now - ttl)
