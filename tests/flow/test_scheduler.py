@@ -107,6 +107,38 @@ def test_missed_runs_after_a_stopped_scheduler(client, missed, queued):
     assert len(_jobs(client, s.name + "@")) == 2 + queued
 
 
+@pytest.mark.parametrize(("missed", "queued"), [("skip", 0), ("once", 1), (3, 3)])
+def test_a_restarted_scheduler_treats_fire_times_of_its_downtime_as_missed_even_within_grace(client, missed, queued):
+    """Every minute, grace 30 s: the only scheduler stops after two fires and a new one
+    starts 10 s after the 12th fire time (within the grace): it came while none ran."""
+    s = make_schedule(f"r-{missed}", "testtasks.add", params={"a": 1, "b": 1}, every=60, missed=missed,
+                      grace_s=30)
+    start = 1_800_000_000.0
+    clock = FakeClock(start)
+    first = _loop(client, [s], clock, start, "w-first")
+    _drive(first, clock, start + 130)
+    first.state.leave("w-first")
+    clock.t = start + 12 * 60 + 10
+    again = SchedulerLoop(first.state, [s], "w-again", sleep=clock.sleep, clock=clock)
+    again.step()
+    assert len(_jobs(client, s.name + "@")) == 2 + queued
+    h = client.redis.hgetall(client.broker.keys.schedule(s.name))
+    assert int(h["count_missed"]) == 10 - queued and int(h["last_fire"]) == int((start + 12 * 60) * 1000)
+    _drive(again, clock, start + 13 * 60 + 1)  # the next fire time comes while it runs: on time
+    assert len(_jobs(client, s.name + "@")) == 3 + queued
+
+
+def test_a_blocked_scheduler_runs_a_fire_time_it_wakes_up_to_within_grace(client):
+    s = make_schedule("blocked", "testtasks.add", params={"a": 1, "b": 1}, every=60, missed="skip", grace_s=30)
+    start = 1_800_000_000.0
+    clock = FakeClock(start)
+    loop = _loop(client, [s], clock, start)
+    loop.step()
+    clock.t = start + 60 + 20  # it ran, but woke 20 s late: late, not missed
+    loop.step()
+    assert _jobs(client, "blocked@") == [s.job_id(int((start + 60) * 1000))]
+
+
 def test_fire_lua_queues_a_fire_time_once_and_never_goes_back(client):
     s = make_schedule("once", "testtasks.add", params={"a": 1, "b": 2}, every=1)
     state = ScheduleState(client.broker)
