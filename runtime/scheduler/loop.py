@@ -93,6 +93,7 @@ class SchedulerLoop:
         if first:
             self.started_ms = int(time.time() * 1000)  # the clock def_at and removed_at are in
             self.state.mark_removed([s.name for s in self.schedules], self.modules)
+            self.state.prune(server)
             others = [w for w, t in self.state.schedulers().items()
                       if w != self.worker_id and server - t <= STALE_S]
             self.since_ms = int(server * 1000) - (int(HANDOVER_S * 1000) if others else 0)
@@ -106,6 +107,8 @@ class SchedulerLoop:
             if got.def_at > self.started_ms and got.definition and got.definition != s.to_json():
                 s = adopt(s, got.definition)
             kept.append(s)
+        if len(kept) < len(self.schedules):
+            self.state.runs(self.worker_id, [s.name for s in kept])
         self.schedules = kept
 
     def next_fire(self, s: Schedule) -> int:
