@@ -198,13 +198,27 @@ def print_events(events: list[dict[str, Any]]) -> None:
                  f"failed {e.get('failed') or 0} (worker-lost)")
 
 
+#: Widths of the QUEUE and CAP columns of ``runtime queues``; longer names are cut with an
+#: ellipsis (``--json`` has them whole).
+QUEUE_COLUMN, CAP_COLUMN = 20, 40
+
+
+def cut(text: str, width: int) -> str:
+    """``text`` if it fits in ``width`` characters, else its start and an ellipsis, ``width`` long."""
+    return text if len(text) <= width else text[:width - 1] + "\u2026"
+
+
 def print_queues(data: dict[str, Any]) -> None:
-    """Queue depths and job counts by status (``runtime queues``)."""
-    echo(f"{'QUEUE':20} {'READY':>8} {'DELAYED':>8}")
+    """Queue depths, job counts by status and concurrency caps (``runtime queues``); long
+    queue and cap names (a cap per key value: ``path=value``) cut to their column."""
+    echo(f"{'QUEUE':{QUEUE_COLUMN}} {'READY':>8} {'DELAYED':>8}")
     for q, d in data["queues"].items():
-        echo(f"{q:20} {d['ready']:>8} {d['delayed']:>8}" + ("  paused" if d.get("paused") else ""))
+        echo(f"{cut(q, QUEUE_COLUMN):{QUEUE_COLUMN}} {d['ready']:>8} {d['delayed']:>8}"
+             + ("  paused" if d.get("paused") else ""))
     counts = data["counts"]
     echo("jobs by status: " + (", ".join(f"{s} {n}" for s, n in counts.items() if n) or "none"))
-    for name, cap in data.get("caps", {}).items():
-        echo(f"cap {name}: running {cap['running']}, parked {cap['parked']}, started in its rate window "
-             f"{cap['recent_starts']}")
+    caps = data.get("caps", {})
+    if caps:
+        echo(f"{'CAP':{CAP_COLUMN}} {'RUNNING':>8} {'PARKED':>8} {'RATE-WINDOW':>12}")
+    for name, cap in caps.items():
+        echo(f"{cut(name, CAP_COLUMN):{CAP_COLUMN}} {cap['running']:>8} {cap['parked']:>8} {cap['recent_starts']:>12}")
