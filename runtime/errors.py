@@ -18,11 +18,11 @@ class ExitCode(IntEnum):
     OK = 0
     ERROR = 1            #: any other runtime error
     USAGE = 2            #: bad arguments, params or settings: a supervisor does not restart it
-    NOT_FOUND = 3        #: job id unknown
+    NOT_FOUND = 3        #: no such job, queue or schedule (or artifact of a job)
     UNAVAILABLE = 4      #: Redis or MongoDB unreachable
     JOB_FAILED = 5       #: ``run``, ``enqueue --wait``: the job did not succeed
     TIMEOUT = 6          #: ``enqueue --wait`` deadline passed
-    NOT_ALLOWED = 7      #: a status change the transition table forbids
+    NOT_ALLOWED = 7      #: not allowed now: a status change the transition table forbids, ...
     RECYCLED = 8         #: a worker process stopped to be recycled; its supervisor replaces it
 
 
@@ -126,6 +126,18 @@ class JobNotFound(TaskQueueError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else "job not found"
+
+
+class ScheduleNotFound(TaskQueueError, KeyError):
+    """No schedule of this name was ever run by a scheduler (exit code NOT_FOUND)."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else "schedule not found"
+
+
+class ScheduleRefused(TaskQueueError):
+    """Not allowed for this schedule now (exit code NOT_ALLOWED): forgetting one that a
+    live scheduler still runs, running now one removed from the code."""
 
 
 class InvalidTransition(TaskQueueError):

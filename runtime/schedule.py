@@ -17,7 +17,9 @@ Daylight saving time (a cron's times are wall-clock times in ``tz``):
   repeated hour; use ``every=`` for a fixed interval of real time.
 
 Fire times are integer milliseconds since the epoch (UTC). The job of a fire time has the
-id ``NAME@2026-12-06T05:00:00Z`` (:meth:`Schedule.job_id`): the same on every worker, so
+id ``NAME@2026-12-06T05:00:00.000Z`` (:meth:`Schedule.job_id`; the time part always 24
+characters, so a schedule's ids sort by fire time and name one fire time each): the same
+on every worker, so
 with the "last fired" time kept with the enqueue in one Lua script (fire.lua), each fire
 time is queued once whatever the number of schedulers.
 """
@@ -50,8 +52,9 @@ _MARGIN = timedelta(hours=3)
 
 @dataclass(frozen=True)
 class Schedule:
-    """One schedule. ``missed``: "skip" (fire times not queued within ``grace_s`` seconds
-    are dropped), "once" (they coalesce into one run, unless a fire time on time is queued
+    """One schedule. ``missed``, for the fire times missed (they passed while no
+    scheduler ran, or were not queued within ``grace_s`` seconds: :meth:`plan`): "skip"
+    (dropped), "once" (they coalesce into one run, unless a fire time on time is queued
     at the same moment) or N >= 1 (the newest N of them run, oldest first). ``overlap``:
     "allow", or "skip" a fire time while the job of the last one is waiting or running.
     Build with :func:`make_schedule` (which checks the values)."""
@@ -73,11 +76,11 @@ class Schedule:
         return ZoneInfo(self.tz)
 
     def job_id(self, fire_ms: int) -> str:
-        """The id of the job of fire time ``fire_ms``: ``NAME@2026-12-06T05:00:00Z`` (with
-        milliseconds when the time has some)."""
+        """The id of the job of fire time ``fire_ms``: ``NAME@2026-12-06T05:00:00.000Z``,
+        the time part of fixed width (milliseconds always written), so the ids of one
+        schedule sort by time and ``NAME`` is all but the last 25 characters."""
         at = datetime.fromtimestamp(fire_ms // 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        ms = fire_ms % 1000
-        return f"{self.name}@{at}{f'.{ms:03d}' if ms else ''}Z"
+        return f"{self.name}@{at}.{fire_ms % 1000:03d}Z"
 
     def next_after(self, after_ms: int) -> int:
         """The first fire time later than ``after_ms`` (ms)."""
@@ -120,12 +123,18 @@ class Schedule:
                 break
         return sorted(found)[-limit:]
 
-    def plan(self, after_ms: int, now_ms: int) -> list[tuple[int, bool]]:
+    def plan(self, after_ms: int, now_ms: int, since_ms: int | None = None) -> list[tuple[int, bool]]:
         """What to do at ``now_ms`` with the fire times since ``after_ms`` (the last one
         fired): (fire time, run it) for each, oldest first; those not run are recorded as
-        missed (fire.lua). See the class for the policies."""
+        missed (fire.lua).
+
+        A fire time is on time, and runs under every policy, when it came while the
+        scheduler calling was running (after ``since_ms``, the end of its previous tick;
+        None: no bound) and is at most ``grace_s`` seconds late. The others were missed
+        (no scheduler ran then, or it was blocked past the grace): ``skip`` runs none of
+        them, ``once`` the newest unless a fire time on time runs now, N the newest N."""
         times = self.due(after_ms, now_ms)
-        on_time = [t for t in times if now_ms - t <= self.grace_s * 1000]
+        on_time = [t for t in times if now_ms - t <= self.grace_s * 1000 and (since_ms is None or t > since_ms)]
         missed = times[:len(times) - len(on_time)]
         if self.missed == "skip":
             keep: set[int] = set()

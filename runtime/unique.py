@@ -24,7 +24,10 @@ _ID = re.compile(f"[{ID_CHARS}]+")
 #: The ids of schedules' fire times (``NAME@2026-12-06T05:00:00Z``, runtime.schedule):
 #: a caller may not choose one, which would take a fire time's id and stop it from firing.
 FIRE_ID = re.compile(r".+@\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z")
-#: Longest unique window, seconds (10 years, as runtime.client.MAX_DELAY_S).
+#: Longest unique window, seconds: 10 years, as the longest delay of a job
+#: (runtime.client.limits.MAX_DELAY_S), so that a job queued that far ahead can hold its
+#: key until it runs; a longer window would outlive any job, and its expiry in ms would
+#: leave the range of the platform's timestamps.
 MAX_UNIQUE_FOR_S = 10 * 365 * 86_400.0
 
 
@@ -45,10 +48,13 @@ def check_id(value: object, what: str = "job_id") -> str:
     return value
 
 
-def check_unique(unique_key: str | None, unique_for: float | None) -> tuple[str, float]:
+def check_unique(unique_key: str | None, unique_for: float | str | None) -> tuple[str, float]:
     """(unique key, window in seconds) checked, or ("", 0.0) for none. ``unique_for``
-    (seconds, > 0) is required with a key and meaningless without one. Raises
-    InvalidParams."""
+    (seconds; a number, or its text from the CLI) is required with a key and meaningless
+    without one: a finite number above 0
+    and at most :data:`MAX_UNIQUE_FOR_S` (10 years, the longest delay of a job: see
+    there). The key is released sooner when its job's document expires. Raises
+    InvalidParams, one line (the CLI's ``--unique-for`` goes through this check too)."""
     if unique_key is None:
         if unique_for is not None:
             raise InvalidParams("unique_for is given without a unique_key")
@@ -58,9 +64,12 @@ def check_unique(unique_key: str | None, unique_for: float | None) -> tuple[str,
         raise InvalidParams("unique_key needs unique_for: the seconds during which an enqueue with the same "
                             "key returns the existing job")
     try:
+        if isinstance(unique_for, bool):
+            raise TypeError
         seconds = float(unique_for)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InvalidParams(f"unique_for must be a number of seconds, got {unique_for!r}") from None
     if not 0 < seconds <= MAX_UNIQUE_FOR_S:  # also refuses NaN and infinities
-        raise InvalidParams(f"unique_for must be within (0, {MAX_UNIQUE_FOR_S:.0f}] seconds, got {unique_for!r}")
+        raise InvalidParams(f"unique_for must be above 0 and at most {MAX_UNIQUE_FOR_S:.0f} seconds (10 years), "
+                            f"got {unique_for!r}")
     return key, seconds

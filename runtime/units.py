@@ -23,6 +23,18 @@ def fmt_seconds(s: float | None) -> str:
     return f"{s * 1000:.1f} ms" if s < 1 else f"{s:.2f} s"
 
 
+def fmt_duration(s: float) -> str:
+    """A span of seconds for a person: ``42 s``, ``4 min 10 s``, ``3 h 05 min``, ``12 d 3 h``."""
+    n = round(s)
+    if n < 60:
+        return f"{max(s, 0.0):.0f} s" if s >= 1 or s <= 0 else f"{s:.1f} s"
+    if n < 3600:
+        return f"{n // 60} min {n % 60} s"
+    if n < 86_400:
+        return f"{n // 3600} h {n % 3600 // 60:02d} min"
+    return f"{n // 86_400} d {n % 86_400 // 3600} h"
+
+
 _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 

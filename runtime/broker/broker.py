@@ -145,7 +145,8 @@ class RedisBroker:
         """Create and queue ``jobs`` in one round trip (one script call per queue).
 
         Returns (the server time, UNIX s; {id of a job not queued: id of the job holding
-        its unique key}): a job whose unique key is held is not queued (enqueue.lua)."""
+        its unique key, or its own id when a job with it exists}): a job whose unique key
+        is held, or whose id exists, is not queued (enqueue.lua)."""
         by_queue: dict[str, list[NewJob]] = {}
         for j in jobs:
             by_queue.setdefault(j.queue, []).append(j)

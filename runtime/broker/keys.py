@@ -35,6 +35,7 @@ in one hash slot (:data:`TAGGED`).
 | {p}:sc:{name}                | hash | a schedule: definition, last fire, paused, counts |
 | {p}:schedules                | set  | names of the schedules schedulers have run        |
 | {p}:schedulers               | zset | workers running the scheduler; score = last tick  |
+| {p}:schedulers:runs          | hash | worker -> the names of the schedules it runs (JSON)|
 | {p}:cap:{name}               | set  | jobs holding a slot of a concurrency cap          |
 | {p}:rate:{name}              | zset | a rate limit's window: job id -> start ms         |
 | {p}:park:{name}              | zset | jobs over their cap, out of their queue; score =  |
@@ -77,6 +78,7 @@ SHAPES: dict[str, str] = {
     "schedule": "sc:{name}",
     "schedules": "schedules",
     "schedulers": "schedulers",
+    "scheduler_runs": "schedulers:runs",
     "cap": "cap:{name}",
     "rate": "rate:{name}",
     "park": "park:{name}",
@@ -186,6 +188,10 @@ class Keys:
     @property
     def schedulers(self) -> str:
         return self._key("schedulers")
+
+    @property
+    def scheduler_runs(self) -> str:
+        return self._key("scheduler_runs")
 
     def cap(self, name: str) -> str:
         return self._key("cap", name)

@@ -3,12 +3,13 @@ and what every command shares (settings, the client, JSON output).
 
 Exit codes (runtime.errors.ExitCode):
   0 OK; 1 ERROR (any other runtime error); 2 USAGE (bad arguments, params, task path or
-  settings; a task module that fails to import); 3 NOT_FOUND (job id unknown, or the job has no such
-  artifact); 4 UNAVAILABLE (Redis or MongoDB unreachable, or Redis full); 5 JOB_FAILED (run,
-  enqueue --wait: the job did not succeed); 6 TIMEOUT (enqueue --wait deadline passed: the
-  job id is printed, the job stays queued); 7 NOT_ALLOWED (not allowed now: cancel of a
-  running job, embedded stop under live workers); 8 RECYCLED (worker: a worker process
-  stopped to be recycled; its supervisor replaces it).
+  settings; a task module that fails to import); 3 NOT_FOUND (no such job, queue or
+  schedule, or the job has no such artifact); 4 UNAVAILABLE (Redis or MongoDB unreachable,
+  or Redis full); 5 JOB_FAILED (run, enqueue --wait: the job did not succeed); 6 TIMEOUT
+  (enqueue --wait deadline passed: the job id is printed, the job stays queued); 7
+  NOT_ALLOWED (not allowed now: cancel of a running job, embedded stop under live
+  workers, forget of a schedule still run, run-now of a removed one); 8 RECYCLED (worker:
+  a worker process stopped to be recycled; its supervisor replaces it).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from ..errors import (
     InvalidParams,
     InvalidTransition,
     JobNotFound,
+    ScheduleNotFound,
+    ScheduleRefused,
     TaskError,
     TaskImportError,
     TaskQueueError,
@@ -75,13 +78,13 @@ def handle_errors(fn: Callable[P, T]) -> Callable[P, T]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return fn(*args, **kwargs)
-        except (JobNotFound, NotFound) as exc:
+        except (JobNotFound, ScheduleNotFound, NotFound) as exc:
             fail(str(exc), ExitCode.NOT_FOUND)
         except BrokerUnavailable as exc:
             fail(str(exc), ExitCode.UNAVAILABLE)
         except WaitTimeout as exc:
             fail(str(exc), ExitCode.TIMEOUT)
-        except InvalidTransition as exc:
+        except (InvalidTransition, ScheduleRefused) as exc:
             fail(str(exc), ExitCode.NOT_ALLOWED)
         except TaskImportError as exc:  # a task module that failed to import: its traceback first
             from .logformat import logs_json

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from ..caps import caps_text
+from ..client.reader import Attempt, attempts_of
 from ..job import Job, iso
 from ..middleware import Chain
 from ..redact import mask, printable, redact
@@ -68,18 +69,13 @@ def print_job(job: Job, chain: Chain, parked_cap: str | None = None) -> None:
     _row("status", f"parked (cap {parked_cap}): queued, out of its queue until the cap has room "
                    f"(runtime requeue {job.id} puts it back now)" if parked_cap else
                    job.status.value + (f" ({job.reason})" if job.reason else ""))
-    _row("attempts", f"{job.attempt} (retries {job.retries}, worker lost {job.lost})")
-    _row("worker", job.worker or "-")
     _row("queued", f"{iso(job.queued_at)}   due {iso(job.due_at)}")
-    _row("started", f"{iso(job.started_at) or '-'}   ended {iso(job.ended_at) or '-'}")
-    _row("wait", f"{fmt_seconds(job.wait_s)}   run {fmt_seconds(job.run_s)}"
-         + (f" (timeout {job.timeout_s:g} s)" if job.timeout_s else ""))
+    attempts = attempts_of(job)
+    _current_attempt(job, attempts)
     if job.progress is not None:
         _row("progress", f"{job.progress:.0%} {job.progress_message or ''}")
     if job.status.value == "success":
         _row("result", json.dumps(redact(job.result), ensure_ascii=False)[:4000])
-    if job.exc_type:
-        _row("error", f"{job.exc_type}: {job.exc_message}")
     if job.overrun:
         _row("watchdog", job.overrun)
     for name, text in job.unreadable.items():
@@ -94,6 +90,7 @@ def print_job(job: Job, chain: Chain, parked_cap: str | None = None) -> None:
         _row(label, text)
     for name, data in job.artifacts.items():
         _row("artifact", f"{name}: {len(data)} bytes (runtime job {job.id} --artifact {name})")
+    _attempt_lines(attempts)
     echo("  history")
     for h in job.history:
         extra = " ".join(f"{k}={v}" for k, v in h.items() if k not in ("at", "status"))
@@ -106,6 +103,50 @@ def print_job(job: Job, chain: Chain, parked_cap: str | None = None) -> None:
         echo("  logs")
         for line in job.logs:
             echo(f"    {line}")
+
+
+def _current_attempt(job: Job, attempts: list[Attempt]) -> None:
+    """The rows of the job's current (latest) attempt, said to be its: worker, times and
+    error, so that fields of different attempts are never shown as one (each attempt has
+    its line: :func:`_attempt_lines`)."""
+    _row("attempts", f"{job.attempt} (retries {job.retries}, worker lost {job.lost})")
+    cur = attempts[-1] if attempts and attempts[-1].number == job.attempt else None
+    if cur is None:  # no history (a compact success), or not run yet: the document's fields
+        _row("worker", job.worker or "-")
+        _row("started", f"{iso(job.started_at) or '-'}   ended {iso(job.ended_at) or '-'}")
+        _row("wait", f"{fmt_seconds(job.wait_s)}   run {fmt_seconds(job.run_s)}"
+             + (f" (timeout {job.timeout_s:g} s)" if job.timeout_s else ""))
+        if job.exc_type:
+            _row("error", f"{job.exc_type}: {job.exc_message}")
+        return
+    ended = cur.ended_at is not None
+    label = "" if len(attempts) == 1 else f" (attempt {cur.number}, the latest)"
+    _row("worker", f"{cur.worker or '-'}{label}")
+    _row("started", f"{iso(cur.started_at)}   ended {iso(cur.ended_at) if ended else '- (running)'}"
+         + (f" {cur.status}" if ended else ""))
+    run = (cur.ended_at or 0.0) - cur.started_at if ended else None
+    _row("wait", f"{fmt_seconds(job.wait_s)}   run {fmt_seconds(run)}"
+         + (f" (timeout {job.timeout_s:g} s)" if job.timeout_s else ""))
+    errs = [a for a in attempts if a.error]
+    if job.exc_type:
+        which = errs[-1].number if errs else cur.number
+        _row("error", f"{job.exc_type}: {job.exc_message}" + (f" (attempt {which})" if len(attempts) > 1 else ""))
+    if not ended and len(attempts) > 1 and (job.report or job.logs or job.traceback):
+        _row("note", f"attempt {cur.number} runs: the report, logs and traceback below are of an earlier attempt"
+             )
+
+
+def _attempt_lines(attempts: list[Attempt]) -> None:
+    """One line per attempt, when there were several: its worker, start (its claim until
+    it ran), outcome and time, how long it lasted, note and error."""
+    if len(attempts) < 2:
+        return
+    echo("  attempts")
+    for a in attempts:
+        took = fmt_seconds(a.ended_at - a.started_at) if a.ended_at is not None else "-"
+        end = f"{a.status} {iso(a.ended_at)}" if a.ended_at is not None else "running"
+        extra = "".join(f"  {k} {v}" for k, v in (("note", a.note), ("error", a.error)) if v)
+        echo(f"    #{a.number}  {a.worker or '-'}  started {iso(a.started_at)}  {end}  for {took}{extra}")
 
 
 def print_workers(entries: list[dict[str, Any]]) -> None:
@@ -157,13 +198,27 @@ def print_events(events: list[dict[str, Any]]) -> None:
                  f"failed {e.get('failed') or 0} (worker-lost)")
 
 
+#: Widths of the QUEUE and CAP columns of ``runtime queues``; longer names are cut with an
+#: ellipsis (``--json`` has them whole).
+QUEUE_COLUMN, CAP_COLUMN = 20, 40
+
+
+def cut(text: str, width: int) -> str:
+    """``text`` if it fits in ``width`` characters, else its start and an ellipsis, ``width`` long."""
+    return text if len(text) <= width else text[:width - 1] + "\u2026"
+
+
 def print_queues(data: dict[str, Any]) -> None:
-    """Queue depths and job counts by status (``runtime queues``)."""
-    echo(f"{'QUEUE':20} {'READY':>8} {'DELAYED':>8}")
+    """Queue depths, job counts by status and concurrency caps (``runtime queues``); long
+    queue and cap names (a cap per key value: ``path=value``) cut to their column."""
+    echo(f"{'QUEUE':{QUEUE_COLUMN}} {'READY':>8} {'DELAYED':>8}")
     for q, d in data["queues"].items():
-        echo(f"{q:20} {d['ready']:>8} {d['delayed']:>8}" + ("  paused" if d.get("paused") else ""))
+        echo(f"{cut(q, QUEUE_COLUMN):{QUEUE_COLUMN}} {d['ready']:>8} {d['delayed']:>8}"
+             + ("  paused" if d.get("paused") else ""))
     counts = data["counts"]
     echo("jobs by status: " + (", ".join(f"{s} {n}" for s, n in counts.items() if n) or "none"))
-    for name, cap in data.get("caps", {}).items():
-        echo(f"cap {name}: running {cap['running']}, parked {cap['parked']}, started in its rate window "
-             f"{cap['recent_starts']}")
+    caps = data.get("caps", {})
+    if caps:
+        echo(f"{'CAP':{CAP_COLUMN}} {'RUNNING':>8} {'PARKED':>8} {'RATE-WINDOW':>12}")
+    for name, cap in caps.items():
+        echo(f"{cut(name, CAP_COLUMN):{CAP_COLUMN}} {cap['running']:>8} {cap['parked']:>8} {cap['recent_starts']:>12}")

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import click
 
 from ..errors import ExitCode, TaskQueueError, WaitTimeout
+from ..job import iso
 from ..redact import redact
 from ..status import REQUEUABLE, Status
-from ..units import plural
+from ..units import fmt_duration, plural
 from .app import SECONDS, Ctx, NotFound, cli, echo, fail, handle_errors, out, parse_params
 from .format import job_table, print_job
 
@@ -27,12 +29,13 @@ from .format import job_table, print_job
               help="queue without importing the task to check its path and params (for a task this folder cannot import)")
 @click.option("--job-id", help="the job's id (letters, digits, _.:@/+=-): queued once while a job with it exists")
 @click.option("--unique-key", help="queue nothing while a job queued with this key in the last --unique-for seconds exists")
-@click.option("--unique-for", type=SECONDS, help="seconds a --unique-key holds (required with it)")
+@click.option("--unique-for", metavar="SECONDS",  # checked by runtime.unique.check_unique, as the API
+              help="seconds a --unique-key holds (required with it; above 0, at most 10 years)")
 @click.pass_obj
 @handle_errors
 def enqueue(obj: Ctx, path: str, params: str | None, queue: str, priority: int, delay: float | None,
             wait_s: float | None, as_json: bool, no_check: bool, job_id: str | None, unique_key: str | None,
-            unique_for: float | None) -> None:
+            unique_for: str | None) -> None:
     """Queue a job of task PATH with PARAMS (a JSON object); prints its id.
 
     When the task can be imported from here, its path and params are checked first
@@ -40,12 +43,16 @@ def enqueue(obj: Ctx, path: str, params: str | None, queue: str, priority: int, 
     unchecked. With --wait, prints the job once it ended (exit 5 if it did not succeed);
     when the wait times out, the job stays queued: its id and status are printed, exit 6.
     With --job-id or --unique-key, the id printed is that of the job already queued when
-    there is one (nothing else is queued)."""
+    there is one (nothing else is queued; a line on stderr says which job, its status and
+    when the id or key frees)."""
     client = obj.client()
-    job_id = client.queue_job(path, parse_params(params), queue=queue, priority=priority, delay=delay,
-                              check=not no_check, job_id=job_id, unique_key=unique_key, unique_for=unique_for)
+    job_id, queued = client.queue_once(path, parse_params(params), queue=queue, priority=priority, delay=delay,
+                                       check=not no_check, job_id=job_id, unique_key=unique_key,
+                                       unique_for=unique_for)
+    if not queued:
+        echo(held_note(client.reader.holder(job_id, unique_key), unique_key), err=True)
     if wait_s is None:
-        out({"id": job_id}) if as_json else echo(job_id)
+        out({"id": job_id, "queued": queued}) if as_json else echo(job_id)
         return
     try:
         if not any(queue in w.get("queues", ()) for w in client.reader.workers()):
@@ -64,6 +71,18 @@ def enqueue(obj: Ctx, path: str, params: str | None, queue: str, priority: int, 
     out(job.to_dict()) if as_json else print_job(job, client.middleware)
     if job.status != Status.SUCCESS:
         sys.exit(ExitCode.JOB_FAILED)
+
+
+def held_note(h: dict[str, Any], unique_key: str | None) -> str:
+    """One line: the enqueue queued nothing, ``h`` (Reader.holder) holds the id or key."""
+    state = h["status"] or "gone"
+    if h["ended_at"]:
+        state += f", ended {iso(h['ended_at'])}"
+    what = f"job {h['id']} holds unique key {unique_key!r}" if unique_key else f"a job with id {h['id']} exists"
+    free = ("the key" if unique_key else "the id") + (
+        f" frees in {fmt_duration(h['frees_in_s'])}" if h["frees_in_s"] is not None else
+        " frees once that job has ended and its document expired (its status's ttl_s)")
+    return f"not queued: {what} ({state}); {free}"
 
 
 @cli.command()

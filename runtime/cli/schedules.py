@@ -1,4 +1,4 @@
-"""Commands about schedules: schedules (list), schedules pause|resume|run-now NAME."""
+"""Commands about schedules: schedules (list), schedules pause|resume|run-now|forget NAME."""
 
 from __future__ import annotations
 
@@ -21,18 +21,27 @@ def _state(obj: Ctx) -> Any:
 
 
 def print_schedules(data: dict[str, Any]) -> None:
-    """One block per schedule, then the live schedulers (``runtime schedules``)."""
+    """One block per schedule, then the schedulers and their liveness (``runtime schedules``)."""
     if not data["schedules"]:
         echo("no schedules (none declared with @periodic or [schedules.NAME] has been run by a worker yet)")
     for s in data["schedules"]:
         late = f"  NOT FIRING: {s['late_s']:.0f} s past a fire time" if s["late_s"] else ""
-        echo(f"{s['name']}  {s['status']}{late}  task {s['task']}  queue {s['queue']}  {s['when']}")
+        removed = "  (no live scheduler runs it: runtime schedules forget NAME deletes it)" \
+            if s["status"] == "removed" else ""
+        echo(f"{s['name']}  {s['status']}{late}{removed}  task {s['task']}  queue {s['queue']}  {s['when']}")
         echo(f"    next {_when(s['next_fire'])}   last {_when(s['last_fire'])} ({ago(s['last_fire'])}, "
              f"{s['last_status'] or '-'})   last job {s['last_job'] or '-'} ({s['last_job_status'] or '-'})"
              f"   missed {s['missed']}  overlap-skipped {s['overlap']}")
     alive = data["schedulers"]
-    echo(f"schedulers running: {len(alive)}" + (f" ({', '.join(alive)})" if alive else
-                                                  " (no worker runs the scheduler: nothing fires)"))
+    if not alive:
+        echo("NO LIVE SCHEDULER: nothing fires (no live worker runs the scheduler)")
+    else:
+        echo(f"schedulers alive: {len(alive)}")
+    for e in data["scheduler_states"]:
+        why = {"alive": "", "stale": "  (registered, but its scheduler has not synced: wedged?)",
+               "dead": "  (not in the worker registry: its worker is gone)"}[e["state"]]
+        runs = "?" if e["schedules"] is None else ", ".join(e["schedules"]) or "none"
+        echo(f"    {e['worker']}  {e['state']}{why}  synced {ago(e['synced_at'])}  runs {runs}")
 
 
 @cli.group(invoke_without_command=True)
@@ -77,6 +86,19 @@ def resume(obj: Ctx, name: str) -> None:
 @click.pass_obj
 @handle_errors
 def run_now(obj: Ctx, name: str) -> None:
-    """Queue schedule NAME's job now (its fire times are unchanged); prints the job id."""
+    """Queue schedule NAME's job now (its fire times are unchanged); prints the job id.
+    Refused (exit 7) for a removed schedule."""
     from ..scheduler.report import run_now as queue_now
     echo(queue_now(obj.client(), name))
+
+
+@schedules.command()
+@click.argument("name")
+@click.pass_obj
+@handle_errors
+def forget(obj: Ctx, name: str) -> None:
+    """Delete schedule NAME, removed from the code, from the listing (refused, exit 7,
+    while a live scheduler runs it)."""
+    from ..scheduler.report import forget as drop
+    drop(_state(obj), name)
+    echo(f"schedule {name} forgotten")

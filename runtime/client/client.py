@@ -27,33 +27,15 @@ from ..settings import Settings, load_settings
 from ..tasks import TaskSpec
 from ..unique import check_id, check_unique
 from .check import EnqueueCheck
+from .limits import PRIORITY_RANGE, delay_s
 from .parts import Parts, build
 from .reader import Reader
 from .waiting import iter_done
 
 log = logging.getLogger("runtime.client")
 
-PRIORITY_RANGE = (-100, 100)
-#: Longest delay accepted, seconds (10 years): beyond, timestamps leave the platform's range.
-MAX_DELAY_S = 10 * 365 * 86_400.0
-
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-def _delay_s(delay: float | None, eta: datetime | float | None) -> float:
-    if delay is not None and eta is not None:
-        raise InvalidParams("give delay or eta, not both")
-    if eta is not None:
-        if isinstance(eta, datetime):
-            if eta.tzinfo is None:
-                raise InvalidParams("eta must be timezone-aware (e.g. datetime.now(timezone.utc))")
-            eta = eta.timestamp()
-        return _delay_s(max(0.0, float(eta) - time.time()), None)
-    d = float(delay or 0.0)
-    if not 0 <= d <= MAX_DELAY_S:  # also refuses NaN and infinities
-        raise InvalidParams(f"delay must be within [0, {MAX_DELAY_S:.0f}] seconds, got {d}")
-    return d
 
 
 class Client:
@@ -100,7 +82,7 @@ class Client:
             low, high = PRIORITY_RANGE
             raise InvalidParams(f"priority must be an int in [{low}, {high}], got {priority!r}")
         job = NewJob(new_job_id() if job_id is None else check_id(job_id), path,
-                     encode_params(params, self.settings.max_job_bytes), queue, priority, _delay_s(delay, eta),
+                     encode_params(params, self.settings.max_job_bytes), queue, priority, delay_s(delay, eta),
                      unique_key=unique[0], unique_for_s=unique[1])
         if spec is not None:
             self.checker.params(spec, params or {})
@@ -127,9 +109,21 @@ class Client:
         (runtime.client.check). Raises InvalidParams (naming the offending key or param),
         JobTooLarge, TaskNotFound, TaskNotAllowed; BrokerUnavailable.
         """
+        return self.queue_once(path, params, queue=queue, priority=priority, delay=delay, eta=eta, check=check,
+                               job_id=job_id, unique_key=unique_key, unique_for=unique_for)[0]
+
+    def queue_once(self, path: str, params: Mapping[str, Any] | None = None, *, queue: str = "default",
+                   priority: int = 0, delay: float | None = None, eta: datetime | float | None = None,
+                   check: bool = True, job_id: str | None = None, unique_key: str | None = None,
+                   unique_for: float | None = None) -> tuple[str, bool]:
+        """:meth:`queue_job`, returning (id, queued): ``queued`` is False when nothing was
+        queued because a job with ``job_id``, or holding ``unique_key``, exists (the id
+        is then that job's: Reader.holder says its status and when it frees the key)."""
         job = self._new(path, params, queue, priority, delay, eta, self._spec(path, check), job_id,
                         check_unique(unique_key, unique_for))
-        return self._enqueue([job]).get(job.id, job.id)
+        held = self._enqueue([job])
+        # a generated id found existing is this call's own job, sent again after a lost reply
+        return held.get(job.id, job.id), job.id not in held or (job_id is None and held[job.id] == job.id)
 
     def queue_jobs(self, path: str, params_list: Iterable[Mapping[str, Any] | None], *, queue: str = "default",
                    priority: int = 0, delay: float | None = None, batch_size: int = 1000,
@@ -160,7 +154,8 @@ class Client:
     def _enqueue(self, jobs: Sequence[NewJob]) -> dict[str, str]:
         """Queue in Redis, then (with MongoDB) write the documents; a MongoDB that cannot
         take them is logged, not raised: the jobs are queued and the sweep copies them.
-        Returns {id not queued: id of the job holding its unique key}."""
+        Returns {id not queued: id of the job holding its unique key, or itself for an id
+        that exists}."""
         error: BaseException | None = None
         try:
             self._check_store()
@@ -171,8 +166,8 @@ class Client:
         finally:
             if self.middleware.enqueued_hooks:
                 self.middleware.after_enqueue(jobs, error)
-        if self.mongo is not None:
-            queued = [j for j in jobs if j.id not in held]
+        if self.mongo is not None:  # an existing id (held by itself) copied as before: MongoDB refuses a duplicate
+            queued = [j for j in jobs if held.get(j.id, j.id) == j.id]
             self._copy([j.id for j in queued], self.mongo.enqueued, queued, now)
         return held
 

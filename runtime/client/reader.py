@@ -221,6 +221,26 @@ class Reader:
             return tree, e.get("kind") != "supervisor", wid
         return sorted(entries, key=order)
 
+    def holder(self, job_id: str, unique_key: str | None = None) -> dict[str, Any]:
+        """Job ``job_id``, found holding its id or ``unique_key`` by an enqueue that queued
+        nothing (Client.queue_once): ``{"id", "status" (None: its document is gone),
+        "ended_at" (UNIX s or None), "frees_in_s"}``, the seconds until an enqueue with the
+        same id or key queues a job again (None: not before the job ends and its document
+        expires after its ``ttl_s``). One round trip."""
+        c = self.client
+        pipe = c.redis.pipeline(transaction=False)
+        pipe.hmget(c.broker.keys.job(job_id), "status", "ended_at")
+        pipe.pttl(c.broker.keys.job(job_id))
+        if unique_key:
+            pipe.pttl(c.broker.keys.unique(unique_key))
+        got = c.call(pipe.execute)
+        (status, ended), doc_ms = got[0], int(got[1])
+        frees: float | None = doc_ms / 1000 if doc_ms >= 0 else None
+        if unique_key:  # held while the key lives and the job exists
+            key_ms = int(got[2])
+            frees = 0.0 if key_ms < 0 else min(key_ms / 1000, frees if frees is not None else key_ms / 1000)
+        return {"id": job_id, "status": status, "ended_at": float(ended) if ended else None, "frees_in_s": frees}
+
     def unheard(self) -> list[str]:
         """Ids still registered whose entry expired: their process stopped heartbeating
         (dead, or cut off from Redis) and no reaper has taken their jobs back yet."""

@@ -29,6 +29,10 @@ SYNC_S = 10.0
 STALE_S = 3 * SYNC_S
 #: Longest sleep after a Redis error before trying again, seconds.
 RETRY_S = 2.0
+#: A scheduler starting while others run takes as its own the fire times of the last this
+#: many seconds that they have not fired yet (they are a little late, not missed); with no
+#: other scheduler alive, fire times before its start passed unfired: missed.
+HANDOVER_S = 2.0
 
 
 def adopt(mine: Schedule, definition: str) -> Schedule:
@@ -69,6 +73,9 @@ class SchedulerLoop:
         #: the modules this worker imported: a schedule of their tasks it lacks was removed
         self.modules = list(modules)
         self.started_ms = 0
+        #: server ms up to which this scheduler has handled every fire time (its last tick);
+        #: fire times after it are on time (runtime.schedule.Schedule.plan)
+        self.since_ms = 0
 
     def now_ms(self) -> int:
         return int((self.clock() + self.offset) * 1000)
@@ -86,6 +93,10 @@ class SchedulerLoop:
         if first:
             self.started_ms = int(time.time() * 1000)  # the clock def_at and removed_at are in
             self.state.mark_removed([s.name for s in self.schedules], self.modules)
+            self.state.prune(server)
+            others = [w for w, t in self.state.schedulers().items()
+                      if w != self.worker_id and server - t <= STALE_S]
+            self.since_ms = int(server * 1000) - (int(HANDOVER_S * 1000) if others else 0)
         kept = []
         for s in self.schedules:
             got = found[s.name]
@@ -96,6 +107,8 @@ class SchedulerLoop:
             if got.def_at > self.started_ms and got.definition and got.definition != s.to_json():
                 s = adopt(s, got.definition)
             kept.append(s)
+        if len(kept) < len(self.schedules):
+            self.state.runs(self.worker_id, [s.name for s in kept])
         self.schedules = kept
 
     def next_fire(self, s: Schedule) -> int:
@@ -104,13 +117,14 @@ class SchedulerLoop:
 
     def fire_due(self) -> int:
         """Fire every schedule whose next fire time has come; returns how many fire times
-        were queued by this call."""
+        were queued by this call. Fire times since the previous call are on time, older ones
+        (before this scheduler ran) missed (runtime.schedule.Schedule.plan)."""
         queued = 0
         now = self.now_ms()
         for s in self.schedules:
             if self.next_fire(s) > now:
                 continue
-            plan = s.plan(self.last.get(s.name, now), now)
+            plan = s.plan(self.last.get(s.name, now), now, self.since_ms)
             if not plan:
                 continue
             fired = self.state.fire(s, plan)
@@ -119,6 +133,7 @@ class SchedulerLoop:
             skipped = [o for o in fired.outcomes if o in ("missed", "overlap")]
             if skipped:
                 log.info("schedule %s: %d fire time(s) not run (%s)", s.name, len(skipped), ", ".join(set(skipped)))
+        self.since_ms = now  # every fire time up to now handled (not on an error: then late, not missed)
         return queued
 
     def seconds_to_sleep(self) -> float:

@@ -1,6 +1,6 @@
 """What ``runtime schedules`` shows and does: each schedule's next and last fire, last
-job and status, whether its schedulers are alive and whether it fires on time; pause,
-resume and run-now."""
+job and status, whether its schedulers are alive (their syncs and the worker registry)
+and whether it fires on time; pause, resume, run-now and forget."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import time
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ScheduleRefused
 from ..schedule import make_schedule
 from .loop import STALE_S
 from .state import ScheduleState
@@ -18,21 +18,38 @@ from .state import ScheduleState
 LATE_S = 5.0
 
 
-def schedulers_alive(state: ScheduleState, now: float) -> list[str]:
-    """Ids of the workers whose scheduler synced within STALE_S seconds of ``now``."""
-    return sorted(w for w, t in state.schedulers().items() if now - t <= STALE_S)
+def schedulers_seen(state: ScheduleState, now: float) -> list[dict[str, Any]]:
+    """Every worker that ran the scheduler (the last day), by id: ``worker``, ``synced_at``
+    (its last sync, server s), ``registered`` (its worker registry entry exists: the
+    process heartbeats), ``schedules`` (the names it runs; None: not recorded) and
+    ``state``: "alive" (registered, synced within STALE_S seconds), "stale" (registered,
+    not synced: its scheduler is wedged) or "dead" (no longer in the worker registry: its
+    process stopped without leaving, or was killed)."""
+    synced = state.schedulers()
+    ids = sorted(synced)
+    registered = [row[0] is not None for row in state.broker.registry.fields(ids, "id")]
+    runs = state.scheduler_runs()
+    out = []
+    for wid, reg in zip(ids, registered):
+        fresh = now - synced[wid] <= STALE_S
+        out.append({"worker": wid, "synced_at": synced[wid], "registered": reg, "schedules": runs.get(wid),
+                    "state": "dead" if not reg else "alive" if fresh else "stale"})
+    return out
 
 
 def describe(state: ScheduleState, now: float | None = None) -> dict[str, Any]:
-    """{"schedulers": live scheduler ids, "schedules": [one dict per schedule]} with, per
-    schedule: name, task, when (cron and tz, or every), next_fire and last_fire (UNIX s),
-    last_job, last_job_status, last_status, paused, counts of missed/overlap/paused fire
-    times, late_s (seconds past a fire time not handled, beyond the grace, else 0) and
-    status: "removed" (a worker started without it in its code), "paused", "ok", "late"
-    (a scheduler runs, the schedule does not fire: a scheduler wedged, or no live worker
-    has it in its code) or "no scheduler"."""
+    """{"schedulers": live scheduler ids, "scheduler_states": :func:`schedulers_seen`,
+    "schedules": [one dict per schedule]} with, per schedule: name, task, when (cron and
+    tz, or every), next_fire and last_fire (UNIX s), last_job, last_job_status,
+    last_status, paused, counts of missed/overlap/paused fire times, run_by (the live
+    schedulers running it), late_s (seconds past a fire time not handled, beyond the
+    grace, else 0) and status: "removed" (no live scheduler runs it although some run:
+    removed from their code, or the workers that have it are down; or a worker started
+    without it in its code), "paused", "ok", "late" (a live scheduler runs it and it
+    does not fire: a scheduler wedged) or "no scheduler" (none is alive)."""
     now = time.time() if now is None else now
-    alive = schedulers_alive(state, now)
+    seen = schedulers_seen(state, now)
+    live = [e for e in seen if e["state"] == "alive"]
     rows = []
     states = state.read()
     jobs = [h.get("last_job") for h in states.values()]
@@ -41,11 +58,13 @@ def describe(state: ScheduleState, now: float | None = None) -> dict[str, Any]:
         pipe.hget(state.keys.job(j or "-"), "status")
     statuses = pipe.execute() if jobs else []
     for (name, h), job_status in zip(states.items(), statuses):
-        rows.append(_row(name, h, job_status, now, bool(alive)))
-    return {"schedulers": alive, "schedules": rows}
+        run_by = [e["worker"] for e in live if e["schedules"] is None or name in e["schedules"]]
+        rows.append(_row(name, h, job_status, now, bool(live), run_by))
+    return {"schedulers": [e["worker"] for e in live], "scheduler_states": seen, "schedules": rows}
 
 
-def _row(name: str, h: dict[str, str], job_status: str | None, now: float, alive: bool) -> dict[str, Any]:
+def _row(name: str, h: dict[str, str], job_status: str | None, now: float, alive: bool,
+         run_by: list[str]) -> dict[str, Any]:
     d = json.loads(h.get("def") or "{}")
     last_ms = int(h.get("last_fire") or 0)
     row: dict[str, Any] = {
@@ -55,7 +74,7 @@ def _row(name: str, h: dict[str, str], job_status: str | None, now: float, alive
         "last_status": h.get("last_status"),
         "last_job": h.get("last_job"), "last_job_status": job_status, "paused": h.get("paused") == "1",
         "missed": int(h.get("count_missed") or 0), "overlap": int(h.get("count_overlap") or 0),
-        "next_fire": None, "late_s": 0.0,
+        "next_fire": None, "late_s": 0.0, "run_by": run_by,
     }
     try:
         s = make_schedule(name, d.get("path") or "?", cron=d.get("cron"), every=d.get("every_s"),
@@ -67,16 +86,39 @@ def _row(name: str, h: dict[str, str], job_status: str | None, now: float, alive
     row["next_fire"] = s.next_after(int(now * 1000)) / 1000
     if expected is not None and now > expected + s.grace_s + LATE_S:
         row["late_s"] = round(now - expected - s.grace_s, 3)
-    row["status"] = ("removed" if h.get("removed_at") else "paused" if row["paused"] else
+    removed = (h.get("removed_at") and not run_by) or (alive and not run_by)
+    row["status"] = ("removed" if removed else "paused" if row["paused"] else
                      "no scheduler" if not alive else "late" if row["late_s"] else "ok")
     return row
 
 
+def forget(state: ScheduleState, name: str) -> None:
+    """Delete schedule ``name`` from Redis (``runtime schedules forget``): refused while a
+    live scheduler runs it, which would publish it again. Raises ScheduleNotFound,
+    ScheduleRefused (one line)."""
+    row = _one(state, name)
+    if row["run_by"]:
+        raise ScheduleRefused(f"schedule {name!r} is still defined: live scheduler(s) {', '.join(row['run_by'])} "
+                              f"run it; remove it from the code or runtime.toml and restart them first")
+    state.forget(name)
+
+
+def _one(state: ScheduleState, name: str) -> dict[str, Any]:
+    """Schedule ``name``'s row of :func:`describe`. Raises ScheduleNotFound."""
+    state.definition(name)  # unknown: ScheduleNotFound
+    return next(r for r in describe(state)["schedules"] if r["name"] == name)
+
+
 def run_now(client: Any, name: str) -> str:
     """Queue schedule ``name``'s job now (id ``NAME@now-<ms>``), whatever its fire times,
-    pause and overlap; returns the job id. Raises InvalidParams for an unknown name."""
+    pause and overlap; returns the job id. Raises ScheduleNotFound for an unknown name,
+    ScheduleRefused for a removed one (no live scheduler runs it: its definition may be
+    gone from the code)."""
     state = ScheduleState(client.broker)
     d = state.definition(name)
+    if _one(state, name)["status"] == "removed":
+        raise ScheduleRefused(f"schedule {name!r} was removed (no live scheduler runs it): not run; "
+                              f"runtime schedules forget {name} deletes it")
     job_id = f"{name}@now-{int(time.time() * 1000)}"
     got = str(client.queue_job(d["path"], d.get("params") or {}, queue=d.get("queue", "default"),
                                priority=int(d.get("priority", 0)), job_id=job_id, check=False))

@@ -7,7 +7,9 @@ worker started without it), ``last_fire`` (ms), ``last_job``,
 ``last_status``, ``fired_at`` (server time of the last fire, s), ``paused`` ("1") and
 counts of fire times not run (``count_missed``, ``count_overlap``, ``count_paused``);
 ``{p}:schedules`` names them; ``{p}:schedulers`` scores each worker running the
-scheduler by its last sync (server time, s).
+scheduler by its last sync (server time, s), and ``{p}:schedulers:runs`` holds the names
+of the schedules each of them runs (JSON), so that a schedule no live scheduler runs is
+known (removed from the code, or its workers down).
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..broker.broker import RedisBroker
-from ..errors import InvalidParams
+from ..errors import ScheduleNotFound
 from ..job import encode_params
 from ..schedule import Schedule
 from ..status import Status
+
+#: A scheduler not synced for this many seconds is forgotten by the next one to start.
+FORGET_SCHEDULER_S = 86_400.0
 
 
 @dataclass
@@ -87,6 +92,7 @@ class ScheduleState:
                 pipe.hdel(key, "removed_at")
             if schedules:
                 pipe.sadd(self.keys.schedules, *(s.name for s in schedules))
+            pipe.hset(self.keys.scheduler_runs, worker_id, json.dumps(sorted(s.name for s in schedules)))
         for s in schedules:
             pipe.hmget(self.keys.schedule(s.name), "last_fire", "def", "def_at", "removed_at")
         replies = pipe.execute()
@@ -109,9 +115,33 @@ class ScheduleState:
             self.redis.hset(self.keys.schedule(name), "removed_at", now_ms)
         return gone
 
+    def runs(self, worker_id: str, names: Sequence[str]) -> None:
+        """Record that ``worker_id``'s scheduler now runs the schedules ``names``."""
+        self.redis.hset(self.keys.scheduler_runs, worker_id, json.dumps(sorted(names)))
+
+    def prune(self, now: float) -> None:
+        """Forget the schedulers not synced for :data:`FORGET_SCHEDULER_S` before ``now``
+        (server s): workers killed without leaving, long gone."""
+        old = [str(w) for w in self.redis.zrangebyscore(self.keys.schedulers, "-inf", now - FORGET_SCHEDULER_S)]
+        if old:
+            self.redis.zrem(self.keys.schedulers, *old)
+            self.redis.hdel(self.keys.scheduler_runs, *old)
+
     def leave(self, worker_id: str) -> None:
         """``worker_id`` stops running the scheduler."""
         self.redis.zrem(self.keys.schedulers, worker_id)
+        self.redis.hdel(self.keys.scheduler_runs, worker_id)
+
+    def scheduler_runs(self) -> dict[str, list[str] | None]:
+        """Worker id -> names of the schedules its scheduler runs (None: not recorded)."""
+        out: dict[str, list[str] | None] = {}
+        for w, raw in self.redis.hgetall(self.keys.scheduler_runs).items():
+            try:
+                names = json.loads(raw)
+            except ValueError:
+                names = None
+            out[str(w)] = [str(n) for n in names] if isinstance(names, list) else None
+        return out
 
     def schedulers(self) -> dict[str, float]:
         """Workers that ran the scheduler: id -> time of their last sync (server, s)."""
@@ -130,23 +160,30 @@ class ScheduleState:
         key = self.keys.schedule(name)
         if not self.redis.exists(key):
             known = ", ".join(sorted(str(n) for n in self.redis.smembers(self.keys.schedules))) or "none"
-            raise InvalidParams(f"no schedule {name!r} (known: {known})")
+            raise ScheduleNotFound(f"no schedule {name!r} (known: {known})")
         return key
 
     def pause(self, name: str, paused: bool = True) -> None:
         """Pause (or resume) schedule ``name``: while paused, its fire times pass without a
-        job (recorded as 'paused', not caught up on resume). Raises InvalidParams for an
+        job (recorded as 'paused', not caught up on resume). Raises ScheduleNotFound for an
         unknown name."""
         self.redis.hset(self._existing(name), "paused", "1" if paused else "0")
 
     def definition(self, name: str) -> dict[str, Any]:
         """Schedule ``name``'s definition as its schedulers published it. Raises
-        InvalidParams for an unknown name."""
+        ScheduleNotFound for an unknown name."""
         raw = self.redis.hget(self._existing(name), "def")
         if not raw:
-            raise InvalidParams(f"schedule {name!r} has no definition yet (no scheduler has run it)")
+            raise ScheduleNotFound(f"schedule {name!r} has no definition yet (no scheduler has run it)")
         return dict(json.loads(raw))
 
     def ran_now(self, name: str, job_id: str) -> None:
         """Record that ``job_id`` was queued for ``name`` by run-now (its last job)."""
         self.redis.hset(self.keys.schedule(name), mapping={"last_job": job_id, "last_run_now": job_id})
+
+    def forget(self, name: str) -> None:
+        """Delete schedule ``name``'s state (definition, last fire, counts). Raises
+        ScheduleNotFound for an unknown name; the caller checks that no scheduler runs it
+        (runtime.scheduler.report.forget)."""
+        self.redis.delete(self._existing(name))
+        self.redis.srem(self.keys.schedules, name)

@@ -4,11 +4,12 @@ others and without an attempt charged, a dead worker's slots come back."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
 import pytest
-from helpers import wait_until
+from helpers import cli, wait_until
 
 from runtime.errors import TaskOptionError
 from runtime.process import host_pid
@@ -171,11 +172,9 @@ def test_a_concurrency_key_that_caps_nothing_or_names_no_param_fails_at_import()
 
 
 def test_caps_are_shown_in_runtime_queues_and_exported_as_metrics(client, worker, capped, settings):
-    import json
     import socket
     import urllib.request
 
-    from helpers import cli
     with socket.socket() as sock:  # a free port
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -184,7 +183,8 @@ def test_caps_are_shown_in_runtime_queues_and_exported_as_metrics(client, worker
     wait_until(lambda: client.redis.zcard(client.broker.keys.park("capmod.two")) == 3, 10, "three parked")
     caps = json.loads(cli(settings, "queues", "--json").stdout)["caps"]
     assert caps == {"capmod.two": {"running": 2, "parked": 3, "recent_starts": 0}}
-    assert "cap capmod.two: running 2, parked 3" in cli(settings, "queues").stdout
+    row = next(x for x in cli(settings, "queues").stdout.splitlines() if x.startswith("capmod.two "))
+    assert row.split()[:3] == ["capmod.two", "2", "3"], row
     # runtime workers: the caps each worker enforces, and the jobs of each it holds
     # runtime workers: the caps each worker enforces, with the jobs of each it holds
     assert "caps capmod.limited (rate 5/1s, 0 held); capmod.per_customer (max 1 per customer, 0 held); " \
@@ -247,3 +247,22 @@ def test_parked_jobs_are_shown_requeued_and_unparked_once_the_cap_is_removed(set
     jobs = client.wait(ids, timeout_s=30)
     assert all(j.status == Status.SUCCESS and j.attempt == 1 for j in jobs), [(j.id, j.status) for j in jobs]
     assert client.redis.zcard(park) == 0
+
+
+def test_runtime_queues_cuts_long_cap_and_queue_names_with_an_ellipsis(client, settings):
+    """A cap per key value (``path=value``) with a long value, and a long queue name: the
+    table keeps its columns; --json has the names whole."""
+    name = "capmod.per_customer=" + "customer-" * 12
+    client.redis.sadd(client.broker.keys.caps, name)
+    client.redis.sadd(client.broker.keys.cap(name), "j1")
+    queue = "q" * 60
+    client.queue_job("testtasks.add", {"a": 1, "b": 2}, queue=queue)
+    lines = cli(settings, "queues").stdout.splitlines()
+    header = next(x for x in lines if x.startswith("CAP "))
+    row = next(x for x in lines if x.startswith("capmod.per_customer="))
+    assert len(row) == len(header) and row.split()[0].endswith("\u2026") and row.split()[1:] == ["1", "0", "0"], row
+    assert len(row.split()[0]) == 40 and name.startswith(row.split()[0][:-1])
+    qrow = next(x for x in lines if x.startswith("qqq"))
+    assert qrow.split() == ["q" * 19 + "\u2026", "1", "0"], qrow
+    data = json.loads(cli(settings, "queues", "--json").stdout)
+    assert name in data["caps"] and queue in data["queues"]

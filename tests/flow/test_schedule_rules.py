@@ -8,8 +8,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from runtime.errors import ConfigError
+from runtime.errors import ConfigError, InvalidParams
 from runtime.schedule import make_schedule, periodic
+from runtime.unique import FIRE_ID, check_id
 
 
 def ms(y: int, mo: int, d: int, h: int = 0, mi: int = 0, tz: str = "UTC") -> int:
@@ -57,8 +58,18 @@ def test_every_fires_on_multiples_of_its_period_since_the_epoch():
     assert s.next_after(ms(2026, 1, 1, 0, 0) + 1) == ms(2026, 1, 1, 0, 0) + 30_000
     assert s.due(ms(2026, 1, 1), ms(2026, 1, 1) + 95_000) == [ms(2026, 1, 1) + k * 30_000 for k in (1, 2, 3)]
     assert len(s.due(0, ms(2026, 1, 1))) == 100  # the newest 100 at most
-    assert s.job_id(ms(2026, 12, 6, 5, 0)) == "e@2026-12-06T05:00:00Z"
+    assert s.job_id(ms(2026, 12, 6, 5, 0)) == "e@2026-12-06T05:00:00.000Z"
     assert make_schedule("f", "m.f", every=0.25).job_id(ms(2026, 12, 6, 5, 0) + 250) == "f@2026-12-06T05:00:00.250Z"
+
+
+def test_fire_ids_have_a_fixed_width_time_part_and_sort_by_time():
+    s = make_schedule("q", "m.f", every=0.25)
+    times = [ms(2026, 12, 6, 5, 0) + k * 250 for k in range(12)] + [ms(2026, 12, 6, 5, 0) + 10_000]
+    ids = [s.job_id(t) for t in times]
+    assert sorted(ids) == ids and len({len(i) for i in ids}) == 1 and len(set(ids)) == len(ids)
+    assert all(FIRE_ID.fullmatch(i) for i in ids)
+    with pytest.raises(InvalidParams, match="fire-time id"):
+        check_id(ids[0])
 
 
 @pytest.mark.parametrize(("missed", "runs"), [("skip", []), ("once", [600]), (2, [540, 600])])
@@ -70,6 +81,17 @@ def test_missed_run_policies_after_downtime(missed, runs):
     plan = s.plan(base, base + 645_000)
     assert [t for t, _ in plan] == [base + k * 60_000 for k in range(1, 11)]
     assert [(t - base) // 1000 for t, run in plan if run] == runs
+
+
+@pytest.mark.parametrize(("missed", "runs"), [("skip", []), ("once", [600]), (2, [540, 600])])
+def test_fire_times_before_the_scheduler_s_tick_window_are_missed_even_within_grace(missed, runs):
+    """Grace 30 s, but the scheduler started (its window opened) at 10:05, after the 10:00
+    fire time: that one passed while no scheduler ran."""
+    s = make_schedule("m", "m.f", every=60, missed=missed, grace_s=30)
+    base = ms(2026, 1, 1)
+    plan = s.plan(base, base + 606_000, since_ms=base + 605_000)
+    assert [(t - base) // 1000 for t, run in plan if run] == runs
+    assert [run for _, run in s.plan(base, base + 606_000, since_ms=base + 599_999)][-1]  # in its window
 
 
 def test_a_fire_time_on_time_runs_under_every_policy_and_once_adds_nothing_to_it():

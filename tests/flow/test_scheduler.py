@@ -61,6 +61,10 @@ def _jobs(client, prefix: str) -> list[str]:
     return sorted(i for i in client.redis.zrange(client.broker.keys.status("default", "queued"), 0, -1) if i.startswith(prefix))
 
 
+def _register(client, wid: str) -> None:
+    client.broker.registry.write_entry(wid, {"id": wid, "queues": "default"})
+
+
 # (name, zone, cron, three days around a DST change, wall times expected): the wall time
 # falls in the spring-forward gap (fires shifted forward by the gap, once) or in the
 # repeated hour of fall-back (fires at its first occurrence, in summer time, once)
@@ -105,6 +109,38 @@ def test_missed_runs_after_a_stopped_scheduler(client, missed, queued):
     assert int(h["count_missed"]) == 10 - queued and int(h["last_fire"]) == int((start + 12 * 60) * 1000)
     loop.step()  # nothing more: handled
     assert len(_jobs(client, s.name + "@")) == 2 + queued
+
+
+@pytest.mark.parametrize(("missed", "queued"), [("skip", 0), ("once", 1), (3, 3)])
+def test_a_restarted_scheduler_treats_fire_times_of_its_downtime_as_missed_even_within_grace(client, missed, queued):
+    """Every minute, grace 30 s: the only scheduler stops after two fires and a new one
+    starts 10 s after the 12th fire time (within the grace): it came while none ran."""
+    s = make_schedule(f"r-{missed}", "testtasks.add", params={"a": 1, "b": 1}, every=60, missed=missed,
+                      grace_s=30)
+    start = 1_800_000_000.0
+    clock = FakeClock(start)
+    first = _loop(client, [s], clock, start, "w-first")
+    _drive(first, clock, start + 130)
+    first.state.leave("w-first")
+    clock.t = start + 12 * 60 + 10
+    again = SchedulerLoop(first.state, [s], "w-again", sleep=clock.sleep, clock=clock)
+    again.step()
+    assert len(_jobs(client, s.name + "@")) == 2 + queued
+    h = client.redis.hgetall(client.broker.keys.schedule(s.name))
+    assert int(h["count_missed"]) == 10 - queued and int(h["last_fire"]) == int((start + 12 * 60) * 1000)
+    _drive(again, clock, start + 13 * 60 + 1)  # the next fire time comes while it runs: on time
+    assert len(_jobs(client, s.name + "@")) == 3 + queued
+
+
+def test_a_blocked_scheduler_runs_a_fire_time_it_wakes_up_to_within_grace(client):
+    s = make_schedule("blocked", "testtasks.add", params={"a": 1, "b": 1}, every=60, missed="skip", grace_s=30)
+    start = 1_800_000_000.0
+    clock = FakeClock(start)
+    loop = _loop(client, [s], clock, start)
+    loop.step()
+    clock.t = start + 60 + 20  # it ran, but woke 20 s late: late, not missed
+    loop.step()
+    assert _jobs(client, "blocked@") == [s.job_id(int((start + 60) * 1000))]
 
 
 def test_fire_lua_queues_a_fire_time_once_and_never_goes_back(client):
@@ -185,20 +221,64 @@ def test_pause_resume_run_now_and_the_listing(settings, client, worker, task_dir
     n = done()
     wait_until(lambda: done() >= n + 2, 10, "runs after resume")
     bad = cli(settings, "schedules", "pause", "nope")
-    assert bad.exit_code == 2 and "no schedule 'nope'" in bad.stderr
+    assert bad.exit_code == 3 and "no schedule 'nope'" in bad.stderr  # not found, as an unknown queue
     worker.stop(w)
     gone = json.loads(cli(settings, "schedules", "--json").stdout)
     assert gone["schedulers"] == [] and gone["schedules"][0]["status"] == "no scheduler"
-    assert "nothing fires" in cli(settings, "schedules").stdout
+    assert "NO LIVE SCHEDULER: nothing fires" in cli(settings, "schedules").stdout
 
 
 def test_a_schedule_no_live_scheduler_fires_is_shown_late(client):
     s = make_schedule("stuck", "testtasks.add", every=1)
     state = ScheduleState(client.broker)
+    _register(client, "w-other")  # alive in the worker registry, its scheduler wedged
     state.sync("w-other", [s], first=True)
     client.redis.hset(client.broker.keys.schedule("stuck"), "last_fire", int((time.time() - 120) * 1000))
     row = describe(state)["schedules"][0]
     assert row["status"] == "late" and row["late_s"] > 50
+
+
+def test_schedules_show_each_scheduler_s_liveness_from_the_worker_registry(settings, client):
+    s = make_schedule("live", "testtasks.add", every=1)
+    state = ScheduleState(client.broker)
+    state.sync("w-ghost", [s], first=True)  # synced just now, but not in the worker registry
+    data = json.loads(cli(settings, "schedules", "--json").stdout)
+    assert data["schedulers"] == [] and data["schedules"][0]["status"] == "no scheduler"
+    assert [(e["worker"], e["state"]) for e in data["scheduler_states"]] == [("w-ghost", "dead")]
+    text = cli(settings, "schedules").stdout
+    assert "NO LIVE SCHEDULER" in text and "w-ghost  dead  (not in the worker registry" in text
+    _register(client, "w-ghost")
+    _register(client, "w-wedged")
+    client.redis.zadd(client.broker.keys.schedulers, {"w-wedged": time.time() - 300})
+    data = json.loads(cli(settings, "schedules", "--json").stdout)
+    assert {e["worker"]: e["state"] for e in data["scheduler_states"]} == {"w-ghost": "alive", "w-wedged": "stale"}
+    assert data["schedulers"] == ["w-ghost"] and data["schedules"][0]["run_by"] == ["w-ghost"]
+    assert data["schedules"][0]["status"] == "ok"
+    assert "schedulers alive: 1" in cli(settings, "schedules").stdout
+
+
+def test_a_schedule_no_live_scheduler_runs_is_removed_can_be_forgotten_and_is_not_run_now(settings, client):
+    kept, gone = (make_schedule(n, "testtasks.add", params={"a": 1, "b": 2}, every=1) for n in ("kept", "gone"))
+    state = ScheduleState(client.broker)
+    _register(client, "w-old")
+    state.sync("w-old", [kept, gone], first=True)
+    assert [r["status"] for r in describe(state)["schedules"]] == ["ok", "ok"]
+    state.leave("w-old")  # its worker stops; a new one runs without "gone" in its code
+    _register(client, "w-new")
+    state.sync("w-new", [kept], first=True)
+    rows = {r["name"]: r for r in describe(state)["schedules"]}
+    assert rows["gone"]["status"] == "removed" and rows["gone"]["run_by"] == [] and rows["kept"]["status"] == "ok"
+    assert "gone  removed  (no live scheduler runs it" in cli(settings, "schedules").stdout
+    refused = cli(settings, "schedules", "run-now", "gone")
+    assert refused.exit_code == 7 and refused.stdout == "" and len(refused.stderr.splitlines()) == 1
+    assert "schedule 'gone' was removed" in refused.stderr
+    still = cli(settings, "schedules", "forget", "kept")
+    assert still.exit_code == 7 and still.stderr.count("\n") == 1 and "still defined" in still.stderr
+    assert "w-new" in still.stderr
+    assert cli(settings, "schedules", "forget", "gone").exit_code == 0
+    assert [r["name"] for r in describe(state)["schedules"]] == ["kept"]
+    assert cli(settings, "schedules", "forget", "gone").exit_code == 3
+    assert cli(settings, "schedules", "run-now", "kept").exit_code == 0
 
 
 def test_several_worker_processes_queue_exactly_one_job_per_fire_time(settings, client, workers, task_dir):
@@ -243,12 +323,13 @@ def test_the_lateness_of_a_schedule_that_stops_firing_is_a_prometheus_metric(cli
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     s = make_schedule("stuck", "elsewhere.job", every=1)  # a task of a module this worker does not import
+    _register(client, "w-gone")  # a live worker whose scheduler is wedged
     ScheduleState(client.broker).sync("w-gone", [s], first=True)
     client.redis.hset(client.broker.keys.schedule("stuck"), "last_fire", int((time.time() - 120) * 1000))
     worker.start(metrics_port=port)
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     line = next(x for x in text.splitlines() if x.startswith("runtime_schedule_late_seconds{"))
-    assert 'runtime_schedule_name="stuck"' in line and 'runtime_schedule_status="late"' in line  # w-gone synced just now
+    assert 'runtime_schedule_name="stuck"' in line and 'runtime_schedule_status="late"' in line  # w-gone alive
     assert float(line.rsplit(" ", 1)[1]) > 50
 
 

@@ -4,6 +4,7 @@ refused with one line and queue nothing."""
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -93,8 +94,13 @@ def test_a_batch_with_a_repeated_unique_key_queues_the_first(client):
     ({"job_id": 7}, "job_id must be a non-empty string"),
     ({"unique_key": "k"}, "unique_key needs unique_for"),
     ({"unique_for": 5}, "unique_for is given without a unique_key"),
-    ({"unique_key": "k", "unique_for": 0}, "unique_for must be within"),
-    ({"unique_key": "k", "unique_for": float("nan")}, "unique_for must be within"),
+    ({"unique_key": "k", "unique_for": 0}, "unique_for must be above 0 and at most 315360000 seconds"),
+    ({"unique_key": "k", "unique_for": -5}, "unique_for must be above 0"),
+    ({"unique_key": "k", "unique_for": float("nan")}, "unique_for must be above 0"),
+    ({"unique_key": "k", "unique_for": float("inf")}, "unique_for must be above 0"),
+    ({"unique_key": "k", "unique_for": 315360001}, "at most 315360000 seconds"),
+    ({"unique_key": "k", "unique_for": True}, "unique_for must be a number of seconds"),
+    ({"unique_key": "k", "unique_for": "soon"}, "unique_for must be a number of seconds"),
     ({"unique_key": "a,b", "unique_for": 5}, "unique_key 'a,b' holds characters"),
 ])
 def test_bad_ids_and_keys_are_refused_with_one_line_and_queue_nothing(client, kwargs, message):
@@ -114,6 +120,32 @@ def test_cli_enqueue_with_job_id_and_unique_key(settings, client):
     bad = cli(settings, "enqueue", "testtasks.add", '{"a": 1, "b": 2}', "--job-id", "no spaces")
     assert bad.exit_code == 2 and bad.stderr.count("\n") == 1 and "not allowed" in bad.stderr
     assert len(_ready(client)) == 2
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "1e12", "soon"])
+def test_cli_unique_for_is_checked_as_the_api_checks_it(settings, client, value):
+    r = cli(settings, "enqueue", "testtasks.add", '{"a": 1, "b": 2}', "--unique-key", "u", "--unique-for", value)
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "unique-for" in r.stderr.replace("_", "-"), r.stderr
+    assert _ready(client) == []
+
+
+def test_cli_enqueue_says_on_stderr_when_an_existing_job_holds_the_id_or_key(settings, client, worker):
+    first = cli(settings, "enqueue", "testtasks.add", '{"a": 1, "b": 2}', "--job-id", "held-1")
+    assert first.exit_code == 0 and first.stderr == ""
+    worker.burst()  # it ran: success, its document kept for its ttl_s
+    again = cli(settings, "enqueue", "testtasks.add", '{"a": 5, "b": 5}', "--job-id", "held-1", "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout) == {"id": "held-1", "queued": False}
+    note = again.stderr.strip()
+    assert "\n" not in note and note.startswith("not queued: a job with id held-1 exists (success, ended 20"), note
+    assert "; the id frees in " in note, note
+    u1 = cli(settings, "enqueue", "testtasks.add", "{}", "--no-check", "--unique-key", "u7", "--unique-for", "300")
+    u2 = cli(settings, "enqueue", "testtasks.add", "{}", "--no-check", "--unique-key", "u7", "--unique-for", "300")
+    assert u1.stderr == "" and u2.stdout == u1.stdout
+    held = u2.stderr.strip()
+    assert held.startswith(f"not queued: job {u1.stdout.strip()} holds unique key 'u7' (queued); the key frees in ")
+    assert held.endswith((" 4 min 59 s", " 5 min 0 s")), held
+    waiting = cli(settings, "enqueue", "testtasks.add", "{}", "--no-check", "--job-id", u1.stdout.strip())
+    assert "frees once that job has ended" in waiting.stderr  # not final: no expiry yet
 
 
 def test_the_redis_key_of_a_unique_key_is_under_the_prefix(client):

@@ -25,8 +25,9 @@
 -- the ready queue and a wake-up token is left. A delayed job leaves a token too: a
 -- blocked worker wakes, and its claim tells it when the job is due (without it, a worker
 -- blocked for IDLE_BLOCK_S would start it that late).
--- Returns: {server time used (string), then per job de-duplicated by its unique key: its
---   place in the call (1..N) and the id of the job that holds the key}.
+-- Returns: {server time used (string), then per job not queued: its place in the call
+--   (1..N) and the id of the job that holds its unique key, or its own id when a job
+--   with that id exists}.
 --@LIB@--
 local ready, sched, wake_key, idle = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local queues, inflight, queued_index, J = KEYS[5], KEYS[6], KEYS[7], 9
@@ -98,6 +99,8 @@ for i = 0, n - 1 do
         woke = true
       end
     end
+  else  -- a job with this id exists: not queued again
+    out[#out + 1], out[#out + 2] = i + 1, id
   end
 end
 if added then redis.call('SADD', queues, q) end

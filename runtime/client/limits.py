@@ -1,0 +1,28 @@
+"""Limits of what a producer queues: the priority range and the longest delay (no I/O)."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+from ..errors import InvalidParams
+
+PRIORITY_RANGE = (-100, 100)
+#: Longest delay accepted, seconds (10 years): beyond, timestamps leave the platform's range.
+MAX_DELAY_S = 10 * 365 * 86_400.0
+
+def delay_s(delay: float | None, eta: datetime | float | None) -> float:
+    """The delay in seconds of ``delay`` (s) or ``eta`` (aware datetime or UNIX s), at most
+    :data:`MAX_DELAY_S`. Raises InvalidParams."""
+    if delay is not None and eta is not None:
+        raise InvalidParams("give delay or eta, not both")
+    if eta is not None:
+        if isinstance(eta, datetime):
+            if eta.tzinfo is None:
+                raise InvalidParams("eta must be timezone-aware (e.g. datetime.now(timezone.utc))")
+            eta = eta.timestamp()
+        return delay_s(max(0.0, float(eta) - time.time()), None)
+    d = float(delay or 0.0)
+    if not 0 <= d <= MAX_DELAY_S:  # also refuses NaN and infinities
+        raise InvalidParams(f"delay must be within [0, {MAX_DELAY_S:.0f}] seconds, got {d}")
+    return d
