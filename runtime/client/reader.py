@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..job import Job, iso
+from ..job import Job, exc_name, iso
 from ..status import CLAIMED, Status
 from .paging import Page, cursor_of, parse_cursor
 from .parts import Calls
@@ -297,6 +297,13 @@ class Reader:
         def by(name: str) -> str | None:
             return getattr(f, name) if name in indexes else None
         more: dict[str, Any] = {}
+        if f.exc_type is not None and "exc" in indexes:
+            # by its class name (MongoDB's exc_changed), alone or with the path and status of
+            # a failure group (exc_path_status_changed); f.matches checks the rest
+            group = f.status is not None and f.path is not None
+            more["exc_name"] = exc_name(f.exc_type)
+            return c.call(c.store.list_jobs, status=f.status if group else None, path=f.path if group else None,
+                          limit=n, before=cursor, **more)
         if f.worker is not None and "worker" in indexes and not (f.status or f.queue or f.path):
             more["worker"] = f.worker  # its own index (MongoDB's worker_changed), alone
         return c.call(c.store.list_jobs, status=by("status"), queue=by("queue"), path=by("path"), limit=n,
