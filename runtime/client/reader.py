@@ -17,7 +17,7 @@ from ..status import CLAIMED, Status
 from .paging import Page, cursor_of, parse_cursor
 from .parts import Calls
 from .search import FAILED_STATUSES, Group, JobFilter, group_failures
-from .sorting import sorted_page
+from .sorting import WINDOW, sorted_page
 
 #: Documents the first round trip of a search reads (the next one reads the rest of its budget).
 _CHUNK = 200
@@ -249,16 +249,17 @@ class Reader:
         return found
 
     def search(self, f: JobFilter, limit: int = 20, before: str | None = None, budget: int = 1000,
-               sort: str = "changed", within: str | None = None, count: bool = True) -> Page:
+               sort: str = "changed", within: str | None = None, count: bool = True, window: int = WINDOW) -> Page:
         """Up to ``limit`` jobs passing ``f``, newest change first, from the cursor ``before``
         on. Filters the store indexes (status; and queue, path in MongoDB) are answered by
         :meth:`jobs`; the others are checked on each document read, at most ``budget`` of them: a page
         that ran out of budget is ``partial`` and its ``next`` goes on from where it
         stopped. ``sort``: another order, largest first (queued, started, ended, run:
-        runtime.client.sorting; ``within``: the window cursor its pages carry). Raises
-        ValueError for a bad cursor, limit, budget or sort."""
+        runtime.client.sorting; ``within``: the window cursor its pages carry; ``window``:
+        how many of the newest jobs a sort the store has no index of orders). Raises
+        ValueError for a bad cursor, limit, budget, sort or window."""
         if sort != "changed":
-            return sorted_page(self, f, sort, limit, before, within, budget)
+            return sorted_page(self, f, sort, limit, before, within, budget, window)
         indexes = getattr(self.client.store, "indexed", frozenset({"status"}))
         if f.indexed(indexes) and f.until is None:
             return self.jobs(f.status, f.queue, f.path, limit, before, count)
