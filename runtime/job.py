@@ -161,6 +161,13 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+def exc_name(exc_type: str | None) -> str | None:
+    """The class name of an exception type, its last dotted part ("Upstream" of
+    "myapp.errors.Upstream"; None for None): what a filter by exception type matches on
+    (runtime.client.search.JobFilter), and MongoDB indexes as ``exc_name``."""
+    return exc_type.rpartition(".")[2] if exc_type else None
+
+
 _FLOATS = {"queued_at", "due_at", "started_at", "ended_at", "changed_at", "progress", "timeout_s"}
 _INTS = {"priority", "attempt", "retries", "lost"}
 _JSON = {"params", "result", "logs", "report", "meta", "artifacts"}

@@ -38,7 +38,7 @@ def claimed_from(f: Sequence[str]) -> Claimed:
     problems += [f"{name} is not UTF-8 text" for name, v in zip(("id", "path", "params", "queue"), f) if _bad_text(v)]
     if not f[1]:
         problems.append("path is missing")
-    return Claimed(f[0], f[1], f[2], f[3], meta=meta, alone=f[12] == "1", problem="; ".join(problems) or None, **n)
+    return Claimed(f[0], f[1], f[2], f[3], meta=meta, alone=bool(f[12]), problem="; ".join(problems) or None, **n)
 
 
 def _bad_text(value: str) -> bool:

@@ -12,12 +12,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..job import Job, iso
+from ..job import Job, exc_name, iso
 from ..status import CLAIMED, Status
 from .paging import Page, cursor_of, parse_cursor
 from .parts import Calls
 from .search import FAILED_STATUSES, Group, JobFilter, group_failures
-from .sorting import sorted_page
+from .sorting import WINDOW, sorted_page
 
 #: Documents the first round trip of a search reads (the next one reads the rest of its budget).
 _CHUNK = 200
@@ -269,16 +269,17 @@ class Reader:
         return found
 
     def search(self, f: JobFilter, limit: int = 20, before: str | None = None, budget: int = 1000,
-               sort: str = "changed", within: str | None = None, count: bool = True) -> Page:
+               sort: str = "changed", within: str | None = None, count: bool = True, window: int = WINDOW) -> Page:
         """Up to ``limit`` jobs passing ``f``, newest change first, from the cursor ``before``
         on. Filters the store indexes (status; and queue, path in MongoDB) are answered by
         :meth:`jobs`; the others are checked on each document read, at most ``budget`` of them: a page
         that ran out of budget is ``partial`` and its ``next`` goes on from where it
         stopped. ``sort``: another order, largest first (queued, started, ended, run:
-        runtime.client.sorting; ``within``: the window cursor its pages carry). Raises
-        ValueError for a bad cursor, limit, budget or sort."""
+        runtime.client.sorting; ``within``: the window cursor its pages carry; ``window``:
+        how many of the newest jobs a sort the store has no index of orders). Raises
+        ValueError for a bad cursor, limit, budget, sort or window."""
         if sort != "changed":
-            return sorted_page(self, f, sort, limit, before, within, budget)
+            return sorted_page(self, f, sort, limit, before, within, budget, window)
         indexes = getattr(self.client.store, "indexed", frozenset({"status"}))
         if f.indexed(indexes) and f.until is None:
             return self.jobs(f.status, f.queue, f.path, limit, before, count)
@@ -317,6 +318,13 @@ class Reader:
         def by(name: str) -> str | None:
             return getattr(f, name) if name in indexes else None
         more: dict[str, Any] = {}
+        if f.exc_type is not None and "exc" in indexes:
+            # by its class name (MongoDB's exc_changed), alone or with the path and status of
+            # a failure group (exc_path_status_changed); f.matches checks the rest
+            group = f.status is not None and f.path is not None
+            more["exc_name"] = exc_name(f.exc_type)
+            return c.call(c.store.list_jobs, status=f.status if group else None, path=f.path if group else None,
+                          limit=n, before=cursor, **more)
         if f.worker is not None and "worker" in indexes and not (f.status or f.queue or f.path):
             more["worker"] = f.worker  # its own index (MongoDB's worker_changed), alone
         return c.call(c.store.list_jobs, status=by("status"), queue=by("queue"), path=by("path"), limit=n,

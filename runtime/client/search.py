@@ -1,8 +1,8 @@
 """Job filters beyond the store's indexes, and failures grouped: the pure parts of the
 read API's searches (runtime.client.reader.Reader.search and .failures run them).
 
-The job stores index jobs by status and time of last change (and MongoDB by queue and
-path too); a filter on worker, exception type or params text is checked on each document
+The job stores index jobs by status and time of last change (and MongoDB by queue, path,
+worker and exception type too); another filter (params text...) is checked on each document
 read, newest first, within a bound of documents per call (``budget``) so that a page
 never costs a scan of the whole store.
 """

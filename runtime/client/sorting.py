@@ -6,9 +6,10 @@ for every sort, alone or after a status; Redis for the end (its final statuses' 
 and for queue time and start of the queued and the started jobs (their status index).
 Filters beyond the index are checked on each document read, at most ``budget`` of them,
 as in a search by change. Where the store has no index of the sort (Redis: duration, or
-start of jobs that ended), the jobs of the filter among the newest :data:`WINDOW` by change
-are read and ordered: the page says so (``Page.window``), and its cursor stays in that window
-(``Page.within``), so that paging through is stable while jobs keep changing.
+start of jobs that ended), the jobs of the filter among the newest :data:`WINDOW` (or fewer:
+``window``) by change are read and ordered: the page says so (``Page.window``: how many jobs
+were ordered), and its cursor stays in that window (``Page.within``), so that paging through
+is stable while jobs keep changing.
 
 Cursors are ``VALUE:ID`` (the sort value, UNIX seconds or seconds of run, and the id of
 the last job shown): the next page lists what sorts after it, whatever came in since.
@@ -68,16 +69,20 @@ def in_range(f: JobFilter, job: Job) -> bool:
 
 
 def sorted_page(reader: Searching, f: JobFilter, sort: str, limit: int, before: str | None, within: str | None,
-                budget: int) -> Page:
+                budget: int, window: int = WINDOW) -> Page:
     """One page of the jobs of ``f`` in ``sort`` order (not "changed": Reader.search has
-    that), from ``before`` on. Raises ValueError for a bad sort, cursor, limit or budget."""
+    that), from ``before`` on; where the store has no index of the sort, among the newest
+    ``window`` (1 to :data:`WINDOW`) jobs by change. Raises ValueError for a bad sort,
+    cursor, limit, budget or window."""
     check_sort(sort)
     if limit < 1 or budget < 1:
         raise ValueError(f"limit and budget must be >= 1, got {limit} and {budget}")
+    if not 1 <= window <= WINDOW:
+        raise ValueError(f"window must be 1 to {WINDOW} jobs, got {window}")
     c = reader.client
     if within is None and c.call(c.store.sortable, sort, f.status):
         return _indexed(reader, f, sort, limit, parse_cursor(before), budget)
-    return _windowed(reader, f, sort, limit, parse_cursor(before), within)
+    return _windowed(reader, f, sort, limit, parse_cursor(before), within, window)
 
 
 def _indexed(reader: Searching, f: JobFilter, sort: str, limit: int, before: tuple[float, str] | None,
@@ -106,14 +111,14 @@ def _indexed(reader: Searching, f: JobFilter, sort: str, limit: int, before: tup
 
 
 def _windowed(reader: Searching, f: JobFilter, sort: str, limit: int, before: tuple[float, str] | None,
-              within: str | None) -> Page:
-    """The jobs of ``f`` among the newest :data:`WINDOW` by change (up to the change
-    cursor ``within``: the window of the first page), ordered by ``sort``: as bounded as
-    a search page."""
+              within: str | None, size: int) -> Page:
+    """The jobs of ``f`` among the newest ``size`` by change (up to the change cursor
+    ``within``: the window of the first page), ordered by ``sort``: as bounded as a search
+    page."""
     top = parse_cursor(within)
     # the anchor job itself is in the window: "~" sorts after every id
     start = cursor(top[0], top[1] + "~") if top else None
-    window = reader.search(f, limit=WINDOW, before=start, budget=WINDOW)
+    window = reader.search(f, limit=size, before=start, budget=size)
     jobs = window.jobs
     if top is None and jobs:
         within = cursor_of(jobs[0])

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..client.sorting import SORTS, check_sort
+from ..client.sorting import SORTS, WINDOW, check_sort
 from ..job import Job
 from ..status import FINAL, Status
 from .dash import Dash
@@ -84,22 +84,31 @@ def jobs(dash: Dash, request: Request) -> Response:
     query = dict(request.query_params)
     f = job_filter(query, dash.redact)
     sort = check_sort(query.get("sort") or "changed")
-    try:
-        limit = int(query.get("limit") or 50)
-    except ValueError:
-        limit = 0
-    if not 1 <= limit <= MAX_LIMIT:
-        raise ValueError(f"bad limit {query.get('limit')!r}: give a number of jobs, 1 to {MAX_LIMIT}")
+    limit = _number(query, "limit", 50, f"a number of jobs, 1 to {MAX_LIMIT}", MAX_LIMIT)
+    window = _number(query, "window", WINDOW, f"the newest jobs a sort without an index orders, 1 to {WINDOW}")
     store = dash.client.store
     page = dash.client.reader.search(f, limit=limit, before=query.get("before") or None, sort=sort,
-                                     within=query.get("within") or None, count=store.live is store)
-    kept = {"sort": sort if sort != "changed" else None}
+                                     within=query.get("within") or None, count=store.live is store, window=window)
+    # a sort over a window says so in its links too: a shared link shows what it orders
+    kept = {"sort": sort if sort != "changed" else None, "window": str(window) if page.window is not None else None}
     return dash.render(request, "jobs.html", page=page, query=query, statuses=[s.value for s in Status],
-                       sorts={k: label for k, (label, _) in SORTS.items()}, sort=sort,
+                       sorts={k: label for k, (label, _) in SORTS.items()}, sort=sort, window=window,
                        next_query=filter_query(query, before=page.next, within=page.within, **kept)
                        if page.next else None,
                        sort_query=filter_query(query), first_query=filter_query(query, **kept),
                        filter_query=filter_query(query), filtered=bool(f.to_dict()))
+
+
+def _number(query: dict[str, str], name: str, default: int, what: str, most: int = WINDOW) -> int:
+    """The whole number ``query[name]`` (``default`` when absent), 1 to ``most``. Raises
+    ValueError saying ``what`` it takes."""
+    try:
+        n = int(query.get(name) or default)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= most:
+        raise ValueError(f"bad {name} {query.get(name)!r}: give {what}")
+    return n
 
 
 def job(dash: Dash, request: Request) -> Response:

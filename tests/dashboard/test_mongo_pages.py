@@ -17,6 +17,7 @@ from mongo_fixtures import mongo_env
 from starlette.requests import Request
 
 from runtime.client import Client
+from runtime.client.search import JobFilter
 from runtime.dashboard import pages
 from runtime.dashboard.dash import Dash
 from runtime.settings import Settings
@@ -89,7 +90,8 @@ def test_every_query_the_pages_make_has_an_index(mongo_settings: Settings, worke
     cursor = re.search(r'id="next" href="/jobs\?([^"]+)"', first)
     assert cursor, first
     page(dash, pages.jobs, html.unescape(cursor.group(1)))  # the next page, by the cursor
-    for q in ("status=failed", "queue=other", "path=testtasks.add", "worker=w", "exc=ValueError", "q=flag",
+    for q in ("status=failed", "queue=other", "path=testtasks.add", "worker=w", "exc=ValueError",
+              "exc=builtins.ValueError&status=failed", "exc=ValueError&queue=default", "q=flag",
               "since=1h", "until=2030-01-01", "slower=0.001", "status=queued&queue=waiting"):
         page(dash, pages.jobs, q)
     for sort in ("queued", "started", "ended", "run"):
@@ -100,6 +102,12 @@ def test_every_query_the_pages_make_has_an_index(mongo_settings: Settings, worke
                 page(dash, pages.jobs, html.unescape(nxt.group(1)))
     for q in ("", "by=worker", "queue=default"):
         page(dash, pages.failures, q)
+    # a failure group's link: its jobs by exception, task path and status
+    group = re.search(r'class="group-link" href="/jobs\?([^"]+)"', page(dash, pages.failures))
+    assert group, "no failure group"
+    before = len(rec.shapes)
+    assert failed in page(dash, pages.jobs, html.unescape(group.group(1)))
+    assert [serving_index(s) for s in rec.shapes[before:]] == ["exc_path_status_changed"]
     assert "flag no is missing" in page(dash, pages.job, job_id=failed)
     page(dash, pages.job_api, job_id=failed)
     page(dash, pages.states_api, f"ids={failed},{ok}")
@@ -121,3 +129,16 @@ def test_pages_answer_over_mongodb(mongo_settings: Settings, worker: Any, tmp_pa
         with urllib.request.urlopen(url + page, timeout=10) as resp:
             assert expect in resp.read().decode(), page
 
+
+
+def test_a_filter_by_exception_type_reads_only_the_jobs_of_that_class_name(mongo_settings: Settings, worker: Any,
+                                                                          tmp_path: Path) -> None:
+    c, failed, ok = _jobs(mongo_settings, worker, tmp_path)
+    rec = Recording(c.store.jobs)
+    c.store.jobs = rec  # type: ignore[attr-defined]
+    for exc in ("ValueError", "builtins.ValueError"):
+        found = c.reader.search(JobFilter(exc_type=exc))
+        # one document read (the failed job's), from the exc_changed index: not a walk of every job
+        assert [j.id for j in found.jobs] == [failed] and found.scanned == 1
+        assert rec.shapes[-1].filter.get("exc_name") == "ValueError" and serving_index(rec.shapes[-1]) == "exc_changed"
+    assert c.store.jobs.find_one({"_id": ok})["exc_name"] is None

@@ -42,7 +42,7 @@ def test_times_are_dates_and_the_natural_query_finds_the_last_hours_jobs(mclient
         assert isinstance(doc[name], datetime), name
     assert [type(h["at"]) for h in doc["history"]] == [datetime] * 4  # queued, claimed, started, success
     assert isinstance(doc["wait_s"], float) and isinstance(doc["run_s"], float) and doc["run_s"] >= 0
-    assert doc["schema"] == 2
+    assert doc["schema"] == 3
     # read back as the Job's UNIX seconds, to the millisecond MongoDB keeps
     stored, live = mclient.store.get(ids[0]), mclient.live.get(ids[0])
     for name in ("queued_at", "due_at", "started_at", "ended_at"):
@@ -121,11 +121,35 @@ def test_migrate_rewrites_documents_of_the_layout_before(mongo_settings, caplog)
     out = cli(mongo_settings, "mongo", "migrate", **mongo_env(mongo_settings))
     assert out.exit_code == 0 and "rewrote 1 job documents" in out.stdout, out.stderr
     doc = client.store.jobs.find_one({"_id": "old1"})
-    assert doc["schema"] == 2 and doc["ended_at"] == datetime.fromtimestamp(t + 2.25, UTC) and doc["run_s"] == 1.25
+    assert doc["schema"] == 3 and doc["ended_at"] == datetime.fromtimestamp(t + 2.25, UTC) and doc["run_s"] == 1.25
     assert doc["params"] == {"big": str(2**64)} and doc["converted"] == ["int:params.big"]
     assert client.store.get("old1").params == {"big": 2**64}
-    assert client.store.jobs.find_one({"_id": new_id})["schema"] == 2
+    assert client.store.jobs.find_one({"_id": new_id})["schema"] == 3
     assert cli(mongo_settings, "mongo", "migrate", **mongo_env(mongo_settings)).stdout.startswith("rewrote 0")
+
+
+def test_migrate_gives_documents_of_schema_2_their_exception_class_name(mongo_settings, caplog):
+    """Schema 2 had no ``exc_name``, which the filter by exception type walks: a worker
+    says so at start, and ``migrate`` adds it (nothing else of the document changes)."""
+    import logging
+
+    from runtime.client.search import JobFilter
+
+    client = Client(mongo_settings)
+    when = datetime.now(UTC)
+    for i, exc in enumerate(("myapp.errors.Upstream", None)):
+        client.store.jobs.insert_one({"_id": f"s2-{i}", "prefix": mongo_settings.key_prefix, "schema": 2,
+                                      "path": "t.x", "status": "failed" if exc else "success", "version": 3,
+                                      "changed_at": when, "exc_type": exc, "history": []})
+    caplog.set_level(logging.WARNING, "runtime.mongo")
+    client.store.ensure_indexes()
+    assert "documents of schema 2" in caplog.text
+    assert client.reader.search(JobFilter(exc_type="Upstream")).jobs == []  # not found before
+    assert client.store.migrate() == 2
+    docs = {d["_id"]: d for d in client.store.jobs.find({"_id": {"$in": ["s2-0", "s2-1"]}})}
+    assert [(d["schema"], d["exc_name"]) for d in docs.values()] == [(3, "Upstream"), (3, None)]
+    assert [j.id for j in client.reader.search(JobFilter(exc_type="Upstream")).jobs] == ["s2-0"]
+    assert client.store.migrate() == 0
 
 
 def test_every_documented_field_is_there_and_null_until_known(mclient):

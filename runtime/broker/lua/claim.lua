@@ -17,9 +17,14 @@
 -- (claim_one). When nothing was claimed by a worker running nothing, it is registered
 -- idle on its queues, so the next enqueue hands it a job directly. (A busy worker is
 -- not: a CPU-bound job could hold a handed job back.)
--- A job marked to run alone (field alone=1: it was running when its worker died, see
--- RedisBroker.mark_lost) is claimed only as the first of a batch, and ends the batch: the
--- worker runs it with nothing beside it, so a job that kills workers is charged alone.
+-- A job marked to run alone (field alone: it was running when its worker died, see
+-- RedisBroker.mark_lost; the value is when reap.lua requeued it, server UNIX s) is claimed
+-- only by a worker that runs nothing (ARGV[5] = 1), as the first of its batch, and ends
+-- the batch: the worker runs it with nothing beside it, so a job that kills workers is
+-- charged alone. A busy worker leaves it in its queue (status queued: it is not running)
+-- and claims the jobs behind it, unless it has waited there longer than the visibility
+-- timeout (no worker ran nothing meanwhile): then the first worker with room claims it
+-- and runs it once its pool has drained, so it never waits for ever.
 -- A queue entry whose job document is gone (expired, evicted, deleted by hand) or is not a
 -- hash is dropped, counted in its queue's dropped key and returned, so that the worker logs it: a script
 -- that raised would leave the jobs it had popped in no queue.
@@ -79,6 +84,7 @@ for i = 0, nq - 1 do
     redis.call('ZREM', sched, due[j])
   end
   local parked = 0
+  local skipped = {}  -- alone jobs a busy worker leaves in the queue: put back after the pass
   while claimed < k and not alone and parked < k do
     local popped = redis.call('ZPOPMIN', ready, k - claimed)
     if #popped == 0 then break end
@@ -96,8 +102,11 @@ for i = 0, nq - 1 do
           redis.call('HSET', key_job(id), 'status', 'queued')
           st = 'queued'
         end
-        if st and can_move(st, 'started') then
-          if cur[13] == '1' then
+        local since = cur[13] and tonumber(cur[13])
+        if st and can_move(st, 'started') and since and not may_idle and now - since < vt then
+          skipped[#skipped + 1] = {popped[j + 1], id}  -- a busy worker: left for one that runs nothing
+        elseif st and can_move(st, 'started') then
+          if since then
             alone = true
             if claimed > 0 then redis.call('ZADD', ready, popped[j + 1], id) end
           end
@@ -118,12 +127,13 @@ for i = 0, nq - 1 do
       end
     end
   end
+  for _, sk in ipairs(skipped) do redis.call('ZADD', ready, sk[1], sk[2]) end
   local first = redis.call('ZRANGE', sched, 0, 0, 'WITHSCORES')
   if first[2] then
     local nd = tonumber(first[2]) / 1000
     if next_due == nil or nd < next_due then next_due = nd end
   end
-  if (claimed >= k or alone) and redis.call('ZCARD', ready) > 0 then
+  if (claimed >= k or alone or #skipped > 0) and redis.call('ZCARD', ready) > 0 then
     -- pass the baton: another idle worker may take what this one had no room for
     wake(wake_key)
   end

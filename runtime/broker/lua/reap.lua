@@ -15,7 +15,8 @@
 -- abort set and jobs list of each; the idle keys of a
 -- dropped worker's queues; the registry entry of an expired claim's owner.
 -- A job taken back from a dead worker is requeued at its old place (status queued,
--- lost+1) or, at max_lost, ends failed with reason worker-lost; one its watchdog marked
+-- lost+1; a job marked alone gets the time, server UNIX s, as its alone field: claim.lua)
+-- or, at max_lost, ends failed with reason worker-lost; one its watchdog marked
 -- (hard_timeout: it ran past its hard deadline, runtime.watch) ends timeout, reason
 -- hard-timeout, counted with the failed. A job still claimed by a
 -- worker that stops cleanly (handed to it but never run) is requeued as interrupt, lost
@@ -32,8 +33,10 @@ local woken = {}
 local unstarted = {}
 local orphans = {}
 
-local function back_in_queue(jk, id, q, prio, due_at)
+local function back_in_queue(jk, id, q, prio, due_at, alone)
   redis.call('ZADD', key_ready(q), score(tonumber(prio) or 0, tonumber(due_at) * 1000), id)
+  -- when it waits from, for claim.lua (a worker that runs nothing takes it at once)
+  if alone then redis.call('HSET', jk, 'alone', snow) end
   woken[q] = true
 end
 
@@ -41,7 +44,7 @@ local function lose(id, wid, clean, q)
   local jk = key_job(id)
   redis.call('ZREM', key_inflight(q), id)
   local cur = redis.call('HMGET', jk, 'status', 'worker', 'priority', 'due_at', 'queue', 'attempt', 'lost_reason',
-    'hard_timeout')
+    'hard_timeout', 'alone')
   local st = cur[1]
   if not RUNNING[st or ''] or (wid and cur[2] ~= wid) then return end
   if cur[8] and not clean and can_move(st, 'timeout') then  -- its watchdog killed the worker for it (runtime.watch)
@@ -76,7 +79,7 @@ local function lose(id, wid, clean, q)
   if clean and can_move(st, 'interrupt') then
     redis.call('HSET', jk, 'status', 'interrupt')
     reindex(cur[5], id, st, 'interrupt', snow)
-    back_in_queue(jk, id, cur[5], cur[3], cur[4])
+    back_in_queue(jk, id, cur[5], cur[3], cur[4], cur[9])
     log_entry(jk, entry(snow, 'interrupt', {'worker', cur[2], 'attempt', attempt, 'note', note}))
     requeued = requeued + 1
   elseif not clean and lost >= max_lost and can_move(st, 'failed') then
@@ -92,7 +95,7 @@ local function lose(id, wid, clean, q)
   elseif not clean and can_move(st, 'queued') then
     redis.call('HSET', jk, 'status', 'queued')
     reindex(cur[5], id, st, 'queued', snow)
-    back_in_queue(jk, id, cur[5], cur[3], cur[4])
+    back_in_queue(jk, id, cur[5], cur[3], cur[4], cur[9])
     log_entry(jk, entry(snow, 'queued', {'worker', cur[2], 'attempt', attempt,
       'note', 'worker lost, requeued' .. why}))
     requeued = requeued + 1

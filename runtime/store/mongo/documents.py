@@ -14,15 +14,18 @@ does). docs/mongodb.md describes each field for users, with example queries. Add
   a final one included.
 - ``changed_at``: date of the last status change (sort key: newest first, ties by ``_id``
   highest first, as the Redis store).
+- ``exc_name``: the class name of ``exc_type`` (its last dotted part, runtime.job.exc_name),
+  null without one: the jobs list's filter by exception type walks its index.
 - ``wait_s``: seconds from due to started (queue wait); ``run_s``: seconds from started to
   ended; null until known (the Job's ``wait_s`` and ``run_s``), as is every field of the
   Job not known yet.
 - ``expire_at``: for a final status, when the document goes (``mongodb_ttl_s`` of that
   status: months by default, independent of Redis's ``ttl_s``), for the TTL index;
   absent otherwise (and with a ``mongodb_ttl_s`` of 0: kept forever).
-- ``schema``: 2 (this layout). Documents without it are of the layout before (times as
-  UNIX seconds, values BSON refused as whole-field JSON text under ``as_json``); they
-  are still read, and ``runtime mongo migrate`` rewrites them.
+- ``schema``: 3 (this layout). Documents without it are of the first layout (times as
+  UNIX seconds, values BSON refused as whole-field JSON text under ``as_json``); those of
+  schema 2 lack ``exc_name``. They are still read (a filter by exception type does not
+  find the jobs of schema 2), and ``runtime mongo migrate`` brings them to this layout.
 - ``converted``: what had to change for MongoDB to store a value, value by value, the
   shape kept (runtime.store.mongo.storable); absent when nothing did.
 - ``truncated``: names of the fields cut to fit ``mongodb_max_doc_bytes``, whose values
@@ -39,7 +42,7 @@ from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any
 
-from ...job import Job
+from ...job import Job, exc_name
 from ...settings import Settings
 from ...status import FINAL, Status
 from .storable import has_escaped_keys, restore, storable
@@ -72,6 +75,10 @@ INDEXES: dict[str, tuple[list[tuple[str, int]], dict[str, Any]]] = {
     "ended": ([("ended_at", -1)], {}),
     # the latest jobs that raised an exception type
     "exc_type_ended": ([("exc_type", 1), ("ended_at", -1)], {}),
+    # the dashboard's jobs of an exception type (by its class name), newest change first;
+    # and of one failure group (exception, task path, status: the failures page's links)
+    "exc_changed": ([("exc_name", 1), ("changed_at", -1), ("_id", -1)], {}),
+    "exc_path_status_changed": ([("exc_name", 1), ("path", 1), ("status", 1), ("changed_at", -1)], {}),
     # a task's slowest jobs
     "path_run": ([("path", 1), ("run_s", -1)], {}),
     # the dashboard's jobs sorted by queue time, start or duration (end: "ended"), of any
@@ -94,7 +101,7 @@ LEGACY_INDEXES = ("queued_at", "prefix_status_queue_changed",
                   "prefix_queued_at")
 
 #: The layout of the documents this module writes (their ``schema`` field).
-SCHEMA = 2
+SCHEMA = 3
 #: Fields of a Job holding a time (UNIX seconds in the Job, dates in the document).
 TIMES = ("queued_at", "due_at", "started_at", "ended_at", "changed_at")
 #: Fields cut first when a document is over the size cap (largest first among these).
@@ -102,7 +109,7 @@ CUTTABLE = ("artifacts", "report", "logs", "result", "traceback", "params", "met
 _JOB_FIELDS = [f.name for f in fields(Job)]
 #: Fields made by runtime itself, always storable as they are.
 _KEPT = frozenset(("_id", "prefix", "status", "version", "changed_at", "expire_at", "history", "schema",
-                   "wait_s", "run_s", *TIMES))
+                   "wait_s", "run_s", "exc_name", *TIMES))
 #: Code MongoDB answers an upsert whose filter missed an existing _id with (a stale write).
 DUPLICATE_KEY = 11000
 
@@ -174,6 +181,7 @@ def document(job: Job, version: int, settings: Settings) -> dict[str, Any]:
     last = job.history[-1].get("at") if job.history else None
     changed = float(last if last is not None else job.ended_at or job.started_at or job.queued_at or 0.0)
     doc["changed_at"] = to_date(changed)
+    doc["exc_name"] = exc_name(job.exc_type)
     for name in ("wait_s", "run_s"):
         seconds = getattr(job, name)
         doc[name] = round(seconds, 6) if seconds is not None else None
@@ -191,6 +199,8 @@ def document(job: Job, version: int, settings: Settings) -> dict[str, Any]:
                 doc[name] = storable(doc[name], name, converted)
         if converted:
             doc["converted"] = converted
+        exc = doc.get("exc_type")  # as converted (a str BSON takes, or a marker)
+        doc["exc_name"] = exc_name(exc) if isinstance(exc, str) else None
     return cap_document(doc, settings.mongodb_max_doc_bytes, size)
 
 

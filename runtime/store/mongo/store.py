@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from ...errors import ConfigError, JobNotFound
 from ...job import Job
+from ...job import exc_name as name_of
 from ...settings import Settings
 from ...status import REQUEUABLE, Status
 from ..redis_store import RedisJobStore
@@ -30,7 +31,6 @@ from .documents import (
     INDEXES,
     LEGACY_INDEXES,
     SORT_FIELDS,
-    document,
     job_from_document,
     to_date,
     to_seconds,
@@ -89,7 +89,7 @@ class MongoJobStore:
     """
 
     #: the list_jobs filters answered from an index
-    indexed: frozenset[str] = frozenset({"status", "queue", "path", "worker"})
+    indexed: frozenset[str] = frozenset({"status", "queue", "path", "worker", "exc"})
 
     def __init__(self, settings: Settings, live: RedisJobStore, client: Any = None) -> None:
         from pymongo.write_concern import WriteConcern
@@ -160,9 +160,12 @@ class MongoJobStore:
         names = list(self.jobs.create_indexes(
             [IndexModel(keys, name=name, **opts) for name, (keys, opts) in INDEXES.items()]))
         if self.jobs.find_one(self.scope({"changed_at": {"$type": "number"}}), {"_id": 1}) is not None:
-            log.warning("%s holds documents of the layout before (times as UNIX seconds, which date queries "
+            log.warning("%s holds documents of the first layout (times as UNIX seconds, which date queries "
                         "and pages after the first do not match): run `runtime mongo migrate` once",
                         self.jobs.full_name)
+        elif self.jobs.find_one(self.scope({"schema": 2}), {"_id": 1}) is not None:
+            log.warning("%s holds documents of schema 2 (without exc_name, which a filter by exception type "
+                        "needs): run `runtime mongo migrate` once", self.jobs.full_name)
         return names
 
     def restore_indexes(self) -> list[str]:
@@ -176,33 +179,12 @@ class MongoJobStore:
         return missing
 
     def migrate(self, batch: int = 500) -> int:
-        """Rewrite every document of this deployment in the layout before (no ``schema``:
-        float times, ``as_json``) in the current one, ``batch`` at a time by id (each only
-        if nobody rewrote it meanwhile; one that cannot be read is logged and left);
-        returns how many. Raises pymongo's errors."""
-        from pymongo import ReplaceOne
-        from pymongo.errors import BulkWriteError
+        """Bring every document of this deployment of an earlier layout to the current one
+        (runtime.store.mongo.migration), after the ownership check; returns how many were
+        written. Raises pymongo's errors."""
+        from .migration import migrate
         self.check_owner()
-        done, after = 0, ""
-        while True:
-            old = list(self.jobs.find(self.scope({"schema": {"$exists": False}, "_id": {"$gt": after}}))
-                       .sort("_id", 1).limit(batch))
-            if not old:
-                return done
-            after = old[-1]["_id"]
-            ops = []
-            for d in old:
-                try:
-                    new = document(job_from_document(dict(d)), int(d.get("version") or len(d.get("history") or ())),
-                                   self.settings)
-                except Exception as exc:  # noqa: BLE001 - one unreadable document never stops the rest
-                    log.error("job %s: its document cannot be read (%s); left as it is", d["_id"], short_error(exc))
-                    continue
-                ops.append(ReplaceOne({"_id": d["_id"], "schema": {"$exists": False}}, new))
-            try:
-                done += self.jobs.bulk_write(ops, ordered=False).modified_count if ops else 0
-            except BulkWriteError as exc:
-                done += int(exc.details.get("nModified", 0))
+        return migrate(self, batch)
 
     # ---- reads (the JobStore contract) ------------------------------------------------
 
@@ -236,10 +218,12 @@ class MongoJobStore:
     @_read
     def list_jobs(self, status: str | None = None, queue: str | None = None, path: str | None = None,
                   limit: int = 50, history: bool = False, before: tuple[float, str] | None = None,
-                  statuses: Sequence[str] | None = None, worker: str | None = None) -> list[Job]:
+                  statuses: Sequence[str] | None = None, worker: str | None = None,
+                  exc_name: str | None = None) -> list[Job]:
         """Up to ``limit`` jobs matching every given filter, newest change first, those
         changed before the cursor ``before`` (change time, id) only: one query, and the
-        pending jobs from Redis (runtime.store.mongo.pending)."""
+        pending jobs from Redis (runtime.store.mongo.pending). ``exc_name``: the class name
+        of their exception type (runtime.job.exc_name)."""
         query: dict[str, Any] = self.scope()
         if before is not None:
             when = to_date(before[0])
@@ -252,6 +236,8 @@ class MongoJobStore:
             query["queue"] = queue
         if worker:
             query["worker"] = worker
+        if exc_name:
+            query["exc_name"] = exc_name
         if path:
             query["path"] = path
         pending = pending_ids(self.live)
@@ -265,7 +251,8 @@ class MongoJobStore:
         filters = {"status": status, "queue": queue, "path": path, "before": before}
         page = merge_page(stored, self.live.get_many(pending), set(pending), filters, limit + len(pending), history)
         return [j for j in page if (statuses is None or j.status.value in statuses)
-                and (worker is None or j.worker == worker)][:limit]
+                and (worker is None or j.worker == worker) and (exc_name is None or name_of(j.exc_type) == exc_name)
+                ][:limit]
 
     def sortable(self, sort: str, status: str | None) -> bool:
         """Does a declared index answer :meth:`list_sorted` of ``sort`` with ``status``?
