@@ -35,6 +35,7 @@ sys.path[:0] = [str(REPO), str(HERE)]
 from throughput import RedisServer, pct  # noqa: E402
 
 from runtime.broker.embedded import redis_server_binary  # noqa: E402
+from runtime.broker.keys import Keys  # noqa: E402
 
 MODULE = """
 from runtime import periodic
@@ -86,11 +87,11 @@ def lateness(url: str, folder: Path, n_workers: int, fires: int) -> None:
             time.sleep(0.5)
     finally:
         stop(procs)
-    ids = [i for i in r.zrange(f"{prefix}:st:{{default}}:success", 0, -1) if i.startswith("bench@")]
+    ids = [i for i in r.zrange(f"{prefix}:st:{{default}}:success", 0, -1) if i.startswith("default:bench@")]
     late = []
     for i in ids:
         fire = datetime.fromisoformat(i.split("@")[1].replace("Z", "+00:00")).timestamp()
-        started = float(r.hget(f"{prefix}:j:{i}", "started_at") or 0)
+        started = float(r.hget(Keys(prefix).job(i), "started_at") or 0)
         if fire >= start:
             late.append((started - fire) * 1000)
     late.sort()

@@ -31,9 +31,20 @@ dumps = _encoder.encode
 loads = json.loads
 
 
-def new_job_id() -> str:
-    """A 24-hex-digit id that sorts by creation time: 48 bits of ms, then 48 random bits."""
-    return f"{int(time.time() * 1000):012x}{os.urandom(6).hex()}"
+def new_job_id(queue: str = "") -> str:
+    """A new job id ``{queue}:{24 hex digits}``: the job's queue (its keys live in the
+    queue's Redis Cluster hash slot, runtime.broker.keys), then 48 bits of ms and 48 random
+    bits, so that the ids of one queue sort by creation time. Without a queue (an id that
+    names no job in Redis: a local run, an operation), the hex digits alone."""
+    digits = f"{int(time.time() * 1000):012x}{os.urandom(6).hex()}"
+    return f"{queue}:{digits}" if queue else digits
+
+
+def queue_of(job_id: str) -> str | None:
+    """The queue a job id names (its part before the first ``:``), or None for an id that
+    names none."""
+    queue, sep, _ = job_id.partition(":")
+    return queue if sep else None
 
 
 def utf8_safe(text: str) -> str:

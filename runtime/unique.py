@@ -1,8 +1,10 @@
 """Caller-chosen job ids and unique keys: the rules their values follow (no I/O).
 
-A caller-chosen id (``queue_job(..., job_id=...)``) names the job's keys in Redis
-(``{p}:j:{id}``) and its MongoDB ``_id``; a unique key (``unique_key=...``) names
-``{p}:u:{key}`` (runtime.broker.keys). Both are refused when they could break a key name:
+A caller-chosen id (``queue_job(..., job_id=...)``) becomes the job's id under its queue,
+``{queue}:{job_id}`` (:func:`scoped_id`: every job id names its queue, whose Redis Cluster
+hash slot holds the job's keys, runtime.broker.keys), which is also its MongoDB ``_id``; a
+unique key (``unique_key=...``) names ``{p}:u:{queue}:{key}``: it is unique within its
+queue. Both are refused when they could break a key name:
 empty, longer than :data:`MAX_ID_CHARS`, or holding a character outside
 :data:`ID_CHARS` (no spaces, no braces: a ``{...}`` would choose a Redis Cluster hash slot;
 no commas: lists of ids are comma-separated in the CLI). A job id may not have the form of
@@ -46,6 +48,20 @@ def check_id(value: object, what: str = "job_id") -> str:
         raise InvalidParams(f"job_id {value!r} has the form of a schedule's fire-time id (NAME@ISO-time), "
                             f"which only schedules may use; choose another")
     return value
+
+
+def looks_like_id(text: str) -> bool:
+    """Could ``text`` be a job id (a queue name, ``:``, then an id of :data:`ID_CHARS`)?
+    For input that only names jobs (no error: a caller filters with it)."""
+    return 0 < len(text) <= 2 * MAX_ID_CHARS and _ID.fullmatch(text) is not None
+
+
+def scoped_id(queue: str, job_id: str) -> str:
+    """The id of a job of ``queue`` whose caller chose ``job_id`` (checked by
+    :func:`check_id`): ``{queue}:{job_id}``, or ``job_id`` itself when it already starts
+    with ``{queue}:`` (an id read back from an earlier job). Raises InvalidParams."""
+    job_id = check_id(job_id)
+    return job_id if job_id.startswith(f"{queue}:") else f"{queue}:{job_id}"
 
 
 def check_unique(unique_key: str | None, unique_for: float | str | None) -> tuple[str, float]:

@@ -78,7 +78,8 @@ end
 local out = {}
 for k = 3, #KEYS, 2 do
   for _, id in ipairs(redis.call('SMEMBERS', KEYS[k])) do
-    local f = redis.call('HMGET', ARGV[3] .. id, 'began', 'attempt', 'deadline')
+    local q, rest = string.match(id, '^([^:]*):(.*)$')  -- its key: tagged_id
+    local f = redis.call('HMGET', ARGV[3] .. (q and '{' .. q .. '}:' .. rest or id), 'began', 'attempt', 'deadline')
     local started = f[1] and f[1] == f[2]
     -- only claims it holds: one it does not know of (a lost reply; its start record says
     -- "released": runtime.broker.release_unknown) must expire and come back
@@ -298,14 +299,23 @@ def watch(conf: dict[str, Any]) -> int:
     return 0
 
 
+def tagged_id(job_id: str) -> str:
+    """A job id as its Redis keys write it (runtime.broker.keys): ``queue:rest`` as
+    ``{queue}:rest``, the hash tag of its queue; an id without a queue (made by hand) as it
+    is. Defined here, where the watchdog process (which imports no other module of
+    runtime) needs it too."""
+    queue, sep, rest = job_id.partition(":")
+    return f"{{{queue}}}:{rest}" if sep else job_id
+
+
 def _kill(r: Resp, pid: int, job: tuple[str, float], running: list[str], prefix: str) -> int:
     """Mark ``job`` (id, deadline) as past its hard deadline, spare the other ``running``
     jobs, kill the worker process ``pid``."""
     job_id, deadline = job
     msg = hard_timeout_message(deadline)
-    others = [prefix + o for o in running if o != job_id]
+    others = [prefix + tagged_id(o) for o in running if o != job_id]
     try:
-        r.call("EVAL", MARK, str(1 + len(others)), prefix + job_id, *others, msg)
+        r.call("EVAL", MARK, str(1 + len(others)), prefix + tagged_id(job_id), *others, msg)
     except (OSError, RedisError) as exc:
         _say(f"runtime watchdog: could not mark job {job_id}: {exc}")
     _say(f"runtime watchdog: job {job_id} {msg}; killing worker process {pid}")

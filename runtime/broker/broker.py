@@ -60,13 +60,15 @@ class RedisBroker:
     # ---- calling scripts ----------------------------------------------------------------
 
     def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run script ``name`` in one round trip (see :meth:`_calls`)."""
-        return self._calls([self._call(name, keys, args)])[0]
+        """Run script ``name`` in one round trip (see :meth:`calls`)."""
+        return self.calls([self.call(name, keys, args)])[0]
 
-    def _call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
+    def call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
+        """The EVALSHA of script ``name`` with ``keys`` and ``args`` (after the key prefix),
+        as :meth:`calls` takes it."""
         return ("EVALSHA", self._sha[name], len(keys), *keys, self.settings.key_prefix, *args)
 
-    def _calls(self, calls: list[tuple[Any, ...]]) -> list[Any]:
+    def calls(self, calls: list[tuple[Any, ...]]) -> list[Any]:
         """:meth:`_sent`, followed on the same connection by ``WAIT`` for ``wait_replicas``
         replicas (at most WAIT_TIMEOUT_MS) when set: the writes are then on that many
         replicas when this returns, or a warning says they were not (they stand on the
@@ -161,16 +163,16 @@ class RedisBroker:
             for j in group:
                 keys.append(self.keys.job(j.id))
                 if j.unique_key:
-                    unique_keys.append(self.keys.unique(j.unique_key))
+                    unique_keys.append(self.keys.unique(queue, j.unique_key))
                 at = 8 + len(group) + len(unique_keys) if j.unique_key else 0  # 1-based, in KEYS
                 args += (j.id, j.path, j.params_json, j.priority, repr(float(j.delay_s)),
                          json.dumps(j.meta, separators=(",", ":")) if j.meta else "",
                          at, max(1, round(j.unique_for_s * 1000)))
-            calls.append(self._call("enqueue", keys + unique_keys, args))
+            calls.append(self.call("enqueue", keys + unique_keys, args))
         if not calls:
             return 0.0, {}
         held: dict[str, str] = {}
-        replies = self._calls(calls)
+        replies = self.calls(calls)
         for group, reply in zip(groups, replies):
             for i in range(1, len(reply), 2):
                 held[group[int(reply[i]) - 1].id] = str(reply[i + 1])
@@ -184,7 +186,7 @@ class RedisBroker:
         for q in queues:
             keys += (*names.queue_keys(q), names.handoff(worker_id, q), names.running(worker_id, q),
                      names.inflight(q), names.dropped(q))
-        return self._call("claim", keys, (worker_id, k, self.settings.visibility_timeout_s, int(idle), *self.caps))
+        return self.call("claim", keys, (worker_id, k, self.settings.visibility_timeout_s, int(idle), *self.caps))
 
     def _claim_reply(self, reply: Sequence[str]) -> tuple[float, float | None, list[Claimed]]:
         if reply[2]:
@@ -200,7 +202,7 @@ class RedisBroker:
 
         Returns (server time, next due time of a delayed job or None, claimed jobs).
         """
-        return self._claim_reply(self._calls([self._claim_call(worker_id, k, queues, idle)])[0])
+        return self._claim_reply(self.calls([self._claim_call(worker_id, k, queues, idle)])[0])
 
     def _finish_call(self, outcomes: Sequence[Outcome], worker_id: str) -> tuple[Any, ...]:
         queues: dict[str, int] = {}
@@ -221,7 +223,7 @@ class RedisBroker:
             for field_value in o.fields.items():
                 args += field_value
         args[1] = len(queues)
-        return self._call("finish", keys + job_keys, args)
+        return self.call("finish", keys + job_keys, args)
 
     def finish(self, outcomes: Sequence[Outcome], worker_id: str, idle_on: Sequence[str] = ()) -> list[str]:
         """Record the outcomes of ``worker_id``'s attempts in one round trip; returns the ids
@@ -233,8 +235,8 @@ class RedisBroker:
         if outcomes:
             calls.append(self._finish_call(outcomes, worker_id))
         if idle_on and not self.caps:  # a worker with caps is not registered idle: see claim.lua
-            calls.append(self._call("idle", [self.keys.idle(q) for q in idle_on], (worker_id,)))
-        replies = self._calls(calls)
+            calls.append(self.call("idle", [self.keys.idle(q) for q in idle_on], (worker_id,)))
+        replies = self.calls(calls)
         return list(replies[0]) if outcomes else []
 
     def cycle(self, outcomes: Sequence[Outcome], worker_id: str, k: int, queues: Sequence[str],
@@ -247,7 +249,7 @@ class RedisBroker:
         if outcomes:
             calls.append(self._finish_call(outcomes, worker_id))
         calls.append(self._claim_call(worker_id, k, queues, idle))
-        replies = self._calls(calls)
+        replies = self.calls(calls)
         stale = list(replies[0]) if outcomes else []
         return (stale, *self._claim_reply(replies[-1]))
 
@@ -359,27 +361,6 @@ class RedisBroker:
         keys = [self.keys.job(i) for i in ids]
         args = ("" if queue is None else queue, "" if priority is None else str(priority), by, *ids)
         return list(self._run("move", keys, args))
-
-    def register_waiter(self, key: str, ids: Sequence[str], ttl_s: float) -> list[str]:
-        """Ask to be told on list ``key`` when ``ids`` end. Returns one entry per job
-        already final or missing: its document as JSON ``[id, hash fields]``, or
-        its bare id (missing, large, or past the first 20); see wait.lua."""
-        keys = [key]
-        for i in ids:
-            keys += (self.keys.job(i), self.keys.notify(i))
-        return list(self._run("wait", keys, (max(1, int(ttl_s) + 1), *ids)))
-
-    def next_notice(self, key: str, timeout_s: float) -> str | None:
-        """Block up to ``timeout_s`` (> 0) for the next entry on waiter list ``key`` (see
-        :meth:`register_waiter`); None if none came.
-
-        Raises ConnectionError / TimeoutError, or ResponseError when Redis unblocked the
-        call (``UNBLOCKED``, a failover): an entry may have been lost with the connection,
-        so the caller asks again which jobs are final rather than block again."""
-        [reply] = direct(self.redis.connection_pool, [("BLPOP", key, timeout_s)])
-        if isinstance(reply, Exception):
-            raise reply
-        return None if reply is None else str(reply[1])
 
     def adopt(self, jobs: Sequence[tuple[str, str, int, str, str, str]]) -> list[str]:
         """Queue again jobs Redis lost, from (id, queue, priority, fields JSON, history JSON,

@@ -8,10 +8,10 @@ in one hash slot (:data:`TAGGED`).
 
 | key                          | type | holds                                             |
 |------------------------------|------|---------------------------------------------------|
-| {p}:j:{id}                   | hash | the job document (fields of runtime.job.Job; its  |
+| {p}:j:{q}:{rest}             | hash | the job document (fields of runtime.job.Job; its  |
 |                              |      | status history in field `history`: JSON objects,  |
 |                              |      | comma-separated, appended by the scripts)         |
-| {p}:n:{id}                   | set  | notify lists of clients waiting for the job       |
+| {p}:n:{q}:{rest}             | set  | notify lists of clients waiting for the job       |
 | {p}:q:{queue}                | zset | ready jobs; score = -priority*1e13 + due ms       |
 | {p}:s:{queue}                | zset | delayed / retrying jobs; score = due ms           |
 | {p}:wake:{queue}             | list | at most one wake-up token for blocked workers     |
@@ -27,11 +27,12 @@ in one hash slot (:data:`TAGGED`).
 | {p}:w:{worker}:running:{q}   | set  | ids of the jobs of queue q that worker is running |
 | {p}:w:{worker}:abort:{q}     | set  | ids to abort, read by that worker's heartbeat     |
 | {p}:w:{worker}:jobs:{q}      | list | jobs of q claimed for an idle worker (enqueue.lua)|
-| {p}:wait:{token}             | list | a client's notify list (``wait()``), expiring     |
+| {p}:wait:{queue}:{token}     | list | a client's notify list (``wait()``) for the jobs  |
+|                              |      | of one queue, expiring                            |
 | {p}:mongo:{what}             | str  | MongoDB store: synced, adopt_after, lock (sweep); |
 |                              |      | deployment (the id owning the job collection)     |
 | {p}:mongo:pending            | set  | ids whose copy to MongoDB producers handed over   |
-| {p}:u:{key}                  | str  | the job id holding a unique key (expires: window) |
+| {p}:u:{queue}:{key}          | str  | the job id holding a unique key (expires: window) |
 | {p}:sc:{name}                | hash | a schedule: definition, last fire, paused, counts |
 | {p}:schedules                | set  | names of the schedules schedulers have run        |
 | {p}:schedulers               | zset | workers running the scheduler; score = last tick  |
@@ -54,6 +55,8 @@ import re
 from collections.abc import Sequence
 from functools import lru_cache
 
+from ..watch import tagged_id
+
 #: key kind -> shape after ``{prefix}:``; ``{name}`` is the builder's one argument
 SHAPES: dict[str, str] = {
     "job": "j:{id}",
@@ -72,9 +75,9 @@ SHAPES: dict[str, str] = {
     "running": "w:{worker}:running:{queue}",
     "aborts": "w:{worker}:abort:{queue}",
     "handoff": "w:{worker}:jobs:{queue}",
-    "waiter": "wait:{token}",
+    "waiter": "wait:{queue}:{token}",
     "mongo": "mongo:{what}",
-    "unique": "u:{key}",
+    "unique": "u:{queue}:{key}",
     "schedule": "sc:{name}",
     "schedules": "schedules",
     "schedulers": "schedulers",
@@ -90,8 +93,11 @@ SHAPES: dict[str, str] = {
 }
 
 #: Arguments written in braces, a Redis Cluster hash tag: every key of a queue hashes to
-#: the slot of its name.
+#: the slot of its name. A job id (``{queue}:{rest}``, runtime.job.new_job_id) is written
+#: ``{queue}:rest``: a job's keys live in the slot of its queue (:func:`tagged_id`).
 TAGGED = frozenset({"queue"})
+#: Arguments that are job ids (see :data:`TAGGED`).
+IDS = frozenset({"id"})
 _ARG = re.compile(r"\{(\w+)\}")
 
 
@@ -115,7 +121,10 @@ class Keys:
         literals, names = self._p[kind]
         out = [self.prefix, ":", literals[0]]
         for name, arg, literal in zip(names, args, literals[1:]):
-            out += ("{", arg, "}", literal) if name in TAGGED else (arg, literal)
+            if name in TAGGED:
+                out += ("{", arg, "}", literal)
+            else:
+                out += (tagged_id(arg) if name in IDS else arg, literal)
         return "".join(out)
 
     def job(self, job_id: str) -> str:
@@ -169,14 +178,14 @@ class Keys:
     def handoff(self, worker_id: str, queue: str) -> str:
         return self._key("handoff", worker_id, queue)
 
-    def waiter(self, token: str) -> str:
-        return self._key("waiter", token)
+    def waiter(self, queue: str, token: str) -> str:
+        return self._key("waiter", queue, token)
 
     def mongo(self, what: str) -> str:
         return self._key("mongo", what)
 
-    def unique(self, key: str) -> str:
-        return self._key("unique", key)
+    def unique(self, queue: str, key: str) -> str:
+        return self._key("unique", queue, key)
 
     def schedule(self, name: str) -> str:
         return self._key("schedule", name)
@@ -245,12 +254,19 @@ def lua_builders() -> str:
     """Lua functions ``key_<kind>(args...)`` for every shape, over the script's prefix ``P``,
     each a piece of the lib of its own (``--- key_<kind>``); a queue argument is wrapped in
     braces there too (:data:`TAGGED`)."""
-    out = []
+    out = ["""--- tagged_id
+-- tagged_id(id): a job id as its keys write it (runtime.broker.keys.tagged_id)
+local function tagged_id(id)
+  local q, rest = string.match(id, '^([^:]*):(.*)$')
+  if q then return '{' .. q .. '}:' .. rest end
+  return id
+end"""]
     for kind, shape in SHAPES.items():
         literals, names = _parts(shape)
         body = [f"P .. ':{literals[0]}'"]
         for name, literal in zip(names, literals[1:]):
-            body.append(f"'{{' .. {name} .. '}}'" if name in TAGGED else name)
+            body.append(f"'{{' .. {name} .. '}}'" if name in TAGGED else f"tagged_id({name})" if name in IDS
+                        else name)
             if literal:
                 body.append(f"'{literal}'")
         out.append(f"--- key_{kind}\nlocal function key_{kind}({', '.join(names)}) return {' .. '.join(body)} end")

@@ -33,11 +33,11 @@ def ago(ts: float | None) -> str:
 
 def job_table(jobs: list[Job]) -> None:
     """One line per job (``runtime jobs``)."""
-    echo(f"{'ID':24}  {'STATUS':10} {'QUEUE':10} {'PATH':40} {'ATT':>3} {'PROGRESS':>8} {'RUN':>9}  CHANGED")
+    echo(f"{'ID':32}  {'STATUS':10} {'QUEUE':10} {'PATH':40} {'ATT':>3} {'PROGRESS':>8} {'RUN':>9}  CHANGED")
     for j in jobs:
         changed = j.ended_at or j.started_at or j.queued_at
         prog = "-" if j.progress is None else f"{j.progress:.0%}"
-        echo(f"{j.id:24}  {j.status.value:10} {j.queue[:10]:10} {j.path[-40:]:40} {j.attempt:>3} "
+        echo(f"{j.id:32}  {j.status.value:10} {j.queue[:10]:10} {j.path[-40:]:40} {j.attempt:>3} "
                    f"{prog:>8} {fmt_seconds(j.run_s):>9}  {ago(changed)}")
 
 

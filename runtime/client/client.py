@@ -25,7 +25,7 @@ from ..messages import NewJob
 from ..queuenames import queue_name_problem
 from ..settings import Settings, load_settings
 from ..tasks import TaskSpec
-from ..unique import check_id, check_unique
+from ..unique import check_unique, scoped_id
 from .check import EnqueueCheck
 from .limits import PRIORITY_RANGE, delay_s
 from .parts import Parts, build
@@ -81,7 +81,7 @@ class Client:
         if not isinstance(priority, int) or not PRIORITY_RANGE[0] <= priority <= PRIORITY_RANGE[1]:
             low, high = PRIORITY_RANGE
             raise InvalidParams(f"priority must be an int in [{low}, {high}], got {priority!r}")
-        job = NewJob(new_job_id() if job_id is None else check_id(job_id), path,
+        job = NewJob(new_job_id(queue) if job_id is None else scoped_id(queue, job_id), path,
                      encode_params(params, self.settings.max_job_bytes), queue, priority, delay_s(delay, eta),
                      unique_key=unique[0], unique_for_s=unique[1])
         if spec is not None:

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..job import Job, exc_name, iso
+from ..job import Job, exc_name, iso, queue_of
 from ..status import CLAIMED, Status
 from .paging import Page, cursor_of, parse_cursor
 from .parts import Calls
@@ -232,7 +232,7 @@ class Reader:
         pipe.hmget(c.broker.keys.job(job_id), "status", "ended_at")
         pipe.pttl(c.broker.keys.job(job_id))
         if unique_key:
-            pipe.pttl(c.broker.keys.unique(unique_key))
+            pipe.pttl(c.broker.keys.unique(queue_of(job_id) or "", unique_key))  # of the holder's queue
         got = c.call(pipe.execute)
         (status, ended), doc_ms = got[0], int(got[1])
         frees: float | None = doc_ms / 1000 if doc_ms >= 0 else None

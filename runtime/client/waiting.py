@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 import redis
 
 from ..broker import MAX_BLOCK_S
+from ..broker.waiters import next_notice, register_waiter, waiter_keys
 from ..errors import BrokerUnavailable, JobNotFound, WaitTimeout
 from ..job import Job
 from .parts import Calls
@@ -35,7 +36,8 @@ def iter_done(client: Calls, ids: Sequence[str], timeout_s: float | None = None)
     gone since, e.g. Redis restarted empty), BrokerUnavailable.
     """
     wanted = list(dict.fromkeys(ids))
-    key = client.broker.keys.waiter(os.urandom(8).hex())
+    token = os.urandom(8).hex()
+    keys = waiter_keys(client.broker, token, wanted)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     ttl = timeout_s if timeout_s is not None else 86_400
     pending = set(wanted)
@@ -44,7 +46,7 @@ def iter_done(client: Calls, ids: Sequence[str], timeout_s: float | None = None)
     while pending:
         if not registered:  # first, and again after a broken wait: which are final by now?
             try:
-                already = _noticed(client, client.call(client.broker.register_waiter, key, sorted(pending), ttl))
+                already = _noticed(client, client.call(register_waiter, client.broker, token, sorted(pending), ttl))
             except BrokerUnavailable:
                 if not broken or broken >= 3:
                     raise
@@ -61,11 +63,11 @@ def iter_done(client: Calls, ids: Sequence[str], timeout_s: float | None = None)
             continue
         remaining = MAX_BLOCK_S if deadline is None else deadline - time.monotonic()
         if remaining <= 0:
-            client.call(client.redis.delete, key)
+            client.call(client.redis.delete, *keys)
             raise WaitTimeout(f"{len(pending)} of {len(wanted)} jobs not final after {timeout_s} s",
                               sorted(pending))
         try:
-            entry = _next(client, key, remaining)
+            entry = _next(client, keys, remaining)
         except _Broken as exc:
             # a notification may have been lost with the connection (or Redis restarted
             # empty, or failed over): register again, which returns the jobs that ended
@@ -90,12 +92,12 @@ class _Broken(Exception):
     """The blocked wait broke (its cause: a lost connection, a timeout, UNBLOCKED)."""
 
 
-def _next(client: Calls, key: str, remaining_s: float) -> str | None:
-    """The next entry on ``key`` within ``remaining_s`` (at most MAX_BLOCK_S), or None.
+def _next(client: Calls, keys: Sequence[str], remaining_s: float) -> str | None:
+    """The next entry on one of ``keys`` within ``remaining_s`` (at most MAX_BLOCK_S), or None.
     Raises _Broken when the wait broke."""
     try:
         # Redis reads a timeout under 1 ms as 0, "block forever": never send one
-        return client.broker.next_notice(key, min(max(remaining_s, MIN_BLOCK_S), MAX_BLOCK_S))
+        return next_notice(client.broker, keys, min(max(remaining_s, MIN_BLOCK_S), MAX_BLOCK_S))
     except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
         if isinstance(exc, redis.ResponseError) and not str(exc).startswith("UNBLOCKED"):
             raise

@@ -84,8 +84,11 @@ def shown(value: object) -> object:
 
 
 def segment(value: object) -> str:
-    """``value`` percent-encoded as one URL path segment (``/`` too, unlike ``urlencode``)."""
-    return quote(str(value), safe="")
+    """``value`` percent-encoded as one URL path segment (``/`` too, unlike ``urlencode``);
+    ``:`` and ``@`` stay as they are (allowed in a segment, RFC 3986 pchar; every job id has
+    a ``:``, runtime.job.new_job_id, and the links are absolute paths, never read as a
+    scheme)."""
+    return quote(str(value), safe=":@")
 
 
 def _environment() -> jinja2.Environment:

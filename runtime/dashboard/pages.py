@@ -18,6 +18,7 @@ from starlette.routing import Route
 from ..client.sorting import SORTS, WINDOW, check_sort
 from ..job import Job
 from ..status import FINAL, Status
+from ..unique import looks_like_id
 from .dash import Dash
 from .jobview import job_context, live_state
 from .operations import Operations
@@ -128,7 +129,7 @@ MAX_STATES = 200
 
 def states_api(dash: Dash, request: Request) -> Response:
     """``[{"id", "status", "progress"}]`` of the ids in ``?ids=a,b`` (at most MAX_STATES)."""
-    ids = [i for i in (request.query_params.get("ids") or "").split(",") if i.isalnum()][:MAX_STATES]
+    ids = [i for i in (request.query_params.get("ids") or "").split(",") if looks_like_id(i)][:MAX_STATES]
     return JSONResponse(dash.client.reader.states(ids) if ids else [])
 
 

@@ -68,7 +68,7 @@ class ScheduleState:
         args: list[Any] = [schedule.queue, schedule.path, encode_params(schedule.params, 1 << 20),
                            schedule.priority, schedule.overlap, len(plan)]
         for t, run in plan:
-            job_id = schedule.job_id(t)
+            job_id = f"{schedule.queue}:{schedule.job_id(t)}"  # a job id names its queue (runtime.job)
             keys.append(k.job(job_id))
             args += (t, job_id, "1" if run else "0")
         reply = self.broker.script("fire", keys, args)

@@ -100,7 +100,7 @@ def test_a_wait_whose_connection_breaks_asks_again_instead_of_blocking_on(own_re
     th.start()
     r = redis.Redis(unix_socket_path=sock)
     wait_until(lambda: any(c.get("cmd") == "blpop" for c in r.client_list()), 10, "the wait to block")
-    r.delete(f"k:j:{job_id}")  # as if Redis came back without it
+    r.delete(client.broker.keys.job(job_id))  # as if Redis came back without it
     r.client_kill_filter(_type="normal", skipme=True)
     th.join(10)
     assert isinstance(out.get("exc"), JobNotFound) and out["s"] < 10, out
@@ -226,7 +226,7 @@ def test_enqueue_wait_that_loses_redis_still_prints_the_id(own_redis):
     th.start()
     r = redis.Redis(unix_socket_path=sock)
     wait_until(lambda: any(c.get("cmd") == "blpop" for c in r.client_list()), 10, "the wait to block")
-    job_id = next(k.split(":")[-1] for k in map(bytes.decode, r.keys("lw:j:*")))
+    job_id = next(r.hget(k, "id").decode() for k in r.keys("lw:j:*"))
     procs[-1].terminate()
     procs[-1].wait(10)
     th.join(30)

@@ -39,7 +39,7 @@ def test_jobs_pages_with_a_cursor(client, settings):
     assert rest.stdout.splitlines()[-1] == "(2 of 5 jobs)"
     paged = json.loads(cli(settings, "jobs", "-n", "3", "--json").stdout)
     assert [j["id"] for j in paged["jobs"]] == ids[:3] and paged["total"] == 5 and paged["next"] == cursor
-    for garbage in ("garbage", "nan:x", ":" + ids[0], "1:2:3", ""):
+    for garbage in ("garbage", "nan:x", ":" + ids[0], "inf:x", "1:", ""):
         bad = cli(settings, "jobs", "--before", garbage)
         assert bad.exit_code == 2 and "bad cursor" in bad.stderr and "Traceback" not in bad.stderr, garbage
     assert cli(settings, "jobs", "-n", "0").exit_code == 2

@@ -22,7 +22,7 @@ SECRET = {"user": "ann", "password": "hunter2", "session_id": "s3ss10n", "dsn": 
 def listed(url: str, q: str) -> list[str]:
     """Ids of the jobs page for params text ``q``."""
     with urllib.request.urlopen(f"{url}/jobs?{urllib.parse.urlencode({'q': q})}", timeout=10) as r:
-        return re.findall(r'<tr class="job" data-id="([0-9a-f]+)"', r.read().decode())
+        return re.findall(r'<tr class="job" data-id="([^"]+)"', r.read().decode())
 
 
 def check_search(url: str, job_id: str) -> None:

@@ -58,7 +58,10 @@ def _drive(loop: SchedulerLoop, clock: FakeClock, until_s: float) -> None:
 
 
 def _jobs(client, prefix: str) -> list[str]:
-    return sorted(i for i in client.redis.zrange(client.broker.keys.status("default", "queued"), 0, -1) if i.startswith(prefix))
+    """The fire ids (runtime.schedule.Schedule.job_id) of the queued jobs of queue default
+    whose id starts with ``prefix`` after the queue's part (a job id names its queue)."""
+    queued = client.redis.zrange(client.broker.keys.status("default", "queued"), 0, -1)
+    return sorted(i.partition(":")[2] for i in queued if i.startswith("default:" + prefix))
 
 
 def _register(client, wid: str) -> None:
@@ -152,7 +155,7 @@ def test_fire_lua_queues_a_fire_time_once_and_never_goes_back(client):
     assert state.fire(s, [(t + 1000, True)]).outcomes == ["done"]
     assert state.fire(s, [(t + 500, True), (t + 2000, False), (t + 3000, True)]).outcomes == ["done", "missed", "queued"]
     assert _jobs(client, "once@") == [s.job_id(t + 1000), s.job_id(t + 3000)]
-    job = client.get_job(s.job_id(t + 1000))
+    job = client.get_job("default:" + s.job_id(t + 1000))
     assert job.params == {"a": 1, "b": 2} and job.history[0]["schedule"] == "once"
 
 
@@ -176,14 +179,14 @@ def test_overlap_skip_with_a_slow_job(client, worker, task_dir):
     worker.start(task_modules=f"testtasks,{mod}")
     key = client.broker.keys.schedule("slow")
     wait_until(lambda: int(client.redis.hget(key, "count_overlap") or 0) >= 6, 20, "fire times skipped for overlap")
-    ids = [i for i in client.redis.zrange(client.broker.keys.status("default", "success"), 0, -1) if i.startswith("slow@")]
+    ids = [i for i in client.redis.zrange(client.broker.keys.status("default", "success"), 0, -1) if i.startswith("default:slow@")]
     wait_until(lambda: len([i for i in client.redis.zrange(client.broker.keys.status("default", "success"), 0, -1)
-                            if i.startswith("slow@")]) >= 2, 20, "two runs")
-    ids = [i for i in client.redis.zrange(client.broker.keys.status("default", "success"), 0, -1) if i.startswith("slow@")]
+                            if i.startswith("default:slow@")]) >= 2, 20, "two runs")
+    ids = [i for i in client.redis.zrange(client.broker.keys.status("default", "success"), 0, -1) if i.startswith("default:slow@")]
     runs = sorted((j.started_at, j.ended_at) for j in (client.get_job(i) for i in ids))
     for (_, end), (start, _) in zip(runs, runs[1:]):
         assert start >= end, runs  # never two at once
-    assert all(j.startswith("slow@") for j in ids)
+    assert all(j.startswith("default:slow@") for j in ids)
 
 
 def test_pause_resume_run_now_and_the_listing(settings, client, worker, task_dir):
@@ -197,12 +200,12 @@ def test_pause_resume_run_now_and_the_listing(settings, client, worker, task_dir
 
     def done() -> int:
         return len([i for i in client.redis.zrange(client.broker.keys.status("default", "success"), 0, -1)
-                    if i.startswith("tick@")])
+                    if i.startswith("default:tick@")])
 
     wait_until(lambda: done() >= 3, 15, "three runs")
     listed = json.loads(cli(settings, "schedules", "--json").stdout)
     row = listed["schedules"][0]
-    assert row["name"] == "tick" and row["status"] == "ok" and row["last_job"].startswith("tick@")
+    assert row["name"] == "tick" and row["status"] == "ok" and row["last_job"].startswith("default:tick@")
     assert listed["schedulers"] == [w.id] and row["next_fire"] > time.time() - 1
     assert "tick  ok" in cli(settings, "schedules").stdout
     assert "  scheduler (synced " in cli(settings, "workers").stdout  # the registry says it runs one
@@ -215,7 +218,7 @@ def test_pause_resume_run_now_and_the_listing(settings, client, worker, task_dir
     assert after == before  # nothing queued while paused
     assert json.loads(cli(settings, "schedules", "--json").stdout)["schedules"][0]["status"] == "paused"
     now = cli(settings, "schedules", "run-now", "tick")
-    assert now.exit_code == 0 and now.stdout.startswith("tick@now-")
+    assert now.exit_code == 0 and now.stdout.startswith("default:tick@now-")
     assert client.wait(now.stdout.strip(), timeout_s=10).status == Status.SUCCESS
     assert cli(settings, "schedules", "resume", "tick").exit_code == 0
     n = done()
@@ -296,7 +299,7 @@ def test_several_worker_processes_queue_exactly_one_job_per_fire_time(settings, 
     success = client.broker.keys.status("default", "success")
 
     def fired() -> list[str]:
-        return [i for i in client.redis.zrange(success, 0, -1) if i.startswith("many@")]
+        return [i for i in client.redis.zrange(success, 0, -1) if i.startswith("default:many@")]
 
     first = len(fired())
     wait_until(lambda: len(fired()) >= first + 210, 90, "210 more fire times run")
@@ -305,7 +308,7 @@ def test_several_worker_processes_queue_exactly_one_job_per_fire_time(settings, 
     for p in procs:
         p.wait(30)
     ids = sorted({i for s in ("queued", "started", "success", "interrupt")
-                     for i in client.redis.zrange(client.broker.keys.status("default", s), 0, -1) if i.startswith("many@")})
+                     for i in client.redis.zrange(client.broker.keys.status("default", s), 0, -1) if i.startswith("default:many@")})
     times = sorted(int(datetime.fromisoformat(i.split("@")[1].replace("Z", "+00:00")).timestamp() * 1000) for i in ids)
     assert len(times) == len(set(times)) >= 210
     assert [b - a for a, b in zip(times, times[1:])] == [100] * (len(times) - 1)  # none skipped
@@ -376,7 +379,7 @@ def test_a_schedule_of_runtime_toml_fires_with_its_params_queue_and_priority(cli
         """)
     workers.ready(workers.start("--queues", "sched"))
     success = client.broker.keys.status("sched", "success")
-    ids = wait_until(lambda: [i for i in client.redis.zrange(success, 0, -1) if i.startswith("toml-tick@")],
+    ids = wait_until(lambda: [i for i in client.redis.zrange(success, 0, -1) if i.startswith("sched:toml-tick@")],
                      20, "a run of the runtime.toml schedule")
     job = client.get_job(ids[0])
     assert (job.path, job.params, job.queue, job.priority, job.result) == ("testtasks.add", {"a": 2, "b": 3},

@@ -21,14 +21,20 @@ def _ready(client: Client) -> list[str]:
 
 
 def test_a_caller_chosen_id_is_queued_once_while_the_job_exists(client, worker):
-    assert client.queue_job("testtasks.add", {"a": 1, "b": 2}, job_id="report:2026-12-06") == "report:2026-12-06"
-    assert client.queue_job("testtasks.add", {"a": 5, "b": 5}, job_id="report:2026-12-06") == "report:2026-12-06"
-    assert _ready(client) == ["report:2026-12-06"]
+    """The job's id is the caller's under its queue (a job id names its queue); the same
+    caller id, or the id it got back, queues nothing while that job exists."""
+    mine = "default:report:2026-12-06"
+    assert client.queue_job("testtasks.add", {"a": 1, "b": 2}, job_id="report:2026-12-06") == mine
+    assert client.queue_job("testtasks.add", {"a": 5, "b": 5}, job_id="report:2026-12-06") == mine
+    assert client.queue_job("testtasks.add", {"a": 5, "b": 5}, job_id=mine) == mine
+    assert _ready(client) == [mine]
     worker.burst()
-    job = client.get_job("report:2026-12-06")
+    job = client.get_job(mine)
     assert job.status == Status.SUCCESS and job.result == 3  # the first params: the second was not queued
-    assert client.queue_job("testtasks.add", {"a": 5, "b": 5}, job_id="report:2026-12-06") == "report:2026-12-06"
-    assert _ready(client) == []  # still exists (kept for ttl_s after it ended): not queued again
+    assert client.queue_job("testtasks.add", {"a": 5, "b": 5}, job_id="report:2026-12-06") == mine
+    assert _ready(client) == []
+    other = client.queue_job("testtasks.add", {"a": 5, "b": 5}, job_id="report:2026-12-06", queue="q2")
+    assert other == "q2:report:2026-12-06" and client.get_job(other).status == Status.QUEUED  # another queue  # still exists (kept for ttl_s after it ended): not queued again
 
 
 def test_a_unique_key_returns_the_job_holding_it_inside_the_window(client, worker):
@@ -37,13 +43,13 @@ def test_a_unique_key_returns_the_job_holding_it_inside_the_window(client, worke
     other = client.queue_job("testtasks.add", {"a": 3, "b": 3}, unique_key="sync:customer-8", unique_for=60)
     assert again == first and other != first
     assert sorted(_ready(client)) == sorted([first, other])
-    ttl_ms = client.redis.pttl(client.broker.keys.unique("sync:customer-7"))
+    ttl_ms = client.redis.pttl(client.broker.keys.unique("default", "sync:customer-7"))
     assert 0 < ttl_ms <= 60_000
 
 
 def test_a_unique_key_frees_once_its_window_passed(client):
     first = client.queue_job("testtasks.add", {"a": 1, "b": 1}, unique_key="k", unique_for=0.05)
-    wait_until(lambda: not client.redis.exists(client.broker.keys.unique("k")), 5, "the key to expire")
+    wait_until(lambda: not client.redis.exists(client.broker.keys.unique("default", "k")), 5, "the key to expire")
     second = client.queue_job("testtasks.add", {"a": 1, "b": 1}, unique_key="k", unique_for=0.05)
     assert second != first and len(_ready(client)) == 2
 
@@ -73,8 +79,8 @@ def test_twenty_concurrent_producers_queue_one_job_per_key_and_per_id(settings, 
     for t in threads:
         t.join(30)
     assert len(got) == 20
-    assert len({k for k, _ in got}) == 1 and {i for _, i in got} == {"nightly-2026-12-06"}
-    assert sorted(_ready(client)) == sorted([got[0][0], "nightly-2026-12-06"])
+    assert len({k for k, _ in got}) == 1 and {i for _, i in got} == {"default:nightly-2026-12-06"}
+    assert sorted(_ready(client)) == sorted([got[0][0], "default:nightly-2026-12-06"])
     assert client.redis.zcard(client.broker.keys.status("default", "queued")) == 2
 
 
@@ -113,7 +119,7 @@ def test_bad_ids_and_keys_are_refused_with_one_line_and_queue_nothing(client, kw
 def test_cli_enqueue_with_job_id_and_unique_key(settings, client):
     first = cli(settings, "enqueue", "testtasks.add", '{"a": 1, "b": 2}', "--job-id", "cli-1")
     again = cli(settings, "enqueue", "testtasks.add", '{"a": 1, "b": 2}', "--job-id", "cli-1")
-    assert first.exit_code == again.exit_code == 0 and first.stdout.strip() == again.stdout.strip() == "cli-1"
+    assert first.exit_code == again.exit_code == 0 and first.stdout.strip() == again.stdout.strip() == "default:cli-1"
     u1 = cli(settings, "enqueue", "testtasks.add", '{"a": 1, "b": 2}', "--unique-key", "u", "--unique-for", "60")
     u2 = cli(settings, "enqueue", "testtasks.add", '{"a": 1, "b": 2}', "--unique-key", "u", "--unique-for", "60")
     assert u1.stdout.strip() == u2.stdout.strip() and len(_ready(client)) == 2
@@ -134,9 +140,9 @@ def test_cli_enqueue_says_on_stderr_when_an_existing_job_holds_the_id_or_key(set
     assert first.exit_code == 0 and first.stderr == ""
     worker.burst()  # it ran: success, its document kept for its ttl_s
     again = cli(settings, "enqueue", "testtasks.add", '{"a": 5, "b": 5}', "--job-id", "held-1", "--json")
-    assert again.exit_code == 0 and json.loads(again.stdout) == {"id": "held-1", "queued": False}
+    assert again.exit_code == 0 and json.loads(again.stdout) == {"id": "default:held-1", "queued": False}
     note = again.stderr.strip()
-    assert "\n" not in note and note.startswith("not queued: a job with id held-1 exists (success, ended 20"), note
+    assert "\n" not in note and note.startswith("not queued: a job with id default:held-1 exists (success, ended 20"), note
     assert "; the id frees in " in note, note
     u1 = cli(settings, "enqueue", "testtasks.add", "{}", "--no-check", "--unique-key", "u7", "--unique-for", "300")
     u2 = cli(settings, "enqueue", "testtasks.add", "{}", "--no-check", "--unique-key", "u7", "--unique-for", "300")
@@ -150,7 +156,7 @@ def test_cli_enqueue_says_on_stderr_when_an_existing_job_holds_the_id_or_key(set
 
 def test_the_redis_key_of_a_unique_key_is_under_the_prefix(client):
     client.queue_job("testtasks.add", {"a": 1, "b": 1}, unique_key="x:y", unique_for=5)
-    assert client.redis.get(f"{client.settings.key_prefix}:u:x:y")
+    assert client.redis.get(f"{client.settings.key_prefix}:u:{{default}}:x:y")
     assert isinstance(client.redis, redis.Redis)
 
 
@@ -161,4 +167,4 @@ def test_a_job_id_in_the_form_of_a_schedule_fire_id_is_refused(settings, client)
         assert r.exit_code == 2 and "only schedules may use" in r.stderr and r.stderr.count("\n") == 1, r.stderr
     assert _ready(client) == []
     ok = cli(settings, "enqueue", "testtasks.add", '{"a": 1, "b": 2}', "--job-id", "user@example.com")
-    assert ok.exit_code == 0 and ok.stdout.strip() == "user@example.com"
+    assert ok.exit_code == 0 and ok.stdout.strip() == "default:user@example.com"

@@ -77,7 +77,7 @@
         .then(function (r) { return r.ok ? r.json() : []; })
         .then(function (states) {
           states.forEach(function (s) {
-            var tr = table.querySelector("tr.job[data-id='" + s.id.replace(/[^0-9a-zA-Z]/g, "") + "']");
+            var tr = table.querySelector("tr.job[data-id=\"" + CSS.escape(String(s.id)) + "\"]");
             if (!tr) { return; }
             var badge = tr.querySelector("td.st span");
             if (badge && badge.textContent !== s.status) {
