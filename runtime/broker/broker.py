@@ -18,12 +18,13 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import redis
+import redis.cluster
 
 from ..messages import Claimed, NewJob, Outcome
 from ..settings import Settings
 from ..status import FINAL, Status
 from .connection import full, texts
-from .direct import direct
+from .direct import blpop, direct
 from .keys import Keys
 from .registry import Registry
 from .replies import CLAIM_FIELDS, claimed_from, listed
@@ -53,6 +54,8 @@ class RedisBroker:
         self._scripts = {name: register(client, name) for name in NAMES}
         self._sha = {name: s.sha for name, s in self._scripts.items()}
         self._short = False  # the last WAIT found fewer replicas than wait_replicas
+        self._named: set[str] = set()  # queues this process added to {p}:queues
+        self.clustered = isinstance(client, redis.cluster.RedisCluster)
         #: the caps of the tasks the claiming worker serves, as claim.lua reads them
         #: (runtime.caps.caps_args; set by the worker)
         self.caps: tuple[Any, ...] = ()
@@ -90,6 +93,8 @@ class RedisBroker:
         script cache gets them loaded and only the calls that did not run are sent again (a
         claim that ran is not claimed twice); a broken connection goes through a redis-py
         pipeline with its retries. Raises the first error reply."""
+        if self.clustered:  # redis-py's cluster pipeline: each call to the node of its slot
+            return self._pipeline(calls)
         try:
             replies = direct(self.redis.connection_pool, calls)
         except (redis.ConnectionError, redis.TimeoutError, OSError):
@@ -124,6 +129,10 @@ class RedisBroker:
     def _load_scripts(self) -> None:
         """Load every script into a server that lost them (a restart, SCRIPT FLUSH), in one
         transaction, so that no other client sees some of them loaded and not others."""
+        if self.clustered:  # every primary: a call goes to the node of its slot
+            for script in self._scripts.values():
+                self.redis.script_load(script.script)
+            return
         pipe = self.redis.pipeline(transaction=True)
         for script in self._scripts.values():
             pipe.script_load(script.script)
@@ -156,7 +165,7 @@ class RedisBroker:
         groups = list(by_queue.values())
         for group in groups:
             queue = group[0].queue
-            keys = [*self.keys.queue_keys(queue), self.keys.queues, self.keys.inflight(queue),
+            keys = [*self.keys.queue_keys(queue), self.keys.inflight(queue),
                     self.keys.status(queue, Status.QUEUED), self.keys.status(queue, Status.STARTED)]
             unique_keys: list[str] = []
             args: list[Any] = [self.settings.visibility_timeout_s, queue, len(group)]
@@ -164,15 +173,19 @@ class RedisBroker:
                 keys.append(self.keys.job(j.id))
                 if j.unique_key:
                     unique_keys.append(self.keys.unique(queue, j.unique_key))
-                at = 8 + len(group) + len(unique_keys) if j.unique_key else 0  # 1-based, in KEYS
+                at = 7 + len(group) + len(unique_keys) if j.unique_key else 0  # 1-based, in KEYS
                 args += (j.id, j.path, j.params_json, j.priority, repr(float(j.delay_s)),
                          json.dumps(j.meta, separators=(",", ":")) if j.meta else "",
                          at, max(1, round(j.unique_for_s * 1000)))
             calls.append(self.call("enqueue", keys + unique_keys, args))
         if not calls:
             return 0.0, {}
+        # a queue is named in {p}:queues (the reaper and the readers walk it) before its
+        # first job: once per queue and process, in the same round trip
+        new = [q for q in by_queue if q not in self._named]
         held: dict[str, str] = {}
-        replies = self.calls(calls)
+        replies = self.calls([("SADD", self.keys.queues, *new), *calls] if new else calls)[1 if new else 0:]
+        self._named.update(new)
         for group, reply in zip(groups, replies):
             for i in range(1, len(reply), 2):
                 held[group[int(reply[i]) - 1].id] = str(reply[i + 1])
@@ -262,12 +275,14 @@ class RedisBroker:
         """
         handoffs = [self.keys.handoff(worker_id, q) for q in queues]
         # Redis reads a timeout under 1 ms as 0, "block forever": never send one
-        [reply] = direct(conn.connection_pool, [("BLPOP", *handoffs, *(self.keys.wake(q) for q in queues),
-                                                 max(timeout_s, 0.01))])
+        reply = blpop(conn, [*handoffs, *(self.keys.wake(q) for q in queues)], max(timeout_s, 0.01))
         if isinstance(reply, Exception):
             raise reply
         if reply is None or reply[0] not in handoffs:
             return None
+        if len(queues) > 1:  # off the idle sets of its other queues (enqueue.lua took it off this one)
+            self.calls([("ZREM", self.keys.idle(q), worker_id) for q in queues
+                        if self.keys.handoff(worker_id, q) != reply[0]])
         return claimed_from(json.loads(reply[1]))
 
     # ---- taking jobs back ---------------------------------------------------------------
@@ -324,15 +339,28 @@ class RedisBroker:
         worker's prefetched jobs, known not to have run) are requeued without counting a
         lost worker against them. Returns (requeued, failed worker-lost)."""
         ttl = self.settings.ttl_s
-        keys = [self.keys.workers]
-        for w in ([stopping] if stopping else []) + list(dead_workers):
-            keys.append(self.keys.worker(w))
-        args: list[Any] = [self.settings.max_lost, ttl[Status.FAILED], int(bool(stopping)), len(ttl)]
+        dropped = ([stopping] if stopping else []) + list(dead_workers)
+        known = sorted(self.registry.ids())
+        pipe = self.redis.pipeline(transaction=False)
+        for w in known:
+            pipe.exists(self.keys.worker(w))
+        live = [w for w, n in zip(known, pipe.execute() if known else []) if n]
+        args: list[Any] = [self.settings.max_lost, ttl[Status.FAILED], int(bool(stopping)), len(dropped), *dropped,
+                           len(ttl)]
         for status, seconds in ttl.items():
             args += (status, seconds)
-        args += (len(unstarted), *unstarted)
-        requeued, failed = self._run("reap", keys, args)
-        return int(requeued), int(failed)
+        args += (len(live), *live, len(unstarted), *unstarted)
+        calls = []
+        for q in self.queue_names():  # one call per queue: its keys are in one hash slot
+            ready, _, wake, idle = self.keys.queue_keys(q)
+            keys = [ready, wake, idle, self.keys.inflight(q)]
+            for w in dropped:
+                keys += (self.keys.running(w, q), self.keys.aborts(w, q), self.keys.handoff(w, q))
+            calls.append(self.call("reap", keys, args))
+        replies = self.calls(calls) if calls else []
+        if dropped:  # their registry entries, once their jobs are back (a crash before: done again)
+            self.calls([("DEL", *(self.keys.worker(w) for w in dropped)), ("SREM", self.keys.workers, *dropped)])
+        return sum(int(r[0]) for r in replies), sum(int(r[1]) for r in replies)
 
     def queue_names(self) -> list[str]:
         """Every queue ever used ({p}:queues), sorted."""
@@ -361,19 +389,3 @@ class RedisBroker:
         keys = [self.keys.job(i) for i in ids]
         args = ("" if queue is None else queue, "" if priority is None else str(priority), by, *ids)
         return list(self._run("move", keys, args))
-
-    def adopt(self, jobs: Sequence[tuple[str, str, int, str, str, str]]) -> list[str]:
-        """Queue again jobs Redis lost, from (id, queue, priority, fields JSON, history JSON,
-        note) each, each queued at the ``due_at`` of its fields (delayed while that is to
-        come, else ready now); returns the ids adopted (those Redis still has are left).
-        See adopt.lua."""
-        if not jobs:
-            return []
-        keys = [self.keys.queues]
-        args: list[Any] = [len(jobs)]
-        for job in jobs:
-            job_id, queue = job[0], job[1]
-            keys += (self.keys.job(job_id), self.keys.ready(queue), self.keys.scheduled(queue),
-                     self.keys.wake(queue))
-            args += job
-        return list(self._run("adopt", keys, args))

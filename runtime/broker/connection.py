@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote
 
 import redis
+import redis.cluster
 import redis.sentinel
 
 from ..errors import BrokerUnavailable, ConfigError
@@ -15,15 +16,16 @@ from ..redact import mask
 from ..settings import Settings
 from .embedded import EmbeddedRedis
 
-_SCHEMES = ("redis://", "rediss://", "unix://", SENTINEL_SCHEME := "redis+sentinel://")
+_SCHEMES = ("redis://", "rediss://", "unix://", SENTINEL_SCHEME := "redis+sentinel://",
+            CLUSTER_SCHEME := "redis+cluster://")
 
 
 def redis_url(settings: Settings) -> str:
     """The URL to use: ``settings.redis_url``, else the embedded server's (started if need be)."""
     if settings.redis_url:
         if not settings.redis_url.startswith(_SCHEMES):
-            raise ConfigError("redis URL must start with redis://, rediss://, unix:// or redis+sentinel://, "
-                              f"got {mask(settings.redis_url)!r}")
+            raise ConfigError("redis URL must start with redis://, rediss://, unix://, redis+sentinel:// or "
+                              f"redis+cluster://, got {mask(settings.redis_url)!r}")
         return settings.redis_url
     return EmbeddedRedis(settings.embedded_path).ensure()
 
@@ -45,8 +47,12 @@ def connect(settings: Settings, **kwargs: Any) -> redis.Redis:
     kwargs.setdefault("socket_connect_timeout", 5.0)
     kwargs.update(decode_responses=True, encoding_errors="surrogateescape")
     try:
-        sentinel = url.startswith(SENTINEL_SCHEME)
-        client = sentinel_client(url, **kwargs) if sentinel else redis.Redis.from_url(url, **kwargs)
+        if url.startswith(SENTINEL_SCHEME):
+            client = sentinel_client(url, **kwargs)
+        elif url.startswith(CLUSTER_SCHEME):
+            client = cluster_client(url, **kwargs)
+        else:
+            client = redis.Redis.from_url(url, **kwargs)
     except ValueError as exc:  # redis-py's parse: a bad port, host, query
         raise ConfigError(f"bad Redis URL {mask(url)!r}: {mask(str(exc))}") from None
     try:
@@ -77,18 +83,41 @@ def sentinel_client(url: str, **kwargs: Any) -> redis.Redis:
     if not hosts or not 1 <= len(parts) <= 2 or (len(parts) == 2 and not parts[1].isdigit()):
         raise ValueError("expected redis+sentinel://[:password@]host:port[,host:port...]/service_name[/db] "
                          "(percent-encode a '/' in the password as %2F)")
-    addresses = []
-    for hp in hosts.split(","):
-        host, _, port = hp.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"bad Sentinel address {hp!r}: host:port expected (port 1 to 65535)")
-        addresses.append((host.strip("[]"), int(port)))
+    addresses = _addresses(hosts, "Sentinel")
     timeouts: dict[str, Any] = {k: kwargs[k] for k in ("socket_timeout", "socket_connect_timeout") if k in kwargs}
     sentinel = Sentinel(addresses, sentinel_kwargs=timeouts, **timeouts)
     more: dict[str, Any] = {"username": unquote(user) or None, "password": unquote(password) or None,
                             "db": int(parts[1]) if len(parts) == 2 else 0, **kwargs}
     client: redis.Redis = sentinel.master_for(parts[0], **more)
     return client
+
+
+def _addresses(hosts: str, what: str) -> list[tuple[str, int]]:
+    """(host, port) of each of the comma-separated ``hosts``. Raises ValueError naming
+    ``what`` they are."""
+    out = []
+    for hp in hosts.split(","):
+        host, _, port = hp.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"bad {what} address {hp!r}: host:port expected (port 1 to 65535)")
+        out.append((host.strip("[]"), int(port)))
+    return out
+
+
+def cluster_client(url: str, **kwargs: Any) -> redis.Redis:
+    """A client of the Redis Cluster that ``url`` names:
+    ``redis+cluster://[[user]:password@]host:port[,host:port...]``, any of its nodes
+    (redis-py's cluster client learns the others, and follows MOVED and ASK replies,
+    resharding and failovers). Raises ValueError for a URL of another shape. Typed as a
+    plain client: it answers the same commands, routed by the hash slot of their keys."""
+    netloc = url[len(CLUSTER_SCHEME):].split("/", 1)[0]  # a cluster has no databases
+    creds, _, hosts = netloc.rpartition("@")
+    user, _, password = creds.partition(":") if ":" in creds else ("", "", creds)
+    nodes = [redis.cluster.ClusterNode(host, port)  # type: ignore[no-untyped-call]
+             for host, port in _addresses(hosts, "cluster node")]
+    client = redis.cluster.RedisCluster(startup_nodes=nodes, username=unquote(user) or None,
+                                        password=unquote(password) or None, **kwargs)
+    return cast("redis.Redis", client)
 
 
 def sentinels_of(client: redis.Redis) -> list[tuple[str, int]] | None:

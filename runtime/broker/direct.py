@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
+import redis.cluster
 
 _pack_command: Any
 try:
@@ -59,3 +60,25 @@ def direct(pool: redis.ConnectionPool, calls: Sequence[tuple[Any, ...]]) -> list
         raise
     finally:
         pool.release(conn)
+
+
+def blpop(client: redis.Redis, keys: Sequence[str], timeout_s: float) -> Any:
+    """``BLPOP keys timeout_s`` on ``client`` (timeout_s > 0.01: Redis reads less than
+    1 ms as "block forever"): (key, value), or None after the timeout; an error reply
+    comes back as its exception. On a Redis Cluster, where one blocking call takes keys
+    of one hash slot only, the keys are asked slot by slot, each for its share of the
+    timeout (at least 10 ms) until one answers."""
+    if not isinstance(client, redis.cluster.RedisCluster):
+        return direct(client.connection_pool, [("BLPOP", *keys, timeout_s)])[0]
+    by_slot: dict[int, list[str]] = {}
+    for key in keys:
+        by_slot.setdefault(client.keyslot(key), []).append(key)
+    share = max(timeout_s / len(by_slot), 0.01)
+    try:
+        for group in by_slot.values():
+            reply = client.blpop(group, share)
+            if reply is not None:
+                return reply
+    except redis.ResponseError as exc:
+        return exc
+    return None

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from ..job import queue_of
 from .broker import RedisBroker
-from .direct import direct
+from .direct import blpop
 
 
 def waiter_keys(broker: RedisBroker, token: str, ids: Sequence[str]) -> list[str]:
@@ -40,7 +40,7 @@ def next_notice(broker: RedisBroker, keys: Sequence[str], timeout_s: float) -> s
     Raises ConnectionError / TimeoutError, or ResponseError when Redis unblocked the call
     (``UNBLOCKED``, a failover): an entry may have been lost with the connection, so the
     caller asks again which jobs are final rather than block again."""
-    [reply] = direct(broker.redis.connection_pool, [("BLPOP", *keys, timeout_s)])
+    reply = blpop(broker.redis, keys, timeout_s)
     if isinstance(reply, Exception):
         raise reply
     return None if reply is None else str(reply[1])

@@ -1,6 +1,7 @@
 -- adopt.lua: queue again, from their MongoDB documents, jobs that Redis no longer has.
--- KEYS[1]      {p}:queues
--- KEYS[2..]    per job: its hash, and its queue's ready, scheduled and wake keys
+-- One call per queue (every key in its hash slot; the caller names the queue in {p}:queues).
+-- KEYS[1..3]   the queue's ready, scheduled and wake keys
+-- KEYS[4..]    per job: its hash
 -- ARGV[1]  key prefix
 -- ARGV[2]  number of jobs N
 -- then per job: id, queue, priority, fields (JSON object of string values: the job hash
@@ -15,17 +16,16 @@
 -- (runtime/store/mongo/sync.py) when Redis lost a job MongoDB holds as waiting or started.
 -- Returns: the ids adopted.
 --@LIB@--
-local queues, J = KEYS[1], 2
+local ready, sched, wake_key, J = KEYS[1], KEYS[2], KEYS[3], 4
 local n = tonumber(ARGV[2])
 local now, snow = clock()
 local out = {}
-local woken = {}
+local woken = false
 local b = 3
 for i = 0, n - 1 do
   local id, q, prio, fields, history, note = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 2]), ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
   b = b + 6
-  local k = J + 4 * i
-  local jk, ready, sched, wake_key = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+  local jk = KEYS[J + i]
   if redis.call('EXISTS', jk) == 0 then
     local decoded = cjson.decode(fields)
     local due = tonumber(decoded['due_at'] or '')
@@ -35,16 +35,15 @@ for i = 0, n - 1 do
     redis.call('HSET', jk, 'status', 'queued', 'queue', q, 'priority', prio,
       'history', add_entry(h, entry(snow, 'queued', {'note', note})))
     redis.call('ZADD', key_status(q, 'queued'), snow, id)
-    redis.call('SADD', queues, q)
     if due and due > now then  -- not due yet: stays delayed (a blocked worker learns when)
       redis.call('ZADD', sched, due * 1000, id)
     else
       redis.call('HSET', jk, 'due_at', snow)
       redis.call('ZADD', ready, score(prio, now * 1000), id)
     end
-    woken[wake_key] = true
+    woken = true
     out[#out + 1] = id
   end
 end
-for wake_key, _ in pairs(woken) do wake(wake_key) end
+if woken then wake(wake_key) end
 return out

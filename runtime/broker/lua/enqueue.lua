@@ -1,9 +1,10 @@
 -- enqueue.lua: create job documents and queue them on one queue, in one round trip.
+-- Every key it touches is in the queue's hash slot (runtime.broker.keys): the caller adds
+-- the queue to {p}:queues (RedisBroker.enqueue).
 -- KEYS[1..4]   the queue's ready, scheduled, wake and idle keys
--- KEYS[5]      {p}:queues
--- KEYS[6]      the queue's {p}:inflight:{queue} (for a job handed straight to an idle worker)
--- KEYS[7..8]   the queue's status indexes of queued and started
--- KEYS[9..]    per job: its hash (its history is its field `history`); then the unique
+-- KEYS[5]      the queue's {p}:inflight:{queue} (for a job handed straight to an idle worker)
+-- KEYS[6..7]   the queue's status indexes of queued and started
+-- KEYS[8..]    per job: its hash (its history is its field `history`); then the unique
 --              keys {p}:u:{key} of the jobs that have one (each job's ARGV names its
 --              place in KEYS)
 -- ARGV[1]  key prefix
@@ -16,7 +17,7 @@
 -- A job whose unique key names a job that still exists (the key expires after the
 -- window) is not queued: the id of that job is returned for it. A job whose id exists is
 -- not queued either (a caller-chosen id used again, or a send repeated after a lost reply).
--- Found inside: an idle worker's registry entry, idle keys, jobs list and running set.
+-- Found inside: an idle worker's jobs list and running set of the queue.
 -- The queue's idle key (KEYS[4]) scores each idle worker by when it last said so (s).
 -- A job due now, with no job waiting in its queue (it never overtakes one), goes to an idle
 -- worker of its queue when there is one (registered by claim.lua): it is claimed for that
@@ -30,28 +31,25 @@
 --   with that id exists}.
 --@LIB@--
 local ready, sched, wake_key, idle = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local queues, inflight, queued_index, J = KEYS[5], KEYS[6], KEYS[7], 9
+local inflight, queued_index, J = KEYS[5], KEYS[6], 8
 local vt, q, n = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local now, snow = clock()
 local deadline = math.floor((now + vt) * 1000)
-local woke, delayed, added = false, false, false
+local woke, delayed = false, false
 local hist = entry(snow, 'queued')
 local NONE = {}
 
 -- An idle worker says so again (idle.lua, claim.lua) at least every IDLE_BLOCK_S (1 s,
 -- runtime.worker.worker) while it waits: one that has not for IDLE_FRESH_S is dead (killed
 -- while idle: its registry entry outlives it by up to worker_ttl_s) and is handed nothing.
+-- (A worker handed a job leaves the idle sets of its other queues itself:
+-- RedisBroker.wait_for_wakeup; they are in other hash slots.)
 local IDLE_FRESH_S = 3
 local function idle_worker()
   while true do
     local cand = redis.call('ZPOPMIN', idle)
     if #cand == 0 then return nil end
-    local wid = cand[1]
-    local names = now - tonumber(cand[2]) < IDLE_FRESH_S and redis.call('HGET', key_worker(wid), 'queues')
-    if names then  -- alive: take it off the other queues it waits on
-      for other in string.gmatch(names, '[^,]+') do redis.call('ZREM', key_idle(other), wid) end
-      return wid
-    end  -- silent too long, or its registry entry expired: a dead worker, dropped
+    if now - tonumber(cand[2]) < IDLE_FRESH_S then return cand[1] end
   end
 end
 
@@ -83,7 +81,6 @@ for i = 0, n - 1 do
       'due_at', delay > 0 and string.format('%.6f', due) or snow, 'attempt', '0', 'retries', '0', 'lost', '0',
       'history', hist, unpack(meta ~= '' and {'meta', meta} or NONE))
     redis.call('ZADD', queued_index, snow, id)
-    added = true
     if delay > 0 then
       redis.call('ZADD', sched, due * 1000, id)
       delayed = true
@@ -103,7 +100,6 @@ for i = 0, n - 1 do
     out[#out + 1], out[#out + 2] = i + 1, id
   end
 end
-if added then redis.call('SADD', queues, q) end
 -- a blocked worker claims; for a delayed job it learns when it is due and waits until then
 if woke or delayed then wake(wake_key) end
 return out

@@ -1,48 +1,49 @@
--- reap.lua: take back the jobs of dead workers and of claims whose deadline passed.
--- KEYS[1]      {p}:workers
--- KEYS[2..]    per worker dropped (the one stopping cleanly first, if any, then the dead
---              ones): its registry entry
+-- reap.lua: take back, in one queue, the jobs of dead workers and of claims whose deadline
+-- passed (one call per queue: every key it touches is in the queue's hash slot).
+-- KEYS[1..4]   the queue's ready, wake and idle keys, its {p}:inflight:{queue}
+-- KEYS[5..]    per worker dropped (the one stopping cleanly first, if any, then the dead
+--              ones): its running set, abort set and jobs list of this queue
 -- ARGV[1]  key prefix
 -- ARGV[2]  max_lost: a job whose worker died this many times ends failed (worker-lost)
 -- ARGV[3]  ttl_s of a failed job
--- ARGV[4]  1 if the first worker of KEYS[2..] is stopping cleanly, else 0
--- ARGV[5]  number of statuses S whose indexes are trimmed, then S pairs (status, ttl_s):
+-- ARGV[4]  1 if the first worker dropped is stopping cleanly, else 0
+-- ARGV[5]  number of workers dropped D, then their D ids (in the order of KEYS[5..])
+-- then     number of statuses S whose indexes are trimmed, then S pairs (status, ttl_s):
 --          index entries of documents that expired
+-- then     number of live workers L (registry entry present), then their L ids
 -- then     number of ids U, then U ids of the dead workers' jobs that never started
 --          running (prefetched): requeued as interrupt, lost unchanged
--- Found inside: each job's hash, notify set, queue keys and status indexes; the inflight
--- set and status indexes of every queue ({p}:queues), and a dropped worker's running set,
--- abort set and jobs list of each; the idle keys of a
--- dropped worker's queues; the registry entry of an expired claim's owner.
+-- Found inside: each job's hash and notify set; the queue's status indexes.
 -- A job taken back from a dead worker is requeued at its old place (status queued,
--- lost+1; a job marked alone gets the time, server UNIX s, as its alone field: claim.lua)
--- or, at max_lost, ends failed with reason worker-lost; one its watchdog marked
+-- lost+1) or, at max_lost, ends failed with reason worker-lost; one its watchdog marked
 -- (hard_timeout: it ran past its hard deadline, runtime.watch) ends timeout, reason
 -- hard-timeout, counted with the failed. A job still claimed by a
 -- worker that stops cleanly (handed to it but never run) is requeued as interrupt, lost
 -- unchanged; so is an expired claim of a live worker (it does not know it has the job:
--- its heartbeat extends the claims of every job it knows). Returns {requeued, failed}.
+-- its heartbeat extends the claims of every job it knows). A dropped worker leaves the
+-- queue's idle set; RedisBroker.reap deletes its registry entry after. Returns
+-- {requeued, failed}.
 --@LIB@--
-local workers, W = KEYS[1], 2
-local QUEUES = redis.call('SMEMBERS', key_queues())
+local ready, wake_key, idle, inflight, W = KEYS[1], KEYS[2], KEYS[3], KEYS[4], 5
+local q = queue_of(ready)
 local max_lost, ttl_failed, clean_first = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1'
 local now, snow = clock()
 local requeued, failed = 0, 0
 local ttl_timeout = ttl_failed
-local woken = {}
+local woken = false
 local unstarted = {}
 local orphans = {}
 
-local function back_in_queue(jk, id, q, prio, due_at, alone)
-  redis.call('ZADD', key_ready(q), score(tonumber(prio) or 0, tonumber(due_at) * 1000), id)
+local function back_in_queue(jk, id, prio, due_at, alone)
+  redis.call('ZADD', ready, score(tonumber(prio) or 0, tonumber(due_at) * 1000), id)
   -- when it waits from, for claim.lua (a worker that runs nothing takes it at once)
   if alone then redis.call('HSET', jk, 'alone', snow) end
-  woken[q] = true
+  woken = true
 end
 
-local function lose(id, wid, clean, q)
+local function lose(id, wid, clean)
   local jk = key_job(id)
-  redis.call('ZREM', key_inflight(q), id)
+  redis.call('ZREM', inflight, id)
   local cur = redis.call('HMGET', jk, 'status', 'worker', 'priority', 'due_at', 'queue', 'attempt', 'lost_reason',
     'hard_timeout', 'alone')
   local st = cur[1]
@@ -52,7 +53,7 @@ local function lose(id, wid, clean, q)
     redis.call('SREM', key_running(cur[2], q), id)
     redis.call('HSET', jk, 'status', 'timeout', 'ended_at', snow, 'reason', 'hard-timeout',
       'exc_type', 'runtime.errors.HardTimeout', 'exc_message', cur[8])
-    reindex(cur[5], id, st, 'timeout', snow)
+    reindex(q, id, st, 'timeout', snow)
     log_entry(jk, entry(snow, 'timeout', {'worker', cur[2], 'attempt', tonumber(cur[6]),
       'note', 'past its hard deadline: its worker was killed'}))
     redis.call('EXPIRE', jk, math.ceil(ttl_timeout))
@@ -78,8 +79,8 @@ local function lose(id, wid, clean, q)
   redis.call('SREM', key_running(cur[2], q), id)
   if clean and can_move(st, 'interrupt') then
     redis.call('HSET', jk, 'status', 'interrupt')
-    reindex(cur[5], id, st, 'interrupt', snow)
-    back_in_queue(jk, id, cur[5], cur[3], cur[4], cur[9])
+    reindex(q, id, st, 'interrupt', snow)
+    back_in_queue(jk, id, cur[3], cur[4], cur[9])
     log_entry(jk, entry(snow, 'interrupt', {'worker', cur[2], 'attempt', attempt, 'note', note}))
     requeued = requeued + 1
   elseif not clean and lost >= max_lost and can_move(st, 'failed') then
@@ -87,63 +88,54 @@ local function lose(id, wid, clean, q)
       lost, max_lost, cur[2], why)
     redis.call('HSET', jk, 'status', 'failed', 'ended_at', snow, 'reason', 'worker-lost',
       'exc_type', 'WorkerLost', 'exc_message', msg)
-    reindex(cur[5], id, st, 'failed', snow)
+    reindex(q, id, st, 'failed', snow)
     log_entry(jk, entry(snow, 'failed', {'worker', cur[2], 'attempt', attempt, 'note', 'worker-lost' .. why}))
     redis.call('EXPIRE', jk, math.ceil(ttl_failed))
     notify(key_notify(id), id)
     failed = failed + 1
   elseif not clean and can_move(st, 'queued') then
     redis.call('HSET', jk, 'status', 'queued')
-    reindex(cur[5], id, st, 'queued', snow)
-    back_in_queue(jk, id, cur[5], cur[3], cur[4], cur[9])
+    reindex(q, id, st, 'queued', snow)
+    back_in_queue(jk, id, cur[3], cur[4], cur[9])
     log_entry(jk, entry(snow, 'queued', {'worker', cur[2], 'attempt', attempt,
       'note', 'worker lost, requeued' .. why}))
     requeued = requeued + 1
   end
 end
 
-local function drop_worker(k, clean)
-  local entry_key = KEYS[k]
-  local wid = string.sub(entry_key, #key_worker('') + 1)
-  for _, q in ipairs(QUEUES) do
-    local running = key_running(wid, q)
-    for _, id in ipairs(redis.call('SMEMBERS', running)) do lose(id, wid, clean, q) end
-    redis.call('DEL', running, key_aborts(wid, q), key_handoff(wid, q))
-  end
-  local names = redis.call('HGET', entry_key, 'queues')
-  if names then
-    for q in string.gmatch(names, '[^,]+') do redis.call('ZREM', key_idle(q), wid) end
-  end
-  redis.call('DEL', entry_key)
-  redis.call('SREM', workers, wid)
-end
-
-local ns = tonumber(ARGV[5])
-local nu_at = 6 + 2 * ns
+local nd = tonumber(ARGV[5])
+local dropped = {unpack(ARGV, 6, 5 + nd)}
+local at = 6 + nd
+local ns = tonumber(ARGV[at])
+local trims = {}
 for i = 0, ns - 1 do
-  if ARGV[6 + 2 * i] == 'timeout' then ttl_timeout = tonumber(ARGV[7 + 2 * i]) end
+  local st, ttl = ARGV[at + 1 + 2 * i], tonumber(ARGV[at + 2 + 2 * i])
+  trims[#trims + 1] = {st, ttl}
+  if st == 'timeout' then ttl_timeout = ttl end
 end
-for i = 1, tonumber(ARGV[nu_at] or '0') do unstarted[ARGV[nu_at + i]] = true end
-for k = W, #KEYS do drop_worker(k, clean_first and k == W) end
-for _, q in ipairs(QUEUES) do
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', key_inflight(q), '-inf', now * 1000, 'LIMIT', 0, 1000)) do
-    local owner = redis.call('HGET', key_job(id), 'worker')
-    if owner and redis.call('EXISTS', key_worker(owner)) == 1 then
-      -- its worker is alive and beating (its registry entry lives a few heartbeats), and every
-      -- beat extends the claims of the jobs it knows: so it does not know this one (the
-      -- claim's reply was lost with a connection). Requeued, not charged to the job.
-      orphans[id] = true
-      lose(id, owner, true, q)
-    else
-      lose(id, nil, false, q)
-    end
+at = at + 1 + 2 * ns
+local live = {}
+for i = 1, tonumber(ARGV[at]) do live[ARGV[at + i]] = true end
+at = at + 1 + tonumber(ARGV[at])
+for i = 1, tonumber(ARGV[at] or '0') do unstarted[ARGV[at + i]] = true end
+for i, wid in ipairs(dropped) do
+  local k = W + 3 * (i - 1)
+  for _, id in ipairs(redis.call('SMEMBERS', KEYS[k])) do lose(id, wid, clean_first and i == 1) end
+  redis.call('DEL', KEYS[k], KEYS[k + 1], KEYS[k + 2])
+  redis.call('ZREM', idle, wid)
+end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', inflight, '-inf', now * 1000, 'LIMIT', 0, 1000)) do
+  local owner = redis.call('HGET', key_job(id), 'worker')
+  if owner and live[owner] then
+    -- its worker is alive and beating (its registry entry lives a few heartbeats), and every
+    -- beat extends the claims of the jobs it knows: so it does not know this one (the
+    -- claim's reply was lost with a connection). Requeued, not charged to the job.
+    orphans[id] = true
+    lose(id, owner, true)
+  else
+    lose(id, nil, false)
   end
 end
-for _, q in ipairs(QUEUES) do
-  for i = 0, ns - 1 do
-    local st, ttl = ARGV[6 + 2 * i], tonumber(ARGV[7 + 2 * i])
-    redis.call('ZREMRANGEBYSCORE', key_status(q, st), '-inf', now - ttl)
-  end
-end
-for q, _ in pairs(woken) do wake(key_wake(q)) end
+for _, t in ipairs(trims) do redis.call('ZREMRANGEBYSCORE', key_status(q, t[1]), '-inf', now - t[2]) end
+if woken then wake(wake_key) end
 return {requeued, failed}

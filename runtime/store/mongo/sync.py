@@ -68,6 +68,7 @@ from dataclasses import dataclass, fields
 from typing import Any, cast
 
 from ...broker import RedisBroker
+from ...broker.adoption import adopt
 from ...broker.connection import texts
 from ...job import Job, dumps, history_length
 from ...messages import NewJob
@@ -261,7 +262,7 @@ class MongoSync:
             for k in ("status", "queue", "priority"):
                 flat.pop(k, None)
             entries.append((job.id, job.queue, job.priority, dumps(flat), dumps(history), note))
-        adopted = self.broker.adopt(entries)
+        adopted = adopt(self.broker, entries)
         if adopted:
             self.sync(adopted)
         return adopted
