@@ -97,7 +97,7 @@ return out
 
 #: KEYS: the overrun job's hash, then the hashes of the worker's other running jobs.
 #: ARGV: the message. Marks the one (hard_timeout); spares the others (their start record
-#: says ``spared``: requeued uncharged, runtime.broker.RedisBroker.mark_lost) but has each
+#: says ``spared``: requeued uncharged, runtime.broker.lost.mark_lost) but has each
 #: run alone next time: the job that held the hub, and
 #: kept the overrun one from its timeout, may be among them, and alone it starves nobody.
 #: (A write that changes nothing first: on a full Redis too.)

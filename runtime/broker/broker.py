@@ -15,11 +15,12 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import redis
 import redis.cluster
 
+from ..job import queue_of
 from ..messages import Claimed, NewJob, Outcome
 from ..settings import Settings
 from ..status import FINAL, Status
@@ -27,22 +28,13 @@ from .connection import full, texts
 from .direct import blpop, direct
 from .keys import Keys
 from .registry import Registry
-from .replies import CLAIM_FIELDS, claimed_from, listed
+from .replies import CLAIM_FIELDS, claimed_from
 from .scripts import NAMES, register
 
 log = logging.getLogger("runtime.broker")
 
 #: Longest a WAIT for replicas (wait_replicas) holds a call, milliseconds.
 WAIT_TIMEOUT_MS = 1000
-class Lost(NamedTuple):
-    """The jobs of lost workers (RedisBroker.mark_lost): those they ran or may have run,
-    those they had prefetched but not started, and the task path of each running one."""
-
-    running: list[str]
-    unstarted: list[str]
-    paths: dict[str, str]
-
-
 class RedisBroker:
     """Queue operations on one Redis. ``client`` must decode responses to str."""
 
@@ -215,56 +207,62 @@ class RedisBroker:
 
         Returns (server time, next due time of a delayed job or None, claimed jobs).
         """
-        return self._claim_reply(self.calls([self._claim_call(worker_id, k, queues, idle)])[0])
+        return self.cycle([], worker_id, k, queues, idle)[1:]
 
-    def _finish_call(self, outcomes: Sequence[Outcome], worker_id: str) -> tuple[Any, ...]:
-        queues: dict[str, int] = {}
-        keys: list[str] = []
-        job_keys: list[str] = []
-        args: list[Any] = [len(outcomes), 0]
-        ttl = self.settings.ttl_s
+    def _finish_calls(self, outcomes: Sequence[Outcome], worker_id: str) -> list[tuple[Any, ...]]:
+        """One finish.lua call per queue of ``outcomes`` (its keys in one hash slot)."""
+        by_queue: dict[str, list[Outcome]] = {}
         for o in outcomes:
-            q = queues.get(o.queue)
-            if q is None:
-                q = queues[o.queue] = len(queues) + 1
-                keys += (*self.keys.queue_keys(o.queue)[:3], self.keys.inflight(o.queue),
-                         self.keys.running(worker_id, o.queue))
-            job_keys += (self.keys.job(o.id), self.keys.notify(o.id))
-            number = (0.0 if o.keep == "none" else ttl[o.status]) if o.status in FINAL else o.number
-            args += (o.id, o.attempt, o.status.value, repr(float(number)), o.note, o.history_tail, q,
-                     "c" if o.keep == "compact" else "", len(o.fields))
-            for field_value in o.fields.items():
-                args += field_value
-        args[1] = len(queues)
-        return self.call("finish", keys + job_keys, args)
+            by_queue.setdefault(o.queue, []).append(o)
+        ttl = self.settings.ttl_s
+        calls = []
+        for queue, group in by_queue.items():
+            keys = [*self.keys.queue_keys(queue)[:3], self.keys.inflight(queue), self.keys.running(worker_id, queue)]
+            args: list[Any] = [len(group), 1]
+            for o in group:
+                keys += (self.keys.job(o.id), self.keys.notify(o.id))
+                number = (0.0 if o.keep == "none" else ttl[o.status]) if o.status in FINAL else o.number
+                args += (o.id, o.attempt, o.status.value, repr(float(number)), o.note, o.history_tail, 1,
+                         "c" if o.keep == "compact" else "", len(o.fields))
+                for field_value in o.fields.items():
+                    args += field_value
+            calls.append(self.call("finish", keys, args))
+        return calls
 
     def finish(self, outcomes: Sequence[Outcome], worker_id: str, idle_on: Sequence[str] = ()) -> list[str]:
         """Record the outcomes of ``worker_id``'s attempts in one round trip; returns the ids
         of stale attempts (ignored). With ``idle_on`` queues, also registers the worker idle
         on them (same round trip)."""
-        if not outcomes and not idle_on:
-            return []
-        calls: list[tuple[Any, ...]] = []
-        if outcomes:
-            calls.append(self._finish_call(outcomes, worker_id))
+        calls = self._finish_calls(outcomes, worker_id)
+        n = len(calls)
         if idle_on and not self.caps:  # a worker with caps is not registered idle: see claim.lua
-            calls.append(self.call("idle", [self.keys.idle(q) for q in idle_on], (worker_id,)))
-        replies = self.calls(calls)
-        return list(replies[0]) if outcomes else []
+            groups = [[q] for q in idle_on] if self.clustered else [list(idle_on)]  # a call: one slot
+            calls += [self.call("idle", [self.keys.idle(q) for q in group], (worker_id,)) for group in groups]
+        replies = self.calls(calls) if calls else []
+        return [i for reply in replies[:n] for i in reply]
 
     def cycle(self, outcomes: Sequence[Outcome], worker_id: str, k: int, queues: Sequence[str],
               idle: bool) -> tuple[list[str], float, float | None, list[Claimed]]:
         """:meth:`finish` then :meth:`claim`, in one round trip (the worker's steady state).
+        On a Redis Cluster, where a call touches one queue's slot, the queues after the
+        first are claimed from in turn while the batch has room (a round trip each).
 
         Returns (stale ids, server time, next due time or None, claimed jobs).
         """
-        calls: list[tuple[Any, ...]] = []
-        if outcomes:
-            calls.append(self._finish_call(outcomes, worker_id))
-        calls.append(self._claim_call(worker_id, k, queues, idle))
+        calls = self._finish_calls(outcomes, worker_id)
+        n = len(calls)
+        first = queues[:1] if self.clustered else queues
+        calls.append(self._claim_call(worker_id, k, first, idle))
         replies = self.calls(calls)
-        stale = list(replies[0]) if outcomes else []
-        return (stale, *self._claim_reply(replies[-1]))
+        now, due, jobs = self._claim_reply(replies[-1])
+        for q in queues[len(first):]:
+            if len(jobs) >= k or any(c.alone for c in jobs):
+                break
+            _, more_due, more = self._claim_reply(self.calls([self._claim_call(worker_id, k - len(jobs), [q],
+                                                                                 idle and not jobs)])[0])
+            jobs += more
+            due = more_due if due is None or (more_due is not None and more_due < due) else due
+        return [i for reply in replies[:n] for i in reply], now, due, jobs
 
     def wait_for_wakeup(self, conn: redis.Redis, worker_id: str, queues: Sequence[str],
                         timeout_s: float) -> Claimed | None:
@@ -286,50 +284,6 @@ class RedisBroker:
         return claimed_from(json.loads(reply[1]))
 
     # ---- taking jobs back ---------------------------------------------------------------
-
-    def mark_lost(self, worker_ids: Sequence[str], note: str) -> Lost:
-        """Before the jobs of lost workers are taken back (:meth:`reap`): the jobs they had
-        started get ``lost_reason`` = ``note`` and ``alone``, so that each is claimed alone
-        (claim.lua) and run alone (the worker) next time, and only a job that takes its
-        worker down again is charged again (not the ones that happened to run beside it or
-        were claimed with it); the jobs they had claimed but not started (prefetched, or
-        handed to them) are returned apart (pass them to ``reap(unstarted=...)``: requeued
-        without a charge).
-
-        A job had started when the worker recorded its start (``began`` = its attempt on the
-        job's hash, written before the task runs: runtime.worker.starts), or, with no such
-        record, when its last heartbeat listed it as running; not when a watchdog spared it
-        (``began`` = ``spared``: runtime.watch).
-
-        Returns the started ids, the unstarted ids, and the task path of each started one."""
-        if not worker_ids:
-            return Lost([], [], {})
-        queues = self.queue_names()
-        pipe = self.redis.pipeline(transaction=False)
-        for w in worker_ids:
-            pipe.hget(self.keys.worker(w), "running")
-            for q in queues:
-                pipe.smembers(self.keys.running(w, q))
-        replies = pipe.execute()
-        jobs: set[str] = set()
-        beating: set[str] = set()
-        for i in range(0, len(replies), 1 + len(queues)):
-            jobs = jobs.union(*replies[i + 1:i + 1 + len(queues)])
-            beating.update(r["id"] for r in listed(replies[i]) if r.get("run") is True)
-        ids = sorted(jobs)
-        for j in ids:
-            pipe.hmget(self.keys.job(j), "began", "attempt", "path")
-        fields = dict(zip(ids, pipe.execute())) if ids else {}
-        # its start record, or (that record lost) its last heartbeat; "spared": a watchdog
-        # killed the worker for another job (runtime.watch)
-        started = {j for j, (began, attempt, _) in fields.items()
-                   if began == attempt or (began is None and j in beating)}
-        suspects = sorted(started & jobs)
-        for j in suspects:
-            pipe.hset(self.keys.job(j), mapping={"lost_reason": note, "alone": "1"})
-        if suspects:
-            pipe.execute()
-        return Lost(suspects, sorted(jobs - started), {j: fields[j][2] or "?" for j in suspects})
 
     def reap(self, dead_workers: Sequence[str] = (), stopping: str = "",
              unstarted: Sequence[str] = ()) -> tuple[int, int]:
@@ -373,12 +327,17 @@ class RedisBroker:
         that does not allow it. ``by``: who asked and from where, kept in each cancel and
         requeue history entry, and in an abort's entry when the worker writes it ("" for
         no one named)."""
-        if not ids:
-            return []
-        keys: list[str] = []
-        for i in ids:
-            keys += (self.keys.job(i), self.keys.notify(i))
-        return list(self._run("control", keys, (action, self.settings.ttl_s[Status.CANCEL], by, *ids)))
+        groups: dict[str, list[int]] = {}  # one call per queue of the ids: its keys in one hash slot
+        for n, i in enumerate(ids):
+            groups.setdefault(queue_of(i) or "", []).append(n)
+        calls = [self.call("control", [k for n in g for k in (self.keys.job(ids[n]), self.keys.notify(ids[n]))],
+                           (action, self.settings.ttl_s[Status.CANCEL], by, *(ids[n] for n in g)))
+                 for g in groups.values()]
+        out = [""] * len(ids)
+        for g, reply in zip(groups.values(), self.calls(calls) if calls else []):
+            for n, r in zip(g, reply):
+                out[n] = str(r)
+        return out
 
     def move(self, ids: Sequence[str], queue: str | None, priority: int | None, by: str = "") -> list[str]:
         """Move waiting ``ids`` to ``queue`` and/or ``priority`` (None: each keeps its own),

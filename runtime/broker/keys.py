@@ -4,7 +4,9 @@ The Python methods of :class:`Keys` and the Lua key builders of the scripts
 (:func:`lua_builders`, pasted into ``_lib.lua`` where it says ``--@KEY_BUILDERS@--``) are
 both made from :data:`SHAPES`, so a shape is written once. A queue's name is written in
 braces (``{p}:q:{default}``): a Redis Cluster hash tag, so that every key of a queue lives
-in one hash slot (:data:`TAGGED`).
+in one hash slot (:data:`TAGGED`); so is the queue part of a job id (``{p}:j:{default}:01a2...``).
+Deployment-wide keys (the table's rows with neither) are written ``{p}:{{p}}:...``, all in
+the slot of the prefix (:func:`deployment_wide`).
 
 | key                          | type | holds                                             |
 |------------------------------|------|---------------------------------------------------|
@@ -92,13 +94,21 @@ SHAPES: dict[str, str] = {
     "operations": "ops",
 }
 
+_ARG = re.compile(r"\{(\w+)\}")
 #: Arguments written in braces, a Redis Cluster hash tag: every key of a queue hashes to
 #: the slot of its name. A job id (``{queue}:{rest}``, runtime.job.new_job_id) is written
 #: ``{queue}:rest``: a job's keys live in the slot of its queue (:func:`tagged_id`).
 TAGGED = frozenset({"queue"})
 #: Arguments that are job ids (see :data:`TAGGED`).
 IDS = frozenset({"id"})
-_ARG = re.compile(r"\{(\w+)\}")
+
+
+def deployment_wide(shape: str) -> bool:
+    """Is a key of ``shape`` deployment-wide (no queue, no job)? Those are written
+    ``{p}:{{p}}:...``, in the hash slot of the prefix: a script that touches several of them
+    (the registry: an entry and the set of workers) stays in one slot, and a prefix that is
+    a hash tag itself (``{rt1}``) keeps every key of the deployment in its slot."""
+    return not {"queue", "id"} & set(_ARG.findall(shape))
 
 
 def _parts(shape: str) -> tuple[list[str], list[str]]:
@@ -111,15 +121,17 @@ class Keys:
     """Key names under one prefix. The queue and status keys are memoized (the worker asks
     for the same ones on every claim)."""
 
-    __slots__ = ("prefix", "_p")
+    __slots__ = ("prefix", "_p", "_wide", "_tag")
 
     def __init__(self, prefix: str = "rt") -> None:
         self.prefix = prefix
         self._p = {kind: _parts(shape) for kind, shape in SHAPES.items()}
+        self._wide = {kind: deployment_wide(shape) for kind, shape in SHAPES.items()}
+        self._tag = f"{prefix}:{{{prefix}}}:"
 
     def _key(self, kind: str, *args: str) -> str:
         literals, names = self._p[kind]
-        out = [self.prefix, ":", literals[0]]
+        out = [self._tag, literals[0]] if self._wide[kind] else [self.prefix, ":", literals[0]]
         for name, arg, literal in zip(names, args, literals[1:]):
             if name in TAGGED:
                 out += ("{", arg, "}", literal)
@@ -263,7 +275,7 @@ local function tagged_id(id)
 end"""]
     for kind, shape in SHAPES.items():
         literals, names = _parts(shape)
-        body = [f"P .. ':{literals[0]}'"]
+        body = [f"P .. ':{{' .. P .. '}}:{literals[0]}'" if deployment_wide(shape) else f"P .. ':{literals[0]}'"]
         for name, literal in zip(names, literals[1:]):
             body.append(f"'{{' .. {name} .. '}}'" if name in TAGGED else f"tagged_id({name})" if name in IDS
                         else name)

@@ -23,7 +23,7 @@ from typing import Protocol
 import redis
 
 from ..broker import RedisBroker
-from ..broker.broker import Lost
+from ..broker.lost import Lost, mark_lost
 from ..process import host_pid, rss_of
 from ..units import fmt_bytes
 from .children import Child
@@ -63,7 +63,7 @@ def enforce_hard_limit(sup: Watched) -> None:
         wids: list[str] | None
         try:  # before the kill: any reaper that takes them back (others watch the pid) says why
             wids = sup.worker_ids(pid)
-            lost = sup.broker.mark_lost(wids, note)
+            lost = mark_lost(sup.broker, wids, note)
         except redis.RedisError as exc:
             log.warning("could not mark the jobs of worker process %d (%s)", pid, exc)
             wids, lost = None, Lost([], [], {})

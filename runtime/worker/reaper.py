@@ -23,6 +23,7 @@ import redis
 
 from ..broker import RedisBroker
 from ..broker.connection import moved_master
+from ..broker.lost import mark_lost
 from ..process import alive, host_pid, hostname
 from ..settings import Settings
 from ..units import plural
@@ -79,7 +80,7 @@ class Reaper:
         Returns (requeued, failed)."""
         lost = None
         if worker_ids and unstarted is None:
-            lost = self.broker.mark_lost(worker_ids, why)
+            lost = mark_lost(self.broker, worker_ids, why)
             unstarted = lost.unstarted
         requeued, failed = self.broker.reap(worker_ids, unstarted=unstarted or [])
         if lost is not None and lost.paths and requeued + failed:  # this reaper took them back

@@ -330,7 +330,7 @@ class Worker:
         ctx = JobContext(c.id, c.path, c.queue, c.attempt, {}, self.settings.progress_interval_s,
                          self._write_progress, retries=c.retries, due_at=c.due_at, meta=c.meta)
         rj = RunningJob(c, ctx, timeout_s, time.time(), unserved=unserved, keep=keep)
-        # it was running when a worker died: nothing runs beside it (RedisBroker.mark_lost)
+        # it was running when a worker died: nothing runs beside it (runtime.broker.lost.mark_lost)
         rj.exclusive = c.alone or (bool(self.middleware.exclusive_hooks) and self.middleware.exclusive(ctx))
         self.claimed_total += 1
         if self.mirror is not None:

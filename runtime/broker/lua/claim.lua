@@ -18,7 +18,7 @@
 -- idle on its queues, so the next enqueue hands it a job directly. (A busy worker is
 -- not: a CPU-bound job could hold a handed job back.)
 -- A job marked to run alone (field alone: it was running when its worker died, see
--- RedisBroker.mark_lost; the value is when reap.lua requeued it, server UNIX s) is claimed
+-- runtime.broker.lost.mark_lost; the value is when reap.lua requeued it, server UNIX s) is claimed
 -- only by a worker that runs nothing (ARGV[5] = 1), as the first of its batch, and ends
 -- the batch: the worker runs it with nothing beside it, so a job that kills workers is
 -- charged alone. A busy worker leaves it in its queue (status queued: it is not running)
