@@ -5,6 +5,7 @@ another hash slot than its declared keys, as a managed cluster does), stopped by
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -19,9 +20,16 @@ SLOTS = 16384
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port free now, whose cluster bus port (+10000) is free too."""
+    for port in random.sample(range(20000, 50000), 200):
+        try:
+            for p in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise AssertionError("no free pair of loopback ports")
 
 
 def cluster_binary() -> str:

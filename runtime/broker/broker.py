@@ -107,16 +107,18 @@ class RedisBroker:
         """``calls`` through a redis-py pipeline (reconnecting); if the server lost its
         script cache (a restart), the scripts are loaded and the pipeline runs once more (a
         finish that did run is fenced, a claim that did not get its reply is taken back)."""
-        pipe = self.redis.pipeline(transaction=False)
-        for call in calls:
-            pipe.execute_command(*call)  # type: ignore[no-untyped-call]
-        stack = list(pipe.command_stack)
-        try:
-            return pipe.execute()
-        except redis.exceptions.NoScriptError:
-            self._load_scripts()
-            pipe.command_stack = stack
-            return pipe.execute()
+        loaded = False
+        while True:
+            pipe = self.redis.pipeline(transaction=False)
+            for call in calls:
+                pipe.execute_command(*call)  # type: ignore[no-untyped-call]
+            try:
+                return pipe.execute()
+            except redis.exceptions.NoScriptError:
+                if loaded:
+                    raise
+                self._load_scripts()
+                loaded = True
 
     def _load_scripts(self) -> None:
         """Load every script into a server that lost them (a restart, SCRIPT FLUSH), in one

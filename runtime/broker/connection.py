@@ -122,7 +122,7 @@ def cluster_client(url: str, **kwargs: Any) -> redis.Redis:
 
 def sentinels_of(client: redis.Redis) -> list[tuple[str, int]] | None:
     """The (host, port) of each Sentinel a Sentinel client asks; None for another client."""
-    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
     if manager is None:
         return None
     return [(s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"])
@@ -133,6 +133,10 @@ def own_client(client: redis.Redis) -> redis.Redis:
     """A client like ``client`` on connections of its own (a blocked call, a thread of its
     own); for a Sentinel client, with Sentinel connections of its own too, so that it may
     find the master from another thread."""
+    if isinstance(client, redis.cluster.RedisCluster):
+        nodes = list(client.nodes_manager.startup_nodes.values())
+        kwargs = {k: v for k, v in client.nodes_manager.connection_kwargs.items() if k not in ("host", "port")}
+        return cast("redis.Redis", redis.cluster.RedisCluster(startup_nodes=nodes, **kwargs))
     pool = client.connection_pool
     addresses = sentinels_of(client)
     if addresses is None:
@@ -154,12 +158,12 @@ def moved_master(client: redis.Redis) -> tuple[str, str] | None:
     or when no Sentinel answers) None. Redis's own READONLY reply comes only once the
     old master is demoted, which Sentinel does seconds after it promoted the new one:
     writes meanwhile go to the old master and are lost when it resyncs."""
-    pool = client.connection_pool
+    pool = getattr(client, "connection_pool", None)
     if getattr(pool, "sentinel_manager", None) is None:
         return None
     before = getattr(pool, "master_address", None)
     try:
-        now = pool.get_master_address()  # type: ignore[attr-defined]  # drops idle connections on a move
+        now = pool.get_master_address()  # type: ignore[union-attr]  # drops idle connections on a move
     except (redis.RedisError, OSError):
         return None
     if before is None or tuple(now) == tuple(before):
@@ -170,6 +174,10 @@ def moved_master(client: redis.Redis) -> tuple[str, str] | None:
 def where(client: redis.Redis) -> str:
     """The server ``client`` talks to, as a URL with its password masked (``***``): for
     start lines, ``runtime info`` and errors."""
+    if isinstance(client, redis.cluster.RedisCluster):
+        kw = client.nodes_manager.connection_kwargs
+        secret = f"{kw.get('username') or ''}:***@" if kw.get("password") else ""
+        return f"{CLUSTER_SCHEME}{secret}{','.join(sorted(client.nodes_manager.startup_nodes))}"
     pool = client.connection_pool
     kw = pool.connection_kwargs
     secret = f"{kw.get('username') or ''}:***@" if kw.get("password") else ""

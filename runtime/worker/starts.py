@@ -46,6 +46,9 @@ class StartRecords:
     def open(self) -> None:
         """Connect (a round trip; blocks this greenlet). Never raises: a failure is logged
         once, and the next record connects again."""
+        if self.broker.clustered:  # records go through the cluster client, node by node
+            self._ready = True
+            return
         try:
             if self._conn is None:
                 self._conn = self.broker.redis.connection_pool.make_connection()
@@ -74,7 +77,10 @@ class StartRecords:
                 key = self.broker.keys.job
                 calls = [("HSET", key(job_id), "began", attempt, "deadline", deadline) if deadline else
                          ("HSET", key(job_id), "began", attempt) for job_id, attempt, deadline in pending]
-                self._conn.send_packed_command(pack(self._conn, calls), check_health=False)
+                if self.broker.clustered:
+                    self.broker.calls(calls)
+                else:
+                    self._conn.send_packed_command(pack(self._conn, calls), check_health=False)
         except (redis.RedisError, OSError) as exc:
             self._failed(exc)
         except BaseException:  # a kill mid-send: the stream may hold half a command

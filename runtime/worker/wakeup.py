@@ -76,5 +76,9 @@ class Wakeup:
             g.throw(_EndWait())
 
     def close(self) -> None:
-        """Drop the wait's connection."""
-        self._conn.connection_pool.disconnect()
+        """Drop the wait's connections."""
+        pool = getattr(self._conn, "connection_pool", None)  # none on a cluster: one per node
+        if pool is not None:
+            pool.disconnect()
+        else:
+            self._conn.close()
