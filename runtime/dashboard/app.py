@@ -47,6 +47,12 @@ MAX_URL_BYTES = 8192
 MAX_PARAMS = 64
 
 
+#: Names the user of a request from its ASGI scope (None: no user): create_app's ``user``.
+UserOf = Callable[[Scope], str | None]
+#: Longest user name written into a job's history.
+MAX_USER = 100
+
+
 class Guard:
     """ASGI middleware: refuses a URL over MAX_URL_BYTES (414) or with more than MAX_PARAMS
     query parameters (400), a request whose Host is not allowed (400), one without
@@ -153,12 +159,6 @@ class Guard:
                     h.append("set-cookie", f"{COOKIE}={fresh_cookie}; Path=/; HttpOnly; SameSite=Strict")
             await send(message)
         return wrapped
-
-
-#: Names the user of a request from its ASGI scope (None: no user): create_app's ``user``.
-UserOf = Callable[[Scope], str | None]
-#: Longest user name written into a job's history.
-MAX_USER = 100
 
 
 def host_user(scope: Scope) -> str | None:
