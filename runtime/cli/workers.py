@@ -7,9 +7,10 @@ import sys
 import click
 
 from ..client import Client
+from ..client.known import unknown_queue
 from ..errors import ExitCode
 from ..process import is_supervised_child
-from ..queuenames import did_you_mean, queue_name_problem
+from ..queuenames import queue_name_problem
 from .app import SECONDS, Ctx, cli, echo, fail, handle_errors, out
 from .format import print_events, print_queues, print_workers
 from .logformat import configure
@@ -103,29 +104,22 @@ def pause(obj: Ctx, name: str, force: bool) -> None:
 @handle_errors
 def resume(obj: Ctx, name: str) -> None:
     """Resume queue NAME: workers claim its jobs again within a heartbeat."""
-    client = obj.client(middleware=False)
-    paused = client.broker.registry.paused()
-    if name not in paused:
-        _known_queue(obj, name, False)
+    client = _known_queue(obj, name, False)
     changed = client.broker.registry.resume(name)
     echo(f"queue {name} resumed" + ("" if changed else " (it was not paused)"))
 
 
 def _known_queue(obj: Ctx, name: str, force: bool) -> Client:
     """The client, once ``name`` is a queue name that jobs, workers or the settings have
-    used (or ``force``). Exits with USAGE for a bad name, NOT_FOUND for an unknown one
-    (saying the closest known name)."""
+    used, or that is paused (or ``force``): runtime.client.known. Exits with USAGE for a
+    bad name, NOT_FOUND for an unknown one (saying the closest known name)."""
     problem = queue_name_problem(name)
     if problem:
         fail(problem, ExitCode.USAGE)
     client: Client = obj.client(middleware=False)
-    if force:
-        return client
-    known = set(client.broker.registry.queue_depths()) | set(client.settings.queues)
-    known |= {q for w in client.reader.workers() for q in w.get("queues") or ()}
-    if name not in known:
-        fail(f"no queue {name!r} is known{did_you_mean(name, known)}: no job, worker or setting names it "
-             "(--force to pause it anyway)", ExitCode.NOT_FOUND)
+    unknown = None if force else unknown_queue(client, name)
+    if unknown:
+        fail(f"{unknown} (--force to pause it anyway)", ExitCode.NOT_FOUND)
     return client
 
 
