@@ -51,6 +51,8 @@ def adopt(mine: Schedule, definition: str) -> Schedule:
     try:
         d = json.loads(definition)
         d["every"] = d.pop("every_s", None)
+        if d["every"] is not None:
+            d.pop("tz", None)  # written as UTC by to_json; no meaning with every
         name, path = d.pop("name"), d.pop("path")
         changed = make_schedule(name, path, **d)
     except (ValueError, TypeError, KeyError, ConfigError) as exc:

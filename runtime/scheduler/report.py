@@ -78,7 +78,7 @@ def _row(name: str, h: dict[str, str], job_status: str | None, now: float, alive
     }
     try:
         s = make_schedule(name, d.get("path") or "?", cron=d.get("cron"), every=d.get("every_s"),
-                          tz=d.get("tz", "UTC"), grace_s=d.get("grace_s", 60.0))
+                          tz=d.get("tz", "UTC") if d.get("cron") else None, grace_s=d.get("grace_s", 60.0))
     except ConfigError:
         row["status"] = "no definition"
         return row

@@ -87,7 +87,7 @@ def test_a_bad_settings_file_is_one_line_for_every_command(settings, tmp_path, m
     (tmp_path / "runtime.toml").write_text('middlewares = ["x"]\n')
     for args in (["jobs"], ["embedded", "stop"], ["embedded", "status"]):
         r = cli(settings, *args)
-        assert r.exit_code == 2 and r.stderr == "error: runtime.toml: unknown setting 'middlewares'\n", (args, r.stderr)
+        assert r.exit_code == 2 and r.stderr == "error: runtime.toml: unknown setting 'middlewares' (did you mean 'middleware'?)\n", (args, r.stderr)
 
 
 def test_job_hides_secret_values(settings, client):
