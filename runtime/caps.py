@@ -20,7 +20,7 @@ of the caps claims have seen are kept in ``{p}:caps`` (``runtime queues`` shows 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 #: Task options of caps and their meaning (registered in runtime.options).
@@ -166,6 +166,19 @@ def unpark(redis: Any, keys: Any, name: str, ids: list[str] | None = None) -> li
             if not redis.llen(keys.wake(queue)):
                 redis.lpush(keys.wake(queue), "1")
             moved.append(str(job_id))
+    return moved
+
+
+def unpark_jobs(redis: Any, keys: Any, ids: Sequence[str]) -> list[str]:
+    """The jobs of ``ids`` that were parked by a cap, put back in their queue (a requeue)."""
+    if not redis.scard(keys.parked):
+        return []  # no cap has parked jobs: one round trip
+    moved = []
+    for job_id in ids:
+        path = redis.hget(keys.job(job_id), "path")
+        name = parked_cap(redis, keys, job_id, str(path)) if path else None
+        if name:
+            moved += unpark(redis, keys, name, [job_id])
     return moved
 
 
