@@ -101,8 +101,8 @@ SCHEDULE = 'task = "testtasks.add"\nevery = 5\nparams = {a = 1, b = 2}\n'
 # runtime.toml files whose schedule would be ignored: refused, one line naming the mistake
 MISPLACED = [
     (f"[runtime]\ngreenlets = 5\n[schedule.s1]\n{SCHEDULE}", "unknown table [schedule] (did you mean 'schedules'?)"),
-    (f"[runtime]\ngreenlets = 5\n[foo]\nx = 1\n", "unknown table [foo]:"),
-    (f"[runtime]\ngreenlets = 5\nschedules = {{s1 = {{task = \"testtasks.add\", every = 5}}}}\n",
+    ("[runtime]\ngreenlets = 5\n[foo]\nx = 1\n", "unknown table [foo]:"),
+    ("[runtime]\ngreenlets = 5\nschedules = {s1 = {task = \"testtasks.add\", every = 5}}\n",
      "schedules inside [runtime]"),
     (f"greenlets = 5\n[runtime]\nqueues = [\"default\"]\n[schedules.s1]\n{SCHEDULE}",
      "setting 'greenlets' is outside [runtime]"),
