@@ -8,7 +8,8 @@
 Enforced by claim.lua (the pieces cap_* of _lib.lua) with the values the claiming
 worker sends (:func:`caps_args`): a job over its cap is not claimed (no attempt charged)
 but parked in ``{p}:park:{name}`` and put back at its old place in its queue when the
-cap has room, so it never blocks the jobs behind it. ``name`` is the task path, or
+cap has room, so it never blocks the jobs behind it (a cancel takes it out of the park:
+control.lua). ``name`` is the task path, or
 ``path=value`` with ``concurrency_key``: the param's value as text (1 and "1" share a
 cap, True is "true"); a job without that param, or whose value is null, a list or an
 object, shares the cap of the value "". A slot is held by a started job in ``{p}:cap:{name}`` and released lazily:
