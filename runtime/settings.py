@@ -221,8 +221,9 @@ class Settings:
                     or self.max_jobs or self.max_time_s)
 
     def __post_init__(self) -> None:
-        if self.greenlets < 1:
-            raise ConfigError(f"greenlets must be >= 1, got {self.greenlets}")
+        if self.greenlets < 1 or self.prefetch < -1:
+            raise ConfigError(f"greenlets must be >= 1 and prefetch >= 0 (-1: as many as greenlets), "
+                              f"got {self.greenlets} and {self.prefetch}")
         if problem := queue_names_problem(self.queues):
             raise ConfigError(f"queues: {problem}")
         if self.claim_batch < 1 or self.max_lost < 1:
