@@ -1,15 +1,19 @@
 """The scheduler and the Redis clock: no job is queued before its fire time on the server's
 clock, whatever the scheduler's estimate of that clock (a local clock ahead, a round trip
-slowed by a busy machine); fire.lua answers 'early' for a fire time not come yet."""
+slowed by a busy machine); fire.lua answers 'early' for a fire time not come yet. And a
+scheduler that stops syncing while its worker lives is shown wedged, its schedules late."""
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 
-from helpers import wait_until
+from helpers import cli, wait_until
 
 from runtime.schedule import make_schedule
 from runtime.scheduler.loop import SchedulerLoop
+from runtime.scheduler.report import describe
 from runtime.scheduler.state import ScheduleState
 
 
@@ -103,3 +107,25 @@ def test_no_job_is_queued_before_its_fire_time_on_the_redis_clock_with_a_clock_a
     assert [b - a for a, b in zip(fires, fires[1:])] == [100] * (len(fires) - 1)
     h = client.redis.hgetall(client.broker.keys.schedule(s.name))
     assert "count_missed" not in h
+
+
+def test_a_wedged_scheduler_shows_its_schedule_late_and_no_scheduler_only_when_none_is_registered(settings, client):
+    """A worker alive in the registry whose scheduler stopped syncing (a job holding its
+    CPU): its schedule is late and the listing says wedged, not 'no scheduler'; once the
+    worker is gone from the registry, 'no scheduler'."""
+    s = make_schedule("wedge", "testtasks.add", params={"a": 1, "b": 1}, every=1)
+    state = ScheduleState(client.broker)
+    client.broker.registry.write_entry("w-wedged", {"id": "w-wedged", "queues": "default"})
+    state.sync("w-wedged", [s], first=True)
+    client.redis.zadd(client.broker.keys.schedulers, {"w-wedged": time.time() - 45})  # its last sync, 45 s ago
+    data = describe(state)
+    row = data["schedules"][0]
+    assert data["schedulers"] == [] and data["wedged"] == ["w-wedged"]
+    assert row["status"] == "late" and row["wedged_by"] == ["w-wedged"] and row["run_by"] == []
+    text = cli(settings, "schedules").stdout
+    assert "wedge  late  (its scheduler is wedged: w-wedged registered, not syncing)" in text, text
+    assert "NO SCHEDULER SYNCING: 1 registered but wedged" in text and "NO LIVE SCHEDULER" not in text, text
+    client.redis.delete(client.broker.keys.worker("w-wedged"))  # its worker is gone: dead, not wedged
+    data = json.loads(cli(settings, "schedules", "--json").stdout)
+    assert data["wedged"] == [] and data["schedules"][0]["status"] == "no scheduler"
+    assert "NO LIVE SCHEDULER: nothing fires" in cli(settings, "schedules").stdout
