@@ -92,6 +92,8 @@ def batch_ids(n: int, job_ids: Sequence[str | None] | None, unique_keys: Sequenc
     ``unique_keys`` (one per job, None for a job without; None: none) and the window
     ``unique_for`` they share. Raises InvalidParams, one line: a sequence of another
     length, a bad id or key, ``unique_for`` without keys or keys without it."""
+    if job_ids is None and unique_keys is None and unique_for is None:
+        return [(None, ("", 0.0))] * n
     for name, given in (("job_ids", job_ids), ("unique_keys", unique_keys)):
         if given is not None and (isinstance(given, str) or len(given) != n):
             got = "a string" if isinstance(given, str) else f"{len(given)}"
