@@ -47,9 +47,9 @@ end
 -- lose's HMGET), at the time its start record gives
 local function log_started(jk, cur)
   if not cur[10] or cur[10] ~= cur[6] then return end
-  local at = cur[11] and tonumber(cur[11])
-  log_entry(jk, entry(at and string.format('%.6f', at) or snow, 'started',
-    {'worker', cur[2], 'attempt', tonumber(cur[6])}))
+  local t = cur[11] and tonumber(cur[11])
+  local at = t and string.format('%.6f', t) or snow
+  log_entry(jk, entry(at, 'started', {'worker', cur[2], 'attempt', tonumber(cur[6])}))
 end
 
 local function lose(id, wid, clean, q)
