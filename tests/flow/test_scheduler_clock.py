@@ -93,12 +93,12 @@ def test_no_job_is_queued_before_its_fire_time_on_the_redis_clock_with_a_clock_a
     runner.start()
     queued = client.broker.keys.status("default", "queued")
     try:
-        wait_until(lambda: len([i for i in client.redis.zrange(queued, 0, -1) if i.startswith("ahead@")]) >= 15,
+        wait_until(lambda: len([i for i in client.redis.zrange(queued, 0, -1) if i.startswith("default:ahead@")]) >= 15,
                    20, "15 fire times queued")
     finally:
         loop.stop()
         runner.join(10)
-    jobs = client.live.get_many(sorted(i for i in client.redis.zrange(queued, 0, -1) if i.startswith("ahead@")))
+    jobs = client.live.get_many(sorted(i for i in client.redis.zrange(queued, 0, -1) if i.startswith("default:ahead@")))
     fires = []
     for job in jobs:
         fire_ms = int(job.history[0]["fire"])

@@ -102,8 +102,9 @@ def test_queue_jobs_takes_an_id_or_unique_key_per_job(client):
     assert sorted(_ready(client)) == sorted({*ids, held})
     assert client.get_job(ids[0]).params == {"a": 0, "b": 0} and client.get_job(ids[3]).params == {"a": 3, "b": 0}
     again = client.queue_jobs("testtasks.add", [{"a": 7, "b": 7}, {"a": 8, "b": 8}], job_ids=["day:1", None])
-    assert again[0] == "day:1" and client.queue_jobs("testtasks.add", [{"a": 9, "b": 9}], job_ids=["day:1"]) == ["day:1"]
-    assert client.get_job("day:1").params == {"a": 7, "b": 7}
+    mine = "default:day:1"  # a job id names its queue
+    assert again[0] == mine and client.queue_jobs("testtasks.add", [{"a": 9, "b": 9}], job_ids=["day:1"]) == [mine]
+    assert client.get_job(mine).params == {"a": 7, "b": 7}
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
