@@ -8,7 +8,8 @@
 Enforced by claim.lua (the pieces cap_* of _lib.lua) with the values the claiming
 worker sends (:func:`caps_args`): a job over its cap is not claimed (no attempt charged)
 but parked in ``{p}:park:{name}`` and put back at its old place in its queue when the
-cap has room, so it never blocks the jobs behind it. ``name`` is the task path, or
+cap has room, so it never blocks the jobs behind it (a cancel takes it out of the park:
+control.lua). ``name`` is the task path, or
 ``path=value`` with ``concurrency_key``: the param's value as text (1 and "1" share a
 cap, True is "true"); a job without that param, or whose value is null, a list or an
 object, shares the cap of the value "". A slot is held by a started job in ``{p}:cap:{name}`` and released lazily:
@@ -20,7 +21,7 @@ of the caps claims have seen are kept in ``{p}:caps`` (``runtime queues`` shows 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 #: Task options of caps and their meaning (registered in runtime.options).
@@ -166,6 +167,19 @@ def unpark(redis: Any, keys: Any, name: str, ids: list[str] | None = None) -> li
             if not redis.llen(keys.wake(queue)):
                 redis.lpush(keys.wake(queue), "1")
             moved.append(str(job_id))
+    return moved
+
+
+def unpark_jobs(redis: Any, keys: Any, ids: Sequence[str]) -> list[str]:
+    """The jobs of ``ids`` that were parked by a cap, put back in their queue (a requeue)."""
+    if not redis.scard(keys.parked):
+        return []  # no cap has parked jobs: one round trip
+    moved = []
+    for job_id in ids:
+        path = redis.hget(keys.job(job_id), "path")
+        name = parked_cap(redis, keys, job_id, str(path)) if path else None
+        if name:
+            moved += unpark(redis, keys, name, [job_id])
     return moved
 
 

@@ -165,10 +165,11 @@ def _utc_ms(naive: datetime, zone: ZoneInfo) -> int:
 
 def make_schedule(name: str, path: str, *, params: Mapping[str, Any] | None = None, queue: str = "default",
                   priority: int = 0, cron: str | None = None, every: timedelta | float | None = None,
-                  tz: str = "UTC", missed: str | int = "skip", grace_s: float = 60.0,
+                  tz: str | None = None, missed: str | int = "skip", grace_s: float = 60.0,
                   overlap: str = "allow") -> Schedule:
-    """A checked :class:`Schedule` (``every``: a timedelta or seconds). Raises ConfigError,
-    one line naming the schedule."""
+    """A checked :class:`Schedule` (``every``: a timedelta or seconds; ``tz``: the zone of
+    a ``cron``, default UTC, refused with ``every``, whose fire times are the same in
+    every zone). Raises ConfigError, one line naming the schedule."""
     where = f"schedule {name!r}"
     try:
         check_id(name, "schedule name")
@@ -177,11 +178,17 @@ def make_schedule(name: str, path: str, *, params: Mapping[str, Any] | None = No
     if (cron is None) == (every is None):
         raise ConfigError(f"{where}: give cron= or every=, exactly one")
     every_s = every.total_seconds() if isinstance(every, timedelta) else every
-    if every_s is not None and not (isinstance(every_s, (int, float)) and math.isfinite(every_s)
-                                    and every_s >= MIN_EVERY_S):
-        raise ConfigError(f"{where}: every must be at least {MIN_EVERY_S} seconds, got {every!r}")
+    if every_s is not None:
+        if not isinstance(every_s, (int, float)) or isinstance(every_s, bool):
+            raise ConfigError(f"{where}: every must be a number of seconds or a timedelta, got {every!r}")
+        if not (math.isfinite(every_s) and every_s >= MIN_EVERY_S):
+            raise ConfigError(f"{where}: every must be at least {MIN_EVERY_S} seconds, got {every!r}")
+        if tz is not None:
+            raise ConfigError(f"{where}: tz has no meaning with every (its fire times are multiples of the period "
+                              f"since the epoch, the same in every zone); drop tz, or use cron for wall-clock times")
     if cron is not None:
         _check_cron(where, cron)
+    tz = "UTC" if tz is None else tz
     try:
         ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError, TypeError):

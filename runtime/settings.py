@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .configfile import read_config
 from .defaults import DAY_S, DEFAULT_MONGODB_TTL_S, DEFAULT_TTL_S, MAX_PROCESSES, TRACE_LINKS
 from .errors import ConfigError
 from .queuenames import queue_names_problem
@@ -221,8 +221,9 @@ class Settings:
                     or self.max_jobs or self.max_time_s)
 
     def __post_init__(self) -> None:
-        if self.greenlets < 1:
-            raise ConfigError(f"greenlets must be >= 1, got {self.greenlets}")
+        if self.greenlets < 1 or self.prefetch < -1:
+            raise ConfigError(f"greenlets must be >= 1 and prefetch >= 0 (-1: as many as greenlets), "
+                              f"got {self.greenlets} and {self.prefetch}")
         if problem := queue_names_problem(self.queues):
             raise ConfigError(f"queues: {problem}")
         if self.claim_batch < 1 or self.max_lost < 1:
@@ -373,14 +374,8 @@ def load_settings(overrides: Mapping[str, Any] | None = None, env: Mapping[str, 
     # a found file is named relative to the cwd: "runtime.toml", "../runtime.toml"
     path = Path(config_file) if config_file else Path(os.path.relpath((project_root() or Path()) / CONFIG_FILE))
     if config_file or path.is_file():
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc}") from None
-        data = data.get("runtime", data)
-        for key, raw in ((k, v) for k, v in data.items() if k != "schedules"):  # runtime.scheduler.config
-            if key not in names:
-                raise ConfigError(f"{path}: unknown setting {key!r}")
+        data, _ = read_config(path, names)  # the schedules: runtime.scheduler.config
+        for key, raw in data.items():
             values[key] = _coerce(key, raw, str(path))
         if values.get("embedded_dir"):  # relative to the file's folder, wherever the command runs
             values["embedded_dir"] = str(path.absolute().parent / values["embedded_dir"])

@@ -15,6 +15,7 @@ atomically by enqueue.lua.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from .errors import InvalidParams
 
@@ -64,10 +65,22 @@ def scoped_id(queue: str, job_id: str) -> str:
     return job_id if job_id.startswith(f"{queue}:") else f"{queue}:{job_id}"
 
 
-def check_unique(unique_key: str | None, unique_for: float | str | None) -> tuple[str, float]:
+def unique_for_arg(text: str | None) -> float | None:
+    """The CLI's ``--unique-for`` text as seconds (None: not given), for :func:`check_unique`.
+    Raises InvalidParams, one line, as the API does for a value that is not a number."""
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise InvalidParams(f"unique_for must be a number of seconds, got {text!r}") from None
+
+
+def check_unique(unique_key: str | None, unique_for: float | None) -> tuple[str, float]:
     """(unique key, window in seconds) checked, or ("", 0.0) for none. ``unique_for``
-    (seconds; a number, or its text from the CLI) is required with a key and meaningless
-    without one: a finite number above 0
+    (seconds, an int or a float: text is refused; the CLI converts its own with
+    :func:`unique_for_arg`) is required with a key and meaningless without one: a finite
+    number above 0
     and at most :data:`MAX_UNIQUE_FOR_S` (10 years, the longest delay of a job: see
     there). The key is released sooner when its job's document expires. Raises
     InvalidParams, one line (the CLI's ``--unique-for`` goes through this check too)."""
@@ -79,13 +92,30 @@ def check_unique(unique_key: str | None, unique_for: float | str | None) -> tupl
     if unique_for is None:
         raise InvalidParams("unique_key needs unique_for: the seconds during which an enqueue with the same "
                             "key returns the existing job")
-    try:
-        if isinstance(unique_for, bool):
-            raise TypeError
-        seconds = float(unique_for)
-    except (TypeError, ValueError, OverflowError):
-        raise InvalidParams(f"unique_for must be a number of seconds, got {unique_for!r}") from None
+    if isinstance(unique_for, bool) or not isinstance(unique_for, (int, float)):
+        raise InvalidParams(f"unique_for must be a number of seconds, got {unique_for!r}")
+    seconds = float(unique_for)
     if not 0 < seconds <= MAX_UNIQUE_FOR_S:  # also refuses NaN and infinities
         raise InvalidParams(f"unique_for must be above 0 and at most {MAX_UNIQUE_FOR_S:.0f} seconds (10 years), "
                             f"got {unique_for!r}")
     return key, seconds
+
+
+def batch_ids(n: int, job_ids: Sequence[str | None] | None, unique_keys: Sequence[str | None] | None,
+              unique_for: float | None) -> list[tuple[str | None, tuple[str, float]]]:
+    """Per job of a batch of ``n`` (``queue_jobs``): its caller-chosen id (None: generated)
+    and its (unique key, window) as :func:`check_unique` gives them, from ``job_ids`` and
+    ``unique_keys`` (one per job, None for a job without; None: none) and the window
+    ``unique_for`` they share. Raises InvalidParams, one line: a sequence of another
+    length, a bad id or key, ``unique_for`` without keys or keys without it."""
+    if job_ids is None and unique_keys is None and unique_for is None:
+        return [(None, ("", 0.0))] * n
+    for name, given in (("job_ids", job_ids), ("unique_keys", unique_keys)):
+        if given is not None and (isinstance(given, str) or len(given) != n):
+            got = "a string" if isinstance(given, str) else f"{len(given)}"
+            raise InvalidParams(f"{name} must give one per params dict ({n}, None for a job without), got {got}")
+    if not unique_keys or all(k is None for k in unique_keys):
+        check_unique(None, unique_for)  # unique_for alone is refused
+    ids = [None if j is None else check_id(j) for j in (job_ids or [None] * n)]
+    keys = [("", 0.0) if k is None else check_unique(k, unique_for) for k in (unique_keys or [None] * n)]
+    return list(zip(ids, keys))

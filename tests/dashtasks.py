@@ -18,13 +18,15 @@ def fail_unless(flag: str, api_token: str = "") -> str:
     return "fixed"
 
 
-def gated(folder: str, steps: int = 3) -> int:
+def gated(folder: str, steps: int = 3, lines: int = 0) -> int:
     """Runs ``steps`` steps; step i waits for the file ``folder/go-i`` (a test releases
-    each), then prints a line and sets progress i/steps."""
+    each), then prints ``lines`` filler lines and a line saying so, and sets progress i/steps."""
     for i in range(1, steps + 1):
         deadline = time.monotonic() + 60
         while not os.path.exists(os.path.join(folder, f"go-{i}")) and time.monotonic() < deadline:
             time.sleep(0.05)
+        for n in range(lines):
+            print(f"step {i} line {n}")  # noqa: T201 - log lines that overflow the tail box
         print(f"finished step {i} of {steps}")  # noqa: T201 - the log line the page shows
         set_progress(i / steps, f"step {i} of {steps}")
     return steps

@@ -7,10 +7,11 @@ import threading
 
 
 class TcpProxy:
-    """Forwards 127.0.0.1:``port`` to ``target`` (host, port). ``down()`` closes every
-    connection and refuses new ones; ``up()`` accepts again on the same port."""
+    """Forwards 127.0.0.1:``port`` to ``target``: (host, port), or the path of a unix
+    socket. ``down()`` closes every connection and refuses new ones; ``up()`` accepts again
+    on the same port."""
 
-    def __init__(self, target: tuple[str, int]) -> None:
+    def __init__(self, target: tuple[str, int] | str) -> None:
         self.target = target
         self._lock = threading.Lock()
         self._conns: list[socket.socket] = []
@@ -45,8 +46,7 @@ class TcpProxy:
             except OSError:
                 return
             try:
-                upstream = socket.create_connection(self.target, timeout=5)
-                upstream.settimeout(None)
+                upstream = self._connect()
             except OSError:
                 client.close()
                 continue
@@ -58,6 +58,16 @@ class TcpProxy:
                 self._conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _connect(self) -> socket.socket:
+        if isinstance(self.target, str):
+            s = socket.socket(socket.AF_UNIX)
+            s.settimeout(5)
+            s.connect(self.target)
+        else:
+            s = socket.create_connection(self.target, timeout=5)
+        s.settimeout(None)
+        return s
 
     @staticmethod
     def _pump(src: socket.socket, dst: socket.socket) -> None:

@@ -57,8 +57,8 @@ def mark_lost(broker: RedisBroker, worker_ids: Sequence[str], note: str) -> Lost
     started = {j for j, (began, attempt, _) in fields.items()
                if began == attempt or (began is None and j in beating)}
     suspects = sorted(started & jobs)
-    for j in suspects:
-        pipe.hset(broker.keys.job(j), mapping={"lost_reason": note, "alone": "1"})
+    for j in suspects:  # began: known started from its heartbeat alone (reap.lua logs it started)
+        pipe.hset(broker.keys.job(j), mapping={"lost_reason": note, "alone": "1", "began": fields[j][1] or ""})
     if suspects:
         pipe.execute()
     return Lost(suspects, sorted(jobs - started), {j: fields[j][2] or "?" for j in suspects})

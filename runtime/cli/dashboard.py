@@ -7,6 +7,10 @@ import click
 from ..errors import ConfigError, ExitCode
 from .app import Ctx, cli, echo, fail, handle_errors
 
+#: Largest request line and headers uvicorn reads (its default is 16 KiB): the app then
+#: answers 414 for a URL over runtime.dashboard.app.MAX_URL_BYTES.
+MAX_REQUEST_HEAD_BYTES = 1 << 20
+
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -48,6 +52,9 @@ def dashboard(obj: Ctx, host: str, port: int, read_only: bool, token: str | None
         return
     auth = Auth.parse(token, users)
     check_bind(host, auth, insecure_no_auth)
+    if insecure_no_auth and not auth.configured:
+        echo(f"warning: --insecure-no-auth: no credentials are asked; anyone who can reach {host}:{port} can "
+             "see every job and act on them (requeue, cancel, abort, move, pause queues)", err=True)
     import re
 
     import uvicorn
@@ -60,6 +67,9 @@ def dashboard(obj: Ctx, host: str, port: int, read_only: bool, token: str | None
         raise ConfigError(f"--redact: not a regular expression: {exc}") from None
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                             server_header=False, proxy_headers=bool(forwarded_allow_ips),
+                            # a request line up to this size reaches the app, which refuses a
+                            # long URL with 414 (not a dropped connection)
+                            h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES,
                             forwarded_allow_ips=forwarded_allow_ips or "")
     server = uvicorn.Server(config)
     shown = f"[{host}]" if ":" in host else host

@@ -12,6 +12,7 @@ from ..errors import ExitCode, TaskQueueError, WaitTimeout
 from ..job import iso
 from ..redact import redact
 from ..status import REQUEUABLE, Status
+from ..unique import unique_for_arg
 from ..units import fmt_duration, plural
 from .app import SECONDS, Ctx, NotFound, cli, echo, fail, handle_errors, out, parse_params
 from .format import job_table, print_job
@@ -48,7 +49,7 @@ def enqueue(obj: Ctx, path: str, params: str | None, queue: str, priority: int, 
     client = obj.client()
     job_id, queued = client.queue_once(path, parse_params(params), queue=queue, priority=priority, delay=delay,
                                        check=not no_check, job_id=job_id, unique_key=unique_key,
-                                       unique_for=unique_for)
+                                       unique_for=unique_for_arg(unique_for))
     if not queued:
         echo(held_note(client.reader.holder(job_id, unique_key), unique_key), err=True)
     if wait_s is None:

@@ -26,6 +26,8 @@ def print_schedules(data: dict[str, Any]) -> None:
         echo("no schedules (none declared with @periodic or [schedules.NAME] has been run by a worker yet)")
     for s in data["schedules"]:
         late = f"  NOT FIRING: {s['late_s']:.0f} s past a fire time" if s["late_s"] else ""
+        if s["status"] == "late" and not s["run_by"]:
+            late += f"  (its scheduler is wedged: {', '.join(s['wedged_by'])} registered, not syncing)"
         removed = "  (no live scheduler runs it: runtime schedules forget NAME deletes it)" \
             if s["status"] == "removed" else ""
         echo(f"{s['name']}  {s['status']}{late}{removed}  task {s['task']}  queue {s['queue']}  {s['when']}")
@@ -33,7 +35,10 @@ def print_schedules(data: dict[str, Any]) -> None:
              f"{s['last_status'] or '-'})   last job {s['last_job'] or '-'} ({s['last_job_status'] or '-'})"
              f"   missed {s['missed']}  overlap-skipped {s['overlap']}")
     alive = data["schedulers"]
-    if not alive:
+    if not alive and data["wedged"]:
+        echo(f"NO SCHEDULER SYNCING: {len(data['wedged'])} registered but wedged, nothing fires "
+             f"(a job holding its worker's CPU?)")
+    elif not alive:
         echo("NO LIVE SCHEDULER: nothing fires (no live worker runs the scheduler)")
     else:
         echo(f"schedulers alive: {len(alive)}")

@@ -7,9 +7,10 @@ import sys
 import click
 
 from ..client import Client
+from ..client.known import unknown_queue
 from ..errors import ExitCode
 from ..process import is_supervised_child
-from ..queuenames import did_you_mean, queue_name_problem
+from ..queuenames import queue_name_problem
 from .app import SECONDS, Ctx, cli, echo, fail, handle_errors, out
 from .format import print_events, print_queues, print_workers
 from .logformat import configure
@@ -20,7 +21,8 @@ from .logformat import configure
 @click.option("-g", "--greenlets", type=int, help="jobs run at once in this process [default 25]")
 @click.option("--tasks", "task_modules", help="module prefixes tasks may be imported from [default tasks_example]")
 @click.option("--grace", "grace_s", type=float, help="seconds running jobs may finish after SIGTERM [default 30]")
-@click.option("--prefetch", type=int, help="jobs claimed ahead of free greenlets [default: as many as --greenlets]")
+@click.option("--prefetch", type=click.IntRange(min=0),
+              help="jobs claimed ahead of free greenlets, 0 or more [default: as many as --greenlets]")
 @click.option("--trace-memory", is_flag=False, flag_value="*", default=None, metavar="[PATTERNS]",
               help="store a heap diff of every job (or of task paths matching PATTERNS); they run alone")
 @click.option("--sentry-dsn", help="report job errors to this Sentry DSN [env SENTRY_DSN]")
@@ -92,7 +94,7 @@ def queues(ctx: click.Context, as_json: bool) -> None:
 def pause(obj: Ctx, name: str, force: bool) -> None:
     """Pause queue NAME: workers stop claiming its jobs within a heartbeat; running jobs
     finish, queued ones stay queued."""
-    registry = _known_queue(obj, name, force).broker.registry
+    registry = _known_queue(obj, name, force, "(--force to pause it anyway)").broker.registry
     changed = registry.pause(name)
     echo(f"queue {name} paused" + ("" if changed else " (it was already)"))
 
@@ -103,29 +105,22 @@ def pause(obj: Ctx, name: str, force: bool) -> None:
 @handle_errors
 def resume(obj: Ctx, name: str) -> None:
     """Resume queue NAME: workers claim its jobs again within a heartbeat."""
-    client = obj.client(middleware=False)
-    paused = client.broker.registry.paused()
-    if name not in paused:
-        _known_queue(obj, name, False)
+    client = _known_queue(obj, name, False, "(and it is not paused: nothing to resume)")
     changed = client.broker.registry.resume(name)
     echo(f"queue {name} resumed" + ("" if changed else " (it was not paused)"))
 
 
-def _known_queue(obj: Ctx, name: str, force: bool) -> Client:
+def _known_queue(obj: Ctx, name: str, force: bool, hint: str) -> Client:
     """The client, once ``name`` is a queue name that jobs, workers or the settings have
-    used (or ``force``). Exits with USAGE for a bad name, NOT_FOUND for an unknown one
-    (saying the closest known name)."""
+    used, or that is paused (or ``force``): runtime.client.known. Exits with USAGE for a
+    bad name, NOT_FOUND for an unknown one (saying the closest known name, then ``hint``)."""
     problem = queue_name_problem(name)
     if problem:
         fail(problem, ExitCode.USAGE)
     client: Client = obj.client(middleware=False)
-    if force:
-        return client
-    known = set(client.broker.registry.queue_depths()) | set(client.settings.queues)
-    known |= {q for w in client.reader.workers() for q in w.get("queues") or ()}
-    if name not in known:
-        fail(f"no queue {name!r} is known{did_you_mean(name, known)}: no job, worker or setting names it "
-             "(--force to pause it anyway)", ExitCode.NOT_FOUND)
+    unknown = None if force else unknown_queue(client, name)
+    if unknown:
+        fail(f"{unknown} {hint}", ExitCode.NOT_FOUND)
     return client
 
 
@@ -140,7 +135,7 @@ def workers(obj: Ctx, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("-n", "--limit", default=20, show_default=True, type=int, help="newest N events")
+@click.option("-n", "--limit", default=20, show_default=True, type=click.IntRange(min=1), help="newest N events")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 @handle_errors

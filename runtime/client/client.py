@@ -25,7 +25,7 @@ from ..messages import NewJob
 from ..queuenames import queue_name_problem
 from ..settings import Settings, load_settings
 from ..tasks import TaskSpec
-from ..unique import check_unique, scoped_id
+from ..unique import batch_ids, check_unique, scoped_id
 from .check import EnqueueCheck
 from .limits import PRIORITY_RANGE, delay_s
 from .parts import Parts, build
@@ -127,29 +127,39 @@ class Client:
 
     def queue_jobs(self, path: str, params_list: Iterable[Mapping[str, Any] | None], *, queue: str = "default",
                    priority: int = 0, delay: float | None = None, batch_size: int = 1000,
-                   check: bool = True) -> list[str]:
-        """Queue one job per params dict, ``batch_size`` per round trip; returns the ids.
+                   check: bool = True, job_ids: Sequence[str | None] | None = None,
+                   unique_keys: Sequence[str | None] | None = None, unique_for: float | None = None) -> list[str]:
+        """Queue one job per params dict, ``batch_size`` per round trip; returns the ids,
+        one per params dict in order: as :meth:`queue_job` returns them.
 
-        Every params dict is checked before anything is queued, so a bad one queues none
-        (``check`` as in :meth:`queue_job`: the task is resolved once for all).
+        ``job_ids`` and ``unique_keys``: one per params dict (None for a job without), as
+        ``job_id`` and ``unique_key`` of :meth:`queue_job`, with one ``unique_for`` for all;
+        a key held, or twice in the batch, queues only the first job and returns its id.
+        Every params dict, id and key is checked before anything is queued, so a bad one
+        queues none (``check`` as in :meth:`queue_job`: the task is resolved once for all).
+        Raises as :meth:`queue_job`.
         """
+        params = list(params_list)
+        chosen = batch_ids(len(params), job_ids, unique_keys, unique_for)
         spec = self._spec(path, check)
         jobs: list[NewJob] = []
         try:
-            jobs.extend(self._new(path, p, queue, priority, delay, None, spec) for p in params_list)
+            jobs.extend(self._new(path, p, queue, priority, delay, None, spec, job_id, unique)
+                        for p, (job_id, unique) in zip(params, chosen))
         except BaseException as exc:
             if jobs and self.middleware.enqueued_hooks:  # none of them is queued
                 self.middleware.after_enqueue(jobs, exc)
             raise
+        held: dict[str, str] = {}
         for i in range(0, len(jobs), batch_size):
             try:
-                self._enqueue(jobs[i:i + batch_size])
+                held.update(self._enqueue(jobs[i:i + batch_size]))
             except BaseException as exc:
                 rest = jobs[i + batch_size:]  # never sent
                 if rest and self.middleware.enqueued_hooks:
                     self.middleware.after_enqueue(rest, exc)
                 raise
-        return [j.id for j in jobs]
+        return [held.get(j.id, j.id) for j in jobs]
 
     def _enqueue(self, jobs: Sequence[NewJob]) -> dict[str, str]:
         """Queue in Redis, then (with MongoDB) write the documents; a MongoDB that cannot
@@ -331,23 +341,11 @@ class Client:
         """Queue final or interrupted jobs again, with a fresh retry budget; history kept
         (``by``: who asked, kept in it). A job parked by a cap goes back to its queue at
         its old place (runtime.caps.unpark)."""
-        unparked = set(self.call(self._unpark, ids))
+        from ..caps import unpark_jobs
+        unparked = set(self.call(unpark_jobs, self.redis, self.broker.keys, ids))
         rest = [i for i in ids if i not in unparked]
         done = self._control("requeue", rest, "only final jobs can be requeued", by) if rest else []
         return [i for i in ids if i in unparked or i in done]
-
-    def _unpark(self, ids: Sequence[str]) -> list[str]:
-        """The jobs of ``ids`` that were parked by a cap, put back in their queue."""
-        from ..caps import parked_cap, unpark
-        if not self.redis.scard(self.broker.keys.parked):
-            return []  # no cap has parked jobs: one round trip
-        moved = []
-        for job_id in ids:
-            path = self.redis.hget(self.broker.keys.job(job_id), "path")
-            name = parked_cap(self.redis, self.broker.keys, job_id, str(path)) if path else None
-            if name:
-                moved += unpark(self.redis, self.broker.keys, name, [job_id])
-        return moved
 
     def requeue_where(self, status: str = "failed", queue: str | None = None, path: str | None = None) -> list[str]:
         """Requeue every job with final ``status`` of ``queue`` and/or ``path``; returns ids."""

@@ -333,15 +333,20 @@ class Reader:
     def matching_ids(self, f: JobFilter, cap: int = 100_000) -> list[str]:
         """The ids of every job passing ``f`` (at most ``cap``), newest change first: what a
         bulk action by filter touches, taken before it acts."""
-        ids: list[str] = []
+        return [i for i, _ in self.matching(f, cap)]
+
+    def matching(self, f: JobFilter, cap: int = 100_000) -> list[tuple[str, str]]:
+        """``(id, status)`` of every job passing ``f`` (at most ``cap``), newest change
+        first: what a bulk action's dry run counts, by status."""
+        found: list[tuple[str, str]] = []
         before: str | None = None
-        while len(ids) < cap:
-            page = self.search(f, limit=min(1000, cap - len(ids)), before=before, budget=10_000)
-            ids += [j.id for j in page.jobs]
+        while len(found) < cap:
+            page = self.search(f, limit=min(1000, cap - len(found)), before=before, budget=10_000)
+            found += [(j.id, j.status.value) for j in page.jobs]
             if page.next is None:
                 break
             before = page.next
-        return ids
+        return found
 
     def failures(self, budget: int = 1000, by_worker: bool = False, queue: str | None = None
                  ) -> tuple[list[Group], int]:

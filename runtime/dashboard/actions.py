@@ -10,6 +10,7 @@ who asked and from where (``by``).
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,10 +20,12 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from ..errors import BrokerUnavailable
+from ..client.known import unknown_queue
+from ..client.limits import PRIORITY_RANGE
 from ..queuenames import queue_name_problem
+from ..status import Status
 from .dash import Dash
-from .operations import ACTIONS, Operations
+from .operations import ACTIONS, APPLIES, Operations
 from .present import FILTER_NAMES, filter_query, job_filter
 
 #: Most jobs a dry run counts (the operation itself takes them all, up to the same cap).
@@ -37,17 +40,19 @@ def who(request: Request) -> str:
 def refusal(dash: Dash, request: Request, form: Mapping[str, Any] | None) -> Response | None:
     """The response refusing this state change, or None when it may go on: read-only
     (403); a request not from this dashboard's own pages (403): its ``Origin`` must be
-    this host (``null``, an opaque origin, is refused), or, without one, its ``Referer``
-    must be a page of this host; neither is refused; a missing or wrong CSRF token (403)."""
+    this scheme and host (``null``, an opaque origin, is refused), or, without one, its
+    ``Referer`` must be a page of this scheme and host; neither is refused; a missing or
+    wrong CSRF token (403). The scheme is the request's as the server saw it (behind
+    a proxy trusted by --forwarded-allow-ips: its X-Forwarded-Proto)."""
     if dash.read_only:
         return dash.error(request, 403, "this dashboard is read-only (--read-only): actions are refused")
-    host = request.headers.get("host")
+    here = (request.url.scheme, request.headers.get("host"))  # the scheme as the server, or its trusted proxy, saw it
     origin = request.headers.get("origin")
     referer = request.headers.get("referer")
     if origin is not None:
-        same = origin != "null" and _netloc(origin) == host
+        same = origin != "null" and _site(origin) == here
     else:
-        same = referer is not None and _netloc(referer) == host
+        same = referer is not None and _site(referer) == here
     if not same or request.headers.get("sec-fetch-site") == "cross-site":
         return dash.error(request, 403, "refused: the request came from another site (or named none: a POST "
                           "needs an Origin, or a Referer, of this dashboard)")
@@ -57,25 +62,32 @@ def refusal(dash: Dash, request: Request, form: Mapping[str, Any] | None) -> Res
     return None
 
 
-def _netloc(url: str) -> str | None:
-    """host[:port] of an http(s) ``url``, else None."""
+def _site(url: str) -> tuple[str, str] | None:
+    """(scheme, host[:port]) of an http(s) ``url``, else None."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return None
-    return parts.netloc if parts.scheme in ("http", "https") else None
+    return (parts.scheme, parts.netloc) if parts.scheme in ("http", "https") else None
 
 
 def move_target(form: Mapping[str, Any]) -> dict[str, Any]:
     """``{"queue": name or None, "priority": int or None}`` of a move form's ``to_queue``
     and ``to_priority`` (named apart from the filter's ``queue``, which a bulk form also
-    carries). Raises ValueError for a priority that is not an integer, or for neither given."""
+    carries). Raises ValueError, saying what to give, for a queue that is not a queue name
+    (runtime.queuenames), a priority that is not an integer in PRIORITY_RANGE, or neither
+    given: checked before anything moves, as the client checks a single move."""
     queue = str(form.get("to_queue") or "").strip() or None
     text = str(form.get("to_priority") or "").strip()
+    low, high = PRIORITY_RANGE
     try:
         priority = int(text) if text else None
     except ValueError:
-        raise ValueError(f"priority must be an integer, got {text!r}") from None
+        priority = low - 1
+    if priority is not None and not low <= priority <= high:
+        raise ValueError(f"priority must be an integer from {low} to {high}, got {text[:40]!r}")
+    if queue is not None and (problem := queue_name_problem(queue)):
+        raise ValueError(problem)
     if queue is None and priority is None:
         raise ValueError("give a queue and/or a priority to move to")
     return {"queue": queue, "priority": priority}
@@ -117,7 +129,8 @@ def one_job(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
 
 
 def queue_action(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
-    """POST: pause or resume a queue (workers honour it within a heartbeat)."""
+    """POST: pause or resume a queue (workers honour it within a heartbeat): 400 for a bad
+    name, 404 for one no job, worker or setting names (runtime.client.known)."""
     async def handler(request: Request) -> Response:
         form = await request.form()
         refused = refusal(dash, request, form)
@@ -129,18 +142,19 @@ def queue_action(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
         problem = queue_name_problem(name)
         if problem:
             return dash.error(request, 400, problem)
+        unknown = await run_in_threadpool(unknown_queue, dash.client, name)
+        if unknown:  # the CLI's rule: a typo does not pause a queue nothing uses
+            return dash.error(request, 404, f"{unknown} (`runtime queues pause {name} --force` pauses it anyway)")
         registry = dash.client.broker.registry
-        try:
-            await run_in_threadpool(dash.client.call, getattr(registry, action), name)
-        except BrokerUnavailable as exc:
-            return dash.error(request, 503, str(exc))
+        await run_in_threadpool(dash.client.call, getattr(registry, action), name)
         return RedirectResponse(f"{request.scope.get('root_path', '')}/queues", status_code=303)
     return handler
 
 
 def preview(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
-    """GET: how many jobs the filter's bulk action would touch now (a dry run), and the
-    form that starts it."""
+    """GET: how many jobs the filter's bulk action would change now (a dry run): those
+    whose status the action applies to (:data:`APPLIES`), and how many of each other
+    status it would skip; and the form that starts it (none when it would change none)."""
     async def handler(request: Request) -> Response:
         if dash.read_only:
             return dash.error(request, 403, "this dashboard is read-only (--read-only): actions are refused")
@@ -152,16 +166,20 @@ def preview(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
             f = job_filter(query, dash.redact)
             if not f.to_dict():
                 raise ValueError("a bulk action needs at least one filter")
-            ids = await run_in_threadpool(dash.client.reader.matching_ids, f, COUNT_CAP)
+            found = await run_in_threadpool(dash.client.reader.matching, f, COUNT_CAP)
         except ValueError as exc:
             return dash.error(request, 400, str(exc))
         fields = {k: query[k] for k in FILTER_NAMES if query.get(k)}
         for name, value in (("since", f.since), ("until", f.until)):  # "1h" is taken as of now, once
             if value is not None:
                 fields[name] = f"{value:.6f}"
-        return dash.render(request, "bulk.html", action=action, count=len(ids), cap=COUNT_CAP, fields=fields,
+        applies = APPLIES[action]
+        changes = [i for i, status in found if status in applies]
+        skipped = Counter(status for _, status in found if status not in applies)
+        return dash.render(request, "bulk.html", action=action, count=len(found), cap=COUNT_CAP, fields=fields,
                            filter_json=json.dumps(fields, sort_keys=True), filter_query=filter_query(query),
-                           sample=ids[:20])
+                           changes=len(changes), skipped=sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0])),
+                           applies=[s.value for s in Status if s in applies], sample=changes[:20])
     return handler
 
 

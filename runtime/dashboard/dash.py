@@ -22,6 +22,8 @@ from .present import DEFAULT_REDACT, age, ago, fmt_span, pretty, seconds, when
 from .security import Csrf
 
 HERE = Path(__file__).parent
+#: Longest error message a page shows.
+MAX_MESSAGE = 500
 
 
 @dataclass
@@ -47,8 +49,11 @@ class Dash:
         return HTMLResponse(text, status_code=status_code)
 
     def error(self, request: Request, status_code: int, message: str) -> Response:
-        """A page saying ``message`` (one line) with ``status_code``; under ``/api/`` (what
-        scripts and the live parts read) ``{"error": message}`` as JSON."""
+        """A page saying ``message`` (one line, cut at MAX_MESSAGE characters: it may quote
+        what the URL gave) with ``status_code``; under ``/api/`` (what scripts and the live
+        parts read) ``{"error": message}`` as JSON."""
+        if len(message) > MAX_MESSAGE:
+            message = message[:MAX_MESSAGE] + "…"
         path, root = request.scope.get("path", ""), request.scope.get("root_path", "")
         if (path[len(root):] if root and path.startswith(root) else path).startswith("/api/"):
             return JSONResponse({"error": message}, status_code=status_code)

@@ -19,10 +19,15 @@ from typing import Any
 from ..client import Client
 from ..client.search import JobFilter
 from ..job import new_job_id
+from ..status import REQUEUABLE, WAITING, Status, allowed_from
 
 log = logging.getLogger("runtime.dashboard")
 
 ACTIONS = ("requeue", "cancel", "abort", "move")
+#: The statuses of the jobs each action can change (runtime.status's table): cancel and
+#: move a waiting job, abort a running one, requeue an ended (or interrupted) one.
+APPLIES: dict[str, frozenset[Status]] = {"requeue": REQUEUABLE, "cancel": allowed_from(Status.CANCEL),
+                                         "abort": allowed_from(Status.ABORT), "move": WAITING}
 #: Ids per round trip; the hash is updated after each batch.
 BATCH = 200
 KEEP_S = 7 * 86400

@@ -21,8 +21,8 @@ from ..status import FINAL, Status
 from ..unique import looks_like_id
 from .dash import Dash
 from .jobview import job_context, live_state
-from .operations import Operations
-from .present import age, filter_query, job_filter
+from .operations import ACTIONS, APPLIES, Operations
+from .present import age, filter_query, job_filter, when
 from .workerview import workers_context
 
 Handler = Callable[[Request], Response]
@@ -90,14 +90,18 @@ def jobs(dash: Dash, request: Request) -> Response:
     store = dash.client.store
     page = dash.client.reader.search(f, limit=limit, before=query.get("before") or None, sort=sort,
                                      within=query.get("within") or None, count=store.live is store, window=window)
-    # a sort over a window says so in its links too: a shared link shows what it orders
-    kept = {"sort": sort if sort != "changed" else None, "window": str(window) if page.window is not None else None}
+    # a sort over a window says so in its links too: a shared link shows what it orders;
+    # every link keeps the page size asked for
+    size = {"limit": str(limit) if query.get("limit") else None}
+    kept = {"sort": sort if sort != "changed" else None, "window": str(window) if page.window is not None else None,
+            **size}
     return dash.render(request, "jobs.html", page=page, query=query, statuses=[s.value for s in Status],
-                       sorts={k: label for k, (label, _) in SORTS.items()}, sort=sort, window=window,
+                       sorts={k: label for k, (label, _) in SORTS.items()}, sort=sort, window=window, limit=limit,
                        next_query=filter_query(query, before=page.next, within=page.within, **kept)
                        if page.next else None,
-                       sort_query=filter_query(query), first_query=filter_query(query, **kept),
-                       filter_query=filter_query(query), filtered=bool(f.to_dict()))
+                       sort_query=filter_query(query, **size), first_query=filter_query(query, **kept),
+                       filter_query=filter_query(query), filtered=bool(f.to_dict()),
+                       bulk_actions=[a for a in ACTIONS if f.status is None or f.status in APPLIES[a]])
 
 
 def _number(query: dict[str, str], name: str, default: int, what: str, most: int = WINDOW) -> int:
@@ -193,8 +197,12 @@ def operation(dash: Dash, request: Request) -> Response:
 
 
 def operation_api(dash: Dash, request: Request) -> Response:
+    """What an operation's page polls: Operations.get, and ``"ended"``: its end time as the
+    page shows it (``-`` while it runs)."""
     op = Operations(dash.client).get(request.path_params["op_id"])
-    return JSONResponse(op or {"error": "no such operation"}, status_code=200 if op else 404)
+    if op is None:
+        return JSONResponse({"error": "no such operation"}, status_code=404)
+    return JSONResponse({**op, "ended": when(op["ended_at"])})
 
 
 def operations(dash: Dash, request: Request) -> Response:

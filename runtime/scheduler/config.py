@@ -15,18 +15,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import tomllib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from ..catalog import Served
+from ..configfile import read_config
 from ..errors import ConfigError, TaskError
 from ..schedule import Schedule, make_schedule
-from ..settings import CONFIG_FILE, project_root
+from ..settings import CONFIG_FILE, Settings, project_root
 from ..tasks import TaskSpec, home_modules, resolve
 
+#: The names of the settings (what else runtime.toml may hold, runtime.configfile).
+SETTING_NAMES = frozenset(f.name for f in dataclasses.fields(Settings))
 #: Keys of a ``[schedules.NAME]`` table besides ``task``.
 TABLE_KEYS = ("params", "queue", "priority", "cron", "every", "tz", "missed", "grace_s", "overlap")
 
@@ -46,11 +48,7 @@ def file_schedules(config_file: str | os.PathLike[str] | None = None) -> list[Sc
     path = Path(config_file) if config_file else (project_root() or Path()) / CONFIG_FILE
     if not path.is_file():
         return []
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from None
-    tables: dict[str, Any] = data.get("schedules", {})
+    _, tables = read_config(path, SETTING_NAMES)
     out = []
     for name, table in tables.items():
         if not isinstance(table, dict) or not isinstance(table.get("task"), str):

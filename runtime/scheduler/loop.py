@@ -6,6 +6,13 @@ once (its job id is derived from the schedule and the fire time, and "last fired
 the same script). Between fire times it costs Redis one sync every :data:`SYNC_S` seconds
 (a pipeline: TIME, one HMGET per schedule, then a ZADD marking it alive); times are the
 Redis server's clock, so workers' clocks do not matter.
+
+The scheduler sleeps on its own clock, corrected by an offset to the server's learnt at
+each sync: the server's time minus the local time when the reply is in hand, so the
+estimate lags the server by up to the round trip and never runs ahead of it (a busy
+machine delays the reply, not the server's reading). A fire time is queued only once it
+has come on the server's clock (fire.lua answers 'early' otherwise: the offset is learnt
+again from that reply and the fire time tried again when it comes).
 """
 
 from __future__ import annotations
@@ -29,6 +36,9 @@ SYNC_S = 10.0
 STALE_S = 3 * SYNC_S
 #: Longest sleep after a Redis error before trying again, seconds.
 RETRY_S = 2.0
+#: Shortest sleep after fire.lua found a fire time early, seconds (a local clock stepped
+#: back could otherwise make the scheduler call it again at once, and again).
+EARLY_RETRY_S = 0.001
 #: A scheduler starting while others run takes as its own the fire times of the last this
 #: many seconds that they have not fired yet (they are a little late, not missed); with no
 #: other scheduler alive, fire times before its start passed unfired: missed.
@@ -41,6 +51,8 @@ def adopt(mine: Schedule, definition: str) -> Schedule:
     try:
         d = json.loads(definition)
         d["every"] = d.pop("every_s", None)
+        if d["every"] is not None:
+            d.pop("tz", None)  # written as UTC by to_json; no meaning with every
         name, path = d.pop("name"), d.pop("path")
         changed = make_schedule(name, path, **d)
     except (ValueError, TypeError, KeyError, ConfigError) as exc:
@@ -76,6 +88,8 @@ class SchedulerLoop:
         #: server ms up to which this scheduler has handled every fire time (its last tick);
         #: fire times after it are on time (runtime.schedule.Schedule.plan)
         self.since_ms = 0
+        #: the last :meth:`fire_due` found a fire time not come yet on the server's clock
+        self.early = False
 
     def now_ms(self) -> int:
         return int((self.clock() + self.offset) * 1000)
@@ -84,10 +98,10 @@ class SchedulerLoop:
         """Mark this scheduler alive, learn the last fire times (and the clock offset), and
         follow what workers started after this one published: a changed definition is
         adopted, a schedule removed from their code stops firing here too."""
-        local = self.clock()
         first = self.first
         server, found = self.state.sync(self.worker_id, self.schedules, first)
         self.first = False
+        local = self.clock()  # after the reply: the server read its clock before (module docstring)
         self.offset = server - local
         self.synced_at = local
         if first:
@@ -120,7 +134,8 @@ class SchedulerLoop:
         were queued by this call. Fire times since the previous call are on time, older ones
         (before this scheduler ran) missed (runtime.schedule.Schedule.plan)."""
         queued = 0
-        now = self.now_ms()
+        now = handled = self.now_ms()
+        self.early = False
         for s in self.schedules:
             if self.next_fire(s) > now:
                 continue
@@ -130,10 +145,14 @@ class SchedulerLoop:
             fired = self.state.fire(s, plan)
             self.last[s.name] = fired.last_fire
             queued += fired.outcomes.count("queued")
+            if "early" in fired.outcomes:  # the server's clock is behind our estimate of it
+                self.early = True
+                self.offset = fired.server_ms / 1000 - self.clock()
+                handled = min(handled, plan[fired.outcomes.index("early")][0] - 1)  # still on time later
             skipped = [o for o in fired.outcomes if o in ("missed", "overlap")]
             if skipped:
                 log.info("schedule %s: %d fire time(s) not run (%s)", s.name, len(skipped), ", ".join(set(skipped)))
-        self.since_ms = now  # every fire time up to now handled (not on an error: then late, not missed)
+        self.since_ms = handled  # every fire time up to it handled (not on an error: then late, not missed)
         return queued
 
     def seconds_to_sleep(self) -> float:
@@ -142,7 +161,8 @@ class SchedulerLoop:
         if not self.schedules:
             return max(0.0, until_sync)
         soonest = min(self.next_fire(s) for s in self.schedules)
-        return max(0.0, min(until_sync, (soonest - self.now_ms()) / 1000))
+        floor = EARLY_RETRY_S if self.early else 0.0
+        return max(floor, min(until_sync, (soonest - self.now_ms()) / 1000))
 
     def step(self) -> float:
         """Sync when due, fire what is due; returns the seconds to sleep next."""

@@ -38,18 +38,21 @@ def schedulers_seen(state: ScheduleState, now: float) -> list[dict[str, Any]]:
 
 
 def describe(state: ScheduleState, now: float | None = None) -> dict[str, Any]:
-    """{"schedulers": live scheduler ids, "scheduler_states": :func:`schedulers_seen`,
-    "schedules": [one dict per schedule]} with, per schedule: name, task, when (cron and
-    tz, or every), next_fire and last_fire (UNIX s), last_job, last_job_status,
-    last_status, paused, counts of missed/overlap/paused fire times, run_by (the live
-    schedulers running it), late_s (seconds past a fire time not handled, beyond the
-    grace, else 0) and status: "removed" (no live scheduler runs it although some run:
-    removed from their code, or the workers that have it are down; or a worker started
-    without it in its code), "paused", "ok", "late" (a live scheduler runs it and it
-    does not fire: a scheduler wedged) or "no scheduler" (none is alive)."""
+    """{"schedulers": live scheduler ids, "wedged": ids of the stale ones (registered, not
+    syncing), "scheduler_states": :func:`schedulers_seen`, "schedules": [one dict per
+    schedule]} with, per schedule: name, task, when (cron and tz, or every), next_fire
+    and last_fire (UNIX s), last_job, last_job_status, last_status, paused, counts of
+    missed/overlap/paused fire times, run_by (the live schedulers running it),
+    wedged_by (the stale ones running it), late_s (seconds past a fire time not handled,
+    beyond the grace, else 0) and status: "removed" (no live or stale scheduler runs it
+    although some run: removed from their code, or the workers that have it are down; or
+    a worker started without it in its code), "paused", "ok", "late" (a live scheduler
+    runs it and it does not fire, or only stale ones run it: a scheduler wedged, its
+    worker alive) or "no scheduler" (none is registered that runs it)."""
     now = time.time() if now is None else now
     seen = schedulers_seen(state, now)
     live = [e for e in seen if e["state"] == "alive"]
+    stale = [e for e in seen if e["state"] == "stale"]
     rows = []
     states = state.read()
     jobs = [h.get("last_job") for h in states.values()]
@@ -58,13 +61,15 @@ def describe(state: ScheduleState, now: float | None = None) -> dict[str, Any]:
         pipe.hget(state.keys.job(j or "-"), "status")
     statuses = pipe.execute() if jobs else []
     for (name, h), job_status in zip(states.items(), statuses):
-        run_by = [e["worker"] for e in live if e["schedules"] is None or name in e["schedules"]]
-        rows.append(_row(name, h, job_status, now, bool(live), run_by))
-    return {"schedulers": [e["worker"] for e in live], "scheduler_states": seen, "schedules": rows}
+        run_by, wedged_by = ([e["worker"] for e in group if e["schedules"] is None or name in e["schedules"]]
+                             for group in (live, stale))
+        rows.append(_row(name, h, job_status, now, bool(live), run_by, wedged_by))
+    return {"schedulers": [e["worker"] for e in live], "wedged": [e["worker"] for e in stale],
+            "scheduler_states": seen, "schedules": rows}
 
 
 def _row(name: str, h: dict[str, str], job_status: str | None, now: float, alive: bool,
-         run_by: list[str]) -> dict[str, Any]:
+         run_by: list[str], wedged_by: list[str]) -> dict[str, Any]:
     d = json.loads(h.get("def") or "{}")
     last_ms = int(h.get("last_fire") or 0)
     row: dict[str, Any] = {
@@ -74,11 +79,11 @@ def _row(name: str, h: dict[str, str], job_status: str | None, now: float, alive
         "last_status": h.get("last_status"),
         "last_job": h.get("last_job"), "last_job_status": job_status, "paused": h.get("paused") == "1",
         "missed": int(h.get("count_missed") or 0), "overlap": int(h.get("count_overlap") or 0),
-        "next_fire": None, "late_s": 0.0, "run_by": run_by,
+        "next_fire": None, "late_s": 0.0, "run_by": run_by, "wedged_by": wedged_by,
     }
     try:
         s = make_schedule(name, d.get("path") or "?", cron=d.get("cron"), every=d.get("every_s"),
-                          tz=d.get("tz", "UTC"), grace_s=d.get("grace_s", 60.0))
+                          tz=d.get("tz", "UTC") if d.get("cron") else None, grace_s=d.get("grace_s", 60.0))
     except ConfigError:
         row["status"] = "no definition"
         return row
@@ -86,9 +91,10 @@ def _row(name: str, h: dict[str, str], job_status: str | None, now: float, alive
     row["next_fire"] = s.next_after(int(now * 1000)) / 1000
     if expected is not None and now > expected + s.grace_s + LATE_S:
         row["late_s"] = round(now - expected - s.grace_s, 3)
-    removed = (h.get("removed_at") and not run_by) or (alive and not run_by)
+    removed = (h.get("removed_at") and not run_by) or (alive and not run_by and not wedged_by)
     row["status"] = ("removed" if removed else "paused" if row["paused"] else
-                     "no scheduler" if not alive else "late" if row["late_s"] else "ok")
+                     ("late" if row["late_s"] else "ok") if run_by else
+                     "late" if wedged_by else "no scheduler")
     return row
 
 

@@ -44,10 +44,12 @@ class Synced:
 
 @dataclass
 class Fired:
-    """What fire.lua did: the schedule's last fire time after the call (ms) and the
-    outcome of each fire time sent ('queued', 'missed', 'overlap', 'paused', 'done')."""
+    """What fire.lua did: the schedule's last fire time after the call (ms), the server
+    time it read (ms), and the outcome of each fire time sent ('queued', 'missed',
+    'overlap', 'paused', 'done', or 'early': not come yet on the server clock, left)."""
 
     last_fire: int
+    server_ms: int
     outcomes: list[str]
 
 
@@ -72,7 +74,7 @@ class ScheduleState:
             keys.append(k.job(job_id))
             args += (t, job_id, "1" if run else "0")
         reply = self.broker.script("fire", keys, args)
-        return Fired(int(reply[0]), [str(r) for r in reply[1:]])
+        return Fired(int(reply[0]), int(reply[1]), [str(r) for r in reply[2:]])
 
     def sync(self, worker_id: str, schedules: Sequence[Schedule], first: bool) -> tuple[float, dict[str, Synced]]:
         """A scheduler's sync: mark ``worker_id`` as running the scheduler now; on the

@@ -2,12 +2,14 @@
 whether a dead worker's job had started (charged a lost life) or only been claimed
 (prefetched, or handed to it: requeued without a charge).
 
-The record is ``began`` = the attempt number, on the job's hash, with ``deadline``: when
-its timeout ends (UNIX s, this host's clock), which the worker's watchdog enforces from
-outside the process (runtime.watch). It is sent before the
+The record is ``began`` = the attempt number, on the job's hash, with ``began_at``: when
+it was launched (UNIX s, this host's clock, the clock of a job's ``started_at``; the
+time of the ``started`` entry reap.lua writes for an attempt lost with its worker), and
+``deadline``: when its timeout ends (UNIX s, this host's clock), which the worker's
+watchdog enforces from outside the process (runtime.watch). It is sent before the
 task's first line runs, on a connection of its own that asked Redis for no replies
 (``CLIENT REPLY OFF``): one ``send()`` for the jobs launched in one turn of the hub,
-about 60 bytes a job, and no round trip. Bytes a
+about 90 bytes a job, and no round trip. Bytes a
 process has sent reach Redis even when it is killed or crashes right after (the kernel
 sends what the socket holds), so a job that kills its worker at once is recorded as
 started. A record lost with the connection (Redis restarted, the connection dropped)
@@ -39,7 +41,7 @@ class StartRecords:
         self.broker = broker
         self._conn: Any = None
         self._ready = False  # connected, replies off
-        self._pending: list[tuple[str, int, str]] = []  # (job id, attempt, deadline) not yet sent
+        self._pending: list[tuple[str, int, str, str]] = []  # (job id, attempt, began_at, deadline) not yet sent
         self._flusher: Any = None  # the greenlet that sends them, once spawned
         self._said = False
 
@@ -63,8 +65,9 @@ class StartRecords:
         launched in one turn of the hub share one send, made by a greenlet spawned before
         theirs (so it runs first). With no connection the records are skipped and that
         greenlet connects again."""
-        deadline = f"{time.time() + rj.timeout_s:.3f}" if rj.timeout_s else ""
-        self._pending.append((rj.id, rj.claimed.attempt, deadline))
+        now = time.time()
+        deadline = f"{now + rj.timeout_s:.3f}" if rj.timeout_s else ""
+        self._pending.append((rj.id, rj.claimed.attempt, f"{now:.6f}", deadline))
         if self._flusher is None:
             self._flusher = gevent.spawn(self._flush)
 
@@ -75,8 +78,9 @@ class StartRecords:
             pending, self._pending = self._pending, []
             if self._ready and pending:
                 key = self.broker.keys.job
-                calls = [("HSET", key(job_id), "began", attempt, "deadline", deadline) if deadline else
-                         ("HSET", key(job_id), "began", attempt) for job_id, attempt, deadline in pending]
+                calls = [("HSET", key(job_id), "began", attempt, "began_at", at, "deadline", deadline) if deadline
+                         else ("HSET", key(job_id), "began", attempt, "began_at", at)
+                         for job_id, attempt, at, deadline in pending]
                 if self.broker.clustered:
                     self.broker.calls(calls)
                 else:

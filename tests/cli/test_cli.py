@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from helpers import cli, rt, wait_until
 
 
@@ -87,7 +88,7 @@ def test_a_bad_settings_file_is_one_line_for_every_command(settings, tmp_path, m
     (tmp_path / "runtime.toml").write_text('middlewares = ["x"]\n')
     for args in (["jobs"], ["embedded", "stop"], ["embedded", "status"]):
         r = cli(settings, *args)
-        assert r.exit_code == 2 and r.stderr == "error: runtime.toml: unknown setting 'middlewares'\n", (args, r.stderr)
+        assert r.exit_code == 2 and r.stderr == "error: runtime.toml: unknown setting 'middlewares' (did you mean 'middleware'?)\n", (args, r.stderr)
 
 
 def test_job_hides_secret_values(settings, client):
@@ -97,3 +98,17 @@ def test_job_hides_secret_values(settings, client):
         shown = cli(settings, *args).stdout
         assert not {"hunter2", "s3ss", "4321", "pw9"} & set(shown.replace('"', " ").replace(":", " ").split()), shown
         assert "hunter2" not in shown and "visible" in shown and "***" in shown
+
+
+@pytest.mark.parametrize("args", [("events", "-n", "0"), ("events", "-n", "-1"), ("jobs", "--limit", "0"),
+                                  ("worker", "--burst", "--prefetch", "-1")])
+def test_counts_below_their_minimum_are_refused_with_exit_2(settings, args):
+    r = cli(settings, *args)
+    assert r.exit_code == 2 and "is not in the range" in r.stderr, (args, r.stdout, r.stderr)
+
+
+def test_a_negative_prefetch_setting_is_refused():
+    from runtime.errors import ConfigError
+    from runtime.settings import load_settings
+    with pytest.raises(ConfigError, match=r"prefetch >= 0 \(-1: as many as greenlets\), got 25 and -2"):
+        load_settings({"prefetch": -2}, env={})

@@ -266,3 +266,24 @@ def test_runtime_queues_cuts_long_cap_and_queue_names_with_an_ellipsis(client, s
     assert qrow.split() == ["q" * 19 + "\u2026", "1", "0"], qrow
     data = json.loads(cli(settings, "queues", "--json").stdout)
     assert name in data["caps"] and queue in data["queues"]
+
+
+def test_a_cancelled_parked_job_leaves_its_park_set_at_once(client, worker, capped, settings):
+    """`runtime queues` (and the cap metric, from the same counts) count only parked jobs
+    still waiting: a cancel takes the job out of its cap's park set, keyed caps included."""
+    two = client.queue_jobs("capmod.two", [{"n": n, "sleep_s": 1.0} for n in range(4)])
+    keyed = client.queue_jobs("capmod.per_customer", [{"customer": "c7", "sleep_s": 1.0}] * 2)
+    worker.start(task_modules=capped, greenlets="10")
+    park, park_c7 = client.broker.keys.park("capmod.two"), client.broker.keys.park("capmod.per_customer=c7")
+    wait_until(lambda: client.redis.zcard(park) == 2 and client.redis.zcard(park_c7) == 1, 10, "three parked")
+    parked = client.redis.zrange(park, 0, -1) + client.redis.zrange(park_c7, 0, -1)
+    assert client.cancel(parked[0]) == [parked[0]]
+    caps = json.loads(cli(settings, "queues", "--json").stdout)["caps"]
+    assert caps["capmod.two"]["parked"] == 1 and caps["capmod.per_customer=c7"]["parked"] == 1
+    client.cancel(parked[1], parked[2])
+    caps = json.loads(cli(settings, "queues", "--json").stdout)["caps"]
+    assert caps["capmod.two"]["parked"] == 0 and caps["capmod.per_customer=c7"]["parked"] == 0
+    assert client.redis.smembers(client.broker.keys.parked) == set()
+    done = client.wait([i for i in two + keyed if i not in parked], timeout_s=20)
+    assert all(j.status == Status.SUCCESS for j in done)
+    assert all(client.get_job(i).status == Status.CANCEL for i in parked)

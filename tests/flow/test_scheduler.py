@@ -99,7 +99,7 @@ def test_missed_runs_after_a_stopped_scheduler(client, missed, queued):
     """Every minute, grace 30 s: the scheduler stops for 10 minutes, then comes back."""
     s = make_schedule(f"m-{missed}", "testtasks.add", params={"a": 1, "b": 1}, every=60, missed=missed,
                       grace_s=30)
-    start = 1_800_000_000.0  # on a minute
+    start = 1_764_000_000.0  # on a minute
     clock = FakeClock(start)
     loop = _loop(client, [s], clock, start)
     _drive(loop, clock, start + 130)  # two fires on time
@@ -120,7 +120,7 @@ def test_a_restarted_scheduler_treats_fire_times_of_its_downtime_as_missed_even_
     starts 10 s after the 12th fire time (within the grace): it came while none ran."""
     s = make_schedule(f"r-{missed}", "testtasks.add", params={"a": 1, "b": 1}, every=60, missed=missed,
                       grace_s=30)
-    start = 1_800_000_000.0
+    start = 1_764_000_000.0
     clock = FakeClock(start)
     first = _loop(client, [s], clock, start, "w-first")
     _drive(first, clock, start + 130)
@@ -137,7 +137,7 @@ def test_a_restarted_scheduler_treats_fire_times_of_its_downtime_as_missed_even_
 
 def test_a_blocked_scheduler_runs_a_fire_time_it_wakes_up_to_within_grace(client):
     s = make_schedule("blocked", "testtasks.add", params={"a": 1, "b": 1}, every=60, missed="skip", grace_s=30)
-    start = 1_800_000_000.0
+    start = 1_764_000_000.0
     clock = FakeClock(start)
     loop = _loop(client, [s], clock, start)
     loop.step()
@@ -149,7 +149,7 @@ def test_a_blocked_scheduler_runs_a_fire_time_it_wakes_up_to_within_grace(client
 def test_fire_lua_queues_a_fire_time_once_and_never_goes_back(client):
     s = make_schedule("once", "testtasks.add", params={"a": 1, "b": 2}, every=1)
     state = ScheduleState(client.broker)
-    t = 1_800_000_000_000
+    t = 1_764_000_000_000
     client.redis.hset(client.broker.keys.schedule(s.name), "last_fire", t)
     assert state.fire(s, [(t + 1000, True)]).outcomes == ["queued"]
     assert state.fire(s, [(t + 1000, True)]).outcomes == ["done"]

@@ -92,6 +92,35 @@ def test_a_batch_with_a_repeated_unique_key_queues_the_first(client):
     assert _ready(client) == [jobs[0].id]
 
 
+def test_queue_jobs_takes_an_id_or_unique_key_per_job(client):
+    """One id or key per params dict (None: none); a key twice in the batch, or held from
+    before, queues the first job only and returns its id in the other places."""
+    held = client.queue_job("testtasks.add", {"a": 0, "b": 0}, unique_key="c:9", unique_for=60)
+    ids = client.queue_jobs("testtasks.add", [{"a": n, "b": 0} for n in range(5)],
+                            unique_keys=["c:1", "c:2", "c:1", None, "c:9"], unique_for=60, batch_size=2)
+    assert ids[0] == ids[2] and ids[4] == held and len(set(ids)) == 4
+    assert sorted(_ready(client)) == sorted({*ids, held})
+    assert client.get_job(ids[0]).params == {"a": 0, "b": 0} and client.get_job(ids[3]).params == {"a": 3, "b": 0}
+    again = client.queue_jobs("testtasks.add", [{"a": 7, "b": 7}, {"a": 8, "b": 8}], job_ids=["day:1", None])
+    mine = "default:day:1"  # a job id names its queue
+    assert again[0] == mine and client.queue_jobs("testtasks.add", [{"a": 9, "b": 9}], job_ids=["day:1"]) == [mine]
+    assert client.get_job(mine).params == {"a": 7, "b": 7}
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"job_ids": ["x"]}, r"job_ids must give one per params dict \(2, None for a job without\), got 1"),
+    ({"job_ids": "ab"}, "job_ids must give one per params dict .* got a string"),
+    ({"unique_keys": ["k", "a b"], "unique_for": 5}, "unique_key 'a b' holds characters"),
+    ({"unique_keys": ["k", None]}, "unique_key needs unique_for"),
+    ({"unique_for": 5}, "unique_for is given without a unique_key"),
+    ({"unique_keys": ["k", "l"], "unique_for": "5"}, "unique_for must be a number of seconds"),
+])
+def test_queue_jobs_refuses_bad_ids_and_keys_before_queuing_any(client, kwargs, message):
+    with pytest.raises(InvalidParams, match=message) as info:
+        client.queue_jobs("testtasks.add", [{"a": 1, "b": 1}, {"a": 2, "b": 2}], **kwargs)
+    assert "\n" not in str(info.value) and _ready(client) == []
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"job_id": ""}, "job_id must be a non-empty string"),
     ({"job_id": "a b"}, "holds characters that are not allowed"),
@@ -107,6 +136,7 @@ def test_a_batch_with_a_repeated_unique_key_queues_the_first(client):
     ({"unique_key": "k", "unique_for": 315360001}, "at most 315360000 seconds"),
     ({"unique_key": "k", "unique_for": True}, "unique_for must be a number of seconds"),
     ({"unique_key": "k", "unique_for": "soon"}, "unique_for must be a number of seconds"),
+    ({"unique_key": "k", "unique_for": "30"}, "unique_for must be a number of seconds"),
     ({"unique_key": "a,b", "unique_for": 5}, "unique_key 'a,b' holds characters"),
 ])
 def test_bad_ids_and_keys_are_refused_with_one_line_and_queue_nothing(client, kwargs, message):

@@ -45,5 +45,8 @@ def test_pause_refuses_bad_and_unknown_queue_names(settings: Settings, client: C
         assert len(r.stderr.strip().splitlines()) == 1
     assert cli(settings, "queues", "pause", "later", "--force").stdout.strip() == "queue later paused"
     assert cli(settings, "queues", "resume", "later").stdout.strip() == "queue later resumed"
-    assert cli(settings, "queues", "resume", "nowhere").exit_code == 3
+    nowhere = cli(settings, "queues", "resume", "nowhere")
+    assert nowhere.exit_code == 3 and "it is not paused: nothing to resume" in nowhere.stderr, nowhere.stderr
+    assert "--force" not in nowhere.stderr  # resume has no --force
+    assert "--force to pause it anyway" in typo.stderr
     assert client.broker.registry.paused() == frozenset()

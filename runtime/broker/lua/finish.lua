@@ -72,7 +72,7 @@ for i = 0, n - 1 do
     h = add_entry(h, entry(snow, st, kv, tail))
     if compact then  -- what a compact success does not keep, and what an earlier attempt left
       redis.call('HDEL', jk, 'history', 'report', 'logs', 'artifacts', 'progress', 'progress_message', 'began',
-        'deadline', 'exc_type', 'exc_message', 'traceback', 'reason')
+        'began_at', 'deadline', 'exc_type', 'exc_message', 'traceback', 'reason')
     elseif st == 'success' and write and (cur[8] or cur[9]) then  -- what an earlier attempt left
       -- (before this one's fields: a success stored without its data keeps its exc_type marker)
       redis.call('HDEL', jk, 'exc_type', 'exc_message', 'traceback', 'reason')

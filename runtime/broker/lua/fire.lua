@@ -16,12 +16,15 @@
 --          '1' to run it or '0' to record it as missed
 -- Found inside: the hash of the schedule's last job (overlap 'skip').
 -- A fire time not later than last_fire was handled already (by another scheduler): left.
+-- A fire time later than the server's clock (TIME) has not come yet: it is left, 'early'
+-- (a caller whose estimate of the server clock ran ahead tries again when it has come),
+-- so that no job is queued before its fire time.
 -- Any other one moves last_fire to it and is, in order: 'paused' (the schedule is paused:
 -- no job), 'missed' (the caller's missed-run policy drops it), 'overlap' (its last job is
 -- still waiting or running, overlap 'skip'), or 'queued' (a job with the fire time's id,
 -- in the ready queue, with a wake-up token for blocked workers).
--- Returns: {last_fire after the call (ms, string), then per fire time: its outcome, or
---   'done' when it was handled already}
+-- Returns: {last_fire after the call (ms, string), the server time (ms, string), then per
+--   fire time: its outcome, 'done' when it was handled already, or 'early'}
 --@LIB@--
 local sk, ready, wake_key, queues, queued_index, J = KEYS[1], KEYS[2], KEYS[4], KEYS[5], KEYS[6], 7
 local q, path, params, prio, overlap = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
@@ -29,7 +32,7 @@ local n = tonumber(ARGV[7])
 local now, snow = clock()
 local st = redis.call('HMGET', sk, 'last_fire', 'paused', 'last_job')
 local last, paused, last_job = tonumber(st[1] or '0'), st[2] == '1', st[3]
-local out = {''}
+local out = {'', string.format('%d', math.floor(now * 1000))}
 local woke = false
 
 local function running(id)
@@ -43,6 +46,8 @@ for i = 0, n - 1 do
   local outcome
   if t <= last then
     outcome = 'done'
+  elseif t > now * 1000 then
+    outcome = 'early'
   else
     last = t
     if paused then outcome = 'paused'

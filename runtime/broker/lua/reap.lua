@@ -14,6 +14,9 @@
 -- then     number of ids U, then U ids of the dead workers' jobs that never started
 --          running (prefetched): requeued as interrupt, lost unchanged
 -- Found inside: each job's hash and notify set; the queue's status indexes.
+-- A job taken back from a dead worker whose attempt began running (its start record,
+-- began = attempt: runtime.worker.starts) gets that attempt's 'started' entry first, at
+-- its began_at (else now), as a worker writes it with an outcome (finish.lua).
 -- A job taken back from a dead worker is requeued at its old place (status queued,
 -- lost+1) or, at max_lost, ends failed with reason worker-lost; one its watchdog marked
 -- (hard_timeout: it ran past its hard deadline, runtime.watch) ends timeout, reason
@@ -41,11 +44,20 @@ local function back_in_queue(jk, id, prio, due_at, alone)
   woken = true
 end
 
+-- the 'started' entry of the lost attempt of the job at jk when it began running (cur:
+-- lose's HMGET), at the time its start record gives
+local function log_started(jk, cur)
+  if not cur[10] or cur[10] ~= cur[6] then return end
+  local t = cur[11] and tonumber(cur[11])
+  local at = t and string.format('%.6f', t) or snow
+  log_entry(jk, entry(at, 'started', {'worker', cur[2], 'attempt', tonumber(cur[6])}))
+end
+
 local function lose(id, wid, clean)
   local jk = key_job(id)
   redis.call('ZREM', inflight, id)
   local cur = redis.call('HMGET', jk, 'status', 'worker', 'priority', 'due_at', 'queue', 'attempt', 'lost_reason',
-    'hard_timeout', 'alone')
+    'hard_timeout', 'alone', 'began', 'began_at')
   local st = cur[1]
   if not RUNNING[st or ''] or (wid and cur[2] ~= wid) then return end
   if cur[8] and not clean and can_move(st, 'timeout') then  -- its watchdog killed the worker for it (runtime.watch)
@@ -54,6 +66,7 @@ local function lose(id, wid, clean)
     redis.call('HSET', jk, 'status', 'timeout', 'ended_at', snow, 'reason', 'hard-timeout',
       'exc_type', 'runtime.errors.HardTimeout', 'exc_message', cur[8])
     reindex(q, id, st, 'timeout', snow)
+    log_started(jk, cur)
     log_entry(jk, entry(snow, 'timeout', {'worker', cur[2], 'attempt', tonumber(cur[6]),
       'note', 'past its hard deadline: its worker was killed'}))
     redis.call('EXPIRE', jk, math.ceil(ttl_timeout))
@@ -89,6 +102,7 @@ local function lose(id, wid, clean)
     redis.call('HSET', jk, 'status', 'failed', 'ended_at', snow, 'reason', 'worker-lost',
       'exc_type', 'WorkerLost', 'exc_message', msg)
     reindex(q, id, st, 'failed', snow)
+    log_started(jk, cur)
     log_entry(jk, entry(snow, 'failed', {'worker', cur[2], 'attempt', attempt, 'note', 'worker-lost' .. why}))
     redis.call('EXPIRE', jk, math.ceil(ttl_failed))
     notify(key_notify(id), id)
@@ -97,6 +111,7 @@ local function lose(id, wid, clean)
     redis.call('HSET', jk, 'status', 'queued')
     reindex(q, id, st, 'queued', snow)
     back_in_queue(jk, id, cur[3], cur[4], cur[9])
+    log_started(jk, cur)
     log_entry(jk, entry(snow, 'queued', {'worker', cur[2], 'attempt', attempt,
       'note', 'worker lost, requeued' .. why}))
     requeued = requeued + 1

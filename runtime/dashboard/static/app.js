@@ -6,18 +6,50 @@
   "use strict";
   var PERIOD_MS = 1000;
 
+  // the banner saying the last poll failed (Redis down, the server gone...): what the page
+  // shows may be stale; cleared by the next poll that succeeds
+  function stale(message) {
+    var el = document.getElementById("stale");
+    if (!el) { return; }
+    if (message === null) {
+      if (!el.hidden) { el.hidden = true; el.textContent = ""; }
+      return;
+    }
+    el.textContent = "Live updates failed at " + new Date().toLocaleTimeString() + " (" + message +
+      "): what this page shows may be out of date. Retrying…";
+    el.hidden = false;
+  }
+
+  // GET url as JSON: resolves with the data of a 2xx answer, rejects with the error's text
+  // (the server's {"error": ...}, or the HTTP status, or the network failure)
+  function getJson(url) {
+    return fetch(url, {credentials: "same-origin", headers: {"Accept": "application/json"}})
+      .then(function (r) {
+        return r.json().catch(function () { return null; }).then(function (data) {
+          if (!r.ok) { throw new Error((data && data.error) || ("HTTP " + r.status)); }
+          return data;
+        });
+      });
+  }
+
+  // a failed poll is retried after RETRY_FACTOR periods
+  var RETRY_FACTOR = 3;
+
   function poll(url, apply, period) {
     var every = period || PERIOD_MS;
     var timer = null;
     function tick() {
       timer = null;
       if (document.hidden) { return; }
-      fetch(url, {credentials: "same-origin", headers: {"Accept": "application/json"}})
-        .then(function (r) { return r.ok ? r.json() : null; })
+      getJson(url)
         .then(function (data) {
-          if (data && apply(data)) { timer = setTimeout(tick, every); }
+          stale(null);
+          if (apply(data)) { timer = setTimeout(tick, every); }
         })
-        .catch(function () { timer = setTimeout(tick, every * 5); });
+        .catch(function (e) {
+          stale(String(e && e.message || "no answer"));
+          timer = setTimeout(tick, every * RETRY_FACTOR);
+        });
     }
     document.addEventListener("visibilitychange", function () {
       if (!document.hidden && timer === null) { tick(); }
@@ -40,7 +72,11 @@
         setText("progress-pct", Math.round(job.progress * 100) + "%");
       }
       setText("progress-message", job.progress_message);
+      // the tail follows new lines while the reader is at its bottom (not when scrolled up)
+      var logs = document.getElementById("logs");
+      var following = logs && logs.scrollHeight - logs.scrollTop - logs.clientHeight < 8;
       setText("logs", job.logs.join("\n"));
+      if (following) { logs.scrollTop = logs.scrollHeight; }
       setText("stack", job.stack.join("\n"));
       if (job.final) { window.location.reload(); return false; }
       return true;
@@ -57,6 +93,7 @@
       var bar = document.getElementById("op-progress");
       if (bar) { bar.max = Math.max(op.total, 1); bar.value = op.done; }
       if (op.error) { setText("op-error", op.error); }
+      setText("op-ended", op.ended);
       return op.state === "collecting" || op.state === "running";
     });
   }
@@ -73,9 +110,9 @@
     function tick() {
       timer = null;
       if (document.hidden) { return; }
-      fetch(url(), {credentials: "same-origin", headers: {"Accept": "application/json"}})
-        .then(function (r) { return r.ok ? r.json() : []; })
+      getJson(url())
         .then(function (states) {
+          stale(null);
           states.forEach(function (s) {
             var tr = table.querySelector("tr.job[data-id=\"" + CSS.escape(String(s.id)) + "\"]");
             if (!tr) { return; }
@@ -90,7 +127,10 @@
           });
           if (liveRows().length) { timer = setTimeout(tick, PERIOD_MS); }
         })
-        .catch(function () { timer = setTimeout(tick, PERIOD_MS * 5); });
+        .catch(function (e) {
+          stale(String(e && e.message || "no answer"));
+          timer = setTimeout(tick, PERIOD_MS * RETRY_FACTOR);
+        });
     }
     document.addEventListener("visibilitychange", function () {
       if (!document.hidden && timer === null && liveRows().length) { tick(); }
@@ -134,7 +174,11 @@
     var list = document.getElementById("jobs");
     if (list && list.getAttribute("data-url")) { liveList(list); }
     var job = document.getElementById("live-job");
-    if (job && job.getAttribute("data-final") !== "1") { liveJob(job); }
+    if (job && job.getAttribute("data-final") !== "1") {
+      var logs = document.getElementById("logs");
+      if (logs) { logs.scrollTop = logs.scrollHeight; }  // a live tail starts at its newest line
+      liveJob(job);
+    }
     var op = document.getElementById("live-operation");
     if (op && op.getAttribute("data-final") !== "1") { liveOperation(op); }
   });
