@@ -86,7 +86,7 @@ def keep_children(sup: Watched) -> None:
     marked to end ``timeout`` and the others spared (the kill is then reaped as a crash)."""
     from .. import watch
     s, keys = sup.broker.settings, sup.broker.keys
-    if not s.watchdog:
+    if not s.watchdog or sup.broker.clustered:  # not on a Redis Cluster yet (runtime.worker.watching)
         return
     registered = sup.broker.registry.ids()  # once a beat, for every child
     for pid, child in list(sup.children.items()):

@@ -50,6 +50,10 @@ def start_watchdog(worker: Watchable) -> subprocess.Popen[bytes] | None:
     s, keys = worker.settings, worker.broker.keys
     if not s.watchdog or is_supervised_child():  # a supervisor watches its children itself
         return None
+    if worker.broker.clustered:  # its keep-alive script spans slots; its client speaks to one server
+        log.warning("no watchdog on a Redis Cluster yet: a job that holds the GIL past worker_ttl_s may be "
+                    "taken back while it runs, and nothing kills one that never yields")
+        return None
     conf = {"pid": os.getpid(), "interval_s": s.heartbeat_interval_s, "ttl_ms": int(s.worker_ttl_s * 1000),
             "visibility_s": s.visibility_timeout_s, "job_key_prefix": keys.job(""), "redis": redis_conf(worker.broker),
             "keys": keys.watched(worker.id, s.queues),
