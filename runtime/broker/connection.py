@@ -151,6 +151,16 @@ def own_client(client: redis.Redis) -> redis.Redis:
     return own
 
 
+def disconnect(client: redis.Redis) -> None:
+    """Drop every connection of ``client`` (the next command connects again): its pool's,
+    or on a Redis Cluster each node's."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None:
+        pool.disconnect()
+    else:
+        client.close()
+
+
 def moved_master(client: redis.Redis) -> tuple[str, str] | None:
     """For a Sentinel client: ask the Sentinels which server is the master now; when it
     moved, the client's idle connections are dropped (the next command goes to the new

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import redis
 
 from ..broker import RedisBroker
-from ..broker.connection import full, moved_master, own_client
+from ..broker.connection import disconnect, full, moved_master, own_client
 from ..caps import caps_listing
 from ..errors import BrokerUnavailable
 from ..process import RSS, hostname, rss_reader, this_process
@@ -137,7 +137,7 @@ class Heartbeat:
                     self._check_limits()
                 self._sleep(max(0.0, min(tick, next_beat - time.monotonic())))
         finally:
-            conn.connection_pool.disconnect()
+            disconnect(conn)
 
     def _check_limits(self) -> None:
         """The timer check of the recycling limits; a crossing is handed to the hub."""

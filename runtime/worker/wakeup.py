@@ -15,7 +15,7 @@ from typing import Any
 import gevent
 
 from ..broker import RedisBroker
-from ..broker.connection import own_client
+from ..broker.connection import disconnect, own_client
 from ..messages import Claimed
 from .link import RedisLink
 
@@ -51,12 +51,12 @@ class Wakeup:
         try:
             got = self.broker.wait_for_wakeup(self._conn, self.worker_id, self.queues, timeout_s)
         except _EndWait:
-            self._conn.connection_pool.disconnect()  # its BLPOP reply is still pending
+            disconnect(self._conn)  # its BLPOP reply is still pending
             return None
         except Exception as exc:  # noqa: BLE001 - Redis down: the claim loop backs off
             if self.link is None or not self.link.failed(exc, WAITING):
                 log.error("wake-up wait failed (%s)", exc)
-            self._conn.connection_pool.disconnect()
+            disconnect(self._conn)
             gevent.sleep(0.1)
             return None
         finally:
@@ -77,8 +77,4 @@ class Wakeup:
 
     def close(self) -> None:
         """Drop the wait's connections."""
-        pool = getattr(self._conn, "connection_pool", None)  # none on a cluster: one per node
-        if pool is not None:
-            pool.disconnect()
-        else:
-            self._conn.close()
+        disconnect(self._conn)
