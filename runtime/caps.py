@@ -115,71 +115,78 @@ def caps_text(caps: dict[str, dict[str, Any]], running_paths: list[str]) -> str:
     return "; ".join(parts)
 
 
+def _queues(redis: Any, keys: Any) -> list[str]:
+    """Every queue ever used ({p}:queues): a cap's keys are its queue's."""
+    return sorted(str(q) for q in redis.smembers(keys.queues))
+
+
 def cap_counts(redis: Any, keys: Any) -> dict[str, dict[str, int]]:
-    """Every cap seen by a claim (``{p}:caps``): name -> {"running": jobs holding a slot
-    (ended ones not yet released lazily included), "parked": jobs waiting for one,
-    "recent_starts": starts in its rate window}; caps with all three at 0 are left out.
-    One round trip after the names."""
-    names = sorted(str(n) for n in redis.smembers(keys.caps))
+    """Every cap seen by a claim (``{p}:caps:{queue}``), summed over the queues: name ->
+    {"running": jobs holding a slot (ended ones not yet released lazily included),
+    "parked": jobs waiting for one, "recent_starts": starts in its rate window}; caps with
+    all three at 0 are left out. Two round trips after the queue names."""
+    queues = _queues(redis, keys)
     pipe = redis.pipeline(transaction=False)
-    for n in names:
-        pipe.scard(keys.cap(n))
-        pipe.zcard(keys.park(n))
-        pipe.zcard(keys.rate(n))
-    replies = pipe.execute() if names else []
-    out = {}
-    for i, n in enumerate(names):
-        running, parked, starts = (int(x) for x in replies[3 * i:3 * i + 3])
-        if running or parked or starts:
-            out[n] = {"running": running, "parked": parked, "recent_starts": starts}
-    return out
+    for q in queues:
+        pipe.smembers(keys.caps(q))
+    pairs = [(q, str(n)) for q, names in zip(queues, pipe.execute() if queues else []) for n in sorted(names)]
+    for q, n in pairs:
+        pipe.scard(keys.cap(q, n))
+        pipe.zcard(keys.park(q, n))
+        pipe.zcard(keys.rate(q, n))
+    replies = pipe.execute() if pairs else []
+    out: dict[str, dict[str, int]] = {}
+    for i, (_, n) in enumerate(pairs):
+        row = out.setdefault(n, {"running": 0, "parked": 0, "recent_starts": 0})
+        for field, value in zip(("running", "parked", "recent_starts"), replies[3 * i:3 * i + 3]):
+            row[field] += int(value)
+    return {n: row for n, row in sorted(out.items()) if any(row.values())}
 
 
-def _names_of(redis: Any, keys: Any, path: str) -> list[str]:
-    """The caps with parked jobs (``{p}:parked``) of the task at ``path``."""
-    return [n for n in (str(x) for x in redis.smembers(keys.parked))
+def _names_of(redis: Any, keys: Any, queue: str, path: str) -> list[str]:
+    """The caps of the task at ``path`` with parked jobs in ``queue`` (``{p}:parked:{queue}``)."""
+    return [n for n in (str(x) for x in redis.smembers(keys.parked(queue)))
             if n == path or n.startswith(path + "=")]
 
 
-def parked_cap(redis: Any, keys: Any, job_id: str, path: str) -> str | None:
-    """The cap (name, as ``runtime queues`` shows it) job ``job_id`` of task ``path`` is
-    parked under, or None when it is not parked. One round trip after the names."""
-    names = _names_of(redis, keys, path)
+def parked_cap(redis: Any, keys: Any, job_id: str, path: str, queue: str) -> str | None:
+    """The cap (name, as ``runtime queues`` shows it) job ``job_id`` of task ``path`` in
+    ``queue`` is parked under, or None when it is not parked. One round trip after the
+    names."""
+    names = _names_of(redis, keys, queue, path)
     pipe = redis.pipeline(transaction=False)
     for n in names:
-        pipe.zscore(keys.park(n), job_id)
+        pipe.zscore(keys.park(queue, n), job_id)
     return next((n for n, sc in zip(names, pipe.execute() if names else []) if sc is not None), None)
 
 
-def unpark(redis: Any, keys: Any, name: str, ids: list[str] | None = None) -> list[str]:
-    """Put the jobs parked under cap ``name`` (all, or those of ``ids``) back in their
-    ready queue at their old place, as claim.lua does when the cap has room; returns the
-    ids moved. A job is moved only by whoever takes it out of the park set (ZREM), so
-    one a claim unparks meanwhile is left to that claim."""
-    pk = keys.park(name)
+def unpark(redis: Any, keys: Any, queue: str, name: str, ids: list[str] | None = None) -> list[str]:
+    """Put the jobs parked under cap ``name`` in ``queue`` (all, or those of ``ids``) back
+    in their ready queue at their old place, as claim.lua does when the cap has room;
+    returns the ids moved. A job is moved only by whoever takes it out of the park set
+    (ZREM), so one a claim unparks meanwhile is left to that claim."""
+    pk = keys.park(queue, name)
     found: list[Any] = (redis.zrange(pk, 0, -1, withscores=True) if ids is None else
                         [(i, sc) for i, sc in zip(ids, redis.zmscore(pk, ids)) if sc is not None])
     moved = []
     for job_id, score in found:
-        queue = redis.hget(keys.job(job_id), "queue")
-        if redis.zrem(pk, job_id) and queue:  # a document gone is dropped, as claim.lua does
-            redis.zadd(keys.ready(queue), {job_id: score})
-            if not redis.llen(keys.wake(queue)):
-                redis.lpush(keys.wake(queue), "1")
+        home = redis.hget(keys.job(job_id), "queue")
+        if redis.zrem(pk, job_id) and home:  # a document gone is dropped, as claim.lua does
+            redis.zadd(keys.ready(home), {job_id: score})
+            if not redis.llen(keys.wake(home)):
+                redis.lpush(keys.wake(home), "1")
             moved.append(str(job_id))
     return moved
 
 
 def unpark_jobs(redis: Any, keys: Any, ids: Sequence[str]) -> list[str]:
     """The jobs of ``ids`` that were parked by a cap, put back in their queue (a requeue)."""
-    if not redis.scard(keys.parked):
-        return []  # no cap has parked jobs: one round trip
     moved = []
     for job_id in ids:
-        path = redis.hget(keys.job(job_id), "path")
-        name = parked_cap(redis, keys, job_id, str(path)) if path else None
+        path, queue = redis.hmget(keys.job(job_id), "path", "queue")
+        name = parked_cap(redis, keys, job_id, str(path), str(queue)) if path and queue else None
         if name:
-            moved += unpark(redis, keys, name, [job_id])
+            moved += unpark(redis, keys, str(queue), name, [job_id])
     return moved
 
 
@@ -189,13 +196,14 @@ def unpark_uncapped(redis: Any, keys: Any, tasks: Mapping[str, Any]) -> list[str
     more, or a ``concurrency_key`` added or removed. No claim would ever take them back
     (claim.lua unparks only caps the claiming worker knows). Returns the ids moved."""
     moved = []
-    for name in sorted(str(n) for n in redis.smembers(keys.parked)):
-        path, keyed, _ = name.partition("=")
-        spec = tasks.get(path)
-        if spec is None:
-            continue  # not ours to judge: a worker serving it does
-        options = spec.options
-        capped = bool(options.get("max_concurrency") or options.get("rate_limit"))
-        if not capped or bool(options.get("concurrency_key")) != bool(keyed):
-            moved += unpark(redis, keys, name)  # its name leaves {p}:parked at a claim (claim.lua)
+    for queue in _queues(redis, keys):
+        for name in sorted(str(n) for n in redis.smembers(keys.parked(queue))):
+            path, keyed, _ = name.partition("=")
+            spec = tasks.get(path)
+            if spec is None:
+                continue  # not ours to judge: a worker serving it does
+            options = spec.options
+            capped = bool(options.get("max_concurrency") or options.get("rate_limit"))
+            if not capped or bool(options.get("concurrency_key")) != bool(keyed):
+                moved += unpark(redis, keys, queue, name)  # its name leaves {p}:parked:{queue} at a claim
     return moved

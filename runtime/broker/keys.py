@@ -39,12 +39,12 @@ the slot of the prefix (:func:`deployment_wide`).
 | {p}:schedules                | set  | names of the schedules schedulers have run        |
 | {p}:schedulers               | zset | workers running the scheduler; score = last tick  |
 | {p}:schedulers:runs          | hash | worker -> the names of the schedules it runs (JSON)|
-| {p}:cap:{name}               | set  | jobs holding a slot of a concurrency cap          |
-| {p}:rate:{name}              | zset | a rate limit's window: job id -> start ms         |
-| {p}:park:{name}              | zset | jobs over their cap, out of their queue; score =  |
+| {p}:cap:{queue}:{name}       | set  | jobs of the queue holding a slot of a cap         |
+| {p}:rate:{queue}:{name}      | zset | a rate limit's window: job id -> start ms         |
+| {p}:park:{queue}:{name}      | zset | jobs over their cap, out of their queue; score =  |
 |                              |      | their ready score (runtime.caps)                  |
-| {p}:parked                   | set  | names of caps with parked jobs                    |
-| {p}:caps                     | set  | names of the caps claims have seen                |
+| {p}:parked:{queue}           | set  | names of the queue's caps with parked jobs        |
+| {p}:caps:{queue}             | set  | names of the caps claims of the queue have seen   |
 | {p}:paused                   | set  | names of paused queues (workers claim none of     |
 |                              |      | their jobs; read with each heartbeat)             |
 | {p}:op:{id}                  | hash | a dashboard bulk action: filter, counts, state    |
@@ -84,11 +84,11 @@ SHAPES: dict[str, str] = {
     "schedules": "schedules",
     "schedulers": "schedulers",
     "scheduler_runs": "schedulers:runs",
-    "cap": "cap:{name}",
-    "rate": "rate:{name}",
-    "park": "park:{name}",
-    "parked": "parked",
-    "caps": "caps",
+    "cap": "cap:{queue}:{name}",
+    "rate": "rate:{queue}:{name}",
+    "park": "park:{queue}:{name}",
+    "parked": "parked:{queue}",
+    "caps": "caps:{queue}",
     "paused": "paused",
     "operation": "op:{id}",
     "operations": "ops",
@@ -214,22 +214,20 @@ class Keys:
     def scheduler_runs(self) -> str:
         return self._key("scheduler_runs")
 
-    def cap(self, name: str) -> str:
-        return self._key("cap", name)
+    def cap(self, queue: str, name: str) -> str:
+        return self._key("cap", queue, name)
 
-    def rate(self, name: str) -> str:
-        return self._key("rate", name)
+    def rate(self, queue: str, name: str) -> str:
+        return self._key("rate", queue, name)
 
-    def park(self, name: str) -> str:
-        return self._key("park", name)
+    def park(self, queue: str, name: str) -> str:
+        return self._key("park", queue, name)
 
-    @property
-    def parked(self) -> str:
-        return self._key("parked")
+    def parked(self, queue: str) -> str:
+        return self._key("parked", queue)
 
-    @property
-    def caps(self) -> str:
-        return self._key("caps")
+    def caps(self, queue: str) -> str:
+        return self._key("caps", queue)
 
     @property
     def paused(self) -> str:

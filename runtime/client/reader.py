@@ -171,7 +171,8 @@ class Reader:
         from ..caps import parked_cap
         c = self.client
         job = c.get_job(job_id)
-        parked = c.call(parked_cap, c.redis, c.broker.keys, job.id, job.path) if job.status == Status.QUEUED else None
+        parked = (c.call(parked_cap, c.redis, c.broker.keys, job.id, job.path, job.queue)
+                  if job.status == Status.QUEUED else None)
         return JobView(job, attempts_of(job), parked)
 
     def queues(self, live_counts: bool = False) -> dict[str, Any]:

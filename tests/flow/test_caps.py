@@ -98,7 +98,7 @@ def test_a_job_over_its_cap_waits_without_blocking_others_or_being_charged(clien
     for j in client.wait(slow, timeout_s=30):
         assert j.status == Status.SUCCESS and j.attempt == 1 and j.retries == 0
         assert [h["status"] for h in j.history].count("claimed") == 1  # parked, never claimed and put back
-    assert client.redis.scard(client.broker.keys.parked) == 0
+    assert client.redis.scard(client.broker.keys.parked("default")) == 0
 
 
 def test_a_dead_workers_slots_come_back(client, workers, capped, settings):
@@ -107,8 +107,8 @@ def test_a_dead_workers_slots_come_back(client, workers, capped, settings):
     more than 2 ran at once."""
     procs = [workers.ready(workers.start("--tasks", capped, "--greenlets", "4")) for _ in range(2)]
     ids = client.queue_jobs("capmod.two", [{"n": n, "sleep_s": 1.5} for n in range(6)])
-    wait_until(lambda: client.redis.scard(client.broker.keys.cap("capmod.two")) == 2, 10, "two slots taken")
-    holders = {client.get_job(i).worker for i in client.redis.smembers(client.broker.keys.cap("capmod.two"))}
+    wait_until(lambda: client.redis.scard(client.broker.keys.cap("default", "capmod.two")) == 2, 10, "two slots taken")
+    holders = {client.get_job(i).worker for i in client.redis.smembers(client.broker.keys.cap("default", "capmod.two"))}
     victim = next(p for p in procs if any(host_pid(h)[1] == p.pid for h in holders))
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait(10)
@@ -125,7 +125,7 @@ def test_a_cap_of_two_across_three_worker_processes_holds_and_recovers_after_a_s
     process's slot came back, not leaked), leaving no slot held and nothing parked."""
     procs = [workers.ready(workers.start("--tasks", capped, "--greenlets", "4")) for _ in range(3)]
     ids = client.queue_jobs("capmod.two", [{"n": n, "sleep_s": 0.3} for n in range(30)])
-    cap = client.broker.keys.cap("capmod.two")
+    cap = client.broker.keys.cap("default", "capmod.two")
     wait_until(lambda: client.redis.scard(cap) == 2, 10, "two slots taken")
     holders = {client.get_job(i).worker for i in client.redis.smembers(cap)}
     victim = next(p for p in procs if any(host_pid(h)[1] == p.pid for h in holders))
@@ -141,7 +141,7 @@ def test_a_cap_of_two_across_three_worker_processes_holds_and_recovers_after_a_s
     assert others and all(j.attempt == 1 and j.lost == 0 for j in others)  # waiting at the cap charged nothing
     assert most_at_once(jobs) <= 2
     assert most_at_once([j for j in jobs if j.started_at > killed_at_s]) == 2  # both slots in use again
-    assert client.redis.scard(cap) == 0 and client.redis.zcard(client.broker.keys.park("capmod.two")) == 0
+    assert client.redis.scard(cap) == 0 and client.redis.zcard(client.broker.keys.park("default", "capmod.two")) == 0
 
 
 @pytest.mark.parametrize(("options", "message"), [
@@ -180,7 +180,7 @@ def test_caps_are_shown_in_runtime_queues_and_exported_as_metrics(client, worker
         port = sock.getsockname()[1]
     ids = client.queue_jobs("capmod.two", [{"n": n, "sleep_s": 1.0} for n in range(5)])
     worker.start(task_modules=capped, greenlets="10", metrics_port=port)
-    wait_until(lambda: client.redis.zcard(client.broker.keys.park("capmod.two")) == 3, 10, "three parked")
+    wait_until(lambda: client.redis.zcard(client.broker.keys.park("default", "capmod.two")) == 3, 10, "three parked")
     caps = json.loads(cli(settings, "queues", "--json").stdout)["caps"]
     assert caps == {"capmod.two": {"running": 2, "parked": 3, "recent_starts": 0}}
     row = next(x for x in cli(settings, "queues").stdout.splitlines() if x.startswith("capmod.two "))
@@ -204,15 +204,15 @@ def test_caps_are_shown_in_runtime_queues_and_exported_as_metrics(client, worker
 def test_a_burst_worker_waits_for_parked_jobs_and_a_cancelled_parked_job_is_dropped(client, worker, capped):
     ids = client.queue_jobs("capmod.two", [{"n": n, "sleep_s": 0.2} for n in range(6)])
     w = worker.start(task_modules=capped, greenlets="10")
-    wait_until(lambda: client.redis.zcard(client.broker.keys.park("capmod.two")) == 4, 10, "four parked")
-    parked = client.redis.zrange(client.broker.keys.park("capmod.two"), 0, -1)
+    wait_until(lambda: client.redis.zcard(client.broker.keys.park("default", "capmod.two")) == 4, 10, "four parked")
+    parked = client.redis.zrange(client.broker.keys.park("default", "capmod.two"), 0, -1)
     client.cancel(parked[-1])
     worker.stop(w)
     worker.burst(task_modules=capped, greenlets="10")  # returns only once nothing is left to run
     jobs = {j.id: j for j in (client.get_job(i) for i in ids)}
     assert jobs[parked[-1]].status == Status.CANCEL
     assert all(j.status == Status.SUCCESS and j.attempt <= 2 for i, j in jobs.items() if i != parked[-1])
-    assert client.redis.zcard(client.broker.keys.park("capmod.two")) == 0
+    assert client.redis.zcard(client.broker.keys.park("default", "capmod.two")) == 0
 
 
 def test_parked_jobs_are_shown_requeued_and_unparked_once_the_cap_is_removed(settings, client, workers, task_dir):
@@ -231,7 +231,7 @@ def test_parked_jobs_are_shown_requeued_and_unparked_once_the_cap_is_removed(set
     task_dir.write("capgone.py", mod.format(cap="max_concurrency=1"))
     a = workers.start("--tasks", "testtasks,capgone")
     ids = client.queue_jobs("capgone.slow", [{"sleep_s": 1.0}] * 3)
-    park = client.broker.keys.park("capgone.slow")
+    park = client.broker.keys.park("default", "capgone.slow")
     wait_until(lambda: client.redis.zcard(park) == 2, 20, "two jobs parked")
     a.terminate()  # graceful: the running job ends; the parked ones stay parked
     a.wait(30)
@@ -253,10 +253,10 @@ def test_runtime_queues_cuts_long_cap_and_queue_names_with_an_ellipsis(client, s
     """A cap per key value (``path=value``) with a long value, and a long queue name: the
     table keeps its columns; --json has the names whole."""
     name = "capmod.per_customer=" + "customer-" * 12
-    client.redis.sadd(client.broker.keys.caps, name)
-    client.redis.sadd(client.broker.keys.cap(name), "j1")
     queue = "q" * 60
     client.queue_job("testtasks.add", {"a": 1, "b": 2}, queue=queue)
+    client.redis.sadd(client.broker.keys.caps(queue), name)
+    client.redis.sadd(client.broker.keys.cap(queue, name), "j1")
     lines = cli(settings, "queues").stdout.splitlines()
     header = next(x for x in lines if x.startswith("CAP "))
     row = next(x for x in lines if x.startswith("capmod.per_customer="))
@@ -274,7 +274,7 @@ def test_a_cancelled_parked_job_leaves_its_park_set_at_once(client, worker, capp
     two = client.queue_jobs("capmod.two", [{"n": n, "sleep_s": 1.0} for n in range(4)])
     keyed = client.queue_jobs("capmod.per_customer", [{"customer": "c7", "sleep_s": 1.0}] * 2)
     worker.start(task_modules=capped, greenlets="10")
-    park, park_c7 = client.broker.keys.park("capmod.two"), client.broker.keys.park("capmod.per_customer=c7")
+    park, park_c7 = client.broker.keys.park("default", "capmod.two"), client.broker.keys.park("default", "capmod.per_customer=c7")
     wait_until(lambda: client.redis.zcard(park) == 2 and client.redis.zcard(park_c7) == 1, 10, "three parked")
     parked = client.redis.zrange(park, 0, -1) + client.redis.zrange(park_c7, 0, -1)
     assert client.cancel(parked[0]) == [parked[0]]
@@ -283,7 +283,7 @@ def test_a_cancelled_parked_job_leaves_its_park_set_at_once(client, worker, capp
     client.cancel(parked[1], parked[2])
     caps = json.loads(cli(settings, "queues", "--json").stdout)["caps"]
     assert caps["capmod.two"]["parked"] == 0 and caps["capmod.per_customer=c7"]["parked"] == 0
-    assert client.redis.smembers(client.broker.keys.parked) == set()
+    assert client.redis.smembers(client.broker.keys.parked("default")) == set()
     done = client.wait([i for i in two + keyed if i not in parked], timeout_s=20)
     assert all(j.status == Status.SUCCESS for j in done)
     assert all(client.get_job(i).status == Status.CANCEL for i in parked)

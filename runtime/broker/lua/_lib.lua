@@ -202,18 +202,19 @@ local function caps_from(at)
 end
 
 --- cap_room
--- cap_room(cap, name, now_ms): the jobs cap `name` may start in this call (math.huge: no
--- limit): its free slots, but at most half its slots (rounded up), so that a worker holding
--- a cap claims its next jobs while the last ones run (the claim's round trip overlaps them)
--- and the slots of a busy cap spread over the workers that claim it.
+-- cap_room(cap, q, name, now_ms): the jobs cap `name` may start in queue q in this call
+-- (math.huge: no limit): its free slots, but at most half its slots (rounded up), so that a
+-- worker holding a cap claims its next jobs while the last ones run (the claim's round trip
+-- overlaps them) and the slots of a busy cap spread over the workers that claim it. A
+-- cap's keys are its queue's (one hash slot): it counts the jobs of that queue.
 -- finish.lua releases the slot of a job that ends; the others are released lazily: when
 -- the running set looks full, members whose job is no longer started (requeued by the
 -- reaper after its worker died, gone) leave it.
-local function cap_room(cap, name, now_ms)
+local function cap_room(cap, q, name, now_ms)
   local room = math.huge
-  redis.call('SADD', key_caps(), name)  -- for runtime queues (runtime.caps.cap_counts)
+  redis.call('SADD', key_caps(q), name)  -- for runtime queues (runtime.caps.cap_counts)
   if cap[1] > 0 then
-    local ck = key_cap(name)
+    local ck = key_cap(q, name)
     if redis.call('SCARD', ck) >= cap[1] then
       for _, id in ipairs(redis.call('SMEMBERS', ck)) do
         if redis.call('HGET', key_job(id), 'status') ~= 'started' then redis.call('SREM', ck, id) end
@@ -222,7 +223,7 @@ local function cap_room(cap, name, now_ms)
     room = math.min(cap[1] - redis.call('SCARD', ck), math.ceil(cap[1] / 2))
   end
   if cap[3] > 0 then
-    local rk = key_rate(name)
+    local rk = key_rate(q, name)
     redis.call('ZREMRANGEBYSCORE', rk, '-inf', now_ms - cap[4])
     room = math.min(room, cap[3] - redis.call('ZCARD', rk))
   end
@@ -230,25 +231,25 @@ local function cap_room(cap, name, now_ms)
 end
 
 --- cap_take
--- cap_take(cap, name, id, now_ms): job `id` takes a slot of cap `name` (its hash names the
--- cap, for finish.lua to release it) and a place in its rate window
-local function cap_take(cap, name, id, now_ms)
+-- cap_take(cap, q, name, id, now_ms): job `id` of queue q takes a slot of cap `name` (its
+-- hash names the cap, for finish.lua to release it) and a place in its rate window
+local function cap_take(cap, q, name, id, now_ms)
   if cap[1] > 0 then
-    redis.call('SADD', key_cap(name), id)
+    redis.call('SADD', key_cap(q, name), id)
     redis.call('HSET', key_job(id), 'cap', name)
   end
   if cap[3] > 0 then
-    redis.call('ZADD', key_rate(name), now_ms, id)
-    redis.call('PEXPIRE', key_rate(name), cap[4] + 1000)
+    redis.call('ZADD', key_rate(q, name), now_ms, id)
+    redis.call('PEXPIRE', key_rate(q, name), cap[4] + 1000)
   end
 end
 
 --- cap_admit
--- cap_admit(caps, rooms, id, path, sc, now_ms): may job `id` of task `path` (popped from
--- its ready queue with score sc) start? Takes a slot (and a place in the rate window) if so; if not, parks it
--- in {p}:park:{name} with its score (cap_unpark puts it back). `rooms` caches cap_room
--- per name within one call.
-local function cap_admit(caps, rooms, id, path, sc, now_ms)
+-- cap_admit(caps, rooms, q, id, path, sc, now_ms): may job `id` of task `path` (popped
+-- from ready queue q with score sc) start? Takes a slot (and a place in the rate window)
+-- if so; if not, parks it in {p}:park:{q}:{name} with its score (cap_unpark puts it
+-- back). `rooms` caches cap_room per queue and name within one call.
+local function cap_admit(caps, rooms, q, id, path, sc, now_ms)
   local cap = path and caps[path]
   if not cap then return true end
   local name = path
@@ -258,47 +259,50 @@ local function cap_admit(caps, rooms, id, path, sc, now_ms)
     if type(v) == 'table' or v == cjson.null then v = '' end
     name = name .. '=' .. tostring(v)
   end
-  local room = rooms[name] or cap_room(cap, name, now_ms)
+  local rk = q .. '\0' .. name
+  local room = rooms[rk] or cap_room(cap, q, name, now_ms)
   if room <= 0 then
-    if not rooms['\0' .. name] then redis.call('SADD', key_parked(), name) end
-    rooms[name], rooms['\0' .. name] = 0, true  -- named in {p}:parked once per call
-    redis.call('ZADD', key_park(name), sc, id)
+    if not rooms['\0' .. rk] then redis.call('SADD', key_parked(q), name) end
+    rooms[rk], rooms['\0' .. rk] = 0, true  -- named in {p}:parked:{q} once per call
+    redis.call('ZADD', key_park(q, name), sc, id)
     return false
   end
-  rooms[name] = room - 1
-  cap_take(cap, name, id, now_ms)
+  rooms[rk] = room - 1
+  cap_take(cap, q, name, id, now_ms)
   return true
 end
 
 --- cap_unpark
--- cap_unpark(caps, rooms, now_ms, claim, served): take parked jobs whose cap has room, as
--- many per cap as it has: those of a queue this worker serves (served[queue]) are claimed
--- at once (claim(id, st, queue): claim_one), the others go back to their ready queue at their old
--- place (caps this worker does not know are left to workers that do). Returns true when
--- jobs stay parked.
+-- cap_unpark(caps, rooms, now_ms, claim, served): in each queue this worker serves
+-- (served[queue]), take parked jobs whose cap has room, as many per cap as it has, and
+-- claim them at once (claim(id, st, queue): claim_one); a job whose document names
+-- another queue goes back to that queue's ready set at its old place (caps this worker
+-- does not know are left to workers that do). Returns true when jobs stay parked.
 local function cap_unpark(caps, rooms, now_ms, claim, served)
   local left = false
-  for _, name in ipairs(redis.call('SMEMBERS', key_parked())) do
-    local pk = key_park(name)
-    local cap = caps[string.match(name, '^[^=]+')]
-    local room = cap and cap_room(cap, name, now_ms) or 0
-    if room > 0 then
-      local popped = redis.call('ZPOPMIN', pk, math.min(room, 1000))
-      for j = 1, #popped, 2 do
-        local id = popped[j]
-        local f = redis.call('HMGET', key_job(id), 'queue', 'status')
-        if f[1] and served[f[1]] and f[2] and can_move(f[2], 'started') then
-          cap_take(cap, name, id, now_ms)
-          claim(id, f[2], f[1])
-        elseif f[1] then  -- a document gone is dropped
-          redis.call('ZADD', key_ready(f[1]), popped[j + 1], id)
-          wake(key_wake(f[1]))
+  for q, _ in pairs(served) do
+    for _, name in ipairs(redis.call('SMEMBERS', key_parked(q))) do
+      local pk = key_park(q, name)
+      local cap = caps[string.match(name, '^[^=]+')]
+      local room = cap and cap_room(cap, q, name, now_ms) or 0
+      if room > 0 then
+        local popped = redis.call('ZPOPMIN', pk, math.min(room, 1000))
+        for j = 1, #popped, 2 do
+          local id = popped[j]
+          local f = redis.call('HMGET', key_job(id), 'queue', 'status')
+          if f[1] == q and f[2] and can_move(f[2], 'started') then
+            cap_take(cap, q, name, id, now_ms)
+            claim(id, f[2], q)
+          elseif f[1] then  -- a document gone is dropped
+            redis.call('ZADD', key_ready(f[1]), popped[j + 1], id)
+            wake(key_wake(f[1]))
+          end
         end
+        room = room - #popped / 2
       end
-      room = room - #popped / 2
+      rooms[q .. '\0' .. name] = room  -- cap_admit needs no second look at a cap that has no room
+      if redis.call('EXISTS', pk) == 0 then redis.call('SREM', key_parked(q), name) else left = true end
     end
-    rooms[name] = room  -- cap_admit needs no second look at a cap that has no room
-    if redis.call('EXISTS', pk) == 0 then redis.call('SREM', key_parked(), name) else left = true end
   end
   return left
 end

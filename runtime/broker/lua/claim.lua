@@ -29,10 +29,11 @@
 -- hash is dropped, counted in its queue's dropped key and returned, so that the worker logs it: a script
 -- that raised would leave the jobs it had popped in no queue.
 -- Caps (runtime.caps): parked jobs whose cap has room are claimed first; a
--- job over its cap is parked ({p}:park:{name}) instead of claimed (no attempt charged),
+-- job over its cap is parked ({p}:park:{queue}:{name}) instead of claimed (no attempt charged),
 -- at most K of them per queue and call; while jobs stay parked the next due time is at
 -- most PARK_RETRY_S away. A worker with caps is never registered idle (enqueue.lua would
--- hand it a job past the caps). Found inside: the cap, rate and park keys (runtime.caps).
+-- hand it a job past the caps). Found inside: the cap, rate and park keys of its queues
+-- (runtime.caps; a cap counts the jobs of one queue).
 -- A cap's room in one call is at most half its slots (cap_room), so a capped worker claims
 -- its next jobs while the last ones run; it keeps the inflight and started indexes as skiplists
 -- (skiplist in _lib), as it holds too few jobs for Redis to choose that form itself.
@@ -75,6 +76,7 @@ end
 for i = 0, nq - 1 do
   local b = B * i
   local ready, sched, wake_key = KEYS[b + 1], KEYS[b + 2], KEYS[b + 3]
+  local qn = queue_of(ready)
   local running, inflight = KEYS[b + 6], KEYS[b + 7]
   local due = redis.call('ZRANGEBYSCORE', sched, '-inf', now_ms, 'WITHSCORES', 'LIMIT', 0, 1000)
   for j = 1, #due, 2 do
@@ -110,7 +112,7 @@ for i = 0, nq - 1 do
             alone = true
             if claimed > 0 then redis.call('ZADD', ready, popped[j + 1], id) end
           end
-          if not (alone and claimed > 0) and CAPS and not cap_admit(CAPS, rooms, id, cur[2], popped[j + 1], now_ms) then
+          if not (alone and claimed > 0) and CAPS and not cap_admit(CAPS, rooms, qn, id, cur[2], popped[j + 1], now_ms) then
             parked = parked + 1
           elseif not (alone and claimed > 0) then
             for _, v in ipairs(claim_one(id, cur, st, wid, snow, deadline, inflight, running, problem)) do
@@ -138,7 +140,13 @@ for i = 0, nq - 1 do
     wake(wake_key)
   end
 end
-if parked_left or next(rooms) ~= nil and redis.call('SCARD', key_parked()) > 0 then
+local parked_any = parked_left
+if not parked_any and next(rooms) ~= nil then
+  for q, _ in pairs(names) do
+    if redis.call('SCARD', key_parked(q)) > 0 then parked_any = true end
+  end
+end
+if parked_any then
   if next_due == nil or next_due > now + PARK_RETRY_S then next_due = now + PARK_RETRY_S end
 end
 if claimed == 0 and may_idle and not CAPS then

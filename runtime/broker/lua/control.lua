@@ -8,7 +8,7 @@
 -- Found inside: the keys and status indexes of each job's queue, the abort set of its worker,
 -- the names of caps with parked jobs ({p}:parked) and their park sets.
 -- cancel: a job that may move to cancel (waiting) leaves its queue, or the park set of its
---   cap when a cap parked it ({p}:park:{name}, runtime.caps), and ends cancel (final).
+--   cap when a cap parked it ({p}:park:{queue}:{name}, runtime.caps), and ends cancel (final).
 -- abort: a job that may move to abort (running) is flagged for its worker, which kills it
 --   at its next heartbeat (the worker writes the status); who asked is kept in the job's
 --   ``abort_by`` field until then, for the abort entry of its history (finish.lua).
@@ -22,13 +22,13 @@ local J, IDS = 1, 5
 local now, snow = clock()
 local out = {}
 
--- take queued job id of task path out of the park set of its cap, if a cap parked it (its
+-- take queued job id of task path out of the park set of its cap in queue q, if a cap parked it (its
 -- name is the path, or path=value with a concurrency_key: runtime.caps)
-local function unpark(id, path)
-  for _, name in ipairs(redis.call('SMEMBERS', key_parked())) do
+local function unpark(id, path, q)
+  for _, name in ipairs(redis.call('SMEMBERS', key_parked(q))) do
     if (name == path or string.sub(name, 1, #path + 1) == path .. '=')
-        and redis.call('ZREM', key_park(name), id) == 1 then
-      if redis.call('EXISTS', key_park(name)) == 0 then redis.call('SREM', key_parked(), name) end
+        and redis.call('ZREM', key_park(q, name), id) == 1 then
+      if redis.call('EXISTS', key_park(q, name)) == 0 then redis.call('SREM', key_parked(q), name) end
       return
     end
   end
@@ -45,7 +45,7 @@ for i = IDS, #ARGV do
   elseif action == 'cancel' and can_move(st, 'cancel') then
     redis.call('ZREM', key_ready(q), id)
     redis.call('ZREM', key_scheduled(q), id)
-    if st == 'queued' and cur[5] then unpark(id, cur[5]) end
+    if st == 'queued' and cur[5] then unpark(id, cur[5], q) end
     redis.call('HSET', jk, 'status', 'cancel', 'ended_at', snow)
     reindex(q, id, st, 'cancel', snow)
     log_entry(jk, entry(snow, 'cancel', by))

@@ -13,8 +13,8 @@
 --   '', number of extra fields F, then F name/value pairs
 -- Found inside: the status indexes of each queue; the lists of clients waiting on a job
 -- (its notify set names them); the
--- concurrency-cap set {p}:cap:{name} its hash names (field cap, runtime.caps), whose
--- slot it releases (waking its queue when jobs of that cap are parked, {p}:park:{name}).
+-- concurrency-cap set {p}:cap:{queue}:{name} its hash names (field cap, runtime.caps), whose
+-- slot it releases (waking its queue when jobs of that cap are parked, {p}:park:{queue}:{name}).
 -- An outcome whose attempt is not the job's current running one, or whose move the
 -- transition table does not allow, is stale and ignored: a late attempt never overwrites
 -- the status written by a newer one.
@@ -86,8 +86,8 @@ for i = 0, n - 1 do
     redis.call('ZREM', inflight, id)
     redis.call('SREM', running, id)
     if cur[6] then  -- its concurrency slot (runtime.caps); a worker waiting may claim a parked job now
-      redis.call('SREM', key_cap(cur[6]), id)
-      if not woken[wake_key] and redis.call('EXISTS', key_park(cur[6])) == 1 then woken[wake_key] = true end
+      redis.call('SREM', key_cap(qn, cur[6]), id)
+      if not woken[wake_key] and redis.call('EXISTS', key_park(qn, cur[6])) == 1 then woken[wake_key] = true end
     end
     if gone then redis.call('ZREM', key_status(qn, cur[1]), id) else reindex(qn, id, cur[1], st, snow) end
     if gone then
