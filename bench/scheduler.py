@@ -68,7 +68,7 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
 
 def wait_workers(r: redis.Redis, prefix: str, n: int, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
-    while r.scard(f"{prefix}:workers") < n:
+    while r.scard(Keys(prefix).workers) < n:
         if time.monotonic() > deadline:
             raise TimeoutError("workers did not register")
         time.sleep(0.1)
@@ -87,7 +87,7 @@ def lateness(url: str, folder: Path, n_workers: int, fires: int) -> None:
             time.sleep(0.5)
     finally:
         stop(procs)
-    ids = [i for i in r.zrange(f"{prefix}:st:{{default}}:success", 0, -1) if i.startswith("default:bench@")]
+    ids = [i for i in r.zrange(Keys(prefix).status("default", "success"), 0, -1) if i.startswith("default:bench@")]
     late = []
     for i in ids:
         fire = datetime.fromisoformat(i.split("@")[1].replace("Z", "+00:00")).timestamp()
@@ -125,7 +125,8 @@ def scheduler_commands(url: str, folder: Path, n_workers: int, window_s: float) 
                 text = cmd.get("command", "")
                 if cmd.get("client_type") == "lua":
                     continue
-                if (f"{prefix}:sc:" in text or f"{prefix}:schedulers" in text or text == "TIME"
+                k = Keys(prefix)
+                if (k.schedule("") in text or k.schedulers in text or text == "TIME"
                         or fire_sha in text):
                     n += 1
     finally:
