@@ -44,19 +44,44 @@ def _fresh_process_state() -> Iterator[None]:
     reset()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[str]:
+    """A 3-master Redis Cluster of the suite's own (tests/cluster.py), started on first use."""
+    from cluster import redis_cluster_in
+    with redis_cluster_in(tempfile.mkdtemp(prefix="rt-cluster-")) as url:
+        yield url
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test module that sets ``ON_CLUSTER_TOO = True`` runs each of its tests that use
+    ``settings`` (or ``client``, ``worker``...) twice: on a standalone Redis and on the
+    suite's Redis Cluster."""
+    if "redis_url" in metafunc.fixturenames and getattr(metafunc.module, "ON_CLUSTER_TOO", False):
+        metafunc.parametrize("redis_url", ["standalone", "cluster"], indirect=True)
+
+
 @pytest.fixture
-def prefix(redis_server: str) -> Iterator[str]:
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """The URL the test's settings use: the suite's redis-server, or its Cluster."""
+    cluster = getattr(request, "param", "standalone") == "cluster"
+    return str(request.getfixturevalue("redis_cluster" if cluster else "redis_server"))
+
+
+@pytest.fixture
+def prefix(redis_url: str) -> Iterator[str]:
     p = "t" + uuid.uuid4().hex[:10]
     yield p
-    r = redis.Redis.from_url(redis_server)
-    keys = list(r.scan_iter(match=f"{p}:*", count=1000))
-    for i in range(0, len(keys), 500):
-        r.delete(*keys[i:i + 500])
+    from runtime.broker.connection import CLUSTER_SCHEME, cluster_client
+    r = cluster_client(redis_url) if redis_url.startswith(CLUSTER_SCHEME) else redis.Redis.from_url(redis_url)
+    pipe = r.pipeline(transaction=False)  # one key a command: a cluster's keys are on several nodes
+    for key in r.scan_iter(match=f"{p}:*", count=1000):
+        pipe.delete(key)
+    pipe.execute()
 
 
 @pytest.fixture
-def settings(redis_server: str, prefix: str) -> Settings:
-    return load_settings({"redis_url": redis_server, "key_prefix": prefix, **FAST}, env={})
+def settings(redis_url: str, prefix: str) -> Settings:
+    return load_settings({"redis_url": redis_url, "key_prefix": prefix, **FAST}, env={})
 
 
 @pytest.fixture

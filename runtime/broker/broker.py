@@ -331,11 +331,13 @@ class RedisBroker:
         no one named)."""
         groups: dict[str, list[int]] = {}  # one call per queue of the ids: its keys in one hash slot
         for n, i in enumerate(ids):
-            groups.setdefault(queue_of(i) or "", []).append(n)
+            q = queue_of(i)
+            if q is not None:  # an id that names no queue names no job
+                groups.setdefault(q, []).append(n)
         calls = [self.call("control", [k for n in g for k in (self.keys.job(ids[n]), self.keys.notify(ids[n]))],
                            (action, self.settings.ttl_s[Status.CANCEL], by, *(ids[n] for n in g)))
                  for g in groups.values()]
-        out = [""] * len(ids)
+        out = ["missing"] * len(ids)
         for g, reply in zip(groups.values(), self.calls(calls) if calls else []):
             for n, r in zip(g, reply):
                 out[n] = str(r)

@@ -201,6 +201,16 @@ def where(client: redis.Redis) -> str:
     return f"{scheme}://{secret}{kw.get('host')}:{kw.get('port')}/{kw.get('db') or 0}"
 
 
+def queued(pipe: Any) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """The commands a redis-py pipeline holds, as (args, options), to queue them again
+    after a failed execute (which empties it). A cluster pipeline keeps them in its
+    execution strategy (redis-py 5.1 and later), not in ``command_stack``."""
+    strategy = getattr(pipe, "_execution_strategy", None)
+    if strategy is not None:
+        return [(c.args, c.options) for c in strategy.command_queue]
+    return [(args, options) for args, options in pipe.command_stack]
+
+
 def text(value: bytes | str) -> str:
     """A reply of a client that decodes responses (runtime's do), typed as str: redis-py
     types every reply ``bytes | str``."""

@@ -16,7 +16,7 @@ from typing import Any
 import redis
 
 from ..settings import Settings
-from .connection import texts
+from .connection import queued, texts
 from .keys import Keys
 from .scripts import register
 
@@ -69,14 +69,14 @@ class Registry:
         """Run ``pipe`` (its scripts called by sha); a server that lost its scripts (a
         restart) gets them loaded, one by one (a full Redis refuses SCRIPT LOAD in a
         transaction), and the pipeline once more: every command in it may run twice."""
-        stack = list(pipe.command_stack)
+        commands = queued(pipe)
         try:
             return list(pipe.execute())
         except redis.exceptions.NoScriptError:
-            same = redis.Redis(connection_pool=pipe.connection_pool)
-            for script in (self._register, self._extend):
-                same.script_load(script.script)
-            pipe.command_stack = stack
+            for script in (self._register, self._extend):  # on a cluster: every primary
+                self.redis.script_load(script.script)
+            for args, options in commands:
+                pipe.execute_command(*args, **options)
             return list(pipe.execute())
 
     def beat(self, conn: redis.Redis, worker_id: str, entry: dict[str, str], queues: Sequence[str],

@@ -13,7 +13,7 @@ from .direct import blpop
 
 def waiter_keys(broker: RedisBroker, token: str, ids: Sequence[str]) -> list[str]:
     """The notify lists of waiter ``token`` for the queues of ``ids``, one per queue."""
-    return [broker.keys.waiter(q, token) for q in sorted({queue_of(i) or "" for i in ids})]
+    return [broker.keys.waiter(q, token) for q in sorted({q for q in map(queue_of, ids) if q is not None})]
 
 
 def register_waiter(broker: RedisBroker, token: str, ids: Sequence[str], ttl_s: float) -> list[str]:
@@ -22,15 +22,20 @@ def register_waiter(broker: RedisBroker, token: str, ids: Sequence[str], ttl_s: 
     already final or missing: its document as JSON ``[id, hash fields]``, or its bare id
     (missing, large, or past the first 20 of a queue); see wait.lua."""
     by_queue: dict[str, list[str]] = {}
+    nameless = []  # an id that names no queue names no job: missing (read as such by the caller)
     for i in ids:
-        by_queue.setdefault(queue_of(i) or "", []).append(i)
+        q = queue_of(i)
+        if q is None:
+            nameless.append(i)
+        else:
+            by_queue.setdefault(q, []).append(i)
     calls = []
     for queue, group in by_queue.items():
         keys = [broker.keys.waiter(queue, token)]
         for i in group:
             keys += (broker.keys.job(i), broker.keys.notify(i))
         calls.append(broker.call("wait", keys, (max(1, int(ttl_s) + 1), *group)))
-    return [entry for reply in (broker.calls(calls) if calls else []) for entry in reply]
+    return nameless + [entry for reply in (broker.calls(calls) if calls else []) for entry in reply]
 
 
 def next_notice(broker: RedisBroker, keys: Sequence[str], timeout_s: float) -> str | None:

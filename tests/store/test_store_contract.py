@@ -54,6 +54,8 @@ class Backend:
         return wait_until(lambda: (j := self.store.get(job_id)).status == status and j, timeout_s,
                           f"job {job_id} to be {status} in the {self.name} store")
 
+ON_CLUSTER_TOO = True  # every test here runs on a standalone Redis and on a Redis Cluster (conftest)
+
 
 @pytest.fixture(params=STORES)
 def backend(request, client, worker) -> Backend:

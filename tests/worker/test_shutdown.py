@@ -8,6 +8,8 @@ import signal
 import pytest
 from helpers import cli, wait_until
 
+ON_CLUSTER_TOO = True  # every test here runs on a standalone Redis and on a Redis Cluster (conftest)
+
 
 def _running(client, ids):
     return [j for j in client.store.get_many(ids, history=False) if j.status == "started"]

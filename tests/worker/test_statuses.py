@@ -10,6 +10,8 @@ from helpers import wait_until
 
 from runtime.errors import InvalidParams, InvalidTransition, JobNotFound, WaitTimeout
 
+ON_CLUSTER_TOO = True  # every test here runs on a standalone Redis and on a Redis Cluster (conftest)
+
 
 def test_success_stores_result_times_and_history(client, worker):
     job_id = client.queue_job("testtasks.add", {"a": 2, "b": 3})

@@ -67,8 +67,10 @@ ALIVE_SWEEPS = 3
 
 
 def redis_address(client: redis_lib.Redis) -> str:
-    """Where ``client`` points, without credentials: ``redis://host:port/db`` or
-    ``unix:///path?db=N``."""
+    """Where ``client`` points, without credentials: ``redis://host:port/db``,
+    ``unix:///path?db=N`` or ``redis+cluster://host:port,...`` (the nodes it was given)."""
+    if isinstance(client, redis_lib.RedisCluster):
+        return "redis+cluster://" + ",".join(sorted(client.nodes_manager.startup_nodes))
     kw = client.connection_pool.connection_kwargs
     if kw.get("path"):
         return f"unix://{kw['path']}?db={kw.get('db', 0)}"
