@@ -134,7 +134,8 @@ def own_client(client: redis.Redis) -> redis.Redis:
     own); for a Sentinel client, with Sentinel connections of its own too, so that it may
     find the master from another thread."""
     if isinstance(client, redis.cluster.RedisCluster):
-        nodes = list(client.nodes_manager.startup_nodes.values())
+        nodes = [redis.cluster.ClusterNode(n.host, n.port)  # fresh: a node
+                 for n in client.nodes_manager.startup_nodes.values()]  # holds its connections
         kwargs = {k: v for k, v in client.nodes_manager.connection_kwargs.items() if k not in ("host", "port")}
         return cast("redis.Redis", redis.cluster.RedisCluster(startup_nodes=nodes, **kwargs))
     pool = client.connection_pool

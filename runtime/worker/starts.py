@@ -39,26 +39,43 @@ class StartRecords:
 
     def __init__(self, broker: RedisBroker) -> None:
         self.broker = broker
-        self._conn: Any = None
+        self._conns: dict[str, Any] = {}  # server ("" standalone, a node's name on a cluster) -> connection
         self._ready = False  # connected, replies off
         self._pending: list[tuple[str, int, str, str]] = []  # (job id, attempt, began_at, deadline) not yet sent
         self._flusher: Any = None  # the greenlet that sends them, once spawned
         self._said = False
 
     def open(self) -> None:
-        """Connect (a round trip; blocks this greenlet). Never raises: a failure is logged
-        once, and the next record connects again."""
-        if self.broker.clustered:  # records go through the cluster client, node by node
-            self._ready = True
-            return
+        """Connect to the server, or every master of a Redis Cluster (a round trip each;
+        blocks this greenlet). Never raises: a failure is logged once, and the next record
+        connects again."""
         try:
-            if self._conn is None:
-                self._conn = self.broker.redis.connection_pool.make_connection()
-            self._conn.connect()
-            self._conn.send_command("CLIENT", "REPLY", "OFF", check_health=False)
+            if self.broker.clustered:
+                for node in self.broker.redis.get_primaries():  # type: ignore[attr-defined]
+                    self._connect(node.name, node.redis_connection.connection_pool)
+            else:
+                self._connect("", self.broker.redis.connection_pool)
             self._ready, self._said = True, False
         except (redis.RedisError, OSError) as exc:
             self._failed(exc)
+
+    def _connect(self, name: str, pool: Any) -> Any:
+        """The reply-less connection to server ``name`` (made from ``pool`` the first time)."""
+        conn = self._conns.get(name)
+        if conn is None:
+            conn = self._conns[name] = pool.make_connection()
+            conn.connect()
+            conn.send_command("CLIENT", "REPLY", "OFF", check_health=False)
+        return conn
+
+    def _connection(self, key: str) -> Any:
+        """The connection to the server holding ``key``: on a cluster the master of its slot
+        (a slot moved since: the record goes to the old master, which refuses it, and the
+        job counts as not started, as with a record lost)."""
+        if not self.broker.clustered:
+            return self._conns[""]
+        node = self.broker.redis.get_node_from_key(key)  # type: ignore[attr-defined]
+        return self._connect(node.name, node.redis_connection.connection_pool)
 
     def launched(self, rj: RunningJob) -> None:
         """``rj``'s greenlet is about to be spawned: its record goes out first. The jobs
@@ -77,14 +94,14 @@ class StartRecords:
                 self.open()
             pending, self._pending = self._pending, []
             if self._ready and pending:
-                key = self.broker.keys.job
-                calls = [("HSET", key(job_id), "began", attempt, "began_at", at, "deadline", deadline) if deadline
-                         else ("HSET", key(job_id), "began", attempt, "began_at", at)
-                         for job_id, attempt, at, deadline in pending]
-                if self.broker.clustered:
-                    self.broker.calls(calls)
-                else:
-                    self._conn.send_packed_command(pack(self._conn, calls), check_health=False)
+                by_conn: dict[Any, list[tuple[Any, ...]]] = {}
+                for job_id, attempt, at, deadline in pending:
+                    key = self.broker.keys.job(job_id)
+                    more = ("deadline", deadline) if deadline else ()
+                    call = ("HSET", key, "began", attempt, "began_at", at, *more)
+                    by_conn.setdefault(self._connection(key), []).append(call)
+                for conn, calls in by_conn.items():
+                    conn.send_packed_command(pack(conn, calls), check_health=False)
         except (redis.RedisError, OSError) as exc:
             self._failed(exc)
         except BaseException:  # a kill mid-send: the stream may hold half a command
@@ -101,7 +118,8 @@ class StartRecords:
                         "is requeued without a charge", exc)
 
     def close(self) -> None:
-        """Drop the connection (the next record connects again)."""
+        """Drop the connections (the next record connects again)."""
         self._ready = False
-        if self._conn is not None:
-            self._conn.disconnect()
+        for conn in self._conns.values():
+            conn.disconnect()
+        self._conns.clear()

@@ -15,6 +15,13 @@ def _running(client, ids):
     return [j for j in client.store.get_many(ids, history=False) if j.status == "started"]
 
 
+def _began(client, ids):
+    """Those of ``ids`` whose attempt began running: their start record is in Redis
+    (runtime.worker.starts), which is what the reaper charges a lost worker's job by."""
+    docs = [client.redis.hmget(client.broker.keys.job(i), "began", "attempt") for i in ids]
+    return [i for i, (began, attempt) in zip(ids, docs) if began is not None and began == attempt]
+
+
 def test_sigterm_lets_running_jobs_finish_and_claims_nothing_more(client, workers, greenlets=25):
     running = client.queue_jobs("testtasks.sleep", [{"seconds": 0.5}] * greenlets)
     proc = workers.start("--greenlets", str(greenlets), "--prefetch", "0")
@@ -94,7 +101,7 @@ def test_sigkill_mid_jobs_loses_nothing_and_history_shows_the_rerun(client, work
     # 3 long jobs fill 3 of 5 slots; 2 slots free; more jobs queued behind with a delay
     long = client.queue_jobs("testtasks.sleep", [{"seconds": 0.6}] * 3)
     proc = workers.start("--greenlets", "5")
-    wait_until(lambda: len(_running(client, long)) == 3, 10, "long jobs to start")
+    wait_until(lambda: len(_began(client, long)) == 3, 10, "long jobs to start running")
     behind = client.queue_jobs("testtasks.add", [{"a": 1, "b": 1}] * 4, delay=0.5)
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
