@@ -51,6 +51,10 @@ def sentinels(tmp_path: Path) -> Iterator[str]:
                    20, "the replica to sync")
         wait_until(lambda: all(redis.Redis(port=p).sentinel_master("mymaster").get("num-other-sentinels") == 2
                                for p in ports), 20, "the Sentinels to see each other")
+        # a Sentinel that has not yet found the replica (its INFO of the master, every 10 s)
+        # refuses a failover: NOGOODSLAVE
+        wait_until(lambda: all(redis.Redis(port=p).sentinel_master("mymaster").get("num-slaves") == 1
+                               for p in ports), 30, "the Sentinels to know the replica")
         yield "redis+sentinel://" + ",".join(f"127.0.0.1:{p}" for p in ports) + "/mymaster"
     finally:
         for p in procs:
