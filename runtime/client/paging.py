@@ -24,9 +24,9 @@ class Page:
     scanned: int | None = None
     #: the search stopped at its budget before filling the page: ``next`` goes on from there
     partial: bool = False
-    #: jobs a sort without an index ordered (the newest of the filter; None: an index's
-    #: order) and the change cursor of that window's newest, for the next pages
-    #: (runtime.client.sorting)
+    #: jobs a sort without an index ordered (those of the newest of the filter that have
+    #: the sort's value: the others are not listed; None: an index's order) and the
+    #: change cursor of that window's newest, for the next pages (runtime.client.sorting)
     window: int | None = None
     within: str | None = None
 

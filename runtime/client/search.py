@@ -55,9 +55,9 @@ class JobFilter:
             raise ValueError(f"unknown status {self.status!r}: give one of {', '.join(s.value for s in Status)}")
         for name in ("since", "until", "min_run_s"):
             value = getattr(self, name)
-            if value is not None and math.isnan(value):
+            if value is not None and not math.isfinite(value):  # NaN matches nothing, inf everything
                 what = "seconds" if name == "min_run_s" else "UNIX seconds"
-                raise ValueError(f"{name} must be a number of {what}, got {value!r}")
+                raise ValueError(f"{name} must be a finite number of {what}, got {value!r}")
 
     def indexed(self, indexes: frozenset[str]) -> bool:
         """Can a store with ``indexes`` (of status, queue, path) answer it from them alone?"""

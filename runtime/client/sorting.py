@@ -44,10 +44,16 @@ SORTS: dict[str, tuple[str, str]] = {
 WINDOW = 1000
 
 
+#: Other names of a sort: ``duration`` (what the pages and docs call ``run``).
+ALIASES = {"duration": "run"}
+
+
 def check_sort(sort: str) -> str:
-    """``sort`` when it is one of :data:`SORTS`. Raises ValueError naming them."""
+    """The key in :data:`SORTS` of ``sort`` (one of them, or of :data:`ALIASES`). Raises
+    ValueError naming them."""
+    sort = ALIASES.get(sort, sort)
     if sort not in SORTS:
-        raise ValueError(f"unknown sort {sort!r} (one of {', '.join(SORTS)})")
+        raise ValueError(f"unknown sort {sort!r} (one of {', '.join([*SORTS, *ALIASES])})")
     return sort
 
 
@@ -74,7 +80,7 @@ def sorted_page(reader: Searching, f: JobFilter, sort: str, limit: int, before: 
     that), from ``before`` on; where the store has no index of the sort, among the newest
     ``window`` (1 to :data:`WINDOW`) jobs by change. Raises ValueError for a bad sort,
     cursor, limit, budget or window."""
-    check_sort(sort)
+    sort = check_sort(sort)
     if limit < 1 or budget < 1:
         raise ValueError(f"limit and budget must be >= 1, got {limit} and {budget}")
     if not 1 <= window <= WINDOW:
@@ -124,11 +130,12 @@ def _windowed(reader: Searching, f: JobFilter, sort: str, limit: int, before: tu
         within = cursor_of(jobs[0])
     keyed = sorted(((v, j) for j in jobs if (v := value_of(j, sort)) is not None),
                    key=lambda r: (round(r[0], 6), r[1].id), reverse=True)
+    ordered = len(keyed)  # the jobs of the window with a value: the others are not listed
     if before is not None:
         keyed = [r for r in keyed if (round(r[0], 6), r[1].id) < (round(before[0], 6), before[1])]
     page = keyed[:limit]
     nxt = cursor(*_pair(page[-1])) if len(keyed) > limit and page else None
-    return Page([j for _, j in page], nxt, None, window.scanned, window=len(jobs), within=within)
+    return Page([j for _, j in page], nxt, None, window.scanned, window=ordered, within=within)
 
 
 def _pair(row: tuple[float, Job]) -> tuple[float, str]:

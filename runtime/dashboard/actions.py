@@ -1,5 +1,5 @@
 """Actions: requeue, cancel, abort or move (queue, priority) one job; the same by the current filter (a dry-run
-count first, then a tracked operation: runtime.dashboard.operations).
+count first: runtime.dashboard.dryrun; then a tracked operation: runtime.dashboard.operations).
 
 Every state-changing request is a POST carrying the form's CSRF token
 (runtime.dashboard.security.Csrf) and an ``Origin`` of this host (or, without one, a
@@ -10,7 +10,6 @@ who asked and from where (``by``).
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,13 +22,10 @@ from starlette.routing import Route
 from ..client.known import unknown_queue
 from ..client.limits import PRIORITY_RANGE
 from ..queuenames import queue_name_problem
-from ..status import Status
 from .dash import Dash
-from .operations import ACTIONS, APPLIES, Operations
-from .present import FILTER_NAMES, filter_query, job_filter
-
-#: Most jobs a dry run counts (the operation itself takes them all, up to the same cap).
-COUNT_CAP = 100_000
+from .dryrun import preview
+from .operations import ACTIONS, Operations
+from .present import FILTER_NAMES, job_filter
 
 
 def who(request: Request) -> str:
@@ -93,6 +89,20 @@ def move_target(form: Mapping[str, Any]) -> dict[str, Any]:
     return {"queue": queue, "priority": priority}
 
 
+async def unknown_target(dash: Dash, target: Mapping[str, Any] | None) -> str | None:
+    """Why a move's target queue (``target["queue"]``, of :func:`move_target`) is refused
+    as unknown (runtime.client.known: no job, worker or setting names it, nor is it paused),
+    naming the closest known queue; None when it may be moved to (or none is given). The
+    dashboard has no way to force it: a queue becomes known when a worker serves it or
+    the settings name it."""
+    queue = (target or {}).get("queue")
+    if not queue:
+        return None
+    unknown = await run_in_threadpool(unknown_queue, dash.client, queue)
+    return f"{unknown} (to move jobs there, start a worker on it or name it in the settings' queues first)" \
+        if unknown else None
+
+
 def dry_run_filter(text: str | None) -> dict[str, str]:
     """The filter a dry run counted (its form's ``filter`` field: a JSON object of URL
     filter names to values), and nothing else of the form. Raises ValueError when it is
@@ -118,6 +128,9 @@ def one_job(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
         fn = getattr(dash.client, action)
         try:
             extra = move_target(form) if action == "move" else {}
+            unknown = await unknown_target(dash, extra)
+            if unknown:
+                return dash.error(request, 404, unknown)
             await run_in_threadpool(lambda: fn(job_id, by=who(request), **extra))
         except Exception as exc:
             page = dash.failed(request, exc)
@@ -144,42 +157,12 @@ def queue_action(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
             return dash.error(request, 400, problem)
         unknown = await run_in_threadpool(unknown_queue, dash.client, name)
         if unknown:  # the CLI's rule: a typo does not pause a queue nothing uses
-            return dash.error(request, 404, f"{unknown} (`runtime queues pause {name} --force` pauses it anyway)")
+            hint = f"`runtime queues pause {name} --force` pauses it anyway" if action == "pause" else \
+                "and it is not paused: nothing to resume"
+            return dash.error(request, 404, f"{unknown} ({hint})")
         registry = dash.client.broker.registry
         await run_in_threadpool(dash.client.call, getattr(registry, action), name)
         return RedirectResponse(f"{request.scope.get('root_path', '')}/queues", status_code=303)
-    return handler
-
-
-def preview(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
-    """GET: how many jobs the filter's bulk action would change now (a dry run): those
-    whose status the action applies to (:data:`APPLIES`), and how many of each other
-    status it would skip; and the form that starts it (none when it would change none)."""
-    async def handler(request: Request) -> Response:
-        if dash.read_only:
-            return dash.error(request, 403, "this dashboard is read-only (--read-only): actions are refused")
-        query = dict(request.query_params)
-        action = query.get("action", "")
-        try:
-            if action not in ACTIONS:
-                raise ValueError(f"unknown action {action!r} (one of {', '.join(ACTIONS)})")
-            f = job_filter(query, dash.redact)
-            if not f.to_dict():
-                raise ValueError("a bulk action needs at least one filter")
-            found = await run_in_threadpool(dash.client.reader.matching, f, COUNT_CAP)
-        except ValueError as exc:
-            return dash.error(request, 400, str(exc))
-        fields = {k: query[k] for k in FILTER_NAMES if query.get(k)}
-        for name, value in (("since", f.since), ("until", f.until)):  # "1h" is taken as of now, once
-            if value is not None:
-                fields[name] = f"{value:.6f}"
-        applies = APPLIES[action]
-        changes = [i for i, status in found if status in applies]
-        skipped = Counter(status for _, status in found if status not in applies)
-        return dash.render(request, "bulk.html", action=action, count=len(found), cap=COUNT_CAP, fields=fields,
-                           filter_json=json.dumps(fields, sort_keys=True), filter_query=filter_query(query),
-                           changes=len(changes), skipped=sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0])),
-                           applies=[s.value for s in Status if s in applies], sample=changes[:20])
     return handler
 
 
@@ -195,6 +178,9 @@ def bulk(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
         try:
             f = job_filter(dry_run_filter(values.get("filter")), dash.redact)
             target = move_target(values) if action == "move" else None
+            unknown = await unknown_target(dash, target)
+            if unknown:
+                return dash.error(request, 404, unknown)
             op_id = await run_in_threadpool(Operations(dash.client).start, action, f, who(request), target)
         except ValueError as exc:
             return dash.error(request, 400, str(exc))

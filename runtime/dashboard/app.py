@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from http.cookies import SimpleCookie
 from typing import Any
+from urllib.parse import quote
 
 import redis
 from starlette.applications import Starlette
@@ -98,7 +99,7 @@ class Guard:
         fresh = None if cookie else Csrf.new_cookie()
         scope.setdefault("state", {})
         scope["state"].update(user=user, csrf_cookie=cookie or fresh, client=client)
-        await self.app(scope, receive, self._with_headers(send, fresh))
+        await self.app(scope, receive, self._with_headers(send, fresh, scope.get("root_path") or "/"))
 
     @staticmethod
     def _refuse_url(scope: Scope) -> Response | None:
@@ -122,17 +123,26 @@ class Guard:
                         "serve it under that name)\n", status_code=400, media_type="text/plain")
 
     async def _authenticate(self, authorization: str | None, client: str) -> tuple[str | None, Response | None]:
-        """(the user, None), or (None, the refusal: 401, or 429 when throttled)."""
+        """(the user, None), or (None, the refusal: 401, or 429 when throttled).
+
+        The throttle is asked first, from the address and the claimed user name alone: an
+        address or user past its limit gets the same 429, as fast, whatever password or
+        token it sends (a remembered right password included), so a lockout tells nothing.
+        Every check that is not a success counts against both keys: a wrong password, a
+        wrong token, and one that could not run because MAX_PENDING_HASHES are waiting."""
+        if not self.auth.configured:
+            return "anonymous", None
+        if not authorization:  # no guess: a browser's first request, before it asks for credentials
+            return None, _unauthorized()
+        keys = Throttle.keys(client, self.auth.claimed(authorization))
+        wait = self.throttle.retry_after(keys)
+        if wait > 0:
+            return None, _too_many(wait)
         user, pending = self.auth.quick(authorization)
+        self.throttle.begin(keys)
         if pending is not None:
-            keys = Throttle.keys(client, pending[0])
-            wait = self.throttle.retry_after(keys)
-            if wait <= 0 and self._pending >= MAX_PENDING_HASHES:
-                wait = 1.0
-            if wait > 0:
-                return None, Response(f"too many failed logins: try again in {math.ceil(wait)} s\n", status_code=429,
-                                      media_type="text/plain", headers={"retry-after": str(math.ceil(wait))})
-            self.throttle.begin(keys)
+            if self._pending >= MAX_PENDING_HASHES:
+                return None, _too_many(1.0)
             if self._hasher is None:
                 self._hasher = ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="dashboard-pbkdf2")
             self._pending += 1
@@ -140,15 +150,16 @@ class Guard:
                 user = await asyncio.get_running_loop().run_in_executor(self._hasher, self.auth.slow, *pending)
             finally:
                 self._pending -= 1
-            if user is not None:
-                self.throttle.succeeded(keys)
         if user is None:
-            return None, Response("credentials needed\n", status_code=401, media_type="text/plain",
-                                  headers={"www-authenticate": 'Basic realm="runtime dashboard", charset="UTF-8"'})
+            return None, _unauthorized()
+        self.throttle.succeeded(keys)
         return user, None
 
     @staticmethod
-    def _with_headers(send: Send, fresh_cookie: str | None) -> Send:
+    def _with_headers(send: Send, fresh_cookie: str | None, path: str = "/") -> Send:
+        """``send`` that adds the security headers, and ``fresh_cookie`` (when given) as the
+        CSRF cookie of ``path``: the prefix the app is mounted at, so that the host app's
+        other pages never receive it."""
         async def wrapped(message: Message) -> None:
             if message["type"] == "http.response.start":
                 h = MutableHeaders(scope=message)
@@ -156,9 +167,20 @@ class Guard:
                     if k not in h:
                         h[k] = v
                 if fresh_cookie:
-                    h.append("set-cookie", f"{COOKIE}={fresh_cookie}; Path=/; HttpOnly; SameSite=Strict")
+                    h.append("set-cookie", f"{COOKIE}={fresh_cookie}; Path={quote(path)}; HttpOnly; SameSite=Strict")
             await send(message)
         return wrapped
+
+
+def _unauthorized() -> Response:
+    return Response("credentials needed\n", status_code=401, media_type="text/plain",
+                    headers={"www-authenticate": 'Basic realm="runtime dashboard", charset="UTF-8"'})
+
+
+def _too_many(wait_s: float) -> Response:
+    """429 with Retry-After (whole seconds): the same text for every refused attempt."""
+    return Response(f"too many failed logins: try again in {math.ceil(wait_s)} s\n", status_code=429,
+                    media_type="text/plain", headers={"retry-after": str(math.ceil(wait_s))})
 
 
 def host_user(scope: Scope) -> str | None:

@@ -22,7 +22,7 @@ from ..unique import looks_like_id
 from .dash import Dash
 from .jobview import job_context, live_state
 from .operations import ACTIONS, APPLIES, Operations
-from .present import age, filter_query, job_filter, when
+from .present import age, filter_query, job_filter, repeated, when
 from .workerview import workers_context
 
 Handler = Callable[[Request], Response]
@@ -30,9 +30,13 @@ Handler = Callable[[Request], Response]
 
 def guarded(dash: Dash, fn: Callable[[Dash, Request], Response]) -> Handler:
     """``fn`` with the read API's errors as pages (Dash.failed: JobNotFound 404, a bad
-    filter 400, an unreachable Redis or MongoDB 503)."""
+    filter 400, an unreachable Redis or MongoDB 503); a query naming a parameter twice is
+    refused (400) before it runs."""
     @functools.wraps(fn)
     def handler(request: Request) -> Response:
+        twice = repeated(request.query_params.multi_items())
+        if twice:
+            return dash.error(request, 400, twice)
         try:
             return fn(dash, request)
         except Exception as exc:
@@ -92,9 +96,9 @@ def jobs(dash: Dash, request: Request) -> Response:
                                      within=query.get("within") or None, count=store.live is store, window=window)
     # a sort over a window says so in its links too: a shared link shows what it orders;
     # every link keeps the page size asked for
-    size = {"limit": str(limit) if query.get("limit") else None}
-    kept = {"sort": sort if sort != "changed" else None, "window": str(window) if page.window is not None else None,
-            **size}
+    size = {"limit": str(limit) if query.get("limit") else None,
+            "window": str(window) if page.window is not None or query.get("window") else None}
+    kept = {"sort": sort if sort != "changed" else None, **size}
     return dash.render(request, "jobs.html", page=page, query=query, statuses=[s.value for s in Status],
                        sorts={k: label for k, (label, _) in SORTS.items()}, sort=sort, window=window, limit=limit,
                        next_query=filter_query(query, before=page.next, within=page.within, **kept)

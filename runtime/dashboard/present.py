@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -31,19 +31,30 @@ _RELATIVE = re.compile(r"^(-?)(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+#: The latest time a filter takes, UNIX s: 9999-12-31T23:59:59Z, the last an ISO-8601 date
+#: can name (Python's datetime.MAXYEAR); the earliest is 0 (1970-01-01, before any job).
+MAX_TIME_S = 253_402_300_799.0
+
+
 def parse_time(text: str, now: float | None = None) -> float:
     """UNIX seconds from ``text``: ISO-8601 (UTC when it names no zone), UNIX seconds, or a
-    time ago (``15m``, ``2h``, ``1d``). Raises ValueError with what was wrong."""
-    text = text.strip()
+    time ago (``15m``, ``2h``, ``1d``), from 0 (1970) to :data:`MAX_TIME_S` (year 9999).
+    Raises ValueError with what was wrong: also for ``inf``, ``nan`` and a time outside
+    that range, which no job's change can be."""
+    at = _parse_time(text.strip(), now)
+    if not 0.0 <= at <= MAX_TIME_S:  # also refuses NaN and the infinities
+        raise ValueError(f"bad time {text.strip()!r}: give a time from 1970 to the year 9999")
+    return at
+
+
+def _parse_time(text: str, now: float | None) -> float:
     m = _RELATIVE.match(text)
     if m:
         if m.group(1):
             raise ValueError(f"bad time {text!r}: a time ago is positive (15m, 2h, 1d)")
         return (time.time() if now is None else now) - float(m.group(2)) * _UNITS[m.group(3)]
-    try:
+    if re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", text):  # not "inf", "nan", "1_000"
         return float(text)
-    except ValueError:
-        pass
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -80,6 +91,18 @@ def job_filter(query: Mapping[str, str], secret_keys: re.Pattern[str] | None = N
     return JobFilter(status=status, queue=get("queue"), path=get("path"), worker=get("worker"),
                      exc_type=get("exc"), text=get("q"), since=since_s, until=until_s, min_run_s=min_run_s,
                      secret_keys=secret_keys or _SECRET_KEYS)
+
+
+def repeated(items: Iterable[tuple[str, str]]) -> str | None:
+    """Why a URL query of ``items`` (name, value) is refused: a name given more than once
+    (every parameter of the dashboard takes one value; the last would win unseen); None
+    when each is given once."""
+    seen: set[str] = set()
+    for name, _ in items:
+        if name in seen:
+            return f"{name[:40]!r} is given more than once: give one value"
+        seen.add(name)
+    return None
 
 
 def filter_query(query: Mapping[str, str], **more: str | None) -> str:

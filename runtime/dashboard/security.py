@@ -107,6 +107,18 @@ class Auth:
         found, pending = self.quick(authorization)
         return found if pending is None else self.slow(*pending)
 
+    @staticmethod
+    def claimed(authorization: str | None) -> str | None:
+        """The user name Basic credentials in ``authorization`` claim, read before any check
+        (what the throttle counts them under); None for a bearer token or anything else."""
+        kind, _, value = (authorization or "").partition(" ")
+        if kind.lower() != "basic":
+            return None
+        try:
+            return base64.b64decode(value.strip(), validate=True).decode().partition(":")[0]
+        except (ValueError, UnicodeDecodeError):
+            return None
+
     def quick(self, authorization: str | None) -> tuple[str | None, tuple[str, str] | None]:
         """What can be told without PBKDF2: ``(user or None, None)``; or ``(None, (name,
         password))`` when only :meth:`slow` can tell (a user's password not checked yet)."""

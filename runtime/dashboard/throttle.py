@@ -1,7 +1,8 @@
-"""Failed password checks, counted per client address and per user name over a sliding
-window (:class:`Throttle`): past the limit the dashboard answers 429 with Retry-After
-instead of running PBKDF2 again, so a guessing client can neither try many passwords
-nor keep the hashing threads busy for everyone else."""
+"""Failed credential checks (passwords and tokens), counted per client address and per
+user name over a sliding window (:class:`Throttle`): past the limit the dashboard answers
+429 with Retry-After to every attempt of that address or user, whatever it sends, instead
+of checking it, so a guessing client can neither try many passwords nor keep the hashing
+threads busy for everyone else, nor tell a right password from a wrong one meanwhile."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
-#: Checks (in flight or failed) one client address may have in a window.
+#: Checks (in flight or failed) one client address may have in a window: passwords and tokens.
 PER_ADDRESS = 10
 #: Checks (in flight or failed) one user name may have in a window.
 PER_USER = 5
@@ -32,9 +33,10 @@ class Throttle:
         self._seen: dict[str, deque[float]] = {}
 
     @staticmethod
-    def keys(address: str, user: str) -> tuple[str, str]:
-        """The keys of a check from ``address`` for ``user`` (cut to 100 characters)."""
-        return f"addr:{address[:100]}", f"user:{user[:100]}"
+    def keys(address: str, user: str | None) -> tuple[str, ...]:
+        """The keys of a check from ``address`` for ``user`` (cut to 100 characters; None,
+        as for a bearer token: the address only)."""
+        return (f"addr:{address[:100]}",) if user is None else (f"addr:{address[:100]}", f"user:{user[:100]}")
 
     def retry_after(self, keys: Sequence[str]) -> float:
         """Seconds until one of ``keys`` may be checked again; 0 when each may be now."""

@@ -141,6 +141,7 @@ def test_bulk_cancel_by_filter_touches_exactly_the_filtered_jobs(client: Client,
 def test_move_a_waiting_job_from_its_page_then_by_filter(client: Client, browser: Any, dashboard: str) -> None:
     job_id = client.queue_job("testtasks.add", {"a": 1, "b": 2}, queue="parked")
     others = [client.queue_job("testtasks.add", {"a": i, "b": 3}, queue="parked") for i in range(3)]
+    client.queue_job("testtasks.add", {"a": 0, "b": 0}, queue="urgent")  # a known queue: a move's target
     browser.get(f"{dashboard}/jobs/{job_id}")
     browser.find_element(By.ID, "move-queue").send_keys("urgent")
     browser.find_element(By.ID, "move-priority").send_keys("7")

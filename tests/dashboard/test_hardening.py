@@ -45,28 +45,35 @@ def test_another_host_name_is_refused(client: Client, worker: Any, dashboards: D
     assert fetch(opener(), f"{named}/jobs", headers={"Host": "evil.example"})[0] == 400
 
 
-def timed(url: str, user: str, password: str) -> tuple[int, float]:
+def timed(url: str, user: str, password: str, address: str | None = None) -> tuple[int, float]:
+    """GET /jobs as ``user`` (from ``address``, by X-Forwarded-For: a dashboard started
+    with --forwarded-allow-ips 127.0.0.1 takes it as the client's): status, seconds."""
+    headers = {**basic(user, password), **({"X-Forwarded-For": address} if address else {})}
     t0 = time.perf_counter()
-    status = fetch(opener(), url + "/jobs", headers=basic(user, password))[0]
+    status = fetch(opener(), url + "/jobs", headers=headers)[0]
     return status, time.perf_counter() - t0
 
 
 def test_unknown_users_cost_a_hash_and_guessing_is_throttled(dashboards: Dashboards) -> None:
-    url = dashboards.start("--user", "alice:" + hash_password("wonderland"))
+    url = dashboards.start("--user", "alice:" + hash_password("wonderland"), "--user",
+                           "bob:" + hash_password("builder", rounds=1000), "--forwarded-allow-ips", "127.0.0.1")
     assert timed(url, "alice", "wonderland")[0] == 200  # remembered from now on
     known = [timed(url, "alice", f"wrong{i}") for i in range(2)]
     unknown = [timed(url, "nobody", f"wrong{i}") for i in range(2)]
     assert {s for s, _ in known + unknown} == {401}
     assert statistics.median(t for _, t in unknown) > 0.5 * min(t for _, t in known), (known, unknown)
 
-    with ThreadPoolExecutor(40) as pool:  # 40 guesses at once, and a user already logged in
-        guesses = [pool.submit(timed, url, "alice", f"guess{i}") for i in range(40)]
-        status, took = pool.submit(timed, url, "alice", "wonderland").result()  # among the guesses
+    assert timed(url, "bob", "builder", "198.51.100.2")[0] == 200
+    with ThreadPoolExecutor(40) as pool:  # 40 guesses at once from one address, and another user logged in
+        guesses = [pool.submit(timed, url, "alice", f"guess{i}", "198.51.100.1") for i in range(40)]
+        status, took = pool.submit(timed, url, "bob", "builder", "198.51.100.2").result()  # among the guesses
         results = [g.result() for g in guesses]
     assert status == 200 and took < 1.0, took
     assert sum(1 for s, _ in results if s == 429) >= 30, results
     status, headers = throttled(url, "alice")
     assert status == 429 and 1 <= int(headers["retry-after"]) <= 60
+    # alice is locked out, from any address, whatever the password: her right one too
+    assert timed(url, "alice", "wonderland", "198.51.100.3")[0] == 429
 
 
 def throttled(url: str, user: str) -> tuple[int, Any]:

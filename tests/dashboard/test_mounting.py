@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -98,6 +99,14 @@ def links(page: str) -> set[str]:
             and u != PREFIX + "/bulk"}
 
 
+def cookie_path(url: str, headers: dict[str, str] | None = None) -> str | None:
+    """The ``Path`` of the CSRF cookie a fresh browser is given at ``url``."""
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as r:
+        cookie = r.headers.get("set-cookie") or ""
+    m = re.search(r"rt_csrf=[0-9a-f]+;.*?Path=([^;]+)", cookie)
+    return m.group(1) if m else None
+
+
 def requeue_as(op: Any, url: str, job_id: str, headers: dict[str, str]) -> tuple[int, str]:
     page = fetch(op, f"{url}/jobs/{job_id}", headers=headers)[1]
     return fetch(op, f"{url}/jobs/{job_id}/requeue", {"csrf": csrf_of(page)}, headers)[0], page
@@ -122,6 +131,7 @@ def test_wsgi_app_under_a_prefix_behind_the_host_auth(settings: Settings, client
             assert fetch(op, base + link, headers=alice)[0] == 200, link
         status, page = requeue_as(op, url, job_id, alice)
         assert status == 303 and "alice" in page  # the header names the host's user
+        assert cookie_path(url + "/jobs", alice) == PREFIX  # the host's other pages never get it
     entry = client.get_job(job_id).history[-1]
     assert entry["status"] == "queued" and entry["by"] == "dashboard user alice from 127.0.0.1"
 
@@ -135,5 +145,6 @@ def test_asgi_app_records_the_host_user_or_the_hook_name(settings: Settings, cli
         assert requeue_as(opener(), base + PREFIX + "-hook", second, {"X-Test-User": "carol"})[0] == 303
         status, page = fetch(opener(), f"{base}{PREFIX}/jobs/{first}")  # no user: anonymous
         assert status == 200 and "anonymous" in page
+        assert cookie_path(f"{base}{PREFIX}-hook/jobs") == PREFIX + "-hook"
     assert client.get_job(first).history[-1]["by"] == "dashboard user bob from 127.0.0.1"
     assert client.get_job(second).history[-1]["by"] == "dashboard user hook:carol from 127.0.0.1"

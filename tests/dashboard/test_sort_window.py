@@ -30,7 +30,7 @@ def test_a_sort_without_an_index_says_it_orders_the_newest_jobs_only(client: Cli
     assert note, body
     text = " ".join(re.sub(r"<[^>]+>", "", note.group(1)).split())
     assert text.startswith("Sorted by duration among the newest 1,000 jobs by last change only, not among all jobs")
-    assert "(4 of them kept by this filter)" in text and "window=1000" in text
+    assert "(4 of them kept by this filter and sorted: those with a duration)" in text and "window=1000" in text
     nxt = re.search(r'id="next" href="/jobs\?([^"]+)"', body)
     assert nxt and "window=1000" in html.unescape(nxt.group(1))  # the next page says it as well
     # the newest 2 by change are the last two run (0.03 then 0.02 s): ordered by run among them only
