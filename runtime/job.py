@@ -205,7 +205,9 @@ class Job:
 
     ``queued_at`` and ``due_at`` are on the Redis server's clock (which decides when a
     delayed job is due); ``started_at`` and ``ended_at`` on the worker host's clock, taken
-    around the run itself. Across hosts they agree as well as the clocks do (NTP).
+    around the run itself, except that while an attempt runs ``started_at`` is when it was
+    claimed (Redis clock: the start is written with the outcome). Across hosts they agree
+    as well as the clocks do (NTP).
     """
 
     id: str

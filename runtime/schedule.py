@@ -45,6 +45,18 @@ MISSED = ("skip", "once")
 OVERLAP = ("allow", "skip")
 #: Shortest period of ``every``, seconds.
 MIN_EVERY_S = 0.1
+#: Longest period of ``every``, seconds: 10 years, as the longest delay of a job
+#: (runtime.client.limits.MAX_DELAY_S). Fire times are multiples of the period since the
+#: epoch, so a longer one would first fire decades from now, and past about 8,000 years
+#: its fire times leave the years a datetime (and so a fire-time job id) can write.
+MAX_EVERY_S = 10 * 365 * 86_400.0
+#: Most fire times handled in one step (one fire.lua call): the newest ones; the older
+#: ones are dropped, counted as missed (:meth:`Schedule.plan`).
+MAX_FIRES = 100
+#: Fire times of a cron counted one by one beyond the newest :data:`MAX_FIRES` (croniter
+#: takes ~20 us each: at most ~0.2 s of a worker's CPU after a long outage); the older
+#: ones are counted from their spacing (:meth:`Schedule.due_counted`).
+MAX_COUNTED = 10_000
 #: The widest a DST change moves wall clocks from UTC, and more: the margin, in wall time,
 #: within which cron times are mapped to UTC and compared (seconds).
 _MARGIN = timedelta(hours=3)
@@ -99,41 +111,56 @@ class Schedule:
             if best is not None and naive > _wall(best, zone) + _MARGIN:
                 return best
 
-    def due(self, after_ms: int, now_ms: int, limit: int = 100) -> list[int]:
+    def due(self, after_ms: int, now_ms: int, limit: int = MAX_FIRES) -> list[int]:
         """The fire times in (``after_ms``, ``now_ms``], oldest first; the newest ``limit``
         of them when there are more."""
+        return self.due_counted(after_ms, now_ms, limit)[0]
+
+    def due_counted(self, after_ms: int, now_ms: int, limit: int = MAX_FIRES) -> tuple[list[int], int]:
+        """(:meth:`due`, how many older fire times in (``after_ms``, ``now_ms``] it leaves
+        out). For a cron, exact up to :data:`MAX_COUNTED` left out; beyond, the rest of the
+        span is counted at the mean spacing of those: an estimate, exact for a regular cron
+        (``*/5 * * * *``), within a few per cent for an irregular one (weekdays only)."""
         if self.every_s is not None:
             period = round(self.every_s * 1000)
             last = now_ms // period * period
             first = max(after_ms // period + 1, last // period - limit + 1) * period
-            return list(range(first, last + 1, period))
+            return list(range(first, last + 1, period)), max(0, last // period - after_ms // period - limit)
         from croniter import croniter
         zone = self.zone
         it = croniter(self.cron, _wall(now_ms, zone) + _MARGIN)
         found: set[int] = set()
         floor = _wall(after_ms, zone) - _MARGIN
+        low: int | None = None  # once enough are found, the oldest: no older one is collected
         while True:
             naive = it.get_prev(datetime)
             if naive < floor:
                 break
             t = _utc_ms(naive, zone)
-            if after_ms < t <= now_ms:
+            if after_ms < t <= now_ms and (low is None or t >= low):
                 found.add(t)
-            if len(found) >= limit and naive < _wall(min(found), zone) - _MARGIN:
+                if low is None and len(found) >= limit + MAX_COUNTED:
+                    low = min(found)
+            if low is not None and naive < _wall(low, zone) - _MARGIN:  # every one from low on found
                 break
-        return sorted(found)[-limit:]
+        times = sorted(found)
+        left_out = max(0, len(times) - limit)
+        if low is not None:  # those in (after_ms, low) counted at the mean spacing of the found ones
+            left_out += -(-(low - after_ms) * (len(times) - 1) // (times[-1] - low)) - 1
+        return times[-limit:], left_out
 
-    def plan(self, after_ms: int, now_ms: int, since_ms: int | None = None) -> list[tuple[int, bool]]:
+    def plan(self, after_ms: int, now_ms: int, since_ms: int | None = None) -> Plan:
         """What to do at ``now_ms`` with the fire times since ``after_ms`` (the last one
-        fired): (fire time, run it) for each, oldest first; those not run are recorded as
-        missed (fire.lua).
+        fired): (fire time, run it) for each of the newest :data:`MAX_FIRES`, oldest
+        first, and how many older ones are dropped (not run, whatever the policy); those
+        not run and those dropped are counted as missed (fire.lua).
 
         A fire time is on time, and runs under every policy, when it came while the
         scheduler calling was running (after ``since_ms``, the end of its previous tick;
         None: no bound) and is at most ``grace_s`` seconds late. The others were missed
         (no scheduler ran then, or it was blocked past the grace): ``skip`` runs none of
         them, ``once`` the newest unless a fire time on time runs now, N the newest N."""
-        times = self.due(after_ms, now_ms)
+        times, dropped = self.due_counted(after_ms, now_ms)
         on_time = [t for t in times if now_ms - t <= self.grace_s * 1000 and (since_ms is None or t > since_ms)]
         missed = times[:len(times) - len(on_time)]
         if self.missed == "skip":
@@ -142,7 +169,7 @@ class Schedule:
             keep = set(missed[-1:]) if not on_time else set()
         else:
             keep = set(missed[-int(self.missed):])
-        return [(t, t in keep or t in on_time) for t in times]
+        return Plan(after_ms, [(t, t in keep or t in on_time) for t in times], dropped)
 
     def to_json(self) -> str:
         """The definition as JSON (stored in Redis for ``runtime schedules``)."""
@@ -150,6 +177,17 @@ class Schedule:
                            "priority": self.priority, "cron": self.cron, "every_s": self.every_s, "tz": self.tz,
                            "missed": self.missed, "grace_s": self.grace_s, "overlap": self.overlap},
                           sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a scheduler does with a schedule's fire times since ``after_ms`` (ms, the last
+    one fired as it knows): ``fires``, (fire time in ms, run it) for the newest, oldest
+    first; ``dropped``, how many older ones it leaves out (not run: missed)."""
+
+    after_ms: int
+    fires: list[tuple[int, bool]]
+    dropped: int = 0
 
 
 def _wall(t_ms: int, zone: ZoneInfo) -> datetime:
@@ -175,14 +213,17 @@ def make_schedule(name: str, path: str, *, params: Mapping[str, Any] | None = No
         check_id(name, "schedule name")
     except InvalidParams as exc:
         raise ConfigError(f"{exc} (a schedule's name is part of its jobs' ids)") from None
+    if "@" in name:
+        raise ConfigError(f"{where}: a schedule name may not hold '@' (its jobs' ids are NAME@TIME)")
     if (cron is None) == (every is None):
         raise ConfigError(f"{where}: give cron= or every=, exactly one")
     every_s = every.total_seconds() if isinstance(every, timedelta) else every
     if every_s is not None:
         if not isinstance(every_s, (int, float)) or isinstance(every_s, bool):
             raise ConfigError(f"{where}: every must be a number of seconds or a timedelta, got {every!r}")
-        if not (math.isfinite(every_s) and every_s >= MIN_EVERY_S):
-            raise ConfigError(f"{where}: every must be at least {MIN_EVERY_S} seconds, got {every!r}")
+        if not (math.isfinite(every_s) and MIN_EVERY_S <= every_s <= MAX_EVERY_S):
+            raise ConfigError(f"{where}: every must be at least {MIN_EVERY_S} seconds and at most "
+                              f"{MAX_EVERY_S:.0f} (10 years), got {every!r}")
         if tz is not None:
             raise ConfigError(f"{where}: tz has no meaning with every (its fire times are multiples of the period "
                               f"since the epoch, the same in every zone); drop tz, or use cron for wall-clock times")

@@ -8,8 +8,8 @@ queue. Both are refused when they could break a key name:
 empty, longer than :data:`MAX_ID_CHARS`, or holding a character outside
 :data:`ID_CHARS` (no spaces, no braces: a ``{...}`` would choose a Redis Cluster hash slot;
 no commas: lists of ids are comma-separated in the CLI). A job id may not have the form of
-a schedule's fire-time id (:data:`FIRE_ID`). De-duplication itself is done
-atomically by enqueue.lua.
+a schedule's ids (:data:`FIRE_ID`, :data:`RUN_NOW_ID`): those are runtime's own. De-duplication
+itself is done atomically by enqueue.lua.
 """
 
 from __future__ import annotations
@@ -27,6 +27,10 @@ _ID = re.compile(f"[{ID_CHARS}]+")
 #: The ids of schedules' fire times (``NAME@2026-12-06T05:00:00Z``, runtime.schedule):
 #: a caller may not choose one, which would take a fire time's id and stop it from firing.
 FIRE_ID = re.compile(r".+@\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z")
+#: The ids of ``runtime schedules run-now NAME`` (``NAME@now-<ms>``,
+#: runtime.scheduler.report.run_now): a caller may not choose one either, which would take
+#: the id a run-now is about to use and make it return the caller's job instead.
+RUN_NOW_ID = re.compile(r".+@now-\d+")
 #: Longest unique window, seconds: 10 years, as the longest delay of a job
 #: (runtime.client.limits.MAX_DELAY_S), so that a job queued that far ahead can hold its
 #: key until it runs; a longer window would outlive any job, and its expiry in ms would
@@ -34,9 +38,10 @@ FIRE_ID = re.compile(r".+@\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z")
 MAX_UNIQUE_FOR_S = 10 * 365 * 86_400.0
 
 
-def check_id(value: object, what: str = "job_id") -> str:
+def check_id(value: object, what: str = "job_id", *, own: bool = False) -> str:
     """``value`` if it is a valid caller-chosen job id or unique key (``what`` names it in
-    the error). Raises InvalidParams, one line."""
+    the error). A job id of a schedule's form (:data:`FIRE_ID`, :data:`RUN_NOW_ID`) is
+    refused unless ``own`` (runtime's own id: a run-now). Raises InvalidParams, one line."""
     if not isinstance(value, str) or not value:
         raise InvalidParams(f"{what} must be a non-empty string, got {value!r}")
     if len(value) > MAX_ID_CHARS:
@@ -45,9 +50,9 @@ def check_id(value: object, what: str = "job_id") -> str:
         bad = sorted({c for c in value if not _ID.fullmatch(c)})
         raise InvalidParams(f"{what} {value!r} holds characters that are not allowed ({''.join(bad)!r}); "
                             f"use letters, digits and _ . : @ / + = -")
-    if what == "job_id" and FIRE_ID.fullmatch(value):
-        raise InvalidParams(f"job_id {value!r} has the form of a schedule's fire-time id (NAME@ISO-time), "
-                            f"which only schedules may use; choose another")
+    if what == "job_id" and not own and (FIRE_ID.fullmatch(value) or RUN_NOW_ID.fullmatch(value)):
+        raise InvalidParams(f"job_id {value!r} has the form of a schedule's job id (NAME@ISO-time of a fire time, "
+                            f"NAME@now-MS of a run-now), which only schedules may use; choose another")
     return value
 
 
@@ -57,11 +62,12 @@ def looks_like_id(text: str) -> bool:
     return 0 < len(text) <= 2 * MAX_ID_CHARS and _ID.fullmatch(text) is not None
 
 
-def scoped_id(queue: str, job_id: str) -> str:
+def scoped_id(queue: str, job_id: str, own: bool = False) -> str:
     """The id of a job of ``queue`` whose caller chose ``job_id`` (checked by
-    :func:`check_id`): ``{queue}:{job_id}``, or ``job_id`` itself when it already starts
-    with ``{queue}:`` (an id read back from an earlier job). Raises InvalidParams."""
-    job_id = check_id(job_id)
+    :func:`check_id`, ``own`` as there): ``{queue}:{job_id}``, or ``job_id`` itself when it
+    already starts with ``{queue}:`` (an id read back from an earlier job). Raises
+    InvalidParams."""
+    job_id = check_id(job_id, own=own)
     return job_id if job_id.startswith(f"{queue}:") else f"{queue}:{job_id}"
 
 

@@ -11,8 +11,22 @@ from .app import Ctx, cli, echo, handle_errors, out
 from .format import ago
 
 
-def _when(ts: float | None) -> str:
-    return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+def _when(ts: object) -> str:
+    """UNIX time ``ts`` as a UTC date, "-" for None, or as it is when it is not a time a
+    date can show (a year past 9999, text): a stored value never stops the listing."""
+    if ts is None:
+        return "-"
+    if not isinstance(ts, (int, float)):
+        return str(ts)
+    try:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (ValueError, OverflowError, OSError):
+        return str(ts)
+
+
+def _ago(ts: object) -> str:
+    """:func:`ago` of ``ts``, "-" when it is not a number."""
+    return ago(ts) if isinstance(ts, (int, float)) else "-"
 
 
 def _state(obj: Ctx) -> Any:
@@ -31,7 +45,7 @@ def print_schedules(data: dict[str, Any]) -> None:
         removed = "  (no live scheduler runs it: runtime schedules forget NAME deletes it)" \
             if s["status"] == "removed" else ""
         echo(f"{s['name']}  {s['status']}{late}{removed}  task {s['task']}  queue {s['queue']}  {s['when']}")
-        echo(f"    next {_when(s['next_fire'])}   last {_when(s['last_fire'])} ({ago(s['last_fire'])}, "
+        echo(f"    next {_when(s['next_fire'])}   last {_when(s['last_fire'])} ({_ago(s['last_fire'])}, "
              f"{s['last_status'] or '-'})   last job {s['last_job'] or '-'} ({s['last_job_status'] or '-'})"
              f"   missed {s['missed']}  overlap-skipped {s['overlap']}")
     alive = data["schedulers"]

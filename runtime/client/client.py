@@ -73,7 +73,9 @@ class Client:
 
     def _new(self, path: str, params: Mapping[str, Any] | None, queue: str, priority: int,
              delay: float | None, eta: datetime | float | None, spec: TaskSpec | None = None,
-             job_id: str | None = None, unique: tuple[str, float] = ("", 0.0)) -> NewJob:
+             job_id: str | None = None, unique: tuple[str, float] = ("", 0.0), own_id: bool = False) -> NewJob:
+        """A checked job to queue (``own_id``: ``job_id`` is runtime's own, of a form refused to
+        callers: runtime.unique.check_id). Raises as :meth:`queue_job`."""
         if not isinstance(path, str) or not path.strip():
             raise InvalidParams(f"task path must be a non-empty dotted string, got {path!r}")
         if problem := queue_name_problem(queue):
@@ -81,7 +83,7 @@ class Client:
         if not isinstance(priority, int) or not PRIORITY_RANGE[0] <= priority <= PRIORITY_RANGE[1]:
             low, high = PRIORITY_RANGE
             raise InvalidParams(f"priority must be an int in [{low}, {high}], got {priority!r}")
-        job = NewJob(new_job_id(queue) if job_id is None else scoped_id(queue, job_id), path,
+        job = NewJob(new_job_id(queue) if job_id is None else scoped_id(queue, job_id, own_id), path,
                      encode_params(params, self.settings.max_job_bytes), queue, priority, delay_s(delay, eta),
                      unique_key=unique[0], unique_for_s=unique[1])
         if spec is not None:

@@ -140,7 +140,7 @@ class SchedulerLoop:
             if self.next_fire(s) > now:
                 continue
             plan = s.plan(self.last.get(s.name, now), now, self.since_ms)
-            if not plan:
+            if not plan.fires:
                 continue
             fired = self.state.fire(s, plan)
             self.last[s.name] = fired.last_fire
@@ -148,8 +148,10 @@ class SchedulerLoop:
             if "early" in fired.outcomes:  # the server's clock is behind our estimate of it
                 self.early = True
                 self.offset = fired.server_ms / 1000 - self.clock()
-                handled = min(handled, plan[fired.outcomes.index("early")][0] - 1)  # still on time later
-            skipped = [o for o in fired.outcomes if o in ("missed", "overlap")]
+                handled = min(handled, plan.fires[fired.outcomes.index("early")][0] - 1)  # still on time later
+            if "stale" in fired.outcomes:  # planned again at once, from the last fire time learnt
+                handled = min(handled, plan.fires[0][0] - 1)
+            skipped = [o for o in fired.outcomes if o in ("missed", "overlap")] + ["dropped"] * fired.dropped
             if skipped:
                 log.info("schedule %s: %d fire time(s) not run (%s)", s.name, len(skipped), ", ".join(set(skipped)))
         self.since_ms = handled  # every fire time up to it handled (not on an error: then late, not missed)

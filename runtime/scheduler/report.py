@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import ConfigError, ScheduleRefused
@@ -41,8 +42,9 @@ def describe(state: ScheduleState, now: float | None = None) -> dict[str, Any]:
     """{"schedulers": live scheduler ids, "wedged": ids of the stale ones (registered, not
     syncing), "scheduler_states": :func:`schedulers_seen`, "schedules": [one dict per
     schedule]} with, per schedule: name, task, when (cron and tz, or every), next_fire
-    and last_fire (UNIX s), last_job, last_job_status, last_status, paused, counts of
-    missed/overlap/paused fire times, run_by (the live schedulers running it),
+    and last_fire (UNIX s; last_fire as stored when that is not a time), last_job,
+    last_job_status, last_status, paused, counts of missed/overlap/paused fire times, run_by
+    (the live schedulers running it),
     wedged_by (the stale ones running it), late_s (seconds past a fire time not handled,
     beyond the grace, else 0) and status: "removed" (no live or stale scheduler runs it
     although some run: removed from their code, or the workers that have it are down; or
@@ -71,11 +73,13 @@ def describe(state: ScheduleState, now: float | None = None) -> dict[str, Any]:
 def _row(name: str, h: dict[str, str], job_status: str | None, now: float, alive: bool,
          run_by: list[str], wedged_by: list[str]) -> dict[str, Any]:
     d = json.loads(h.get("def") or "{}")
-    last_ms = int(h.get("last_fire") or 0)
+    raw = h.get("last_fire") or "0"
+    last_ms = stored_ms(raw)
     row: dict[str, Any] = {
         "name": name, "task": d.get("path"), "queue": d.get("queue"),
         "when": f"cron {d['cron']} {d.get('tz', 'UTC')}" if d.get("cron") else f"every {d.get('every_s')} s",
-        "last_fire": last_ms / 1000 if last_ms and h.get("last_status") else None,  # else: never fired
+        "last_fire": (raw if last_ms is None else last_ms / 1000)  # as stored when it is no time
+        if raw != "0" and h.get("last_status") else None,  # else: never fired
         "last_status": h.get("last_status"),
         "last_job": h.get("last_job"), "last_job_status": job_status, "paused": h.get("paused") == "1",
         "missed": int(h.get("count_missed") or 0), "overlap": int(h.get("count_overlap") or 0),
@@ -96,6 +100,17 @@ def _row(name: str, h: dict[str, str], job_status: str | None, now: float, alive
                      ("late" if row["late_s"] else "ok") if run_by else
                      "late" if wedged_by else "no scheduler")
     return row
+
+
+def stored_ms(text: str) -> int | None:
+    """Stored time ``text`` (ms since the epoch) as an int, None when it is not one a date
+    can show (not an integer, or past year 9999): shown as it is, never computed with."""
+    try:
+        ms = int(text)
+        datetime.fromtimestamp(ms / 1000, UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+    return ms
 
 
 def forget(state: ScheduleState, name: str) -> None:
@@ -125,8 +140,9 @@ def run_now(client: Any, name: str) -> str:
     if _one(state, name)["status"] == "removed":
         raise ScheduleRefused(f"schedule {name!r} was removed (no live scheduler runs it): not run; "
                               f"runtime schedules forget {name} deletes it")
-    job_id = f"{name}@now-{int(time.time() * 1000)}"
-    got = str(client.queue_job(d["path"], d.get("params") or {}, queue=d.get("queue", "default"),
-                               priority=int(d.get("priority", 0)), job_id=job_id, check=False))
+    job_id = f"{name}@now-{int(time.time() * 1000)}"  # runtime.unique.RUN_NOW_ID: refused to callers
+    job = client._new(d["path"], d.get("params") or {}, d.get("queue", "default"), int(d.get("priority", 0)),
+                      None, None, job_id=job_id, own_id=True)
+    got = str(client._enqueue([job]).get(job.id, job.id))
     state.ran_now(name, got)
     return got

@@ -23,7 +23,7 @@ from typing import Any
 from ..broker.broker import RedisBroker
 from ..errors import ScheduleNotFound
 from ..job import encode_params
-from ..schedule import Schedule
+from ..schedule import Plan, Schedule
 from ..status import Status
 
 #: A scheduler not synced for this many seconds is forgotten by the next one to start.
@@ -45,12 +45,16 @@ class Synced:
 @dataclass
 class Fired:
     """What fire.lua did: the schedule's last fire time after the call (ms), the server
-    time it read (ms), and the outcome of each fire time sent ('queued', 'missed',
-    'overlap', 'paused', 'done', or 'early': not come yet on the server clock, left)."""
+    time it read (ms), the outcome of each fire time sent ('queued', 'missed', 'overlap',
+    'paused', 'done', 'early': not come yet on the server clock, left; or 'stale': the
+    plan dropped fire times and another scheduler fired some of them since its
+    ``after_ms``, so nothing was done: plan again from ``last_fire``), and how many dropped
+    fire times it counted."""
 
     last_fire: int
     server_ms: int
     outcomes: list[str]
+    dropped: int = 0
 
 
 class ScheduleState:
@@ -61,20 +65,22 @@ class ScheduleState:
         self.redis = broker.redis
         self.keys = broker.keys
 
-    def fire(self, schedule: Schedule, plan: Sequence[tuple[int, bool]]) -> Fired:
-        """Queue or record the fire times of ``plan`` (runtime.schedule.Schedule.plan), in
-        one script call. Raises redis errors."""
+    def fire(self, schedule: Schedule, plan: Plan | Sequence[tuple[int, bool]]) -> Fired:
+        """Queue or record the fire times of ``plan`` (runtime.schedule.Schedule.plan; or
+        its fires alone: none dropped), in one script call. Raises redis errors."""
+        if not isinstance(plan, Plan):
+            plan = Plan(0, list(plan))
         k = self.keys
         ready, sched, wake, _ = k.queue_keys(schedule.queue)
         keys = [k.schedule(schedule.name), ready, sched, wake, k.queues, k.status(schedule.queue, Status.QUEUED)]
         args: list[Any] = [schedule.queue, schedule.path, encode_params(schedule.params, 1 << 20),
-                           schedule.priority, schedule.overlap, len(plan)]
-        for t, run in plan:
+                           schedule.priority, schedule.overlap, len(plan.fires), plan.dropped, plan.after_ms]
+        for t, run in plan.fires:
             job_id = f"{schedule.queue}:{schedule.job_id(t)}"  # a job id names its queue (runtime.job)
             keys.append(k.job(job_id))
             args += (t, job_id, "1" if run else "0")
         reply = self.broker.script("fire", keys, args)
-        return Fired(int(reply[0]), int(reply[1]), [str(r) for r in reply[2:]])
+        return Fired(int(reply[0]), int(reply[1]), [str(r) for r in reply[3:]], int(reply[2]))
 
     def sync(self, worker_id: str, schedules: Sequence[Schedule], first: bool) -> tuple[float, dict[str, Synced]]:
         """A scheduler's sync: mark ``worker_id`` as running the scheduler now; on the

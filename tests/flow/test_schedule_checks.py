@@ -19,6 +19,7 @@ TOML_MISTAKES = [
     ('every = 5\nparams = {x = 1}', "unknown param 'x'"),
     ('every = true', "every must be a number of seconds"),
     ('every = 5\ntz = "Europe/Paris"', "tz has no meaning with every"),
+    ('every = 1e12', "every must be at least 0.1 seconds and at most 315360000 (10 years), got 1000000000000.0"),
 ]
 
 
@@ -132,3 +133,12 @@ def test_a_runtime_toml_with_runtime_and_schedules_tables_is_read(settings, task
     monkeypatch.chdir(task_dir.path)
     r = cli(settings, "check", task_modules="testtasks")
     assert r.exit_code == 0 and "schedule s1: every 5 s -> testtasks.add" in r.stdout, r.stderr
+
+
+def test_runtime_check_refuses_a_schedule_name_with_an_at_sign(settings, task_dir, monkeypatch):
+    task_dir.write("runtime.toml", f'[schedules."tick@1"]\n{SCHEDULE}')
+    monkeypatch.chdir(task_dir.path)
+    r = cli(settings, "check", task_modules="testtasks")
+    assert r.exit_code == 2, r.stdout
+    assert "schedule 'tick@1': a schedule name may not hold '@'" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from runtime.errors import ConfigError, InvalidParams
-from runtime.schedule import make_schedule, periodic
-from runtime.unique import FIRE_ID, check_id
+from runtime.schedule import MAX_COUNTED, MAX_EVERY_S, MAX_FIRES, make_schedule, periodic
+from runtime.unique import FIRE_ID, RUN_NOW_ID, check_id
 
 
 def ms(y: int, mo: int, d: int, h: int = 0, mi: int = 0, tz: str = "UTC") -> int:
@@ -68,7 +68,7 @@ def test_fire_ids_have_a_fixed_width_time_part_and_sort_by_time():
     ids = [s.job_id(t) for t in times]
     assert sorted(ids) == ids and len({len(i) for i in ids}) == 1 and len(set(ids)) == len(ids)
     assert all(FIRE_ID.fullmatch(i) for i in ids)
-    with pytest.raises(InvalidParams, match="fire-time id"):
+    with pytest.raises(InvalidParams, match="form of a schedule's job id"):
         check_id(ids[0])
 
 
@@ -79,8 +79,8 @@ def test_missed_run_policies_after_downtime(missed, runs):
     s = make_schedule("m", "m.f", every=60, missed=missed, grace_s=30)
     base = ms(2026, 1, 1)
     plan = s.plan(base, base + 645_000)
-    assert [t for t, _ in plan] == [base + k * 60_000 for k in range(1, 11)]
-    assert [(t - base) // 1000 for t, run in plan if run] == runs
+    assert [t for t, _ in plan.fires] == [base + k * 60_000 for k in range(1, 11)] and plan.dropped == 0
+    assert [(t - base) // 1000 for t, run in plan.fires if run] == runs
 
 
 @pytest.mark.parametrize(("missed", "runs"), [("skip", []), ("once", [600]), (2, [540, 600])])
@@ -90,8 +90,8 @@ def test_fire_times_before_the_scheduler_s_tick_window_are_missed_even_within_gr
     s = make_schedule("m", "m.f", every=60, missed=missed, grace_s=30)
     base = ms(2026, 1, 1)
     plan = s.plan(base, base + 606_000, since_ms=base + 605_000)
-    assert [(t - base) // 1000 for t, run in plan if run] == runs
-    assert [run for _, run in s.plan(base, base + 606_000, since_ms=base + 599_999)][-1]  # in its window
+    assert [(t - base) // 1000 for t, run in plan.fires if run] == runs
+    assert [run for _, run in s.plan(base, base + 606_000, since_ms=base + 599_999).fires][-1]  # in its window
 
 
 def test_a_fire_time_on_time_runs_under_every_policy_and_once_adds_nothing_to_it():
@@ -99,7 +99,7 @@ def test_a_fire_time_on_time_runs_under_every_policy_and_once_adds_nothing_to_it
     for missed in ("skip", "once", 3):
         s = make_schedule("m", "m.f", every=60, missed=missed, grace_s=30)
         plan = s.plan(base, base + 600_000 + 10_000)  # 10:00 is 10 s late: on time
-        ran = [(t - base) // 1000 for t, run in plan if run]
+        ran = [(t - base) // 1000 for t, run in plan.fires if run]
         assert ran[-1] == 600 and len(ran) == {"skip": 1, "once": 1, 3: 4}[missed]
 
 
@@ -108,6 +108,9 @@ def test_a_fire_time_on_time_runs_under_every_policy_and_once_adds_nothing_to_it
     ({"cron": "61 * * * *"}, "bad cron"),
     ({"cron": "0 0 31 2 *"}, "never fires"),
     ({"every": 0.01}, "every must be at least"),
+    ({"every": 1e12}, r"at most 315360000 \(10 years\), got 1000000000000.0"),
+    ({"every": timedelta(days=3651)}, "at most 315360000"),
+    ({"every": float("nan")}, "every must be at least"),
     ({}, "give cron= or every="),
     ({"cron": "* * * * *", "every": 5}, "give cron= or every="),
     ({"cron": "0 * * * *", "tz": "Mars/Olympus"}, "unknown time zone"),
@@ -142,3 +145,61 @@ def test_a_schedule_with_a_fixed_utc_time_is_unaffected_by_dst():
     fires = s.due(ms(2026, 3, 28), ms(2026, 3, 31))
     assert [datetime.fromtimestamp(t / 1000, UTC).strftime("%d %H:%M") for t in fires] == [
         "28 02:30", "29 02:30", "30 02:30"]
+
+
+def test_the_longest_every_is_ten_years():
+    s = make_schedule("decade", "m.f", every=timedelta(days=3650))
+    assert s.every_s == MAX_EVERY_S
+    assert s.job_id(s.next_after(ms(2026, 1, 1))).startswith("decade@20")
+
+
+def test_a_schedule_name_may_not_hold_an_at_sign():
+    with pytest.raises(ConfigError, match=r"schedule 'a@b': a schedule name may not hold '@'"):
+        make_schedule("a@b", "m.f", every=5)
+
+
+@pytest.mark.parametrize("job_id", ["tick@now-1764000000000", "default:tick@now-1", "a.b@now-0"])
+def test_a_caller_may_not_choose_a_run_now_id(job_id):
+    assert RUN_NOW_ID.fullmatch(job_id)
+    with pytest.raises(InvalidParams, match="NAME@now-MS of a run-now"):
+        check_id(job_id)
+    assert check_id(job_id, own=True) == job_id
+    for fine in ("tick@now", "tick@now-1x", "tick@later-1", "tick@2026"):
+        assert check_id(fine) == fine
+
+
+def test_fire_times_beyond_the_newest_100_are_counted_as_dropped():
+    """every=0.2 s over 50 s: 250 fire times, the newest 100 planned, 150 dropped."""
+    s = make_schedule("e", "m.f", every=0.2, missed="skip", grace_s=60)
+    base = ms(2026, 1, 1)
+    plan = s.plan(base, base + 50_000, since_ms=base)
+    assert len(plan.fires) == MAX_FIRES and plan.dropped == 150 and plan.after_ms == base
+    assert plan.fires[0][0] == base + 150 * 200 + 200 and all(run for _, run in plan.fires)  # on time
+    assert s.plan(base, base + 20_000).dropped == 0 and s.plan(base + 1, base + 20_199).dropped == 0
+
+
+@pytest.mark.parametrize(("tz", "start", "days", "expected"), [
+    ("UTC", (2026, 3, 27), 3, 3 * 1440),
+    ("Europe/Paris", (2026, 3, 27), 3, 3 * 1440),  # spring forward: the gap's minutes fire at 03:xx, once each
+    ("Europe/Paris", (2026, 10, 23), 3, 3 * 1440 - 60),  # fall back: the repeated hour fires once
+    ("UTC", (2026, 3, 20), 400, 400 * 1440),  # past MAX_COUNTED: by the spacing, exact for a minute cron
+])
+def test_a_cron_counts_its_dropped_fire_times_exactly_then_by_their_spacing(tz, start, days, expected):
+    s = make_schedule("c", "m.f", cron="* * * * *", tz=tz)
+    base = ms(*start)
+    times, dropped = s.due_counted(base, base + days * 86_400_000)
+    assert times == [base + days * 86_400_000 - k * 60_000 for k in range(MAX_FIRES - 1, -1, -1)]
+    assert dropped == expected - MAX_FIRES
+
+
+@pytest.mark.parametrize("tz", ["UTC", "Europe/Paris"])
+def test_past_max_counted_an_irregular_cron_s_dropped_fire_times_are_estimated_closely(tz):
+    """Weekdays 09:00-17:56 every 7 minutes, 400 days (past MAX_COUNTED, across DST
+    changes): the estimate is within 2 % of the count (the span it was measured on
+    starts and ends on a weekday, a little denser than the average)."""
+    s = make_schedule("w", "m.f", cron="*/7 9-17 * * 1-5", tz=tz)
+    base, days = ms(2026, 3, 20), 400
+    assert days * 5 / 7 * 9 * 9 > MAX_FIRES + MAX_COUNTED
+    exact = sum(9 * 9 for d in range(days) if datetime.fromtimestamp(base / 1000 + d * 86_400, ZoneInfo(tz)).weekday() < 5)
+    got = s.due_counted(base, base + days * 86_400_000)[1] + MAX_FIRES
+    assert abs(got - exact) <= exact / 50, (got, exact)
