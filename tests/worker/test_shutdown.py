@@ -39,7 +39,7 @@ def test_sigterm_lets_running_jobs_finish_and_claims_nothing_more(client, worker
 
 def test_second_signal_interrupts_and_requeues_at_once(client, workers, greenlets=25):
     ids = client.queue_jobs("testtasks.sleep", [{"seconds": 60}] * greenlets)
-    proc = workers.start("--greenlets", str(greenlets))
+    proc = workers.ready(workers.start("--greenlets", str(greenlets)))  # a slow machine: ~1 s to start
     wait_until(lambda: len(_running(client, ids)) == greenlets, 10, "jobs to start")
     proc.send_signal(signal.SIGTERM)
     wait_until(lambda: "stopping" in workers.log(proc), 5, "first signal handled")
