@@ -20,6 +20,7 @@ from typing import Any
 import redis
 import redis.cluster
 
+from ..errors import InvalidParams
 from ..job import queue_of
 from ..messages import Claimed, NewJob, Outcome
 from ..settings import Settings
@@ -349,6 +350,17 @@ class RedisBroker:
         that does not wait in a queue (move.lua)."""
         if not ids:
             return []
-        keys = [self.keys.job(i) for i in ids]
-        args = ("" if queue is None else queue, "" if priority is None else str(priority), by, *ids)
-        return list(self._run("move", keys, args))
+        if self.clustered and queue is not None and any(queue_of(i) != queue for i in ids):
+            raise InvalidParams("moving jobs to another queue does not work on a Redis Cluster yet (a job's id "
+                                "names its queue's hash slot: docs/cluster.md); a change of priority does")
+        groups: dict[str | None, list[int]] = {}  # one call per queue of the ids: its keys in one hash slot
+        for n, i in enumerate(ids):
+            groups.setdefault(queue_of(i), []).append(n)
+        target = ("" if queue is None else queue, "" if priority is None else str(priority), by)
+        calls = [self.call("move", [self.keys.job(ids[n]) for n in g], (*target, *(ids[n] for n in g)))
+                 for g in groups.values()]
+        out = [""] * len(ids)
+        for g, reply in zip(groups.values(), self.calls(calls)):
+            for n, r in zip(g, reply):
+                out[n] = str(r)
+        return out

@@ -45,8 +45,8 @@ for i = IDS, #ARGV do
         local changed = redis.call('ZSCORE', key_status(q, st), id)
         redis.call('ZREM', key_status(q, st), id)
         redis.call('ZADD', key_status(tq, st), changed or snow, id)
+        redis.call('SADD', key_queues(), tq)  -- (a deployment-wide key: only for another queue)
       end
-      redis.call('SADD', key_queues(), tq)
       redis.call('HSET', jk, 'queue', tq, 'priority', tp)
       local kv = {'note', 'moved from ' .. q .. ' (priority ' .. (cur[3] or '0') .. ') to ' .. tq ..
                           ' (priority ' .. string.format('%d', tp) .. ')'}
