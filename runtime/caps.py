@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .broker.registry import queue_names
+
 #: Task options of caps and their meaning (registered in runtime.options).
 CAP_OPTIONS = {
     "max_concurrency": "most jobs of the task running at once across all workers (per concurrency_key value)",
@@ -115,17 +117,12 @@ def caps_text(caps: dict[str, dict[str, Any]], running_paths: list[str]) -> str:
     return "; ".join(parts)
 
 
-def _queues(redis: Any, keys: Any) -> list[str]:
-    """Every queue ever used ({p}:queues): a cap's keys are its queue's."""
-    return sorted(str(q) for q in redis.smembers(keys.queues))
-
-
 def cap_counts(redis: Any, keys: Any) -> dict[str, dict[str, int]]:
     """Every cap seen by a claim (``{p}:caps:{queue}``), summed over the queues: name ->
     {"running": jobs holding a slot (ended ones not yet released lazily included),
     "parked": jobs waiting for one, "recent_starts": starts in its rate window}; caps with
     all three at 0 are left out. Two round trips after the queue names."""
-    queues = _queues(redis, keys)
+    queues = queue_names(redis, keys)
     pipe = redis.pipeline(transaction=False)
     for q in queues:
         pipe.smembers(keys.caps(q))
@@ -196,7 +193,7 @@ def unpark_uncapped(redis: Any, keys: Any, tasks: Mapping[str, Any]) -> list[str
     more, or a ``concurrency_key`` added or removed. No claim would ever take them back
     (claim.lua unparks only caps the claiming worker knows). Returns the ids moved."""
     moved = []
-    for queue in _queues(redis, keys):
+    for queue in queue_names(redis, keys):
         for name in sorted(str(n) for n in redis.smembers(keys.parked(queue))):
             path, keyed, _ = name.partition("=")
             spec = tasks.get(path)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -25,10 +25,10 @@ from ..job import queue_of
 from ..messages import Claimed, NewJob, Outcome
 from ..settings import Settings
 from ..status import FINAL, Status
-from .connection import full, texts
+from .connection import full
 from .direct import blpop, direct
 from .keys import Keys
-from .registry import Registry
+from .registry import Registry, queue_names
 from .replies import CLAIM_FIELDS, claimed_from
 from .scripts import NAMES, register
 
@@ -321,7 +321,7 @@ class RedisBroker:
 
     def queue_names(self) -> list[str]:
         """Every queue ever used ({p}:queues), sorted."""
-        return sorted(texts(self.redis.smembers(self.keys.queues)))
+        return queue_names(self.redis, self.keys)
 
     # ---- control and waiting ------------------------------------------------------------
 
@@ -330,13 +330,20 @@ class RedisBroker:
         that does not allow it. ``by``: who asked and from where, kept in each cancel and
         requeue history entry, and in an abort's entry when the worker writes it ("" for
         no one named)."""
-        groups: dict[str, list[int]] = {}  # one call per queue of the ids: its keys in one hash slot
+        return self._per_queue("control", ids, lambda i: (self.keys.job(i), self.keys.notify(i)),
+                               (action, self.settings.ttl_s[Status.CANCEL], by))
+
+    def _per_queue(self, name: str, ids: Sequence[str], keys_of: Callable[[str], Sequence[str]],
+                   head: Sequence[Any]) -> list[str]:
+        """Script ``name`` once per queue of ``ids`` (its keys in one hash slot), in one round
+        trip: KEYS the ``keys_of`` each id, ARGV ``head`` then the ids. One reply per id, in
+        order; an id that names no queue names no job: 'missing'."""
+        groups: dict[str, list[int]] = {}
         for n, i in enumerate(ids):
             q = queue_of(i)
-            if q is not None:  # an id that names no queue names no job
+            if q is not None:
                 groups.setdefault(q, []).append(n)
-        calls = [self.call("control", [k for n in g for k in (self.keys.job(ids[n]), self.keys.notify(ids[n]))],
-                           (action, self.settings.ttl_s[Status.CANCEL], by, *(ids[n] for n in g)))
+        calls = [self.call(name, [k for n in g for k in keys_of(ids[n])], (*head, *(ids[n] for n in g)))
                  for g in groups.values()]
         out = ["missing"] * len(ids)
         for g, reply in zip(groups.values(), self.calls(calls) if calls else []):
@@ -353,14 +360,5 @@ class RedisBroker:
         if self.clustered and queue is not None and any(queue_of(i) != queue for i in ids):
             raise InvalidParams("moving jobs to another queue does not work on a Redis Cluster yet (a job's id "
                                 "names its queue's hash slot: docs/cluster.md); a change of priority does")
-        groups: dict[str | None, list[int]] = {}  # one call per queue of the ids: its keys in one hash slot
-        for n, i in enumerate(ids):
-            groups.setdefault(queue_of(i), []).append(n)
         target = ("" if queue is None else queue, "" if priority is None else str(priority), by)
-        calls = [self.call("move", [self.keys.job(ids[n]) for n in g], (*target, *(ids[n] for n in g)))
-                 for g in groups.values()]
-        out = [""] * len(ids)
-        for g, reply in zip(groups.values(), self.calls(calls)):
-            for n, r in zip(g, reply):
-                out[n] = str(r)
-        return out
+        return self._per_queue("move", ids, lambda i: (self.keys.job(i),), target)

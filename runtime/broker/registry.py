@@ -44,6 +44,12 @@ def event_entry(event: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def queue_names(client: redis.Redis, keys: Keys) -> list[str]:
+    """Every queue ever used (``{p}:queues``: enqueue, adopt and move name them), sorted:
+    the readers of per-queue keys (status indexes, claims, caps) walk it."""
+    return sorted(texts(client.smembers(keys.queues)))
+
+
 class Registry:
     """Registry entries, idle lists, events and depths on one Redis (str responses)."""
 
@@ -158,7 +164,7 @@ class Registry:
     def queue_depths(self, queues: Iterable[str] | None = None) -> dict[str, dict[str, int]]:
         """Per queue (``queues``, or every queue ever used): ready (due now) and delayed
         (scheduled or retrying) jobs."""
-        names = list(queues) if queues is not None else sorted(texts(self.redis.smembers(self.keys.queues)))
+        names = list(queues) if queues is not None else queue_names(self.redis, self.keys)
         pipe = self.redis.pipeline(transaction=False)
         for q in names:
             pipe.zcard(self.keys.ready(q))

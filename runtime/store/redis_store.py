@@ -11,6 +11,7 @@ from typing import Any, cast
 import redis
 
 from ..broker.keys import Keys
+from ..broker.registry import queue_names
 from ..errors import JobNotFound
 from ..job import Job
 from ..status import FINAL, REQUEUABLE, Status
@@ -65,7 +66,7 @@ class RedisJobStore:
 
     def queue_names(self) -> list[str]:
         """Every queue ever used ({p}:queues), sorted."""
-        return sorted(self.client.smembers(self.keys.queues))  # type: ignore[arg-type]
+        return queue_names(self.client, self.keys)
 
     def _index_newest_first(self, key: str, batch: int,
                             before: tuple[float, str] | None) -> Iterator[tuple[float, str]]:

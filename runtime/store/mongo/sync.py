@@ -202,8 +202,7 @@ class MongoSync:
 
     def _indexes(self) -> list[str]:
         """The status indexes of every queue ({p}:queues)."""
-        queues = sorted(texts(cast("list[str]", self.redis.smembers(self.keys.queues))))
-        return [self.keys.status(q, s.value) for q in queues for s in Status]
+        return [self.keys.status(q, s.value) for q in self.broker.queue_names() for s in Status]
 
     def _changed_since(self, since: float, until: float, limit: int) -> tuple[list[str], float, bool]:
         """Ids whose Redis status changed in (since, until], oldest first, about ``limit`` of
