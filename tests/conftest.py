@@ -16,6 +16,7 @@ from runtime.worker.patching import patch
 
 patch()
 
+import os  # noqa: E402
 import tempfile  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
@@ -55,8 +56,11 @@ def redis_cluster() -> Iterator[str]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """A test module that sets ``ON_CLUSTER_TOO = True`` runs each of its tests that use
     ``settings`` (or ``client``, ``worker``...) twice: on a standalone Redis and on the
-    suite's Redis Cluster."""
-    if "redis_url" in metafunc.fixturenames and getattr(metafunc.module, "ON_CLUSTER_TOO", False):
+    suite's Redis Cluster. ``RUNTIME_TEST_EVERY_MODULE_ON_CLUSTER=1`` does so for every
+    module (to find what a cluster breaks: tests that reach for a standalone server, its
+    db numbers or its restart fail there by their making)."""
+    everywhere = os.environ.get("RUNTIME_TEST_EVERY_MODULE_ON_CLUSTER") == "1"
+    if "redis_url" in metafunc.fixturenames and (getattr(metafunc.module, "ON_CLUSTER_TOO", False) or everywhere):
         metafunc.parametrize("redis_url", ["standalone", "cluster"], indirect=True)
 
 

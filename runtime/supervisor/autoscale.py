@@ -86,16 +86,22 @@ def make_policy(scale: tuple[int, int] | None, target_s: float | None, warmup_s:
 def queue_latency(redis: Any, keys: Any, queues: Iterable[str]) -> dict[str, float]:
     """Per queue, the age in seconds of the job it would run next, by the Redis clock (0
     when empty): a ready score is ``-priority * 1e13 + due ms`` (runtime.broker.keys), so
-    the due time is the score modulo 1e13. One round trip."""
+    the due time is the score modulo 1e13. One round trip (two on a Redis Cluster, whose
+    pipelines take no keyless command: TIME is asked of one node after)."""
+    from redis.cluster import RedisCluster
+
     names = list(queues)
+    clustered = isinstance(redis, RedisCluster)
     pipe = redis.pipeline(transaction=False)
-    pipe.time()
+    if not clustered:
+        pipe.time()
     for q in names:
         pipe.zrange(keys.ready(q), 0, 0, withscores=True)
     replies = pipe.execute()
-    now = float(replies[0][0]) + float(replies[0][1]) / 1e6
+    t = redis.time() if clustered else replies.pop(0)
+    now = float(t[0]) + float(t[1]) / 1e6
     return {q: max(0.0, now - (float(head[0][1]) % 1e13) / 1000) if head else 0.0
-            for q, head in zip(names, replies[1:])}
+            for q, head in zip(names, replies)}
 
 
 def backlog(redis: Any, keys: Any, queues: Iterable[str]) -> int:

@@ -10,6 +10,8 @@ import pytest
 
 from runtime.broker.registry import EVENT_KEYS
 
+ON_CLUSTER_TOO = True  # every test here runs on a standalone Redis and on a Redis Cluster (conftest)
+
 
 def test_a_job_reads_with_its_attempts(client, worker):
     job_id = client.queue_job("tasks_example.work.flaky", {"fail_times": 1})

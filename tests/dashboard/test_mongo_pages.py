@@ -23,6 +23,8 @@ from runtime.dashboard.dash import Dash
 from runtime.settings import Settings
 from runtime.store.mongo.documents import INDEXES
 
+ON_CLUSTER_TOO = True  # every test here runs on a standalone Redis and on a Redis Cluster (conftest)
+
 _RANGE = {"$gt", "$gte", "$lt", "$lte", "$ne"}
 
 

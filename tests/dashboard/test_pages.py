@@ -16,6 +16,8 @@ from test_browser import text
 
 from runtime.client import Client
 
+ON_CLUSTER_TOO = True  # every test here runs on a standalone Redis and on a Redis Cluster (conftest)
+
 
 def test_overview_counts_and_queues_move_without_a_reload(client: Client, browser: Any, dashboard: str) -> None:
     client.queue_job("testtasks.add", {"a": 1, "b": 1}, queue="live")

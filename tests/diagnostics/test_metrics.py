@@ -7,6 +7,8 @@ import logging
 import pytest
 from helpers import wait_until
 
+ON_CLUSTER_TOO = True  # every test here runs on a standalone Redis and on a Redis Cluster (conftest)
+
 
 def test_otel_metrics_exporter_none_turns_metrics_off_without_errors(client, receiver, worker, monkeypatch, caplog):
     """A traces-only backend (Jaeger) refuses metrics: OTEL_METRICS_EXPORTER=none is the

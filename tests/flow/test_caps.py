@@ -16,6 +16,8 @@ from runtime.process import host_pid
 from runtime.status import Status
 from runtime.tasks import task
 
+ON_CLUSTER_TOO = True  # every test here runs on a standalone Redis and on a Redis Cluster (conftest)
+
 CAPPED = """
     import time
     from runtime import task

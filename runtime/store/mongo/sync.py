@@ -137,8 +137,10 @@ class MongoSync:
     # ---- Redis -> MongoDB ---------------------------------------------------------------
 
     def snapshot(self, ids: Sequence[str]) -> list[tuple[Job, int]]:
-        """(job, version) of each of ``ids`` Redis has, read atomically (MULTI)."""
-        pipe = self.redis.pipeline(transaction=True)
+        """(job, version) of each of ``ids`` Redis has, read atomically (MULTI); on a Redis
+        Cluster, where a transaction takes keys of one hash slot only, each document is
+        read atomically (its HGETALL) and the batch in one pipeline."""
+        pipe = self.redis.pipeline(transaction=not self.broker.clustered)
         for job_id in ids:
             pipe.hgetall(self.keys.job(job_id))
         replies = pipe.execute() if ids else []
