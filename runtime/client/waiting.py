@@ -55,7 +55,8 @@ def iter_pairs(client: Calls, ids: Sequence[str], timeout_s: float | None = None
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     ttl = timeout_s if timeout_s is not None else 86_400
     pending = set(wanted)
-    asked = {i: (i, 0) for i in wanted}  # the id waited on -> (the id of ``ids`` it stands for, moves)
+    # the id waited on -> (the ids of ``ids`` it stands for, moves followed to it)
+    asked: dict[str, tuple[tuple[str, ...], int]] = {i: ((i,), 0) for i in wanted}
     registered = False
     broken = 0  # waits broken in a row
     while pending:
@@ -97,7 +98,7 @@ def iter_pairs(client: Calls, ids: Sequence[str], timeout_s: float | None = None
         yield from ended
 
 
-def _arrived(pending: set[str], asked: dict[str, tuple[str, int]],
+def _arrived(pending: set[str], asked: dict[str, tuple[tuple[str, ...], int]],
              entries: Sequence[tuple[str, Job | None]]) -> tuple[list[tuple[str, Job]], bool]:
     """(the (id asked for, Job) of the jobs of ``entries`` that ended, was a moved one
     among them: waited on under its new id now). Raises JobNotFound for a missing one."""
@@ -111,27 +112,30 @@ def _arrived(pending: set[str], asked: dict[str, tuple[str, int]],
         if _follow(pending, asked, job):
             followed = True
         else:
-            ended.append((asked[job_id][0], job))
+            ended += [(first, job) for first in asked[job_id][0]]
     return ended, followed
 
 
-def _follow(pending: set[str], asked: dict[str, tuple[str, int]], job: Job) -> bool:
+def _follow(pending: set[str], asked: dict[str, tuple[tuple[str, ...], int]], job: Job) -> bool:
     """Take ``job`` (final, waited on) out of ``pending``; a moved one is waited on under its
     new id instead (True), up to MAX_HOPS moves."""
     pending.discard(job.id)
     if job.status != Status.MOVED or not job.moved_to:
         return False
-    first, hops = asked.pop(job.id)
+    firsts, hops = asked.pop(job.id)
     if hops >= MAX_HOPS:
-        raise JobNotFound(f"job {first!r} was moved over {MAX_HOPS} times; wait for its id now, {job.moved_to!r}")
-    asked[job.moved_to] = (first, hops + 1)
+        raise JobNotFound(f"job {firsts[0]!r} was moved over {MAX_HOPS} times; wait for its id now, "
+                          f"{job.moved_to!r}")
+    if job.moved_to in pending:  # waited on under both ids
+        firsts = asked[job.moved_to][0] + firsts
+    asked[job.moved_to] = (firsts, hops + 1)
     pending.add(job.moved_to)
     return True
 
 
-def _gone(asked: dict[str, tuple[str, int]], job_id: str) -> str:
+def _gone(asked: dict[str, tuple[tuple[str, ...], int]], job_id: str) -> str:
     """Why waited-on ``job_id`` may be missing, for JobNotFound."""
-    first = asked.get(job_id, (job_id, 0))[0]
+    first = asked.get(job_id, ((job_id,), 0))[0][0]
     if first != job_id:
         return f"job {first} was moved there; its document expired"
     return "never queued, or its document expired"

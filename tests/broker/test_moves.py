@@ -1,0 +1,137 @@
+"""Moving a waiting job to another queue (runtime.broker.moves), on a standalone Redis and
+on the suite's Redis Cluster with the two queues on different masters: the job gets a new
+id in its new queue and runs there once; its old id ends moved and says where it went;
+waiting on the old id follows it; a claimed job is refused; a move cut short between its
+steps is ended by the recovery, and never makes a second copy."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import redis.cluster
+from helpers import InProcess
+
+from runtime.broker.moves import finish_moves, landing
+from runtime.client import Client
+from runtime.errors import InvalidParams, InvalidTransition
+from runtime.job import moved_id
+from runtime.status import Status
+
+ON_CLUSTER_TOO = True
+
+
+def two_queues(client: Client) -> tuple[str, str]:
+    """Two queue names; on a cluster, whose keys live on different masters."""
+    rc = client.redis
+    if not isinstance(rc, redis.cluster.RedisCluster):
+        return "mv-a", "mv-b"
+    by_node: dict[str, str] = {}
+    for i in range(200):
+        by_node.setdefault(rc.get_node_from_key(client.broker.keys.ready(f"mv{i}")).name, f"mv{i}")
+        if len(by_node) == 2:
+            a, b = sorted(by_node.values())
+            return a, b
+    raise AssertionError("no two queues on two masters")
+
+
+def claims(client: Client, job_id: str) -> int:
+    return sum(1 for h in client.get_job(job_id).history if h["status"] == "claimed")
+
+
+def step_one(client: Client, job_id: str, queue: str) -> str:
+    """Step 1 of a move alone (move.lua), as a mover that dies right after it leaves it;
+    returns the job's new id."""
+    new = moved_id(job_id, queue)
+    b = client.broker
+    [reply] = b.calls([b.call("move", [b.keys.job(job_id)], (queue, "", "", job_id, new))])
+    assert isinstance(reply, list)  # its document, marked moved
+    return new
+
+
+def test_a_job_moved_to_another_queue_gets_a_new_id_and_runs_there_once(client: Client,
+                                                                        worker: InProcess) -> None:
+    a, b = two_queues(client)
+    ready = client.queue_job("testtasks.add", {"a": 1, "b": 2}, queue=a, priority=3)
+    delayed = client.queue_job("testtasks.add", {"a": 2, "b": 2}, queue=a, delay=600)
+    new_ready, new_delayed = client.move(ready, delayed, queue=b, priority=5, by="ann")
+    assert (new_ready, new_delayed) == (moved_id(ready, b), moved_id(delayed, b))
+    assert new_ready.startswith(f"{b}:") and new_ready != ready
+    old = client.get_job(ready)
+    assert (old.status, old.moved_to, old.queue) == (Status.MOVED, new_ready, a)
+    assert old.history[-1]["status"] == "moved" and old.history[-1]["to"] == new_ready
+    copy = client.get_job(new_ready)
+    assert (copy.status, copy.queue, copy.priority, copy.moved_from) == (Status.QUEUED, b, 5, ready)
+    assert copy.due_at == old.due_at and copy.params == {"a": 1, "b": 2}
+    last = copy.history[-1]
+    assert (last["status"], last["from"], last["by"], last["note"]) == (
+        "queued", ready, "ann", f"moved from {a} (priority 3) to {b} (priority 5)")
+    assert "moved" not in [h["status"] for h in copy.history]
+    keys = client.broker.keys
+    assert client.redis.zscore(keys.ready(a), ready) is None
+    assert client.redis.zscore(keys.scheduled(b), new_delayed) is not None
+    assert client.broker.queue_names() == sorted([a, b])
+    counts = client.store.counts()
+    assert (counts["moved"], counts["queued"]) == (2, 2)
+    # the same move again changes nothing and gives the same id
+    assert client.move(ready, queue=b) == [new_ready]
+    client.cancel(new_delayed)
+    worker.burst(queues=f"{a},{b}")
+    done = client.wait(ready, timeout_s=15)  # the old id: followed to the new one
+    assert (done.id, done.status, done.result, done.attempt) == (new_ready, Status.SUCCESS, 3, 1)
+    assert claims(client, new_ready) == 1 and client.get_job(ready).attempt == 0
+    assert client.wait([new_ready, ready], timeout_s=5)[1].id == new_ready
+
+
+def test_a_priority_change_keeps_the_id_and_a_claimed_job_is_refused(client: Client, worker: InProcess) -> None:
+    a, b = two_queues(client)
+    job = client.queue_job("testtasks.add", {"a": 1, "b": 2}, queue=a)
+    assert client.move(job, priority=7) == [job] and client.get_job(job).priority == 7
+    assert client.move(job, queue=a, priority=8) == [job] and client.get_job(job).priority == 8
+    [claimed] = client.broker.claim("w1", 10, [a])[2]
+    assert claimed.id == job
+    with pytest.raises(InvalidTransition, match=r"cannot move job .*: its status is started \(only waiting"):
+        client.move(job, queue=b)
+    assert client.moves([job, f"{a}:nope"], queue=b) == [("started", job), ("missing", f"{a}:nope")]
+    assert client.get_job(job).status == Status.STARTED
+    assert client.redis.exists(client.broker.keys.job(moved_id(job, b))) == 0
+    with pytest.raises(InvalidParams, match="moved job's id"):
+        client.queue_job("testtasks.add", {"a": 1, "b": 2}, queue=b, job_id=moved_id(job, b).partition(":")[2])
+
+
+def test_a_move_cut_short_after_its_first_step_is_ended_by_the_recovery(client: Client, worker: InProcess) -> None:
+    a, b = two_queues(client)
+    job = client.queue_job("testtasks.add", {"a": 2, "b": 3}, queue=a)
+    new = step_one(client, job, b)
+    assert client.get_job(job).status == Status.MOVED
+    assert client.redis.exists(client.broker.keys.job(new)) == 0
+    assert finish_moves(client.broker) == 0  # within the grace: a live mover may be at it
+    assert finish_moves(client.broker, grace_s=0) == 1
+    assert client.redis.zcard(client.broker.keys.moving(a)) == 0
+    assert client.get_job(new).status == Status.QUEUED
+    assert finish_moves(client.broker, grace_s=0) == 0
+    worker.burst(queues=f"{a},{b}")
+    done = client.wait(job, timeout_s=15)
+    assert (done.id, done.result, done.attempt) == (new, 5, 1)
+
+
+def test_a_move_cut_short_after_its_copy_landed_never_makes_a_second_copy(client: Client,
+                                                                         worker: InProcess) -> None:
+    """The copy landed and ran, and its document went (keep="none"): the recovery confirms
+    the move without landing it again."""
+    a, b = two_queues(client)
+    job = client.queue_job("testtasks.add_unkept", {"a": 1, "b": 1}, queue=a)
+    new = step_one(client, job, b)
+    b_ = client.broker
+    doc: dict[str, Any] = client.redis.hgetall(b_.keys.job(job))  # type: ignore[assignment]
+    made = landing(job, doc)
+    assert made is not None and made[0] == new
+    land = b_.call("land", [*b_.keys.queue_keys(b)[:3], b_.keys.landed(b), b_.keys.job(new)], (repr(time.time()), *made[1]))
+    assert b_.calls([land]) == [["ok"]]
+    worker.burst(queues=b)
+    assert client.redis.exists(b_.keys.job(new)) == 0  # ran; not kept
+    assert finish_moves(client.broker, grace_s=0) == 1
+    assert client.redis.exists(b_.keys.job(new)) == 0 and client.redis.zcard(b_.keys.ready(b)) == 0
+    assert client.redis.zcard(b_.keys.moving(a)) == 0
+    assert b_.calls([land]) == [["exists"]]
