@@ -9,9 +9,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import gevent
 import pytest
 import redis.cluster
-from helpers import InProcess
+from helpers import InProcess, wait_until
 
 from runtime.broker.moves import finish_moves, landing
 from runtime.client import Client
@@ -135,3 +136,26 @@ def test_a_move_cut_short_after_its_copy_landed_never_makes_a_second_copy(client
     assert client.redis.exists(b_.keys.job(new)) == 0 and client.redis.zcard(b_.keys.ready(b)) == 0
     assert client.redis.zcard(b_.keys.moving(a)) == 0
     assert b_.calls([land]) == [["exists"]]
+
+
+def test_waiting_on_a_job_whose_move_was_cut_short_follows_it_once_recovered(client: Client,
+                                                                              worker: InProcess) -> None:
+    """wait.lua takes a job still in its moving set for not ended: the waiter hears of it
+    when the move is confirmed, and follows it (twice here: moved back to its first queue)."""
+    a, b = two_queues(client)
+    job = client.queue_job("testtasks.add", {"a": 4, "b": 4}, queue=a)
+    new = step_one(client, job, b)
+    keys = client.broker.keys
+
+    def recover() -> list[str]:
+        wait_until(lambda: client.redis.exists(keys.notify(job)), 10, "the waiter on the old id")
+        assert finish_moves(client.broker, grace_s=0) == 1
+        return client.move(new, queue=a)  # back to its first queue: a third id
+
+    g = gevent.spawn(recover)
+    worker.start(queues=a)  # not b: the copy waits there until moved back
+    done = client.wait(job, timeout_s=20)
+    [back] = g.get(timeout=5)
+    assert back.startswith(f"{a}:") and back not in (job, new)
+    assert (done.id, done.status, done.result, done.moved_from) == (back, Status.SUCCESS, 8, new)
+    assert claims(client, back) == 1 and client.get_job(new).moved_to == back
