@@ -159,3 +159,17 @@ def test_waiting_on_a_job_whose_move_was_cut_short_follows_it_once_recovered(cli
     assert back.startswith(f"{a}:") and back not in (job, new)
     assert (done.id, done.status, done.result, done.moved_from) == (back, Status.SUCCESS, 8, new)
     assert claims(client, back) == 1 and client.get_job(new).moved_to == back
+
+
+def test_a_landed_entry_goes_after_a_day_once_its_job_left_its_moving_set(client: Client) -> None:
+    a, b = two_queues(client)
+    job = client.queue_job("testtasks.add", {"a": 1, "b": 1}, queue=a)
+    step_one(client, job, b)  # in a's moving set
+    keys = client.broker.keys
+    two_days_ago = time.time() - 2 * 86_400
+    client.redis.zadd(keys.landed(b), {job: two_days_ago, f"{a}:settled-long-ago": two_days_ago})
+    client.redis.sadd(keys.queues, b)  # as a landing names it
+    assert finish_moves(client.broker, grace_s=3600) == 0  # the move is left to a later pass
+    assert client.redis.zrange(keys.landed(b), 0, -1) == [job]  # kept: its job is still moving
+    assert finish_moves(client.broker, grace_s=0) == 1  # its copy "landed" (the entry says so): only confirmed
+    assert client.redis.exists(keys.job(moved_id(job, b))) == 0 and client.redis.zcard(keys.landed(b)) == 0
