@@ -135,8 +135,8 @@ def land_and_settle(broker: RedisBroker, docs: Mapping[str, Mapping[str, str]], 
         by_source.setdefault(queue_of(old) or "", []).append(old)
     ttl = broker.settings.ttl_s[Status.MOVED]
     if by_source:
-        broker.calls([broker.call("settle", [k for i in group for k in (broker.keys.job(i), broker.keys.notify(i))],
-                                  (ttl, *group)) for group in by_source.values()])
+        broker.calls([broker.call("settle", [broker.keys.moving(q), *(k for i in group for k in (
+            broker.keys.job(i), broker.keys.notify(i)))], (ttl, *group)) for q, group in by_source.items()])
     return settle
 
 
