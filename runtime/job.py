@@ -14,11 +14,9 @@ Only JSON crosses the wire: no pickle anywhere.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -47,23 +45,6 @@ def queue_of(job_id: str) -> str | None:
     names none."""
     queue, sep, _ = job_id.partition(":")
     return queue if sep else None
-
-
-#: The end of the id of a job moved to another queue (:func:`moved_id`): ``@m`` and 12 hex
-#: digits; a form callers may not choose (runtime.unique.check_id).
-MOVED_SUFFIX = re.compile(r"@m[0-9a-f]{12}$")
-
-
-def moved_id(job_id: str, queue: str) -> str:
-    """The id job ``job_id`` gets when it moves to ``queue`` (its id must name its queue,
-    whose hash slot holds its keys): ``{queue}:{rest}@m{12 hex}``, where rest is the part
-    of ``job_id`` after its queue (without an earlier move's suffix) and the hex digits
-    hash ``job_id`` itself. The same move always gives the same id (a move finished again
-    after a crash lands on it once), and a job moved back and forth gets a new one each
-    time (its old ids still resolve: they say where it went)."""
-    rest = MOVED_SUFFIX.sub("", job_id.partition(":")[2])
-    digest = hashlib.blake2b(job_id.encode("utf-8"), digest_size=6).hexdigest()
-    return f"{queue}:{rest}@m{digest}"
 
 
 def utf8_safe(text: str) -> str:
@@ -260,7 +241,7 @@ class Job:
     meta: dict[str, Any] = field(default_factory=dict)    # what producer middleware attached
     artifacts: dict[str, str] = field(default_factory=dict)  # what middleware stored by name (a profile...)
     history: list[dict[str, Any]] = field(default_factory=list)
-    #: status moved: the id it lives on as in another queue (runtime.job.moved_id)
+    #: status moved: the id it lives on as in another queue (runtime.broker.moves)
     moved_to: str | None = None
     #: a job that was moved here from another queue: the id it had there
     moved_from: str | None = None

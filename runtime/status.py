@@ -33,7 +33,7 @@ FINAL: frozenset[Status] = frozenset(
 #: status -> statuses it may move to. Final statuses, and interrupt, move to queued only by
 #: an explicit requeue (a fresh retry budget); started moves to queued when its worker is lost.
 #: Moved is the end of a job id whose job went to another queue under a new id (a job's id
-#: names its queue: runtime.job.moved_id); it moves nowhere: requeuing it would run the
+#: names its queue: runtime.broker.moves); it moves nowhere: requeuing it would run the
 #: job twice, once under each id.
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.QUEUED: frozenset({Status.STARTED, Status.CANCEL, Status.MOVED}),

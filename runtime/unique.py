@@ -32,8 +32,9 @@ FIRE_ID = re.compile(r".+@\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z")
 #: runtime.scheduler.report.run_now): a caller may not choose one either, which would take
 #: the id a run-now is about to use and make it return the caller's job instead.
 RUN_NOW_ID = re.compile(r".+@now-\d+")
-#: The ids of jobs moved to another queue (runtime.job.moved_id): a caller may not choose
-#: one, which could take the id a move is about to give a job.
+#: The ids of jobs moved to another queue (``QUEUE:REST@m`` and 12 hex digits, given by
+#: runtime/broker/lua/move.lua): a caller may not choose one, which could take the id a
+#: move is about to give a job.
 MOVED_ID = re.compile(r".+@m[0-9a-f]{12}")
 #: Longest unique window, seconds: 10 years, as the longest delay of a job
 #: (runtime.client.limits.MAX_DELAY_S), so that a job queued that far ahead can hold its

@@ -50,9 +50,9 @@ the slot of the prefix (:func:`deployment_wide`).
 | {p}:moving:{queue}           | zset | jobs of the queue marked moved whose copy in the  |
 |                              |      | target queue is not confirmed; score = time (s)   |
 |                              |      | (runtime.broker.moves)                            |
-| {p}:landed:{queue}           | zset | ids (in their old queue) of jobs moved into the   |
-|                              |      | queue; score = time their copy landed (s): the    |
-|                              |      | copy is never made twice (runtime.broker.moves)   |
+| {p}:landed:{queue}           | zset | jobs moved into the queue ("NEW_ID OLD_ID");      |
+|                              |      | score = time their copy landed (s): the copy is   |
+|                              |      | never made twice (runtime.broker.moves)           |
 | {p}:op:{id}                  | hash | a dashboard bulk action: filter, counts, state    |
 | {p}:ops                      | list | ids of recent bulk actions, newest first          |
 """

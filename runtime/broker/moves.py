@@ -2,7 +2,8 @@
 and a Redis Cluster, with no job lost and none run twice.
 
 A job's id names its queue, whose hash slot holds the job's keys, so a job that moves to
-another queue gets a new id there (runtime.job.moved_id: the same for the same move). No
+another queue gets a new id there (``QUEUE:REST@m`` and 12 hex digits: the same for the
+same move, see move.lua). No
 one script can touch both slots, so a move is three steps, each atomic in one slot and
 each safe to run again:
 
@@ -10,8 +11,8 @@ each safe to run again:
    ends ``moved`` with ``moved_to`` its new id, and enters the queue's moving set
    (``{p}:moving:{queue}``). A job claimed meanwhile is refused with its status.
 2. ``land.lua``, in the new queue: its copy is written and queued, unless the new queue's
-   landed set (``{p}:landed:{queue}``) names its old id: a copy is made once, even when it
-   has run and its document has gone since.
+   landed set (``{p}:landed:{queue}``) names it: a copy is made once, even when it has run
+   and its document has gone since.
 3. ``settle.lua``, in the old queue: it leaves the moving set; its document then expires
    as a final one, and clients waiting on the old id are told (they follow it to the new
    id: runtime.client.waiting).
@@ -31,7 +32,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..job import moved_id, queue_of
+from ..job import queue_of
 from ..status import Status
 from .broker import RedisBroker
 
@@ -52,30 +53,30 @@ _NOT_COPIED = frozenset({"id", "queue", "priority", "status", "moved_to", "moved
 def move(broker: RedisBroker, ids: Sequence[str], queue: str | None, priority: int | None,
          by: str = "") -> list[tuple[str, str]]:
     """Move waiting ``ids`` to ``queue`` and/or ``priority`` (None: each keeps its own),
-    keeping their due time and status; within its own queue a job keeps its id. One
-    (reply, id) per id: ('ok', the job's id now: its new id in another queue), or
-    ('missing' or the status of a job that does not wait in a queue, its id). Step 1 for
-    every queue of ``ids`` in one round trip, then steps 2 and 3 (the module docstring).
-    Raises redis.RedisError; a move cut short by it is ended by :func:`finish_moves`, or
-    by the same call made again."""
+    keeping their due time and status; within its own queue a job keeps its id, in
+    another it gets a new one (move.lua says how). One (reply, id) per id: ('ok', the
+    job's id now), or ('missing' or the status of a job that does not wait in a queue,
+    its id). Step 1 for every queue of ``ids`` in one round trip, then steps 2 and 3 (the
+    module docstring). Raises redis.RedisError; a move cut short by it is ended by
+    :func:`finish_moves`, or by the same call made again."""
     groups: dict[str, list[int]] = {}
     for n, i in enumerate(ids):
         q = queue_of(i)
         if q is not None:
             groups.setdefault(q, []).append(n)
-    new = ["" if queue is None or queue_of(i) == queue else moved_id(i, queue) for i in ids]
     head = ("" if queue is None else queue, "" if priority is None else str(priority), by)
-    calls = [broker.call("move", [broker.keys.job(ids[n]) for n in g],
-                         (*head, *(x for n in g for x in (ids[n], new[n])))) for g in groups.values()]
+    calls = [broker.call("move", [broker.keys.job(ids[n]) for n in g], (*head, *(ids[n] for n in g)))
+             for g in groups.values()]
     out = [("missing", i) for i in ids]
     docs: dict[str, dict[str, str]] = {}
     for g, reply in zip(groups.values(), broker.calls(calls) if calls else []):
         for n, r in zip(g, reply):
-            if isinstance(r, list):
-                docs[ids[n]] = dict(zip(r[::2], r[1::2]))
-                out[n] = ("ok", new[n])
+            if isinstance(r, list):  # moved to another queue: [new id, '1' and its document to copy, or '']
+                out[n] = ("ok", str(r[0]))
+                if r[1]:
+                    docs[ids[n]] = dict(zip(r[2::2], r[3::2]))
             else:
-                out[n] = (str(r), new[n] or ids[n]) if r == "ok" else (str(r), ids[n])
+                out[n] = (str(r), ids[n])
     if docs:
         land_and_settle(broker, docs, time.time())
     return out
@@ -155,7 +156,7 @@ def finish_moves(broker: RedisBroker, grace_s: float = GRACE_S) -> int:
                   ("ZRANGEBYSCORE", broker.keys.landed(q), "-inf", repr(now - LANDED_KEEP_S), "LIMIT", 0, BATCH))
     replies = broker.calls(reads)
     pending = [old for r in replies[0::2] for old in r]
-    landed = [(q, old) for q, r in zip(queues, replies[1::2]) for old in r]
+    landed = [(q, member) for q, r in zip(queues, replies[1::2]) for member in r]  # "NEW_ID OLD_ID"
     ended: list[str] = []
     if pending:
         found = broker.calls([("HGETALL", broker.keys.job(old)) for old in pending])
@@ -169,10 +170,11 @@ def finish_moves(broker: RedisBroker, grace_s: float = GRACE_S) -> int:
             log.warning("ended %d moves to another queue cut short (the mover stopped between steps): %s",
                         len(ended), ended)
     if landed:
-        still = broker.calls([("ZSCORE", broker.keys.moving(queue_of(old) or ""), old) for _, old in landed])
-        done = [(q, old) for (q, old), score in zip(landed, still) if score is None]
+        olds = [member.rpartition(" ")[2] for _, member in landed]
+        still = broker.calls([("ZSCORE", broker.keys.moving(queue_of(old) or ""), old) for old in olds])
+        done = [(q, member) for (q, member), score in zip(landed, still) if score is None]
         if done:
-            broker.calls([("ZREM", broker.keys.landed(q), old) for q, old in done])
+            broker.calls([("ZREM", broker.keys.landed(q), member) for q, member in done])
     return len(ended)
 
 

@@ -6,6 +6,7 @@ steps is ended by the recovery, and never makes a second copy."""
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -17,7 +18,6 @@ from helpers import InProcess, wait_until
 from runtime.broker.moves import finish_moves, landing
 from runtime.client import Client
 from runtime.errors import InvalidParams, InvalidTransition
-from runtime.job import moved_id
 from runtime.status import Status
 
 ON_CLUSTER_TOO = True
@@ -44,11 +44,16 @@ def claims(client: Client, job_id: str) -> int:
 def step_one(client: Client, job_id: str, queue: str) -> str:
     """Step 1 of a move alone (move.lua), as a mover that dies right after it leaves it;
     returns the job's new id."""
-    new = moved_id(job_id, queue)
     b = client.broker
-    [reply] = b.calls([b.call("move", [b.keys.job(job_id)], (queue, "", "", job_id, new))])
-    assert isinstance(reply, list)  # its document, marked moved
-    return new
+    [[reply]] = b.calls([b.call("move", [b.keys.job(job_id)], (queue, "", "", job_id))])
+    assert isinstance(reply, list) and reply[1] == "1"  # its new id, then its document marked moved
+    return str(reply[0])
+
+
+def new_id_of(job_id: str, queue: str) -> re.Pattern[str]:
+    """The form of the id ``job_id`` gets in ``queue``."""
+    rest = re.sub("@m[0-9a-f]{12}$", "", job_id.partition(":")[2])
+    return re.compile(re.escape(f"{queue}:{rest}@m") + "[0-9a-f]{12}")
 
 
 def test_a_job_moved_to_another_queue_gets_a_new_id_and_runs_there_once(client: Client,
@@ -57,8 +62,7 @@ def test_a_job_moved_to_another_queue_gets_a_new_id_and_runs_there_once(client: 
     ready = client.queue_job("testtasks.add", {"a": 1, "b": 2}, queue=a, priority=3)
     delayed = client.queue_job("testtasks.add", {"a": 2, "b": 2}, queue=a, delay=600)
     new_ready, new_delayed = client.move(ready, delayed, queue=b, priority=5, by="ann")
-    assert (new_ready, new_delayed) == (moved_id(ready, b), moved_id(delayed, b))
-    assert new_ready.startswith(f"{b}:") and new_ready != ready
+    assert new_id_of(ready, b).fullmatch(new_ready) and new_id_of(delayed, b).fullmatch(new_delayed)
     old = client.get_job(ready)
     assert (old.status, old.moved_to, old.queue) == (Status.MOVED, new_ready, a)
     assert old.history[-1]["status"] == "moved" and old.history[-1]["to"] == new_ready
@@ -96,9 +100,9 @@ def test_a_priority_change_keeps_the_id_and_a_claimed_job_is_refused(client: Cli
         client.move(job, queue=b)
     assert client.moves([job, f"{a}:nope"], queue=b) == [("started", job), ("missing", f"{a}:nope")]
     assert client.get_job(job).status == Status.STARTED
-    assert client.redis.exists(client.broker.keys.job(moved_id(job, b))) == 0
+    assert client.get_job(job).moved_to is None and client.store.counts()["moved"] == 0
     with pytest.raises(InvalidParams, match="moved job's id"):
-        client.queue_job("testtasks.add", {"a": 1, "b": 2}, queue=b, job_id=moved_id(job, b).partition(":")[2])
+        client.queue_job("testtasks.add", {"a": 1, "b": 2}, queue=b, job_id="report@m0123456789ab")
 
 
 def test_a_move_cut_short_after_its_first_step_is_ended_by_the_recovery(client: Client, worker: InProcess) -> None:
@@ -156,7 +160,7 @@ def test_waiting_on_a_job_whose_move_was_cut_short_follows_it_once_recovered(cli
     worker.start(queues=a)  # not b: the copy waits there until moved back
     done = client.wait(job, timeout_s=20)
     [back] = g.get(timeout=5)
-    assert back.startswith(f"{a}:") and back not in (job, new)
+    assert new_id_of(new, a).fullmatch(back) and back not in (job, new)
     assert (done.id, done.status, done.result, done.moved_from) == (back, Status.SUCCESS, 8, new)
     assert claims(client, back) == 1 and client.get_job(new).moved_to == back
 
@@ -164,12 +168,25 @@ def test_waiting_on_a_job_whose_move_was_cut_short_follows_it_once_recovered(cli
 def test_a_landed_entry_goes_after_a_day_once_its_job_left_its_moving_set(client: Client) -> None:
     a, b = two_queues(client)
     job = client.queue_job("testtasks.add", {"a": 1, "b": 1}, queue=a)
-    step_one(client, job, b)  # in a's moving set
+    new = step_one(client, job, b)  # in a's moving set
     keys = client.broker.keys
     two_days_ago = time.time() - 2 * 86_400
-    client.redis.zadd(keys.landed(b), {job: two_days_ago, f"{a}:settled-long-ago": two_days_ago})
+    client.redis.zadd(keys.landed(b), {f"{new} {job}": two_days_ago, f"{b}:x@m0123456789ab {a}:x": two_days_ago})
     client.redis.sadd(keys.queues, b)  # as a landing names it
     assert finish_moves(client.broker, grace_s=3600) == 0  # the move is left to a later pass
-    assert client.redis.zrange(keys.landed(b), 0, -1) == [job]  # kept: its job is still moving
+    assert client.redis.zrange(keys.landed(b), 0, -1) == [f"{new} {job}"]  # kept: its job is still moving
     assert finish_moves(client.broker, grace_s=0) == 1  # its copy "landed" (the entry says so): only confirmed
-    assert client.redis.exists(keys.job(moved_id(job, b))) == 0 and client.redis.zcard(keys.landed(b)) == 0
+    assert client.redis.exists(keys.job(new)) == 0 and client.redis.zcard(keys.landed(b)) == 0
+
+
+def test_a_caller_chosen_id_queued_again_after_its_move_moves_under_another_new_id(client: Client) -> None:
+    """The new id hashes the old id and when that job was queued: a job that takes the id of
+    one moved before (its document expired) is not taken for a move done already."""
+    a, b = two_queues(client)
+    job = client.queue_job("testtasks.add", {"a": 1, "b": 1}, queue=a, job_id="nightly")
+    [first] = client.move(job, queue=b)
+    client.redis.delete(client.broker.keys.job(job))  # its moved document expired
+    assert client.queue_job("testtasks.add", {"a": 2, "b": 2}, queue=a, job_id="nightly") == job
+    [second] = client.move(job, queue=b)
+    assert second != first and new_id_of(job, b).fullmatch(second)
+    assert client.get_job(second).params == {"a": 2, "b": 2} and client.get_job(first).params == {"a": 1, "b": 1}

@@ -9,9 +9,9 @@
 --          number F of its document's fields, then F name, value pairs (the copy, history
 --          included, without the entry this adds)
 -- Found inside: the queue's status index of each copy's status.
--- A copy whose old id is in the landed set, or whose hash exists, was made before (by this
--- move sent again, or by a recovery): it is not made again, even after it ran and its
--- document went. Otherwise its hash is written, an entry of its status notes where it came
+-- A copy in the landed set (its member: its new id, a space, its old id), or whose hash
+-- exists, was made before (by this move sent again, or by a recovery): it is not made
+-- again, even after it ran and its document went. Otherwise its hash is written, an entry of its status notes where it came
 -- from, and it waits in the queue as it waited in the other: in the scheduled set while
 -- its due time is ahead, else in the ready set (by its priority and due time).
 -- Returns one reply per job: 'ok', 'exists' (made before) or 'stale'.
@@ -28,7 +28,7 @@ while i <= #ARGV do
   local jk = KEYS[j]
   if now - tonumber(ARGV[2]) > STALE_S then
     out[#out + 1] = 'stale'
-  elseif redis.call('ZSCORE', landed, old) or redis.call('EXISTS', jk) == 1 then
+  elseif redis.call('ZSCORE', landed, new .. ' ' .. old) or redis.call('EXISTS', jk) == 1 then
     out[#out + 1] = 'exists'
   else
     redis.call('HSET', jk, unpack(ARGV, i + 5, i + 4 + 2 * n))
@@ -37,7 +37,7 @@ while i <= #ARGV do
     if by ~= '' then kv[5], kv[6] = 'by', by end
     log_entry(jk, entry(snow, cur[1], kv))
     redis.call('ZADD', key_status(q, cur[1]), snow, new)
-    redis.call('ZADD', landed, snow, old)
+    redis.call('ZADD', landed, snow, new .. ' ' .. old)
     local due = tonumber(cur[3]) or now
     if due > now then
       redis.call('ZADD', sched, due * 1000, new)
