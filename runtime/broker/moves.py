@@ -3,9 +3,8 @@ and a Redis Cluster, with no job lost and none run twice.
 
 A job's id names its queue, whose hash slot holds the job's keys, so a job that moves to
 another queue gets a new id there (``QUEUE:REST@m`` and 12 hex digits: the same for the
-same move, see move.lua). No
-one script can touch both slots, so a move is three steps, each atomic in one slot and
-each safe to run again:
+same move, see move.lua). No one script can touch both slots, so a move is three steps,
+each atomic in one slot and each safe to run again:
 
 1. ``move.lua``, in the old queue: a job still waiting (not claimed) leaves its queue,
    ends ``moved`` with ``moved_to`` its new id, and enters the queue's moving set
@@ -21,7 +20,8 @@ A mover that dies between steps leaves the job in the moving set: :func:`finish_
 (each pass of a worker's reaper) does steps 2 and 3 for entries older than
 :data:`GRACE_S`. A landed entry goes after :data:`LANDED_KEEP_S`, and only once its job
 has left its old queue's moving set; land.lua refuses a call made more than an hour after
-its caller read the job, so no copy is made once its landed entry may be gone.
+its caller read the job (its clock against the Redis server's), so no copy is made once
+its landed entry may be gone.
 """
 
 from __future__ import annotations
