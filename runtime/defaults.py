@@ -18,6 +18,7 @@ DEFAULT_TTL_S: dict[str, float] = {
     Status.ABORT: 7 * DAY_S,
     Status.TIMEOUT: 7 * DAY_S,
     Status.MAXRETRIES: 7 * DAY_S,
+    Status.MOVED: DAY_S,
 }
 
 #: Default seconds a MongoDB job document is kept after each final status: MongoDB is the
@@ -29,6 +30,7 @@ DEFAULT_MONGODB_TTL_S: dict[str, float] = {
     Status.ABORT: 180 * DAY_S,
     Status.TIMEOUT: 180 * DAY_S,
     Status.MAXRETRIES: 180 * DAY_S,
+    Status.MOVED: 90 * DAY_S,
 }
 
 #: Trace links by name (the setting ``trace_link``): Jaeger's UI, and Grafana's Explore

@@ -241,6 +241,10 @@ class Job:
     meta: dict[str, Any] = field(default_factory=dict)    # what producer middleware attached
     artifacts: dict[str, str] = field(default_factory=dict)  # what middleware stored by name (a profile...)
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: status moved: the id it lives on as in another queue (runtime.broker.moves)
+    moved_to: str | None = None
+    #: a job that was moved here from another queue: the id it had there
+    moved_from: str | None = None
 
     @classmethod
     def from_hash(cls, data: Mapping[str, str]) -> Job:

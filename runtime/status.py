@@ -23,18 +23,22 @@ class Status(StrEnum):
     TIMEOUT = "timeout"        # ran past its timeout_s
     MAXRETRIES = "maxretries"  # asked to retry once more than max_retries allows
     INTERRUPT = "interrupt"    # interrupted by a worker shutdown; requeued at once
+    MOVED = "moved"            # moved to another queue while waiting: it lives on as job ``moved_to``
 
 
 FINAL: frozenset[Status] = frozenset(
-    {Status.SUCCESS, Status.FAILED, Status.CANCEL, Status.ABORT, Status.TIMEOUT, Status.MAXRETRIES}
+    {Status.SUCCESS, Status.FAILED, Status.CANCEL, Status.ABORT, Status.TIMEOUT, Status.MAXRETRIES, Status.MOVED}
 )
 
 #: status -> statuses it may move to. Final statuses, and interrupt, move to queued only by
 #: an explicit requeue (a fresh retry budget); started moves to queued when its worker is lost.
+#: Moved is the end of a job id whose job went to another queue under a new id (a job's id
+#: names its queue: runtime.broker.moves); it moves nowhere: requeuing it would run the
+#: job twice, once under each id.
 TRANSITIONS: dict[Status, frozenset[Status]] = {
-    Status.QUEUED: frozenset({Status.STARTED, Status.CANCEL}),
-    Status.RETRY: frozenset({Status.STARTED, Status.CANCEL}),
-    Status.INTERRUPT: frozenset({Status.STARTED, Status.CANCEL, Status.QUEUED}),
+    Status.QUEUED: frozenset({Status.STARTED, Status.CANCEL, Status.MOVED}),
+    Status.RETRY: frozenset({Status.STARTED, Status.CANCEL, Status.MOVED}),
+    Status.INTERRUPT: frozenset({Status.STARTED, Status.CANCEL, Status.QUEUED, Status.MOVED}),
     Status.STARTED: frozenset(
         {Status.SUCCESS, Status.FAILED, Status.RETRY, Status.ABORT, Status.TIMEOUT,
          Status.MAXRETRIES, Status.INTERRUPT, Status.QUEUED}
@@ -45,6 +49,7 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.ABORT: frozenset({Status.QUEUED}),
     Status.TIMEOUT: frozenset({Status.QUEUED}),
     Status.MAXRETRIES: frozenset({Status.QUEUED}),
+    Status.MOVED: frozenset(),
 }
 
 

@@ -8,7 +8,8 @@ queue. Both are refused when they could break a key name:
 empty, longer than :data:`MAX_ID_CHARS`, or holding a character outside
 :data:`ID_CHARS` (no spaces, no braces: a ``{...}`` would choose a Redis Cluster hash slot;
 no commas: lists of ids are comma-separated in the CLI). A job id may not have the form of
-a schedule's ids (:data:`FIRE_ID`, :data:`RUN_NOW_ID`): those are runtime's own. De-duplication
+a schedule's ids (:data:`FIRE_ID`, :data:`RUN_NOW_ID`) or of a moved job's (:data:`MOVED_ID`):
+those are runtime's own. De-duplication
 itself is done atomically by enqueue.lua.
 """
 
@@ -31,6 +32,10 @@ FIRE_ID = re.compile(r".+@\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z")
 #: runtime.scheduler.report.run_now): a caller may not choose one either, which would take
 #: the id a run-now is about to use and make it return the caller's job instead.
 RUN_NOW_ID = re.compile(r".+@now-\d+")
+#: The ids of jobs moved to another queue (``QUEUE:REST@m`` and 12 hex digits, given by
+#: runtime/broker/lua/move.lua): a caller may not choose one, which could take the id a
+#: move is about to give a job.
+MOVED_ID = re.compile(r".+@m[0-9a-f]{12}")
 #: Longest unique window, seconds: 10 years, as the longest delay of a job
 #: (runtime.client.limits.MAX_DELAY_S), so that a job queued that far ahead can hold its
 #: key until it runs; a longer window would outlive any job, and its expiry in ms would
@@ -50,6 +55,9 @@ def check_id(value: object, what: str = "job_id", *, own: bool = False) -> str:
         bad = sorted({c for c in value if not _ID.fullmatch(c)})
         raise InvalidParams(f"{what} {value!r} holds characters that are not allowed ({''.join(bad)!r}); "
                             f"use letters, digits and _ . : @ / + = -")
+    if what == "job_id" and not own and MOVED_ID.fullmatch(value):
+        raise InvalidParams(f"job_id {value!r} has the form of a moved job's id (ID@m and 12 hex digits), which "
+                            f"only moves give; choose another")
     if what == "job_id" and not own and (FIRE_ID.fullmatch(value) or RUN_NOW_ID.fullmatch(value)):
         raise InvalidParams(f"job_id {value!r} has the form of a schedule's job id (NAME@ISO-time of a fire time, "
                             f"NAME@now-MS of a run-now), which only schedules may use; choose another")

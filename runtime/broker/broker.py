@@ -20,7 +20,6 @@ from typing import Any
 import redis
 import redis.cluster
 
-from ..errors import InvalidParams
 from ..job import queue_of
 from ..messages import Claimed, NewJob, Outcome
 from ..settings import Settings
@@ -350,15 +349,3 @@ class RedisBroker:
             for n, r in zip(g, reply):
                 out[n] = str(r)
         return out
-
-    def move(self, ids: Sequence[str], queue: str | None, priority: int | None, by: str = "") -> list[str]:
-        """Move waiting ``ids`` to ``queue`` and/or ``priority`` (None: each keeps its own),
-        keeping their due time; one reply per id: 'ok', 'missing' or the status of a job
-        that does not wait in a queue (move.lua)."""
-        if not ids:
-            return []
-        if self.clustered and queue is not None and any(queue_of(i) != queue for i in ids):
-            raise InvalidParams("moving jobs to another queue does not work on a Redis Cluster yet (a job's id "
-                                "names its queue's hash slot: docs/cluster.md); a change of priority does")
-        target = ("" if queue is None else queue, "" if priority is None else str(priority), by)
-        return self._per_queue("move", ids, lambda i: (self.keys.job(i),), target)

@@ -47,6 +47,12 @@ the slot of the prefix (:func:`deployment_wide`).
 | {p}:caps:{queue}             | set  | names of the caps claims of the queue have seen   |
 | {p}:paused                   | set  | names of paused queues (workers claim none of     |
 |                              |      | their jobs; read with each heartbeat)             |
+| {p}:moving:{queue}           | zset | jobs of the queue marked moved whose copy in the  |
+|                              |      | target queue is not confirmed; score = time (s)   |
+|                              |      | (runtime.broker.moves)                            |
+| {p}:landed:{queue}           | zset | jobs moved into the queue ("NEW_ID OLD_ID");      |
+|                              |      | score = time their copy landed (s): the copy is   |
+|                              |      | never made twice (runtime.broker.moves)           |
 | {p}:op:{id}                  | hash | a dashboard bulk action: filter, counts, state    |
 | {p}:ops                      | list | ids of recent bulk actions, newest first          |
 """
@@ -90,6 +96,8 @@ SHAPES: dict[str, str] = {
     "parked": "parked:{queue}",
     "caps": "caps:{queue}",
     "paused": "paused",
+    "moving": "moving:{queue}",
+    "landed": "landed:{queue}",
     "operation": "op:{id}",
     "operations": "ops",
 }
@@ -232,6 +240,12 @@ class Keys:
     @property
     def paused(self) -> str:
         return self._key("paused")
+
+    def moving(self, queue: str) -> str:
+        return self._key("moving", queue)
+
+    def landed(self, queue: str) -> str:
+        return self._key("landed", queue)
 
     def operation(self, op_id: str) -> str:
         return self._key("operation", op_id)

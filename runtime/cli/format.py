@@ -16,7 +16,7 @@ import click
 
 from ..caps import caps_text
 from ..client.reader import Attempt, attempts_of
-from ..job import Job, iso
+from ..job import Job, iso, queue_of
 from ..middleware import Chain
 from ..redact import mask, printable, redact
 from ..units import fmt_bytes, fmt_seconds, plural
@@ -69,6 +69,10 @@ def print_job(job: Job, chain: Chain, parked_cap: str | None = None) -> None:
     _row("status", f"parked (cap {parked_cap}): queued, out of its queue until the cap has room "
                    f"(runtime requeue {job.id} puts it back now)" if parked_cap else
                    job.status.value + (f" ({job.reason})" if job.reason else ""))
+    if job.moved_to:
+        _row("moved to", f"{job.moved_to} (its id in queue {queue_of(job.moved_to)}: runtime job {job.moved_to})")
+    if job.moved_from:
+        _row("moved", f"from {job.moved_from} (its id in queue {queue_of(job.moved_from)})")
     _row("queued", f"{iso(job.queued_at)}   due {iso(job.due_at)}")
     attempts = attempts_of(job)
     _current_attempt(job, attempts)

@@ -1,4 +1,4 @@
-"""Commands about jobs: enqueue, run, jobs, job, requeue, cancel, abort."""
+"""Commands about jobs: enqueue, run, jobs, job, requeue, cancel, abort, move."""
 
 from __future__ import annotations
 
@@ -227,3 +227,25 @@ def abort(obj: Ctx, ids: tuple[str, ...]) -> None:
     """Abort running jobs (their worker kills them within about a second)."""
     n = len(obj.client().abort(*ids))
     echo(f"abort requested for {n} {plural(n, 'job')}")
+
+
+@cli.command()
+@click.argument("ids", nargs=-1, required=True)
+@click.option("-q", "--queue", help="the queue to move them to (a job gets a new id there)")
+@click.option("-p", "--priority", type=int, help="the priority to give them, -100..100")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handle_errors
+def move(obj: Ctx, ids: tuple[str, ...], queue: str | None, priority: int | None, as_json: bool) -> None:
+    """Move waiting jobs to another queue and/or priority, keeping their due time; prints
+    each job's id now. A job moved to another queue gets a new id there; its old id ends
+    moved and says where it went (`runtime job OLD_ID`). Refused (exit 7) for a job that
+    runs or has ended."""
+    if queue is None and priority is None:
+        raise click.UsageError("give --queue and/or --priority")
+    now = obj.client().move(*ids, queue=queue, priority=priority)
+    if as_json:
+        out({"moved": dict(zip(ids, now))})
+        return
+    for old, new in zip(ids, now):
+        echo(f"{old} -> {new}" if new != old else f"{old} (same id: priority {priority})")

@@ -19,18 +19,18 @@ import redis
 
 from ..broker import transient
 from ..broker.connection import full
+from ..broker.moves import move as move_jobs
 from ..errors import BrokerUnavailable, ConfigError, InvalidParams, InvalidTransition, JobNotFound
 from ..job import Job, encode_params, new_job_id
 from ..messages import NewJob
-from ..queuenames import queue_name_problem
 from ..settings import Settings, load_settings
 from ..tasks import TaskSpec
 from ..unique import batch_ids, check_unique, scoped_id
 from .check import EnqueueCheck
-from .limits import PRIORITY_RANGE, delay_s
+from .limits import check_priority, check_queue, delay_s
 from .parts import Parts, build
 from .reader import Reader
-from .waiting import iter_done
+from .waiting import iter_done, iter_pairs
 
 log = logging.getLogger("runtime.client")
 
@@ -78,11 +78,8 @@ class Client:
         callers: runtime.unique.check_id). Raises as :meth:`queue_job`."""
         if not isinstance(path, str) or not path.strip():
             raise InvalidParams(f"task path must be a non-empty dotted string, got {path!r}")
-        if problem := queue_name_problem(queue):
-            raise InvalidParams(problem)
-        if not isinstance(priority, int) or not PRIORITY_RANGE[0] <= priority <= PRIORITY_RANGE[1]:
-            low, high = PRIORITY_RANGE
-            raise InvalidParams(f"priority must be an int in [{low}, {high}], got {priority!r}")
+        check_queue(queue)
+        check_priority(priority)
         job = NewJob(new_job_id(queue) if job_id is None else scoped_id(queue, job_id, own_id), path,
                      encode_params(params, self.settings.max_job_bytes), queue, priority, delay_s(delay, eta),
                      unique_key=unique[0], unique_for_s=unique[1])
@@ -265,17 +262,16 @@ class Client:
     def wait(self, ids: Sequence[str], timeout_s: float | None = None) -> list[Job]: ...
 
     def wait(self, ids: str | Sequence[str], timeout_s: float | None = None) -> Job | list[Job]:
-        """Block until the jobs are final; returns their Jobs (one Job for one id).
+        """Block until the jobs are final; returns their Jobs (one Job for one id). A job
+        moved to another queue is followed there: its Job is the one of its new id.
 
         Raises WaitTimeout (with ``.pending``) after ``timeout_s`` seconds, JobNotFound for an
         id that does not exist. Costs one round trip when the jobs are already final (two
         past 20 of them, or for documents over 16 KiB: those are read after).
         """
-        single = isinstance(ids, str)
         wanted = [ids] if isinstance(ids, str) else list(ids)
-        done = {job.id: job for job in self.iter_done(wanted, timeout_s)}
-        jobs = [done[i] for i in wanted]
-        return jobs[0] if single else jobs
+        done = dict(iter_pairs(self, wanted, timeout_s))
+        return done[wanted[0]] if isinstance(ids, str) else [done[i] for i in wanted]
 
     def iter_done(self, ids: Sequence[str], timeout_s: float | None = None) -> Iterator[Job]:
         """Yield each job of ``ids`` as it becomes final (those already final first); see
@@ -293,24 +289,33 @@ class Client:
 
     def move_many(self, ids: Sequence[str], queue: str | None = None, priority: int | None = None,
                   by: str = "") -> list[str]:
+        """:meth:`moves`' replies alone (bulk actions)."""
+        return [reply for reply, _ in self.moves(ids, queue, priority, by)]
+
+    def moves(self, ids: Sequence[str], queue: str | None = None, priority: int | None = None,
+              by: str = "") -> list[tuple[str, str]]:
         """Move waiting ``ids`` to ``queue`` and/or ``priority`` (None: unchanged), keeping
-        their due time, as far as each job's status allows; one reply per id: 'ok',
-        'missing' or the status of a job that does not wait. Raises InvalidParams for a bad
-        queue name or priority."""
-        if queue is not None and (problem := queue_name_problem(queue)):
-            raise InvalidParams(problem)
-        low, high = PRIORITY_RANGE
-        if priority is not None and (not isinstance(priority, int) or not low <= priority <= high):
-            raise InvalidParams(f"priority must be an int in [{low}, {high}], got {priority!r}")
+        their due time, as far as each job's status allows (runtime.broker.moves). One
+        (reply, id) per id: ('ok', its id now: in another queue a job gets a new id, its
+        old one ends moved, naming it), or ('missing' or the status that refused it, its
+        id). Raises InvalidParams for a bad queue name or priority."""
+        check_queue(queue, none=True)
+        check_priority(priority, none=True)
         self._check_store()
-        replies = self.call(self.broker.move, list(ids), queue, priority, by)
-        return self._copy_done("move", ids, replies)
+        out = self.call(move_jobs, self.broker, list(ids), queue, priority, by)
+        if self.mongo is not None:
+            done = [x for i, (reply, new) in zip(ids, out) if reply == "ok" for x in dict.fromkeys((i, new))]
+            if done:
+                self._copy(done, self.mongo.sync, done)
+        return out
 
     def move(self, *ids: str, queue: str | None = None, priority: int | None = None, by: str = "") -> list[str]:
-        """Move waiting jobs to ``queue`` and/or ``priority``. Raises InvalidTransition for a
-        job that is running or final, JobNotFound, InvalidParams."""
-        return self._raise_refused("move", ids, self.move_many(ids, queue, priority, by),
-                                   "only waiting jobs can be moved")
+        """Move waiting jobs to ``queue`` and/or ``priority``; returns their ids now, in order
+        (a new one in another queue: :meth:`moves`). Raises InvalidTransition for a job
+        that is running or final, JobNotFound, InvalidParams."""
+        out = self.moves(ids, queue, priority, by)
+        self._raise_refused("move", ids, [reply for reply, _ in out], "only waiting jobs can be moved")
+        return [new for _, new in out]
 
     def _control(self, action: str, ids: Sequence[str], allowed: str, by: str) -> list[str]:
         return self._raise_refused(action, ids, self.control_many(action, ids, by), allowed)

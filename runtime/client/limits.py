@@ -6,10 +6,26 @@ import time
 from datetime import datetime
 
 from ..errors import InvalidParams
+from ..queuenames import queue_name_problem
 
 PRIORITY_RANGE = (-100, 100)
 #: Longest delay accepted, seconds (10 years): beyond, timestamps leave the platform's range.
 MAX_DELAY_S = 10 * 365 * 86_400.0
+
+def check_priority(priority: object, none: bool = False) -> None:
+    """Raise InvalidParams unless ``priority`` is an int in :data:`PRIORITY_RANGE` (or
+    None, with ``none``)."""
+    low, high = PRIORITY_RANGE
+    if not (none and priority is None) and (not isinstance(priority, int) or not low <= priority <= high):
+        raise InvalidParams(f"priority must be an int in [{low}, {high}], got {priority!r}")
+
+
+def check_queue(queue: str | None, none: bool = False) -> None:
+    """Raise InvalidParams unless ``queue`` is a queue name (runtime.queuenames; or None,
+    with ``none``)."""
+    if not (none and queue is None) and (problem := queue_name_problem(queue)):
+        raise InvalidParams(problem)
+
 
 def delay_s(delay: float | None, eta: datetime | float | None) -> float:
     """The delay in seconds of ``delay`` (s) or ``eta`` (aware datetime or UNIX s), at most

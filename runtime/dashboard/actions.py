@@ -131,7 +131,9 @@ def one_job(dash: Dash) -> Callable[[Request], Awaitable[Response]]:
             unknown = await unknown_target(dash, extra)
             if unknown:
                 return dash.error(request, 404, unknown)
-            await run_in_threadpool(lambda: fn(job_id, by=who(request), **extra))
+            # a move to another queue gives the job a new id there: its page is the new one's
+            now = await run_in_threadpool(lambda: fn(job_id, by=who(request), **extra))
+            job_id = now[0] if now else job_id
         except Exception as exc:
             page = dash.failed(request, exc)
             if page is None:

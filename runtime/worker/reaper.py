@@ -24,6 +24,7 @@ import redis
 from ..broker import RedisBroker
 from ..broker.connection import moved_master
 from ..broker.lost import mark_lost
+from ..broker.moves import finish_moves
 from ..process import alive, host_pid, hostname
 from ..settings import Settings
 from ..units import plural
@@ -179,12 +180,17 @@ class Reaping(Protocol):
 
 def reap_for(worker: Reaping) -> None:
     """One pass of ``worker``'s reaper; its MongoDB mirror (if any) hears of the jobs
-    taken back. Jobs parked under a cap its tasks no longer declare go back to their
-    queues (runtime.caps.unpark_uncapped)."""
+    taken back. Moves to another queue cut short by a mover that stopped between steps
+    are ended (runtime.broker.moves.finish_moves). Jobs parked under a cap its tasks no
+    longer declare go back to their queues (runtime.caps.unpark_uncapped)."""
     from ..caps import unpark_uncapped
     requeued, failed = worker.reaper.safely()
     if worker.mirror is not None:
         worker.mirror.after_reap(worker.id, requeued + failed)
+    try:
+        finish_moves(worker.broker)
+    except redis.RedisError as exc:
+        log.warning("could not look for moves to another queue cut short (%s); trying again later", exc)
     try:
         moved = unpark_uncapped(worker.broker.redis, worker.broker.keys, worker.served.tasks)
     except redis.RedisError as exc:

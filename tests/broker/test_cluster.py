@@ -47,16 +47,3 @@ def test_jobs_of_queues_on_every_shard_run_once_and_are_waited_for(cluster_setti
     jobs = client.wait(ids, timeout_s=20)
     assert [(j.status.value, j.result, j.attempt) for j in jobs] == [("success", i + 1, 1) for i in range(len(ids))]
     assert client.store.counts()["success"] == len(ids)
-
-
-def test_what_does_not_run_on_a_cluster_yet_says_so_in_one_line(cluster_settings: Settings,
-                                                               caplog: pytest.LogCaptureFixture) -> None:
-    """Moving a job to another queue is refused (its id names its queue's slot); a change
-    of priority works."""
-    from runtime.errors import InvalidParams
-    client = Client(cluster_settings)
-    a, b = spread_queues(client, 2)
-    job = client.queue_job("testtasks.add", {"a": 1, "b": 2}, queue=a)
-    with pytest.raises(InvalidParams, match="does not work on a Redis Cluster yet"):
-        client.move(job, queue=b)
-    assert client.move(job, priority=5) == [job] and client.get_job(job).priority == 5

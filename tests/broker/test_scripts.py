@@ -9,6 +9,7 @@ import pytest
 
 from runtime.broker import scripts
 from runtime.broker.keys import SHAPES, Keys
+from runtime.broker.moves import move
 from runtime.messages import Outcome
 from runtime.status import CLAIMED, FINAL, TRANSITIONS, Status
 
@@ -49,9 +50,18 @@ def _walk(client, settings):
     assert b.control("cancel", [waiting, retry.id, interrupt.id]) == ["ok"] * 3
     _end(b, to_requeue, Status.INTERRUPT)
     assert b.control("requeue", [to_requeue.id]) == ["ok"]
+    # move.lua: to another queue from queued, retry and interrupt (the old id ends moved)
+    retry, interrupt = started(2)
+    _end(b, retry, Status.RETRY, number=60.0)
+    _end(b, interrupt, Status.INTERRUPT)
+    moving = client.queue_job("testtasks.add", {"a": 1, "b": 1})
+    ids.append(moving)
+    assert [r for r, _ in move(b, [moving, retry.id, interrupt.id], "elsewhere", None)] == ["ok"] * 3
     finals = [i for i in ids if client.get_job(i).status in FINAL]
     assert len({client.get_job(i).status for i in finals}) == len(FINAL)
-    assert b.control("requeue", finals) == ["ok"] * len(finals)
+    requeuable = [i for i in finals if client.get_job(i).status != Status.MOVED]
+    assert b.control("requeue", requeuable) == ["ok"] * len(requeuable)
+    assert b.control("requeue", [moving]) == ["moved"]  # its job lives on under its new id
     # reap.lua: a dead worker's job requeued or failed (max_lost), a stopping worker's interrupted
     lost = started(1)[0]
     for i in range(settings.max_lost):

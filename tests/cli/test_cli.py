@@ -112,3 +112,19 @@ def test_a_negative_prefetch_setting_is_refused():
     from runtime.settings import load_settings
     with pytest.raises(ConfigError, match=r"prefetch >= 0 \(-1: as many as greenlets\), got 25 and -2"):
         load_settings({"prefetch": -2}, env={})
+
+
+def test_move_prints_the_new_id_and_job_says_where_it_went(settings):
+    job_id = cli(settings, "enqueue", "testtasks.add", '{"a": 1, "b": 2}', "--delay", "60").stdout.strip()
+    moved = cli(settings, "move", job_id, "--queue", "reports", "--priority", "4")
+    new_id = moved.stdout.strip().split(" -> ")[1]
+    assert moved.exit_code == 0 and new_id.startswith("reports:") and moved.stdout.startswith(f"{job_id} -> ")
+    old = cli(settings, "job", job_id).stdout
+    assert "  status    moved" in old and f"  moved to  {new_id} (its id in queue reports" in old
+    new = cli(settings, "job", new_id).stdout
+    assert "  queue     reports (priority 4)" in new and f"  moved     from {job_id}" in new
+    assert cli(settings, "move", new_id, "--priority", "9").stdout.strip() == f"{new_id} (same id: priority 9)"
+    assert json.loads(cli(settings, "move", job_id, "--queue", "reports", "--json").stdout) == \
+        {"moved": {job_id: new_id}}  # the same move again: the same id
+    assert cli(settings, "move", job_id, "--queue", "other").exit_code == 7  # moved: no longer waits
+    assert cli(settings, "move", new_id).exit_code == 2

@@ -93,26 +93,29 @@ def test_move_waiting_jobs_to_another_queue_and_priority(backend: tuple[Client, 
     done = c.queue_job("testtasks.add", {"a": 1, "b": 2})
     worker.burst(**extra)
     settled(c, [done], "success")
-    assert c.move_many([ready, delayed, done, "nope"], queue="mv-b", priority=5, by="ann from 10.0.0.1") == \
-        ["ok", "ok", "success", "missing"]
+    replies = c.moves([ready, delayed, done, "nope"], queue="mv-b", priority=5, by="ann from 10.0.0.1")
+    assert [r for r, _ in replies] == ["ok", "ok", "success", "missing"]
+    (_, moved), (_, moved_delayed) = replies[:2]
+    assert moved.startswith("mv-b:") and moved_delayed.startswith("mv-b:")
     keys = c.broker.keys
-    due_ms = c.live.get(ready).due_at * 1000  # type: ignore[operator]
-    assert c.redis.zscore(keys.ready("mv-b"), ready) == pytest.approx(-5 * 1e13 + due_ms)
+    due_ms = c.live.get(moved).due_at * 1000  # type: ignore[operator]
+    assert c.redis.zscore(keys.ready("mv-b"), moved) == pytest.approx(-5 * 1e13 + due_ms)
     assert c.redis.zscore(keys.ready("mv-a"), ready) is None
-    assert c.redis.zscore(keys.scheduled("mv-b"), delayed) is not None
-    last = wait_until(lambda: (j := c.store.get(ready)).queue == "mv-b" and j.history[-1], 15, "the moved copy")
+    assert c.redis.zscore(keys.scheduled("mv-b"), moved_delayed) is not None
+    last = wait_until(lambda: (j := c.store.get(moved)).queue == "mv-b" and j.history[-1], 15, "the moved copy")
     assert (last["status"], last["by"], last["note"]) == ("queued", "ann from 10.0.0.1",
                                                           "moved from mv-a (priority 0) to mv-b (priority 5)")
-    assert c.store.get(ready).priority == 5
+    assert c.store.get(moved).priority == 5
+    wait_until(lambda: c.store.get(ready).moved_to == moved, 15, "the old id's document, moved")
     with pytest.raises(InvalidTransition, match="only waiting jobs can be moved"):
         c.move(done, queue="mv-b")
     with pytest.raises(InvalidParams):
-        c.move(ready, queue="x:y")
+        c.move(moved, queue="x:y")
     with pytest.raises(InvalidParams):
-        c.move(ready, priority=1000)
-    c.cancel(delayed)  # a burst worker waits for a delayed job of its queues
+        c.move(moved, priority=1000)
+    c.cancel(moved_delayed)  # a burst worker waits for a delayed job of its queues
     worker.burst(**{**extra, "queues": "mv-b"})
-    settled(c, [ready], "success")
+    settled(c, [moved], "success")
 
 
 def _walk(r: Any, f: JobFilter, sort: str, limit: int = 2) -> list[str]:

@@ -44,8 +44,11 @@ def test_params_must_be_an_object_and_fit_the_size_limit():
 
 
 def test_final_statuses_only_move_by_requeue_and_started_cannot_be_skipped():
-    for s in FINAL:
+    for s in FINAL - {Status.MOVED}:
         assert TRANSITIONS[s] == {Status.QUEUED}
+    # a moved job lives on under its new id: requeuing its old one would run it twice
+    assert TRANSITIONS[Status.MOVED] == frozenset()
+    assert allowed_from(Status.MOVED) == allowed_from(Status.STARTED) - {Status.STARTED}
     assert Status.SUCCESS not in TRANSITIONS[Status.QUEUED]
     assert Status.INTERRUPT in TRANSITIONS[Status.STARTED]
     assert allowed_from(Status.STARTED) == {Status.INTERRUPT, Status.QUEUED, Status.RETRY}

@@ -146,7 +146,8 @@ def test_move_a_waiting_job_from_its_page_then_by_filter(client: Client, browser
     browser.find_element(By.ID, "move-queue").send_keys("urgent")
     browser.find_element(By.ID, "move-priority").send_keys("7")
     browser.find_element(By.ID, "action-move").click()
-    wait_until(lambda: "urgent (priority 7)" in text(browser, ".grid"), 10, "the moved job's page")
+    wait_until(lambda: "urgent (priority 7)" in text(browser, ".grid"), 10, "the moved job's page (its new id's)")
+    assert browser.find_element(By.ID, "moved-from").text == job_id
     assert "moved from parked (priority 0) to urgent (priority 7)" in text(browser, "#history")
     browser.get(f'{dashboard}/jobs?queue=parked&q="b":3')
     browser.find_element(By.ID, "bulk-move").click()
@@ -155,4 +156,6 @@ def test_move_a_waiting_job_from_its_page_then_by_filter(client: Client, browser
     browser.find_element(By.ID, "confirm").click()
     wait_until(lambda: text(browser, "#op-state") == "done", 15, "the operation to finish")
     assert [(j.queue, j.priority) for j in map(client.get_job, others)] == [("parked", -5)] * 3
-    assert (client.get_job(job_id).queue, client.get_job(job_id).priority) == ("urgent", 7)
+    moved = client.get_job(job_id)  # its old id ends moved; it lives on under a new id in urgent
+    assert (moved.status.value, moved.queue) == ("moved", "parked") and moved.moved_to
+    assert (client.get_job(moved.moved_to).queue, client.get_job(moved.moved_to).priority) == ("urgent", 7)

@@ -42,5 +42,7 @@ def test_bulk_move_with_a_queue_filter_moves_exactly_the_filtered_jobs(client: C
     wait_until(lambda: text(browser, "#op-state") == "done", 30, "the operation to finish")
     assert dict(kv.split("=", 1) for kv in text(browser, "#op-filter").split()) == counted  # the dry run's
     assert (text(browser, "#op-total"), text(browser, "#op-ok")) == ("300", "300")
-    assert {(j.queue, j.priority) for j in map(client.get_job, chosen)} == {("q2", 7)}
+    moved = [client.get_job(i) for i in chosen]  # their old ids end moved; each lives on under a new id in q2
+    assert {(j.status.value, j.queue) for j in moved} == {("moved", "bulkq")}
+    assert {(j.queue, j.priority) for j in map(client.get_job, [j.moved_to or "" for j in moved])} == {("q2", 7)}
     assert [(j.queue, j.priority) for j in map(client.get_job, others)] == [("q2", 0)] * 5

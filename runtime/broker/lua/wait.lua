@@ -5,7 +5,9 @@
 -- ARGV[2]  seconds the registration is kept
 -- ARGV[3..] job ids
 -- A job that is final (or missing) now is returned; any other gets the notify list added
--- to its notify set, which finish/reap/cancel push to when the job becomes final. Both
+-- to its notify set, which finish/reap/cancel push to when the job becomes final. A job
+-- moved to another queue is final once its copy there is confirmed (it left its queue's
+-- moving set: settle.lua, which notifies): the client then follows it to its new id. Both
 -- sides run atomically in Redis, so either this sees the final status or the finisher
 -- sees the list.
 -- Returns, for each job already final, its document as the finisher's notification carries
@@ -24,7 +26,7 @@ for i = 3, #ARGV do
   local st = redis.call('HGET', KEYS[k], 'status')
   if not st then
     done[#done + 1] = id
-  elseif FINAL[st] then
+  elseif FINAL[st] and not (st == 'moved' and redis.call('ZSCORE', key_moving(string.match(id, '^([^:]*):')), id)) then
     if inline > 0 then
       done[#done + 1] = document(id)
       inline = inline - 1
