@@ -13,6 +13,8 @@ from mongo_fixtures import mongo_env
 from runtime.client import Client
 from runtime.client.search import JobFilter
 
+ON_CLUSTER_TOO = True  # every test here runs on a standalone Redis and on a Redis Cluster (conftest)
+
 TASKS = "tasks_example,testtasks,dashtasks"
 
 

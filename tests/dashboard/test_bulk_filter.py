@@ -11,6 +11,8 @@ from selenium.webdriver.common.by import By
 
 from runtime.client import Client
 
+ON_CLUSTER_TOO = True  # every test here runs on a standalone Redis and on a Redis Cluster (conftest)
+
 
 def text(browser: Any, css: str) -> str:
     try:
