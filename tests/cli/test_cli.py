@@ -8,6 +8,8 @@ import json
 import pytest
 from helpers import cli, rt, wait_until
 
+ON_CLUSTER_TOO = True  # every test here runs on a standalone Redis and on a Redis Cluster (conftest)
+
 
 def test_enqueue_job_jobs_queues(settings, worker):
     r = cli(settings, "enqueue", "testtasks.add", '{"a": 20, "b": 22}', "--queue", "default")

@@ -11,6 +11,8 @@ from helpers import cli
 from runtime.messages import Outcome
 from runtime.status import Status
 
+ON_CLUSTER_TOO = True  # every test here runs on a standalone Redis and on a Redis Cluster (conftest)
+
 
 def _job_text(settings, job_id: str) -> list[str]:
     r = cli(settings, "job", job_id)
