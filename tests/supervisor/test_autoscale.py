@@ -16,6 +16,8 @@ from runtime.errors import ConfigError
 from runtime.status import Status
 from runtime.supervisor.autoscale import AutoscalePolicy, Autoscaler, parse_processes, queue_latency
 
+ON_CLUSTER_TOO = True  # every test here runs on a standalone Redis and on a Redis Cluster (conftest)
+
 
 class Clock:
     t = 1000.0
