@@ -35,8 +35,10 @@ the slot of the prefix (:func:`deployment_wide`).
 |                              |      | deployment (the id owning the job collection)     |
 | {p}:mongo:pending            | set  | ids whose copy to MongoDB producers handed over   |
 | {p}:u:{queue}:{key}          | str  | the job id holding a unique key (expires: window) |
-| {p}:sc:{name}                | hash | a schedule: definition, last fire, paused, counts |
-| {p}:schedules                | set  | names of the schedules schedulers have run        |
+| {p}:sc:{queue}:{name}        | hash | a schedule of that queue: definition, last fire,  |
+|                              |      | paused, counts; moved_to: the queue it moved to   |
+|                              |      | (runtime.scheduler.state)                         |
+| {p}:schedules:queue          | hash | schedule name -> the queue its state is kept in   |
 | {p}:schedulers               | zset | workers running the scheduler; score = last tick  |
 | {p}:schedulers:runs          | hash | worker -> the names of the schedules it runs (JSON)|
 | {p}:cap:{queue}:{name}       | set  | jobs of the queue holding a slot of a cap         |
@@ -80,8 +82,8 @@ SHAPES: dict[str, str] = {
     "waiter": "wait:{queue}:{token}",
     "mongo": "mongo:{what}",
     "unique": "u:{queue}:{key}",
-    "schedule": "sc:{name}",
-    "schedules": "schedules",
+    "schedule": "sc:{queue}:{name}",
+    "schedules": "schedules:queue",
     "schedulers": "schedulers",
     "scheduler_runs": "schedulers:runs",
     "cap": "cap:{queue}:{name}",
@@ -199,8 +201,9 @@ class Keys:
     def unique(self, queue: str, key: str) -> str:
         return self._key("unique", queue, key)
 
-    def schedule(self, name: str) -> str:
-        return self._key("schedule", name)
+    def schedule(self, queue: str, name: str) -> str:
+        """Schedule ``name``'s state, in the slot of its ``queue`` (the one its jobs go to)."""
+        return self._key("schedule", queue, name)
 
     @property
     def schedules(self) -> str:
