@@ -3,9 +3,12 @@ its schedules and fires them (runtime.scheduler.state, fire.lua).
 
 Any number of workers run it at once: they all fire each fire time, and fire.lua queues it
 once (its job id is derived from the schedule and the fire time, and "last fired" moves in
-the same script). Between fire times it costs Redis one sync every :data:`SYNC_S` seconds
-(a pipeline: TIME, one HMGET per schedule, then a ZADD marking it alive); times are the
-Redis server's clock, so workers' clocks do not matter.
+the same script, in the hash slot of the schedule's queue). Between fire times it costs
+Redis one sync every :data:`SYNC_S` seconds (TIME, then a pipeline: a ZADD marking it alive
+and one HMGET per schedule); times are the Redis server's clock, so workers' clocks do not
+matter. A schedule whose state moved to another queue (a worker started with it on that
+queue: runtime.scheduler.state) is followed: its fire answers 'moved', the next sync adopts
+the definition that moved it.
 
 The scheduler sleeps on its own clock, corrected by an offset to the server's learnt at
 each sync: the server's time minus the local time when the reply is in hand, so the

@@ -143,19 +143,21 @@ class ScheduleState:
     def sync(self, worker_id: str, schedules: Sequence[Schedule], first: bool) -> tuple[float, dict[str, Synced]]:
         """A scheduler's sync: mark ``worker_id`` as running the scheduler now; on the
         ``first`` sync also :meth:`register` the schedules and publish their definitions.
-        One round trip (more on the first: one, and two per schedule whose queue changed).
+        Two round trips: TIME (alone: a cluster pipeline refuses a command without a key),
+        then the rest (more on the first: one, and two per schedule whose queue changed).
 
-        Returns (server time, s; {name: what Redis holds of it, :class:`Synced`})."""
+        Returns (server time, s, read before the rest; {name: what Redis holds of it,
+        :class:`Synced`})."""
+        secs, micros = self.redis.time()
+        server = secs + micros / 1e6
         pipe = self.redis.pipeline(transaction=False)
-        pipe.time()
+        pipe.zadd(self.keys.schedulers, {worker_id: server})
         if first:
             self.register(worker_id, schedules, pipe, publish=True)
             pipe.hset(self.keys.scheduler_runs, worker_id, json.dumps(sorted(s.name for s in schedules)))
         for s in schedules:
             pipe.hmget(self.keys.schedule(s.queue, s.name), "last_fire", "def", "def_at", "removed_at", "moved_to")
         replies = pipe.execute()
-        server = float(replies[0][0]) + float(replies[0][1]) / 1e6
-        self.redis.zadd(self.keys.schedulers, {worker_id: server})
         found = replies[len(replies) - len(schedules):]
         return server, {s.name: Synced(int(f[0] or 0), f[1] or "", int(f[2] or 0), int(f[3] or 0), f[4] or "")
                         for s, f in zip(schedules, found)}

@@ -16,6 +16,8 @@ from runtime.schedule import MAX_FIRES, make_schedule
 from runtime.scheduler.report import describe, run_now
 from runtime.scheduler.state import ScheduleState
 
+ON_CLUSTER_TOO = True  # every test here runs on a standalone Redis and on a Redis Cluster (conftest)
+
 START = 1_764_000_000.0  # a past instant: fire.lua queues no fire time ahead of the Redis clock
 
 

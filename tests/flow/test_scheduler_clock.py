@@ -16,6 +16,8 @@ from runtime.scheduler.loop import SchedulerLoop
 from runtime.scheduler.report import describe
 from runtime.scheduler.state import ScheduleState
 
+ON_CLUSTER_TOO = True  # every test here runs on a standalone Redis and on a Redis Cluster (conftest)
+
 
 def _server_ms(client) -> int:
     sec, usec = client.redis.time()
