@@ -243,14 +243,13 @@ class Keys:
     def operations(self) -> str:
         return self._key("operations")
 
-    def watched(self, worker_id: str, queues: Sequence[str]) -> list[str]:
-        """The KEYS of runtime.watch.KEEP (a watchdog's keep-alive) for worker ``worker_id``
-        serving ``queues``: its registry entry, the workers set, then per queue its running
-        set and the queue's inflight set."""
-        out = [self.worker(worker_id), self.workers]
-        for q in queues:
-            out += (self.running(worker_id, q), self.inflight(q))
-        return out
+    def watched(self, worker_id: str, queues: Sequence[str]) -> dict[str, list[str] | list[list[str]]]:
+        """The KEYS of a watchdog's keep-alive (runtime.watch) for worker ``worker_id``
+        serving ``queues``: ``entry``, those of KEEP (its registry entry, the workers set),
+        and ``queues``, those of CLAIMS per queue (its running set, the queue's inflight
+        set): each call in one hash slot."""
+        return {"entry": [self.worker(worker_id), self.workers],
+                "queues": [[self.running(worker_id, q), self.inflight(q)] for q in queues]}
 
     def queue_keys(self, queue: str) -> tuple[str, str, str, str]:
         """(ready, scheduled, wake, idle) of ``queue``, the block the scripts take per queue."""

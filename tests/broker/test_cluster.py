@@ -60,3 +60,25 @@ def test_what_does_not_run_on_a_cluster_yet_says_so_in_one_line(cluster_settings
     with pytest.raises(InvalidParams, match="does not work on a Redis Cluster yet"):
         client.move(job, queue=b)
     assert client.move(job, priority=5) == [job] and client.get_job(job).priority == 5
+
+
+def test_the_watchdog_s_client_calls_the_master_of_each_slot_and_follows_moved(cluster_settings: Settings) -> None:
+    """runtime.resp.Cluster (the watchdog's stdlib client): a script call goes to the
+    master of its first key's slot (CRC16 of the hash tag, as redis-py reckons it); with a
+    stale slot map, the MOVED replies are followed."""
+    from redis.crc import key_slot
+
+    from runtime.resp import Cluster, keyslot
+    client = Client(cluster_settings)
+    keys = [client.broker.keys.ready(q) for q in spread_queues(client)] + [client.broker.keys.workers]
+    assert [keyslot(k) for k in keys] == [key_slot(k.encode()) for k in keys]
+    first = client.redis.get_primaries()[0]  # type: ignore[attr-defined]
+    c = Cluster({"cluster": [[first.host, first.port]]})
+    incr = "return redis.call('INCR', KEYS[1])"
+    try:
+        assert [c.call("EVAL", incr, "1", k + ":n") for k in keys] == [1] * len(keys)
+        c.slots = [(0, 16383, (first.host, first.port))]  # every slot on one master: the others answer MOVED
+        assert [c.call("EVAL", incr, "1", k + ":n") for k in keys] == [2] * len(keys)
+        assert len(c.nodes) == 3
+    finally:
+        c.close()
