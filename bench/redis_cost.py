@@ -30,6 +30,7 @@ The count includes the server's cron (10 a second) while a phase runs ~30x slowe
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import subprocess
 import sys
@@ -73,7 +74,8 @@ class CallgrindServer(RedisServer):
     """A throw-away redis-server under ``valgrind --tool=callgrind``."""
 
     def start(self, timeout_s: float = 60.0) -> None:
-        self.binary_argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.log.parent}/cg.%p",
+        self.binary_argv = ["valgrind", "--tool=callgrind", "--compress-strings=no", "--compress-pos=no",
+                            f"--callgrind-out-file={self.log.parent}/cg.%p",
                             self.binary]
         argv = [*self.binary_argv, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "no", "--dir", str(self.log.parent)]
@@ -173,6 +175,8 @@ def main() -> int:
     ap.add_argument("--keep", choices=sorted(NOOP), default="full", help="what the task keeps after success")
     ap.add_argument("--redis-server", default="redis-server")
     ap.add_argument("--callgrind", action="store_true", help="count the server's instructions (valgrind)")
+    ap.add_argument("--profiles", type=Path, help="with --callgrind: copy each phase's callgrind dump "
+                    "(cg.PID.1 enqueue, .2 bulk, .3 drain) here, for callgrind_annotate")
     args = ap.parse_args()
     global CG
     with tempfile.TemporaryDirectory() as d:
@@ -186,6 +190,10 @@ def main() -> int:
             runs = [one_run(r, server.url, args.n, args.keep, str(i)) for i in range(args.reps)]
         finally:
             server.stop()
+            if args.profiles and CG:
+                args.profiles.mkdir(parents=True, exist_ok=True)
+                for dump in Path(d).glob("cg.*"):
+                    shutil.copy(dump, args.profiles)
     print(f"N={args.n}, reps={args.reps}, Redis {version}, keep={args.keep}\n")
     print(report(runs))
     return 0
