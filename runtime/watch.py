@@ -11,7 +11,8 @@ worker process started by ``runtime worker`` starts this one beside it (its chil
   when it is gone) and extends the claims of the jobs it holds (on the Redis clock: those
   its last heartbeat listed, and those with a start record), while the worker process
   lives: a worker whose heartbeat stalls is not taken for dead while its process is
-  alive. It follows a Sentinel master that moved;
+  alive. It follows a Sentinel master that moved, and on a Redis Cluster the master of
+  each hash slot;
 - reads the start records of the jobs it runs (runtime.worker.starts: written before
   each job runs, with when its timeout ends); one still running ``HARD_GRACE_S`` past
   its timeout (the greenlet timeout could not fire: it never yields) is past its hard
