@@ -82,3 +82,31 @@ def test_the_watchdog_s_client_calls_the_master_of_each_slot_and_follows_moved(c
         assert len(c.nodes) == 3
     finally:
         c.close()
+
+
+def test_the_watchdog_s_client_follows_an_ask_while_a_slot_migrates(cluster_settings: Settings) -> None:
+    """A slot migrating from one master to another: a key not on the old master yet
+    answers ASK there, and the call goes to the new one (ASKING first)."""
+    from runtime.resp import Cluster, Resp, keyslot
+    client = Client(cluster_settings)
+    key = client.broker.keys.ready(f"ask{abs(hash(cluster_settings.key_prefix))}")
+    slot = keyslot(key)
+    rc = client.redis
+    source = rc.get_node_from_key(key)  # type: ignore[attr-defined]
+    target = next(n for n in rc.get_primaries() if n.name != source.name)  # type: ignore[attr-defined]
+    src, dst = (Resp({"host": n.host, "port": n.port}) for n in (source, target))
+    ids = {n.name: r.call("CLUSTER", "MYID") for n, r in ((source, src), (target, dst))}
+    c = Cluster({"cluster": [[source.host, source.port]]})
+    try:
+        dst.call("CLUSTER", "SETSLOT", str(slot), "IMPORTING", ids[source.name])
+        src.call("CLUSTER", "SETSLOT", str(slot), "MIGRATING", ids[target.name])
+        assert c.call("EVAL", "return redis.call('INCR', KEYS[1])", "1", key) == 1
+        dst.call("ASKING")
+        assert dst.call("GET", key) == "1"  # on the new master
+        dst.call("ASKING")
+        dst.call("DEL", key)
+    finally:
+        for r in (src, dst):
+            r.call("CLUSTER", "SETSLOT", str(slot), "STABLE")
+            r.close()
+        c.close()
