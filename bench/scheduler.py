@@ -126,7 +126,7 @@ def scheduler_commands(url: str, folder: Path, n_workers: int, window_s: float) 
                 if cmd.get("client_type") == "lua":
                     continue
                 k = Keys(prefix)
-                if (k.schedule("") in text or k.schedulers in text or text == "TIME"
+                if (f"{prefix}:sc:" in text or k.schedulers in text or text == "TIME"
                         or fire_sha in text):
                     n += 1
     finally:

@@ -11,7 +11,8 @@ worker process started by ``runtime worker`` starts this one beside it (its chil
   when it is gone) and extends the claims of the jobs it holds (on the Redis clock: those
   its last heartbeat listed, and those with a start record), while the worker process
   lives: a worker whose heartbeat stalls is not taken for dead while its process is
-  alive. It follows a Sentinel master that moved;
+  alive. It follows a Sentinel master that moved, and on a Redis Cluster the master of
+  each hash slot;
 - reads the start records of the jobs it runs (runtime.worker.starts: written before
   each job runs, with when its timeout ends); one still running ``HARD_GRACE_S`` past
   its timeout (the greenlet timeout could not fire: it never yields) is past its hard
@@ -27,8 +28,11 @@ worker process started by ``runtime worker`` starts this one beside it (its chil
 It is run as ``python -I -S runtime/watch.py`` with its configuration as JSON on its
 standard input (written by runtime.worker.watching; it holds the Redis password): the standard
 library only, so that its memory stays small (about 10 MB RSS, against 30 MB or more for
-a Python process that imports redis-py). It speaks the Redis protocol itself (RESP2:
-AUTH, SELECT, EVAL; TCP, unix sockets, TLS, and Sentinel to find the master).
+a Python process that imports redis-py). It speaks the Redis protocol itself
+(runtime.resp: RESP2, AUTH, SELECT, EVAL; TCP, unix sockets, TLS, Sentinel to find the
+master, and a Redis Cluster: each call to the master of its keys' hash slot). Each
+script call touches one slot: the registry entry (:data:`KEEP`, the deployment's slot),
+then the claims of each queue (:data:`CLAIMS`, the queue's), one call each.
 """
 
 from __future__ import annotations
@@ -36,9 +40,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sys
 import time
+
+try:
+    from .resp import RedisError, client
+except ImportError:  # run as a script (python -I -S runtime/watch.py): its folder is not on sys.path
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from resp import RedisError, client  # type: ignore[import-not-found,no-redef]
+    del sys.path[0]
 
 TYPE_CHECKING = False  # typing is not imported at run time: it is ~1 MB of this process's RSS
 if TYPE_CHECKING:
@@ -50,190 +60,88 @@ if TYPE_CHECKING:
 #: heartbeats after; then this.
 HARD_GRACE_S = 5.0
 
-#: KEYS: the registry entry, the set of workers, then per queue it serves its running set
-#: and the queue's inflight zset (runtime.worker.watching.watched_keys). ARGV:
-#: entry TTL (ms), visibility timeout (s), the job key prefix, the worker's id, then the
-#: entry's fields and values as the watchdog last read them. Keeps a live process's entry (written again from
-#: those fields when it is gone: a failover to a replica that missed it, a heartbeat the
-#: GIL stalls) and its claims; returns, for each job it started (runtime.worker.starts)
-#: with a timeout, its id and deadline (UNIX s, the worker's clock), then the entry's
-#: fields and values after a '' (for the next call).
+#: KEYS: the registry entry, the set of workers (runtime.broker.keys.Keys.watched). ARGV:
+#: entry TTL (ms), the worker's id, then the entry's fields and values as the watchdog
+#: last read them. Keeps a live process's entry (written again from those fields when it
+#: is gone: a failover to a replica that missed it, a heartbeat the GIL stalls); returns
+#: the entry's fields and values (for the next call; none when it is gone and none were
+#: given: then no claim is kept either).
 KEEP = """
 redis.call('SREM', KEYS[2], '')  -- a write first: on a full Redis too
 if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then
-  if #ARGV < 6 then return {''} end
-  redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+  if #ARGV < 4 then return {} end
+  redis.call('HSET', KEYS[1], unpack(ARGV, 3))
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
-  redis.call('SADD', KEYS[2], ARGV[4])
+  redis.call('SADD', KEYS[2], ARGV[2])
 end
+return redis.call('HGETALL', KEYS[1])
+"""
+
+#: KEYS: the worker's running set of one queue and the queue's inflight zset (one hash
+#: slot). ARGV: visibility timeout (s), the job key prefix, then the ids of the jobs its
+#: last heartbeat listed (the entry's ``running``: :func:`known_ids`). Extends the claims
+#: the worker holds (on the Redis clock); returns, for each job it started
+#: (runtime.worker.starts) with a timeout, its id and deadline (UNIX s, the worker's clock).
+CLAIMS = """
 local t = redis.call('TIME')
-local deadline = math.floor((tonumber(t[1]) + tonumber(t[2]) / 1e6 + tonumber(ARGV[2])) * 1000)
+local deadline = math.floor((tonumber(t[1]) + tonumber(t[2]) / 1e6 + tonumber(ARGV[1])) * 1000)
 local known = {}  -- the jobs its last heartbeat listed (prefetched ones too)
-local ok, rows = pcall(cjson.decode, redis.call('HGET', KEYS[1], 'running') or '[]')
-if ok and type(rows) == 'table' then
-  for _, r in ipairs(rows) do
-    if type(r) == 'table' and type(r.id) == 'string' then known[r.id] = true end
-  end
-end
+for i = 3, #ARGV do known[ARGV[i]] = true end
 local out = {}
-for k = 3, #KEYS, 2 do
-  for _, id in ipairs(redis.call('SMEMBERS', KEYS[k])) do
-    local q, rest = string.match(id, '^([^:]*):(.*)$')  -- its key: tagged_id
-    local f = redis.call('HMGET', ARGV[3] .. (q and '{' .. q .. '}:' .. rest or id), 'began', 'attempt', 'deadline')
-    local started = f[1] and f[1] == f[2]
-    -- only claims it holds: one it does not know of (a lost reply; its start record says
-    -- "released": runtime.broker.release_unknown) must expire and come back
-    if started or known[id] then redis.call('ZADD', KEYS[k + 1], 'XX', deadline, id) end
-    if started and f[3] then
-      out[#out + 1] = id
-      out[#out + 1] = f[3]
-    end
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local q, rest = string.match(id, '^([^:]*):(.*)$')  -- its key: tagged_id
+  local f = redis.call('HMGET', ARGV[2] .. (q and '{' .. q .. '}:' .. rest or id), 'began', 'attempt', 'deadline')
+  local started = f[1] and f[1] == f[2]
+  -- only claims it holds: one it does not know of (a lost reply; its start record says
+  -- "released": runtime.broker.release_unknown) must expire and come back
+  if started or known[id] then redis.call('ZADD', KEYS[2], 'XX', deadline, id) end
+  if started and f[3] then
+    out[#out + 1] = id
+    out[#out + 1] = f[3]
   end
 end
-out[#out + 1] = ''
-for _, v in ipairs(redis.call('HGETALL', KEYS[1])) do out[#out + 1] = v end
 return out
 """
 
-#: KEYS: the overrun job's hash, then the hashes of the worker's other running jobs.
-#: ARGV: the message. Marks the one (hard_timeout); spares the others (their start record
-#: says ``spared``: requeued uncharged, runtime.broker.lost.mark_lost) but has each
-#: run alone next time: the job that held the hub, and
-#: kept the overrun one from its timeout, may be among them, and alone it starves nobody.
-#: (A write that changes nothing first: on a full Redis too.)
+#: KEYS: the hashes of jobs of one queue, the overrun one first when it is of that queue.
+#: ARGV: the message, then '1' when KEYS[1] is the overrun job. Marks that one
+#: (hard_timeout); spares the others (their start record says ``spared``: requeued
+#: uncharged, runtime.broker.lost.mark_lost) but has each run alone next time: the job
+#: that held the hub, and kept the overrun one from its timeout, may be among them, and
+#: alone it starves nobody. (A write that changes nothing first: on a full Redis too.)
 MARK = """
 redis.call('HDEL', KEYS[1], 'no-such-field')
-redis.call('HSET', KEYS[1], 'hard_timeout', ARGV[1])
-for i = 2, #KEYS do redis.call('HSET', KEYS[i], 'began', 'spared', 'alone', '1') end
+local first = 1
+if ARGV[2] == '1' then
+  redis.call('HSET', KEYS[1], 'hard_timeout', ARGV[1])
+  first = 2
+end
+for i = first, #KEYS do redis.call('HSET', KEYS[i], 'began', 'spared', 'alone', '1') end
 return #KEYS
 """
 
 
-class RedisError(Exception):
-    """An error reply, or a connection that failed."""
+def known_ids(entry: list[str]) -> list[str]:
+    """The ids of the jobs a registry entry (its fields and values, as KEEP returns them)
+    lists in ``running``: those its worker's last heartbeat knew of."""
+    fields = dict(zip(entry[::2], entry[1::2]))
+    try:
+        rows = json.loads(fields.get("running") or "[]")
+    except ValueError:
+        return []
+    return [r["id"] for r in rows if isinstance(r, dict) and isinstance(r.get("id"), str)] \
+        if isinstance(rows, list) else []
 
 
-class Resp:
-    """A minimal Redis client: one connection, one command at a time (RESP2)."""
-
-    def __init__(self, conf: dict[str, Any]) -> None:
-        self.conf = conf
-        self.sock: socket.socket | None = None
-        self.buf = b""
-        self.addr: tuple[str, int] | None = None  # the master's, with Sentinels
-
-    def _open(self) -> None:
-        c = self.conf
-        timeout = float(c.get("timeout_s", 5.0))
-        if c.get("path"):
-            sock = socket.socket(socket.AF_UNIX)
-            sock.settimeout(timeout)
-            sock.connect(c["path"])
-        else:
-            if c.get("sentinels"):
-                host, port = self.addr = self._master(c["sentinels"], c["service"], timeout)
-            else:
-                host, port = c["host"], int(c["port"])
-            sock = socket.create_connection((host, port), timeout)
-            if c.get("ssl"):
-                import ssl
-                ctx = ssl.create_default_context()
-                if c.get("ssl_cert_reqs") in ("none", None):
-                    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-                sock = ctx.wrap_socket(sock, server_hostname=host)
-        self.sock, self.buf = sock, b""
-        if c.get("password"):
-            self.call("AUTH", *([c["username"]] if c.get("username") else []), c["password"])
-        if c.get("db"):
-            self.call("SELECT", str(c["db"]))
-
-    def follow_master(self) -> None:
-        """With Sentinels: ask them which server is the master; when it moved, drop the
-        connection (the next call opens one to the new master). Redis's own READONLY
-        comes only when the old master is demoted, seconds later."""
-        c = self.conf
-        if not c.get("sentinels") or self.sock is None:
-            return
-        try:
-            now = self._master(c["sentinels"], c["service"], float(c.get("timeout_s", 5.0)))
-        except (OSError, RedisError):
-            return
-        if now != self.addr:
-            self.close()
-
-    @staticmethod
-    def _master(sentinels: list[list[Any]], service: str, timeout: float) -> tuple[str, int]:
-        for host, port in sentinels:
-            s = Resp({"host": host, "port": port, "timeout_s": timeout})
-            try:
-                addr = s.call("SENTINEL", "get-master-addr-by-name", service)
-            except (OSError, RedisError):
-                continue
-            finally:
-                s.close()
-            if addr:
-                return str(addr[0]), int(addr[1])
-        raise RedisError(f"no Sentinel names a master for {service!r}")
-
-    def call(self, *args: str) -> Any:
-        """Send one command and return its reply; raises RedisError or OSError (the
-        connection is dropped: the next call opens another)."""
-        try:
-            if self.sock is None:
-                self._open()
-            assert self.sock is not None
-            out = [b"*%d\r\n" % len(args)]
-            for a in args:
-                b = a.encode()
-                out.append(b"$%d\r\n%s\r\n" % (len(b), b))
-            self.sock.sendall(b"".join(out))
-            return self._reply()
-        except OSError:
-            self.close()
-            raise
-
-    def _line(self) -> bytes:
-        while b"\r\n" not in self.buf:
-            self._more()
-        line, _, self.buf = self.buf.partition(b"\r\n")
-        return line
-
-    def _more(self) -> None:
-        assert self.sock is not None
-        data = self.sock.recv(65536)
-        if not data:
-            raise OSError("connection closed by the server")
-        self.buf += data
-
-    def _reply(self) -> Any:
-        line = self._line()
-        kind, rest = line[:1], line[1:]
-        if kind == b"-":
-            raise RedisError(rest.decode(errors="replace"))
-        if kind == b":":
-            return int(rest)
-        if kind == b"+":
-            return rest.decode(errors="replace")
-        if kind == b"$":
-            n = int(rest)
-            if n < 0:
-                return None
-            while len(self.buf) < n + 2:
-                self._more()
-            data, self.buf = self.buf[:n], self.buf[n + 2:]
-            return data.decode(errors="replace")
-        if kind == b"*":
-            n = int(rest)
-            return None if n < 0 else [self._reply() for _ in range(n)]
-        raise RedisError(f"unexpected reply {line[:40]!r}")
-
-    def close(self) -> None:
-        if self.sock is not None:
-            try:
-                self.sock.close()
-            except OSError:
-                pass
-        self.sock = None
+def mark_calls(job_id: str, running: list[str], prefix: str) -> list[tuple[list[str], str]]:
+    """The MARK calls for overrun job ``job_id`` among its worker's ``running`` jobs (ids),
+    one per queue (a call: one hash slot): (KEYS, '1' when the first key is the overrun
+    job's, else '0'). ``prefix``: the job key prefix."""
+    by_queue: dict[str, list[str]] = {job_id.partition(":")[0]: [prefix + tagged_id(job_id)]}
+    for other in running:
+        if other != job_id:
+            by_queue.setdefault(other.partition(":")[0], []).append(prefix + tagged_id(other))
+    return [(keys, "1" if i == 0 else "0") for i, keys in enumerate(by_queue.values())]
 
 
 def _say(line: str) -> None:
@@ -269,26 +177,23 @@ def alive(pid: int) -> bool:
 def watch(conf: dict[str, Any]) -> int:
     """The watchdog's loop (see the module docstring); returns its exit code."""
     pid, interval = int(conf["pid"]), float(conf["interval_s"])
-    keys, prefix = conf["keys"], conf["job_key_prefix"]
+    prefix = conf["job_key_prefix"]
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is for the worker: it stops us
-    r = Resp(conf["redis"])
+    r = client(conf["redis"])
     said = False
     entry: list[str] = []  # the registry entry's fields and values, as last read
     while not stop and alive(pid):
         try:
             r.follow_master()
-            reply = r.call("EVAL", KEEP, str(len(keys)), *keys, str(int(conf["ttl_ms"])),
-                           repr(conf["visibility_s"]), prefix, conf["worker_id"], *entry)
+            started, entry = keep(r, conf, entry)
             said = False
         except (OSError, RedisError) as exc:
             if not said:
                 _say(f"runtime watchdog of worker process {pid}: Redis: {exc}")
                 said = True
-            reply = [""]
-        cut = reply.index("") if "" in reply else len(reply)
-        started, entry = reply[:cut], reply[cut + 1:] or entry
+            started = []
         job = overrun(started, time.time())
         if job is not None:
             _kill(r, pid, job, started[::2], prefix)
@@ -297,6 +202,22 @@ def watch(conf: dict[str, Any]) -> int:
         time.sleep(interval)
     r.close()
     return 0
+
+
+def keep(r: Any, conf: dict[str, Any], entry: list[str]) -> tuple[list[str], list[str]]:
+    """One beat through client ``r``: KEEP the registry entry (``entry``: its fields and
+    values as last read), then the CLAIMS of each queue. Returns (the started jobs: id,
+    deadline, id, deadline...; the entry as read now, or ``entry`` when it is gone).
+    Raises RedisError, OSError."""
+    keys = conf["keys"]
+    now = r.call("EVAL", KEEP, "2", *keys["entry"], str(int(conf["ttl_ms"])), conf["worker_id"], *entry)
+    if not now:  # gone, and nothing to write back: its claims are not kept either
+        return [], entry
+    known = known_ids(now)
+    started: list[str] = []
+    for pair in keys["queues"]:
+        started += r.call("EVAL", CLAIMS, "2", *pair, repr(conf["visibility_s"]), conf["job_key_prefix"], *known)
+    return started, now
 
 
 def tagged_id(job_id: str) -> str:
@@ -308,16 +229,16 @@ def tagged_id(job_id: str) -> str:
     return f"{{{queue}}}:{rest}" if sep else job_id
 
 
-def _kill(r: Resp, pid: int, job: tuple[str, float], running: list[str], prefix: str) -> int:
+def _kill(r: Any, pid: int, job: tuple[str, float], running: list[str], prefix: str) -> int:
     """Mark ``job`` (id, deadline) as past its hard deadline, spare the other ``running``
-    jobs, kill the worker process ``pid``."""
+    jobs (one MARK call per queue), kill the worker process ``pid``."""
     job_id, deadline = job
     msg = hard_timeout_message(deadline)
-    others = [prefix + tagged_id(o) for o in running if o != job_id]
-    try:
-        r.call("EVAL", MARK, str(1 + len(others)), prefix + tagged_id(job_id), *others, msg)
-    except (OSError, RedisError) as exc:
-        _say(f"runtime watchdog: could not mark job {job_id}: {exc}")
+    for keys, first in mark_calls(job_id, running, prefix):
+        try:
+            r.call("EVAL", MARK, str(len(keys)), *keys, msg, first)
+        except (OSError, RedisError) as exc:
+            _say(f"runtime watchdog: could not mark job {job_id} and its neighbours: {exc}")
     _say(f"runtime watchdog: job {job_id} {msg}; killing worker process {pid}")
     try:
         os.kill(pid, signal.SIGKILL)

@@ -138,11 +138,19 @@ class RedisBroker:
             for script in self._scripts.values():  # a full Redis refuses them in a transaction only
                 self.redis.script_load(script.script)
 
-    def script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    def script(self, name: str, keys: Sequence[str], args: Sequence[Any], queue: str | None = None) -> Any:
         """The reply of script ``name`` (runtime/broker/lua) run once with ``keys`` and
         ``args`` (after the key prefix); for scripts whose caller lives elsewhere
-        (fire.lua: runtime.scheduler.state)."""
-        return self._run(name, keys, args)
+        (fire.lua: runtime.scheduler.state). With ``queue`` (a script that may queue jobs on
+        it), the queue is named in {p}:queues first, in the same round trip, once per
+        process: a script in the queue's hash slot cannot write that deployment-wide key."""
+        named = queue is None or queue in self._named
+        calls = [self.call(name, keys, args)] if named else [("SADD", self.keys.queues, queue),
+                                                             self.call(name, keys, args)]
+        reply = self.calls(calls)[-1]
+        if not named:
+            self._named.add(str(queue))
+        return reply
 
     # ---- producing ----------------------------------------------------------------------
 

@@ -35,8 +35,10 @@ the slot of the prefix (:func:`deployment_wide`).
 |                              |      | deployment (the id owning the job collection)     |
 | {p}:mongo:pending            | set  | ids whose copy to MongoDB producers handed over   |
 | {p}:u:{queue}:{key}          | str  | the job id holding a unique key (expires: window) |
-| {p}:sc:{name}                | hash | a schedule: definition, last fire, paused, counts |
-| {p}:schedules                | set  | names of the schedules schedulers have run        |
+| {p}:sc:{queue}:{name}        | hash | a schedule of that queue: definition, last fire,  |
+|                              |      | paused, counts; moved_to: the queue it moved to   |
+|                              |      | (runtime.scheduler.state)                         |
+| {p}:schedules:queue          | hash | schedule name -> the queue its state is kept in   |
 | {p}:schedulers               | zset | workers running the scheduler; score = last tick  |
 | {p}:schedulers:runs          | hash | worker -> the names of the schedules it runs (JSON)|
 | {p}:cap:{queue}:{name}       | set  | jobs of the queue holding a slot of a cap         |
@@ -86,8 +88,8 @@ SHAPES: dict[str, str] = {
     "waiter": "wait:{queue}:{token}",
     "mongo": "mongo:{what}",
     "unique": "u:{queue}:{key}",
-    "schedule": "sc:{name}",
-    "schedules": "schedules",
+    "schedule": "sc:{queue}:{name}",
+    "schedules": "schedules:queue",
     "schedulers": "schedulers",
     "scheduler_runs": "schedulers:runs",
     "cap": "cap:{queue}:{name}",
@@ -207,8 +209,9 @@ class Keys:
     def unique(self, queue: str, key: str) -> str:
         return self._key("unique", queue, key)
 
-    def schedule(self, name: str) -> str:
-        return self._key("schedule", name)
+    def schedule(self, queue: str, name: str) -> str:
+        """Schedule ``name``'s state, in the slot of its ``queue`` (the one its jobs go to)."""
+        return self._key("schedule", queue, name)
 
     @property
     def schedules(self) -> str:
@@ -254,14 +257,13 @@ class Keys:
     def operations(self) -> str:
         return self._key("operations")
 
-    def watched(self, worker_id: str, queues: Sequence[str]) -> list[str]:
-        """The KEYS of runtime.watch.KEEP (a watchdog's keep-alive) for worker ``worker_id``
-        serving ``queues``: its registry entry, the workers set, then per queue its running
-        set and the queue's inflight set."""
-        out = [self.worker(worker_id), self.workers]
-        for q in queues:
-            out += (self.running(worker_id, q), self.inflight(q))
-        return out
+    def watched(self, worker_id: str, queues: Sequence[str]) -> dict[str, list[str] | list[list[str]]]:
+        """The KEYS of a watchdog's keep-alive (runtime.watch) for worker ``worker_id``
+        serving ``queues``: ``entry``, those of KEEP (its registry entry, the workers set),
+        and ``queues``, those of CLAIMS per queue (its running set, the queue's inflight
+        set): each call in one hash slot."""
+        return {"entry": [self.worker(worker_id), self.workers],
+                "queues": [[self.running(worker_id, q), self.inflight(q)] for q in queues]}
 
     def queue_keys(self, queue: str) -> tuple[str, str, str, str]:
         """(ready, scheduled, wake, idle) of ``queue``, the block the scripts take per queue."""

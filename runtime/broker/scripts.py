@@ -18,7 +18,7 @@ from .keys import lua_builders
 LUA = Path(__file__).parent / "lua"
 #: every script of the broker (the lib is not one)
 NAMES = ("enqueue", "claim", "finish", "reap", "control", "wait", "adopt", "extend", "idle", "register",
-         "fire", "move", "land", "settle")
+         "fire", "move", "land", "settle", "rehome")
 
 
 @cache

@@ -3,9 +3,12 @@ its schedules and fires them (runtime.scheduler.state, fire.lua).
 
 Any number of workers run it at once: they all fire each fire time, and fire.lua queues it
 once (its job id is derived from the schedule and the fire time, and "last fired" moves in
-the same script). Between fire times it costs Redis one sync every :data:`SYNC_S` seconds
-(a pipeline: TIME, one HMGET per schedule, then a ZADD marking it alive); times are the
-Redis server's clock, so workers' clocks do not matter.
+the same script, in the hash slot of the schedule's queue). Between fire times it costs
+Redis one sync every :data:`SYNC_S` seconds (TIME, then a pipeline: a ZADD marking it alive
+and one HMGET per schedule); times are the Redis server's clock, so workers' clocks do not
+matter. A schedule whose state moved to another queue (a worker started with it on that
+queue: runtime.scheduler.state) is followed: its fire answers 'moved', the next sync adopts
+the definition that moved it.
 
 The scheduler sleeps on its own clock, corrected by an offset to the server's learnt at
 each sync: the server's time minus the local time when the reply is in hand, so the
@@ -118,8 +121,13 @@ class SchedulerLoop:
             if got.removed_at > self.started_ms:
                 log.info("schedule %s was removed by a newer worker's code: it stops firing here", s.name)
                 continue
+            was = s
             if got.def_at > self.started_ms and got.definition and got.definition != s.to_json():
                 s = adopt(s, got.definition)
+            if got.moved_to and s.queue == was.queue:  # its state left this queue, and its definition did not
+                log.warning("schedule %s moved to queue %s by another worker's definition, which this one does not "
+                            "follow: it stops firing here", s.name, got.moved_to)
+                continue
             kept.append(s)
         if len(kept) < len(self.schedules):
             self.state.runs(self.worker_id, [s.name for s in kept])
@@ -143,6 +151,10 @@ class SchedulerLoop:
             if not plan.fires:
                 continue
             fired = self.state.fire(s, plan)
+            if fired.outcomes[0] in ("moved", "absent"):  # nothing done: fired again once followed
+                self._follow(s, fired.outcomes[0])
+                handled = min(handled, plan.fires[0][0] - 1)
+                continue
             self.last[s.name] = fired.last_fire
             queued += fired.outcomes.count("queued")
             if "early" in fired.outcomes:  # the server's clock is behind our estimate of it
@@ -156,6 +168,15 @@ class SchedulerLoop:
                 log.info("schedule %s: %d fire time(s) not run (%s)", s.name, len(skipped), ", ".join(set(skipped)))
         self.since_ms = handled  # every fire time up to it handled (not on an error: then late, not missed)
         return queued
+
+    def _follow(self, s: Schedule, why: str) -> None:
+        """Schedule ``s`` fired nothing, ``why``: 'moved' (its state moved to another queue:
+        sync at the next step, adopting the definition that moved it) or 'absent' (no state
+        under its queue: registered now, as when this scheduler started)."""
+        if why == "moved":
+            self.synced_at = -1e18
+        else:
+            self.state.register(self.worker_id, [s])
 
     def seconds_to_sleep(self) -> float:
         """Until the next fire time of any schedule or the next sync, whichever is first."""

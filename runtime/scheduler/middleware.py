@@ -45,10 +45,6 @@ class SchedulerMiddleware(Middleware):
         if not schedules:  # those of its modules' tasks left in Redis were removed from the code
             ScheduleState(broker).mark_removed([], served.modules)
             return
-        if getattr(broker, "clustered", False):  # fire.lua spans slots there (docs/cluster.md)
-            log.error("scheduler not started: schedules do not run on a Redis Cluster yet (docs/cluster.md); "
-                      "%d schedule(s) will not fire: %s", len(schedules), ", ".join(s.name for s in schedules))
-            return
         self.loop = SchedulerLoop(ScheduleState(broker), schedules, worker.id, sleep=gevent.sleep,
                                   modules=served.modules)
         self.greenlet = gevent.spawn(self.loop.run)

@@ -84,22 +84,35 @@ def keep_children(sup: Watched) -> None:
     """runtime.watch's work for each child (see the module docstring): keep its entry and
     claims alive while it lives; kill one whose job is past its hard deadline, that job
     marked to end ``timeout`` and the others spared (the kill is then reaped as a crash)."""
-    from .. import watch
-    s, keys = sup.broker.settings, sup.broker.keys
-    if not s.watchdog or sup.broker.clustered:  # not on a Redis Cluster yet (runtime.worker.watching)
+    if not sup.broker.settings.watchdog:
         return
     registered = sup.broker.registry.ids()  # once a beat, for every child
     for pid, child in list(sup.children.items()):
         for wid in (w for w in registered if host_pid(w) == (sup.host, pid)):
-            kept = keys.watched(wid, s.queues)
-            reply = sup.broker.redis.eval(watch.KEEP, len(kept), *kept, int(s.worker_ttl_s * 1000),
-                                          repr(s.visibility_timeout_s), keys.job(""), wid)
-            started = list(reply[:reply.index("")] if "" in reply else reply)
-            job = watch.overrun(started, time.time())
-            if job is None:
-                continue
-            msg = watch.hard_timeout_message(job[1])
-            others = [keys.job(j) for j in started[::2] if j != job[0]]
-            sup.broker.redis.eval(watch.MARK, 1 + len(others), keys.job(job[0]), *others, msg)
-            log.error("worker process %d: job %s %s; killing it", pid, job[0], msg)
-            sup.kill_child(child)
+            _keep_child(sup, pid, child, wid)
+
+
+def _keep_child(sup: Watched, pid: int, child: Child, wid: str) -> None:
+    """runtime.watch.keep for worker ``wid`` of child ``pid``: KEEP its entry, then the
+    CLAIMS of each queue (one round trip: one call per hash slot); kill it when a job of
+    it is past its hard deadline."""
+    from .. import watch
+    s, keys, r = sup.broker.settings, sup.broker.keys, sup.broker.redis
+    kept = keys.watched(wid, s.queues)
+    entry = r.eval(watch.KEEP, 2, *kept["entry"], int(s.worker_ttl_s * 1000), wid)
+    if not entry:
+        return
+    known = watch.known_ids([str(v) for v in entry])
+    pipe = r.pipeline(transaction=False)
+    for pair in kept["queues"]:  # (a cluster pipeline has no eval method: the command as it is)
+        pipe.execute_command("EVAL", watch.CLAIMS, 2, *pair, repr(s.visibility_timeout_s),  # type: ignore[no-untyped-call]
+                             keys.job(""), *known)
+    started = [str(v) for reply in pipe.execute() for v in reply]
+    job = watch.overrun(started, time.time())
+    if job is None:
+        return
+    msg = watch.hard_timeout_message(job[1])
+    for mark, first in watch.mark_calls(job[0], started[::2], keys.job("")):
+        r.eval(watch.MARK, len(mark), *mark, msg, first)
+    log.error("worker process %d: job %s %s; killing it", pid, job[0], msg)
+    sup.kill_child(child)

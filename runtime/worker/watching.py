@@ -29,8 +29,15 @@ class Watchable(Protocol):
 
 
 def redis_conf(broker: RedisBroker) -> dict[str, Any]:
-    """How the watchdog reaches the worker's Redis: the connection settings of its pool
-    (the master's Sentinels and service name for a Sentinel client)."""
+    """How the watchdog reaches the worker's Redis (runtime.resp.client): the connection
+    settings of its pool (the master's Sentinels and service name for a Sentinel client;
+    the nodes it started from and its credentials for a Redis Cluster)."""
+    if broker.clustered:
+        nodes = broker.redis.nodes_manager  # type: ignore[attr-defined]
+        kw = nodes.connection_kwargs
+        return {"cluster": [[n.host, n.port] for n in nodes.startup_nodes.values()],
+                "username": kw.get("username"), "password": kw.get("password"),
+                "ssl": bool(kw.get("ssl")), "ssl_cert_reqs": kw.get("ssl_cert_reqs")}
     pool = broker.redis.connection_pool
     kw = pool.connection_kwargs
     conf = {k: kw.get(k) for k in ("host", "port", "path", "username", "password", "db")}
@@ -49,10 +56,6 @@ def start_watchdog(worker: Watchable) -> subprocess.Popen[bytes] | None:
     cannot be started (logged: the worker runs without one)."""
     s, keys = worker.settings, worker.broker.keys
     if not s.watchdog or is_supervised_child():  # a supervisor watches its children itself
-        return None
-    if worker.broker.clustered:  # its keep-alive script spans slots; its client speaks to one server
-        log.warning("no watchdog on a Redis Cluster yet: a job that holds the GIL past worker_ttl_s may be "
-                    "taken back while it runs, and nothing kills one that never yields")
         return None
     conf = {"pid": os.getpid(), "interval_s": s.heartbeat_interval_s, "ttl_ms": int(s.worker_ttl_s * 1000),
             "visibility_s": s.visibility_timeout_s, "job_key_prefix": keys.job(""), "redis": redis_conf(worker.broker),

@@ -47,3 +47,53 @@ def test_jobs_of_queues_on_every_shard_run_once_and_are_waited_for(cluster_setti
     jobs = client.wait(ids, timeout_s=20)
     assert [(j.status.value, j.result, j.attempt) for j in jobs] == [("success", i + 1, 1) for i in range(len(ids))]
     assert client.store.counts()["success"] == len(ids)
+
+
+def test_the_watchdog_s_client_calls_the_master_of_each_slot_and_follows_moved(cluster_settings: Settings) -> None:
+    """runtime.resp.Cluster (the watchdog's stdlib client): a script call goes to the
+    master of its first key's slot (CRC16 of the hash tag, as redis-py reckons it); with a
+    stale slot map, the MOVED replies are followed."""
+    from redis.crc import key_slot
+
+    from runtime.resp import Cluster, keyslot
+    client = Client(cluster_settings)
+    keys = [client.broker.keys.ready(q) for q in spread_queues(client)] + [client.broker.keys.workers]
+    assert [keyslot(k) for k in keys] == [key_slot(k.encode()) for k in keys]
+    first = client.redis.get_primaries()[0]  # type: ignore[attr-defined]
+    c = Cluster({"cluster": [[first.host, first.port]]})
+    incr = "return redis.call('INCR', KEYS[1])"
+    try:
+        assert [c.call("EVAL", incr, "1", k + ":n") for k in keys] == [1] * len(keys)
+        c.slots = [(0, 16383, (first.host, first.port))]  # every slot on one master: the others answer MOVED
+        assert [c.call("EVAL", incr, "1", k + ":n") for k in keys] == [2] * len(keys)
+        assert len(c.nodes) == 3
+    finally:
+        c.close()
+
+
+def test_the_watchdog_s_client_follows_an_ask_while_a_slot_migrates(cluster_settings: Settings) -> None:
+    """A slot migrating from one master to another: a key not on the old master yet
+    answers ASK there, and the call goes to the new one (ASKING first)."""
+    from runtime.resp import Cluster, Resp, keyslot
+    client = Client(cluster_settings)
+    key = client.broker.keys.ready(f"ask{abs(hash(cluster_settings.key_prefix))}")
+    slot = keyslot(key)
+    rc = client.redis
+    source = rc.get_node_from_key(key)  # type: ignore[attr-defined]
+    target = next(n for n in rc.get_primaries() if n.name != source.name)  # type: ignore[attr-defined]
+    src, dst = (Resp({"host": n.host, "port": n.port}) for n in (source, target))
+    ids = {n.name: r.call("CLUSTER", "MYID") for n, r in ((source, src), (target, dst))}
+    c = Cluster({"cluster": [[source.host, source.port]]})
+    try:
+        dst.call("CLUSTER", "SETSLOT", str(slot), "IMPORTING", ids[source.name])
+        src.call("CLUSTER", "SETSLOT", str(slot), "MIGRATING", ids[target.name])
+        assert c.call("EVAL", "return redis.call('INCR', KEYS[1])", "1", key) == 1
+        dst.call("ASKING")
+        assert dst.call("GET", key) == "1"  # on the new master
+        dst.call("ASKING")
+        dst.call("DEL", key)
+    finally:
+        for r in (src, dst):
+            r.call("CLUSTER", "SETSLOT", str(slot), "STABLE")
+            r.close()
+        c.close()

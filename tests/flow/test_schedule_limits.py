@@ -16,11 +16,13 @@ from runtime.schedule import MAX_FIRES, make_schedule
 from runtime.scheduler.report import describe, run_now
 from runtime.scheduler.state import ScheduleState
 
+ON_CLUSTER_TOO = True  # every test here runs on a standalone Redis and on a Redis Cluster (conftest)
+
 START = 1_764_000_000.0  # a past instant: fire.lua queues no fire time ahead of the Redis clock
 
 
 def _counts(client, name: str) -> dict[str, int]:
-    h = client.redis.hgetall(client.broker.keys.schedule(name))
+    h = client.redis.hgetall(client.broker.keys.schedule("default", name))
     return {k: int(h.get(f"count_{k}") or 0) for k in ("missed", "paused", "overlap")}
 
 
@@ -61,7 +63,7 @@ def test_a_plan_from_a_last_fire_another_scheduler_moved_is_made_again_not_misco
     clock = FakeClock(START)
     loop = _loop(client, [s], clock, START)
     loop.step()
-    client.redis.hset(client.broker.keys.schedule(s.name), "last_fire", int((START + 10) * 1000))
+    client.redis.hset(client.broker.keys.schedule("default", s.name), "last_fire", int((START + 10) * 1000))
     clock.t = START + 50
     assert loop.step() == 0.0  # stale: planned again at once
     assert _jobs(client, "shared@") == [] and _counts(client, s.name)["missed"] == 0
@@ -80,9 +82,9 @@ def test_a_stored_fire_time_past_year_9999_or_not_a_number_is_listed_as_it_is(se
     _register(client, "w-limits")
     state.sync("w-limits", [huge, text], first=True)
     stored = json.loads(huge.to_json()) | {"every_s": 1e12}
-    client.redis.hset(client.broker.keys.schedule("huge"), mapping={
+    client.redis.hset(client.broker.keys.schedule("default", "huge"), mapping={
         "def": json.dumps(stored), "last_fire": "1000000000000000000", "last_status": "queued"})
-    client.redis.hset(client.broker.keys.schedule("text"), mapping={"last_fire": "soon", "last_status": "queued"})
+    client.redis.hset(client.broker.keys.schedule("default", "text"), mapping={"last_fire": "soon", "last_status": "queued"})
     r = cli(settings, "schedules")
     assert r.exit_code == 0, r.stderr
     assert "last 1000000000000000000 (" in r.stdout and "last soon (-, queued)" in r.stdout, r.stdout

@@ -19,6 +19,8 @@ from runtime.scheduler.report import describe
 from runtime.scheduler.state import ScheduleState
 from runtime.status import Status
 
+ON_CLUSTER_TOO = True  # every test here runs on a standalone Redis and on a Redis Cluster (conftest)
+
 
 class FakeClock:
     def __init__(self, t: float) -> None:
@@ -46,7 +48,7 @@ class FakeClockState(ScheduleState):
 def _loop(client, schedules, clock: FakeClock, start_s: float, worker_id: str = "w-test") -> SchedulerLoop:
     state = FakeClockState(client.broker, clock)
     for s in schedules:  # the schedules' clocks start at start_s (a new schedule has no missed runs)
-        client.redis.hset(client.broker.keys.schedule(s.name), "last_fire", int(start_s * 1000))
+        client.redis.hset(client.broker.keys.schedule("default", s.name), "last_fire", int(start_s * 1000))
     loop = SchedulerLoop(state, schedules, worker_id, sleep=clock.sleep, clock=clock)
     loop.sync_s = 1e9  # one sync: the fake clock jumps from fire time to fire time
     return loop
@@ -97,8 +99,7 @@ def test_a_fake_clock_across_dst_in_two_zones_fires_once_a_day(client, name, tz,
 @pytest.mark.parametrize(("missed", "queued"), [("skip", 0), ("once", 1), (3, 3)])
 def test_missed_runs_after_a_stopped_scheduler(client, missed, queued):
     """Every minute, grace 30 s: the scheduler stops for 10 minutes, then comes back."""
-    s = make_schedule(f"m-{missed}", "testtasks.add", params={"a": 1, "b": 1}, every=60, missed=missed,
-                      grace_s=30)
+    s = make_schedule(f"m-{missed}", "testtasks.add", params={"a": 1, "b": 1}, every=60, missed=missed, grace_s=30)
     start = 1_764_000_000.0  # on a minute
     clock = FakeClock(start)
     loop = _loop(client, [s], clock, start)
@@ -108,7 +109,7 @@ def test_missed_runs_after_a_stopped_scheduler(client, missed, queued):
     loop.step()
     jobs = _jobs(client, s.name + "@")
     assert len(jobs) == 2 + queued
-    h = client.redis.hgetall(client.broker.keys.schedule(s.name))
+    h = client.redis.hgetall(client.broker.keys.schedule("default", s.name))
     assert int(h["count_missed"]) == 10 - queued and int(h["last_fire"]) == int((start + 12 * 60) * 1000)
     loop.step()  # nothing more: handled
     assert len(_jobs(client, s.name + "@")) == 2 + queued
@@ -118,8 +119,7 @@ def test_missed_runs_after_a_stopped_scheduler(client, missed, queued):
 def test_a_restarted_scheduler_treats_fire_times_of_its_downtime_as_missed_even_within_grace(client, missed, queued):
     """Every minute, grace 30 s: the only scheduler stops after two fires and a new one
     starts 10 s after the 12th fire time (within the grace): it came while none ran."""
-    s = make_schedule(f"r-{missed}", "testtasks.add", params={"a": 1, "b": 1}, every=60, missed=missed,
-                      grace_s=30)
+    s = make_schedule(f"r-{missed}", "testtasks.add", params={"a": 1, "b": 1}, every=60, missed=missed, grace_s=30)
     start = 1_764_000_000.0
     clock = FakeClock(start)
     first = _loop(client, [s], clock, start, "w-first")
@@ -129,7 +129,7 @@ def test_a_restarted_scheduler_treats_fire_times_of_its_downtime_as_missed_even_
     again = SchedulerLoop(first.state, [s], "w-again", sleep=clock.sleep, clock=clock)
     again.step()
     assert len(_jobs(client, s.name + "@")) == 2 + queued
-    h = client.redis.hgetall(client.broker.keys.schedule(s.name))
+    h = client.redis.hgetall(client.broker.keys.schedule("default", s.name))
     assert int(h["count_missed"]) == 10 - queued and int(h["last_fire"]) == int((start + 12 * 60) * 1000)
     _drive(again, clock, start + 13 * 60 + 1)  # the next fire time comes while it runs: on time
     assert len(_jobs(client, s.name + "@")) == 3 + queued
@@ -150,7 +150,7 @@ def test_fire_lua_queues_a_fire_time_once_and_never_goes_back(client):
     s = make_schedule("once", "testtasks.add", params={"a": 1, "b": 2}, every=1)
     state = ScheduleState(client.broker)
     t = 1_764_000_000_000
-    client.redis.hset(client.broker.keys.schedule(s.name), "last_fire", t)
+    client.redis.hset(client.broker.keys.schedule("default", s.name), "last_fire", t)
     assert state.fire(s, [(t + 1000, True)]).outcomes == ["queued"]
     assert state.fire(s, [(t + 1000, True)]).outcomes == ["done"]
     assert state.fire(s, [(t + 500, True), (t + 2000, False), (t + 3000, True)]).outcomes == ["done", "missed", "queued"]
@@ -177,7 +177,7 @@ def test_overlap_skip_with_a_slow_job(client, worker, task_dir):
             time.sleep(0.7)
         """)
     worker.start(task_modules=f"testtasks,{mod}")
-    key = client.broker.keys.schedule("slow")
+    key = client.broker.keys.schedule("default", "slow")
     wait_until(lambda: int(client.redis.hget(key, "count_overlap") or 0) >= 6, 20, "fire times skipped for overlap")
     ids = [i for i in client.redis.zrange(client.broker.keys.status("default", "success"), 0, -1) if i.startswith("default:slow@")]
     wait_until(lambda: len([i for i in client.redis.zrange(client.broker.keys.status("default", "success"), 0, -1)
@@ -196,7 +196,7 @@ def test_pause_resume_run_now_and_the_listing(settings, client, worker, task_dir
             return n
         """)
     w = worker.start(task_modules=f"testtasks,{mod}")
-    key = client.broker.keys.schedule("tick")
+    key = client.broker.keys.schedule("default", "tick")
 
     def done() -> int:
         return len([i for i in client.redis.zrange(client.broker.keys.status("default", "success"), 0, -1)
@@ -236,7 +236,7 @@ def test_a_schedule_no_live_scheduler_fires_is_shown_late(client):
     state = ScheduleState(client.broker)
     _register(client, "w-other")  # alive in the worker registry, its scheduler wedged
     state.sync("w-other", [s], first=True)
-    client.redis.hset(client.broker.keys.schedule("stuck"), "last_fire", int((time.time() - 120) * 1000))
+    client.redis.hset(client.broker.keys.schedule("default", "stuck"), "last_fire", int((time.time() - 120) * 1000))
     row = describe(state)["schedules"][0]
     assert row["status"] == "late" and row["late_s"] > 50
 
@@ -292,7 +292,9 @@ def test_several_worker_processes_queue_exactly_one_job_per_fire_time(settings, 
         def many() -> None:
             pass
         """)
-    procs = [workers.start("--tasks", "testtasks,sched_many", "--greenlets", "10") for _ in range(4)]
+    # INFO: redis-py's DEBUG lines from the heartbeat thread can strand the hub on a log lock (gevent#2013)
+    procs = [workers.start("--tasks", "testtasks,sched_many", "--greenlets", "10", "--log-level", "INFO")
+             for _ in range(4)]
     for p in procs:
         workers.ready(p)
     wait_until(lambda: client.redis.zcard(client.broker.keys.schedulers) == 4, 20, "four schedulers")
@@ -312,7 +314,7 @@ def test_several_worker_processes_queue_exactly_one_job_per_fire_time(settings, 
     times = sorted(int(datetime.fromisoformat(i.split("@")[1].replace("Z", "+00:00")).timestamp() * 1000) for i in ids)
     assert len(times) == len(set(times)) >= 210
     assert [b - a for a, b in zip(times, times[1:])] == [100] * (len(times) - 1)  # none skipped
-    h = client.redis.hgetall(client.broker.keys.schedule("many"))
+    h = client.redis.hgetall(client.broker.keys.schedule("default", "many"))
     assert "count_missed" not in h and int(h["last_fire"]) == times[-1]
     for job in client.live.get_many([i for i in ids if i in set(fired())]):
         assert job is not None and job.attempt == 1
@@ -328,7 +330,7 @@ def test_the_lateness_of_a_schedule_that_stops_firing_is_a_prometheus_metric(cli
     s = make_schedule("stuck", "elsewhere.job", every=1)  # a task of a module this worker does not import
     _register(client, "w-gone")  # a live worker whose scheduler is wedged
     ScheduleState(client.broker).sync("w-gone", [s], first=True)
-    client.redis.hset(client.broker.keys.schedule("stuck"), "last_fire", int((time.time() - 120) * 1000))
+    client.redis.hset(client.broker.keys.schedule("default", "stuck"), "last_fire", int((time.time() - 120) * 1000))
     worker.start(metrics_port=port)
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     line = next(x for x in text.splitlines() if x.startswith("runtime_schedule_late_seconds{"))
@@ -359,10 +361,10 @@ def test_a_changed_or_removed_schedule_follows_the_newest_worker_without_a_resta
     a.sync()
     b.sync()
     assert a.schedules == [] and b.schedules == []
-    assert client.redis.hget(client.broker.keys.schedule("report"), "removed_at")
+    assert client.redis.hget(client.broker.keys.schedule("reports", "report"), "removed_at")
     d = SchedulerLoop(state, [new], "w-d", modules=["mymod"])  # put back in the code: fires again
     d.sync()
-    assert d.schedules == [new] and not client.redis.hget(client.broker.keys.schedule("report"), "removed_at")
+    assert d.schedules == [new] and not client.redis.hget(client.broker.keys.schedule("reports", "report"), "removed_at")
 
 
 def test_a_schedule_of_runtime_toml_fires_with_its_params_queue_and_priority(client, workers, task_dir):

@@ -16,6 +16,8 @@ from runtime.scheduler.loop import SchedulerLoop
 from runtime.scheduler.report import describe
 from runtime.scheduler.state import ScheduleState
 
+ON_CLUSTER_TOO = True  # every test here runs on a standalone Redis and on a Redis Cluster (conftest)
+
 
 def _server_ms(client) -> int:
     sec, usec = client.redis.time()
@@ -62,12 +64,12 @@ def test_fire_lua_refuses_a_fire_time_not_come_yet_on_the_server_clock(client):
     s = make_schedule("later", "testtasks.add", params={"a": 1, "b": 2}, every=1)
     state = ScheduleState(client.broker)
     now = _server_ms(client) // 1000 * 1000
-    client.redis.hset(client.broker.keys.schedule(s.name), "last_fire", now - 2000)
+    client.redis.hset(client.broker.keys.schedule("default", s.name), "last_fire", now - 2000)
     fired = state.fire(s, [(now - 1000, True), (now + 60_000, True)])
     assert fired.outcomes == ["queued", "early"] and fired.last_fire == now - 1000
     assert abs(fired.server_ms - _server_ms(client)) < 5000
     assert client.redis.exists(client.broker.keys.job(s.job_id(now + 60_000))) == 0
-    assert client.redis.hget(client.broker.keys.schedule(s.name), "last_fire") == str(now - 1000)
+    assert client.redis.hget(client.broker.keys.schedule("default", s.name), "last_fire") == str(now - 1000)
 
 
 class AheadState(ScheduleState):
@@ -105,7 +107,7 @@ def test_no_job_is_queued_before_its_fire_time_on_the_redis_clock_with_a_clock_a
         fires.append(fire_ms)
         assert job.queued_at * 1000 >= fire_ms, (job.id, job.queued_at, fire_ms)
     assert [b - a for a, b in zip(fires, fires[1:])] == [100] * (len(fires) - 1)
-    h = client.redis.hgetall(client.broker.keys.schedule(s.name))
+    h = client.redis.hgetall(client.broker.keys.schedule("default", s.name))
     assert "count_missed" not in h
 
 

@@ -14,6 +14,8 @@ from runtime import task
 from runtime.errors import TaskOptionError
 from runtime.process import host_pid
 
+ON_CLUSTER_TOO = True  # every test here runs on a standalone Redis and on a Redis Cluster (conftest)
+
 
 def test_a_gil_holding_call_three_times_worker_ttl_never_runs_twice(client, workers, tmp_path):
     runs = tmp_path / "runs"
