@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis.cluster
 from cluster import redis_cluster_in
-from helpers import FAST, InProcess
+from helpers import FAST, InProcess, wait_until
 
 from runtime.client import Client
 from runtime.settings import Settings, load_settings
@@ -97,3 +97,33 @@ def test_the_watchdog_s_client_follows_an_ask_while_a_slot_migrates(cluster_sett
             r.call("CLUSTER", "SETSLOT", str(slot), "STABLE")
             r.close()
         c.close()
+
+
+def test_a_blocking_wait_over_several_shards_answers_at_once_and_loses_no_item(cluster_settings: Settings) -> None:
+    """A worker or client blocked on keys of several hash slots (a BLPOP takes one slot's
+    keys only) is answered at once by an item in any of them, however long its timeout;
+    an item popped in another slot meanwhile is pushed back at the head of its list."""
+    import threading
+    import time
+
+    from runtime.broker.direct import blpop
+    client = Client(cluster_settings)
+    keys = [client.broker.keys.wake(q) for q in spread_queues(client)]
+    result: list[object] = []
+    waiting = threading.Thread(target=lambda: result.append(blpop(client.redis, keys, 30.0)))
+    t0 = time.monotonic()
+    waiting.start()
+    masters = client.redis.get_primaries()  # type: ignore[attr-defined]
+    wait_until(lambda: sum(1 for n in masters for c in n.redis_connection.client_list()
+                           if c.get("cmd") == "blpop") >= len(keys), 10, "a BLPOP on each master")
+    client.redis.rpush(keys[-1], "last")
+    waiting.join(10)
+    assert [tuple(r) for r in result] == [(keys[-1], "last")] and time.monotonic() - t0 < 15  # not the 30 s timeout
+    client.redis.rpush(keys[0], "a1", "a2")
+    client.redis.rpush(keys[1], "b1")
+    got = [blpop(client.redis, keys, 5.0) for _ in range(3)]
+    assert sorted(g[1] for g in got) == ["a1", "a2", "b1"]
+    assert [g[1] for g in got if g[0] == keys[0]] == ["a1", "a2"]  # in order
+    assert blpop(client.redis, keys, 0.2) is None
+    assert not [k for k in client.redis.scan_iter(f"{cluster_settings.key_prefix}:*", target_nodes="all")
+                if ":cancel:" in str(k)]
