@@ -12,6 +12,35 @@ def patch() -> None:
     from gevent import monkey
     monkey.patch_all()
     quicken_spawn()
+    native_logging_locks()
+
+
+def native_logging_locks() -> None:
+    """Give the logging module and its handlers native (C) re-entrant locks instead of the
+    gevent locks monkey patching makes of them. A worker logs from its hub and from native
+    threads (the heartbeat); a gevent lock held by one thread while the hub waits for it
+    ends the hub with ``LoopExit`` (gevent issue 1698; reproduced: a native thread and the
+    hub logging in a loop fail within ~100 lines). A native lock is held only while a
+    record is written (a blocking write: no greenlet switch inside), and greenlets of the
+    hub's thread share it as one thread, so they never wait on one another for it."""
+    import logging
+    from typing import Any
+
+    from gevent import monkey
+    rlock = monkey.get_original("_thread", "RLock")
+
+    def create_lock(self: logging.Handler) -> None:
+        self.lock = rlock()
+        register = getattr(logging, "_register_at_fork_reinit_lock", None)
+        if register is not None:
+            register(self)
+
+    logging._lock = rlock()  # type: ignore[attr-defined]  # the module's lock (loggers, levels)
+    logging.Handler.createLock = create_lock  # type: ignore[method-assign]
+    for ref in list(logging._handlerList):  # type: ignore[attr-defined]  # handlers made already
+        handler: Any = ref()
+        if handler is not None and handler.lock is not None:
+            handler.lock = rlock()
 
 
 def quicken_spawn() -> None:

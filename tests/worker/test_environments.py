@@ -80,3 +80,37 @@ def test_an_unreadable_rss_turns_the_memory_features_off_with_one_warning(client
     # one warning, and nothing else (no failed heartbeat, no raising hook)
     said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(said) == 1 and "cannot read its RSS" in said[0] and "memory features are off" in said[0], said
+
+
+LOG_FROM_TWO_THREADS = """
+from runtime.worker.patching import patch
+patch()
+import logging, time
+import gevent
+from gevent import monkey
+logging.basicConfig(level=logging.DEBUG, stream=open(__import__("os").devnull, "w"))
+log = logging.getLogger("t")
+stop = []
+def native():  # as the heartbeat: a real thread
+    while not stop:
+        log.debug("from the native thread")
+monkey.get_original("_thread", "start_new_thread")(native, ())
+n, t = 0, time.monotonic()
+while time.monotonic() - t < 2:
+    log.debug("from the hub %d", n)
+    n += 1
+    if n % 100 == 0:
+        gevent.sleep(0)
+stop.append(1)
+print("logged", n)
+"""
+
+
+def test_the_hub_and_a_native_thread_logging_at_once_never_end_the_worker():
+    """A worker logs from its hub and from its heartbeat's native thread: with gevent's
+    locks in logging the hub ended with LoopExit (or hung) within ~100 lines; with native
+    ones (runtime.worker.patching) it logs on."""
+    out = subprocess.run([sys.executable, "-c", LOG_FROM_TWO_THREADS], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith("logged "), out.stderr[-2000:]
+    assert "LoopExit" not in out.stderr
