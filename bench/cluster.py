@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -61,16 +62,22 @@ def cpu_s(r: redis.Redis) -> float:
     return float(c["used_cpu_user"]) + float(c["used_cpu_sys"])
 
 
+def master_of(cl: Cluster, tag: str) -> int:
+    """The port of the master owning the hash slot of ``tag``."""
+    slot = redis.crc.key_slot(tag.encode())
+    for lo, hi, master, *_ in cl.client(cl.masters[0]).execute_command("CLUSTER SLOTS"):
+        if lo <= slot <= hi:
+            return int(master[1])
+    raise RuntimeError(f"no master owns slot {slot}")
+
+
 def spread_queues(cl: Cluster, n: int) -> dict[str, int]:
     """``n`` queue names -> the port of the master owning their slot, as many on each master."""
-    owner: dict[int, int] = {}
-    for lo, hi, master, *_ in cl.client(cl.masters[0]).execute_command("CLUSTER SLOTS"):
-        owner.update(dict.fromkeys(range(lo, hi + 1), int(master[1])))
     per = -(-n // len(cl.masters))
     out: dict[str, int] = {}
     for i in range(10_000):
         name = f"cq{i}"
-        port = owner[redis.crc.key_slot(name.encode())]
+        port = master_of(cl, name)
         if sum(1 for p in out.values() if p == port) < per:
             out[name] = port
         if len(out) == n:
@@ -169,11 +176,13 @@ def failover(cl: Cluster, queues: dict[str, int], args: argparse.Namespace, ledg
     ids = queue_all(cl.url, prefix, list(queues), args.jobs)
     if not wait_for(lambda: all(caught_up(cl.client(p)) for p in cl.masters), 30):
         raise RuntimeError("replicas did not catch up")
-    victim = cl.masters[0]
-    replica = cl.replicas[0]
+    owner = master_of(cl, prefix)  # it also holds the registry: the harder case
+    victim = owner if args.kill == "registry" else next(p for p in set(queues.values()) if p != owner)
+    replica = cl.replicas[cl.masters.index(victim)]
     procs = start_workers(cl.url, prefix, list(queues), args, ledger_url, False, folder)
     t0 = time.monotonic()
-    wait_for(lambda: ledger.llen("runs") >= args.kill_at * len(ids), args.deadline)
+    if not wait_for(lambda: ledger.llen("runs") >= args.kill_at * len(ids), args.deadline):
+        raise RuntimeError(f"{args.kill_at:.0%} of the jobs did not run within {args.deadline} s")
     ran_at_kill = ledger.llen("runs")
     cl.kill(victim)
     t_kill = time.monotonic()
@@ -193,10 +202,22 @@ def failover(cl: Cluster, queues: dict[str, int], args: argparse.Namespace, ledg
             p.terminate()
     codes = [p.wait(60) for p in procs]
     ran = runs(ledger)
-    return {"n": len(ids), "lost": len(left), "twice": sum(1 for v in ran.values() if v > 1),
+    return {"killed": "registry+queues" if victim == owner else "queues", "n": len(ids), "lost": len(left), "twice": sum(1 for v in ran.values() if v > 1),
             "never": len(set(ids) - set(ran)), "ran_at_kill": ran_at_kill, "promoted": promoted,
             "promote_s": t_promoted - t_kill, "drain_after_kill_s": t_end - t_kill, "total_s": t_end - t0,
-            "alive": alive, "codes": codes}
+            "alive": alive, "codes": codes, "log": log_summary(folder, prefix)}
+
+
+def log_summary(folder: Path, prefix: str) -> str:
+    """What the workers logged (WARNING and up), each distinct message once with its count:
+    ids, ports and times blanked."""
+    seen: collections.Counter[str] = collections.Counter()
+    for path in folder.glob(f"{prefix}-w*.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            if " WARNING " in line or " ERROR " in line or " CRITICAL " in line:
+                msg = line.split(" ", 3)[-1]
+                seen[re.sub(r"[0-9a-f]{24}|\d+(\.\d+)?", "N", msg)[:160]] += 1
+    return "".join(f"\n  {n} x {m}" for m, n in seen.most_common())
 
 
 def main() -> int:
@@ -210,12 +231,16 @@ def main() -> int:
     ap.add_argument("--node-timeout-ms", type=int, default=1500, help="cluster-node-timeout")
     ap.add_argument("--visibility-s", type=float, default=60.0, help="the workers' visibility_timeout_s")
     ap.add_argument("--kill-at", type=float, default=0.3, help="kill a master once this share of jobs ran")
+    ap.add_argument("--kill", choices=["registry", "queues"], default="registry",
+                    help="the master holding the deployment-wide keys (and queues), or one holding queues only")
     ap.add_argument("--deadline", type=float, default=600.0, help="seconds a drain may take")
+    ap.add_argument("--keep", metavar="DIR", help="write the servers' and workers' logs here, and keep them")
     ap.add_argument("--no-failover", action="store_true")
     ap.add_argument("--redis-server", default="/usr/bin/redis-server")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
-        folder = Path(d)
+        folder = Path(args.keep or d)
+        folder.mkdir(parents=True, exist_ok=True)
         servers = [RedisServer(args.redis_server, folder / name) for name in
                    ["ledger", "standalone"] + [f"replica{i}" for i in range(args.replicas)]]
         try:
@@ -259,7 +284,8 @@ def report(args: argparse.Namespace, folder: Path, ledger_server: RedisServer, s
         if not args.no_failover and args.replicas:
             f = failover(cl, queues, args, ledger, ledger_server.url, folder)
             lines += ["", "failover: " + ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
-                                                    for k, v in f.items())]
+                                                    for k, v in f.items() if k != "log"),
+                  "worker log (WARNING and up):" + (f["log"] or " nothing")]
     return "\n".join(lines)
 
 
