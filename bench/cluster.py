@@ -138,7 +138,7 @@ def drain(url: str, masters: dict[int, redis.Redis], queues: dict[str, int], pre
     t2 = time.perf_counter()
     c2 = {p: cpu_s(r) for p, r in masters.items()}
     ran = runs(ledger)
-    served = collections.Counter({p: 0 for p in masters})
+    served = collections.Counter(dict.fromkeys(masters, 0))
     for job_id, times in ran.items():
         served[queues.get(job_id.split(":", 1)[0], 0)] += times
     return {"n": len(ids), "lost": len(not_success(url, prefix, ids)), "twice": sum(1 for v in ran.values() if v > 1),
@@ -147,13 +147,6 @@ def drain(url: str, masters: dict[int, redis.Redis], queues: dict[str, int], pre
             "enqueue_cpu_us": sum(c1[p] - c0[p] for p in masters) / len(ids) * 1e6,
             "drain_cpu_us": sum(c2[p] - c1[p] for p in masters) / len(ids) * 1e6,
             "cpu_per_master_us": {p: (c2[p] - c1[p]) / len(ids) * 1e6 for p in masters}}
-
-
-def caught_up(r: redis.Redis) -> bool:
-    """Has every replica of master ``r`` acknowledged all it was sent?"""
-    info = r.info("replication")
-    offsets = [int(v["offset"]) for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
-    return bool(offsets) and min(offsets) >= int(info["master_repl_offset"])
 
 
 def wait_for(cond: Any, timeout_s: float) -> bool:
@@ -174,7 +167,7 @@ def failover(cl: Cluster, queues: dict[str, int], args: argparse.Namespace, ledg
     prefix = "failover"
     ledger.delete("runs")
     ids = queue_all(cl.url, prefix, list(queues), args.jobs)
-    if not wait_for(lambda: all(caught_up(cl.client(p)) for p in cl.masters), 30):
+    if not wait_for(cl.caught_up, 30):
         raise RuntimeError("replicas did not catch up")
     owner = master_of(cl, prefix)  # it also holds the registry: the harder case
     victim = owner if args.kill == "registry" else next(p for p in set(queues.values()) if p != owner)

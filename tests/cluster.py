@@ -59,6 +59,16 @@ class Cluster:
     def client(self, port: int) -> redis.Redis:
         return redis.Redis(port=port, decode_responses=True, socket_timeout=5)
 
+    def caught_up(self) -> bool:
+        """Has every replica acknowledged all its master sent it?"""
+        for port in self.masters:
+            info = self.client(port).info("replication")
+            offsets = [int(v["offset"]) for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
+            if len(offsets) < len(self.replicas) // len(self.masters) or (
+                    offsets and min(offsets) < int(info["master_repl_offset"])):
+                return False
+        return True
+
     def kill(self, port: int) -> None:
         """SIGKILL the node on ``port`` (by pid) and reap it."""
         proc = self.procs[port]

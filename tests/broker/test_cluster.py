@@ -4,11 +4,12 @@ whose hash slots are on every shard, each script call in one slot."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis.cluster
-from cluster import redis_cluster_in
-from helpers import FAST, InProcess
+from cluster import cluster_in, redis_cluster_in
+from helpers import FAST, InProcess, Processes, wait_until
 
 from runtime.client import Client
 from runtime.settings import Settings, load_settings
@@ -60,3 +61,44 @@ def test_what_does_not_run_on_a_cluster_yet_says_so_in_one_line(cluster_settings
     with pytest.raises(InvalidParams, match="does not work on a Redis Cluster yet"):
         client.move(job, queue=b)
     assert client.move(job, priority=5) == [job] and client.get_job(job).priority == 5
+
+
+def test_a_master_killed_mid_drain_loses_no_job_and_the_workers_go_on(tmp_path: Path) -> None:
+    """A master of a cluster with a replica of each is SIGKILLed while two worker processes
+    drain queues on every master (it holds the deployment-wide keys and a queue): its
+    replica takes over after cluster-node-timeout, every job ends success (one whose
+    outcome died with the master may run twice: at-least-once), the workers neither die
+    nor hang, and none logs a traceback."""
+    with cluster_in(tmp_path / "cluster", replicas=1, node_timeout_ms=1000) as cl:
+        settings = load_settings({"redis_url": cl.url, "key_prefix": "fo", **FAST}, env={})
+        client = Client(settings)
+        queues = spread_queues(client)
+        ids = [i for q in queues for i in client.queue_jobs("testtasks.sleep", [{"seconds": 0.01}] * 400, queue=q)]
+        wait_until(cl.caught_up, 20, "the replicas to catch up")
+        rc = client.redis
+        assert isinstance(rc, redis.cluster.RedisCluster)
+        victim = rc.get_node_from_key(client.broker.keys.workers).port
+        mine = next(q for q in queues if rc.get_node_from_key(client.broker.keys.ready(q)).port == victim)
+        workers = Processes(settings, tmp_path)
+        procs = [workers.start("--queues", ",".join(queues), "--greenlets", "20", worker_ttl_s=5.0,
+                               visibility_timeout_s=5.0) for _ in range(2)]
+        try:
+            wait_until(lambda: _successes(client) >= 300, 60, "jobs to run")
+            cl.kill(victim)
+            replica = cl.client(cl.replicas[cl.masters.index(victim)])
+            wait_until(lambda: replica.info("replication")["role"] == "master", 30, "the replica to take over")
+            assert replica.zcard(client.broker.keys.status(mine, "success")) < 400  # the drain spans the failover
+            wait_until(lambda: _successes(client) == len(ids), 60, "every job to succeed after the failover")
+            assert [p.poll() for p in procs] == [None, None]
+            for p in procs:
+                assert "Traceback" not in workers.log(p), workers.log(p)[-3000:]
+        finally:
+            workers.stop_all()
+
+
+def _successes(client: Client) -> int:
+    """Jobs in success, or -1 while the cluster cannot answer (a failover under way)."""
+    try:
+        return client.store.counts().get("success", 0)
+    except redis.RedisError:
+        return -1
