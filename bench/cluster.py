@@ -133,10 +133,15 @@ def drain(url: str, masters: dict[int, redis.Redis], queues: dict[str, int], pre
     ids = queue_all(url, prefix, list(queues), args.jobs)
     t1 = time.perf_counter()
     c1 = {p: cpu_s(r) for p, r in masters.items()}
+    for r in masters.values():
+        r.config_resetstat()
     procs = start_workers(url, prefix, list(queues), args, ledger_url, True, folder)
     codes = [p.wait(args.deadline) for p in procs]
     t2 = time.perf_counter()
     c2 = {p: cpu_s(r) for p, r in masters.items()}
+    calls: collections.Counter[str] = collections.Counter()
+    for r in masters.values():
+        calls.update({k.removeprefix("cmdstat_"): v["calls"] for k, v in r.info("commandstats").items()})
     ran = runs(ledger)
     served = collections.Counter(dict.fromkeys(masters, 0))
     for job_id, times in ran.items():
@@ -146,7 +151,15 @@ def drain(url: str, masters: dict[int, redis.Redis], queues: dict[str, int], pre
             "rate": len(ids) / (t2 - t1), "served": dict(served),
             "enqueue_cpu_us": sum(c1[p] - c0[p] for p in masters) / len(ids) * 1e6,
             "drain_cpu_us": sum(c2[p] - c1[p] for p in masters) / len(ids) * 1e6,
-            "cpu_per_master_us": {p: (c2[p] - c1[p]) / len(ids) * 1e6 for p in masters}}
+            "cpu_per_master_us": {p: (c2[p] - c1[p]) / len(ids) * 1e6 for p in masters},
+            "calls": {k: v / len(ids) for k, v in calls.most_common() if k not in ("info", "config")}}
+
+
+def idle_cpu_ms(servers: list[redis.Redis], seconds: float = 5.0) -> float:
+    """CPU the ``servers`` spend idle, ms per second, summed."""
+    c0 = sum(cpu_s(r) for r in servers)
+    time.sleep(seconds)
+    return (sum(cpu_s(r) for r in servers) - c0) / seconds * 1000
 
 
 def wait_for(cond: Any, timeout_s: float) -> bool:
@@ -262,11 +275,17 @@ def report(args: argparse.Namespace, folder: Path, ledger_server: RedisServer, s
                   "drain jobs/s | enqueue CPU µs/job | drain CPU µs/job | drain CPU per master µs/job | "
                   "worker exits |", "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---|---|"]
         sa = {standalone.port: redis.Redis(port=standalone.port)}
+        calls = []
         for rep in range(args.reps):
-            s = drain(standalone.url, sa, dict.fromkeys(queues, standalone.port), f"sa{rep}", args, ledger,
-                      ledger_server.url, folder)
-            c = drain(cl.url, masters, queues, f"cl{rep}", args, ledger, ledger_server.url, folder)
-            for name, x in (("standalone", s), ("cluster", c)):
+            runs_ = {"standalone": lambda rep=rep: drain(standalone.url, sa, dict.fromkeys(queues, standalone.port),
+                                                         f"sa{rep}", args, ledger, ledger_server.url, folder),
+                     "cluster": lambda rep=rep: drain(cl.url, masters, queues, f"cl{rep}", args, ledger,
+                                                      ledger_server.url, folder)}
+            order = list(runs_) if rep % 2 == 0 else list(runs_)[::-1]  # neither always runs first
+            got = {name: runs_[name]() for name in order}
+            s, c = got["standalone"], got["cluster"]
+            for name, x in got.items():
+                calls.append(f"{rep} {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in list(x["calls"].items())[:8]))
                 lines.append(f"| {rep} | {name} | {x['lost']} | {x['twice']} | {x['never']} | "
                              f"{'/'.join(str(v) for v in x['served'].values())} | {x['enqueue_rate']:,.0f} | "
                              f"{x['rate']:,.0f} | {x['enqueue_cpu_us']:.1f} | {x['drain_cpu_us']:.1f} | "
@@ -274,6 +293,9 @@ def report(args: argparse.Namespace, folder: Path, ledger_server: RedisServer, s
             lines.append(f"| {rep} | cluster/standalone | | | | | | | "
                          f"{c['enqueue_cpu_us'] / s['enqueue_cpu_us']:.2f} | {c['drain_cpu_us'] / s['drain_cpu_us']:.2f}"
                          f" | | |")
+        lines += ["", "drain: commands per job, summed over the masters (the most called)", *calls, "",
+                  f"idle: CPU of the standalone {idle_cpu_ms(list(sa.values())):.1f} ms/s, of the 3 masters "
+                  f"{idle_cpu_ms(list(masters.values())):.1f} ms/s"]
         if not args.no_failover and args.replicas:
             f = failover(cl, queues, args, ledger, ledger_server.url, folder)
             lines += ["", "failover: " + ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
