@@ -51,6 +51,7 @@ class Cluster:
     masters: list[int]
     replicas: list[int]
     procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    argv: dict[int, list[str]] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -75,32 +76,38 @@ class Cluster:
         proc.kill()
         proc.wait(10)
 
+    def restart(self, port: int) -> None:
+        """Start the node on ``port`` again, as it was started (its nodes.conf, and its data
+        when started with an append-only file)."""
+        self.procs[port] = subprocess.Popen(self.argv[port], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
-def _start_node(folder: Path, port: int, node_timeout_ms: int) -> subprocess.Popen[bytes]:
+
+def _node_argv(folder: Path, port: int, node_timeout_ms: int, appendonly: bool) -> list[str]:
     node = folder / f"node{port}"
     shutil.rmtree(node, ignore_errors=True)
     node.mkdir(parents=True)
-    return subprocess.Popen(
-        [cluster_binary(), "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-         "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", str(node_timeout_ms),
-         "--save", "", "--appendonly", "no", "--dir", str(node), "--logfile", "redis.log"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    return [cluster_binary(), "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+            "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", str(node_timeout_ms),
+            "--save", "", "--appendonly", "yes" if appendonly else "no", "--appendfsync", "always",
+            "--dir", str(node), "--logfile", "redis.log"]
 
 
 @contextmanager
-def cluster_in(folder: str | Path, masters: int = 3, replicas: int = 0,
-               node_timeout_ms: int = 15000) -> Iterator[Cluster]:
+def cluster_in(folder: str | Path, masters: int = 3, replicas: int = 0, node_timeout_ms: int = 15000,
+               appendonly: bool = False) -> Iterator[Cluster]:
     """Start ``masters`` cluster nodes in ``folder`` and ``replicas`` replicas of each
     (CLUSTER REPLICATE), give each master a share of the 16384 slots, join them, wait for
     ``cluster_state:ok`` on every node and each replica in sync; yield the :class:`Cluster`;
     stop the nodes by pid. A replica takes over a master that stops answering for
-    ``node_timeout_ms`` (Redis's ``cluster-node-timeout``)."""
+    ``node_timeout_ms`` (Redis's ``cluster-node-timeout``). ``appendonly``: each node keeps
+    its data in an append-only file (fsync always), so that a node restarted keeps it."""
     folder = Path(folder)
     ports = [_free_port() for _ in range(masters * (1 + replicas))]
     cluster = Cluster(ports[:masters], ports[masters:])
     try:
         for port in ports:
-            cluster.procs[port] = _start_node(folder, port, node_timeout_ms)
+            cluster.argv[port] = _node_argv(folder, port, node_timeout_ms, appendonly)
+            cluster.restart(port)
         clients = [cluster.client(p) for p in ports]
         for c in clients:
             wait_until(lambda c=c: _pings(c), 10, "a cluster node")

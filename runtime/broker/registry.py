@@ -16,7 +16,7 @@ from typing import Any
 import redis
 
 from ..settings import Settings
-from .connection import queued, texts
+from .connection import REDIS_ERRORS, queued, texts
 from .keys import Keys
 from .scripts import register
 
@@ -157,7 +157,7 @@ class Registry:
             pipe.lpush(self.keys.events, json.dumps(event_entry(event), separators=(",", ":"), default=str))
             pipe.ltrim(self.keys.events, 0, MAX_EVENTS - 1)
             pipe.execute()
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             log.warning("event not recorded (%s): %s", exc, event)
 
     def events(self, limit: int) -> list[dict[str, Any]]:

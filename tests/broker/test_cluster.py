@@ -102,3 +102,37 @@ def _successes(client: Client) -> int:
         return client.store.counts().get("success", 0)
     except redis.RedisError:
         return -1
+
+
+def test_a_worker_rides_out_a_cluster_no_node_of_which_answers(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                                capfd: pytest.CaptureFixture[str]) -> None:
+    """Every node down at once (a restart of the cluster, a partition): redis-py's cluster
+    client raises RedisClusterUnreachableError, not a RedisError. The worker takes it for
+    Redis being away (said once), keeps its outcomes whole, records them once the nodes are
+    back (with their data: append-only files), and its reaper lives on."""
+    import logging
+    caplog.set_level(logging.INFO, "runtime")
+    with cluster_in(tmp_path / "cluster", appendonly=True) as cl:
+        settings = load_settings({"redis_url": cl.url, "key_prefix": "un", **FAST}, env={})
+        client = Client(settings)
+        queues = spread_queues(client)
+        ids = [client.queue_job("testtasks.sleep", {"seconds": 1.0}, queue=q) for q in queues * 2]
+        run = InProcess(settings)
+        w = run.start(greenlets=10, queues=",".join(queues))
+        try:
+            wait_until(lambda: all(j.status == "started" for j in client.store.get_many(ids)), 10, "jobs running")
+            for port in cl.masters:
+                cl.kill(port)
+            wait_until(lambda: "lost Redis at" in caplog.text and not w.slots.busy, 20, "the jobs to end meanwhile")
+            for port in cl.masters:
+                cl.restart(port)
+            jobs = client.wait(ids, timeout_s=30)
+            assert [(j.status, j.result, j.exc_type) for j in jobs] == [("success", 1.0, None)] * len(ids)
+            assert run.alive(w)
+            wait_until(lambda: "is back after" in caplog.text, 10, "the worker to say Redis is back")
+            for said in ("without their data", "dropping", "reaper pass failed", "claim round trip failed"):
+                assert said not in caplog.text, said
+            assert caplog.text.count("lost Redis at") == 1
+            assert "RedisClusterUnreachableError" not in capfd.readouterr().err  # no greenlet died of it
+        finally:
+            run.stop_all()
