@@ -20,6 +20,14 @@ _SCHEMES = ("redis://", "rediss://", "unix://", SENTINEL_SCHEME := "redis+sentin
             CLUSTER_SCHEME := "redis+cluster://")
 
 
+#: What a Redis call may raise: redis-py's errors, and those of its cluster client that
+#: are not RedisError (RedisClusterUnreachableError when no node of the cluster answers,
+#: SlotNotCoveredError while a slot has no master in its map).
+REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, redis.exceptions.RedisClusterException)
+#: REDIS_ERRORS and OSError (a socket error redis-py did not wrap)
+REDIS_OR_OS_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, OSError)
+
+
 def redis_url(settings: Settings) -> str:
     """The URL to use: ``settings.redis_url``, else the embedded server's (started if need be)."""
     if settings.redis_url:
@@ -62,7 +70,7 @@ def connect(settings: Settings, **kwargs: Any) -> redis.Redis:
     except redis.sentinel.MasterNotFoundError:
         raise BrokerUnavailable(f"cannot reach Redis at {mask(url)}: no Sentinel there names a master "
                                 "for that service (unreachable, or it has none)") from None
-    except (redis.RedisError, OSError) as exc:
+    except REDIS_OR_OS_ERRORS as exc:
         raise BrokerUnavailable(f"cannot reach Redis at {mask(url)}: {mask(str(exc))}") from None
     return client
 
@@ -175,7 +183,7 @@ def moved_master(client: redis.Redis) -> tuple[str, str] | None:
     before = getattr(pool, "master_address", None)
     try:
         now = pool.get_master_address()  # type: ignore[union-attr]  # drops idle connections on a move
-    except (redis.RedisError, OSError):
+    except REDIS_OR_OS_ERRORS:
         return None
     if before is None or tuple(now) == tuple(before):
         return None
@@ -233,14 +241,15 @@ TRANSIENT_ERRORS = ("READONLY", "LOADING", "MASTERDOWN", "BUSY", "TRYAGAIN", "CL
 
 _TRANSIENT_CLASSES = (redis.exceptions.ReadOnlyError, redis.exceptions.BusyLoadingError,
                       redis.exceptions.MasterDownError, redis.exceptions.TryAgainError,
-                      redis.exceptions.ClusterDownError, redis.exceptions.OutOfMemoryError)
+                      redis.exceptions.ClusterDownError, redis.exceptions.OutOfMemoryError,
+                      redis.exceptions.RedisClusterUnreachableError, redis.exceptions.SlotNotCoveredError)
 _TRANSIENT = re.compile(r"(?:^|\s-)(?:" + "|".join(TRANSIENT_ERRORS) + r")\b")
 
 
 def transient(exc: BaseException) -> bool:
-    """Does ``exc`` go away by itself: a lost connection, a timeout, or an error reply of
-    TRANSIENT_ERRORS, given directly or from inside a script (``Error running script ...:
-    -READONLY ...``)?"""
+    """Does ``exc`` go away by itself: a lost connection, a timeout, a cluster no node of
+    which answers or with a slot no master serves, or an error reply of TRANSIENT_ERRORS,
+    given directly or from inside a script (``Error running script ...: -READONLY ...``)?"""
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, _TRANSIENT_CLASSES)):
         return True  # (in a pipeline's error, redis-py drops the reply's error code: by class)
     return isinstance(exc, redis.ResponseError) and _TRANSIENT.search(str(exc)) is not None

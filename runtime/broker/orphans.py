@@ -9,10 +9,9 @@ import json
 import logging
 from collections.abc import Iterable, Sequence
 
-import redis
-
 from ..messages import Claimed
 from .broker import RedisBroker
+from .connection import REDIS_ERRORS
 from .replies import claimed_from
 
 log = logging.getLogger("runtime.broker")
@@ -42,7 +41,7 @@ def release_unknown(broker: RedisBroker, worker_id: str, claimed: Sequence[Claim
                 for job_id in unknown:  # its start record no longer says it is held (runtime.watch)
                     pipe.hset(broker.keys.job(job_id), "began", "released")
                 pipe.execute()
-    except redis.RedisError as exc:
+    except REDIS_ERRORS as exc:
         log.warning("could not look for claims whose reply was lost (%s); they come back after "
                     "visibility_timeout_s", exc)
         return False

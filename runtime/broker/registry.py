@@ -16,7 +16,7 @@ from typing import Any
 import redis
 
 from ..settings import Settings
-from .connection import queued, texts
+from .connection import REDIS_ERRORS, queued, texts
 from .keys import Keys
 from .scripts import register
 
@@ -71,16 +71,19 @@ class Registry:
         if pipe is None:
             self.execute(p)
 
-    def execute(self, pipe: Any) -> list[Any]:
-        """Run ``pipe`` (its scripts called by sha); a server that lost its scripts (a
-        restart) gets them loaded, one by one (a full Redis refuses SCRIPT LOAD in a
-        transaction), and the pipeline once more: every command in it may run twice."""
+    def execute(self, pipe: Any, conn: redis.Redis | None = None) -> list[Any]:
+        """Run ``pipe`` (its scripts called by sha), a pipeline of ``conn`` (by default this
+        registry's client); a server that lost its scripts (a restart, a replica promoted
+        by a failover) gets them loaded through ``conn``, one by one (a full Redis refuses
+        SCRIPT LOAD in a transaction), and the pipeline once more: every command in it may
+        run twice. Through ``conn``: the heartbeat thread must not open connections in the
+        hub's client (a gevent socket serves only the thread that made it)."""
         commands = queued(pipe)
         try:
             return list(pipe.execute())
         except redis.exceptions.NoScriptError:
             for script in (self._register, self._extend):  # on a cluster: every primary
-                self.redis.script_load(script.script)
+                (conn or self.redis).script_load(script.script)
             for args, options in commands:
                 pipe.execute_command(*args, **options)
             return list(pipe.execute())
@@ -101,7 +104,7 @@ class Registry:
             pipe.smembers(self.keys.aborts(worker_id, queue))
             pipe.delete(self.keys.aborts(worker_id, queue))
         pipe.smembers(self.keys.paused)
-        replies = self.execute(pipe)
+        replies = self.execute(pipe, conn)
         n = 2 * len(queues)
         aborts = set().union(*replies[-1 - n:-1:2]) if queues else set()
         return sorted(aborts), frozenset(texts(replies[-1]))
@@ -154,7 +157,7 @@ class Registry:
             pipe.lpush(self.keys.events, json.dumps(event_entry(event), separators=(",", ":"), default=str))
             pipe.ltrim(self.keys.events, 0, MAX_EVENTS - 1)
             pipe.execute()
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             log.warning("event not recorded (%s): %s", exc, event)
 
     def events(self, limit: int) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import redis
 
 from ..broker import RedisBroker
-from ..broker.connection import disconnect, full, moved_master, own_client
+from ..broker.connection import REDIS_ERRORS, disconnect, full, moved_master, own_client
 from ..caps import caps_listing
 from ..errors import BrokerUnavailable
 from ..process import RSS, hostname, rss_reader, this_process
@@ -193,7 +193,7 @@ class Heartbeat:
         try:
             self.beat(conn)
             memory = conn.info("memory")
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise BrokerUnavailable(f"cannot register with Redis at {self.worker.link.where}: " + (
                 "it is full (used memory over maxmemory; runtime info)" if full(exc) else mask(str(exc)))) from None
         if 0 < int(memory.get("maxmemory") or 0) < int(memory.get("used_memory") or 0):
@@ -251,6 +251,6 @@ class Heartbeat:
                 log.error(msg)
                 try:
                     w.live.set_fields(job_id, {"overrun": msg}, conn)
-                except redis.RedisError:
+                except REDIS_ERRORS:
                     pass
                 self._reported.add(job_id)

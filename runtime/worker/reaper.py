@@ -19,10 +19,9 @@ import time
 from typing import Any, Protocol
 
 import gevent
-import redis
 
 from ..broker import RedisBroker
-from ..broker.connection import moved_master
+from ..broker.connection import REDIS_ERRORS, moved_master
 from ..broker.lost import mark_lost
 from ..broker.moves import finish_moves
 from ..process import alive, host_pid, hostname
@@ -133,7 +132,7 @@ class Reaper:
         must outlive a bad registry entry, a client of the wrong kind, a Redis error)."""
         try:
             done = self.reap_once()
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             if self.link is None or not self.link.failed(exc, REAPING):
                 log.warning("reaper: %s", exc)
             return 0, 0
@@ -193,7 +192,7 @@ def reap_for(worker: Reaping) -> None:
         log.warning("could not look for moves to another queue cut short (%s); trying again later", exc)
     try:
         moved = unpark_uncapped(worker.broker.redis, worker.broker.keys, worker.served.tasks)
-    except redis.RedisError as exc:
+    except REDIS_ERRORS as exc:
         log.warning("could not look for jobs parked under removed caps (%s); trying again later", exc)
         return
     if moved:

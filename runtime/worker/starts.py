@@ -24,9 +24,9 @@ import time
 from typing import Any
 
 import gevent
-import redis
 
 from ..broker import RedisBroker
+from ..broker.connection import REDIS_OR_OS_ERRORS
 from ..broker.direct import pack
 from .slots import RunningJob
 
@@ -56,7 +56,7 @@ class StartRecords:
             else:
                 self._connect("", self.broker.redis.connection_pool)
             self._ready, self._said = True, False
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_OR_OS_ERRORS as exc:
             self._failed(exc)
 
     def _connect(self, name: str, pool: Any) -> Any:
@@ -102,7 +102,7 @@ class StartRecords:
                     by_conn.setdefault(self._connection(key), []).append(call)
                 for conn, calls in by_conn.items():
                     conn.send_packed_command(pack(conn, calls), check_health=False)
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_OR_OS_ERRORS as exc:
             self._failed(exc)
         except BaseException:  # a kill mid-send: the stream may hold half a command
             self.close()

@@ -22,11 +22,10 @@ from collections.abc import Callable
 from typing import Any
 
 import gevent
-import redis
 
 from ..backoff import Backoff
 from ..broker import RedisBroker, release_unknown
-from ..broker.connection import where
+from ..broker.connection import REDIS_ERRORS, where
 from ..catalog import Served, load_tasks, summary
 from ..client import Client, Parts, build, set_default_client
 from ..context import JobContext, current_job
@@ -178,7 +177,7 @@ class Worker:
         self.heartbeat.stop()
         try:
             self.broker.reap(stopping=self.id)  # requeues what was handed to us unrun; drops our entry
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             log.warning("could not deregister (%s); the registry entry expires in %.0f s",
                         exc, self.settings.worker_ttl_s)
         if self.mirror is not None:
@@ -316,7 +315,7 @@ class Worker:
         """No job is handed to this worker any more (until its next idle claim)."""
         try:
             self.broker.registry.leave_idle(self.id, self.settings.queues)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             log.warning("could not leave the idle lists: %s", exc)
 
     def _idle_wait(self, timeout_s: float) -> Claimed | None:
@@ -390,7 +389,7 @@ class Worker:
     def _write_progress(self, job_id: str, fields: dict[str, str]) -> None:
         try:
             self.live.set_fields(job_id, fields)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             log.warning("progress of job %s not written: %s", job_id, exc)
         if self.mirror is not None:
             self.mirror.progress(job_id, fields)

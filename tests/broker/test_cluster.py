@@ -4,11 +4,12 @@ whose hash slots are on every shard, each script call in one slot."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis.cluster
-from cluster import redis_cluster_in
-from helpers import FAST, InProcess, wait_until
+from cluster import cluster_in, redis_cluster_in
+from helpers import FAST, InProcess, Processes, wait_until
 
 from runtime.client import Client
 from runtime.settings import Settings, load_settings
@@ -127,3 +128,78 @@ def test_a_blocking_wait_over_several_shards_answers_at_once_and_loses_no_item(c
     assert blpop(client.redis, keys, 0.2) is None
     assert not [k for k in client.redis.scan_iter(f"{cluster_settings.key_prefix}:*", target_nodes="all")
                 if ":cancel:" in str(k)]
+
+
+def test_a_master_killed_mid_drain_loses_no_job_and_the_workers_go_on(tmp_path: Path) -> None:
+    """A master of a cluster with a replica of each is SIGKILLed while two worker processes
+    drain queues on every master (it holds the deployment-wide keys and a queue): its
+    replica takes over after cluster-node-timeout, every job ends success (one whose
+    outcome died with the master may run twice: at-least-once), the workers neither die
+    nor hang, and none logs a traceback."""
+    with cluster_in(tmp_path / "cluster", replicas=1, node_timeout_ms=1000) as cl:
+        settings = load_settings({"redis_url": cl.url, "key_prefix": "fo", **FAST}, env={})
+        client = Client(settings)
+        queues = spread_queues(client)
+        ids = [i for q in queues for i in client.queue_jobs("testtasks.sleep", [{"seconds": 0.01}] * 400, queue=q)]
+        wait_until(cl.caught_up, 20, "the replicas to catch up")
+        rc = client.redis
+        assert isinstance(rc, redis.cluster.RedisCluster)
+        victim = rc.get_node_from_key(client.broker.keys.workers).port
+        mine = next(q for q in queues if rc.get_node_from_key(client.broker.keys.ready(q)).port == victim)
+        workers = Processes(settings, tmp_path)
+        procs = [workers.start("--queues", ",".join(queues), "--greenlets", "20", worker_ttl_s=5.0,
+                               visibility_timeout_s=5.0) for _ in range(2)]
+        try:
+            wait_until(lambda: _successes(client) >= 300, 60, "jobs to run")
+            cl.kill(victim)
+            replica = cl.client(cl.replicas[cl.masters.index(victim)])
+            wait_until(lambda: replica.info("replication")["role"] == "master", 30, "the replica to take over")
+            assert replica.zcard(client.broker.keys.status(mine, "success")) < 400  # the drain spans the failover
+            wait_until(lambda: _successes(client) == len(ids), 60, "every job to succeed after the failover")
+            assert [p.poll() for p in procs] == [None, None]
+            for p in procs:
+                assert "Traceback" not in workers.log(p), workers.log(p)[-3000:]
+        finally:
+            workers.stop_all()
+
+
+def _successes(client: Client) -> int:
+    """Jobs in success, or -1 while the cluster cannot answer (a failover under way)."""
+    try:
+        return client.store.counts().get("success", 0)
+    except redis.RedisError:
+        return -1
+
+
+def test_a_worker_rides_out_a_cluster_no_node_of_which_answers(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                                capfd: pytest.CaptureFixture[str]) -> None:
+    """Every node down at once (a restart of the cluster, a partition): redis-py's cluster
+    client raises RedisClusterUnreachableError, not a RedisError. The worker takes it for
+    Redis being away (said once), keeps its outcomes whole, records them once the nodes are
+    back (with their data: append-only files), and its reaper lives on."""
+    import logging
+    caplog.set_level(logging.INFO, "runtime")
+    with cluster_in(tmp_path / "cluster", appendonly=True) as cl:
+        settings = load_settings({"redis_url": cl.url, "key_prefix": "un", **FAST}, env={})
+        client = Client(settings)
+        queues = spread_queues(client)
+        ids = [client.queue_job("testtasks.sleep", {"seconds": 1.0}, queue=q) for q in queues * 2]
+        run = InProcess(settings)
+        w = run.start(greenlets=10, queues=",".join(queues))
+        try:
+            wait_until(lambda: all(j.status == "started" for j in client.store.get_many(ids)), 10, "jobs running")
+            for port in cl.masters:
+                cl.kill(port)
+            wait_until(lambda: "lost Redis at" in caplog.text and not w.slots.busy, 20, "the jobs to end meanwhile")
+            for port in cl.masters:
+                cl.restart(port)
+            jobs = client.wait(ids, timeout_s=30)
+            assert [(j.status, j.result, j.exc_type) for j in jobs] == [("success", 1.0, None)] * len(ids)
+            assert run.alive(w)
+            wait_until(lambda: "is back after" in caplog.text, 10, "the worker to say Redis is back")
+            for said in ("without their data", "dropping", "reaper pass failed", "claim round trip failed"):
+                assert said not in caplog.text, said
+            assert caplog.text.count("lost Redis at") == 1
+            assert "RedisClusterUnreachableError" not in capfd.readouterr().err  # no greenlet died of it
+        finally:
+            run.stop_all()

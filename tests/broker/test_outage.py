@@ -77,6 +77,23 @@ def test_a_worker_goes_on_claiming_and_recording_across_a_lost_script_cache(clie
     assert worker.alive(w)
 
 
+def test_a_heartbeat_that_finds_its_scripts_lost_loads_them_through_its_own_connection(client, settings):
+    """The heartbeat thread's client loads the scripts a server forgot (a restart, a replica
+    promoted by a failover): a connection the hub's client opened from that thread would
+    serve the hub later, and a gevent socket serves only the thread that made it."""
+    from runtime.broker.connection import own_client
+    registry = client.broker.registry
+    conn = own_client(client.redis)
+    redis.Redis.from_url(settings.redis_url).script_flush()
+
+    def refused(*_args, **_kwargs):
+        raise AssertionError("the hub's client used from the heartbeat")
+    registry.redis = type("Refusing", (), {"script_load": refused})()
+    aborts, paused = registry.beat(conn, "w1", {"id": "w1"}, ["default"], {"default": ["default:x"]})
+    assert (aborts, paused) == ([], frozenset())
+    assert conn.hget(client.broker.keys.worker("w1"), "id") == "w1"
+
+
 def test_a_wait_whose_connection_breaks_asks_again_instead_of_blocking_on(own_redis):
     """A notification can be lost with a broken connection, and Redis can come back
     without the job: after the break, ``wait`` asks again what became of its jobs."""

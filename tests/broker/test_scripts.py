@@ -98,6 +98,23 @@ def test_an_outcome_for_a_job_no_longer_running_is_refused(client, status):
     assert client.get_job(job_id).status == status
 
 
+def test_an_outcome_sent_again_after_its_reply_was_lost_is_neither_stale_nor_written_twice(client):
+    """A batch resent after its connection died (a master killed after it ran the script,
+    the promoted replica holding the write) finds its own outcome: not reported stale,
+    nothing written again; another outcome of that attempt is still stale."""
+    b = client.broker
+    job_id = client.queue_job("testtasks.add", {"a": 1, "b": 1})
+    [c] = _claim(b)
+    done = Outcome(c.id, c.queue, c.attempt, Status.SUCCESS, fields={"result": "2", "ended_at": "1.000001"})
+    assert b.finish([done], "w1") == []
+    history = client.redis.hget(b.keys.job(job_id), "history")
+    assert b.finish([done], "w1") == []
+    assert client.redis.hget(b.keys.job(job_id), "history") == history
+    other = Outcome(c.id, c.queue, c.attempt, Status.SUCCESS, fields={"result": "3", "ended_at": "1.000002"})
+    assert b.finish([other], "w1") == [job_id]
+    assert client.get_job(job_id).result == 2
+
+
 def test_controls_the_table_forbids_are_refused_with_the_status(client):
     b = client.broker
     queued = client.queue_job("testtasks.add", {"a": 1, "b": 1})

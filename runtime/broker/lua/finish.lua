@@ -17,7 +17,9 @@
 -- slot it releases (waking its queue when jobs of that cap are parked, {p}:park:{queue}:{name}).
 -- An outcome whose attempt is not the job's current running one, or whose move the
 -- transition table does not allow, is stale and ignored: a late attempt never overwrites
--- the status written by a newer one.
+-- the status written by a newer one. An outcome this attempt already wrote (same attempt
+-- and status, same ended_at field) is neither: a batch sent again after its reply was lost
+-- with a connection (a master killed after it ran the script); it changes nothing.
 -- Clients waiting on a job that ends get its document (see document in _lib; wait.lua
 -- marks a job waited on with its field `waiters`). An outcome with a started_at field (the
 -- attempt ran) adds a history entry 'started' at that time before its own: the claim's
@@ -35,6 +37,13 @@ local B = 5  -- keys per queue
 local J = 1 + B * nq
 local now, snow = clock()
 local stale = {}
+-- did this very outcome write the job's hash (its ended_at among the F pairs at ARGV[fb])?
+local function written(jk, fb, nf)
+  for f = fb, fb + 2 * nf - 2, 2 do
+    if ARGV[f] == 'ended_at' then return redis.call('HGET', jk, 'ended_at') == ARGV[f + 1] end
+  end
+  return false
+end
 local woken = {}
 local b = 4
 for i = 0, n - 1 do
@@ -51,7 +60,7 @@ for i = 0, n - 1 do
   local cur = redis.call('HMGET', jk, 'status', 'attempt', 'worker', 'priority', 'due_at', 'cap', 'history',
     'exc_type', 'reason', 'waiters', 'abort_by')
   if cur[2] ~= attempt or not RUNNING[cur[1] or ''] or not can_move(cur[1], st) then
-    stale[#stale + 1] = id
+    if not (cur[2] == attempt and cur[1] == st and written(jk, fb, nf)) then stale[#stale + 1] = id end
   else
     -- not kept (a ttl of 0: task option keep='none'): written only for clients waiting on it
     local gone = FINAL[st] and num <= 0
