@@ -18,7 +18,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 import redis
 
 from ..broker import transient
-from ..broker.connection import full
+from ..broker.connection import REDIS_ERRORS, full
 from ..broker.moves import move as move_jobs
 from ..errors import BrokerUnavailable, ConfigError, InvalidParams, InvalidTransition, JobNotFound
 from ..job import Job, encode_params, new_job_id
@@ -200,7 +200,7 @@ class Client:
         done = set(copied)
         try:
             self.mongo.hand_over([i for i in ids if i not in done])
-        except redis.RedisError as exc:  # the sweep still finds them (their status changed)
+        except REDIS_ERRORS as exc:  # the sweep still finds them (their status changed)
             error = f"{error or 'MongoDB skipped'}; not handed over either ({exc})"
         if error:
             self._warn(error, len(ids) - len(done), len(ids))

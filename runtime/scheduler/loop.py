@@ -25,8 +25,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-import redis
-
+from ..broker.connection import REDIS_ERRORS
 from ..errors import ConfigError
 from ..schedule import Schedule, make_schedule
 from .state import ScheduleState
@@ -199,7 +198,7 @@ class SchedulerLoop:
         while not self.stopped:
             try:
                 wait = self.step()
-            except redis.RedisError as exc:
+            except REDIS_ERRORS as exc:
                 log.warning("scheduler: Redis error (%s); trying again in %.0f s", exc, RETRY_S)
                 wait = RETRY_S
             except Exception:  # noqa: BLE001 - a scheduler that dies stops every schedule: log, go on

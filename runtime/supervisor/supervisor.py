@@ -46,6 +46,7 @@ import redis
 
 from ..backoff import Backoff
 from ..broker import RedisBroker, connect
+from ..broker.connection import REDIS_ERRORS
 from ..errors import ExitCode
 from ..process import SLOT_ENV, SUPERVISOR_ID_ENV, SUPERVISOR_PID_ENV, host_pid, hostname, new_id, rss_of, this_process
 from ..settings import Settings
@@ -150,7 +151,7 @@ class Supervisor:
             self._beat()
             try:
                 keep_children(self)
-            except redis.RedisError:
+            except REDIS_ERRORS:
                 pass  # Redis away: _beat said so; the next beat tries again
         if self.autoscaler is not None and now >= self._next_scale and not self._signals:
             self._next_scale = now + 1.0
@@ -309,7 +310,7 @@ class Supervisor:
             if not ids:
                 return 0, 0
             requeued, failed = self.reaper.take_back(ids, f"its worker process {why}", unstarted, event, self.id)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             log.warning("could not requeue the jobs of worker process %d (%s); the reaper will", pid, exc)
             return 0, 0
         if requeued or failed:
@@ -338,11 +339,11 @@ class Supervisor:
         }
         try:
             self.broker.registry.write_entry(self.id, entry)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             log.warning("supervisor heartbeat failed: %s", exc)
 
     def _deregister(self) -> None:
         try:
             self.broker.reap(stopping=self.id)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             log.warning("could not deregister the supervisor (%s)", exc)

@@ -20,9 +20,8 @@ import logging
 import time
 from typing import Protocol
 
-import redis
-
 from ..broker import RedisBroker
+from ..broker.connection import REDIS_ERRORS
 from ..broker.lost import Lost, mark_lost
 from ..process import host_pid, rss_of
 from ..units import fmt_bytes
@@ -64,7 +63,7 @@ def enforce_hard_limit(sup: Watched) -> None:
         try:  # before the kill: any reaper that takes them back (others watch the pid) says why
             wids = sup.worker_ids(pid)
             lost = mark_lost(sup.broker, wids, note)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             log.warning("could not mark the jobs of worker process %d (%s)", pid, exc)
             wids, lost = None, Lost([], [], {})
         sup.kill_child(child)

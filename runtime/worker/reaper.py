@@ -188,7 +188,7 @@ def reap_for(worker: Reaping) -> None:
         worker.mirror.after_reap(worker.id, requeued + failed)
     try:
         finish_moves(worker.broker)
-    except redis.RedisError as exc:
+    except REDIS_ERRORS as exc:
         log.warning("could not look for moves to another queue cut short (%s); trying again later", exc)
     try:
         moved = unpark_uncapped(worker.broker.redis, worker.broker.keys, worker.served.tasks)

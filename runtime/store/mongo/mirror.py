@@ -35,10 +35,10 @@ from typing import Any
 
 import gevent
 import gevent.event
-import redis
 
 from ...backoff import Backoff
 from ...broker import RedisBroker
+from ...broker.connection import REDIS_ERRORS
 from ...errors import ConfigError, ExitCode
 from ..base import JobStore
 from .connection import short_error, translate, unreachable_errors, unreachable_reason, unreachable_why
@@ -178,7 +178,7 @@ class Mirror:
             try:  # reads take them from Redis until a worker's copier (or reconcile) copies them
                 self.sync.hand_over(left)
                 then = "handed over: reads take them from Redis until the next worker copies them"
-            except redis.RedisError as lost:
+            except REDIS_ERRORS as lost:
                 then = f"the reconcile sweep will ({short_error(lost)})"
             log.warning("%d job documents not copied to MongoDB at exit (%s); %s", len(left), short_error(exc), then)
 
@@ -215,7 +215,7 @@ class Mirror:
         try:
             depths = self.sync.broker.registry.queue_depths(queues)
             left = f"{sum(n for d in depths.values() for n in d.values())} jobs left queued in Redis"
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             left = f"jobs left queued in Redis not counted ({exc})"
         log.warning("MongoDB unreachable and nothing running: --burst ends (exit code 4); %s for a worker once "
                     "MongoDB is back; %d job documents not copied, left to the next worker's copier "
@@ -314,7 +314,7 @@ class Mirror:
                 continue
             except self._unreachable as exc:
                 self._down(exc)
-            except redis.RedisError as exc:
+            except REDIS_ERRORS as exc:
                 log.warning("cannot read job documents from Redis to copy them to MongoDB: %s", exc)
             except Exception as exc:  # noqa: BLE001 - e.g. MongoDB refusing the credentials: the sweep retries
                 log.error("could not copy %d job documents to MongoDB (%s: %s); dropped from the buffer "
