@@ -24,6 +24,23 @@ class RedisError(Exception):
     """An error reply, or a connection that failed."""
 
 
+def tls_context(conf: dict[str, Any]) -> Any:
+    """The ssl.SSLContext of a TLS connection, as redis-py makes it for the worker's own
+    connections: the server's certificate verified unless ``ssl_cert_reqs`` is "none"
+    ("optional": verified when given), against ``ssl_ca_certs`` when set (else the
+    system's), its host name checked unless ``ssl_check_hostname`` is false."""
+    import ssl
+    ctx = ssl.create_default_context(cafile=conf.get("ssl_ca_certs") or None)
+    reqs = conf.get("ssl_cert_reqs")
+    ctx.check_hostname = bool(conf.get("ssl_check_hostname", True)) and reqs not in (
+        "none", "optional", ssl.CERT_NONE, ssl.CERT_OPTIONAL)
+    if reqs in ("none", ssl.CERT_NONE):
+        ctx.verify_mode = ssl.CERT_NONE
+    elif reqs in ("optional", ssl.CERT_OPTIONAL):
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+    return ctx
+
+
 class Resp:
     """A minimal Redis client: one connection, one command at a time (RESP2)."""
 
@@ -47,11 +64,7 @@ class Resp:
                 host, port = c["host"], int(c["port"])
             sock = socket.create_connection((host, port), timeout)
             if c.get("ssl"):
-                import ssl
-                ctx = ssl.create_default_context()
-                if c.get("ssl_cert_reqs") in ("none", None):
-                    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-                sock = ctx.wrap_socket(sock, server_hostname=host)
+                sock = tls_context(c).wrap_socket(sock, server_hostname=host)
         self.sock, self.buf = sock, b""
         if c.get("password"):
             self.call("AUTH", *([c["username"]] if c.get("username") else []), c["password"])

@@ -28,6 +28,19 @@ class Watchable(Protocol):
     broker: RedisBroker
 
 
+def tls_settings(kw: dict[str, Any]) -> dict[str, Any]:
+    """The TLS settings of a redis-py connection's keywords that the watchdog's client
+    needs (runtime.resp.tls_context); a setting the URL left out is absent, so the
+    watchdog takes redis-py's default (the certificate verified)."""
+    import inspect
+
+    from redis.connection import SSLConnection
+    out = {k: kw[k] for k in ("ssl_cert_reqs", "ssl_ca_certs", "ssl_check_hostname") if kw.get(k) is not None}
+    out.setdefault("ssl_check_hostname",  # redis-py's own default (it changed across versions)
+                   inspect.signature(SSLConnection.__init__).parameters["ssl_check_hostname"].default)
+    return out
+
+
 def redis_conf(broker: RedisBroker) -> dict[str, Any]:
     """How the watchdog reaches the worker's Redis (runtime.resp.client): the connection
     settings of its pool (the master's Sentinels and service name for a Sentinel client;
@@ -37,12 +50,12 @@ def redis_conf(broker: RedisBroker) -> dict[str, Any]:
         kw = nodes.connection_kwargs
         return {"cluster": [[n.host, n.port] for n in nodes.startup_nodes.values()],
                 "username": kw.get("username"), "password": kw.get("password"),
-                "ssl": bool(kw.get("ssl")), "ssl_cert_reqs": kw.get("ssl_cert_reqs")}
+                "ssl": bool(kw.get("ssl")), **tls_settings(kw)}
     pool = broker.redis.connection_pool
     kw = pool.connection_kwargs
     conf = {k: kw.get(k) for k in ("host", "port", "path", "username", "password", "db")}
     conf["ssl"] = "SSL" in pool.connection_class.__name__
-    conf["ssl_cert_reqs"] = kw.get("ssl_cert_reqs")
+    conf.update(tls_settings(kw))
     addresses = sentinels_of(broker.redis)
     if addresses is not None:
         conf["sentinels"] = [list(a) for a in addresses]
