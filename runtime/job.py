@@ -42,9 +42,9 @@ def new_job_id(queue: str = "") -> str:
 
 def queue_of(job_id: str) -> str | None:
     """The queue a job id names (its part before the first ``:``), or None for an id that
-    names none."""
+    names none (no ``:``, or nothing before it: no queue has an empty name)."""
     queue, sep, _ = job_id.partition(":")
-    return queue if sep else None
+    return queue if sep and queue else None
 
 
 def utf8_safe(text: str) -> str:

@@ -31,3 +31,19 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
     """`` (did you mean 'default'?)`` when a known name is close to ``name``, else ""."""
     close = difflib.get_close_matches(name, sorted(set(known)), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def prefix_problem(prefix: object) -> str | None:
+    """Why ``prefix`` cannot prefix runtime's Redis keys, in one line; None when it can.
+    Every key of a queue carries the queue's name in braces, a Redis Cluster hash tag, and
+    Redis hashes the text between a key's first ``{`` and the first ``}`` after it. So a
+    ``{`` in the prefix must close inside it (``{rt1}``: every key of the deployment in
+    that one slot); an unclosed one would make the tag of each key run into the key's own
+    name, spreading a queue's keys over slots (CROSSSLOT on a cluster)."""
+    if not isinstance(prefix, str) or not prefix:
+        return f"key_prefix must be a non-empty string, got {prefix!r}"
+    start = prefix.find("{")
+    if start >= 0 and prefix.find("}", start + 1) in (-1, start + 1):  # unclosed, or '{}' (no tag)
+        return (f"key_prefix {prefix!r}: a '{{' in it must close in it with a name between "
+                "('{rt1}': the whole deployment in one Redis Cluster slot); or leave braces out")
+    return None

@@ -21,7 +21,7 @@ from typing import Any
 from .configfile import read_config
 from .defaults import DAY_S, DEFAULT_MONGODB_TTL_S, DEFAULT_TTL_S, MAX_PROCESSES, TRACE_LINKS
 from .errors import ConfigError
-from .queuenames import queue_names_problem
+from .queuenames import prefix_problem, queue_names_problem
 from .redact import mask
 from .status import FINAL
 from .units import parse_bytes
@@ -224,8 +224,9 @@ class Settings:
         if self.greenlets < 1 or self.prefetch < -1:
             raise ConfigError(f"greenlets must be >= 1 and prefetch >= 0 (-1: as many as greenlets), "
                               f"got {self.greenlets} and {self.prefetch}")
-        if problem := queue_names_problem(self.queues):
-            raise ConfigError(f"queues: {problem}")
+        queues = queue_names_problem(self.queues)
+        if problem := (queues and f"queues: {queues}") or prefix_problem(self.key_prefix):
+            raise ConfigError(problem)
         if self.claim_batch < 1 or self.max_lost < 1:
             raise ConfigError(f"claim_batch and max_lost must be >= 1, got {self.claim_batch} and {self.max_lost}")
         for name in ("grace_s", "visibility_timeout_s", "heartbeat_interval_s", "worker_ttl_s",

@@ -63,6 +63,23 @@ def test_errors_are_one_line_with_named_exit_codes(cli_env, settings):
     assert cli(settings, "cancel", job_id).exit_code == 7
 
 
+def test_a_prefix_whose_brace_does_not_close_in_it_is_refused_and_an_id_naming_no_queue_is_no_job(settings):
+    """Every key of a queue carries the queue's name as a Redis Cluster hash tag: a prefix
+    with an unclosed '{' would spread a queue's keys over slots (a worker then failed every
+    claim for ever on a cluster), so it is refused in one line; '{rt1}' (one slot for the
+    whole deployment) is fine. An id with nothing before its ':' names no queue: no job."""
+    for prefix in ("a{b", "{}x"):
+        r = cli(settings, "--prefix", prefix, "enqueue", "testtasks.add", '{"a": 1, "b": 2}')
+        assert r.exit_code == 2 and r.stderr.startswith(f"error: key_prefix {prefix!r}: a '{{' in it must close"), \
+            r.stderr
+        assert len(r.stderr.splitlines()) == 1
+    job_id = cli(settings, "--prefix", "{tagged}", "enqueue", "testtasks.add", '{"a": 1, "b": 2}').stdout.strip()
+    assert cli(settings, "--prefix", "{tagged}", "cancel", job_id).exit_code == 0
+    for command in ("cancel", "abort", "requeue"):
+        r = cli(settings, command, ":abc")
+        assert r.exit_code == 3 and "no job ':abc'" in r.stderr, (command, r.stderr)
+
+
 def test_run_prints_the_result_in_process(settings):
     ok = cli(settings, "run", "testtasks.add", '{"a": 2, "b": 3}')
     assert ok.exit_code == 0 and ok.stdout.strip() == "5"
