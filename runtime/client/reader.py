@@ -253,10 +253,17 @@ class Reader:
     def server(self) -> dict[str, Any]:
         """The Redis server: ``{"url": masked URL, "version": "7.2.4", "role": "master",
         "used_memory_bytes": n, "maxmemory_bytes": n (0 = no limit), "maxmemory_policy":
-        str, "uptime_s": n}``."""
+        str, "uptime_s": n}``; on a Redis Cluster, role ``"cluster of N masters"`` and their
+        memory summed (maxmemory 0 when one has no limit), the rest one master's."""
         from ..broker.connection import where
         c = self.client
-        info = c.call(c.redis.info)  # the default sections, one round trip
+        if c.broker.clustered:
+            masters = list(c.call(c.redis.info, target_nodes=c.redis.PRIMARIES).values())  # type: ignore[attr-defined]
+            limits = [int(m.get("maxmemory") or 0) for m in masters]
+            info = {**masters[0], "role": f"cluster of {len(masters)} masters", "maxmemory": sum(limits) * all(limits),
+                    "used_memory": sum(int(m.get("used_memory") or 0) for m in masters)}
+        else:
+            info = c.call(c.redis.info)
         return {"url": where(c.redis), "version": info.get("redis_version"), "role": info.get("role"),
                 "used_memory_bytes": info.get("used_memory"), "maxmemory_bytes": info.get("maxmemory"),
                 "maxmemory_policy": info.get("maxmemory_policy"), "uptime_s": info.get("uptime_in_seconds")}

@@ -203,3 +203,14 @@ def test_a_worker_rides_out_a_cluster_no_node_of_which_answers(tmp_path: Path, c
             assert "RedisClusterUnreachableError" not in capfd.readouterr().err  # no greenlet died of it
         finally:
             run.stop_all()
+
+
+def test_runtime_info_on_a_cluster_names_its_masters_and_sums_their_memory(cluster_settings: Settings) -> None:
+    from helpers import cli
+    client = Client(cluster_settings)
+    masters = client.redis.get_primaries()  # type: ignore[attr-defined]
+    used = sum(int(n.redis_connection.info("memory")["used_memory"]) for n in masters)
+    out = cli(cluster_settings, "info")
+    assert out.exit_code == 0 and "(cluster of 3 masters)" in out.stdout, out.stdout
+    server = client.reader.server()
+    assert server["role"] == "cluster of 3 masters" and 0.5 * used < server["used_memory_bytes"] < 2 * used
