@@ -14,6 +14,7 @@ from typing import Any
 
 from ..job import Job, exc_name, iso, queue_of
 from ..status import CLAIMED, Status
+from .limits import check_queue
 from .paging import Page, cursor_of, parse_cursor
 from .parts import Calls
 from .search import FAILED_STATUSES, Group, JobFilter, group_failures
@@ -126,9 +127,10 @@ class Reader:
         """Up to ``limit`` (>= 1) jobs matching every filter, newest change first, from the
         cursor ``before`` (a page's ``next``) on; ``count``: their total too (a MongoDB
         count reads its whole status index). Raises ValueError for an unknown status, a
-        bad cursor or limit."""
+        bad cursor or limit; InvalidParams for a bad queue name (none could hold a job)."""
         if status is not None:
             Status(status)
+        check_queue(queue, none=True)
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
         c = self.client
