@@ -99,10 +99,25 @@ def handle_errors(fn: Callable[P, T]) -> Callable[P, T]:
         except TaskQueueError as exc:
             fail(f"{type(exc).__name__}: {exc}", ExitCode.ERROR)
         except Exception as exc:
+            if type(exc).__module__.startswith("redis."):
+                _redis_error(exc)
             if not type(exc).__module__.startswith(("pymongo", "bson")):
                 raise
             _mongo_error(exc)
     return wrapper
+
+
+def _redis_error(exc: Exception) -> None:
+    """Exit with one line for a Redis error that a command let through: Redis (a cluster)
+    out of reach, a Redis Cluster node behind a plain URL (runtime_error). Returns for any
+    other error, which is raised as it is (a bug: its traceback is wanted)."""
+    from ..broker.connection import runtime_error
+    ctx = click.get_current_context(silent=True)
+    obj = ctx.find_object(Ctx) if ctx is not None else None
+    client = obj._client.redis if obj is not None and obj._client is not None else None
+    mapped = runtime_error(exc, client)
+    if mapped is not None:
+        fail(str(mapped), ExitCode.USAGE if isinstance(mapped, ConfigError) else ExitCode.UNAVAILABLE)
 
 
 class Ctx:
@@ -179,7 +194,7 @@ def out(data: Any) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]},
              epilog="\b\n" + (__doc__ or "").split("\n\n", 1)[1])
-@click.option("--redis", "redis_url", metavar="URL", help="redis://, rediss:// or unix:// URL [env RUNTIME_REDIS_URL; default: the embedded server under .runtime/]")
+@click.option("--redis", "redis_url", metavar="URL", help="redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// URL [env RUNTIME_REDIS_URL; default: the embedded server under .runtime/]")
 @click.option("--prefix", "key_prefix", metavar="PREFIX", help="prefix of every Redis key [env RUNTIME_KEY_PREFIX; default rt]")
 @click.option("--mongodb", "mongodb_url", metavar="URL", help="keep and read job documents in this MongoDB [env RUNTIME_MONGODB_URL; default: Redis only]")
 @click.option("--config", type=click.Path(dir_okay=False),

@@ -17,17 +17,16 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 import redis
 
-from ..broker import transient
-from ..broker.connection import REDIS_ERRORS, full
+from ..broker.connection import ANY_REDIS_ERROR, REDIS_ERRORS, runtime_error
 from ..broker.moves import move as move_jobs
-from ..errors import BrokerUnavailable, ConfigError, InvalidParams, InvalidTransition, JobNotFound
+from ..errors import ConfigError, InvalidParams, InvalidTransition, JobNotFound
 from ..job import Job, encode_params, new_job_id
 from ..messages import NewJob
 from ..settings import Settings, load_settings
 from ..tasks import TaskSpec
 from ..unique import batch_ids, check_unique, scoped_id
 from .check import EnqueueCheck
-from .limits import check_priority, check_queue, delay_s
+from .limits import check_ids, check_priority, check_queue, delay_s
 from .parts import Parts, build
 from .reader import Reader
 from .waiting import iter_done, iter_pairs
@@ -282,9 +281,10 @@ class Client:
         """cancel / abort / requeue ``ids`` as far as each job's status allows, without
         raising for the others (bulk actions); one reply per id: 'ok', 'missing' or the
         status that refused it. ``by``: who asked and from where, kept in each touched
-        job's history entry."""
+        job's history entry. Raises InvalidParams for ids that are not strings."""
+        ids = check_ids(ids)
         self._check_store()
-        replies = self.call(self.broker.control, action, list(ids), by)
+        replies = self.call(self.broker.control, action, ids, by)
         return self._copy_done(action, ids, replies)
 
     def move_many(self, ids: Sequence[str], queue: str | None = None, priority: int | None = None,
@@ -298,11 +298,12 @@ class Client:
         their due time, as far as each job's status allows (runtime.broker.moves). One
         (reply, id) per id: ('ok', its id now: in another queue a job gets a new id, its
         old one ends moved, naming it), or ('missing' or the status that refused it, its
-        id). Raises InvalidParams for a bad queue name or priority."""
+        id). Raises InvalidParams for a bad queue name or priority, ids that are not strings."""
+        ids = check_ids(ids)
         check_queue(queue, none=True)
         check_priority(priority, none=True)
         self._check_store()
-        out = self.call(move_jobs, self.broker, list(ids), queue, priority, by)
+        out = self.call(move_jobs, self.broker, ids, queue, priority, by)
         if self.mongo is not None:
             done = [x for i, (reply, new) in zip(ids, out) if reply == "ok" for x in dict.fromkeys((i, new))]
             if done:
@@ -334,28 +335,31 @@ class Client:
 
     def cancel(self, *ids: str, by: str = "") -> list[str]:
         """Cancel waiting jobs (queued, delayed, retry, interrupt): status cancel (``by``:
-        who asked, kept in the history).
-
-        Raises InvalidTransition for a job that is running or final, JobNotFound."""
+        who asked, kept in the history). Raises InvalidTransition for a job that is
+        running or final, JobNotFound; InvalidParams for ids that are not strings."""
         return self._control("cancel", ids, "only waiting jobs can be cancelled; abort a running one", by)
 
     def abort(self, *ids: str, by: str = "") -> list[str]:
         """Ask the workers running these jobs to kill them (status abort, within one
-        heartbeat, about 1 s). Raises InvalidTransition for a job that is not running."""
+        heartbeat, about 1 s). Raises InvalidTransition for a job that is not running,
+        JobNotFound; InvalidParams for ids that are not strings (a list: abort(*ids))."""
         return self._control("abort", ids, "only running jobs can be aborted; cancel a waiting one", by)
 
     def requeue(self, *ids: str, by: str = "") -> list[str]:
         """Queue final or interrupted jobs again, with a fresh retry budget; history kept
         (``by``: who asked, kept in it). A job parked by a cap goes back to its queue at
-        its old place (runtime.caps.unpark)."""
+        its old place (runtime.caps.unpark). Raises as :meth:`cancel`."""
         from ..caps import unpark_jobs
+        ids = tuple(check_ids(ids))
         unparked = set(self.call(unpark_jobs, self.redis, self.broker.keys, ids))
         rest = [i for i in ids if i not in unparked]
         done = self._control("requeue", rest, "only final jobs can be requeued", by) if rest else []
         return [i for i in ids if i in unparked or i in done]
 
     def requeue_where(self, status: str = "failed", queue: str | None = None, path: str | None = None) -> list[str]:
-        """Requeue every job with final ``status`` of ``queue`` and/or ``path``; returns ids."""
+        """Requeue every job with final ``status`` of ``queue`` and/or ``path``; returns ids.
+        Raises InvalidParams for a bad queue name."""
+        check_queue(queue, none=True)
         ids = self.call(self.store.final_ids, status, queue=queue, path=path)
         replies = self.control_many("requeue", ids)
         return [i for i, r in zip(ids, replies) if r == "ok"]
@@ -377,18 +381,15 @@ class Client:
 
     def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """``fn(*args, **kwargs)`` with Redis and MongoDB errors as runtime's: unreachable
-        (or refusing writes for now) -> BrokerUnavailable / StoreUnavailable; refused
-        MongoDB credentials -> ConfigError."""
+        (or refusing writes for now) -> BrokerUnavailable / StoreUnavailable; a Redis
+        Cluster node behind a plain URL, refused MongoDB credentials -> ConfigError
+        (runtime.broker.connection.runtime_error)."""
         try:
             return fn(*args, **kwargs)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise BrokerUnavailable(f"Redis unavailable: {exc}") from None
-        except redis.ResponseError as exc:
-            if full(exc):
-                raise BrokerUnavailable("Redis is full (its used memory is over maxmemory): nothing was "
-                                        "written; free memory or raise maxmemory (runtime info)") from None
-            if transient(exc):  # read-only after a failover, loading...: nothing was written
-                raise BrokerUnavailable(f"Redis cannot take this now: {exc}") from None
+        except ANY_REDIS_ERROR as exc:
+            error = runtime_error(exc, self.redis)
+            if error is not None:
+                raise error from None
             raise
         except Exception as exc:
             if self.mongo is not None:

@@ -1,8 +1,10 @@
-"""Limits of what a producer queues: the priority range and the longest delay (no I/O)."""
+"""Checks of what a producer passes: the priority range, the longest delay, queue names,
+job ids (no I/O)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from datetime import datetime
 
 from ..errors import InvalidParams
@@ -42,3 +44,21 @@ def delay_s(delay: float | None, eta: datetime | float | None) -> float:
     if not 0 <= d <= MAX_DELAY_S:  # also refuses NaN and infinities
         raise InvalidParams(f"delay must be within [0, {MAX_DELAY_S:.0f}] seconds, got {d}")
     return d
+
+
+def check_ids(ids: Iterable[object]) -> list[str]:
+    """``ids`` as a list of job ids. Raises InvalidParams for one string given instead of
+    several (its letters would be taken as ids), and for an id that is not a string, with
+    a hint for a list given to a method that takes the ids as separate arguments
+    (``client.abort(*ids)``)."""
+    if isinstance(ids, (str, bytes)):
+        raise InvalidParams(f"job ids must be a list of strings, got one string {ids!r}")
+    out: list[str] = []
+    for job_id in ids:
+        if isinstance(job_id, (list, tuple, set, frozenset)):
+            raise InvalidParams(f"job ids go as separate arguments (cancel, abort, requeue and move take "
+                                f"*ids: client.abort(*ids)), got a {type(job_id).__name__} among them")
+        if not isinstance(job_id, str):
+            raise InvalidParams(f"job ids must be strings, got {type(job_id).__name__} {job_id!r}")
+        out.append(job_id)
+    return out

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..job import Job, exc_name, iso, queue_of
 from ..status import CLAIMED, Status
+from .limits import check_queue
 from .paging import Page, cursor_of, parse_cursor
 from .parts import Calls
 from .search import FAILED_STATUSES, Group, JobFilter, group_failures
@@ -126,9 +127,10 @@ class Reader:
         """Up to ``limit`` (>= 1) jobs matching every filter, newest change first, from the
         cursor ``before`` (a page's ``next``) on; ``count``: their total too (a MongoDB
         count reads its whole status index). Raises ValueError for an unknown status, a
-        bad cursor or limit."""
+        bad cursor or limit; InvalidParams for a bad queue name (none could hold a job)."""
         if status is not None:
             Status(status)
+        check_queue(queue, none=True)
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
         c = self.client
@@ -256,14 +258,9 @@ class Reader:
         str, "uptime_s": n}``; on a Redis Cluster, role ``"cluster of N masters"`` and their
         memory summed (maxmemory 0 when one has no limit), the rest one master's."""
         from ..broker.connection import where
+        from ..broker.registry import masters_info
         c = self.client
-        if c.broker.clustered:
-            masters = list(c.call(c.redis.info, target_nodes=c.redis.PRIMARIES).values())  # type: ignore[attr-defined]
-            limits = [int(m.get("maxmemory") or 0) for m in masters]
-            info = {**masters[0], "role": f"cluster of {len(masters)} masters", "maxmemory": sum(limits) * all(limits),
-                    "used_memory": sum(int(m.get("used_memory") or 0) for m in masters)}
-        else:
-            info = c.call(c.redis.info)
+        info = c.call(masters_info, c.redis) if c.broker.clustered else c.call(c.redis.info)
         return {"url": where(c.redis), "version": info.get("redis_version"), "role": info.get("role"),
                 "used_memory_bytes": info.get("used_memory"), "maxmemory_bytes": info.get("maxmemory"),
                 "maxmemory_policy": info.get("maxmemory_policy"), "uptime_s": info.get("uptime_in_seconds")}

@@ -46,7 +46,7 @@ import redis
 
 from ..backoff import Backoff
 from ..broker import RedisBroker, connect
-from ..broker.connection import REDIS_ERRORS
+from ..broker.connection import REDIS_ERRORS, transient
 from ..errors import ExitCode
 from ..process import SLOT_ENV, SUPERVISOR_ID_ENV, SUPERVISOR_PID_ENV, host_pid, hostname, new_id, rss_of, this_process
 from ..settings import Settings
@@ -151,8 +151,9 @@ class Supervisor:
             self._beat()
             try:
                 keep_children(self)
-            except REDIS_ERRORS:
-                pass  # Redis away: _beat said so; the next beat tries again
+            except REDIS_ERRORS as exc:
+                if not transient(exc):  # Redis away: _beat said so; the next beat tries again
+                    log.warning("could not watch the worker processes' registry entries: %s", exc)
         if self.autoscaler is not None and now >= self._next_scale and not self._signals:
             self._next_scale = now + 1.0
             self._scale()

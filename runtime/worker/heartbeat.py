@@ -188,12 +188,14 @@ class Heartbeat:
     def register(self) -> None:
         """The first heartbeat, before the worker claims anything (also on a full Redis:
         said once, as what still works). Raises BrokerUnavailable (one line) when Redis
-        refuses it: unreachable, read-only."""
+        refuses it: unreachable, read-only; ConfigError for a Redis Cluster node behind a
+        URL that is not ``redis+cluster://``."""
         conn = self.worker.broker.redis
         try:
             self.beat(conn)
             memory = conn.info("memory")
         except REDIS_ERRORS as exc:
+            self.worker.link.refuse_misrouted(exc, conn)
             raise BrokerUnavailable(f"cannot register with Redis at {self.worker.link.where}: " + (
                 "it is full (used memory over maxmemory; runtime info)" if full(exc) else mask(str(exc)))) from None
         if 0 < int(memory.get("maxmemory") or 0) < int(memory.get("used_memory") or 0):

@@ -13,8 +13,10 @@ from __future__ import annotations
 import logging
 import time
 
+import redis
+
 from ..broker import transient
-from ..broker.connection import full
+from ..broker.connection import cluster_node_error, full, misrouted
 from ..redact import mask
 
 log = logging.getLogger("runtime.worker")
@@ -70,3 +72,10 @@ class RedisLink:
         if not self.failing and since is not None:
             self.down_since = None
             log.warning("Redis at %s is back after %.1f s", self.where, time.monotonic() - since)
+
+    def refuse_misrouted(self, exc: BaseException, client: redis.Redis) -> None:
+        """Raise ConfigError when ``exc`` is a Redis Cluster node refusing a command of
+        ``client``, which does not route by hash slot (the URL is not ``redis+cluster://``:
+        runtime.broker.connection.misrouted): a worker cannot run so, however long it tries."""
+        if misrouted(exc, client):
+            raise cluster_node_error(self.where) from None
