@@ -121,6 +121,18 @@ return #KEYS
 """
 
 
+#: KEYS: the dead worker's ``{p}:reaping:{id}`` (runtime.broker.registry.Registry.claim_lost).
+#: ARGV: the claimant (:func:`claimant`), its expiry (s). Claims the worker about to be
+#: killed for the take-back that follows (runtime.worker.takeback), so that the reapers
+#: that see it dead leave its jobs, and its ``kill`` event, to that one.
+CLAIM = "return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2])"
+
+
+def claimant(worker_id: str) -> str:
+    """Who the watchdog of ``worker_id`` and its take-back claim that worker as."""
+    return f"watchdog.{worker_id}"
+
+
 def known_ids(entry: list[str]) -> list[str]:
     """The ids of the jobs a registry entry (its fields and values, as KEEP returns them)
     lists in ``running``: those its worker's last heartbeat knew of."""
@@ -196,6 +208,8 @@ def watch(conf: dict[str, Any]) -> int:
             started = []
         job = overrun(started, time.time())
         if job is not None:
+            if conf.get("take_back"):
+                _claim(r, conf)
             _kill(r, pid, job, started[::2], prefix)
             _take_back(conf, pid)
             return 0
@@ -227,6 +241,15 @@ def tagged_id(job_id: str) -> str:
     runtime) needs it too."""
     queue, sep, rest = job_id.partition(":")
     return f"{{{queue}}}:{rest}" if sep else job_id
+
+
+def _claim(r: Any, conf: dict[str, Any]) -> None:
+    """CLAIM the worker for its take-back (logged when Redis refuses: a reaper then may
+    take its jobs back first, recording a ``lost`` event rather than ``kill``)."""
+    try:
+        r.call("EVAL", CLAIM, "1", conf["keys"]["reaping"][0], claimant(conf["worker_id"]), "60")
+    except (OSError, RedisError) as exc:
+        _say(f"runtime watchdog: could not claim worker {conf['worker_id']} for its take-back: {exc}")
 
 
 def _kill(r: Any, pid: int, job: tuple[str, float], running: list[str], prefix: str) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 import redis.cluster
@@ -35,6 +35,17 @@ log = logging.getLogger("runtime.broker")
 
 #: Longest a WAIT for replicas (wait_replicas) holds a call, milliseconds.
 WAIT_TIMEOUT_MS = 1000
+
+
+class Reaped(NamedTuple):
+    """What :meth:`RedisBroker.reap` did: jobs requeued and failed (worker-lost, or
+    timeout past a hard deadline) in all, and of those, the jobs of the workers dropped."""
+
+    requeued: int
+    failed: int
+    dropped_requeued: int
+    dropped_failed: int
+
 class RedisBroker:
     """Queue operations on one Redis. ``client`` must decode responses to str."""
 
@@ -296,12 +307,13 @@ class RedisBroker:
     # ---- taking jobs back ---------------------------------------------------------------
 
     def reap(self, dead_workers: Sequence[str] = (), stopping: str = "",
-             unstarted: Sequence[str] = ()) -> tuple[int, int]:
+             unstarted: Sequence[str] = ()) -> Reaped:
         """Take back the jobs of ``dead_workers`` and of expired claims, and deregister the
         worker (or supervisor) ``stopping`` cleanly (its unrun jobs requeued as interrupt);
         trim the status indexes of expired documents. Jobs in ``unstarted`` (a dead
         worker's prefetched jobs, known not to have run) are requeued without counting a
-        lost worker against them. Returns (requeued, failed worker-lost)."""
+        lost worker against them. Returns the counts of each (:class:`Reaped`), summed over
+        the per-queue calls."""
         ttl = self.settings.ttl_s
         dropped = ([stopping] if stopping else []) + list(dead_workers)
         known = sorted(self.registry.ids())
@@ -324,7 +336,7 @@ class RedisBroker:
         replies = self.calls(calls) if calls else []
         if dropped:  # their registry entries, once their jobs are back (a crash before: done again)
             self.calls([("DEL", *(self.keys.worker(w) for w in dropped)), ("SREM", self.keys.workers, *dropped)])
-        return sum(int(r[0]) for r in replies), sum(int(r[1]) for r in replies)
+        return Reaped(*(sum(int(r[i]) for r in replies) for i in range(4)))
 
     def queue_names(self) -> list[str]:
         """Every queue ever used ({p}:queues), sorted."""

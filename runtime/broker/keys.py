@@ -29,6 +29,8 @@ the slot of the prefix (:func:`deployment_wide`).
 | {p}:w:{worker}:running:{q}   | set  | ids of the jobs of queue q that worker is running |
 | {p}:w:{worker}:abort:{q}     | set  | ids to abort, read by that worker's heartbeat     |
 | {p}:w:{worker}:jobs:{q}      | list | jobs of q claimed for an idle worker (enqueue.lua)|
+| {p}:reaping:{worker}         | str  | who takes back the jobs of that dead worker and   |
+|                              |      | records its event (expires: Registry.claim_lost)  |
 | {p}:wait:{queue}:{token}     | list | a client's notify list (``wait()``) for the jobs  |
 |                              |      | of one queue, expiring                            |
 | {p}:mongo:{what}             | str  | MongoDB store: synced, adopt_after, lock (sweep); |
@@ -85,6 +87,7 @@ SHAPES: dict[str, str] = {
     "running": "w:{worker}:running:{queue}",
     "aborts": "w:{worker}:abort:{queue}",
     "handoff": "w:{worker}:jobs:{queue}",
+    "reaping": "reaping:{worker}",
     "waiter": "wait:{queue}:{token}",
     "mongo": "mongo:{what}",
     "unique": "u:{queue}:{key}",
@@ -191,6 +194,9 @@ class Keys:
     def worker(self, worker_id: str) -> str:
         return self._key("worker", worker_id)
 
+    def reaping(self, worker_id: str) -> str:
+        return self._key("reaping", worker_id)
+
     def running(self, worker_id: str, queue: str) -> str:
         return self._key("running", worker_id, queue)
 
@@ -260,9 +266,9 @@ class Keys:
     def watched(self, worker_id: str, queues: Sequence[str]) -> dict[str, list[str] | list[list[str]]]:
         """The KEYS of a watchdog's keep-alive (runtime.watch) for worker ``worker_id``
         serving ``queues``: ``entry``, those of KEEP (its registry entry, the workers set),
-        and ``queues``, those of CLAIMS per queue (its running set, the queue's inflight
-        set): each call in one hash slot."""
-        return {"entry": [self.worker(worker_id), self.workers],
+        ``queues``, those of CLAIMS per queue (its running set, the queue's inflight set),
+        and ``reaping``, that of CLAIM: each call in one hash slot."""
+        return {"entry": [self.worker(worker_id), self.workers], "reaping": [self.reaping(worker_id)],
                 "queues": [[self.running(worker_id, q), self.inflight(q)] for q in queues]}
 
     def queue_keys(self, queue: str) -> tuple[str, str, str, str]:

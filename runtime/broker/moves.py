@@ -55,9 +55,11 @@ def move(broker: RedisBroker, ids: Sequence[str], queue: str | None, priority: i
     """Move waiting ``ids`` to ``queue`` and/or ``priority`` (None: each keeps its own),
     keeping their due time and status; within its own queue a job keeps its id, in
     another it gets a new one (move.lua says how). One (reply, id) per id: ('ok', the
-    job's id now), or ('missing' or the status of a job that does not wait in a queue,
-    its id). Step 1 for every queue of ``ids`` in one round trip, then steps 2 and 3 (the
-    module docstring). Raises redis.RedisError; a move cut short by it is ended by
+    job's id now); ('already-moved', its new id) for a job moved to ``queue`` before
+    (this move made again: nothing changes, its copy is landed if it was not); or
+    ('missing' or the status of a job that does not wait in a queue, its id: 'moved' for
+    one moved to another queue). Step 1 for every queue of ``ids`` in one round trip,
+    then steps 2 and 3 (the module docstring). Raises redis.RedisError; a move cut short by it is ended by
     :func:`finish_moves`, or by the same call made again."""
     groups: dict[str, list[int]] = {}
     for n, i in enumerate(ids):
@@ -71,10 +73,10 @@ def move(broker: RedisBroker, ids: Sequence[str], queue: str | None, priority: i
     docs: dict[str, dict[str, str]] = {}
     for g, reply in zip(groups.values(), broker.calls(calls) if calls else []):
         for n, r in zip(g, reply):
-            if isinstance(r, list):  # moved to another queue: [new id, '1' and its document to copy, or '']
-                out[n] = ("ok", str(r[0]))
-                if r[1]:
-                    docs[ids[n]] = dict(zip(r[2::2], r[3::2]))
+            if isinstance(r, list):  # to another queue: [verdict, new id, '1' and its document to copy, or '']
+                out[n] = (str(r[0]), str(r[1]))
+                if r[2]:
+                    docs[ids[n]] = dict(zip(r[3::2], r[4::2]))
             else:
                 out[n] = (str(r), ids[n])
     if docs:

@@ -25,6 +25,12 @@ log = logging.getLogger("runtime.broker")
 #: Events kept in Redis (newest first), for `runtime events`.
 MAX_EVENTS = 1000
 
+#: How long a claim on taking back a dead worker's jobs (:meth:`Registry.claim_lost`)
+#: holds, seconds: far longer than a take-back takes, so that a reaper that read the
+#: registry before the dead worker's entry went finds it claimed; a claimant that died
+#: before it was done leaves the worker to another reaper after it.
+LOST_CLAIM_S = 60
+
 #: The keys of every event, of every kind: "recycle" (a worker process crossed a limit and
 #: is replaced), "kill" (its supervisor killed it over the hard memory limit), "crash" (it
 #: exited unasked), "lost" (it stopped heartbeating and its process is gone, seen by a
@@ -148,6 +154,22 @@ class Registry:
         for wid in ids:
             pipe.hgetall(self.keys.worker(wid))
         return [e for e in (pipe.execute() if ids else []) if e]
+
+    def claim_lost(self, ids: Sequence[str], claimant: str) -> list[str]:
+        """Of the dead workers ``ids``, those whose jobs ``claimant`` (a reaper's or a
+        supervisor's id) is to take back, and whose event it is to record: the ones no
+        one else claimed in the last LOST_CLAIM_S seconds (``{p}:reaping:{id}``, SET NX:
+        one winner; its own claim counts again). Several reapers, and a supervisor, may
+        see one worker dead at once: one death, one take-back, one event. One round
+        trip; raises redis.RedisError."""
+        if not ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for wid in ids:
+            pipe.set(self.keys.reaping(wid), claimant, nx=True, ex=LOST_CLAIM_S)
+            pipe.get(self.keys.reaping(wid))
+        holders = pipe.execute()[1::2]
+        return [wid for wid, holder in zip(ids, holders) if holder == claimant]
 
     def record_event(self, event: dict[str, Any]) -> None:
         """Push ``event`` (a JSON-ready dict) on the events list, keeping the newest

@@ -239,13 +239,15 @@ def abort(obj: Ctx, ids: tuple[str, ...]) -> None:
 def move(obj: Ctx, ids: tuple[str, ...], queue: str | None, priority: int | None, as_json: bool) -> None:
     """Move waiting jobs to another queue and/or priority, keeping their due time; prints
     each job's id now. A job moved to another queue gets a new id there; its old id ends
-    moved and says where it went (`runtime job OLD_ID`). Refused (exit 7) for a job that
-    runs or has ended."""
+    moved and says where it went (`runtime job OLD_ID`); one moved there before says
+    "already moved to NEW_ID". Refused (exit 7) for a job that runs or has ended."""
     if queue is None and priority is None:
         raise click.UsageError("give --queue and/or --priority")
-    now = obj.client().move(*ids, queue=queue, priority=priority)
+    now = obj.client().moves(ids, queue=queue, priority=priority, strict=True)
     if as_json:
-        out({"moved": dict(zip(ids, now))})
+        out({"moved": {old: new for old, (_, new) in zip(ids, now)},
+             "already_moved": [old for old, (reply, _) in zip(ids, now) if reply == "already-moved"]})
         return
-    for old, new in zip(ids, now):
-        echo(f"{old} -> {new}" if new != old else f"{old} (same id: priority {priority})")
+    for old, (reply, new) in zip(ids, now):
+        echo(f"{old} already moved to {new}" if reply == "already-moved" else
+             f"{old} -> {new}" if new != old else f"{old} (same id: priority {priority})")

@@ -293,30 +293,30 @@ class Client:
         return [reply for reply, _ in self.moves(ids, queue, priority, by)]
 
     def moves(self, ids: Sequence[str], queue: str | None = None, priority: int | None = None,
-              by: str = "") -> list[tuple[str, str]]:
-        """Move waiting ``ids`` to ``queue`` and/or ``priority`` (None: unchanged), keeping
-        their due time, as far as each job's status allows (runtime.broker.moves). One
-        (reply, id) per id: ('ok', its id now: in another queue a job gets a new id, its
-        old one ends moved, naming it), or ('missing' or the status that refused it, its
-        id). Raises InvalidParams for a bad queue name or priority, ids that are not strings."""
+              by: str = "", strict: bool = False) -> list[tuple[str, str]]:
+        """Move waiting ``ids`` to ``queue`` and/or ``priority`` (None: unchanged), keeping their due
+        time, as far as each job's status allows (runtime.broker.moves). One (reply, id) per id:
+        ('ok', its id now: in another queue a job gets a new id, its old one ends moved, naming
+        it), ('already-moved', that new id), or ('missing' or the status refusing it, its id).
+        Raises InvalidParams (``strict``: also JobNotFound, InvalidTransition)."""
         ids = check_ids(ids)
         check_queue(queue, none=True)
         check_priority(priority, none=True)
         self._check_store()
         out = self.call(move_jobs, self.broker, ids, queue, priority, by)
-        if self.mongo is not None:
-            done = [x for i, (reply, new) in zip(ids, out) if reply == "ok" for x in dict.fromkeys((i, new))]
+        if self.mongo is not None:  # "already-moved" too: the reply of the move that made it may have been lost
+            done = [x for i, (r, new) in zip(ids, out) if r in ("ok", "already-moved") for x in dict.fromkeys((i, new))]
             if done:
                 self._copy(done, self.mongo.sync, done)
+        if strict:  # a job moved there before counts as moved
+            self._raise_refused("move", ids, ["ok" if r == "already-moved" else r for r, _ in out],
+                                "only waiting jobs can be moved")
         return out
 
     def move(self, *ids: str, queue: str | None = None, priority: int | None = None, by: str = "") -> list[str]:
-        """Move waiting jobs to ``queue`` and/or ``priority``; returns their ids now, in order
-        (a new one in another queue: :meth:`moves`). Raises InvalidTransition for a job
-        that is running or final, JobNotFound, InvalidParams."""
-        out = self.moves(ids, queue, priority, by)
-        self._raise_refused("move", ids, [reply for reply, _ in out], "only waiting jobs can be moved")
-        return [new for _, new in out]
+        """Move waiting jobs to ``queue`` and/or ``priority``; returns their ids now, in order (a new
+        one in another queue: :meth:`moves`). Raises InvalidTransition, JobNotFound, InvalidParams."""
+        return [new for _, new in self.moves(ids, queue, priority, by, strict=True)]
 
     def _control(self, action: str, ids: Sequence[str], allowed: str, by: str) -> list[str]:
         return self._raise_refused(action, ids, self.control_many(action, ids, by), allowed)

@@ -11,7 +11,9 @@ above ``Settings.hard_limit_bytes`` is killed with its whole process group (SIGK
 job holding the GIL cannot stop it), and its jobs are taken back at once through the
 reaper (worker-lost, so the poison rule applies: a job that kills its worker
 ``max_lost`` times ends failed). A ``kill`` event records the RSS, the limit and the
-jobs.
+jobs; the supervisor claims the worker before the kill
+(runtime.broker.registry.Registry.claim_lost), so the reapers that see it dead record
+no second event.
 """
 
 from __future__ import annotations
@@ -62,15 +64,19 @@ def enforce_hard_limit(sup: Watched) -> None:
         wids: list[str] | None
         try:  # before the kill: any reaper that takes them back (others watch the pid) says why
             wids = sup.worker_ids(pid)
+            # and claimed, so that the reapers that see it dead leave its jobs and its event to us
+            ours = sup.broker.registry.claim_lost(wids, sup.id)
             lost = mark_lost(sup.broker, wids, note)
         except REDIS_ERRORS as exc:
             log.warning("could not mark the jobs of worker process %d (%s)", pid, exc)
-            wids, lost = None, Lost([], [], {})
+            wids, ours, lost = None, [], Lost([], [], {})
         sup.kill_child(child)
         del sup.children[pid]
         sup.kills += 1
         sup.restarts += 1
         requeued, failed = sup.take_back(pid, "was killed over the hard limit", lost.unstarted, wids)
+        if wids and not ours:  # it died meanwhile, and a reaper took its jobs back: its event says so
+            continue
         sup.broker.registry.record_event({
             "event": "kill", "pid": pid, "host": sup.host, "worker": wids[0] if wids else None, "at": time.time(),
             "reason": "mem-hard-limit", "detail": note, "rss_bytes": rss, "limit_bytes": sup.hard,

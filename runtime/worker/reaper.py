@@ -15,12 +15,15 @@ ones its last heartbeat listed as prefetched are requeued without a charge.
 from __future__ import annotations
 
 import logging
+import os
 import time
+import uuid
 from typing import Any, Protocol
 
 import gevent
 
 from ..broker import RedisBroker
+from ..broker.broker import Reaped
 from ..broker.connection import REDIS_ERRORS, moved_master
 from ..broker.lost import mark_lost
 from ..broker.moves import finish_moves
@@ -37,12 +40,16 @@ REAPING = "taking back the jobs of dead workers"
 
 class Reaper:
     """Takes back the jobs of dead workers on ``broker``'s Redis, seen from this host;
-    ``own_id`` (the caller's registry id) is never taken for dead."""
+    ``own_id`` (the caller's registry id) is never taken for dead. ``claimant``: who it
+    claims dead workers as (runtime.broker.registry.Registry.claim_lost; by default
+    ``own_id``, or an id of its own without one)."""
 
-    def __init__(self, broker: RedisBroker, own_id: str = "", link: RedisLink | None = None) -> None:
+    def __init__(self, broker: RedisBroker, own_id: str = "", link: RedisLink | None = None,
+                 claimant: str = "") -> None:
         self.broker = broker
         self.link = link
         self.own_id = own_id
+        self.claimant = claimant or own_id or f"reaper.{os.getpid()}.{uuid.uuid4().hex[:12]}"
         self.host = hostname()
         self._missing: dict[str, float] = {}  # worker id -> when its entry was first seen missing
 
@@ -76,14 +83,29 @@ class Reaper:
         charge (looked up from their last heartbeats when not given). Also takes back
         claims whose deadline passed. With ``event`` (its ``event`` kind, ``reason`` and any
         other keys of runtime.broker.registry.EVENT_KEYS) and ``unstarted`` not given,
-        records the event, naming the jobs.
-        Returns (requeued, failed)."""
+        records the event, naming the jobs. Returns (requeued, failed) of the dead
+        workers' jobs (:meth:`taken_back` says more). Raises redis.RedisError."""
+        done = self.taken_back(worker_ids, why, unstarted, event, supervisor)
+        return (done.dropped_requeued, done.dropped_failed) if worker_ids else (done.requeued, done.failed)
+
+    def taken_back(self, worker_ids: list[str], why: str, unstarted: list[str] | None = None,
+                   event: dict[str, Any] | None = None, supervisor: str | None = None) -> Reaped:
+        """:meth:`take_back`, returning what the reap did (runtime.broker.broker.Reaped).
+        Only the dead workers this reaper claims (Registry.claim_lost) are taken back
+        here, and only their take-back records an event: another reaper, or the
+        supervisor, that saw them dead at the same time does the rest; with none claimed,
+        nothing is done (all zero)."""
+        if worker_ids:
+            worker_ids = self.broker.registry.claim_lost(worker_ids, self.claimant)
+            if not worker_ids:
+                return Reaped(0, 0, 0, 0)
         lost = None
         if worker_ids and unstarted is None:
             lost = mark_lost(self.broker, worker_ids, why)
             unstarted = lost.unstarted
-        requeued, failed = self.broker.reap(worker_ids, unstarted=unstarted or [])
-        if lost is not None and lost.paths and requeued + failed:  # this reaper took them back
+        done = self.broker.reap(worker_ids, unstarted=unstarted or [])
+        requeued, failed = done.dropped_requeued, done.dropped_failed
+        if lost is not None and lost.paths and requeued + failed:
             self._say_lost(worker_ids[0], lost.paths, why)
         if event is not None and lost is not None:
             host, pid = host_pid(worker_ids[0])
@@ -92,7 +114,7 @@ class Reaper:
                 "worker": worker_ids[0], "supervisor": supervisor, "detail": why,
                 "running": [{"id": j, "path": p} for j, p in lost.paths.items()], "unstarted": lost.unstarted,
                 "requeued": requeued, "failed": failed})
-        return requeued, failed
+        return done
 
     def _say_lost(self, worker_id: str, paths: dict[str, str], why: str) -> None:
         """One worker log line per job its dead worker was running (fields as the worker's
@@ -116,12 +138,12 @@ class Reaper:
     def reap_once(self) -> tuple[int, int]:
         """Take back the jobs of every dead worker and every expired claim; returns
         (requeued, failed worker-lost). Raises redis.RedisError."""
-        dead = self.dead()
+        dead = self.broker.registry.claim_lost(self.dead(), self.claimant)  # the others are another's to take
         requeued, failed = self.take_back([], "") if not dead else (0, 0)  # expired claims only
-        for wid in dead:  # one event each
-            r, f = self.take_back([wid], "its worker process died (it stopped heartbeating and its pid is gone)",
-                                  event={"event": "lost", "reason": "worker-lost"})
-            requeued, failed = requeued + r, failed + f
+        for wid in dead:  # one event each, by the reaper that claims it
+            done = self.taken_back([wid], "its worker process died (it stopped heartbeating and its pid is gone)",
+                                   event={"event": "lost", "reason": "worker-lost"})
+            requeued, failed = requeued + done.requeued, failed + done.failed
         if dead or requeued or failed:
             log.warning("reaper: %d dead %s, %d %s requeued, %d failed (worker-lost)", len(dead),
                         plural(len(dead), "worker"), requeued, plural(requeued, "job"), failed)

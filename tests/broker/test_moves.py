@@ -17,6 +17,8 @@ from helpers import InProcess, wait_until
 
 from runtime.broker.moves import finish_moves, landing
 from runtime.client import Client
+from runtime.client.search import JobFilter
+from runtime.dashboard.operations import Operations
 from runtime.errors import InvalidParams, InvalidTransition
 from runtime.status import Status
 
@@ -46,8 +48,8 @@ def step_one(client: Client, job_id: str, queue: str) -> str:
     returns the job's new id."""
     b = client.broker
     [[reply]] = b.calls([b.call("move", [b.keys.job(job_id)], (queue, "", "", job_id))])
-    assert isinstance(reply, list) and reply[1] == "1"  # its new id, then its document marked moved
-    return str(reply[0])
+    assert isinstance(reply, list) and reply[0] == "ok" and reply[2] == "1"  # its new id, its document marked moved
+    return str(reply[1])
 
 
 def new_id_of(job_id: str, queue: str) -> re.Pattern[str]:
@@ -79,14 +81,38 @@ def test_a_job_moved_to_another_queue_gets_a_new_id_and_runs_there_once(client: 
     assert client.broker.queue_names() == sorted([a, b])
     counts = client.store.counts()
     assert (counts["moved"], counts["queued"]) == (2, 2)
-    # the same move again changes nothing and gives the same id
+    # the same move again changes nothing, gives the same id and says it was moved already
     assert client.move(ready, queue=b) == [new_ready]
+    assert client.moves([ready], queue=b) == [("already-moved", new_ready)]
     client.cancel(new_delayed)
     worker.burst(queues=f"{a},{b}")
     done = client.wait(ready, timeout_s=15)  # the old id: followed to the new one
     assert (done.id, done.status, done.result, done.attempt) == (new_ready, Status.SUCCESS, 3, 1)
     assert claims(client, new_ready) == 1 and client.get_job(ready).attempt == 0
     assert client.wait([new_ready, ready], timeout_s=5)[1].id == new_ready
+
+
+def test_a_move_made_again_after_its_copy_ran_is_skipped_by_a_bulk_move(client: Client, worker: InProcess) -> None:
+    """A job moved before (its copy has run since) moved to the same queue again: the same
+    new id, replied 'already-moved', so a bulk move counts it skipped, not changed; one
+    moved to a third queue is refused with its status, 'moved'."""
+    a, b = two_queues(client)
+    ran = client.queue_job("testtasks.add", {"a": 1, "b": 1}, queue=a)
+    [new] = client.move(ran, queue=b)
+    worker.burst(queues=b)
+    assert client.wait(new, timeout_s=15).status == Status.SUCCESS
+    assert client.moves([ran], queue=b) == [("already-moved", new)]
+    assert client.move(ran, queue=b) == [new]  # a retried move is not an error
+    assert client.moves([ran], queue="mv-third") == [("moved", ran)]
+    with pytest.raises(InvalidTransition, match="its status is moved"):
+        client.move(ran, queue="mv-third")
+    waiting = client.queue_jobs("testtasks.add", [{"a": 2, "b": 2}] * 2, queue=a)
+    ops = Operations(client)
+    op = ops.start("move", JobFilter(queue=a), "ann", {"queue": b})
+    done = wait_until(lambda: (o := ops.get(op)) is not None and o["state"] == "done" and o, 15, "the bulk move")
+    assert (done["total"], done["ok"], done["skipped"]) == (3, 2, 1)
+    assert all(client.get_job(i).status == Status.MOVED for i in waiting)
+    assert (client.get_job(new).attempt, client.get_job(new).status) == (1, Status.SUCCESS)  # untouched
 
 
 def test_a_priority_change_keeps_the_id_and_a_claimed_job_is_refused(client: Client, worker: InProcess) -> None:

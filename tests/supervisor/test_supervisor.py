@@ -97,6 +97,8 @@ def test_a_job_past_the_hard_limit_is_requeued_at_once_then_fails_worker_lost(cl
     beside = client.queue_jobs("testtasks.sleep", [{"seconds": 0.5}] * 3)
     hog = client.queue_job("testtasks.allocate", {"mb": 160, "hold_s": 30})
     behind = client.queue_jobs("testtasks.add", [{"a": i, "b": 1} for i in range(20)])
+    for _ in range(2):  # two more reapers, that see each killed worker dead too
+        workers.start("--greenlets", "2", "--queues", "elsewhere")
     workers.start("--mem-limit", "70M", "--mem-hard-limit", "120M", "--greenlets", "4", mem_check_interval_s=0.1)
     job = client.wait(hog, timeout_s=60)
     assert job.status == "failed" and job.reason == "worker-lost"
@@ -112,6 +114,12 @@ def test_a_job_past_the_hard_limit_is_requeued_at_once_then_fails_worker_lost(cl
     running = [[j["id"] for j in k["running"]] for k in kills]
     assert sum(hog in r for r in running) == 3 and all(hog in r + k["unstarted"] for r, k in zip(running, kills))
     assert all(j["path"] == "testtasks.allocate" for k in kills for j in k["running"] if j["id"] == hog)
+    # one event a kill (besides the recycle its soft limit asked for): the reapers that saw
+    # the killed worker dead left its jobs and its event to its supervisor
+    killed_workers = {k["worker"] for k in kills}
+    assert len(killed_workers) == len(kills)
+    assert not [e for e in client.broker.registry.events(100) if e["worker"] in killed_workers
+                and e["event"] in ("lost", "crash")]
     assert all(j.status == "success" for j in client.wait(beside + behind, timeout_s=30))
 
 

@@ -51,6 +51,8 @@ def test_a_job_past_its_hard_deadline_ends_timeout_and_its_neighbours_come_back_
     # the take-back records the event after it requeued the jobs
     lost = wait_until(lambda: [e for e in client.reader.events(10) if e["event"] == "kill"], 10, "the kill event")
     assert lost[0]["reason"] == "hard-timeout"
+    # claimed before the kill: no reaper records a second event for it
+    assert [e["event"] for e in client.reader.events(10) if e["worker"] == lost[0]["worker"]] == ["kill"]
 
 
 def test_timeout_none_means_no_timeout_and_zero_is_refused(client, worker):

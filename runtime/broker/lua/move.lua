@@ -23,24 +23,27 @@
 -- and the target priority. A job moved to the target queue before (this move sent again,
 -- or one done already) is not moved again.
 -- Returns one reply per job: 'ok' (within its queue), 'missing', the status of a job that
--- does not wait in a queue (running, final), or for a job moved to another queue {its new
--- id, '1' and then its document (flat hash fields: the copy is made from it, land.lua)
--- while it is in the moving set, else ''}.
+-- does not wait in a queue (running, final; 'moved' for one moved to another queue than
+-- the target), or for a job moved to the target queue {'ok' (moved by this call) or
+-- 'already-moved' (moved there before: this same move made again changes nothing, gives
+-- the same new id and says so), its new id, '1' and then its document (flat hash fields:
+-- the copy is made from it, land.lua) while it is in the moving set, else ''}.
 --@LIB@--
 local target_q, target_p, who = ARGV[2], ARGV[3], ARGV[4]
 local IDS = 5
 local now, snow = clock()
 local out = {}
 
--- moved(jk, id): the reply for job id (hash jk) moved to the target queue
-local function moved(jk, id, new)
+-- moved(jk, id, new, verdict): the reply for job id (hash jk) moved to the target queue
+local function moved(jk, id, new, verdict)
   if redis.call('ZSCORE', key_moving(queue_of(jk)), id) then
     local r = redis.call('HGETALL', jk)
-    table.insert(r, 1, new)
-    table.insert(r, 2, '1')
+    table.insert(r, 1, verdict)
+    table.insert(r, 2, new)
+    table.insert(r, 3, '1')
     return r
   end
-  return {new, ''}
+  return {verdict, new, ''}
 end
 
 for i = IDS, #ARGV do
@@ -59,7 +62,7 @@ for i = IDS, #ARGV do
   if not st then
     out[#out + 1] = 'missing'
   elseif st == 'moved' and target_q ~= '' and cur[5] and string.match(cur[5], '^([^:]*):') == target_q then
-    out[#out + 1] = moved(jk, id, cur[5])  -- moved there before: this same move, again
+    out[#out + 1] = moved(jk, id, cur[5], 'already-moved')  -- moved there before: this same move, again
   elseif (not ready and not sched) or (new ~= '' and not can_move(st, 'moved')) then
     out[#out + 1] = st
   elseif new == '' then
@@ -82,7 +85,7 @@ for i = IDS, #ARGV do
                 'note', 'moved to ' .. target_q .. ' (priority ' .. string.format('%d', tp) .. ')'}
     if who ~= '' then kv[9], kv[10] = 'by', who end
     log_entry(jk, entry(snow, 'moved', kv))
-    out[#out + 1] = moved(jk, id, new)
+    out[#out + 1] = moved(jk, id, new, 'ok')
   end
 end
 return out

@@ -25,7 +25,8 @@
 -- unchanged; so is an expired claim of a live worker (it does not know it has the job:
 -- its heartbeat extends the claims of every job it knows). A dropped worker leaves the
 -- queue's idle set; RedisBroker.reap deletes its registry entry after. Returns
--- {requeued, failed}.
+-- {requeued, failed, requeued of the dropped workers' jobs, failed of them}: the first
+-- two count the expired claims too.
 --@LIB@--
 local ready, wake_key, idle, inflight, W = KEYS[1], KEYS[2], KEYS[3], KEYS[4], 5
 local q = queue_of(ready)
@@ -139,6 +140,7 @@ for i, wid in ipairs(dropped) do
   redis.call('DEL', KEYS[k], KEYS[k + 1], KEYS[k + 2])
   redis.call('ZREM', idle, wid)
 end
+local dropped_requeued, dropped_failed = requeued, failed
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', inflight, '-inf', now * 1000, 'LIMIT', 0, 1000)) do
   local owner = redis.call('HGET', key_job(id), 'worker')
   if owner and live[owner] then
@@ -153,4 +155,4 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', inflight, '-inf', now * 1000, 'L
 end
 for _, t in ipairs(trims) do redis.call('ZREMRANGEBYSCORE', key_status(q, t[1]), '-inf', now - t[2]) end
 if woken then wake(wake_key) end
-return {requeued, failed}
+return {requeued, failed, dropped_requeued, dropped_failed}
