@@ -198,8 +198,9 @@ def print_events(events: list[dict[str, Any]]) -> None:
             echo(f"    RSS grew {fmt_bytes(g['rss_growth_bytes'])} when job {g['job']} ended")
         if e["event"] not in ("recycle", "scale"):  # the others took back a process's jobs
             jobs = ", ".join(f"{j['id']} ({j.get('path')})" for j in e["running"]) or "none"
-            echo(f"    running jobs: {jobs}; requeued {e.get('requeued') or 0}, "
-                 f"failed {e.get('failed') or 0} (worker-lost)")
+            ahead = len(e.get("unstarted") or ())  # claimed ahead, never started: requeued uncharged
+            echo(f"    running jobs: {jobs}" + (f"; {ahead} prefetched, not started" if ahead else "")
+                 + f"; requeued {e.get('requeued') or 0}, failed {e.get('failed') or 0} (worker-lost)")
 
 
 #: Widths of the QUEUE and CAP columns of ``runtime queues``; longer names are cut with an

@@ -250,4 +250,5 @@ def move(obj: Ctx, ids: tuple[str, ...], queue: str | None, priority: int | None
         return
     for old, (reply, new) in zip(ids, now):
         echo(f"{old} already moved to {new}" if reply == "already-moved" else
-             f"{old} -> {new}" if new != old else f"{old} (same id: priority {priority})")
+             f"{old} -> {new}" if new != old else f"{old} (same id: priority {priority})" if priority is not None
+             else f"{old} (already in queue {queue}: nothing to change)")

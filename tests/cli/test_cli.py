@@ -143,6 +143,9 @@ def test_move_prints_the_new_id_and_job_says_where_it_went(settings):
     new = cli(settings, "job", new_id).stdout
     assert "  queue     reports (priority 4)" in new and f"  moved     from {job_id}" in new
     assert cli(settings, "move", new_id, "--priority", "9").stdout.strip() == f"{new_id} (same id: priority 9)"
+    queue = new_id.partition(":")[0]
+    assert cli(settings, "move", new_id, "--queue", queue).stdout.strip() == \
+        f"{new_id} (already in queue {queue}: nothing to change)"
     again = cli(settings, "move", job_id, "--queue", "reports")  # the same move again: the same id, said so
     assert again.exit_code == 0 and again.stdout.strip() == f"{job_id} already moved to {new_id}"
     assert json.loads(cli(settings, "move", job_id, "--queue", "reports", "--json").stdout) == \

@@ -87,3 +87,17 @@ def test_a_worker_killed_mid_jobs_beside_two_reapers_gives_one_lost_event(client
     [event] = _lost_events(client, wid)
     assert sorted(j["id"] for j in event["running"]) == sorted(ids)
     assert (event["requeued"], event["failed"], event["reason"]) == (6, 0, "worker-lost")
+
+
+def test_runtime_events_says_how_many_of_a_lost_worker_s_jobs_had_not_started(client: Client, settings) -> None:
+    """A dead worker's prefetched jobs (claimed, never started) are requeued uncharged; the
+    event's text names the running ones and counts the others, so that its 'requeued'
+    adds up."""
+    from helpers import cli
+    wid, ids = _dead_worker_running(client, 5)
+    for job_id in ids[3:]:  # claimed ahead, never started
+        client.redis.hdel(client.broker.keys.job(job_id), "began")
+    Reaper(client.broker, "reaper-a").take_back([wid], WHY, event={"event": "lost", "reason": "worker-lost"})
+    text = cli(settings, "events").stdout
+    line = next(x for x in text.splitlines() if "running jobs:" in x)
+    assert line.count("testtasks.add") == 3 and "; 2 prefetched, not started; requeued 5, failed 0" in line, text
