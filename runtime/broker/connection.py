@@ -379,3 +379,13 @@ def _quiet_topology_refresh() -> None:
     logger = logging.getLogger("redis.cluster")
     if not any(isinstance(f, _QuietTopologyRefresh) for f in logger.filters):
         logger.addFilter(_QuietTopologyRefresh())
+
+
+def masters_info(cluster: Any) -> dict[str, Any]:
+    """INFO (default sections) of a Redis Cluster as one server's: role ``"cluster of N
+    masters"``, ``used_memory`` and ``maxmemory`` summed over its masters (maxmemory 0 when
+    one has no limit), the other fields those of one master. One round trip per master."""
+    masters = list(cluster.info(target_nodes=cluster.PRIMARIES).values())
+    limits = [int(m.get("maxmemory") or 0) for m in masters]
+    return {**masters[0], "role": f"cluster of {len(masters)} masters", "maxmemory": sum(limits) * all(limits),
+            "used_memory": sum(int(m.get("used_memory") or 0) for m in masters)}

@@ -197,13 +197,3 @@ class Registry:
         replies = pipe.execute() if names else []
         return {q: {"ready": int(replies[2 * i]), "delayed": int(replies[2 * i + 1])}
                 for i, q in enumerate(names)}
-
-
-def masters_info(cluster: Any) -> dict[str, Any]:
-    """INFO (default sections) of a Redis Cluster as one server's: role ``"cluster of N
-    masters"``, ``used_memory`` and ``maxmemory`` summed over its masters (maxmemory 0 when
-    one has no limit), the other fields those of one master. One round trip per master."""
-    masters = list(cluster.info(target_nodes=cluster.PRIMARIES).values())
-    limits = [int(m.get("maxmemory") or 0) for m in masters]
-    return {**masters[0], "role": f"cluster of {len(masters)} masters", "maxmemory": sum(limits) * all(limits),
-            "used_memory": sum(int(m.get("used_memory") or 0) for m in masters)}

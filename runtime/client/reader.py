@@ -257,8 +257,7 @@ class Reader:
         "used_memory_bytes": n, "maxmemory_bytes": n (0 = no limit), "maxmemory_policy":
         str, "uptime_s": n}``; on a Redis Cluster, role ``"cluster of N masters"`` and their
         memory summed (maxmemory 0 when one has no limit), the rest one master's."""
-        from ..broker.connection import where
-        from ..broker.registry import masters_info
+        from ..broker.connection import masters_info, where
         c = self.client
         info = c.call(masters_info, c.redis) if c.broker.clustered else c.call(c.redis.info)
         return {"url": where(c.redis), "version": info.get("redis_version"), "role": info.get("role"),

@@ -26,7 +26,7 @@ from ..broker import RedisBroker
 from ..broker.broker import Reaped
 from ..broker.connection import REDIS_ERRORS, moved_master
 from ..broker.lost import mark_lost
-from ..broker.moves import finish_moves
+from ..broker.moves import GRACE_S, finish_moves
 from ..process import alive, host_pid, hostname
 from ..settings import Settings
 from ..units import plural
@@ -52,6 +52,9 @@ class Reaper:
         self.claimant = claimant or own_id or f"reaper.{os.getpid()}.{uuid.uuid4().hex[:12]}"
         self.host = hostname()
         self._missing: dict[str, float] = {}  # worker id -> when its entry was first seen missing
+        #: when reap_for next looks for moves cut short (time.monotonic): a move is left to
+        #: its mover for GRACE_S anyway, so a look every GRACE_S is as prompt as every pass
+        self.next_moves_check = 0.0
 
     def dead(self) -> list[str]:
         """Ids of registered workers that are dead (see the module docstring)."""
@@ -202,16 +205,18 @@ class Reaping(Protocol):
 def reap_for(worker: Reaping) -> None:
     """One pass of ``worker``'s reaper; its MongoDB mirror (if any) hears of the jobs
     taken back. Moves to another queue cut short by a mover that stopped between steps
-    are ended (runtime.broker.moves.finish_moves). Jobs parked under a cap its tasks no
+    are ended (runtime.broker.moves.finish_moves, looked for every GRACE_S). Jobs parked under a cap its tasks no
     longer declare go back to their queues (runtime.caps.unpark_uncapped)."""
     from ..caps import unpark_uncapped
     requeued, failed = worker.reaper.safely()
     if worker.mirror is not None:
         worker.mirror.after_reap(worker.id, requeued + failed)
-    try:
-        finish_moves(worker.broker)
-    except REDIS_ERRORS as exc:
-        log.warning("could not look for moves to another queue cut short (%s); trying again later", exc)
+    if time.monotonic() >= worker.reaper.next_moves_check:
+        worker.reaper.next_moves_check = time.monotonic() + GRACE_S
+        try:
+            finish_moves(worker.broker)
+        except REDIS_ERRORS as exc:
+            log.warning("could not look for moves to another queue cut short (%s); trying again later", exc)
     try:
         moved = unpark_uncapped(worker.broker.redis, worker.broker.keys, worker.served.tasks)
     except REDIS_ERRORS as exc:

@@ -270,7 +270,6 @@ class Worker:
             if self.link.failed(exc, "claiming jobs"):
                 self.state = WorkerState.DEGRADED
             else:  # e.g. an outcome Redis refused: record apart
-                self.link.refuse_misrouted(exc, self.broker.redis)  # ConfigError, which no retry mends
                 log.exception("claim round trip failed; recording finished jobs on their own")
                 self.recorder.flush()
             gevent.sleep(delay)
