@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .errors import InvalidParams, JobTooLarge, ResultNotJSON
+from .hashfields import read_history, read_report
 from .status import FINAL, Status
 
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
@@ -188,17 +189,6 @@ _KINDS: dict[str, Any] = {**dict.fromkeys(_FLOATS, float), **dict.fromkeys(_INTS
 _FIELD_NAMES: dict[type, frozenset[str]] = {}
 
 
-def history_length(text: str) -> int:
-    """Entries in a job's ``history`` field (JSON objects, comma-separated, without the
-    brackets; see Job.from_hash): 0 for ""; one that is not JSON counts its entries' starts."""
-    if not text:
-        return 0
-    try:
-        return len(loads("[" + text + "]"))
-    except ValueError:
-        return text.count('{"at":')
-
-
 @dataclass
 class Job:
     """One job document. Times are UNIX seconds (UTC); ``due_at`` is when it may start.
@@ -247,15 +237,17 @@ class Job:
     moved_from: str | None = None
 
     @classmethod
-    def from_hash(cls, data: Mapping[str, str]) -> Job:
-        """Build from a Redis hash (str -> str), whose field ``history`` holds its history
-        entries (JSON objects, comma-separated, without the brackets: the scripts append
-        to it without parsing it). A field, or a history, that cannot be read (a corrupt
-        document) is left out and named in ``unreadable`` (field -> its text), never raised."""
+    def from_hash(cls, data: Mapping[str, str], history: bool = True, job_id: str = "") -> Job:
+        """Build from a Redis hash (str -> str) of job ``job_id`` (its key names it: the hash
+        has no field ``id``, nor ``attempt``, ``retries`` or ``lost`` while they are 0), whose
+        history and report are laid out as runtime.hashfields says (without ``history``: a
+        listing, the history is not read).
+        A field, or a history entry, that cannot be read (a corrupt document) is left out
+        and named in ``unreadable`` (field -> its text), never raised."""
         names = _FIELD_NAMES.get(cls)
         if names is None:
             names = _FIELD_NAMES[cls] = frozenset(f.name for f in fields(cls))
-        kw: dict[str, Any] = {}
+        kw: dict[str, Any] = {"id": job_id} if job_id else {}
         bad: dict[str, str] = {}
         for key, raw in data.items():
             if raw == "" or key not in names or key == "history":
@@ -272,16 +264,16 @@ class Job:
             if key not in kw:
                 kw[key] = ""
                 bad.setdefault(key, "(missing)")
+        if "rt" in data or "rm" in data:
+            kw["report"], unread = read_report(data, kw.get("report") or {})
+            if unread:
+                bad[unread] = data[unread][:200]
         job = cls(**kw)
         job.history = []
-        if data.get("history"):
-            try:
-                entries = loads("[" + data["history"] + "]")
-                if not all(isinstance(e, dict) for e in entries):
-                    raise ValueError("an entry is not an object")
-                job.history = entries
-            except ValueError:
-                bad["history"] = data["history"][:200]
+        if history:
+            job.history, unread = read_history(data)
+            if unread is not None:
+                bad["history"] = unread
         if bad:
             job.__dict__["_unreadable"] = bad
         if job.history and job.changed_at is None:

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .hashfields import REPORT_FIELDS
 from .status import Status
 
 
@@ -77,7 +78,7 @@ class Outcome:
 KEEP = ("full", "compact", "none")
 
 #: Fields a compact success leaves out (finish.lua deletes those written while it ran).
-NOT_COMPACT = ("report", "logs", "artifacts", "progress", "progress_message")
+NOT_COMPACT = (*REPORT_FIELDS, "logs", "artifacts", "progress", "progress_message")
 
 #: Longest ``error`` of a history entry, characters (type and message; the job keeps the
 #: last attempt's whole message and traceback).

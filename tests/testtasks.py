@@ -440,6 +440,18 @@ def note(path: str, tag: str, seconds: float = 0.3) -> str:
     return tag
 
 
+@task(keep="compact", max_retries=1, retry_delay_s=0)
+def flaky_compact() -> str:
+    """Fails its first attempt (after a log line), then succeeds: Redis keeps the success
+    compact."""
+    from runtime.context import current_job
+    ctx = current_job.get()
+    print("attempt", ctx.attempt if ctx else 1)
+    if ctx and ctx.attempt == 1:
+        raise ConnectionError("first attempt fails")
+    return "ok"
+
+
 @task(keep="compact")
 def add_compact(a: int, b: int) -> int:
     """add, of which Redis keeps only the status, times, params and result after a success."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -243,7 +244,9 @@ class RedisBroker:
             for o in group:
                 keys += (self.keys.job(o.id), self.keys.notify(o.id))
                 number = (0.0 if o.keep == "none" else ttl[o.status]) if o.status in FINAL else o.number
-                args += (o.id, o.attempt, o.status.value, repr(float(number)), o.note, o.history_tail, 1,
+                # a final status's ttl in whole seconds: EXPIRE takes the text as it is
+                args += (o.id, o.attempt, o.status.value, str(math.ceil(number)) if o.status in FINAL
+                         else repr(float(number)), o.note, o.history_tail, 1,
                          "c" if o.keep == "compact" else "", len(o.fields))
                 for field_value in o.fields.items():
                     args += field_value

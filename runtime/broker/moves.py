@@ -32,6 +32,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..hashfields import COUNT, decode_entry, entry_field
 from ..job import queue_of
 from ..status import Status
 from .broker import RedisBroker
@@ -47,7 +48,7 @@ LANDED_KEEP_S = 86_400.0
 BATCH = 500
 #: Fields of a moved job's document its copy does not take as they are.
 _NOT_COPIED = frozenset({"id", "queue", "priority", "status", "moved_to", "moved_from", "ended_at", "waiters",
-                         "abort_by", "cap", "history"})
+                         "abort_by", "cap"})
 
 
 def move(broker: RedisBroker, ids: Sequence[str], queue: str | None, priority: int | None,
@@ -87,22 +88,23 @@ def move(broker: RedisBroker, ids: Sequence[str], queue: str | None, priority: i
 def landing(old_id: str, doc: Mapping[str, str], by_default: str = "") -> tuple[str, list[Any]] | None:
     """(its new id, its land.lua arguments) for the copy of job ``old_id`` marked moved
     by move.lua (its document ``doc``, the moved entry last in its history): the
-    document without that entry, under the new id, queue and priority, in the status it
-    waited in, naming ``moved_from``. None for a document that is not of such a job."""
-    text = doc.get("history") or ""
-    cut = text.rfind(',{"at":')
+    document without that entry (its history fields: runtime.hashfields), under the new
+    id, queue and priority, in the status it waited in, naming ``moved_from``. None for
+    a document that is not of such a job."""
+    count = doc.get(COUNT) or ""
+    n = int(count) if count.isdigit() else 0
     try:
-        last = json.loads(text[cut + 1:])
+        last = decode_entry(json.loads(doc.get(entry_field(n)) or "null"))
     except ValueError:
         return None
     new = doc.get("moved_to")
-    if doc.get("status") != Status.MOVED or not isinstance(last, dict) or last.get("status") != Status.MOVED \
+    if doc.get("status") != Status.MOVED or last.get("status") != Status.MOVED \
             or not new or last.get("to") != new or last.get("was") not in {s.value for s in Status}:
         return None
     target = queue_of(new) or ""
-    fields = {k: v for k, v in doc.items() if k not in _NOT_COPIED}
+    fields = {k: v for k, v in doc.items() if k not in _NOT_COPIED and k != entry_field(n)}
     fields.update(id=new, queue=target, priority=str(last.get("priority", 0)), status=str(last["was"]),
-                  moved_from=old_id, history=text[:cut] if cut >= 0 else "")
+                  moved_from=old_id, **{COUNT: str(n - 1)})
     note = (f"moved from {doc.get('queue') or queue_of(old_id)} (priority {doc.get('priority') or 0}) to {target} "
             f"(priority {fields['priority']})")
     return new, [new, old_id, note, str(last.get("by", by_default)), len(fields),

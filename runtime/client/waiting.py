@@ -170,6 +170,6 @@ def _noticed(client: Calls, entries: Sequence[str]) -> list[tuple[str, Job | Non
             out.append((entry, read[entry]))
             continue
         job_id, flat = json.loads(entry)[:2]
-        out.append((job_id, Job.from_hash(dict(zip(flat[::2], flat[1::2])))))
+        out.append((job_id, Job.from_hash(dict(zip(flat[::2], flat[1::2])), job_id=job_id)))
     return out
 

@@ -59,9 +59,7 @@ class RedisJobStore:
         for job_id, data in zip(ids, pipe.execute(raise_on_error=False)):
             if isinstance(data, redis.ResponseError):  # not a hash
                 data = {"id": job_id, "status": f"({data})"}
-            elif data and not history:
-                data.pop("history", None)
-            out.append(Job.from_hash(data) if data else None)
+            out.append(Job.from_hash(data, history=history, job_id=job_id) if data else None)
         return out
 
     def queue_names(self) -> list[str]:

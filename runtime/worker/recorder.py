@@ -21,6 +21,7 @@ import gevent.lock
 from ..backoff import Backoff
 from ..broker import RedisBroker
 from ..execution import AttemptResult, interrupted, release
+from ..hashfields import report_fields
 from ..job import dumps, utf8_safe
 from ..messages import NOT_COMPACT, Outcome, history_members
 from ..settings import Settings
@@ -114,7 +115,8 @@ class Recorder:
         if ctx.logs:
             fields["logs"] = dumps(ctx.logs)
         if ctx.report:
-            fields["report"] = capped_json(ctx.report, self.host.settings.max_report_bytes)
+            max_bytes = self.host.settings.max_report_bytes
+            fields.update(report_fields(ctx.report, lambda rest: capped_json(rest, max_bytes)))
         if ctx.artifacts:
             fields["artifacts"] = dumps(ctx.artifacts)
         if ctx.meta_changed:

@@ -243,7 +243,7 @@ def test_enqueue_wait_that_loses_redis_still_prints_the_id(own_redis):
     th.start()
     r = redis.Redis(unix_socket_path=sock)
     wait_until(lambda: any(c.get("cmd") == "blpop" for c in r.client_list()), 10, "the wait to block")
-    job_id = next(r.hget(k, "id").decode() for k in r.keys("lw:j:*"))
+    job_id = next(r.zrange(k, 0, 0)[0].decode() for k in r.keys("lw:st:*:queued"))
     procs[-1].terminate()
     procs[-1].wait(10)
     th.join(30)

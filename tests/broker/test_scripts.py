@@ -107,9 +107,9 @@ def test_an_outcome_sent_again_after_its_reply_was_lost_is_neither_stale_nor_wri
     [c] = _claim(b)
     done = Outcome(c.id, c.queue, c.attempt, Status.SUCCESS, fields={"result": "2", "ended_at": "1.000001"})
     assert b.finish([done], "w1") == []
-    history = client.redis.hget(b.keys.job(job_id), "history")
+    written = client.redis.hgetall(b.keys.job(job_id))
     assert b.finish([done], "w1") == []
-    assert client.redis.hget(b.keys.job(job_id), "history") == history
+    assert client.redis.hgetall(b.keys.job(job_id)) == written
     other = Outcome(c.id, c.queue, c.attempt, Status.SUCCESS, fields={"result": "3", "ended_at": "1.000002"})
     assert b.finish([other], "w1") == [job_id]
     assert client.get_job(job_id).result == 2

@@ -12,6 +12,7 @@ from helpers import wait_until, with_settings
 
 from runtime.client import Client
 from runtime.errors import ConfigError, JobNotFound
+from runtime.hashfields import REPORT_FIELDS, is_history_field
 from runtime.job import Job
 
 
@@ -60,8 +61,19 @@ def test_a_compact_success_keeps_its_status_times_params_and_result_only(client,
     assert _listed(client, "success", job_id)
     stored = client.redis.hgetall(client.broker.keys.job(job_id))
     assert not {"history", "report", "logs", "progress", "began", "deadline"} & set(stored)
+    assert not any(is_history_field(k) or k in REPORT_FIELDS for k in stored)
     kept = client.get_job(full)  # a task without keep= keeps everything
     assert kept.report and kept.logs and [h["status"] for h in kept.history][-1] == "success"
+
+
+def test_a_compact_success_after_a_failed_attempt_keeps_nothing_of_that_attempt(client, worker):
+    job_id = client.queue_job("testtasks.flaky_compact")
+    worker.burst()
+    job = client.get_job(job_id)
+    assert job.status == "success" and job.result == "ok" and job.attempt == 2 and job.retries == 1
+    assert job.exc_type is None and job.traceback is None and job.logs == [] and job.report == {}
+    stored = client.redis.hgetall(client.broker.keys.job(job_id))
+    assert not any(is_history_field(k) or k in REPORT_FIELDS for k in stored), stored
 
 
 def test_unkept_failure_is_kept(client, worker):

@@ -66,20 +66,41 @@ local function json_string(s)
   return '"' .. s .. '"'
 end
 
+--- digits
+-- digits(n): integer n >= 1 as text. A number becomes text through C's printf, in Lua and
+-- in redis.call's arguments alike (~2,000-4,000 instructions each, bench/redis_cost.py);
+-- the small ones a job's history counts are looked up.
+local DIGITS = nil  -- built on first use: a script that names digits may not use it
+local function digits(n)
+  DIGITS = DIGITS or {'1', '2', '3', '4', '5', '6', '7', '8', '9', '10', '11', '12', '13', '14', '15', '16'}
+  return DIGITS[n] or string.format('%d', n)
+end
+
 --- entry
--- entry(snow, status, kv, tail): one history entry, JSON {"at":..,"status":..,...}; kv
--- lists name, value pairs: numbers are written as integers, strings JSON-encoded; tail
--- (optional) is more members already JSON-encoded by the caller (',"name":value...')
+-- entry(snow, status, kv, tail): one history entry as a document stores it
+-- (runtime/hashfields.py): the JSON array [at, status, worker, attempt, {more}], its tail
+-- left out where null or empty, so that it fits a compact hash's 64-byte value. kv lists
+-- name, value pairs (worker and attempt go in their places, the rest in {more}): numbers
+-- are written as integers, strings JSON-encoded, except an attempt given as text (its
+-- digits, as the caller has them); tail (optional) is more members of {more} already
+-- JSON-encoded by the caller (',"name":value...')
 local function entry(snow, status, kv, tail)
-  local out = '{"at":' .. snow .. ',"status":"' .. status .. '"'
+  local w, a, more = 'null', 'null', tail or ''
   if kv then
     for i = 1, #kv, 2 do
-      local v = kv[i + 1]
-      if type(v) == 'number' then v = string.format('%d', v) else v = json_string(v) end
-      out = out .. ',"' .. kv[i] .. '":' .. v
+      local k, v = kv[i], kv[i + 1]
+      if k == 'attempt' and type(v) == 'string' then a = v
+      else
+        if type(v) == 'number' then v = string.format('%d', v) else v = json_string(v) end
+        if k == 'worker' then w = v elseif k == 'attempt' then a = v else more = more .. ',"' .. k .. '":' .. v end
+      end
     end
   end
-  return out .. (tail or '') .. '}'
+  local out = '[' .. snow .. ',"' .. status .. '"'
+  if more ~= '' then return out .. ',' .. w .. ',' .. a .. ',{' .. string.sub(more, 2) .. '}]' end
+  if a ~= 'null' then return out .. ',' .. w .. ',' .. a .. ']' end
+  if w ~= 'null' then return out .. ',' .. w .. ']' end
+  return out .. ']'
 end
 
 --- wake
@@ -120,58 +141,58 @@ local function document(id, whole)
   return cjson.encode({id, redis.call('HGETALL', jk)})
 end
 
---- CLAIM_FIELDS
--- the fields claim_one reads (CLAIM_FIELDS[1..13] are the first 13 claim fields it
--- returns), then the history and the status: one HMGET a job
-local CLAIM_FIELDS = {'id', 'path', 'params', 'queue', 'priority', 'attempt', 'retries', 'lost', 'queued_at',
-  'due_at', 'started_at', 'meta', 'alone', 'history', 'status'}
-
---- add_entry
--- add_entry(history, text): a history field (entries of JSON objects, comma-separated,
--- without the brackets; false or '' for none) with entry `text` appended
-local function add_entry(h, text)
-  if h and h ~= '' then return h .. ',' .. text end
-  return text
+--- claim_read
+-- claim_read(call, jk): what claim_one reads of the document at jk, one HMGET (call:
+-- redis.call, or redis.pcall for a key that may not be a hash): what the claim returns
+-- that the document holds, the history's count of entries and the status (its id and
+-- start it knows). [1] path, [2] params, [3] queue, [4] priority, [5] attempt, [6] retries,
+-- [7] lost, [8] queued_at, [9] due_at, [10] meta, [11] alone, [12] hn, [13] status
+local function claim_read(call, jk)
+  return call('HMGET', jk, 'path', 'params', 'queue', 'priority', 'attempt', 'retries', 'lost', 'queued_at', 'due_at',
+    'meta', 'alone', 'hn', 'status')
 end
 
 --- log_entry
--- log_entry(jk, text): append history entry `text` to the document at jk (a read and a
--- write: for the scripts that do not read the document anyway)
+-- log_entry(jk, text): append history entry `text` to the document at jk: its field h<n>
+-- and the count hn (runtime/hashfields.py), without reading the other entries
 local function log_entry(jk, text)
-  redis.call('HSET', jk, 'history', add_entry(redis.call('HGET', jk, 'history'), text))
+  local n = digits((tonumber(redis.call('HGET', jk, 'hn')) or 0) + 1)
+  redis.call('HSET', jk, 'hn', n, 'h' .. n, text)
 end
 
 --- claim_one
 -- claim_one(id, f, st, wid, snow, deadline, inflight, running, problem): start waiting job
--- `id` (status st) for worker `wid`: status started, attempt+1, the claim deadline (ms) in
+-- `id` (status st) for worker `wid`: status started, attempt+1, the claim deadline (ms, as
+-- text) in
 -- the inflight zset, the worker's running set, from the index of st to the started index
--- of its queue, a 'claimed' history entry. `f`: its CLAIM_FIELDS as HMGET read them (nil:
+-- of its queue, a 'claimed' history entry. `f`: what claim_read read of it (nil:
 -- read here). Returns the 14 claim fields: id, path, params, queue, priority, attempt,
 -- retries, lost, queued_at, due_at, started_at, meta, alone ('1' or ''), and what is wrong
 -- with the document ('' for nothing: runtime.broker.claimed_from reads the rest); a field
--- the document lacks is ''. An attempt that is not an integer restarts at 1 (the job then
+-- the document lacks is '' (retries and lost: '0'). An attempt that is not an integer restarts at 1 (the job then
 -- fails, reason bad-document, fenced by that attempt); so does one whose status is not one
 -- (``problem``: what the caller found wrong).
 local function claim_one(id, f, st, wid, snow, deadline, inflight, running, problem)
   local jk = key_job(id)
-  f = f or redis.call('HMGET', jk, unpack(CLAIM_FIELDS))
+  f = f or claim_read(redis.call, jk)
   local bad = problem or ''
-  local attempt = tonumber(f[6] or '0')
+  local attempt = tonumber(f[5] or '0')
   if attempt == nil or attempt ~= math.floor(attempt) or attempt < 0 then
-    bad = 'attempt is ' .. json_string(tostring(f[6])) .. ', not an integer'
+    bad = 'attempt is ' .. json_string(tostring(f[5])) .. ', not an integer'
     attempt = 1
   else
     attempt = attempt + 1
   end
-  f[6], f[11] = string.format('%d', attempt), snow
-  redis.call('HSET', jk, 'status', 'started', 'worker', wid, 'started_at', snow, 'attempt', f[6],
-    'history', add_entry(f[14], entry(snow, 'claimed', {'worker', wid, 'attempt', attempt})))
+  local sa = digits(attempt)
+  local hn = digits((tonumber(f[12]) or 0) + 1)
+  redis.call('HSET', jk, 'status', 'started', 'worker', wid, 'started_at', snow, 'attempt', sa,
+    'hn', hn, 'h' .. hn, entry(snow, 'claimed', {'worker', wid, 'attempt', sa}))
   redis.call('ZADD', inflight, deadline, id)
   redis.call('SADD', running, id)
-  reindex(f[4] or '', id, st, 'started', snow)
-  for i = 1, 13 do f[i] = f[i] or '' end  -- a nil would end the reply's array there
-  f[1], f[14], f[15] = id, bad, nil
-  return f
+  reindex(f[3] or '', id, st, 'started', snow)
+  -- a nil would end the reply's array there; retries and lost a document leaves out are 0
+  return {id, f[1] or '', f[2] or '', f[3] or '', f[4] or '', sa, f[6] or '0', f[7] or '0', f[8] or '', f[9] or '',
+    snow, f[10] or '', f[11] or '', bad}
 end
 
 --- skiplist

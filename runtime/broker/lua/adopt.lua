@@ -5,7 +5,8 @@
 -- ARGV[1]  key prefix
 -- ARGV[2]  number of jobs N
 -- then per job: id, queue, priority, fields (JSON object of string values: the job hash
---   without status), history (JSON array of history entries, each a JSON string), note
+--   without status), history (JSON array of history entries, each a JSON string as the
+--   document stores it: runtime/hashfields.py), note
 -- Found inside: the status indexes of each job's queue.
 -- A job whose document exists in Redis is left alone (its live state wins). Otherwise its
 -- hash and history are written back (the history keeps its length, so MongoDB's version
@@ -30,10 +31,11 @@ for i = 0, n - 1 do
     local decoded = cjson.decode(fields)
     local due = tonumber(decoded['due_at'] or '')
     for name, v in pairs(decoded) do redis.call('HSET', jk, name, v) end
-    local h = false
-    for _, e in ipairs(cjson.decode(history)) do h = add_entry(h, e) end
-    redis.call('HSET', jk, 'status', 'queued', 'queue', q, 'priority', prio,
-      'history', add_entry(h, entry(snow, 'queued', {'note', note})))
+    local entries = cjson.decode(history)
+    entries[#entries + 1] = entry(snow, 'queued', {'note', note})
+    local h = {'hn', #entries}
+    for k, e in ipairs(entries) do h[#h + 1], h[#h + 2] = 'h' .. k, e end
+    redis.call('HSET', jk, 'status', 'queued', 'queue', q, 'priority', prio, unpack(h))
     redis.call('ZADD', key_status(q, 'queued'), snow, id)
     if due and due > now then  -- not due yet: stays delayed (a blocked worker learns when)
       redis.call('ZADD', sched, due * 1000, id)

@@ -50,7 +50,8 @@ local dropped = {}
 local claimed = 0
 local alone = false
 local next_due = nil
-local deadline = math.floor((now + vt) * 1000)  -- whole ms: a small zset keeps it as an integer
+-- whole ms (a small zset keeps it as an integer), as text once (not per job: digits)
+local deadline = string.format('%d', math.floor((now + vt) * 1000))
 local CAPS, rooms, parked_left, PARK_RETRY_S = caps_from(6), {}, false, 0.5
 local names = {}  -- queue name -> the index of its block in KEYS
 for i = 0, nq - 1 do
@@ -95,16 +96,16 @@ for i = 0, nq - 1 do
       if alone then  -- the batch ended at a job that runs alone: the rest go back
         redis.call('ZADD', ready, popped[j + 1], id)
       else
-        local cur = redis.pcall('HMGET', key_job(id), unpack(CLAIM_FIELDS))
+        local cur = claim_read(redis.pcall, key_job(id))
         if cur.err then cur = {} end  -- not a hash (a key of another type): no document
-        local st = cur[15]
+        local st = cur[13]
         local problem = nil
         if st and not STATUSES[st] then  -- a status that is not one: claimed to fail (bad-document)
           problem = 'status is ' .. json_string(st) .. ', not a status'
           redis.call('HSET', key_job(id), 'status', 'queued')
           st = 'queued'
         end
-        local since = cur[13] and tonumber(cur[13])
+        local since = cur[11] and tonumber(cur[11])
         if st and can_move(st, 'started') and since and not may_idle and now - since < vt then
           skipped[#skipped + 1] = {popped[j + 1], id}  -- a busy worker: left for one that runs nothing
         elseif st and can_move(st, 'started') then
@@ -112,7 +113,7 @@ for i = 0, nq - 1 do
             alone = true
             if claimed > 0 then redis.call('ZADD', ready, popped[j + 1], id) end
           end
-          if not (alone and claimed > 0) and CAPS and not cap_admit(CAPS, rooms, qn, id, cur[2], popped[j + 1], now_ms) then
+          if not (alone and claimed > 0) and CAPS and not cap_admit(CAPS, rooms, qn, id, cur[1], popped[j + 1], now_ms) then
             parked = parked + 1
           elseif not (alone and claimed > 0) then
             for _, v in ipairs(claim_one(id, cur, st, wid, snow, deadline, inflight, running, problem)) do

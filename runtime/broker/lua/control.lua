@@ -60,9 +60,9 @@ for i = IDS, #ARGV do
   elseif action == 'requeue' and not RUNNING[st] and can_move(st, 'queued') then
     redis.call('PERSIST', jk)
     redis.call('HDEL', jk, 'result', 'exc_type', 'exc_message', 'traceback', 'reason', 'ended_at',
-      'started_at', 'worker', 'report', 'logs', 'progress', 'progress_message', 'overrun', 'artifacts',
+      'started_at', 'worker', 'report', 'rt', 'rm', 'logs', 'progress', 'progress_message', 'overrun', 'artifacts',
       'abort_by')
-    redis.call('HSET', jk, 'status', 'queued', 'due_at', snow, 'retries', 0, 'lost', 0)
+    redis.call('HSET', jk, 'status', 'queued', 'due_at', snow, 'retries', '0', 'lost', '0')
     redis.call('ZREM', key_ready(q), id)
     redis.call('ZREM', key_scheduled(q), id)
     redis.call('ZADD', key_ready(q), score(tonumber(cur[3]) or 0, now * 1000), id)

@@ -4,7 +4,7 @@
 -- KEYS[1..4]   the queue's ready, scheduled, wake and idle keys
 -- KEYS[5]      the queue's {p}:inflight:{queue} (for a job handed straight to an idle worker)
 -- KEYS[6..7]   the queue's status indexes of queued and started
--- KEYS[8..]    per job: its hash (its history is its field `history`); then the unique
+-- KEYS[8..]    per job: its hash (its history in fields hn, h1...); then the unique
 --              keys {p}:u:{key} of the jobs that have one (each job's ARGV names its
 --              place in KEYS)
 -- ARGV[1]  key prefix
@@ -32,9 +32,8 @@
 --@LIB@--
 local ready, sched, wake_key, idle = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local inflight, queued_index, J = KEYS[5], KEYS[6], 8
-local vt, q, n = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local q, n = ARGV[3], tonumber(ARGV[4])
 local now, snow = clock()
-local deadline = math.floor((now + vt) * 1000)
 local woke, delayed = false, false
 local hist = entry(snow, 'queued')
 local NONE = {}
@@ -65,8 +64,10 @@ end
 for i = 0, n - 1 do
   local b = 5 + 8 * i
   local id, path, params = ARGV[b], ARGV[b + 1], ARGV[b + 2]
-  local prio, delay, meta = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]), ARGV[b + 5]
-  local uk = tonumber(ARGV[b + 6]) > 0 and KEYS[tonumber(ARGV[b + 6])] or nil
+  -- (text compared where it can be: tonumber reads it with strtod)
+  local delay, meta, uk = ARGV[b + 4], ARGV[b + 5], ARGV[b + 6]
+  delay = delay == '0.0' and 0 or tonumber(delay)
+  uk = uk ~= '0' and KEYS[tonumber(uk)] or nil
   local jk = KEYS[J + i]
   local due = now + delay
   local held = uk and holder(uk, id)
@@ -76,10 +77,10 @@ for i = 0, n - 1 do
   -- unique, so a job that exists was queued by the first send and is not queued twice
   elseif redis.call('EXISTS', jk) == 0 then
     if uk then redis.call('SET', uk, id, 'PX', ARGV[b + 7]) end
-    redis.call('HSET', jk, 'id', id, 'path', path, 'params', params, 'queue', q,
+    redis.call('HSET', jk, 'path', path, 'params', params, 'queue', q,
       'priority', ARGV[b + 3], 'status', 'queued', 'queued_at', snow,
-      'due_at', delay > 0 and string.format('%.6f', due) or snow, 'attempt', '0', 'retries', '0', 'lost', '0',
-      'history', hist, unpack(meta ~= '' and {'meta', meta} or NONE))
+      'due_at', delay > 0 and string.format('%.6f', due) or snow,
+      'hn', '1', 'h1', hist, unpack(meta ~= '' and {'meta', meta} or NONE))
     redis.call('ZADD', queued_index, snow, id)
     if delay > 0 then
       redis.call('ZADD', sched, due * 1000, id)
@@ -88,11 +89,12 @@ for i = 0, n - 1 do
       -- handed over only when nothing waits in its queue: never ahead of an earlier job
       local wid = (not woke) and redis.call('ZCARD', ready) == 0 and idle_worker() or nil
       if wid then
+        local deadline = string.format('%d', math.floor((now + tonumber(ARGV[2])) * 1000))
         local fields = claim_one(id, nil, 'queued', wid, snow, deadline, inflight, key_running(wid, q))
         redis.call('RPUSH', key_handoff(wid, q), cjson.encode(fields))
       else
         -- + i µs: the jobs of one call share `now`, and keep their order (FIFO) by it
-        redis.call('ZADD', ready, score(prio, (due + i * 1e-6) * 1000), id)
+        redis.call('ZADD', ready, score(tonumber(ARGV[b + 3]), (due + i * 1e-6) * 1000), id)
         woke = true
       end
     end

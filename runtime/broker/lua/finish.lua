@@ -1,12 +1,12 @@
 -- finish.lua: record the outcome of many attempts of one worker, fenced by attempt.
 -- KEYS[1..]    per queue of the outcomes (Q of them): its ready, scheduled and wake keys,
 --              its {p}:inflight:{queue} and {p}:w:{wid}:running:{queue} of the worker;
---              then per outcome: the job's hash (its history is its field `history`)
+--              then per outcome: the job's hash (its history in fields hn, h1...)
 --              and notify set
 -- ARGV[1]  key prefix
 -- ARGV[2]  number of outcomes N
 -- ARGV[3]  number of queues Q
--- then per outcome: id, attempt, new status, ttl_s (final) or delay_s (retry), history
+-- then per outcome: id, attempt, new status, ttl_s (final: whole seconds) or delay_s (retry), history
 --   note ('' for none), more members of its history entry already JSON-encoded
 --   (',"trace_id":"..."', or ''), its queue's number (1..Q), 'c' for a compact success
 --   (task option keep='compact': no history, report, logs, artifacts or progress kept) or
@@ -45,9 +45,11 @@ local function written(jk, fb, nf)
   return false
 end
 local woken = {}
+local names = {}  -- the queue of each block of KEYS, by its place
 local b = 4
 for i = 0, n - 1 do
-  local id, attempt, st, num, note = ARGV[b], ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3]), ARGV[b + 4]
+  local id, attempt, st, ttl, note = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
+  local num = tonumber(ttl)
   local tail = ARGV[b + 5]
   local q = 1 + B * (tonumber(ARGV[b + 6]) - 1)
   local compact = ARGV[b + 7] == 'c'
@@ -56,8 +58,9 @@ for i = 0, n - 1 do
   b = fb + 2 * nf
   local jk, nk = KEYS[J + 2 * i], KEYS[J + 2 * i + 1]
   local ready, sched, wake_key, inflight, running = KEYS[q], KEYS[q + 1], KEYS[q + 2], KEYS[q + 3], KEYS[q + 4]
-  local qn = queue_of(ready)
-  local cur = redis.call('HMGET', jk, 'status', 'attempt', 'worker', 'priority', 'due_at', 'cap', 'history',
+  local qn = names[q] or queue_of(ready)
+  names[q] = qn
+  local cur = redis.call('HMGET', jk, 'status', 'attempt', 'worker', 'priority', 'due_at', 'cap', 'hn',
     'exc_type', 'reason', 'waiters', 'abort_by')
   if cur[2] ~= attempt or not RUNNING[cur[1] or ''] or not can_move(cur[1], st) then
     if not (cur[2] == attempt and cur[1] == st and written(jk, fb, nf)) then stale[#stale + 1] = id end
@@ -65,12 +68,12 @@ for i = 0, n - 1 do
     -- not kept (a ttl of 0: task option keep='none'): written only for clients waiting on it
     local gone = FINAL[st] and num <= 0
     local write = not gone or cur[10]
-    local kv = {'worker', cur[3], 'attempt', tonumber(attempt)}
-    local h = cur[7]
-    for f = fb, fb + 2 * nf - 2, 2 do  -- when it began running (the claim's entry says claimed)
-      local began = ARGV[f] == 'started_at' and tonumber(ARGV[f + 1])
-      local at = began and string.format('%.6f', began)
-      if at then h = add_entry(h, entry(at, 'started', kv)) end
+    local kv = {'worker', cur[3], 'attempt', attempt}  -- the stored attempt's digits
+    local hn = tonumber(cur[7]) or 0
+    local started = nil  -- the entry of when it began running (the claim's entry says claimed)
+    for f = fb, fb + 2 * nf - 2, 2 do  -- (the worker sends it as '%.6f' text)
+      local at = ARGV[f] == 'started_at' and tonumber(ARGV[f + 1]) and ARGV[f + 1]
+      if at then started = entry(at, 'started', kv) end
     end
     if note ~= '' then kv[5], kv[6] = 'note', note end
     if cur[11] then  -- who asked for an abort (control.lua), named in the abort's entry
@@ -78,10 +81,16 @@ for i = 0, n - 1 do
       if st == 'abort' then kv[n + 1], kv[n + 2] = 'by', cur[11] end
       redis.call('HDEL', jk, 'abort_by')
     end
-    h = add_entry(h, entry(snow, st, kv, tail))
-    if compact then  -- what a compact success does not keep, and what an earlier attempt left
-      redis.call('HDEL', jk, 'history', 'report', 'logs', 'artifacts', 'progress', 'progress_message', 'began',
-        'began_at', 'deadline', 'exc_type', 'exc_message', 'traceback', 'reason')
+    local e = entry(snow, st, kv, tail)
+    if compact then  -- what a compact success does not keep (a field named that the hash lacks costs a scan)
+      local del = {'history', 'hn', 'progress', 'progress_message', 'began', 'began_at', 'deadline'}
+      if attempt ~= '1' then  -- and what an earlier attempt's outcome left
+        for _, f in ipairs({'report', 'rt', 'rm', 'logs', 'artifacts', 'exc_type', 'exc_message', 'traceback', 'reason'}) do
+          del[#del + 1] = f
+        end
+      end
+      for k = 1, hn do del[#del + 1] = 'h' .. digits(k) end
+      redis.call('HDEL', jk, unpack(del))
     elseif st == 'success' and write and (cur[8] or cur[9]) then  -- what an earlier attempt left
       -- (before this one's fields: a success stored without its data keeps its exc_type marker)
       redis.call('HDEL', jk, 'exc_type', 'exc_message', 'traceback', 'reason')
@@ -89,8 +98,13 @@ for i = 0, n - 1 do
     local due = st == 'retry' and now + num
     if write and compact then
       redis.call('HSET', jk, 'status', st, 'ended_at', snow, unpack(ARGV, fb, fb + 2 * nf - 1))
+    elseif write and started then
+      local h1, h2 = digits(hn + 1), digits(hn + 2)
+      redis.call('HSET', jk, 'status', st, 'ended_at', snow, 'hn', h2, 'h' .. h1, started, 'h' .. h2, e,
+        unpack(ARGV, fb, fb + 2 * nf - 1))
     elseif write then
-      redis.call('HSET', jk, 'status', st, 'ended_at', snow, 'history', h, unpack(ARGV, fb, fb + 2 * nf - 1))
+      local h1 = digits(hn + 1)
+      redis.call('HSET', jk, 'status', st, 'ended_at', snow, 'hn', h1, 'h' .. h1, e, unpack(ARGV, fb, fb + 2 * nf - 1))
     end
     redis.call('ZREM', inflight, id)
     redis.call('SREM', running, id)
@@ -103,7 +117,7 @@ for i = 0, n - 1 do
       if write then notify(nk, document(id, true)) end
       redis.call('DEL', jk)
     elseif FINAL[st] then
-      redis.call('EXPIRE', jk, math.ceil(num))
+      redis.call('EXPIRE', jk, ttl)  -- whole seconds: the worker sends a final status's ttl so
       if cur[10] then  -- hand waiters the document itself: no read round trip after
         notify(nk, function() return document(id) end)
       end

@@ -85,9 +85,9 @@ for i = 0, n - 1 do
       outcome = 'queued'
       local jk = KEYS[J + i]
       if redis.call('EXISTS', jk) == 0 then
-        redis.call('HSET', jk, 'id', id, 'path', path, 'params', params, 'queue', q, 'priority', prio,
-          'status', 'queued', 'queued_at', snow, 'due_at', snow, 'attempt', '0', 'retries', '0', 'lost', '0',
-          'history', entry(snow, 'queued', {'schedule', name, 'fire', t}))
+        redis.call('HSET', jk, 'path', path, 'params', params, 'queue', q, 'priority', prio,
+          'status', 'queued', 'queued_at', snow, 'due_at', snow,
+          'hn', '1', 'h1', entry(snow, 'queued', {'schedule', name, 'fire', t}))
         redis.call('ZADD', queued_index, snow, id)
         redis.call('ZADD', ready, score(prio, now * 1000), id)
         woke = true

@@ -21,8 +21,8 @@ durable, queryable copy, written *after* Redis, always from what Redis holds:
   the ids done. **reaper** changes (lost workers) are copied by a sweep of the last
   seconds right after the reap that made them.
 
-Fencing. A document's ``version`` is its Redis history length (entries in its field
-``history``, runtime.job.history_length), which each status change
+Fencing. A document's ``version`` is its Redis history length (its count of history
+entries, runtime.hashfields.history_length), which each status change
 grows by one inside the same script, and a snapshot is read atomically; MongoDB replaces
 a document only over a lower version (``MongoJobStore.write``). So a late, replayed or
 reordered write never overwrites a newer status: a final status is replaced only by a
@@ -70,7 +70,8 @@ from typing import Any, cast
 from ...broker import RedisBroker
 from ...broker.adoption import adopt
 from ...broker.connection import texts
-from ...job import Job, dumps, history_length
+from ...hashfields import COUNT, LEGACY, encode_entry, history_length
+from ...job import Job, dumps
 from ...messages import NewJob
 from ...status import REQUEUABLE, RUNNING, WAITING, Status
 from .documents import document, job_from_document, to_date, to_seconds
@@ -149,7 +150,7 @@ class MongoSync:
             if not data or "status" not in data:
                 continue  # gone from Redis (expired, or only progress written)
             try:
-                out.append((Job.from_hash(data), history_length(data.get("history", ""))))
+                out.append((Job.from_hash(data, job_id=job_id), history_length(data)))
             except (ValueError, TypeError, KeyError) as exc:
                 log.error("job %s: its Redis document cannot be read (%s); not copied to MongoDB", job_id, exc)
         return out
@@ -228,8 +229,8 @@ class MongoSync:
         """Those of ``ids`` whose MongoDB version is lower than their Redis history length."""
         pipe = self.redis.pipeline(transaction=False)
         for job_id in ids:
-            pipe.hget(self.keys.job(job_id), "history")
-        lengths = [history_length(h or "") for h in (pipe.execute() if ids else [])]
+            pipe.hmget(self.keys.job(job_id), COUNT, LEGACY)
+        lengths = [history_length({COUNT: n or "", LEGACY: h or ""}) for n, h in (pipe.execute() if ids else [])]
         stored = self.store.versions(ids) if ids else {}
         return [i for i, n in zip(ids, lengths) if n and stored.get(i, 0) < n]
 
@@ -254,11 +255,11 @@ class MongoSync:
                 job.retries = job.lost = 0
                 job.logs, job.report, job.artifacts = [], {}, {}
                 job.due_at = None
-            history = [dumps(h) for h in job.history]
+            history = [encode_entry(h) for h in job.history]
             version = int(doc.get("version", len(history)))
             filler = {"at": job.history[-1].get("at") if job.history else None, "status": "...",
                       "note": "history entry not kept"}
-            history += [dumps(filler)] * max(0, version - len(history))
+            history += [encode_entry(filler)] * max(0, version - len(history))
             flat = hash_fields(job)
             for k in ("status", "queue", "priority"):
                 flat.pop(k, None)

@@ -1,0 +1,65 @@
+"""A job document stays a compact hash on a Redis with stock settings (its history and
+report in short fields: runtime/hashfields.py), and documents written before that layout
+are still read and run."""
+
+from __future__ import annotations
+
+import json
+
+import redis
+
+from runtime.hashfields import decode_entry, encode_entry, history_length, read_history
+
+ON_CLUSTER_TOO = True
+
+
+def _encoding(client, job_id: str) -> str:
+    return str(client.redis.object("encoding", client.broker.keys.job(job_id)))
+
+
+def test_a_finished_job_stays_a_compact_hash_on_stock_settings(client, worker, settings, monkeypatch):
+    nodes = client.redis.get_nodes() if hasattr(client.redis, "get_nodes") else [None]
+    limits = {str(v) for n in nodes
+              for v in client.redis.config_get("hash-max-*-value", **({"target_nodes": n} if n else {})).values()}
+    assert limits == {"64"}  # the suite's servers run Redis's defaults
+    monkeypatch.setenv("RUNTIME_HOSTNAME", "host-of-twelve")  # worker ids as short as most hosts'
+    ids = client.queue_jobs("testtasks.add", [{"a": i, "b": 1} for i in range(20)])
+    assert {_encoding(client, i) for i in ids} <= {"listpack", "ziplist"}
+    worker.burst(greenlets=4)
+    jobs = client.store.get_many(ids)
+    assert [j.result for j in jobs] == [i + 1 for i in range(20)]
+    assert {_encoding(client, i) for i in ids} <= {"listpack", "ziplist"}
+    job = jobs[0]
+    assert [e["status"] for e in job.history] == ["queued", "claimed", "started", "success"]
+    assert job.history[1]["worker"].startswith("host-of-twelve.") and job.history[1]["attempt"] == 1
+    assert set(job.report) >= {"timing", "memory"} and job.report["timing"]["wall_s"] >= 0
+    assert job.report["memory"]["rss_after"] == job.report["memory"]["rss_before"] + job.report["memory"]["rss_delta"]
+    assert client.redis.memory_usage(client.broker.keys.job(job.id)) < 1000
+
+
+def test_a_document_of_the_layout_before_is_read_and_run(client, worker, settings):
+    job_id = client.queue_job("testtasks.add", {"a": 2, "b": 3})
+    key = client.broker.keys.job(job_id)
+    first = client.redis.hget(key, "h1")
+    old = json.dumps({**decode_entry(json.loads(first)), "note": "from before"}, separators=(",", ":"))
+    client.redis.hset(key, "history", old + ',{"at":1.5,"status":"queued","note":"again"}')
+    client.redis.hdel(key, "hn", "h1")
+    worker.burst()
+    job = client.get_job(job_id)
+    assert job.result == 5 and not job.unreadable
+    assert [(e["status"], e.get("note")) for e in job.history] == [
+        ("queued", "from before"), ("queued", "again"), ("claimed", None), ("started", None), ("success", None)]
+    raw = redis.Redis.from_url(settings.redis_url, decode_responses=True) if "cluster" not in settings.redis_url \
+        else client.redis
+    assert history_length(raw.hgetall(key)) == 5
+
+
+def test_history_entries_round_trip():
+    for entry in ({"at": 1.25, "status": "queued"}, {"at": 2.5, "status": "claimed", "worker": "w.1.ab", "attempt": 3},
+                  {"at": 3.0, "status": "failed", "attempt": 1, "note": "worker-lost", "by": "ops"},
+                  {"at": None, "status": "...", "note": "history entry not kept"}):
+        text = encode_entry(entry)
+        assert decode_entry(json.loads(text)) == entry
+    assert encode_entry({"at": 1.25, "status": "queued"}) == '[1.25,"queued"]'
+    entries, bad = read_history({"hn": "3", "h1": '[1.0,"queued"]', "h2": "not json", "h3": '[2.0,"claimed","w",1]'})
+    assert [e["status"] for e in entries] == ["queued", "claimed"] and bad == "not json"
