@@ -60,14 +60,14 @@ for i = 0, n - 1 do
   local ready, sched, wake_key, inflight, running = KEYS[q], KEYS[q + 1], KEYS[q + 2], KEYS[q + 3], KEYS[q + 4]
   local qn = names[q] or queue_of(ready)
   names[q] = qn
-  local cur = redis.call('HMGET', jk, 'status', 'attempt', 'worker', 'priority', 'due_at', 'cap', 'hn',
-    'exc_type', 'reason', 'waiters', 'abort_by')
+  local cur = redis.call('HMGET', jk, 'status', 'attempt', 'worker', 'priority', 'due_at', 'cap', 'hn', 'waiters',
+    'abort_by')
   if cur[2] ~= attempt or not RUNNING[cur[1] or ''] or not can_move(cur[1], st) then
     if not (cur[2] == attempt and cur[1] == st and written(jk, fb, nf)) then stale[#stale + 1] = id end
   else
     -- not kept (a ttl of 0: task option keep='none'): written only for clients waiting on it
     local gone = FINAL[st] and num <= 0
-    local write = not gone or cur[10]
+    local write = not gone or cur[8]
     local kv = {'worker', cur[3], 'attempt', attempt}  -- the stored attempt's digits
     local hn = tonumber(cur[7]) or 0
     local started = nil  -- the entry of when it began running (the claim's entry says claimed)
@@ -76,9 +76,9 @@ for i = 0, n - 1 do
       if at then started = entry(at, 'started', kv) end
     end
     if note ~= '' then kv[5], kv[6] = 'note', note end
-    if cur[11] then  -- who asked for an abort (control.lua), named in the abort's entry
+    if cur[9] then  -- who asked for an abort (control.lua), named in the abort's entry
       local n = #kv
-      if st == 'abort' then kv[n + 1], kv[n + 2] = 'by', cur[11] end
+      if st == 'abort' then kv[n + 1], kv[n + 2] = 'by', cur[9] end
       redis.call('HDEL', jk, 'abort_by')
     end
     local e = entry(snow, st, kv, tail)
@@ -91,7 +91,7 @@ for i = 0, n - 1 do
       end
       for k = 1, hn do del[#del + 1] = 'h' .. digits(k) end
       redis.call('HDEL', jk, unpack(del))
-    elseif st == 'success' and write and (cur[8] or cur[9]) then  -- what an earlier attempt left
+    elseif st == 'success' and write and attempt ~= '1' then  -- what an earlier attempt's outcome left
       -- (before this one's fields: a success stored without its data keeps its exc_type marker)
       redis.call('HDEL', jk, 'exc_type', 'exc_message', 'traceback', 'reason')
     end
@@ -118,7 +118,7 @@ for i = 0, n - 1 do
       redis.call('DEL', jk)
     elseif FINAL[st] then
       redis.call('EXPIRE', jk, ttl)  -- whole seconds: the worker sends a final status's ttl so
-      if cur[10] then  -- hand waiters the document itself: no read round trip after
+      if cur[8] then  -- hand waiters the document itself: no read round trip after
         notify(nk, function() return document(id) end)
       end
     elseif due then
