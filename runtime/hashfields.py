@@ -17,9 +17,9 @@ grow are stored as short fields:
   diagnostics/memory.py) are stored as arrays of their values in fields ``rt`` and
   ``rm`` (:data:`SECTIONS` gives the order), the rest as JSON in ``report``.
 
-With a worker id under about 25 characters a finished no-op job stays a listpack on a
-Redis with stock settings. Params, a result or a note over 64 bytes still make it a hash
-table: that costs bytes, never correctness.
+With a worker id under about 30 characters (a host name under ~17) a finished no-op job
+stays a listpack on a Redis with stock settings. Params, a result, a traceback or a note
+over 64 bytes still make it a hash table: that costs bytes, never correctness.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
 REPORT_FIELDS = ("report", *(f for f, _ in SECTIONS.values()))
 
 _ENTRY_FIELD = re.compile(r"h[1-9][0-9]*\Z")
+_DIGITS = re.compile(r"[0-9]+")
 _dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 
 
@@ -82,9 +83,22 @@ def decode_entry(value: Any) -> dict[str, Any]:
     return out
 
 
+def _count(data: Mapping[str, str]) -> int | None:
+    """The entry count of hash ``data`` (field ``hn``; 0 when absent), None when it is not
+    a whole number."""
+    text = data.get(COUNT) or "0"
+    return int(text) if _DIGITS.fullmatch(text) else None
+
+
+def _entry_numbers(data: Mapping[str, str]) -> list[int]:
+    """The numbers of the history entry fields hash ``data`` holds, in order."""
+    return sorted(int(k[1:]) for k in data if _ENTRY_FIELD.match(k))
+
+
 def history_length(data: Mapping[str, str]) -> int:
     """Entries in the history of hash ``data`` (its ``hn`` and ``history`` fields; the
-    rest need not be there): MongoDB's version fence (runtime.store.mongo.sync)."""
+    rest need not be there, except where ``hn`` is corrupt: then its entry fields are
+    counted): MongoDB's version fence (runtime.store.mongo.sync)."""
     legacy = data.get(LEGACY) or ""
     n = 0
     if legacy:
@@ -92,14 +106,15 @@ def history_length(data: Mapping[str, str]) -> int:
             n = len(json.loads("[" + legacy + "]"))
         except ValueError:
             n = legacy.count('{"at":')
-    count = data.get(COUNT) or "0"
-    return n + (int(count) if count.isdigit() else 0)
+    count = _count(data)
+    return n + (count if count is not None else len(_entry_numbers(data)))
 
 
 def read_history(data: Mapping[str, str]) -> tuple[list[dict[str, Any]], str | None]:
-    """(the history entries of hash ``data``, oldest first; the text of the first part
-    that could not be read, cut at 200 characters, or None). Unreadable entries are left
-    out, never raised."""
+    """(the history entries of hash ``data``, oldest first; what could not be read, cut at
+    200 characters, or None). Every entry field it holds is read, whatever its count says;
+    an entry that cannot be read is left out, and a count that is not a whole number or
+    disagrees with the entries held is named: never raised."""
     entries: list[dict[str, Any]] = []
     bad: str | None = None
     legacy = data.get(LEGACY)
@@ -111,17 +126,17 @@ def read_history(data: Mapping[str, str]) -> tuple[list[dict[str, Any]], str | N
             entries += old
         except ValueError:
             bad = legacy[:200]
-    count = data.get(COUNT) or "0"
-    for i in range(1, int(count) + 1 if count.isdigit() else 0):
-        text = data.get(entry_field(i))
-        if text is None:
-            continue
+    numbers = _entry_numbers(data)
+    for i in numbers:
+        text = data[entry_field(i)]
         try:
             entries.append(decode_entry(json.loads(text)))
         except ValueError:
             bad = bad or text[:200]
-    if count and not count.isdigit():
-        bad = bad or count[:200]
+    count = _count(data)
+    if count is None or len(numbers) != count or (numbers and numbers[-1] != count):  # not exactly 1..count
+        more = "..." if len(numbers) > 5 else ""
+        bad = bad or f"{COUNT} = {data.get(COUNT)!r} with entries {numbers[:5]}{more}"[:200]
     return entries, bad
 
 

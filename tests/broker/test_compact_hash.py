@@ -63,3 +63,64 @@ def test_history_entries_round_trip():
     assert encode_entry({"at": 1.25, "status": "queued"}) == '[1.25,"queued"]'
     entries, bad = read_history({"hn": "3", "h1": '[1.0,"queued"]', "h2": "not json", "h3": '[2.0,"claimed","w",1]'})
     assert [e["status"] for e in entries] == ["queued", "claimed"] and bad == "not json"
+
+
+def _long_history(client, job_id: str, n: int) -> None:
+    """Give job ``job_id`` n history entries (its first, then n - 1 made up), as thousands of
+    retries would."""
+    key = client.broker.keys.job(job_id)
+    fields = {f"h{i}": f'[{i}.5,"retry",null,{i}]' for i in range(2, n + 1)}
+    pipe = client.redis.pipeline(transaction=False)
+    for i in range(0, n, 1000):
+        pipe.hset(key, mapping=dict(list(fields.items())[i:i + 1000]) or {"hn": "1"})
+    pipe.hset(key, "hn", str(n))
+    pipe.execute()
+
+
+def test_a_job_with_thousands_of_history_entries_is_recorded_compact_and_moved(client, worker):
+    compact = client.queue_job("testtasks.add_compact", {"a": 1, "b": 2})
+    moved = client.queue_job("testtasks.add", {"a": 2, "b": 2}, delay=3600)
+    _long_history(client, compact, 9000)
+    _long_history(client, moved, 5000)
+    [new] = client.move(moved, queue="other")
+    copy = client.get_job(new)
+    assert len(copy.history) == 5001 and copy.history[-1]["from"] == moved and not copy.unreadable  # + its landing
+    worker.burst()
+    job = client.get_job(compact)
+    assert job.status == "success" and job.result == 3 and job.history == []
+    assert not any(k.startswith("h") for k in client.redis.hkeys(client.broker.keys.job(compact)))
+
+
+def test_a_corrupt_history_count_is_shown_and_a_new_entry_keeps_the_others(client, worker):
+    key_of = client.broker.keys.job
+    cases = {"huge": "99999999999", "not ascii": "\u00b2", "negative": "-3", "deleted": None}
+    ids = dict(zip(cases, client.queue_jobs("testtasks.add", [{"a": 1, "b": 1}] * len(cases))))
+    for case, value in cases.items():
+        client.redis.hset(key_of(ids[case]), "h2", '[2.5,"queued",null,null,{"note":"kept"}]')
+        if value is None:
+            client.redis.hdel(key_of(ids[case]), "hn")
+        else:
+            client.redis.hset(key_of(ids[case]), "hn", value)
+    for case, job_id in ids.items():  # read at once, whatever the count says
+        job = client.get_job(job_id)
+        assert [e["status"] for e in job.history] == ["queued", "queued"] and "history" in job.unreadable, case
+    worker.burst()
+    for case, job_id in ids.items():
+        job = client.get_job(job_id)
+        assert job.status == "success" and job.result == 2, case
+        statuses = [e["status"] for e in job.history]
+        assert statuses[:2] == ["queued", "queued"] and statuses[-3:] == ["claimed", "started", "success"], (case, statuses)
+
+
+def test_a_later_attempt_shows_its_own_report_only(client, worker):
+    job_id = client.queue_job("testtasks.add", {"a": 1, "b": 1})
+    # as an earlier attempt left it: a report section besides timing and memory
+    client.redis.hset(client.broker.keys.job(job_id), mapping={"attempt": "1", "report": '{"profile":{"x":1}}'})
+    worker.burst()
+    job = client.get_job(job_id)
+    assert job.attempt == 2 and job.result == 2 and "profile" not in job.report and "timing" in job.report
+
+
+def test_a_history_entry_keeps_its_members_in_order():
+    assert list(decode_entry(json.loads('[1.0,"failed","w",1,{"note":"n","error":"E: x"}]'))) == [
+        "at", "status", "worker", "attempt", "note", "error"]

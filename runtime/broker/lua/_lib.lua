@@ -85,7 +85,7 @@ end
 -- digits, as the caller has them); tail (optional) is more members of {more} already
 -- JSON-encoded by the caller (',"name":value...')
 local function entry(snow, status, kv, tail)
-  local w, a, more = 'null', 'null', tail or ''
+  local w, a, more = 'null', 'null', ''
   if kv then
     for i = 1, #kv, 2 do
       local k, v = kv[i], kv[i + 1]
@@ -96,6 +96,7 @@ local function entry(snow, status, kv, tail)
       end
     end
   end
+  more = more .. (tail or '')
   local out = '[' .. snow .. ',"' .. status .. '"'
   if more ~= '' then return out .. ',' .. w .. ',' .. a .. ',{' .. string.sub(more, 2) .. '}]' end
   if a ~= 'null' then return out .. ',' .. w .. ',' .. a .. ']' end
@@ -152,11 +153,32 @@ local function claim_read(call, jk)
     'meta', 'alone', 'hn', 'status')
 end
 
+--- entries
+-- entries(hn, jk): how many history entries the document at jk holds, by its field hn as
+-- read (runtime/hashfields.py). A count that is not a whole number from 0 (corrupt), or
+-- none while field h1 exists, is taken as the hash's field count, so that an entry added
+-- lands past every entry it holds; none and no h1: a document of the layout before, 0.
+local function entries(hn, jk)
+  local n = tonumber(hn)
+  if n and n >= 0 and n == math.floor(n) and n < 1e9 then return n end
+  if not hn and redis.call('HEXISTS', jk, 'h1') == 0 then return 0 end
+  return redis.call('HLEN', jk)
+end
+
+--- hset_pairs
+-- hset_pairs(key, t, first, last): HSET key the name, value pairs t[first..last], 500 pairs
+-- a call at most (Lua's unpack stops near 8,000 values; a long history has more)
+local function hset_pairs(key, t, first, last)
+  for s = first, last, 1000 do
+    redis.call('HSET', key, unpack(t, s, math.min(s + 999, last)))
+  end
+end
+
 --- log_entry
 -- log_entry(jk, text): append history entry `text` to the document at jk: its field h<n>
 -- and the count hn (runtime/hashfields.py), without reading the other entries
 local function log_entry(jk, text)
-  local n = digits((tonumber(redis.call('HGET', jk, 'hn')) or 0) + 1)
+  local n = digits(entries(redis.call('HGET', jk, 'hn'), jk) + 1)
   redis.call('HSET', jk, 'hn', n, 'h' .. n, text)
 end
 
@@ -184,7 +206,7 @@ local function claim_one(id, f, st, wid, snow, deadline, inflight, running, prob
     attempt = attempt + 1
   end
   local sa = digits(attempt)
-  local hn = digits((tonumber(f[12]) or 0) + 1)
+  local hn = digits(entries(f[12], jk) + 1)
   redis.call('HSET', jk, 'status', 'started', 'worker', wid, 'started_at', snow, 'attempt', sa,
     'hn', hn, 'h' .. hn, entry(snow, 'claimed', {'worker', wid, 'attempt', sa}))
   redis.call('ZADD', inflight, deadline, id)

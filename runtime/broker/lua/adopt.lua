@@ -33,9 +33,9 @@ for i = 0, n - 1 do
     for name, v in pairs(decoded) do redis.call('HSET', jk, name, v) end
     local entries = cjson.decode(history)
     entries[#entries + 1] = entry(snow, 'queued', {'note', note})
-    local h = {'hn', #entries}
+    local h = {'status', 'queued', 'queue', q, 'priority', prio, 'hn', #entries}
     for k, e in ipairs(entries) do h[#h + 1], h[#h + 2] = 'h' .. k, e end
-    redis.call('HSET', jk, 'status', 'queued', 'queue', q, 'priority', prio, unpack(h))
+    hset_pairs(jk, h, 1, #h)
     redis.call('ZADD', key_status(q, 'queued'), snow, id)
     if due and due > now then  -- not due yet: stays delayed (a blocked worker learns when)
       redis.call('ZADD', sched, due * 1000, id)

@@ -69,7 +69,7 @@ for i = 0, n - 1 do
     local gone = FINAL[st] and num <= 0
     local write = not gone or cur[8]
     local kv = {'worker', cur[3], 'attempt', attempt}  -- the stored attempt's digits
-    local hn = tonumber(cur[7]) or 0
+    local hn = entries(cur[7], jk)
     local started = nil  -- the entry of when it began running (the claim's entry says claimed)
     for f = fb, fb + 2 * nf - 2, 2 do  -- (the worker sends it as '%.6f' text)
       local at = ARGV[f] == 'started_at' and tonumber(ARGV[f + 1]) and ARGV[f + 1]
@@ -89,11 +89,21 @@ for i = 0, n - 1 do
           del[#del + 1] = f
         end
       end
-      for k = 1, hn do del[#del + 1] = 'h' .. digits(k) end
-      redis.call('HDEL', jk, unpack(del))
-    elseif st == 'success' and write and attempt ~= '1' then  -- what an earlier attempt's outcome left
-      -- (before this one's fields: a success stored without its data keeps its exc_type marker)
-      redis.call('HDEL', jk, 'exc_type', 'exc_message', 'traceback', 'reason')
+      -- and its history entries: at most as many as the hash has fields (a count may be corrupt)
+      for k = 1, hn <= 16 and hn or math.min(hn, redis.call('HLEN', jk)) do
+        del[#del + 1] = 'h' .. digits(k)
+        if #del == 1000 then  -- (Lua's unpack stops near 8,000 values)
+          redis.call('HDEL', jk, unpack(del))
+          del = {}
+        end
+      end
+      if #del > 0 then redis.call('HDEL', jk, unpack(del)) end
+    elseif write and attempt ~= '1' then  -- what an earlier attempt's outcome left (before this one's fields)
+      if st == 'success' then  -- (a success stored without its data keeps its exc_type marker)
+        redis.call('HDEL', jk, 'report', 'exc_type', 'exc_message', 'traceback', 'reason')
+      else  -- its report's sections besides timing and memory (this outcome's are written next)
+        redis.call('HDEL', jk, 'report')
+      end
     end
     local due = st == 'retry' and now + num
     if write and compact then

@@ -31,7 +31,7 @@ while i <= #ARGV do
   elseif redis.call('ZSCORE', landed, new .. ' ' .. old) or redis.call('EXISTS', jk) == 1 then
     out[#out + 1] = 'exists'
   else
-    redis.call('HSET', jk, unpack(ARGV, i + 5, i + 4 + 2 * n))
+    hset_pairs(jk, ARGV, i + 5, i + 4 + 2 * n)
     local cur = redis.call('HMGET', jk, 'status', 'priority', 'due_at')
     local kv = {'from', old, 'note', note}
     if by ~= '' then kv[5], kv[6] = 'by', by end
