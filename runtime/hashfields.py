@@ -96,9 +96,9 @@ def _entry_numbers(data: Mapping[str, str]) -> list[int]:
 
 
 def history_length(data: Mapping[str, str]) -> int:
-    """Entries in the history of hash ``data`` (its ``hn`` and ``history`` fields; the
-    rest need not be there, except where ``hn`` is corrupt: then its entry fields are
-    counted): MongoDB's version fence (runtime.store.mongo.sync)."""
+    """Entries in the history of hash ``data`` (its entry fields when it holds them, else
+    its count ``hn``; and those of its field ``history``): MongoDB's version fence
+    (runtime.store.mongo.sync)."""
     legacy = data.get(LEGACY) or ""
     n = 0
     if legacy:
@@ -106,8 +106,10 @@ def history_length(data: Mapping[str, str]) -> int:
             n = len(json.loads("[" + legacy + "]"))
         except ValueError:
             n = legacy.count('{"at":')
-    count = _count(data)
-    return n + (count if count is not None else len(_entry_numbers(data)))
+    numbers = _entry_numbers(data)
+    if numbers:  # the whole hash: its entries, whatever a (corrupt) count says
+        return n + len(numbers)
+    return n + (_count(data) or 0)
 
 
 def read_history(data: Mapping[str, str]) -> tuple[list[dict[str, Any]], str | None]:
