@@ -112,13 +112,16 @@ def test_a_corrupt_history_count_is_shown_and_a_new_entry_keeps_the_others(clien
         assert statuses[:2] == ["queued", "queued"] and statuses[-3:] == ["claimed", "started", "success"], (case, statuses)
 
 
-def test_a_later_attempt_shows_its_own_report_only(client, worker):
+def test_a_later_attempt_shows_its_own_report_logs_and_artifacts_only(client, worker):
     job_id = client.queue_job("testtasks.add", {"a": 1, "b": 1})
-    # as an earlier attempt left it: a report section besides timing and memory
-    client.redis.hset(client.broker.keys.job(job_id), mapping={"attempt": "1", "report": '{"profile":{"x":1}}'})
+    # as an earlier attempt left them: a report section besides timing and memory, logs, a profile
+    client.redis.hset(client.broker.keys.job(job_id), mapping={
+        "attempt": "1", "report": '{"profile":{"x":1}}', "logs": '[[1.0,"INFO","attempt 1"]]',
+        "artifacts": '{"profile":"attempt 1"}'})
     worker.burst()
     job = client.get_job(job_id)
     assert job.attempt == 2 and job.result == 2 and "profile" not in job.report and "timing" in job.report
+    assert job.logs == [] and job.artifacts == {}
 
 
 def test_a_history_entry_keeps_its_members_in_order():

@@ -160,7 +160,7 @@ end
 -- lands past every entry it holds; none and no h1: a document of the layout before, 0.
 local function entries(hn, jk)
   local n = tonumber(hn)
-  if n and n >= 0 and n == math.floor(n) and n < 1e9 then return n end
+  if n and n >= 0 and n == math.floor(n) and n < 2 ^ 53 then return n end
   if not hn and redis.call('HEXISTS', jk, 'h1') == 0 then return 0 end
   return redis.call('HLEN', jk)
 end

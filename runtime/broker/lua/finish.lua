@@ -98,11 +98,11 @@ for i = 0, n - 1 do
         end
       end
       if #del > 0 then redis.call('HDEL', jk, unpack(del)) end
-    elseif write and attempt ~= '1' then  -- what an earlier attempt's outcome left (before this one's fields)
+    elseif write and attempt ~= '1' then  -- what an earlier attempt's outcome left (this one's fields come next)
       if st == 'success' then  -- (a success stored without its data keeps its exc_type marker)
-        redis.call('HDEL', jk, 'report', 'exc_type', 'exc_message', 'traceback', 'reason')
-      else  -- its report's sections besides timing and memory (this outcome's are written next)
-        redis.call('HDEL', jk, 'report')
+        redis.call('HDEL', jk, 'report', 'logs', 'artifacts', 'exc_type', 'exc_message', 'traceback', 'reason')
+      else
+        redis.call('HDEL', jk, 'report', 'logs', 'artifacts')
       end
     end
     local due = st == 'retry' and now + num
