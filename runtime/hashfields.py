@@ -90,8 +90,9 @@ def _count(data: Mapping[str, str]) -> int | None:
     return int(text) if _DIGITS.fullmatch(text) else None
 
 
-def _entry_numbers(data: Mapping[str, str]) -> list[int]:
-    """The numbers of the history entry fields hash ``data`` holds, in order."""
+def entry_numbers(data: Mapping[str, str]) -> list[int]:
+    """The numbers of the history entry fields hash ``data`` holds, in order (whatever its
+    count ``hn`` says)."""
     return sorted(int(k[1:]) for k in data if _ENTRY_FIELD.match(k))
 
 
@@ -106,7 +107,7 @@ def history_length(data: Mapping[str, str]) -> int:
             n = len(json.loads("[" + legacy + "]"))
         except ValueError:
             n = legacy.count('{"at":')
-    numbers = _entry_numbers(data)
+    numbers = entry_numbers(data)
     if numbers:  # the whole hash: its entries, whatever a (corrupt) count says
         return n + len(numbers)
     return n + (_count(data) or 0)
@@ -128,7 +129,7 @@ def read_history(data: Mapping[str, str]) -> tuple[list[dict[str, Any]], str | N
             entries += old
         except ValueError:
             bad = legacy[:200]
-    numbers = _entry_numbers(data)
+    numbers = entry_numbers(data)
     for i in numbers:
         text = data[entry_field(i)]
         try:

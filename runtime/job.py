@@ -264,10 +264,9 @@ class Job:
             if key not in kw:
                 kw[key] = ""
                 bad.setdefault(key, "(missing)")
-        if "rt" in data or "rm" in data:
-            kw["report"], unread = read_report(data, kw.get("report") or {})
-            if unread:
-                bad[unread] = data[unread][:200]
+        kw["report"], unread = read_report(data, kw.get("report") or {})
+        if unread:
+            bad[unread] = data[unread][:200]
         job = cls(**kw)
         job.history = []
         if history:

@@ -32,7 +32,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..hashfields import COUNT, decode_entry, entry_field
+from ..hashfields import COUNT, decode_entry, entry_field, entry_numbers
 from ..job import queue_of
 from ..status import Status
 from .broker import RedisBroker
@@ -91,8 +91,7 @@ def landing(old_id: str, doc: Mapping[str, str], by_default: str = "") -> tuple[
     document without that entry (its history fields: runtime.hashfields), under the new
     id, queue and priority, in the status it waited in, naming ``moved_from``. None for
     a document that is not of such a job."""
-    count = doc.get(COUNT) or ""
-    n = int(count) if count.isdigit() else 0
+    n = (entry_numbers(doc) or [0])[-1]  # its last entry
     try:
         last = decode_entry(json.loads(doc.get(entry_field(n)) or "null"))
     except ValueError:

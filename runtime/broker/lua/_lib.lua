@@ -185,15 +185,14 @@ end
 --- claim_one
 -- claim_one(id, f, st, wid, snow, deadline, inflight, running, problem): start waiting job
 -- `id` (status st) for worker `wid`: status started, attempt+1, the claim deadline (ms, as
--- text) in
--- the inflight zset, the worker's running set, from the index of st to the started index
--- of its queue, a 'claimed' history entry. `f`: what claim_read read of it (nil:
--- read here). Returns the 14 claim fields: id, path, params, queue, priority, attempt,
--- retries, lost, queued_at, due_at, started_at, meta, alone ('1' or ''), and what is wrong
--- with the document ('' for nothing: runtime.broker.claimed_from reads the rest); a field
--- the document lacks is '' (retries and lost: '0'). An attempt that is not an integer restarts at 1 (the job then
--- fails, reason bad-document, fenced by that attempt); so does one whose status is not one
--- (``problem``: what the caller found wrong).
+-- text) in the inflight zset, the worker's running set, from the index of st to the
+-- started index of its queue, a 'claimed' history entry. `f`: what claim_read read of it
+-- (nil: read here). Returns the 14 claim fields: id, path, params, queue, priority,
+-- attempt, retries, lost, queued_at, due_at, started_at, meta, alone ('1' or ''), and
+-- what is wrong with the document ('' for nothing: runtime.broker.claimed_from reads the
+-- rest); a field the document lacks is '' (retries and lost: '0'). An attempt that is not
+-- an integer restarts at 1 (the job then fails, reason bad-document, fenced by that
+-- attempt); so does one whose status is not one (``problem``: what the caller found wrong).
 local function claim_one(id, f, st, wid, snow, deadline, inflight, running, problem)
   local jk = key_job(id)
   f = f or claim_read(redis.call, jk)

@@ -30,10 +30,13 @@ for i = 0, n - 1 do
   if redis.call('EXISTS', jk) == 0 then
     local decoded = cjson.decode(fields)
     local due = tonumber(decoded['due_at'] or '')
-    for name, v in pairs(decoded) do redis.call('HSET', jk, name, v) end
     local entries = cjson.decode(history)
     entries[#entries + 1] = entry(snow, 'queued', {'note', note})
-    local h = {'status', 'queued', 'queue', q, 'priority', prio, 'hn', #entries}
+    local h = {}  -- its fields, then status, queue, priority and history: written last, they win
+    for name, v in pairs(decoded) do h[#h + 1], h[#h + 2] = name, v end
+    local m = #h
+    h[m + 1], h[m + 2], h[m + 3], h[m + 4], h[m + 5], h[m + 6], h[m + 7], h[m + 8] =
+      'status', 'queued', 'queue', q, 'priority', prio, 'hn', #entries
     for k, e in ipairs(entries) do h[#h + 1], h[#h + 2] = 'h' .. k, e end
     hset_pairs(jk, h, 1, #h)
     redis.call('ZADD', key_status(q, 'queued'), snow, id)

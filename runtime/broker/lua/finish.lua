@@ -82,14 +82,21 @@ for i = 0, n - 1 do
       redis.call('HDEL', jk, 'abort_by')
     end
     local e = entry(snow, st, kv, tail)
-    if compact then  -- what a compact success does not keep (a field named that the hash lacks costs a scan)
-      local del = {'history', 'hn', 'progress', 'progress_message', 'began', 'began_at', 'deadline'}
-      if attempt ~= '1' then  -- and what an earlier attempt's outcome left
-        for _, f in ipairs({'report', 'rt', 'rm', 'logs', 'artifacts', 'exc_type', 'exc_message', 'traceback', 'reason'}) do
-          del[#del + 1] = f
-        end
+    -- fields deleted before this outcome's are written (each named that the hash lacks costs a scan)
+    local del = nil
+    if write and attempt ~= '1' then  -- what an earlier attempt's outcome left
+      del = {'report', 'logs', 'artifacts'}
+      -- (a success stored without its data keeps its exc_type marker: this outcome writes it next)
+      local more = st ~= 'success' and {} or compact and {'exc_type', 'exc_message', 'traceback', 'reason', 'rt', 'rm'}
+        or {'exc_type', 'exc_message', 'traceback', 'reason'}
+      for _, f in ipairs(more) do del[#del + 1] = f end
+    end
+    if compact then  -- what a compact success does not keep, its history entries included: at most as
+      -- many as the hash has fields (a count may be corrupt)
+      del = del or {}
+      for _, f in ipairs({'history', 'hn', 'progress', 'progress_message', 'began', 'began_at', 'deadline'}) do
+        del[#del + 1] = f
       end
-      -- and its history entries: at most as many as the hash has fields (a count may be corrupt)
       for k = 1, hn <= 16 and hn or math.min(hn, redis.call('HLEN', jk)) do
         del[#del + 1] = 'h' .. digits(k)
         if #del == 1000 then  -- (Lua's unpack stops near 8,000 values)
@@ -97,14 +104,8 @@ for i = 0, n - 1 do
           del = {}
         end
       end
-      if #del > 0 then redis.call('HDEL', jk, unpack(del)) end
-    elseif write and attempt ~= '1' then  -- what an earlier attempt's outcome left (this one's fields come next)
-      if st == 'success' then  -- (a success stored without its data keeps its exc_type marker)
-        redis.call('HDEL', jk, 'report', 'logs', 'artifacts', 'exc_type', 'exc_message', 'traceback', 'reason')
-      else
-        redis.call('HDEL', jk, 'report', 'logs', 'artifacts')
-      end
     end
+    if del and #del > 0 then redis.call('HDEL', jk, unpack(del)) end
     local due = st == 'retry' and now + num
     if write and compact then
       redis.call('HSET', jk, 'status', st, 'ended_at', snow, unpack(ARGV, fb, fb + 2 * nf - 1))
