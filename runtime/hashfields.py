@@ -83,14 +83,15 @@ def decode_entry(value: Any) -> dict[str, Any]:
     return out
 
 
-def _count(data: Mapping[str, str]) -> int | None:
+def entry_count(data: Mapping[str, str]) -> int | None:
     """The entry count of hash ``data`` (field ``hn``; 0 when absent), None when it is not
-    a whole number."""
+    a whole number. The scripts write it with every entry they add: after one, it names
+    that entry's field."""
     text = data.get(COUNT) or "0"
     return int(text) if _DIGITS.fullmatch(text) else None
 
 
-def entry_numbers(data: Mapping[str, str]) -> list[int]:
+def _entry_numbers(data: Mapping[str, str]) -> list[int]:
     """The numbers of the history entry fields hash ``data`` holds, in order (whatever its
     count ``hn`` says)."""
     return sorted(int(k[1:]) for k in data if _ENTRY_FIELD.match(k))
@@ -107,10 +108,10 @@ def history_length(data: Mapping[str, str]) -> int:
             n = len(json.loads("[" + legacy + "]"))
         except ValueError:
             n = legacy.count('{"at":')
-    numbers = entry_numbers(data)
+    numbers = _entry_numbers(data)
     if numbers:  # the whole hash: its entries, whatever a (corrupt) count says
         return n + len(numbers)
-    return n + (_count(data) or 0)
+    return n + (entry_count(data) or 0)
 
 
 def read_history(data: Mapping[str, str]) -> tuple[list[dict[str, Any]], str | None]:
@@ -129,14 +130,14 @@ def read_history(data: Mapping[str, str]) -> tuple[list[dict[str, Any]], str | N
             entries += old
         except ValueError:
             bad = legacy[:200]
-    numbers = entry_numbers(data)
+    numbers = _entry_numbers(data)
     for i in numbers:
         text = data[entry_field(i)]
         try:
             entries.append(decode_entry(json.loads(text)))
         except ValueError:
             bad = bad or text[:200]
-    count = _count(data)
+    count = entry_count(data)
     if count is None or len(numbers) != count or (numbers and numbers[-1] != count):  # not exactly 1..count
         more = "..." if len(numbers) > 5 else ""
         bad = bad or f"{COUNT} = {data.get(COUNT)!r} with entries {numbers[:5]}{more}"[:200]

@@ -32,7 +32,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..hashfields import COUNT, decode_entry, entry_field, entry_numbers
+from ..hashfields import COUNT, decode_entry, entry_count, entry_field
 from ..job import queue_of
 from ..status import Status
 from .broker import RedisBroker
@@ -91,7 +91,7 @@ def landing(old_id: str, doc: Mapping[str, str], by_default: str = "") -> tuple[
     document without that entry (its history fields: runtime.hashfields), under the new
     id, queue and priority, in the status it waited in, naming ``moved_from``. None for
     a document that is not of such a job."""
-    n = (entry_numbers(doc) or [0])[-1]  # its last entry
+    n = entry_count(doc) or 0  # the field of the entry move.lua added last
     try:
         last = decode_entry(json.loads(doc.get(entry_field(n)) or "null"))
     except ValueError:

@@ -127,3 +127,12 @@ def test_a_later_attempt_shows_its_own_report_logs_and_artifacts_only(client, wo
 def test_a_history_entry_keeps_its_members_in_order():
     assert list(decode_entry(json.loads('[1.0,"failed","w",1,{"note":"n","error":"E: x"}]'))) == [
         "at", "status", "worker", "attempt", "note", "error"]
+
+
+def test_a_job_with_a_stray_entry_field_is_moved_and_lands(client):
+    job_id = client.queue_job("testtasks.add", {"a": 1, "b": 1}, delay=3600)
+    client.redis.hset(client.broker.keys.job(job_id), "h50", '[1.5,"queued",null,null,{"note":"by hand"}]')
+    [new] = client.move(job_id, queue="other")
+    copy = client.get_job(new)
+    assert copy.status == "queued" and copy.moved_from == job_id and copy.due_at > copy.queued_at + 3000
+    assert client.get_job(job_id).status == "moved"
